@@ -1,0 +1,1 @@
+"""mxjax experiments: offline model zoo, data registry, studies and their results."""
