@@ -4,8 +4,8 @@
   DeepGEMM and XLA's own int4 layout). bitsandbytes puts it in the high nibble: see
   `swap_nibbles`.
 - 2-bit: four codes a byte, code i at bits 2i .. 2i+1.
-- 6-bit: four codes in three bytes, big-endian within the 24-bit group as torchao's
-  `pack_uint6` lays them out: byte0 = c0 << 2 | c1 >> 4, byte1 = (c1 & 15) << 4 | c2 >> 2,
+- 6-bit: four codes in three bytes, big-endian within the 24-bit group (the layout of
+  torchao's former `pack_uint6`): byte0 = c0 << 2 | c1 >> 4, byte1 = (c1 & 15) << 4 | c2 >> 2,
   byte2 = (c2 & 3) << 6 | c3.
 - 8-bit: unchanged.
 """
