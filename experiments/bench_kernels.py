@@ -1,0 +1,174 @@
+"""GPU benchmark of pallas_kernels: weight-only matmul (and fused quantization, see --what).
+
+Run on the GPU machine:  python3 experiments/bench_kernels.py --what wo --out $OUT
+Writes kernels_<what>.json and a markdown table; prints the table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bench_kernels_common as C  # noqa: E402
+from pallas_kernels.wo_matmul import layout as L  # noqa: E402
+from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
+from pallas_kernels.wo_matmul import reference as WR  # noqa: E402
+
+SHAPES = [(8192, 28672), (4096, 4096), (4096, 14336)]
+DECODE_M = [1, 2, 4, 8, 16, 32, 64]
+
+
+def make_int4(key, k, n, fmt="int4", group=128):
+  k1, k2, k3 = jax.random.split(key, 3)
+  codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
+  scale = jax.random.uniform(k2, (k // group, n), jnp.float32, 0.5, 1.5) / 64
+  zp = None
+  if fmt == "uint4":
+    zp = jax.random.randint(k3, (k // group, n), 0, 16, jnp.int32).astype(jnp.uint8)
+  return codes, scale, zp
+
+
+def xla_int4_dequant_dot(x, codes, scale, zp, group=128):
+  """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
+  lo, hi = codes & 15, codes >> 4
+  q = jnp.stack([lo, hi], axis=1).reshape(2 * codes.shape[0], codes.shape[1]).astype(jnp.int32)
+  if zp is None:
+    q = jnp.where(q >= 8, q - 16, q).astype(jnp.float32)
+    w = q * jnp.repeat(scale, group, axis=0)
+  else:
+    w = (q.astype(jnp.float32) - jnp.repeat(zp, group, axis=0)) * jnp.repeat(scale, group, 0)
+  return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def bench_wo(args, res):
+  fmts = args.formats.split(",")
+  ms = [int(m) for m in args.m.split(",")] if args.m else DECODE_M
+  shapes = SHAPES if not args.shapes else [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
+  configs = [dict()]
+  if args.sweep:
+    configs = [dict(tile_n=t, steps=s, splits=p) for t in (128, 256) for s in (4, 8)
+               for p in (None, 1, 2)]
+  rows = []
+  for (k, n) in shapes:
+    for fmt in fmts:
+      key = jax.random.key(hash((k, n, fmt)) % 2**31)
+      codes, scale, zp = make_int4(key, k, n, fmt)
+      pw = L.repack(codes, scale, fmt=fmt, group=128, zero_point=zp)
+      wbytes = pw.nbytes
+      r_q = C.rotations(wbytes)
+      q_sets = []
+      for i in range(r_q):
+        c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt)
+        q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=128, zero_point=z)))
+      r_b = C.rotations(k * n * 2)
+      wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
+                 for i in range(r_b)]
+      for m in ms:
+        x = jax.random.normal(jax.random.fold_in(key, 1000 + m), (m, k), jnp.bfloat16)
+        row = dict(kernel="wo_matmul", fmt=fmt, group=128, M=m, K=k, N=n, weight_bytes=wbytes)
+        # Correctness first: fresh inputs, poisoned memory.
+        try:
+          xc = jax.random.normal(jax.random.fold_in(key, 5000 + m), (m, k), jnp.bfloat16)
+          ref = WR.wo_matmul_reference(xc, pw, out_dtype=jnp.float32)
+          C.poison()
+          out = jax.jit(lambda x, p: WG.wo_matmul_mosaic_gpu(x, p))(xc, pw)
+          row["rel_err"] = C.rel_err(out, ref)
+          row["correct"] = bool(row["rel_err"] < 1e-2)
+        except Exception as e:  # record and go on: the table says what failed
+          row["error"] = f"{type(e).__name__}: {e}"[:400]
+          traceback.print_exc()
+          rows.append(row)
+          continue
+        # Baselines.
+        tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
+                                            ).astype(jnp.bfloat16),
+                       [(x, w) for w in wb_sets])
+        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z),
+                       [(x, c, s, z) for c, s, z, _ in q_sets])
+        row["xla_bf16_s"] = tb["time_s"]
+        row["xla_bf16_TBps"] = k * n * 2 / tb["time_s"] / 1e12
+        row["xla_dequant_dot_s"] = tq["time_s"]
+        row["xla_dequant_dot_kernels"] = tq["n_kernels"]
+        best = None
+        for cfg in configs:
+          try:
+            tk = C.time_op(lambda x, p, cfg=cfg: WG.wo_matmul_mosaic_gpu(x, p, **cfg),
+                           [(x, p) for *_, p in q_sets])
+          except Exception as e:
+            print("config failed", cfg, type(e).__name__, str(e)[:200])
+            continue
+          if best is None or tk["time_s"] < best[1]["time_s"]:
+            best = (cfg, tk)
+        if best is None:
+          row["error"] = "every config failed"
+          rows.append(row)
+          continue
+        cfg, tk = best
+        row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
+                   kernel_launches=tk["n_kernels"], rotations=tk["rotations"])
+        row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
+        row["frac_copy_bw"] = wbytes / tk["time_s"] / res["copy_Bps"]
+        row["x_vs_xla_bf16"] = tb["time_s"] / tk["time_s"]
+        row["x_vs_xla_dequant_dot"] = tq["time_s"] / tk["time_s"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+  return rows
+
+
+def table_wo(rows):
+  out = ["| fmt | M | K | N | kernel us | TB/s (w+s) | % copy BW | vs XLA bf16 | vs XLA dequant+dot "
+         "| rel err | config |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if "kernel_s" not in r:
+      out.append(f"| {r['fmt']} | {r['M']} | {r['K']} | {r['N']} | FAILED: {r.get('error', '')[:80]} "
+                 f"| | | | | {r.get('rel_err', '')} | |")
+      continue
+    out.append(f"| {r['fmt']} | {r['M']} | {r['K']} | {r['N']} | {r['kernel_s']*1e6:.1f} | "
+               f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['x_vs_xla_bf16']:.2f}x | "
+               f"{r['x_vs_xla_dequant_dot']:.2f}x | {r['rel_err']:.1e} | {r['config']} |")
+  return "\n".join(out)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--what", default="wo")
+  ap.add_argument("--out", default=os.environ.get("OUT", "."))
+  ap.add_argument("--formats", default="int4,uint4")
+  ap.add_argument("--m", default="")
+  ap.add_argument("--shapes", default="")
+  ap.add_argument("--sweep", action="store_true")
+  args = ap.parse_args()
+  t0 = time.time()
+  res = C.header()
+  res["copy_Bps"] = C.copy_bandwidth()
+  res["bf16_gemm_flops"] = C.bf16_gemm_rate()
+  print(f"copy {res['copy_Bps']/1e12:.2f} TB/s, bf16 GEMM {res['bf16_gemm_flops']/1e12:.0f} TFLOP/s",
+        flush=True)
+  md = [f"device {res['device']}, jax {res['jax_version']}, {res['date']}",
+        f"copy bandwidth {res['copy_Bps']/1e12:.2f} TB/s; XLA bf16 GEMM 8192^3 "
+        f"{res['bf16_gemm_flops']/1e12:.0f} TFLOP/s"]
+  if "wo" in args.what:
+    res["wo_matmul"] = bench_wo(args, res)
+    md.append(table_wo(res["wo_matmul"]))
+  res["wall_s"] = time.time() - t0
+  with open(os.path.join(args.out, f"kernels_{args.what}.json"), "w") as f:
+    json.dump(res, f, indent=1)
+  text = "\n\n".join(md)
+  with open(os.path.join(args.out, f"kernels_{args.what}.md"), "w") as f:
+    f.write(text + "\n")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

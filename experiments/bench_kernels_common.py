@@ -1,0 +1,86 @@
+"""Shared timing and correctness helpers for the kernel benchmarks (run on the GPU machine).
+
+Timing: each measured op is jitted over R rotated input sets (R chosen so that the sets total at
+least 3x the L2), warmed up, then timed with CUPTI (kernel time only, summed over every kernel
+the op launches, `jax.experimental.mosaic.gpu.profiler.measure`) for `iters` iterations; the
+reported time is the median iteration divided by R.
+
+Correctness: fresh random inputs, device memory poisoned with NaN just before the run (so an
+output element the kernel never writes reads NaN), relative error ||out - ref|| / ||ref|| against
+the float32 reference; NaN never passes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import statistics
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+L2_BYTES = 50 * 2**20
+
+
+def rotations(bytes_per_set: int, at_least: int = 2, cap: int = 64) -> int:
+  return int(min(cap, max(at_least, math.ceil(3 * L2_BYTES / max(bytes_per_set, 1)))))
+
+
+def time_op(fn: Callable[..., Any], sets: Sequence[tuple], iters: int = 30) -> dict:
+  """Median kernel time (s) of one call of fn, rotating over `sets` of arguments."""
+  from jax.experimental.mosaic.gpu import profiler  # pylint: disable=g-import-not-at-top
+
+  g = jax.jit(lambda sets: [fn(*s) for s in sets])
+  jax.block_until_ready(g(sets))  # compile + warm-up
+  jax.block_until_ready(g(sets))
+  _, ms = profiler.measure(g, iterations=iters)(sets)
+  _, per_kernel = profiler.measure(g, aggregate=False, iterations=1)(sets)
+  names = sorted({name for name, _ in per_kernel})
+  ms = [m for m in ms if m is not None]
+  med = statistics.median(ms) / len(sets)
+  spread = (max(ms) - min(ms)) / len(sets)
+  return dict(time_s=med * 1e-3, spread_s=spread * 1e-3, rotations=len(sets), iters=len(ms),
+              kernels=names, n_kernels=len(per_kernel) / len(sets))
+
+
+def poison(nbytes: int = 4 << 30) -> None:
+  """Fills and frees a large device buffer with NaN so that reused memory reads NaN."""
+  p = jnp.full((nbytes // 4,), jnp.nan, jnp.float32)
+  p.block_until_ready()
+  del p
+
+
+def rel_err(out, ref) -> float:
+  out = np.asarray(jnp.asarray(out, jnp.float32), np.float64)
+  ref = np.asarray(jnp.asarray(ref, jnp.float32), np.float64)
+  if not np.all(np.isfinite(out)) and np.all(np.isfinite(ref)):
+    return float("nan")
+  return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def copy_bandwidth() -> float:
+  """Device copy rate in bytes/s (read + write), 1 GiB f32 elementwise x + 1."""
+  n = 1 << 28
+  sets = [(jax.random.normal(jax.random.key(i), (n,), jnp.float32),) for i in range(2)]
+  r = time_op(lambda a: a + 1.0, sets, iters=20)
+  return 2 * n * 4 / r["time_s"]
+
+
+def bf16_gemm_rate(size: int = 8192) -> float:
+  """XLA bf16 GEMM rate in FLOP/s at size^3, random data."""
+  ks = jax.random.split(jax.random.key(7), 4)
+  sets = [(jax.random.normal(ks[2 * i], (size, size), jnp.bfloat16),
+           jax.random.normal(ks[2 * i + 1], (size, size), jnp.bfloat16)) for i in range(2)]
+  r = time_op(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.bfloat16), sets, iters=10)
+  return 2 * size**3 / r["time_s"]
+
+
+def header() -> dict:
+  d = jax.devices()[0]
+  return dict(device=d.device_kind, date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              jax_version=jax.__version__, jaxlib_version=jax.lib.__version__
+              if hasattr(jax.lib, "__version__") else None,
+              timing="CUPTI kernel time (mosaic.gpu.profiler.measure), median over iterations, "
+              "inputs rotated over >= 3x L2")

@@ -1,0 +1,60 @@
+"""The one place where Pallas API differences between jax 0.10.2 (CPU CI) and 0.11.2 (GPU) live.
+
+Differences handled here:
+- `plgpu.kernel`: 0.11 drops the positional `out_shape`; both accept `out_type=`.
+- `plgpu.CompilerParams.lowering_semantics`: the default moved from `Lane` (0.10) to `Warpgroup`
+  (0.11). Our Mosaic GPU kernels are written with explicit register layouts, i.e. `Lane`
+  semantics, so we always pass it.
+- `plgpu.transpose_ref`: deprecated in 0.11 in favour of `ref.transpose(...)`.
+- TPU interpret mode: `pltpu.InterpretParams` (both versions); older spellings raise clearly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import jax
+from jax.experimental import pallas as pl
+
+JAX_VERSION: tuple[int, ...] = tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit())
+
+
+def plgpu_module():
+  """Imports `jax.experimental.pallas.mosaic_gpu` lazily (it pulls in the Mosaic GPU dialect)."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu  # pylint: disable=g-import-not-at-top
+  return plgpu
+
+
+def pltpu_module():
+  from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
+  return pltpu
+
+
+def mgpu_kernel(body: Callable[..., None], *, out_type: Any, **kwargs: Any) -> Callable[..., Any]:
+  """`plgpu.kernel` with Lane lowering semantics on either jax version."""
+  plgpu = plgpu_module()
+  params = plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane)
+  return plgpu.kernel(body, out_type=out_type, compiler_params=params, **kwargs)
+
+
+def transpose_ref(ref: Any, perm: tuple[int, ...]) -> Any:
+  """Transposed view of a Mosaic GPU SMEM ref (no data movement)."""
+  plgpu = plgpu_module()
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    return plgpu.transpose_ref(ref, perm)
+
+
+def tpu_interpret_params() -> Any:
+  """The object to pass as `interpret=` to run a `pltpu` kernel in TPU interpret mode on CPU."""
+  pltpu = pltpu_module()
+  if not hasattr(pltpu, "InterpretParams"):
+    raise NotImplementedError(
+        f"jax {jax.__version__} has no pltpu.InterpretParams: TPU interpret mode is unavailable")
+  return pltpu.InterpretParams()
+
+
+def pallas_call(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+  """`pl.pallas_call` (kept here so a future signature change has one place to land)."""
+  return pl.pallas_call(*args, **kwargs)

@@ -1,0 +1,21 @@
+"""Weight-only matmul `y = x @ dequant(W)`: reference, portable Pallas, Mosaic GPU, TPU."""
+
+from pallas_kernels.wo_matmul.api import IMPLEMENTATIONS
+from pallas_kernels.wo_matmul.api import wo_matmul
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import dequantize
+from pallas_kernels.wo_matmul.layout import repack
+from pallas_kernels.wo_matmul.reference import wo_matmul_reference
+from pallas_kernels.wo_matmul.reference import xla_dequant_then_dot
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "PackedWeight",
+    "WeightFormat",
+    "dequantize",
+    "repack",
+    "wo_matmul",
+    "wo_matmul_reference",
+    "xla_dequant_then_dot",
+]

@@ -1,0 +1,51 @@
+"""One entry point for the weight-only matmul: `wo_matmul(x, pw, implementation=...)`."""
+
+from __future__ import annotations
+
+import jax
+
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.portable import wo_matmul_portable
+from pallas_kernels.wo_matmul.reference import wo_matmul_reference
+
+IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
+
+
+def default_implementation() -> str:
+  """mosaic_gpu on a GPU, mosaic_tpu on a TPU, the XLA reference elsewhere."""
+  backend = jax.default_backend()
+  return {"gpu": "mosaic_gpu", "cuda": "mosaic_gpu", "tpu": "mosaic_tpu"}.get(backend, "xla")
+
+
+def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = None,
+              interpret: bool = False, out_dtype=None, **tuning) -> jax.Array:
+  """`y = x @ dequant(W)` for a weight in the kernels' layout (see `layout.repack`).
+
+  Args:
+    x: (M, K) activations (bf16 for the GPU kernel).
+    pw: PackedWeight of logical shape (K, N).
+    implementation: "xla" (pure-jnp reference), "mosaic_gpu", "portable" (plain Pallas, the
+      GPU kernel's CPU-testable twin), "mosaic_tpu"; None picks by backend.
+    interpret: run Pallas kernels in interpret mode (CPU).
+    out_dtype: default x.dtype.
+    **tuning: passed to the kernel (tile sizes, pipeline depth, splits).
+
+  Returns:
+    (M, N) array. An implementation that cannot take a case raises (never a silent fallback).
+  """
+  impl = implementation or default_implementation()
+  if impl == "xla":
+    return wo_matmul_reference(x, pw, out_dtype=out_dtype)
+  if impl == "portable":
+    return wo_matmul_portable(x, pw, out_dtype=out_dtype, interpret=interpret, **tuning)
+  if impl == "mosaic_gpu":
+    if interpret:
+      raise NotImplementedError(
+          "mosaic_gpu uses TMA/wgmma, which the CPU interpreter cannot run: test its twin, "
+          "implementation='portable'")
+    from pallas_kernels.wo_matmul.mosaic_gpu import wo_matmul_mosaic_gpu
+    return wo_matmul_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)
+  if impl == "mosaic_tpu":
+    from pallas_kernels.wo_matmul.tpu import wo_matmul_tpu
+    return wo_matmul_tpu(x, pw, out_dtype=out_dtype, interpret=interpret, **tuning)
+  raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")

@@ -1,0 +1,158 @@
+"""Weight layouts for the weight-only matmul kernels, and the one-time repacking into them.
+
+mxjax stores a quantized weight W of logical shape (K, N) (used as `x @ W`) with its blocks along
+K (axis 0): 4-bit codes packed two a byte along K, even k in the low nibble, so `codes` is
+(K // 2, N) uint8 (or (K, N) int8 / float8 for 8-bit formats), and `scale` is (K // g, N).
+
+The kernels want each output column's weights contiguous along K, because they compute
+`y^T = W^T x^T` with W^T as the (register-resident) left operand of the tensor-core MMA:
+
+  PackedWeight.w      (N, K)   int4 (XLA's packed int4: two a byte along K, even k low)  for
+                                INT4 / UINT4 (stored as q - 8);
+                                int8 / float8_e4m3fn for the per-channel 8-bit formats;
+                                uint8 nibble codes (N, K // 2) for FP4 E2M1 and NF4.
+  PackedWeight.scale  (G, N)   float32 per group (G = K // group; 1 for per-channel), uint8 E8M0
+                                for MXFP4, float8_e4m3fn for NVFP4 block scales.
+  PackedWeight.offset (G, N)   float32, UINT4 only: s * (zp - 8), so that
+                                dequant = (q - zp) * s = (q - 8) * s - offset.
+  PackedWeight.tensor_scale ()  float32, NVFP4 only.
+
+The repacking runs once per weight (it is a transpose and, for UINT4, a re-centring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class WeightFormat(enum.Enum):
+  INT4 = "int4"  # symmetric, per-group float32 scale
+  UINT4 = "uint4"  # asymmetric, per-group float32 scale and uint8 zero point
+  MXFP4 = "mxfp4"  # E2M1 elements, E8M0 scale per 32
+  NVFP4 = "nvfp4"  # E2M1 elements, E4M3 scale per 16, float32 tensor scale
+  NF4 = "nf4"  # NF4 index, float32 absmax per group
+  INT8 = "int8"  # per output channel float32 scale
+  FP8 = "fp8_e4m3"  # per output channel float32 scale
+
+
+FOUR_BIT = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4,
+            WeightFormat.NF4)
+
+# NF4 (QLoRA / bitsandbytes) table, fp32.
+NF4_TABLE = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
+
+# E2M1 values of the 16 OCP bit patterns s|e e|m.
+E2M1_TABLE = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedWeight:
+  """A quantized (K, N) weight in the kernels' layout (see the module docstring)."""
+
+  w: jax.Array
+  scale: jax.Array
+  offset: jax.Array | None
+  tensor_scale: jax.Array | None
+  fmt: WeightFormat = dataclasses.field(metadata=dict(static=True))
+  group: int = dataclasses.field(metadata=dict(static=True))  # K for per-channel
+  k: int = dataclasses.field(metadata=dict(static=True))
+  n: int = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes a kernel must read for the weight: codes, scales and offsets."""
+    total = self.w.size * self.w.dtype.itemsize if self.w.dtype != jnp.int4 else self.w.size // 2
+    for a in (self.scale, self.offset):
+      if a is not None:
+        total += a.size * a.dtype.itemsize
+    return int(total)
+
+
+def _unpack_k(packed: jax.Array) -> jax.Array:
+  """(K // 2, N) uint8, even k low nibble -> (K, N) uint8 nibbles."""
+  lo, hi = packed & 15, packed >> 4
+  k2, n = packed.shape
+  return jnp.stack([lo, hi], axis=1).reshape(2 * k2, n)
+
+
+def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group: int,
+           zero_point: jax.Array | None = None,
+           tensor_scale: jax.Array | None = None) -> PackedWeight:
+  """Repacks mxjax's (K, N)-logical quantized weight into the kernels' layout.
+
+  Args:
+    codes: (K // 2, N) uint8 (4-bit formats, packed along K, even k low nibble), or (K, N)
+      int8 / float8_e4m3fn (8-bit formats).
+    scale: (K // group, N): float32 (INT4, UINT4, NF4, per-channel: (1, N)), uint8 E8M0 (MXFP4),
+      float8_e4m3fn (NVFP4).
+    fmt: the WeightFormat.
+    group: block size along K (K for per-channel).
+    zero_point: (K // group, N) uint8, UINT4 only.
+    tensor_scale: float32 scalar, NVFP4 only.
+
+  Returns:
+    PackedWeight.
+  """
+  fmt = WeightFormat(fmt)
+  if fmt in FOUR_BIT:
+    k, n = codes.shape[0] * 2, codes.shape[1]
+  else:
+    k, n = codes.shape
+  if k % group or scale.shape != (k // group, n):
+    raise ValueError(f"scale shape {scale.shape} does not match K={k}, N={n}, group={group}")
+  if (zero_point is not None) != (fmt is WeightFormat.UINT4):
+    raise ValueError(f"zero_point is required for UINT4 and only for it (fmt={fmt})")
+  if (tensor_scale is not None) != (fmt is WeightFormat.NVFP4):
+    raise ValueError(f"tensor_scale is required for NVFP4 and only for it (fmt={fmt})")
+  offset = None
+  if fmt is WeightFormat.INT4:
+    q = _unpack_k(codes).astype(jnp.int8)
+    w = jnp.where(q >= 8, q - 16, q).astype(jnp.int4).T
+  elif fmt is WeightFormat.UINT4:
+    q = _unpack_k(codes).astype(jnp.int8)
+    w = (q - 8).astype(jnp.int4).T
+    offset = scale.astype(jnp.float32) * (zero_point.astype(jnp.float32) - 8.0)
+  elif fmt in FOUR_BIT:  # nibble codes, kept packed two a byte, now along K of (N, K)
+    q = _unpack_k(codes).T
+    w = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(jnp.uint8)
+  else:
+    w = codes.T
+  ts = None if tensor_scale is None else jnp.asarray(tensor_scale, jnp.float32)
+  return PackedWeight(w=w, scale=scale, offset=offset, tensor_scale=ts, fmt=fmt, group=group,
+                      k=k, n=n)
+
+
+def dequantize(pw: PackedWeight) -> jax.Array:
+  """The (K, N) float32 weight a PackedWeight stands for (pure jnp; the kernels' oracle)."""
+  fmt = pw.fmt
+  if fmt in (WeightFormat.INT4, WeightFormat.UINT4):
+    q = pw.w.astype(jnp.float32)  # (N, K)
+  elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
+    lo, hi = pw.w & 15, pw.w >> 4
+    idx = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k).astype(jnp.int32)
+    table = NF4_TABLE if fmt is WeightFormat.NF4 else E2M1_TABLE
+    q = jnp.asarray(table)[idx]
+  else:
+    q = pw.w.astype(jnp.float32)
+  s = pw.scale
+  if fmt is WeightFormat.MXFP4:
+    b = s.astype(jnp.uint32)
+    bits = jnp.where(b == 0, jnp.uint32(0x00400000), b << 23)
+    s = jnp.where(b == 255, jnp.nan, jax.lax.bitcast_convert_type(bits, jnp.float32))
+  elif fmt is WeightFormat.NVFP4:
+    s = pw.tensor_scale * s.astype(jnp.float32)
+  s = jnp.repeat(s.astype(jnp.float32), pw.group, axis=0)  # (K, N)
+  w = q.T * s
+  if fmt is WeightFormat.UINT4:
+    w = w - jnp.repeat(pw.offset, pw.group, axis=0)
+  return w

@@ -1,0 +1,134 @@
+"""Portable Pallas twin of the weight-only matmul: plain `pl.pallas_call`, grid and BlockSpecs.
+
+Same tiling and numerics as the Mosaic GPU kernel (`mosaic_gpu.py`): the output is computed
+transposed-free here as (M, N) tiles, one grid step per (N tile, K step); inside a step each
+quantization group g contributes `(x_g @ q_g^T) * s_g` (codes exact in the MMA operand dtype, the
+scale applied to the float32 partial product), minus `rowsum(x_g) * offset_g` for UINT4. It runs
+with `interpret=True` on the CPU (CI) and is the oracle-checked stand-in for the GPU kernel,
+whose Mosaic GPU primitives the CPU interpreter cannot run.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+
+from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.layout import E2M1_TABLE
+from pallas_kernels.wo_matmul.layout import NF4_TABLE
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import WeightFormat
+
+
+def _lut(idx: jax.Array, table: np.ndarray) -> jax.Array:
+  """16-entry table lookup as a select chain (no gather: the kernel dialects lack one)."""
+  out = jnp.zeros(idx.shape, jnp.float32)
+  for i, v in enumerate(table):
+    out = jnp.where(idx == i, jnp.float32(v), out)
+  return out
+
+
+def _decode_block(w: jax.Array, fmt: WeightFormat) -> jax.Array:
+  """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for nibble formats] -> f32 codes."""
+  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
+    lo, hi = w & 15, w >> 4
+    idx = jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]).astype(jnp.int32)
+    return _lut(idx, NF4_TABLE if fmt is WeightFormat.NF4 else E2M1_TABLE)
+  return w.astype(jnp.float32)
+
+
+def _scale_f32(s: jax.Array, fmt: WeightFormat, ts) -> jax.Array:
+  if fmt is WeightFormat.MXFP4:
+    b = s.astype(jnp.uint32)
+    bits = jnp.where(b == 0, jnp.uint32(0x00400000), b << 23)
+    return jnp.where(b == 255, jnp.nan, jax.lax.bitcast_convert_type(bits, jnp.float32))
+  if fmt is WeightFormat.NVFP4:
+    return ts * s.astype(jnp.float32)
+  return s.astype(jnp.float32)
+
+
+def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, tile_k: int = 256,
+                       out_dtype=None, interpret: bool = False) -> jax.Array:
+  """Weight-only matmul as a portable Pallas kernel.
+
+  Args:
+    x: (M, K) bf16/f32 activations.
+    pw: PackedWeight, logical (K, N).
+    tile_n, tile_k: the block of W^T one grid step reads; tile_k must be a multiple of the group
+      (or, per-channel, divide K).
+    interpret: run in the Pallas interpreter (CPU).
+
+  Returns:
+    (M, N) of out_dtype (default x.dtype).
+  """
+  m, k = x.shape
+  n, g, fmt = pw.n, pw.group, pw.fmt
+  per_channel = g == k
+  tile_n, tile_k = min(tile_n, n), min(tile_k, k)
+  if n % tile_n or k % tile_k or (not per_channel and tile_k % g):
+    raise ValueError(f"portable kernel: N={n}, K={k} must tile by ({tile_n}, {tile_k}) and "
+                     f"tile_k must be a multiple of the group {g}")
+  nibbles = fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4)
+  wk = tile_k // 2 if nibbles else tile_k
+  gps = 1 if per_channel else tile_k // g  # groups per step
+  ts = jnp.zeros((1, 1), jnp.float32) if pw.tensor_scale is None else pw.tensor_scale.reshape(1, 1)
+  has_off = pw.offset is not None
+  ksteps = k // tile_k
+  mm_dtype = jnp.float32  # codes and bf16 x are exact in f32; f32 accumulation as on the GPU
+
+  def kernel(x_ref, w_ref, s_ref, ts_ref, *rest):
+    if has_off:
+      off_ref, o_ref = rest
+    else:
+      (o_ref,) = rest
+    kk = pl.program_id(1)
+
+    @pl.when(kk == 0)
+    def _():
+      o_ref[...] = jnp.zeros(o_ref.shape, o_ref.dtype)
+
+    q = _decode_block(w_ref[...], fmt)  # (tn, tk)
+    xv = x_ref[...].astype(mm_dtype)  # (M, tk)
+    s = _scale_f32(s_ref[...], fmt, ts_ref[0, 0])  # (gps, tn)
+    acc = o_ref[...]
+    for j in range(gps):
+      lo = j * (tile_k // gps)
+      xs = xv[:, lo:lo + tile_k // gps]
+      part = jax.lax.dot_general(xs, q[:, lo:lo + tile_k // gps], (((1,), (1,)), ((), ())),
+                                 preferred_element_type=jnp.float32,
+                                 precision=jax.lax.Precision.HIGHEST)
+      if per_channel:
+        acc = acc + part
+      else:
+        acc = acc + part * s[j][None, :]
+        if has_off:
+          acc = acc - jnp.sum(xs, axis=1, keepdims=True) * off_ref[j][None, :]
+    if per_channel:
+      acc = jnp.where(kk == ksteps - 1, acc * s[0][None, :], acc)
+    o_ref[...] = acc
+
+  s_rows = 1 if per_channel else gps
+  s_map = (lambda i, kk: (0, i)) if per_channel else (lambda i, kk: (kk, i))
+  in_specs = [
+      pl.BlockSpec((m, tile_k), lambda i, kk: (0, kk)),
+      pl.BlockSpec((tile_n, wk), lambda i, kk: (i, kk)),
+      pl.BlockSpec((s_rows, tile_n), s_map),
+      pl.BlockSpec((1, 1), lambda i, kk: (0, 0)),
+  ]
+  args = [x, pw.w, pw.scale, ts]
+  if has_off:
+    in_specs.append(pl.BlockSpec((gps, tile_n), lambda i, kk: (kk, i)))
+    args.append(pw.offset)
+  y = _compat.pallas_call(
+      kernel,
+      out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
+      grid=(n // tile_n, ksteps),
+      in_specs=in_specs,
+      out_specs=pl.BlockSpec((m, tile_n), lambda i, kk: (0, i)),
+      interpret=interpret,
+  )(*args)
+  return y.astype(out_dtype or x.dtype)
