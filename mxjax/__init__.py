@@ -1,7 +1,10 @@
 """mxjax: low-precision numerics for JAX (FP8, FP6, FP4, MX, NVFP4, INT8/INT4, NF4)."""
 
 from mxjax import formats
+from mxjax import nn
 from mxjax import schemes
+from mxjax.ops import dot_general
+from mxjax.ops import einsum
 from mxjax.qarray import QArray
 from mxjax.qarray import dequantize
 from mxjax.quantize import fake_quant
@@ -20,8 +23,11 @@ __all__ = [
     "Scheme",
     "dequantize",
     "dequantize_tree",
+    "dot_general",
+    "einsum",
     "fake_quant",
     "formats",
+    "nn",
     "plan_tree",
     "quantize",
     "quantize_tree",

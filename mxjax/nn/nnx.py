@@ -1,0 +1,249 @@
+"""Flax NNX surgery: quantize a model you did not write for mxjax, without editing it.
+
+`quantize(model, policy)` clones the model and replaces every `nnx.Linear`, `nnx.LinearGeneral`
+and `nnx.Einsum` a policy rule quantizes by a quantized twin: a subclass of the original
+(so `isinstance` checks still hold) with the same attribute names (so `nnx.state` paths are
+unchanged: ".../q_proj/kernel") whose forward calls `mxjax.nn._matmul`. In mode "serve" the
+twin's `kernel` Param holds a `QArray` (codes + scales: the memory is really saved); in modes
+"qat" and "train" it holds the float kernel, quantized on the fly.
+
+Nothing is patched globally: the twins compute their own matmul, so no interception can reach a
+Pallas kernel or any matmul outside the matched modules (attention scores stay untouched).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mxjax.qarray import QArray
+from mxjax.quantize import quantize as quantize_array
+from mxjax.nn import _matmul
+from mxjax.nn._matmul import MatmulSpec
+from mxjax.nn.policy import Mode, ModuleInfo, Policy, Report, Row, Rule, as_policy, plan
+
+
+class Quantized:
+  """Marker base of the quantized twins (their `spec` says how they quantize)."""
+
+  spec: MatmulSpec
+  rule_name: str
+
+
+def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int) -> None:
+  """Copies src's attributes into twin (no re-initialisation) and quantizes the kernel."""
+  for k, v in vars(src).items():
+    if not k.startswith("_"):
+      setattr(twin, k, v)
+  twin.spec = MatmulSpec.from_rule(rule)
+  twin.rule_name = rule.name
+  twin.kernel_axis = kernel_axis
+  kernel = src.kernel.get_value()
+  if rule.mode is Mode.SERVE and rule.weight is not None:
+    twin.kernel = nnx.Param(quantize_array(kernel, rule.weight, axis=kernel_axis, pad=True))
+  else:
+    twin.kernel = nnx.Param(kernel)
+
+
+def _finish(y: jax.Array, inputs: jax.Array, preferred) -> jax.Array:
+  return y if preferred is not None else y.astype(inputs.dtype)
+
+
+class QuantizedLinear(nnx.Linear, Quantized):
+  """`nnx.Linear` whose matmul is quantized by a rule; kernel (in, out), blocked along `in`."""
+
+  def __init__(self, src: nnx.Linear, rule: Rule):  # pylint: disable=super-init-not-called
+    # nnx.Linear.__init__ would draw new weights: adopt src's instead.
+    _adopt(self, src, rule, kernel_axis=-2)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    bias = self.bias.get_value() if self.bias is not None else None
+    inputs, kernel, bias = _matmul.promote(inputs, self.kernel.get_value(), bias, self.dtype)
+    y = _matmul.dot_general(
+        inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), self.spec,
+        precision=self.precision, preferred_element_type=self.preferred_element_type)
+    y = _finish(y, inputs, self.preferred_element_type)
+    if bias is not None:
+      y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+class QuantizedLinearGeneral(nnx.LinearGeneral, Quantized):
+  """`nnx.LinearGeneral` (attention projections of `nnx.MultiHeadAttention`), quantized."""
+
+  def __init__(self, src: nnx.LinearGeneral, rule: Rule):  # pylint: disable=super-init-not-called
+    axis = _matmul.layer_axes("linear_general", src.kernel.get_value().ndim,
+                              n_batch=len(src.batch_axis), n_in=len(src.in_features))
+    _adopt(self, src, rule, kernel_axis=axis)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    ndim = inputs.ndim
+    n_batch = len(self.batch_axis)
+    axis = tuple(sorted(a % ndim for a in self.axis))
+    batch_axis = tuple(sorted(a % ndim for a in self.batch_axis.keys()))
+    expanded_batch_shape = tuple(
+        inputs.shape[ax] if ax in batch_axis else 1 for ax in range(ndim) if ax not in axis)
+    bias = self.bias.get_value() if self.bias is not None else None
+    inputs, kernel, bias = _matmul.promote(inputs, self.kernel.get_value(), bias, self.dtype)
+    contract = tuple(range(n_batch, len(axis) + n_batch))
+    dn = ((axis, contract), (batch_axis, tuple(range(n_batch))))
+    out = _matmul.dot_general(inputs, kernel, dn, self.spec, precision=self.precision,
+                              preferred_element_type=self.preferred_element_type)
+    out = _finish(out, inputs, self.preferred_element_type)
+    if bias is not None:
+      out = out + jnp.reshape(bias, (*expanded_batch_shape, *self.out_features))
+    return out
+
+
+class QuantizedEinsum(nnx.Einsum, Quantized):
+  """`nnx.Einsum` with a quantized kernel; blocks along the kernel's last contracted axis."""
+
+  def __init__(self, src: nnx.Einsum, rule: Rule):  # pylint: disable=super-init-not-called
+    if src.einsum_str is None:
+      raise ValueError(
+          "nnx.Einsum without a constructor einsum_str cannot be quantized ahead of time: the"
+          " contraction axis of its kernel is unknown")
+    axis = _matmul.layer_axes("einsum", src.kernel.get_value().ndim, subscripts=src.einsum_str,
+                              lhs_ndim=None)
+    _adopt(self, src, rule, kernel_axis=axis)
+
+  def __call__(self, inputs: jax.Array, einsum_str: str | None = None,
+               out_sharding=None) -> jax.Array:
+    eq = (einsum_str or self.einsum_str).replace(" ", "")
+    self._einsum_str_check(eq)
+    bias = self.bias.get_value() if self.bias is not None else None
+    inputs, kernel, bias = _matmul.promote(inputs, self.kernel.get_value(), bias, self.dtype)
+    y = _matmul.einsum(eq, inputs, kernel, self.spec, precision=self.precision,
+                       preferred_element_type=self.preferred_element_type)
+    y = _finish(y, inputs, self.preferred_element_type)
+    if bias is not None:
+      shape_only = jax.ShapeDtypeStruct(tuple(kernel.shape), jnp.float32)
+      y = y + jnp.reshape(bias, self._infer_broadcasted_bias_shape(eq, inputs, shape_only))
+    return y
+
+
+# Order matters: Linear and Einsum are not LinearGeneral subclasses, but check twins first.
+_TWINS: tuple[tuple[type, type, str], ...] = (
+    (nnx.Linear, QuantizedLinear, "linear"),
+    (nnx.LinearGeneral, QuantizedLinearGeneral, "linear_general"),
+    (nnx.Einsum, QuantizedEinsum, "einsum"),
+)
+
+
+def _kind(m: Any) -> str | None:
+  if isinstance(m, Quantized):
+    return None  # already quantized: never quantize twice
+  for cls, _, kind in _TWINS:
+    if isinstance(m, cls):
+      return kind
+  return None
+
+
+def _path(p: tuple) -> str:
+  return "/".join(str(k) for k in p)
+
+
+def module_infos(model: nnx.Module) -> list[ModuleInfo]:
+  """Every module of `model` (root last) as the policy sees it."""
+  mods = list(nnx.iter_modules(model))
+  paths = [p for p, _ in mods]
+  infos = []
+  for p, m in mods:
+    container = any(len(q) > len(p) and q[: len(p)] == p for q in paths)
+    kind = _kind(m)
+    shape = axis = None
+    if kind is not None:
+      shape = tuple(m.kernel.get_value().shape)
+      if kind == "linear":
+        axis = -2
+      elif kind == "linear_general":
+        axis = _matmul.layer_axes(kind, len(shape), n_batch=len(m.batch_axis),
+                                  n_in=len(m.in_features))
+      elif m.einsum_str is not None:
+        axis = _matmul.layer_axes(kind, len(shape), subscripts=m.einsum_str, lhs_ndim=None)
+    infos.append(ModuleInfo(_path(p), m, kind, container, shape, axis))
+  return infos
+
+
+def explain(model: nnx.Module, policy: Policy | str, *, print_fn=print) -> Report:
+  """Prints (and returns) the table of every module, its rule and schemes, and unused rules."""
+  policy = as_policy(policy)
+  report = Report(tuple(plan(module_infos(model), policy)), policy)
+  if print_fn is not None:
+    print_fn(str(report))
+  return report
+
+
+def _twin(m: nnx.Module, rule: Rule) -> nnx.Module:
+  for cls, twin_cls, _ in _TWINS:
+    if isinstance(m, cls):
+      return twin_cls(m, rule)
+  raise TypeError(f"no quantized twin for {type(m).__name__}")
+
+
+def _set_child(parent: Any, key: Any, value: nnx.Module) -> None:
+  if isinstance(key, int) or isinstance(parent, (nnx.Dict, dict)):
+    parent[key] = value
+  else:
+    setattr(parent, key, value)
+
+
+def _child(parent: Any, key: Any) -> Any:
+  return parent[key] if isinstance(key, int) or isinstance(parent, (nnx.Dict, dict)) else getattr(
+      parent, key)
+
+
+def quantize(model: nnx.Module, policy: Policy | str) -> nnx.Module:
+  """Returns a quantized copy of `model`; `model` itself is left intact.
+
+  Args:
+    model: any Flax NNX module (it need not know about mxjax).
+    policy: a `Policy`, rules, or a recipe string ("W4A16 int4_g128").
+
+  Returns:
+    A clone in which each `nnx.Linear` / `nnx.LinearGeneral` / `nnx.Einsum` the policy
+    quantizes is its quantized twin. `explain(model, policy)` says which and why.
+
+  Example:
+    >>> qmodel = quantize(model, "W4A16 int4_g128")  # doctest: +SKIP
+    >>> logits = nnx.jit(lambda m, x: m(x))(qmodel, ids)  # doctest: +SKIP
+  """
+  policy = as_policy(policy)
+  new = nnx.clone(model)
+  rows: list[Row] = plan(module_infos(new), policy)
+  paths = {_path(p): p for p, _ in nnx.iter_modules(new)}
+  for row in rows:
+    if not row.quantized:
+      continue
+    twin = _twin(row.info.module, row.rule)
+    p = paths[row.path]
+    if not p:
+      return twin  # the model is itself one quantizable layer
+    parent = new
+    for k in p[:-1]:
+      parent = _child(parent, k)
+    _set_child(parent, p[-1], twin)
+  return new
+
+
+def param_bytes(tree: Any) -> dict[str, int]:
+  """Bytes of a parameter tree (an `nnx.State`, a Linen params dict, or a module).
+
+  Returns:
+    {"quantized": bytes held in QArrays, "float": bytes of other array leaves,
+     "quantized_values": logical values held in QArrays}.
+  """
+  if isinstance(tree, nnx.Module):
+    tree = nnx.state(tree)
+  out = {"quantized": 0, "float": 0, "quantized_values": 0}
+  for leaf in jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, QArray)):
+    if isinstance(leaf, QArray):
+      out["quantized"] += leaf.nbytes
+      out["quantized_values"] += int(np.prod(leaf.shape))
+    elif hasattr(leaf, "dtype"):
+      out["float"] += int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+  return out
