@@ -78,8 +78,13 @@ class Gemma3Config:
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any]) -> "Gemma3Config":
     d = d.get("text_config", d)
-    if d.get("rope_scaling"):
-      raise NotImplementedError(f"rope_scaling={d['rope_scaling']} is not implemented")
+    rope = d.get("rope_parameters") or {}  # transformers >= 5: one entry per layer type
+    full = rope.get("full_attention", {"rope_theta": d.get("rope_theta", 1e6)})
+    local = rope.get("sliding_attention", {"rope_theta": d.get("rope_local_base_freq", 1e4)})
+    scaling = d.get("rope_scaling") or next(
+        (r for r in (full, local) if r.get("rope_type", "default") != "default"), None)
+    if scaling:
+      raise NotImplementedError(f"rope scaling {scaling} is not implemented")
     for k in ("final_logit_softcapping", "attn_logit_softcapping"):
       if d.get(k):
         raise NotImplementedError(f"{k}={d[k]} is not implemented")
@@ -96,8 +101,7 @@ class Gemma3Config:
         num_heads=d["num_attention_heads"], num_kv_heads=d["num_key_value_heads"],
         head_dim=d["head_dim"], query_pre_attn_scalar=float(d["query_pre_attn_scalar"]),
         sliding_window=d["sliding_window"], sliding_window_pattern=pattern,
-        rope_theta=float(d.get("rope_theta", 1e6)),
-        rope_local_theta=float(d.get("rope_local_base_freq", 1e4)),
+        rope_theta=float(full["rope_theta"]), rope_local_theta=float(local["rope_theta"]),
         rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
         max_position_embeddings=d.get("max_position_embeddings", 32768),
         bos_token_id=d.get("bos_token_id", 2),
@@ -114,7 +118,7 @@ class GemmaRMSNorm(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-    return (xf * (1.0 + self.weight.value)).astype(x.dtype)
+    return (xf * (1.0 + self.weight[...])).astype(x.dtype)
 
 
 def _linear(din: int, dout: int, rngs: nnx.Rngs) -> nnx.Linear:

@@ -29,10 +29,10 @@ def _abstract(ctor: Callable[[], nnx.Module]) -> nnx.Module:
 
 
 def _set(param: nnx.Variable, value: np.ndarray, name: str) -> None:
-  want = tuple(param.value.shape)
+  want = tuple(param.get_value().shape)
   if tuple(value.shape) != want:
     raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} != module shape {want}")
-  param.value = jnp.asarray(value, dtype=jnp.float32)
+  param.set_value(jnp.asarray(value, dtype=jnp.float32))
 
 
 class _Consumer:
@@ -84,7 +84,7 @@ def llama_from_state_dict(cfg: llama.LlamaConfig, sd: StateDict) -> llama.Llama:
 
 def llama_to_state_dict(model: llama.Llama) -> StateDict:
   """The inverse of ``llama_from_state_dict``: Hugging Face names, float32 numpy."""
-  g = lambda p: np.asarray(p.value, np.float32)
+  g = lambda p: np.asarray(p.get_value(), np.float32)
   sd = {"model.embed_tokens.weight": g(model.embed_tokens.embedding)}
   for i, layer in enumerate(model.layers):
     p = f"model.layers.{i}."

@@ -100,15 +100,19 @@ class LlamaConfig:
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any]) -> "LlamaConfig":
     """Reads a Hugging Face llama ``config.json`` (rope scaling is not supported)."""
-    if d.get("rope_scaling"):
-      raise NotImplementedError(f"rope_scaling={d['rope_scaling']} is not implemented")
+    rope = dict(d.get("rope_parameters") or {})  # transformers >= 5 nests rope fields here
+    scaling = d.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default"
+                                        else None)
+    if scaling:
+      raise NotImplementedError(f"rope scaling {scaling} is not implemented")
+    theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
     eos = d.get("eos_token_id")
     return cls(
         vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
         intermediate_size=d["intermediate_size"], num_layers=d["num_hidden_layers"],
         num_heads=d["num_attention_heads"],
         num_kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
-        head_dim=d.get("head_dim"), rope_theta=float(d.get("rope_theta", 10000.0)),
+        head_dim=d.get("head_dim"), rope_theta=float(theta),
         rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
         max_position_embeddings=d.get("max_position_embeddings", 2048),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
@@ -126,7 +130,7 @@ class RMSNorm(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-    return (xf * self.weight.value).astype(x.dtype)
+    return (xf * self.weight[...]).astype(x.dtype)
 
 
 def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:

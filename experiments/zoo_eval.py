@@ -1,0 +1,142 @@
+"""Perplexity of the zoo's language models on PTB test and Wikipedia, plus a greedy answer.
+
+Protocol (stated in the output too):
+  - Text: PTB test joined GPTQ-style (``corpora.ptb_text("test")``); Wikipedia = the
+    SQuAD v1.1 dev paragraphs joined by blank lines (``corpora.wikipedia_text()``).
+  - Tokenized once as a stream with the model's own tokenizer, no special tokens; cut
+    into non-overlapping windows of ``--seqlen`` tokens (remainder dropped); all of PTB
+    test, and the first ``--wiki-windows`` (default 64) of Wikipedia, for CPU time.
+  - Models whose tokenizer adds BOS (Gemma) get BOS in front of every window; the first
+    text token of each window is never scored (so both conventions score L-1 tokens a
+    window). PPL = exp(mean token NLL), float32 logits.
+  - Greedy answer: ``greedy_generate`` on "The capital of France is" (raw text, the
+    model's BOS rule), 12 new tokens.
+
+Usage::
+
+  python -m experiments.zoo_eval --models smollm2-135m-instruct gemma3-270m \\
+      --seqlen 1024 --ptb-windows 0 --wiki-windows 64   # 0 = all windows
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import pathlib
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.data import corpora
+from experiments.models import greedy_generate, zoo
+
+PROMPT = "The capital of France is"
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def window_nll(model: nnx.Module, windows: np.ndarray, bos: int | None,
+               desc: str = "") -> tuple[float, int]:
+  """Summed NLL (nats) and scored-token count over [N, L] windows, one window a call."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def nll(state, ids):
+    logits = nnx.merge(graphdef, state)(ids)  # [1, T, V]
+    off = 0 if bos is None else 1
+    lp = jax.nn.log_softmax(logits[0, off:-1], axis=-1)  # predicts ids[off+1:]
+    tgt = ids[0, off + 1:]
+    return -jnp.take_along_axis(lp, tgt[:, None], axis=-1).sum()
+
+  try:
+    from tqdm import tqdm
+    it = tqdm(windows, desc=desc, leave=False)
+  except ImportError:
+    it = windows
+  total, count = 0.0, 0
+  for w in it:
+    ids = w if bos is None else np.concatenate([[bos], w])
+    total += float(nll(state, jnp.asarray(ids[None], jnp.int32)))
+    count += len(w) - 1
+  return total, count
+
+
+def evaluate(name: str, seqlen: int, max_windows: dict[str, int | None]) -> dict:
+  t0 = time.time()
+  model, tok, cfg = zoo.load(name)
+  load_s = time.time() - t0
+  bos = tok.bos_id if tok.add_bos else None
+  row = {"model": name, "load_s": round(load_s, 1), "caveat": zoo.caveat(name),
+         "file_quantization": zoo.MODELS[name].file_quantization}
+  for corpus, text in (("ptb_test", corpora.ptb_text("test")),
+                       ("wikipedia", corpora.wikipedia_text())):
+    ids = tok.encode(text, add_bos=False)
+    windows = corpora.token_windows(ids, seqlen, max_windows[corpus])
+    t0 = time.time()
+    total, count = window_nll(model, windows, bos, desc=f"{name}/{corpus}")
+    row[corpus] = {"ppl": math.exp(total / count), "tokens_scored": count,
+                   "windows": int(windows.shape[0]), "stream_tokens": len(ids),
+                   "seconds": round(time.time() - t0, 1)}
+    print(name, corpus, row[corpus], flush=True)
+  prompt = tok.encode(PROMPT)
+  new = greedy_generate(model, prompt, 12, eos_token_id=cfg.eos_token_id)
+  row["greedy"] = {"prompt": PROMPT, "prompt_ids": prompt, "ids": new,
+                   "text": tok.decode(new)}
+  print(name, row["greedy"], flush=True)
+  return row
+
+
+def to_markdown(result: dict) -> str:
+  lines = [f"# Zoo perplexities ({result['date']}, jax {result['jax']}, {result['device']})", "",
+           result["protocol"], "",
+           "| model | weights in file | PTB test PPL | Wikipedia PPL | greedy continuation of "
+           f"\"{PROMPT}\" |", "|---|---|---|---|---|"]
+  for r in result["rows"]:
+    g = r["greedy"]["text"].replace("\n", "\\n").replace("|", "\\|")
+    lines.append(f"| {r['model']} | {r['file_quantization']} | {r['ptb_test']['ppl']:.2f} "
+                 f"({r['ptb_test']['tokens_scored']} tok) | {r['wikipedia']['ppl']:.2f} "
+                 f"({r['wikipedia']['tokens_scored']} tok) | `{g}` |")
+  caveats = sorted({r["caveat"] for r in result["rows"] if r["caveat"]})
+  if caveats:
+    lines += ["", "Caveat: " + " ".join(caveats)]
+  return "\n".join(lines) + "\n"
+
+
+def _n(w: int | None) -> str:
+  return "all windows" if w is None else f"first {w} windows"
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "gemma3-270m"])
+  ap.add_argument("--seqlen", type=int, default=1024)
+  ap.add_argument("--ptb-windows", type=int, default=0, help="PTB windows, 0 = all")
+  ap.add_argument("--wiki-windows", type=int, default=64, help="Wikipedia windows, 0 = all")
+  ap.add_argument("--out", default=str(RESULTS / "zoo_eval"))
+  args = ap.parse_args(argv)
+  mw = {"ptb_test": args.ptb_windows or None, "wikipedia": args.wiki_windows or None}
+  rows = [evaluate(m, args.seqlen, mw) for m in args.models]
+  result = {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "jax": jax.__version__, "device": f"{jax.devices()[0].device_kind} ({platform.node()})",
+      "protocol": (f"Non-overlapping windows of {args.seqlen} tokens of the model's own "
+                   f"tokenization (PTB test: {_n(mw['ptb_test'])}; Wikipedia: {_n(mw['wikipedia'])}); "
+                   "PTB test joined GPTQ-style (lines stripped, joined by spaces); Wikipedia = "
+                   "SQuAD v1.1 dev paragraphs joined by blank lines; BOS prepended to each "
+                   "window for models that use it; first text token of a window not scored; "
+                   "float32 dequantized weights; PPL = exp(mean NLL)."),
+      "rows": rows}
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+  out.with_suffix(".md").write_text(to_markdown(result))
+  print(to_markdown(result))
+
+
+if __name__ == "__main__":
+  main()
