@@ -5,6 +5,8 @@ from mxjax import nn
 from mxjax import schemes
 from mxjax.ops import dot_general
 from mxjax.ops import einsum
+from mxjax.ops import dot_general
+from mxjax.ops import einsum
 from mxjax.qarray import QArray
 from mxjax.qarray import dequantize
 from mxjax.quantize import fake_quant
@@ -23,6 +25,8 @@ __all__ = [
     "Scheme",
     "dequantize",
     "dequantize_tree",
+    "dot_general",
+    "einsum",
     "dot_general",
     "einsum",
     "fake_quant",

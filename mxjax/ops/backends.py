@@ -1,0 +1,295 @@
+"""Backends of the quantized dot and the dispatch between them.
+
+- `reference`: dequantize both operands to float32, one float32 dot at HIGHEST precision (or
+  the emulated accumulator of `mxjax.ops.accumulate`). The definition of correct.
+- `xla`: native low-precision dots. Both operands quantized: their elements as float8 (FP8
+  codes as stored; FP4 / FP6 elements converted exactly to E4M3) or int8 (INT8 / INT4 / MXINT8
+  codes, zero point subtracted), one `lax.dot_general` with float32 (int32) accumulation, and the
+  scales applied to its output: per-tensor and per-row / per-column scales after the dot, block
+  scales per K-block (the K axis is split into blocks, which become a batch axis of the dot, and
+  the scaled block products are summed). Weight-only (one operand in high precision): the
+  quantized operand is dequantized to the other's dtype and a plain dot follows.
+- `pallas`: the kernels of `pallas_kernels/` for the cases they cover (see `pallas.py`).
+
+`select` picks a backend for a case and says why each other backend would not run; a backend
+that was asked for by name and cannot run raises with that reason (never a silent fallback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from mxjax.formats import Kind, ScaleFormat, e8m0_to_float32
+from mxjax.qarray import dequantize, element_values, scale_values
+from mxjax.schemes import Scheme
+
+from mxjax.ops import pallas as pallas_backend
+from mxjax.ops.accumulate import Accumulation, emulated_dot_general
+from mxjax.ops.dims import Dims
+from mxjax.ops.operands import Operand, OperandInfo, is_quantized
+
+
+class Backend(enum.Enum):
+  AUTO = "auto"
+  REFERENCE = "reference"
+  XLA = "xla"
+  PALLAS = "pallas"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """Everything dispatch looks at (static)."""
+
+  dims: Dims
+  lhs: OperandInfo
+  rhs: OperandInfo
+  out_dtype: np.dtype
+  accumulation: Accumulation | None
+  platform: str  # "cpu", "gpu", "tpu"
+
+  def describe(self) -> str:
+    return (
+        f"lhs {self.lhs.describe()} . rhs {self.rhs.describe()}, contracting"
+        f" {self.dims.lc}x{self.dims.rc}, batch {self.dims.lb}x{self.dims.rb}, out"
+        f" {self.out_dtype.name}, on {self.platform}"
+        + (f", {self.accumulation.describe()}" if self.accumulation else "")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reference
+
+
+def run_reference(lhs: Operand, rhs: Operand, dims: Dims, out_dtype, acc: Accumulation | None):
+  """dequantize(lhs) . dequantize(rhs) in float32 (HIGHEST precision), cast to out_dtype."""
+  a = dequantize(lhs, jnp.float32)
+  b = dequantize(rhs, jnp.float32)
+  if acc is not None:
+    return emulated_dot_general(a, b, dims, acc).astype(out_dtype)
+  out = lax.dot_general(
+      a, b, dims.nums, precision=lax.Precision.HIGHEST, preferred_element_type=jnp.float32
+  )
+  return out.astype(out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# xla
+
+
+def _element_kind(s: Scheme) -> str | None:
+  """'float' (exact in float8), 'int' (exact in int8), or None (no native dot type)."""
+  f = s.format
+  if f.kind is Kind.FLOAT:
+    # Every E2M1 / E3M2 / E2M3 value is an E4M3 value (fewer exponent and mantissa bits).
+    return "float"
+  if f.kind is Kind.INT:
+    return "int"
+  return None
+
+
+def xla_reason(case: Case) -> str | None:
+  """Why the xla backend cannot run `case` (None: it can)."""
+  if case.accumulation is not None:
+    return "the xla backend accumulates natively; accumulation emulation runs on reference only"
+  q = [o for o in (case.lhs, case.rhs) if o.scheme is not None]
+  for role, o in (("lhs", case.lhs), ("rhs", case.rhs)):
+    if o.scheme is not None and o.padded:
+      return (
+          f"{role} ({o.describe()}) is zero-padded to a multiple of its block or packing; the"
+          " xla backend needs blocks that divide their axes (use reference, or shapes that the"
+          " block size divides)"
+      )
+  if len(q) == 2:
+    kinds = {_element_kind(o.scheme) for o in q}
+    if None in kinds:
+      names = ", ".join(o.scheme.element for o in q if _element_kind(o.scheme) is None)
+      return f"element format {names} (a lookup table) has no native dot type"
+    if len(kinds) == 2:
+      return "an integer operand times a float operand has no native dot (int8 x fp8)"
+  return None
+
+
+def _expand(s: jax.Array, dim: int, length: int) -> jax.Array:
+  """Repeat a scale along `dim` from its number of blocks up to `length` (no-op if 1 or full)."""
+  n = s.shape[dim]
+  if n in (1, length):
+    return s
+  return jnp.repeat(s, length // n, axis=dim)
+
+
+def _native(q) -> tuple[jax.Array, jax.Array, str]:
+  """(elements in float8 / int8 of the padded shape, float32 scale of scale_shape, kind)."""
+  s = q.scheme
+  fmt = s.format
+  kind = _element_kind(s)
+  if fmt.bits == 8 and fmt.dtype is not None and q.codes.dtype == fmt.dtype and s.symmetric:
+    v = q.codes
+    frac = 2.0**-fmt.frac_bits
+  else:
+    vals = element_values(q)  # float32, exact
+    frac = 1.0
+    if kind == "int":
+      vals = vals * 2.0**fmt.frac_bits
+      frac = 2.0**-fmt.frac_bits
+      if q.zero_point is not None:
+        lay = q.layout
+        zp = lay.from_blocks(
+            jnp.broadcast_to(lay.scale_to_blocks(q.zero_point.astype(jnp.float32)),
+                             lay.blocked_shape()), 0)  # fmt: skip
+        vals = vals - zp
+      v = vals.astype(jnp.int8)
+    else:
+      v = vals.astype(jnp.float8_e4m3fn)
+  if s.scale is ScaleFormat.E8M0:
+    sc = e8m0_to_float32(q.scale)
+  elif s.tensor_scale:
+    sc = q.tensor_scale * q.scale.astype(jnp.float32)  # s_t * s_b, the reference's order
+  else:
+    sc = scale_values(q)
+  if frac != 1.0:
+    sc = sc * jnp.float32(frac)
+  return v, sc, kind
+
+
+def _split_dim(x: jax.Array, dim: int, n: int) -> jax.Array:
+  """Splits axis `dim` of length n*g into (n, g) in place; returns the new array."""
+  shp = x.shape
+  return x.reshape(shp[:dim] + (n, shp[dim] // n) + shp[dim + 1 :])
+
+
+def _xla_both(lhs, rhs, dims: Dims, out_dtype):
+  a, sa, kind = _native(lhs)
+  b, sb, _ = _native(rhs)
+  # Pairs along which some scale varies are split into chunks of g = gcd(blocks) elements: each
+  # chunk has one scale per operand, and becomes a batch axis of the dot.
+  lc, rc, lb, rb = list(dims.lc), list(dims.rc), list(dims.lb), list(dims.rb)
+  chunk_pairs = []
+  for i, (dl, dr) in enumerate(zip(dims.lc, dims.rc)):
+    length = a.shape[dl]
+    nl, nr = sa.shape[dl], sb.shape[dr]
+    if nl == 1 and nr == 1:
+      continue
+    g = math.gcd(length // nl, length // nr)
+    chunk_pairs.append((dl, dr, length // g))
+  # Split from the highest dim down so lower dim indices stay valid, then renumber.
+  def split_all(x, s, which):
+    mapping = list(range(x.ndim))
+    for dl, dr, n in sorted(chunk_pairs, key=lambda p: -p[which]):
+      d = (dl, dr)[which]
+      s = _expand(s, d, n)
+      x = _split_dim(x, d, n)
+      s = s.reshape(s.shape[: d + 1] + (1,) + s.shape[d + 1 :])
+    return x, s
+
+  def new_index(d, splits):  # position of original dim d (its inner part) after the splits
+    return d + sum(1 for e in splits if e <= d)
+
+  l_splits = [p[0] for p in chunk_pairs]
+  r_splits = [p[1] for p in chunk_pairs]
+  a, sa = split_all(a, sa, 0)
+  b, sb = split_all(b, sb, 1)
+  chunk_l = [new_index(p[0], l_splits) - 1 for p in chunk_pairs]
+  chunk_r = [new_index(p[1], r_splits) - 1 for p in chunk_pairs]
+  lc2 = tuple(new_index(d, l_splits) for d in lc)
+  rc2 = tuple(new_index(d, r_splits) for d in rc)
+  lb2 = tuple(new_index(d, l_splits) for d in lb) + tuple(chunk_l)
+  rb2 = tuple(new_index(d, r_splits) for d in rb) + tuple(chunk_r)
+  acc_type = jnp.int32 if kind == "int" else jnp.float32
+  out = lax.dot_general(a, b, ((lc2, rc2), (lb2, rb2)), preferred_element_type=acc_type)
+  out = out.astype(jnp.float32)
+  # Scales to the dot's output layout: batch, chunks, lhs free, rhs free.
+  l_free = [d for d in range(a.ndim) if d not in lc2 + lb2]
+  r_free = [d for d in range(b.ndim) if d not in rc2 + rb2]
+  for d in l_free + list(lb2):
+    sa = _expand(sa, d, a.shape[d])
+  for d in r_free + list(rb2):
+    sb = _expand(sb, d, b.shape[d])
+  sa = jnp.transpose(sa, lb2 + tuple(l_free) + lc2)
+  sa = sa.reshape(sa.shape[: sa.ndim - len(lc2)] + (1,) * len(r_free))
+  sb = jnp.transpose(sb, rb2 + tuple(r_free) + rc2)
+  sb = sb.reshape(sb.shape[: len(rb2)] + (1,) * len(l_free) + sb.shape[len(rb2) : sb.ndim - len(rc2)])
+  out = out * sa * sb
+  nb = len(lb)
+  if chunk_pairs:
+    out = jnp.sum(out, axis=tuple(range(nb, nb + len(chunk_pairs))))
+  return out.astype(out_dtype)
+
+
+def run_xla(lhs: Operand, rhs: Operand, dims: Dims, out_dtype, acc: Accumulation | None):
+  """Native low-precision dot (see the module docstring); raises if the case is not covered."""
+  del acc  # xla_reason has refused it
+  if is_quantized(lhs) and is_quantized(rhs):
+    return _xla_both(lhs, rhs, dims, out_dtype)
+  # Weight-only or no quantization: dequantize to the high-precision operand's dtype.
+  hp = [x for x in (lhs, rhs) if not is_quantized(x)]
+  dt = jnp.result_type(*[x.dtype for x in hp])
+  a = dequantize(lhs, dt) if is_quantized(lhs) else lhs.astype(dt)
+  b = dequantize(rhs, dt) if is_quantized(rhs) else rhs.astype(dt)
+  return lax.dot_general(a, b, dims.nums, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch
+
+_RUNNERS = {
+    Backend.REFERENCE: run_reference,
+    Backend.XLA: run_xla,
+    Backend.PALLAS: pallas_backend.run,
+}
+
+
+def reasons(case: Case) -> dict[Backend, str | None]:
+  """For each backend, why it cannot run `case` (None: it can)."""
+  return {
+      Backend.REFERENCE: None,
+      Backend.XLA: xla_reason(case),
+      Backend.PALLAS: pallas_backend.reason(case),
+  }
+
+
+def select(case: Case, requested: Backend | str) -> tuple[Backend, str, dict[Backend, str | None]]:
+  """Picks the backend for `case`.
+
+  Returns:
+    (backend, why it was picked, {backend: reason it cannot run or None}).
+
+  Raises:
+    ValueError: a backend was requested by name and cannot run the case (with the reason).
+  """
+  try:
+    requested = Backend(requested)
+  except ValueError:
+    raise ValueError(
+        f"backend={requested!r} is not one of {', '.join(repr(b.value) for b in Backend)}"
+    ) from None
+  why = reasons(case)
+  if requested is not Backend.AUTO:
+    if why[requested] is not None:
+      raise ValueError(f"backend {requested.value!r} cannot run {case.describe()}: {why[requested]}")
+    return requested, "requested", why
+  if case.accumulation is not None:
+    return Backend.REFERENCE, "accumulation emulation runs on the reference backend", why
+  if case.platform == "cpu":
+    return Backend.REFERENCE, (
+        "on cpu: no low-precision matrix units (XLA would upcast FP8 dots), so the float32"
+        " reference is as fast and exact"
+    ), why
+  both = case.lhs.scheme is not None and case.rhs.scheme is not None
+  if both and why[Backend.XLA] is None:
+    return Backend.XLA, "both operands quantized to native dot types", why
+  if why[Backend.PALLAS] is None:
+    return Backend.PALLAS, "a Pallas kernel covers this case", why
+  if not both and why[Backend.XLA] is None:
+    return Backend.XLA, "weight-only or unquantized: dequantize-then-dot", why
+  return Backend.REFERENCE, "no native backend covers this case", why
+
+
+def run(backend: Backend, lhs: Operand, rhs: Operand, dims: Dims, out_dtype, acc):
+  return _RUNNERS[backend](lhs, rhs, dims, out_dtype, acc)
