@@ -5,8 +5,6 @@ from mxjax import nn
 from mxjax import schemes
 from mxjax.ops import dot_general
 from mxjax.ops import einsum
-from mxjax.ops import dot_general
-from mxjax.ops import einsum
 from mxjax.qarray import QArray
 from mxjax.qarray import dequantize
 from mxjax.quantize import fake_quant
@@ -25,8 +23,6 @@ __all__ = [
     "Scheme",
     "dequantize",
     "dequantize_tree",
-    "dot_general",
-    "einsum",
     "dot_general",
     "einsum",
     "fake_quant",
