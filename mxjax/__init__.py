@@ -1,5 +1,6 @@
 """mxjax: low-precision numerics for JAX (FP8, FP6, FP4, MX, NVFP4, INT8/INT4, NF4)."""
 
+from mxjax import analysis
 from mxjax import formats
 from mxjax import nn
 from mxjax import schemes
@@ -21,6 +22,7 @@ __all__ = [
     "Identity",
     "QArray",
     "Scheme",
+    "analysis",
     "dequantize",
     "dequantize_tree",
     "dot_general",
