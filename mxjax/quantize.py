@@ -7,6 +7,7 @@ The rules follow DESIGN.md's numerics contract:
 - NVFP4: s_t = amax / (448 * 6) in fp32; block scale s_b = e4m3(amax_b / 6 / s_t); elements
   e2m1(clip(x * ((1 / s_t) / s_b), +-6)); dequantization q * (s_t * s_b).
 - float scales: s = max(amax, amax_floor) / max_elem; elements fmt(x / s) (or x * (1 / s)).
+Every division is IEEE round-to-nearest-even (`div_rn`): XLA's own f32 division is not.
 - asymmetric integers: the range [min(x, 0), max(x, 0)] over 2^bits - 1 steps, zero point
   round(-min / s); q = clip(round(x / s) + zp, 0, 2^bits - 1).
 """
@@ -31,6 +32,7 @@ from mxjax.formats import (
     pack,
     to_e4m3,
 )
+from mxjax.formats.exact import div_rn
 from mxjax.formats.rounding import exp2i, round_integer
 from mxjax.formats.scales import E8M0_NAN
 from mxjax.qarray import QArray, dequantize
@@ -64,18 +66,18 @@ def _encode_e8m0(xb, amax, scheme: Scheme, key) -> _Encoded:
 
 def _encode_two_level(xb, amax, amax_t, scheme: Scheme, key) -> _Encoded:
   fmt = scheme.format
-  s_t = amax_t / jnp.float32(_NVFP4_TENSOR_DIV)
+  s_t = div_rn(amax_t, _NVFP4_TENSOR_DIV)
   ok_t = s_t > 0
   safe_t = jnp.where(ok_t, s_t, 1.0)
-  block = (amax / jnp.float32(fmt.max)) / safe_t
+  block = div_rn(div_rn(amax, fmt.max), safe_t)
   if scheme.nvfp4_order is NVFP4Order.TORCHAO:
     s_b = to_e4m3(jnp.where(ok_t, block, 0.0), min_value=2.0**-6)
     sbf = s_b.astype(jnp.float32)
-    y = xb / (safe_t * sbf)
+    y = div_rn(xb, safe_t * sbf)
   else:
     s_b = to_e4m3(jnp.where(ok_t, block, 0.0))
     sbf = s_b.astype(jnp.float32)
-    y = xb * ((1.0 / safe_t) / jnp.where(sbf > 0, sbf, 1.0))
+    y = xb * div_rn(div_rn(1.0, safe_t), jnp.where(sbf > 0, sbf, 1.0))
   y = jnp.where(ok_t & (sbf > 0), y, jnp.where(jnp.isnan(xb), jnp.nan, 0.0))
   codes = encode(y, fmt, rounding=scheme.rounding, key=key)
   values = decode(codes, fmt) * (s_t * sbf)
@@ -92,14 +94,14 @@ def _apply_scale(xb, s, scheme: Scheme):
   """x / s (or x * (1 / s)); 0 where s is 0 (all-zero block) or NaN."""
   ok = s > 0
   if scheme.scale_apply is ScaleApply.RECIPROCAL:
-    return xb * jnp.where(ok, 1.0 / jnp.where(ok, s, 1.0), 0.0)
-  return jnp.where(ok, xb / jnp.where(ok, s, 1.0), 0.0)
+    return xb * jnp.where(ok, div_rn(1.0, jnp.where(ok, s, 1.0)), 0.0)
+  return jnp.where(ok, div_rn(xb, jnp.where(ok, s, 1.0)), 0.0)
 
 
 def _encode_float_scale(xb, amax, scheme: Scheme, key) -> _Encoded:
   fmt = scheme.format
   amax = jnp.maximum(amax, jnp.float32(scheme.amax_floor))
-  s = _float_scale(amax / jnp.float32(fmt.max), scheme)
+  s = _float_scale(div_rn(amax, fmt.max), scheme)
   codes = encode(_apply_scale(xb, s, scheme), fmt, rounding=scheme.rounding, key=key)
   return _Encoded(codes, s, None, None, decode(codes, fmt) * s)
 
@@ -107,9 +109,9 @@ def _encode_float_scale(xb, amax, scheme: Scheme, key) -> _Encoded:
 def _encode_asymmetric(xb, lo, hi, scheme: Scheme, key) -> _Encoded:
   fmt = scheme.format
   qmax = float(2**fmt.bits - 1)
-  s = _float_scale((hi - lo) / jnp.float32(qmax), scheme)
+  s = _float_scale(div_rn(hi - lo, qmax), scheme)
   ok = s > 0
-  zp = jnp.where(ok, jnp.clip(jnp.round(-lo / jnp.where(ok, s, 1.0)), 0.0, qmax), 0.0)
+  zp = jnp.where(ok, jnp.clip(jnp.round(div_rn(-lo, jnp.where(ok, s, 1.0))), 0.0, qmax), 0.0)
   q = round_integer(_apply_scale(xb, s, scheme), scheme.rounding, key) + zp
   codes = encode(q, fmt)
   values = (decode(codes, fmt) - zp) * s

@@ -243,8 +243,11 @@ _PRESETS: dict[str, Scheme | Identity] = {
     "int4_g128": Scheme(element="int4", block_size=128, name="int4_g128"),
     "int4_g128_asym": Scheme(element="uint4", block_size=128, symmetric=False,
                              name="int4_g128_asym"),
-    "nf4_g64": Scheme(element="nf4", block_size=64, name="nf4_g64"),
-    "nf4_g64_dq": Scheme(element="nf4", block_size=64, double_quant=True, name="nf4_g64_dq"),
+    # bitsandbytes multiplies by the reciprocal of the absmax.
+    "nf4_g64": Scheme(element="nf4", block_size=64, scale_apply=ScaleApply.RECIPROCAL,
+                      name="nf4_g64"),
+    "nf4_g64_dq": Scheme(element="nf4", block_size=64, scale_apply=ScaleApply.RECIPROCAL,
+                         double_quant=True, name="nf4_g64_dq"),
     "bf16": Identity(dtype="bfloat16", name="bf16"),
     "fp32": Identity(dtype="float32", name="fp32"),
 }  # fmt: skip

@@ -134,8 +134,18 @@ def e8m0_rceil(amax, max_elem: float) -> np.ndarray:
   return np.array(out, np.int64).reshape(np.shape(amax))
 
 
+def flush_subnormals(x) -> np.ndarray:
+  """float32 subnormals to (signed) zero: XLA's flush-to-zero on CPU and GPU (DESIGN.md)."""
+  x = np.asarray(x, np.float32)
+  return np.where(np.abs(x) < np.finfo(np.float32).tiny, np.float32(0) * np.sign(x), x)
+
+
 def mx_dequant(x, name: str, block: int, rule: str = "floor") -> np.ndarray:
-  """Reference MX quantize+dequantize of a 2-D float32 array along its last axis."""
+  """Reference MX quantize+dequantize of a 2-D float32 array along its last axis.
+
+  Inputs and outputs are flushed to zero where float32-subnormal, as XLA does.
+  """
+  x = flush_subnormals(x)
   emax = {"e4m3": 8, "e5m2": 15, "e3m2": 4, "e2m3": 2, "e2m1": 2, "mxint8": 0}[name]
   vals = values(name)
   max_elem = float(np.nanmax(vals[np.isfinite(vals)]))
@@ -146,4 +156,5 @@ def mx_dequant(x, name: str, block: int, rule: str = "floor") -> np.ndarray:
   scale = np.where(b == 255, np.nan, 2.0 ** (b.astype(np.float64) - 127))
   with np.errstate(invalid="ignore"):
     elems = round_values(xb / np.where(np.isnan(scale), 1.0, scale)[..., None], name)
-  return (elems * scale[..., None]).reshape(x.shape)
+  with np.errstate(over="ignore"):
+    return flush_subnormals((elems * scale[..., None]).reshape(x.shape).astype(np.float32))

@@ -4,6 +4,7 @@ from mxjax.formats.element import ElementFormat
 from mxjax.formats.element import Kind
 from mxjax.formats.element import all_formats
 from mxjax.formats.element import get_format
+from mxjax.formats.exact import div_rn
 from mxjax.formats.packing import pack
 from mxjax.formats.packing import packed_length
 from mxjax.formats.packing import swap_nibbles
@@ -27,6 +28,7 @@ __all__ = [
     "ScaleRule",
     "all_formats",
     "decode",
+    "div_rn",
     "e8m0_from_amax",
     "e8m0_split",
     "e8m0_to_float32",

@@ -15,6 +15,7 @@ Blocks run along the contraction axis of each operand (the last one when there a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import string
 from collections.abc import Callable, Sequence
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 
 from mxjax.formats import Rounding
 from mxjax.qarray import QArray, dequantize
-from mxjax.quantize import fake_quant
+from mxjax.quantize import fake_quant, quantize
 from mxjax.schemes import Scheme
 
 from mxjax.nn.policy import Mode, Rule
@@ -60,6 +61,13 @@ class MatmulSpec:
   def from_rule(cls, rule: Rule) -> MatmulSpec:
     return cls(lhs=rule.activation, rhs=rule.weight, grad=rule.gradient, backend=rule.backend,
                mode=rule.mode)
+
+
+@functools.partial(jax.jit, static_argnames=("scheme", "axis"))
+def quantize_weight(w: jax.Array, scheme: Scheme, axis: int) -> QArray:
+  """`mxjax.quantize(w, scheme, axis=axis, pad=True)`, jitted: model surgery quantizes many
+  weights of few shapes, and op-by-op dispatch of the encoders is slow."""
+  return quantize(w, scheme, axis=axis, pad=True)
 
 
 def _fq(x: jax.Array, s: Scheme | None, axis: int) -> jax.Array:

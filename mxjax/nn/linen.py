@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from flax.linen import dtypes as linen_dtypes
 
 from mxjax.qarray import QArray
-from mxjax.quantize import quantize as quantize_array
 from mxjax.nn import _matmul
 from mxjax.nn._matmul import MatmulSpec, QuantizedDotGeneral
 from mxjax.nn.policy import Mode, ModuleInfo, Policy, Report, as_policy, plan
@@ -221,7 +220,7 @@ def quantize(model: nn.Module, variables: Any, policy: Policy | str, *example_ar
     entries[row.path] = _Entry(MatmulSpec.from_rule(row.rule), row.info.kind)
     if row.rule.mode is Mode.SERVE and row.rule.weight is not None:
       kernel = _lookup(params, row.path)["kernel"]
-      q = quantize_array(kernel, row.rule.weight, axis=row.info.weight_axis, pad=True)
+      q = _matmul.quantize_weight(kernel, row.rule.weight, row.info.weight_axis)
       params = _set(params, row.path, "kernel", q)
   qvars = dict(variables)
   qvars["params"] = params

@@ -21,7 +21,6 @@ import numpy as np
 from flax import nnx
 
 from mxjax.qarray import QArray
-from mxjax.quantize import quantize as quantize_array
 from mxjax.nn import _matmul
 from mxjax.nn._matmul import MatmulSpec
 from mxjax.nn.policy import Mode, ModuleInfo, Policy, Report, Row, Rule, as_policy, plan
@@ -44,7 +43,7 @@ def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int) -> N
   twin.kernel_axis = kernel_axis
   kernel = src.kernel.get_value()
   if rule.mode is Mode.SERVE and rule.weight is not None:
-    twin.kernel = nnx.Param(quantize_array(kernel, rule.weight, axis=kernel_axis, pad=True))
+    twin.kernel = nnx.Param(_matmul.quantize_weight(kernel, rule.weight, kernel_axis))
   else:
     twin.kernel = nnx.Param(kernel)
 
