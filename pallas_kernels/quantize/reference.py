@@ -1,0 +1,90 @@
+"""Pure-jnp fused block quantization (the "xla" implementation and the kernels' oracle).
+
+Output layout is mxjax's QArray layout for `mxjax.quantize(x, scheme, axis=-1)` on a 2-D x:
+  codes: (M, K) float8_e4m3fn (8-bit) or (M, K // 2) uint8, two 4-bit codes a byte along K,
+         even index in the low nibble;
+  scale: (M, K // B): uint8 E8M0 (MX), float32 (FP8 1x128, INT4 g128), float8_e4m3fn (NVFP4);
+  tensor_scale: (1, 1) float32 for NVFP4, else None.
+With `transpose=True` the result is that of `x.T` (the column-wise output a backward pass needs).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mxjax.formats.exact import div_rn
+from pallas_kernels.quantize.schemes import FusedScheme
+from pallas_kernels.quantize.schemes import block_quantize
+from pallas_kernels.quantize.schemes import get_scheme
+from pallas_kernels.quantize.schemes import tensor_scale_terms
+
+
+class Quantized(NamedTuple):
+  """codes, scale, tensor_scale as mxjax's QArray stores them (see module docstring)."""
+
+  codes: jax.Array
+  scale: jax.Array
+  tensor_scale: jax.Array | None
+
+
+def check_shape(x: jax.Array, scheme: FusedScheme) -> tuple[int, int]:
+  if x.ndim != 2:
+    raise ValueError(f"fused quantization takes a 2-D array, got shape {x.shape}")
+  m, k = x.shape
+  if k % scheme.block:
+    raise ValueError(f"{scheme.name}: K={k} must be a multiple of the block {scheme.block}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"fused quantization takes a floating array, got {x.dtype}")
+  return m, k
+
+
+def split_pairs(x: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
+  """(M, K) -> even / odd elements of each block as float32 (M * K // B, B // 2)."""
+  xb = x.astype(jnp.float32).reshape(-1, block // 2, 2)
+  return xb[..., 0], xb[..., 1]
+
+
+def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k: int,
+             tensor_scale: jax.Array | None) -> Quantized:
+  """Kernel outputs (packed pairs (R, B // 2), per-block scale (R,)) -> QArray-layout arrays."""
+  if scheme.bits == 8:
+    u16 = packed.astype(jnp.uint16)
+    b = lax.bitcast_convert_type(u16, jnp.uint8)  # (..., 2): low byte (even element) first
+    codes = lax.bitcast_convert_type(b.reshape(m, k), jnp.float8_e4m3fn)
+  else:
+    codes = packed.astype(jnp.uint8).reshape(m, k // 2)
+  if scheme.scale_dtype == jnp.uint8:
+    scale = scale.astype(jnp.uint8)
+  elif scheme.scale_dtype == jnp.float8_e4m3fn:
+    if scale.dtype == jnp.uint8:  # e4m3 bit patterns
+      scale = lax.bitcast_convert_type(scale, jnp.float8_e4m3fn)
+    else:
+      scale = scale.astype(jnp.float8_e4m3fn)  # exact: already an e4m3 value
+  else:
+    scale = scale.astype(jnp.float32)
+  ts = None if tensor_scale is None else tensor_scale.reshape(1, 1).astype(jnp.float32)
+  return Quantized(codes, scale.reshape(m, k // scheme.block), ts)
+
+
+def nvfp4_tensor_terms(x: jax.Array):
+  """(s_t, safe_t, inv_t, ok_t) of the NVFP4 tensor pass (one XLA reduction over |x|)."""
+  return tensor_scale_terms(jnp.max(jnp.abs(x.astype(jnp.float32))), div=div_rn)
+
+
+def quantize_reference(x: jax.Array, scheme: str, *, transpose: bool = False) -> Quantized:
+  """Fused block quantization of a 2-D `x` along its last axis (of `x.T` if transpose)."""
+  sch = get_scheme(scheme)
+  if transpose:
+    x = x.T
+  m, k = check_shape(x, sch)
+  xe, xo = split_pairs(x, sch.block)
+  ts = None
+  s_t = None
+  if sch.two_level:
+    s_t, *ts = nvfp4_tensor_terms(x)
+  packed, scale = block_quantize(sch, xe, xo, ts, div=div_rn)
+  return assemble(sch, packed, scale, m, k, s_t)

@@ -1,0 +1,220 @@
+"""The five fused-quantization schemes and their block math, written once for every backend.
+
+Each scheme works on one tile of blocks held as two float32 arrays `xe`, `xo` of shape
+(rows, B // 2): the even- and odd-index elements of each block of B along the quantized axis
+(each row is one block). Working on the pair split lets a kernel pack two 4-bit codes a byte
+(even index in the low nibble) or two 8-bit codes a uint16 (even index in the low byte) with
+elementwise ops alone, which every Pallas backend lowers (Mosaic GPU has no general reshape of
+register arrays). For bf16 input the split is free: a bf16 pair is one uint32.
+
+The functions use only elementwise jnp ops, `max(axis=1)` and `broadcast_in_dim` along the row,
+so the same code runs in jnp (the reference), in the portable Pallas twin, in the Mosaic GPU
+kernel (on WGMMA register layouts) and in the TPU kernel. Numerics follow mxjax's contract
+(DESIGN.md) exactly; `tests/kernels` checks bit-identity with `mxjax.quantize`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+E4M3_MAX = 448.0
+E2M1_MAX = 6.0
+NVFP4_TENSOR_DIV = 448.0 * 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedScheme:
+  """A fused-quantization scheme (named like the mxjax preset it reproduces)."""
+
+  name: str
+  block: int  # B, along the quantized axis
+  bits: int  # element bits (8 or 4)
+  scale_dtype: Any  # stored scale dtype
+  two_level: bool = False  # NVFP4: needs the tensor amax first
+
+
+SCHEMES = {
+    "mxfp8_e4m3": FusedScheme("mxfp8_e4m3", 32, 8, jnp.uint8),
+    "fp8_e4m3_block128": FusedScheme("fp8_e4m3_block128", 128, 8, jnp.float32),
+    "mxfp4": FusedScheme("mxfp4", 32, 4, jnp.uint8),
+    "nvfp4": FusedScheme("nvfp4", 16, 4, jnp.float8_e4m3fn, two_level=True),
+    "int4_g128": FusedScheme("int4_g128", 128, 4, jnp.float32),
+}
+
+
+def get_scheme(name: str) -> FusedScheme:
+  try:
+    return SCHEMES[name]
+  except KeyError:
+    raise ValueError(f"fused quantization supports {sorted(SCHEMES)}, not {name!r}") from None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _bits(a):
+  return lax.bitcast_convert_type(a, jnp.int32)
+
+
+def _f32(i):
+  return lax.bitcast_convert_type(i, jnp.float32)
+
+
+def _exp2i(e):
+  """2^e for int32 e in [-126, 127], from bits."""
+  return _f32((e + 127) << 23)
+
+
+def _isnan(a):
+  return a != a
+
+
+def _row(v, like):
+  """Broadcasts a per-row (rows,) vector against a (rows, cols) tile."""
+  return lax.broadcast_in_dim(v, like.shape, [0])
+
+
+def _signbit(a):
+  return lax.shift_right_logical(_bits(a), 31)  # int32 0 / 1
+
+
+def _rne_int(a):
+  """Round-half-even of float32 0 <= a < 2^22 to an int32 (no lax.round: not every backend
+  lowers it, and the 2^23 magic-number trick does not survive XLA's simplifier)."""
+  f = a.astype(jnp.int32)  # truncation == floor for a >= 0
+  frac = a - f.astype(jnp.float32)  # exact
+  up = (frac > 0.5) | ((frac == 0.5) & ((f & 1) == 1))
+  return f + jnp.where(up, jnp.int32(1), jnp.int32(0))
+
+
+def _e2m1_code(y):
+  """E2M1 code (int32, 0..15) of float32 y: RNE, saturating at 6, NaN -> +-0 (mxjax encode)."""
+  a = jnp.abs(y)
+  a = jnp.where(_isnan(a), jnp.float32(0.0), a)
+  one = jnp.int32(1)
+  zero = jnp.int32(0)
+  c = jnp.where(a > 0.25, one, zero)
+  for t, strict in ((0.75, False), (1.25, True), (1.75, False), (2.5, True), (3.5, False),
+                    (5.0, True)):
+    c = c + jnp.where(a > t if strict else a >= t, one, zero)
+  return c | (_signbit(y) << 3)
+
+
+def _e4m3_code(y):
+  """E4M3 code (int32, 0..255) of float32 y: RNE, saturating at 448, NaN -> 0x7F | sign."""
+  yc = jnp.clip(y, -E4M3_MAX, E4M3_MAX)
+  c = lax.bitcast_convert_type(yc.astype(jnp.float8_e4m3fn), jnp.uint8).astype(jnp.int32)
+  nan_code = jnp.int32(0x7F) | (_signbit(y) << 7)
+  return jnp.where(_isnan(y), nan_code, c)
+
+
+def _int4_code(y):
+  """INT4 two's-complement nibble (int32) of float32 y: clip to [-8, 7], RNE, NaN -> 0."""
+  y = jnp.where(_isnan(y), jnp.float32(0.0), y)
+  y = jnp.clip(y, -8.0, 7.0)
+  mag = _rne_int(jnp.abs(y))
+  q = jnp.where(y < 0, -mag, mag)
+  return q & 15
+
+
+def _e8m0(amax, emax):
+  """OCP `floor` E8M0 biased exponent (int32) of the block amax; 0xFF for NaN."""
+  unb = ((_bits(amax) >> 23) & 0xFF) - 127 - emax
+  b = jnp.clip(unb, -127, 127) + 127
+  return jnp.where(_isnan(amax), jnp.int32(0xFF), b)
+
+
+# ----------------------------------------------------------------------------- per scheme
+
+def true_div(a, b):
+  """IEEE float32 division where the backend's `/` is correctly rounded (Mosaic GPU: div.rn)."""
+  return a / b
+
+
+def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
+                   div: Callable = true_div):
+  """Quantizes a tile of blocks.
+
+  Args:
+    scheme: the FusedScheme.
+    xe, xo: float32 (rows, B // 2), even / odd elements of each row's block.
+    ts: NVFP4 only: (safe_t, inv_t, ok_t) float32 scalars (see `tensor_scale_terms`).
+    div: a correctly rounded float32 division. XLA's CPU `/` is not (it is off by an ulp for
+      about half of inputs), so the CPU paths pass `mxjax.formats.exact.div_rn`; Mosaic GPU's
+      `/` lowers to the IEEE `div.rn.f32`.
+
+  Returns:
+    (packed, scale): packed int32 (rows, B // 2), each the pair (even | odd << bits); scale
+    (rows,) in the scheme's stored encoding (int32 E8M0 byte, float32, or float32 value of the
+    E4M3 block scale, which the caller casts).
+  """
+  amax = jnp.maximum(jnp.max(jnp.abs(xe), axis=1), jnp.max(jnp.abs(xo), axis=1))
+  # jnp.max drops nothing, but a backend's max may not propagate NaN: make it explicit.
+  anynan = jnp.maximum(jnp.max(jnp.where(_isnan(xe), 1.0, 0.0), axis=1),
+                       jnp.max(jnp.where(_isnan(xo), 1.0, 0.0), axis=1))
+  amax = jnp.where(anynan > 0, jnp.float32(jnp.nan), amax)
+  name = scheme.name
+  if name in ("mxfp8_e4m3", "mxfp4"):
+    emax, code = (8, _e4m3_code) if name == "mxfp8_e4m3" else (2, _e2m1_code)
+    b = _e8m0(amax, emax)
+    e = 127 - b
+    e1 = e >> 1  # floor(e / 2), as mxjax's e // 2
+    f1, f2 = _exp2i(e1), _exp2i(e - e1)
+    ce = code((xe * _row(f1, xe)) * _row(f2, xe))
+    co = code((xo * _row(f1, xo)) * _row(f2, xo))
+    return ce | (co << scheme.bits), b
+  if name in ("fp8_e4m3_block128", "int4_g128"):
+    if name == "fp8_e4m3_block128":
+      s = div(jnp.maximum(amax, jnp.float32(1e-4)), jnp.float32(E4M3_MAX))
+      s = jnp.where(_isnan(amax), amax, s)  # keep NaN even where max() would drop it
+      code = _e4m3_code
+    else:
+      s = div(amax, jnp.float32(7.0))
+      code = _int4_code
+    ok = s > 0
+    sd = jnp.where(ok, s, jnp.float32(1.0))
+
+    def enc(x):
+      y = jnp.where(_row(ok, x), div(x, _row(sd, x)), jnp.float32(0.0))
+      return code(y)
+
+    return enc(xe) | (enc(xo) << scheme.bits), s
+  if name == "nvfp4":
+    return block_quantize_nvfp4(xe, xo, *ts, amax=amax, div=div)
+  raise ValueError(name)
+
+
+def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *, amax, div: Callable = true_div):
+  """NVFP4 block pass (NVIDIA order). safe_t, inv_t, ok_t: float32 values broadcastable to rows.
+
+  s_b = e4m3(clip((amax_b / 6) / safe_t, 0, 448)) where s_t > 0 (0 otherwise);
+  q = e2m1(x * (inv_t / s_b)) where s_t > 0 and s_b > 0, else NaN -> NaN (encodes as +-0), 0.
+  """
+  block = div(div(amax, jnp.float32(E2M1_MAX)), safe_t)
+  block = jnp.where(ok_t > 0, block, jnp.float32(0.0))
+  bc = jnp.clip(block, 0.0, E4M3_MAX)
+  bc = jnp.where(_isnan(block), block, bc)
+  sb8 = bc.astype(jnp.float8_e4m3fn)
+  sbf = sb8.astype(jnp.float32)
+  good = (ok_t > 0) & (sbf > 0)
+  r = div(inv_t, jnp.where(sbf > 0, sbf, jnp.float32(1.0)))
+
+  def enc(x):
+    y = x * _row(r, x)
+    # mxjax substitutes a positive NaN (which encodes to +0) where the scale is unusable.
+    y = jnp.where(_row(good, x), y, jnp.where(_isnan(x), jnp.float32(jnp.nan), jnp.float32(0.0)))
+    return _e2m1_code(y)
+
+  return enc(xe) | (enc(xo) << 4), sbf
+
+
+def tensor_scale_terms(amax_t, div: Callable = true_div):
+  """(s_t, safe_t, inv_t, ok_t) float32 scalars of the NVFP4 tensor scale (mxjax's order)."""
+  s_t = div(amax_t, jnp.float32(NVFP4_TENSOR_DIV))
+  ok = s_t > 0
+  safe = jnp.where(ok, s_t, jnp.float32(1.0))
+  return s_t, safe, div(jnp.float32(1.0), safe), ok.astype(jnp.float32)
