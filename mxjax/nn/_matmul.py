@@ -4,12 +4,14 @@ Every quantized layer (NNX twins, the Linen interceptor, injected `dot_general`s
 matmul through `dot_general` / `einsum` here, so that switching from the reference path to the
 ops layer (`mxjax.dot_general`, issue 4) is a change to this file only.
 
-Semantics (the reference the ops layer must reproduce):
-  forward   out = deq(q(lhs)) . deq(q(rhs)) in float32; a QArray rhs is used as stored.
-  backward  mode "qat": straight-through (d/dx of the quantizers is 1).
-            mode "train": d_out is quantized by the gradient scheme, then both backward
-            matmuls run on the dequantized forward operands (straight-through for them).
-Blocks run along the contraction axis of each operand (the last one when there are several).
+Semantics (`mxjax.ops`, DotSchemes):
+  forward   out = q(lhs) . q(rhs), float32 accumulation; a QArray rhs is used as stored.
+  backward  modes "serve" / "qat": straight-through (GradMode.STE): the gradient of the
+            fake-quantized forward. Mode "train": GradMode.QUANTIZED: the dgrad and wgrad
+            matmuls quantize d_out by the gradient scheme and the forward operands again along
+            their backward contraction axes.
+Blocks run along the contraction axis of each operand (lhs's last contracting dim and its
+partner in rhs).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from mxjax.formats import Rounding
-from mxjax.qarray import QArray, dequantize
-from mxjax.quantize import fake_quant, quantize
+from mxjax.qarray import QArray
+from mxjax import ops
+from mxjax.ops import DotSchemes, GradMode
+from mxjax.quantize import quantize
 from mxjax.schemes import Scheme
 
 from mxjax.nn.policy import Mode, Rule
@@ -70,37 +74,13 @@ def quantize_weight(w: jax.Array, scheme: Scheme, axis: int) -> QArray:
   return quantize(w, scheme, axis=axis, pad=True)
 
 
-def _fq(x: jax.Array, s: Scheme | None, axis: int) -> jax.Array:
-  if s is None:
-    return x
-  return fake_quant(x, s, axis=axis, pad=True)
-
-
-def _operand(x, s: Scheme | None, axis: int) -> jax.Array:
-  """The float32 value the matmul sees: a QArray dequantized, an array fake-quantized."""
-  if isinstance(x, QArray):
-    return dequantize(x, jnp.float32)
-  return _fq(jnp.asarray(x), s, axis).astype(jnp.float32)
-
-
-def _with_grad_quant(fn: Callable, grad: Scheme | None) -> Callable:
-  """fn(lhs, rhs) whose backward sees d_out quantized by `grad` (straight-through otherwise)."""
-  if grad is None:
-    return fn
-
-  @jax.custom_vjp
-  def f(lhs, rhs):
-    return fn(lhs, rhs)
-
-  def fwd(lhs, rhs):
-    out, vjp = jax.vjp(fn, lhs, rhs)
-    return out, vjp
-
-  def bwd(vjp, g):
-    return vjp(_fq(g, grad, -1).astype(g.dtype))
-
-  f.defvjp(fwd, bwd)
-  return f
+def _dot_schemes(spec: MatmulSpec, rhs) -> DotSchemes:
+  """The ops layer's DotSchemes for a layer: STE gradients except in mode TRAIN."""
+  # A QArray weight carries its own scheme; the ops layer reads it from there.
+  rhs_scheme = None if isinstance(rhs, QArray) else spec.rhs
+  if spec.mode is Mode.TRAIN:
+    return DotSchemes(lhs=spec.lhs, rhs=rhs_scheme, grad=spec.grad, mode=GradMode.QUANTIZED)
+  return DotSchemes(lhs=spec.lhs, rhs=rhs_scheme, mode=GradMode.STE)
 
 
 def dot_general(
@@ -112,29 +92,20 @@ def dot_general(
     precision=None,
     preferred_element_type=None,
 ) -> jax.Array:
-  """`lax.dot_general` with operands quantized by `spec`; float32 result unless told otherwise.
+  """`lax.dot_general` with operands quantized by `spec`, through `mxjax.ops.dot_general`.
 
   Args:
     lhs: activations, any float dtype.
     rhs: weights: an array (quantized on the fly by spec.rhs) or a QArray (used as stored).
     dimension_numbers: as `jax.lax.dot_general`.
-    spec: the layer's schemes and mode.
-    precision: passed to the float dot.
-    preferred_element_type: result dtype (default float32).
+    spec: the layer's schemes, backend and mode.
+    precision: ignored: every backend accumulates in float32.
+    preferred_element_type: result dtype (default float32; the layers cast it back).
   """
-  (lc, rc), _ = dimension_numbers
-  l_axis = max(lc) - lhs.ndim if lc else -1
-  r_axis = max(rc) - len(rhs.shape) if rc else -1
-  out_t = preferred_element_type or jnp.float32
-
-  def fn(a, b):
-    return jax.lax.dot_general(
-        _operand(a, spec.lhs, l_axis), _operand(b, spec.rhs, r_axis), dimension_numbers,
-        precision=precision, preferred_element_type=jnp.float32,
-    ).astype(out_t)
-
-  grad = spec.grad if spec.mode is Mode.TRAIN else None
-  return _with_grad_quant(fn, grad)(lhs, rhs)
+  del precision
+  return ops.dot_general(
+      lhs, rhs, dimension_numbers, schemes=_dot_schemes(spec, rhs), backend=spec.backend,
+      preferred_element_type=preferred_element_type or jnp.float32)
 
 
 def einsum_contraction(subscripts: str, lhs_ndim: int | None, rhs_ndim: int) -> tuple[int, int]:
@@ -147,7 +118,8 @@ def einsum_contraction(subscripts: str, lhs_ndim: int | None, rhs_ndim: int) -> 
   ins, out = subscripts.replace(" ", "").split("->")
   a, b = ins.split(",")
   a, b = _expand(a, lhs_ndim), _expand(b, rhs_ndim)
-  shared = [c for c in b if c in a and c not in out]
+  # The last contracted label in lhs order: the ops layer pairs lhs's last contracting dim.
+  shared = [c for c in a if c in b and c not in out]
   if not shared:
     raise ValueError(f"einsum {subscripts!r} contracts no axis between its operands")
   c = shared[-1]
@@ -172,18 +144,11 @@ def einsum(
     precision=None,
     preferred_element_type=None,
 ) -> jax.Array:
-  """`jnp.einsum` of two operands quantized by `spec` (see `dot_general`)."""
-  l_axis, r_axis = einsum_contraction(subscripts, lhs.ndim, len(rhs.shape))
-  out_t = preferred_element_type or jnp.float32
-
-  def fn(a, b):
-    return jnp.einsum(
-        subscripts, _operand(a, spec.lhs, l_axis), _operand(b, spec.rhs, r_axis),
-        precision=precision, preferred_element_type=jnp.float32,
-    ).astype(out_t)
-
-  grad = spec.grad if spec.mode is Mode.TRAIN else None
-  return _with_grad_quant(fn, grad)(lhs, rhs)
+  """Two-operand einsum with operands quantized by `spec`, through `mxjax.ops.einsum`."""
+  del precision
+  return ops.einsum(
+      subscripts, lhs, rhs, schemes=_dot_schemes(spec, rhs), backend=spec.backend,
+      preferred_element_type=preferred_element_type or jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
