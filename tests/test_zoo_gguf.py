@@ -13,25 +13,8 @@ pytest.importorskip("tokenizers", reason="zoo extra (tokenizers) not installed")
 from experiments.models import gguf_loader, hf_loader, llama, tokenizer  # noqa: E402
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-  """GPT-2's byte -> printable character table (what byte-level BPE vocabularies use)."""
-  bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-  cs, n = bs[:], 0
-  for b in range(256):
-    if b not in bs:
-      bs.append(b)
-      cs.append(256 + n)
-      n += 1
-  return dict(zip(bs, map(chr, cs)))
-
-
 def _byte_level_vocab():
-  b2u = _bytes_to_unicode()
-  tokens = ["<|endoftext|>", "<|im_start|>"] + [b2u[b] for b in range(256)]
-  merges = ["h e", "l l", "he ll", "hell o", "Ġ hello", "1 2"]
-  for m in merges:
-    tokens.append(m.replace(" ", ""))
-  return tokens, merges
+  return tokenizer.tiny_byte_level_vocab()
 
 
 def test_permutation_inverts_and_is_not_identity():

@@ -55,6 +55,27 @@ class Tokenizer:
     return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
+def bytes_to_unicode() -> dict[int, str]:
+  """GPT-2's byte -> printable character table, the alphabet of byte-level BPE vocabularies."""
+  bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+  cs, n = bs[:], 0
+  for b in range(256):
+    if b not in bs:
+      bs.append(b)
+      cs.append(256 + n)
+      n += 1
+  return dict(zip(bs, map(chr, cs)))
+
+
+def tiny_byte_level_vocab(merges: Sequence[str] = ("h e", "l l", "he ll", "hell o", "Ġ hello",
+                                                   "1 2")) -> tuple[list[str], list[str]]:
+  """A test vocabulary: two specials, the 256 byte symbols, one token per merge."""
+  b2u = bytes_to_unicode()
+  tokens = ["<|endoftext|>", "<|im_start|>"] + [b2u[b] for b in range(256)]
+  tokens += [m.replace(" ", "") for m in merges]
+  return tokens, list(merges)
+
+
 def _specials(tokens: list[str], types: list[int] | None) -> list[str]:
   if types is None:
     return []
