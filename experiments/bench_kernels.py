@@ -55,10 +55,9 @@ def bench_wo(args, res):
   fmts = args.formats.split(",")
   ms = [int(m) for m in args.m.split(",")] if args.m else DECODE_M
   shapes = SHAPES if not args.shapes else [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
-  configs = [dict()]
-  if args.sweep:
-    configs = [dict(tile_n=t, steps=s, splits=p) for t in (128, 256) for s in (4, 8)
-               for p in (None, 1, 2)]
+  sweep = [dict(tile_n=t, gps=gp, steps=st, splits=sp) for t in (128, 256) for gp in (1, 2)
+           for st, sp in ((4, None), (6, None), (4, 4))]
+  tuned = {}  # (K, N, M bucket) -> best config, from int4; reused for uint4
   rows = []
   for (k, n) in shapes:
     for fmt in fmts:
@@ -100,6 +99,13 @@ def bench_wo(args, res):
         row["xla_bf16_TBps"] = k * n * 2 / tb["time_s"] / 1e12
         row["xla_dequant_dot_s"] = tq["time_s"]
         row["xla_dequant_dot_kernels"] = tq["n_kernels"]
+        bucket = (k, n, "small" if m <= 32 else "64")
+        if bucket in tuned:
+          configs = [tuned[bucket]]
+        elif args.sweep:
+          configs = [c for c in sweep if not (m > 32 and c["tile_n"] == 256)]
+        else:
+          configs = [dict()]
         best = None
         for cfg in configs:
           try:
@@ -115,6 +121,7 @@ def bench_wo(args, res):
           rows.append(row)
           continue
         cfg, tk = best
+        tuned[bucket] = cfg
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], rotations=tk["rotations"])
         row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
@@ -124,6 +131,93 @@ def bench_wo(args, res):
         rows.append(row)
         print(json.dumps(row), flush=True)
   return rows
+
+
+QUANT_SCHEMES = ["mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4", "int4_g128"]
+
+
+def _bits(a):
+  a = np.asarray(a)
+  return a.view(np.uint8) if a.dtype.itemsize == 1 else a.view(np.uint32)
+
+
+def _mismatch(q, r) -> int:
+  bad = 0
+  for a, b in ((q.codes, r.codes), (q.scale, r.scale)):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+      return -1
+    bad += int((_bits(a) != _bits(b)).sum())
+  if q.tensor_scale is not None:
+    bad += int((_bits(np.asarray(q.tensor_scale, np.float32))
+                != _bits(np.asarray(r.tensor_scale, np.float32))).sum())
+  return bad
+
+
+def bench_quant(args, res):
+  import mxjax  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
+  shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
+      tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
+  rows = []
+  for (m, k) in shapes:
+    for sch in args.schemes.split(","):
+      key = jax.random.key(hash((m, k, sch)) % 2**31)
+      row = dict(kernel="fused_quantize", scheme=sch, M=m, K=k, orientation="row-wise")
+      mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
+      kern = jax.jit(lambda x, sch=sch: QG.quantize_mosaic_gpu(x, sch))
+      try:
+        # Correctness: random data with a wide per-row range, and a special-values tensor.
+        xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
+              * jnp.exp(3 * jax.random.normal(jax.random.fold_in(key, 2), (m, 1)))
+              ).astype(jnp.bfloat16)
+        xs = xc.at[0, :256].set(0).at[1, :64].set(1e-38).at[2, 3].set(3e38).at[3, 5].set(-2e-40)
+        mism = []
+        for xin in (xc, xs):
+          ref = mx(xin)
+          C.poison()
+          out = kern(xin)
+          mism.append(_mismatch(out, ref))
+        row["mismatch_random"], row["mismatch_special"] = mism
+        row["bit_exact"] = mism == [0, 0]
+      except Exception as e:
+        row["error"] = f"{type(e).__name__}: {e}"[:400]
+        traceback.print_exc()
+        rows.append(row)
+        continue
+      q = kern(xc)
+      out_bytes = sum(int(a.size) * a.dtype.itemsize for a in (q.codes, q.scale))
+      in_bytes = m * k * 2
+      r = C.rotations(in_bytes + out_bytes)
+      sets = [((jax.random.normal(jax.random.fold_in(key, 10 + i), (m, k), jnp.float32))
+               .astype(jnp.bfloat16),) for i in range(r)]
+      tk = C.time_op(lambda x, sch=sch: QG.quantize_mosaic_gpu(x, sch), sets)
+      tx = C.time_op(lambda x, sch=sch: mxjax.quantize(x, sch), sets)
+      eff = in_bytes + out_bytes
+      row.update(bytes=eff, kernel_s=tk["time_s"], kernel_launches=tk["n_kernels"],
+                 kernel_names=tk["kernels"], xla_s=tx["time_s"], xla_launches=tx["n_kernels"],
+                 kernel_TBps=eff / tk["time_s"] / 1e12, xla_TBps=eff / tx["time_s"] / 1e12,
+                 frac_copy_bw=eff / tk["time_s"] / res["copy_Bps"],
+                 x_vs_xla=tx["time_s"] / tk["time_s"], rotations=r)
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  return rows
+
+
+def table_quant(rows):
+  out = ["| scheme | M | K | kernel us | TB/s (read+write) | % copy BW | XLA mxjax.quantize TB/s "
+         "| vs XLA | launches (kernel / XLA) | bit-exact (random / special) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if "kernel_s" not in r:
+      out.append(f"| {r['scheme']} | {r['M']} | {r['K']} | FAILED: {r.get('error', '')[:90]} "
+                 f"| | | | | | {r.get('mismatch_random', '')} / {r.get('mismatch_special', '')} |")
+      continue
+    out.append(f"| {r['scheme']} | {r['M']} | {r['K']} | {r['kernel_s']*1e6:.1f} | "
+               f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['xla_TBps']:.2f} | "
+               f"{r['x_vs_xla']:.2f}x | {r['kernel_launches']:.0f} / {r['xla_launches']:.0f} | "
+               f"{r['mismatch_random']} / {r['mismatch_special']} mismatches |")
+  return "\n".join(out)
 
 
 def table_wo(rows):
@@ -148,6 +242,8 @@ def main():
   ap.add_argument("--m", default="")
   ap.add_argument("--shapes", default="")
   ap.add_argument("--sweep", action="store_true")
+  ap.add_argument("--schemes", default=",".join(QUANT_SCHEMES))
+  ap.add_argument("--qshapes", default="")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()
@@ -158,6 +254,9 @@ def main():
   md = [f"device {res['device']}, jax {res['jax_version']}, {res['date']}",
         f"copy bandwidth {res['copy_Bps']/1e12:.2f} TB/s; XLA bf16 GEMM 8192^3 "
         f"{res['bf16_gemm_flops']/1e12:.0f} TFLOP/s"]
+  if "quant" in args.what:
+    res["fused_quantize"] = bench_quant(args, res)
+    md.append(table_quant(res["fused_quantize"]))
   if "wo" in args.what:
     res["wo_matmul"] = bench_wo(args, res)
     md.append(table_wo(res["wo_matmul"]))

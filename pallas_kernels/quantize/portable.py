@@ -69,7 +69,7 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
     xb = x.astype(jnp.float32).reshape(rows, half, 2)
     ins = [xb[..., 0], xb[..., 1]]
   out_dtype = jnp.uint16 if sch.bits == 8 else jnp.uint8
-  scale_dtype = jnp.float32 if sch.scale_dtype in (jnp.float32, jnp.float8_e4m3fn) else jnp.int32
+  scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
 
   def kernel(*refs):
     ts_ref, *x_refs, p_ref, s_ref = refs

@@ -60,10 +60,8 @@ def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k
   if scheme.scale_dtype == jnp.uint8:
     scale = scale.astype(jnp.uint8)
   elif scheme.scale_dtype == jnp.float8_e4m3fn:
-    if scale.dtype == jnp.uint8:  # e4m3 bit patterns
-      scale = lax.bitcast_convert_type(scale, jnp.float8_e4m3fn)
-    else:
-      scale = scale.astype(jnp.float8_e4m3fn)  # exact: already an e4m3 value
+    # E4M3 bit patterns (int32 or uint8) -> float8_e4m3fn.
+    scale = lax.bitcast_convert_type(scale.astype(jnp.uint8), jnp.float8_e4m3fn)
   else:
     scale = scale.astype(jnp.float32)
   ts = None if tensor_scale is None else tensor_scale.reshape(1, 1).astype(jnp.float32)

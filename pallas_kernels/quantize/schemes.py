@@ -149,8 +149,8 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
 
   Returns:
     (packed, scale): packed int32 (rows, B // 2), each the pair (even | odd << bits); scale
-    (rows,) in the scheme's stored encoding (int32 E8M0 byte, float32, or float32 value of the
-    E4M3 block scale, which the caller casts).
+    (rows,) in the scheme's stored encoding (int32 E8M0 byte, float32, or int32 E4M3 bit pattern
+    of the NVFP4 block scale).
   """
   amax = jnp.maximum(jnp.max(jnp.abs(xe), axis=1), jnp.max(jnp.abs(xo), axis=1))
   # jnp.max drops nothing, but a backend's max may not propagate NaN: make it explicit.
@@ -209,7 +209,9 @@ def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *, amax, div: Callable = t
     y = jnp.where(_row(good, x), y, jnp.where(_isnan(x), jnp.float32(jnp.nan), jnp.float32(0.0)))
     return _e2m1_code(y)
 
-  return enc(xe) | (enc(xo) << 4), sbf
+  # The block scale leaves as its E4M3 bit pattern (int32 0..255): one byte a block stored.
+  sb_code = lax.bitcast_convert_type(sb8, jnp.uint8).astype(jnp.int32)
+  return enc(xe) | (enc(xo) << 4), sb_code
 
 
 def tensor_scale_terms(amax_t, div: Callable = true_div):

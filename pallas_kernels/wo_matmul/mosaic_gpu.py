@@ -7,8 +7,8 @@ register-resident left operand of wgmma (64 rows of N per instruction) and the t
 the shared-memory right operand (its N dimension is M, padded to a multiple of 8).
 
 One CTA = one warpgroup owns `tile_n` rows of W^T and one K split. A `plgpu.emit_pipeline` keeps
-`steps` TMA copies of (tile_n x 128) int4 weight tiles, their scales and the x tile in flight. Per
-K step (= one quantization group of 128):
+`steps` TMA copies of (tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in
+flight. Per quantization group of 128 within a step:
 
   q      = int4 tile -> bf16          (WGMMA_UPCAST_4X register layout, Mosaic's fast i4 cast)
   part   = wgmma(q, x_tile^T)         (fresh f32 accumulator, (tile_n, Mp))
@@ -47,7 +47,8 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
 
 
 def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None = None,
-                         steps: int = 6, splits: int | None = None, out_dtype=None,
+                         steps: int = 6, splits: int | None = None, gps: int = 1,
+                         out_dtype=None,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` for INT4 / UINT4 weights, group 128, on a Hopper GPU.
 
@@ -56,6 +57,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     pw: PackedWeight (layout.py) of INT4 or UINT4 with group 128.
     tile_n: rows of W^T (columns of y) per CTA; default 256 for M <= 16 else 128.
     steps: pipeline depth (TMA copies in flight per CTA).
+    gps: quantization groups (of 128 along K) per pipeline step.
     splits: K splits (default: enough CTAs to cover the SMs).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
@@ -81,7 +83,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     tile_n = 256 if mp <= 16 else 128
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
-  tile_k = g
+  tile_k = g * gps
+  if k % tile_k:
+    raise ValueError(f"K={k} must be a multiple of {gps} groups of {g}")
   ksteps_total = k // tile_k
   n_tiles = n // tile_n
   if splits is None:
@@ -101,10 +105,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     xsum = jnp.pad(xsum, ((0, 0), (0, max(32, mp) - mp)))
     extra = [pw.offset, xsum]
 
-  x_sw = plgpu.find_swizzle(tile_k * 16, "x")
-  w_sw = plgpu.find_swizzle(tile_k * 4, "w")
-  x_tf = (plgpu.TilingTransform((8, x_sw * 8 // 16)), plgpu.SwizzleTransform(x_sw))
-  w_tf = (plgpu.TilingTransform((8, w_sw * 8 // 4)), plgpu.SwizzleTransform(w_sw))
+  # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
+  x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+  w_tf = (plgpu.TilingTransform((8, 128)), plgpu.SwizzleTransform(64))
 
   def kernel(x_gmem, w_gmem, s_gmem, *rest):
     if asym:
@@ -117,41 +120,44 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
     def body(_, x_smem, w_smem, s_smem, *refs_and_acc):
       acc = refs_and_acc[-1]
-      w = plgpu.load(w_smem, (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-      # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
-      w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-      w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
+      for j in range(gps):  # one quantization group of 128 at a time
+        ks = pl.ds(j * g, g)
+        w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
+        # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
+        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
+        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
+        xt = _compat.transpose_ref(x_smem.at[:, ks], (1, 0))
 
-      def mma(acc_ref):
-        plgpu.wgmma(acc_ref, w, _compat.transpose_ref(x_smem, (1, 0)))
-        return acc_ref[...]
+        def mma(acc_ref, w=w, xt=xt):
+          plgpu.wgmma(acc_ref, w, xt)
+          return acc_ref[...]
 
-      part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
-      s = plgpu.load(s_smem.at[0], (), layout=plgpu.Layout.WGMMA.reduce(1))
-      acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
-      if asym:
-        off_smem, xs_smem = refs_and_acc[0], refs_and_acc[1]
-        off = plgpu.load(off_smem.at[0], (), layout=plgpu.Layout.WGMMA.reduce(1))
-        xs = plgpu.load(xs_smem.at[0, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
-        acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
-                     * lax.broadcast_in_dim(xs, part.shape, [1]))
+        part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
+        s = plgpu.load(s_smem.at[j], (), layout=plgpu.Layout.WGMMA.reduce(1))
+        acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
+        if asym:
+          off_smem, xs_smem = refs_and_acc[0], refs_and_acc[1]
+          off = plgpu.load(off_smem.at[j], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          xs = plgpu.load(xs_smem.at[j, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
+          acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
+                       * lax.broadcast_in_dim(xs, part.shape, [1]))
       return acc
 
     in_specs = [
         plgpu.BlockSpec((mp, tile_k), lambda kk: (0, kk), transforms=x_tf),
         plgpu.BlockSpec((tile_n, tile_k), lambda kk: (0, kk), transforms=w_tf),
-        plgpu.BlockSpec((1, tile_n), lambda kk: (kk, 0)),
+        plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0)),
     ]
     gmem = [
         x_gmem.at[:, pl.ds(si * kspan, kspan)],
         w_gmem.at[n_sl, pl.ds(si * kspan, kspan)],
-        s_gmem.at[pl.ds(si * ksteps, ksteps), n_sl],
+        s_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), n_sl],
     ]
     if asym:
-      in_specs += [plgpu.BlockSpec((1, tile_n), lambda kk: (kk, 0)),
-                   plgpu.BlockSpec((1, max(32, mp)), lambda kk: (kk, 0))]
-      gmem += [off_gmem.at[pl.ds(si * ksteps, ksteps), n_sl],
-               xs_gmem.at[pl.ds(si * ksteps, ksteps), :]]
+      in_specs += [plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0)),
+                   plgpu.BlockSpec((gps, max(32, mp)), lambda kk: (kk, 0))]
+      gmem += [off_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), n_sl],
+               xs_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), :]]
     acc0 = plgpu.layout_cast(jnp.zeros((tile_n, mp), jnp.float32), plgpu.Layout.WGMMA)
     acc = plgpu.emit_pipeline(body, grid=(ksteps,), in_specs=in_specs,
                               max_concurrent_steps=min(steps, ksteps), init_carry=acc0)(*gmem)

@@ -1,0 +1,127 @@
+"""Fused block quantization on Hopper with Mosaic GPU: one pass over HBM.
+
+bf16 (M, K) in; per block of B along K: amax, scale, scaled cast and packing, all in registers;
+codes and scales out. The input is viewed (for free) as rows of one block, each bf16 pair a
+uint32 word, so a (tile_rows, B // 2) tile loads into the WGMMA register layout, where
+`max(axis=1)` is a per-row reduction across a quad of threads and the even/odd split is two
+integer ops. The scheme math is `schemes.block_quantize`, shared with the reference and the
+portable twin; division is the IEEE `div.rn.f32` Mosaic GPU emits for `/`.
+
+Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
+(`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
+passes). This kernel uses TMA and Mosaic GPU register layouts: the CPU interpreter cannot run
+it, so CI tests `portable.py` and the GPU benchmark checks this kernel bit-for-bit against
+`mxjax.quantize`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from pallas_kernels import _compat
+from pallas_kernels.quantize.portable import bf16_pairs
+from pallas_kernels.quantize.portable import unpair_bf16
+from pallas_kernels.quantize.reference import Quantized
+from pallas_kernels.quantize.reference import assemble
+from pallas_kernels.quantize.reference import check_shape
+from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.schemes import block_quantize
+from pallas_kernels.quantize.schemes import get_scheme
+
+NUM_SMS_H100 = 132
+
+
+def _tile_rows(block: int) -> int:
+  # ~16-32 KiB of input a step; a multiple of 64 (WGMMA layout) and >= 128 (128-byte TMA).
+  return {16: 256, 32: 256, 128: 128}[block]  # TMA boxes are at most 256 a dimension
+
+
+def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows: int | None = None,
+                        ctas_per_sm: int = 2, num_sms: int = NUM_SMS_H100) -> Quantized:
+  """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
+
+  Args:
+    x: (M, K) bfloat16.
+    scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
+    steps: TMA pipeline depth per CTA.
+    tile_rows: blocks per pipeline step (default by block size).
+    ctas_per_sm: CTAs launched per SM (work is split evenly among them).
+
+  Returns:
+    Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
+  """
+  plgpu = _compat.plgpu_module()
+  sch = get_scheme(scheme)
+  m, k = check_shape(x, sch)
+  if x.dtype != jnp.bfloat16:
+    raise NotImplementedError(
+        f"mosaic_gpu fused quantization reads bf16 pairs as uint32 words; got {x.dtype} "
+        "(use implementation='xla' or 'portable' for other dtypes)")
+  half = sch.block // 2
+  rows = m * k // sch.block
+  tr = tile_rows or _tile_rows(sch.block)
+  if rows % tr:
+    raise ValueError(f"{scheme}: M*K/B = {rows} blocks must be a multiple of tile_rows={tr}")
+  ntiles = rows // tr
+  target = num_sms * ctas_per_sm
+  per = 1
+  while ntiles % (per * 2) == 0 and ntiles // per > target:
+    per *= 2
+  ctas = ntiles // per
+  out_dtype = jnp.uint16 if sch.bits == 8 else jnp.uint8
+  scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
+
+  s_t = None
+  ts = jnp.zeros((32,), jnp.float32)
+  if sch.two_level:
+    s_t, safe_t, inv_t, ok_t = nvfp4_tensor_terms(x)
+    ts = jnp.zeros((32,), jnp.float32).at[:3].set(jnp.stack([safe_t, inv_t, ok_t]))
+  u = bf16_pairs(x, sch.block)
+  # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat.
+  flat_out = half * jnp.dtype(out_dtype).itemsize < 16
+  p_shape = (rows * half,) if flat_out else (rows, half)
+  p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
+            else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
+
+  def body(_, ts_smem, x_smem, p_smem, s_smem):
+    w = plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False)
+    xe, xo = unpair_bf16(w)
+    t = None
+    if sch.two_level:
+      t = (ts_smem[0], ts_smem[1], ts_smem[2])
+    packed, scale = block_quantize(sch, xe, xo, t)
+    if flat_out:
+      p_smem = p_smem.reshape(tr, half)
+    p_smem[...] = packed.astype(out_dtype)
+    s_smem[...] = scale.astype(scale_dtype)
+
+  def kernel(ts_gmem, x_gmem, p_gmem, s_gmem):
+    c = lax.axis_index("c")
+    sl = pl_ds(c * per * tr, per * tr)
+    psl = pl_ds(c * per * tr * half, per * tr * half) if flat_out else sl
+    plgpu.emit_pipeline(
+        body,
+        grid=(per,),
+        in_specs=[plgpu.BlockSpec((32,), lambda i: (0,)),
+                  plgpu.BlockSpec((tr, half), lambda i: (i, 0))],
+        out_specs=[p_spec, plgpu.BlockSpec((tr,), lambda i: (i,))],
+        max_concurrent_steps=min(steps, per),
+    )(ts_gmem, x_gmem.at[sl], p_gmem.at[psl], s_gmem.at[sl])
+
+  f = _compat.mgpu_kernel(
+      kernel,
+      out_type=(jax.ShapeDtypeStruct(p_shape, out_dtype),
+                jax.ShapeDtypeStruct((rows,), scale_dtype)),
+      grid=(ctas,),
+      grid_names=("c",),
+  )
+  packed, scale = f(ts, u)
+  packed = packed.reshape(rows, half)
+  return assemble(sch, packed, scale, m, k, s_t)
+
+
+def pl_ds(start, size):
+  from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
+  return pl.ds(start, size)
