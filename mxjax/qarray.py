@@ -20,6 +20,7 @@ Storage:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -131,6 +132,11 @@ def dequantize(q: QArray | jax.Array, dtype=jnp.float32) -> jax.Array:
   """
   if not isinstance(q, QArray):
     return jnp.asarray(q).astype(dtype)
+  return _dequantize(q, np.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _dequantize(q: QArray, dtype) -> jax.Array:
   if isinstance(q.scheme, Identity):
     return q.codes.astype(dtype)
   lay = q.layout

@@ -14,6 +14,7 @@ Every division is IEEE round-to-nearest-even (`div_rn`): XLA's own f32 division 
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -142,23 +143,28 @@ def _scaled_stats(stats, r):
 
 
 def _encode_mse(xb, stats, amax_t, red, scheme: Scheme, key) -> _Encoded:
-  """Per block, the clip ratio of scheme.mse_ratios whose dequantized MSE is least."""
-  best = best_err = None
-  for r in scheme.mse_ratios:
-    cand = _encode(xb, _scaled_stats(stats, jnp.float32(r)), amax_t, scheme, key)
-    err = jnp.sum(jnp.square(cand.values - xb), axis=red, keepdims=True)
-    if best is None:
-      best, best_err = cand, err
-    else:
-      take = err < best_err
-      best = _Encoded(
-          jnp.where(take, cand.codes, best.codes),
-          jnp.where(take, cand.scale, best.scale),
-          best.tensor_scale,
-          None if best.zero_point is None else jnp.where(take, cand.zero_point, best.zero_point),
-          jnp.where(take, cand.values, best.values),
-      )
-      best_err = jnp.minimum(err, best_err)
+  """Per block, the clip ratio of scheme.mse_ratios whose dequantized MSE is least.
+
+  The ratios run in a `lax.scan` so the encode is traced once, not once per ratio.
+  """
+
+  def run(r):
+    enc = _encode(xb, _scaled_stats(stats, r), amax_t, scheme, key)
+    return enc, jnp.sum(jnp.square(enc.values - xb), axis=red, keepdims=True)
+
+  first, first_err = run(jnp.float32(scheme.mse_ratios[0]))
+
+  def step(carry, r):
+    best, best_err = carry
+    cand, err = run(r)
+    take = err < best_err
+    best = jax.tree_util.tree_map(lambda b, c: jnp.where(take, c, b), best, cand)
+    # The tensor scale does not depend on the ratio: keep the first.
+    best = best._replace(tensor_scale=first.tensor_scale)
+    return (best, jnp.minimum(err, best_err)), None
+
+  ratios = jnp.asarray(scheme.mse_ratios[1:], jnp.float32)
+  (best, _), _ = jax.lax.scan(step, (first, first_err), ratios)
   return best
 
 
@@ -221,7 +227,12 @@ def quantize(
   if isinstance(scheme, Identity):
     layout = Layout(shape=x.shape, padded=x.shape, axis=axis % max(1, x.ndim) - x.ndim, blocks=())
     return QArray(x.astype(scheme.dtype), None, None, None, None, scheme, layout, x.dtype)
-  layout = make_layout(x.shape, scheme, axis, pad)
+  layout = make_layout(x.shape, scheme, axis, pad)  # validates eagerly, with a clear message
+  return _quantize(x, key, scheme, layout)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _quantize(x: jax.Array, key, scheme: Scheme, layout: Layout) -> QArray:
   xb = layout.to_blocks(pad_to(x.astype(jnp.float32), layout))
   red = layout.reduce_axes()
   stats = _block_stats(xb, red, scheme)

@@ -99,13 +99,9 @@ def xla_reason(case: Case) -> str | None:
   if case.accumulation is not None:
     return "the xla backend accumulates natively; accumulation emulation runs on reference only"
   q = [o for o in (case.lhs, case.rhs) if o.scheme is not None]
-  for role, o in (("lhs", case.lhs), ("rhs", case.rhs)):
-    if o.scheme is not None and o.padded:
-      return (
-          f"{role} ({o.describe()}) is zero-padded to a multiple of its block or packing; the"
-          " xla backend needs blocks that divide their axes (use reference, or shapes that the"
-          " block size divides)"
-      )
+  for role, o, batch in (("lhs", case.lhs, case.dims.lb), ("rhs", case.rhs, case.dims.rb)):
+    if o.scheme is not None and o.padded and any(o.padded_shape[d] != o.shape[d] for d in batch):
+      return f"{role} ({o.describe()}) is zero-padded along a batch axis"
   if len(q) == 2:
     kinds = {_element_kind(o.scheme) for o in q}
     if None in kinds:
@@ -164,9 +160,37 @@ def _split_dim(x: jax.Array, dim: int, n: int) -> jax.Array:
   return x.reshape(shp[:dim] + (n, shp[dim] // n) + shp[dim + 1 :])
 
 
+def _pad_axis(x: jax.Array, dim: int, length: int, value) -> jax.Array:
+  if x.shape[dim] == length:
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[dim] = (0, length - x.shape[dim])
+  return jnp.pad(x, widths, constant_values=value)
+
+
+def _align_contraction(a, sa, b, sb, dims: Dims):
+  """Zero-pads both operands along each contracting pair to one length that every block of the
+  pair divides (zeros add nothing to the dot; their padded scales are 1)."""
+  for dl, dr in zip(dims.lc, dims.rc):
+    blocks = [x.shape[d] // s.shape[d] for x, s, d in ((a, sa, dl), (b, sb, dr)) if s.shape[d] > 1]
+    m = math.lcm(*blocks) if blocks else 1
+    t = -(-max(a.shape[dl], b.shape[dr]) // m) * m
+    for which, d in ((0, dl), (1, dr)):
+      x, s = (a, sa) if which == 0 else (b, sb)
+      if s.shape[d] > 1:
+        s = _pad_axis(s, d, t // (x.shape[d] // s.shape[d]), 1.0)
+      x = _pad_axis(x, d, t, 0)
+      if which == 0:
+        a, sa = x, s
+      else:
+        b, sb = x, s
+  return a, sa, b, sb
+
+
 def _xla_both(lhs, rhs, dims: Dims, out_dtype):
   a, sa, kind = _native(lhs)
   b, sb, _ = _native(rhs)
+  a, sa, b, sb = _align_contraction(a, sa, b, sb, dims)
   # Pairs along which some scale varies are split into chunks of g = gcd(blocks) elements: each
   # chunk has one scale per operand, and becomes a batch axis of the dot.
   lc, rc, lb, rb = list(dims.lc), list(dims.rc), list(dims.lb), list(dims.rb)
@@ -219,6 +243,10 @@ def _xla_both(lhs, rhs, dims: Dims, out_dtype):
   nb = len(lb)
   if chunk_pairs:
     out = jnp.sum(out, axis=tuple(range(nb, nb + len(chunk_pairs))))
+  # Free axes padded to a multiple of their (2-D) block: drop the padded rows / columns.
+  logical = [lhs.shape[d] for d in dims.lb] + [lhs.shape[d] for d in dims.lhs_free]
+  logical += [rhs.shape[d] for d in dims.rhs_free]
+  out = out[tuple(slice(0, n) for n in logical)]
   return out.astype(out_dtype)
 
 

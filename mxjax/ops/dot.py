@@ -73,13 +73,18 @@ def _fwd_scheme(x, given: Scheme | None) -> Scheme | None:
 
 
 def _bwd_operand(x, scheme: Scheme | None):
-  """The value a backward matmul quantizes: a per-tensor QArray is reused as it is (its codes do
-  not depend on the axis); any other QArray is dequantized and quantized again along the new
-  contraction axis."""
+  """The value a backward matmul quantizes, and the scheme to quantize it by.
+
+  A QArray operand is a constant whose value is its dequantized array. Under its own scheme
+  ("as forward") a per-tensor QArray is reused as it is (its codes do not depend on the axis)
+  and any other is used at its exact dequantized value (quantizing it again along another axis
+  would only add error); under a different backward scheme it is quantized again from that
+  value, along the new contraction axis."""
   if isinstance(x, QArray):
     if isinstance(x.scheme, Scheme) and x.scheme == scheme:
       if x.scheme.granularity is Granularity.TENSOR:
         return x, None
+      return dequantize(x, jnp.float32), None
     return dequantize(x, jnp.float32), scheme
   return x, scheme
 

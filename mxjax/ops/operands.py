@@ -139,14 +139,16 @@ class OperandInfo:
   scheme: Scheme | None  # None: high precision
   axis: int | None  # non-negative quantized axis
   padded: bool  # zero-padded along some axis
+  padded_shape: tuple[int, ...] = ()
 
   @classmethod
   def of(cls, x: Operand) -> OperandInfo:
     if is_quantized(x):
       lay = x.layout
+      n_lead = x.ndim - lay.ndim
       return cls(tuple(x.shape), np.dtype(x.dtype), x.scheme, x.axis % x.ndim,
-                 lay.padded != lay.shape)  # fmt: skip
-    return cls(tuple(x.shape), np.dtype(x.dtype), None, None, False)
+                 lay.padded != lay.shape, tuple(x.shape[:n_lead]) + lay.padded)  # fmt: skip
+    return cls(tuple(x.shape), np.dtype(x.dtype), None, None, False, tuple(x.shape))
 
   def describe(self) -> str:
     if self.scheme is None:
