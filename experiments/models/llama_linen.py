@@ -125,7 +125,11 @@ def params_from_nnx(state: Any) -> dict[str, Any]:
 
   Names map one-to-one except the blocks: NNX ``layers/0`` is Linen ``layers_0``.
   """
-  pure = state.to_pure_dict() if hasattr(state, "to_pure_dict") else state
+  if not isinstance(state, dict):
+    from flax import nnx  # pylint: disable=import-outside-toplevel
+
+    state = nnx.to_pure_dict(state)
+  pure = state
 
   def conv(node):
     if not isinstance(node, dict):
