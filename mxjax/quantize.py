@@ -37,7 +37,7 @@ from mxjax.formats.exact import div_rn
 from mxjax.formats.rounding import exp2i, round_integer
 from mxjax.formats.scales import E8M0_NAN
 from mxjax.qarray import QArray, dequantize
-from mxjax.schemes import Identity, NVFP4Order, ScaleApply, ScaleChoice, Scheme
+from mxjax.schemes import Identity, ScaleApply, ScaleChoice, Scheme
 
 _NVFP4_TENSOR_DIV = 448.0 * 6.0
 # The second level of NF4 double quantization: bitsandbytes' 8-bit dynamic map, blocks of 256.
@@ -71,14 +71,9 @@ def _encode_two_level(xb, amax, amax_t, scheme: Scheme, key) -> _Encoded:
   ok_t = s_t > 0
   safe_t = jnp.where(ok_t, s_t, 1.0)
   block = div_rn(div_rn(amax, fmt.max), safe_t)
-  if scheme.nvfp4_order is NVFP4Order.TORCHAO:
-    s_b = to_e4m3(jnp.where(ok_t, block, 0.0), min_value=2.0**-6)
-    sbf = s_b.astype(jnp.float32)
-    y = div_rn(xb, safe_t * sbf)
-  else:
-    s_b = to_e4m3(jnp.where(ok_t, block, 0.0))
-    sbf = s_b.astype(jnp.float32)
-    y = xb * div_rn(div_rn(1.0, safe_t), jnp.where(sbf > 0, sbf, 1.0))
+  s_b = to_e4m3(jnp.where(ok_t, block, 0.0), min_value=scheme.block_scale_floor)
+  sbf = s_b.astype(jnp.float32)
+  y = xb * div_rn(div_rn(1.0, safe_t), jnp.where(sbf > 0, sbf, 1.0))
   y = jnp.where(ok_t & (sbf > 0), y, jnp.where(jnp.isnan(xb), jnp.nan, 0.0))
   codes = encode(y, fmt, rounding=scheme.rounding, key=key)
   values = decode(codes, fmt) * (s_t * sbf)

@@ -48,18 +48,6 @@ class ScaleApply(enum.Enum):
   RECIPROCAL = "reciprocal"
 
 
-class NVFP4Order(enum.Enum):
-  """Operation order of the NVFP4 two-level encode.
-
-  NVIDIA: s_b = e4m3(amax_b / 6 / s_t); q = e2m1(x * ((1 / s_t) / s_b)).
-  TORCHAO: s_b = e4m3(clamp((amax_b / 6) / s_t, 2^-6, 448)); q = e2m1(x / (s_t * s_b))
-    (torchao's `nvfp4_quantize`, with its 2^-6 floor on block scales).
-  """
-
-  NVIDIA = "nvidia"
-  TORCHAO = "torchao"
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Scheme:
   """How an array is quantized.
@@ -72,7 +60,9 @@ class Scheme:
     scale: scale storage format (FP32, BF16, E8M0, E4M3).
     scale_rule: E8M0 only: FLOOR (OCP), RCEIL (TE / cuBLAS), CEIL or EVEN.
     tensor_scale: two-level scaling: an fp32 per-tensor scale above E4M3 block scales (NVFP4).
-    nvfp4_order: operation order of the two-level encode (see `NVFP4Order`).
+    block_scale_floor: two-level only: E4M3 block scales are raised to at least this before
+      rounding (torchao's `nvfp4_quantize` uses 2^-6, the smallest E4M3 normal; NVIDIA and
+      Transformer Engine use 0, keeping subnormal block scales).
     scale_choice: AMAX, STATIC or MSE.
     static_amax: STATIC only: the calibrated amax every block is scaled for.
     mse_ratios: MSE only: clip ratios searched per block.
@@ -93,7 +83,7 @@ class Scheme:
   scale: ScaleFormat = ScaleFormat.FP32
   scale_rule: ScaleRule = ScaleRule.FLOOR
   tensor_scale: bool = False
-  nvfp4_order: NVFP4Order = NVFP4Order.NVIDIA
+  block_scale_floor: float = 0.0
   scale_choice: ScaleChoice = ScaleChoice.AMAX
   static_amax: float | None = None
   mse_ratios: tuple[float, ...] = tuple(1.0 - 0.025 * i for i in range(21))
@@ -143,6 +133,8 @@ class Scheme:
       raise ValueError("asymmetric schemes take fp32 or bf16 scales")
     if self.double_quant and fmt.kind is not Kind.LOOKUP:
       raise ValueError("double_quant is defined for NF4 (bitsandbytes' scheme)")
+    if self.block_scale_floor and not self.tensor_scale:
+      raise ValueError("block_scale_floor applies to two-level (E4M3 block scale) schemes")
     if self.amax_floor < 0:
       raise ValueError("amax_floor must be >= 0")
 
@@ -187,7 +179,6 @@ _ENUM_FIELDS = {
     "granularity": Granularity,
     "scale": ScaleFormat,
     "scale_rule": ScaleRule,
-    "nvfp4_order": NVFP4Order,
     "scale_choice": ScaleChoice,
     "scale_apply": ScaleApply,
     "rounding": Rounding,
