@@ -33,12 +33,14 @@ class Tokenizer:
     bos_id: beginning-of-sequence id or None.
     eos_id: end-of-sequence id or None.
     add_bos: whether the model expects BOS in front of every text (Gemma: yes).
+    post_process: apply the tokenizer's own post-processor (BERT's [CLS] ... [SEP]).
   """
 
   hf: Any
   bos_id: int | None = None
   eos_id: int | None = None
   add_bos: bool = False
+  post_process: bool = False
 
   @property
   def vocab_size(self) -> int:
@@ -46,7 +48,7 @@ class Tokenizer:
 
   def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
     """Token ids of ``text``; BOS prepended if ``add_bos`` (default: the model's rule)."""
-    ids = self.hf.encode(text, add_special_tokens=False).ids
+    ids = self.hf.encode(text, add_special_tokens=self.post_process).ids
     if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
       ids = [self.bos_id] + ids
     return ids
@@ -174,7 +176,13 @@ def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
 
 def tokenizer_from_json(path: str | os.PathLike, bos_id: int | None = None,
                         eos_id: int | None = None) -> Tokenizer:
-  """Wraps a Hugging Face ``tokenizer.json`` (BERT's WordPiece adds [CLS]/[SEP] itself)."""
+  """Wraps a Hugging Face ``tokenizer.json``; its post-processor adds BERT's [CLS]/[SEP].
+
+  Fixed-length padding stored in the file is switched off (``encode`` returns the real
+  tokens only); truncation stays as the file sets it.
+  """
   from tokenizers import Tokenizer as HFTokenizer
 
-  return Tokenizer(HFTokenizer.from_file(os.fspath(path)), bos_id=bos_id, eos_id=eos_id)
+  hf = HFTokenizer.from_file(os.fspath(path))
+  hf.no_padding()
+  return Tokenizer(hf, bos_id=bos_id, eos_id=eos_id, post_process=True)
