@@ -5,7 +5,10 @@ codes and scales out. The input is viewed (for free) as rows of one block, each 
 uint32 word, so a (tile_rows, B // 2) tile loads into the WGMMA register layout, where
 `max(axis=1)` is a per-row reduction across a quad of threads and the even/odd split is two
 integer ops. The scheme math is `schemes.block_quantize`, shared with the reference and the
-portable twin; division is the IEEE `div.rn.f32` Mosaic GPU emits for `/`.
+portable twin. Mosaic GPU's `/` is not correctly rounded on this toolchain, so per-block
+divisions use `schemes.div_rn_int` (integer long division, one per block); the
+per-element `x / s` of FP8 1x128 and INT4 g128 uses the hardware `/` and is therefore not
+bit-exact (an ulp off the quotient flips ties of the bf16 grid).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
@@ -28,6 +31,8 @@ from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
 from pallas_kernels.quantize.schemes import block_quantize
+from pallas_kernels.quantize.schemes import div_rn_int
+from pallas_kernels.quantize.schemes import true_div
 from pallas_kernels.quantize.schemes import get_scheme
 
 NUM_SMS_H100 = 132
@@ -91,7 +96,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows:
     t = None
     if sch.two_level:
       t = (ts_smem[0], ts_smem[1], ts_smem[2])
-    packed, scale = block_quantize(sch, xe, xo, t)
+    packed, scale = block_quantize(sch, xe, xo, t, div=div_rn_int, div_elem=true_div)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     p_smem[...] = packed.astype(out_dtype)

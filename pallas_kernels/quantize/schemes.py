@@ -136,7 +136,7 @@ def true_div(a, b):
 
 
 def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
-                   div: Callable = true_div):
+                   div: Callable = true_div, div_elem: Callable | None = None):
   """Quantizes a tile of blocks.
 
   Args:
@@ -145,7 +145,13 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
     ts: NVFP4 only: (safe_t, inv_t, ok_t) float32 scalars (see `tensor_scale_terms`).
     div: a correctly rounded float32 division. XLA's CPU `/` is not (it is off by an ulp for
       about half of inputs), so the CPU paths pass `mxjax.formats.exact.div_rn`; Mosaic GPU's
-      `/` lowers to the IEEE `div.rn.f32`.
+      `/` is not correctly rounded either (measured on an H100, jax 0.11.2: 29% of random
+      quotients are off by an ulp), so the GPU kernel uses `div_rn` (integer long division) for
+      the per-block divisions.
+    div_elem: the division for the per-element `x / s` (FP8 1x128, INT4); defaults to `div`.
+      The GPU kernel passes the hardware `/` here: an integer long division per element would
+      cost ~100 integer ops an element, far over a memory-bound kernel's budget, so those two
+      schemes are not bit-exact on the GPU (see docs/kernels.md).
 
   Returns:
     (packed, scale): packed int32 (rows, B // 2), each the pair (even | odd << bits); scale
@@ -179,7 +185,7 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
     sd = jnp.where(ok, s, jnp.float32(1.0))
 
     def enc(x):
-      y = jnp.where(_row(ok, x), div(x, _row(sd, x)), jnp.float32(0.0))
+      y = jnp.where(_row(ok, x), (div_elem or div)(x, _row(sd, x)), jnp.float32(0.0))
       return code(y)
 
     return enc(xe) | (enc(xo) << scheme.bits), s
@@ -220,3 +226,62 @@ def tensor_scale_terms(amax_t, div: Callable = true_div):
   ok = s_t > 0
   safe = jnp.where(ok, s_t, jnp.float32(1.0))
   return s_t, safe, div(jnp.float32(1.0), safe), ok.astype(jnp.float32)
+
+
+def _split(v):
+  """Veltkamp split of float32 v into hi + lo with 12-bit halves (exact products)."""
+  c = v * jnp.float32(4097.0)
+  hi = c - (c - v)
+  return hi, v - hi
+
+
+def div_dekker(a, b):
+  """Correctly rounded float32 a / b from plain f32 multiply/add (no FMA, no f64).
+
+  q0 = a * (1 / b); the residual a - q0 * b is formed exactly with Dekker's product (Veltkamp
+  splits), and one correction step q0 + r / b restores the correctly rounded quotient for
+  normal operands (an exact midpoint quotient cannot occur unless b is a power of two, when the
+  quotient is exact anyway).
+  """
+  q0 = a * (jnp.float32(1.0) / b)
+  p = q0 * b
+  qh, ql = _split(q0)
+  bh, bl = _split(b)
+  e = ((qh * bh - p) + qh * bl + ql * bh) + ql * bl  # q0 * b == p + e exactly
+  r = (a - p) - e
+  return q0 + r * (jnp.float32(1.0) / b)
+
+
+def div_rn_int(a, b):
+  """Correctly rounded float32 a / b by integer long division (any backend, no FP division).
+
+  The same contract as `mxjax.formats.exact.div_rn` (normal operands and results exact; zeros,
+  Inf, NaN and out-of-range results from the backend's own `/`), written with the integer and
+  select ops Mosaic GPU lowers (it has no `is_finite`). Costs ~130 integer ops, so the kernels
+  use it once per block, never per element.
+  """
+  if getattr(b, "shape", ()) != getattr(a, "shape", ()):
+    b = jnp.where(a == a, b, b)  # broadcast a scalar divisor to a's shape (and layout)
+  ab, bb = _bits(a), _bits(b)
+  ea, eb = (ab >> 23) & 0xFF, (bb >> 23) & 0xFF
+  ma, mb = (ab & 0x7FFFFF) | 0x800000, (bb & 0x7FFFFF) | 0x800000
+  lt = jnp.where(ma < mb, jnp.int32(1), jnp.int32(0))
+  rem = ma << lt  # significand quotient in [1, 2)
+  e = ea - eb - lt + 127
+  q = rem * 0
+  for _ in range(25):  # 24 quotient bits and a guard bit
+    ge = rem >= mb
+    q = (q << 1) | jnp.where(ge, jnp.int32(1), jnp.int32(0))
+    rem = jnp.where(ge, rem - mb, rem) << 1
+  guard = q & 1
+  q = q >> 1
+  up = (guard == 1) & ((rem != 0) | ((q & 1) == 1))
+  q = q + jnp.where(up, jnp.int32(1), jnp.int32(0))
+  carry = q >> 24
+  q = jnp.where(carry == 1, q >> 1, q)
+  e = e + carry
+  sign = (ab ^ bb) & jnp.int32(-(2**31))
+  exact = _f32(sign | (e << 23) | (q & 0x7FFFFF))
+  normal_in = (ea >= 1) & (ea <= 254) & (eb >= 1) & (eb <= 254)
+  ok = normal_in & (e >= 1) & (e <= 254)
+  return jnp.where(ok, exact, a / b)

@@ -1,0 +1,97 @@
+"""GPU diagnostics for the Mosaic GPU kernels: is `/` correctly rounded, does f64 lower, and
+where the NVFP4 kernel departs from the reference. Run on the GPU machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.experimental import pallas as pl  # noqa: E402
+
+from pallas_kernels import _compat  # noqa: E402
+from pallas_kernels.quantize import schemes as S  # noqa: E402
+
+
+def div_kernel(variant):
+  plgpu = _compat.plgpu_module()
+
+  def kernel(a_ref, b_ref, o_ref):
+    a = plgpu.load(a_ref, (), layout=plgpu.Layout.WGMMA, optimized=False)
+    b = plgpu.load(b_ref, (), layout=plgpu.Layout.WGMMA, optimized=False)
+    if variant == "f32":
+      o = a / b
+    elif variant == "dekker":
+      o = S.div_dekker(a, b)
+    else:
+      with jax.enable_x64(True):
+        o = (a.astype(jnp.float64) / b.astype(jnp.float64)).astype(jnp.float32)
+    o_ref[...] = o
+
+  return _compat.mgpu_kernel(
+      lambda a, b, o: _scoped(kernel, a, b, o),
+      out_type=jax.ShapeDtypeStruct((128, 64), jnp.float32))
+
+
+def _scoped(kernel, a_g, b_g, o_g):
+  plgpu = _compat.plgpu_module()
+
+  def body(a_s, b_s, o_s, bar):
+    plgpu.copy_gmem_to_smem(a_g, a_s, bar.at[0])
+    plgpu.copy_gmem_to_smem(b_g, b_s, bar.at[1])
+    plgpu.barrier_wait(bar.at[0])
+    plgpu.barrier_wait(bar.at[1])
+    kernel(a_s, b_s, o_s)
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(o_s, o_g)
+    plgpu.wait_smem_to_gmem(0)
+
+  pl.run_scoped(body, plgpu.SMEM((128, 64), jnp.float32), plgpu.SMEM((128, 64), jnp.float32),
+                plgpu.SMEM((128, 64), jnp.float32), plgpu.Barrier(num_barriers=2))
+
+
+def main():
+  rng = np.random.default_rng(0)
+  for variant in ("f32", "dekker", "f64"):
+    bad = total = 0
+    try:
+      f = jax.jit(div_kernel(variant))
+      for t in range(20):
+        a = (rng.standard_normal((128, 64)) * np.exp(rng.standard_normal((128, 64)) * 4)).astype(np.float32)
+        b = (np.abs(rng.standard_normal((128, 64))) * np.exp(rng.standard_normal((128, 64)) * 4) + 1e-3).astype(np.float32)
+        o = np.asarray(f(jnp.asarray(a), jnp.asarray(b)))
+        ieee = (a.astype(np.float64) / b.astype(np.float64)).astype(np.float32)
+        bad += int((o.view(np.uint32) != ieee.view(np.uint32)).sum())
+        total += o.size
+      print(f"division {variant}: {bad} of {total} differ from IEEE")
+    except Exception as e:
+      print(f"division {variant}: FAILED {type(e).__name__}: {str(e)[:300]}")
+  # NVFP4 kernel vs reference.
+  try:
+    import mxjax
+    from pallas_kernels.quantize import mosaic_gpu as QG
+    x = jax.random.normal(jax.random.key(0), (256, 1024), jnp.float32).astype(jnp.bfloat16)
+    for sch in ("nvfp4", "int4_g128", "fp8_e4m3_block128"):
+      q = jax.jit(lambda x: QG.quantize_mosaic_gpu(x, sch))(x)
+      r = jax.jit(lambda x: mxjax.quantize(x, sch))(x)
+      for name, a, b in (("codes", q.codes, r.codes), ("scale", q.scale, r.scale)):
+        a, b = np.asarray(a), np.asarray(b)
+        ai = a.view(np.uint8) if a.dtype.itemsize == 1 else a.view(np.uint32)
+        bi = b.view(np.uint8) if b.dtype.itemsize == 1 else b.view(np.uint32)
+        d = np.nonzero(ai != bi)
+        print(sch, name, a.dtype, a.shape, "mismatch", len(d[0]),
+              "first", [(int(i), int(j)) for i, j in zip(*d)][:4],
+              "kern", ai[d][:6].tolist(), "ref", bi[d][:6].tolist())
+      if q.tensor_scale is not None:
+        print(sch, "tensor_scale", np.asarray(q.tensor_scale), np.asarray(r.tensor_scale))
+  except Exception:
+    traceback.print_exc()
+
+
+if __name__ == "__main__":
+  main()
