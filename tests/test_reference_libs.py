@@ -116,8 +116,8 @@ class TestBitsandbytesNF4:
     assert abs(float(np.asarray(q.scale_offset).ravel()[0]) - float(state.offset)) <= 1e-6 * float(
         state.offset)  # fmt: skip
     # bitsandbytes' CPU kernel finds the 8-bit code with an approximate binary search: codes
-    # differ from the nearest value by at most one step, in a minority of blocks.
+    # differ from the nearest value by at most one step (0.1% of codes here).
     ours = np.asarray(q.scale.codes)[: state.absmax.numel()].astype(int)
     theirs = state.absmax.numpy().astype(int)
     assert np.max(np.abs(ours - theirs)) <= 1
-    assert np.mean(ours != theirs) < 0.35
+    assert np.mean(ours != theirs) < 0.01
