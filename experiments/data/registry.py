@@ -270,6 +270,6 @@ def describe() -> str:
   rows = ["| name | registry | package==version | MB | licence | holds |", "|---|---|---|---|---|---|"]
   for s in SOURCES.values():
     reg = "Debian" if s.kind is Kind.DEB else f"PyPI ({s.kind.value})"
-    rows.append(f"| {s.name} | {reg} | {s.package}=={s.version} | {s.size_mb:.0f} | "
+    rows.append(f"| {s.name} | {reg} | {s.package}=={s.version} | {s.size_mb:.1f} | "
                 f"{s.license} | {s.description} |")
   return "\n".join(rows)
