@@ -156,12 +156,18 @@ class QuantizedDotGeneral:
   """A drop-in `dot_general` for a module's own injection point (`nn.Dense(dot_general=...)`,
   `nnx.Linear(dot_general=...)`): quantizes both operands by `spec` (modes qat / train).
 
+  Attributes:
+    spec: the schemes, backend and mode.
+    weight: optional QArray used in place of the module's kernel (which is then only a
+      placeholder of the same logical shape: Linen checks a param's shape before the call).
+
   Example:
     >>> import flax.linen as nn
     >>> dense = nn.Dense(8, dot_general=QuantizedDotGeneral.of(weight="int8"))
   """
 
   spec: MatmulSpec
+  weight: QArray | None = None
 
   @classmethod
   def of(cls, *, weight=None, activation=None, gradient=None, backend="auto",
@@ -172,6 +178,10 @@ class QuantizedDotGeneral:
 
   def __call__(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
                out_sharding=None, **_unused):
+    if self.weight is not None:
+      if tuple(self.weight.shape) != tuple(rhs.shape):
+        raise ValueError(f"stored weight {self.weight.shape} does not match {rhs.shape}")
+      rhs = self.weight
     out = dot_general(lhs, rhs, dimension_numbers, self.spec, precision=precision,
                       preferred_element_type=preferred_element_type)
     if preferred_element_type is None:

@@ -9,7 +9,8 @@ NNX. Instead:
 - `qmodel.apply(qparams, *args)` runs `model.apply` under a method interceptor
   (`nn.intercept_methods`) that acts only on the `__call__` of the matched `nn.Dense`,
   `nn.DenseGeneral` and `nn.Einsum`: Dense and DenseGeneral run their own `__call__` with
-  `dot_general` and `promote_dtype` injected (their own injection points); `nn.Einsum` has no
+  `dot_general` injected (their own injection point; a serve-mode QArray kernel rides along in
+  the injected function, the module sees a placeholder of its shape); `nn.Einsum` has no
   `einsum` injection point in flax 0.12, so its two-operand einsum is computed here.
   The interceptor is active only inside `qmodel.apply` and only touches Linen module methods:
   it cannot reach `jax.lax` or a Pallas kernel.
@@ -25,7 +26,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen import dtypes as linen_dtypes
 
 from mxjax.qarray import QArray
 from mxjax.nn import _matmul
@@ -114,14 +114,6 @@ def explain(model: nn.Module, policy: Policy | str, *example_args, params=None, 
   return report
 
 
-def _promote_keep_qarray(*args, dtype=None, inexact=True) -> list:
-  """Linen's promote_dtype, except that a QArray kernel is passed through as stored."""
-  if not any(isinstance(a, QArray) for a in args):
-    return linen_dtypes.promote_dtype(*args, dtype=dtype, inexact=inexact)
-  dt = dtype or jnp.result_type(*[a.dtype for a in args if a is not None])
-  return [a if a is None or isinstance(a, QArray) else jnp.asarray(a, dt) for a in args]
-
-
 @dataclasses.dataclass(frozen=True)
 class _Entry:
   spec: MatmulSpec
@@ -159,9 +151,18 @@ class QuantizedLinen:
       return next_fun(*args, **kwargs)
     if entry.kind == "einsum":
       return _einsum_call(m, entry.spec, args, kwargs)
-    clone = m.clone(parent=None, dot_general=QuantizedDotGeneral(entry.spec),
-                    dot_general_cls=None, promote_dtype=_promote_keep_qarray)
-    return clone.apply({"params": m.variables["params"]}, *args, **kwargs)
+    params = dict(m.variables["params"])
+    kernel = params["kernel"]
+    weight = None
+    if isinstance(kernel, QArray):
+      # Linen checks a param's shape against its initializer before __call__ uses it: hand the
+      # module a placeholder of the logical shape (a broadcast zero, removed by XLA as unused)
+      # and the QArray to the injected dot_general.
+      weight = kernel
+      params["kernel"] = jnp.broadcast_to(jnp.zeros((), kernel.dtype), kernel.shape)
+    clone = m.clone(parent=None, dot_general=QuantizedDotGeneral(entry.spec, weight),
+                    dot_general_cls=None)
+    return clone.apply({"params": params}, *args, **kwargs)
 
 
 def _einsum_call(m: nn.Einsum, spec: MatmulSpec, args: tuple, kwargs: dict) -> jax.Array:
