@@ -177,7 +177,10 @@ def test_quantizing_twice_does_not_requantize(model):
   q1 = mnn.quantize(model, "W4A16 int4_g128")
   q2 = mnn.quantize(q1, "W8A8")
   assert q2.layers[0].mlp.up_proj.kernel.get_value().scheme.name == "int4_g128"
-  assert not mnn.explain(q1, "W8A8", print_fn=None).quantized
+  report = mnn.explain(q1, "W8A8", print_fn=None)
+  assert not report.quantized
+  row = [r for r in report.rows if r.path == "layers/0/mlp/up_proj"][0]
+  assert row.action.startswith("already quantized") and "int4_g128" in row.action
 
 
 def test_einsum_and_linear_general_twins():

@@ -142,6 +142,10 @@ def _kind(m: Any) -> str | None:
   return None
 
 
+def _label(s) -> str:
+  return "-" if s is None else (s.name or s.describe())
+
+
 def _path(p: tuple) -> str:
   return "/".join(str(k) for k in p)
 
@@ -164,7 +168,10 @@ def module_infos(model: nnx.Module) -> list[ModuleInfo]:
                                   n_in=len(m.in_features))
       elif m.einsum_str is not None:
         axis = _matmul.layer_axes(kind, len(shape), subscripts=m.einsum_str, lhs_ndim=None)
-    infos.append(ModuleInfo(_path(p), m, kind, container, shape, axis))
+    done = None
+    if isinstance(m, Quantized):
+      done = f"{m.rule_name}: W {_label(m.spec.rhs)}, A {_label(m.spec.lhs)}, {m.spec.mode.value}"
+    infos.append(ModuleInfo(_path(p), m, kind, container, shape, axis, done))
   return infos
 
 

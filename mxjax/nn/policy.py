@@ -256,6 +256,7 @@ class ModuleInfo:
     container: True when the module has submodules (containers are listed, never quantized).
     weight_shape: the kernel's shape, when known.
     weight_axis: the kernel's contraction axis blocks run along (negative), when known.
+    quantized_as: for a module mxjax already quantized, how (it is never quantized twice).
   """
 
   path: str
@@ -264,6 +265,7 @@ class ModuleInfo:
   container: bool = False
   weight_shape: tuple[int, ...] | None = None
   weight_axis: int | None = None
+  quantized_as: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,6 +304,10 @@ def plan(modules: Sequence[ModuleInfo], policy: Policy) -> list[Row]:
     tname = type(info.module).__name__ if not isinstance(info.module, type) else info.module.__name__
     if info.container:
       rows.append(Row(info, None, None, False, "container"))
+      continue
+    if info.quantized_as is not None:
+      rows.append(Row(info, None, None, False, f"already quantized ({info.quantized_as}): left"
+                      " as it is"))
       continue
     if rule is None:
       rows.append(Row(info, None, None, False, "kept: no rule matched"))
