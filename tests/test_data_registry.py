@@ -186,3 +186,10 @@ def test_token_windows():
   assert corpora.token_windows(range(10), 2, max_windows=3).shape == (3, 2)
   with pytest.raises(ValueError):
     corpora.token_windows([1, 2], 4)
+
+
+def test_public_names_import():
+  import experiments.data as d
+
+  for name in d.__all__:
+    assert getattr(d, name) is not None

@@ -90,7 +90,9 @@ class Gemma3Config:
         raise NotImplementedError(f"{k}={d[k]} is not implemented")
     pattern = d.get("sliding_window_pattern", 6)
     types = d.get("layer_types")
-    if types:
+    if types:  # newer configs list layer types; the period is where the first global sits
+      globs = [i for i, t in enumerate(types) if t == "full_attention"]
+      pattern = globs[0] + 1 if globs else len(types) + 1
       expect = [(i + 1) % pattern != 0 for i in range(len(types))]
       if [t == "sliding_attention" for t in types] != expect:
         raise NotImplementedError(f"layer_types {types} is not a 1-in-{pattern} global pattern")
