@@ -135,7 +135,8 @@ def main(argv=None):
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "jax": jax.__version__, "device": f"{jax.devices()[0].device_kind} ({platform.node()})",
       "protocol": (f"Non-overlapping windows of {args.seqlen} tokens of the model's own "
-                   f"tokenization (PTB test: {_n(mw['ptb_test'])}; Wikipedia: {_n(mw['wikipedia'])}); "
+                   f"tokenization (PTB test: {_n(mw['ptb_test'])}; "
+                   f"Wikipedia: {_n(mw['wikipedia'])}); "
                    "PTB test joined GPTQ-style (lines stripped, joined by spaces); Wikipedia = "
                    "SQuAD v1.1 dev paragraphs joined by blank lines; BOS prepended to each "
                    "window for models that use it; first text token of a window not scored; "

@@ -63,7 +63,7 @@ def ptb_text(split: str = "test") -> str:
   return " ".join(ptb_lines(split))
 
 
-# ----------------------------------------------------------------------------- Wikipedia / BIG-bench
+# ------------------------------------------------------------------- Wikipedia / BIG-bench
 
 
 def _squad() -> dict:
@@ -130,7 +130,7 @@ def bigbench_task(task: str) -> list[MCItem]:
   return items
 
 
-# ----------------------------------------------------------------------------- essays, plays, novels
+# ------------------------------------------------------------------- essays, plays, novels
 
 
 def paul_graham_essays() -> dict[str, str]:

