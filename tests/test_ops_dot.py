@@ -259,3 +259,37 @@ def test_public_names_import():
   for name in ops.__all__:
     assert getattr(ops, name) is not None
   assert mxjax.einsum is ops.einsum and mxjax.dot_general is ops.dot_general
+
+
+# ------------------------------------------------------------------ pallas (weight-only kernel)
+
+
+@pytest.mark.parametrize(
+    "scheme", ["int4_g128", pytest.param("nvfp4", marks=pytest.mark.slow),
+               pytest.param("int4_g128_asym", marks=pytest.mark.slow)],
+)  # fmt: skip
+def test_pallas_weight_only_matches_reference(scheme):
+  pytest.importorskip("pallas_kernels.wo_matmul")
+  x, w = _rand(20, (2, 3, 256)), _rand(21, (256, 128))
+  wq = mxjax.quantize(w, scheme, axis=0)
+  ref = mxjax.einsum("btk,kn->btn", x, wq, backend="reference")
+  got = mxjax.einsum("btk,kn->btn", x, wq, backend="pallas")  # interpret mode on the CPU
+  assert _rel(got, ref) < 1e-5
+
+
+def test_pallas_reasons():
+  a = jax.ShapeDtypeStruct((4, 256), jnp.bfloat16)
+  w = mxjax.quantize(_rand(22, (256, 64)), "int4_g128", axis=0)
+  e = ops.explain_einsum("mk,kn->mn", a, w, platform="gpu")
+  if "unavailable" in (e.reasons["pallas"] or ""):
+    pytest.skip(e.reasons["pallas"])
+  assert e.backend == "pallas"
+  e = ops.explain_einsum("mk,kn->mn", jax.ShapeDtypeStruct((4, 256), jnp.float32), w,
+                         platform="gpu")  # fmt: skip
+  assert "bfloat16" in e.reasons["pallas"] and e.backend == "xla"
+  wt = mxjax.quantize(_rand(22, (64, 256)), "int4_g128", axis=1)
+  e = ops.explain_einsum("mk,nk->mn", a, wt, platform="gpu")
+  assert "W[K, N]" in e.reasons["pallas"]
+  e = ops.explain_einsum("mk,kn->mn", a, _rand(23, (256, 64)), schemes=("fp8_e4m3", "fp8_e4m3"),
+                         platform="gpu")  # fmt: skip
+  assert "weight-only" in e.reasons["pallas"] and e.backend == "xla"
