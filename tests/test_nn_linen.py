@@ -215,3 +215,16 @@ def test_injected_dot_general_in_a_linen_model():
                              rtol=1e-5, atol=1e-5)
   g = jax.grad(lambda p: dense.apply(p, x).sum())(v)["params"]["kernel"]
   np.testing.assert_allclose(g, x.T @ jnp.ones((4, 8)), rtol=1e-5, atol=1e-5)  # STE
+
+
+def test_linen_partitioned_params_are_unboxed_and_quantized():
+  init = nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+  dense = nn.Dense(16, kernel_init=init)
+  x = jax.random.normal(jax.random.key(0), (4, 32))
+  v = dense.init(jax.random.key(1), x)
+  assert isinstance(v["params"]["kernel"], nn.Partitioned)
+  qmodel, qv = mnn.quantize(dense, "W8A8", params=v, example_args=(x,))
+  assert isinstance(qv["params"]["kernel"], mxjax.QArray)
+  k = nn.unbox(v["params"]["kernel"])
+  ref = mxjax.fake_quant(x, "int8") @ mxjax.fake_quant(k, "int8", axis=0) + v["params"]["bias"]
+  np.testing.assert_allclose(qmodel.apply(qv, x), ref, rtol=1e-5, atol=1e-5)

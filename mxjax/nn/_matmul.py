@@ -1,8 +1,9 @@
 """The one adapter between `mxjax.nn` layers and the quantized matmul.
 
 Every quantized layer (NNX twins, the Linen interceptor, injected `dot_general`s) computes its
-matmul through `dot_general` / `einsum` here, so that switching from the reference path to the
-ops layer (`mxjax.dot_general`, issue 4) is a change to this file only.
+matmul through `dot_general` / `einsum` here, which call `mxjax.ops.dot_general` /
+`mxjax.ops.einsum`: how a layer's rule becomes the ops layer's `DotSchemes` is decided in this
+file only.
 
 Semantics (`mxjax.ops`, DotSchemes):
   forward   out = q(lhs) . q(rhs), float32 accumulation; a QArray rhs is used as stored.

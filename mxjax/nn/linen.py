@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import meta as flax_meta
 
 from mxjax.qarray import QArray
 from mxjax.nn import _matmul
@@ -55,6 +56,11 @@ def _lookup(tree: Any, path: str) -> Any:
   for k in [k for k in path.split("/") if k]:
     node = node[k]
   return node
+
+
+def _kernel(params: Any, path: str) -> Any:
+  # Partitioned / boxed params (sharding annotations): quantize the array inside the box.
+  return flax_meta.unbox(_lookup(params, path)["kernel"])
 
 
 def _einsum_str(m: nn.Einsum, args: tuple, kwargs: dict) -> str | None:
@@ -96,8 +102,7 @@ def module_infos(model: nn.Module, variables: Any | None, *args, **kwargs) -> li
     kind = _kind(m)
     shape = axis = None
     if kind is not None:
-      kernel = _lookup(params, p)["kernel"]
-      shape = tuple(kernel.shape)
+      shape = tuple(_kernel(params, p).shape)
       axis = _weight_axis(m, kind, len(shape), a, kw)
     infos.append(ModuleInfo(p, m, kind, container and kind is None, shape, axis))
   return infos
@@ -220,7 +225,7 @@ def quantize(model: nn.Module, variables: Any, policy: Policy | str, *example_ar
       continue
     entries[row.path] = _Entry(MatmulSpec.from_rule(row.rule), row.info.kind)
     if row.rule.mode is Mode.SERVE and row.rule.weight is not None:
-      kernel = _lookup(params, row.path)["kernel"]
+      kernel = _kernel(params, row.path)
       q = _matmul.quantize_weight(kernel, row.rule.weight, row.info.weight_axis)
       params = _set(params, row.path, "kernel", q)
   qvars = dict(variables)
