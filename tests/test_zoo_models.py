@@ -135,19 +135,7 @@ def test_gemma3_sliding_window_and_roundtrip(tmp_path):
   ids2 = ids.at[:, 0].set((ids[:, 0] + 1) % cfg.vocab_size)
   np.testing.assert_allclose(local(ids)[:, -1], local(ids2)[:, -1], rtol=1e-5, atol=1e-5)
   assert not np.allclose(model(ids)[:, -1], model(ids2)[:, -1])
-  sd = {"model.embed_tokens.weight": np.asarray(model.embed_tokens.embedding.get_value()),
-        "model.norm.weight": np.asarray(model.norm.weight.get_value())}
-  for i, layer in enumerate(model.layers):
-    p = f"model.layers.{i}."
-    for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
-              "post_feedforward_layernorm"):
-      sd[p + n + ".weight"] = np.asarray(getattr(layer, n).weight.get_value())
-    for n in ("q_norm", "k_norm"):
-      sd[p + f"self_attn.{n}.weight"] = np.asarray(getattr(layer.self_attn, n).weight.get_value())
-    for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-      sd[p + f"self_attn.{n}.weight"] = np.asarray(getattr(layer.self_attn, n).kernel.get_value()).T
-    for n in ("gate_proj", "up_proj", "down_proj"):
-      sd[p + f"mlp.{n}.weight"] = np.asarray(getattr(layer.mlp, n).kernel.get_value()).T
+  sd = hf_loader.gemma3_to_state_dict(model)
   hf_loader.save_hf_dir(tmp_path, cfg.to_hf_dict(), sd)
   loaded, cfg2 = hf_loader.load_hf_dir(tmp_path)
   assert cfg2 == cfg

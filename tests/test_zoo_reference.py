@@ -113,3 +113,26 @@ def test_bert_matches_transformers(tmp_path):
   ref_pooled = (want * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
   ref_pooled /= np.linalg.norm(ref_pooled, axis=-1, keepdims=True)
   assert _rel(pooled, ref_pooled) < RTOL
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_exported_hf_dir_reads_the_same_in_transformers(tmp_path, arch):
+  """``export_hf_dir`` writes configs transformers understands (rope, windows, ties)."""
+  from flax import nnx
+
+  from experiments.models import gemma3
+
+  if arch == "llama":
+    cfg = llama.LlamaConfig.tiny(rope_theta=5000.0, tie_word_embeddings=True)
+    ours = llama.Llama(cfg, rngs=nnx.Rngs(2))
+  else:
+    cfg = gemma3.Gemma3Config.tiny()
+    ours = gemma3.Gemma3(cfg, rngs=nnx.Rngs(2))
+    for layer in ours.layers:
+      layer.post_attention_layernorm.weight.set_value(jnp.full((cfg.hidden_size,), -0.4))
+  hf_loader.export_hf_dir(tmp_path, ours, cfg)
+  ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+  ids = _ids(cfg.vocab_size, t=10)
+  with torch.no_grad():
+    want = ref(torch.tensor(ids)).logits.numpy()
+  assert _rel(ours(jnp.asarray(ids)), want) < RTOL

@@ -64,7 +64,11 @@ class Gemma3Config:
         "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
         "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_layers,
         "num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
-        "head_dim": self.head_dim, "query_pre_attn_scalar": self.query_pre_attn_scalar,
+        "head_dim": self.head_dim,
+        # transformers validates this field as an int (it is 256 for every Gemma 3 size).
+        "query_pre_attn_scalar": (int(self.query_pre_attn_scalar)
+                                  if float(self.query_pre_attn_scalar).is_integer()
+                                  else self.query_pre_attn_scalar),
         "sliding_window": self.sliding_window, "sliding_window_pattern":
         self.sliding_window_pattern, "layer_types": types, "rope_theta": self.rope_theta,
         "rope_local_base_freq": self.rope_local_theta, "rms_norm_eps": self.rms_norm_eps,

@@ -130,6 +130,25 @@ def gemma3_from_state_dict(cfg: gemma3.Gemma3Config, sd: StateDict) -> gemma3.Ge
   return model
 
 
+def gemma3_to_state_dict(model: gemma3.Gemma3) -> StateDict:
+  """The inverse of ``gemma3_from_state_dict`` (norm weights as Hugging Face's ``w``)."""
+  g = lambda p: np.asarray(p.get_value(), np.float32)
+  sd = {"model.embed_tokens.weight": g(model.embed_tokens.embedding),
+        "model.norm.weight": g(model.norm.weight)}
+  for i, layer in enumerate(model.layers):
+    p = f"model.layers.{i}."
+    for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+              "post_feedforward_layernorm"):
+      sd[p + n + ".weight"] = g(getattr(layer, n).weight)
+    for n in ("q_norm", "k_norm"):
+      sd[p + f"self_attn.{n}.weight"] = g(getattr(layer.self_attn, n).weight)
+    for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+      sd[p + f"self_attn.{n}.weight"] = g(getattr(layer.self_attn, n).kernel).T.copy()
+    for n in ("gate_proj", "up_proj", "down_proj"):
+      sd[p + f"mlp.{n}.weight"] = g(getattr(layer.mlp, n).kernel).T.copy()
+  return sd
+
+
 # ----------------------------------------------------------------------------- bert
 
 
@@ -220,3 +239,22 @@ def save_hf_dir(directory: str | os.PathLike, hf_config: dict[str, Any], sd: Sta
     json.dump(hf_config, f, indent=2)
   save_file({k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()},
             os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+
+def export_hf_dir(directory: str | os.PathLike, model: nnx.Module, cfg: Any,
+                  tokenizer: Any = None) -> None:
+  """Writes a zoo decoder as a Hugging Face directory (float32 safetensors).
+
+  Converts a GGUF model into what ``transformers`` and ``load_hf_dir`` read
+  (``config.json``, ``model.safetensors`` and, given a tokenizer, ``tokenizer.json``).
+  The weights are the dequantized GGUF values, so the GGUF caveat travels with them.
+  """
+  if isinstance(model, llama.Llama):
+    sd = llama_to_state_dict(model)
+  elif isinstance(model, gemma3.Gemma3):
+    sd = gemma3_to_state_dict(model)
+  else:
+    raise NotImplementedError(f"no exporter for {type(model).__name__}")
+  save_hf_dir(directory, cfg.to_hf_dict(), sd)
+  if tokenizer is not None:
+    tokenizer.hf.save(os.path.join(os.fspath(directory), "tokenizer.json"))
