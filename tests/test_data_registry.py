@@ -139,6 +139,7 @@ def test_bigbench_multiple_choice(fake_registry):
                    corpora.MCItem("Q: Again?", ("a", "b", "c"), 0)]
   with pytest.raises(KeyError, match="no JSON task"):
     corpora.bigbench_task("no_such_task")
+  assert corpora.bigbench_tasks() == ["hyperbaton"]  # squad_shifts has no task.json
 
 
 def test_essays_plays_novels(fake_registry):

@@ -3,6 +3,7 @@
 from experiments.data.corpora import MCItem
 from experiments.data.corpora import austen_novels
 from experiments.data.corpora import bigbench_task
+from experiments.data.corpora import bigbench_tasks
 from experiments.data.corpora import paul_graham_essays
 from experiments.data.corpora import ptb_lines
 from experiments.data.corpora import ptb_text
@@ -24,6 +25,7 @@ __all__ = [
     "Source",
     "austen_novels",
     "bigbench_task",
+    "bigbench_tasks",
     "cache_dir",
     "extract",
     "fetch",

@@ -103,6 +103,23 @@ class MCItem:
   answer: int
 
 
+def bigbench_tasks() -> list[str]:
+  """Names of BIG-bench 1.0.0 tasks with a top-level ``task.json`` (the listing is cached)."""
+  listing = registry.cache_dir() / "extracted" / "bigbench" / "json_tasks.txt"
+  if not listing.exists():
+    import tarfile
+
+    names = set()
+    with tarfile.open(registry.fetch("bigbench"), "r:gz") as tf:
+      for m in tf.getnames():
+        rest = m[len(_BB):] if m.startswith(_BB) else ""
+        if rest.count("/") == 1 and rest.endswith("/task.json"):
+          names.add(rest.split("/")[0])
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("\n".join(sorted(names)) + "\n")
+  return listing.read_text().split()
+
+
 def bigbench_task(task: str) -> list[MCItem]:
   """Multiple-choice examples of a BIG-bench 1.0.0 JSON task (``target_scores`` items).
 
