@@ -6,6 +6,7 @@ from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import dequantize
 from pallas_kernels.wo_matmul.layout import repack
+from pallas_kernels.wo_matmul.layout import repack_qarray
 from pallas_kernels.wo_matmul.reference import wo_matmul_reference
 from pallas_kernels.wo_matmul.reference import xla_dequant_then_dot
 
@@ -15,6 +16,7 @@ __all__ = [
     "WeightFormat",
     "dequantize",
     "repack",
+    "repack_qarray",
     "wo_matmul",
     "wo_matmul_reference",
     "xla_dequant_then_dot",

@@ -156,3 +156,45 @@ def dequantize(pw: PackedWeight) -> jax.Array:
   if fmt is WeightFormat.UINT4:
     w = w - jnp.repeat(pw.offset, pw.group, axis=0)
   return w
+
+
+def repack_qarray(q) -> PackedWeight:
+  """Repacks an `mxjax.QArray` weight (logical (K, N), quantized along K = axis 0).
+
+  Read through its fields only (this package imports nothing of mxjax beyond its formats).
+
+  Raises:
+    NotImplementedError: a scheme with no kernel layout (NF4 double quantization, 2-D blocks,
+      FP6, ...), or a weight not quantized along axis 0.
+  """
+  sch = q.scheme
+  if len(q.shape) != 2 or q.axis % 2 != 0:
+    raise NotImplementedError(
+        f"weight-only matmul wants a (K, N) weight quantized along K (axis 0); got shape "
+        f"{q.shape}, axis {q.axis}")
+  if getattr(sch, "double_quant", False) or getattr(sch, "block_size_2d", None):
+    raise NotImplementedError(f"no kernel layout for {sch.describe()}")
+  k, _ = q.shape
+  element = sch.element
+  gran = getattr(sch.granularity, "value", sch.granularity)
+  group = sch.block_size if gran == "block" else k
+  scale_fmt = getattr(sch.scale, "value", sch.scale)
+  if element == "int4":
+    fmt = WeightFormat.INT4
+  elif element == "uint4":
+    fmt = WeightFormat.UINT4
+  elif element == "e2m1" and scale_fmt == "e8m0":
+    fmt = WeightFormat.MXFP4
+  elif element == "e2m1" and sch.tensor_scale:
+    fmt = WeightFormat.NVFP4
+  elif element == "nf4":
+    fmt = WeightFormat.NF4
+  elif element == "int8" and gran == "axis":
+    fmt = WeightFormat.INT8
+  elif element == "e4m3" and gran == "axis":
+    fmt = WeightFormat.FP8
+  else:
+    raise NotImplementedError(f"no weight-only kernel layout for {sch.describe()}")
+  ts = None if q.tensor_scale is None else q.tensor_scale.reshape(())
+  return repack(q.codes, q.scale, fmt=fmt, group=group, zero_point=q.zero_point,
+                tensor_scale=ts)

@@ -1,0 +1,94 @@
+"""Weight-only matmul: reference == x @ mxjax.dequantize(W); every CPU-runnable kernel matches.
+
+The Mosaic GPU kernel runs only on a GPU (TMA, wgmma); its portable twin runs here in
+interpret mode, and experiments/bench_kernels.py checks the GPU kernel on the GPU.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mxjax
+from pallas_kernels import wo_matmul as wm
+
+# (preset, overrides) -> a weight format the kernels take.
+FORMATS = [
+    ("int4_g128", {}),
+    ("int4_g128", {"block_size": 32}),
+    ("int4_g128", {"block_size": 64}),
+    ("int4_g128_asym", {}),
+    ("mxfp4", {}),
+    ("nvfp4", {}),
+    ("nf4_g64", {}),
+    ("int8", {}),
+    ("fp8_e4m3_rowwise", {}),
+]
+IDS = [p + "".join(f"-{k}{v}" for k, v in o.items()) for p, o in FORMATS]
+
+
+def _weight(preset, overrides, k=256, n=128, seed=0):
+  w = jax.random.normal(jax.random.key(seed), (k, n), jnp.float32)
+  q = mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0)
+  return q, wm.repack_qarray(q)
+
+
+def _rel(y, ref):
+  y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
+  assert np.all(np.isfinite(y)), "non-finite output"
+  return np.linalg.norm(y - ref) / np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("preset,overrides", FORMATS, ids=IDS)
+def test_layout_dequantize_matches_mxjax(preset, overrides):
+  q, pw = _weight(preset, overrides)
+  want = np.asarray(mxjax.dequantize(q))
+  got = np.asarray(wm.dequantize(pw))
+  if pw.fmt is wm.WeightFormat.UINT4:  # (q - 8) * s - s * (zp - 8): equal up to rounding
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+  else:
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("impl", ["xla", "portable"])
+@pytest.mark.parametrize("preset,overrides", FORMATS, ids=IDS)
+def test_matches_x_at_dequant(impl, preset, overrides):
+  q, pw = _weight(preset, overrides)
+  x = jax.random.normal(jax.random.key(1), (4, 256), jnp.float32).astype(jnp.bfloat16)
+  ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
+  y = wm.wo_matmul(x, pw, implementation=impl, interpret=impl == "portable",
+                   out_dtype=jnp.float32)
+  assert y.shape == (4, 128) and y.dtype == jnp.float32
+  assert _rel(y, ref) < 1e-5
+
+
+def test_portable_tiling_and_bf16_out():
+  _, pw = _weight("int4_g128", {}, k=512, n=256)
+  x = jax.random.normal(jax.random.key(2), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
+  y = wm.wo_matmul(x, pw, implementation="portable", interpret=True, tile_n=128, tile_k=256)
+  assert y.dtype == jnp.bfloat16
+  assert _rel(y, ref) < 1e-2  # bf16 output rounding
+
+
+def test_errors_are_raised_not_swallowed():
+  _, pw = _weight("nf4_g64", {})
+  x = jnp.ones((4, 256), jnp.bfloat16)
+  with pytest.raises(NotImplementedError, match="INT4/UINT4"):
+    wm.wo_matmul(x, pw, implementation="mosaic_gpu")
+  _, pw4 = _weight("int4_g128", {"block_size": 32})
+  with pytest.raises(NotImplementedError, match="group 128"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu")
+  _, pw4 = _weight("int4_g128", {})
+  with pytest.raises(NotImplementedError, match="M <= 64"):
+    wm.wo_matmul(jnp.ones((65, 256), jnp.bfloat16), pw4, implementation="mosaic_gpu")
+  with pytest.raises(NotImplementedError, match="interpreter"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
+  with pytest.raises(ValueError, match="x must be"):
+    wm.wo_matmul(jnp.ones((4, 128), jnp.bfloat16), pw4, implementation="xla")
+  with pytest.raises(ValueError, match="implementation"):
+    wm.wo_matmul(x, pw4, implementation="triton")
+  with pytest.raises(ValueError, match="zero_point"):
+    wm.repack(jnp.zeros((128, 128), jnp.uint8), jnp.ones((2, 128)), fmt="uint4", group=128)
