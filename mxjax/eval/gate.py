@@ -157,29 +157,35 @@ def _lm_pass(sim, cands, corpora, tok, cfg, notes):
                                           max_tokens=cfg.max_tokens))
     work += [(corpus, w) for w in plan]
   ref = cands[0]
-  for corpus, (b, e, first) in progress_iter(work, desc="gate windows"):
-    ids = streams[corpus][b:e]
-    off = 0
-    if bos is not None:
-      ids, off = np.concatenate([[bos], ids]).astype(np.int32), 1
-    x = jnp.asarray(ids[None])
-    targets = x[0, 1:]
-    sel = np.arange(first - b, e - b) + off - 1  # logit rows predicting the scored targets
-    ref_logits = sim.logits(ref, x)[0, :-1]
-    for c in cands:
-      cl = ref_logits if c is ref else sim.logits(c, x)[0, :-1]
-      nll, kl, agree = (np.asarray(a)[sel] for a in compare(ref_logits, cl, targets))
-      d = per.setdefault((corpus, c.name), {"nll": [], "kl": [], "agree": [], "pos": [],
-                                            "ref_top": [], "cand_top": []})
-      d["nll"].append(nll)
-      d["kl"].append(kl)
-      d["agree"].append(agree)
-      d["pos"].append(np.arange(first, e))
-      if c is not ref:
-        d["ref_top"].append(np.asarray(jnp.argmax(ref_logits, -1))[sel])
-        d["cand_top"].append(np.asarray(jnp.argmax(cl, -1))[sel])
-  out = {k: {n: (np.concatenate(v) if v else np.zeros(0)) for n, v in d.items()}
-         for k, d in per.items()}
+  # Flat (window, candidate) steps so the bar moves per forward pass; the reference comes first
+  # in each window and its logits are kept for the candidates of that window.
+  steps = [(corpus, w, c) for corpus, w in work for c in cands]
+  ref_logits = x = targets = sel = None
+  for corpus, (b, e, first), c in progress_iter(steps, desc="gate forwards"):
+    if c is ref:
+      ids = streams[corpus][b:e]
+      off = 0
+      if bos is not None:
+        ids, off = np.concatenate([[bos], ids]).astype(np.int32), 1
+      x = jnp.asarray(ids[None])
+      targets = x[0, 1:]
+      sel = np.arange(first - b, e - b) + off - 1  # logit rows predicting the scored targets
+      ref_logits = sim.logits(ref, x)[0, :-1]
+    t0 = time.time()
+    cl = ref_logits if c is ref else sim.logits(c, x)[0, :-1]
+    nll, kl, agree = (np.asarray(a)[sel] for a in compare(ref_logits, cl, targets))
+    d = per.setdefault((corpus, c.name), {"nll": [], "kl": [], "agree": [], "pos": [],
+                                          "ref_top": [], "cand_top": [], "seconds": 0.0})
+    d["seconds"] += time.time() - t0
+    d["nll"].append(nll)
+    d["kl"].append(kl)
+    d["agree"].append(agree)
+    d["pos"].append(np.arange(first, e))
+    if c is not ref:
+      d["ref_top"].append(np.asarray(jnp.argmax(ref_logits, -1))[sel])
+      d["cand_top"].append(np.asarray(jnp.argmax(cl, -1))[sel])
+  out = {k: {n: (v if n == "seconds" else np.concatenate(v) if v else np.zeros(0))
+             for n, v in d.items()} for k, d in per.items()}
   return out, streams, protocols
 
 
@@ -329,6 +335,7 @@ def run_gate(
         if "top1" in cfg.metrics:
           gate(TOP1, cat, units(ref.name, "agree"), units(c.name, "agree"), c, None)
     for c in cands[1:]:
+      timing[c.name] += sum(per[(n, c.name)]["seconds"] for n in corpora)
       for corpus in corpora:
         flips[c.name] += _token_flips(tokenizer, streams[corpus], per[(corpus, c.name)],
                                       cfg.n_flips, cfg.seed, corpus)[: cfg.n_flips]

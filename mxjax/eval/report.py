@@ -49,13 +49,13 @@ def summary_table(result: GateResult) -> str:
     for d in c.decisions:
       if _key(d) not in keys:
         keys.append(_key(d))
-  lines = ["| candidate | knobs | overall | " + " | ".join(keys) + " |",
-           "|" + "---|" * (3 + len(keys))]
+  lines = ["| candidate | knobs | overall | s | " + " | ".join(keys) + " |",
+           "|" + "---|" * (4 + len(keys))]
   for c in result.candidates:
     by = {_key(d): d for d in c.decisions}
     cells = [_cell(by[k]) if k in by else "" for k in keys]
-    lines.append(f"| {c.candidate.name} | {c.candidate.describe()} | {verdict(c.passed)} | "
-                 + " | ".join(cells) + " |")
+    lines.append(f"| {c.candidate.name} | {c.candidate.describe()} | {verdict(c.passed)} |"
+                 f" {c.seconds:.0f} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
