@@ -288,3 +288,16 @@ def test_stochastic_schemes_are_refused_with_a_reason(model):
   rule = mnn.Rule(".*", weight=mxjax.schemes.get("mxfp4", rounding="stochastic"))
   with pytest.raises(NotImplementedError, match="stochastically"):
     mnn.quantize(model, mnn.Policy([rule]))
+
+
+def test_explain_says_which_backend_runs_and_which_cannot(model):
+  report = mnn.explain(model, "W4A16 int4_g128", print_fn=None)
+  row = [r for r in report.rows if r.path == "layers/0/mlp/up_proj"][0]
+  assert f"runs on {'reference' if jax.default_backend() == 'cpu' else ''}" in row.action
+  bad = mnn.Policy([mnn.Rule("q_proj$", weight="mxfp8_e4m3", activation="mxfp8_e4m3",
+                             backend="pallas")])
+  if jax.default_backend() == "cpu":
+    text = str(mnn.explain(model, bad, print_fn=None))
+    assert "backend 'pallas' cannot run it" in text
+  fast = mnn.explain(model, "W4A16 int4_g128", print_fn=None, backends=False)
+  assert "runs on" not in str(fast)

@@ -49,15 +49,17 @@ def quantize(model, policy, *, params=None, example_args=(), example_kwargs=None
   return nnx.quantize(model, policy)
 
 
-def explain(model, policy, *example_args, params=None, print_fn=print, **example_kwargs) -> Report:
-  """Prints a table of every module, the rule it matched and its schemes, and unused rules.
+def explain(model, policy, *example_args, params=None, print_fn=print, backends: bool = True,
+            **example_kwargs) -> Report:
+  """Prints a table of every module, the rule it matched and its schemes (and, with
+  `backends`, the ops backend each quantized matmul runs on and why), and unused rules.
 
   NNX models need nothing else; Linen models need example inputs (and optionally params).
   """
   if _is_linen(model):
     return linen.explain(model, policy, *example_args, params=params, print_fn=print_fn,
-                         **example_kwargs)
-  return nnx.explain(model, policy, print_fn=print_fn)
+                         backends=backends, **example_kwargs)
+  return nnx.explain(model, policy, print_fn=print_fn, backends=backends)
 
 
 __all__ = [

@@ -109,11 +109,12 @@ def module_infos(model: nn.Module, variables: Any | None, *args, **kwargs) -> li
 
 
 def explain(model: nn.Module, policy: Policy | str, *example_args, params=None, print_fn=print,
-            **example_kwargs) -> Report:
-  """Prints (and returns) the explain table of a Linen model run on `example_args`."""
+            backends: bool = True, **example_kwargs) -> Report:
+  """Prints (and returns) the explain table of a Linen model run on `example_args` (with the
+  ops backend of each quantized matmul, with `backends`)."""
   policy = as_policy(policy)
   infos = module_infos(model, params, *example_args, **example_kwargs)
-  report = Report(tuple(plan(infos, policy)), policy)
+  report = Report(tuple(plan(infos, policy, backends=backends)), policy)
   if print_fn is not None:
     print_fn(str(report))
   return report

@@ -175,10 +175,12 @@ def module_infos(model: nnx.Module) -> list[ModuleInfo]:
   return infos
 
 
-def explain(model: nnx.Module, policy: Policy | str, *, print_fn=print) -> Report:
-  """Prints (and returns) the table of every module, its rule and schemes, and unused rules."""
+def explain(model: nnx.Module, policy: Policy | str, *, print_fn=print,
+            backends: bool = True) -> Report:
+  """Prints (and returns) the table of every module, its rule and schemes (and the ops backend
+  each quantized matmul runs on, with `backends`), and the rules that matched nothing."""
   policy = as_policy(policy)
-  report = Report(tuple(plan(module_infos(model), policy)), policy)
+  report = Report(tuple(plan(module_infos(model), policy, backends=backends)), policy)
   if print_fn is not None:
     print_fn(str(report))
   return report

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from mxjax import schemes as schemes_lib
 from mxjax.schemes import Identity, Scheme
@@ -295,8 +299,32 @@ def _padding_note(info: ModuleInfo, s: Scheme | None) -> str:
   return ""
 
 
-def plan(modules: Sequence[ModuleInfo], policy: Policy) -> list[Row]:
-  """Applies `policy` to `modules`: one Row each, saying what happens and why."""
+@functools.lru_cache(maxsize=256)
+def backend_note(weight_shape: tuple[int, ...], weight_axis: int, rule: Rule) -> str:
+  """Which ops backend a quantized module's matmul runs on, and why (or why it cannot).
+
+  Asked of `mxjax.ops.explain` for a one-token activation against the weight (the choice
+  depends on the schemes, the contraction length and the device, not on the token count).
+  """
+  from mxjax import ops  # pylint: disable=import-outside-toplevel
+
+  ndim = len(weight_shape)
+  k = weight_axis % ndim
+  lhs = jax.ShapeDtypeStruct((1, weight_shape[k]), jnp.float32)
+  rhs = jax.ShapeDtypeStruct(weight_shape, jnp.float32)
+  schemes = ops.DotSchemes(lhs=rule.activation, rhs=rule.weight, mode=ops.GradMode.STE)
+  try:
+    e = ops.explain(lhs, rhs, (((1,), (k,)), ((), ())), schemes=schemes, backend=rule.backend)
+  except ValueError as err:
+    return f"; backend {rule.backend!r} cannot run it: {err}"
+  return f"; runs on {e.backend} ({e.why})"
+
+
+def plan(modules: Sequence[ModuleInfo], policy: Policy, *, backends: bool = False) -> list[Row]:
+  """Applies `policy` to `modules`: one Row each, saying what happens and why.
+
+  With `backends`, each quantized row also says which ops backend runs it (`backend_note`).
+  """
   rows = []
   for info in modules:
     m = policy.match(info.path, info.module)
@@ -318,6 +346,8 @@ def plan(modules: Sequence[ModuleInfo], policy: Policy) -> list[Row]:
                       f"kept: {tname} has no matmul mxjax quantizes (rule {idx} '{rule.name}')"))
     else:
       note = _padding_note(info, rule.weight)
+      if backends and info.weight_shape is not None and info.weight_axis is not None:
+        note += backend_note(info.weight_shape, info.weight_axis, rule)
       rows.append(Row(info, idx, rule, True,
                       f"quantized: {rule.describe()} (rule {idx} '{rule.name}'){note}"))
   return rows
