@@ -51,14 +51,24 @@ def xla_int4_dequant_dot(x, codes, scale, zp, group=128):
   return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
 
 
+WO_SWEEP = [dict(tile_n=t, gps=g, steps=st, splits=sp) for t, g, st, sp in (
+    (128, 2, 4, None), (128, 2, 3, None), (128, 4, 3, None), (128, 1, 6, None),
+    (64, 2, 4, None), (64, 4, 4, None), (256, 1, 4, None), (256, 2, 3, None),
+    (128, 2, 4, 2), (128, 2, 4, 4), (64, 2, 4, 2))]
+
+
+def _dump(args, res):
+  """Writes what is measured so far (a timed-out run still leaves its rows)."""
+  with open(os.path.join(args.out, f"kernels_{args.what}.json"), "w") as f:
+    json.dump(res, f, indent=1)
+
+
 def bench_wo(args, res):
   fmts = args.formats.split(",")
   ms = [int(m) for m in args.m.split(",")] if args.m else DECODE_M
   shapes = SHAPES if not args.shapes else [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
-  sweep = [dict(tile_n=t, gps=gp, steps=st, splits=sp) for t in (128, 256) for gp in (1, 2)
-           for st, sp in ((4, None), (6, None), (4, 4))]
   tuned = {}  # (K, N, M bucket) -> best config, from int4; reused for uint4
-  rows = []
+  rows = res.setdefault("wo_matmul", [])
   for (k, n) in shapes:
     for fmt in fmts:
       key = jax.random.key(hash((k, n, fmt)) % 2**31)
@@ -73,10 +83,22 @@ def bench_wo(args, res):
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
                  for i in range(r_b)]
-      for m in ms:
+      shape_ms = ms + ([1024, 4096] if (k, n) == (8192, 28672) and args.prefill else [])
+      for m in shape_ms:
         x = jax.random.normal(jax.random.fold_in(key, 1000 + m), (m, k), jnp.bfloat16)
         row = dict(kernel="wo_matmul", fmt=fmt, group=128, M=m, K=k, N=n, weight_bytes=wbytes)
-        # Correctness first: fresh inputs, poisoned memory.
+        # Baselines in the same run.
+        tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
+                                            ).astype(jnp.bfloat16),
+                       [(x, w) for w in wb_sets])
+        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z),
+                       [(x, c, s, z) for c, s, z, _ in q_sets])
+        flops = 2 * m * k * n
+        row.update(xla_bf16_s=tb["time_s"], xla_bf16_TBps=k * n * 2 / tb["time_s"] / 1e12,
+                   xla_bf16_TFLOPs=flops / tb["time_s"] / 1e12,
+                   xla_dequant_dot_s=tq["time_s"], xla_dequant_dot_kernels=tq["n_kernels"],
+                   xla_dequant_dot_TFLOPs=flops / tq["time_s"] / 1e12)
+        # Correctness: fresh inputs, poisoned memory.
         try:
           xc = jax.random.normal(jax.random.fold_in(key, 5000 + m), (m, k), jnp.bfloat16)
           ref = WR.wo_matmul_reference(xc, pw, out_dtype=jnp.float32)
@@ -85,25 +107,15 @@ def bench_wo(args, res):
           row["rel_err"] = C.rel_err(out, ref)
           row["correct"] = bool(row["rel_err"] < 1e-2)
         except Exception as e:  # record and go on: the table says what failed
-          row["error"] = f"{type(e).__name__}: {e}"[:400]
-          traceback.print_exc()
+          row["error"] = f"{type(e).__name__}: {e}"[:300]
+          print("wo", m, k, n, fmt, row["error"][:200])
           rows.append(row)
           continue
-        # Baselines.
-        tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
-                                            ).astype(jnp.bfloat16),
-                       [(x, w) for w in wb_sets])
-        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z),
-                       [(x, c, s, z) for c, s, z, _ in q_sets])
-        row["xla_bf16_s"] = tb["time_s"]
-        row["xla_bf16_TBps"] = k * n * 2 / tb["time_s"] / 1e12
-        row["xla_dequant_dot_s"] = tq["time_s"]
-        row["xla_dequant_dot_kernels"] = tq["n_kernels"]
         bucket = (k, n, "small" if m <= 32 else "64")
         if bucket in tuned:
           configs = [tuned[bucket]]
         elif args.sweep:
-          configs = [c for c in sweep if not (m > 32 and c["tile_n"] == 256)]
+          configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
         else:
           configs = [dict()]
         best = None
@@ -112,7 +124,7 @@ def bench_wo(args, res):
             tk = C.time_op(lambda x, p, cfg=cfg: WG.wo_matmul_mosaic_gpu(x, p, **cfg),
                            [(x, p) for *_, p in q_sets])
           except Exception as e:
-            print("config failed", cfg, type(e).__name__, str(e)[:200])
+            print("config failed", cfg, type(e).__name__, str(e)[:120])
             continue
           if best is None or tk["time_s"] < best[1]["time_s"]:
             best = (cfg, tk)
@@ -122,13 +134,20 @@ def bench_wo(args, res):
           continue
         cfg, tk = best
         tuned[bucket] = cfg
+        C.poison()
+        row["rel_err_best_config"] = C.rel_err(
+            jax.jit(lambda x, p: WG.wo_matmul_mosaic_gpu(x, p, **cfg))(xc, pw), ref)
+        row["correct"] = bool(row["correct"] and row["rel_err_best_config"] < 1e-2)
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
-                   kernel_launches=tk["n_kernels"], rotations=tk["rotations"])
+                   kernel_launches=tk["n_kernels"], rotations=tk["rotations"],
+                   swept=len(configs))
         row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
+        row["kernel_TFLOPs"] = flops / tk["time_s"] / 1e12
         row["frac_copy_bw"] = wbytes / tk["time_s"] / res["copy_Bps"]
         row["x_vs_xla_bf16"] = tb["time_s"] / tk["time_s"]
         row["x_vs_xla_dequant_dot"] = tq["time_s"] / tk["time_s"]
         rows.append(row)
+        _dump(args, res)
         print(json.dumps(row), flush=True)
   return rows
 
@@ -159,7 +178,8 @@ def bench_quant(args, res):
   from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
-  rows = []
+  rows = res.setdefault("fused_quantize", [])
+  qtuned = {}
   for (m, k) in shapes:
     for sch in args.schemes.split(","):
       key = jax.random.key(hash((m, k, sch)) % 2**31)
@@ -191,7 +211,29 @@ def bench_quant(args, res):
       r = C.rotations(in_bytes + out_bytes)
       sets = [((jax.random.normal(jax.random.fold_in(key, 10 + i), (m, k), jnp.float32))
                .astype(jnp.bfloat16),) for i in range(r)]
-      tk = C.time_op(lambda x, sch=sch: QG.quantize_mosaic_gpu(x, sch), sets)
+      cfgs = [dict()]
+      if args.sweep and sch not in qtuned:
+        cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 3, 4) for c in (1, 2, 4)]
+      elif sch in qtuned:
+        cfgs = [qtuned[sch]]
+      best = None
+      for cfg in cfgs:
+        try:
+          t = C.time_op(lambda x, sch=sch, cfg=cfg: QG.quantize_mosaic_gpu(x, sch, **cfg), sets)
+        except Exception as e:
+          print("quant config failed", sch, cfg, type(e).__name__, str(e)[:120])
+          continue
+        if best is None or t["time_s"] < best[1]["time_s"]:
+          best = (cfg, t)
+      if best is None:
+        row["error"] = "every config failed"
+        rows.append(row)
+        continue
+      qtuned[sch], tk = best
+      row["config"] = best[0]
+      C.poison()
+      row["mismatch_random_best_config"] = _mismatch(
+          jax.jit(lambda x: QG.quantize_mosaic_gpu(x, sch, **best[0]))(xc), mx(xc))
       tx = C.time_op(lambda x, sch=sch: mxjax.quantize(x, sch), sets)
       eff = in_bytes + out_bytes
       row.update(bytes=eff, kernel_s=tk["time_s"], kernel_launches=tk["n_kernels"],
@@ -200,6 +242,7 @@ def bench_quant(args, res):
                  frac_copy_bw=eff / tk["time_s"] / res["copy_Bps"],
                  x_vs_xla=tx["time_s"] / tk["time_s"], rotations=r)
       rows.append(row)
+      _dump(args, res)
       print(json.dumps(row), flush=True)
   return rows
 
@@ -225,8 +268,10 @@ def table_wo(rows):
          "| rel err | config |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if "kernel_s" not in r:
-      out.append(f"| {r['fmt']} | {r['M']} | {r['K']} | {r['N']} | FAILED: {r.get('error', '')[:80]} "
-                 f"| | | | | {r.get('rel_err', '')} | |")
+      base = (f"XLA bf16 {r['xla_bf16_TFLOPs']:.0f} TFLOP/s, XLA dequant+dot "
+              f"{r['xla_dequant_dot_TFLOPs']:.0f} TFLOP/s" if "xla_bf16_s" in r else "")
+      out.append(f"| {r['fmt']} | {r['M']} | {r['K']} | {r['N']} | no kernel: "
+                 f"{r.get('error', '')[:70]} | | | | | | {base} |")
       continue
     out.append(f"| {r['fmt']} | {r['M']} | {r['K']} | {r['N']} | {r['kernel_s']*1e6:.1f} | "
                f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['x_vs_xla_bf16']:.2f}x | "
@@ -244,6 +289,7 @@ def main():
   ap.add_argument("--sweep", action="store_true")
   ap.add_argument("--schemes", default=",".join(QUANT_SCHEMES))
   ap.add_argument("--qshapes", default="")
+  ap.add_argument("--prefill", action="store_true")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()
