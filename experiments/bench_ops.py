@@ -112,6 +112,7 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--out", default="experiments/results")
   ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--probe", action="store_true", help="only the per-tensor FP8 pattern probe")
   args = ap.parse_args()
   dev = jax.devices()[0]
   meta = dict(
@@ -122,6 +123,12 @@ def main():
       method="median of 30 synchronised calls after 3 warm-ups; decode rows rotate 8 weight copies",
   )
   print(meta, flush=True)
+  if args.probe:
+    rows = probe_fp8_pattern(2048 if args.quick else 8192)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "ops_bench_fp8_pattern.json"), "w") as f:
+      json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    return
   rows = []
   big = 2048 if args.quick else 8192
   cases = [(f"{big}^3 (N x K weights)", big, big, big, 1, True,
@@ -163,6 +170,45 @@ def main():
               f"{r.get('rel_err_vs_reference', float('nan')):.1e} | "
               f"{r.get('rel_err_vs_bf16', float('nan')):.1e} |\n")  # fmt: skip
   print("done", flush=True)
+
+
+
+
+def probe_fp8_pattern(n=8192):
+  """Per-tensor FP8 at n^3: the two ways of writing the scaled dot (backends.FP8_TENSOR_PATTERN),
+  a raw float8 dot with bf16 output (no scales: the ceiling) and bf16, same run."""
+  from mxjax.ops import backends
+
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (n, n), jnp.bfloat16)
+  w = jax.random.normal(kw, (n, n), jnp.bfloat16) * 0.02
+  xq, wq = mxjax.quantize(x, "fp8_e4m3", axis=1), mxjax.quantize(w, "fp8_e4m3", axis=1)
+  flops = 2.0 * n**3
+  ref = mxjax.einsum("mk,nk->mn", xq, wq, backend="reference", preferred_element_type=jnp.float32)
+  rows = []
+  bf16 = jax.jit(lambda a, b: jnp.einsum("mk,nk->mn", a, b, preferred_element_type=jnp.bfloat16))
+  t = _time(bf16, x, w)
+  rows.append(dict(variant="bf16 dot (bf16 out)", us=t * 1e6, tflops=flops / t / 1e12))
+  t_bf16 = t
+  raw = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())),
+                                                 preferred_element_type=jnp.bfloat16))  # fmt: skip
+  t = _time(raw, xq.codes, wq.codes)
+  rows.append(dict(variant="raw fp8 dot, bf16 out, no scales", us=t * 1e6, tflops=flops / t / 1e12))
+  for pattern in ("epilogue", "convert"):
+    backends.FP8_TENSOR_PATTERN = pattern
+    for out in (jnp.bfloat16, jnp.float32):
+      f = jax.jit(lambda a, b, out=out: mxjax.einsum("mk,nk->mn", a, b, backend="xla",
+                                                     preferred_element_type=out))  # fmt: skip
+      t = _time(f, xq, wq)
+      got = f(xq, wq)
+      rows.append(dict(variant=f"xla fp8 tensor, pattern={pattern}, out={jnp.dtype(out).name}",
+                       us=t * 1e6, tflops=flops / t / 1e12, speedup=t_bf16 / t,
+                       rel_err_vs_reference=_rel(got, ref)))  # fmt: skip
+  backends.FP8_TENSOR_PATTERN = "epilogue"
+  for r in rows:
+    print(f"{r['variant']:52s} {r['us']:9.1f} us {r['tflops']:7.1f} TFLOP/s "
+          f"x{r.get('speedup', 1):.2f} err={r.get('rel_err_vs_reference', 0):.1e}", flush=True)
+  return rows
 
 
 if __name__ == "__main__":

@@ -187,10 +187,30 @@ def _align_contraction(a, sa, b, sb, dims: Dims):
   return a, sa, b, sb
 
 
+# How a per-tensor-scaled FP8 x FP8 dot is written for XLA (both compute f32-accumulated
+# products scaled by s_a * s_b):
+#   "epilogue": dot(a_f8, b_f8) -> f32, then * s_a * s_b (a separate elementwise pass on GPU);
+#   "convert": dot(f32(a_f8) * s_a, f32(b_f8) * s_b), the pattern XLA's GPU GEMM rewriter turns
+#     into one cuBLASLt FP8 GEMM with the scales in its epilogue (on the CPU it is the reference's
+#     own arithmetic). Measured on an H100 with jax 0.11.2 (experiments/results/
+#     ops_bench_h100_fp8_pattern.json): XLA did NOT rewrite it with f32 converts (340 TFLOP/s,
+#     a tf32 GEMM), while "epilogue" ran at 1036 TFLOP/s, 88% of a raw float8 dot: the default.
+FP8_TENSOR_PATTERN = "epilogue"
+
+
+def _per_tensor_convert(a, sa, b, sb, dims: Dims, out_dtype):
+  a = a.astype(jnp.float32) * sa.reshape(())
+  b = b.astype(jnp.float32) * sb.reshape(())
+  return lax.dot_general(a, b, dims.nums, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
 def _xla_both(lhs, rhs, dims: Dims, out_dtype):
   a, sa, kind = _native(lhs)
   b, sb, _ = _native(rhs)
   a, sa, b, sb = _align_contraction(a, sa, b, sb, dims)
+  if (FP8_TENSOR_PATTERN == "convert" and kind == "float" and sa.size == 1 and sb.size == 1
+      and a.shape == lhs.shape and b.shape == rhs.shape):  # fmt: skip
+    return _per_tensor_convert(a, sa, b, sb, dims, out_dtype)
   # Pairs along which some scale varies are split into chunks of g = gcd(blocks) elements: each
   # chunk has one scale per operand, and becomes a batch axis of the dot.
   lc, rc, lb, rb = list(dims.lc), list(dims.rc), list(dims.lb), list(dims.rb)
