@@ -301,3 +301,26 @@ def test_explain_says_which_backend_runs_and_which_cannot(model):
     assert "backend 'pallas' cannot run it" in text
   fast = mnn.explain(model, "W4A16 int4_g128", print_fn=None, backends=False)
   assert "runs on" not in str(fast)
+
+
+@pytest.mark.parametrize("name", ["gemma3", "bert"])
+def test_other_zoo_models_quantize_without_edits(name):
+  """Models written without mxjax in mind: the tiny Gemma 3 (tied head, q/k norms) and BERT
+  (capitalised LayerNorm, `output` projections)."""
+  if name == "gemma3":
+    from experiments.models.gemma3 import Gemma3 as Model, Gemma3Config as Config
+  else:
+    from experiments.models.bert import BertEncoder as Model, BertConfig as Config
+  m = Model(Config.tiny(), rngs=nnx.Rngs(0))
+  ids = jnp.arange(16).reshape(2, 8) % 50
+  q = mnn.quantize(m, "W8A8")
+  assert snr_db(m(ids), nnx.jit(forward)(q, ids)) > 25
+  report = mnn.explain(m, "W8A8", print_fn=None, backends=False)
+  for row in report.rows:
+    if row.info.container:
+      continue
+    leaf = row.path.rsplit("/", 1)[-1].lower()
+    if "norm" in leaf or "embed" in leaf:
+      assert not row.quantized and "kept" in row.action, row.path
+    if isinstance(row.info.module, nnx.Linear):
+      assert row.quantized, row.path

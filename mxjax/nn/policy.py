@@ -180,11 +180,11 @@ class Policy:
 
 
 # Default keep rules, in order. Each names what it protects, for the explain table.
-_EMBED = r"(^|/)(embed\w*|\w*_embed(ding)?s?|wte|wpe|tok_embeddings|word_embeddings|shared)$"
-_HEAD = r"(^|/)(lm_head|unembed(ding)?|output_projection|logits?)$"
-_NORM = r"(^|/)([^/]*norm[^/]*|ln(_\w+)?)$"
-_SCORES = r"(^|/)[^/]*(attn_scores|attention_scores|attn_weights|scores|softmax)[^/]*$"
-_ROUTER = r"(^|/)(router|gate|moe_gate|routing|gating)$"
+_EMBED = r"(?i)(^|/)(embed\w*|\w*_embed(ding)?s?|wte|wpe|tok_embeddings|word_embeddings|shared)$"
+_HEAD = r"(?i)(^|/)(lm_head|unembed(ding)?|output_projection|logits?)$"
+_NORM = r"(?i)(^|/)([^/]*norm[^/]*|ln(_\w+)?)$"
+_SCORES = r"(?i)(^|/)[^/]*(attn_scores|attention_scores|attn_weights|scores|softmax)[^/]*$"
+_ROUTER = r"(?i)(^|/)(router|gate|moe_gate|routing|gating)$"
 
 
 def default_keep_rules() -> tuple[Rule, ...]:
