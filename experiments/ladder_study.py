@@ -34,7 +34,7 @@ def groups_for(name: str, tokens: int):
   model, tok, _ = zoo.load(name)
   weights = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]:
-    p = path_str(path)
+    p = path_str(path).removesuffix("/value")
     if getattr(leaf, "ndim", 0) == 2 and p.endswith("kernel"):
       weights[p] = (leaf, 0)
   ids = np.asarray(tok.encode(corpora.ptb_text("test")[: tokens * 8], add_bos=False)[:tokens],

@@ -69,6 +69,9 @@ def test_gate_end_to_end_on_a_tiny_model(tiny, tmp_path):
   # 4-bit weights and activations move the logits more than an FP8 KV cache does.
   assert w4a4[("kl", "")].cand > by["FP8 KV"][("kl", "")].cand > 0
   assert len(res.protocols) == 2 and res.protocols[0].window == 64
+  # Each single-axis run moves the logits on its own (the weight knob reaches the kernels).
+  assert by["MXFP4 W4A4 [weights only]"][("kl", "")].cand > 1e-6  # exactly 0 if untouched
+  assert by["MXFP4 W4A4 [activations only]"][("kl", "")].cand > 1e-6
 
   files = report.write_reports(res, tmp_path)
   assert len(files["csv"]) == 4 and files["plots"] == ["deltas.png"]
@@ -93,6 +96,16 @@ def test_gate_multiple_choice_and_passkey(tiny):
   assert ("passkey", "160") in keys
   # A random model is at chance on the toy task: reported in the notes, not gated.
   assert ("mc", "toy") in keys or any("not above chance" in n for n in res.notes)
+
+
+def test_simulator_weight_knob_touches_every_linear_kernel_but_the_head(tiny):
+  from mxjax.eval.simulate import Simulator
+
+  sim = Simulator(tiny)
+  sim.weights(candidate_from_recipe("W4A16 int4_g128").weights)
+  ks = sim.quantized_kernels
+  assert len(ks) == 2 * 7 and all(k.endswith("kernel") for k in ks)
+  assert not any("head" in k or "embed" in k for k in ks)
 
 
 def test_config_validation():

@@ -137,7 +137,7 @@ def _ladder_groups(model_name: str, tokens: int, synthetic: bool):
   model, tok, _ = zoo.load(model_name)
   weights = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]:
-    p = path_str(path)
+    p = path_str(path).removesuffix("/value")
     if getattr(leaf, "ndim", 0) == 2 and p.endswith("kernel"):
       weights[p] = (leaf, 0)  # (in, out): blocks along the input axis
   ids = tok.encode(corpora.ptb_text("test")[: tokens * 8], add_bos=False)[:tokens]

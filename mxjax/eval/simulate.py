@@ -125,7 +125,10 @@ def _patched(act: Scheme | Identity, kv: Scheme | Identity | None):
 
 
 def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  """'layers/0/mlp/up_proj/kernel' (the trailing '/value' of NNX state leaves dropped)."""
+  from mxjax.tree import path_str
+
+  return path_str(path).removesuffix("/value")
 
 
 class Simulator:
@@ -144,6 +147,7 @@ class Simulator:
     self.graphdef, self.state = nnx.split(model)
     self._fwd: dict[tuple, Any] = {}
     self._weights: dict[Any, Any] = {}
+    self.quantized_kernels: list[str] = []  # filled by `weights`: what the weight knob touches
 
   def _is_linear_kernel(self, path: str, leaf) -> bool:
     return (path.endswith("kernel") and "head" not in path and getattr(leaf, "ndim", 0) == 2)
@@ -161,6 +165,8 @@ class Simulator:
                                                                             jnp.floating):
           return leaf
         if self._is_linear_kernel(p, leaf):
+          if p not in self.quantized_kernels:
+            self.quantized_kernels.append(p)
           return _fq(leaf, w, 0)
         return _fq(leaf, REFERENCE_SCHEME, -1)
 
