@@ -43,6 +43,22 @@ def _merge(groups, axis):
   return jnp.moveaxis(x, -1, axis)
 
 
+def _pack_groups(g: jax.Array, bits: int) -> jax.Array:
+  """(..., groups, codes_per_group) uint8 -> (..., groups, bytes_per_group) uint8."""
+  if bits == 4:
+    return (g[..., 0] | (g[..., 1] << 4))[..., None]
+  if bits == 2:
+    return (g[..., 0] | (g[..., 1] << 2) | (g[..., 2] << 4) | (g[..., 3] << 6))[..., None]
+  return jnp.stack(  # 6-bit
+      [
+          (g[..., 0] << 2) | (g[..., 1] >> 4),
+          ((g[..., 1] & 15) << 4) | (g[..., 2] >> 2),
+          ((g[..., 2] & 3) << 6) | g[..., 3],
+      ],
+      axis=-1,
+  )
+
+
 def pack(codes: jax.Array, bits: int, axis: int = -1) -> jax.Array:
   """Packs uint8 codes (low `bits` bits used) along `axis` into uint8 bytes.
 
@@ -60,21 +76,22 @@ def pack(codes: jax.Array, bits: int, axis: int = -1) -> jax.Array:
   if bits == 8:
     return codes.astype(jnp.uint8)
   c, _ = codes_per_group(bits)
-  g = _split(codes, axis, c) & (2**bits - 1)
-  if bits == 4:
-    out = (g[..., 0] | (g[..., 1] << 4))[..., None]
-  elif bits == 2:
-    out = (g[..., 0] | (g[..., 1] << 2) | (g[..., 2] << 4) | (g[..., 3] << 6))[..., None]
-  else:  # 6
-    out = jnp.stack(
-        [
-            (g[..., 0] << 2) | (g[..., 1] >> 4),
-            ((g[..., 1] & 15) << 4) | (g[..., 2] >> 2),
-            ((g[..., 2] & 3) << 6) | g[..., 3],
-        ],
-        axis=-1,
-    )
-  return _merge(out.astype(jnp.uint8), axis)
+  x = jnp.moveaxis(codes.astype(jnp.uint8), axis, -1)
+  rows = x.reshape(-1, x.shape[-1])
+
+  def pack_rows(r):
+    g = r.reshape(*r.shape[:-1], r.shape[-1] // c, c) & (2**bits - 1)
+    return _pack_groups(g, bits).reshape(*r.shape[:-1], -1)
+
+  if rows.shape[0] > 1:
+    # lax.map materializes the codes before they are regrouped. Fused into the regrouping (a
+    # minor axis of 2 to 4), XLA's CPU backend emits a heavy producer such as an exact
+    # division as scalar code: measured 5 s instead of 0.4 s for 16M values.
+    out = jax.lax.map(pack_rows, rows, batch_size=-(-rows.shape[0] // 8))
+  else:
+    out = pack_rows(rows)
+  out = out.reshape(*x.shape[:-1], -1).astype(jnp.uint8)
+  return jnp.moveaxis(out, -1, axis)
 
 
 def unpack(packed: jax.Array, bits: int, axis: int = -1) -> jax.Array:
