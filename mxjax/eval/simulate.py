@@ -173,14 +173,18 @@ class Simulator:
       self._weights[key] = jax.tree_util.tree_map_with_path(f, self.state)
     return self._weights[key]
 
-  def logits(self, c: Candidate, ids: jax.Array) -> jax.Array:
-    """[B, T] ids -> [B, T, V] float32 logits under candidate `c`."""
+  def apply(self, c: Candidate, *inputs: jax.Array) -> jax.Array:
+    """model(*inputs) under candidate `c` (one compiled forward per activation/KV pair)."""
     from flax import nnx
 
     act = REFERENCE_SCHEME if c.activations is None else c.activations
     key = (act, c.kv)
     if key not in self._fwd:
       graphdef = self.graphdef
-      self._fwd[key] = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+      self._fwd[key] = jax.jit(lambda state, *xs: nnx.merge(graphdef, state)(*xs))
     with _patched(act, c.kv):
-      return self._fwd[key](self.weights(c.weights), ids)
+      return self._fwd[key](self.weights(c.weights), *inputs)
+
+  def logits(self, c: Candidate, ids: jax.Array) -> jax.Array:
+    """[B, T] ids -> [B, T, V] float32 logits under candidate `c`."""
+    return self.apply(c, ids)
