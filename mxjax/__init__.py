@@ -1,6 +1,7 @@
 """mxjax: low-precision numerics for JAX (FP8, FP6, FP4, MX, NVFP4, INT8/INT4, NF4)."""
 
 from mxjax import analysis
+from mxjax import eval  # pylint: disable=redefined-builtin
 from mxjax import formats
 from mxjax import nn
 from mxjax import schemes
@@ -23,6 +24,7 @@ __all__ = [
     "QArray",
     "Scheme",
     "analysis",
+    "eval",
     "dequantize",
     "dequantize_tree",
     "dot_general",

@@ -138,3 +138,12 @@ def test_metric_spec_validates():
     G.MetricSpec(name="x", direction="sideways", scale="absolute")
   with pytest.raises(ValueError):
     G.effective_budget(0.1, 3, "-0.1")
+
+
+def test_every_public_name_imports():
+  import mxjax
+  from mxjax import eval as mxeval
+
+  assert mxjax.eval is mxeval
+  for name in mxeval.__all__:
+    assert getattr(mxeval, name) is not None
