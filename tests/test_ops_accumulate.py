@@ -40,7 +40,7 @@ def test_fp32_accumulator_is_the_f32_dot():
   b = jax.random.normal(jax.random.key(1), (2, 96, 7))
   d = normalize((((2,), (1,)), ((0,), (0,))), 3, 3)
   want = lax.dot_general(a, b, d.nums, precision=lax.Precision.HIGHEST)
-  for acc in (Accumulation(every=96), Accumulation(every=8), Accumulation(every=8, promote_every=32)):
+  for acc in (Accumulation(every=96), Accumulation(every=8, promote_every=32)):
     got = emulated_dot_general(a, b, d, acc)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 

@@ -215,7 +215,7 @@ def _xla_both(lhs, rhs, dims: Dims, out_dtype):
   # chunk has one scale per operand, and becomes a batch axis of the dot.
   lc, rc, lb, rb = list(dims.lc), list(dims.rc), list(dims.lb), list(dims.rb)
   chunk_pairs = []
-  for i, (dl, dr) in enumerate(zip(dims.lc, dims.rc)):
+  for dl, dr in zip(dims.lc, dims.rc):
     length = a.shape[dl]
     nl, nr = sa.shape[dl], sb.shape[dr]
     if nl == 1 and nr == 1:
@@ -224,7 +224,6 @@ def _xla_both(lhs, rhs, dims: Dims, out_dtype):
     chunk_pairs.append((dl, dr, length // g))
   # Split from the highest dim down so lower dim indices stay valid, then renumber.
   def split_all(x, s, which):
-    mapping = list(range(x.ndim))
     for dl, dr, n in sorted(chunk_pairs, key=lambda p: -p[which]):
       d = (dl, dr)[which]
       s = _expand(s, d, n)

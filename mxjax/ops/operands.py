@@ -21,7 +21,6 @@ from mxjax.qarray import QArray
 from mxjax.quantize import quantize
 from mxjax.schemes import Granularity, Identity, Scheme
 
-from mxjax.ops.dims import Dims
 
 Operand = jax.Array | QArray
 
@@ -69,10 +68,8 @@ def check_qarray(x: QArray, contract: tuple[int, ...], role: str) -> None:
         " along its contraction axis (its scales would vary inside every dot product). Quantize"
         f" it with axis= one of {contract}, or pass the float array and a scheme."
     )
-  if x.scheme.block_size_2d is not None:
-    return
-  # A QArray of higher rank whose blocked axis is contracted is fine: its other axes carry one
-  # scale per index, which every backend applies per output element or per contraction slice.
+  # Its other axes carry one scale per index (or per 2-D block), which every backend applies
+  # per output element or per contraction slice.
 
 
 def prepare(
@@ -155,7 +152,3 @@ class OperandInfo:
       return f"{self.dtype.name}{list(self.shape)} (high precision)"
     return f"{_label(self.scheme)}{list(self.shape)} along axis {self.axis}"
 
-
-def ensure_dims(d: Dims, lhs, rhs) -> None:
-  if d.lhs_ndim != len(lhs.shape) or d.rhs_ndim != len(rhs.shape):
-    raise ValueError("dimension numbers do not match operand ranks")
