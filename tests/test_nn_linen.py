@@ -228,3 +228,21 @@ def test_linen_partitioned_params_are_unboxed_and_quantized():
   k = nn.unbox(v["params"]["kernel"])
   ref = mxjax.fake_quant(x, "int8") @ mxjax.fake_quant(k, "int8", axis=0) + v["params"]["bias"]
   np.testing.assert_allclose(qmodel.apply(qv, x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_linen_stochastic_layers_draw_from_the_quant_collection():
+  dense = nn.Dense(16)
+  x = jax.random.normal(jax.random.key(0), (4, 32))
+  v = dense.init(jax.random.key(1), x)
+  sr = mxjax.schemes.get("mxfp4", rounding="stochastic")
+  qmodel, qv = mnn.quantize(dense, mnn.Policy([mnn.Rule("", activation=sr, mode="qat")]),
+                            params=v, example_args=(x,))
+  with pytest.raises(Exception, match="quant"):
+    qmodel.apply(qv, x)  # no "quant" rng given
+  a = qmodel.apply(qv, x, rngs={"quant": jax.random.key(0)})
+  b = qmodel.apply(qv, x, rngs={"quant": jax.random.key(1)})
+  assert not np.allclose(a, b)
+  # Unbiased on average: the mean over keys approaches the float output.
+  outs = [qmodel.apply(qv, x, rngs={"quant": jax.random.key(i)}) for i in range(16)]
+  ref = dense.apply(v, x)
+  assert snr_db(ref, jnp.mean(jnp.stack(outs), 0)) > snr_db(ref, a) + 3

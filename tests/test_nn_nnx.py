@@ -284,10 +284,48 @@ def test_jit_does_not_recompile_for_new_weights(model, ids):
   assert f._cache_size() == 1  # pylint: disable=protected-access
 
 
-def test_stochastic_schemes_are_refused_with_a_reason(model):
-  rule = mnn.Rule(".*", weight=mxjax.schemes.get("mxfp4", rounding="stochastic"))
-  with pytest.raises(NotImplementedError, match="stochastically"):
-    mnn.quantize(model, mnn.Policy([rule]))
+def _sr_policy(fmt="fp8_e4m3", grad="fp8_e5m2"):
+  sr = mxjax.schemes.get(grad, rounding="stochastic")
+  return mnn.default_policy(fmt, fmt, sr, mode="train")
+
+
+def test_stochastic_schemes_need_rngs(model):
+  with pytest.raises(ValueError, match="rngs="):
+    mnn.quantize(model, _sr_policy())
+
+
+class _MLP(nnx.Module):
+  def __init__(self, rngs):
+    self.up_proj = nnx.Linear(64, 64, rngs=rngs)
+    self.down_proj = nnx.Linear(64, 16, rngs=rngs)
+
+  def __call__(self, x):
+    return self.down_proj(jax.nn.silu(self.up_proj(x)))
+
+
+@pytest.mark.parametrize("fmt,grad", [
+    ("fp8_e4m3", "fp8_e5m2"),
+    pytest.param("nvfp4", "nvfp4", marks=pytest.mark.slow),  # NVFP4 training (slow compile)
+])  # fmt: skip
+def test_stochastic_gradient_rounding_draws_a_new_key_per_call(fmt, grad):
+  """RTN forward, stochastically rounded gradients (as NVFP4 training does); each layer draws
+  a fresh key from its own stream on every call."""
+  m = _MLP(nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (8, 64))
+  q = mnn.quantize(m, _sr_policy(fmt, grad), rngs=nnx.Rngs(quant=0))
+  assert q.up_proj.quant_rngs is not None
+
+  def loss(mod):
+    return jnp.mean(jnp.square(mod(x)))
+
+  grad_fn = nnx.jit(nnx.grad(loss))
+  g1 = grad_fn(q).up_proj.kernel.get_value()
+  g2 = grad_fn(q).up_proj.kernel.get_value()
+  assert bool(jnp.all(jnp.isfinite(g1))) and not np.allclose(g1, g2)
+  jloss = nnx.jit(loss)
+  np.testing.assert_allclose(jloss(q), jloss(q), rtol=0)  # the forward is round-to-nearest
+  g_rtn = grad_fn(mnn.quantize(m, mnn.default_policy(fmt, fmt, mode="qat")))
+  assert snr_db(g_rtn.up_proj.kernel.get_value(), g1) > 3
 
 
 def test_explain_says_which_backend_runs_and_which_cannot(model):

@@ -36,17 +36,20 @@ def _is_linen(model: Any) -> bool:
   return isinstance(model, nn.Module)
 
 
-def quantize(model, policy, *, params=None, example_args=(), example_kwargs=None):
+def quantize(model, policy, *, params=None, example_args=(), example_kwargs=None, rngs=None):
   """Quantizes a Flax model by `policy` (a Policy, rules, or a recipe string).
 
-  NNX: returns a quantized clone (the original is left intact). Linen: needs `params` and
-  `example_args` (to trace which modules run) and returns `(qmodel, qparams)`.
+  NNX: returns a quantized clone (the original is left intact); `rngs` seeds the layers whose
+  schemes round stochastically. Linen: needs `params` and `example_args` (to trace which
+  modules run) and returns `(qmodel, qparams)`; stochastic layers draw from the "quant" rng
+  collection at apply time (`rngs` here, a key, is only for stochastic serve-mode weights).
   """
   if _is_linen(model):
     if params is None:
       raise TypeError("quantizing a Linen model needs params=... and example_args=(...)")
-    return linen.quantize(model, params, policy, *example_args, **(example_kwargs or {}))
-  return nnx.quantize(model, policy)
+    return linen.quantize(model, params, policy, *example_args, key=rngs,
+                          **(example_kwargs or {}))
+  return nnx.quantize(model, policy, rngs=rngs)
 
 
 def explain(model, policy, *example_args, params=None, print_fn=print, backends: bool = True,

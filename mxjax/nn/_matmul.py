@@ -53,14 +53,12 @@ class MatmulSpec:
   backend: str = "auto"
   mode: Mode = Mode.SERVE
 
-  def __post_init__(self):
-    for s in (self.lhs, self.rhs, self.grad):
-      if s is not None and s.rounding is Rounding.STOCHASTIC:
-        # Stochastic rounding needs a PRNG key per call; mxjax.nn layers do not thread one yet.
-        raise NotImplementedError(
-            f"scheme {s.name or s.describe()!r} rounds stochastically; mxjax.nn layers do not"
-            " carry PRNG keys yet: use a round-to-nearest scheme"
-        )
+  @property
+  def stochastic(self) -> bool:
+    """True when a scheme rounds stochastically: each call then needs a PRNG key (NNX twins
+    draw it from their `quant_rngs` stream; Linen from the "quant" rng collection)."""
+    return any(s is not None and s.rounding is Rounding.STOCHASTIC
+               for s in (self.lhs, self.rhs, self.grad))
 
   @classmethod
   def from_rule(cls, rule: Rule) -> MatmulSpec:
@@ -69,10 +67,11 @@ class MatmulSpec:
 
 
 @functools.partial(jax.jit, static_argnames=("scheme", "axis"))
-def quantize_weight(w: jax.Array, scheme: Scheme, axis: int) -> QArray:
-  """`mxjax.quantize(w, scheme, axis=axis, pad=True)`, jitted: model surgery quantizes many
-  weights of few shapes, and op-by-op dispatch of the encoders is slow."""
-  return quantize(w, scheme, axis=axis, pad=True)
+def quantize_weight(w: jax.Array, scheme: Scheme, axis: int,
+                    key: jax.Array | None = None) -> QArray:
+  """`mxjax.quantize(w, scheme, axis=axis, pad=True, key=key)`, jitted: model surgery
+  quantizes many weights of few shapes, and op-by-op dispatch of the encoders is slow."""
+  return quantize(w, scheme, axis=axis, pad=True, key=key)
 
 
 def _dot_schemes(spec: MatmulSpec, rhs) -> DotSchemes:
@@ -92,6 +91,7 @@ def dot_general(
     *,
     precision=None,
     preferred_element_type=None,
+    key: jax.Array | None = None,
 ) -> jax.Array:
   """`lax.dot_general` with operands quantized by `spec`, through `mxjax.ops.dot_general`.
 
@@ -102,11 +102,21 @@ def dot_general(
     spec: the layer's schemes, backend and mode.
     precision: ignored: every backend accumulates in float32.
     preferred_element_type: result dtype (default float32; the layers cast it back).
+    key: PRNG key, required when a scheme rounds stochastically.
   """
   del precision
+  _check_key(spec, key)
   return ops.dot_general(
       lhs, rhs, dimension_numbers, schemes=_dot_schemes(spec, rhs), backend=spec.backend,
-      preferred_element_type=preferred_element_type or jnp.float32)
+      preferred_element_type=preferred_element_type or jnp.float32, key=key)
+
+
+def _check_key(spec: MatmulSpec, key) -> None:
+  if spec.stochastic and key is None:
+    raise ValueError(
+        "a scheme of this layer rounds stochastically and needs a PRNG key: quantize NNX models"
+        " with mxjax.nn.quantize(model, policy, rngs=nnx.Rngs(quant=0)); apply Linen models"
+        " with qmodel.apply(variables, x, rngs={'quant': key})")
 
 
 def einsum_contraction(subscripts: str, lhs_ndim: int | None, rhs_ndim: int) -> tuple[int, int]:
@@ -144,12 +154,14 @@ def einsum(
     *,
     precision=None,
     preferred_element_type=None,
+    key: jax.Array | None = None,
 ) -> jax.Array:
   """Two-operand einsum with operands quantized by `spec`, through `mxjax.ops.einsum`."""
   del precision
+  _check_key(spec, key)
   return ops.einsum(
       subscripts, lhs, rhs, schemes=_dot_schemes(spec, rhs), backend=spec.backend,
-      preferred_element_type=preferred_element_type or jnp.float32)
+      preferred_element_type=preferred_element_type or jnp.float32, key=key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +173,7 @@ class QuantizedDotGeneral:
     spec: the schemes, backend and mode.
     weight: optional QArray used in place of the module's kernel (which is then only a
       placeholder of the same logical shape: Linen checks a param's shape before the call).
+    key: PRNG key for stochastic schemes (the Linen interceptor draws one per call).
 
   Example:
     >>> import flax.linen as nn
@@ -169,6 +182,7 @@ class QuantizedDotGeneral:
 
   spec: MatmulSpec
   weight: QArray | None = None
+  key: jax.Array | None = None
 
   @classmethod
   def of(cls, *, weight=None, activation=None, gradient=None, backend="auto",
@@ -184,7 +198,7 @@ class QuantizedDotGeneral:
         raise ValueError(f"stored weight {self.weight.shape} does not match {rhs.shape}")
       rhs = self.weight
     out = dot_general(lhs, rhs, dimension_numbers, self.spec, precision=precision,
-                      preferred_element_type=preferred_element_type)
+                      preferred_element_type=preferred_element_type, key=self.key)
     if preferred_element_type is None:
       out = out.astype(jnp.result_type(lhs.dtype, _dtype(rhs)))
     return out

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import meta as flax_meta
 
+from mxjax.formats import Rounding
 from mxjax.qarray import QArray
 from mxjax.nn import _matmul
 from mxjax.nn._matmul import MatmulSpec, QuantizedDotGeneral
@@ -155,8 +156,10 @@ class QuantizedLinen:
     entry = self.entries.get(_path(m))
     if entry is None:
       return next_fun(*args, **kwargs)
+    # Stochastic schemes draw a fresh key per call from the "quant" rng collection.
+    key = m.make_rng("quant") if entry.spec.stochastic else None
     if entry.kind == "einsum":
-      return _einsum_call(m, entry.spec, args, kwargs)
+      return _einsum_call(m, entry.spec, args, kwargs, key)
     params = dict(m.variables["params"])
     kernel = params["kernel"]
     weight = None
@@ -166,18 +169,19 @@ class QuantizedLinen:
       # and the QArray to the injected dot_general.
       weight = kernel
       params["kernel"] = jnp.broadcast_to(jnp.zeros((), kernel.dtype), kernel.shape)
-    clone = m.clone(parent=None, dot_general=QuantizedDotGeneral(entry.spec, weight),
+    clone = m.clone(parent=None, dot_general=QuantizedDotGeneral(entry.spec, weight, key),
                     dot_general_cls=None)
     return clone.apply({"params": params}, *args, **kwargs)
 
 
-def _einsum_call(m: nn.Einsum, spec: MatmulSpec, args: tuple, kwargs: dict) -> jax.Array:
+def _einsum_call(m: nn.Einsum, spec: MatmulSpec, args: tuple, kwargs: dict,
+                 key: jax.Array | None) -> jax.Array:
   eq = _einsum_str(m, args, kwargs)
   kernel = m.get_variable("params", "kernel")
   bias = m.get_variable("params", "bias") if m.use_bias else None
   inputs, kernel, bias = _matmul.promote(args[0], kernel, bias, m.dtype)
   y = _matmul.einsum(eq, inputs, kernel, spec, precision=m.precision,
-                     preferred_element_type=m.preferred_element_type)
+                     preferred_element_type=m.preferred_element_type, key=key)
   if m.preferred_element_type is None:
     y = y.astype(inputs.dtype)
   if bias is not None:
@@ -200,7 +204,7 @@ def _set(tree: dict, path: str, leaf: str, value: Any) -> dict:
 
 
 def quantize(model: nn.Module, variables: Any, policy: Policy | str, *example_args,
-             **example_kwargs) -> tuple[QuantizedLinen, Any]:
+             key: jax.Array | None = None, **example_kwargs) -> tuple[QuantizedLinen, Any]:
   """Quantizes a Linen model by `policy`.
 
   Args:
@@ -208,6 +212,9 @@ def quantize(model: nn.Module, variables: Any, policy: Policy | str, *example_ar
     variables: its variables, {"params": ...} as returned by `model.init`.
     policy: a Policy, rules, or a recipe string.
     *example_args, **example_kwargs: inputs to trace which modules run (shapes matter only).
+    key: PRNG key for serve-mode weights with a stochastic-rounding scheme. At apply time,
+      stochastic layers draw from the "quant" rng collection:
+      `qmodel.apply(qvars, x, rngs={"quant": key})`.
 
   Returns:
     (qmodel, qvariables): `qmodel.apply(qvariables, *args)` runs the quantized model; in mode
@@ -221,13 +228,16 @@ def quantize(model: nn.Module, variables: Any, policy: Policy | str, *example_ar
   infos = module_infos(model, variables, *example_args, **example_kwargs)
   report = Report(tuple(plan(infos, policy)), policy)
   entries, params = {}, dict(variables["params"])
-  for row in report.rows:
+  for i, row in enumerate(report.rows):
     if not row.quantized:
       continue
     entries[row.path] = _Entry(MatmulSpec.from_rule(row.rule), row.info.kind)
     if row.rule.mode is Mode.SERVE and row.rule.weight is not None:
       kernel = _kernel(params, row.path)
-      q = _matmul.quantize_weight(kernel, row.rule.weight, row.info.weight_axis)
+      wkey = None if key is None else jax.random.fold_in(key, i)
+      if wkey is None and row.rule.weight.rounding is Rounding.STOCHASTIC:
+        raise ValueError(f"rule {row.rule.name!r} rounds weights stochastically: pass key=")
+      q = _matmul.quantize_weight(kernel, row.rule.weight, row.info.weight_axis, wkey)
       params = _set(params, row.path, "kernel", q)
   qvars = dict(variables)
   qvars["params"] = params

@@ -33,7 +33,8 @@ class Quantized:
   rule_name: str
 
 
-def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int) -> None:
+def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int,
+           key: jax.Array | None) -> None:
   """Copies src's attributes into twin (no re-initialisation) and quantizes the kernel."""
   for k, v in vars(src).items():
     if not k.startswith("_"):
@@ -41,11 +42,22 @@ def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int) -> N
   twin.spec = MatmulSpec.from_rule(rule)
   twin.rule_name = rule.name
   twin.kernel_axis = kernel_axis
+  if twin.spec.stochastic and key is None:
+    raise ValueError(
+        f"rule {rule.name!r} has a stochastic-rounding scheme: pass rngs= to"
+        " mxjax.nn.quantize (e.g. rngs=nnx.Rngs(quant=0)) so each layer gets a PRNG stream")
+  # A stochastic layer draws a fresh key per call from its own stream (state, like dropout's).
+  twin.quant_rngs = nnx.Rngs(quant=key) if twin.spec.stochastic else None
   kernel = src.kernel.get_value()
   if rule.mode is Mode.SERVE and rule.weight is not None:
-    twin.kernel = nnx.Param(_matmul.quantize_weight(kernel, rule.weight, kernel_axis))
+    wkey = None if key is None else jax.random.fold_in(key, 1 << 20)
+    twin.kernel = nnx.Param(_matmul.quantize_weight(kernel, rule.weight, kernel_axis, wkey))
   else:
     twin.kernel = nnx.Param(kernel)
+
+
+def _call_key(twin) -> jax.Array | None:
+  return None if twin.quant_rngs is None else twin.quant_rngs.quant()
 
 
 def _finish(y: jax.Array, inputs: jax.Array, preferred) -> jax.Array:
@@ -55,16 +67,18 @@ def _finish(y: jax.Array, inputs: jax.Array, preferred) -> jax.Array:
 class QuantizedLinear(nnx.Linear, Quantized):
   """`nnx.Linear` whose matmul is quantized by a rule; kernel (in, out), blocked along `in`."""
 
-  def __init__(self, src: nnx.Linear, rule: Rule):  # pylint: disable=super-init-not-called
+  def __init__(self, src: nnx.Linear, rule: Rule,
+               key: jax.Array | None = None):  # pylint: disable=super-init-not-called
     # nnx.Linear.__init__ would draw new weights: adopt src's instead.
-    _adopt(self, src, rule, kernel_axis=-2)
+    _adopt(self, src, rule, -2, key)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     bias = self.bias.get_value() if self.bias is not None else None
     inputs, kernel, bias = _matmul.promote(inputs, self.kernel.get_value(), bias, self.dtype)
     y = _matmul.dot_general(
         inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), self.spec,
-        precision=self.precision, preferred_element_type=self.preferred_element_type)
+        precision=self.precision, preferred_element_type=self.preferred_element_type,
+        key=_call_key(self))
     y = _finish(y, inputs, self.preferred_element_type)
     if bias is not None:
       y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
@@ -74,10 +88,11 @@ class QuantizedLinear(nnx.Linear, Quantized):
 class QuantizedLinearGeneral(nnx.LinearGeneral, Quantized):
   """`nnx.LinearGeneral` (attention projections of `nnx.MultiHeadAttention`), quantized."""
 
-  def __init__(self, src: nnx.LinearGeneral, rule: Rule):  # pylint: disable=super-init-not-called
+  def __init__(self, src: nnx.LinearGeneral, rule: Rule,
+               key: jax.Array | None = None):  # pylint: disable=super-init-not-called
     axis = _matmul.layer_axes("linear_general", src.kernel.get_value().ndim,
                               n_batch=len(src.batch_axis), n_in=len(src.in_features))
-    _adopt(self, src, rule, kernel_axis=axis)
+    _adopt(self, src, rule, axis, key)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     ndim = inputs.ndim
@@ -91,7 +106,8 @@ class QuantizedLinearGeneral(nnx.LinearGeneral, Quantized):
     contract = tuple(range(n_batch, len(axis) + n_batch))
     dn = ((axis, contract), (batch_axis, tuple(range(n_batch))))
     out = _matmul.dot_general(inputs, kernel, dn, self.spec, precision=self.precision,
-                              preferred_element_type=self.preferred_element_type)
+                              preferred_element_type=self.preferred_element_type,
+                              key=_call_key(self))
     out = _finish(out, inputs, self.preferred_element_type)
     if bias is not None:
       out = out + jnp.reshape(bias, (*expanded_batch_shape, *self.out_features))
@@ -101,14 +117,15 @@ class QuantizedLinearGeneral(nnx.LinearGeneral, Quantized):
 class QuantizedEinsum(nnx.Einsum, Quantized):
   """`nnx.Einsum` with a quantized kernel; blocks along the kernel's last contracted axis."""
 
-  def __init__(self, src: nnx.Einsum, rule: Rule):  # pylint: disable=super-init-not-called
+  def __init__(self, src: nnx.Einsum, rule: Rule,
+               key: jax.Array | None = None):  # pylint: disable=super-init-not-called
     if src.einsum_str is None:
       raise ValueError(
           "nnx.Einsum without a constructor einsum_str cannot be quantized ahead of time: the"
           " contraction axis of its kernel is unknown")
     axis = _matmul.layer_axes("einsum", src.kernel.get_value().ndim, subscripts=src.einsum_str,
                               lhs_ndim=None)
-    _adopt(self, src, rule, kernel_axis=axis)
+    _adopt(self, src, rule, axis, key)
 
   def __call__(self, inputs: jax.Array, einsum_str: str | None = None,
                out_sharding=None) -> jax.Array:
@@ -117,7 +134,7 @@ class QuantizedEinsum(nnx.Einsum, Quantized):
     bias = self.bias.get_value() if self.bias is not None else None
     inputs, kernel, bias = _matmul.promote(inputs, self.kernel.get_value(), bias, self.dtype)
     y = _matmul.einsum(eq, inputs, kernel, self.spec, precision=self.precision,
-                       preferred_element_type=self.preferred_element_type)
+                       preferred_element_type=self.preferred_element_type, key=_call_key(self))
     y = _finish(y, inputs, self.preferred_element_type)
     if bias is not None:
       shape_only = jax.ShapeDtypeStruct(tuple(kernel.shape), jnp.float32)
@@ -186,10 +203,10 @@ def explain(model: nnx.Module, policy: Policy | str, *, print_fn=print,
   return report
 
 
-def _twin(m: nnx.Module, rule: Rule) -> nnx.Module:
+def _twin(m: nnx.Module, rule: Rule, key: jax.Array | None) -> nnx.Module:
   for cls, twin_cls, _ in _TWINS:
     if isinstance(m, cls):
-      return twin_cls(m, rule)
+      return twin_cls(m, rule, key)
   raise TypeError(f"no quantized twin for {type(m).__name__}")
 
 
@@ -205,12 +222,26 @@ def _child(parent: Any, key: Any) -> Any:
       parent, key)
 
 
-def quantize(model: nnx.Module, policy: Policy | str) -> nnx.Module:
+def _base_key(rngs: nnx.Rngs | int | jax.Array | None) -> jax.Array | None:
+  if rngs is None:
+    return None
+  if isinstance(rngs, nnx.Rngs):
+    return rngs.quant()  # the "quant" stream, or the default one
+  if isinstance(rngs, int):
+    return jax.random.key(rngs)
+  return rngs
+
+
+def quantize(model: nnx.Module, policy: Policy | str, *,
+             rngs: nnx.Rngs | int | jax.Array | None = None) -> nnx.Module:
   """Returns a quantized copy of `model`; `model` itself is left intact.
 
   Args:
     model: any Flax NNX module (it need not know about mxjax).
     policy: a `Policy`, rules, or a recipe string ("W4A16 int4_g128").
+    rngs: seeds the PRNG streams of layers with stochastic-rounding schemes (an `nnx.Rngs`,
+      whose "quant" stream is used, an int seed, or a key); each such layer then draws a new
+      key per call. Required when a matched rule rounds stochastically.
 
   Returns:
     A clone in which each `nnx.Linear` / `nnx.LinearGeneral` / `nnx.Einsum` the policy
@@ -224,10 +255,11 @@ def quantize(model: nnx.Module, policy: Policy | str) -> nnx.Module:
   new = nnx.clone(model)
   rows: list[Row] = plan(module_infos(new), policy)
   paths = {_path(p): p for p, _ in nnx.iter_modules(new)}
-  for row in rows:
+  base = _base_key(rngs)
+  for i, row in enumerate(rows):
     if not row.quantized:
       continue
-    twin = _twin(row.info.module, row.rule)
+    twin = _twin(row.info.module, row.rule, None if base is None else jax.random.fold_in(base, i))
     p = paths[row.path]
     if not p:
       return twin  # the model is itself one quantizable layer
