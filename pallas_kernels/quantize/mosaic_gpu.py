@@ -81,8 +81,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows:
   s_t = None
   ts = jnp.zeros((32,), jnp.float32)
   if sch.two_level:
-    s_t, safe_t, inv_t, ok_t = nvfp4_tensor_terms(x)
-    ts = jnp.zeros((32,), jnp.float32).at[:3].set(jnp.stack([safe_t, inv_t, ok_t]))
+    s_t, *terms = nvfp4_tensor_terms(x)
+    ts = jnp.zeros((32,), jnp.float32).at[:11].set(jnp.stack(terms))
   u = bf16_pairs(x, sch.block)
   # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat.
   flat_out = half * jnp.dtype(out_dtype).itemsize < 16
@@ -95,8 +95,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows:
     xe, xo = unpair_bf16(w)
     t = None
     if sch.two_level:
-      t = (ts_smem[0], ts_smem[1], ts_smem[2])
-    packed, scale = block_quantize(sch, xe, xo, t, div=div_rn_int, div_elem=true_div)
+      t = tuple(ts_smem[i] for i in range(11))
+    # Exact (integer) division once per block; the hardware `/` per element, and for NVFP4's
+    # block scale, which E4M3 rounding follows (see schemes.block_quantize).
+    packed, scale = block_quantize(sch, xe, xo, t, div=div_rn_int, div_elem=true_div,
+                                   div_block=true_div)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     p_smem[...] = packed.astype(out_dtype)

@@ -9,6 +9,8 @@ correctly rounded.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -37,7 +39,8 @@ def unpair_bf16(u: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
-                      tile_rows: int = 64, interpret: bool = False) -> Quantized:
+                      tile_rows: int = 64, interpret: Any = False,
+                      compiler_params: Any = None) -> Quantized:
   """Fused block quantization as a portable Pallas kernel (bf16 or f32 input).
 
   Args:
@@ -59,10 +62,10 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
   if rows % tile_rows:
     raise ValueError(f"{rows} blocks do not tile by {tile_rows}")
   s_t = None
-  ts = jnp.zeros((1, 4), jnp.float32)
+  ts = jnp.zeros((1, 11), jnp.float32)
   if sch.two_level:
-    s_t, safe_t, inv_t, ok_t = nvfp4_tensor_terms(x)
-    ts = jnp.stack([safe_t, inv_t, ok_t, s_t]).reshape(1, 4).astype(jnp.float32)
+    s_t, *terms = nvfp4_tensor_terms(x)
+    ts = jnp.stack(terms).reshape(1, 11).astype(jnp.float32)
   if x.dtype == jnp.bfloat16:
     ins = [bf16_pairs(x, sch.block)]
   else:
@@ -79,7 +82,7 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
       xe, xo = x_refs[0][...], x_refs[1][...]
     t = None
     if sch.two_level:
-      t = (ts_ref[0, 0], ts_ref[0, 1], ts_ref[0, 2])
+      t = tuple(ts_ref[0, i] for i in range(11))
     packed, scale = block_quantize(sch, xe, xo, t, div=div_rn)
     p_ref[...] = packed.astype(out_dtype)
     s_ref[...] = scale.astype(scale_dtype)
@@ -90,8 +93,9 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
       out_shape=(jax.ShapeDtypeStruct((rows, half), out_dtype),
                  jax.ShapeDtypeStruct((rows,), scale_dtype)),
       grid=(rows // tile_rows,),
-      in_specs=[pl.BlockSpec((1, 4), lambda i: (0, 0))] + [spec] * len(ins),
+      in_specs=[pl.BlockSpec((1, 11), lambda i: (0, 0))] + [spec] * len(ins),
       out_specs=(spec, pl.BlockSpec((tile_rows,), lambda i: (i,))),
       interpret=interpret,
+      compiler_params=compiler_params,
   )(ts, *ins)
   return assemble(sch, packed, scale, m, k, s_t)

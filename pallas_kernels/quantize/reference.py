@@ -69,7 +69,7 @@ def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k
 
 
 def nvfp4_tensor_terms(x: jax.Array):
-  """(s_t, safe_t, inv_t, ok_t) of the NVFP4 tensor pass (one XLA reduction over |x|)."""
+  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|."""
   return tensor_scale_terms(jnp.max(jnp.abs(x.astype(jnp.float32))), div=div_rn)
 
 

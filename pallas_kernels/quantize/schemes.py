@@ -136,13 +136,15 @@ def true_div(a, b):
 
 
 def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
-                   div: Callable = true_div, div_elem: Callable | None = None):
+                   div: Callable = true_div, div_elem: Callable | None = None,
+                   div_block: Callable | None = None):
   """Quantizes a tile of blocks.
 
   Args:
     scheme: the FusedScheme.
     xe, xo: float32 (rows, B // 2), even / odd elements of each row's block.
-    ts: NVFP4 only: (safe_t, inv_t, ok_t) float32 scalars (see `tensor_scale_terms`).
+    ts: NVFP4 only: (safe_t, inv_t, ok_t, r_0..r_7) float32 scalars (`tensor_scale_terms`
+      without its first element).
     div: a correctly rounded float32 division. XLA's CPU `/` is not (it is off by an ulp for
       about half of inputs), so the CPU paths pass `mxjax.formats.exact.div_rn`; Mosaic GPU's
       `/` is not correctly rounded either (measured on an H100, jax 0.11.2: 29% of random
@@ -152,6 +154,8 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
       The GPU kernel passes the hardware `/` here: an integer long division per element would
       cost ~100 integer ops an element, far over a memory-bound kernel's budget, so those two
       schemes are not bit-exact on the GPU (see docs/kernels.md).
+    div_block: NVFP4's `(amax / 6) / s_t`, rounded to E4M3 right after (an ulp matters only
+      on an E4M3 rounding tie); defaults to `div`.
 
   Returns:
     (packed, scale): packed int32 (rows, B // 2), each the pair (even | odd << bits); scale
@@ -190,24 +194,41 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
 
     return enc(xe) | (enc(xo) << scheme.bits), s
   if name == "nvfp4":
-    return block_quantize_nvfp4(xe, xo, *ts, amax=amax, div=div)
+    return block_quantize_nvfp4(xe, xo, *ts, amax=amax, div=div, div_block=div_block)
   raise ValueError(name)
 
 
-def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *, amax, div: Callable = true_div):
-  """NVFP4 block pass (NVIDIA order). safe_t, inv_t, ok_t: float32 values broadcastable to rows.
+def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *r_table, amax,
+                         div: Callable = true_div, div_block: Callable | None = None):
+  """NVFP4 block pass (NVIDIA order). Tensor terms are float32 scalars (`tensor_scale_terms`).
 
   s_b = e4m3(clip((amax_b / 6) / safe_t, 0, 448)) where s_t > 0 (0 otherwise);
   q = e2m1(x * (inv_t / s_b)) where s_t > 0 and s_b > 0, else NaN -> NaN (encodes as +-0), 0.
+
+  `inv_t / s_b` must be correctly rounded: bf16 data puts many scaled values exactly on E2M1
+  rounding ties, so an ulp off flips ~10% of codes. s_b is an E4M3 value, (1 + j / 8) * 2^e,
+  so the quotient is `r_table[j] * 2^-e` with r_table[j] = inv_t / (1 + j / 8) correctly
+  rounded once per tensor: exact (scaling by 2^-e commutes with rounding) and cheap in a kernel.
   """
-  block = div(div(amax, jnp.float32(E2M1_MAX)), safe_t)
+  db = div_block or div
+  block = db(db(amax, jnp.float32(E2M1_MAX)), safe_t)
   block = jnp.where(ok_t > 0, block, jnp.float32(0.0))
   bc = jnp.clip(block, 0.0, E4M3_MAX)
   bc = jnp.where(_isnan(block), block, bc)
   sb8 = bc.astype(jnp.float8_e4m3fn)
   sbf = sb8.astype(jnp.float32)
   good = (ok_t > 0) & (sbf > 0)
-  r = div(inv_t, jnp.where(sbf > 0, sbf, jnp.float32(1.0)))
+  sd = jnp.where(sbf > 0, sbf, jnp.float32(1.0))
+  if r_table:
+    sbits = _bits(sd)
+    j = (sbits >> 20) & 7
+    e = ((sbits >> 23) & 0xFF) - 127
+    t = r_table[7] + sd * 0.0  # as a per-row array
+    for i in range(6, -1, -1):
+      t = jnp.where(j == i, r_table[i], t)
+    r = t * _exp2i(-e)
+  else:
+    r = div(inv_t, sd)
 
   def enc(x):
     y = x * _row(r, x)
@@ -221,11 +242,17 @@ def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *, amax, div: Callable = t
 
 
 def tensor_scale_terms(amax_t, div: Callable = true_div):
-  """(s_t, safe_t, inv_t, ok_t) float32 scalars of the NVFP4 tensor scale (mxjax's order)."""
+  """NVFP4 tensor terms, float32 scalars in mxjax's order, and the block-scale quotient table.
+
+  Returns:
+    (s_t, safe_t, inv_t, ok_t, r_0, ..., r_7) with r_j = inv_t / (1 + j / 8).
+  """
   s_t = div(amax_t, jnp.float32(NVFP4_TENSOR_DIV))
   ok = s_t > 0
   safe = jnp.where(ok, s_t, jnp.float32(1.0))
-  return s_t, safe, div(jnp.float32(1.0), safe), ok.astype(jnp.float32)
+  inv = div(jnp.float32(1.0), safe)
+  table = [div(inv, jnp.float32(1.0 + j / 8.0)) for j in range(8)]
+  return (s_t, safe, inv, ok.astype(jnp.float32), *table)
 
 
 def _split(v):
@@ -261,7 +288,10 @@ def div_rn_int(a, b):
   use it once per block, never per element.
   """
   if getattr(b, "shape", ()) != getattr(a, "shape", ()):
-    b = jnp.where(a == a, b, b)  # broadcast a scalar divisor to a's shape (and layout)
+    if getattr(b, "shape", ()) == ():
+      b = jnp.where(a == a, b, b)  # broadcast a scalar divisor to a's shape (and layout)
+    else:
+      a = jnp.where(b == b, a, a)
   ab, bb = _bits(a), _bits(b)
   ea, eb = (ab >> 23) & 0xFF, (bb >> 23) & 0xFF
   ma, mb = (ab & 0x7FFFFF) | 0x800000, (bb & 0x7FFFFF) | 0x800000

@@ -10,6 +10,8 @@ whose Mosaic GPU primitives the CPU interpreter cannot run.
 
 from __future__ import annotations
 
+from typing import Any
+
 import functools
 
 import jax
@@ -52,7 +54,8 @@ def _scale_f32(s: jax.Array, fmt: WeightFormat, ts) -> jax.Array:
 
 
 def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, tile_k: int = 256,
-                       out_dtype=None, interpret: bool = False) -> jax.Array:
+                       out_dtype=None, interpret: Any = False,
+                       compiler_params: Any = None) -> jax.Array:
   """Weight-only matmul as a portable Pallas kernel.
 
   Args:
@@ -130,5 +133,6 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
       in_specs=in_specs,
       out_specs=pl.BlockSpec((m, tile_n), lambda i, kk: (0, i)),
       interpret=interpret,
+      compiler_params=compiler_params,
   )(*args)
   return y.astype(out_dtype or x.dtype)
