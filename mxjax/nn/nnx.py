@@ -51,9 +51,9 @@ def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int,
   kernel = src.kernel.get_value()
   if rule.mode is Mode.SERVE and rule.weight is not None:
     wkey = None if key is None else jax.random.fold_in(key, 1 << 20)
+    # A new Param: metadata of the float kernel (sharding names) does not describe a QArray.
     twin.kernel = nnx.Param(_matmul.quantize_weight(kernel, rule.weight, kernel_axis, wkey))
-  else:
-    twin.kernel = nnx.Param(kernel)
+  # Otherwise the adopted kernel Param (with its metadata) stays as it is.
 
 
 def _call_key(twin) -> jax.Array | None:
