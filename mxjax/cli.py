@@ -1,6 +1,9 @@
 """The `mxjax` command line.
 
   mxjax formats          table of every element format and the measured SNR of every preset
+  mxjax gate             the parity gate (mxjax.eval): recipes vs a BF16 reference, per metric
+  mxjax ladder           the precision ladder on a zoo model's weights and activations
+  mxjax plan             bytes, fit and roofline of a recipe on named accelerators
   mxjax <cmd> --help     help for each subcommand
 """
 
@@ -103,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--n", type=int, default=1 << 16, help="values per SNR measurement")
   p.add_argument("--seed", type=int, default=0, help="PRNG seed of the test data")
   p.set_defaults(func=_cmd_formats)
+  from mxjax.eval import cli as eval_cli  # noqa: PLC0415  (imports the zoo only when run)
+
+  eval_cli.add_gate_parser(sub)
+  eval_cli.add_ladder_parser(sub)
+  eval_cli.add_plan_parser(sub)
   return parser
 
 
