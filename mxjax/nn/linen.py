@@ -177,8 +177,8 @@ class QuantizedLinen:
 def _einsum_call(m: nn.Einsum, spec: MatmulSpec, args: tuple, kwargs: dict,
                  key: jax.Array | None) -> jax.Array:
   eq = _einsum_str(m, args, kwargs)
-  kernel = m.get_variable("params", "kernel")
-  bias = m.get_variable("params", "bias") if m.use_bias else None
+  kernel = flax_meta.unbox(m.get_variable("params", "kernel"))
+  bias = flax_meta.unbox(m.get_variable("params", "bias")) if m.use_bias else None
   inputs, kernel, bias = _matmul.promote(args[0], kernel, bias, m.dtype)
   y = _matmul.einsum(eq, inputs, kernel, spec, precision=m.precision,
                      preferred_element_type=m.preferred_element_type, key=key)
