@@ -144,3 +144,12 @@ def test_preset_variation_keeps_a_readable_name():
   s = schemes.get("mxfp4", block_size=16)
   assert s.block_size == 16 and s.name == "mxfp4(block_size=16)"
   assert schemes.get("mxfp8_e4m3", scale_rule="rceil").describe().startswith("e4m3, block 32")
+
+
+@pytest.mark.parametrize("module", ["mxjax.schemes", "mxjax.quantize"])
+def test_docstring_examples_run(module):
+  import doctest  # noqa: PLC0415
+  import importlib  # noqa: PLC0415
+
+  result = doctest.testmod(importlib.import_module(module))
+  assert result.attempted > 0 and result.failed == 0
