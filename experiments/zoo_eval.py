@@ -12,6 +12,9 @@ Protocol (stated in the output too):
   - Greedy answer: ``greedy_generate`` on "The capital of France is" (raw text, the
     model's BOS rule), 12 new tokens.
 
+Also ``--reference``: each zoo model against ``transformers`` reading the same file
+(needs torch==2.13.0, transformers, accelerate), written to ``results/zoo_reference``.
+
 Usage::
 
   python -m experiments.zoo_eval --models smollm2-135m-instruct gemma3-270m \\
@@ -101,6 +104,63 @@ def evaluate(name: str, seqlen: int, max_windows: dict[str, int | None]) -> dict
   return row
 
 
+SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.",
+             "The girl is carrying a baby."]
+
+
+def _errors(got: np.ndarray, want: np.ndarray) -> dict:
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return {"rel_err": float(np.linalg.norm(got - want) / np.linalg.norm(want)),
+          "max_abs": float(np.abs(got - want).max())}
+
+
+def check(name: str) -> dict:
+  """Relative (Frobenius) and max-abs error of zoo model ``name`` vs transformers."""
+  import torch
+  import transformers
+
+  path = zoo.model_path(name)
+  model, tok, _ = zoo.load_path(path)
+  if zoo.MODELS[name].fmt == "gguf":
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ids = tok.encode(PROMPT)
+    with torch.no_grad():
+      want = ref(torch.tensor([ids])).logits.numpy()
+    row = _errors(model(jnp.asarray([ids])), want)
+    row["compared"] = f"logits [1, {len(ids)}, {want.shape[-1]}] on {PROMPT!r}"
+  else:
+    ref = transformers.BertModel.from_pretrained(path).eval()
+    enc = transformers.AutoTokenizer.from_pretrained(path)(SENTENCES, padding=True,
+                                                           return_tensors="np")
+    with torch.no_grad():
+      want = ref(**{k: torch.tensor(v) for k, v in enc.items()}).last_hidden_state.numpy()
+    got = np.asarray(model(jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"]),
+                           jnp.asarray(enc["token_type_ids"])))
+    keep = enc["attention_mask"].astype(bool)
+    row = _errors(got[keep], want[keep])
+    row["compared"] = f"last hidden states of {len(SENTENCES)} sentences (real tokens)"
+  row.update(model=name, transformers=transformers.__version__, torch=torch.__version__)
+  print(row, flush=True)
+  return row
+
+
+def reference_main(out: pathlib.Path) -> None:
+  """Writes ``<out>.json`` / ``.md`` with every zoo model's error vs transformers."""
+  rows = [check(n) for n in zoo.MODELS]
+  result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "jax": jax.__version__, "device": jax.devices()[0].device_kind, "rows": rows}
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+  md = [f"# Zoo vs transformers ({result['date']}, jax {result['jax']}, {result['device']}, "
+        f"transformers {rows[0]['transformers']}, torch {rows[0]['torch']})", "",
+        "| model | compared | relative error | max abs |", "|---|---|---|---|"]
+  md += [f"| {r['model']} | {r['compared']} | {r['rel_err']:.2e} | {r['max_abs']:.2e} |"
+         for r in rows]
+  out.with_suffix(".md").write_text("\n".join(md) + "\n")
+  print("\n".join(md))
+
+
 def to_markdown(result: dict) -> str:
   lines = [f"# Zoo perplexities ({result['date']}, jax {result['jax']}, {result['device']})", "",
            result["protocol"], "",
@@ -127,8 +187,15 @@ def main(argv=None):
   ap.add_argument("--seqlen", type=int, default=1024)
   ap.add_argument("--ptb-windows", type=int, default=0, help="PTB windows, 0 = all")
   ap.add_argument("--wiki-windows", type=int, default=64, help="Wikipedia windows, 0 = all")
-  ap.add_argument("--out", default=str(RESULTS / "zoo_eval"))
+  ap.add_argument("--out", default=None, help="output stem (default results/zoo_eval)")
+  ap.add_argument("--reference", action="store_true",
+                  help="instead: compare every zoo model with transformers (CPU torch), "
+                  "writing results/zoo_reference.{json,md}")
   args = ap.parse_args(argv)
+  if args.reference:
+    reference_main(pathlib.Path(args.out or RESULTS / "zoo_reference"))
+    return
+  args.out = args.out or str(RESULTS / "zoo_eval")
   mw = {"ptb_test": args.ptb_windows or None, "wikipedia": args.wiki_windows or None}
   rows = [evaluate(m, args.seqlen, mw) for m in args.models]
   result = {
