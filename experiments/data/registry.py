@@ -192,6 +192,15 @@ def _safe_target(root: pathlib.Path, member: str) -> pathlib.Path:
   return target
 
 
+def _write_atomic(target: pathlib.Path, fileobj) -> None:
+  """Copies to a temporary name, then renames: an interrupted run leaves no partial member."""
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.with_name(target.name + ".partial")
+  with open(tmp, "wb") as fo:
+    shutil.copyfileobj(fileobj, fo)
+  os.replace(tmp, target)
+
+
 def _open_deb_data(path: pathlib.Path) -> tarfile.TarFile:
   """The ``data.tar.*`` member of a Debian ``ar`` archive, as a tarfile."""
   with open(path, "rb") as f:
@@ -241,10 +250,8 @@ def extract(name: str, members: list[str] | None = None, prefix: str | None = No
     with zipfile.ZipFile(archive) as z:
       for m in z.namelist():
         if want(m) and not m.endswith("/"):
-          t = _safe_target(root, m)
-          t.parent.mkdir(parents=True, exist_ok=True)
-          with z.open(m) as fi, open(t, "wb") as fo:
-            shutil.copyfileobj(fi, fo)
+          with z.open(m) as fi:
+            _write_atomic(_safe_target(root, m), fi)
           found.append(m)
   else:
     tf = (tarfile.open(archive, "r:gz") if src.kind is Kind.SDIST else _open_deb_data(archive))
@@ -252,10 +259,8 @@ def extract(name: str, members: list[str] | None = None, prefix: str | None = No
       for info in tf:
         m = info.name[2:] if info.name.startswith("./") else info.name
         if want(m) and info.isfile():
-          t = _safe_target(root, m)
-          t.parent.mkdir(parents=True, exist_ok=True)
-          with tf.extractfile(info) as fi, open(t, "wb") as fo:
-            shutil.copyfileobj(fi, fo)
+          with tf.extractfile(info) as fi:
+            _write_atomic(_safe_target(root, m), fi)
           found.append(m)
   missing = [m for m in (members or []) if m not in found]
   if missing or not found:
