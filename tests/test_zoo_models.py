@@ -11,7 +11,9 @@ from flax import nnx
 
 from experiments.models import bert, gemma3, hf_loader, llama
 
-pytest.importorskip("safetensors", reason="zoo extra (safetensors) not installed")
+
+def _need_safetensors():
+  pytest.importorskip("safetensors", reason="zoo extra (safetensors) not installed")
 
 
 def _tiny_llama(**kw) -> llama.Llama:
@@ -87,6 +89,7 @@ def test_tied_head_has_no_lm_head_module():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_llama_hf_dir_roundtrip(tmp_path, tied):
+  _need_safetensors()
   model = _tiny_llama(tie_word_embeddings=tied)
   cfg = model.cfg
   hf_loader.save_hf_dir(tmp_path, cfg.to_hf_dict(), hf_loader.llama_to_state_dict(model))
@@ -119,6 +122,7 @@ def test_hf_dir_never_reads_pickles(tmp_path):
 
 
 def test_gemma3_sliding_window_and_roundtrip(tmp_path):
+  _need_safetensors()
   cfg = gemma3.Gemma3Config.tiny()
   model = gemma3.Gemma3(cfg, rngs=nnx.Rngs(0))
   # Give the norms non-zero weights so the 1+w convention is exercised.
