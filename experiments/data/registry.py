@@ -159,8 +159,11 @@ def _download(src: Source, dest_dir: pathlib.Path) -> None:
         file=sys.stderr)
   r = subprocess.run(cmd, cwd=dest_dir, capture_output=True, text=True)
   if r.returncode != 0:
+    hint = ("Debian: run `apt-get update` first; the pinned version is Debian 12 (bookworm)'s, "
+            "any Debian mirror's pool serves it" if src.kind is Kind.DEB else
+            "Is PyPI (or your pip index) reachable from this machine?")
     raise FetchError(f"{src.name}: `{' '.join(cmd)}` failed (exit {r.returncode}):\n"
-                     f"{r.stderr[-2000:]}\nIs the registry reachable from this machine?")
+                     f"{r.stderr[-2000:]}\n{hint}")
 
 
 def fetch(name: str) -> pathlib.Path:
