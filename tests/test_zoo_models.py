@@ -157,3 +157,16 @@ def test_bert_padding_invariance_and_pooling():
   e2 = bert.mean_pool(model(padded, pmask), pmask)
   np.testing.assert_allclose(e1, e2, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(jnp.linalg.norm(e1, axis=-1), 1.0, rtol=1e-6)
+
+
+def test_model_code_imports_nothing_from_mxjax():
+  import ast
+  import pathlib
+
+  import experiments.models as pkg
+
+  for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      assert not any(n.split(".")[0] == "mxjax" for n in names), path.name
