@@ -93,15 +93,28 @@ def _fq(x, scheme, axis):
   return fake_quant(x, scheme, axis=axis, pad=True)
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _fq_last(x, scheme):
+  return fake_quant(x, scheme, axis=-1, pad=True)
+
+
+def _fq_last_traced(x, scheme):
+  return fake_quant(x, scheme, axis=-1, pad=True)
+
+
 @contextlib.contextmanager
-def _patched(act: Scheme | Identity, kv: Scheme | Identity | None):
+def _patched(act: Scheme | Identity, kv: Scheme | Identity | None, eager: bool = False):
   from flax import nnx
 
+  # Eagerly, each fake quant is its own small compiled call, cached by (shape, scheme) and
+  # shared by every layer and candidate; inside one jitted model, 200+ inlined quantizers
+  # (each with a correctly rounded long division) take minutes to compile on a CPU.
+  fq = _fq_last if eager else _fq_last_traced
   orig_linear = nnx.Linear.__call__
 
   def linear_call(self, x, *args, **kwargs):
     if not getattr(self, _SKIP, False):
-      x = fake_quant(x, act, axis=-1, pad=True)
+      x = fq(x, act)
     return orig_linear(self, x, *args, **kwargs)
 
   nnx.Linear.__call__ = linear_call
@@ -112,8 +125,7 @@ def _patched(act: Scheme | Identity, kv: Scheme | Identity | None):
     orig_attn = llama.attention
 
     def attention(q, k, v, mask, scale):
-      return orig_attn(q, fake_quant(k, kv, axis=-1, pad=True),
-                       fake_quant(v, kv, axis=-1, pad=True), mask, scale)
+      return orig_attn(q, fq(k, kv), fq(v, kv), mask, scale)
 
     llama.attention = attention
   try:
@@ -132,13 +144,19 @@ def _path_str(path) -> str:
 
 
 class Simulator:
-  """Runs a model under candidates' simulated numerics; one compiled forward per (A, KV) pair.
+  """Runs a model under candidates' simulated numerics.
+
+  A candidate whose activations and KV stay at the reference runs the reference's compiled
+  forward with its own weights (one compile for all of them); the others run op by op with
+  compiled quantizers (`eager_quantized`), or as one compiled forward per (A, KV) pair.
 
   Args:
-    model: an NNX causal LM mapping [B, T] int32 ids to [B, T, V] logits.
+    model: an NNX module (a causal LM mapping [B, T] int32 ids to [B, T, V] logits).
+    eager_quantized: run activation / KV candidates op by op (fast to start on a CPU).
   """
 
-  def __init__(self, model: Any):
+  def __init__(self, model: Any, *, eager_quantized: bool = True):
+    self.eager_quantized = eager_quantized
     from flax import nnx
 
     for path, m in nnx.iter_modules(model):
@@ -178,12 +196,16 @@ class Simulator:
     from flax import nnx
 
     act = REFERENCE_SCHEME if c.activations is None else c.activations
+    weights = self.weights(c.weights)
+    if self.eager_quantized and (c.activations is not None or c.kv is not None):
+      with _patched(act, c.kv, eager=True):
+        return nnx.merge(self.graphdef, weights)(*inputs)
     key = (act, c.kv)
     if key not in self._fwd:
       graphdef = self.graphdef
       self._fwd[key] = jax.jit(lambda state, *xs: nnx.merge(graphdef, state)(*xs))
     with _patched(act, c.kv):
-      return self._fwd[key](self.weights(c.weights), *inputs)
+      return self._fwd[key](weights, *inputs)
 
   def logits(self, c: Candidate, ids: jax.Array) -> jax.Array:
     """[B, T] ids -> [B, T, V] float32 logits under candidate `c`."""
