@@ -121,6 +121,20 @@ def _int4_code(y):
   return q & 15
 
 
+def _e4m3_value(c):
+  """float32 value of E4M3 codes (int32, sign bit 0 here) from integer ops.
+
+  The kernels decode scale codes this way rather than by an f8 -> f32 cast: the cast is the one
+  op the NVFP4 path had and the bit-exact MX paths did not, when its GPU check failed.
+  """
+  e = (c >> 3) & 15
+  m = c & 7
+  normal = _f32(((e + 120) << 23) | (m << 20))  # (1 + m / 8) * 2^(e - 7)
+  sub = m.astype(jnp.float32) * jnp.float32(2.0**-9)
+  v = jnp.where(e == 0, sub, normal)
+  return jnp.where((e == 15) & (m == 7), jnp.float32(jnp.nan), v)
+
+
 def _e8m0(amax, emax):
   """OCP `floor` E8M0 biased exponent (int32) of the block amax; 0xFF for NaN."""
   unb = ((_bits(amax) >> 23) & 0xFF) - 127 - emax
@@ -216,7 +230,8 @@ def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *r_table, amax,
   bc = jnp.clip(block, 0.0, E4M3_MAX)
   bc = jnp.where(_isnan(block), block, bc)
   sb8 = bc.astype(jnp.float8_e4m3fn)
-  sbf = sb8.astype(jnp.float32)
+  sb_code = lax.bitcast_convert_type(sb8, jnp.uint8).astype(jnp.int32)
+  sbf = _e4m3_value(sb_code)
   good = (ok_t > 0) & (sbf > 0)
   sd = jnp.where(sbf > 0, sbf, jnp.float32(1.0))
   if r_table:
@@ -237,7 +252,6 @@ def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *r_table, amax,
     return _e2m1_code(y)
 
   # The block scale leaves as its E4M3 bit pattern (int32 0..255): one byte a block stored.
-  sb_code = lax.bitcast_convert_type(sb8, jnp.uint8).astype(jnp.int32)
   return enc(xe) | (enc(xo) << 4), sb_code
 
 

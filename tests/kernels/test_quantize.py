@@ -50,7 +50,7 @@ def _data(key, shape, dtype):
 def _run(impl, x, scheme, transpose=False):
   # jit: eager dispatch would compile each of the integer long division's ops on its own.
   f = jax.jit(lambda x: pq.quantize(x, scheme, transpose=transpose, implementation=impl,
-                                    interpret=impl == "portable"))
+                                    interpret=impl in ("portable", "mosaic_tpu")))
   return f(x)
 
 
@@ -65,7 +65,9 @@ def test_bit_exact_bf16(impl, scheme):
   assert_same(_run(impl, x, scheme), _mx(x, scheme))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", [
+    s if s in ("mxfp8_e4m3", "int4_g128") else pytest.param(s, marks=pytest.mark.slow)
+    for s in SCHEMES])
 def test_reference_bit_exact_f32(scheme):
   x = _data(1, (8, 512), jnp.float32)
   assert_same(_run("xla", x, scheme), _mx(x, scheme))
@@ -93,6 +95,31 @@ def test_nan_block_scale_is_nan_code():
         np.asarray(q.scale)[0, 0] == 255, np.asarray(q.scale)
 
 
+@pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4"])
+def test_tpu_kernel_interpret(scheme):
+  x = _data(4, (128, 256), jnp.bfloat16)
+  assert_same(_run("mosaic_tpu", x, scheme), _mx(x, scheme))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128", "int4_g128"])
+def test_tpu_kernel_interpret_slow(scheme):
+  x = _data(5, (128, 256), jnp.bfloat16)
+  assert_same(_run("mosaic_tpu", x, scheme), _mx(x, scheme))
+
+
+def test_e4m3_integer_decode_is_exact():
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  c = np.arange(128, dtype=np.int32)
+  want = c.astype(np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(S._e4m3_value(jnp.asarray(c))), want)
+
+
+def test_default_implementation_is_inspectable():
+  # On this CPU backend every scheme defaults to the XLA reference.
+  assert all(pq.api.default_implementation(s) == "xla" for s in SCHEMES)
+
+
 def test_div_rn_int_is_correctly_rounded():
   rng = np.random.default_rng(0)
   a = (rng.standard_normal(20000) * np.exp(4 * rng.standard_normal(20000))).astype(np.float32)
@@ -114,6 +141,9 @@ def test_errors_are_raised_not_swallowed():
                 interpret=True)
   with pytest.raises(NotImplementedError, match="bf16"):
     pq.quantize(jnp.ones((256, 64), jnp.float32), "mxfp4", implementation="mosaic_gpu")
+  for scheme in ("int4_g128", "nvfp4"):
+    with pytest.raises(NotImplementedError, match="allow_inexact"):
+      pq.quantize(jnp.ones((256, 128), jnp.bfloat16), scheme, implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="column-wise"):
     pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "mxfp4", transpose=True,
                 implementation="mosaic_gpu")

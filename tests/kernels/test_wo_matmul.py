@@ -64,6 +64,15 @@ def test_matches_x_at_dequant(impl, preset, overrides):
   assert _rel(y, ref) < 1e-5
 
 
+@pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[6]], ids=[IDS[0], IDS[6]])
+def test_tpu_kernel_interpret(preset, overrides):
+  q, pw = _weight(preset, overrides)
+  x = jax.random.normal(jax.random.key(3), (8, 256), jnp.float32).astype(jnp.bfloat16)
+  ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
+  y = wm.wo_matmul(x, pw, implementation="mosaic_tpu", interpret=True, out_dtype=jnp.float32)
+  assert _rel(y, ref) < 1e-5
+
+
 def test_portable_tiling_and_bf16_out():
   _, pw = _weight("int4_g128", {}, k=512, n=256)
   x = jax.random.normal(jax.random.key(2), (3, 512), jnp.float32).astype(jnp.bfloat16)
