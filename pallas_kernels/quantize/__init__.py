@@ -7,4 +7,11 @@ from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import quantize_reference
 from pallas_kernels.quantize.schemes import SCHEMES
 
-__all__ = ["IMPLEMENTATIONS", "api", "Quantized", "SCHEMES", "quantize", "quantize_reference"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "Quantized",
+    "SCHEMES",
+    "api",
+    "quantize",
+    "quantize_reference",
+]
