@@ -246,3 +246,27 @@ def test_linen_stochastic_layers_draw_from_the_quant_collection():
   outs = [qmodel.apply(qv, x, rngs={"quant": jax.random.key(i)}) for i in range(16)]
   ref = dense.apply(v, x)
   assert snr_db(ref, jnp.mean(jnp.stack(outs), 0)) > snr_db(ref, a) + 3
+
+
+class _ScanBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x, _):
+    return x + jax.nn.silu(nn.Dense(64, name="up_proj")(x)), None
+
+
+class _ScanStack(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    stack = nn.scan(_ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                    length=3)
+    return stack(name="blocks")(x, None)[0]
+
+
+def test_linen_scanned_layers_get_one_qarray_per_layer():
+  m = _ScanStack()
+  x = jax.random.normal(jax.random.key(0), (4, 64))
+  v = m.init(jax.random.key(1), x)
+  qmodel, qv = mnn.quantize(m, "W4A16 mxfp4", params=v, example_args=(x,))
+  k = qv["params"]["blocks"]["up_proj"]["kernel"]
+  assert k.shape == (3, 64, 64) and k.layout.shape == (64, 64)
+  assert snr_db(m.apply(v, x), jax.jit(qmodel.apply)(qv, x)) > 15

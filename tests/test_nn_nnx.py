@@ -362,3 +362,42 @@ def test_other_zoo_models_quantize_without_edits(name):
       assert not row.quantized and "kept" in row.action, row.path
     if isinstance(row.info.module, nnx.Linear):
       assert row.quantized, row.path
+
+
+class _ScanBlock(nnx.Module):
+  def __init__(self, rngs):
+    self.up_proj = nnx.Linear(64, 64, rngs=rngs)
+
+  def __call__(self, x):
+    return x + jax.nn.silu(self.up_proj(x))
+
+
+class _ScanStack(nnx.Module):
+  """Three layers stacked by nnx.vmap and run by nnx.scan (kernels (3, 64, 64))."""
+
+  def __init__(self, rngs):
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(r):
+      return _ScanBlock(r)
+
+    self.blocks = create(rngs)
+
+  def __call__(self, x):
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def step(h, block):
+      return block(h)
+
+    return step(x, self.blocks)
+
+
+def test_scanned_layers_get_one_qarray_per_layer():
+  m = _ScanStack(nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (4, 64))
+  q = mnn.quantize(m, "W4A16 mxfp4")
+  k = q.blocks.up_proj.kernel.get_value()
+  assert k.shape == (3, 64, 64) and k.layout.shape == (64, 64)  # the layer axis is a lead axis
+  w = m.blocks.up_proj.kernel[...]
+  np.testing.assert_array_equal(mxjax.dequantize(k)[1],
+                                mxjax.dequantize(mxjax.quantize(w[1], "mxfp4", axis=0)))
+  assert snr_db(m(x), nnx.jit(forward)(q, x)) > 15

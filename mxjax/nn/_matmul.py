@@ -66,12 +66,20 @@ class MatmulSpec:
                mode=rule.mode)
 
 
-@functools.partial(jax.jit, static_argnames=("scheme", "axis"))
-def quantize_weight(w: jax.Array, scheme: Scheme, axis: int,
-                    key: jax.Array | None = None) -> QArray:
+@functools.partial(jax.jit, static_argnames=("scheme", "axis", "n_lead"))
+def quantize_weight(w: jax.Array, scheme: Scheme, axis: int, key: jax.Array | None = None,
+                    n_lead: int = 0) -> QArray:
   """`mxjax.quantize(w, scheme, axis=axis, pad=True, key=key)`, jitted: model surgery
-  quantizes many weights of few shapes, and op-by-op dispatch of the encoders is slow."""
-  return quantize(w, scheme, axis=axis, pad=True, key=key)
+  quantizes many weights of few shapes, and op-by-op dispatch of the encoders is slow.
+
+  `n_lead` leading axes (layers stacked by `nnx.vmap` / `nn.scan`) are vmapped over, so each
+  slice is a QArray of the layer's own kernel: `nnx.scan` / `nn.scan` then slice the QArray's
+  leaves and every slice is valid (one scale set per layer, never across layers).
+  """
+  fn = lambda a: quantize(a, scheme, axis=axis, pad=True, key=key)
+  for _ in range(n_lead):
+    fn = jax.vmap(fn)
+  return fn(w)
 
 
 def _dot_schemes(spec: MatmulSpec, rhs) -> DotSchemes:

@@ -121,6 +121,16 @@ def explain(model: nn.Module, policy: Policy | str, *example_args, params=None, 
   return report
 
 
+def _kernel_ndim(m: nn.Module, kind: str) -> int:
+  """The rank of one layer's kernel (more axes in the params are stacked layers: nn.scan)."""
+  if kind == "linear_general":
+    return (len(_matmul.tuple_axes(m.batch_dims)) + len(_matmul.tuple_axes(m.axis))
+            + len(_matmul.tuple_axes(m.features)))
+  if kind == "einsum":
+    return len(m.shape)
+  return 2
+
+
 @dataclasses.dataclass(frozen=True)
 class _Entry:
   spec: MatmulSpec
@@ -237,7 +247,8 @@ def quantize(model: nn.Module, variables: Any, policy: Policy | str, *example_ar
       wkey = None if key is None else jax.random.fold_in(key, i)
       if wkey is None and row.rule.weight.rounding is Rounding.STOCHASTIC:
         raise ValueError(f"rule {row.rule.name!r} rounds weights stochastically: pass key=")
-      q = _matmul.quantize_weight(kernel, row.rule.weight, row.info.weight_axis, wkey)
+      n_lead = max(0, kernel.ndim - _kernel_ndim(row.info.module, row.info.kind))
+      q = _matmul.quantize_weight(kernel, row.rule.weight, row.info.weight_axis, wkey, n_lead)
       params = _set(params, row.path, "kernel", q)
   qvars = dict(variables)
   qvars["params"] = params

@@ -34,7 +34,7 @@ class Quantized:
 
 
 def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int,
-           key: jax.Array | None) -> None:
+           key: jax.Array | None, kernel_ndim: int) -> None:
   """Copies src's attributes into twin (no re-initialisation) and quantizes the kernel."""
   for k, v in vars(src).items():
     if not k.startswith("_"):
@@ -52,7 +52,10 @@ def _adopt(twin: nnx.Module, src: nnx.Module, rule: Rule, kernel_axis: int,
   if rule.mode is Mode.SERVE and rule.weight is not None:
     wkey = None if key is None else jax.random.fold_in(key, 1 << 20)
     # A new Param: metadata of the float kernel (sharding names) does not describe a QArray.
-    twin.kernel = nnx.Param(_matmul.quantize_weight(kernel, rule.weight, kernel_axis, wkey))
+    # Axes beyond the layer's own kernel rank are stacked layers (nnx.vmap / nnx.scan).
+    n_lead = max(0, kernel.ndim - kernel_ndim)
+    twin.kernel = nnx.Param(
+        _matmul.quantize_weight(kernel, rule.weight, kernel_axis, wkey, n_lead))
   # Otherwise the adopted kernel Param (with its metadata) stays as it is.
 
 
@@ -70,7 +73,7 @@ class QuantizedLinear(nnx.Linear, Quantized):
   def __init__(self, src: nnx.Linear, rule: Rule,
                key: jax.Array | None = None):  # pylint: disable=super-init-not-called
     # nnx.Linear.__init__ would draw new weights: adopt src's instead.
-    _adopt(self, src, rule, -2, key)
+    _adopt(self, src, rule, -2, key, 2)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     bias = self.bias.get_value() if self.bias is not None else None
@@ -90,9 +93,10 @@ class QuantizedLinearGeneral(nnx.LinearGeneral, Quantized):
 
   def __init__(self, src: nnx.LinearGeneral, rule: Rule,
                key: jax.Array | None = None):  # pylint: disable=super-init-not-called
-    axis = _matmul.layer_axes("linear_general", src.kernel.get_value().ndim,
-                              n_batch=len(src.batch_axis), n_in=len(src.in_features))
-    _adopt(self, src, rule, axis, key)
+    ndim = len(src.batch_axis) + len(src.in_features) + len(src.out_features)
+    axis = _matmul.layer_axes("linear_general", ndim, n_batch=len(src.batch_axis),
+                              n_in=len(src.in_features))
+    _adopt(self, src, rule, axis, key, ndim)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     ndim = inputs.ndim
@@ -123,9 +127,9 @@ class QuantizedEinsum(nnx.Einsum, Quantized):
       raise ValueError(
           "nnx.Einsum without a constructor einsum_str cannot be quantized ahead of time: the"
           " contraction axis of its kernel is unknown")
-    axis = _matmul.layer_axes("einsum", src.kernel.get_value().ndim, subscripts=src.einsum_str,
-                              lhs_ndim=None)
-    _adopt(self, src, rule, axis, key)
+    ndim = len(src.kernel_shape)
+    axis = _matmul.layer_axes("einsum", ndim, subscripts=src.einsum_str, lhs_ndim=None)
+    _adopt(self, src, rule, axis, key, ndim)
 
   def __call__(self, inputs: jax.Array, einsum_str: str | None = None,
                out_sharding=None) -> jax.Array:
@@ -181,10 +185,11 @@ def module_infos(model: nnx.Module) -> list[ModuleInfo]:
       if kind == "linear":
         axis = -2
       elif kind == "linear_general":
-        axis = _matmul.layer_axes(kind, len(shape), n_batch=len(m.batch_axis),
-                                  n_in=len(m.in_features))
+        ndim = len(m.batch_axis) + len(m.in_features) + len(m.out_features)
+        axis = _matmul.layer_axes(kind, ndim, n_batch=len(m.batch_axis), n_in=len(m.in_features))
       elif m.einsum_str is not None:
-        axis = _matmul.layer_axes(kind, len(shape), subscripts=m.einsum_str, lhs_ndim=None)
+        axis = _matmul.layer_axes(kind, len(m.kernel_shape), subscripts=m.einsum_str,
+                                  lhs_ndim=None)
     done = None
     if isinstance(m, Quantized):
       done = f"{m.rule_name}: W {_label(m.spec.rhs)}, A {_label(m.spec.lhs)}, {m.spec.mode.value}"
