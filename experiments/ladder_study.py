@@ -90,7 +90,8 @@ def main(argv=None):
           f" every linear on the first {args.tokens} tokens of PTB test, blocks along the"
           f" feature axis. Pooled per group.\n\n" + analysis.ladder_markdown(rows))
     if caveat:
-      md += f"\nCaveat: {caveat}\n"
+      md += (f"\nCaveat: {caveat} No row of this table uses the file's grid (block 32), so"
+             " none is marked.\n")
     (out / f"ladder_{name}.md").write_text(md)
     (out / f"ladder_{name}.json").write_text(json.dumps(
         {**meta, "model": name, "caveat": caveat, "rows": [r.as_dict() for r in rows]},
