@@ -196,7 +196,10 @@ def passkey_trial(tokenizer, filler: str, *, context: int, depth: float, key: st
   budget = context - len(needle) - len(question) - len(answer)
   if budget < 16:
     raise ValueError(f"context {context} is too short for a passkey trial")
-  hay = tokenizer.encode(filler, add_bos=False)
+  # Tokenize only what is needed (a few characters a token; all of it if that falls short).
+  hay = tokenizer.encode(filler[: 12 * budget], add_bos=False)
+  if len(hay) < budget:
+    hay = tokenizer.encode(filler, add_bos=False)
   if len(hay) < budget:
     raise ValueError(f"filler has {len(hay)} tokens, {budget} needed")
   hay = hay[:budget]
