@@ -22,6 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels.quantize.portable import bf16_pairs
@@ -107,8 +108,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows:
 
   def kernel(ts_gmem, x_gmem, p_gmem, s_gmem):
     c = lax.axis_index("c")
-    sl = pl_ds(c * per * tr, per * tr)
-    psl = pl_ds(c * per * tr * half, per * tr * half) if flat_out else sl
+    sl = pl.ds(c * per * tr, per * tr)
+    psl = pl.ds(c * per * tr * half, per * tr * half) if flat_out else sl
     plgpu.emit_pipeline(
         body,
         grid=(per,),
@@ -129,7 +130,3 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows:
   packed = packed.reshape(rows, half)
   return assemble(sch, packed, scale, m, k, s_t)
 
-
-def pl_ds(start, size):
-  from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
-  return pl.ds(start, size)

@@ -23,9 +23,6 @@ this kernel against the reference for every shape it times.
 
 from __future__ import annotations
 
-import functools
-import math
-
 import jax
 import jax.numpy as jnp
 from jax import lax

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
