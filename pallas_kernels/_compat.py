@@ -5,7 +5,11 @@ Differences handled here:
 - `plgpu.CompilerParams.lowering_semantics`: the default moved from `Lane` (0.10) to `Warpgroup`
   (0.11). Our Mosaic GPU kernels are written with explicit register layouts, i.e. `Lane`
   semantics, so we always pass it.
+- `plgpu.kernel` scratch: 0.11 rejects `scratch_shapes=` (a TypeError from its Mesh); both take
+  `scratch_types=`, which the kernels use.
 - `plgpu.transpose_ref`: deprecated in 0.11 in favour of `ref.transpose(...)`.
+- `plgpu.load(ref, (), layout=...)`: 0.11 warns that a separate index is deprecated (index the
+  ref instead); still accepted, left as is until it can be re-checked on a GPU.
 - TPU interpret mode: `pltpu.InterpretParams` (both versions); older spellings raise clearly.
 """
 
