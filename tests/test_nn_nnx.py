@@ -401,3 +401,15 @@ def test_scanned_layers_get_one_qarray_per_layer():
   np.testing.assert_array_equal(mxjax.dequantize(k)[1],
                                 mxjax.dequantize(mxjax.quantize(w[1], "mxfp4", axis=0)))
   assert snr_db(m(x), nnx.jit(forward)(q, x)) > 15
+
+
+def test_explain_reports_a_replaced_custom_dot_general():
+  custom = lambda *a, **k: jax.lax.dot_general(*a, **k)  # noqa: E731
+  lin = nnx.Linear(32, 8, dot_general=custom, rngs=nnx.Rngs(0))
+  report = mnn.explain(lin, mnn.Policy([mnn.Rule("", weight="int8")]), print_fn=None,
+                       backends=False)
+  assert "replaces the module's own dot_general" in report.rows[0].action
+  plain = nnx.Linear(32, 8, rngs=nnx.Rngs(0))
+  report = mnn.explain(plain, mnn.Policy([mnn.Rule("", weight="int8")]), print_fn=None,
+                       backends=False)
+  assert "replaces" not in report.rows[0].action

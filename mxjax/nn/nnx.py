@@ -9,6 +9,12 @@ twin's `kernel` Param holds a `QArray` (codes + scales: the memory is really sav
 
 Nothing is patched globally: the twins compute their own matmul, so no interception can reach a
 Pallas kernel or any matmul outside the matched modules (attention scores stay untouched).
+
+Why twins rather than the modules' own `dot_general` / `einsum_op` injection points (which the
+Linen front end and `QuantizedDotGeneral` do use): `nnx.Linear.__call__` reads
+`self.kernel[...]`, which a QArray kernel does not support, so serve mode needs its own forward;
+one forward for all three modes keeps them numerically identical. A module with a custom
+`dot_general` of its own is reported by `explain` ("replaces the module's own dot_general").
 """
 
 from __future__ import annotations
@@ -190,10 +196,14 @@ def module_infos(model: nnx.Module) -> list[ModuleInfo]:
       elif m.einsum_str is not None:
         axis = _matmul.layer_axes(kind, len(m.kernel_shape), subscripts=m.einsum_str,
                                   lhs_ndim=None)
-    done = None
+    done, note = None, ""
+    custom = [a for a in ("dot_general", "einsum_op", "dot_general_cls")
+              if getattr(m, a, None) not in (None, jax.lax.dot_general, jnp.einsum)]
+    if kind is not None and custom:
+      note = f"replaces the module's own {', '.join(custom)}"
     if isinstance(m, Quantized):
       done = f"{m.rule_name}: W {_label(m.spec.rhs)}, A {_label(m.spec.lhs)}, {m.spec.mode.value}"
-    infos.append(ModuleInfo(_path(p), m, kind, container, shape, axis, done))
+    infos.append(ModuleInfo(_path(p), m, kind, container, shape, axis, done, note))
   return infos
 
 

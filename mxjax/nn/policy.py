@@ -261,6 +261,8 @@ class ModuleInfo:
     weight_shape: the kernel's shape, when known.
     weight_axis: the kernel's contraction axis blocks run along (negative), when known.
     quantized_as: for a module mxjax already quantized, how (it is never quantized twice).
+    note: anything the quantized twin changes beyond the matmul (a custom dot_general it
+      replaces), appended to the explain row.
   """
 
   path: str
@@ -270,6 +272,7 @@ class ModuleInfo:
   weight_shape: tuple[int, ...] | None = None
   weight_axis: int | None = None
   quantized_as: str | None = None
+  note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,7 +348,7 @@ def plan(modules: Sequence[ModuleInfo], policy: Policy, *, backends: bool = Fals
       rows.append(Row(info, idx, rule, False,
                       f"kept: {tname} has no matmul mxjax quantizes (rule {idx} '{rule.name}')"))
     else:
-      note = _padding_note(info, rule.weight)
+      note = _padding_note(info, rule.weight) + (f"; {info.note}" if info.note else "")
       if backends and info.weight_shape is not None and info.weight_axis is not None:
         note += backend_note(info.weight_shape, info.weight_axis, rule)
       rows.append(Row(info, idx, rule, True,
