@@ -1,4 +1,8 @@
-"""Weight-only matmul on Hopper with Mosaic GPU: `y = x @ dequant(W)`, W INT4 / UINT4.
+"""Weight-only matmul on Hopper with Mosaic GPU: `y = x @ dequant(W)`, W INT4 / UINT4 (g128).
+
+INT8 per-channel weights take the same path (int8 -> bf16 through the WGMMA_UPCAST_2X layout,
+the channel scale applied per 128-chunk); that path lowers but has not run on a GPU yet, so it
+needs `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
@@ -45,7 +49,7 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
 
 def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None = None,
                          steps: int = 6, splits: int | None = None, gps: int = 1,
-                         out_dtype=None,
+                         out_dtype=None, allow_unverified: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` for INT4 / UINT4 weights, group 128, on a Hopper GPU.
 
@@ -55,6 +59,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     tile_n: rows of W^T (columns of y) per CTA; default 256 for M <= 16 else 128.
     steps: pipeline depth (TMA copies in flight per CTA).
     gps: quantization groups (of 128 along K) per pipeline step.
+    allow_unverified: run the INT8 per-channel path, which has not yet run on a GPU.
     splits: K splits (default: enough CTAs to cover the SMs).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
@@ -65,9 +70,19 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   plgpu = _compat.plgpu_module()
   m, k = x.shape
   n, g = pw.n, pw.group
-  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4):
-    raise NotImplementedError(f"mosaic_gpu wo_matmul takes INT4/UINT4 weights, not {pw.fmt}")
-  if g != 128:
+  int8 = pw.fmt is WeightFormat.INT8
+  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not int8:
+    raise NotImplementedError(
+        f"mosaic_gpu wo_matmul takes INT4/UINT4 (and, unverified, INT8) weights, not {pw.fmt}")
+  if int8:
+    if not allow_unverified:
+      raise NotImplementedError(
+          "the INT8 per-channel path of the mosaic_gpu wo_matmul has not run on a GPU yet: pass "
+          "allow_unverified=True (the benchmark does, and checks it), or use 'xla'/'portable'")
+    if g != pw.k:
+      raise NotImplementedError(f"mosaic_gpu INT8 takes per-channel scales, not group {g}")
+    g = 128  # K chunk of one wgmma group; the scale is per channel, the same for every chunk
+  elif g != 128:
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes group 128 (one K step a group), not {g}")
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
@@ -104,7 +119,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-  w_tf = (plgpu.TilingTransform((8, 128)), plgpu.SwizzleTransform(64))
+  w_tf = (plgpu.TilingTransform((8, 128)), plgpu.SwizzleTransform(128 if int8 else 64))
 
   def kernel(x_gmem, w_gmem, s_gmem, *rest):
     if asym:
@@ -119,9 +134,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       acc = refs_and_acc[-1]
       for j in range(gps):  # one quantization group of 128 at a time
         ks = pl.ds(j * g, g)
-        w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-        # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
-        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
+        if int8:
+          w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
+        else:
+          w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
+          # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
+          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
         w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
         xt = _compat.transpose_ref(x_smem.at[:, ks], (1, 0))
 
@@ -130,7 +148,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           return acc_ref[...]
 
         part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
-        s = plgpu.load(s_smem.at[j], (), layout=plgpu.Layout.WGMMA.reduce(1))
+        s = plgpu.load(s_smem.at[0 if int8 else j], (), layout=plgpu.Layout.WGMMA.reduce(1))
         acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
         if asym:
           off_smem, xs_smem = refs_and_acc[0], refs_and_acc[1]
@@ -143,12 +161,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     in_specs = [
         plgpu.BlockSpec((mp, tile_k), lambda kk: (0, kk), transforms=x_tf),
         plgpu.BlockSpec((tile_n, tile_k), lambda kk: (0, kk), transforms=w_tf),
-        plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0)),
+        (plgpu.BlockSpec((1, tile_n), lambda kk: (0, 0)) if int8
+         else plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0))),
     ]
     gmem = [
         x_gmem.at[:, pl.ds(si * kspan, kspan)],
         w_gmem.at[n_sl, pl.ds(si * kspan, kspan)],
-        s_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), n_sl],
+        s_gmem.at[:, n_sl] if int8 else s_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), n_sl],
     ]
     if asym:
       in_specs += [plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0)),

@@ -95,6 +95,9 @@ def test_errors_are_raised_not_swallowed():
     wm.wo_matmul(jnp.ones((65, 256), jnp.bfloat16), pw4, implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="interpreter"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
+  _, pw8 = _weight("int8", {})
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    wm.wo_matmul(x, pw8, implementation="mosaic_gpu")
   with pytest.raises(ValueError, match="x must be"):
     wm.wo_matmul(jnp.ones((4, 128), jnp.bfloat16), pw4, implementation="xla")
   with pytest.raises(ValueError, match="implementation"):
