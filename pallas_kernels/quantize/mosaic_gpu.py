@@ -44,14 +44,15 @@ def _tile_rows(block: int) -> int:
   return {16: 256, 32: 256, 128: 128}[block]  # TMA boxes are at most 256 a dimension
 
 
-def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 3, tile_rows: int | None = None,
+def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows: int | None = None,
                         ctas_per_sm: int = 2, num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
   Args:
     x: (M, K) bfloat16.
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
-    steps: TMA pipeline depth per CTA.
+    steps: TMA pipeline depth per CTA (2 and 2 CTAs an SM were best for every scheme in the
+      H100 sweep, experiments/results/kernels_quant.json).
     tile_rows: blocks per pipeline step (default by block size).
     ctas_per_sm: CTAs launched per SM (work is split evenly among them).
 

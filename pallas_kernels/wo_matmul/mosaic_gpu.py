@@ -47,8 +47,17 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
   return 1
 
 
+def _default_config(fmt: WeightFormat, n: int) -> dict:
+  """The H100 sweep's best (and GPU-checked) config for INT4 (experiments/results/kernels_wo.json);
+  the formats the sweep did not cover keep the first config that ran on the GPU."""
+  if fmt is WeightFormat.INT4:
+    return dict(tile_n=128, gps=2, steps=3) if n >= 16384 else dict(tile_n=64, gps=2, steps=4)
+  return dict(tile_n=None, gps=1, steps=6)
+
+
 def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None = None,
-                         steps: int = 6, splits: int | None = None, gps: int = 1,
+                         steps: int | None = None, splits: int | None = None,
+                         gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` for INT4 / UINT4 weights, group 128, on a Hopper GPU.
@@ -56,9 +65,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   Args:
     x: (M, K) bf16 activations, M <= 64.
     pw: PackedWeight (layout.py) of INT4 or UINT4 with group 128.
-    tile_n: rows of W^T (columns of y) per CTA; default 256 for M <= 16 else 128.
+    tile_n: rows of W^T (columns of y) per CTA.
     steps: pipeline depth (TMA copies in flight per CTA).
     gps: quantization groups (of 128 along K) per pipeline step.
+      Defaults for these three: `_default_config` (the H100 sweep's best for INT4).
     allow_unverified: run the INT8 per-channel path, which has not yet run on a GPU.
     splits: K splits (default: enough CTAs to cover the SMs).
     out_dtype: default x.dtype.
@@ -70,6 +80,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   plgpu = _compat.plgpu_module()
   m, k = x.shape
   n, g = pw.n, pw.group
+  dflt = _default_config(pw.fmt, n)
+  tile_n = dflt["tile_n"] if tile_n is None else tile_n
+  steps = dflt["steps"] if steps is None else steps
+  gps = dflt["gps"] if gps is None else gps
   int8 = pw.fmt is WeightFormat.INT8
   if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not int8:
     raise NotImplementedError(
