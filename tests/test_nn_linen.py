@@ -270,3 +270,24 @@ def test_linen_scanned_layers_get_one_qarray_per_layer():
   k = qv["params"]["blocks"]["up_proj"]["kernel"]
   assert k.shape == (3, 64, 64) and k.layout.shape == (64, 64)
   assert snr_db(m.apply(v, x), jax.jit(qmodel.apply)(qv, x)) > 15
+
+
+def test_linen_train_mode_quantizes_gradients():
+  m = _Small()
+  x = jax.random.normal(jax.random.key(0), (2, 4, 64))
+  v = m.init(jax.random.key(1), x)
+  fp8 = "fp8_e4m3_rowwise"  # the recipe's forward schemes: only the gradients differ
+  qat, qv = mnn.quantize(m, mnn.default_policy(fp8, fp8, mode="qat"), params=v,
+                         example_args=(x,))
+  train, tv = mnn.quantize(m, "FP8 weights and activations, FP8 gradients", params=v,
+                           example_args=(x,))
+  assert train.entries["dense"].spec.grad.name == "fp8_e5m2"
+
+  def loss(p, apply):
+    return jnp.mean(jnp.square(apply(p, x)))
+
+  g_qat = jax.jit(jax.grad(loss), static_argnums=1)(qv, qat.apply)["params"]
+  g_train = jax.jit(jax.grad(loss), static_argnums=1)(tv, train.apply)["params"]
+  for name in ("dense", "dense_general", "einsum"):
+    a, b = g_qat[name]["kernel"], g_train[name]["kernel"]
+    assert not np.allclose(a, b) and snr_db(a, b) > 10, name
