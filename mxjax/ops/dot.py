@@ -136,6 +136,10 @@ def _qdot_bwd(st: _Static, res, g):
 
 _qdot.defvjp(_qdot_fwd, _qdot_bwd)
 
+# One compiled program per configuration and shapes: an eager call compiles once instead of
+# dispatching every primitive of the quantizers (inside an outer jit this inlines).
+_qdot_jit = jax.jit(_qdot, static_argnums=0)
+
 
 def _static(lhs, rhs, dimension_numbers, lhs_scheme, rhs_scheme, schemes, backend,
             preferred_element_type, accumulation, platform) -> _Static:  # fmt: skip
@@ -209,7 +213,7 @@ def dot_general(
     lhs = jnp.asarray(lhs)
   if not isinstance(rhs, QArray):
     rhs = jnp.asarray(rhs)
-  return _qdot(st, lhs, rhs, key)
+  return _qdot_jit(st, lhs, rhs, key)
 
 
 @dataclasses.dataclass(frozen=True)
