@@ -1,5 +1,6 @@
 """Weight-only matmul `y = x @ dequant(W)`: reference, portable Pallas, Mosaic GPU, TPU."""
 
+from pallas_kernels.wo_matmul import api
 from pallas_kernels.wo_matmul.api import IMPLEMENTATIONS
 from pallas_kernels.wo_matmul.api import wo_matmul
 from pallas_kernels.wo_matmul.layout import PackedWeight
@@ -14,6 +15,7 @@ __all__ = [
     "IMPLEMENTATIONS",
     "PackedWeight",
     "WeightFormat",
+    "api",
     "dequantize",
     "repack",
     "repack_qarray",

@@ -5,16 +5,25 @@ from __future__ import annotations
 import jax
 
 from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.portable import wo_matmul_portable
 from pallas_kernels.wo_matmul.reference import wo_matmul_reference
 
 IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
 
 
-def default_implementation() -> str:
-  """mosaic_gpu on a GPU, mosaic_tpu on a TPU, the XLA reference elsewhere."""
+def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None = None) -> str:
+  """What `wo_matmul` runs when no implementation is named (call it to see the choice).
+
+  On a GPU: mosaic_gpu for the cases its kernel was checked on an H100 (INT4 / UINT4, group
+  128, bf16 x, M <= 64), else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
+  """
   backend = jax.default_backend()
-  return {"gpu": "mosaic_gpu", "cuda": "mosaic_gpu", "tpu": "mosaic_tpu"}.get(backend, "xla")
+  if backend in ("gpu", "cuda"):
+    ok = (pw is not None and x is not None and pw.fmt in (WeightFormat.INT4, WeightFormat.UINT4)
+          and pw.group == 128 and x.dtype == jax.numpy.bfloat16 and x.shape[0] <= 64)
+    return "mosaic_gpu" if ok else "xla"
+  return {"tpu": "mosaic_tpu"}.get(backend, "xla")
 
 
 def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = None,
@@ -33,7 +42,7 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
   Returns:
     (M, N) array. An implementation that cannot take a case raises (never a silent fallback).
   """
-  impl = implementation or default_implementation()
+  impl = implementation or default_implementation(x, pw)
   if impl == "xla":
     return wo_matmul_reference(x, pw, out_dtype=out_dtype)
   if impl == "portable":

@@ -104,3 +104,9 @@ def test_errors_are_raised_not_swallowed():
     wm.wo_matmul(x, pw4, implementation="triton")
   with pytest.raises(ValueError, match="zero_point"):
     wm.repack(jnp.zeros((128, 128), jnp.uint8), jnp.ones((2, 128)), fmt="uint4", group=128)
+
+
+def test_default_implementation_is_inspectable():
+  _, pw = _weight("int4_g128", {})
+  x = jnp.ones((4, 256), jnp.bfloat16)
+  assert wm.api.default_implementation(x, pw) == "xla"  # this CPU backend
