@@ -349,3 +349,16 @@ def test_xla_random_shapes():
     ref = mxjax.einsum("bmk,nk->bmn", a, b, schemes=(sch, sch), backend="reference")
     got = mxjax.einsum("bmk,nk->bmn", a, b, schemes=(sch, sch), backend="xla")
     assert got.shape == (bsz, m, n) and _rel(got, ref) < 2e-6, (sch, m, n, bsz, k)
+
+
+def test_xla_refuses_block_partials_over_budget():
+  big = (jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16),
+         jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16))  # fmt: skip
+  e = ops.explain_einsum("mk,nk->mn", *big, schemes=("mxfp8_e4m3", "mxfp8_e4m3"), platform="gpu")
+  assert e.backend == "reference" and "GiB" in e.reasons["xla"]  # 128 blocks x 4096^2 f32
+  e = ops.explain_einsum("mk,nk->mn", *big, schemes=("fp8_e4m3", "fp8_e4m3"), platform="gpu")
+  assert e.backend == "xla"
+  small = jax.ShapeDtypeStruct((16, 4096), jnp.bfloat16)
+  e = ops.explain_einsum("mk,nk->mn", small, big[1], schemes=("mxfp8_e4m3", "mxfp8_e4m3"),
+                         platform="gpu")  # fmt: skip
+  assert e.backend == "xla"

@@ -28,7 +28,7 @@ from jax import lax
 
 from mxjax.formats import Kind, ScaleFormat, e8m0_to_float32
 from mxjax.qarray import dequantize, element_values, scale_values
-from mxjax.schemes import Scheme
+from mxjax.schemes import Granularity, Scheme
 
 from mxjax.ops import pallas as pallas_backend
 from mxjax.ops.accumulate import Accumulation, emulated_dot_general
@@ -109,7 +109,48 @@ def xla_reason(case: Case) -> str | None:
       return f"element format {names} (a lookup table) has no native dot type"
     if len(kinds) == 2:
       return "an integer operand times a float operand has no native dot (int8 x fp8)"
+    nbytes = _partials_bytes(case)
+    if nbytes > PARTIALS_BUDGET:
+      return (
+          f"block scales along K: the xla path sums per-K-block partial products and would hold"
+          f" {nbytes / 2**30:.1f} GiB of float32 partials (budget {PARTIALS_BUDGET / 2**30:.0f}"
+          " GiB); no Pallas kernel for block-scaled FP8 x FP8 yet"
+      )
   return None
+
+
+# Largest float32 partial-product tensor (chunks x batch x M x N) the block-scaled xla path may
+# materialise; above it the case is refused (auto then runs reference) rather than risking OOM.
+PARTIALS_BUDGET = 2**30
+
+
+def _block_len(o: OperandInfo, d: int) -> int | None:
+  """Length of the runs along dim d over which o's scale is constant (None: all of d)."""
+  s, nd = o.scheme, len(o.shape)
+  if s is None or s.granularity is Granularity.TENSOR:
+    return None
+  if d == o.axis:
+    return None if s.granularity is Granularity.AXIS else s.block_size
+  if s.block_size_2d is not None and o.axis >= nd - 2 and d == 2 * nd - 3 - o.axis:
+    return s.block_size_2d
+  return 1
+
+
+def _partials_bytes(case: Case) -> int:
+  d = case.dims
+  chunks = 1
+  for dl, dr in zip(d.lc, d.rc):
+    blocks = [b for b in (_block_len(case.lhs, dl), _block_len(case.rhs, dr)) if b is not None]
+    if blocks:
+      chunks *= -(-case.lhs.padded_shape[dl] // math.gcd(*blocks))
+  if chunks == 1:
+    return 0
+  n = chunks
+  for dim in d.lb + d.lhs_free:
+    n *= case.lhs.shape[dim]
+  for dim in d.rhs_free:
+    n *= case.rhs.shape[dim]
+  return 4 * n
 
 
 def _expand(s: jax.Array, dim: int, length: int) -> jax.Array:
