@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from mxjax.formats.element import ElementFormat
-from mxjax.formats.rounding import exp2i
+from mxjax.formats.rounding import encode, exp2i
 
 E8M0_NAN = 0xFF
 E8M0_MAX = 0xFE
@@ -105,8 +105,9 @@ def to_e4m3(x: jax.Array, *, min_value: float = 0.0) -> jax.Array:
   """Rounds float32 `x` (>= 0) to float8_e4m3fn, nearest-even, saturating at 448.
 
   `min_value` floors the result before rounding (torchao floors NVFP4 block scales at 2^-6,
-  the smallest E4M3 normal). NaN stays NaN.
+  the smallest E4M3 normal). NaN stays NaN. The rounding is mxjax's own (`encode`), not an XLA
+  cast: on the GPU (jax 0.11.2, H100) `astype(float8_e4m3fn)` gave different NVFP4 block scales
+  inside and outside a fusion.
   """
-  x = x.astype(jnp.float32)
-  y = jnp.clip(x, min_value, 448.0)
-  return jnp.where(jnp.isnan(x), jnp.nan, y).astype(jnp.float8_e4m3fn)
+  x = jnp.clip(x.astype(jnp.float32), min_value, 448.0)  # NaN passes through clip
+  return jax.lax.bitcast_convert_type(encode(x, "e4m3"), jnp.float8_e4m3fn)
