@@ -269,10 +269,14 @@ def explain(
   lq, rq = jax.eval_shape(lambda a, b: _forward_operands(st, a, b, keys), lhs, rhs)
   case = _case(st, lq, rq, st.dims, st.out_dtype)
   chosen, why, reasons = select(case, st.backend)
+  # A QArray operand's forward scheme is its own (schemes.lhs / rhs are None for it).
+  effective = dataclasses.replace(
+      st.schemes, lhs=_fwd_scheme(lhs, st.schemes.lhs), rhs=_fwd_scheme(rhs, st.schemes.rhs)
+  )
   return Explanation(
       backend=chosen.value,
       why=why,
       reasons={b.value: r for b, r in reasons.items()},
-      case=case.describe() + f"; gradients: {st.schemes.describe()}",
+      case=case.describe() + f"; gradients: {effective.describe()}",
       out_shape=out_shape(st.dims, lhs.shape, rhs.shape),
   )
