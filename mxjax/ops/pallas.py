@@ -19,14 +19,20 @@ import jax.numpy as jnp
 from mxjax.qarray import QArray
 from mxjax.schemes import Granularity, Scheme
 
-try:  # pallas_kernels is a sibling package; mxjax must import without it.
-  from pallas_kernels.wo_matmul import api as _wo_api
-  from pallas_kernels.wo_matmul import layout as _wo_layout
+_MODULES: dict = {}
 
-  _IMPORT_ERROR = None
-except Exception as e:  # noqa: BLE001 - any failure to import means "not available"
-  _wo_api = _wo_layout = None
-  _IMPORT_ERROR = f"{type(e).__name__}: {e}"
+
+def _load():
+  """(api, layout) modules of pallas_kernels.wo_matmul, or (None, error); imported on first use
+  (pallas_kernels is a sibling package: mxjax imports without it)."""
+  if not _MODULES:
+    try:
+      from pallas_kernels.wo_matmul import api, layout
+
+      _MODULES.update(api=api, layout=layout, error=None)
+    except Exception as e:  # noqa: BLE001 - any failure to import means "not available"
+      _MODULES.update(api=None, layout=None, error=f"{type(e).__name__}: {e}")
+  return _MODULES["api"], _MODULES["layout"], _MODULES["error"]
 
 
 def _layout_reason(s: Scheme) -> str | None:
@@ -48,8 +54,9 @@ def _layout_reason(s: Scheme) -> str | None:
 
 def reason(case) -> str | None:
   """Why the pallas backend cannot run `case` (None: it can)."""
-  if _wo_api is None or not hasattr(_wo_layout, "repack_qarray"):
-    return f"no Pallas kernel for this case yet (pallas_kernels.wo_matmul unavailable: {_IMPORT_ERROR})"
+  api, layout, error = _load()
+  if api is None or not hasattr(layout, "repack_qarray"):
+    return f"no Pallas kernel for this case yet (pallas_kernels.wo_matmul unavailable: {error})"
   d, lhs, rhs = case.dims, case.lhs, case.rhs
   if case.accumulation is not None:
     return "accumulation emulation runs on the reference backend only"
@@ -76,8 +83,9 @@ def run(lhs: jax.Array, rhs: QArray, dims, out_dtype, acc):
   del dims, acc
   platform = jax.default_backend()
   impl = "mosaic_gpu" if platform in ("gpu", "cuda") else "portable"
-  pw = _wo_layout.repack_qarray(rhs)
+  api, layout, _ = _load()
+  pw = layout.repack_qarray(rhs)
   x2 = lhs.reshape(-1, lhs.shape[-1])
-  out = _wo_api.wo_matmul(x2, pw, implementation=impl, interpret=impl == "portable",
+  out = api.wo_matmul(x2, pw, implementation=impl, interpret=impl == "portable",
                           out_dtype=jnp.float32)  # fmt: skip
   return out.reshape(lhs.shape[:-1] + (out.shape[-1],)).astype(out_dtype)
