@@ -124,13 +124,24 @@ def _encode(xb, stats, amax_t, scheme: Scheme, key) -> _Encoded:
   return _encode_float_scale(xb, stats, scheme, key)
 
 
+def _max_abs(xb, axis=None):
+  """max |x| over `axis` (keepdims), NaN if any element is NaN.
+
+  XLA's CPU max-reduction drops NaN in vectorized reductions (a NaN in a (64, 512) array gave
+  a finite amax), so NaN is detected explicitly.
+  """
+  m = jnp.max(jnp.abs(xb), axis=axis, keepdims=True)
+  return jnp.where(jnp.any(jnp.isnan(xb), axis=axis, keepdims=True), jnp.nan, m)
+
+
 def _block_stats(xb, red, scheme: Scheme):
-  """Block amax (symmetric) or (min(x, 0), max(x, 0)) (asymmetric), keepdims."""
+  """Block amax (symmetric) or (min(x, 0), max(x, 0)) (asymmetric), keepdims; NaN blocks NaN."""
   if scheme.symmetric:
-    return jnp.max(jnp.abs(xb), axis=red, keepdims=True)
+    return _max_abs(xb, red)
+  nan = jnp.any(jnp.isnan(xb), axis=red, keepdims=True)
   lo = jnp.minimum(jnp.min(xb, axis=red, keepdims=True), 0.0)
   hi = jnp.maximum(jnp.max(xb, axis=red, keepdims=True), 0.0)
-  return lo, hi
+  return jnp.where(nan, jnp.nan, lo), jnp.where(nan, jnp.nan, hi)
 
 
 def _scaled_stats(stats, r):
@@ -233,7 +244,7 @@ def _quantize(x: jax.Array, key, scheme: Scheme, layout: Layout) -> QArray:
   stats = _block_stats(xb, red, scheme)
   amax_t = None
   if scheme.tensor_scale:
-    amax_t = jnp.max(jnp.abs(xb), keepdims=True)
+    amax_t = _max_abs(xb)
     if scheme.scale_choice is ScaleChoice.STATIC:
       amax_t = jnp.full_like(amax_t, scheme.static_amax)
   elif scheme.scale_choice is ScaleChoice.STATIC:

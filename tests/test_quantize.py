@@ -63,6 +63,20 @@ def test_mx_random_bf16_inputs(preset, seed, log_scale):
   assert _same(got, ref.mx_dequant(x.astype(np.float32), MX[preset], 32))
 
 
+@pytest.mark.parametrize("preset", ["mxfp8_e4m3", "nvfp4", "int4_g128", "int4_g128_asym", "int8",
+                                    "fp8_e4m3", "nf4_g64"])
+def test_nan_propagates_in_large_arrays(preset):
+  # XLA's vectorized CPU max-reduction drops NaN; a NaN must still poison its block.
+  x = np.random.default_rng(0).standard_normal((64, 512)).astype(np.float32)
+  x[10, 40] = np.nan
+  y = np.asarray(mxjax.dequantize(mxjax.quantize(jnp.asarray(x), preset)))
+  assert np.isnan(y[10, 40])
+  if preset in ("nvfp4", "fp8_e4m3"):  # a NaN tensor scale: the whole tensor is NaN
+    assert np.isnan(y).all()
+  else:
+    assert np.isfinite(y[20]).all()
+
+
 def test_mx_nan_block_and_zero_block_scales():
   x = np.zeros((1, 64), np.float32)
   x[0, 40] = np.nan
