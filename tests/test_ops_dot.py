@@ -362,3 +362,17 @@ def test_xla_refuses_block_partials_over_budget():
   e = ops.explain_einsum("mk,nk->mn", small, big[1], schemes=("mxfp8_e4m3", "mxfp8_e4m3"),
                          platform="gpu")  # fmt: skip
   assert e.backend == "xla"
+
+
+def test_explain_backward():
+  x, w = jax.ShapeDtypeStruct((64, 256), jnp.bfloat16), jax.ShapeDtypeStruct((256, 96), jnp.float32)
+  s = ops.DotSchemes(lhs="mxfp8_e4m3", rhs="mxfp8_e4m3", grad="mxfp8_e5m2")
+  e = ops.explain_einsum("mk,kn->mn", x, w, schemes=s, platform="gpu")
+  assert e.backward["dgrad"].startswith("xla") and "mxfp8_e5m2[64, 96] along axis 1" in e.backward["dgrad"]
+  assert e.backward["wgrad"].startswith("xla") and "along axis 0" in e.backward["wgrad"]
+  s = ops.DotSchemes(lhs="fp8_e4m3", rhs="fp8_e4m3", grad="nf4_g64")
+  e = ops.explain_einsum("mk,kn->mn", x, w, schemes=s, platform="gpu", backend="xla")
+  assert e.backend == "xla" and "lookup table" in e.backward["dgrad"]
+  wq = mxjax.quantize(_rand(0, (256, 96)), "fp8_e4m3", axis=0)
+  e = ops.explain_einsum("mk,kn->mn", x, wq, schemes=("fp8_e4m3", None), platform="gpu")
+  assert set(e.backward) == {"dgrad"}  # a QArray weight gets no gradient

@@ -120,18 +120,30 @@ def _qdot_bwd(st: _Static, res, g):
       d_rhs = d_rhs.astype(rq.dtype)
     return d_lhs, d_rhs, None
   if not st.lhs_const:
-    r, r_scheme = _bwd_operand(rhs, s.backward_scheme("rhs", _fwd_scheme(rhs, s.rhs)))
-    pair = choose_pair(dd.lc, dd.rc, g, r)
-    gq = prepare(g, s.grad, dd.lc, pair, keys[2], "d_out (dgrad)", strict=False)
-    r = prepare(r, r_scheme, dd.rc, pair, keys[4], "rhs (dgrad)", strict=False)
+    gq, r = _dgrad_operands(st, g, rhs, keys)
     d_lhs = _matmul(st, gq, r, dd, jnp.float32).transpose(dperm).astype(lhs.dtype)
   if not st.rhs_const:
-    a, a_scheme = _bwd_operand(lhs, s.backward_scheme("lhs", _fwd_scheme(lhs, s.lhs)))
-    pair = choose_pair(dw.lc, dw.rc, a, g)
-    a = prepare(a, a_scheme, dw.lc, pair, keys[3], "lhs (wgrad)", strict=False)
-    gq = prepare(g, s.grad, dw.rc, pair, keys[5], "d_out (wgrad)", strict=False)
+    a, gq = _wgrad_operands(st, lhs, g, keys)
     d_rhs = _matmul(st, a, gq, dw, jnp.float32).transpose(wperm).astype(rhs.dtype)
   return d_lhs, d_rhs, None
+
+
+def _dgrad_operands(st: _Static, g, rhs, keys):
+  """Operands of d_lhs = d_out . rhs^T: d_out by `grad`, rhs by `grad_rhs`, along N."""
+  s, (dd, _) = st.schemes, st.dims.dgrad()
+  r, r_scheme = _bwd_operand(rhs, s.backward_scheme("rhs", _fwd_scheme(rhs, s.rhs)))
+  pair = choose_pair(dd.lc, dd.rc, g, r)
+  gq = prepare(g, s.grad, dd.lc, pair, keys[2], "d_out (dgrad)", strict=False)
+  return gq, prepare(r, r_scheme, dd.rc, pair, keys[4], "rhs (dgrad)", strict=False)
+
+
+def _wgrad_operands(st: _Static, lhs, g, keys):
+  """Operands of d_rhs = lhs^T . d_out: lhs by `grad_lhs`, d_out by `grad`, along M."""
+  s, (dw, _) = st.schemes, st.dims.wgrad()
+  a, a_scheme = _bwd_operand(lhs, s.backward_scheme("lhs", _fwd_scheme(lhs, s.lhs)))
+  pair = choose_pair(dw.lc, dw.rc, a, g)
+  a = prepare(a, a_scheme, dw.lc, pair, keys[3], "lhs (wgrad)", strict=False)
+  return a, prepare(g, s.grad, dw.rc, pair, keys[5], "d_out (wgrad)", strict=False)
 
 
 _qdot.defvjp(_qdot_fwd, _qdot_bwd)
@@ -226,6 +238,8 @@ class Explanation:
     reasons: {backend name: why it cannot run this case, or None if it can}.
     case: a one-line description of the operands as the backends see them.
     out_shape: the output shape.
+    backward: {"dgrad": ..., "wgrad": ...}: the backend each gradient matmul would run on and
+      why, or why it cannot run (a float lhs / rhs only; QArray operands get no gradient).
   """
 
   backend: str
@@ -233,12 +247,15 @@ class Explanation:
   reasons: dict[str, str | None]
   case: str
   out_shape: tuple[int, ...]
+  backward: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def __str__(self) -> str:
     lines = [f"{self.case}", f"-> {self.backend}: {self.why}"]
     for name, r in self.reasons.items():
       if name != self.backend:
         lines.append(f"   {name}: {'could run' if r is None else r}")
+    for name, b in self.backward.items():
+      lines.append(f"{name}: {b}")
     return "\n".join(lines)
 
 
@@ -274,9 +291,30 @@ def explain(
       st.schemes, lhs=_fwd_scheme(lhs, st.schemes.lhs), rhs=_fwd_scheme(rhs, st.schemes.rhs)
   )
   return Explanation(
+      backward=_explain_backward(st, lhs, rhs, keys),
       backend=chosen.value,
       why=why,
       reasons={b.value: r for b, r in reasons.items()},
       case=case.describe() + f"; gradients: {effective.describe()}",
       out_shape=out_shape(st.dims, lhs.shape, rhs.shape),
   )
+
+
+def _explain_backward(st: _Static, lhs, rhs, keys) -> dict[str, str]:
+  g = jax.ShapeDtypeStruct(out_shape(st.dims, lhs.shape, rhs.shape), st.out_dtype)
+  if st.schemes.mode is GradMode.STE:
+    return {"backward": "reference (straight-through: float32 matmuls of the dequantized operands)"}
+  out = {}
+  for name, const, dims, make in (
+      ("dgrad", st.lhs_const, st.dims.dgrad()[0], lambda g, l, r: _dgrad_operands(st, g, r, keys)),
+      ("wgrad", st.rhs_const, st.dims.wgrad()[0], lambda g, l, r: _wgrad_operands(st, l, g, keys)),
+  ):
+    if const:
+      continue
+    try:
+      a, b = jax.eval_shape(make, g, lhs, rhs)
+      backend, why, _ = select(_case(st, a, b, dims, jnp.float32), st.backend)
+      out[name] = f"{backend.value} ({why}): {OperandInfo.of(a).describe()} . {OperandInfo.of(b).describe()}"
+    except ValueError as e:
+      out[name] = f"cannot run: {e}"
+  return out
