@@ -148,3 +148,31 @@ def test_vmap_of_grad():
 
   g = jax.vmap(jax.grad(loss))(x)
   np.testing.assert_allclose(g[1], jax.grad(loss)(x[1]), rtol=1e-6, atol=1e-6)
+
+
+_SIMPLE = pytest.mark.slow  # plain cases, covered by the einsum gradient tests
+DIM_CASES = [
+    pytest.param((5, 7), (7, 3), (((1,), (0,)), ((), ())), marks=_SIMPLE),
+    pytest.param((5, 7), (3, 7), (((1,), (1,)), ((), ())), marks=_SIMPLE),
+    pytest.param((2, 5, 7), (2, 7, 3), (((2,), (1,)), ((0,), (0,))), marks=_SIMPLE),
+    ((4, 2, 6), (6, 3, 4), (((2,), (0,)), ((0,), (2,)))),  # batch dims in different places
+    ((3, 4, 6), (4, 6, 5), (((1, 2), (0, 1)), ((), ()))),  # two contracting dims
+    ((3, 6, 4), (4, 5, 6), (((2, 1), (0, 2)), ((), ()))),  # contracting pairs out of order
+    ((2, 3, 4, 5), (5, 2, 4), (((3, 2), (0, 2)), ((0,), (1,)))),
+]
+
+
+@pytest.mark.parametrize("ls,rs,dims", DIM_CASES)
+def test_backward_dimension_numbers_match_jax(ls, rs, dims):
+  # With no quantization the custom VJP must be exactly lax.dot_general's gradient.
+  x, w = _rand(20, ls), _rand(21, rs)
+  c = _rand(22, jax.eval_shape(lambda: lax.dot_general(x, w, dims)).shape)
+
+  def ours(x, w):
+    return jnp.sum(mxjax.dot_general(x, w, dims, backend="reference") * c)
+
+  def theirs(x, w):
+    return jnp.sum(lax.dot_general(x, w, dims, precision=HI) * c)
+
+  for g, want in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(theirs, (0, 1))(x, w)):
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
