@@ -51,10 +51,12 @@ def cmd_gate(args) -> int:
   from mxjax.eval import report
 
   kw = dict(gate_lib.PRESETS[args.preset])
-  for name in ("window", "stride", "max_tokens", "unit_tokens", "mc_items"):
+  for name in ("window", "stride", "max_tokens", "unit_tokens", "mc_items", "passkey_trials"):
     v = getattr(args, name)
     if v is not None:
       kw[name] = v
+  if args.passkey_contexts:
+    kw["passkey_contexts"] = tuple(args.passkey_contexts)
   if args.metrics:
     kw["metrics"] = tuple(args.metrics)
   kw.setdefault("stride", kw.get("window"))
@@ -111,6 +113,8 @@ def add_gate_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--unit-tokens", type=int, help="tokens per bootstrap unit")
   p.add_argument("--mc-tasks", nargs="+", default=list(MC_TASKS))
   p.add_argument("--mc-items", type=int)
+  p.add_argument("--passkey-contexts", type=int, nargs="+", help="context lengths (tokens)")
+  p.add_argument("--passkey-trials", type=int, help="trials per (context, depth)")
   p.add_argument("--no-single-axis", action="store_true")
   p.add_argument("--no-plots", action="store_true")
   p.add_argument("--seed", type=int, default=0)
