@@ -23,13 +23,14 @@ def _rel(a, b):
 
 # ------------------------------------------------------------------ einsum -> dot_general plans
 
+_PLAIN = pytest.mark.slow  # translations the other specs and the xla tests already exercise
 SPECS = [
-    ("mk,kn->mn", (5, 7), (7, 3)),
-    ("mk,nk->mn", (5, 7), (3, 7)),
-    ("btd,df->btf", (2, 3, 8), (8, 5)),
-    ("btd,fd->bft", (2, 3, 8), (5, 8)),
+    pytest.param("mk,kn->mn", (5, 7), (7, 3), marks=_PLAIN),
+    pytest.param("mk,nk->mn", (5, 7), (3, 7), marks=_PLAIN),
+    pytest.param("btd,df->btf", (2, 3, 8), (8, 5), marks=_PLAIN),
+    ("btd,fd->bft", (2, 3, 8), (5, 8)),  # output transposed
     ("bhd,hdf->bf", (3, 4, 6), (4, 6, 5)),  # two contracting dims
-    ("bmk,bkn->bmn", (2, 3, 4), (2, 4, 5)),  # batch dim
+    pytest.param("bmk,bkn->bmn", (2, 3, 4), (2, 4, 5), marks=_PLAIN),  # batch dim
     ("mk,bkn->bnm", (3, 4), (2, 4, 5)),
     ("...d,df->...f", (2, 3, 4, 8), (8, 5)),
     ("...d,...d->...", (2, 3, 8), (2, 3, 8)),
@@ -123,7 +124,7 @@ XLA_CASES = [
 ]
 # Covered by their neighbours' code paths; run in the slow suite only.
 _SLOW_XLA = {("fp8_e4m3_rowwise", "fp8_e4m3"), ("fp8_e4m3_block128", "fp8_e4m3"),
-             ("int4_g128", "int8"), ("mxint8", "mxint8")}  # fmt: skip
+             ("int4_g128", "int8"), ("mxint8", "mxint8"), ("fp8_e5m2", "fp8_e4m3")}  # fmt: skip
 
 # (spec, lhs shape, rhs shape): odd free sizes, batch dims, weights N x K, two contracting dims.
 XLA_SHAPES = [
@@ -340,6 +341,7 @@ def test_xla_backend_runs_native_low_precision_dots():
   assert ref == [("float32", "float32")], ref
 
 
+@pytest.mark.slow
 def test_xla_random_shapes():
   rng = np.random.default_rng(7)
   for i, sch in enumerate(("fp8_e4m3_rowwise", "mxfp8_e4m3")):
