@@ -272,6 +272,7 @@ def test_linen_scanned_layers_get_one_qarray_per_layer():
   assert snr_db(m.apply(v, x), jax.jit(qmodel.apply)(qv, x)) > 15
 
 
+@pytest.mark.slow  # ~30 s of compiles; the NNX train-mode test covers the default run
 def test_linen_train_mode_quantizes_gradients():
   m = _Small()
   x = jax.random.normal(jax.random.key(0), (2, 4, 64))

@@ -341,7 +341,8 @@ def test_explain_says_which_backend_runs_and_which_cannot(model):
   assert "runs on" not in str(fast)
 
 
-@pytest.mark.parametrize("name", ["gemma3", pytest.param("bert", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", [pytest.param("gemma3", marks=pytest.mark.slow),
+                                  pytest.param("bert", marks=pytest.mark.slow)])
 def test_other_zoo_models_quantize_without_edits(name):
   """Models written without mxjax in mind: the tiny Gemma 3 (tied head, q/k norms) and BERT
   (capitalised LayerNorm, `output` projections)."""
