@@ -23,3 +23,14 @@ def test_embedding_gate_on_tiny_bert():
   assert by["MXFP4 W4A4"].cand > 0.5
   assert by["MXFP8"].passed is True
   assert by["MXFP4 W4A4"].delta == pytest.approx(1 - by["MXFP4 W4A4"].cand)
+
+
+def test_kv_knob_is_refused_on_an_encoder():
+  from flax import nnx
+
+  from experiments.models import BertConfig, BertEncoder
+  from mxjax.eval.embed_gate import run_embedding_gate
+
+  enc = BertEncoder(BertConfig.tiny(), rngs=nnx.Rngs(0))
+  with pytest.raises(NotImplementedError, match="KV cache"):
+    run_embedding_gate(enc, lambda s: [5, 6, 7], ["a"], ["FP8 KV"], n_resamples=10)

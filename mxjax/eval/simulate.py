@@ -157,6 +157,10 @@ class Simulator:
 
   def __init__(self, model: Any, *, eager_quantized: bool = True):
     self.eager_quantized = eager_quantized
+    # The KV knob patches the attention function of experiments.models.llama: say so rather
+    # than silently leave K and V alone on another architecture.
+    self.kv_supported = type(model).__module__ == "experiments.models.llama"
+    self._model_type = type(model).__name__
     from flax import nnx
 
     for path, m in nnx.iter_modules(model):
@@ -195,6 +199,10 @@ class Simulator:
     """model(*inputs) under candidate `c` (one compiled forward per activation/KV pair)."""
     from flax import nnx
 
+    if c.kv is not None and not self.kv_supported:
+      raise NotImplementedError(
+          f"candidate {c.name!r} quantizes the KV cache, which the gate simulates only for "
+          f"Llama-architecture models of experiments.models (got {self._model_type})")
     act = REFERENCE_SCHEME if c.activations is None else c.activations
     weights = self.weights(c.weights)
     if self.eager_quantized and (c.activations is not None or c.kv is not None):
