@@ -80,7 +80,8 @@ def round_codes(x, name: str) -> np.ndarray:
     scale = 64.0 if kind == "mxint" else 1.0
     lo, hi = {"int": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1), "uint": (0, 2**bits - 1),
               "mxint": (-127, 127)}[kind]  # fmt: skip
-    y = np.clip(np.nan_to_num(x, nan=0.0) * scale, lo, hi)
+    with np.errstate(over="ignore"):  # +-Inf becomes +-max float, then clips
+      y = np.clip(np.nan_to_num(x, nan=0.0) * scale, lo, hi)
     r = np.where(y >= 0, 1.0, -1.0) * np.round(np.abs(y))  # np.round: half to even
     return (r.astype(np.int64) & (2**bits - 1)).astype(np.uint8)
   grid, gcodes = _magnitude_grid(name)
