@@ -61,7 +61,8 @@ class Candidate:
   def describe(self) -> str:
     def s(x):
       return "bf16" if x is None else (x.name or x.describe())
-    return f"W {s(self.weights)} | A {s(self.activations)} | KV {s(self.kv)}"
+    # Commas, not pipes: this string lands in a markdown table cell.
+    return f"W {s(self.weights)}, A {s(self.activations)}, KV {s(self.kv)}"
 
 
 def candidate_from_recipe(text: str) -> Candidate:
