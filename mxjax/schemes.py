@@ -142,11 +142,6 @@ class Scheme:
   def format(self) -> ElementFormat:
     return get_format(self.element)
 
-  @property
-  def is_identity(self) -> bool:
-    """True for the high-precision pass-through presets (bf16, fp32)."""
-    return False
-
   def replace(self, **overrides) -> Scheme:
     """A copy with fields replaced (validated again); the name is kept only if nothing changed."""
     if not overrides:
@@ -196,10 +191,6 @@ class Identity:
   def __post_init__(self):
     if self.dtype not in ("bfloat16", "float32", "float16"):
       raise ValueError(f"Identity dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
-
-  @property
-  def is_identity(self) -> bool:
-    return True
 
   def describe(self) -> str:
     return f"{self.dtype} (not quantized)"

@@ -128,11 +128,6 @@ class ElementFormat:
   def inf_code(self) -> int | None:
     return ((2**self.ebits - 1) << self.mbits) if self.has_inf else None
 
-  @property
-  def max_code(self) -> int:
-    """Code of +max (FLOAT, INT); index of the largest value (LOOKUP)."""
-    return int(np.nanargmax(np.where(np.isfinite(self.values), self.values, -np.inf)))
-
   def _code_value(self, code: int) -> float:
     if self.kind is Kind.LOOKUP:
       return float(self.table[code])
