@@ -170,6 +170,23 @@ def test_xla_exact_on_integer_valued_mx():
     np.testing.assert_array_equal(got, ref)
 
 
+def test_xla_mx_scale_two_to_the_minus_127():
+  # Blocks with amax near 2^-119 get the E8M0 scale 2^-127 (b = 0), an f32 subnormal that the
+  # CPU flushes: the xla backend must apply it as two normal factors, like dequantize does.
+  rng = np.random.default_rng(1)
+  b = jnp.asarray(rng.integers(-6, 7, (64, 5)).astype(np.float32) * 2.0**100)
+  for sch, emax in (("mxfp8_e4m3", 8), ("mxfp4", 2)):
+    e = emax - 127  # floor(log2(amax)) that gives b = 0
+    a = jnp.asarray(rng.choice([-1.5, -1.0, -0.5, 0.5, 1.0], (3, 64)).astype(np.float32))
+    a = a.at[:, ::32].set(1.5) * jnp.float32(2.0**e)
+    qa = mxjax.quantize(a, sch, axis=-1)
+    assert int(qa.scale.min()) == 0, (sch, qa.scale)
+    ref = mxjax.einsum("mk,kn->mn", a, b, schemes=(sch, sch), backend="reference")
+    got = mxjax.einsum("mk,kn->mn", a, b, schemes=(sch, sch), backend="xla")
+    assert np.abs(np.asarray(ref)).min() > 0
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_xla_weight_only_dequantize_then_dot():
   a = _rand(6, (4, 256), jnp.bfloat16)
   b = _rand(7, (256, 12))

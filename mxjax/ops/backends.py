@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mxjax.formats import Kind, ScaleFormat, e8m0_to_float32
+from mxjax.formats import Kind, ScaleFormat
+from mxjax.formats.rounding import exp2i
 from mxjax.qarray import dequantize, element_values, scale_values
 from mxjax.schemes import Granularity, Scheme
 
@@ -161,8 +162,13 @@ def _expand(s: jax.Array, dim: int, length: int) -> jax.Array:
   return jnp.repeat(s, length // n, axis=dim)
 
 
-def _native(q) -> tuple[jax.Array, jax.Array, str]:
-  """(elements in float8 / int8 of the padded shape, float32 scale of scale_shape, kind)."""
+def _native(q) -> tuple[jax.Array, jax.Array, str, bool]:
+  """(elements in float8 / int8 of the padded shape, float32 scale of scale_shape, kind, log2).
+
+  E8M0 scales come back as their exponents (float32 b - 127, NaN for 0xFF; `log2` True) rather
+  than as 2^(b - 127): 2^-127 is an f32 subnormal that XLA's CPU flushes to zero, so the scale is
+  applied later as two normal factors (`_apply_scale`).
+  """
   s = q.scheme
   fmt = s.format
   kind = _element_kind(s)
@@ -185,14 +191,28 @@ def _native(q) -> tuple[jax.Array, jax.Array, str]:
     else:
       v = vals.astype(jnp.float8_e4m3fn)
   if s.scale is ScaleFormat.E8M0:
-    sc = e8m0_to_float32(q.scale)
-  elif s.tensor_scale:
+    b = q.scale.astype(jnp.int32)
+    sc = jnp.where(b == 0xFF, jnp.float32(jnp.nan), (b - 127).astype(jnp.float32))
+    if frac != 1.0:
+      sc = sc + jnp.float32(np.log2(frac))  # exact: frac is a power of two
+    return v, sc, kind, True
+  if s.tensor_scale:
     sc = q.tensor_scale * q.scale.astype(jnp.float32)  # s_t * s_b, the reference's order
   else:
     sc = scale_values(q)
   if frac != 1.0:
     sc = sc * jnp.float32(frac)
-  return v, sc, kind
+  return v, sc, kind, False
+
+
+def _apply_scale(out: jax.Array, s: jax.Array, log2: bool) -> jax.Array:
+  """out * s, or out * 2^s as two normal power-of-two factors when `log2` (exact, NaN kept)."""
+  if not log2:
+    return out * s
+  e = jnp.where(jnp.isnan(s), 0.0, s).astype(jnp.int32)
+  e1 = e // 2
+  out = out * exp2i(e1) * exp2i(e - e1)
+  return jnp.where(jnp.isnan(s), jnp.float32(jnp.nan), out)
 
 
 def _split_dim(x: jax.Array, dim: int, n: int) -> jax.Array:
@@ -246,11 +266,11 @@ def _per_tensor_convert(a, sa, b, sb, dims: Dims, out_dtype):
 
 
 def _xla_both(lhs, rhs, dims: Dims, out_dtype):
-  a, sa, kind = _native(lhs)
-  b, sb, _ = _native(rhs)
+  a, sa, kind, a_log2 = _native(lhs)
+  b, sb, _, b_log2 = _native(rhs)
   a, sa, b, sb = _align_contraction(a, sa, b, sb, dims)
   if (FP8_TENSOR_PATTERN == "convert" and kind == "float" and sa.size == 1 and sb.size == 1
-      and a.shape == lhs.shape and b.shape == rhs.shape):  # fmt: skip
+      and not (a_log2 or b_log2) and a.shape == lhs.shape and b.shape == rhs.shape):  # fmt: skip
     return _per_tensor_convert(a, sa, b, sb, dims, out_dtype)
   # Pairs along which some scale varies are split into chunks of g = gcd(blocks) elements: each
   # chunk has one scale per operand, and becomes a batch axis of the dot.
@@ -299,7 +319,7 @@ def _xla_both(lhs, rhs, dims: Dims, out_dtype):
   sa = sa.reshape(sa.shape[: sa.ndim - len(lc2)] + (1,) * len(r_free))
   sb = jnp.transpose(sb, rb2 + tuple(r_free) + rc2)
   sb = sb.reshape(sb.shape[: len(rb2)] + (1,) * len(l_free) + sb.shape[len(rb2) : sb.ndim - len(rc2)])
-  out = out * sa * sb
+  out = _apply_scale(_apply_scale(out, sa, a_log2), sb, b_log2)
   nb = len(lb)
   if chunk_pairs:
     out = jnp.sum(out, axis=tuple(range(nb, nb + len(chunk_pairs))))
