@@ -6,9 +6,9 @@ uint32 word, so a (tile_rows, B // 2) tile loads into the WGMMA register layout,
 `max(axis=1)` is a per-row reduction across a quad of threads and the even/odd split is two
 integer ops. The scheme math is `schemes.block_quantize`, shared with the reference and the
 portable twin. Mosaic GPU's `/` is not correctly rounded on this toolchain, so per-block
-divisions use `schemes.div_rn_int` (integer long division, one per block); the
-per-element `x / s` of FP8 1x128 and INT4 g128 uses the hardware `/` and is therefore not
-bit-exact (an ulp off the quotient flips ties of the bf16 grid).
+divisions use `schemes.div_rn_int` (integer long division, one per block), and the
+per-element `x / s` of FP8 1x128 and INT4 g128 is `schemes.quotient_code` (a multiply by the
+exact reciprocal, settled in integers near rounding midpoints).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
@@ -98,10 +98,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
     t = None
     if sch.two_level:
       t = tuple(ts_smem[i] for i in range(11))
-    # Exact (integer) division once per block; the hardware `/` per element, and for NVFP4's
-    # block scale, which E4M3 rounding follows (see schemes.block_quantize).
-    packed, scale = block_quantize(sch, xe, xo, t, div=div_rn_int, div_elem=true_div,
-                                   div_block=true_div)
+    # Exact (integer) division once per block; the hardware `/` for NVFP4's block scale, which
+    # E4M3 rounding follows (see schemes.block_quantize).
+    packed, scale = block_quantize(sch, xe, xo, t, div=div_rn_int, div_block=true_div)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     p_smem[...] = packed.astype(out_dtype)

@@ -148,9 +148,90 @@ def true_div(a, b):
   return a / b
 
 
+# ULPs of float32 between the approximate quotient and a rounding midpoint within which the
+# exact test runs: x * RN(1/s) is within 2 ulps of x / s (two roundings, ulps can halve across a
+# binade), so 4 leaves a margin.
+_NEAR_ULPS = 4
+
+
+def _mant_exp(v):
+  """(integer significand, exponent) of float32 v >= 0 with v == sig * 2^exp exactly."""
+  b = _bits(v)
+  e = (b >> 23) & 0xFF
+  sig = jnp.where(e == 0, b & 0x7FFFFF, (b & 0x7FFFFF) | 0x800000)
+  return sig, jnp.maximum(e, 1) - 150
+
+
+def quotient_code(x, s, r, *, fp8: bool):
+  """E4M3 (fp8) or INT4 code of RN_f32(x / s), without a per-element division.
+
+  Args:
+    x: float32 (rows, n) values.
+    s: float32 (rows,) block scales, > 0 and finite.
+    r: float32 (rows,) correctly rounded 1 / s (one exact division per block).
+    fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
+
+  Returns:
+    int32 (rows, n): the code the element encoder gives for the correctly rounded quotient,
+    i.e. exactly what `code(div_rn(x, s))` gives for normal operands.
+
+  `y = x * r` is within 2 ulps of x / s, so it already has the right code unless it lies within
+  a few ulps of a rounding midpoint m of the element grid (E4M3 or integers), where the
+  correctly rounded quotient decides between the two neighbours (or lands on m itself: then the
+  element rounding ties to even). bf16 data hit these cases often (e.g. x = amax / 2 gives
+  x / s = 3.5 for INT4 up to the rounding of s). For those elements the side of m is found in
+  integers: m has at most 5 significant bits, so s * m = S * M * 2^k is exact in int32 (S < 2^24,
+  M < 2^5), and RN_f32(x / s) == m exactly when |x - s m| <= s * ulp(m) / 2.
+  """
+  y = x * _row(r, x)
+  approx = _e4m3_code(y) if fp8 else _int4_code(y)
+  a = jnp.abs(y)
+  one = jnp.int32(1)
+  if fp8:
+    # E4M3 normals (a >= 2^-6): midpoints sit at the 4th fraction bit of a's binade.
+    ab = _bits(a)
+    lo_norm = (((ab >> 23) - 120) << 3) | ((ab >> 20) & 7)
+    mid_norm = (ab & ~0xFFFFF) | 0x80000
+    # Subnormals: a multiple of 2^-9 below 2^-6, midpoints at (j + 1/2) 2^-9.
+    t = a * jnp.float32(2.0**9)
+    lo_sub = jnp.minimum(t, jnp.float32(7.0)).astype(jnp.int32)
+    mid_sub = _bits((lo_sub.astype(jnp.float32) + 0.5) * jnp.float32(2.0**-9))
+    normal = a >= jnp.float32(2.0**-6)
+    c_lo = jnp.where(normal, lo_norm, lo_sub)
+    mid = jnp.where(normal, mid_norm, mid_sub)
+    c_top = jnp.int32(126)  # 448; above it everything saturates
+  else:
+    c_lo = jnp.minimum(a, jnp.float32(8.0)).astype(jnp.int32)
+    mid = _bits(c_lo.astype(jnp.float32) + 0.5)
+    c_top = jnp.where(_signbit(x) == 1, jnp.int32(8), jnp.int32(7))
+  near = (jnp.abs(_bits(a) - mid) <= _NEAR_ULPS) & (c_lo < c_top) & (a == a)
+  # Exact side of the midpoint: compare |x| = A 2^ea with s * m = (S * M) 2^(es + em).
+  big_a, ea = _mant_exp(jnp.abs(x))
+  big_s, es = _mant_exp(s)
+  big_m = ((mid & 0x7FFFFF) | 0x800000) >> 19  # the midpoint's 5 significant bits
+  em = ((mid >> 23) & 0xFF) - 131
+  d = ea - _row(es, x) - em
+  dc = jnp.clip(d, 0, 30)
+  shifted = big_a << dc
+  exact_ok = near & (d >= 0) & (d <= 30) & ((shifted >> dc) == big_a)
+  diff = shifted - _row(big_s, x) * big_m
+  # |x / s - m| <= ulp(m) / 2, i.e. |diff| * 2^20 <= S; below a power-of-two m the ulp halves.
+  shift = jnp.where((big_m == 16) & (diff < 0), jnp.int32(21), jnp.int32(20))
+  mag = jnp.abs(diff)
+  on_mid = (mag < 16) & ((mag << shift) <= _row(big_s, x))
+  c_hi = c_lo + one
+  even = jnp.where((c_lo & 1) == 0, c_lo, c_hi)
+  c = jnp.where(on_mid, even, jnp.where(diff > 0, c_hi, c_lo))
+  neg = _signbit(x) == 1
+  if fp8:
+    fixed = c | jnp.where(neg, jnp.int32(0x80), jnp.int32(0))
+  else:
+    fixed = jnp.where(neg, -c, c) & 15
+  return jnp.where(exact_ok, fixed, approx)
+
+
 def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
-                   div: Callable = true_div, div_elem: Callable | None = None,
-                   div_block: Callable | None = None):
+                   div: Callable = true_div, div_block: Callable | None = None):
   """Quantizes a tile of blocks.
 
   Args:
@@ -158,15 +239,13 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
     xe, xo: float32 (rows, B // 2), even / odd elements of each row's block.
     ts: NVFP4 only: (safe_t, inv_t, ok_t, r_0..r_7) float32 scalars (`tensor_scale_terms`
       without its first element).
-    div: a correctly rounded float32 division. XLA's CPU `/` is not (it is off by an ulp for
-      about half of inputs), so the CPU paths pass `mxjax.formats.exact.div_rn`; Mosaic GPU's
-      `/` is not correctly rounded either (measured on an H100, jax 0.11.2: 29% of random
-      quotients are off by an ulp), so the GPU kernel uses `div_rn` (integer long division) for
-      the per-block divisions.
-    div_elem: the division for the per-element `x / s` (FP8 1x128, INT4); defaults to `div`.
-      The GPU kernel passes the hardware `/` here: an integer long division per element would
-      cost ~100 integer ops an element, far over a memory-bound kernel's budget, so those two
-      schemes are not bit-exact on the GPU (see docs/kernels.md).
+    div: a correctly rounded float32 division, used once per block. XLA's CPU `/` is not (it is
+      off by an ulp for about half of inputs), so the CPU paths pass
+      `mxjax.formats.exact.div_rn`; Mosaic GPU's `/` is not correctly rounded either (measured
+      on an H100, jax 0.11.2: 29% of random quotients are off by an ulp), so the GPU kernel
+      passes `div_rn_int` (integer long division). The per-element `x / s` of FP8 1x128 and
+      INT4 never divides: `quotient_code` multiplies by the block's exact reciprocal and
+      settles the elements near a rounding midpoint in integers.
     div_block: NVFP4's `(amax / 6) / s_t`, rounded to E4M3 right after (an ulp matters only
       on an E4M3 rounding tie); defaults to `div`.
 
@@ -191,19 +270,20 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
     co = code((xo * _row(f1, xo)) * _row(f2, xo))
     return ce | (co << scheme.bits), b
   if name in ("fp8_e4m3_block128", "int4_g128"):
-    if name == "fp8_e4m3_block128":
+    fp8 = name == "fp8_e4m3_block128"
+    if fp8:
       s = div(jnp.maximum(amax, jnp.float32(1e-4)), jnp.float32(E4M3_MAX))
       s = jnp.where(_isnan(amax), amax, s)  # keep NaN even where max() would drop it
-      code = _e4m3_code
     else:
       s = div(amax, jnp.float32(7.0))
-      code = _int4_code
+    # A zero or NaN scale gives codes 0 (mxjax's answer); an infinite one x * 0, as x / inf.
     ok = s > 0
     sd = jnp.where(ok, s, jnp.float32(1.0))
+    r = div(jnp.float32(1.0), sd)
 
     def enc(x):
-      y = jnp.where(_row(ok, x), (div_elem or div)(x, _row(sd, x)), jnp.float32(0.0))
-      return code(y)
+      c = quotient_code(x, sd, r, fp8=fp8)
+      return jnp.where(_row(ok, x), c, jnp.int32(0))
 
     return enc(xe) | (enc(xo) << scheme.bits), s
   if name == "nvfp4":
