@@ -29,12 +29,25 @@ SHAPES = [(8192, 28672), (4096, 4096), (4096, 14336)]
 DECODE_M = [1, 2, 4, 8, 16, 32, 64]
 
 
+def parse_format(spec: str) -> tuple[str, int | None]:
+  """"int4" / "uint4_g64" / "int8" / "fp8_e4m3" -> (WeightFormat value, group or None for
+  per-channel)."""
+  fmt, _, g = spec.partition("_g")
+  if fmt in ("int8", "fp8_e4m3"):
+    return fmt, None
+  return fmt, int(g) if g else 128
+
+
 def make_int4(key, k, n, fmt="int4", group=128):
-  """Random mxjax-layout weight: (codes, scale, zero_point); INT8 is per-channel."""
+  """Random mxjax-layout weight: (codes, scale, zero_point); INT8 / FP8 are per-channel."""
   k1, k2, k3 = jax.random.split(key, 3)
   if fmt == "int8":
     codes = jax.random.randint(k1, (k, n), -127, 128, jnp.int32).astype(jnp.int8)
     return codes, jax.random.uniform(k2, (1, n), jnp.float32, 0.5, 1.5) / 64, None
+  if fmt == "fp8_e4m3":
+    codes = (jax.random.normal(k1, (k, n), jnp.float32) * 100).clip(-448, 448)
+    return codes.astype(jnp.float8_e4m3fn), jax.random.uniform(k2, (1, n), jnp.float32, 0.5,
+                                                                 1.5) / 64, None
   codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
   scale = jax.random.uniform(k2, (k // group, n), jnp.float32, 0.5, 1.5) / 64
   zp = None
@@ -45,7 +58,7 @@ def make_int4(key, k, n, fmt="int4", group=128):
 
 def xla_int4_dequant_dot(x, codes, scale, zp, group=128):
   """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
-  if codes.dtype == jnp.int8:  # per-channel INT8
+  if codes.dtype in (jnp.int8, jnp.float8_e4m3fn):  # per-channel INT8 / FP8
     w = codes.astype(jnp.float32) * scale
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   lo, hi = codes & 15, codes >> 4
@@ -73,19 +86,20 @@ def bench_wo(args, res):
   fmts = args.formats.split(",")
   ms = [int(m) for m in args.m.split(",")] if args.m else DECODE_M
   shapes = SHAPES if not args.shapes else [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
-  tuned = {}  # (K, N, M bucket) -> best config, from int4; reused for uint4
+  tuned = {}  # (K, N, format, M bucket) -> best config
   rows = res.setdefault("wo_matmul", [])
   for (k, n) in shapes:
-    for fmt in fmts:
-      key = jax.random.key(hash((k, n, fmt)) % 2**31)
-      codes, scale, zp = make_int4(key, k, n, fmt)
-      grp = k if fmt == "int8" else 128
+    for spec in fmts:
+      fmt, grp = parse_format(spec)
+      grp = grp or k
+      key = jax.random.key(hash((k, n, spec)) % 2**31)
+      codes, scale, zp = make_int4(key, k, n, fmt, grp)
       pw = L.repack(codes, scale, fmt=fmt, group=grp, zero_point=zp)
       wbytes = pw.nbytes
       r_q = C.rotations(wbytes)
       q_sets = []
       for i in range(r_q):
-        c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt)
+        c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp)
         q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, zero_point=z)))
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
@@ -93,13 +107,13 @@ def bench_wo(args, res):
       shape_ms = ms + ([1024, 4096] if (k, n) == (8192, 28672) and args.prefill else [])
       for m in shape_ms:
         x = jax.random.normal(jax.random.fold_in(key, 1000 + m), (m, k), jnp.bfloat16)
-        row = dict(kernel="wo_matmul", fmt=fmt, group=grp, M=m, K=k, N=n, weight_bytes=wbytes)
-        unv = dict(allow_unverified=True) if fmt == "int8" else {}  # checked right here
+        row = dict(kernel="wo_matmul", fmt=spec, group=grp, M=m, K=k, N=n, weight_bytes=wbytes)
+        unv = dict(allow_unverified=True)  # every path is checked right here
         # Baselines in the same run.
         tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
                                             ).astype(jnp.bfloat16),
                        [(x, w) for w in wb_sets])
-        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z),
+        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z, grp),
                        [(x, c, s, z) for c, s, z, _ in q_sets])
         flops = 2 * m * k * n
         row.update(xla_bf16_s=tb["time_s"], xla_bf16_TBps=k * n * 2 / tb["time_s"] / 1e12,
@@ -119,7 +133,7 @@ def bench_wo(args, res):
           print("wo", m, k, n, fmt, row["error"][:200])
           rows.append(row)
           continue
-        bucket = (k, n, "small" if m <= 32 else "64")
+        bucket = (k, n, spec, "small" if m <= 32 else "64")
         if bucket in tuned:
           configs = [tuned[bucket]]
         elif args.sweep:
@@ -184,6 +198,7 @@ def _mismatch(q, r) -> int:
 def bench_quant(args, res):
   import mxjax  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize.testdata import rounding_midpoints  # pylint: disable=g-import-not-at-top
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
   rows = res.setdefault("fused_quantize", [])
@@ -200,14 +215,15 @@ def bench_quant(args, res):
               * jnp.exp(3 * jax.random.normal(jax.random.fold_in(key, 2), (m, 1)))
               ).astype(jnp.bfloat16)
         xs = xc.at[0, :256].set(0).at[1, :64].set(1e-38).at[2, 3].set(3e38).at[3, 5].set(-2e-40)
+        xt = jnp.tile(rounding_midpoints(9, 512, k), (m // 512, 1))  # ties of x / s
         mism = []
-        for xin in (xc, xs):
+        for xin in (xc, xs, xt):
           ref = mx(xin)
           C.poison()
           out = kern(xin)
           mism.append(_mismatch(out, ref))
-        row["mismatch_random"], row["mismatch_special"] = mism
-        row["bit_exact"] = mism == [0, 0]
+        row["mismatch_random"], row["mismatch_special"], row["mismatch_ties"] = mism
+        row["bit_exact"] = mism == [0, 0, 0]
       except Exception as e:
         row["error"] = f"{type(e).__name__}: {e}"[:400]
         traceback.print_exc()
@@ -257,17 +273,17 @@ def bench_quant(args, res):
 
 def table_quant(rows):
   out = ["| scheme | M | K | kernel us | TB/s (read+write) | % copy BW | XLA mxjax.quantize TB/s "
-         "| vs XLA | launches (kernel / XLA) | bit-exact (random / special) |",
+         "| vs XLA | launches (kernel / XLA) | bit-exact (random / special / ties) |",
          "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if "kernel_s" not in r:
       out.append(f"| {r['scheme']} | {r['M']} | {r['K']} | FAILED: {r.get('error', '')[:90]} "
-                 f"| | | | | | {r.get('mismatch_random', '')} / {r.get('mismatch_special', '')} |")
+                 f"| | | | | | {r.get('mismatch_random', '')} / {r.get('mismatch_special', '')} / {r.get('mismatch_ties', '-')} |")
       continue
     out.append(f"| {r['scheme']} | {r['M']} | {r['K']} | {r['kernel_s']*1e6:.1f} | "
                f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['xla_TBps']:.2f} | "
                f"{r['x_vs_xla']:.2f}x | {r['kernel_launches']:.0f} / {r['xla_launches']:.0f} | "
-               f"{r['mismatch_random']} / {r['mismatch_special']} mismatches |")
+               f"{r['mismatch_random']} / {r['mismatch_special']} / {r.get('mismatch_ties', '-')} mismatches |")
   return "\n".join(out)
 
 

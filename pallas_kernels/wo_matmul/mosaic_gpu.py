@@ -1,8 +1,9 @@
-"""Weight-only matmul on Hopper with Mosaic GPU: `y = x @ dequant(W)`, W INT4 / UINT4 (g128).
+"""Weight-only matmul on Hopper with Mosaic GPU: `y = x @ dequant(W)`.
 
-INT8 per-channel weights take the same path (int8 -> bf16 through the WGMMA_UPCAST_2X layout,
-the channel scale applied per 128-chunk); that path lowers but has not run on a GPU yet, so it
-needs `allow_unverified=True`.
+W: INT4 / UINT4 with groups of 32, 64 or 128 along K, or INT8 / FP8 E4M3 with per-channel
+scales (int8 -> bf16 through the WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and
+converted e4m3 -> f16 -> f32 -> bf16, exact). Paths not yet checked on a GPU (`VERIFIED`) need
+`allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
@@ -12,12 +13,15 @@ the shared-memory right operand (its N dimension is M, padded to a multiple of 8
 
 One CTA = one warpgroup owns `tile_n` rows of W^T and one K split. A `plgpu.emit_pipeline` keeps
 `steps` TMA copies of (tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in
-flight. Per quantization group of 128 within a step:
+flight. Per 128-wide chunk of K within a step:
 
   q      = int4 tile -> bf16          (WGMMA_UPCAST_4X register layout, Mosaic's fast i4 cast)
-  part   = wgmma(q, x_tile^T)         (fresh f32 accumulator, (tile_n, Mp))
-  acc   += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
-  acc   -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset)
+  for each group g in the chunk (1, 2 or 4 of them):
+    part = wgmma(q, x_g^T)            (fresh f32 accumulator, (tile_n, Mp); x_g is x with every
+                                       element outside group g zeroed, so one register tile
+                                       serves all its groups)
+    acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
+    acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset)
 
 Splits along K write float32 partials (splits, N, Mp) that XLA sums (a few hundred KB).
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
@@ -47,6 +51,14 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
   return 1
 
 
+# What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
+# (format, group) with group "channel" for per-channel scales. Others need allow_unverified.
+VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.UINT4, 128), (WeightFormat.INT8, "channel")}
+PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
+SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
+CHUNK = 128  # K elements per register tile (one wgmma operand)
+
+
 def _default_config(fmt: WeightFormat, n: int) -> dict:
   """The H100 sweep's best (and GPU-checked) config for INT4 (experiments/results/kernels_wo.json);
   the formats the sweep did not cover keep the first config that ran on the GPU."""
@@ -55,21 +67,34 @@ def _default_config(fmt: WeightFormat, n: int) -> dict:
   return dict(tile_n=None, gps=1, steps=6)
 
 
+def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
+                   scale_rows: int) -> int:
+  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets)."""
+  wbytes = tile_n * tile_k // 2 if fmt in (WeightFormat.INT4, WeightFormat.UINT4) else \
+      tile_n * tile_k
+  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4
+  if fmt is WeightFormat.UINT4:
+    total += scale_rows * tile_n * 4 + scale_rows * max(32, mp) * 4
+  return total
+
+
 def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None = None,
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
-  """`x @ dequant(W)` for INT4 / UINT4 weights, group 128, on a Hopper GPU.
+  """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 (groups 32, 64, 128), INT8 and FP8
+  (per-channel) weights.
 
   Args:
     x: (M, K) bf16 activations, M <= 64.
-    pw: PackedWeight (layout.py) of INT4 or UINT4 with group 128.
+    pw: PackedWeight (layout.py).
     tile_n: rows of W^T (columns of y) per CTA.
-    steps: pipeline depth (TMA copies in flight per CTA).
-    gps: quantization groups (of 128 along K) per pipeline step.
+    steps: pipeline depth (TMA copies in flight per CTA); lowered to what fits in shared memory.
+    gps: chunks of 128 along K per pipeline step.
       Defaults for these three: `_default_config` (the H100 sweep's best for INT4).
-    allow_unverified: run the INT8 per-channel path, which has not yet run on a GPU.
+    allow_unverified: run a (format, group) path that has not yet matched the reference on a
+      GPU (`VERIFIED`); the benchmark passes it and checks the result.
     splits: K splits (default: enough CTAs to cover the SMs).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
@@ -83,35 +108,46 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   dflt = _default_config(pw.fmt, n)
   tile_n = dflt["tile_n"] if tile_n is None else tile_n
   steps = dflt["steps"] if steps is None else steps
+  gps_given = gps is not None
   gps = dflt["gps"] if gps is None else gps
-  int8 = pw.fmt is WeightFormat.INT8
-  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not int8:
+  fmt = pw.fmt
+  per_channel = fmt in PER_CHANNEL
+  if fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not per_channel:
     raise NotImplementedError(
-        f"mosaic_gpu wo_matmul takes INT4/UINT4 (and, unverified, INT8) weights, not {pw.fmt}")
-  if int8:
-    if not allow_unverified:
-      raise NotImplementedError(
-          "the INT8 per-channel path of the mosaic_gpu wo_matmul has not run on a GPU yet: pass "
-          "allow_unverified=True (the benchmark does, and checks it), or use 'xla'/'portable'")
-    if g != pw.k:
-      raise NotImplementedError(f"mosaic_gpu INT8 takes per-channel scales, not group {g}")
-    g = 128  # K chunk of one wgmma group; the scale is per channel, the same for every chunk
-  elif g != 128:
-    raise NotImplementedError(f"mosaic_gpu wo_matmul takes group 128 (one K step a group), not {g}")
+        f"mosaic_gpu wo_matmul takes INT4/UINT4, INT8 and FP8 weights, not {fmt.value} "
+        "(use implementation='xla' or 'portable')")
+  if per_channel and g != pw.k:
+    raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
+  if not per_channel and g not in (32, 64, 128):
+    raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
+  if (fmt, "channel" if per_channel else g) not in VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
+        "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
+        "'xla'/'portable'")
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes bf16 activations, got {x.dtype}")
   if k != pw.k:
     raise ValueError(f"x is (M, {k}) but W has K={pw.k}")
+  # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
+  # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
+  sub = 1 if per_channel else CHUNK // g
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
-  tile_k = g * gps
+  scale_rows = 1 if per_channel else gps * sub
+  if not gps_given:  # small groups at large M: the x copies grow, so take fewer chunks a step
+    while gps > 1 and (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
+        fmt, tile_n, CHUNK * gps, mp, sub, scale_rows) < 2:
+      gps //= 2
+      scale_rows = 1 if per_channel else gps * sub
+  tile_k = CHUNK * gps
   if k % tile_k:
-    raise ValueError(f"K={k} must be a multiple of {gps} groups of {g}")
+    raise ValueError(f"K={k} must be a multiple of {gps} chunks of {CHUNK}")
   ksteps_total = k // tile_k
   n_tiles = n // tile_n
   if splits is None:
@@ -120,9 +156,22 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     raise ValueError(f"K steps ({ksteps_total}) must divide by splits={splits}")
   ksteps = ksteps_total // splits
   kspan = ksteps * tile_k
-  asym = pw.fmt is WeightFormat.UINT4
+  asym = fmt is WeightFormat.UINT4
+  per_step = _smem_per_step(fmt, tile_n, tile_k, mp, sub, scale_rows)
+  fit = (SMEM_BYTES - 1024 - tile_n * mp * 4) // per_step
+  if fit < 2:
+    raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
+                     "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
+  steps = min(steps, fit)
 
   xp = jnp.pad(x, ((0, mp - m), (0, 0))) if mp != m else x
+  xg = xp
+  if sub > 1:  # (sub * Mp, K): copy t keeps only the t-th group of every 128-chunk of K
+    grp = (jnp.arange(k) % CHUNK) // g
+    xg = jnp.concatenate([jnp.where(grp == t, xp, jnp.zeros_like(xp)) for t in range(sub)])
+  w_in = pw.w
+  if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
+    w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
   if asym:
     # Per-group row sums of x, float32 (G, Mp): the zero-point term is offset_g * xsum_g.
@@ -133,7 +182,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-  w_tf = (plgpu.TilingTransform((8, 128)), plgpu.SwizzleTransform(128 if int8 else 64))
+  w_tf = (plgpu.TilingTransform((8, 128)), plgpu.SwizzleTransform(128 if per_channel else 64))
 
   def kernel(x_gmem, w_gmem, s_gmem, *rest):
     if asym:
@@ -146,48 +195,55 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
     def body(_, x_smem, w_smem, s_smem, *refs_and_acc):
       acc = refs_and_acc[-1]
-      for j in range(gps):  # one quantization group of 128 at a time
-        ks = pl.ds(j * g, g)
-        if int8:
+      for j in range(gps):  # one 128-wide register tile of W^T at a time
+        ks = pl.ds(j * CHUNK, CHUNK)
+        if per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
+          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
+          if fmt is WeightFormat.FP8:  # e4m3 -> f16 (cvt) -> f32 -> bf16: every value exact
+            w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
+          w = w.astype(jnp.bfloat16)
         else:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
           # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
-        xt = _compat.transpose_ref(x_smem.at[:, ks], (1, 0))
+          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
+        for t in range(sub):
+          xt = _compat.transpose_ref(x_smem.at[pl.ds(t * mp, mp), ks], (1, 0))
 
-        def mma(acc_ref, w=w, xt=xt):
-          plgpu.wgmma(acc_ref, w, xt)
-          return acc_ref[...]
+          def mma(acc_ref, w=w, xt=xt):
+            plgpu.wgmma(acc_ref, w, xt)
+            return acc_ref[...]
 
-        part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
-        s = plgpu.load(s_smem.at[0 if int8 else j], (), layout=plgpu.Layout.WGMMA.reduce(1))
-        acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
-        if asym:
-          off_smem, xs_smem = refs_and_acc[0], refs_and_acc[1]
-          off = plgpu.load(off_smem.at[j], (), layout=plgpu.Layout.WGMMA.reduce(1))
-          xs = plgpu.load(xs_smem.at[j, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
-          acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
-                       * lax.broadcast_in_dim(xs, part.shape, [1]))
+          part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
+          gi = j * sub + t
+          s = plgpu.load(s_smem.at[0 if per_channel else gi], (),
+                         layout=plgpu.Layout.WGMMA.reduce(1))
+          acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
+          if asym:
+            off_smem, xs_smem = refs_and_acc[0], refs_and_acc[1]
+            off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
+            xs = plgpu.load(xs_smem.at[gi, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
+            acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
+                         * lax.broadcast_in_dim(xs, part.shape, [1]))
       return acc
 
+    g_sl = pl.ds(si * ksteps * scale_rows, ksteps * scale_rows)  # this split's groups
     in_specs = [
-        plgpu.BlockSpec((mp, tile_k), lambda kk: (0, kk), transforms=x_tf),
+        plgpu.BlockSpec((sub * mp, tile_k), lambda kk: (0, kk), transforms=x_tf),
         plgpu.BlockSpec((tile_n, tile_k), lambda kk: (0, kk), transforms=w_tf),
-        (plgpu.BlockSpec((1, tile_n), lambda kk: (0, 0)) if int8
-         else plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0))),
+        (plgpu.BlockSpec((1, tile_n), lambda kk: (0, 0)) if per_channel
+         else plgpu.BlockSpec((scale_rows, tile_n), lambda kk: (kk, 0))),
     ]
     gmem = [
         x_gmem.at[:, pl.ds(si * kspan, kspan)],
         w_gmem.at[n_sl, pl.ds(si * kspan, kspan)],
-        s_gmem.at[:, n_sl] if int8 else s_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), n_sl],
+        s_gmem.at[:, n_sl] if per_channel else s_gmem.at[g_sl, n_sl],
     ]
     if asym:
-      in_specs += [plgpu.BlockSpec((gps, tile_n), lambda kk: (kk, 0)),
-                   plgpu.BlockSpec((gps, max(32, mp)), lambda kk: (kk, 0))]
-      gmem += [off_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), n_sl],
-               xs_gmem.at[pl.ds(si * ksteps * gps, ksteps * gps), :]]
+      in_specs += [plgpu.BlockSpec((scale_rows, tile_n), lambda kk: (kk, 0)),
+                   plgpu.BlockSpec((scale_rows, max(32, mp)), lambda kk: (kk, 0))]
+      gmem += [off_gmem.at[g_sl, n_sl], xs_gmem.at[g_sl, :]]
     acc0 = plgpu.layout_cast(jnp.zeros((tile_n, mp), jnp.float32), plgpu.Layout.WGMMA)
     acc = plgpu.emit_pipeline(body, grid=(ksteps,), in_specs=in_specs,
                               max_concurrent_steps=min(steps, ksteps), init_carry=acc0)(*gmem)
@@ -203,6 +259,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       grid_names=("n", "s"),
       scratch_types=[plgpu.SMEM((tile_n, mp), jnp.float32)],
   )
-  parts = f(xp, pw.w, pw.scale, *extra)
+  parts = f(xg, w_in, pw.scale, *extra)
   y = parts[0] if splits == 1 else parts.sum(0)
   return y[:, :m].T.astype(out_dtype or x.dtype)

@@ -14,6 +14,7 @@ import pytest
 import mxjax
 from pallas_kernels import quantize as pq
 from pallas_kernels.quantize import schemes as S
+from pallas_kernels.quantize.testdata import rounding_midpoints
 
 SCHEMES = sorted(S.SCHEMES)
 CPU_IMPLS = ["xla", "portable"]
@@ -90,45 +91,10 @@ def test_transposed_is_quantize_of_transpose(impl, scheme):
   assert_same(_run(impl, x, scheme, transpose=True), _mx(x.T, scheme))
 
 
-def _ties(seed, rows, block):
-  """bf16 blocks whose elements sit on or beside rounding midpoints of x / s.
-
-  Rows of three kinds: INT4-shaped (amax = 7 j 2^k, so s = amax / 7 = j 2^k) and FP8-shaped
-  (amax = 448 j 2^k) rows hold grid midpoints (k + 1/2 for INT4; between E4M3 neighbours,
-  normal and subnormal, for FP8) times j 2^k, rounded to bf16, some bf16 neighbours, negatives:
-  exact ties of x / s, which x * RN(1 / s) misses when j is not a power of two. Rows with a
-  random amax hold exact multiples of it (amax / 2, 3 amax 2^-e, amax 2^-16) whose quotients
-  land within an ulp of a midpoint only through the rounding of s = RN(amax / D).
-  """
-  rng = np.random.default_rng(seed)
-  e4m3 = np.asarray(jnp.arange(127, dtype=jnp.uint8).view(jnp.float8_e4m3fn).astype(jnp.float32))
-  grids = [(7.0, np.arange(7) + 0.5), (448.0, (e4m3[1:] + e4m3[:-1]) / 2)]
-  x = np.zeros((rows, block), np.float32)
-  for i in range(rows):
-    if i % 3 == 2:  # near-ties: s = amax / D is inexact, and x / s = m (1 + delta)
-      amax = rng.choice([1.125, 1.25, 1.375, 1.5, 1.625, 1.875]) * 2.0 ** rng.integers(-20, 20)
-      # INT4 3.5 = 7 (amax / 2) / amax; E4M3 midpoints 21/16 2^e and 7/16 2^-6 (subnormal).
-      near = np.concatenate([[amax / 2, amax * 2.0**-16], amax * 3 * 2.0 ** np.arange(-16, -1)])
-      row = rng.choice(near, block) * np.where(rng.random(block) < 0.5, -1, 1)
-      row[::128] = amax
-      x[i] = row
-      continue
-    div, mids = grids[i % 2]
-    unit = rng.integers(1, 37) * 2.0 ** rng.integers(-20, 20)
-    row = mids[rng.integers(0, mids.size, block)] * unit
-    row = np.asarray(jnp.asarray(row, jnp.bfloat16).astype(jnp.float32))
-    step = rng.integers(-1, 2, block).astype(np.int32) * (rng.random(block) < 0.2)
-    row = (row.view(np.int32) + (step << 16)).view(np.float32)
-    row = np.where(rng.random(block) < 0.5, -row, row)
-    row[::128] = div * unit  # one amax per block of 128
-    x[i] = row
-  return jnp.asarray(x, jnp.bfloat16)
-
-
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
 def test_bit_exact_on_rounding_midpoints(impl, scheme):
-  x = _ties(7, 64, 256)
+  x = rounding_midpoints(7, 64, 256)
   want = _mx(x, scheme)
   assert_same(_run(impl, x, scheme), want)
   # The data must exercise the case: many quotients are exact ties of the element grid, and
