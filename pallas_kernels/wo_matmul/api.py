@@ -15,13 +15,16 @@ IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
 def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None = None) -> str:
   """What `wo_matmul` runs when no implementation is named (call it to see the choice).
 
-  On a GPU: mosaic_gpu for the cases its kernel was checked on an H100 (INT4 / UINT4, group
-  128, bf16 x, M <= 64), else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
+  On a GPU: mosaic_gpu for the (format, group) cases its kernel matched the reference on an
+  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64, else the XLA reference. On a TPU:
+  mosaic_tpu. Elsewhere: xla.
   """
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
-    ok = (pw is not None and x is not None and pw.fmt in (WeightFormat.INT4, WeightFormat.UINT4)
-          and pw.group == 128 and x.dtype == jax.numpy.bfloat16 and x.shape[0] <= 64)
+    from pallas_kernels.wo_matmul.mosaic_gpu import PER_CHANNEL, VERIFIED
+    ok = (pw is not None and x is not None and x.dtype == jax.numpy.bfloat16
+          and x.shape[0] <= 64
+          and (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group) in VERIFIED)
     return "mosaic_gpu" if ok else "xla"
   return {"tpu": "mosaic_tpu"}.get(backend, "xla")
 

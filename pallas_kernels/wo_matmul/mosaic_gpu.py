@@ -53,7 +53,9 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
 
 # What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
 # (format, group) with group "channel" for per-channel scales. Others need allow_unverified.
-VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.UINT4, 128), (WeightFormat.INT8, "channel")}
+VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
+            (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
+            (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
