@@ -236,7 +236,9 @@ def bench_quant(args, res):
       sets = [((jax.random.normal(jax.random.fold_in(key, 10 + i), (m, k), jnp.float32))
                .astype(jnp.bfloat16),) for i in range(r)]
       cfgs = [dict()]
-      if args.sweep and sch not in qtuned:
+      if args.cols:  # columns encoded at once (see quantize.mosaic_gpu.ENCODE_COLS)
+        cfgs = [dict(encode_cols=None if c == "all" else int(c)) for c in args.cols.split(",")]
+      elif args.sweep and sch not in qtuned:
         cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 4) for c in (1, 2)]
       elif sch in qtuned:
         cfgs = [qtuned[sch]]
@@ -314,6 +316,7 @@ def main():
   ap.add_argument("--schemes", default=",".join(QUANT_SCHEMES))
   ap.add_argument("--qshapes", default="")
   ap.add_argument("--prefill", action="store_true")
+  ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()

@@ -4,8 +4,8 @@ bf16 (M, K) in; per block of B along K: amax, scale, scaled cast and packing, al
 codes and scales out. The input is viewed (for free) as rows of one block, each bf16 pair a
 uint32 word, so a (tile_rows, B // 2) tile loads into the WGMMA register layout, where
 `max(axis=1)` is a per-row reduction across a quad of threads and the even/odd split is two
-integer ops. The scheme math is `schemes.block_quantize`, shared with the reference and the
-portable twin. Mosaic GPU's `/` is not correctly rounded on this toolchain, so per-block
+integer ops. The scheme math is `schemes.block_state` / `block_encode`, shared with the
+reference and the portable twin. Mosaic GPU's `/` is not correctly rounded on this toolchain, so per-block
 divisions use `schemes.div_rn_int` (integer long division, one per block), and the
 per-element `x / s` of FP8 1x128 and INT4 g128 is `schemes.quotient_code` (a multiply by the
 exact reciprocal, settled in integers near rounding midpoints).
@@ -31,12 +31,17 @@ from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
-from pallas_kernels.quantize.schemes import block_quantize
+from pallas_kernels.quantize.schemes import block_amax
+from pallas_kernels.quantize.schemes import block_encode
+from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import div_rn_int
 from pallas_kernels.quantize.schemes import true_div
 from pallas_kernels.quantize.schemes import get_scheme
 
 NUM_SMS_H100 = 132
+# Pair columns encoded at once (None: the whole tile), by scheme; see `body`.
+ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block128": 8,
+               "int4_g128": 8}
 
 
 def _tile_rows(block: int) -> int:
@@ -45,7 +50,8 @@ def _tile_rows(block: int) -> int:
 
 
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows: int | None = None,
-                        ctas_per_sm: int = 2, num_sms: int = NUM_SMS_H100) -> Quantized:
+                        ctas_per_sm: int = 2, encode_cols: int | None = -1,
+                        num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
   Args:
@@ -55,6 +61,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
       H100 sweep, experiments/results/kernels_quant.json).
     tile_rows: blocks per pipeline step (default by block size).
     ctas_per_sm: CTAs launched per SM (work is split evenly among them).
+    encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
+      None encodes the whole tile; default `ENCODE_COLS[scheme]`.
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -67,6 +75,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
         f"mosaic_gpu fused quantization reads bf16 pairs as uint32 words; got {x.dtype} "
         "(use implementation='xla' or 'portable' for other dtypes)")
   half = sch.block // 2
+  cols = ENCODE_COLS[scheme] if encode_cols == -1 else encode_cols
+  cols = cols or half
+  if half % cols or cols % 8:
+    raise ValueError(f"encode_cols={cols} must be a multiple of 8 dividing B / 2 = {half}")
   rows = m * k // sch.block
   tr = tile_rows or _tile_rows(sch.block)
   if rows % tr:
@@ -94,17 +106,20 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
 
   def body(_, ts_smem, x_smem, p_smem, s_smem):
     w = plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False)
-    xe, xo = unpair_bf16(w)
-    t = None
-    if sch.two_level:
-      t = tuple(ts_smem[i] for i in range(11))
+    t = tuple(ts_smem[i] for i in range(11)) if sch.two_level else None
     # Exact (integer) division once per block; the hardware `/` for NVFP4's block scale, which
-    # E4M3 rounding follows (see schemes.block_quantize).
-    packed, scale = block_quantize(sch, xe, xo, t, div=div_rn_int, div_block=true_div)
+    # E4M3 rounding follows (see schemes.block_state).
+    state = block_state(sch, block_amax(*unpair_bf16(w)), t, div=div_rn_int, div_block=true_div)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
-    p_smem[...] = packed.astype(out_dtype)
-    s_smem[...] = scale.astype(scale_dtype)
+    # Encode `cols` pair columns at a time: the FP8 1x128 / INT4 quotient test keeps ~20 arrays
+    # live, and on a whole (128, 64) tile the registers spilled (25x slower on the H100).
+    for c in range(half // cols):
+      cs = pl.ds(c * cols, cols)
+      xe, xo = unpair_bf16(w if cols == half else plgpu.load(
+          x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA, optimized=False))
+      p_smem.at[:, cs][...] = block_encode(sch, state, xe, xo).astype(out_dtype)
+    s_smem[...] = state[0].astype(scale_dtype)
 
   def kernel(ts_gmem, x_gmem, p_gmem, s_gmem):
     c = lax.axis_index("c")

@@ -230,13 +230,22 @@ def quotient_code(x, s, r, *, fp8: bool):
   return jnp.where(exact_ok, fixed, approx)
 
 
-def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
-                   div: Callable = true_div, div_block: Callable | None = None):
-  """Quantizes a tile of blocks.
+def block_amax(xe, xo):
+  """Per-row max |x| (rows,) of a pair-split tile; NaN if the row holds a NaN."""
+  amax = jnp.maximum(jnp.max(jnp.abs(xe), axis=1), jnp.max(jnp.abs(xo), axis=1))
+  # jnp.max drops nothing, but a backend's max may not propagate NaN: make it explicit.
+  anynan = jnp.maximum(jnp.max(jnp.where(_isnan(xe), 1.0, 0.0), axis=1),
+                       jnp.max(jnp.where(_isnan(xo), 1.0, 0.0), axis=1))
+  return jnp.where(anynan > 0, jnp.float32(jnp.nan), amax)
+
+
+def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *,
+                div: Callable = true_div, div_block: Callable | None = None) -> tuple:
+  """Everything a block's encoding needs, per row, from its amax (rows,).
 
   Args:
     scheme: the FusedScheme.
-    xe, xo: float32 (rows, B // 2), even / odd elements of each row's block.
+    amax: float32 (rows,), `block_amax`.
     ts: NVFP4 only: (safe_t, inv_t, ok_t, r_0..r_7) float32 scalars (`tensor_scale_terms`
       without its first element).
     div: a correctly rounded float32 division, used once per block. XLA's CPU `/` is not (it is
@@ -250,28 +259,17 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
       on an E4M3 rounding tie); defaults to `div`.
 
   Returns:
-    (packed, scale): packed int32 (rows, B // 2), each the pair (even | odd << bits); scale
-    (rows,) in the scheme's stored encoding (int32 E8M0 byte, float32, or int32 E4M3 bit pattern
-    of the NVFP4 block scale).
+    A tuple of (rows,) arrays whose first is the stored scale (int32 E8M0 byte, float32, or
+    int32 E4M3 bit pattern of the NVFP4 block scale); `block_encode` takes the tuple.
   """
-  amax = jnp.maximum(jnp.max(jnp.abs(xe), axis=1), jnp.max(jnp.abs(xo), axis=1))
-  # jnp.max drops nothing, but a backend's max may not propagate NaN: make it explicit.
-  anynan = jnp.maximum(jnp.max(jnp.where(_isnan(xe), 1.0, 0.0), axis=1),
-                       jnp.max(jnp.where(_isnan(xo), 1.0, 0.0), axis=1))
-  amax = jnp.where(anynan > 0, jnp.float32(jnp.nan), amax)
   name = scheme.name
   if name in ("mxfp8_e4m3", "mxfp4"):
-    emax, code = (8, _e4m3_code) if name == "mxfp8_e4m3" else (2, _e2m1_code)
-    b = _e8m0(amax, emax)
+    b = _e8m0(amax, 8 if name == "mxfp8_e4m3" else 2)
     e = 127 - b
     e1 = e >> 1  # floor(e / 2), as mxjax's e // 2
-    f1, f2 = _exp2i(e1), _exp2i(e - e1)
-    ce = code((xe * _row(f1, xe)) * _row(f2, xe))
-    co = code((xo * _row(f1, xo)) * _row(f2, xo))
-    return ce | (co << scheme.bits), b
+    return b, _exp2i(e1), _exp2i(e - e1)
   if name in ("fp8_e4m3_block128", "int4_g128"):
-    fp8 = name == "fp8_e4m3_block128"
-    if fp8:
+    if name == "fp8_e4m3_block128":
       s = div(jnp.maximum(amax, jnp.float32(1e-4)), jnp.float32(E4M3_MAX))
       s = jnp.where(_isnan(amax), amax, s)  # keep NaN even where max() would drop it
     else:
@@ -279,21 +277,59 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
     # A zero or NaN scale gives codes 0 (mxjax's answer); an infinite one x * 0, as x / inf.
     ok = s > 0
     sd = jnp.where(ok, s, jnp.float32(1.0))
-    r = div(jnp.float32(1.0), sd)
-
-    def enc(x):
-      c = quotient_code(x, sd, r, fp8=fp8)
-      return jnp.where(_row(ok, x), c, jnp.int32(0))
-
-    return enc(xe) | (enc(xo) << scheme.bits), s
+    return s, sd, div(jnp.float32(1.0), sd), ok
   if name == "nvfp4":
-    return block_quantize_nvfp4(xe, xo, *ts, amax=amax, div=div, div_block=div_block)
+    return _nvfp4_state(amax, *ts, div=div, div_block=div_block)
   raise ValueError(name)
 
 
-def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *r_table, amax,
-                         div: Callable = true_div, div_block: Callable | None = None):
-  """NVFP4 block pass (NVIDIA order). Tensor terms are float32 scalars (`tensor_scale_terms`).
+def block_encode(scheme: FusedScheme, state: tuple, xe, xo):
+  """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
+  (xe, xo float32 (rows, n)), from the rows' `block_state`."""
+  name = scheme.name
+  if name in ("mxfp8_e4m3", "mxfp4"):
+    code = _e4m3_code if name == "mxfp8_e4m3" else _e2m1_code
+    _, f1, f2 = state
+
+    def enc(x):
+      return code((x * _row(f1, x)) * _row(f2, x))
+  elif name in ("fp8_e4m3_block128", "int4_g128"):
+    _, sd, r, ok = state
+    fp8 = name == "fp8_e4m3_block128"
+
+    def enc(x):
+      return jnp.where(_row(ok, x), quotient_code(x, sd, r, fp8=fp8), jnp.int32(0))
+  else:
+    _, r, good = state
+
+    def enc(x):
+      y = x * _row(r, x)
+      # mxjax substitutes a positive NaN (which encodes to +0) where the scale is unusable.
+      y = jnp.where(_row(good, x), y,
+                    jnp.where(_isnan(x), jnp.float32(jnp.nan), jnp.float32(0.0)))
+      return _e2m1_code(y)
+  return enc(xe) | (enc(xo) << scheme.bits)
+
+
+def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
+                   div: Callable = true_div, div_block: Callable | None = None):
+  """Quantizes a tile of blocks: `block_encode(block_state(block_amax))`.
+
+  Args:
+    scheme: the FusedScheme.
+    xe, xo: float32 (rows, B // 2), even / odd elements of each row's block.
+    ts, div, div_block: as in `block_state`.
+
+  Returns:
+    (packed, scale): packed int32 (rows, B // 2); scale (rows,) in the stored encoding.
+  """
+  state = block_state(scheme, block_amax(xe, xo), ts, div=div, div_block=div_block)
+  return block_encode(scheme, state, xe, xo), state[0]
+
+
+def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable = true_div,
+                 div_block: Callable | None = None):
+  """NVFP4 block state (NVIDIA order): (E4M3 bit pattern of s_b, inv_t / s_b, usable).
 
   s_b = e4m3(clip((amax_b / 6) / safe_t, 0, 448)) where s_t > 0 (0 otherwise);
   q = e2m1(x * (inv_t / s_b)) where s_t > 0 and s_b > 0, else NaN -> NaN (encodes as +-0), 0.
@@ -323,15 +359,8 @@ def block_quantize_nvfp4(xe, xo, safe_t, inv_t, ok_t, *r_table, amax,
     r = t * _exp2i(-e)
   else:
     r = div(inv_t, sd)
-
-  def enc(x):
-    y = x * _row(r, x)
-    # mxjax substitutes a positive NaN (which encodes to +0) where the scale is unusable.
-    y = jnp.where(_row(good, x), y, jnp.where(_isnan(x), jnp.float32(jnp.nan), jnp.float32(0.0)))
-    return _e2m1_code(y)
-
   # The block scale leaves as its E4M3 bit pattern (int32 0..255): one byte a block stored.
-  return enc(xe) | (enc(xo) << 4), sb_code
+  return sb_code, r, good
 
 
 def tensor_scale_terms(amax_t, div: Callable = true_div):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 
 from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.portable import wo_matmul_portable
 from pallas_kernels.wo_matmul.reference import wo_matmul_reference
 
