@@ -208,7 +208,12 @@ def bench_quant(args, res):
       key = jax.random.key(hash((m, k, sch)) % 2**31)
       row = dict(kernel="fused_quantize", scheme=sch, M=m, K=k, orientation="row-wise")
       mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
-      kern = jax.jit(lambda x, sch=sch: QG.quantize_mosaic_gpu(x, sch))
+      # --inexact: FP8 1x128 / INT4 without the exact quotient test (counts its mismatches).
+      fast = dict(exact=False) if args.inexact and sch in ("fp8_e4m3_block128", "int4_g128") \
+          else {}
+      if fast:
+        row["scheme"] = sch + " (exact=False)"
+      kern = jax.jit(lambda x, sch=sch, fast=fast: QG.quantize_mosaic_gpu(x, sch, **fast))
       try:
         # Correctness: random data with a wide per-row range, and a special-values tensor.
         xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
@@ -237,11 +242,14 @@ def bench_quant(args, res):
                .astype(jnp.bfloat16),) for i in range(r)]
       cfgs = [dict()]
       if args.cols:  # columns encoded at once (see quantize.mosaic_gpu.ENCODE_COLS)
-        cfgs = [dict(encode_cols=None if c == "all" else int(c)) for c in args.cols.split(",")]
+        cfgs = [dict(encode_cols=None if c == "all" else int(c), **fast)
+                for c in args.cols.split(",")]
       elif args.sweep and sch not in qtuned:
         cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 4) for c in (1, 2)]
       elif sch in qtuned:
         cfgs = [qtuned[sch]]
+      else:
+        cfgs = [dict(fast)]
       best = None
       for cfg in cfgs:
         try:
@@ -317,6 +325,7 @@ def main():
   ap.add_argument("--qshapes", default="")
   ap.add_argument("--prefill", action="store_true")
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
+  ap.add_argument("--inexact", action="store_true", help="quant: FP8 1x128 / INT4 exact=False")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()

@@ -35,7 +35,6 @@ from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import div_rn_int
-from pallas_kernels.quantize.schemes import true_div
 from pallas_kernels.quantize.schemes import get_scheme
 
 NUM_SMS_H100 = 132
@@ -51,7 +50,7 @@ def _tile_rows(block: int) -> int:
 
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows: int | None = None,
                         ctas_per_sm: int = 2, encode_cols: int | None = -1,
-                        num_sms: int = NUM_SMS_H100) -> Quantized:
+                        exact: bool = True, num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
   Args:
@@ -63,6 +62,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
     ctas_per_sm: CTAs launched per SM (work is split evenly among them).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
       None encodes the whole tile; default `ENCODE_COLS[scheme]`.
+    exact: FP8 1x128 / INT4 only: False encodes `x * RN(1 / s)` without the exact quotient
+      test, ~5x faster on the H100 but not bit-exact (ties of x / s; see docs/kernels.md).
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -107,18 +108,21 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
   def body(_, ts_smem, x_smem, p_smem, s_smem):
     w = plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False)
     t = tuple(ts_smem[i] for i in range(11)) if sch.two_level else None
-    # Exact (integer) division once per block; the hardware `/` for NVFP4's block scale, which
-    # E4M3 rounding follows (see schemes.block_state).
-    state = block_state(sch, block_amax(*unpair_bf16(w)), t, div=div_rn_int, div_block=true_div)
+    # Every division exact (integer long division, once per block): with the hardware `/` for
+    # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
+    state = block_state(sch, block_amax(*unpair_bf16(w)), t, div=div_rn_int)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
-    # Encode `cols` pair columns at a time: the FP8 1x128 / INT4 quotient test keeps ~20 arrays
-    # live, and on a whole (128, 64) tile the registers spilled (25x slower on the H100).
-    for c in range(half // cols):
-      cs = pl.ds(c * cols, cols)
-      xe, xo = unpair_bf16(w if cols == half else plgpu.load(
-          x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA, optimized=False))
-      p_smem.at[:, cs][...] = block_encode(sch, state, xe, xo).astype(out_dtype)
+    if cols == half:
+      p_smem[...] = block_encode(sch, state, *unpair_bf16(w), exact=exact).astype(out_dtype)
+    else:
+      # Encode `cols` pair columns at a time: the FP8 1x128 / INT4 quotient test keeps ~20
+      # arrays live, and on a whole (128, 64) tile the registers spilled (3.5x slower).
+      for c in range(half // cols):
+        cs = pl.ds(c * cols, cols)
+        xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
+                                        optimized=False))
+        p_smem.at[:, cs][...] = block_encode(sch, state, xe, xo, exact=exact).astype(out_dtype)
     s_smem[...] = state[0].astype(scale_dtype)
 
   def kernel(ts_gmem, x_gmem, p_gmem, s_gmem):
