@@ -17,13 +17,14 @@ GPU_STATUS = {
     "mxfp8_e4m3": "bit_exact",
     "mxfp4": "bit_exact",
     # Bit-exact since `schemes.quotient_code` replaced the per-element hardware division (0 / 0 / 0
-    # mismatches on random, special and tie data, experiments/results/kernels_quant_exact2.md),
+    # mismatches on random, special and tie data, experiments/results/kernels_quant_exact_cols.md),
     # but ALU-bound at about XLA's speed; `exact=False` is the fast, inexact variant.
     "fp8_e4m3_block128": "bit_exact_slow",
     "int4_g128": "bit_exact_slow",
-    # Every block division exact since 2026-11-23 07:00 UTC (the hardware `/` in s_b left 0.15% of
-    # codes off); not yet re-checked on a GPU.
-    "nvfp4": "unverified",
+    # Every block division exact since the hardware `/` in s_b left 0.15% of codes off: 0 / 0 / 0
+    # mismatches (kernels_quant_exact2.md), but at 0.32 TB/s, slower than XLA; exact=False keeps
+    # the hardware `/` there (the earlier 0.73 TB/s variant).
+    "nvfp4": "bit_exact_slow",
 }
 
 

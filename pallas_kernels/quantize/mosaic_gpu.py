@@ -35,6 +35,7 @@ from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import div_rn_int
+from pallas_kernels.quantize.schemes import true_div
 from pallas_kernels.quantize.schemes import get_scheme
 
 NUM_SMS_H100 = 132
@@ -62,8 +63,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
     ctas_per_sm: CTAs launched per SM (work is split evenly among them).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
       None encodes the whole tile; default `ENCODE_COLS[scheme]`.
-    exact: FP8 1x128 / INT4 only: False encodes `x * RN(1 / s)` without the exact quotient
-      test, ~5x faster on the H100 but not bit-exact (ties of x / s; see docs/kernels.md).
+    exact: False trades bit-exactness for speed (needs allow_inexact in `quantize`): FP8 1x128
+      / INT4 encode `x * RN(1 / s)` without the exact quotient test (H100: 1.71 / 0.97 TB/s
+      instead of 0.33 / 0.28; 0.05% / 0.07% of random codes off), NVFP4 divides s_b with the
+      hardware `/` (~0.73 TB/s instead of 0.32; ~0.15% off). See docs/kernels.md.
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -110,7 +113,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
     t = tuple(ts_smem[i] for i in range(11)) if sch.two_level else None
     # Every division exact (integer long division, once per block): with the hardware `/` for
     # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    state = block_state(sch, block_amax(*unpair_bf16(w)), t, div=div_rn_int)
+    state = block_state(sch, block_amax(*unpair_bf16(w)), t, div=div_rn_int,
+                        div_block=None if exact else true_div)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:

@@ -170,12 +170,10 @@ def test_errors_are_raised_not_swallowed():
                 interpret=True)
   with pytest.raises(NotImplementedError, match="bf16"):
     pq.quantize(jnp.ones((256, 64), jnp.float32), "mxfp4", implementation="mosaic_gpu")
-  for scheme in ("int4_g128", "fp8_e4m3_block128"):  # the fast, inexact variant must be asked
+  for scheme in ("int4_g128", "fp8_e4m3_block128", "nvfp4"):  # the fast, inexact variant
     with pytest.raises(NotImplementedError, match="allow_inexact"):
       pq.quantize(jnp.ones((256, 128), jnp.bfloat16), scheme, implementation="mosaic_gpu",
                   exact=False)
-  with pytest.raises(NotImplementedError, match="allow_inexact"):  # not yet re-checked on a GPU
-    pq.quantize(jnp.ones((256, 128), jnp.bfloat16), "nvfp4", implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="column-wise"):
     pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "mxfp4", transpose=True,
                 implementation="mosaic_gpu")
