@@ -35,12 +35,20 @@ def parse_format(spec: str) -> tuple[str, int | None]:
   fmt, _, g = spec.partition("_g")
   if fmt in ("int8", "fp8_e4m3"):
     return fmt, None
-  return fmt, int(g) if g else 128
+  default = {"mxfp4": 32, "nvfp4": 16}.get(fmt, 128)
+  return fmt, int(g) if g else default
 
 
 def make_int4(key, k, n, fmt="int4", group=128):
-  """Random mxjax-layout weight: (codes, scale, zero_point); INT8 / FP8 are per-channel."""
+  """Random mxjax-layout weight: (codes, scale, extra); INT8 / FP8 are per-channel; extra is the
+  zero point (UINT4) or the tensor scale (NVFP4)."""
   k1, k2, k3 = jax.random.split(key, 3)
+  if fmt in ("mxfp4", "nvfp4"):
+    codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
+    if fmt == "mxfp4":
+      return codes, jax.random.randint(k2, (k // group, n), 118, 124).astype(jnp.uint8), None
+    sb = jax.random.uniform(k2, (k // group, n), jnp.float32, 1, 448).astype(jnp.float8_e4m3fn)
+    return codes, sb, jnp.float32(1 / 2688)
   if fmt == "int8":
     codes = jax.random.randint(k1, (k, n), -127, 128, jnp.int32).astype(jnp.int8)
     return codes, jax.random.uniform(k2, (1, n), jnp.float32, 0.5, 1.5) / 64, None
@@ -56,8 +64,22 @@ def make_int4(key, k, n, fmt="int4", group=128):
   return codes, scale, zp
 
 
-def xla_int4_dequant_dot(x, codes, scale, zp, group=128):
+def repack_kw(fmt, extra) -> dict:
+  return {"uint4": {"zero_point": extra}, "nvfp4": {"tensor_scale": extra}}.get(fmt, {})
+
+
+def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
   """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
+  if fmt in ("mxfp4", "nvfp4"):
+    lo, hi = codes & 15, codes >> 4
+    q = jnp.stack([lo, hi], axis=1).reshape(2 * codes.shape[0], codes.shape[1])
+    v = jnp.asarray(L.E2M1_TABLE)[q.astype(jnp.int32)]
+    if fmt == "mxfp4":
+      s = jnp.ldexp(jnp.float32(1), scale.astype(jnp.int32) - 127)
+    else:
+      s = zp * scale.astype(jnp.float32)
+    w = v * jnp.repeat(s, group, axis=0)
+    return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if codes.dtype in (jnp.int8, jnp.float8_e4m3fn):  # per-channel INT8 / FP8
     w = codes.astype(jnp.float32) * scale
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
@@ -94,13 +116,13 @@ def bench_wo(args, res):
       grp = grp or k
       key = jax.random.key(hash((k, n, spec)) % 2**31)
       codes, scale, zp = make_int4(key, k, n, fmt, grp)
-      pw = L.repack(codes, scale, fmt=fmt, group=grp, zero_point=zp)
+      pw = L.repack(codes, scale, fmt=fmt, group=grp, **repack_kw(fmt, zp))
       wbytes = pw.nbytes
       r_q = C.rotations(wbytes)
       q_sets = []
       for i in range(r_q):
         c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp)
-        q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, zero_point=z)))
+        q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, **repack_kw(fmt, z))))
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
                  for i in range(r_b)]
@@ -113,7 +135,7 @@ def bench_wo(args, res):
         tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
                                             ).astype(jnp.bfloat16),
                        [(x, w) for w in wb_sets])
-        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z, grp),
+        tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z, grp, fmt),
                        [(x, c, s, z) for c, s, z, _ in q_sets])
         flops = 2 * m * k * n
         row.update(xla_bf16_s=tb["time_s"], xla_bf16_TBps=k * n * 2 / tb["time_s"] / 1e12,

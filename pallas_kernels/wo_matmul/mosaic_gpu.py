@@ -57,6 +57,7 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
+FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 nibble pairs, even k in the low nibble
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
 
@@ -69,12 +70,26 @@ def _default_config(fmt: WeightFormat, n: int) -> dict:
   return dict(tile_n=None, gps=1, steps=6)
 
 
+def _e2m1_bf16(v):
+  """bf16 values of E2M1 codes (uint8 0..15, any register layout), from integer ops alone.
+
+  Codes 2..7 (s=0): the 2 exponent bits and the mantissa bit, shifted to the bottom of the bf16
+  exponent and the top of its mantissa, plus a bias of 126 in the exponent field, read as
+  2^(e - 1) (1 + m / 2); codes 0 and 1 (0 and 0.5) are picked directly (no bf16 subnormals,
+  which a backend may flush); the sign goes to bit 15.
+  """
+  v = v.astype(jnp.uint16)
+  mag = ((v & 7) << 6) + jnp.uint16(126 << 7)
+  small = jnp.where((v & 1) == 1, jnp.uint16(0x3F00), jnp.uint16(0))
+  bits = jnp.where((v & 6) == 0, small, mag) | ((v & 8) << 12)
+  return lax.bitcast_convert_type(bits, jnp.bfloat16)
+
+
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
                    scale_rows: int) -> int:
   """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets)."""
-  wbytes = tile_n * tile_k // 2 if fmt in (WeightFormat.INT4, WeightFormat.UINT4) else \
-      tile_n * tile_k
-  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4
+  wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
+  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # FP4: even + odd x halves
   if fmt is WeightFormat.UINT4:
     total += scale_rows * tile_n * 4 + scale_rows * max(32, mp) * 4
   return total
@@ -114,13 +129,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   gps = dflt["gps"] if gps is None else gps
   fmt = pw.fmt
   per_channel = fmt in PER_CHANNEL
-  if fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not per_channel:
+  fp4 = fmt in FP4
+  if fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not per_channel and not fp4:
     raise NotImplementedError(
-        f"mosaic_gpu wo_matmul takes INT4/UINT4, INT8 and FP8 weights, not {fmt.value} "
-        "(use implementation='xla' or 'portable')")
+        f"mosaic_gpu wo_matmul takes INT4/UINT4, MXFP4/NVFP4, INT8 and FP8 weights, not "
+        f"{fmt.value} (use implementation='xla' or 'portable')")
   if per_channel and g != pw.k:
     raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
-  if not per_channel and g not in (32, 64, 128):
+  if not per_channel and g not in ((32, 16) if fp4 else (32, 64, 128)):
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
   if (fmt, "channel" if per_channel else g) not in VERIFIED and not allow_unverified:
     raise NotImplementedError(
@@ -142,6 +158,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
   scale_rows = 1 if per_channel else gps * sub
+  if fp4 and sub * mp > 256:
+    raise NotImplementedError(f"mosaic_gpu {fmt.value}: M={m} needs {sub} x copies of "
+                              f"{mp} rows, over a 256-row TMA box; use M <= {256 // sub}")
   if not gps_given:  # small groups at large M: the x copies grow, so take fewer chunks a step
     while gps > 1 and (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
         fmt, tile_n, CHUNK * gps, mp, sub, scale_rows) < 2:
@@ -171,7 +190,20 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if sub > 1:  # (sub * Mp, K): copy t keeps only the t-th group of every 128-chunk of K
     grp = (jnp.arange(k) % CHUNK) // g
     xg = jnp.concatenate([jnp.where(grp == t, xp, jnp.zeros_like(xp)) for t in range(sub)])
+  if fp4:
+    # Two x halves, the even and the odd k (the low and high nibbles), each with its group copies.
+    half_grp = (jnp.arange(k // 2) % (CHUNK // 2)) // (g // 2)
+    xg = [jnp.concatenate([jnp.where(half_grp == t, h, jnp.zeros_like(h)) for t in range(sub)])
+          for h in (xp[:, 0::2], xp[:, 1::2])]
+  else:
+    xg = [xg]
   w_in = pw.w
+  scale_in = pw.scale
+  if fmt is WeightFormat.MXFP4:  # E8M0 -> 2^(b - 127) in f32 per call (see docs/kernels.md)
+    b = pw.scale.astype(jnp.int32)
+    scale_in = jnp.where(b == 255, jnp.float32(jnp.nan), jnp.ldexp(jnp.float32(1.0), b - 127))
+  elif fmt is WeightFormat.NVFP4:  # s_t * s_b in f32, the reference's order
+    scale_in = pw.tensor_scale * pw.scale.astype(jnp.float32)
   if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
@@ -184,9 +216,15 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-  w_tf = (plgpu.TilingTransform((8, 128)), plgpu.SwizzleTransform(128 if per_channel else 64))
+  w_tf = (plgpu.TilingTransform((8, 64 if fp4 else 128)),
+          plgpu.SwizzleTransform(128 if per_channel else 64))
+  wk = CHUNK // 2 if fp4 else CHUNK  # weight columns (bytes or int4) per 128 of K
 
-  def kernel(x_gmem, w_gmem, s_gmem, *rest):
+  nx = len(xg)
+  xspan = ksteps * wk * gps  # x and weight columns of one K split
+
+  def kernel(*refs):
+    x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
     if asym:
       off_gmem, xs_gmem, o_gmem, o_smem = rest
     else:
@@ -195,26 +233,32 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     si = lax.axis_index("s")
     n_sl = pl.ds(ni * tile_n, tile_n)
 
-    def body(_, x_smem, w_smem, s_smem, *refs_and_acc):
+    def body(_, *refs_and_acc):
+      x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
       acc = refs_and_acc[-1]
-      for j in range(gps):  # one 128-wide register tile of W^T at a time
-        ks = pl.ds(j * CHUNK, CHUNK)
-        if per_channel:
+      for j in range(gps):  # one 128-wide (of K) register tile of W^T at a time
+        ks = pl.ds(j * wk, wk)
+        if fp4:  # bytes -> low / high nibbles -> bf16: the even-k and odd-k halves
+          wb = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
+          wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA)
+          ws = [_e2m1_bf16(wb & 15), _e2m1_bf16(wb >> 4)]
+        elif per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
           if fmt is WeightFormat.FP8:  # e4m3 -> f16 (cvt) -> f32 -> bf16: every value exact
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
-          w = w.astype(jnp.bfloat16)
+          ws = [w.astype(jnp.bfloat16)]
         else:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
           # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
+          ws = [plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)]
         for t in range(sub):
-          xt = _compat.transpose_ref(x_smem.at[pl.ds(t * mp, mp), ks], (1, 0))
+          xts = [_compat.transpose_ref(xs.at[pl.ds(t * mp, mp), ks], (1, 0)) for xs in x_smems]
 
-          def mma(acc_ref, w=w, xt=xt):
-            plgpu.wgmma(acc_ref, w, xt)
+          def mma(acc_ref, ws=ws, xts=xts):
+            for w_, xt_ in zip(ws, xts):
+              plgpu.wgmma(acc_ref, w_, xt_)
             return acc_ref[...]
 
           part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
@@ -223,7 +267,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          layout=plgpu.Layout.WGMMA.reduce(1))
           acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
           if asym:
-            off_smem, xs_smem = refs_and_acc[0], refs_and_acc[1]
+            off_smem, xs_smem = refs_and_acc[nx + 2], refs_and_acc[nx + 3]
             off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
             xs = plgpu.load(xs_smem.at[gi, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
             acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
@@ -231,15 +275,15 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       return acc
 
     g_sl = pl.ds(si * ksteps * scale_rows, ksteps * scale_rows)  # this split's groups
-    in_specs = [
-        plgpu.BlockSpec((sub * mp, tile_k), lambda kk: (0, kk), transforms=x_tf),
-        plgpu.BlockSpec((tile_n, tile_k), lambda kk: (0, kk), transforms=w_tf),
+    k_sl = pl.ds(si * xspan, xspan)
+    in_specs = [plgpu.BlockSpec((sub * mp, wk * gps), lambda kk: (0, kk), transforms=x_tf)] * nx
+    in_specs += [
+        plgpu.BlockSpec((tile_n, wk * gps), lambda kk: (0, kk), transforms=w_tf),
         (plgpu.BlockSpec((1, tile_n), lambda kk: (0, 0)) if per_channel
          else plgpu.BlockSpec((scale_rows, tile_n), lambda kk: (kk, 0))),
     ]
-    gmem = [
-        x_gmem.at[:, pl.ds(si * kspan, kspan)],
-        w_gmem.at[n_sl, pl.ds(si * kspan, kspan)],
+    gmem = [xgm.at[:, k_sl] for xgm in x_gmems] + [
+        w_gmem.at[n_sl, k_sl],
         s_gmem.at[:, n_sl] if per_channel else s_gmem.at[g_sl, n_sl],
     ]
     if asym:
@@ -261,6 +305,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       grid_names=("n", "s"),
       scratch_types=[plgpu.SMEM((tile_n, mp), jnp.float32)],
   )
-  parts = f(xg, w_in, pw.scale, *extra)
+  parts = f(*xg, w_in, scale_in, *extra)
   y = parts[0] if splits == 1 else parts.sum(0)
   return y[:, :m].T.astype(out_dtype or x.dtype)
