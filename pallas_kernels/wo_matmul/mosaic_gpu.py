@@ -71,7 +71,7 @@ def _default_config(fmt: WeightFormat, n: int) -> dict:
 
 
 def _e2m1_bf16(v):
-  """bf16 values of E2M1 codes (uint8 0..15, any register layout), from integer ops alone.
+  """bf16 values of E2M1 codes (uint8 / uint16 0..15, any layout), from integer ops alone.
 
   Codes 2..7 (s=0): the 2 exponent bits and the mantissa bit, shifted to the bottom of the bf16
   exponent and the top of its mantissa, plus a bias of 126 in the exponent field, read as
@@ -240,7 +240,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         ks = pl.ds(j * wk, wk)
         if fp4:  # bytes -> low / high nibbles -> bf16: the even-k and odd-k halves
           wb = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
-          wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA)
+          # Mosaic GPU does no arithmetic (shifts included) on 8-bit registers: widen first.
+          wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA).astype(jnp.uint16)
           ws = [_e2m1_bf16(wb & 15), _e2m1_bf16(wb >> 4)]
         elif per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
