@@ -54,7 +54,8 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
 # What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
 # (format, group) with group "channel" for per-channel scales. Others need allow_unverified.
 VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
-            (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
+            (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
+            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 nibble pairs, even k in the low nibble
@@ -67,6 +68,10 @@ def _default_config(fmt: WeightFormat, n: int) -> dict:
   the formats the sweep did not cover keep the first config that ran on the GPU."""
   if fmt is WeightFormat.INT4:
     return dict(tile_n=128, gps=2, steps=3) if n >= 16384 else dict(tile_n=64, gps=2, steps=4)
+  if fmt is WeightFormat.MXFP4:  # kernels_wo_fp4_sweep.json (267 us vs 403 us at tile_n 256)
+    return dict(tile_n=64, gps=2, steps=4)
+  if fmt is WeightFormat.NVFP4:  # ibid.: the best config split K in 4
+    return dict(tile_n=128, gps=2, steps=4, splits=4)
   return dict(tile_n=None, gps=1, steps=6)
 
 
@@ -172,7 +177,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   ksteps_total = k // tile_k
   n_tiles = n // tile_n
   if splits is None:
-    splits = _pick_splits(n_tiles, ksteps_total, num_sms)
+    splits = dflt.get("splits")
+    if splits is None or ksteps_total % splits:
+      splits = _pick_splits(n_tiles, ksteps_total, num_sms)
   if ksteps_total % splits:
     raise ValueError(f"K steps ({ksteps_total}) must divide by splits={splits}")
   ksteps = ksteps_total // splits
