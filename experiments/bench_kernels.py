@@ -220,6 +220,7 @@ def _mismatch(q, r) -> int:
 def bench_quant(args, res):
   import mxjax  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.testdata import rounding_midpoints  # pylint: disable=g-import-not-at-top
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
@@ -228,14 +229,20 @@ def bench_quant(args, res):
   for (m, k) in shapes:
     for sch in args.schemes.split(","):
       key = jax.random.key(hash((m, k, sch)) % 2**31)
-      row = dict(kernel="fused_quantize", scheme=sch, M=m, K=k, orientation="row-wise")
-      mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
+      row = dict(kernel="fused_quantize", scheme=sch, M=m, K=k,
+                 orientation="column-wise" if args.transpose else "row-wise")
+      if args.transpose:  # codes of x.T, from the column-wise kernel
+        mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x.T, sch))
+        row["scheme"] = sch + " (column-wise)"
+      else:
+        mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
       # --inexact: FP8 1x128 / INT4 without the exact quotient test (counts its mismatches).
       fast = dict(exact=False) if args.inexact and sch in ("fp8_e4m3_block128", "int4_g128") \
           else {}
       if fast:
         row["scheme"] = sch + " (exact=False)"
-      kern = jax.jit(lambda x, sch=sch, fast=fast: QG.quantize_mosaic_gpu(x, sch, **fast))
+      qfun = QC.quantize_columns_mosaic_gpu if args.transpose else QG.quantize_mosaic_gpu
+      kern = jax.jit(lambda x, sch=sch, fast=fast: qfun(x, sch, **fast))
       try:
         # Correctness: random data with a wide per-row range, and a special-values tensor.
         xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
@@ -275,7 +282,7 @@ def bench_quant(args, res):
       best = None
       for cfg in cfgs:
         try:
-          t = C.time_op(lambda x, sch=sch, cfg=cfg: QG.quantize_mosaic_gpu(x, sch, **cfg), sets)
+          t = C.time_op(lambda x, sch=sch, cfg=cfg: qfun(x, sch, **cfg), sets)
         except Exception as e:
           print("quant config failed", sch, cfg, type(e).__name__, str(e)[:120])
           continue
@@ -289,8 +296,8 @@ def bench_quant(args, res):
       row["config"] = best[0]
       C.poison()
       row["mismatch_random_best_config"] = _mismatch(
-          jax.jit(lambda x: QG.quantize_mosaic_gpu(x, sch, **best[0]))(xc), mx(xc))
-      tx = C.time_op(lambda x, sch=sch: mxjax.quantize(x, sch), sets)
+          jax.jit(lambda x: qfun(x, sch, **best[0]))(xc), mx(xc))
+      tx = C.time_op(lambda x, sch=sch: mx(x), sets)
       eff = in_bytes + out_bytes
       row.update(bytes=eff, kernel_s=tk["time_s"], kernel_launches=tk["n_kernels"],
                  kernel_names=tk["kernels"], xla_s=tx["time_s"], xla_launches=tx["n_kernels"],
@@ -348,6 +355,7 @@ def main():
   ap.add_argument("--prefill", action="store_true")
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   ap.add_argument("--inexact", action="store_true", help="quant: FP8 1x128 / INT4 exact=False")
+  ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()

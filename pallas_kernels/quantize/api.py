@@ -28,6 +28,10 @@ GPU_STATUS = {
 }
 
 
+# The column-wise (transposed-output) kernel, `mosaic_gpu_columns.py`.
+GPU_STATUS_COLUMNS = {"mxfp8_e4m3": "unverified"}
+
+
 def default_implementation(scheme: str | None = None) -> str:
   """mosaic_gpu on a GPU for schemes whose GPU kernel is bit-exact, mosaic_tpu on a TPU, else
   the XLA reference. Inspectable: call it to see what `quantize` will run."""
@@ -70,9 +74,17 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
           "mosaic_gpu uses TMA and register layouts the CPU interpreter cannot run: test its "
           "twin, implementation='portable'")
     if transpose:
-      raise NotImplementedError(
-          "mosaic_gpu has no column-wise (transposed) fused quantization yet; it would need a "
-          "register transpose before packing along M")
+      status = GPU_STATUS_COLUMNS.get(scheme)
+      if status is None:
+        raise NotImplementedError(
+            f"mosaic_gpu column-wise (transposed) quantization takes {sorted(GPU_STATUS_COLUMNS)}, "
+            f"not {scheme!r}: 4-bit codes would pair along M (use implementation='xla')")
+      if not status.startswith("bit_exact") and not allow_inexact:
+        raise NotImplementedError(
+            f"the mosaic_gpu column-wise kernel for {scheme} is {status} on the GPU; pass "
+            "allow_inexact=True to run it anyway, or use implementation='xla'")
+      from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
+      return quantize_columns_mosaic_gpu(x, scheme, **tuning)
     status = GPU_STATUS.get(scheme)
     if tuning.get("exact") is False:
       status = "inexact (exact=False)"

@@ -283,9 +283,9 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *,
   raise ValueError(name)
 
 
-def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, exact: bool = True):
-  """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
-  (xe, xo float32 (rows, n)), from the rows' `block_state`.
+def element_encoder(scheme: FusedScheme, state: tuple, *, exact: bool = True) -> Callable:
+  """The per-element encoder of rows with the given `block_state`: float32 (rows, n) -> int32
+  codes (rows, n) (E4M3 byte, E2M1 or INT4 nibble).
 
   `exact=False` (FP8 1x128 / INT4 only) skips `quotient_code`'s midpoint test and encodes
   x * RN(1 / s): cheaper, and off by one step where x / s sits on or within an ulp of a rounding
@@ -318,6 +318,13 @@ def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, exact: bool = Tru
       y = jnp.where(_row(good, x), y,
                     jnp.where(_isnan(x), jnp.float32(jnp.nan), jnp.float32(0.0)))
       return _e2m1_code(y)
+  return enc
+
+
+def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, exact: bool = True):
+  """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
+  (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`)."""
+  enc = element_encoder(scheme, state, exact=exact)
   return enc(xe) | (enc(xo) << scheme.bits)
 
 
