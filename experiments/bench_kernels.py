@@ -273,6 +273,9 @@ def bench_quant(args, res):
       if args.cols:  # columns encoded at once (see quantize.mosaic_gpu.ENCODE_COLS)
         cfgs = [dict(encode_cols=None if c == "all" else int(c), **fast)
                 for c in args.cols.split(",")]
+      elif args.sweep and args.transpose and sch not in qtuned:
+        cfgs = [dict(tile_k=tk, nb=nb, steps=st) for tk in (64, 128, 256) for nb in (2, 4, 8)
+                for st in (2, 3) if tk * nb * 32 * 2 * st <= 160 * 1024]
       elif args.sweep and sch not in qtuned:
         cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 4) for c in (1, 2)]
       elif sch in qtuned:
