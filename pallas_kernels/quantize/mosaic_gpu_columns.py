@@ -35,7 +35,7 @@ COLUMN_SCHEMES = ("mxfp8_e4m3",)
 
 
 def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
-                                nb: int = 4, steps: int = 2, ctas_per_sm: int = 2,
+                                nb: int = 2, steps: int = 2, ctas_per_sm: int = 2,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -44,7 +44,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
     scheme: "mxfp8_e4m3".
     tile_k: columns of x (rows of x.T) per pipeline step, a multiple of 64.
     nb: 32-row blocks per pipeline step (the TMA box is (32 nb, tile_k), at most 256 rows).
-    steps: TMA pipeline depth per CTA.
+    steps: TMA pipeline depth per CTA. The defaults (tile_k 128, nb 2, steps 2) were the best of
+      the H100 sweep (experiments/results/kernels_quant_columns.json).
     ctas_per_sm: the K range is split so that about this many CTAs run per SM.
 
   Returns:
