@@ -63,14 +63,19 @@ SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
 
 
-def _default_config(fmt: WeightFormat, n: int) -> dict:
-  """The H100 sweep's best (and GPU-checked) config for INT4 (experiments/results/kernels_wo.json);
-  the formats the sweep did not cover keep the first config that ran on the GPU."""
+def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
+  """The H100 sweeps' best (and GPU-checked) configs at K=8192, N=28672
+  (experiments/results/kernels_wo.json, kernels_wo_sweep2.json, kernels_wo_fp4_sweep.json)."""
+  small = m <= 32
   if fmt is WeightFormat.INT4:
     return dict(tile_n=128, gps=2, steps=3) if n >= 16384 else dict(tile_n=64, gps=2, steps=4)
-  if fmt is WeightFormat.MXFP4:  # kernels_wo_fp4_sweep.json (267 us vs 403 us at tile_n 256)
+  if fmt is WeightFormat.INT8:
+    return dict(tile_n=64 if small else 128, gps=2, steps=4)
+  if fmt in (WeightFormat.FP8, WeightFormat.UINT4):
+    return dict(tile_n=128, gps=2, steps=3 if small else 4)
+  if fmt is WeightFormat.MXFP4:
     return dict(tile_n=64, gps=2, steps=4)
-  if fmt is WeightFormat.NVFP4:  # ibid.: the best config split K in 4
+  if fmt is WeightFormat.NVFP4:  # the best config split K in 4
     return dict(tile_n=128, gps=2, steps=4, splits=4)
   return dict(tile_n=None, gps=1, steps=6)
 
@@ -127,7 +132,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   plgpu = _compat.plgpu_module()
   m, k = x.shape
   n, g = pw.n, pw.group
-  dflt = _default_config(pw.fmt, n)
+  dflt = _default_config(pw.fmt, n, m)
   tile_n = dflt["tile_n"] if tile_n is None else tile_n
   steps = dflt["steps"] if steps is None else steps
   gps_given = gps is not None
