@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import bench_kernels_common as C  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
+from pallas_kernels.wo_matmul import prefill as PF  # noqa: E402
 from pallas_kernels.wo_matmul import reference as WR  # noqa: E402
 
 SHAPES = [(8192, 28672), (4096, 4096), (4096, 14336)]
@@ -131,6 +132,10 @@ def bench_wo(args, res):
         x = jax.random.normal(jax.random.fold_in(key, 1000 + m), (m, k), jnp.bfloat16)
         row = dict(kernel="wo_matmul", fmt=spec, group=grp, M=m, K=k, N=n, weight_bytes=wbytes)
         unv = dict(allow_unverified=True)  # every path is checked right here
+        kfun = WG.wo_matmul_mosaic_gpu
+        if m > 64:  # prefill: the dequantize-then-GEMM path (no tuning knobs)
+          kfun, unv = (lambda x, p, **_: PF.wo_matmul_dequant_gemm(x, p)), {}
+          row["implementation"] = "dequant_gemm"
         # Baselines in the same run.
         tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
                                             ).astype(jnp.bfloat16),
@@ -147,7 +152,7 @@ def bench_wo(args, res):
           xc = jax.random.normal(jax.random.fold_in(key, 5000 + m), (m, k), jnp.bfloat16)
           ref = WR.wo_matmul_reference(xc, pw, out_dtype=jnp.float32)
           C.poison()
-          out = jax.jit(lambda x, p: WG.wo_matmul_mosaic_gpu(x, p, **unv))(xc, pw)
+          out = jax.jit(lambda x, p: kfun(x, p, **unv))(xc, pw)
           row["rel_err"] = C.rel_err(out, ref)
           row["correct"] = bool(row["rel_err"] < 1e-2)
         except Exception as e:  # record and go on: the table says what failed
@@ -155,17 +160,17 @@ def bench_wo(args, res):
           print("wo", m, k, n, fmt, row["error"][:200])
           rows.append(row)
           continue
-        bucket = (k, n, spec, "small" if m <= 32 else "64")
+        bucket = (k, n, spec, "small" if m <= 32 else "64" if m <= 64 else "prefill")
         if bucket in tuned:
           configs = [tuned[bucket]]
-        elif args.sweep:
+        elif args.sweep and m <= 64:
           configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
         else:
           configs = [dict()]
         best = None
         for cfg in configs:
           try:
-            tk = C.time_op(lambda x, p, cfg=cfg: WG.wo_matmul_mosaic_gpu(x, p, **cfg, **unv),
+            tk = C.time_op(lambda x, p, cfg=cfg: kfun(x, p, **cfg, **unv),
                            [(x, p) for *_, p in q_sets])
           except Exception as e:
             print("config failed", cfg, type(e).__name__, str(e)[:120])
@@ -180,7 +185,7 @@ def bench_wo(args, res):
         tuned[bucket] = cfg
         C.poison()
         row["rel_err_best_config"] = C.rel_err(
-            jax.jit(lambda x, p: WG.wo_matmul_mosaic_gpu(x, p, **cfg, **unv))(xc, pw), ref)
+            jax.jit(lambda x, p: kfun(x, p, **cfg, **unv))(xc, pw), ref)
         row["correct"] = bool(row["correct"] and row["rel_err_best_config"] < 1e-2)
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], rotations=tk["rotations"],

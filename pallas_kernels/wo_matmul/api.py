@@ -6,20 +6,24 @@ import jax
 
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.portable import wo_matmul_portable
+from pallas_kernels.wo_matmul.prefill import wo_matmul_dequant_gemm
 from pallas_kernels.wo_matmul.reference import wo_matmul_reference
 
-IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
+IMPLEMENTATIONS = ("xla", "mosaic_gpu", "dequant_gemm", "portable", "mosaic_tpu")
+PREFILL_M = 64  # above this M the GPU default is dequant_gemm (compute-bound shapes)
 
 
 def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None = None) -> str:
   """What `wo_matmul` runs when no implementation is named (call it to see the choice).
 
   On a GPU: mosaic_gpu for the (format, group) cases its kernel matched the reference on an
-  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64, else the XLA reference. On a TPU:
-  mosaic_tpu. Elsewhere: xla.
+  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64; dequant_gemm for M > 64 (prefill);
+  else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
   """
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
+    if x is not None and x.shape[0] > PREFILL_M:
+      return "dequant_gemm"
     from pallas_kernels.wo_matmul.mosaic_gpu import PER_CHANNEL, VERIFIED
     ok = (pw is not None and x is not None and x.dtype == jax.numpy.bfloat16
           and x.shape[0] <= 64
@@ -35,8 +39,9 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
   Args:
     x: (M, K) activations (bf16 for the GPU kernel).
     pw: PackedWeight of logical shape (K, N).
-    implementation: "xla" (pure-jnp reference), "mosaic_gpu", "portable" (plain Pallas, the
-      GPU kernel's CPU-testable twin), "mosaic_tpu"; None picks by backend.
+    implementation: "xla" (pure-jnp reference), "mosaic_gpu" (decode kernel, M <= 64),
+      "dequant_gemm" (prefill: bf16 dequantization pass + XLA bf16 GEMM), "portable" (plain
+      Pallas, the GPU kernel's CPU-testable twin), "mosaic_tpu"; None picks by backend.
     interpret: run Pallas kernels in interpret mode (CPU).
     out_dtype: default x.dtype.
     **tuning: passed to the kernel (tile sizes, pipeline depth, splits).
@@ -47,6 +52,8 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
   impl = implementation or default_implementation(x, pw)
   if impl == "xla":
     return wo_matmul_reference(x, pw, out_dtype=out_dtype)
+  if impl == "dequant_gemm":
+    return wo_matmul_dequant_gemm(x, pw, out_dtype=out_dtype)
   if impl == "portable":
     return wo_matmul_portable(x, pw, out_dtype=out_dtype, interpret=interpret, **tuning)
   if impl == "mosaic_gpu":

@@ -64,6 +64,16 @@ def test_matches_x_at_dequant(impl, preset, overrides):
   assert _rel(y, ref) < 1e-5
 
 
+@pytest.mark.parametrize("preset,overrides", FORMATS, ids=IDS)
+def test_dequant_gemm_prefill(preset, overrides):
+  # The prefill path rounds the dequantized weight to bf16: bf16-level agreement.
+  q, pw = _weight(preset, overrides)
+  x = jax.random.normal(jax.random.key(2), (96, 256), jnp.float32).astype(jnp.bfloat16)
+  ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
+  y = wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)
+  assert y.shape == (96, 128) and _rel(y, ref) < 4e-3
+
+
 @pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[6]], ids=[IDS[0], IDS[6]])
 def test_tpu_kernel_interpret(preset, overrides):
   q, pw = _weight(preset, overrides)

@@ -1,0 +1,37 @@
+"""Prefill-shaped weight-only matmul (M large): dequantize W once to bf16, then a bf16 GEMM.
+
+At M >= ~1024 the matmul is compute-bound, so the dequantization's cost is one memory-bound
+pass over W (packed bytes in, bf16 out), small next to the GEMM. XLA left to itself fuses the
+dequantization into the GEMM's operand load, which runs at 0.44x (M = 1024) to 0.82x (M = 4096) of
+its bf16 GEMM on an H100 (experiments/results/kernels_wo.json); an optimization barrier keeps the
+two apart so the GEMM is XLA's (cuBLAS) bf16 GEMM at full rate. No Pallas kernel: a fused
+W-stationary Hopper GEMM with in-register dequantization is the next step (docs/kernels.md).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import dequantize
+
+
+def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) -> jax.Array:
+  """`x @ dequant(W)` as a bf16 dequantization pass and a separate bf16 GEMM (f32 accumulation).
+
+  Args:
+    x: (M, K) activations (cast to bf16).
+    pw: PackedWeight of logical shape (K, N).
+    out_dtype: result dtype; defaults to x.dtype.
+
+  Returns:
+    (M, N) array. The dequantized weight is rounded to bf16 (as XLA's own path does), so results
+    differ from the f32 reference by bf16-level relative error (~2e-3).
+  """
+  if x.ndim != 2 or x.shape[1] != pw.k:
+    raise ValueError(f"x must be (M, {pw.k}), got {x.shape}")
+  w = lax.optimization_barrier(dequantize(pw).astype(jnp.bfloat16))
+  y = jnp.dot(x.astype(jnp.bfloat16), w, preferred_element_type=jnp.float32)
+  return y.astype(out_dtype or x.dtype)
