@@ -72,6 +72,11 @@ def test_dequant_gemm_prefill(preset, overrides):
   ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
   y = wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)
   assert y.shape == (96, 128) and _rel(y, ref) < 4e-3
+  # Its dequantization (arithmetic E2M1 decode, no transpose) is the layout's, rounded to bf16.
+  from pallas_kernels.wo_matmul.prefill import dequantize_nk_bf16
+  want = wm.layout.dequantize(pw).T.astype(jnp.bfloat16)
+  np.testing.assert_array_equal(np.asarray(dequantize_nk_bf16(pw), np.float32),
+                                np.asarray(want, np.float32))
 
 
 @pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[6]], ids=[IDS[0], IDS[6]])
