@@ -282,7 +282,7 @@ def bench_quant(args, res):
         cfgs = [dict(tile_k=tk, nb=nb, steps=st) for tk in (64, 128, 256) for nb in (2, 4, 8)
                 for st in (2, 3) if tk * nb * 32 * 2 * st <= 160 * 1024]
       elif args.sweep and sch not in qtuned:
-        cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 4) for c in (1, 2)]
+        cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 3, 4) for c in (1, 2, 3, 4)]
       elif sch in qtuned:
         cfgs = [qtuned[sch]]
       else:
