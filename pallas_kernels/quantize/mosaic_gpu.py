@@ -49,18 +49,23 @@ def _tile_rows(block: int) -> int:
   return {16: 256, 32: 256, 128: 128}[block]  # TMA boxes are at most 256 a dimension
 
 
-def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows: int | None = None,
-                        ctas_per_sm: int = 2, encode_cols: int | None = -1,
+# (pipeline steps, CTAs per SM): the H100 sweep's best (experiments/results/
+# kernels_quant_sweep2.json: MXFP8 2.65 TB/s, MXFP4 1.68 TB/s at 8192^2); (2, 2) elsewhere.
+LAUNCH = {"mxfp8_e4m3": (3, 3), "mxfp4": (2, 4)}
+
+
+def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
+                        tile_rows: int | None = None, ctas_per_sm: int | None = None,
+                        encode_cols: int | None = -1,
                         exact: bool = True, num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
   Args:
     x: (M, K) bfloat16.
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
-    steps: TMA pipeline depth per CTA (2 and 2 CTAs an SM were best for every scheme in the
-      H100 sweep, experiments/results/kernels_quant.json).
+    steps: TMA pipeline depth per CTA (default `LAUNCH`).
     tile_rows: blocks per pipeline step (default by block size).
-    ctas_per_sm: CTAs launched per SM (work is split evenly among them).
+    ctas_per_sm: CTAs launched per SM (work is split evenly among them; default `LAUNCH`).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
       None encodes the whole tile; default `ENCODE_COLS[scheme]`.
     exact: False trades bit-exactness for speed (needs allow_inexact in `quantize`): FP8 1x128
@@ -78,6 +83,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int = 2, tile_rows:
     raise NotImplementedError(
         f"mosaic_gpu fused quantization reads bf16 pairs as uint32 words; got {x.dtype} "
         "(use implementation='xla' or 'portable' for other dtypes)")
+  dflt_steps, dflt_ctas = LAUNCH.get(scheme, (2, 2))
+  steps = dflt_steps if steps is None else steps
+  ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
   half = sch.block // 2
   cols = ENCODE_COLS[scheme] if encode_cols == -1 else encode_cols
   cols = cols or half
