@@ -146,9 +146,13 @@ def main():
   wo = [("final", _load("kernels_wo.json")), ("final", _load("kernels_wo_uint4.json"))]
   quant2 = [("s2 exact", _load("kernels_quant_exact_cols.json")),
             ("s2 exact NVFP4", _load("kernels_quant_exact2.json")),
-            ("s2 exact=False", _load("kernels_quant_inexact.json"))]
+            ("s2 exact=False", _load("kernels_quant_inexact.json")),
+            ("s2 one launch", _load("kernels_quant_waves.json")),
+            ("s2 sweep", _load("kernels_quant_sweep2.json")),
+            ("s2 column-wise", _load("kernels_quant_columns.json"))]
   wo2 = [("s2", _load(n)) for n in ("kernels_wo_formats.json", "kernels_wo_4096x14336.json",
-                                     "kernels_wo_fp4_sweep.json")]
+                                     "kernels_wo_fp4_sweep.json", "kernels_wo_sweep2.json",
+                                     "kernels_wo_prefill2.json")]
   head = quant[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
   md = [
@@ -177,7 +181,8 @@ def main():
       "",
       wo_table(wo, copy_bps),
       "",
-      "Session 2: groups 32 / 64, INT8 and FP8 per-channel, MXFP4, NVFP4, 4096 x 14336:",
+      "Session 2: groups 32 / 64, INT8 and FP8 per-channel, MXFP4, NVFP4, 4096 x 14336, swept "
+      "configs, and prefill (M >= 1024: the `dequant_gemm` path; TB/s columns do not apply):",
       "",
       wo_table(wo2, copy_bps),
       "",
