@@ -163,6 +163,8 @@ def bench_wo(args, res):
         bucket = (k, n, spec, "small" if m <= 32 else "64" if m <= 64 else "prefill")
         if bucket in tuned:
           configs = [tuned[bucket]]
+        elif args.configs and m <= 64:  # explicit configs, e.g. '[{}, {"fp4_prescale": true}]'
+          configs = json.loads(args.configs)
         elif args.sweep and m <= 64:
           configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
         else:
@@ -364,6 +366,7 @@ def main():
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   ap.add_argument("--inexact", action="store_true", help="quant: FP8 1x128 / INT4 exact=False")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
+  ap.add_argument("--configs", default="", help="wo: JSON list of kernel configs to time")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()

@@ -109,6 +109,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
+                         fp4_prescale: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 (groups 32, 64, 128), INT8 and FP8
   (per-channel) weights.
@@ -123,6 +124,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     allow_unverified: run a (format, group) path that has not yet matched the reference on a
       GPU (`VERIFIED`); the benchmark passes it and checks the result.
     splits: K splits (default: enough CTAs to cover the SMs).
+    fp4_prescale: MXFP4 / NVFP4 (experimental, unverified): multiply the decoded bf16 weights by
+      their block scales in registers (exact: an E2M1 value times a power of two or an E4M3
+      value fits bf16) and run one wgmma per chunk, instead of one per group over x copies.
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
 
@@ -162,18 +166,25 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
   # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
   sub = 1 if per_channel else CHUNK // g
+  prescale = fp4 and fp4_prescale
+  if fp4_prescale and not fp4:
+    raise ValueError(f"fp4_prescale applies to MXFP4 / NVFP4, not {fmt.value}")
+  if prescale and not allow_unverified:
+    raise NotImplementedError("fp4_prescale has not matched the reference on a GPU yet: pass "
+                              "allow_unverified=True")
+  xsub = 1 if prescale else sub  # x copies per chunk
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
   scale_rows = 1 if per_channel else gps * sub
-  if fp4 and sub * mp > 256:
+  if fp4 and xsub * mp > 256:
     raise NotImplementedError(f"mosaic_gpu {fmt.value}: M={m} needs {sub} x copies of "
                               f"{mp} rows, over a 256-row TMA box; use M <= {256 // sub}")
   if not gps_given:  # small groups at large M: the x copies grow, so take fewer chunks a step
     while gps > 1 and (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, sub, scale_rows) < 2:
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows) < 2:
       gps //= 2
       scale_rows = 1 if per_channel else gps * sub
   tile_k = CHUNK * gps
@@ -190,7 +201,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   ksteps = ksteps_total // splits
   kspan = ksteps * tile_k
   asym = fmt is WeightFormat.UINT4
-  per_step = _smem_per_step(fmt, tile_n, tile_k, mp, sub, scale_rows)
+  per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows)
   fit = (SMEM_BYTES - 1024 - tile_n * mp * 4) // per_step
   if fit < 2:
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
@@ -205,8 +216,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if fp4:
     # Two x halves, the even and the odd k (the low and high nibbles), each with its group copies.
     half_grp = (jnp.arange(k // 2) % (CHUNK // 2)) // (g // 2)
-    xg = [jnp.concatenate([jnp.where(half_grp == t, h, jnp.zeros_like(h)) for t in range(sub)])
-          for h in (xp[:, 0::2], xp[:, 1::2])]
+    xg = [jnp.concatenate([jnp.where(half_grp == t, h, jnp.zeros_like(h)) for t in range(xsub)])
+          if xsub > 1 else h for h in (xp[:, 0::2], xp[:, 1::2])]
   else:
     xg = [xg]
   w_in = pw.w
@@ -215,7 +226,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     b = pw.scale.astype(jnp.int32)
     scale_in = jnp.where(b == 255, jnp.float32(jnp.nan), jnp.ldexp(jnp.float32(1.0), b - 127))
   elif fmt is WeightFormat.NVFP4:  # s_t * s_b in f32, the reference's order
-    scale_in = pw.tensor_scale * pw.scale.astype(jnp.float32)
+    scale_in = pw.scale.astype(jnp.float32)
+    if not prescale:  # (prescale: s_b on the weights, s_t on the output)
+      scale_in = pw.tensor_scale * scale_in
   if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
@@ -255,6 +268,15 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           # Mosaic GPU does no arithmetic (shifts included) on 8-bit registers: widen first.
           wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA).astype(jnp.uint16)
           ws = [_e2m1_bf16(wb & 15), _e2m1_bf16(wb >> 4)]
+          if prescale:  # byte column c holds k = 2c, 2c + 1: group c // (g / 2) of the chunk
+            gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (tile_n, wk), 1),
+                                     plgpu.Layout.WGMMA) >> ((g // 2).bit_length() - 1)
+            s_exp = None
+            for t in range(sub):
+              st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
+              st = lax.broadcast_in_dim(st.astype(jnp.bfloat16), (tile_n, wk), [0])
+              s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
+            ws = [w_ * s_exp for w_ in ws]
         elif per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
@@ -266,7 +288,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
           ws = [plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)]
-        for t in range(sub):
+        for t in range(xsub):
           xts = [_compat.transpose_ref(xs.at[pl.ds(t * mp, mp), ks], (1, 0)) for xs in x_smems]
 
           def mma(acc_ref, ws=ws, xts=xts):
@@ -275,6 +297,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
             return acc_ref[...]
 
           part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
+          if prescale:
+            acc = acc + part
+            continue
           gi = j * sub + t
           s = plgpu.load(s_smem.at[0 if per_channel else gi], (),
                          layout=plgpu.Layout.WGMMA.reduce(1))
@@ -289,7 +314,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
     g_sl = pl.ds(si * ksteps * scale_rows, ksteps * scale_rows)  # this split's groups
     k_sl = pl.ds(si * xspan, xspan)
-    in_specs = [plgpu.BlockSpec((sub * mp, wk * gps), lambda kk: (0, kk), transforms=x_tf)] * nx
+    in_specs = [plgpu.BlockSpec((xsub * mp, wk * gps), lambda kk: (0, kk), transforms=x_tf)] * nx
     in_specs += [
         plgpu.BlockSpec((tile_n, wk * gps), lambda kk: (0, kk), transforms=w_tf),
         (plgpu.BlockSpec((1, tile_n), lambda kk: (0, 0)) if per_channel
@@ -320,4 +345,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   )
   parts = f(*xg, w_in, scale_in, *extra)
   y = parts[0] if splits == 1 else parts.sum(0)
+  if prescale and fmt is WeightFormat.NVFP4:
+    y = y * pw.tensor_scale
   return y[:, :m].T.astype(out_dtype or x.dtype)
