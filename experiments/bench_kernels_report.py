@@ -150,10 +150,11 @@ def main():
             ("s2 exact=False", _load("kernels_quant_inexact.json")),
             ("s2 one launch", _load("kernels_quant_waves.json")),
             ("s2 sweep", _load("kernels_quant_sweep2.json")),
-            ("s2 column-wise", _load("kernels_quant_columns.json"))]
+            ("s2 column-wise", _load("kernels_quant_columns.json")),
+            ("s2 defaults", _load("kernels_quant_defaults.json"))]
   wo2 = [("s2", _load(n)) for n in ("kernels_wo_formats.json", "kernels_wo_4096x14336.json",
                                      "kernels_wo_fp4_sweep.json", "kernels_wo_sweep2.json",
-                                     "kernels_wo_prefill2.json")]
+                                     "kernels_wo_prefill2.json", "kernels_wo_fp4_default.json")]
   head = quant[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
   md = [
