@@ -23,6 +23,9 @@ flight. Per 128-wide chunk of K within a step:
     acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
     acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset)
 
+MXFP4 / NVFP4 (`fp4_prescale`, default) instead multiply the decoded bf16 weights by their block
+scales in registers (exact in bf16) and run one wgmma per chunk into `acc` directly.
+
 Splits along K write float32 partials (splits, N, Mp) that XLA sums (a few hundred KB).
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
 interpreter; `portable.py` is its twin with the same numerics, and the GPU benchmark checks
