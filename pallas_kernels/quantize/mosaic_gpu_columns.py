@@ -10,8 +10,9 @@ same shape the row-wise kernel works on. The block math is `schemes.block_state`
 `element_encoder`, shared with every backend; codes leave one byte each (no pairing needed for
 8-bit codes) as (K, M), and the E8M0 scales as (M / 32, K), transposed by XLA (1/32 of the data).
 
-MXFP8 E4M3 only: 4-bit schemes would pack two codes along M, which the pair-split trick of the
-row-wise kernel cannot do on a transposed tile. Uses TMA and register layouts the CPU
+MXFP4 packs two codes along M: its kernel loads the even and the odd rows of each 32-row slice
+separately (strided views, 16 rows each), which is the row-wise kernel's pair split along M, so
+the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). Uses TMA and register layouts the CPU
 interpreter cannot run; the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
 
@@ -25,13 +26,14 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.schemes import block_amax
+from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import div_rn_int
 from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
 
 NUM_SMS_H100 = 132
-COLUMN_SCHEMES = ("mxfp8_e4m3",)
+COLUMN_SCHEMES = ("mxfp8_e4m3", "mxfp4")
 
 
 def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
@@ -41,7 +43,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
 
   Args:
     x: (M, K) bfloat16; blocks of 32 run along M.
-    scheme: "mxfp8_e4m3".
+    scheme: "mxfp8_e4m3" or "mxfp4".
     tile_k: columns of x (rows of x.T) per pipeline step, a multiple of 64.
     nb: 32-row blocks per pipeline step (the TMA box is (32 nb, tile_k), at most 256 rows).
     steps: TMA pipeline depth per CTA. The defaults (tile_k 128, nb 2, steps 2) were the best of
@@ -49,7 +51,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
     ctas_per_sm: the K range is split so that about this many CTAs run per SM.
 
   Returns:
-    Quantized with codes (K, M) float8_e4m3fn and scale (K, M / 32) uint8 E8M0.
+    Quantized with codes (K, M) float8_e4m3fn (MXFP8) or (K, M / 2) uint8 (MXFP4, even m in the
+    low nibble) and scale (K, M / 32) uint8 E8M0.
   """
   plgpu = _compat.plgpu_module()
   if scheme not in COLUMN_SCHEMES:
@@ -73,11 +76,24 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   per = k_tiles // split
   span = per * tile_k
 
+  paired = sch.bits == 4
+  cw = b // 2 if paired else b  # code bytes per block along M
+
+  def load_t(ref):  # x rows -> x.T's (tile_k, rows) tile, f32, WGMMA layout
+    xt = plgpu.load(_compat.transpose_ref(ref, (1, 0)), (),
+                    layout=plgpu.Layout.WGMMA_TRANSPOSED, optimized=False)
+    return plgpu.layout_cast(xt, plgpu.Layout.WGMMA).astype(jnp.float32)
+
   def body(_, x_smem, c_smem, s_smem):
     for j in range(nb):
-      xt = plgpu.load(_compat.transpose_ref(x_smem.at[pl.ds(j * b, b), :], (1, 0)), (),
-                      layout=plgpu.Layout.WGMMA_TRANSPOSED, optimized=False)
-      xt = plgpu.layout_cast(xt, plgpu.Layout.WGMMA).astype(jnp.float32)  # (tile_k, 32)
+      if paired:
+        xe = load_t(x_smem.at[pl.ds(j * b, b // 2, stride=2), :])
+        xo = load_t(x_smem.at[pl.ds(j * b + 1, b // 2, stride=2), :])
+        state = block_state(sch, block_amax(xe, xo), div=div_rn_int)
+        c_smem.at[:, pl.ds(j * cw, cw)][...] = block_encode(sch, state, xe, xo).astype(jnp.uint8)
+        s_smem.at[j][...] = state[0].astype(jnp.uint8)
+        continue
+      xt = load_t(x_smem.at[pl.ds(j * b, b), :])  # (tile_k, 32)
       state = block_state(sch, block_amax(xt, xt), div=div_rn_int)
       c_smem.at[:, pl.ds(j * b, b)][...] = element_encoder(sch, state)(xt).astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(jnp.uint8)
@@ -91,17 +107,20 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
         body,
         grid=(per,),
         in_specs=[plgpu.BlockSpec((tm, tile_k), lambda i: (0, i))],
-        out_specs=[plgpu.BlockSpec((tile_k, tm), lambda i: (i, 0)),
+        out_specs=[plgpu.BlockSpec((tile_k, cw * nb), lambda i: (i, 0)),
                    plgpu.BlockSpec((nb, tile_k), lambda i: (0, i))],
         max_concurrent_steps=min(steps, per),
-    )(x_gmem.at[m_sl, k_sl], c_gmem.at[k_sl, m_sl], s_gmem.at[pl.ds(mi * nb, nb), k_sl])
+    )(x_gmem.at[m_sl, k_sl], c_gmem.at[k_sl, pl.ds(mi * cw * nb, cw * nb)],
+      s_gmem.at[pl.ds(mi * nb, nb), k_sl])
 
   f = _compat.mgpu_kernel(
       kernel,
-      out_type=(jax.ShapeDtypeStruct((k, m), jnp.uint8),
+      out_type=(jax.ShapeDtypeStruct((k, m * cw // b), jnp.uint8),
                 jax.ShapeDtypeStruct((m // b, k), jnp.uint8)),
       grid=(m_tiles, split),
       grid_names=("m", "k"),
   )
   codes, scale_t = f(x)
-  return Quantized(lax.bitcast_convert_type(codes, jnp.float8_e4m3fn), scale_t.T, None)
+  if not paired:
+    codes = lax.bitcast_convert_type(codes, jnp.float8_e4m3fn)
+  return Quantized(codes, scale_t.T, None)
