@@ -10,9 +10,10 @@ same shape the row-wise kernel works on. The block math is `schemes.block_state`
 `element_encoder`, shared with every backend; codes leave one byte each (no pairing needed for
 8-bit codes) as (K, M), and the E8M0 scales as (M / 32, K), transposed by XLA (1/32 of the data).
 
-MXFP4 packs two codes along M: its kernel loads the even and the odd rows of each 32-row slice
-separately (strided views, 16 rows each), which is the row-wise kernel's pair split along M, so
-the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). Uses TMA and register layouts the CPU
+MXFP4 packs two codes along M: its kernel views x (free) as (M / 2, 2 K), so the even and the
+odd rows of x are two contiguous column ranges, loads them as two tiles (Mosaic GPU has no
+strided smem slices), and gets the row-wise kernel's pair split along M: the packed byte is
+`even | odd << 4` elementwise; codes leave as (K, M / 2). Uses TMA and register layouts the CPU
 interpreter cannot run; the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
 
@@ -84,34 +85,38 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
                     layout=plgpu.Layout.WGMMA_TRANSPOSED, optimized=False)
     return plgpu.layout_cast(xt, plgpu.Layout.WGMMA).astype(jnp.float32)
 
-  def body(_, x_smem, c_smem, s_smem):
+  # MXFP4: x viewed (free) as (M / 2, 2 K), rows 2i and 2i + 1 side by side, so the even and
+  # the odd rows of x are two column ranges of one array: two contiguous tiles, no strides.
+  nx = 2 if paired else 1
+  rows = tm // nx  # rows of each input tile
+
+  def body(_, *refs):
+    x_smems, (c_smem, s_smem) = refs[:nx], refs[nx:]
+    r = b // nx  # rows of one block in each input tile
     for j in range(nb):
+      xs = [load_t(xs_.at[pl.ds(j * r, r), :]) for xs_ in x_smems]  # (tile_k, r) each
+      state = block_state(sch, block_amax(xs[0], xs[-1]), div=div_rn_int)
       if paired:
-        xe = load_t(x_smem.at[pl.ds(j * b, b // 2, stride=2), :])
-        xo = load_t(x_smem.at[pl.ds(j * b + 1, b // 2, stride=2), :])
-        state = block_state(sch, block_amax(xe, xo), div=div_rn_int)
-        c_smem.at[:, pl.ds(j * cw, cw)][...] = block_encode(sch, state, xe, xo).astype(jnp.uint8)
-        s_smem.at[j][...] = state[0].astype(jnp.uint8)
-        continue
-      xt = load_t(x_smem.at[pl.ds(j * b, b), :])  # (tile_k, 32)
-      state = block_state(sch, block_amax(xt, xt), div=div_rn_int)
-      c_smem.at[:, pl.ds(j * b, b)][...] = element_encoder(sch, state)(xt).astype(jnp.uint8)
+        codes = block_encode(sch, state, *xs)
+      else:
+        codes = element_encoder(sch, state)(xs[0])
+      c_smem.at[:, pl.ds(j * cw, cw)][...] = codes.astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(jnp.uint8)
 
   def kernel(x_gmem, c_gmem, s_gmem):
     mi = lax.axis_index("m")
     ki = lax.axis_index("k")
-    m_sl = pl.ds(mi * tm, tm)
-    k_sl = pl.ds(ki * span, span)
+    m_sl = pl.ds(mi * rows, rows)
+    x_in = [x_gmem.at[m_sl, pl.ds(h * k + ki * span, span)] for h in range(nx)]
     plgpu.emit_pipeline(
         body,
         grid=(per,),
-        in_specs=[plgpu.BlockSpec((tm, tile_k), lambda i: (0, i))],
+        in_specs=[plgpu.BlockSpec((rows, tile_k), lambda i: (0, i))] * nx,
         out_specs=[plgpu.BlockSpec((tile_k, cw * nb), lambda i: (i, 0)),
                    plgpu.BlockSpec((nb, tile_k), lambda i: (0, i))],
         max_concurrent_steps=min(steps, per),
-    )(x_gmem.at[m_sl, k_sl], c_gmem.at[k_sl, pl.ds(mi * cw * nb, cw * nb)],
-      s_gmem.at[pl.ds(mi * nb, nb), k_sl])
+    )(*x_in, c_gmem.at[pl.ds(ki * span, span), pl.ds(mi * cw * nb, cw * nb)],
+      s_gmem.at[pl.ds(mi * nb, nb), pl.ds(ki * span, span)])
 
   f = _compat.mgpu_kernel(
       kernel,
@@ -120,7 +125,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
       grid=(m_tiles, split),
       grid_names=("m", "k"),
   )
-  codes, scale_t = f(x)
+  codes, scale_t = f(x.reshape(m // 2, 2 * k) if paired else x)
   if not paired:
     codes = lax.bitcast_convert_type(codes, jnp.float8_e4m3fn)
   return Quantized(codes, scale_t.T, None)
