@@ -151,6 +151,7 @@ def main():
             ("s2 one launch", _load("kernels_quant_waves.json")),
             ("s2 sweep", _load("kernels_quant_sweep2.json")),
             ("s2 column-wise", _load("kernels_quant_columns.json")),
+            ("s2 column-wise MXFP4", _load("kernels_quant_columns2.json")),
             ("s2 defaults", _load("kernels_quant_defaults.json"))]
   wo2 = [("s2", _load(n)) for n in ("kernels_wo_formats.json", "kernels_wo_4096x14336.json",
                                      "kernels_wo_fp4_sweep.json", "kernels_wo_sweep2.json",

@@ -58,8 +58,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   plgpu = _compat.plgpu_module()
   if scheme not in COLUMN_SCHEMES:
     raise NotImplementedError(
-        f"mosaic_gpu column-wise quantization takes {COLUMN_SCHEMES}, not {scheme!r}: 4-bit codes "
-        "would pair along M (use implementation='xla' or 'portable')")
+        f"mosaic_gpu column-wise quantization takes {COLUMN_SCHEMES}, not {scheme!r} (not "
+        "written yet; use implementation='xla' or 'portable')")
   sch = get_scheme(scheme)
   if x.ndim != 2 or x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu column-wise quantization takes 2-D bf16, got "

@@ -174,8 +174,8 @@ def test_errors_are_raised_not_swallowed():
     with pytest.raises(NotImplementedError, match="allow_inexact"):
       pq.quantize(jnp.ones((256, 128), jnp.bfloat16), scheme, implementation="mosaic_gpu",
                   exact=False)
-  with pytest.raises(NotImplementedError, match="column-wise"):  # 4-bit: not along M
-    pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "mxfp4", transpose=True,
+  with pytest.raises(NotImplementedError, match="column-wise"):  # not written for NVFP4
+    pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "nvfp4", transpose=True,
                 implementation="mosaic_gpu")
   with pytest.raises(ValueError, match="implementation"):
     pq.quantize(jnp.ones((4, 64)), "mxfp4", implementation="cuda")
