@@ -82,10 +82,18 @@ def run(lhs: jax.Array, rhs: QArray, dims, out_dtype, acc):
   """x[..., K] @ dequant(W)[K, N] through `pallas_kernels.wo_matmul`."""
   del dims, acc
   platform = jax.default_backend()
-  impl = "mosaic_gpu" if platform in ("gpu", "cuda") else "portable"
   api, layout, _ = _load()
   pw = layout.repack_qarray(rhs)
   x2 = lhs.reshape(-1, lhs.shape[-1])
+  impl = "portable"
+  if platform in ("gpu", "cuda"):
+    # The GPU kernel where it was verified (M <= 64), the dequant_gemm path for prefill; the
+    # XLA reference is not a Pallas kernel, so a case without one raises instead.
+    impl = api.default_implementation(x2, pw)
+    if impl == "xla":
+      raise NotImplementedError(
+          f"no GPU Pallas kernel for {pw.fmt.value} weights (group {pw.group}) at M = "
+          f"{x2.shape[0]}; use backend='xla' or 'reference'")
   out = api.wo_matmul(x2, pw, implementation=impl, interpret=impl == "portable",
                           out_dtype=jnp.float32)  # fmt: skip
   return out.reshape(lhs.shape[:-1] + (out.shape[-1],)).astype(out_dtype)
