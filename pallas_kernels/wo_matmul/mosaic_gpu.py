@@ -112,7 +112,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
-                         fp4_prescale: bool = True,
+                         fp4_prescale: bool = True, overlap: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 (groups 32, 64, 128), INT8 and FP8
   (per-channel) weights.
@@ -131,6 +131,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       registers (exact: an E2M1 value times a power of two or an E4M3 value fits bf16) and run
       one wgmma per chunk (H100: 1.2x / 2.1x faster than False, which runs one wgmma per group
       over x copies). NVFP4's tensor scale then multiplies the f32 output.
+    overlap: issue the wgmmas of all `gps` chunks of a step before waiting on any, so the next
+      chunk's dequantization overlaps the current MMA (experimental; not with x copies).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
 
@@ -172,6 +174,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   sub = 1 if per_channel else CHUNK // g
   prescale = fp4 and fp4_prescale
   xsub = 1 if prescale else sub  # x copies per chunk
+  if overlap and xsub > 1:
+    raise ValueError("overlap needs one x copy per chunk (groups of 128, per-channel, or FP4)")
+  if overlap and not allow_unverified:
+    raise NotImplementedError("overlap has not matched the reference on a GPU yet: pass "
+                              "allow_unverified=True")
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
@@ -260,7 +267,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     def body(_, *refs_and_acc):
       x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
       acc = refs_and_acc[-1]
-      for j in range(gps):  # one 128-wide (of K) register tile of W^T at a time
+
+      def weights(j):  # chunk j (128 of K) of W^T as bf16 register tiles
         ks = pl.ds(j * wk, wk)
         if fp4:  # bytes -> low / high nibbles -> bf16: the even-k and odd-k halves
           wb = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
@@ -276,39 +284,63 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
               st = lax.broadcast_in_dim(st.astype(jnp.bfloat16), (tile_n, wk), [0])
               s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
             ws = [w_ * s_exp for w_ in ws]
-        elif per_channel:
+          return ws
+        if per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
           if fmt is WeightFormat.FP8:  # e4m3 -> f16 (cvt) -> f32 -> bf16: every value exact
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
-          ws = [w.astype(jnp.bfloat16)]
-        else:
-          w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-          # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
-          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-          ws = [plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)]
-        for t in range(xsub):
-          xts = [_compat.transpose_ref(xs.at[pl.ds(t * mp, mp), ks], (1, 0)) for xs in x_smems]
+          return [w.astype(jnp.bfloat16)]
+        w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
+        # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
+        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
+        return [plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)]
 
-          def mma(acc_ref, ws=ws, xts=xts):
+      def x_tiles(j, t):  # x^T tiles of chunk j, group copy t (one per x half)
+        ks = pl.ds(j * wk, wk)
+        return [_compat.transpose_ref(xs.at[pl.ds(t * mp, mp), ks], (1, 0)) for xs in x_smems]
+
+      def epilogue(acc, part, j, t):
+        if prescale:
+          return acc + part
+        gi = j * sub + t
+        s = plgpu.load(s_smem.at[0 if per_channel else gi], (),
+                       layout=plgpu.Layout.WGMMA.reduce(1))
+        acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
+        if asym:
+          off_smem, xs_smem = refs_and_acc[nx + 2], refs_and_acc[nx + 3]
+          off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          xs = plgpu.load(xs_smem.at[gi, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
+          acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
+                       * lax.broadcast_in_dim(xs, part.shape, [1]))
+        return acc
+
+      if overlap:
+        # Issue every chunk's wgmma before waiting on any: chunk j + 1's dequantization runs
+        # while chunk j's wgmma is in flight (one accumulator per chunk).
+        def mma_all(*accs):
+          n_groups = []
+          for j in range(gps):
+            ws = weights(j)
+            for w_, xt_ in zip(ws, x_tiles(j, 0)):
+              plgpu.wgmma(accs[j], w_, xt_)
+            n_groups.append(len(ws))
+          return [plgpu.wgmma_accumulator_load(accs[j], wait_n=sum(n_groups[j + 1:]))
+                  for j in range(gps)]
+
+        parts = pl.run_scoped(mma_all, *[plgpu.ACC((tile_n, mp), jnp.float32)] * gps)
+        for j, part in enumerate(parts):
+          acc = epilogue(acc, part, j, 0)
+        return acc
+      for j in range(gps):
+        ws = weights(j)
+        for t in range(xsub):
+          def mma(acc_ref, ws=ws, xts=x_tiles(j, t)):
             for w_, xt_ in zip(ws, xts):
               plgpu.wgmma(acc_ref, w_, xt_)
             return acc_ref[...]
 
-          part = pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32))
-          if prescale:
-            acc = acc + part
-            continue
-          gi = j * sub + t
-          s = plgpu.load(s_smem.at[0 if per_channel else gi], (),
-                         layout=plgpu.Layout.WGMMA.reduce(1))
-          acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
-          if asym:
-            off_smem, xs_smem = refs_and_acc[nx + 2], refs_and_acc[nx + 3]
-            off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
-            xs = plgpu.load(xs_smem.at[gi, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
-            acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
-                         * lax.broadcast_in_dim(xs, part.shape, [1]))
+          acc = epilogue(acc, pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32)), j, t)
       return acc
 
     g_sl = pl.ds(si * ksteps * scale_rows, ksteps * scale_rows)  # this split's groups
