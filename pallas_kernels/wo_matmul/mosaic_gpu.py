@@ -112,7 +112,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
-                         fp4_prescale: bool = True, overlap: bool = False,
+                         fp4_prescale: bool = True,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 (groups 32, 64, 128), INT8 and FP8
   (per-channel) weights.
@@ -131,8 +131,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       registers (exact: an E2M1 value times a power of two or an E4M3 value fits bf16) and run
       one wgmma per chunk (H100: 1.2x / 2.1x faster than False, which runs one wgmma per group
       over x copies). NVFP4's tensor scale then multiplies the f32 output.
-    overlap: issue the wgmmas of all `gps` chunks of a step before waiting on any, so the next
-      chunk's dequantization overlaps the current MMA (experimental; not with x copies).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
 
@@ -174,11 +172,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   sub = 1 if per_channel else CHUNK // g
   prescale = fp4 and fp4_prescale
   xsub = 1 if prescale else sub  # x copies per chunk
-  if overlap and xsub > 1:
-    raise ValueError("overlap needs one x copy per chunk (groups of 128, per-channel, or FP4)")
-  if overlap and not allow_unverified:
-    raise NotImplementedError("overlap has not matched the reference on a GPU yet: pass "
-                              "allow_unverified=True")
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
@@ -315,23 +308,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                        * lax.broadcast_in_dim(xs, part.shape, [1]))
         return acc
 
-      if overlap:
-        # Issue every chunk's wgmma before waiting on any: chunk j + 1's dequantization runs
-        # while chunk j's wgmma is in flight (one accumulator per chunk).
-        def mma_all(*accs):
-          n_groups = []
-          for j in range(gps):
-            ws = weights(j)
-            for w_, xt_ in zip(ws, x_tiles(j, 0)):
-              plgpu.wgmma(accs[j], w_, xt_)
-            n_groups.append(len(ws))
-          return [plgpu.wgmma_accumulator_load(accs[j], wait_n=sum(n_groups[j + 1:]))
-                  for j in range(gps)]
-
-        parts = pl.run_scoped(mma_all, *[plgpu.ACC((tile_n, mp), jnp.float32)] * gps)
-        for j, part in enumerate(parts):
-          acc = epilogue(acc, part, j, 0)
-        return acc
       for j in range(gps):
         ws = weights(j)
         for t in range(xsub):
