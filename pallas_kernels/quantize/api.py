@@ -70,6 +70,9 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
   if impl == "xla":
     return quantize_reference(x, scheme, transpose=transpose)
   if impl == "portable":
+    if transpose and scheme in GPU_STATUS_COLUMNS:  # the column-wise kernel's twin
+      from pallas_kernels.quantize.portable_columns import quantize_columns_portable
+      return quantize_columns_portable(x, scheme, interpret=interpret, **tuning)
     return quantize_portable(x, scheme, transpose=transpose, interpret=interpret, **tuning)
   if impl == "mosaic_gpu":
     if interpret:
