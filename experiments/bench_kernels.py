@@ -99,6 +99,21 @@ WO_SWEEP = [dict(tile_n=t, gps=g, steps=st, splits=sp) for t, g, st, sp in (
     (64, 4, 4, None), (256, 1, 4, None), (128, 2, 4, 2), (128, 2, 4, 4))]
 
 
+def fastest_config(fn, configs, sets):
+  """(config, timing) of the fastest config of `fn(*inputs, cfg)` over the input sets, or None
+  if every config failed (each failure is printed and skipped: the table says what ran)."""
+  best = None
+  for cfg in configs:
+    try:
+      t = C.time_op(lambda *a, cfg=cfg: fn(*a, cfg), sets)
+    except Exception as e:  # record and go on
+      print("config failed", cfg, type(e).__name__, str(e)[:120])
+      continue
+    if best is None or t["time_s"] < best[1]["time_s"]:
+      best = (cfg, t)
+  return best
+
+
 def _dump(args, res):
   """Writes what is measured so far (a timed-out run still leaves its rows)."""
   with open(os.path.join(args.out, f"kernels_{args.what}.json"), "w") as f:
@@ -169,16 +184,8 @@ def bench_wo(args, res):
           configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
         else:
           configs = [dict()]
-        best = None
-        for cfg in configs:
-          try:
-            tk = C.time_op(lambda x, p, cfg=cfg: kfun(x, p, **cfg, **unv),
-                           [(x, p) for *_, p in q_sets])
-          except Exception as e:
-            print("config failed", cfg, type(e).__name__, str(e)[:120])
-            continue
-          if best is None or tk["time_s"] < best[1]["time_s"]:
-            best = (cfg, tk)
+        best = fastest_config(lambda x, p, cfg: kfun(x, p, **cfg, **unv), configs,
+                              [(x, p) for *_, p in q_sets])
         if best is None:
           row["error"] = "every config failed"
           rows.append(row)
@@ -289,15 +296,7 @@ def bench_quant(args, res):
         cfgs = [qtuned[sch]]
       else:
         cfgs = [dict(fast)]
-      best = None
-      for cfg in cfgs:
-        try:
-          t = C.time_op(lambda x, sch=sch, cfg=cfg: qfun(x, sch, **cfg), sets)
-        except Exception as e:
-          print("quant config failed", sch, cfg, type(e).__name__, str(e)[:120])
-          continue
-        if best is None or t["time_s"] < best[1]["time_s"]:
-          best = (cfg, t)
+      best = fastest_config(lambda x, cfg, sch=sch: qfun(x, sch, **cfg), cfgs, sets)
       if best is None:
         row["error"] = "every config failed"
         rows.append(row)

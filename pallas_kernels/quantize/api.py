@@ -79,25 +79,23 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
       raise NotImplementedError(
           "mosaic_gpu uses TMA and register layouts the CPU interpreter cannot run: test its "
           "twin, implementation='portable'")
-    if transpose:
-      status = GPU_STATUS_COLUMNS.get(scheme)
-      if status is None:
-        raise NotImplementedError(
-            f"mosaic_gpu column-wise (transposed) quantization takes {sorted(GPU_STATUS_COLUMNS)}, "
-            f"not {scheme!r} (not written yet; use implementation='xla')")
-      if not status.startswith("bit_exact") and not allow_inexact:
-        raise NotImplementedError(
-            f"the mosaic_gpu column-wise kernel for {scheme} is {status} on the GPU; pass "
-            "allow_inexact=True to run it anyway, or use implementation='xla'")
-      from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
-      return quantize_columns_mosaic_gpu(x, scheme, **tuning)
-    status = GPU_STATUS.get(scheme)
+    kind = "column-wise (transposed) " if transpose else ""
+    table = GPU_STATUS_COLUMNS if transpose else GPU_STATUS
+    status = table.get(scheme)
+    if status is None:
+      raise NotImplementedError(
+          f"mosaic_gpu {kind}quantization takes {sorted(table)}, not {scheme!r} (not written "
+          "yet; use implementation='xla')")
     if tuning.get("exact") is False:
       status = "inexact (exact=False)"
     if not status.startswith("bit_exact") and not allow_inexact:
       raise NotImplementedError(
-          f"the mosaic_gpu kernel for {scheme} is {status} on the GPU (see docs/kernels.md); "
-          "pass allow_inexact=True to run it anyway, or use implementation='xla'")
+          f"the mosaic_gpu {kind}kernel for {scheme} is {status} on the GPU (see "
+          "docs/kernels.md); pass allow_inexact=True to run it anyway, or use "
+          "implementation='xla'")
+    if transpose:
+      from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
+      return quantize_columns_mosaic_gpu(x, scheme, **tuning)
     from pallas_kernels.quantize.mosaic_gpu import quantize_mosaic_gpu
     return quantize_mosaic_gpu(x, scheme, **tuning)
   if impl == "mosaic_tpu":

@@ -117,16 +117,16 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
 
   def body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
-    w = plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False)
+    xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
     t = tuple(ts_smem[0][i] for i in range(11)) if sch.two_level else None
     # Every division exact (integer long division, once per block): with the hardware `/` for
     # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    state = block_state(sch, block_amax(*unpair_bf16(w)), t, div=div_rn_int,
+    state = block_state(sch, block_amax(xe, xo), t, div=div_rn_int,
                         div_block=None if exact else true_div)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
-      p_smem[...] = block_encode(sch, state, *unpair_bf16(w), exact=exact).astype(out_dtype)
+      p_smem[...] = block_encode(sch, state, xe, xo, exact=exact).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: the FP8 1x128 / INT4 quotient test keeps ~20
       # arrays live, and on a whole (128, 64) tile the registers spilled (3.5x slower).

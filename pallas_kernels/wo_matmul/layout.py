@@ -132,30 +132,57 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
                       k=k, n=n)
 
 
-def dequantize(pw: PackedWeight) -> jax.Array:
-  """The (K, N) float32 weight a PackedWeight stands for (pure jnp; the kernels' oracle)."""
-  fmt = pw.fmt
-  if fmt in (WeightFormat.INT4, WeightFormat.UINT4):
-    q = pw.w.astype(jnp.float32)  # (N, K)
-  elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
-    lo, hi = pw.w & 15, pw.w >> 4
-    idx = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k).astype(jnp.int32)
-    table = NF4_TABLE if fmt is WeightFormat.NF4 else E2M1_TABLE
-    q = jnp.asarray(table)[idx]
-  else:
-    q = pw.w.astype(jnp.float32)
+def e2m1_bf16(v: jax.Array) -> jax.Array:
+  """bf16 values of E2M1 codes (uint8 / uint16 0..15), from integer ops alone.
+
+  Codes 2..7 (s=0): the 2 exponent bits and the mantissa bit, shifted to the bottom of the bf16
+  exponent and the top of its mantissa, plus a bias of 126 in the exponent field, read as
+  2^(e - 1) (1 + m / 2); codes 0 and 1 (0 and 0.5) are picked directly (no bf16 subnormals,
+  which a backend may flush); the sign goes to bit 15. Plain jnp: the Mosaic GPU kernel decodes
+  in registers with it, and XLA runs it without the slow gather a table lookup becomes on GPUs.
+  """
+  v = v.astype(jnp.uint16)
+  mag = ((v & 7) << 6) + jnp.uint16(126 << 7)
+  small = jnp.where((v & 1) == 1, jnp.uint16(0x3F00), jnp.uint16(0))
+  bits = jnp.where((v & 6) == 0, small, mag) | ((v & 8) << 12)
+  return jax.lax.bitcast_convert_type(bits, jnp.bfloat16)
+
+
+def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
+  """The per-group scales (G, N) as float32: E8M0 decoded (2^-127 exact, 0xFF NaN), NVFP4's
+  `s_t * s_b` in the reference's order (`s_b` alone if not `tensor_scale`)."""
   s = pw.scale
-  if fmt is WeightFormat.MXFP4:
+  if pw.fmt is WeightFormat.MXFP4:
     b = s.astype(jnp.uint32)
     bits = jnp.where(b == 0, jnp.uint32(0x00400000), b << 23)
-    s = jnp.where(b == 255, jnp.nan, jax.lax.bitcast_convert_type(bits, jnp.float32))
-  elif fmt is WeightFormat.NVFP4:
-    s = pw.tensor_scale * s.astype(jnp.float32)
-  s = jnp.repeat(s.astype(jnp.float32), pw.group, axis=0)  # (K, N)
-  w = q.T * s
+    return jnp.where(b == 255, jnp.nan, jax.lax.bitcast_convert_type(bits, jnp.float32))
+  s = s.astype(jnp.float32)
+  if pw.fmt is WeightFormat.NVFP4 and tensor_scale:
+    s = pw.tensor_scale * s
+  return s
+
+
+def dequantize_nk(pw: PackedWeight) -> jax.Array:
+  """W^T, the (N, K) float32 weight a PackedWeight stands for, in the storage orientation."""
+  fmt = pw.fmt
+  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
+    lo, hi = pw.w & 15, pw.w >> 4
+    if fmt is WeightFormat.NF4:
+      lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (lo, hi))
+    else:
+      lo, hi = e2m1_bf16(lo), e2m1_bf16(hi)
+    q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k).astype(jnp.float32)
+  else:
+    q = pw.w.astype(jnp.float32)
+  w = q * jnp.repeat(group_scales(pw).T, pw.group, axis=1)
   if fmt is WeightFormat.UINT4:
-    w = w - jnp.repeat(pw.offset, pw.group, axis=0)
+    w = w - jnp.repeat(pw.offset.T, pw.group, axis=1)
   return w
+
+
+def dequantize(pw: PackedWeight) -> jax.Array:
+  """The (K, N) float32 weight a PackedWeight stands for (pure jnp; the kernels' oracle)."""
+  return dequantize_nk(pw).T
 
 
 def repack_qarray(q) -> PackedWeight:

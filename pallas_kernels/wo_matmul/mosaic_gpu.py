@@ -42,6 +42,8 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import e2m1_bf16
+from pallas_kernels.wo_matmul.layout import group_scales
 
 NUM_SMS_H100 = 132
 
@@ -81,21 +83,6 @@ def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
   if fmt is WeightFormat.NVFP4:  # ibid. (prescaled: 211 us at M = 1); K split in 4
     return dict(tile_n=64, gps=2, steps=4, splits=4)
   return dict(tile_n=None, gps=1, steps=6)
-
-
-def _e2m1_bf16(v):
-  """bf16 values of E2M1 codes (uint8 / uint16 0..15, any layout), from integer ops alone.
-
-  Codes 2..7 (s=0): the 2 exponent bits and the mantissa bit, shifted to the bottom of the bf16
-  exponent and the top of its mantissa, plus a bias of 126 in the exponent field, read as
-  2^(e - 1) (1 + m / 2); codes 0 and 1 (0 and 0.5) are picked directly (no bf16 subnormals,
-  which a backend may flush); the sign goes to bit 15.
-  """
-  v = v.astype(jnp.uint16)
-  mag = ((v & 7) << 6) + jnp.uint16(126 << 7)
-  small = jnp.where((v & 1) == 1, jnp.uint16(0x3F00), jnp.uint16(0))
-  bits = jnp.where((v & 6) == 0, small, mag) | ((v & 8) << 12)
-  return lax.bitcast_convert_type(bits, jnp.bfloat16)
 
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
@@ -221,13 +208,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     xg = [xg]
   w_in = pw.w
   scale_in = pw.scale
-  if fmt is WeightFormat.MXFP4:  # E8M0 -> 2^(b - 127) in f32 per call (see docs/kernels.md)
-    b = pw.scale.astype(jnp.int32)
-    scale_in = jnp.where(b == 255, jnp.float32(jnp.nan), jnp.ldexp(jnp.float32(1.0), b - 127))
-  elif fmt is WeightFormat.NVFP4:  # s_t * s_b in f32, the reference's order
-    scale_in = pw.scale.astype(jnp.float32)
-    if not prescale:  # (prescale: s_b on the weights, s_t on the output)
-      scale_in = pw.tensor_scale * scale_in
+  if fp4:  # FP4 scales widened to f32 per call (see docs/kernels.md); prescaled NVFP4 puts s_b
+    # on the weights and s_t on the output
+    scale_in = group_scales(pw, tensor_scale=not prescale)
   if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
@@ -267,7 +250,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           wb = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           # Mosaic GPU does no arithmetic (shifts included) on 8-bit registers: widen first.
           wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA).astype(jnp.uint16)
-          ws = [_e2m1_bf16(wb & 15), _e2m1_bf16(wb >> 4)]
+          ws = [e2m1_bf16(wb & 15), e2m1_bf16(wb >> 4)]
           if prescale:  # byte column c holds k = 2c, 2c + 1: group c // (g / 2) of the chunk
             gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (tile_n, wk), 1),
                                      plgpu.Layout.WGMMA) >> ((g // 2).bit_length() - 1)

@@ -14,43 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.wo_matmul.layout import NF4_TABLE
 from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
-
-
-def _e2m1_f32(c: jax.Array) -> jax.Array:
-  """float32 values of E2M1 codes (uint8 0..15) by arithmetic: no table gather, which XLA's GPU
-  backend runs as a slow gather inside the dequantization fusion."""
-  c = c.astype(jnp.int32)
-  e, m = (c >> 1) & 3, (c & 1).astype(jnp.float32)
-  mag = jnp.where(e == 0, 0.5 * m, jnp.ldexp(1.0 + 0.5 * m, e - 1))
-  return jnp.where(c >= 8, -mag, mag)
-
-
-def dequantize_nk_bf16(pw: PackedWeight) -> jax.Array:
-  """W^T (N, K) in bf16, from the kernels' layout without a transpose (the GEMM contracts K of
-  both operands). Equal to `layout.dequantize(pw).T` rounded to bf16."""
-  fmt = pw.fmt
-  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
-    lo, hi = pw.w & 15, pw.w >> 4
-    if fmt is WeightFormat.NF4:
-      lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (lo, hi))
-    else:
-      lo, hi = _e2m1_f32(lo), _e2m1_f32(hi)
-    q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k)
-  else:
-    q = pw.w.astype(jnp.float32)
-  s = pw.scale
-  if fmt is WeightFormat.MXFP4:
-    b = s.astype(jnp.int32)
-    s = jnp.where(b == 255, jnp.float32(jnp.nan), jnp.ldexp(jnp.float32(1.0), b - 127))
-  elif fmt is WeightFormat.NVFP4:
-    s = pw.tensor_scale * s.astype(jnp.float32)
-  w = q * jnp.repeat(s.astype(jnp.float32).T, pw.group, axis=1)
-  if fmt is WeightFormat.UINT4:
-    w = w - jnp.repeat(pw.offset.T, pw.group, axis=1)
-  return w.astype(jnp.bfloat16)
+from pallas_kernels.wo_matmul.layout import dequantize_nk
 
 
 def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) -> jax.Array:
@@ -67,7 +32,9 @@ def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) ->
   """
   if x.ndim != 2 or x.shape[1] != pw.k:
     raise ValueError(f"x must be (M, {pw.k}), got {x.shape}")
-  wt = lax.optimization_barrier(dequantize_nk_bf16(pw))
+  # W^T (N, K): no transpose (the GEMM contracts K of both operands), and E2M1 decoded by
+  # arithmetic (`layout.e2m1_bf16`), not the gather XLA makes of a table lookup on a GPU.
+  wt = lax.optimization_barrier(dequantize_nk(pw).astype(jnp.bfloat16))
   y = lax.dot_general(x.astype(jnp.bfloat16), wt, (((1,), (1,)), ((), ())),
                       preferred_element_type=jnp.float32)
   return y.astype(out_dtype or x.dtype)

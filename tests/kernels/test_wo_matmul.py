@@ -72,11 +72,11 @@ def test_dequant_gemm_prefill(preset, overrides):
   ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
   y = wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)
   assert y.shape == (96, 128) and _rel(y, ref) < 4e-3
-  # Its dequantization (arithmetic E2M1 decode, no transpose) is the layout's, rounded to bf16.
-  from pallas_kernels.wo_matmul.prefill import dequantize_nk_bf16
-  want = wm.layout.dequantize(pw).T.astype(jnp.bfloat16)
-  np.testing.assert_array_equal(np.asarray(dequantize_nk_bf16(pw), np.float32),
-                                np.asarray(want, np.float32))
+  # Its operand, the layout's W^T (E2M1 decoded by arithmetic), is mxjax's weight transposed.
+  want = np.asarray(mxjax.dequantize(q), np.float32).T
+  np.testing.assert_allclose(np.asarray(wm.layout.dequantize_nk(pw)), want, rtol=0,
+                             atol=1e-6 * np.abs(want).max() if pw.fmt is wm.WeightFormat.UINT4
+                             else 0)
 
 
 @pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[6]], ids=[IDS[0], IDS[6]])
@@ -131,7 +131,6 @@ def test_default_implementation_is_inspectable():
 def test_gpu_e2m1_decode_is_exact():
   # The Mosaic GPU kernel decodes E2M1 nibbles with integer ops; every code, bit for bit
   # (signed zeros included), against the layout's table.
-  from pallas_kernels.wo_matmul.layout import E2M1_TABLE
-  from pallas_kernels.wo_matmul.mosaic_gpu import _e2m1_bf16
-  got = np.asarray(_e2m1_bf16(jnp.arange(16, dtype=jnp.uint8)).astype(jnp.float32))
+  from pallas_kernels.wo_matmul.layout import E2M1_TABLE, e2m1_bf16
+  got = np.asarray(e2m1_bf16(jnp.arange(16, dtype=jnp.uint8)).astype(jnp.float32))
   np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
