@@ -157,7 +157,8 @@ def main():
                                      "kernels_wo_fp4_sweep.json", "kernels_wo_sweep2.json",
                                      "kernels_wo_prefill2.json", "kernels_wo_fp4_default.json",
                                      "kernels_wo_defaults.json",
-                                     "kernels_wo_final_check.json")]
+                                     "kernels_wo_final_check.json",
+                                     "kernels_wo_review_check.json")]
   head = quant[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
   md = [
