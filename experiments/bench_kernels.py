@@ -81,6 +81,11 @@ def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
       s = zp * scale.astype(jnp.float32)
     w = v * jnp.repeat(s, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
+  if fmt == "nf4":  # the table lookup (a gather), as mxjax.dequantize does
+    lo, hi = codes & 15, codes >> 4
+    q = jnp.stack([lo, hi], axis=1).reshape(2 * codes.shape[0], codes.shape[1])
+    w = jnp.asarray(L.NF4_TABLE)[q.astype(jnp.int32)] * jnp.repeat(scale, group, axis=0)
+    return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if codes.dtype in (jnp.int8, jnp.float8_e4m3fn):  # per-channel INT8 / FP8
     w = codes.astype(jnp.float32) * scale
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)

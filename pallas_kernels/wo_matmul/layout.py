@@ -8,16 +8,20 @@ The kernels want each output column's weights contiguous along K, because they c
 `y^T = W^T x^T` with W^T as the (register-resident) left operand of the tensor-core MMA:
 
   PackedWeight.w      (N, K)   int4 (XLA's packed int4: two a byte along K, even k low)  for
-                                INT4 / UINT4 (stored as q - 8);
+                                INT4 / UINT4 (stored as q - 8) and for FP4 E2M1 (stored as
+                                the signed magnitude code, see `e2m1_to_signed`);
                                 int8 / float8_e4m3fn for the per-channel 8-bit formats;
-                                uint8 nibble codes (N, K // 2) for FP4 E2M1 and NF4.
+                                uint8 nibble codes (N, K // 2) for NF4, even k low.
   PackedWeight.scale  (G, N)   float32 per group (G = K // group; 1 for per-channel), uint8 E8M0
                                 for MXFP4, float8_e4m3fn for NVFP4 block scales.
   PackedWeight.offset (G, N)   float32, UINT4 only: s * (zp - 8), so that
                                 dequant = (q - zp) * s = (q - 8) * s - offset.
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
-The repacking runs once per weight (it is a transpose and, for UINT4, a re-centring).
+The repacking runs once per weight (a transpose and, for UINT4, a re-centring, for E2M1 a
+recoding). Storing E2M1 as a signed integer lets the GPU kernel load it through the same fast
+int4 -> bf16 path as INT4 and finish with six exact bf16 operations (`e2m1_from_signed`); E2M1's
+-0 becomes +0 (no dot product can tell them apart).
 """
 
 from __future__ import annotations
@@ -122,7 +126,9 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
     q = _unpack_k(codes).astype(jnp.int8)
     w = (q - 8).astype(jnp.int4).T
     offset = scale.astype(jnp.float32) * (zero_point.astype(jnp.float32) - 8.0)
-  elif fmt in FOUR_BIT:  # nibble codes, kept packed two a byte, now along K of (N, K)
+  elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+    w = e2m1_to_signed(_unpack_k(codes)).astype(jnp.int4).T
+  elif fmt is WeightFormat.NF4:  # nibble codes, kept packed two a byte, now along K of (N, K)
     q = _unpack_k(codes).T
     w = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(jnp.uint8)
   else:
@@ -132,20 +138,63 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
                       k=k, n=n)
 
 
-def e2m1_bf16(v: jax.Array) -> jax.Array:
-  """bf16 values of E2M1 codes (uint8 / uint16 0..15), from integer ops alone.
+def e2m1_to_signed(codes: jax.Array) -> jax.Array:
+  """E2M1 bit patterns s|e e|m (uint8 0..15) -> int8 `(-1)^s * c`, c = the 3-bit magnitude code.
 
-  Codes 2..7 (s=0): the 2 exponent bits and the mantissa bit, shifted to the bottom of the bf16
-  exponent and the top of its mantissa, plus a bias of 126 in the exponent field, read as
-  2^(e - 1) (1 + m / 2); codes 0 and 1 (0 and 0.5) are picked directly (no bf16 subnormals,
-  which a backend may flush); the sign goes to bit 15. Plain jnp: the Mosaic GPU kernel decodes
-  in registers with it, and XLA runs it without the slow gather a table lookup becomes on GPUs.
+  The magnitude codes 0..7 stand for 0, .5, 1, 1.5, 2, 3, 4, 6 in order, so the signed code is
+  monotone in the value and fits int4 (-7..7; -0 maps to 0).
   """
-  v = v.astype(jnp.uint16)
-  mag = ((v & 7) << 6) + jnp.uint16(126 << 7)
-  small = jnp.where((v & 1) == 1, jnp.uint16(0x3F00), jnp.uint16(0))
-  bits = jnp.where((v & 6) == 0, small, mag) | ((v & 8) << 12)
-  return jax.lax.bitcast_convert_type(bits, jnp.bfloat16)
+  c = (codes & 7).astype(jnp.int8)
+  return jnp.where((codes & 8) != 0, -c, c)
+
+
+def e2m1_from_signed(q: jax.Array) -> jax.Array:
+  """E2M1 values of signed magnitude codes q (-7..7, any float dtype; same dtype out).
+
+  `2q - clamp(q, -4, 4) / 2 - clamp(q, -6, 6)`: linear pieces through 0, .5, 1, 1.5, 2 (slope
+  1/2), 3, 4 (slope 1) and 6 (slope 2), odd in q. Every intermediate is a multiple of 1/2 below
+  15, so bf16 computes it exactly; no table, no gather, no bit tricks with subnormals.
+  """
+  return 2 * q - 0.5 * jnp.minimum(jnp.maximum(q, -4.0), 4.0) - jnp.minimum(
+      jnp.maximum(q, -6.0), 6.0)
+
+
+def _hi_lo_bits(table: np.ndarray) -> np.ndarray:
+  """uint32 `bf16(t) << 16 | bf16(t - bf16(t))` for each f32 entry t: a two-term bf16 split."""
+  t = table.astype(np.float32)
+  hi = (t.view(np.uint32) + 0x7FFF + ((t.view(np.uint32) >> 16) & 1)) & 0xFFFF0000  # RN
+  lo_f = (t - hi.view(np.float32)).astype(np.float32)
+  lo = (lo_f.view(np.uint32) + 0x7FFF + ((lo_f.view(np.uint32) >> 16) & 1)) >> 16
+  return (hi | lo).astype(np.uint32)
+
+
+NF4_HI_LO = _hi_lo_bits(NF4_TABLE)
+
+
+def _select_tree(codes: jax.Array, table: np.ndarray) -> jax.Array:
+  """`table[codes]` for a 16-entry uint32 table and unsigned codes 0..15, as a 4-level select
+  tree over the code bits (15 selects, no gather: kernel dialects have none)."""
+  vals = [jnp.uint32(v) for v in table]
+  for b in range(4):
+    bit = (codes & (1 << b)) != 0
+    vals = [jnp.where(bit, vals[2 * i + 1], vals[2 * i]) for i in range(len(vals) // 2)]
+  return vals[0]
+
+
+def nf4_f32(codes: jax.Array) -> jax.Array:
+  """NF4 codes (unsigned ints 0..15) -> the table's float32 values, bit for bit."""
+  return jax.lax.bitcast_convert_type(_select_tree(codes, NF4_TABLE.view(np.uint32)),
+                                      jnp.float32)
+
+
+def nf4_hi_lo(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """NF4 codes (unsigned ints 0..15) -> (hi, lo) bf16 with `hi + lo` = the table's f32 value to
+  within 2^-17 relative (hi = RN_bf16(t), lo = RN_bf16(t - hi)); one select tree on uint32
+  constants holding both terms' bits side by side."""
+  v = _select_tree(codes, NF4_HI_LO)
+  hi = jax.lax.bitcast_convert_type(v & jnp.uint32(0xFFFF0000), jnp.float32)
+  lo = jax.lax.bitcast_convert_type(v << 16, jnp.float32)
+  return hi.astype(jnp.bfloat16), lo.astype(jnp.bfloat16)
 
 
 def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
@@ -165,13 +214,11 @@ def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
 def dequantize_nk(pw: PackedWeight) -> jax.Array:
   """W^T, the (N, K) float32 weight a PackedWeight stands for, in the storage orientation."""
   fmt = pw.fmt
-  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
-    lo, hi = pw.w & 15, pw.w >> 4
-    if fmt is WeightFormat.NF4:
-      lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (lo, hi))
-    else:
-      lo, hi = e2m1_bf16(lo), e2m1_bf16(hi)
-    q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k).astype(jnp.float32)
+  if fmt is WeightFormat.NF4:
+    lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))
+    q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k)
+  elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+    q = e2m1_from_signed(pw.w.astype(jnp.float32))
   else:
     q = pw.w.astype(jnp.float32)
   w = q * jnp.repeat(group_scales(pw).T, pw.group, axis=1)

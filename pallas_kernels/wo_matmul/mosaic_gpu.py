@@ -1,8 +1,11 @@
 """Weight-only matmul on Hopper with Mosaic GPU: `y = x @ dequant(W)`.
 
-W: INT4 / UINT4 with groups of 32, 64 or 128 along K, or INT8 / FP8 E4M3 with per-channel
-scales (int8 -> bf16 through the WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and
-converted e4m3 -> f16 -> f32 -> bf16, exact). Paths not yet checked on a GPU (`VERIFIED`) need
+W: INT4 / UINT4 / NF4 with groups of 32, 64 or 128 along K, MXFP4 (E8M0 per 32), NVFP4 (E4M3
+per 16 and a tensor scale), or INT8 / FP8 E4M3 with per-channel scales (int8 -> bf16 through the
+WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f16 -> f32 -> bf16,
+exact). E2M1 is stored as a signed int4 code and decoded after the int4 cast by six exact bf16
+ops (`layout.e2m1_from_signed`); NF4 bytes are split into nibbles and looked up by a select tree
+as two bf16 terms, hi + lo (`layout.nf4_hi_lo`, the table to 2^-17), each with its own wgmma. Paths not yet checked on a GPU (`VERIFIED`) need
 `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
@@ -23,8 +26,10 @@ flight. Per 128-wide chunk of K within a step:
     acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
     acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset)
 
-MXFP4 / NVFP4 (`fp4_prescale`, default) instead multiply the decoded bf16 weights by their block
-scales in registers (exact in bf16) and run one wgmma per chunk into `acc` directly.
+MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
+scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
+(a power of two or an E4M3 value times an E2M1 value), and for NF4 the f32 product rounded once
+to bf16 (the weight bitsandbytes' dequantization gives in bf16).
 
 Splits along K write float32 partials (splits, N, Mp) that XLA sums (a few hundred KB).
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
@@ -42,8 +47,10 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import e2m1_bf16
+from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
+from pallas_kernels.wo_matmul.layout import nf4_f32
+from pallas_kernels.wo_matmul.layout import nf4_hi_lo
 
 NUM_SMS_H100 = 132
 
@@ -60,10 +67,11 @@ def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
 # (format, group) with group "channel" for per-channel scales. Others need allow_unverified.
 VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
             (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
-            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
+            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
-FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 nibble pairs, even k in the low nibble
+FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 stored as signed int4 (layout.py)
+INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4) + FP4  # loaded by the fast i4 path
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
 
@@ -78,10 +86,14 @@ def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
     return dict(tile_n=64 if small else 128, gps=2, steps=4)
   if fmt in (WeightFormat.FP8, WeightFormat.UINT4):
     return dict(tile_n=128, gps=2, steps=3 if small else 4)
-  if fmt is WeightFormat.MXFP4:  # kernels_wo_fp4_prescale.json (prescaled: 231 us at M = 1)
+  if fmt is WeightFormat.MXFP4:  # kernels_wo_s3_fp4_nf4.json (105 us at M = 1)
+    return dict(tile_n=128, gps=2, steps=4, splits=4) if small else dict(tile_n=128, gps=2,
+                                                                          steps=3)
+  if fmt is WeightFormat.NVFP4:  # ibid. (118 us at M = 1)
+    return dict(tile_n=64, gps=2, steps=4) if small else dict(tile_n=128, gps=2, steps=4,
+                                                              splits=2)
+  if fmt is WeightFormat.NF4:
     return dict(tile_n=64, gps=2, steps=4)
-  if fmt is WeightFormat.NVFP4:  # ibid. (prescaled: 211 us at M = 1); K split in 4
-    return dict(tile_n=64, gps=2, steps=4, splits=4)
   return dict(tile_n=None, gps=1, steps=6)
 
 
@@ -89,7 +101,7 @@ def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: in
                    scale_rows: int) -> int:
   """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
-  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # FP4: even + odd x halves
+  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # NF4: even + odd x halves
   if fmt is WeightFormat.UINT4:
     total += scale_rows * tile_n * 4 + scale_rows * max(32, mp) * 4
   return total
@@ -99,10 +111,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
-                         fp4_prescale: bool = True,
+                         prescale: bool = True,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
-  """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 (groups 32, 64, 128), INT8 and FP8
-  (per-channel) weights.
+  """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
+  NVFP4, INT8 and FP8 (per-channel) weights.
 
   Args:
     x: (M, K) bf16 activations, M <= 64.
@@ -114,10 +126,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     allow_unverified: run a (format, group) path that has not yet matched the reference on a
       GPU (`VERIFIED`); the benchmark passes it and checks the result.
     splits: K splits (default: enough CTAs to cover the SMs).
-    fp4_prescale: MXFP4 / NVFP4: multiply the decoded bf16 weights by their block scales in
-      registers (exact: an E2M1 value times a power of two or an E4M3 value fits bf16) and run
-      one wgmma per chunk (H100: 1.2x / 2.1x faster than False, which runs one wgmma per group
-      over x copies). NVFP4's tensor scale then multiplies the f32 output.
+    prescale: MXFP4 / NVFP4 / NF4: multiply the decoded weights by their block scales in
+      registers and run one wgmma per chunk (False: one wgmma per group over x copies, the
+      scale applied to the f32 partial product). E2M1: exact either way (an E2M1 value times a
+      power of two or an E4M3 value fits bf16); NVFP4's tensor scale then multiplies the f32
+      output. NF4: True rounds `table * absmax` (f32) to bf16 once, as bitsandbytes' bf16
+      dequantization does; False keeps the table in two bf16 terms (to 2^-17) and the scale in
+      f32 (closer to the f32 reference, slower).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
 
@@ -135,10 +150,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   fmt = pw.fmt
   per_channel = fmt in PER_CHANNEL
   fp4 = fmt in FP4
-  if fmt not in (WeightFormat.INT4, WeightFormat.UINT4) and not per_channel and not fp4:
-    raise NotImplementedError(
-        f"mosaic_gpu wo_matmul takes INT4/UINT4, MXFP4/NVFP4, INT8 and FP8 weights, not "
-        f"{fmt.value} (use implementation='xla' or 'portable')")
+  nf4 = fmt is WeightFormat.NF4  # the one format left as nibble bytes: even / odd k halves
   if per_channel and g != pw.k:
     raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
   if not per_channel and g not in ((32, 16) if fp4 else (32, 64, 128)):
@@ -157,7 +169,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
   # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
   sub = 1 if per_channel else CHUNK // g
-  prescale = fp4 and fp4_prescale
+  prescale = (fp4 or nf4) and prescale
   xsub = 1 if prescale else sub  # x copies per chunk
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
@@ -165,9 +177,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
   scale_rows = 1 if per_channel else gps * sub
-  if fp4 and xsub * mp > 256:
-    raise NotImplementedError(f"mosaic_gpu {fmt.value}: M={m} needs {sub} x copies of "
-                              f"{mp} rows, over a 256-row TMA box; use M <= {256 // sub}")
+  if xsub * mp > 256:
+    raise NotImplementedError(f"mosaic_gpu {fmt.value} group {g}: M={m} needs {xsub} x copies "
+                              f"of {mp} rows, over a 256-row TMA box; use M <= {256 // xsub}")
   if not gps_given:  # small groups at large M: the x copies grow, so take fewer chunks a step
     while gps > 1 and (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
         fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows) < 2:
@@ -199,11 +211,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if sub > 1:  # (sub * Mp, K): copy t keeps only the t-th group of every 128-chunk of K
     grp = (jnp.arange(k) % CHUNK) // g
     xg = jnp.concatenate([jnp.where(grp == t, xp, jnp.zeros_like(xp)) for t in range(sub)])
-  if fp4:
+  if nf4:  # (with `sub` copies unless prescaled)
     # Two x halves, the even and the odd k (the low and high nibbles), each with its group copies.
     half_grp = (jnp.arange(k // 2) % (CHUNK // 2)) // (g // 2)
     xg = [jnp.concatenate([jnp.where(half_grp == t, h, jnp.zeros_like(h)) for t in range(xsub)])
           if xsub > 1 else h for h in (xp[:, 0::2], xp[:, 1::2])]
+  elif prescale:
+    xg = [xp]
   else:
     xg = [xg]
   w_in = pw.w
@@ -223,9 +237,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-  w_tf = (plgpu.TilingTransform((8, 64 if fp4 else 128)),
+  w_tf = (plgpu.TilingTransform((8, 64 if nf4 else 128)),
           plgpu.SwizzleTransform(128 if per_channel else 64))
-  wk = CHUNK // 2 if fp4 else CHUNK  # weight columns (bytes or int4) per 128 of K
+  wk = CHUNK // 2 if nf4 else CHUNK  # weight columns (bytes or int4) per 128 of K
 
   nx = len(xg)
   xspan = ksteps * wk * gps  # x and weight columns of one K split
@@ -244,23 +258,28 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
       acc = refs_and_acc[-1]
 
+      def block_scales(j, group_cols, dtype):  # the chunk's scales, spread over its columns
+        gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (tile_n, wk), 1),
+                                 plgpu.Layout.WGMMA) >> (group_cols.bit_length() - 1)
+        s_exp = None
+        for t in range(sub):
+          st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          st = lax.broadcast_in_dim(st.astype(dtype), (tile_n, wk), [0])
+          s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
+        return s_exp
+
       def weights(j):  # chunk j (128 of K) of W^T as bf16 register tiles
         ks = pl.ds(j * wk, wk)
-        if fp4:  # bytes -> low / high nibbles -> bf16: the even-k and odd-k halves
+        if nf4:  # bytes -> low / high nibbles (even / odd k) -> table values
           wb = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           # Mosaic GPU does no arithmetic (shifts included) on 8-bit registers: widen first.
           wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA).astype(jnp.uint16)
-          ws = [e2m1_bf16(wb & 15), e2m1_bf16(wb >> 4)]
-          if prescale:  # byte column c holds k = 2c, 2c + 1: group c // (g / 2) of the chunk
-            gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (tile_n, wk), 1),
-                                     plgpu.Layout.WGMMA) >> ((g // 2).bit_length() - 1)
-            s_exp = None
-            for t in range(sub):
-              st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
-              st = lax.broadcast_in_dim(st.astype(jnp.bfloat16), (tile_n, wk), [0])
-              s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
-            ws = [w_ * s_exp for w_ in ws]
-          return ws
+          halves = (wb & 15, wb >> 4)
+          if prescale:  # byte column c holds k = 2c, 2c + 1: g / 2 byte columns a group
+            s_exp = block_scales(j, g // 2, jnp.float32)
+            return [(nf4_f32(h) * s_exp).astype(jnp.bfloat16) for h in halves]
+          (ev_hi, ev_lo), (od_hi, od_lo) = map(nf4_hi_lo, halves)
+          return [ev_hi, od_hi, ev_lo, od_lo]
         if per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
@@ -270,7 +289,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
         # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
         w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-        return [plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)]
+        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
+        if fp4:
+          w = e2m1_from_signed(w)  # six exact bf16 ops
+          if prescale:  # exact in bf16
+            w = w * block_scales(j, g, jnp.bfloat16)
+        return [w]
 
       def x_tiles(j, t):  # x^T tiles of chunk j, group copy t (one per x half)
         ks = pl.ds(j * wk, wk)
@@ -295,8 +319,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         ws = weights(j)
         for t in range(xsub):
           def mma(acc_ref, ws=ws, xts=x_tiles(j, t)):
-            for w_, xt_ in zip(ws, xts):
-              plgpu.wgmma(acc_ref, w_, xt_)
+            for i, w_ in enumerate(ws):  # NF4: (even, odd) x halves, for hi then lo terms
+              plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
             return acc_ref[...]
 
           acc = epilogue(acc, pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32)), j, t)

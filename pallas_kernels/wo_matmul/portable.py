@@ -18,10 +18,10 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
-from pallas_kernels.wo_matmul.layout import E2M1_TABLE
 from pallas_kernels.wo_matmul.layout import NF4_TABLE
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 
 
 def _lut(idx: jax.Array, table: np.ndarray) -> jax.Array:
@@ -33,11 +33,13 @@ def _lut(idx: jax.Array, table: np.ndarray) -> jax.Array:
 
 
 def _decode_block(w: jax.Array, fmt: WeightFormat) -> jax.Array:
-  """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for nibble formats] -> f32 codes."""
-  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4):
+  """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for NF4] -> f32 element values."""
+  if fmt is WeightFormat.NF4:
     lo, hi = w & 15, w >> 4
     idx = jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]).astype(jnp.int32)
-    return _lut(idx, NF4_TABLE if fmt is WeightFormat.NF4 else E2M1_TABLE)
+    return _lut(idx, NF4_TABLE)
+  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+    return e2m1_from_signed(w.astype(jnp.float32))
   return w.astype(jnp.float32)
 
 
@@ -73,8 +75,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   if n % tile_n or k % tile_k or (not per_channel and tile_k % g):
     raise ValueError(f"portable kernel: N={n}, K={k} must tile by ({tile_n}, {tile_k}) and "
                      f"tile_k must be a multiple of the group {g}")
-  nibbles = fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4)
-  wk = tile_k // 2 if nibbles else tile_k
+  wk = tile_k // 2 if fmt is WeightFormat.NF4 else tile_k  # NF4: nibble pairs
   gps = 1 if per_channel else tile_k // g  # groups per step
   ts = jnp.zeros((1, 1), jnp.float32) if pw.tensor_scale is None else pw.tensor_scale.reshape(1, 1)
   has_off = pw.offset is not None

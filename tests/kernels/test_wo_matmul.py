@@ -98,10 +98,7 @@ def test_portable_tiling_and_bf16_out():
 
 
 def test_errors_are_raised_not_swallowed(monkeypatch):
-  _, pw = _weight("nf4_g64", {})
   x = jnp.ones((4, 256), jnp.bfloat16)
-  with pytest.raises(NotImplementedError, match="not nf4"):
-    wm.wo_matmul(x, pw, implementation="mosaic_gpu")
   _, pw4 = _weight("int4_g128", {"block_size": 16})
   with pytest.raises(NotImplementedError, match="groups of 32, 64 or 128"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu")
@@ -128,9 +125,31 @@ def test_default_implementation_is_inspectable():
   assert wm.api.default_implementation(x, pw) == "xla"  # this CPU backend
 
 
-def test_gpu_e2m1_decode_is_exact():
-  # The Mosaic GPU kernel decodes E2M1 nibbles with integer ops; every code, bit for bit
-  # (signed zeros included), against the layout's table.
-  from pallas_kernels.wo_matmul.layout import E2M1_TABLE, e2m1_bf16
-  got = np.asarray(e2m1_bf16(jnp.arange(16, dtype=jnp.uint8)).astype(jnp.float32))
-  np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_gpu_e2m1_decode_is_exact(dtype):
+  # The kernels store E2M1 as a signed code and decode it by arithmetic; every code, bit for
+  # bit against the table, except -0 which becomes +0 (documented in layout.py).
+  from pallas_kernels.wo_matmul.layout import E2M1_TABLE, e2m1_from_signed, e2m1_to_signed
+  codes = jnp.arange(16, dtype=jnp.uint8)
+  q = e2m1_to_signed(codes)
+  assert q.dtype == jnp.int8 and int(q.min()) == -7 and int(q.max()) == 7
+  got = np.asarray(e2m1_from_signed(q.astype(dtype)).astype(jnp.float32))
+  assert got.dtype == np.float32
+  want = E2M1_TABLE + 0.0  # -0 -> +0
+  np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_nf4_lookups():
+  # The GPU kernel's NF4 lookups (select trees); unprescaled: two bf16 terms per code from one select tree; hi is the table
+  # rounded to bf16, hi + lo within 2^-17 of the f32 table (float64 check, every code).
+  from pallas_kernels.wo_matmul.layout import NF4_TABLE, nf4_f32, nf4_hi_lo
+  codes = jnp.arange(16, dtype=jnp.uint16)
+  exact = np.asarray(nf4_f32(codes))  # the prescaled path's f32 lookup: bit for bit
+  np.testing.assert_array_equal(exact.view(np.uint32), NF4_TABLE.view(np.uint32))
+  hi, lo = nf4_hi_lo(codes)
+  assert hi.dtype == lo.dtype == jnp.bfloat16
+  hi64, lo64 = (np.asarray(v.astype(jnp.float32), np.float64) for v in (hi, lo))
+  np.testing.assert_array_equal(hi64, NF4_TABLE.astype(jnp.bfloat16).astype(np.float64))
+  t = NF4_TABLE.astype(np.float64)
+  assert np.all(np.abs(hi64 + lo64 - t) <= 2.0**-17 * np.abs(t))
+  assert np.any(lo64 != 0)  # the second term carries bits the first cannot
