@@ -104,19 +104,39 @@ WO_SWEEP = [dict(tile_n=t, gps=g, steps=st, splits=sp) for t, g, st, sp in (
     (64, 4, 4, None), (256, 1, 4, None), (128, 2, 4, 2), (128, 2, 4, 4))]
 
 
-def fastest_config(fn, configs, sets):
+def fastest_config(fn, configs, sets, log=None, prepare=None):
   """(config, timing) of the fastest config of `fn(*inputs, cfg)` over the input sets, or None
-  if every config failed (each failure is printed and skipped: the table says what ran)."""
+  if every config failed (each failure is printed and skipped: the table says what ran).
+  `log`, a list, receives every config's median time (or its error); `prepare(cfg, inputs)`,
+  if given, turns each input set into what that config runs on, before (outside) the timing."""
   best = None
   for cfg in configs:
     try:
-      t = C.time_op(lambda *a, cfg=cfg: fn(*a, cfg), sets)
+      cfg_sets = [prepare(cfg, s) for s in sets] if prepare else sets
+      t = C.time_op(lambda *a, cfg=cfg: fn(*a, cfg), cfg_sets)
     except Exception as e:  # record and go on
       print("config failed", cfg, type(e).__name__, str(e)[:120])
+      if log is not None:
+        log.append(dict(config=cfg, error=f"{type(e).__name__}: {e}"[:300]))
       continue
+    if log is not None:
+      log.append(dict(config=cfg, time_s=t["time_s"]))
     if best is None or t["time_s"] < best[1]["time_s"]:
       best = (cfg, t)
   return best
+
+
+def _tiled(cfg, inputs):
+  """A config's {"w_tile": [tile_n, tile_k]}: the weight stored block-contiguous (a one-time
+  repacking, `layout.tile_weight`), done here outside the timing."""
+  if "w_tile" not in cfg:
+    return inputs
+  x, p = inputs
+  return x, L.tile_weight(p, *cfg["w_tile"])
+
+
+def _knobs(cfg):
+  return {k: v for k, v in cfg.items() if k != "w_tile"}
 
 
 def _dump(args, res):
@@ -189,8 +209,11 @@ def bench_wo(args, res):
           configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
         else:
           configs = [dict()]
-        best = fastest_config(lambda x, p, cfg: kfun(x, p, **cfg, **unv), configs,
-                              [(x, p) for *_, p in q_sets])
+        timed = []
+        best = fastest_config(lambda x, p, cfg: kfun(x, p, **_knobs(cfg), **unv), configs,
+                              [(x, p) for *_, p in q_sets], log=timed, prepare=_tiled)
+        if len(configs) > 1:
+          row["configs_timed"] = timed
         if best is None:
           row["error"] = "every config failed"
           rows.append(row)
@@ -199,7 +222,7 @@ def bench_wo(args, res):
         tuned[bucket] = cfg
         C.poison()
         row["rel_err_best_config"] = C.rel_err(
-            jax.jit(lambda x, p: kfun(x, p, **cfg, **unv))(xc, pw), ref)
+            jax.jit(lambda x, p: kfun(x, p, **_knobs(cfg), **unv))(*_tiled(cfg, (xc, pw))), ref)
         row["correct"] = bool(row["correct"] and row["rel_err_best_config"] < 1e-2)
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], rotations=tk["rotations"],

@@ -71,6 +71,8 @@ class PackedWeight:
   group: int = dataclasses.field(metadata=dict(static=True))  # K for per-channel
   k: int = dataclasses.field(metadata=dict(static=True))
   n: int = dataclasses.field(metadata=dict(static=True))
+  # (tile_n, tile_k) if `w` is stored block-contiguous (`tile_weight`), else None.
+  w_tile: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
 
   @property
   def nbytes(self) -> int:
@@ -211,8 +213,35 @@ def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
   return s
 
 
+def tile_weight(pw: PackedWeight, tile_n: int, tile_k: int) -> PackedWeight:
+  """Stores W^T block-contiguous: each (tile_n rows, tile_k of K) block one run of memory,
+  blocks in (N tile, K block) order, as `(N / tile_n * K / tile_k * tile_n, tile_k)` (bytes
+  columns for NF4: tile_k / 2). The GPU decode kernel then reads every pipeline step's weight
+  tile as one contiguous copy instead of `tile_n` short row pieces `K` apart. Scales unchanged."""
+  if pw.w_tile is not None:
+    pw = untile_weight(pw)
+  cols = pw.w.shape[1]
+  tk = tile_k * cols // pw.k  # storage columns per tile (K / 2 bytes for NF4)
+  if pw.n % tile_n or pw.k % tile_k:
+    raise ValueError(f"(N, K) = ({pw.n}, {pw.k}) does not tile by ({tile_n}, {tile_k})")
+  w = pw.w.reshape(pw.n // tile_n, tile_n, cols // tk, tk).transpose(0, 2, 1, 3)
+  return dataclasses.replace(pw, w=w.reshape(-1, tk), w_tile=(tile_n, tile_k))
+
+
+def untile_weight(pw: PackedWeight) -> PackedWeight:
+  """The inverse of `tile_weight` (a no-op for a row-major PackedWeight)."""
+  if pw.w_tile is None:
+    return pw
+  tile_n, tile_k = pw.w_tile
+  tk = pw.w.shape[1]
+  cols = tk * pw.k // tile_k
+  w = pw.w.reshape(pw.n // tile_n, cols // tk, tile_n, tk).transpose(0, 2, 1, 3)
+  return dataclasses.replace(pw, w=w.reshape(pw.n, cols), w_tile=None)
+
+
 def dequantize_nk(pw: PackedWeight) -> jax.Array:
   """W^T, the (N, K) float32 weight a PackedWeight stands for, in the storage orientation."""
+  pw = untile_weight(pw)
   fmt = pw.fmt
   if fmt is WeightFormat.NF4:
     lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))

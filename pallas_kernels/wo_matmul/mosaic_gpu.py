@@ -31,7 +31,9 @@ scales in registers and run one wgmma per chunk into `acc` directly: exact in bf
 (a power of two or an E4M3 value times an E2M1 value), and for NF4 the f32 product rounded once
 to bf16 (the weight bitsandbytes' dequantization gives in bf16).
 
-Splits along K write float32 partials (splits, N, Mp) that XLA sums (a few hundred KB).
+Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
+K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
+sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB).
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
 interpreter; `portable.py` is its twin with the same numerics, and the GPU benchmark checks
 this kernel against the reference for every shape it times.
@@ -51,6 +53,7 @@ from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import nf4_hi_lo
+from pallas_kernels.wo_matmul import schedule as S
 
 NUM_SMS_H100 = 132
 
@@ -111,7 +114,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
-                         prescale: bool = True,
+                         prescale: bool = True, compute_wgs: int = 1,
+                         stream_k: int | None = None,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -126,6 +130,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     allow_unverified: run a (format, group) path that has not yet matched the reference on a
       GPU (`VERIFIED`); the benchmark passes it and checks the result.
     splits: K splits (default: enough CTAs to cover the SMs).
+    stream_k: if given, ignore `splits` and run the stream-K schedule with about this many CTAs
+      an SM, each taking an equal, contiguous share of the (N tile, K step) iterations
+      (`schedule.stream_k_schedule`): no SM idles at the end.
     prescale: MXFP4 / NVFP4 / NF4: multiply the decoded weights by their block scales in
       registers and run one wgmma per chunk (False: one wgmma per group over x copies, the
       scale applied to the f32 partial product). E2M1: exact either way (an E2M1 value times a
@@ -133,6 +140,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       output. NF4: True rounds `table * absmax` (f32) to bf16 once, as bitsandbytes' bf16
       dequantization does; False keeps the table in two bf16 terms (to 2^-17) and the scale in
       f32 (closer to the f32 reference, slower).
+    compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2: warp
+      specialization, a memory warpgroup issuing the TMA copies and two compute warpgroups
+      taking `tile_n / 2` rows each (`plgpu.emit_pipeline_warp_specialized`; group scales
+      only).
     out_dtype: default x.dtype.
     num_sms: used to pick the default split.
 
@@ -143,6 +154,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   m, k = x.shape
   n, g = pw.n, pw.group
   dflt = _default_config(pw.fmt, n, m)
+  if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
+    tn, tk = pw.w_tile
+    if tk % CHUNK or (tile_n, gps) not in ((None, None), (tn, None), (None, tk // CHUNK),
+                                            (tn, tk // CHUNK)):
+      raise ValueError(f"the weight is stored in ({tn}, {tk}) blocks: tile_n={tile_n}, gps={gps} "
+                       f"do not match (tile_k must be a multiple of {CHUNK})")
+    tile_n, gps = tn, tk // CHUNK
   tile_n = dflt["tile_n"] if tile_n is None else tile_n
   steps = dflt["steps"] if steps is None else steps
   gps_given = gps is not None
@@ -190,14 +208,16 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     raise ValueError(f"K={k} must be a multiple of {gps} chunks of {CHUNK}")
   ksteps_total = k // tile_k
   n_tiles = n // tile_n
-  if splits is None:
-    splits = dflt.get("splits")
-    if splits is None or ksteps_total % splits:
-      splits = _pick_splits(n_tiles, ksteps_total, num_sms)
-  if ksteps_total % splits:
-    raise ValueError(f"K steps ({ksteps_total}) must divide by splits={splits}")
-  ksteps = ksteps_total // splits
-  kspan = ksteps * tile_k
+  stream_k = dflt.get("stream_k") if stream_k is None and splits is None else stream_k
+  if stream_k is not None:
+    schedule = S.stream_k_schedule(n_tiles, tile_n, ksteps_total, S.stream_k_ctas(
+        n_tiles * ksteps_total, stream_k * num_sms))
+  else:
+    if splits is None:
+      splits = dflt.get("splits")
+      if splits is None or ksteps_total % splits:
+        splits = _pick_splits(n_tiles, ksteps_total, num_sms)
+    schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
   asym = fmt is WeightFormat.UINT4
   per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows)
   fit = (SMEM_BYTES - 1024 - tile_n * mp * 4) // per_step
@@ -205,6 +225,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
+  if compute_wgs not in (1, 2):
+    raise ValueError(f"compute_wgs must be 1 or 2, got {compute_wgs}")
+  if compute_wgs > 1 and (per_channel or tile_n % (64 * compute_wgs)):
+    raise NotImplementedError(
+        f"warp specialization takes group-scaled formats and tile_n a multiple of "
+        f"{64 * compute_wgs} (got {fmt.value}, tile_n={tile_n})")
+  wg_rows = tile_n // compute_wgs
 
   xp = jnp.pad(x, ((0, mp - m), (0, 0))) if mp != m else x
   xg = xp
@@ -242,7 +269,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   wk = CHUNK // 2 if nf4 else CHUNK  # weight columns (bytes or int4) per 128 of K
 
   nx = len(xg)
-  xspan = ksteps * wk * gps  # x and weight columns of one K split
 
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
@@ -250,21 +276,22 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       off_gmem, xs_gmem, o_gmem, o_smem = rest
     else:
       o_gmem, o_smem = rest
-    ni = lax.axis_index("n")
-    si = lax.axis_index("s")
-    n_sl = pl.ds(ni * tile_n, tile_n)
-
     def body(_, *refs_and_acc):
       x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
+      off_smem, xs_smem = refs_and_acc[nx + 2:nx + 4] if asym else (None, None)
       acc = refs_and_acc[-1]
+      if compute_wgs > 1:  # this compute warpgroup's rows of the tile
+        r = pl.ds(lax.axis_index("wg") * wg_rows, wg_rows)
+        w_smem, s_smem = w_smem.at[r], s_smem.at[:, r]
+        off_smem = off_smem.at[:, r] if asym else None
 
       def block_scales(j, group_cols, dtype):  # the chunk's scales, spread over its columns
-        gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (tile_n, wk), 1),
+        gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (wg_rows, wk), 1),
                                  plgpu.Layout.WGMMA) >> (group_cols.bit_length() - 1)
         s_exp = None
         for t in range(sub):
           st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
-          st = lax.broadcast_in_dim(st.astype(dtype), (tile_n, wk), [0])
+          st = lax.broadcast_in_dim(st.astype(dtype), (wg_rows, wk), [0])
           s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
         return s_exp
 
@@ -308,7 +335,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                        layout=plgpu.Layout.WGMMA.reduce(1))
         acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
         if asym:
-          off_smem, xs_smem = refs_and_acc[nx + 2], refs_and_acc[nx + 3]
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
           xs = plgpu.load(xs_smem.at[gi, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
           acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
@@ -323,42 +349,66 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
               plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
             return acc_ref[...]
 
-          acc = epilogue(acc, pl.run_scoped(mma, plgpu.ACC((tile_n, mp), jnp.float32)), j, t)
+          acc = epilogue(acc, pl.run_scoped(mma, plgpu.ACC((wg_rows, mp), jnp.float32)), j, t)
       return acc
 
-    g_sl = pl.ds(si * ksteps * scale_rows, ksteps * scale_rows)  # this split's groups
-    k_sl = pl.ds(si * xspan, xspan)
-    in_specs = [plgpu.BlockSpec((xsub * mp, wk * gps), lambda kk: (0, kk), transforms=x_tf)] * nx
+    # Where iteration i of this CTA's pipeline reads: (N tile, K step of the tile, output slot).
+    sched_place, sched_last = schedule.place, schedule.last  # traced in the kernel
+    in_specs = [plgpu.BlockSpec((xsub * mp, wk * gps), lambda i: (0, sched_place(i)[1]),
+                                transforms=x_tf)] * nx
+    kst = k // tile_k
+    w_block = ((lambda i: (sched_place(i)[0] * kst + sched_place(i)[1], 0)) if pw.w_tile
+               else (lambda i: sched_place(i)[:2]))
     in_specs += [
-        plgpu.BlockSpec((tile_n, wk * gps), lambda kk: (0, kk), transforms=w_tf),
-        (plgpu.BlockSpec((1, tile_n), lambda kk: (0, 0)) if per_channel
-         else plgpu.BlockSpec((scale_rows, tile_n), lambda kk: (kk, 0))),
+        plgpu.BlockSpec((tile_n, wk * gps), w_block, transforms=w_tf),
+        (plgpu.BlockSpec((1, tile_n), lambda i: (0, sched_place(i)[0])) if per_channel
+         else plgpu.BlockSpec((scale_rows, tile_n), lambda i: sched_place(i)[1::-1])),
     ]
-    gmem = [xgm.at[:, k_sl] for xgm in x_gmems] + [
-        w_gmem.at[n_sl, k_sl],
-        s_gmem.at[:, n_sl] if per_channel else s_gmem.at[g_sl, n_sl],
-    ]
+    gmem = [*x_gmems, w_gmem, s_gmem]
     if asym:
-      in_specs += [plgpu.BlockSpec((scale_rows, tile_n), lambda kk: (kk, 0)),
-                   plgpu.BlockSpec((scale_rows, max(32, mp)), lambda kk: (kk, 0))]
-      gmem += [off_gmem.at[g_sl, n_sl], xs_gmem.at[g_sl, :]]
-    acc0 = plgpu.layout_cast(jnp.zeros((tile_n, mp), jnp.float32), plgpu.Layout.WGMMA)
-    acc = plgpu.emit_pipeline(body, grid=(ksteps,), in_specs=in_specs,
-                              max_concurrent_steps=min(steps, ksteps), init_carry=acc0)(*gmem)
-    o_smem[...] = acc
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[si, n_sl])
+      in_specs += [plgpu.BlockSpec((scale_rows, tile_n), lambda i: sched_place(i)[1::-1]),
+                   plgpu.BlockSpec((scale_rows, max(32, mp)), lambda i: (sched_place(i)[1], 0))]
+      gmem += [off_gmem, xs_gmem]
+    wg = lax.axis_index("wg") if compute_wgs > 1 else 0
+
+    def body_and_flush(indices, *refs_and_acc):
+      (i,) = indices
+      acc = body(indices, *refs_and_acc)
+      last = sched_last(i)
+
+      @pl.when(last)
+      def _flush():  # this warpgroup's rows of the tile's partial sum -> output slot
+        tile, _, slot = sched_place(i)
+        plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
+        o_smem.at[wg][...] = acc
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(o_smem.at[wg],
+                                o_gmem.at[slot, pl.ds(tile * tile_n + wg * wg_rows, wg_rows)])
+
+      return jnp.where(last, 0.0, acc)  # a select: NaN in one tile cannot leak into the next
+
+    acc0 = lambda: plgpu.layout_cast(jnp.zeros((wg_rows, mp), jnp.float32), plgpu.Layout.WGMMA)
+    depth = min(steps, schedule.iters)
+    if compute_wgs == 1:
+      plgpu.emit_pipeline(body_and_flush, grid=(schedule.iters,), in_specs=in_specs,
+                          max_concurrent_steps=depth, init_carry=acc0())(*gmem)
+    else:
+      plgpu.emit_pipeline_warp_specialized(
+          body_and_flush, grid=(schedule.iters,), in_specs=in_specs,
+          max_concurrent_steps=depth, num_compute_wgs=compute_wgs, wg_axis="wg",
+          memory_registers=40, compute_context=lambda pipeline: pipeline(acc0()))(*gmem)
     plgpu.wait_smem_to_gmem(0)
 
+  threads = dict(num_threads=compute_wgs + 1, thread_name="wg") if compute_wgs > 1 else {}
   f = _compat.mgpu_kernel(
       kernel,
-      out_type=jax.ShapeDtypeStruct((splits, n, mp), jnp.float32),
-      grid=(n_tiles, splits),
-      grid_names=("n", "s"),
-      scratch_types=[plgpu.SMEM((tile_n, mp), jnp.float32)],
+      out_type=jax.ShapeDtypeStruct((schedule.slots, n, mp), jnp.float32),
+      grid=schedule.grid,
+      grid_names=schedule.grid_names,
+      scratch_types=[plgpu.SMEM((compute_wgs, wg_rows, mp), jnp.float32)],
+      **threads,
   )
-  parts = f(*xg, w_in, scale_in, *extra)
-  y = parts[0] if splits == 1 else parts.sum(0)
+  y = schedule.reduce(f(*xg, w_in, scale_in, *extra))
   if prescale and fmt is WeightFormat.NVFP4:
     y = y * pw.tensor_scale
   return y[:, :m].T.astype(out_dtype or x.dtype)

@@ -22,6 +22,7 @@ from pallas_kernels.wo_matmul.layout import NF4_TABLE
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import e2m1_from_signed
+from pallas_kernels.wo_matmul.layout import untile_weight
 
 
 def _lut(idx: jax.Array, table: np.ndarray) -> jax.Array:
@@ -68,6 +69,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   Returns:
     (M, N) of out_dtype (default x.dtype).
   """
+  pw = untile_weight(pw)  # this kernel reads W^T row-major
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   per_channel = g == k

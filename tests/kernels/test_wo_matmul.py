@@ -153,3 +153,69 @@ def test_nf4_lookups():
   t = NF4_TABLE.astype(np.float64)
   assert np.all(np.abs(hi64 + lo64 - t) <= 2.0**-17 * np.abs(t))
   assert np.any(lo64 != 0)  # the second term carries bits the first cannot
+
+
+def _simulate(sched, kst):
+  """Runs a schedule's CTAs on the CPU with Python ints: every (tile, K step) gets a value, each
+  CTA accumulates and flushes to its slot as the kernel does, unwritten slots hold NaN."""
+  rng = np.random.default_rng(0)
+  vals = rng.standard_normal((sched.n_tiles, kst))
+  parts = np.full((sched.slots, sched.n_tiles * sched.tile_n, 1), np.nan)
+  seen = np.zeros((sched.n_tiles, kst), int)
+  flushed = set()
+  for ids in np.ndindex(*sched.grid):
+    acc = 0.0
+    for i in range(sched.iters):
+      tile, kk, slot = sched.place_at(ids, i)
+      seen[tile, kk] += 1
+      acc += vals[tile, kk]
+      if sched.last_at(ids, i):
+        assert (slot, tile) not in flushed and sched.written[slot, tile]
+        flushed.add((slot, tile))
+        parts[slot, tile * sched.tile_n:(tile + 1) * sched.tile_n] = acc
+        acc = 0.0
+  assert (seen == 1).all(), "every iteration exactly once"
+  assert flushed == {tuple(ix) for ix in np.argwhere(sched.written)}
+  got = np.asarray(sched.reduce(jnp.asarray(parts, jnp.float32)))[::sched.tile_n, 0]
+  np.testing.assert_allclose(got, vals.sum(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_tiles,kst,ctas", [(224, 32, 256), (224, 32, 224), (7, 8, 8),
+                                              (112, 16, 256), (3, 5, 15), (5, 3, 5)])
+def test_stream_k_schedule_covers_every_iteration_once(n_tiles, kst, ctas):
+  from pallas_kernels.wo_matmul import schedule as S
+  sched = S.stream_k_schedule(n_tiles, 2, kst, ctas)
+  assert sched.iters * ctas == n_tiles * kst and sched.grid == (ctas,)
+  _simulate(sched, kst)
+
+
+def test_split_schedule_and_errors():
+  from pallas_kernels.wo_matmul import schedule as S
+  _simulate(S.split_schedule(6, 2, 8, 4), 8)
+  assert S.stream_k_ctas(7168, 264) == 256
+  with pytest.raises(ValueError, match="stream_k_ctas"):
+    S.stream_k_schedule(224, 128, 32, 264)
+  with pytest.raises(ValueError, match="splits"):
+    S.split_schedule(6, 2, 8, 3)
+
+
+@pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[4], FORMATS[6], FORMATS[7]],
+                         ids=[IDS[0], IDS[4], IDS[6], IDS[7]])
+def test_block_contiguous_weight(preset, overrides):
+  # tile_weight stores each (tile_n, tile_k) block of W^T as one run of memory; every path
+  # that reads W^T row-major untiles it, and the round trip is exact.
+  _, pw = _weight(preset, overrides, k=512, n=256)
+  tw = wm.layout.tile_weight(pw, 128, 256)
+  assert tw.w_tile == (128, 256) and tw.w.shape == (256 * 512 // 256, 256 * pw.w.shape[1] // 512)
+  first = np.asarray(tw.w[:128].astype(jnp.float32))  # block (0, 0) comes first, whole
+  np.testing.assert_array_equal(first, np.asarray(pw.w[:128, :tw.w.shape[1]].astype(jnp.float32)))
+  back = wm.layout.untile_weight(tw)
+  np.testing.assert_array_equal(np.asarray(back.w.astype(jnp.float32)),
+                                np.asarray(pw.w.astype(jnp.float32)))
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(tw)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(4), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
+  y = wm.wo_matmul(x, tw, implementation="portable", interpret=True, out_dtype=jnp.float32)
+  assert _rel(y, ref) < 1e-5
+  with pytest.raises(ValueError, match="does not tile"):
+    wm.layout.tile_weight(pw, 96, 256)
