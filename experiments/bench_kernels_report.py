@@ -159,13 +159,15 @@ def main():
                                      "kernels_wo_defaults.json",
                                      "kernels_wo_final_check.json",
                                      "kernels_wo_review_check.json")]
+  wo3 = [("s3", _load(f"kernels_wo_s3_{n}.json")) for n in (
+      "defaults", "defaults_small", "prefill", "nf4_groups", "fp4_copies", "nf4_terms")]
   head = quant[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
   md = [
       "# Kernel benchmarks (issue 8), H100",
       "",
       f"Device {head['device']}, jax {head['jax_version']}; runs of {head['date'][:10]} "
-      f"({', '.join(d['date'][11:19] + ' UTC' for _, d in quant + recheck + wo + quant2 + wo2)}). "
+      f"({', '.join(d['date'][11:19] + ' UTC' for _, d in quant + recheck + wo + quant2 + wo2 + wo3)}). "
       f"Ceilings measured in the same runs: copy {copy_bps/1e12:.2f} TB/s (read + write), "
       f"XLA bf16 GEMM 8192^3 {gemm/1e12:.0f} TFLOP/s. " + head["timing"] + ".",
       "",
@@ -192,11 +194,18 @@ def main():
       "",
       wo_table(wo2, copy_bps),
       "",
+      "Session 3: the defaults after E2M1 as signed int4 (six bf16 ops), NF4 on the GPU, "
+      "stream-K and warp-specialized schedules for M > 32; the FP4 x-copy and NF4 two-term "
+      "variants; prefill with the arithmetic E2M1 decode (every config tried is listed in the "
+      "JSON's `configs_timed`, `kernels_wo_s3_*.json`):",
+      "",
+      wo_table(wo3, copy_bps),
+      "",
       "![roofline](kernels_roofline.png)",
   ]
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
-  roofline(wo + wo2, quant2, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
+  roofline(wo + wo2 + wo3, quant2, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
   print("\n".join(md))
 
 

@@ -80,21 +80,30 @@ CHUNK = 128  # K elements per register tile (one wgmma operand)
 
 
 def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
-  """The H100 sweeps' best (and GPU-checked) configs at K=8192, N=28672
-  (experiments/results/kernels_wo.json, kernels_wo_sweep2.json, kernels_wo_fp4_sweep.json)."""
+  """The H100 sweeps' best (and GPU-checked) configs at K=8192, N=28672: session 3's
+  `experiments/results/kernels_wo_s3_*.json` (every config's time is in `configs_timed`), earlier
+  ones in kernels_wo.json, kernels_wo_sweep2.json."""
   small = m <= 32
+  # M > 32: two compute warpgroups of 128 rows each and an even stream-K share per CTA
+  # (INT4 g128, M = 64: 103 -> 77 us).
+  wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2)
   if fmt is WeightFormat.INT4:
-    return dict(tile_n=128, gps=2, steps=3) if n >= 16384 else dict(tile_n=64, gps=2, steps=4)
+    if n < 16384:
+      return dict(tile_n=64, gps=2, steps=4) if small else dict(wide, stream_k=1)
+    return dict(tile_n=128, gps=4, steps=2) if small else dict(wide, stream_k=1)
+  if fmt is WeightFormat.UINT4:
+    return dict(tile_n=128, gps=2, steps=3) if small else wide
   if fmt is WeightFormat.INT8:
-    return dict(tile_n=64 if small else 128, gps=2, steps=4)
-  if fmt in (WeightFormat.FP8, WeightFormat.UINT4):
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2) if small else dict(tile_n=128, gps=2,
+                                                                           steps=4)
+  if fmt is WeightFormat.FP8:
     return dict(tile_n=128, gps=2, steps=3 if small else 4)
-  if fmt is WeightFormat.MXFP4:  # kernels_wo_s3_fp4_nf4.json (105 us at M = 1)
-    return dict(tile_n=128, gps=2, steps=4, splits=4) if small else dict(tile_n=128, gps=2,
-                                                                          steps=3)
-  if fmt is WeightFormat.NVFP4:  # ibid. (118 us at M = 1)
-    return dict(tile_n=64, gps=2, steps=4) if small else dict(tile_n=128, gps=2, steps=4,
-                                                              splits=2)
+  if fmt is WeightFormat.MXFP4:
+    return dict(tile_n=128, gps=2, steps=4, stream_k=2) if small else dict(tile_n=128, gps=2,
+                                                                            steps=3)
+  if fmt is WeightFormat.NVFP4:
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2) if small else dict(
+        tile_n=128, gps=2, steps=4, splits=2)
   if fmt is WeightFormat.NF4:
     return dict(tile_n=64, gps=2, steps=4)
   return dict(tile_n=None, gps=1, steps=6)
@@ -114,7 +123,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          steps: int | None = None, splits: int | None = None,
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
-                         prescale: bool = True, compute_wgs: int = 1,
+                         prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
@@ -188,6 +197,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
   sub = 1 if per_channel else CHUNK // g
   prescale = (fp4 or nf4) and prescale
+  compute_wgs = dflt.get("compute_wgs", 1) if compute_wgs is None else compute_wgs
   xsub = 1 if prescale else sub  # x copies per chunk
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:

@@ -107,6 +107,14 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
     wm.wo_matmul(jnp.ones((65, 256), jnp.bfloat16), pw4, implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="interpreter"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
+  with pytest.raises(ValueError, match="compute_wgs must be 1 or 2"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", compute_wgs=3)
+  _, pw8 = _weight("int8", {})
+  with pytest.raises(NotImplementedError, match="warp specialization takes group-scaled"):
+    wm.wo_matmul(x, pw8, implementation="mosaic_gpu", compute_wgs=2, tile_n=128)
+  with pytest.raises(ValueError, match="do not match"):
+    wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
+                 tile_n=64)
   from pallas_kernels.wo_matmul import mosaic_gpu  # a path not yet checked on a GPU is refused
   monkeypatch.setattr(mosaic_gpu, "VERIFIED", set())
   with pytest.raises(NotImplementedError, match="allow_unverified"):
