@@ -84,15 +84,15 @@ def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
   `experiments/results/kernels_wo_s3_*.json` (every config's time is in `configs_timed`), earlier
   ones in kernels_wo.json, kernels_wo_sweep2.json."""
   small = m <= 32
-  # M > 32: two compute warpgroups of 128 rows each and an even stream-K share per CTA
-  # (INT4 g128, M = 64: 103 -> 77 us).
-  wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2)
+  # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
+  # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
+  wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
   if fmt is WeightFormat.INT4:
-    if n < 16384:
-      return dict(tile_n=64, gps=2, steps=4) if small else dict(wide, stream_k=1)
-    return dict(tile_n=128, gps=4, steps=2) if small else dict(wide, stream_k=1)
+    if m > 16:
+      return wide
+    return dict(tile_n=128, gps=4, steps=2) if n >= 16384 else dict(tile_n=64, gps=2, steps=4)
   if fmt is WeightFormat.UINT4:
-    return dict(tile_n=128, gps=2, steps=3) if small else wide
+    return dict(tile_n=128, gps=2, steps=3) if m <= 16 else wide
   if fmt is WeightFormat.INT8:
     return dict(tile_n=64, gps=2, steps=4, stream_k=2) if small else dict(tile_n=128, gps=2,
                                                                            steps=4)
