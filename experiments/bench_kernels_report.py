@@ -160,7 +160,8 @@ def main():
                                      "kernels_wo_final_check.json",
                                      "kernels_wo_review_check.json")]
   wo3 = [("s3", _load(f"kernels_wo_s3_{n}.json")) for n in (
-      "defaults", "defaults_small", "prefill", "nf4_groups", "fp4_copies", "nf4_terms")]
+      "final", "defaults", "defaults_small", "m32", "prefill", "nf4_groups", "fp4_copies",
+      "nf4_terms")]
   head = quant[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
   md = [
