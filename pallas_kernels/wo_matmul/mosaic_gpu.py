@@ -4,9 +4,9 @@ W: INT4 / UINT4 / NF4 with groups of 32, 64 or 128 along K, MXFP4 (E8M0 per 32),
 per 16 and a tensor scale), or INT8 / FP8 E4M3 with per-channel scales (int8 -> bf16 through the
 WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f16 -> f32 -> bf16,
 exact). E2M1 is stored as a signed int4 code and decoded after the int4 cast by six exact bf16
-ops (`layout.e2m1_from_signed`); NF4 bytes are split into nibbles and looked up by a select tree
-as two bf16 terms, hi + lo (`layout.nf4_hi_lo`, the table to 2^-17), each with its own wgmma. Paths not yet checked on a GPU (`VERIFIED`) need
-`allow_unverified=True`.
+ops (`layout.e2m1_from_signed`); NF4 bytes are split into nibbles (even / odd k halves, each
+with its half of x) and looked up by a select tree (`layout.nf4_f32`, or as two bf16 terms,
+`layout.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
@@ -14,8 +14,8 @@ registers ("swap AB"): it computes `y^T = W^T x^T`, with the dequantized W^T til
 register-resident left operand of wgmma (64 rows of N per instruction) and the tiny x^T tile as
 the shared-memory right operand (its N dimension is M, padded to a multiple of 8).
 
-One CTA = one warpgroup owns `tile_n` rows of W^T and one K split. A `plgpu.emit_pipeline` keeps
-`steps` TMA copies of (tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in
+A CTA's warpgroup owns `tile_n` rows of W^T (with `compute_wgs=2`, two compute warpgroups own
+half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` TMA copies of (tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in
 flight. Per 128-wide chunk of K within a step:
 
   q      = int4 tile -> bf16          (WGMMA_UPCAST_4X register layout, Mosaic's fast i4 cast)
@@ -34,6 +34,7 @@ to bf16 (the weight bitsandbytes' dequantization gives in bf16).
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
 sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB).
+
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
 interpreter; `portable.py` is its twin with the same numerics, and the GPU benchmark checks
 this kernel against the reference for every shape it times.
