@@ -72,9 +72,7 @@ def repack_kw(fmt, extra) -> dict:
 def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
   """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
   if fmt in ("mxfp4", "nvfp4"):
-    lo, hi = codes & 15, codes >> 4
-    q = jnp.stack([lo, hi], axis=1).reshape(2 * codes.shape[0], codes.shape[1])
-    v = jnp.asarray(L.E2M1_TABLE)[q.astype(jnp.int32)]
+    v = jnp.asarray(L.E2M1_TABLE)[L.unpack_k(codes).astype(jnp.int32)]
     if fmt == "mxfp4":
       s = jnp.ldexp(jnp.float32(1), scale.astype(jnp.int32) - 127)
     else:
@@ -82,15 +80,13 @@ def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
     w = v * jnp.repeat(s, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if fmt == "nf4":  # the table lookup (a gather), as mxjax.dequantize does
-    lo, hi = codes & 15, codes >> 4
-    q = jnp.stack([lo, hi], axis=1).reshape(2 * codes.shape[0], codes.shape[1])
-    w = jnp.asarray(L.NF4_TABLE)[q.astype(jnp.int32)] * jnp.repeat(scale, group, axis=0)
+    w = jnp.asarray(L.NF4_TABLE)[L.unpack_k(codes).astype(jnp.int32)] * jnp.repeat(
+        scale, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if codes.dtype in (jnp.int8, jnp.float8_e4m3fn):  # per-channel INT8 / FP8
     w = codes.astype(jnp.float32) * scale
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
-  lo, hi = codes & 15, codes >> 4
-  q = jnp.stack([lo, hi], axis=1).reshape(2 * codes.shape[0], codes.shape[1]).astype(jnp.int32)
+  q = L.unpack_k(codes).astype(jnp.int32)
   if zp is None:
     q = jnp.where(q >= 8, q - 16, q).astype(jnp.float32)
     w = q * jnp.repeat(scale, group, axis=0)

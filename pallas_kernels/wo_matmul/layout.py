@@ -84,7 +84,7 @@ class PackedWeight:
     return int(total)
 
 
-def _unpack_k(packed: jax.Array) -> jax.Array:
+def unpack_k(packed: jax.Array) -> jax.Array:
   """(K // 2, N) uint8, even k low nibble -> (K, N) uint8 nibbles."""
   lo, hi = packed & 15, packed >> 4
   k2, n = packed.shape
@@ -122,16 +122,16 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
     raise ValueError(f"tensor_scale is required for NVFP4 and only for it (fmt={fmt})")
   offset = None
   if fmt is WeightFormat.INT4:
-    q = _unpack_k(codes).astype(jnp.int8)
+    q = unpack_k(codes).astype(jnp.int8)
     w = jnp.where(q >= 8, q - 16, q).astype(jnp.int4).T
   elif fmt is WeightFormat.UINT4:
-    q = _unpack_k(codes).astype(jnp.int8)
+    q = unpack_k(codes).astype(jnp.int8)
     w = (q - 8).astype(jnp.int4).T
     offset = scale.astype(jnp.float32) * (zero_point.astype(jnp.float32) - 8.0)
   elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-    w = e2m1_to_signed(_unpack_k(codes)).astype(jnp.int4).T
+    w = e2m1_to_signed(unpack_k(codes)).astype(jnp.int4).T
   elif fmt is WeightFormat.NF4:  # nibble codes, kept packed two a byte, now along K of (N, K)
-    q = _unpack_k(codes).T
+    q = unpack_k(codes).T
     w = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(jnp.uint8)
   else:
     w = codes.T
@@ -199,18 +199,24 @@ def nf4_hi_lo(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   return hi.astype(jnp.bfloat16), lo.astype(jnp.bfloat16)
 
 
-def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
-  """The per-group scales (G, N) as float32: E8M0 decoded (2^-127 exact, 0xFF NaN), NVFP4's
-  `s_t * s_b` in the reference's order (`s_b` alone if not `tensor_scale`)."""
-  s = pw.scale
-  if pw.fmt is WeightFormat.MXFP4:
+def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Array:
+  """Stored scales -> float32: E8M0 decoded (2^-127 exact, 0xFF NaN); NVFP4's `s_t * s_b` in the
+  reference's order when `tensor_scale` (s_t) is given, `s_b` alone otherwise. Plain jnp: the
+  kernels decode their scale blocks with it too."""
+  if fmt is WeightFormat.MXFP4:
     b = s.astype(jnp.uint32)
     bits = jnp.where(b == 0, jnp.uint32(0x00400000), b << 23)
     return jnp.where(b == 255, jnp.nan, jax.lax.bitcast_convert_type(bits, jnp.float32))
   s = s.astype(jnp.float32)
-  if pw.fmt is WeightFormat.NVFP4 and tensor_scale:
-    s = pw.tensor_scale * s
+  if fmt is WeightFormat.NVFP4 and tensor_scale is not None:
+    s = tensor_scale * s
   return s
+
+
+def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
+  """The per-group scales (G, N) as float32 (`scale_values`; NVFP4 without s_t if not
+  `tensor_scale`)."""
+  return scale_values(pw.scale, pw.fmt, pw.tensor_scale if tensor_scale else None)
 
 
 def tile_weight(pw: PackedWeight, tile_n: int, tile_k: int) -> PackedWeight:

@@ -59,14 +59,6 @@ from pallas_kernels.wo_matmul import schedule as S
 NUM_SMS_H100 = 132
 
 
-def _pick_splits(n_tiles: int, ksteps: int, num_sms: int) -> int:
-  """Smallest K split that gives at least one CTA per SM (K steps must divide evenly)."""
-  for s in (1, 2, 4, 8, 16):
-    if ksteps % s == 0 and (n_tiles * s >= num_sms or s * 2 > ksteps):
-      return s
-  return 1
-
-
 # What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
 # (format, group) with group "channel" for per-channel scales. Others need allow_unverified.
 VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
@@ -166,8 +158,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   dflt = _default_config(pw.fmt, n, m)
   if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
     tn, tk = pw.w_tile
-    if tk % CHUNK or (tile_n, gps) not in ((None, None), (tn, None), (None, tk // CHUNK),
-                                            (tn, tk // CHUNK)):
+    if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):
       raise ValueError(f"the weight is stored in ({tn}, {tk}) blocks: tile_n={tile_n}, gps={gps} "
                        f"do not match (tile_k must be a multiple of {CHUNK})")
     tile_n, gps = tn, tk // CHUNK
@@ -227,7 +218,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     if splits is None:
       splits = dflt.get("splits")
       if splits is None or ksteps_total % splits:
-        splits = _pick_splits(n_tiles, ksteps_total, num_sms)
+        splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
     schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
   asym = fmt is WeightFormat.UINT4
   per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows)
@@ -245,19 +236,18 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   wg_rows = tile_n // compute_wgs
 
   xp = jnp.pad(x, ((0, mp - m), (0, 0))) if mp != m else x
-  xg = xp
-  if sub > 1:  # (sub * Mp, K): copy t keeps only the t-th group of every 128-chunk of K
-    grp = (jnp.arange(k) % CHUNK) // g
-    xg = jnp.concatenate([jnp.where(grp == t, xp, jnp.zeros_like(xp)) for t in range(sub)])
-  if nf4:  # (with `sub` copies unless prescaled)
-    # Two x halves, the even and the odd k (the low and high nibbles), each with its group copies.
-    half_grp = (jnp.arange(k // 2) % (CHUNK // 2)) // (g // 2)
-    xg = [jnp.concatenate([jnp.where(half_grp == t, h, jnp.zeros_like(h)) for t in range(xsub)])
-          if xsub > 1 else h for h in (xp[:, 0::2], xp[:, 1::2])]
-  elif prescale:
-    xg = [xp]
+
+  def group_copies(a, chunk_cols, group_cols):
+    """(xsub * Mp, C): copy t keeps only the t-th group of every chunk of `a`'s columns."""
+    if xsub == 1:
+      return a
+    grp = (jnp.arange(a.shape[1]) % chunk_cols) // group_cols
+    return jnp.concatenate([jnp.where(grp == t, a, jnp.zeros_like(a)) for t in range(xsub)])
+
+  if nf4:  # two x halves, the even and the odd k (the low and high nibbles)
+    xg = [group_copies(h, CHUNK // 2, g // 2) for h in (xp[:, 0::2], xp[:, 1::2])]
   else:
-    xg = [xg]
+    xg = [group_copies(xp, CHUNK, g)]
   w_in = pw.w
   scale_in = pw.scale
   if fp4:  # FP4 scales widened to f32 per call (see docs/kernels.md); prescaled NVFP4 puts s_b
@@ -367,9 +357,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     sched_place, sched_last = schedule.place, schedule.last  # traced in the kernel
     in_specs = [plgpu.BlockSpec((xsub * mp, wk * gps), lambda i: (0, sched_place(i)[1]),
                                 transforms=x_tf)] * nx
-    kst = k // tile_k
-    w_block = ((lambda i: (sched_place(i)[0] * kst + sched_place(i)[1], 0)) if pw.w_tile
-               else (lambda i: sched_place(i)[:2]))
+    def w_block(i):  # block-contiguous weights: block (tile, kk) is block row tile * kst + kk
+      tile, kk, _ = sched_place(i)
+      return (tile * ksteps_total + kk, 0) if pw.w_tile else (tile, kk)
+
     in_specs += [
         plgpu.BlockSpec((tile_n, wk * gps), w_block, transforms=w_tf),
         (plgpu.BlockSpec((1, tile_n), lambda i: (0, sched_place(i)[0])) if per_channel

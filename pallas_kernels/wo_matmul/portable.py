@@ -14,44 +14,25 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
-from pallas_kernels.wo_matmul.layout import NF4_TABLE
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import e2m1_from_signed
+from pallas_kernels.wo_matmul.layout import nf4_f32
+from pallas_kernels.wo_matmul.layout import scale_values
 from pallas_kernels.wo_matmul.layout import untile_weight
-
-
-def _lut(idx: jax.Array, table: np.ndarray) -> jax.Array:
-  """16-entry table lookup as a select chain (no gather: the kernel dialects lack one)."""
-  out = jnp.zeros(idx.shape, jnp.float32)
-  for i, v in enumerate(table):
-    out = jnp.where(idx == i, jnp.float32(v), out)
-  return out
 
 
 def _decode_block(w: jax.Array, fmt: WeightFormat) -> jax.Array:
   """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for NF4] -> f32 element values."""
   if fmt is WeightFormat.NF4:
     lo, hi = w & 15, w >> 4
-    idx = jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]).astype(jnp.int32)
-    return _lut(idx, NF4_TABLE)
+    return nf4_f32(jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]))
   if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
     return e2m1_from_signed(w.astype(jnp.float32))
   return w.astype(jnp.float32)
-
-
-def _scale_f32(s: jax.Array, fmt: WeightFormat, ts) -> jax.Array:
-  if fmt is WeightFormat.MXFP4:
-    b = s.astype(jnp.uint32)
-    bits = jnp.where(b == 0, jnp.uint32(0x00400000), b << 23)
-    return jnp.where(b == 255, jnp.nan, jax.lax.bitcast_convert_type(bits, jnp.float32))
-  if fmt is WeightFormat.NVFP4:
-    return ts * s.astype(jnp.float32)
-  return s.astype(jnp.float32)
 
 
 def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, tile_k: int = 256,
@@ -97,7 +78,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
 
     q = _decode_block(w_ref[...], fmt)  # (tn, tk)
     xv = x_ref[...].astype(mm_dtype)  # (M, tk)
-    s = _scale_f32(s_ref[...], fmt, ts_ref[0, 0])  # (gps, tn)
+    s = scale_values(s_ref[...], fmt, ts_ref[0, 0])  # (gps, tn)
     acc = o_ref[...]
     for j in range(gps):
       lo = j * (tile_k // gps)

@@ -79,6 +79,14 @@ def split_schedule(n_tiles: int, tile_n: int, kst: int, splits: int) -> Schedule
                   written=np.ones((splits, n_tiles), bool))
 
 
+def pick_splits(n_tiles: int, kst: int, num_sms: int) -> int:
+  """Smallest K split that gives at least one CTA per SM (K steps must divide evenly)."""
+  for s in (1, 2, 4, 8, 16):
+    if kst % s == 0 and (n_tiles * s >= num_sms or s * 2 > kst):
+      return s
+  return 1
+
+
 def stream_k_ctas(total: int, target: int) -> int:
   """The largest divisor of `total` iterations not above `target` CTAs."""
   return max(d for d in range(1, min(total, target) + 1) if total % d == 0)
