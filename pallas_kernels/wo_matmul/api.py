@@ -9,7 +9,8 @@ from pallas_kernels.wo_matmul.portable import wo_matmul_portable
 from pallas_kernels.wo_matmul.prefill import wo_matmul_dequant_gemm
 from pallas_kernels.wo_matmul.reference import wo_matmul_reference
 
-IMPLEMENTATIONS = ("xla", "mosaic_gpu", "dequant_gemm", "portable", "mosaic_tpu")
+IMPLEMENTATIONS = ("xla", "mosaic_gpu", "mosaic_gpu_gemm", "dequant_gemm", "portable",
+                   "mosaic_tpu")
 PREFILL_M = 64  # above this M the GPU default is dequant_gemm (compute-bound shapes)
 
 
@@ -40,8 +41,9 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
     x: (M, K) activations (bf16 for the GPU kernel).
     pw: PackedWeight of logical shape (K, N).
     implementation: "xla" (pure-jnp reference), "mosaic_gpu" (decode kernel, M <= 64),
+      "mosaic_gpu_gemm" (prefill: W dequantized in registers inside a Hopper GEMM),
       "dequant_gemm" (prefill: bf16 dequantization pass + XLA bf16 GEMM), "portable" (plain
-      Pallas, the GPU kernel's CPU-testable twin), "mosaic_tpu"; None picks by backend.
+      Pallas, the GPU kernels' CPU-testable twin), "mosaic_tpu"; None picks by backend.
     interpret: run Pallas kernels in interpret mode (CPU).
     out_dtype: default x.dtype.
     **tuning: passed to the kernel (tile sizes, pipeline depth, splits).
@@ -63,6 +65,13 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
           "implementation='portable'")
     from pallas_kernels.wo_matmul.mosaic_gpu import wo_matmul_mosaic_gpu
     return wo_matmul_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)
+  if impl == "mosaic_gpu_gemm":
+    if interpret:
+      raise NotImplementedError(
+          "mosaic_gpu_gemm uses TMA/wgmma, which the CPU interpreter cannot run: test its twin, "
+          "implementation='portable' with weights_bf16=True")
+    from pallas_kernels.wo_matmul.mosaic_gpu_gemm import wo_gemm_mosaic_gpu
+    return wo_gemm_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)
   if impl == "mosaic_tpu":
     from pallas_kernels.wo_matmul.tpu import wo_matmul_tpu
     return wo_matmul_tpu(x, pw, out_dtype=out_dtype, interpret=interpret, **tuning)

@@ -5,7 +5,9 @@ transposed-free here as (M, N) tiles, one grid step per (N tile, K step); inside
 quantization group g contributes `(x_g @ q_g^T) * s_g` (codes exact in the MMA operand dtype, the
 scale applied to the float32 partial product), minus `rowsum(x_g) * offset_g` for UINT4. It runs
 with `interpret=True` on the CPU (CI) and is the oracle-checked stand-in for the GPU kernel,
-whose Mosaic GPU primitives the CPU interpreter cannot run.
+whose Mosaic GPU primitives the CPU interpreter cannot run. With `weights_bf16=True` it is the
+twin of the prefill GEMM (`mosaic_gpu_gemm.py`) instead: weights dequantized in f32, rounded to
+bf16, one dot a step.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _decode_block(w: jax.Array, fmt: WeightFormat) -> jax.Array:
 
 
 def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, tile_k: int = 256,
-                       out_dtype=None, interpret: Any = False,
+                       out_dtype=None, interpret: Any = False, weights_bf16: bool = False,
                        compiler_params: Any = None) -> jax.Array:
   """Weight-only matmul as a portable Pallas kernel.
 
@@ -46,6 +48,9 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
     tile_n, tile_k: the block of W^T one grid step reads; tile_k must be a multiple of the group
       (or, per-channel, divide K).
     interpret: run in the Pallas interpreter (CPU).
+    weights_bf16: False: the decode kernel's numerics (codes exact in the dot, the scale on the
+      f32 partial product); True: the prefill GEMM's (`mosaic_gpu_gemm.py`): each weight
+      dequantized in f32 as `dequantize_nk` does and rounded to bf16, then the dot.
 
   Returns:
     (M, N) of out_dtype (default x.dtype).
@@ -80,6 +85,15 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
     xv = x_ref[...].astype(mm_dtype)  # (M, tk)
     s = scale_values(s_ref[...], fmt, ts_ref[0, 0])  # (gps, tn)
     acc = o_ref[...]
+    if weights_bf16:  # (tn, tk) weights as dequantize_nk computes them, rounded to bf16
+      w = q * jnp.repeat(s, tile_k // gps, axis=0).T
+      if has_off:
+        w = w - jnp.repeat(off_ref[...], tile_k // gps, axis=0).T
+      w = w.astype(jnp.bfloat16).astype(mm_dtype)  # exact in f32
+      o_ref[...] = acc + jax.lax.dot_general(xv, w, (((1,), (1,)), ((), ())),
+                                             preferred_element_type=jnp.float32,
+                                             precision=jax.lax.Precision.HIGHEST)
+      return
     for j in range(gps):
       lo = j * (tile_k // gps)
       xs = xv[:, lo:lo + tile_k // gps]

@@ -79,6 +79,44 @@ def test_dequant_gemm_prefill(preset, overrides):
                              else 0)
 
 
+@pytest.mark.parametrize("preset,overrides", FORMATS, ids=IDS)
+def test_gemm_twin_has_dequant_gemm_numerics(preset, overrides):
+  # The prefill GEMM's twin rounds each f32-dequantized weight to bf16 before the dot, exactly
+  # as dequant_gemm's operand: the two agree to f32 summation order, far below bf16 rounding.
+  q, pw = _weight(preset, overrides)
+  x = jax.random.normal(jax.random.key(4), (16, 256), jnp.float32).astype(jnp.bfloat16)
+  want = wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)
+  got = wm.wo_matmul(x, pw, implementation="portable", interpret=True, weights_bf16=True,
+                     tile_k=128, out_dtype=jnp.float32)
+  assert _rel(got, want) < 1e-6
+  # ... and not the decode twin's numerics (codes exact, scale on the f32 partial sum), except
+  # where q * s is exact in bf16 anyway (MXFP4: power-of-two scales; INT8 / FP8: per channel,
+  # rounded differently but still close).
+  decode = wm.wo_matmul(x, pw, implementation="portable", interpret=True, out_dtype=jnp.float32)
+  if pw.fmt is not wm.WeightFormat.MXFP4:
+    assert _rel(decode, want) > 1e-6
+
+
+@pytest.mark.parametrize("tile_k,group,chunk", [(128, 128, 128), (256, 128, 128), (64, 128, 64),
+                                                (128, 32, 128), (256, 64, 128), (64, 32, 64),
+                                                (512, 256, 128), (128, 8192, 128)])
+def test_gemm_chunk_scale_rows(tile_k, group, chunk):
+  # Every column of every chunk reads the scale of its own global group: block row + the
+  # block's first group (the GEMM kernel's scale BlockSpec index, kk * tile_k // group // rows).
+  from pallas_kernels.wo_matmul.mosaic_gpu_gemm import chunk_scale_rows
+  rows = max(1, tile_k // group)
+  table = chunk_scale_rows(tile_k, group, chunk)
+  assert len(table) == tile_k // chunk
+  for kk in range(5):
+    first = (kk * tile_k // group // rows) * rows
+    for j, chunk_rows in enumerate(table):
+      for c in range(chunk):
+        t = 0 if group >= chunk else c // group
+        assert first + chunk_rows[t] == (kk * tile_k + j * chunk + c) // group
+  with pytest.raises(ValueError, match="do not nest"):
+    chunk_scale_rows(128, 48, 128)
+
+
 @pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[6]], ids=[IDS[0], IDS[6]])
 def test_tpu_kernel_interpret(preset, overrides):
   q, pw = _weight(preset, overrides)
@@ -119,6 +157,16 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   monkeypatch.setattr(mosaic_gpu, "VERIFIED", set())
   with pytest.raises(NotImplementedError, match="allow_unverified"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu")
+  with pytest.raises(NotImplementedError, match="interpreter"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu_gemm", interpret=True)
+  from pallas_kernels.wo_matmul import mosaic_gpu_gemm
+  monkeypatch.setattr(mosaic_gpu_gemm, "VERIFIED", set())
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu_gemm")
+  with pytest.raises(ValueError, match="tile_m must be"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu_gemm", allow_unverified=True, tile_m=96)
+  with pytest.raises(ValueError, match="tile_k must be"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu_gemm", allow_unverified=True, tile_k=96)
   with pytest.raises(ValueError, match="x must be"):
     wm.wo_matmul(jnp.ones((4, 128), jnp.bfloat16), pw4, implementation="xla")
   with pytest.raises(ValueError, match="implementation"):

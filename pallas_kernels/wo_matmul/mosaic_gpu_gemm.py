@@ -1,0 +1,288 @@
+"""Prefill weight-only GEMM on Hopper with Mosaic GPU: `y = x @ dequant(W)`, W dequantized in
+registers, for M from about a hundred up (the decode kernel, `mosaic_gpu.py`, takes M <= 64).
+
+At prefill M the matmul is bound by the tensor cores, not by reading W, so the point is to keep
+them as busy as XLA's bf16 GEMM does while the weight stays 4 or 8 bits in HBM: one pass, no bf16
+copy of W (`prefill.wo_matmul_dequant_gemm` writes and re-reads one).
+
+Orientation ("swap AB", as in the decode kernel): a CTA computes a (128 of N) x (tile_m of M)
+tile of y^T = W^T x^T. Its two compute warpgroups own 64 rows of W^T each; per K chunk a
+warpgroup loads its codes from shared memory, dequantizes them to bf16 in registers and issues
+`wgmma(acc, w_regs, x_tile^T)`, x being the shared-memory operand (a transposed view of the
+(tile_m, chunk) bf16 tile). The dequantized weight never goes back to shared memory. A third
+warpgroup issues the TMA copies of x, W and the scales `steps` K steps ahead
+(`plgpu.emit_pipeline_warp_specialized`). The (64, tile_m) f32 accumulator is rounded to the
+output dtype and stored 64 x 64 at a time through a transposed shared-memory view
+(WGMMA_TRANSPOSED register layout), so y is written (M, N) with no transpose pass. Grid
+(M / tile_m, N / 128) with the M tiles fastest: the CTAs that read the same W tile run together,
+so W comes from HBM about once and x (M x K bf16) from the L2.
+
+Numerics: every weight is dequantized as `layout.dequantize_nk` does, in float32 (q * s; UINT4
+q * s - offset; NVFP4 s = s_t * s_b; per-channel INT8 / FP8 q * s) and rounded to bf16 once, then
+multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of
+XLA's own dequantize-then-dot) up to summation order. The portable twin with the same numerics is
+`portable.wo_matmul_portable(..., weights_bf16=True)`.
+
+This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU interpreter;
+the GPU benchmark (`experiments/bench_kernels.py --prefill`) checks it against the reference for
+every shape it times.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import e2m1_from_signed
+from pallas_kernels.wo_matmul.layout import group_scales
+from pallas_kernels.wo_matmul.layout import nf4_f32
+from pallas_kernels.wo_matmul.layout import untile_weight
+
+WG_ROWS = 64  # rows of W^T a compute warpgroup owns: one wgmma's M
+TILE_N = 2 * WG_ROWS  # two compute warpgroups a CTA
+EPI = 64  # output piece stored at a time (rows of M)
+SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
+INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
+BYTE_CODES = (WeightFormat.INT8, WeightFormat.FP8)
+
+# (format, group) pairs that have run and matched the reference on an H100 (group "channel" for
+# per-channel scales); others need allow_unverified=True.
+VERIFIED: set = set()
+
+
+def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:
+  """Which rows of a K step's scale block each K chunk uses.
+
+  A K step of `tile_k` (a multiple of `chunk`) reads a scale block of max(1, tile_k // group)
+  rows (the group containing the step when the group is longer than the step). Entry j lists,
+  for chunk j, the block row of each group the chunk touches, in column order: one row when a
+  group spans the chunk, `chunk // group` rows when the groups are shorter.
+  """
+  if tile_k % chunk or (group % chunk and chunk % group):
+    raise ValueError(f"tile_k={tile_k}, group={group}, chunk={chunk} do not nest")
+  rows = max(1, tile_k // group)
+  if group >= chunk:
+    return [((j * chunk // group) % rows,) for j in range(tile_k // chunk)]
+  sub = chunk // group
+  return [tuple(j * sub + t for t in range(sub)) for j in range(tile_k // chunk)]
+
+
+def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_bytes: int,
+                group: int) -> int:
+  """Shared memory the kernel allocates: `steps` pipeline slots and the output pieces."""
+  wbytes = TILE_N * tile_k // 2 if fmt in INT4_STORED or fmt is WeightFormat.NF4 else (
+      TILE_N * tile_k)
+  srows = max(1, tile_k // group)
+  per_step = tile_m * tile_k * 2 + wbytes + srows * TILE_N * 4 * (2 if fmt is
+                                                                 WeightFormat.UINT4 else 1)
+  return steps * per_step + 2 * 2 * EPI * WG_ROWS * out_bytes + 1024
+
+
+def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
+                       tile_k: int = 128, steps: int | None = None, out_dtype=None,
+                       allow_unverified: bool = False) -> jax.Array:
+  """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
+
+  Args:
+    x: (M, K) bf16 activations; M is padded up to a multiple of tile_m (the pad is sliced off).
+    pw: PackedWeight (layout.py) of any format: INT4 / UINT4 / NF4 groups, MXFP4, NVFP4,
+      INT8 / FP8 per channel. N must be a multiple of 128.
+    tile_m: rows of x (columns of y^T) per CTA, a multiple of 64 up to 256 (one wgmma's N);
+      default min(256, M rounded up to 64).
+    tile_k: K per pipeline step: 64 (not NF4) or a multiple of 128, dividing K.
+    steps: pipeline slots (TMA copies in flight); default as many as fit in shared memory, up
+      to 4.
+    out_dtype: bf16 (default: x.dtype) or float32.
+    allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
+      benchmark passes it and checks the result.
+
+  Returns:
+    (M, N) array of out_dtype.
+  """
+  plgpu = _compat.plgpu_module()
+  pw = untile_weight(pw)  # row-major W^T: every step reads a (128, tile_k) box
+  m, k = x.shape
+  n, g, fmt = pw.n, pw.group, pw.fmt
+  out_dtype = jnp.dtype(out_dtype or x.dtype)
+  per_channel = fmt in BYTE_CODES
+  nf4 = fmt is WeightFormat.NF4
+  key = (fmt, "channel" if per_channel else g)
+  if key not in VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"the mosaic_gpu_gemm path for {fmt.value} group {g} has not matched the reference on a "
+        "GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
+        "'dequant_gemm'")
+  if x.dtype != jnp.bfloat16:
+    raise NotImplementedError(f"mosaic_gpu_gemm takes bf16 activations, got {x.dtype}")
+  if k != pw.k:
+    raise ValueError(f"x is (M, {k}) but W has K={pw.k}")
+  if out_dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)):
+    raise NotImplementedError(f"mosaic_gpu_gemm writes bf16 or float32, not {out_dtype}")
+  if n % TILE_N:
+    raise ValueError(f"N={n} must be a multiple of {TILE_N}")
+  mp64 = -(-m // 64) * 64
+  tile_m = min(256, mp64) if tile_m is None else tile_m
+  if tile_m % 64 or not 64 <= tile_m <= 256:
+    raise ValueError(f"tile_m must be a multiple of 64 in [64, 256], got {tile_m}")
+  if tile_k != 64 and tile_k % 128 or (nf4 and tile_k == 64):
+    raise ValueError(f"tile_k must be 64 (not NF4) or a multiple of 128, got {tile_k}")
+  if k % tile_k:
+    raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
+  chunk = min(tile_k, 128)
+  group = k if per_channel else g
+  if not per_channel and group % chunk and chunk % group:
+    raise NotImplementedError(f"group {g} with tile_k={tile_k}")
+  rows_of_chunk = chunk_scale_rows(tile_k, group, chunk)
+  srows = max(1, tile_k // group)
+  out_bytes = out_dtype.itemsize
+  fit = 4 if steps is None else steps
+  while fit > 2 and _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
+    fit -= 1
+  if _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
+    raise ValueError(f"tile_m={tile_m}, tile_k={tile_k} with {fit} steps needs more than "
+                     f"{SMEM_BYTES} bytes of shared memory: use a smaller tile")
+  steps = fit
+  m_pad = -(-m // tile_m) * tile_m
+  xp = jnp.pad(x, ((0, m_pad - m), (0, 0))) if m_pad != m else x
+  m_tiles, n_tiles, ksteps = m_pad // tile_m, n // TILE_N, k // tile_k
+
+  # Inputs: x (NF4: its even and odd k halves, matching the low / high nibbles), W^T codes,
+  # float32 scales (G, N) and, for UINT4, offsets (G, N).
+  xs = [xp[:, 0::2], xp[:, 1::2]] if nf4 else [xp]
+  w_in = lax.bitcast_convert_type(pw.w, jnp.int8) if fmt is WeightFormat.FP8 else pw.w
+  s_in = group_scales(pw)
+  extra = [pw.offset] if fmt is WeightFormat.UINT4 else []
+  wk = chunk // 2 if nf4 else chunk  # stored columns of W^T a chunk spans (NF4: bytes)
+  x_cols = chunk // 2 if nf4 else chunk
+
+  x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+  if fmt in INT4_STORED:  # wk int4 = wk / 2 bytes a row
+    w_tf = (plgpu.TilingTransform((8, wk)), plgpu.SwizzleTransform(wk // 2))
+  else:  # bytes
+    w_tf = (plgpu.TilingTransform((8, wk)), plgpu.SwizzleTransform(wk))
+  o_cols = 128 // out_bytes
+  o_tf = (plgpu.TilingTransform((8, o_cols)), plgpu.SwizzleTransform(128))
+  nx = len(xs)
+
+  def dequant(w_smem, s_smem, off_smem, j):
+    """Chunk j of this warpgroup's (64, tile_k) codes -> bf16 register tiles (NF4: the even and
+    the odd k half)."""
+    ks = pl.ds(j * wk, wk)
+    wgmma_layout = plgpu.Layout.WGMMA
+    if fmt in INT4_STORED:
+      q = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
+      q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
+      q = plgpu.layout_cast(q, wgmma_layout).astype(jnp.bfloat16)  # Mosaic's fast i4 cast
+      if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+        q = e2m1_from_signed(q)  # exact in bf16
+      vals = [q.astype(jnp.float32)]
+    else:
+      b = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
+      b = plgpu.layout_cast(b, wgmma_layout)
+      if nf4:  # Mosaic GPU does no arithmetic on 8-bit registers: widen first
+        b = b.astype(jnp.uint16)
+        vals = [nf4_f32(b & 15), nf4_f32(b >> 4)]
+      elif fmt is WeightFormat.FP8:
+        vals = [lax.bitcast_convert_type(b, jnp.float8_e4m3fn).astype(jnp.float32)]
+      else:
+        vals = [b.astype(jnp.float32)]
+
+    def spread(ref, t_rows):  # per-row values of each group, over the chunk's columns
+      gcol = None
+      out = None
+      for t, r in enumerate(t_rows):
+        v = plgpu.load(ref.at[r], (), layout=wgmma_layout.reduce(1))
+        v = lax.broadcast_in_dim(v, (WG_ROWS, wk), [0])
+        if out is None:
+          out = v
+          continue
+        if gcol is None:  # column -> group index within the chunk (stored columns)
+          gc = g // 2 if nf4 else g
+          gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (WG_ROWS, wk), 1),
+                                   wgmma_layout) >> (gc.bit_length() - 1)
+        out = jnp.where(gcol == t, v, out)
+      return out
+
+    t_rows = (0,) if per_channel else rows_of_chunk[j]
+    s = spread(s_smem, t_rows)
+    off = spread(off_smem, t_rows) if off_smem is not None else None
+    outs = []
+    for v in vals:
+      v = v * s
+      if off is not None:
+        v = v - off
+      outs.append(v.astype(jnp.bfloat16))
+    return outs
+
+  def kernel(*refs):
+    x_gmems, w_gmem, s_gmem = refs[:nx], refs[nx], refs[nx + 1]
+    off_gmem = refs[nx + 2] if extra else None
+    y_gmem, o_smem = refs[-2:]
+    mi, ni = lax.axis_index("m"), lax.axis_index("n")
+    wg = lax.axis_index("wg")
+    rows = pl.ds(wg * WG_ROWS, WG_ROWS)
+
+    def body(_, *refs_and_acc):
+      x_smems = refs_and_acc[:nx]
+      w_smem, s_smem = refs_and_acc[nx], refs_and_acc[nx + 1]
+      off_smem = refs_and_acc[nx + 2].at[:, rows] if extra else None
+      acc_ref = refs_and_acc[-1]
+      for j in range(tile_k // chunk):
+        ws = dequant(w_smem.at[rows], s_smem.at[:, rows], off_smem, j)
+        for w_, x_smem in zip(ws, x_smems):
+          xt = _compat.transpose_ref(x_smem.at[:, pl.ds(j * x_cols, x_cols)], (1, 0))
+          plgpu.wgmma(acc_ref, w_, xt)
+      plgpu.wgmma_wait(0)  # the slot's x tile is released when the body returns
+      return acc_ref
+
+    def compute(pipeline):
+      def scoped(acc_ref):
+        pipeline(acc_ref)
+        out = acc_ref[...].astype(out_dtype)  # (64 of N, tile_m of M)
+        for e in range(tile_m // EPI):
+          piece = lax.slice(out, (0, e * EPI), (WG_ROWS, (e + 1) * EPI))
+          piece = plgpu.layout_cast(piece, plgpu.Layout.WGMMA_TRANSPOSED)
+          slot = o_smem.at[wg, e % 2]
+          plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # this slot's last copy is done
+          _compat.transpose_ref(slot, (1, 0))[...] = piece
+          plgpu.commit_smem()
+          plgpu.copy_smem_to_gmem(
+              slot, y_gmem.at[pl.ds(mi * tile_m + e * EPI, EPI),
+                              pl.ds(ni * TILE_N + wg * WG_ROWS, WG_ROWS)])
+        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+      pl.run_scoped(scoped, plgpu.ACC((WG_ROWS, tile_m), jnp.float32))
+
+    # The scale block holding the step's groups (per channel: always block 0, but written as a
+    # function of kk, since the pipeline takes only inputs that move with the grid).
+    s_map = lambda kk: (kk * tile_k // group // srows, 0)
+    in_specs = [plgpu.BlockSpec((tile_m, tile_k // nx), lambda kk: (0, kk), transforms=x_tf)
+                ] * nx
+    in_specs += [plgpu.BlockSpec((TILE_N, wk * (tile_k // chunk)), lambda kk: (0, kk),
+                                 transforms=w_tf),
+                 plgpu.BlockSpec((srows, TILE_N), s_map)]
+    gm = [xg.at[pl.ds(mi * tile_m, tile_m)] for xg in x_gmems]
+    gm += [w_gmem.at[pl.ds(ni * TILE_N, TILE_N)], s_gmem.at[:, pl.ds(ni * TILE_N, TILE_N)]]
+    if extra:
+      in_specs.append(plgpu.BlockSpec((srows, TILE_N), s_map))
+      gm.append(off_gmem.at[:, pl.ds(ni * TILE_N, TILE_N)])
+    plgpu.emit_pipeline_warp_specialized(
+        body, grid=(ksteps,), in_specs=in_specs, max_concurrent_steps=min(steps, ksteps),
+        num_compute_wgs=2, wg_axis="wg", memory_registers=40, compute_context=compute)(*gm)
+
+  f = _compat.mgpu_kernel(
+      kernel,
+      out_type=jax.ShapeDtypeStruct((m_pad, n), out_dtype),
+      grid=(m_tiles, n_tiles),
+      grid_names=("m", "n"),
+      num_threads=3,
+      thread_name="wg",
+      scratch_types=[plgpu.SMEM((2, 2, EPI, WG_ROWS), out_dtype, transforms=o_tf)],
+  )
+  y = f(*xs, w_in, s_in, *extra)
+  return y[:m] if m_pad != m else y
