@@ -11,6 +11,8 @@ Differences handled here:
 - `plgpu.load(ref, (), layout=...)`: 0.11 warns that a separate index is deprecated (index the
   ref instead); still accepted, left as is until it can be re-checked on a GPU.
 - TPU interpret mode: `pltpu.InterpretParams` (both versions); older spellings raise clearly.
+- `lower_for`: lowering a kernel for a platform this host does not have (CI checks of the GPU
+  and TPU kernels on a CPU).
 """
 
 from __future__ import annotations
@@ -62,3 +64,22 @@ def tpu_interpret_params() -> Any:
 def pallas_call(*args: Any, **kwargs: Any) -> Callable[..., Any]:
   """`pl.pallas_call` (kept here so a future signature change has one place to land)."""
   return pl.pallas_call(*args, **kwargs)
+
+
+def lower_for(platform: str, fn: Callable[..., Any], *args: Any,
+              tpu_kind: str = "TPU v5 lite") -> Any:
+  """`jax.jit(fn).trace(*args).lower(...)` for `platform` ("cuda" or "tpu"), on any host.
+
+  This runs everything up to the hardware compiler: for a Mosaic GPU kernel, Pallas' lowering to
+  Mosaic GPU IR (register layouts, casts, TMA / wgmma operand shapes and swizzles, shared-memory
+  transforms); for a Mosaic TPU kernel, Pallas' TPU lowering rules and block-shape checks (with
+  the TPU generation `tpu_kind`, given through an abstract device since the host has none). It
+  does not run ptxas or libtpu, so a kernel that lowers can still fail to compile, and nothing
+  is executed. `args` may be arrays or `jax.ShapeDtypeStruct`s.
+  """
+  if platform == "tpu":
+    device = jax.sharding.AbstractDevice(device_kind=tpu_kind, num_cores=1, platform="tpu")
+    mesh = jax.sharding.AbstractMesh((1,), ("_lower_for",), abstract_device=device)
+    with jax.sharding.use_abstract_mesh(mesh):
+      return jax.jit(fn).trace(*args).lower(lowering_platforms=("tpu",))
+  return jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,))

@@ -162,6 +162,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       raise ValueError(f"the weight is stored in ({tn}, {tk}) blocks: tile_n={tile_n}, gps={gps} "
                        f"do not match (tile_k must be a multiple of {CHUNK})")
     tile_n, gps = tn, tk // CHUNK
+  tile_n_given = tile_n is not None
   tile_n = dflt["tile_n"] if tile_n is None else tile_n
   steps = dflt["steps"] if steps is None else steps
   gps_given = gps is not None
@@ -200,11 +201,18 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if xsub * mp > 256:
     raise NotImplementedError(f"mosaic_gpu {fmt.value} group {g}: M={m} needs {xsub} x copies "
                               f"of {mp} rows, over a 256-row TMA box; use M <= {256 // xsub}")
-  if not gps_given:  # small groups at large M: the x copies grow, so take fewer chunks a step
-    while gps > 1 and (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows) < 2:
-      gps //= 2
-      scale_rows = 1 if per_channel else gps * sub
+
+  def steps_fit():
+    return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows)
+
+  # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
+  # M > 32 under the 256-row default) fewer rows.
+  while not gps_given and gps > 1 and steps_fit() < 2:
+    gps //= 2
+    scale_rows = 1 if per_channel else gps * sub
+  if not tile_n_given and tile_n > 128 and steps_fit() < 2:
+    tile_n = 128
   tile_k = CHUNK * gps
   if k % tile_k:
     raise ValueError(f"K={k} must be a multiple of {gps} chunks of {CHUNK}")
@@ -221,9 +229,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
     schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
   asym = fmt is WeightFormat.UINT4
-  per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows)
-  fit = (SMEM_BYTES - 1024 - tile_n * mp * 4) // per_step
+  fit = steps_fit()
   if fit < 2:
+    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows)
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)

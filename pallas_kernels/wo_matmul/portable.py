@@ -83,12 +83,14 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
 
     q = _decode_block(w_ref[...], fmt)  # (tn, tk)
     xv = x_ref[...].astype(mm_dtype)  # (M, tk)
-    s = scale_values(s_ref[...], fmt, ts_ref[0, 0])  # (gps, tn)
+    rows = pl.ds(0 if per_channel else kk * gps, gps)  # this step's groups
+    s = scale_values(s_ref[rows, :], fmt, ts_ref[0, 0])  # (gps, tn)
+    off = off_ref[rows, :] if has_off else None
     acc = o_ref[...]
     if weights_bf16:  # (tn, tk) weights as dequantize_nk computes them, rounded to bf16
       w = q * jnp.repeat(s, tile_k // gps, axis=0).T
       if has_off:
-        w = w - jnp.repeat(off_ref[...], tile_k // gps, axis=0).T
+        w = w - jnp.repeat(off, tile_k // gps, axis=0).T
       w = w.astype(jnp.bfloat16).astype(mm_dtype)  # exact in f32
       o_ref[...] = acc + jax.lax.dot_general(xv, w, (((1,), (1,)), ((), ())),
                                              preferred_element_type=jnp.float32,
@@ -105,22 +107,24 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
       else:
         acc = acc + part * s[j][None, :]
         if has_off:
-          acc = acc - jnp.sum(xs, axis=1, keepdims=True) * off_ref[j][None, :]
+          acc = acc - jnp.sum(xs, axis=1, keepdims=True) * off[j][None, :]
     if per_channel:
       acc = jnp.where(kk == ksteps - 1, acc * s[0][None, :], acc)
     o_ref[...] = acc
 
-  s_rows = 1 if per_channel else gps
-  s_map = (lambda i, kk: (0, i)) if per_channel else (lambda i, kk: (kk, i))
+  # An N tile's scales (and offsets) are one block of all G rows, read a step's rows at a time:
+  # Mosaic TPU takes blocks of a multiple of 8 rows or the whole dimension, and G / K-step is
+  # 1 or 2 at group 128.
+  g_rows = pw.scale.shape[0]
   in_specs = [
       pl.BlockSpec((m, tile_k), lambda i, kk: (0, kk)),
       pl.BlockSpec((tile_n, wk), lambda i, kk: (i, kk)),
-      pl.BlockSpec((s_rows, tile_n), s_map),
+      pl.BlockSpec((g_rows, tile_n), lambda i, kk: (0, i)),
       pl.BlockSpec((1, 1), lambda i, kk: (0, 0)),
   ]
   args = [x, pw.w, pw.scale, ts]
   if has_off:
-    in_specs.append(pl.BlockSpec((gps, tile_n), lambda i, kk: (kk, i)))
+    in_specs.append(pl.BlockSpec((g_rows, tile_n), lambda i, kk: (0, i)))
     args.append(pw.offset)
   y = _compat.pallas_call(
       kernel,

@@ -180,3 +180,6 @@ def test_errors_are_raised_not_swallowed():
                 implementation="mosaic_gpu")
   with pytest.raises(ValueError, match="implementation"):
     pq.quantize(jnp.ones((4, 64)), "mxfp4", implementation="cuda")
+  with pytest.raises(ValueError, match="pad x"):  # 1536 blocks: not Mosaic TPU's 1-D tiling
+    pq.quantize(jnp.ones((48, 1024), jnp.bfloat16), "mxfp8_e4m3", implementation="mosaic_tpu",
+                interpret=True)

@@ -1,0 +1,92 @@
+"""Every GPU and TPU kernel lowers for its platform, on this CPU (`_compat.lower_for`).
+
+The CPU interpreter cannot run Mosaic GPU kernels (TMA, wgmma), and TPU interpret mode skips
+Mosaic TPU's block-shape rules, so without these tests a kernel's first lowering happens on the
+hardware. Lowering runs Pallas' whole Mosaic GPU / TPU lowering (register layouts, casts,
+operand shapes, swizzles, TPU tiling rules) on shapes only, at the benchmark's sizes; it does
+not run ptxas or libtpu, so it cannot say a kernel compiles or is correct: the GPU benchmark
+checks that (docs/kernels.md).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import mxjax
+from pallas_kernels import _compat
+from pallas_kernels import wo_matmul as wm
+from pallas_kernels.quantize import api as qapi
+from pallas_kernels.quantize.schemes import SCHEMES
+from pallas_kernels.wo_matmul import mosaic_gpu
+from pallas_kernels.wo_matmul import mosaic_gpu_gemm
+
+# (preset, overrides) of each weight format, as in test_wo_matmul.
+FORMATS = {
+    "int4_g128": ("int4_g128", {}),
+    "int4_g32": ("int4_g128", {"block_size": 32}),
+    "int4_g64": ("int4_g128", {"block_size": 64}),
+    "uint4_g128": ("int4_g128_asym", {}),
+    "mxfp4": ("mxfp4", {}),
+    "nvfp4": ("nvfp4", {}),
+    "nf4_g64": ("nf4_g64", {}),
+    "int8": ("int8", {}),
+    "fp8_e4m3": ("fp8_e4m3_rowwise", {}),
+}
+
+
+def _weight_shape(name, k, n):
+  """The PackedWeight of a (K, N) weight in format `name`, as shapes only."""
+  preset, overrides = FORMATS[name]
+  return jax.eval_shape(lambda w: wm.repack_qarray(
+      mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0)),
+      jax.ShapeDtypeStruct((k, n), jnp.float32))
+
+
+def _x(m, k):
+  return jax.ShapeDtypeStruct((m, k), jnp.bfloat16)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("m", [1, 16, 64])
+def test_decode_kernel_lowers_for_cuda(name, m):
+  # The defaults the H100 sweeps chose, at the benchmark's K=8192, N=28672.
+  pw = _weight_shape(name, 8192, 28672)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}], ids=["default", "k256"])
+def test_gemm_kernel_lowers_for_cuda(name, cfg):
+  pw = _weight_shape(name, 8192, 28672)
+  fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True, **cfg)
+  assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text()
+
+
+def test_gemm_kernel_lowers_with_tile_k_64_and_f32_out():
+  pw = _weight_shape("int4_g128", 4096, 4096)
+  fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True, tile_k=64,
+                                                         out_dtype=jnp.float32)
+  _compat.lower_for("cuda", fn, _x(200, 4096), pw)  # M = 200: padded to 256
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_tpu_wo_matmul_lowers_for_tpu(name):
+  pw = _weight_shape(name, 8192, 4096)
+  fn = lambda x, p: wm.wo_matmul(x, p, implementation="mosaic_tpu")
+  assert "tpu_custom_call" in _compat.lower_for("tpu", fn, _x(8, 8192), pw).as_text()
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_quantize_kernels_lower(scheme, transpose):
+  x = _x(4096, 4096)
+  tpu = lambda x: qapi.quantize(x, scheme, implementation="mosaic_tpu", transpose=transpose)
+  assert "tpu_custom_call" in _compat.lower_for("tpu", tpu, x).as_text()
+  table = qapi.GPU_STATUS_COLUMNS if transpose else qapi.GPU_STATUS
+  if scheme in table:
+    gpu = lambda x: qapi.quantize(x, scheme, implementation="mosaic_gpu", transpose=transpose,
+                                  allow_inexact=True)
+    assert "mosaic_gpu" in _compat.lower_for("cuda", gpu, x).as_text()
