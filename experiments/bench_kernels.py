@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import bench_kernels_common as C  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
+from pallas_kernels.wo_matmul import mosaic_gpu_gemm as WGG  # noqa: E402
 from pallas_kernels.wo_matmul import prefill as PF  # noqa: E402
 from pallas_kernels.wo_matmul import reference as WR  # noqa: E402
 
@@ -100,6 +101,12 @@ WO_SWEEP = [dict(tile_n=t, gps=g, steps=st, splits=sp) for t, g, st, sp in (
     (64, 4, 4, None), (256, 1, 4, None), (128, 2, 4, 2), (128, 2, 4, 4))]
 
 
+PREFILL_M = [128, 256, 512, 1024, 4096]
+GEMM_SWEEP = [dict(tile_m=tm, tile_k=tk, **st) for tm, tk, st in (
+    (256, 128, {}), (256, 64, {}), (128, 128, {}), (128, 256, {}), (192, 128, {}),
+    (256, 64, dict(steps=3)))]
+
+
 def fastest_config(fn, configs, sets, log=None, prepare=None):
   """(config, timing) of the fastest config of `fn(*inputs, cfg)` over the input sets, or None
   if every config failed (each failure is printed and skipped: the table says what ran).
@@ -163,15 +170,15 @@ def bench_wo(args, res):
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
                  for i in range(r_b)]
-      shape_ms = ms + ([1024, 4096] if (k, n) == (8192, 28672) and args.prefill else [])
+      shape_ms = ms + (PREFILL_M if (k, n) == (8192, 28672) and args.prefill else [])
       for m in shape_ms:
         x = jax.random.normal(jax.random.fold_in(key, 1000 + m), (m, k), jnp.bfloat16)
         row = dict(kernel="wo_matmul", fmt=spec, group=grp, M=m, K=k, N=n, weight_bytes=wbytes)
         unv = dict(allow_unverified=True)  # every path is checked right here
         kfun = WG.wo_matmul_mosaic_gpu
-        if m > 64:  # prefill: the dequantize-then-GEMM path (no tuning knobs)
-          kfun, unv = (lambda x, p, **_: PF.wo_matmul_dequant_gemm(x, p)), {}
-          row["implementation"] = "dequant_gemm"
+        if m > 64:  # prefill: the fused GEMM kernel, against the dequantize-then-GEMM path too
+          kfun = WGG.wo_gemm_mosaic_gpu
+          row["implementation"] = "mosaic_gpu_gemm"
         # Baselines in the same run.
         tb = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32
                                             ).astype(jnp.bfloat16),
@@ -179,6 +186,9 @@ def bench_wo(args, res):
         tq = C.time_op(lambda x, c, s, z: xla_int4_dequant_dot(x, c, s, z, grp, fmt),
                        [(x, c, s, z) for c, s, z, _ in q_sets])
         flops = 2 * m * k * n
+        if m > 64:
+          td = C.time_op(PF.wo_matmul_dequant_gemm, [(x, p) for *_, p in q_sets])
+          row.update(dequant_gemm_s=td["time_s"], dequant_gemm_TFLOPs=flops / td["time_s"] / 1e12)
         row.update(xla_bf16_s=tb["time_s"], xla_bf16_TBps=k * n * 2 / tb["time_s"] / 1e12,
                    xla_bf16_TFLOPs=flops / tb["time_s"] / 1e12,
                    xla_dequant_dot_s=tq["time_s"], xla_dequant_dot_kernels=tq["n_kernels"],
@@ -196,13 +206,15 @@ def bench_wo(args, res):
           print("wo", m, k, n, fmt, row["error"][:200])
           rows.append(row)
           continue
-        bucket = (k, n, spec, "small" if m <= 32 else "64" if m <= 64 else "prefill")
+        bucket = (k, n, spec, "small" if m <= 32 else "64" if m <= 64 else f"M{m}")
         if bucket in tuned:
           configs = [tuned[bucket]]
         elif args.configs and m <= 64:  # explicit configs, e.g. '[{}, {"fp4_prescale": true}]'
           configs = json.loads(args.configs)
         elif args.sweep and m <= 64:
           configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
+        elif args.sweep:
+          configs = GEMM_SWEEP
         else:
           configs = [dict()]
         timed = []
@@ -228,6 +240,8 @@ def bench_wo(args, res):
         row["frac_copy_bw"] = wbytes / tk["time_s"] / res["copy_Bps"]
         row["x_vs_xla_bf16"] = tb["time_s"] / tk["time_s"]
         row["x_vs_xla_dequant_dot"] = tq["time_s"] / tk["time_s"]
+        if m > 64:
+          row["x_vs_dequant_gemm"] = row["dequant_gemm_s"] / tk["time_s"]
         rows.append(row)
         _dump(args, res)
         print(json.dumps(row), flush=True)

@@ -69,8 +69,11 @@ def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k
 
 
 def nvfp4_tensor_terms(x: jax.Array):
-  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|."""
-  return tensor_scale_terms(jnp.max(jnp.abs(x.astype(jnp.float32))), div=div_rn)
+  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|; NaN
+  anywhere makes the tensor amax NaN, as in mxjax (XLA's CPU max-reduction can drop a NaN)."""
+  xf = x.astype(jnp.float32)
+  amax = jnp.where(jnp.any(jnp.isnan(xf)), jnp.float32(jnp.nan), jnp.max(jnp.abs(xf)))
+  return tensor_scale_terms(amax, div=div_rn)
 
 
 def quantize_reference(x: jax.Array, scheme: str, *, transpose: bool = False) -> Quantized:

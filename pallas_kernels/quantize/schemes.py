@@ -239,6 +239,11 @@ def block_amax(xe, xo):
   return jnp.where(anynan > 0, jnp.float32(jnp.nan), amax)
 
 
+def amax_merge(a, b):
+  """max of two partial block amaxes (rows,) of the same blocks; NaN if either is NaN."""
+  return jnp.where(_isnan(a) | _isnan(b), jnp.float32(jnp.nan), jnp.maximum(a, b))
+
+
 def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *,
                 div: Callable = true_div, div_block: Callable | None = None) -> tuple:
   """Everything a block's encoding needs, per row, from its amax (rows,).

@@ -87,9 +87,21 @@ def test_portable_f32(scheme):
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "mxfp4", "fp8_e4m3_block128"])
 def test_transposed_is_quantize_of_transpose(impl, scheme):
-  # portable: MXFP8 / MXFP4 through the column-wise kernel's twin (x read untransposed).
+  # portable: through the column-wise kernel's twin (x read untransposed).
   x = _data(3, (256, 64), jnp.bfloat16)
   assert_same(_run(impl, x, scheme, transpose=True), _mx(x.T, scheme))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_column_twin_every_scheme(scheme):
+  # The column-wise decomposition for every scheme: blocks of B along M, 4-bit codes paired
+  # along M, FP8 1x128 / INT4 in pieces (amax merged over pieces); special values (zero block,
+  # f32 subnormals, -0) sit in the first columns, a NaN in one block of column 5.
+  x = _data(6, (128, 256), jnp.bfloat16).T  # (256, 128): every block runs down a column
+  x = x.at[40, 5].set(jnp.nan)
+  got = pq.quantize(x, scheme, transpose=True, implementation="portable", interpret=True)
+  assert_same(got, _mx(x.T, scheme))
+  assert_same(pq.quantize(x.T, scheme, implementation="xla"), _mx(x.T, scheme))  # NaN: NVFP4
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
@@ -175,7 +187,7 @@ def test_errors_are_raised_not_swallowed():
     with pytest.raises(NotImplementedError, match="allow_inexact"):
       pq.quantize(jnp.ones((256, 128), jnp.bfloat16), scheme, implementation="mosaic_gpu",
                   exact=False)
-  with pytest.raises(NotImplementedError, match="column-wise"):  # not written for NVFP4
+  with pytest.raises(NotImplementedError, match="unverified on a GPU"):  # column-wise NVFP4
     pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "nvfp4", transpose=True,
                 implementation="mosaic_gpu")
   with pytest.raises(ValueError, match="implementation"):
