@@ -273,6 +273,7 @@ def bench_quant(args, res):
   import mxjax  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize import schemes as QS  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.testdata import rounding_midpoints  # pylint: disable=g-import-not-at-top
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
@@ -326,8 +327,9 @@ def bench_quant(args, res):
         cfgs = [dict(encode_cols=None if c == "all" else int(c), **fast)
                 for c in args.cols.split(",")]
       elif args.sweep and args.transpose and sch not in qtuned:
-        cfgs = [dict(tile_k=tk, nb=nb, steps=st) for tk in (64, 128, 256) for nb in (2, 4, 8)
-                for st in (2, 3) if tk * nb * 32 * 2 * st <= 160 * 1024]
+        blk = QS.get_scheme(sch).block  # x rows a step: B * nb, 64..256
+        cfgs = [dict(tile_k=tk, nb=nb, steps=st) for tk in (64, 128, 256) for nb in (1, 2, 4, 8, 16)
+                for st in (2, 3) if 64 <= blk * nb <= 256 and tk * nb * blk * 2 * st <= 160 * 1024]
       elif args.sweep and sch not in qtuned:
         cfgs = [dict(steps=st, ctas_per_sm=c) for st in (2, 3, 4) for c in (1, 2, 3, 4)]
       elif sch in qtuned:
