@@ -104,7 +104,7 @@ WO_SWEEP = [dict(tile_n=t, gps=g, steps=st, splits=sp) for t, g, st, sp in (
 PREFILL_M = [128, 256, 512, 1024, 4096]
 GEMM_SWEEP = [dict(tile_m=tm, tile_k=tk, **st) for tm, tk, st in (
     (256, 128, {}), (256, 64, {}), (128, 128, {}), (128, 256, {}), (192, 128, {}),
-    (256, 64, dict(steps=3)))]
+    (256, 64, dict(steps=3)), (128, 128, dict(overlap=1)), (256, 64, dict(overlap=1)))]
 
 
 def fastest_config(fn, configs, sets, log=None, prepare=None):

@@ -84,8 +84,8 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 
 
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
-                       tile_k: int = 128, steps: int | None = None, out_dtype=None,
-                       allow_unverified: bool = False) -> jax.Array:
+                       tile_k: int = 128, steps: int | None = None, overlap: int = 0,
+                       out_dtype=None, allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
   Args:
@@ -97,6 +97,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     tile_k: K per pipeline step: 64 (not NF4) or a multiple of 128, dividing K.
     steps: pipeline slots (TMA copies in flight); default as many as fit in shared memory, up
       to 4.
+    overlap: 0: a warpgroup waits for its step's wgmmas before the next step (the other
+      warpgroup's MMAs cover its dequantization); 1: it leaves the last step's wgmmas in flight
+      while it dequantizes the next chunk (`wgmma_wait(1)`, the x slot released a step late).
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -133,6 +136,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     raise ValueError(f"tile_k must be 64 (not NF4) or a multiple of 128, got {tile_k}")
   if k % tile_k:
     raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
+  if overlap not in (0, 1):
+    raise ValueError(f"overlap must be 0 or 1, got {overlap}")
   chunk = min(tile_k, 128)
   group = k if per_channel else g
   if not per_channel and group % chunk and chunk % group:
@@ -141,7 +146,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   srows = max(1, tile_k // group)
   out_bytes = out_dtype.itemsize
   fit = 4 if steps is None else steps
-  while fit > 2 and _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
+  while fit > 2 + overlap and _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
     fit -= 1
   if _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
     raise ValueError(f"tile_m={tile_m}, tile_k={tile_k} with {fit} steps needs more than "
@@ -237,7 +242,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         for w_, x_smem in zip(ws, x_smems):
           xt = _compat.transpose_ref(x_smem.at[:, pl.ds(j * x_cols, x_cols)], (1, 0))
           plgpu.wgmma(acc_ref, w_, xt)
-      plgpu.wgmma_wait(0)  # the slot's x tile is released when the body returns
+      plgpu.wgmma_wait(overlap)  # x's slot is released `overlap` steps after the body returns
       return acc_ref
 
     def compute(pipeline):
@@ -261,15 +266,15 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     # The scale block holding the step's groups (per channel: always block 0, but written as a
     # function of kk, since the pipeline takes only inputs that move with the grid).
     s_map = lambda kk: (kk * tile_k // group // srows, 0)
-    in_specs = [plgpu.BlockSpec((tile_m, tile_k // nx), lambda kk: (0, kk), transforms=x_tf)
-                ] * nx
-    in_specs += [plgpu.BlockSpec((TILE_N, wk * (tile_k // chunk)), lambda kk: (0, kk),
-                                 transforms=w_tf),
-                 plgpu.BlockSpec((srows, TILE_N), s_map)]
+    # With overlap, every input's slot is released a step late (the pipeline wants one delay).
+    spec = lambda shape, index, **kw: plgpu.BlockSpec(shape, index, delay_release=overlap, **kw)
+    in_specs = [spec((tile_m, tile_k // nx), lambda kk: (0, kk), transforms=x_tf)] * nx
+    in_specs += [spec((TILE_N, wk * (tile_k // chunk)), lambda kk: (0, kk), transforms=w_tf),
+                 spec((srows, TILE_N), s_map)]
     gm = [xg.at[pl.ds(mi * tile_m, tile_m)] for xg in x_gmems]
     gm += [w_gmem.at[pl.ds(ni * TILE_N, TILE_N)], s_gmem.at[:, pl.ds(ni * TILE_N, TILE_N)]]
     if extra:
-      in_specs.append(plgpu.BlockSpec((srows, TILE_N), s_map))
+      in_specs.append(spec((srows, TILE_N), s_map))
       gm.append(off_gmem.at[:, pl.ds(ni * TILE_N, TILE_N)])
     plgpu.emit_pipeline_warp_specialized(
         body, grid=(ksteps,), in_specs=in_specs, max_concurrent_steps=min(steps, ksteps),

@@ -58,7 +58,8 @@ def test_decode_kernel_lowers_for_cuda(name, m):
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}], ids=["default", "k256"])
+@pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}, {"overlap": 1, "tile_m": 128}],
+                         ids=["default", "k256", "overlap"])
 def test_gemm_kernel_lowers_for_cuda(name, cfg):
   pw = _weight_shape(name, 8192, 28672)
   fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True, **cfg)
