@@ -235,6 +235,10 @@ def bench_wo(args, res):
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], rotations=tk["rotations"],
                    swept=len(configs))
+        if args.load_split and m <= 64:  # the same pipeline with an empty body
+          tl = C.time_op(lambda x, p: kfun(x, p, **_knobs(cfg), **unv, load_only=True),
+                         [_tiled(cfg, (x, p)) for *_, p in q_sets])
+          row.update(load_only_s=tl["time_s"], load_only_TBps=wbytes / tl["time_s"] / 1e12)
         row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
         row["kernel_TFLOPs"] = flops / tk["time_s"] / 1e12
         row["frac_copy_bw"] = wbytes / tk["time_s"] / res["copy_Bps"]
@@ -406,6 +410,8 @@ def main():
   ap.add_argument("--inexact", action="store_true", help="quant: FP8 1x128 / INT4 exact=False")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
   ap.add_argument("--configs", default="", help="wo: JSON list of kernel configs to time")
+  ap.add_argument("--load-split", action="store_true",
+                  help="wo: also time the best config's pipeline with an empty body")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()

@@ -117,7 +117,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          gps: int | None = None,
                          out_dtype=None, allow_unverified: bool = False,
                          prescale: bool = True, compute_wgs: int | None = None,
-                         stream_k: int | None = None,
+                         stream_k: int | None = None, load_only: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -147,6 +147,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       taking `tile_n / 2` rows each (`plgpu.emit_pipeline_warp_specialized`; group scales
       only).
     out_dtype: default x.dtype.
+    load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
+      body (the output is zeros), so the benchmark can split a config's time into streaming
+      the tiles and computing on them (`bench_kernels.py --load-split`).
     num_sms: used to pick the default split.
 
   Returns:
@@ -286,6 +289,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     else:
       o_gmem, o_smem = rest
     def body(_, *refs_and_acc):
+      if load_only:
+        return refs_and_acc[-1]
       x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
       off_smem, xs_smem = refs_and_acc[nx + 2:nx + 4] if asym else (None, None)
       acc = refs_and_acc[-1]

@@ -57,6 +57,15 @@ def test_decode_kernel_lowers_for_cuda(name, m):
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
 
 
+def test_decode_load_only_diagnostic_lowers():
+  pw = _weight_shape("int4_g128", 8192, 28672)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, load_only=True)
+  text = _compat.lower_for("cuda", fn, _x(1, 8192), pw).as_text()
+  full = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p),
+                           _x(1, 8192), pw).as_text()
+  assert "wgmma" in full and "wgmma" not in text  # the pipeline without the math
+
+
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}, {"overlap": 1, "tile_m": 128}],
                          ids=["default", "k256", "overlap"])
