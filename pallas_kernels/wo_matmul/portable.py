@@ -68,7 +68,11 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   ts = jnp.zeros((1, 1), jnp.float32) if pw.tensor_scale is None else pw.tensor_scale.reshape(1, 1)
   has_off = pw.offset is not None
   ksteps = k // tile_k
-  mm_dtype = jnp.float32  # codes and bf16 x are exact in f32; f32 accumulation as on the GPU
+  # The dot's operands: bf16 where every value is exact in it (bf16 x with INT4 / INT8 / E2M1 /
+  # FP8 codes, or bf16-rounded weights), the MXU's native rate on a TPU; float32 otherwise (NF4's
+  # table, f32 x). Products are exact either way and accumulate in f32, as on the GPU.
+  exact_bf16 = x.dtype == jnp.bfloat16 and (weights_bf16 or fmt is not WeightFormat.NF4)
+  mm_dtype = jnp.bfloat16 if exact_bf16 else jnp.float32
 
   def kernel(x_ref, w_ref, s_ref, ts_ref, *rest):
     if has_off:
@@ -81,7 +85,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
     def _():
       o_ref[...] = jnp.zeros(o_ref.shape, o_ref.dtype)
 
-    q = _decode_block(w_ref[...], fmt)  # (tn, tk)
+    q = _decode_block(w_ref[...], fmt)  # (tn, tk) f32
     xv = x_ref[...].astype(mm_dtype)  # (M, tk)
     rows = pl.ds(0 if per_channel else kk * gps, gps)  # this step's groups
     s = scale_values(s_ref[rows, :], fmt, ts_ref[0, 0])  # (gps, tn)
@@ -91,7 +95,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
       w = q * jnp.repeat(s, tile_k // gps, axis=0).T
       if has_off:
         w = w - jnp.repeat(off, tile_k // gps, axis=0).T
-      w = w.astype(jnp.bfloat16).astype(mm_dtype)  # exact in f32
+      w = w.astype(jnp.bfloat16).astype(mm_dtype)
       o_ref[...] = acc + jax.lax.dot_general(xv, w, (((1,), (1,)), ((), ())),
                                              preferred_element_type=jnp.float32,
                                              precision=jax.lax.Precision.HIGHEST)
@@ -99,7 +103,8 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
     for j in range(gps):
       lo = j * (tile_k // gps)
       xs = xv[:, lo:lo + tile_k // gps]
-      part = jax.lax.dot_general(xs, q[:, lo:lo + tile_k // gps], (((1,), (1,)), ((), ())),
+      part = jax.lax.dot_general(xs, q[:, lo:lo + tile_k // gps].astype(mm_dtype),
+                                 (((1,), (1,)), ((), ())),
                                  preferred_element_type=jnp.float32,
                                  precision=jax.lax.Precision.HIGHEST)
       if per_channel:
@@ -107,7 +112,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
       else:
         acc = acc + part * s[j][None, :]
         if has_off:
-          acc = acc - jnp.sum(xs, axis=1, keepdims=True) * off[j][None, :]
+          acc = acc - jnp.sum(xs.astype(jnp.float32), axis=1, keepdims=True) * off[j][None, :]
     if per_channel:
       acc = jnp.where(kk == ksteps - 1, acc * s[0][None, :], acc)
     o_ref[...] = acc
