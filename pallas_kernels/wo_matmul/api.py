@@ -58,20 +58,17 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
     return wo_matmul_dequant_gemm(x, pw, out_dtype=out_dtype)
   if impl == "portable":
     return wo_matmul_portable(x, pw, out_dtype=out_dtype, interpret=interpret, **tuning)
-  if impl == "mosaic_gpu":
+  if impl in ("mosaic_gpu", "mosaic_gpu_gemm"):
+    gemm = impl == "mosaic_gpu_gemm"
     if interpret:
       raise NotImplementedError(
-          "mosaic_gpu uses TMA/wgmma, which the CPU interpreter cannot run: test its twin, "
-          "implementation='portable'")
+          f"{impl} uses TMA/wgmma, which the CPU interpreter cannot run: test its twin, "
+          "implementation='portable'" + (" with weights_bf16=True" if gemm else ""))
+    if gemm:
+      from pallas_kernels.wo_matmul.mosaic_gpu_gemm import wo_gemm_mosaic_gpu
+      return wo_gemm_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)
     from pallas_kernels.wo_matmul.mosaic_gpu import wo_matmul_mosaic_gpu
     return wo_matmul_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)
-  if impl == "mosaic_gpu_gemm":
-    if interpret:
-      raise NotImplementedError(
-          "mosaic_gpu_gemm uses TMA/wgmma, which the CPU interpreter cannot run: test its twin, "
-          "implementation='portable' with weights_bf16=True")
-    from pallas_kernels.wo_matmul.mosaic_gpu_gemm import wo_gemm_mosaic_gpu
-    return wo_gemm_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)
   if impl == "mosaic_tpu":
     from pallas_kernels.wo_matmul.tpu import wo_matmul_tpu
     return wo_matmul_tpu(x, pw, out_dtype=out_dtype, interpret=interpret, **tuning)
