@@ -18,18 +18,19 @@ def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None =
   """What `wo_matmul` runs when no implementation is named (call it to see the choice).
 
   On a GPU: mosaic_gpu for the (format, group) cases its kernel matched the reference on an
-  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64; dequant_gemm for M > 64 (prefill);
-  else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
+  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64; for M > 64 (prefill) mosaic_gpu_gemm
+  where `mosaic_gpu_gemm.VERIFIED` lists the case (correct and faster than dequant_gemm on an
+  H100), else dequant_gemm; else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
   """
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
+    from pallas_kernels.wo_matmul import mosaic_gpu, mosaic_gpu_gemm
+    key = None if pw is None else (
+        pw.fmt, "channel" if pw.fmt in mosaic_gpu.PER_CHANNEL else pw.group)
+    bf16 = x is not None and x.dtype == jax.numpy.bfloat16
     if x is not None and x.shape[0] > PREFILL_M:
-      return "dequant_gemm"
-    from pallas_kernels.wo_matmul.mosaic_gpu import PER_CHANNEL, VERIFIED
-    ok = (pw is not None and x is not None and x.dtype == jax.numpy.bfloat16
-          and x.shape[0] <= 64
-          and (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group) in VERIFIED)
-    return "mosaic_gpu" if ok else "xla"
+      return "mosaic_gpu_gemm" if bf16 and key in mosaic_gpu_gemm.VERIFIED else "dequant_gemm"
+    return "mosaic_gpu" if bf16 and key in mosaic_gpu.VERIFIED else "xla"
   return {"tpu": "mosaic_tpu"}.get(backend, "xla")
 
 
