@@ -96,8 +96,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     tile_m: rows of x (columns of y^T) per CTA, a multiple of 64 up to 256 (one wgmma's N);
       default min(256, M rounded up to 64).
     tile_k: K per pipeline step: 64 (not NF4) or a multiple of 128, dividing K.
-    steps: pipeline slots (TMA copies in flight); default as many as fit in shared memory, up
-      to 4.
+    steps: pipeline slots (TMA copies in flight); default 4; either is lowered to what fits in
+      shared memory (at least 2, 3 with overlap, or a ValueError).
     overlap: 0: a warpgroup waits for its step's wgmmas before the next step (the other
       warpgroup's MMAs cover its dequantization); 1: it leaves the last step's wgmmas in flight
       while it dequantizes the next chunk (`wgmma_wait(1)`, the x slot released a step late).
@@ -163,8 +163,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   w_in = lax.bitcast_convert_type(pw.w, jnp.int8) if fmt is WeightFormat.FP8 else pw.w
   s_in = group_scales(pw)
   extra = [pw.offset] if fmt is WeightFormat.UINT4 else []
-  wk = chunk // 2 if nf4 else chunk  # stored columns of W^T a chunk spans (NF4: bytes)
-  x_cols = chunk // 2 if nf4 else chunk
+  wk = chunk // 2 if nf4 else chunk  # W^T columns a chunk spans (NF4: bytes; also x's halves)
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
   if fmt in INT4_STORED:  # wk int4 = wk / 2 bytes a row
@@ -241,7 +240,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       for j in range(tile_k // chunk):
         ws = dequant(w_smem.at[rows], s_smem.at[:, rows], off_smem, j)
         for w_, x_smem in zip(ws, x_smems):
-          xt = _compat.transpose_ref(x_smem.at[:, pl.ds(j * x_cols, x_cols)], (1, 0))
+          xt = _compat.transpose_ref(x_smem.at[:, pl.ds(j * wk, wk)], (1, 0))
           plgpu.wgmma(acc_ref, w_, xt)
       plgpu.wgmma_wait(overlap)  # x's slot is released `overlap` steps after the body returns
       return acc_ref
