@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +198,73 @@ def nf4_hi_lo(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   hi = jax.lax.bitcast_convert_type(v & jnp.uint32(0xFFFF0000), jnp.float32)
   lo = jax.lax.bitcast_convert_type(v << 16, jnp.float32)
   return hi.astype(jnp.bfloat16), lo.astype(jnp.bfloat16)
+
+
+def _lut_words(table_bytes: np.ndarray) -> tuple[int, int, int, int]:
+  """16 bytes -> the four little-endian uint32 words `prmt` reads them from (entries 0-3, 4-7,
+  8-11, 12-15)."""
+  return tuple(int(v) for v in table_bytes.astype(np.uint8).view("<u4"))
+
+
+# The f32 bit patterns of the NF4 table as four byte planes (plane p holds byte p of each entry),
+# each as `_lut_words`: what `nf4_prmt_words` looks codes up in.
+NF4_PLANES = tuple(_lut_words((NF4_TABLE.view(np.uint32) >> (8 * p)) & 0xFF) for p in range(4))
+
+
+class WordOps(NamedTuple):
+  """The 32-bit integer operations `nf4_prmt_words` is written in, so the same algorithm runs as
+  jnp on uint32 arrays (`JNP_WORD_OPS`, the CPU tests) and as MLIR ops in the GPU kernel."""
+
+  const: Callable[[int], Any]
+  and_: Callable[[Any, Any], Any]
+  or_: Callable[[Any, Any], Any]
+  shr: Callable[[Any, Any], Any]  # logical
+  prmt: Callable[[Any, Any, Any], Any]  # PTX prmt.b32 d, a, b, sel (default mode)
+
+
+def prmt_reference(a, b, sel):
+  """PTX `prmt.b32 d, a, b, sel` (default mode) on uint32 arrays: byte k of d is byte
+  `(sel >> 4k) & 7` of the 8 bytes b:a (a's bytes 0-3, b's 4-7). Selectors here never set the
+  sign-replicate bit (8). The CPU model of the instruction."""
+  pool = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
+  out = 0
+  for k in range(4):
+    idx = (sel >> (4 * k)) & 7
+    byte = pool[7]
+    for i in range(6, -1, -1):
+      byte = jnp.where(idx == i, pool[i], byte)
+    out = out | (byte << (8 * k))
+  return out
+
+
+JNP_WORD_OPS = WordOps(const=jnp.uint32, and_=jnp.bitwise_and, or_=jnp.bitwise_or,
+                       shr=jnp.right_shift, prmt=prmt_reference)
+
+
+def nf4_prmt_words(w, ops: WordOps) -> tuple:
+  """NF4 table lookups by byte permutes: the low 16 bits of the 32-bit `w` hold four NF4 codes
+  (nibble k = code k); returns the f32 bit patterns of their table values, (word0..word3).
+
+  Per byte plane of the f32 table (`NF4_PLANES`): two `prmt`s look the 3-bit index up among
+  entries 0-7 and 8-15, and a third picks between them by the code's bit 3 (moved to bit 2 of
+  each selector nibble, which adds 4: the second word's bytes); then eight `prmt`s transpose the
+  4 x 4 bytes into words. 22 integer ops for four lookups, against 4 x 15 selects for the
+  select tree (`nf4_f32`).
+  """
+  c = ops.const
+  idx = ops.and_(w, c(0x7777))
+  pick = ops.or_(ops.shr(ops.and_(w, c(0x8888)), c(1)), c(0x3210))
+  planes = []
+  for words in NF4_PLANES:
+    lo = ops.prmt(c(words[0]), c(words[1]), idx)  # entries 0-7
+    hi = ops.prmt(c(words[2]), c(words[3]), idx)  # entries 8-15
+    planes.append(ops.prmt(lo, hi, pick))
+  p01_lo = ops.prmt(planes[0], planes[1], c(0x5140))  # bytes: p0.0 p1.0 p0.1 p1.1
+  p01_hi = ops.prmt(planes[0], planes[1], c(0x7362))  # p0.2 p1.2 p0.3 p1.3
+  p23_lo = ops.prmt(planes[2], planes[3], c(0x5140))
+  p23_hi = ops.prmt(planes[2], planes[3], c(0x7362))
+  return (ops.prmt(p01_lo, p23_lo, c(0x5410)), ops.prmt(p01_lo, p23_lo, c(0x7632)),
+          ops.prmt(p01_hi, p23_hi, c(0x5410)), ops.prmt(p01_hi, p23_hi, c(0x7632)))
 
 
 def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Array:

@@ -53,7 +53,9 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
+from pallas_kernels.wo_matmul.layout import WordOps
 from pallas_kernels.wo_matmul.layout import nf4_hi_lo
+from pallas_kernels.wo_matmul.layout import nf4_prmt_words
 from pallas_kernels.wo_matmul import schedule as S
 
 NUM_SMS_H100 = 132
@@ -70,6 +72,45 @@ FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 stored as signed int4 (la
 INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4) + FP4  # loaded by the fast i4 path
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
+
+
+def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(rows, C) uint8 NF4 byte codes in the WGMMA register layout -> float32 table values of the
+  low and the high nibbles (even k, odd k), each (rows, C) in the WGMMA layout.
+
+  Each thread's register holds two adjacent bytes, four codes: `layout.nf4_prmt_words` looks
+  them up with PTX `prmt` (through `plgpu.inline_mgpu`), and the low nibbles' words (0, 2) and
+  the high nibbles' (1, 3) become the two outputs' registers. Bit-identical to `nf4_f32`; the
+  lookup algorithm is tested on the CPU over all 65,536 code pairs with `prmt_reference`.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith, vector  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(codes.shape, jnp.float32, layout=plgpu.Layout.WGMMA)
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,), return_type=(out, out))
+  def lookup(_, arr):
+    i16, i32 = ir.IntegerType.get_signless(16), ir.IntegerType.get_signless(32)
+    vec2_f32 = ir.VectorType.get((2,), ir.F32Type.get())
+    ops = WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
+                  shr=arith.shrui, prmt=mgpu.utils.prmt)
+
+    def pair(a, b):  # two i32 words -> a vector<2xf32> register
+      one = ir.VectorType.get((1,), i32)
+      v = mgpu.utils.vector_concat([vector.broadcast(one, a), vector.broadcast(one, b)])
+      return mgpu.utils.bitcast(v, vec2_f32)
+
+    lo, hi = np.empty_like(arr.registers), np.empty_like(arr.registers)
+    for idx, reg in np.ndenumerate(arr.registers):  # vector<2xi8>: bytes c, c + 1
+      w = arith.extui(i32, mgpu.utils.bitcast(reg, i16))
+      w0, w1, w2, w3 = nf4_prmt_words(w, ops)  # codes lo(c), hi(c), lo(c + 1), hi(c + 1)
+      lo[idx], hi[idx] = pair(w0, w2), pair(w1, w3)
+    return tuple(mgpu.FragmentedArray(_registers=r, _layout=arr.layout, _is_signed=None)
+                 for r in (lo, hi))
+
+  return lookup(codes)
 
 
 def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
@@ -118,6 +159,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          out_dtype=None, allow_unverified: bool = False,
                          prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None, load_only: bool = False,
+                         nf4_lut: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -147,6 +189,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       taking `tile_n / 2` rows each (`plgpu.emit_pipeline_warp_specialized`; group scales
       only).
     out_dtype: default x.dtype.
+    nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
+      integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
+      Written and lowered, not yet run on a GPU (so not the default).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -183,6 +228,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
+  if nf4_lut and not (nf4 and prescale):
+    raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if x.dtype != jnp.bfloat16:
@@ -313,14 +360,20 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         ks = pl.ds(j * wk, wk)
         if nf4:  # bytes -> low / high nibbles (even / odd k) -> table values
           wb = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
-          # Mosaic GPU does no arithmetic (shifts included) on 8-bit registers: widen first.
-          wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA).astype(jnp.uint16)
-          halves = (wb & 15, wb >> 4)
-          if prescale:  # byte column c holds k = 2c, 2c + 1: g / 2 byte columns a group
-            s_exp = block_scales(j, g // 2, jnp.float32)
-            return [(nf4_f32(h) * s_exp).astype(jnp.bfloat16) for h in halves]
-          (ev_hi, ev_lo), (od_hi, od_lo) = map(nf4_hi_lo, halves)
-          return [ev_hi, od_hi, ev_lo, od_lo]
+          wb = plgpu.layout_cast(wb, plgpu.Layout.WGMMA)
+          if nf4_lut:
+            vals = nf4_lut_halves(wb)
+          else:
+            # Mosaic GPU does no arithmetic (shifts included) on 8-bit registers: widen first.
+            wb = wb.astype(jnp.uint16)
+            halves = (wb & 15, wb >> 4)
+            if not prescale:
+              (ev_hi, ev_lo), (od_hi, od_lo) = map(nf4_hi_lo, halves)
+              return [ev_hi, od_hi, ev_lo, od_lo]
+            vals = [nf4_f32(h) for h in halves]
+          # Byte column c holds k = 2c, 2c + 1: g / 2 byte columns a group.
+          s_exp = block_scales(j, g // 2, jnp.float32)
+          return [(v * s_exp).astype(jnp.bfloat16) for v in vals]
         if per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)

@@ -42,6 +42,7 @@ from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
+from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
 
 WG_ROWS = 64  # rows of W^T a compute warpgroup owns: one wgmma's M
 TILE_N = 2 * WG_ROWS  # two compute warpgroups a CTA
@@ -86,7 +87,8 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
                        tile_k: int = 128, steps: int | None = None, overlap: int = 0,
-                       out_dtype=None, allow_unverified: bool = False) -> jax.Array:
+                       nf4_lut: bool = False, out_dtype=None,
+                       allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
   Args:
@@ -101,6 +103,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     overlap: 0: a warpgroup waits for its step's wgmmas before the next step (the other
       warpgroup's MMAs cover its dequantization); 1: it leaves the last step's wgmmas in flight
       while it dequantizes the next chunk (`wgmma_wait(1)`, the x slot released a step late).
+    nf4_lut: NF4: the byte-permute table lookup (`mosaic_gpu.nf4_lut_halves`) instead of the
+      select tree; same values.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -139,6 +143,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
   if overlap not in (0, 1):
     raise ValueError(f"overlap must be 0 or 1, got {overlap}")
+  if nf4_lut and not nf4:
+    raise ValueError(f"nf4_lut is the NF4 table lookup; the weight is {fmt.value}")
   chunk = min(tile_k, 128)
   group = k if per_channel else g
   if not per_channel and group % chunk and chunk % group:
@@ -189,7 +195,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     else:
       b = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
       b = plgpu.layout_cast(b, wgmma_layout)
-      if nf4:  # Mosaic GPU does no arithmetic on 8-bit registers: widen first
+      if nf4 and nf4_lut:
+        vals = list(nf4_lut_halves(b))
+      elif nf4:  # Mosaic GPU does no arithmetic on 8-bit registers: widen first
         b = b.astype(jnp.uint16)
         vals = [nf4_f32(b & 15), nf4_f32(b >> 4)]
       elif fmt is WeightFormat.FP8:

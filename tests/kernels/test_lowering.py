@@ -57,6 +57,16 @@ def test_decode_kernel_lowers_for_cuda(name, m):
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
 
 
+@pytest.mark.parametrize("m", [1, 64])
+def test_nf4_byte_permute_lookup_lowers(m):
+  # The decode kernel's and the GEMM's NF4 lookup through inline PTX prmt (plgpu.inline_mgpu).
+  pw = _weight_shape("nf4_g64", 8192, 28672)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, nf4_lut=True)
+  assert "prmt.b32" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, nf4_lut=True, allow_unverified=True)
+  assert "prmt.b32" in _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text()
+
+
 def test_decode_load_only_diagnostic_lowers():
   pw = _weight_shape("int4_g128", 8192, 28672)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, load_only=True)

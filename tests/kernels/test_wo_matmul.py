@@ -145,6 +145,8 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
     wm.wo_matmul(jnp.ones((65, 256), jnp.bfloat16), pw4, implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="interpreter"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
+  with pytest.raises(ValueError, match="nf4_lut"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", nf4_lut=True)
   with pytest.raises(ValueError, match="compute_wgs must be 1 or 2"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", compute_wgs=3)
   _, pw8 = _weight("int8", {})
@@ -204,6 +206,21 @@ def test_gpu_e2m1_decode_is_exact(dtype):
   assert got.dtype == np.float32
   want = E2M1_TABLE + 0.0  # -0 -> +0
   np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_nf4_byte_permute_lookup_is_the_table():
+  # The GPU kernels' NF4 lookup algorithm (`nf4_prmt_words`), run with a CPU model of PTX prmt,
+  # on every 16-bit word (all four-code combinations): each word is the table's f32 bits.
+  w = jnp.arange(2**16, dtype=jnp.uint32)
+  words = wm.layout.nf4_prmt_words(w, wm.layout.JNP_WORD_OPS)
+  table = wm.layout.NF4_TABLE.view(np.uint32)
+  for k, got in enumerate(words):
+    np.testing.assert_array_equal(np.asarray(got), table[(np.arange(2**16) >> (4 * k)) & 15])
+  # The prmt model itself, on the byte-selection cases the algorithm relies on.
+  a, b = jnp.uint32(0x03020100), jnp.uint32(0x07060504)
+  assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x3210))) == 0x03020100
+  assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x7654))) == 0x07060504
+  assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x5140))) == 0x05010400
 
 
 def test_nf4_lookups():
