@@ -281,6 +281,17 @@ def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Arra
   return s
 
 
+def scale_bytes_f32(b: jax.Array, fmt: WeightFormat) -> jax.Array:
+  """FP4 block scales from their stored bytes (uint8: E8M0 for MXFP4, the E4M3 bit pattern for
+  NVFP4) -> float32, exactly (`scale_values` of the stored array; NVFP4 without s_t). Written
+  with a bitcast and 32-bit integer ops only, so the GPU kernel decodes TMA'd bytes with it."""
+  if fmt is WeightFormat.NVFP4:
+    b = jax.lax.bitcast_convert_type(b, jnp.float8_e4m3fn)
+  elif fmt is not WeightFormat.MXFP4:
+    raise ValueError(f"scale bytes are MXFP4's or NVFP4's, not {fmt.value}'s")
+  return scale_values(b, fmt)
+
+
 def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
   """The per-group scales (G, N) as float32 (`scale_values`; NVFP4 without s_t if not
   `tensor_scale`)."""

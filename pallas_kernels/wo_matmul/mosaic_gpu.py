@@ -56,6 +56,7 @@ from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import WordOps
 from pallas_kernels.wo_matmul.layout import nf4_hi_lo
 from pallas_kernels.wo_matmul.layout import nf4_prmt_words
+from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul import schedule as S
 
 NUM_SMS_H100 = 132
@@ -159,7 +160,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          out_dtype=None, allow_unverified: bool = False,
                          prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None, load_only: bool = False,
-                         nf4_lut: bool = False,
+                         nf4_lut: bool = False, fp4_scale_bytes: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -192,6 +193,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
       integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
       Written and lowered, not yet run on a GPU (so not the default).
+    fp4_scale_bytes: prescaled MXFP4 / NVFP4: TMA the stored scale bytes (E8M0, E4M3) and
+      decode them in registers (`layout.scale_values`), instead of XLA widening them to f32 on
+      every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4: for
+      NVFP4 at 8192 x 28672, ~130 MB of extra traffic beside 117 MB of codes). Written and
+      lowered, not yet run on a GPU (so not the default).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -228,6 +234,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
+  if fp4_scale_bytes and not (fp4 and prescale):
+    raise ValueError("fp4_scale_bytes is for prescaled MXFP4 / NVFP4 (prescale=True)")
   if nf4_lut and not (nf4 and prescale):
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if m > 64:
@@ -308,8 +316,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     xg = [group_copies(xp, CHUNK, g)]
   w_in = pw.w
   scale_in = pw.scale
-  if fp4:  # FP4 scales widened to f32 per call (see docs/kernels.md); prescaled NVFP4 puts s_b
-    # on the weights and s_t on the output
+  if fp4 and fp4_scale_bytes:  # stored bytes, decoded in the kernel; NVFP4's E4M3 as uint8
+    scale_in = lax.bitcast_convert_type(pw.scale, jnp.uint8)
+  elif fp4:  # FP4 scales widened to f32 by XLA per call; prescaled NVFP4 puts s_b on the
+    # weights and s_t on the output
     scale_in = group_scales(pw, tensor_scale=not prescale)
   if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
@@ -352,6 +362,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         s_exp = None
         for t in range(sub):
           st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          if fp4_scale_bytes:
+            st = scale_bytes_f32(st, fmt)
           st = lax.broadcast_in_dim(st.astype(dtype), (wg_rows, wk), [0])
           s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
         return s_exp

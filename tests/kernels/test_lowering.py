@@ -67,6 +67,14 @@ def test_nf4_byte_permute_lookup_lowers(m):
   assert "prmt.b32" in _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text()
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+@pytest.mark.parametrize("m", [1, 64])
+def test_fp4_scale_bytes_lower(name, m):
+  pw = _weight_shape(name, 8192, 28672)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp4_scale_bytes=True)
+  _compat.lower_for("cuda", fn, _x(m, 8192), pw)
+
+
 def test_decode_load_only_diagnostic_lowers():
   pw = _weight_shape("int4_g128", 8192, 28672)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, load_only=True)

@@ -145,6 +145,8 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
     wm.wo_matmul(jnp.ones((65, 256), jnp.bfloat16), pw4, implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="interpreter"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
+  with pytest.raises(ValueError, match="fp4_scale_bytes"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", fp4_scale_bytes=True)
   with pytest.raises(ValueError, match="nf4_lut"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", nf4_lut=True)
   with pytest.raises(ValueError, match="compute_wgs must be 1 or 2"):
@@ -206,6 +208,22 @@ def test_gpu_e2m1_decode_is_exact(dtype):
   assert got.dtype == np.float32
   want = E2M1_TABLE + 0.0  # -0 -> +0
   np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("fmt", [wm.WeightFormat.MXFP4, wm.WeightFormat.NVFP4])
+def test_scale_bytes_decode_every_byte(fmt):
+  # The decode kernel's in-register scale decode (fp4_scale_bytes) against the stored dtype's
+  # own value, for all 256 bytes: E8M0 2^(b - 127) (b = 0: 2^-127, a subnormal; 255: NaN), E4M3.
+  b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8)
+  got = np.asarray(wm.layout.scale_bytes_f32(b, fmt), np.float32)
+  if fmt is wm.WeightFormat.MXFP4:
+    want = np.ldexp(np.float32(1), np.arange(256) - 127).astype(np.float32)
+    want[255] = np.nan
+  else:
+    want = np.asarray(jax.lax.bitcast_convert_type(b, jnp.float8_e4m3fn), np.float32)
+  np.testing.assert_array_equal(got.view(np.uint32)[~np.isnan(want)],
+                                want.view(np.uint32)[~np.isnan(want)])
+  assert np.array_equal(np.isnan(got), np.isnan(want))
 
 
 def test_nf4_byte_permute_lookup_is_the_table():
