@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mxjax
 from pallas_kernels import wo_matmul as wm
@@ -95,6 +97,24 @@ def test_gemm_twin_has_dequant_gemm_numerics(preset, overrides):
   decode = wm.wo_matmul(x, pw, implementation="portable", interpret=True, out_dtype=jnp.float32)
   if pw.fmt is not wm.WeightFormat.MXFP4:
     assert _rel(decode, want) > 1e-6
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunk=st.sampled_from([64, 128]), steps_log=st.integers(0, 3),
+       group_log=st.integers(4, 13), k_steps=st.integers(1, 6))
+def test_gemm_chunk_scale_rows_property(chunk, steps_log, group_log, k_steps):
+  # Any nesting of group, chunk and K step: every column of every chunk of every step reads its
+  # own group's scale (the kernel's scale block index and chunk_scale_rows together).
+  from pallas_kernels.wo_matmul.mosaic_gpu_gemm import chunk_scale_rows
+  tile_k, group = chunk << steps_log, 1 << group_log
+  table = chunk_scale_rows(tile_k, group, chunk)
+  rows = max(1, tile_k // group)
+  for kk in range(k_steps):
+    first = (kk * tile_k // group // rows) * rows
+    for j, chunk_rows in enumerate(table):
+      for c in (0, chunk // 2 - 1, chunk // 2, chunk - 1):  # ends and middle of the chunk
+        t = 0 if group >= chunk else c // group
+        assert first + chunk_rows[t] == (kk * tile_k + j * chunk + c) // group
 
 
 @pytest.mark.parametrize("tile_k,group,chunk", [(128, 128, 128), (256, 128, 128), (64, 128, 64),
