@@ -41,6 +41,7 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
+from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
 from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
 
@@ -87,7 +88,7 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
                        tile_k: int = 128, steps: int | None = None, overlap: int = 0,
-                       nf4_lut: bool = False, out_dtype=None,
+                       nf4_lut: bool = False, fp4_scale_bytes: bool = False, out_dtype=None,
                        allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
@@ -105,6 +106,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       while it dequantizes the next chunk (`wgmma_wait(1)`, the x slot released a step late).
     nf4_lut: NF4: the byte-permute table lookup (`mosaic_gpu.nf4_lut_halves`) instead of the
       select tree; same values.
+    fp4_scale_bytes: MXFP4 / NVFP4: read the stored scale bytes and decode them in registers
+      (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
+      order `group_scales` uses) instead of an XLA pass widening them to f32; same values.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -143,6 +147,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
   if overlap not in (0, 1):
     raise ValueError(f"overlap must be 0 or 1, got {overlap}")
+  if fp4_scale_bytes and fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+    raise ValueError(f"fp4_scale_bytes is for MXFP4 / NVFP4 scales, not {fmt.value}")
   if nf4_lut and not nf4:
     raise ValueError(f"nf4_lut is the NF4 table lookup; the weight is {fmt.value}")
   chunk = min(tile_k, 128)
@@ -167,8 +173,15 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   # float32 scales (G, N) and, for UINT4, offsets (G, N).
   xs = [xp[:, 0::2], xp[:, 1::2]] if nf4 else [xp]
   w_in = lax.bitcast_convert_type(pw.w, jnp.int8) if fmt is WeightFormat.FP8 else pw.w
-  s_in = group_scales(pw)
-  extra = [pw.offset] if fmt is WeightFormat.UINT4 else []
+  s_in = (lax.bitcast_convert_type(pw.scale, jnp.uint8) if fp4_scale_bytes
+          else group_scales(pw))
+  # Per-row inputs beside the scales: UINT4's offsets (G, N), blocked like the scales, and with
+  # NVFP4 scale bytes its tensor scale as one (1, N) row.
+  row_inputs = {}
+  if fmt is WeightFormat.UINT4:
+    row_inputs["off"] = pw.offset
+  if fp4_scale_bytes and fmt is WeightFormat.NVFP4:
+    row_inputs["ts"] = jnp.broadcast_to(pw.tensor_scale.astype(jnp.float32), (1, n))
   wk = chunk // 2 if nf4 else chunk  # W^T columns a chunk spans (NF4: bytes; also x's halves)
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
@@ -180,7 +193,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   o_tf = (plgpu.TilingTransform((8, o_cols)), plgpu.SwizzleTransform(128))
   nx = len(xs)
 
-  def dequant(w_smem, s_smem, off_smem, j):
+  def dequant(w_smem, s_smem, row_smems, j):
     """Chunk j of this warpgroup's (64, tile_k) codes -> bf16 register tiles (NF4: the even and
     the odd k half)."""
     ks = pl.ds(j * wk, wk)
@@ -205,11 +218,13 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       else:
         vals = [b.astype(jnp.float32)]
 
-    def spread(ref, t_rows):  # per-row values of each group, over the chunk's columns
+    def spread(ref, t_rows, scale_bytes=False):  # each group's per-row values, over the chunk
       gcol = None
       out = None
       for t, r in enumerate(t_rows):
         v = plgpu.load(ref.at[r], (), layout=wgmma_layout.reduce(1))
+        if scale_bytes:
+          v = scale_bytes_f32(v, fmt)
         v = lax.broadcast_in_dim(v, (WG_ROWS, wk), [0])
         if out is None:
           out = v
@@ -222,8 +237,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       return out
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
-    s = spread(s_smem, t_rows)
-    off = spread(off_smem, t_rows) if off_smem is not None else None
+    s = spread(s_smem, t_rows, fp4_scale_bytes)
+    if "ts" in row_smems:
+      s = spread(row_smems["ts"], (0,)) * s
+    off = spread(row_smems["off"], t_rows) if "off" in row_smems else None
     outs = []
     for v in vals:
       v = v * s
@@ -234,7 +251,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
 
   def kernel(*refs):
     x_gmems, w_gmem, s_gmem = refs[:nx], refs[nx], refs[nx + 1]
-    off_gmem = refs[nx + 2] if extra else None
+    row_gmems = dict(zip(row_inputs, refs[nx + 2:nx + 2 + len(row_inputs)]))
     y_gmem, o_smem = refs[-2:]
     mi, ni = lax.axis_index("m"), lax.axis_index("n")
     wg = lax.axis_index("wg")
@@ -243,10 +260,11 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     def body(_, *refs_and_acc):
       x_smems = refs_and_acc[:nx]
       w_smem, s_smem = refs_and_acc[nx], refs_and_acc[nx + 1]
-      off_smem = refs_and_acc[nx + 2].at[:, rows] if extra else None
+      row_smems = {name: r.at[:, rows] for name, r in
+                   zip(row_inputs, refs_and_acc[nx + 2:nx + 2 + len(row_inputs)])}
       acc_ref = refs_and_acc[-1]
       for j in range(tile_k // chunk):
-        ws = dequant(w_smem.at[rows], s_smem.at[:, rows], off_smem, j)
+        ws = dequant(w_smem.at[rows], s_smem.at[:, rows], row_smems, j)
         for w_, x_smem in zip(ws, x_smems):
           xt = _compat.transpose_ref(x_smem.at[:, pl.ds(j * wk, wk)], (1, 0))
           plgpu.wgmma(acc_ref, w_, xt)
@@ -281,9 +299,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
                  spec((srows, TILE_N), s_map)]
     gm = [xg.at[pl.ds(mi * tile_m, tile_m)] for xg in x_gmems]
     gm += [w_gmem.at[pl.ds(ni * TILE_N, TILE_N)], s_gmem.at[:, pl.ds(ni * TILE_N, TILE_N)]]
-    if extra:
-      in_specs.append(spec((srows, TILE_N), s_map))
-      gm.append(off_gmem.at[:, pl.ds(ni * TILE_N, TILE_N)])
+    for name, ref in row_gmems.items():  # s_t: block 0 always, written as a function of kk
+      in_specs.append(spec((srows, TILE_N), s_map) if name == "off"
+                      else spec((1, TILE_N), lambda kk: (kk * tile_k // k, 0)))
+      gm.append(ref.at[:, pl.ds(ni * TILE_N, TILE_N)])
     plgpu.emit_pipeline_warp_specialized(
         body, grid=(ksteps,), in_specs=in_specs, max_concurrent_steps=min(steps, ksteps),
         num_compute_wgs=2, wg_axis="wg", memory_registers=40, compute_context=compute)(*gm)
@@ -297,5 +316,5 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       thread_name="wg",
       scratch_types=[plgpu.SMEM((2, 2, EPI, WG_ROWS), out_dtype, transforms=o_tf)],
   )
-  y = f(*xs, w_in, s_in, *extra)
+  y = f(*xs, w_in, s_in, *row_inputs.values())
   return y[:m] if m_pad != m else y

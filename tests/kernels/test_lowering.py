@@ -73,6 +73,9 @@ def test_fp4_scale_bytes_lower(name, m):
   pw = _weight_shape(name, 8192, 28672)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp4_scale_bytes=True)
   _compat.lower_for("cuda", fn, _x(m, 8192), pw)
+  fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, fp4_scale_bytes=True,
+                                                         allow_unverified=True)
+  _compat.lower_for("cuda", fn, _x(1024, 8192), pw)
 
 
 def test_decode_load_only_diagnostic_lowers():

@@ -167,6 +167,9 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
   with pytest.raises(ValueError, match="fp4_scale_bytes"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", fp4_scale_bytes=True)
+  with pytest.raises(ValueError, match="fp4_scale_bytes"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu_gemm", fp4_scale_bytes=True,
+                 allow_unverified=True)
   with pytest.raises(ValueError, match="nf4_lut"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", nf4_lut=True)
   with pytest.raises(ValueError, match="compute_wgs must be 1 or 2"):
