@@ -50,10 +50,10 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import WordOps
 from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
-from pallas_kernels.wo_matmul.layout import WordOps
 from pallas_kernels.wo_matmul.layout import nf4_hi_lo
 from pallas_kernels.wo_matmul.layout import nf4_prmt_words
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -112,6 +112,21 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
                  for r in (lo, hi))
 
   return lookup(codes)
+
+
+def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
+  """A chunk's per-group row values -> one (R, cols) WGMMA register array: group_rows[t], (R,)
+  in the WGMMA row layout, fills columns [t * group_cols, (t + 1) * group_cols) (a column iota
+  and selects; group_cols a power of two)."""
+  plgpu = _compat.plgpu_module()
+  shape = (group_rows[0].shape[0], cols)
+  out = lax.broadcast_in_dim(group_rows[0], shape, [0])
+  if len(group_rows) > 1:
+    gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, shape, 1),
+                             plgpu.Layout.WGMMA) >> (group_cols.bit_length() - 1)
+    for t, v in enumerate(group_rows[1:], 1):
+      out = jnp.where(gcol == t, lax.broadcast_in_dim(v, shape, [0]), out)
+  return out
 
 
 def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
@@ -194,7 +209,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
       Written and lowered, not yet run on a GPU (so not the default).
     fp4_scale_bytes: prescaled MXFP4 / NVFP4: TMA the stored scale bytes (E8M0, E4M3) and
-      decode them in registers (`layout.scale_values`), instead of XLA widening them to f32 on
+      decode them in registers (`layout.scale_bytes_f32`), instead of XLA widening them to f32 on
       every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4: for
       NVFP4 at 8192 x 28672, ~130 MB of extra traffic beside 117 MB of codes). Written and
       lowered, not yet run on a GPU (so not the default).
@@ -357,16 +372,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         off_smem = off_smem.at[:, r] if asym else None
 
       def block_scales(j, group_cols, dtype):  # the chunk's scales, spread over its columns
-        gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (wg_rows, wk), 1),
-                                 plgpu.Layout.WGMMA) >> (group_cols.bit_length() - 1)
-        s_exp = None
+        rows = []
         for t in range(sub):
           st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
           if fp4_scale_bytes:
             st = scale_bytes_f32(st, fmt)
-          st = lax.broadcast_in_dim(st.astype(dtype), (wg_rows, wk), [0])
-          s_exp = st if s_exp is None else jnp.where(gcol == t, st, s_exp)
-        return s_exp
+          rows.append(st.astype(dtype))
+        return spread_groups(rows, wk, group_cols)
 
       def weights(j):  # chunk j (128 of K) of W^T as bf16 register tiles
         ks = pl.ds(j * wk, wk)

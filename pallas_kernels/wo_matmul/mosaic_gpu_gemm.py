@@ -44,6 +44,7 @@ from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
 from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
+from pallas_kernels.wo_matmul.mosaic_gpu import spread_groups
 
 WG_ROWS = 64  # rows of W^T a compute warpgroup owns: one wgmma's M
 TILE_N = 2 * WG_ROWS  # two compute warpgroups a CTA
@@ -219,22 +220,11 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         vals = [b.astype(jnp.float32)]
 
     def spread(ref, t_rows, scale_bytes=False):  # each group's per-row values, over the chunk
-      gcol = None
-      out = None
-      for t, r in enumerate(t_rows):
+      vals = []
+      for r in t_rows:
         v = plgpu.load(ref.at[r], (), layout=wgmma_layout.reduce(1))
-        if scale_bytes:
-          v = scale_bytes_f32(v, fmt)
-        v = lax.broadcast_in_dim(v, (WG_ROWS, wk), [0])
-        if out is None:
-          out = v
-          continue
-        if gcol is None:  # column -> group index within the chunk (stored columns)
-          gc = g // 2 if nf4 else g
-          gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (WG_ROWS, wk), 1),
-                                   wgmma_layout) >> (gc.bit_length() - 1)
-        out = jnp.where(gcol == t, v, out)
-      return out
+        vals.append(scale_bytes_f32(v, fmt) if scale_bytes else v)
+      return spread_groups(vals, wk, g // 2 if nf4 else g)  # stored columns a group
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
     s = spread(s_smem, t_rows, fp4_scale_bytes)

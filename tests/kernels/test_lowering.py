@@ -21,19 +21,10 @@ from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
+from tests.kernels.wo_formats import FORMATS as WO_FORMATS
+from tests.kernels.wo_formats import IDS
 
-# (preset, overrides) of each weight format, as in test_wo_matmul.
-FORMATS = {
-    "int4_g128": ("int4_g128", {}),
-    "int4_g32": ("int4_g128", {"block_size": 32}),
-    "int4_g64": ("int4_g128", {"block_size": 64}),
-    "uint4_g128": ("int4_g128_asym", {}),
-    "mxfp4": ("mxfp4", {}),
-    "nvfp4": ("nvfp4", {}),
-    "nf4_g64": ("nf4_g64", {}),
-    "int8": ("int8", {}),
-    "fp8_e4m3": ("fp8_e4m3_rowwise", {}),
-}
+FORMATS = dict(zip(IDS, WO_FORMATS))  # test id -> (preset, overrides)
 
 
 def _weight_shape(name, k, n):

@@ -15,20 +15,9 @@ from hypothesis import strategies as st
 
 import mxjax
 from pallas_kernels import wo_matmul as wm
+from tests.kernels.wo_formats import FORMATS
+from tests.kernels.wo_formats import IDS
 
-# (preset, overrides) -> a weight format the kernels take.
-FORMATS = [
-    ("int4_g128", {}),
-    ("int4_g128", {"block_size": 32}),
-    ("int4_g128", {"block_size": 64}),
-    ("int4_g128_asym", {}),
-    ("mxfp4", {}),
-    ("nvfp4", {}),
-    ("nf4_g64", {}),
-    ("int8", {}),
-    ("fp8_e4m3_rowwise", {}),
-]
-IDS = [p + "".join(f"-{k}{v}" for k, v in o.items()) for p, o in FORMATS]
 
 
 def _weight(preset, overrides, k=256, n=128, seed=0):
