@@ -55,8 +55,13 @@ BYTE_CODES = (WeightFormat.INT8, WeightFormat.FP8)
 
 # (format, group) pairs that have run, matched the reference and beaten dequant_gemm on an H100
 # (group "channel" for per-channel scales): `api.default_implementation` picks this kernel for
-# them at M > 64; others need allow_unverified=True. Empty until a GPU session measures it.
-VERIFIED: set = set()
+# them at M > 64; others need allow_unverified=True. H100, 2026-11-23, K = 8192, N = 28672,
+# M = 1024 (experiments/results/kernels_wo_s5_gemm_*.md): 0.79-0.94x XLA's bf16 dot, 1.2-1.5x
+# dequant_gemm; INT4 g128 also at M = 128-512 and 4096 (tied with dequant_gemm there) and at
+# 4096 x 14336. Groups not listed (INT4 g64, UINT4 g32 / g128) have not run.
+VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UINT4, 64),
+            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
+            (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
 
 
 def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:
@@ -88,8 +93,9 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 
 
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
-                       tile_k: int = 128, steps: int | None = None, overlap: int = 0,
-                       nf4_lut: bool = False, fp4_scale_bytes: bool = False, out_dtype=None,
+                       tile_k: int | None = None, steps: int | None = None,
+                       nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
+                       out_dtype=None,
                        allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
@@ -99,17 +105,16 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       INT8 / FP8 per channel. N must be a multiple of 128.
     tile_m: rows of x (columns of y^T) per CTA, a multiple of 64 up to 256 (one wgmma's N);
       default min(256, M rounded up to 64).
-    tile_k: K per pipeline step: 64 (not NF4) or a multiple of 128, dividing K.
+    tile_k: K per pipeline step: 64 (not NF4) or a multiple of 128, dividing K; default 256
+      when tile_m <= 128 (and 256 divides K), else 128 (the H100's best at M = 128 / 1024).
     steps: pipeline slots (TMA copies in flight); default 4; either is lowered to what fits in
-      shared memory (at least 2, 3 with overlap, or a ValueError).
-    overlap: 0: a warpgroup waits for its step's wgmmas before the next step (the other
-      warpgroup's MMAs cover its dequantization); 1: it leaves the last step's wgmmas in flight
-      while it dequantizes the next chunk (`wgmma_wait(1)`, the x slot released a step late).
+      shared memory (at least 2, or a ValueError).
     nf4_lut: NF4: the byte-permute table lookup (`mosaic_gpu.nf4_lut_halves`) instead of the
-      select tree; same values.
+      select tree; same values. Default (None): on for NF4.
     fp4_scale_bytes: MXFP4 / NVFP4: read the stored scale bytes and decode them in registers
       (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
       order `group_scales` uses) instead of an XLA pass widening them to f32; same values.
+      Default (None): on for MXFP4 / NVFP4.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -140,14 +145,18 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     raise ValueError(f"N={n} must be a multiple of {TILE_N}")
   mp64 = -(-m // 64) * 64
   tile_m = min(256, mp64) if tile_m is None else tile_m
+  if tile_k is None:  # H100, INT4 M = 128: tile (128, 256) 126 us, (128, 128) 134 us
+    tile_k = 256 if tile_m <= 128 and k % 256 == 0 else 128
   if tile_m % 64 or not 64 <= tile_m <= 256:
     raise ValueError(f"tile_m must be a multiple of 64 in [64, 256], got {tile_m}")
   if tile_k != 64 and tile_k % 128 or (nf4 and tile_k == 64):
     raise ValueError(f"tile_k must be 64 (not NF4) or a multiple of 128, got {tile_k}")
   if k % tile_k:
     raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
-  if overlap not in (0, 1):
-    raise ValueError(f"overlap must be 0 or 1, got {overlap}")
+  if fp4_scale_bytes is None:
+    fp4_scale_bytes = fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4)
+  if nf4_lut is None:
+    nf4_lut = nf4
   if fp4_scale_bytes and fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
     raise ValueError(f"fp4_scale_bytes is for MXFP4 / NVFP4 scales, not {fmt.value}")
   if nf4_lut and not nf4:
@@ -160,7 +169,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   srows = max(1, tile_k // group)
   out_bytes = out_dtype.itemsize
   fit = 4 if steps is None else steps
-  while fit > 2 + overlap and _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
+  while fit > 2 and _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
     fit -= 1
   if _smem_bytes(fmt, tile_m, tile_k, fit, out_bytes, group) > SMEM_BYTES:
     raise ValueError(f"tile_m={tile_m}, tile_k={tile_k} with {fit} steps needs more than "
@@ -258,7 +267,11 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         for w_, x_smem in zip(ws, x_smems):
           xt = _compat.transpose_ref(x_smem.at[:, pl.ds(j * wk, wk)], (1, 0))
           plgpu.wgmma(acc_ref, w_, xt)
-      plgpu.wgmma_wait(overlap)  # x's slot is released `overlap` steps after the body returns
+      # All of the step's wgmmas done before the next: their A operand is registers, which
+      # PTX forbids touching while a wgmma reads them (a version that left one in flight while
+      # the next chunk was dequantized returned garbage on the H100, 2026-11-23); the other
+      # warpgroup's MMAs cover this one's dequantization.
+      plgpu.wgmma_wait(0)
       return acc_ref
 
     def compute(pipeline):
@@ -282,8 +295,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     # The scale block holding the step's groups (per channel: always block 0, but written as a
     # function of kk, since the pipeline takes only inputs that move with the grid).
     s_map = lambda kk: (kk * tile_k // group // srows, 0)
-    # With overlap, every input's slot is released a step late (the pipeline wants one delay).
-    spec = lambda shape, index, **kw: plgpu.BlockSpec(shape, index, delay_release=overlap, **kw)
+    spec = plgpu.BlockSpec
     in_specs = [spec((tile_m, tile_k // nx), lambda kk: (0, kk), transforms=x_tf)] * nx
     in_specs += [spec((TILE_N, wk * (tile_k // chunk)), lambda kk: (0, kk), transforms=w_tf),
                  spec((srows, TILE_N), s_map)]

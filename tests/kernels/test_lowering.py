@@ -79,8 +79,8 @@ def test_decode_load_only_diagnostic_lowers():
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}, {"overlap": 1, "tile_m": 128}],
-                         ids=["default", "k256", "overlap"])
+@pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}, {"tile_m": 192, "steps": 3}],
+                         ids=["default", "k256", "m192"])
 def test_gemm_kernel_lowers_for_cuda(name, cfg):
   pw = _weight_shape(name, 8192, 28672)
   fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True, **cfg)

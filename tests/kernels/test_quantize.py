@@ -13,6 +13,7 @@ import pytest
 
 import mxjax
 from pallas_kernels import quantize as pq
+from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import schemes as S
 from pallas_kernels.quantize.testdata import rounding_midpoints
 
@@ -172,7 +173,7 @@ def test_div_rn_int_is_correctly_rounded():
   assert (got.view(np.uint32) != want.view(np.uint32)).sum() == 0
 
 
-def test_errors_are_raised_not_swallowed():
+def test_errors_are_raised_not_swallowed(monkeypatch):
   x = jnp.ones((4, 80), jnp.bfloat16)
   with pytest.raises(ValueError, match="multiple of the block"):
     pq.quantize(x, "mxfp4", implementation="xla")
@@ -187,7 +188,8 @@ def test_errors_are_raised_not_swallowed():
     with pytest.raises(NotImplementedError, match="allow_inexact"):
       pq.quantize(jnp.ones((256, 128), jnp.bfloat16), scheme, implementation="mosaic_gpu",
                   exact=False)
-  with pytest.raises(NotImplementedError, match="unverified on a GPU"):  # column-wise NVFP4
+  monkeypatch.setitem(qapi.GPU_STATUS_COLUMNS, "nvfp4", "unverified on a GPU")
+  with pytest.raises(NotImplementedError, match="unverified on a GPU"):  # a kernel not yet run
     pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "nvfp4", transpose=True,
                 implementation="mosaic_gpu")
   with pytest.raises(ValueError, match="implementation"):

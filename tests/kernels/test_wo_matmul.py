@@ -195,13 +195,15 @@ def test_default_implementation_is_inspectable(monkeypatch):
   _, pw = _weight("int4_g128", {})
   x = jnp.ones((4, 256), jnp.bfloat16)
   assert wm.api.default_implementation(x, pw) == "xla"  # this CPU backend
-  # On a GPU: the decode kernel for verified cases at M <= 64; at M > 64 the fused GEMM only
-  # once a GPU session has put the case in its VERIFIED, dequant_gemm until then.
+  # On a GPU: the decode kernel for verified cases at M <= 64; at M > 64 the fused GEMM for
+  # the cases a GPU session put in its VERIFIED, dequant_gemm for the others.
   from pallas_kernels.wo_matmul import mosaic_gpu_gemm
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   big = jnp.ones((128, 256), jnp.bfloat16)
   assert wm.api.default_implementation(x, pw) == "mosaic_gpu"
   assert wm.api.default_implementation(x.astype(jnp.float32), pw) == "xla"
+  assert wm.api.default_implementation(big, pw) == "mosaic_gpu_gemm"
+  monkeypatch.setattr(mosaic_gpu_gemm, "VERIFIED", set())
   assert wm.api.default_implementation(big, pw) == "dequant_gemm"
   monkeypatch.setattr(mosaic_gpu_gemm, "VERIFIED", {(wm.WeightFormat.INT4, 128)})
   assert wm.api.default_implementation(big, pw) == "mosaic_gpu_gemm"
