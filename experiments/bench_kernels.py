@@ -21,6 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_kernels_common as C  # noqa: E402
+from bench_kernels_report import worst_err  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm as WGG  # noqa: E402
@@ -389,12 +390,6 @@ def table_quant(rows):
   return "\n".join(out)
 
 
-def _worst_err(r) -> float:
-  """The larger of the default config's and the timed config's relative error (NaN wins)."""
-  errs = [r[k] for k in ("rel_err", "rel_err_best_config") if r.get(k) is not None]
-  return float("nan") if any(e != e for e in errs) else max(errs)
-
-
 def table_wo(rows):
   out = ["| fmt | M | K | N | kernel us | TB/s (w+s) | % copy BW | vs XLA bf16 | vs XLA dequant+dot "
          "| rel err | config |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -407,7 +402,7 @@ def table_wo(rows):
       continue
     out.append(f"| {r['fmt']} | {r['M']} | {r['K']} | {r['N']} | {r['kernel_s']*1e6:.1f} | "
                f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['x_vs_xla_bf16']:.2f}x | "
-               f"{r['x_vs_xla_dequant_dot']:.2f}x | {_worst_err(r):.1e} | {r['config']} |")
+               f"{r['x_vs_xla_dequant_dot']:.2f}x | {worst_err(r):.1e} | {r['config']} |")
   return "\n".join(out)
 
 
