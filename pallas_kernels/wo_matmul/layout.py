@@ -241,30 +241,63 @@ JNP_WORD_OPS = WordOps(const=jnp.uint32, and_=jnp.bitwise_and, or_=jnp.bitwise_o
                        shr=jnp.right_shift, prmt=prmt_reference)
 
 
+def _prmt_lookup_planes(w, planes, ops: WordOps) -> list:
+  """Byte-plane table lookups of the four 4-bit codes in the low 16 bits of `w` (nibble k =
+  code k): for each plane (`_lut_words` of a 16-entry byte table), the word whose byte k is
+  the plane's entry for code k. Two `prmt`s look the code's low 3 bits up among entries 0-7 and
+  8-15; a third picks between them by the code's bit 3 (moved to bit 2 of each selector nibble,
+  which adds 4: the second word's bytes)."""
+  c = ops.const
+  idx = ops.and_(w, c(0x7777))
+  pick = ops.or_(ops.shr(ops.and_(w, c(0x8888)), c(1)), c(0x3210))
+  return [ops.prmt(ops.prmt(c(p[0]), c(p[1]), idx), ops.prmt(c(p[2]), c(p[3]), idx), pick)
+          for p in planes]
+
+
 def nf4_prmt_words(w, ops: WordOps) -> tuple:
   """NF4 table lookups by byte permutes: the low 16 bits of the 32-bit `w` hold four NF4 codes
   (nibble k = code k); returns the f32 bit patterns of their table values, (word0..word3).
 
-  Per byte plane of the f32 table (`NF4_PLANES`): two `prmt`s look the 3-bit index up among
-  entries 0-7 and 8-15, and a third picks between them by the code's bit 3 (moved to bit 2 of
-  each selector nibble, which adds 4: the second word's bytes); then eight `prmt`s transpose the
-  4 x 4 bytes into words. 22 integer ops for four lookups, against 4 x 15 selects for the
-  select tree (`nf4_f32`).
+  The four byte planes of the f32 table (`NF4_PLANES`) looked up (`_prmt_lookup_planes`, 3
+  `prmt`s a plane), then eight `prmt`s transpose the 4 x 4 bytes into words. 22 integer ops for
+  four lookups, against 4 x 15 selects for the select tree (`nf4_f32`).
   """
   c = ops.const
-  idx = ops.and_(w, c(0x7777))
-  pick = ops.or_(ops.shr(ops.and_(w, c(0x8888)), c(1)), c(0x3210))
-  planes = []
-  for words in NF4_PLANES:
-    lo = ops.prmt(c(words[0]), c(words[1]), idx)  # entries 0-7
-    hi = ops.prmt(c(words[2]), c(words[3]), idx)  # entries 8-15
-    planes.append(ops.prmt(lo, hi, pick))
+  planes = _prmt_lookup_planes(w, NF4_PLANES, ops)
   p01_lo = ops.prmt(planes[0], planes[1], c(0x5140))  # bytes: p0.0 p1.0 p0.1 p1.1
   p01_hi = ops.prmt(planes[0], planes[1], c(0x7362))  # p0.2 p1.2 p0.3 p1.3
   p23_lo = ops.prmt(planes[2], planes[3], c(0x5140))
   p23_hi = ops.prmt(planes[2], planes[3], c(0x7362))
   return (ops.prmt(p01_lo, p23_lo, c(0x5410)), ops.prmt(p01_lo, p23_lo, c(0x7632)),
           ops.prmt(p01_hi, p23_hi, c(0x5410)), ops.prmt(p01_hi, p23_hi, c(0x7632)))
+
+
+def _e2m1_signed_bf16_bits() -> np.ndarray:
+  """uint16 bf16 bits of `e2m1_from_signed` for the 16 signed int4 codes in nibble order
+  (nibble n is the code n, or n - 16 from 8 up; -8 is never stored and decodes to -8 there)."""
+  q = np.array([n - 16 if n >= 8 else n for n in range(16)], np.float64)
+  v = 2 * q - 0.5 * np.clip(q, -4, 4) - np.clip(q, -6, 6)  # exact: multiples of 1/2 below 16
+  return (v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+# The bf16 values of the signed E2M1 codes as two byte planes (low byte, high byte), each as
+# `_lut_words`: what `e2m1_prmt_words` looks codes up in.
+E2M1_BF16_PLANES = tuple(_lut_words((_e2m1_signed_bf16_bits() >> (8 * p)) & 0xFF)
+                         for p in range(2))
+
+
+def e2m1_prmt_words(w, ops: WordOps) -> tuple:
+  """E2M1 decode by byte permutes: the low 16 bits of `w` hold four signed int4 E2M1 codes (the
+  stored form, `e2m1_to_signed`; nibble k = code k); returns two bf16x2 words, codes 0 and 1
+  (low half, high half) and codes 2 and 3, bit-identical to `e2m1_from_signed` in bf16.
+
+  The two byte planes of the bf16 values (`E2M1_BF16_PLANES`) looked up (6 `prmt`s), then two
+  `prmt`s interleave low and high bytes: 12 integer ops for four codes, against Mosaic's int4 ->
+  bf16 cast (3 ops a pair) plus the 8 bf16 ops a pair of `e2m1_from_signed`.
+  """
+  c = ops.const
+  lo, hi = _prmt_lookup_planes(w, E2M1_BF16_PLANES, ops)
+  return ops.prmt(lo, hi, c(0x5140)), ops.prmt(lo, hi, c(0x7362))
 
 
 def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Array:

@@ -52,6 +52,7 @@ from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import WordOps
 from pallas_kernels.wo_matmul.layout import e2m1_from_signed
+from pallas_kernels.wo_matmul.layout import e2m1_prmt_words
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import nf4_hi_lo
@@ -112,6 +113,47 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
                  for r in (lo, hi))
 
   return lookup(codes)
+
+
+def e2m1_lut_bf16(q: jax.Array) -> jax.Array:
+  """(rows, C) signed int4 E2M1 codes (`layout.e2m1_to_signed`) in the WGMMA register layout ->
+  their bf16 values in the same layout, bit-identical to `e2m1_from_signed(q.astype(bf16))`.
+
+  Each register holds two adjacent codes (8 bits); two registers make one 16-bit word of four
+  codes, decoded by `layout.e2m1_prmt_words` (PTX `prmt` through `plgpu.inline_mgpu`) into the
+  two registers' bf16 pairs. The algorithm is tested on the CPU over every code word with
+  `prmt_reference`.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(q.shape, jnp.bfloat16, layout=plgpu.Layout.WGMMA)
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,), return_type=out)
+  def decode(_, arr):
+    i8, i32 = ir.IntegerType.get_signless(8), ir.IntegerType.get_signless(32)
+    vec2_bf16 = ir.VectorType.get((2,), ir.BF16Type.get())
+    ops = WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
+                  shr=arith.shrui, prmt=mgpu.utils.prmt)
+    regs = list(arr.registers.flat)  # vector<2xi4> each: codes c, c + 1
+    if any(ir.VectorType(r.type).shape != [2] for r in regs):
+      raise NotImplementedError("e2m1_lut_bf16 expects two int4 codes a register")
+    byte = lambda r: arith.extui(i32, mgpu.utils.bitcast(r, i8))
+    new = np.empty(len(regs), dtype=object)
+    for i in range(0, len(regs), 2):
+      w = byte(regs[i])
+      if i + 1 < len(regs):
+        w = arith.ori(w, arith.shli(byte(regs[i + 1]), mgpu.utils.c(8, i32)))
+      w0, w1 = e2m1_prmt_words(w, ops)
+      new[i] = mgpu.utils.bitcast(w0, vec2_bf16)
+      if i + 1 < len(regs):
+        new[i + 1] = mgpu.utils.bitcast(w1, vec2_bf16)
+    return mgpu.FragmentedArray(_registers=new.reshape(arr.registers.shape), _layout=arr.layout,
+                                _is_signed=None)
+
+  return decode(q)
 
 
 def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
@@ -177,7 +219,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None, load_only: bool = False,
                          nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
-                         num_sms: int = NUM_SMS_H100) -> jax.Array:
+                         e2m1_lut: bool = False, num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
 
@@ -214,6 +256,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4).
       Default (None): on for prescaled FP4 (H100, 8192 x 28672, M = 1: MXFP4 100 us against
       104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131).
+    e2m1_lut: MXFP4 / NVFP4: decode the E2M1 codes with byte permutes (`e2m1_lut_bf16`, 12
+      integer ops for four codes) instead of Mosaic's int4 -> bf16 cast and `e2m1_from_signed`'s
+      bf16 ops; same bf16 values, bit for bit. Written and lowered, not yet timed on a GPU.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -256,6 +301,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     nf4_lut = nf4 and prescale
   if fp4_scale_bytes and not (fp4 and prescale):
     raise ValueError("fp4_scale_bytes is for prescaled MXFP4 / NVFP4 (prescale=True)")
+  if e2m1_lut and not fp4:
+    raise ValueError(f"e2m1_lut decodes MXFP4 / NVFP4 codes; the weight is {fmt.value}")
   if nf4_lut and not (nf4 and prescale):
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if m > 64:
@@ -412,9 +459,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
         # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
         w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA).astype(jnp.bfloat16)
+        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
+        if fp4 and e2m1_lut:
+          w = e2m1_lut_bf16(w)
+        else:
+          w = w.astype(jnp.bfloat16)
         if fp4:
-          w = e2m1_from_signed(w)  # six exact bf16 ops
+          if not e2m1_lut:
+            w = e2m1_from_signed(w)  # six exact bf16 ops
           if prescale:  # exact in bf16
             w = w * block_scales(j, g, jnp.bfloat16)
         return [w]

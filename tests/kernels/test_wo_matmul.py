@@ -254,6 +254,28 @@ def test_nf4_byte_permute_lookup_is_the_table():
   assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x5140))) == 0x05010400
 
 
+def test_e2m1_byte_permute_decode_matches_the_arithmetic_decode():
+  # The GPU kernels' E2M1 decode by byte permutes (`e2m1_prmt_words`, prmt modelled on the CPU),
+  # on every 16-bit word of four signed int4 codes: each bf16 half is bit-identical to
+  # `e2m1_from_signed` (the arithmetic decode every other path uses), and for the codes
+  # `e2m1_to_signed` stores (-7..7) to the E2M1 table (-0 stored as 0).
+  w = np.arange(2**16, dtype=np.uint32)
+  w0, w1 = (np.asarray(v) for v in wm.layout.e2m1_prmt_words(jnp.asarray(w),
+                                                            wm.layout.JNP_WORD_OPS))
+  got = [w0 & 0xFFFF, w0 >> 16, w1 & 0xFFFF, w1 >> 16]
+  for k in range(4):
+    nib = (w >> (4 * k)) & 15
+    q = jnp.asarray(np.where(nib >= 8, nib.astype(np.int32) - 16, nib), jnp.bfloat16)
+    want = np.asarray(jax.lax.bitcast_convert_type(wm.layout.e2m1_from_signed(q), jnp.uint16))
+    np.testing.assert_array_equal(got[k].astype(np.uint16), want)
+  codes = np.arange(16, dtype=np.uint8)
+  signed = np.asarray(wm.layout.e2m1_to_signed(jnp.asarray(codes))).astype(np.int64) & 15
+  vals = np.asarray(jax.lax.bitcast_convert_type(
+      jnp.asarray(got[0][signed].astype(np.uint16)), jnp.bfloat16), np.float32)
+  np.testing.assert_array_equal(vals, np.abs(wm.layout.E2M1_TABLE) * np.sign(
+      np.where(codes == 8, 1, wm.layout.E2M1_TABLE)))
+
+
 def test_nf4_lookups():
   # The GPU kernel's NF4 lookups (select trees); unprescaled: two bf16 terms per code from one select tree; hi is the table
   # rounded to bf16, hi + lo within 2^-17 of the f32 table (float64 check, every code).
