@@ -304,13 +304,8 @@ def bench_quant(args, res):
         row["scheme"] = sch + " (column-wise)"
       else:
         mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
-      # --inexact: FP8 1x128 / INT4 without the exact quotient test (counts its mismatches).
-      fast = dict(exact=False) if args.inexact and sch in ("fp8_e4m3_block128", "int4_g128") \
-          else {}
-      if fast:
-        row["scheme"] = sch + " (exact=False)"
       qfun = QC.quantize_columns_mosaic_gpu if args.transpose else QG.quantize_mosaic_gpu
-      kern = jax.jit(lambda x, sch=sch, fast=fast: qfun(x, sch, **fast))
+      kern = jax.jit(lambda x, sch=sch: qfun(x, sch))
       try:
         # Correctness: random data with a wide per-row range, and a special-values tensor.
         xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
@@ -339,8 +334,7 @@ def bench_quant(args, res):
                .astype(jnp.bfloat16),) for i in range(r)]
       cfgs = [dict()]
       if args.cols:  # columns encoded at once (see quantize.mosaic_gpu.ENCODE_COLS)
-        cfgs = [dict(encode_cols=None if c == "all" else int(c), **fast)
-                for c in args.cols.split(",")]
+        cfgs = [dict(encode_cols=None if c == "all" else int(c)) for c in args.cols.split(",")]
       elif args.sweep and args.transpose and sch not in qtuned:
         blk = QS.get_scheme(sch).block  # x rows a step: B * nb, 64..256
         cfgs = [dict(tile_k=tk, nb=nb, steps=st) for tk in (64, 128, 256) for nb in (1, 2, 4, 8, 16)
@@ -350,7 +344,7 @@ def bench_quant(args, res):
       elif sch in qtuned:
         cfgs = [qtuned[sch]]
       else:
-        cfgs = [dict(fast)]
+        cfgs = [dict()]
       best = fastest_config(lambda x, cfg, sch=sch: qfun(x, sch, **cfg), cfgs, sets)
       if best is None:
         row["error"] = "every config failed"
@@ -418,7 +412,6 @@ def main():
   ap.add_argument("--qshapes", default="")
   ap.add_argument("--prefill", action="store_true")
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
-  ap.add_argument("--inexact", action="store_true", help="quant: FP8 1x128 / INT4 exact=False")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
   ap.add_argument("--configs", default="", help="wo: JSON list of kernel configs to time")
   ap.add_argument("--load-split", action="store_true",

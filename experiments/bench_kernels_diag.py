@@ -1,5 +1,6 @@
-"""GPU diagnostics for the Mosaic GPU kernels: is `/` correctly rounded, does f64 lower, and
-where the NVFP4 kernel departs from the reference. Run on the GPU machine."""
+"""GPU diagnostics for the Mosaic GPU kernels: is Mosaic's `/` correctly rounded, are the PTX
+division and the FMA-corrected quotient (`_ptx.py`, `schemes.quotient_fma`'s arithmetic), and
+where the quantize kernels depart from the reference. Run on the GPU machine."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
 from pallas_kernels import _compat  # noqa: E402
-from pallas_kernels.quantize import schemes as S  # noqa: E402
+from pallas_kernels import _ptx  # noqa: E402
 
 
 def div_kernel(variant):
@@ -24,13 +25,15 @@ def div_kernel(variant):
   def kernel(a_ref, b_ref, o_ref):
     a = plgpu.load(a_ref, (), layout=plgpu.Layout.WGMMA, optimized=False)
     b = plgpu.load(b_ref, (), layout=plgpu.Layout.WGMMA, optimized=False)
-    if variant == "f32":
+    if variant == "f32":  # Mosaic GPU's own division
       o = a / b
-    elif variant == "dekker":
-      o = S.div_dekker(a, b)
-    else:
-      with jax.enable_x64(True):
-        o = (a.astype(jnp.float64) / b.astype(jnp.float64)).astype(jnp.float32)
+    elif variant == "ptx div.rn":
+      o = _ptx.div_rn(a, b, layout=_ptx.TILE)
+    else:  # RN(a / b) from RN(1 / b) and two FMAs, as schemes.quotient_fma
+      fma = lambda p, q, r: _ptx.fma_rn(p, q, r, layout=_ptx.TILE)
+      r = _ptx.div_rn(1.0, b, layout=_ptx.TILE)
+      y = a * r
+      o = fma(fma(-y, b, a), r, y)
     o_ref[...] = o
 
   return _compat.mgpu_kernel(
@@ -57,7 +60,7 @@ def _scoped(kernel, a_g, b_g, o_g):
 
 def main():
   rng = np.random.default_rng(0)
-  for variant in ("f32", "dekker", "f64"):
+  for variant in ("f32", "ptx div.rn", "fma quotient"):
     bad = total = 0
     try:
       f = jax.jit(div_kernel(variant))

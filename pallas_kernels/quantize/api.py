@@ -10,29 +10,27 @@ from pallas_kernels.quantize.reference import quantize_reference
 
 IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
 
-# What the H100 benchmark (experiments/results/kernels_quant*.json) established for the Mosaic GPU
+# What the GPU benchmark (experiments/results/kernels_quant*.json) established for the Mosaic GPU
 # kernel, scheme by scheme: "bit_exact" (and faster than XLA: picked by default), "bit_exact_slow"
 # (runs when named, not picked: no faster than XLA), anything else needs allow_inexact.
+# Every scheme: 0 / 0 / 0 mismatches on random, special and tie data. Since session 6 the
+# divisions are PTX div.rn and the per-element x / s two PTX FMAs (`schemes.quotient_fma`), where
+# integer arithmetic had made FP8 1x128, INT4 and NVFP4 ALU-bound at XLA's speed. H200,
+# 2026-12-03, 8192 x 8192 (kernels_quant_s6_fma.md): MXFP8 2.70 TB/s (2.2x XLA), MXFP4 1.97
+# (2.9x), FP8 1x128 2.09 (5.9x), INT4 g128 2.41 (9.0x), NVFP4 0.76 (1.6x, two passes).
 GPU_STATUS = {
     "mxfp8_e4m3": "bit_exact",
     "mxfp4": "bit_exact",
-    # Bit-exact since `schemes.quotient_code` replaced the per-element hardware division (0 / 0 / 0
-    # mismatches on random, special and tie data, experiments/results/kernels_quant_exact_cols.md),
-    # but ALU-bound at about XLA's speed; `exact=False` is the fast, inexact variant.
-    "fp8_e4m3_block128": "bit_exact_slow",
-    "int4_g128": "bit_exact_slow",
-    # Every block division exact since the hardware `/` in s_b left 0.15% of codes off: 0 / 0 / 0
-    # mismatches (kernels_quant_exact2.md), but at 0.32 TB/s, slower than XLA; exact=False keeps
-    # the hardware `/` there (the earlier 0.73 TB/s variant).
-    "nvfp4": "bit_exact_slow",
+    "fp8_e4m3_block128": "bit_exact",
+    "int4_g128": "bit_exact",
+    "nvfp4": "bit_exact",
 }
 
 
-# The column-wise (transposed-output) kernel, `mosaic_gpu_columns.py`.
-# Bit-exact on the H100 (0 / 0 / 0 mismatches): MXFP8 2.07 TB/s, 4.9x XLA's quantize(x.T); MXFP4
-# 1.45 TB/s, 4.8x (experiments/results/kernels_quant_columns*.md). NVFP4, FP8 1x128 and INT4 g128
-# (blocks worked in 16-element pieces): 0 / 0 / 0 mismatches but ALU-bound at 0.25-0.31 TB/s, still
-# 1.1x / 3.7x / 4.2x XLA at 8192 x 8192 (kernels_quant_s5_columns.md, 2026-11-23).
+# The column-wise (transposed-output) kernel, `mosaic_gpu_columns.py`: bit-exact for every
+# scheme (0 / 0 / 0 mismatches). H100 (kernels_quant_columns*.md): MXFP8 2.07 TB/s, 4.9x XLA's
+# quantize(x.T); H200 with the PTX division and FMAs (kernels_quant_s6_fma_columns.md, 8192 x
+# 8192): MXFP4 1.62 TB/s (5.0x), FP8 1x128 1.30 (14.7x), INT4 g128 1.30 (18.9x), NVFP4 0.73 (2.4x).
 GPU_STATUS_COLUMNS = {"mxfp8_e4m3": "bit_exact", "mxfp4": "bit_exact", "nvfp4": "bit_exact",
                       "fp8_e4m3_block128": "bit_exact", "int4_g128": "bit_exact"}
 
@@ -89,8 +87,6 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
       raise NotImplementedError(
           f"mosaic_gpu {kind}quantization takes {sorted(table)}, not {scheme!r} (not written "
           "yet; use implementation='xla')")
-    if tuning.get("exact") is False:
-      status = "inexact (exact=False)"
     if not status.startswith("bit_exact") and not allow_inexact:
       raise NotImplementedError(
           f"the mosaic_gpu {kind}kernel for {scheme} is {status} on the GPU (see "

@@ -5,10 +5,10 @@ codes and scales out. The input is viewed (for free) as rows of one block, each 
 uint32 word, so a (tile_rows, B // 2) tile loads into the WGMMA register layout, where
 `max(axis=1)` is a per-row reduction across a quad of threads and the even/odd split is two
 integer ops. The scheme math is `schemes.block_state` / `block_encode`, shared with the
-reference and the portable twin. Mosaic GPU's `/` is not correctly rounded on this toolchain, so per-block
-divisions use `schemes.div_rn_int` (integer long division, one per block), and the
-per-element `x / s` of FP8 1x128 and INT4 g128 is `schemes.quotient_code` (a multiply by the
-exact reciprocal, settled in integers near rounding midpoints).
+reference and the portable twin. Mosaic GPU's `/` is not correctly rounded on this toolchain, so
+per-block divisions are PTX `div.rn` (`_ptx.div_rn`), and the per-element `x / s` of FP8 1x128
+and INT4 g128 is `schemes.quotient_fma` (the exact reciprocal and two PTX FMAs, Markstein's
+correction).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
@@ -25,6 +25,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels import _ptx
 from pallas_kernels.quantize.portable import bf16_pairs
 from pallas_kernels.quantize.portable import unpair_bf16
 from pallas_kernels.quantize.reference import Quantized
@@ -34,14 +35,13 @@ from pallas_kernels.quantize.reference import nvfp4_tensor_terms
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
-from pallas_kernels.quantize.schemes import div_rn_int
-from pallas_kernels.quantize.schemes import true_div
 from pallas_kernels.quantize.schemes import get_scheme
 
 NUM_SMS_H100 = 132
-# Pair columns encoded at once (None: the whole tile), by scheme; see `body`.
-ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block128": 8,
-               "int4_g128": 8}
+# Pair columns encoded at once (None: the whole tile), by scheme; see `body`. H200, 8192 x 8192
+# (experiments/results/kernels_quant_s6_fma.json, 8 / 16 / all timed): FP8 1x128 all, INT4 16.
+ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block128": None,
+               "int4_g128": 16}
 
 
 def _tile_rows(block: int) -> int:
@@ -56,8 +56,7 @@ LAUNCH = {"mxfp8_e4m3": (3, 3), "mxfp4": (2, 4)}
 
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
-                        encode_cols: int | None = -1,
-                        exact: bool = True, num_sms: int = NUM_SMS_H100) -> Quantized:
+                        encode_cols: int | None = -1, num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
   Args:
@@ -68,10 +67,6 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     ctas_per_sm: CTAs launched per SM (work is split evenly among them; default `LAUNCH`).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
       None encodes the whole tile; default `ENCODE_COLS[scheme]`.
-    exact: False trades bit-exactness for speed (needs allow_inexact in `quantize`): FP8 1x128
-      / INT4 encode `x * RN(1 / s)` without the exact quotient test (H100: 1.71 / 0.97 TB/s
-      instead of 0.33 / 0.28; 0.05% / 0.07% of random codes off), NVFP4 divides s_b with the
-      hardware `/` (~0.73 TB/s instead of 0.32; ~0.15% off). See docs/kernels.md.
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -119,22 +114,21 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     *ts_smem, p_smem, s_smem = refs
     xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
     t = tuple(ts_smem[0][i] for i in range(11)) if sch.two_level else None
-    # Every division exact (integer long division, once per block): with the hardware `/` for
+    # Every division correctly rounded (PTX div.rn, once per block): with Mosaic's `/` for
     # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    state = block_state(sch, block_amax(xe, xo), t, div=div_rn_int,
-                        div_block=None if exact else true_div)
+    state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
-      p_smem[...] = block_encode(sch, state, xe, xo, exact=exact).astype(out_dtype)
+      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn).astype(out_dtype)
     else:
-      # Encode `cols` pair columns at a time: the FP8 1x128 / INT4 quotient test keeps ~20
-      # arrays live, and on a whole (128, 64) tile the registers spilled (3.5x slower).
+      # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
+      # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
       for c in range(half // cols):
         cs = pl.ds(c * cols, cols)
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
-        p_smem.at[:, cs][...] = block_encode(sch, state, xe, xo, exact=exact).astype(out_dtype)
+        p_smem.at[:, cs][...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn).astype(out_dtype)
     s_smem[...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):

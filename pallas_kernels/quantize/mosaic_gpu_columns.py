@@ -16,8 +16,8 @@ two tiles (Mosaic GPU has no strided smem slices), and gets the row-wise kernel'
 along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). NVFP4's
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
-piece encoded), since the exact quotient test on a whole (tile_k, 128) block would spill
-registers. Uses TMA and register layouts the CPU interpreter cannot run; `portable_columns.py`
+piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
+registers on a whole (tile_k, 128) block (the pieces are not re-tuned since). Uses TMA and register layouts the CPU interpreter cannot run; `portable_columns.py`
 is its twin (same pieces) and the GPU benchmark checks it bit for bit against
 `mxjax.quantize(x.T)`.
 """
@@ -30,6 +30,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels import _ptx
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
@@ -38,7 +39,6 @@ from pallas_kernels.quantize.schemes import amax_merge
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
-from pallas_kernels.quantize.schemes import div_rn_int
 from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
 
@@ -141,10 +141,11 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
       for p in range(1, pieces):
         ps = tiles(p)
         amax = amax_merge(amax, block_amax(ps[0], ps[-1]))
-      state = block_state(sch, amax, t, div=div_rn_int)
+      state = block_state(sch, amax, t, div=_ptx.div_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
-        codes = block_encode(sch, state, *xs) if paired else element_encoder(sch, state)(xs[0])
+        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn) if paired
+                 else element_encoder(sch, state, fma=_ptx.fma_rn)(xs[0]))
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(scale_dtype)
 

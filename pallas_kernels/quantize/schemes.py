@@ -81,26 +81,30 @@ def _signbit(a):
   return lax.shift_right_logical(_bits(a), 31)  # int32 0 / 1
 
 
-def _rne_int(a):
-  """Round-half-even of float32 0 <= a < 2^22 to an int32 (no lax.round: not every backend
-  lowers it, and the 2^23 magic-number trick does not survive XLA's simplifier)."""
-  f = a.astype(jnp.int32)  # truncation == floor for a >= 0
-  frac = a - f.astype(jnp.float32)  # exact
-  up = (frac > 0.5) | ((frac == 0.5) & ((f & 1) == 1))
-  return f + jnp.where(up, jnp.int32(1), jnp.int32(0))
-
-
 def _e2m1_code(y):
-  """E2M1 code (int32, 0..15) of float32 y: RNE, saturating at 6, NaN -> +-0 (mxjax encode)."""
+  """E2M1 code (int32, 0..15) of float32 y: RNE, saturating at 6, NaN -> +-0 (mxjax encode).
+
+  The grid's spacing is 1/2 on [0, 2), 1 on [2, 4) and 2 on [4, 6], so on each piece the code
+  is an integer rounding of a scaled by a power of two plus an offset: RNE(2a), RNE(a) + 2,
+  RNE(a / 2) + 4. Ties to even integers are ties to even codes (an even code has mantissa 0).
+  """
   a = jnp.abs(y)
-  a = jnp.where(_isnan(a), jnp.float32(0.0), a)
-  one = jnp.int32(1)
-  zero = jnp.int32(0)
-  c = jnp.where(a > 0.25, one, zero)
-  for t, strict in ((0.75, False), (1.25, True), (1.75, False), (2.5, True), (3.5, False),
-                    (5.0, True)):
-    c = c + jnp.where(a > t if strict else a >= t, one, zero)
-  return c | (_signbit(y) << 3)
+  a = jnp.minimum(jnp.where(_isnan(a), jnp.float32(0.0), a), jnp.float32(E2M1_MAX))
+  lo, hi = a < 2.0, a >= 4.0
+  k = jnp.where(lo, jnp.float32(2.0), jnp.where(hi, jnp.float32(0.5), jnp.float32(1.0)))
+  off = jnp.where(lo, jnp.int32(0), jnp.where(hi, jnp.int32(4), jnp.int32(2)))
+  return ((_rne_bits(a * k) & 7) + off) | (_signbit(y) << 3)
+
+
+def _rne_bits(v):
+  """int32 whose low bits hold round-half-even(v) in two's complement, for float32 |v| < 2^21.
+
+  v + 1.5 * 2^23 lies in [2^23, 2^24), where the float32 ulp is 1, so the sum is RN(v) +
+  1.5 * 2^23 and its significand is 2^22 + RN(v): mask the bits wanted (RN(v) mod 2^bits).
+  The sum is bitcast, never subtracted back, so no simplifier can fold the trick away; where a
+  backend contracts `a * k + c` into one FMA the rounding is the same when a * k is exact.
+  """
+  return _bits(v + jnp.float32(1.5 * 2.0**23))
 
 
 def _e4m3_code(y):
@@ -114,10 +118,7 @@ def _e4m3_code(y):
 def _int4_code(y):
   """INT4 two's-complement nibble (int32) of float32 y: clip to [-8, 7], RNE, NaN -> 0."""
   y = jnp.where(_isnan(y), jnp.float32(0.0), y)
-  y = jnp.clip(y, -8.0, 7.0)
-  mag = _rne_int(jnp.abs(y))
-  q = jnp.where(y < 0, -mag, mag)
-  return q & 15
+  return _rne_bits(jnp.clip(y, -8.0, 7.0)) & 15
 
 
 def _e4m3_value(c):
@@ -142,11 +143,6 @@ def _e8m0(amax, emax):
 
 
 # ----------------------------------------------------------------------------- per scheme
-
-def true_div(a, b):
-  """IEEE float32 division where the backend's `/` is correctly rounded (Mosaic GPU: div.rn)."""
-  return a / b
-
 
 # ULPs of float32 between the approximate quotient and a rounding midpoint within which the
 # exact test runs: x * RN(1/s) is within 2 ulps of x / s (two roundings, ulps can halve across a
@@ -230,6 +226,35 @@ def quotient_code(x, s, r, *, fp8: bool):
   return jnp.where(exact_ok, fixed, approx)
 
 
+def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
+  """E4M3 (fp8) or INT4 code of RN_f32(x / s) from the exact reciprocal and two fused
+  multiply-adds: what `quotient_code` computes, for a backend with a true FMA.
+
+  Args:
+    x: float32 (rows, n) values.
+    s: float32 (rows,) block scales, > 0; +Inf is taken as 0 (with r = 0 the result is then
+      x * 0, as x / inf), so no 0 * inf appears.
+    r: float32 (rows,) correctly rounded 1 / s.
+    fma: float32 a * b + c rounded once (on Mosaic GPU, PTX `fma.rn.f32`: `_ptx.fma_rn`).
+    fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
+
+  y = RN(x r) is within an ulp of x / s, so the remainder e = x - y s is a float32 the FMA
+  computes exactly, and RN(y + e r) == RN(x / s) (Markstein's theorem: P. Markstein, "Computation
+  of elementary functions on the IBM RISC System/6000 processor", IBM J. R&D 34(1), 1990; J.-M.
+  Muller et al., Handbook of Floating-Point Arithmetic, 2nd ed., Thm. 4.10). Its conditions
+  (no underflow in e) hold unless |x| < ~2^-100; tests check it against `div_rn` with an exact
+  FMA on bf16 blocks, midpoint ties and random float32. Zeros and NaN keep y's sign (as
+  `quotient_code` does), through `|q| > 0`, which is False for both.
+  """
+  sr = _row(jnp.where(s < jnp.inf, s, jnp.float32(0.0)), x)
+  rr = _row(r, x)
+  y = x * rr
+  q = fma(fma(-y, sr, x), rr, y)
+  if not fp8:  # INT4 has one zero and maps NaN to 0: no sign to keep
+    return _int4_code(q)
+  return _e4m3_code(jnp.where(jnp.abs(q) > 0, q, y))
+
+
 def block_amax(xe, xo):
   """Per-row max |x| (rows,) of a pair-split tile; NaN if the row holds a NaN."""
   amax = jnp.maximum(jnp.max(jnp.abs(xe), axis=1), jnp.max(jnp.abs(xo), axis=1))
@@ -244,8 +269,7 @@ def amax_merge(a, b):
   return jnp.where(_isnan(a) | _isnan(b), jnp.float32(jnp.nan), jnp.maximum(a, b))
 
 
-def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *,
-                div: Callable = true_div, div_block: Callable | None = None) -> tuple:
+def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Callable) -> tuple:
   """Everything a block's encoding needs, per row, from its amax (rows,).
 
   Args:
@@ -253,15 +277,11 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *,
     amax: float32 (rows,), `block_amax`.
     ts: NVFP4 only: (safe_t, inv_t, ok_t, r_0..r_7) float32 scalars (`tensor_scale_terms`
       without its first element).
-    div: a correctly rounded float32 division, used once per block. XLA's CPU `/` is not (it is
-      off by an ulp for about half of inputs), so the CPU paths pass
-      `mxjax.formats.exact.div_rn`; Mosaic GPU's `/` is not correctly rounded either (measured
-      on an H100, jax 0.11.2: 29% of random quotients are off by an ulp), so the GPU kernel
-      passes `div_rn_int` (integer long division). The per-element `x / s` of FP8 1x128 and
-      INT4 never divides: `quotient_code` multiplies by the block's exact reciprocal and
-      settles the elements near a rounding midpoint in integers.
-    div_block: NVFP4's `(amax / 6) / s_t`, rounded to E4M3 right after (an ulp matters only
-      on an E4M3 rounding tie); defaults to `div`.
+    div: a correctly rounded float32 division, used once per block. Neither XLA's CPU `/` (off
+      by an ulp for about half of inputs) nor Mosaic GPU's (29% of random quotients on an H100,
+      jax 0.11.2) is, so the CPU paths pass `mxjax.formats.exact.div_rn` (integer long
+      division) and the GPU kernels `_ptx.div_rn` (PTX div.rn). The per-element `x / s` of FP8
+      1x128 and INT4 never divides: see `element_encoder`.
 
   Returns:
     A tuple of (rows,) arrays whose first is the stored scale (int32 E8M0 byte, float32, or
@@ -284,17 +304,18 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *,
     sd = jnp.where(ok, s, jnp.float32(1.0))
     return s, sd, div(jnp.float32(1.0), sd), ok
   if name == "nvfp4":
-    return _nvfp4_state(amax, *ts, div=div, div_block=div_block)
+    return _nvfp4_state(amax, *ts, div=div)
   raise ValueError(name)
 
 
-def element_encoder(scheme: FusedScheme, state: tuple, *, exact: bool = True) -> Callable:
+def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None = None
+                    ) -> Callable:
   """The per-element encoder of rows with the given `block_state`: float32 (rows, n) -> int32
   codes (rows, n) (E4M3 byte, E2M1 or INT4 nibble).
 
-  `exact=False` (FP8 1x128 / INT4 only) skips `quotient_code`'s midpoint test and encodes
-  x * RN(1 / s): cheaper, and off by one step where x / s sits on or within an ulp of a rounding
-  midpoint.
+  FP8 1x128 / INT4 divide each element by the block scale: with `fma` (a true fused
+  multiply-add) by `quotient_fma`, else by `quotient_code`'s integer midpoint test; the codes
+  are the same.
   """
   name = scheme.name
   if name in ("mxfp8_e4m3", "mxfp4"):
@@ -308,11 +329,10 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, exact: bool = True) ->
     fp8 = name == "fp8_e4m3_block128"
 
     def enc(x):
-      if exact:
-        c = quotient_code(x, sd, r, fp8=fp8)
+      if fma is not None:
+        c = quotient_fma(x, sd, r, fma, fp8=fp8)
       else:
-        y = x * _row(r, x)
-        c = _e4m3_code(y) if fp8 else _int4_code(y)
+        c = quotient_code(x, sd, r, fp8=fp8)
       return jnp.where(_row(ok, x), c, jnp.int32(0))
   else:
     _, r, good = state
@@ -326,31 +346,29 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, exact: bool = True) ->
   return enc
 
 
-def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, exact: bool = True):
+def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None):
   """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
   (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`)."""
-  enc = element_encoder(scheme, state, exact=exact)
+  enc = element_encoder(scheme, state, fma=fma)
   return enc(xe) | (enc(xo) << scheme.bits)
 
 
-def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *,
-                   div: Callable = true_div, div_block: Callable | None = None):
+def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *, div: Callable):
   """Quantizes a tile of blocks: `block_encode(block_state(block_amax))`.
 
   Args:
     scheme: the FusedScheme.
     xe, xo: float32 (rows, B // 2), even / odd elements of each row's block.
-    ts, div, div_block: as in `block_state`.
+    ts, div: as in `block_state`.
 
   Returns:
     (packed, scale): packed int32 (rows, B // 2); scale (rows,) in the stored encoding.
   """
-  state = block_state(scheme, block_amax(xe, xo), ts, div=div, div_block=div_block)
+  state = block_state(scheme, block_amax(xe, xo), ts, div=div)
   return block_encode(scheme, state, xe, xo), state[0]
 
 
-def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable = true_div,
-                 div_block: Callable | None = None):
+def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable):
   """NVFP4 block state (NVIDIA order): (E4M3 bit pattern of s_b, inv_t / s_b, usable).
 
   s_b = e4m3(clip((amax_b / 6) / safe_t, 0, 448)) where s_t > 0 (0 otherwise);
@@ -361,8 +379,7 @@ def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable = true_div,
   so the quotient is `r_table[j] * 2^-e` with r_table[j] = inv_t / (1 + j / 8) correctly
   rounded once per tensor: exact (scaling by 2^-e commutes with rounding) and cheap in a kernel.
   """
-  db = div_block or div
-  block = db(db(amax, jnp.float32(E2M1_MAX)), safe_t)
+  block = div(div(amax, jnp.float32(E2M1_MAX)), safe_t)
   block = jnp.where(ok_t > 0, block, jnp.float32(0.0))
   bc = jnp.clip(block, 0.0, E4M3_MAX)
   bc = jnp.where(_isnan(block), block, bc)
@@ -385,7 +402,7 @@ def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable = true_div,
   return sb_code, r, good
 
 
-def tensor_scale_terms(amax_t, div: Callable = true_div):
+def tensor_scale_terms(amax_t, div: Callable):
   """NVFP4 tensor terms, float32 scalars in mxjax's order, and the block-scale quotient table.
 
   Returns:
@@ -397,65 +414,3 @@ def tensor_scale_terms(amax_t, div: Callable = true_div):
   inv = div(jnp.float32(1.0), safe)
   table = [div(inv, jnp.float32(1.0 + j / 8.0)) for j in range(8)]
   return (s_t, safe, inv, ok.astype(jnp.float32), *table)
-
-
-def _split(v):
-  """Veltkamp split of float32 v into hi + lo with 12-bit halves (exact products)."""
-  c = v * jnp.float32(4097.0)
-  hi = c - (c - v)
-  return hi, v - hi
-
-
-def div_dekker(a, b):
-  """Correctly rounded float32 a / b from plain f32 multiply/add (no FMA, no f64).
-
-  q0 = a * (1 / b); the residual a - q0 * b is formed exactly with Dekker's product (Veltkamp
-  splits), and one correction step q0 + r / b restores the correctly rounded quotient for
-  normal operands (an exact midpoint quotient cannot occur unless b is a power of two, when the
-  quotient is exact anyway).
-  """
-  q0 = a * (jnp.float32(1.0) / b)
-  p = q0 * b
-  qh, ql = _split(q0)
-  bh, bl = _split(b)
-  e = ((qh * bh - p) + qh * bl + ql * bh) + ql * bl  # q0 * b == p + e exactly
-  r = (a - p) - e
-  return q0 + r * (jnp.float32(1.0) / b)
-
-
-def div_rn_int(a, b):
-  """Correctly rounded float32 a / b by integer long division (any backend, no FP division).
-
-  The same contract as `mxjax.formats.exact.div_rn` (normal operands and results exact; zeros,
-  Inf, NaN and out-of-range results from the backend's own `/`), written with the integer and
-  select ops Mosaic GPU lowers (it has no `is_finite`). Costs ~130 integer ops, so the kernels
-  use it once per block, never per element.
-  """
-  if getattr(b, "shape", ()) != getattr(a, "shape", ()):
-    if getattr(b, "shape", ()) == ():
-      b = jnp.where(a == a, b, b)  # broadcast a scalar divisor to a's shape (and layout)
-    else:
-      a = jnp.where(b == b, a, a)
-  ab, bb = _bits(a), _bits(b)
-  ea, eb = (ab >> 23) & 0xFF, (bb >> 23) & 0xFF
-  ma, mb = (ab & 0x7FFFFF) | 0x800000, (bb & 0x7FFFFF) | 0x800000
-  lt = jnp.where(ma < mb, jnp.int32(1), jnp.int32(0))
-  rem = ma << lt  # significand quotient in [1, 2)
-  e = ea - eb - lt + 127
-  q = rem * 0
-  for _ in range(25):  # 24 quotient bits and a guard bit
-    ge = rem >= mb
-    q = (q << 1) | jnp.where(ge, jnp.int32(1), jnp.int32(0))
-    rem = jnp.where(ge, rem - mb, rem) << 1
-  guard = q & 1
-  q = q >> 1
-  up = (guard == 1) & ((rem != 0) | ((q & 1) == 1))
-  q = q + jnp.where(up, jnp.int32(1), jnp.int32(0))
-  carry = q >> 24
-  q = jnp.where(carry == 1, q >> 1, q)
-  e = e + carry
-  sign = (ab ^ bb) & jnp.int32(-(2**31))
-  exact = _f32(sign | (e << 23) | (q & 0x7FFFFF))
-  normal_in = (ea >= 1) & (ea <= 254) & (eb >= 1) & (eb <= 254)
-  ok = normal_in & (e >= 1) & (e <= 254)
-  return jnp.where(ok, exact, a / b)

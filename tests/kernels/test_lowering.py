@@ -126,4 +126,8 @@ def test_quantize_kernels_lower(scheme, transpose):
   if scheme in table:
     gpu = lambda x: qapi.quantize(x, scheme, implementation="mosaic_gpu", transpose=transpose,
                                   allow_inexact=True)
-    assert "mosaic_gpu" in _compat.lower_for("cuda", gpu, x).as_text()
+    text = _compat.lower_for("cuda", gpu, x).as_text()
+    assert "mosaic_gpu" in text
+    # Every per-block division is PTX div.rn, every per-element x / s two PTX FMAs (_ptx.py).
+    assert ("div.rn.ftz.f32" in text) == (scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4"))
+    assert ("fma.rn.f32" in text) == (scheme in ("fp8_e4m3_block128", "int4_g128"))

@@ -163,14 +163,79 @@ def test_default_implementation_is_inspectable():
   assert all(pq.api.default_implementation(s) == "xla" for s in SCHEMES)
 
 
-def test_div_rn_int_is_correctly_rounded():
-  rng = np.random.default_rng(0)
-  a = (rng.standard_normal(20000) * np.exp(4 * rng.standard_normal(20000))).astype(np.float32)
-  b = (np.abs(rng.standard_normal(20000)) * np.exp(4 * rng.standard_normal(20000)) + 1e-3)
-  b = b.astype(np.float32)
-  got = np.asarray(S.div_rn_int(jnp.asarray(a), jnp.asarray(b)))
-  want = (a.astype(np.float64) / b.astype(np.float64)).astype(np.float32)
-  assert (got.view(np.uint32) != want.view(np.uint32)).sum() == 0
+def _fma_exact(a, b, c):
+  """float32 a * b + c rounded once, in numpy: the product is exact in float64, the sum is
+  rounded to odd there (TwoSum error, then the odd neighbour), and rounding that to float32 is
+  correct (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008)."""
+  a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
+  with np.errstate(invalid="ignore", over="ignore"):
+    p = a * b
+    t = p + c
+    bb = t - p
+    err = (p - (t - bb)) + (c - bb)
+    inexact = (err != 0) & ((t.view(np.int64) & 1) == 0) & np.isfinite(err)
+    t = np.where(inexact, np.nextafter(t, np.where(err > 0, np.inf, -np.inf)), t)
+    return jnp.asarray(t.astype(np.float32))
+
+
+def _quotient_cases():
+  """(x (rows, n), s (rows,)) float32: bf16 blocks with their real scales, midpoint ties, random
+  float32 over a wide range, and zeros, -0, NaN and an infinite scale."""
+  rng = np.random.default_rng(3)
+  xs, ss = [], []
+  for scheme in ("int4_g128", "fp8_e4m3_block128"):
+    x = rounding_midpoints(11, 96, 512)
+    xs.append(np.asarray(x, np.float32).reshape(-1, 128))
+    ss.append(np.asarray(_mx(x, scheme).scale, np.float32).reshape(-1))
+  x = (rng.standard_normal((512, 128)) * np.exp(6 * rng.standard_normal((512, 1))))
+  x = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32))  # bf16 values
+  amax = np.abs(x).max(axis=1)
+  for d in (7.0, 448.0):
+    xs.append(x)
+    ss.append((amax.astype(np.float64) / d).astype(np.float32))
+  s = np.exp(rng.uniform(-60, 60, 2048)).astype(np.float32)  # random float32 quotients
+  xs.append((s[:, None] * rng.uniform(-450, 450, (2048, 128))).astype(np.float32))
+  ss.append(s)
+  sp = np.full((4, 128), 3.0, np.float32)
+  sp[0, :4] = [0.0, -0.0, np.nan, -np.nan]
+  sp[1, :3] = [-0.0, -1.0, 2.0]
+  xs.append(sp)
+  ss.append(np.array([0.75, np.inf, 1e-30, 3.0], np.float32))
+  return np.concatenate(xs), np.concatenate(ss)
+
+
+@pytest.mark.parametrize("fp8", [True, False], ids=["e4m3", "int4"])
+def test_quotient_fma_is_the_correctly_rounded_quotient(fp8):
+  # The GPU kernels encode RN(x / s) with two FMAs (`quotient_fma`); with an exact FMA it must
+  # give the codes of the correctly rounded quotient, as the integer midpoint test does.
+  x, s = _quotient_cases()
+  r = (1.0 / s.astype(np.float64)).astype(np.float32)
+  xj, sj, rj = jnp.asarray(x), jnp.asarray(s), jnp.asarray(r)
+  got = np.asarray(S.quotient_fma(xj, sj, rj, _fma_exact, fp8=fp8))
+  want = np.asarray(S.quotient_code(xj, sj, rj, fp8=fp8))
+  bad = np.argwhere(got != want)
+  assert bad.size == 0, [(x[i, j], s[i], got[i, j], want[i, j]) for i, j in bad[:5]]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    q = (x.astype(np.float64) / s.astype(np.float64)[:, None]).astype(np.float32)
+  code = S._e4m3_code if fp8 else S._int4_code
+  finite = np.isfinite(s)[:, None] & ~np.isnan(x)
+  np.testing.assert_array_equal(got[np.broadcast_to(finite, x.shape)],
+                                np.asarray(code(jnp.asarray(q)))[np.broadcast_to(finite, x.shape)])
+  # The cases are hard: x * RN(1 / s) alone gives other codes for many of them.
+  assert (np.asarray(code(xj * rj[:, None])) != want).sum() > 100
+
+
+def test_small_encoders_exhaustive_over_bf16():
+  # `_e2m1_code` and `_int4_code` round by one magic-number addition: every bf16 value (and
+  # its midpoints) against the float64 reference of the format.
+  from tests import reference as R
+  v = np.arange(2**16, dtype=np.uint32) << 16
+  v = np.concatenate([v, v + (1 << 15)]).view(np.float32)  # bf16 values and their midpoints
+  v = v[np.isfinite(v)]
+  for code, name, lo, hi in ((S._e2m1_code, "e2m1", -6, 6), (S._int4_code, "int4", -8, 7)):
+    got = np.asarray(code(jnp.asarray(v)))
+    want = R.round_codes(np.clip(v, lo, hi), name)
+    np.testing.assert_array_equal(got & 15, want & 15, err_msg=name)
 
 
 def test_errors_are_raised_not_swallowed(monkeypatch):
@@ -184,10 +249,6 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
                 interpret=True)
   with pytest.raises(NotImplementedError, match="bf16"):
     pq.quantize(jnp.ones((256, 64), jnp.float32), "mxfp4", implementation="mosaic_gpu")
-  for scheme in ("int4_g128", "fp8_e4m3_block128", "nvfp4"):  # the fast, inexact variant
-    with pytest.raises(NotImplementedError, match="allow_inexact"):
-      pq.quantize(jnp.ones((256, 128), jnp.bfloat16), scheme, implementation="mosaic_gpu",
-                  exact=False)
   monkeypatch.setitem(qapi.GPU_STATUS_COLUMNS, "nvfp4", "unverified on a GPU")
   with pytest.raises(NotImplementedError, match="unverified on a GPU"):  # a kernel not yet run
     pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "nvfp4", transpose=True,

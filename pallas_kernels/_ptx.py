@@ -1,0 +1,95 @@
+"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, as inline PTX.
+
+Mosaic GPU lowers `a / b` on f32 register arrays to an approximate division on this toolchain
+(29% of random quotients an ulp off, H100, jax 0.11.2: docs/kernels.md) and marks its adds and
+multiplies `contract`, so `a * b + c` may or may not become one fused multiply-add. Kernels that
+promise bit-exactness need both operations as IEEE 754 defines them; these emit the PTX
+instructions directly, one per element:
+
+- `div_rn`: `div.rn.ftz.f32`, the correctly rounded quotient, subnormal inputs and results
+  flushed to zero (as XLA's float32 arithmetic does, which mxjax inherits);
+- `fma_rn`: `fma.rn.f32`, `a * b + c` rounded once, subnormals kept (the remainder of a
+  division, `x - q * s`, is then exact: see `quantize.schemes.quotient_code`).
+
+They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
+(`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it). The CPU
+and TPU paths keep `mxjax.formats.exact.div_rn` and integer arithmetic; the GPU benchmark checks
+every kernel that uses these bit for bit against `mxjax.quantize`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels import _compat
+
+TILE = "tile"  # plgpu.Layout.WGMMA
+ROW = "row"  # plgpu.Layout.WGMMA.reduce(1): one value per tile row
+
+
+def _layout(name: str):
+  plgpu = _compat.plgpu_module()
+  if name == TILE:
+    return plgpu.Layout.WGMMA
+  if name == ROW:
+    return plgpu.Layout.WGMMA.reduce(1)
+  raise ValueError(f"layout must be {TILE!r} or {ROW!r}, not {name!r}")
+
+
+def _like(v, ref: jax.Array) -> jax.Array:
+  """v (an array of ref's shape, or a scalar) as an f32 array of ref's shape and layout."""
+  if getattr(v, "shape", ()) == ref.shape:
+    return v
+  return jnp.where(ref == ref, jnp.float32(v), jnp.float32(v))  # a splat in ref's layout
+
+
+def _pointwise(instr: str, layout: str, *args: jax.Array) -> jax.Array:
+  """`instr d, a, b, ...;` on every f32 element of equally shaped register arrays."""
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import vector  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  ref = next(a for a in args if getattr(a, "shape", ()) != ())
+  args = tuple(_like(a, ref) for a in args)
+  lay = _layout(layout)
+  out = plgpu.ShapeDtypeStruct(ref.shape, jnp.float32, layout=lay)
+  operands = ", ".join(f"${i}" for i in range(len(args) + 1))
+  constraints = "=f" + ",f" * len(args)
+
+  @plgpu.inline_mgpu(arg_types=(lay,) * len(args), return_type=out)
+  def emit(_, *arrs):
+    f32 = ir.F32Type.get()
+
+    def scalar(*vals):
+      return llvm.inline_asm(f32, list(vals), f"{instr} {operands};", constraints)
+
+    def at(reg, i):
+      return vector.extract(reg, dynamic_position=[], static_position=ir.DenseI64ArrayAttr.get([i]))
+
+    regs = np.empty_like(arrs[0].registers)
+    for idx, reg in np.ndenumerate(arrs[0].registers):
+      ins = [a.registers[idx] for a in arrs]
+      if not isinstance(reg.type, ir.VectorType):
+        regs[idx] = scalar(*ins)
+        continue
+      res = llvm.mlir_undef(reg.type)
+      for i in range(ir.VectorType(reg.type).shape[0]):
+        res = vector.insert(scalar(*(at(r, i) for r in ins)), res, dynamic_position=[],
+                            static_position=ir.DenseI64ArrayAttr.get([i]))
+      regs[idx] = res
+    return mgpu.FragmentedArray(_registers=regs, _layout=arrs[0].layout, _is_signed=None)
+
+  return emit(*args)
+
+
+def div_rn(a, b, *, layout: str = ROW) -> jax.Array:
+  """Correctly rounded float32 a / b (`div.rn.ftz.f32`); either operand may be a scalar."""
+  return _pointwise("div.rn.ftz.f32", layout, a, b)
+
+
+def fma_rn(a, b, c, *, layout: str = TILE) -> jax.Array:
+  """float32 a * b + c rounded once (`fma.rn.f32`); scalars broadcast to the array operand."""
+  return _pointwise("fma.rn.f32", layout, a, b, c)
