@@ -32,6 +32,7 @@ from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
@@ -103,7 +104,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   inputs = [bf16_pairs(x, sch.block)]
   if sch.two_level:  # NVFP4's tensor terms ride along; other schemes take no extra input
     s_t, *terms = nvfp4_tensor_terms(x)  # (an input built per call is one more kernel launch)
-    inputs.append(jnp.zeros((32,), jnp.float32).at[:11].set(jnp.stack(terms)))
+    inputs.append(jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms)))
   # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat.
   flat_out = half * jnp.dtype(out_dtype).itemsize < 16
   p_shape = (rows * half,) if flat_out else (rows, half)
@@ -113,7 +114,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   def body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
     xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
-    t = tuple(ts_smem[0][i] for i in range(11)) if sch.two_level else None
+    t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     # Every division correctly rounded (PTX div.rn, once per block): with Mosaic's `/` for
     # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
     state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn)

@@ -35,6 +35,7 @@ from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.quantize.schemes import FusedScheme
+from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import amax_merge
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
@@ -127,11 +128,11 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   extra = []
   if sch.two_level:  # NVFP4's tensor terms, from one XLA reduction (x and x.T share it)
     s_t, *terms = nvfp4_tensor_terms(x)
-    extra = [jnp.zeros((32,), jnp.float32).at[:11].set(jnp.stack(terms))]
+    extra = [jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms))]
 
   def body(_, *refs):
     x_smems, c_smem, s_smem = refs[:nx], refs[-2], refs[-1]
-    t = tuple(refs[nx][i] for i in range(11)) if sch.two_level else None
+    t = tuple(refs[nx][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     for j in range(nb):
       def tiles(p, j=j):  # piece p of block j: (tile_k, pr) rows of x.T, per input tile
         return [load_t(xs_.at[pl.ds(j * r + p * pr, pr), :]) for xs_ in x_smems]

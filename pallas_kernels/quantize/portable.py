@@ -22,6 +22,7 @@ from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import block_quantize
 from pallas_kernels.quantize.schemes import get_scheme
 
@@ -62,10 +63,10 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
   if rows % tile_rows:
     raise ValueError(f"{rows} blocks do not tile by {tile_rows}")
   s_t = None
-  ts = jnp.zeros((1, 11), jnp.float32)
+  ts = jnp.zeros((1, NVFP4_TERMS), jnp.float32)
   if sch.two_level:
     s_t, *terms = nvfp4_tensor_terms(x)
-    ts = jnp.stack(terms).reshape(1, 11).astype(jnp.float32)
+    ts = jnp.stack(terms).reshape(1, NVFP4_TERMS).astype(jnp.float32)
   if x.dtype == jnp.bfloat16:
     ins = [bf16_pairs(x, sch.block)]
   else:
@@ -82,7 +83,7 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
       xe, xo = x_refs[0][...], x_refs[1][...]
     t = None
     if sch.two_level:
-      t = tuple(ts_ref[0, i] for i in range(11))
+      t = tuple(ts_ref[0, i] for i in range(NVFP4_TERMS))
     packed, scale = block_quantize(sch, xe, xo, t, div=div_rn)
     p_ref[...] = packed.astype(out_dtype)
     s_ref[...] = scale.astype(scale_dtype)
@@ -93,7 +94,7 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
       out_shape=(jax.ShapeDtypeStruct((rows, half), out_dtype),
                  jax.ShapeDtypeStruct((rows,), scale_dtype)),
       grid=(rows // tile_rows,),
-      in_specs=[pl.BlockSpec((1, 11), lambda i: (0, 0))] + [spec] * len(ins),
+      in_specs=[pl.BlockSpec((1, NVFP4_TERMS), lambda i: (0, 0))] + [spec] * len(ins),
       out_specs=(spec, pl.BlockSpec((tile_rows,), lambda i: (i,))),
       interpret=interpret,
       compiler_params=compiler_params,

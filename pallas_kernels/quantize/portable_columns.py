@@ -22,6 +22,7 @@ from pallas_kernels.quantize.mosaic_gpu_columns import column_blocks
 from pallas_kernels.quantize.mosaic_gpu_columns import column_result
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import amax_merge
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
@@ -58,14 +59,14 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
   xin = xin.reshape(m // 2, 2 * k) if paired else xin
   kt = k // tile_k
   s_t = None
-  ts = jnp.zeros((1, 11), jnp.float32)
+  ts = jnp.zeros((1, NVFP4_TERMS), jnp.float32)
   if sch.two_level:
     s_t, *terms = nvfp4_tensor_terms(x)
-    ts = jnp.stack(terms).reshape(1, 11).astype(jnp.float32)
+    ts = jnp.stack(terms).reshape(1, NVFP4_TERMS).astype(jnp.float32)
 
   def kernel(ts_ref, *refs):
     x_refs, (c_ref, s_ref) = refs[:nx], refs[nx:]
-    t = tuple(ts_ref[0, i] for i in range(11)) if sch.two_level else None
+    t = tuple(ts_ref[0, i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     for j in range(nb):
       def tiles(p, j=j):  # piece p of block j: (tile_k, pr) rows of x.T, per input tile
         return [xr[pl.ds(j * r + p * pr, pr), :].T for xr in x_refs]
@@ -82,7 +83,7 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
         c_ref[:, pl.ds(j * cw + p * pr, pr)] = codes.astype(jnp.uint8)
       s_ref[pl.ds(j, 1), :] = state[0].astype(scale_dtype).reshape(1, tile_k)
 
-  in_specs = [pl.BlockSpec((1, 11), lambda i, kk: (0, 0))]
+  in_specs = [pl.BlockSpec((1, NVFP4_TERMS), lambda i, kk: (0, 0))]
   in_specs += [pl.BlockSpec((rows, tile_k), lambda i, kk, h=h: (i, h * kt + kk))
                for h in range(nx)]
   codes, scale_t = _compat.pallas_call(

@@ -256,12 +256,16 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
 
 
 def block_amax(xe, xo):
-  """Per-row max |x| (rows,) of a pair-split tile; NaN if the row holds a NaN."""
-  amax = jnp.maximum(jnp.max(jnp.abs(xe), axis=1), jnp.max(jnp.abs(xo), axis=1))
-  # jnp.max drops nothing, but a backend's max may not propagate NaN: make it explicit.
-  anynan = jnp.maximum(jnp.max(jnp.where(_isnan(xe), 1.0, 0.0), axis=1),
-                       jnp.max(jnp.where(_isnan(xo), 1.0, 0.0), axis=1))
-  return jnp.where(anynan > 0, jnp.float32(jnp.nan), amax)
+  """Per-row max |x| (rows,) of a pair-split tile; NaN if the row holds a NaN.
+
+  Taken on the bit patterns: with the sign bit cleared, float32 order is integer order and every
+  NaN lies above +Inf, so an integer max keeps a NaN on any backend (a float max may drop it:
+  XLA's CPU reduction does in larger arrays) at two ops an element, and NaN rows are then given
+  the one canonical NaN.
+  """
+  mag = lambda v: _bits(v) & 0x7FFFFFFF
+  amax = _f32(jnp.maximum(jnp.max(mag(xe), axis=1), jnp.max(mag(xo), axis=1)))
+  return jnp.where(_isnan(amax), jnp.float32(jnp.nan), amax)
 
 
 def amax_merge(a, b):
@@ -275,8 +279,8 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
   Args:
     scheme: the FusedScheme.
     amax: float32 (rows,), `block_amax`.
-    ts: NVFP4 only: (safe_t, inv_t, ok_t, r_0..r_7) float32 scalars (`tensor_scale_terms`
-      without its first element).
+    ts: NVFP4 only: (safe_t, inv_t, ok_t) float32 scalars (`tensor_scale_terms` without its
+      first element).
     div: a correctly rounded float32 division, used once per block. Neither XLA's CPU `/` (off
       by an ulp for about half of inputs) nor Mosaic GPU's (29% of random quotients on an H100,
       jax 0.11.2) is, so the CPU paths pass `mxjax.formats.exact.div_rn` (integer long
@@ -368,16 +372,14 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *, div:
   return block_encode(scheme, state, xe, xo), state[0]
 
 
-def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable):
+def _nvfp4_state(amax, safe_t, inv_t, ok_t, *, div: Callable):
   """NVFP4 block state (NVIDIA order): (E4M3 bit pattern of s_b, inv_t / s_b, usable).
 
   s_b = e4m3(clip((amax_b / 6) / safe_t, 0, 448)) where s_t > 0 (0 otherwise);
   q = e2m1(x * (inv_t / s_b)) where s_t > 0 and s_b > 0, else NaN -> NaN (encodes as +-0), 0.
 
   `inv_t / s_b` must be correctly rounded: bf16 data puts many scaled values exactly on E2M1
-  rounding ties, so an ulp off flips ~10% of codes. s_b is an E4M3 value, (1 + j / 8) * 2^e,
-  so the quotient is `r_table[j] * 2^-e` with r_table[j] = inv_t / (1 + j / 8) correctly
-  rounded once per tensor: exact (scaling by 2^-e commutes with rounding) and cheap in a kernel.
+  rounding ties, so an ulp off flips ~10% of codes.
   """
   block = div(div(amax, jnp.float32(E2M1_MAX)), safe_t)
   block = jnp.where(ok_t > 0, block, jnp.float32(0.0))
@@ -387,30 +389,24 @@ def _nvfp4_state(amax, safe_t, inv_t, ok_t, *r_table, div: Callable):
   sb_code = lax.bitcast_convert_type(sb8, jnp.uint8).astype(jnp.int32)
   sbf = _e4m3_value(sb_code)
   good = (ok_t > 0) & (sbf > 0)
-  sd = jnp.where(sbf > 0, sbf, jnp.float32(1.0))
-  if r_table:
-    sbits = _bits(sd)
-    j = (sbits >> 20) & 7
-    e = ((sbits >> 23) & 0xFF) - 127
-    t = r_table[7] + sd * 0.0  # as a per-row array
-    for i in range(6, -1, -1):
-      t = jnp.where(j == i, r_table[i], t)
-    r = t * _exp2i(-e)
-  else:
-    r = div(inv_t, sd)
+  r = div(inv_t, jnp.where(sbf > 0, sbf, jnp.float32(1.0)))
   # The block scale leaves as its E4M3 bit pattern (int32 0..255): one byte a block stored.
   return sb_code, r, good
 
 
+# How many of `tensor_scale_terms` (after s_t) the kernels pass to `block_state` as `ts`.
+NVFP4_TERMS = 3
+
+
 def tensor_scale_terms(amax_t, div: Callable):
-  """NVFP4 tensor terms, float32 scalars in mxjax's order, and the block-scale quotient table.
+  """NVFP4 tensor terms, float32 scalars in mxjax's order.
 
   Returns:
-    (s_t, safe_t, inv_t, ok_t, r_0, ..., r_7) with r_j = inv_t / (1 + j / 8).
+    (s_t, safe_t, inv_t, ok_t): s_t = amax_t / 2688, safe_t = s_t or 1 where s_t is 0,
+    inv_t = 1 / safe_t, ok_t = 1.0 where s_t > 0 else 0.0.
   """
   s_t = div(amax_t, jnp.float32(NVFP4_TENSOR_DIV))
   ok = s_t > 0
   safe = jnp.where(ok, s_t, jnp.float32(1.0))
   inv = div(jnp.float32(1.0), safe)
-  table = [div(inv, jnp.float32(1.0 + j / 8.0)) for j in range(8)]
-  return (s_t, safe, inv, ok.astype(jnp.float32), *table)
+  return (s_t, safe, inv, ok.astype(jnp.float32))
