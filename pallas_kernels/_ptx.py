@@ -12,7 +12,8 @@ instructions directly, one per element:
   division, `x - q * s`, is then exact: see `quantize.schemes.quotient_code`).
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
-(`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it). The CPU
+(`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it; by
+default, `TILE` for 2-D arrays and `ROW` for 1-D ones, as in the quantize kernels). The CPU
 and TPU paths keep `mxjax.formats.exact.div_rn` and integer arithmetic; the GPU benchmark checks
 every kernel that uses these bit for bit against `mxjax.quantize`.
 """
@@ -29,13 +30,16 @@ TILE = "tile"  # plgpu.Layout.WGMMA
 ROW = "row"  # plgpu.Layout.WGMMA.reduce(1): one value per tile row
 
 
-def _layout(name: str):
+def _layout(name: str | None, ndim: int):
   plgpu = _compat.plgpu_module()
+  if name is None:
+    name = {1: ROW, 2: TILE}.get(ndim)
   if name == TILE:
     return plgpu.Layout.WGMMA
   if name == ROW:
     return plgpu.Layout.WGMMA.reduce(1)
-  raise ValueError(f"layout must be {TILE!r} or {ROW!r}, not {name!r}")
+  raise ValueError(f"layout must be {TILE!r} or {ROW!r} (or None for 1-D / 2-D arrays), not "
+                   f"{name!r} for a {ndim}-D array")
 
 
 def _like(v, ref: jax.Array) -> jax.Array:
@@ -45,7 +49,7 @@ def _like(v, ref: jax.Array) -> jax.Array:
   return jnp.where(ref == ref, jnp.float32(v), jnp.float32(v))  # a splat in ref's layout
 
 
-def _pointwise(instr: str, layout: str, *args: jax.Array) -> jax.Array:
+def _pointwise(instr: str, layout: str | None, *args: jax.Array) -> jax.Array:
   """`instr d, a, b, ...;` on every f32 element of equally shaped register arrays."""
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
@@ -54,7 +58,7 @@ def _pointwise(instr: str, layout: str, *args: jax.Array) -> jax.Array:
   plgpu = _compat.plgpu_module()
   ref = next(a for a in args if getattr(a, "shape", ()) != ())
   args = tuple(_like(a, ref) for a in args)
-  lay = _layout(layout)
+  lay = _layout(layout, len(ref.shape))
   out = plgpu.ShapeDtypeStruct(ref.shape, jnp.float32, layout=lay)
   operands = ", ".join(f"${i}" for i in range(len(args) + 1))
   constraints = "=f" + ",f" * len(args)
@@ -85,11 +89,11 @@ def _pointwise(instr: str, layout: str, *args: jax.Array) -> jax.Array:
   return emit(*args)
 
 
-def div_rn(a, b, *, layout: str = ROW) -> jax.Array:
+def div_rn(a, b, *, layout: str | None = None) -> jax.Array:
   """Correctly rounded float32 a / b (`div.rn.ftz.f32`); either operand may be a scalar."""
   return _pointwise("div.rn.ftz.f32", layout, a, b)
 
 
-def fma_rn(a, b, c, *, layout: str = TILE) -> jax.Array:
+def fma_rn(a, b, c, *, layout: str | None = None) -> jax.Array:
   """float32 a * b + c rounded once (`fma.rn.f32`); scalars broadcast to the array operand."""
   return _pointwise("fma.rn.f32", layout, a, b, c)

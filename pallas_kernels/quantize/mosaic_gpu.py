@@ -117,7 +117,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     # Every division correctly rounded (PTX div.rn, once per block): with Mosaic's `/` for
     # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn)
+    state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:

@@ -142,7 +142,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
       for p in range(1, pieces):
         ps = tiles(p)
         amax = amax_merge(amax, block_amax(ps[0], ps[-1]))
-      state = block_state(sch, amax, t, div=_ptx.div_rn)
+      state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
         codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn) if paired

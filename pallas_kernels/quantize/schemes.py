@@ -226,30 +226,41 @@ def quotient_code(x, s, r, *, fp8: bool):
   return jnp.where(exact_ok, fixed, approx)
 
 
+def div_fma(a, b, rb, fma: Callable):
+  """RN_f32(a / b) from rb = RN(1 / b) and two fused multiply-adds (Markstein's correction).
+
+  y = RN(a rb) is within an ulp of a / b, so the remainder e = a - y b is a float32 the FMA
+  computes exactly, and RN(y + e rb) == RN(a / b) (P. Markstein, "Computation of elementary
+  functions on the IBM RISC System/6000 processor", IBM J. R&D 34(1), 1990; J.-M. Muller et
+  al., Handbook of Floating-Point Arithmetic, 2nd ed., Thm. 4.10). Its condition, no underflow
+  in e, holds unless |a| < ~2^-100. b = +Inf (with rb = 0) is taken as 0, so the result is
+  a * 0 as a / inf is, and no 0 * inf appears. Zeros and NaN may lose their sign.
+
+  Args:
+    a: float32 array; b, rb: float32 arrays broadcastable to a (or scalars), b > 0.
+    fma: float32 p * q + r rounded once (on Mosaic GPU, PTX `fma.rn.f32`: `_ptx.fma_rn`).
+  """
+  y = a * rb
+  return fma(fma(-y, jnp.where(b < jnp.inf, b, jnp.float32(0.0)), a), rb, y)
+
+
 def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
-  """E4M3 (fp8) or INT4 code of RN_f32(x / s) from the exact reciprocal and two fused
-  multiply-adds: what `quotient_code` computes, for a backend with a true FMA.
+  """E4M3 (fp8) or INT4 code of RN_f32(x / s), by `div_fma`: what `quotient_code` computes,
+  for a backend with a true FMA.
 
   Args:
     x: float32 (rows, n) values.
-    s: float32 (rows,) block scales, > 0; +Inf is taken as 0 (with r = 0 the result is then
-      x * 0, as x / inf), so no 0 * inf appears.
+    s: float32 (rows,) block scales, > 0 (+Inf allowed: see `div_fma`).
     r: float32 (rows,) correctly rounded 1 / s.
-    fma: float32 a * b + c rounded once (on Mosaic GPU, PTX `fma.rn.f32`: `_ptx.fma_rn`).
+    fma: float32 a * b + c rounded once.
     fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
 
-  y = RN(x r) is within an ulp of x / s, so the remainder e = x - y s is a float32 the FMA
-  computes exactly, and RN(y + e r) == RN(x / s) (Markstein's theorem: P. Markstein, "Computation
-  of elementary functions on the IBM RISC System/6000 processor", IBM J. R&D 34(1), 1990; J.-M.
-  Muller et al., Handbook of Floating-Point Arithmetic, 2nd ed., Thm. 4.10). Its conditions
-  (no underflow in e) hold unless |x| < ~2^-100; tests check it against `div_rn` with an exact
-  FMA on bf16 blocks, midpoint ties and random float32. Zeros and NaN keep y's sign (as
-  `quotient_code` does), through `|q| > 0`, which is False for both.
+  Tests check it against `div_rn` with an exact FMA on bf16 blocks, midpoint ties and random
+  float32. Zeros and NaN take y = x * r's sign (as `quotient_code`), through `|q| > 0`, which
+  is False for both.
   """
-  sr = _row(jnp.where(s < jnp.inf, s, jnp.float32(0.0)), x)
-  rr = _row(r, x)
-  y = x * rr
-  q = fma(fma(-y, sr, x), rr, y)
+  y = x * _row(r, x)
+  q = div_fma(x, _row(s, x), _row(r, x), fma)
   if not fp8:  # INT4 has one zero and maps NaN to 0: no sign to keep
     return _int4_code(q)
   return _e4m3_code(jnp.where(jnp.abs(q) > 0, q, y))
@@ -273,7 +284,8 @@ def amax_merge(a, b):
   return jnp.where(_isnan(a) | _isnan(b), jnp.float32(jnp.nan), jnp.maximum(a, b))
 
 
-def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Callable) -> tuple:
+def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Callable,
+                fma: Callable | None = None) -> tuple:
   """Everything a block's encoding needs, per row, from its amax (rows,).
 
   Args:
@@ -286,6 +298,9 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
       jax 0.11.2) is, so the CPU paths pass `mxjax.formats.exact.div_rn` (integer long
       division) and the GPU kernels `_ptx.div_rn` (PTX div.rn). The per-element `x / s` of FP8
       1x128 and INT4 never divides: see `element_encoder`.
+    fma: NVFP4: with a true fused multiply-add, its two block divisions (by 6 and by s_t) are
+      `div_fma`s (cheaper than `div` on the GPU; exact unless the tensor's amax is below
+      ~2^-100).
 
   Returns:
     A tuple of (rows,) arrays whose first is the stored scale (int32 E8M0 byte, float32, or
@@ -308,7 +323,7 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
     sd = jnp.where(ok, s, jnp.float32(1.0))
     return s, sd, div(jnp.float32(1.0), sd), ok
   if name == "nvfp4":
-    return _nvfp4_state(amax, *ts, div=div)
+    return _nvfp4_state(amax, *ts, div=div, fma=fma)
   raise ValueError(name)
 
 
@@ -372,7 +387,7 @@ def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *, div:
   return block_encode(scheme, state, xe, xo), state[0]
 
 
-def _nvfp4_state(amax, safe_t, inv_t, ok_t, *, div: Callable):
+def _nvfp4_state(amax, safe_t, inv_t, ok_t, *, div: Callable, fma: Callable | None = None):
   """NVFP4 block state (NVIDIA order): (E4M3 bit pattern of s_b, inv_t / s_b, usable).
 
   s_b = e4m3(clip((amax_b / 6) / safe_t, 0, 448)) where s_t > 0 (0 otherwise);
@@ -381,13 +396,16 @@ def _nvfp4_state(amax, safe_t, inv_t, ok_t, *, div: Callable):
   `inv_t / s_b` must be correctly rounded: bf16 data puts many scaled values exactly on E2M1
   rounding ties, so an ulp off flips ~10% of codes.
   """
-  block = div(div(amax, jnp.float32(E2M1_MAX)), safe_t)
+  if fma is None:
+    block = div(div(amax, jnp.float32(E2M1_MAX)), safe_t)
+  else:
+    block = div_fma(div_fma(amax, E2M1_MAX, jnp.float32(1 / E2M1_MAX), fma), safe_t, inv_t, fma)
   block = jnp.where(ok_t > 0, block, jnp.float32(0.0))
   bc = jnp.clip(block, 0.0, E4M3_MAX)
   bc = jnp.where(_isnan(block), block, bc)
   sb8 = bc.astype(jnp.float8_e4m3fn)
   sb_code = lax.bitcast_convert_type(sb8, jnp.uint8).astype(jnp.int32)
-  sbf = _e4m3_value(sb_code)
+  sbf = sb8.astype(jnp.float32)
   good = (ok_t > 0) & (sbf > 0)
   r = div(inv_t, jnp.where(sbf > 0, sbf, jnp.float32(1.0)))
   # The block scale leaves as its E4M3 bit pattern (int32 0..255): one byte a block stored.

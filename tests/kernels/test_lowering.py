@@ -128,6 +128,6 @@ def test_quantize_kernels_lower(scheme, transpose):
                                   allow_inexact=True)
     text = _compat.lower_for("cuda", gpu, x).as_text()
     assert "mosaic_gpu" in text
-    # Every per-block division is PTX div.rn, every per-element x / s two PTX FMAs (_ptx.py).
-    assert ("div.rn.ftz.f32" in text) == (scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4"))
-    assert ("fma.rn.f32" in text) == (scheme in ("fp8_e4m3_block128", "int4_g128"))
+    # Divisions are PTX div.rn or FMA-corrected (_ptx.py): none of Mosaic's approximate `/`.
+    divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
+    assert ("div.rn.ftz.f32" in text) == divides and ("fma.rn.f32" in text) == divides

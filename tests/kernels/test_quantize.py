@@ -225,6 +225,25 @@ def test_quotient_fma_is_the_correctly_rounded_quotient(fp8):
   assert (np.asarray(code(xj * rj[:, None])) != want).sum() > 100
 
 
+def test_nvfp4_block_state_with_fma_is_the_same():
+  # The GPU kernels pass an FMA, and NVFP4's block divisions become `div_fma`s: the same state.
+  from mxjax.formats.exact import div_rn
+  rng = np.random.default_rng(5)
+  amax_t = np.float32(np.exp(rng.uniform(-40, 40)))
+  amax = np.concatenate([
+      amax_t * rng.uniform(0, 1, 4096), amax_t * 2.0 ** -rng.uniform(0, 30, 4096),
+      [0.0, amax_t, np.nan]]).astype(np.float32)
+  amax = np.asarray(jnp.asarray(amax, jnp.bfloat16).astype(jnp.float32))  # bf16 amaxes
+  for t in (amax_t, np.float32(np.inf), np.float32(0.0), np.float32(np.nan)):
+    a = np.where(np.isfinite(t) & (amax > t), t, amax).astype(np.float32)
+    _, *ts = S.tensor_scale_terms(jnp.float32(t), div=div_rn)
+    nvfp4 = S.get_scheme("nvfp4")
+    want = S.block_state(nvfp4, jnp.asarray(a), ts, div=div_rn)
+    got = S.block_state(nvfp4, jnp.asarray(a), ts, div=div_rn, fma=_fma_exact)
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(_bits(np.asarray(g)), _bits(np.asarray(w)), err_msg=str(t))
+
+
 def test_small_encoders_exhaustive_over_bf16():
   # `_e2m1_code` and `_int4_code` round by one magic-number addition: every bf16 value (and
   # its midpoints) against the float64 reference of the format.
