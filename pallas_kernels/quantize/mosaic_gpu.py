@@ -50,9 +50,11 @@ def _tile_rows(block: int) -> int:
   return {16: 256, 32: 256, 128: 128}[block]  # TMA boxes are at most 256 a dimension
 
 
-# (pipeline steps, CTAs per SM): the H100 sweep's best (experiments/results/
-# kernels_quant_sweep2.json: MXFP8 2.65 TB/s, MXFP4 1.68 TB/s at 8192^2); (2, 2) elsewhere.
-LAUNCH = {"mxfp8_e4m3": (3, 3), "mxfp4": (2, 4)}
+# (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
+# experiments/results/kernels_quant_s6_sweep.json; every scheme bit-exact there). The H100's
+# (session 2, kernels_quant_sweep2.json) were (3, 3) for MXFP8 and (2, 4) for MXFP4.
+LAUNCH = {"mxfp8_e4m3": (2, 4), "mxfp4": (2, 4), "fp8_e4m3_block128": (2, 4), "nvfp4": (2, 4),
+          "int4_g128": (2, 3)}
 
 
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
@@ -79,7 +81,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     raise NotImplementedError(
         f"mosaic_gpu fused quantization reads bf16 pairs as uint32 words; got {x.dtype} "
         "(use implementation='xla' or 'portable' for other dtypes)")
-  dflt_steps, dflt_ctas = LAUNCH.get(scheme, (2, 2))
+  dflt_steps, dflt_ctas = LAUNCH[scheme]
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
   half = sch.block // 2
