@@ -1,6 +1,8 @@
 """GPU diagnostics for the Mosaic GPU kernels: is Mosaic's `/` correctly rounded, are the PTX
-division and the FMA-corrected quotient (`_ptx.py`, `schemes.quotient_fma`'s arithmetic), and
-where the quantize kernels depart from the reference. Run on the GPU machine."""
+division and the FMA-corrected quotient (`_ptx.py`, `schemes.quotient_fma`'s arithmetic), where
+the quantize kernels depart from the reference, and the entry points as a user calls them (no
+implementation named: what `default_implementation` picks, checked against the reference).
+Run on the GPU machine: PYTHONPATH=. python3 experiments/bench_kernels_diag.py"""
 
 from __future__ import annotations
 
@@ -96,5 +98,37 @@ def main():
     traceback.print_exc()
 
 
+def defaults_check():
+  """`quantize` / `wo_matmul` with their default implementation and tuning, on the GPU."""
+  import mxjax  # pylint: disable=g-import-not-at-top
+  from pallas_kernels import quantize as pq  # pylint: disable=g-import-not-at-top
+  from pallas_kernels import wo_matmul as wm  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize.testdata import rounding_midpoints  # pylint: disable=g-import-not-at-top
+  x = jnp.concatenate([
+      (jax.random.normal(jax.random.key(1), (512, 2048)) * 3).astype(jnp.bfloat16),
+      rounding_midpoints(2, 512, 2048)])
+  for sch in ("mxfp8_e4m3", "mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"):
+    for transpose in (False, True):
+      impl = pq.api.default_implementation(sch, transpose=transpose)
+      got = jax.jit(lambda x: pq.quantize(x, sch, transpose=transpose))(x)
+      want = jax.jit(lambda x: mxjax.quantize(x.T if transpose else x, sch))(x)
+      bad = sum(int((np.asarray(a).view(np.uint8) != np.asarray(b).view(np.uint8)).sum())
+                for a, b in ((got.codes, want.codes), (got.scale, want.scale)))
+      print(f"default quantize {sch:18s} {'cols' if transpose else 'rows'}: {impl:10s} "
+            f"{bad} bytes differ")
+  for preset in ("int4_g128", "mxfp4", "nvfp4", "nf4_g64", "int8", "fp8_e4m3_rowwise"):
+    w = jax.random.normal(jax.random.key(2), (4096, 4096), jnp.float32)
+    pw = wm.repack_qarray(mxjax.quantize(w, preset, axis=0))
+    for m in (1, 64, 1024):
+      xm = jax.random.normal(jax.random.key(m), (m, 4096), jnp.bfloat16)
+      impl = wm.api.default_implementation(xm, pw)
+      got = jax.jit(wm.wo_matmul)(xm, pw)
+      ref = wm.wo_matmul(xm, pw, implementation="xla", out_dtype=jnp.float32)
+      err = np.linalg.norm(np.asarray(got, np.float64) - np.asarray(ref, np.float64)) / \
+          np.linalg.norm(np.asarray(ref, np.float64))
+      print(f"default wo_matmul {preset:16s} M={m:5d}: {impl:15s} rel err {err:.2e}")
+
+
 if __name__ == "__main__":
   main()
+  defaults_check()
