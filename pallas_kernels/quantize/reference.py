@@ -69,10 +69,19 @@ def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k
 
 
 def nvfp4_tensor_terms(x: jax.Array):
-  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|; NaN
-  anywhere makes the tensor amax NaN, as in mxjax (XLA's CPU max-reduction can drop a NaN)."""
-  xf = x.astype(jnp.float32)
-  amax = jnp.where(jnp.any(jnp.isnan(xf)), jnp.float32(jnp.nan), jnp.max(jnp.abs(xf)))
+  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|.
+
+  The reduction is an integer max of the sign-cleared bits (of bf16 x as stored, 2 bytes an
+  element): float order for magnitudes, with every NaN above +Inf, so a NaN anywhere makes the
+  tensor amax NaN, as in mxjax (XLA's CPU float max-reduction can drop a NaN), in one pass.
+  """
+  if x.dtype == jnp.bfloat16:
+    bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32) & 0x7FFF
+    top = jnp.max(bits) << 16
+  else:
+    top = jnp.max(lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF)
+  amax = lax.bitcast_convert_type(top, jnp.float32)
+  amax = jnp.where(amax != amax, jnp.float32(jnp.nan), amax)
   return tensor_scale_terms(amax, div=div_rn)
 
 

@@ -244,6 +244,25 @@ def test_nvfp4_block_state_with_fma_is_the_same():
       np.testing.assert_array_equal(_bits(np.asarray(g)), _bits(np.asarray(w)), err_msg=str(t))
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_nvfp4_tensor_amax_keeps_nan_and_inf(dtype):
+  # The kernels' tensor amax is one integer max-reduction: it must equal max |x| and keep NaN.
+  from mxjax.formats.exact import div_rn
+  from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+
+  def check(x, want):
+    got = np.float32(nvfp4_tensor_terms(x.astype(dtype))[0])
+    ref = np.float32(S.tensor_scale_terms(jnp.float32(want), div=div_rn)[0])
+    assert got.view(np.uint32) == ref.view(np.uint32) or (np.isnan(got) and np.isnan(ref))
+
+  x = jax.random.normal(jax.random.key(4), (512, 1024)) * 3
+  check(x, np.abs(np.asarray(x.astype(dtype), np.float32)).max())
+  check(x.at[7, 9].set(-1e6), np.float32(np.asarray(jnp.asarray(1e6, dtype), np.float32)))
+  check(x.at[300, 1000].set(-jnp.nan), np.nan)  # one NaN among 2^19, negative
+  check(x.at[3, 4].set(jnp.nan).at[5, 6].set(jnp.inf), np.nan)
+  check(x.at[3, 4].set(-jnp.inf), np.inf)
+
+
 def test_small_encoders_exhaustive_over_bf16():
   # `_e2m1_code` and `_int4_code` round by one magic-number addition: every bf16 value (and
   # its midpoints) against the float64 reference of the format.
