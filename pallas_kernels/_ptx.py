@@ -9,7 +9,7 @@ instructions directly, one per element:
 - `div_rn`: `div.rn.ftz.f32`, the correctly rounded quotient, subnormal inputs and results
   flushed to zero (as XLA's float32 arithmetic does, which mxjax inherits);
 - `fma_rn`: `fma.rn.f32`, `a * b + c` rounded once, subnormals kept (the remainder of a
-  division, `x - q * s`, is then exact: see `quantize.schemes.quotient_code`).
+  division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`).
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
 (`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it; by
