@@ -121,20 +121,6 @@ def _int4_code(y):
   return _rne_bits(jnp.clip(y, -8.0, 7.0)) & 15
 
 
-def _e4m3_value(c):
-  """float32 value of E4M3 codes (int32, sign bit 0 here) from integer ops.
-
-  The kernels decode scale codes this way rather than by an f8 -> f32 cast: the cast is the one
-  op the NVFP4 path had and the bit-exact MX paths did not, when its GPU check failed.
-  """
-  e = (c >> 3) & 15
-  m = c & 7
-  normal = _f32(((e + 120) << 23) | (m << 20))  # (1 + m / 8) * 2^(e - 7)
-  sub = m.astype(jnp.float32) * jnp.float32(2.0**-9)
-  v = jnp.where(e == 0, sub, normal)
-  return jnp.where((e == 15) & (m == 7), jnp.float32(jnp.nan), v)
-
-
 def _e8m0(amax, emax):
   """OCP `floor` E8M0 biased exponent (int32) of the block amax; 0xFF for NaN."""
   unb = ((_bits(amax) >> 23) & 0xFF) - 127 - emax
