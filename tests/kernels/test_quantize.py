@@ -10,6 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis.extra import numpy as hnp
+from hypothesis import strategies as st
 
 import mxjax
 from pallas_kernels import quantize as pq
@@ -195,6 +198,29 @@ def _quotient_cases():
   xs.append(sp)
   ss.append(np.array([0.75, np.inf, 1e-30, 3.0], np.float32))
   return np.concatenate(xs), np.concatenate(ss)
+
+
+_F32 = dict(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=hnp.arrays(np.float32, 256, elements=st.floats(-2.0**127, 2.0**127, **_F32)),
+       b=st.floats(2.0**-100, 2.0**100, **_F32))
+def test_div_fma_is_correctly_rounded(a, b):
+  # Markstein's correction, with an exact FMA: RN(a / b) for any a with |a| >= 2^-100 (and
+  # zeros), b in [2^-100, 2^100]; float64 division rounded to float32 is the oracle (exact: 53
+  # bits >= 2 * 24 + 2).
+  a = np.where(np.abs(a) < 2.0**-100, np.float32(0), a).astype(np.float32)
+  b = np.float32(b)
+  rb = np.float32(1.0 / np.float64(b))
+  got = np.asarray(S.div_fma(jnp.asarray(a), b, rb, _fma_exact))
+  with np.errstate(over="ignore"):
+    want = (a.astype(np.float64) / np.float64(b)).astype(np.float32)
+  finite = np.isfinite(want)
+  np.testing.assert_array_equal(got[finite].view(np.uint32) & 0x7FFFFFFF,
+                                want[finite].view(np.uint32) & 0x7FFFFFFF)
+  np.testing.assert_array_equal(np.signbit(got[finite & (want != 0)]),
+                                np.signbit(want[finite & (want != 0)]))
 
 
 @pytest.mark.parametrize("fp8", [True, False], ids=["e4m3", "int4"])
