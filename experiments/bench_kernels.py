@@ -307,20 +307,24 @@ def bench_quant(args, res):
       qfun = QC.quantize_columns_mosaic_gpu if args.transpose else QG.quantize_mosaic_gpu
       kern = jax.jit(lambda x, sch=sch: qfun(x, sch))
       try:
-        # Correctness: random data with a wide per-row range, and a special-values tensor.
+        # Correctness: random data with a wide per-row range, a special-values tensor, rounding
+        # ties, and non-finite values (NaN of either sign in some blocks, +-Inf in others).
         xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
               * jnp.exp(3 * jax.random.normal(jax.random.fold_in(key, 2), (m, 1)))
               ).astype(jnp.bfloat16)
         xs = xc.at[0, :256].set(0).at[1, :64].set(1e-38).at[2, 3].set(3e38).at[3, 5].set(-2e-40)
         xt = jnp.tile(rounding_midpoints(9, 512, k), (m // 512, 1))  # ties of x / s
+        xn = xc.at[4, 7].set(jnp.nan).at[6, 300].set(-jnp.nan).at[8, 5].set(jnp.inf) \
+            .at[9, 1000].set(-jnp.inf)
         mism = []
-        for xin in (xc, xs, xt):
+        for xin in (xc, xs, xt, xn):
           ref = mx(xin)
           C.poison()
           out = kern(xin)
           mism.append(_mismatch(out, ref))
-        row["mismatch_random"], row["mismatch_special"], row["mismatch_ties"] = mism
-        row["bit_exact"] = mism == [0, 0, 0]
+        (row["mismatch_random"], row["mismatch_special"], row["mismatch_ties"],
+         row["mismatch_nonfinite"]) = mism
+        row["bit_exact"] = mism == [0, 0, 0, 0]
       except Exception as e:
         row["error"] = f"{type(e).__name__}: {e}"[:400]
         traceback.print_exc()
@@ -370,7 +374,7 @@ def bench_quant(args, res):
 
 def table_quant(rows):
   out = ["| scheme | M | K | kernel us | TB/s (read+write) | % copy BW | XLA mxjax.quantize TB/s "
-         "| vs XLA | launches (kernel / XLA) | bit-exact (random / special / ties) |",
+         "| vs XLA | launches (kernel / XLA) | bit-exact (random / special / ties / NaN-Inf) |",
          "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if "kernel_s" not in r:
@@ -380,7 +384,8 @@ def table_quant(rows):
     out.append(f"| {r['scheme']} | {r['M']} | {r['K']} | {r['kernel_s']*1e6:.1f} | "
                f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['xla_TBps']:.2f} | "
                f"{r['x_vs_xla']:.2f}x | {r['kernel_launches']:.0f} / {r['xla_launches']:.0f} | "
-               f"{r['mismatch_random']} / {r['mismatch_special']} / {r.get('mismatch_ties', '-')} mismatches |")
+               f"{r['mismatch_random']} / {r['mismatch_special']} / {r.get('mismatch_ties', '-')} / "
+               f"{r.get('mismatch_nonfinite', '-')} mismatches |")
   return "\n".join(out)
 
 

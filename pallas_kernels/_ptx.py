@@ -7,7 +7,9 @@ promise bit-exactness need both operations as IEEE 754 defines them; these emit 
 instructions directly, one per element:
 
 - `div_rn`: `div.rn.ftz.f32`, the correctly rounded quotient, subnormal inputs and results
-  flushed to zero (as XLA's float32 arithmetic does, which mxjax inherits);
+  flushed to zero. Where mxjax's reference meets a subnormal quotient it takes XLA's own
+  division, which flushes on the CPU and is approximate on the GPU, so blocks whose scale would
+  be an f32 subnormal (amax below ~1e-37) are outside the kernels' bit-exactness claim;
 - `fma_rn`: `fma.rn.f32`, `a * b + c` rounded once, subnormals kept (the remainder of a
   division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`).
 

@@ -8,8 +8,9 @@ QArray is repacked into the kernel layout (`repack_qarray`, a transpose) inside 
 serving, repack once outside.
 
 On a GPU `wo_matmul`'s default runs: the Mosaic GPU decode kernel for M <= 64 in the formats it
-was verified on (all but NF4), the `dequant_gemm` prefill path for M > 64 (checked on an H100,
-2026-11-23: rel. err 2e-7 at M = 4, 1.7e-3 at M = 128 — the bf16 weight rounding); a case with
+was verified on, for M > 64 the fused prefill GEMM `mosaic_gpu_gemm` where verified and the
+`dequant_gemm` path otherwise (`pallas_kernels.wo_matmul.api.default_implementation`; every
+default re-checked on an H200, 2026-12-03: rel. err 1.6-2.4e-3, the bf16 roundings); a case with
 neither raises. Elsewhere the portable Pallas twin runs in interpret mode (slow: for tests).
 Every other case reports why, and `backend="pallas"` raises with it.
 """
