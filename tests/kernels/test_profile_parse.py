@@ -1,0 +1,31 @@
+"""The ncu profile driver's parsing (the profile itself needs the GPU machine)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+
+import profile_kernels as P  # noqa: E402
+
+NCU_OUT = '''==PROF== Connected to process 123
+==PROF== Profiling "kernel_mosaic_gpu_kernel": 0%....50%....100% - 9 passes
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"
+"0","123","python3","127.0.0.1","kernel_mosaic_gpu_kernel","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","GPU Speed Of Light Throughput","DRAM Throughput","%","61.20"
+"0","123","python3","127.0.0.1","kernel_mosaic_gpu_kernel","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","Launch Statistics","Registers Per Thread","register/thread","168"
+'''
+
+
+def test_parse_details_reads_metrics_after_the_preamble():
+  rows = P.parse_details(NCU_OUT)
+  assert [(r["section"], r["metric"], r["value"]) for r in rows] == [
+      ("GPU Speed Of Light Throughput", "DRAM Throughput", "61.20"),
+      ("Launch Statistics", "Registers Per Thread", "168")]
+  md = P.to_markdown("wo_int4_m1", rows)
+  assert "| GPU Speed Of Light Throughput | DRAM Throughput | 61.20 | % |" in md
+  assert "kernel_mosaic_gpu_kernel" in md
+
+
+def test_parse_details_without_metrics_is_empty():
+  assert P.parse_details("==ERROR== ncu failed\n") == []
