@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from pallas_kernels.quantize.portable import quantize_portable
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import quantize_reference
+from pallas_kernels.quantize.schemes import get_scheme
 
 IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
 
@@ -35,13 +37,33 @@ GPU_STATUS_COLUMNS = {"mxfp8_e4m3": "bit_exact", "mxfp4": "bit_exact", "nvfp4": 
                       "fp8_e4m3_block128": "bit_exact", "int4_g128": "bit_exact"}
 
 
-def default_implementation(scheme: str | None = None, transpose: bool = False) -> str:
-  """mosaic_gpu on a GPU for schemes whose GPU kernel is bit-exact, mosaic_tpu on a TPU, else
-  the XLA reference. Inspectable: call it to see what `quantize` will run."""
+def gpu_unsupported(x: jax.Array, scheme: str, transpose: bool = False) -> str | None:
+  """Why the Mosaic GPU kernel cannot take x (None: it can, given the scheme)."""
+  from pallas_kernels.quantize.mosaic_gpu import _tile_rows  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize.mosaic_gpu_columns import column_blocks  # pylint: disable=g-import-not-at-top
+  block = get_scheme(scheme).block
+  if x.ndim != 2 or x.dtype != jnp.bfloat16:
+    return f"the GPU kernels take 2-D bf16, got {x.dtype}{x.shape}"
+  m, k = x.shape
+  if transpose:
+    _, nb, _, _ = column_blocks(scheme, None)
+    if m % (block * nb) or k % 128:
+      return f"column-wise: M={m} is not a multiple of {block * nb} or K={k} of 128"
+  elif k % block or (m * k // block) % _tile_rows(block):
+    return f"M * K / B = {m * k // block} blocks do not tile by {_tile_rows(block)}"
+  return None
+
+
+def default_implementation(scheme: str | None = None, transpose: bool = False,
+                           x: jax.Array | None = None) -> str:
+  """mosaic_gpu on a GPU for schemes whose GPU kernel is bit-exact (and, given x, for inputs it
+  takes: `gpu_unsupported`), mosaic_tpu on a TPU, else the XLA reference. Inspectable: call it
+  to see what `quantize` will run."""
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
     status = (GPU_STATUS_COLUMNS if transpose else GPU_STATUS).get(scheme)
-    return "mosaic_gpu" if status == "bit_exact" else "xla"
+    fits = x is None or gpu_unsupported(x, scheme, transpose) is None
+    return "mosaic_gpu" if status == "bit_exact" and fits else "xla"
   return {"tpu": "mosaic_tpu"}.get(backend, "xla")
 
 
@@ -57,7 +79,8 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
     transpose: quantize x.T (column-wise output for the backward pass).
     implementation: "xla" (pure jnp), "mosaic_gpu", "portable", "mosaic_tpu"; None picks by
-      backend.
+      backend, scheme and x (`default_implementation`: on a GPU, f32 input or a shape the
+      kernel does not tile runs the XLA reference, with the same result).
     interpret: run Pallas kernels in interpret mode (CPU).
     allow_inexact: accept a GPU kernel that is not bit-exact or not verified on a GPU for this
       scheme (`GPU_STATUS`); without it such a request raises.
@@ -67,7 +90,7 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
     Quantized(codes, scale, tensor_scale) in mxjax's QArray layout. An implementation that
     cannot take a case raises with the reason.
   """
-  impl = implementation or default_implementation(scheme, transpose)
+  impl = implementation or default_implementation(scheme, transpose, x)
   if impl == "xla":
     return quantize_reference(x, scheme, transpose=transpose)
   if impl == "portable":

@@ -154,9 +154,20 @@ def test_tpu_kernel_interpret_slow(scheme):
   assert_same(_run("mosaic_tpu", x, scheme), _mx(x, scheme))
 
 
-def test_default_implementation_is_inspectable():
+def test_default_implementation_is_inspectable(monkeypatch):
   # On this CPU backend every scheme defaults to the XLA reference.
   assert all(pq.api.default_implementation(s) == "xla" for s in SCHEMES)
+  # On a GPU (patched in): the kernel for bf16 inputs it tiles, the reference otherwise.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  x = jnp.ones((256, 256), jnp.bfloat16)
+  for s in SCHEMES:
+    for t in (False, True):
+      assert pq.api.default_implementation(s, t, x) == "mosaic_gpu", (s, t)
+      assert pq.api.default_implementation(s, t, x.astype(jnp.float32)) == "xla", (s, t)
+  assert pq.api.default_implementation("mxfp8_e4m3", False, x[:2, :64]) == "xla"  # 4 blocks
+  assert "do not tile" in pq.api.gpu_unsupported(x[:2, :64], "mxfp8_e4m3")
+  assert pq.api.default_implementation("int4_g128", True, x[:64]) == "xla"  # M < 128
+  assert pq.api.default_implementation("mxfp8_e4m3", True, x[:64]) == "mosaic_gpu"
 
 
 def _fma_exact(a, b, c):
