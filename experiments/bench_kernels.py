@@ -384,8 +384,8 @@ def table_quant(rows):
     out.append(f"| {r['scheme']} | {r['M']} | {r['K']} | {r['kernel_s']*1e6:.1f} | "
                f"{r['kernel_TBps']:.2f} | {100*r['frac_copy_bw']:.0f}% | {r['xla_TBps']:.2f} | "
                f"{r['x_vs_xla']:.2f}x | {r['kernel_launches']:.0f} / {r['xla_launches']:.0f} | "
-               f"{r['mismatch_random']} / {r['mismatch_special']} / {r.get('mismatch_ties', '-')} / "
-               f"{r.get('mismatch_nonfinite', '-')} mismatches |")
+               f"{r['mismatch_random']} / {r['mismatch_special']} / "
+               f"{r.get('mismatch_ties', '-')} / {r.get('mismatch_nonfinite', '-')} mismatches |")
   return "\n".join(out)
 
 

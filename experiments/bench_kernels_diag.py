@@ -19,6 +19,7 @@ from jax.experimental import pallas as pl  # noqa: E402
 
 from pallas_kernels import _compat  # noqa: E402
 from pallas_kernels import _ptx  # noqa: E402
+from pallas_kernels.quantize import schemes as S  # noqa: E402
 
 
 def div_kernel(variant):
@@ -31,11 +32,9 @@ def div_kernel(variant):
       o = a / b
     elif variant == "ptx div.rn":
       o = _ptx.div_rn(a, b, layout=_ptx.TILE)
-    else:  # RN(a / b) from RN(1 / b) and two FMAs, as schemes.quotient_fma
+    else:  # RN(a / b) from RN(1 / b) and two FMAs: the kernels' schemes.div_fma
       fma = lambda p, q, r: _ptx.fma_rn(p, q, r, layout=_ptx.TILE)
-      r = _ptx.div_rn(1.0, b, layout=_ptx.TILE)
-      y = a * r
-      o = fma(fma(-y, b, a), r, y)
+      o = S.div_fma(a, b, _ptx.div_rn(1.0, b, layout=_ptx.TILE), fma)
     o_ref[...] = o
 
   return _compat.mgpu_kernel(
@@ -109,7 +108,7 @@ def defaults_check():
       rounding_midpoints(2, 512, 2048)])
   for sch in ("mxfp8_e4m3", "mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"):
     for transpose in (False, True):
-      impl = pq.api.default_implementation(sch, transpose=transpose)
+      impl = pq.api.default_implementation(sch, transpose, x)
       got = jax.jit(lambda x: pq.quantize(x, sch, transpose=transpose))(x)
       want = jax.jit(lambda x: mxjax.quantize(x.T if transpose else x, sch))(x)
       bad = sum(int((np.asarray(a).view(np.uint8) != np.asarray(b).view(np.uint8)).sum())

@@ -16,10 +16,10 @@ IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
 # kernel, scheme by scheme: "bit_exact" (and faster than XLA: picked by default), "bit_exact_slow"
 # (runs when named, not picked: no faster than XLA), anything else needs allow_inexact.
 # Every scheme: 0 / 0 / 0 mismatches on random, special and tie data. Since session 6 the
-# divisions are PTX div.rn and the per-element x / s two PTX FMAs (`schemes.quotient_fma`), where
-# integer arithmetic had made FP8 1x128, INT4 and NVFP4 ALU-bound at XLA's speed. H200,
-# 2026-12-03, 8192 x 8192 (kernels_quant_s6_fma.md): MXFP8 2.70 TB/s (2.2x XLA), MXFP4 1.97
-# (2.9x), FP8 1x128 2.09 (5.9x), INT4 g128 2.41 (9.0x), NVFP4 0.76 (1.6x, two passes).
+# divisions are PTX div.rn and FMA-corrected quotients (`schemes.div_fma`), where integer
+# arithmetic had made FP8 1x128, INT4 and NVFP4 ALU-bound at XLA's speed. H200, 2026-12-03,
+# 8192 x 8192 (kernels_quant_s6_sweep.md): MXFP8 3.19 TB/s (2.6x XLA), MXFP4 2.14 (3.1x), FP8
+# 1x128 2.27 (6.4x), INT4 g128 2.63 (9.8x), NVFP4 1.12 (2.4x, two passes).
 GPU_STATUS = {
     "mxfp8_e4m3": "bit_exact",
     "mxfp4": "bit_exact",
@@ -30,9 +30,9 @@ GPU_STATUS = {
 
 
 # The column-wise (transposed-output) kernel, `mosaic_gpu_columns.py`: bit-exact for every
-# scheme (0 / 0 / 0 mismatches). H100 (kernels_quant_columns*.md): MXFP8 2.07 TB/s, 4.9x XLA's
-# quantize(x.T); H200 with the PTX division and FMAs (kernels_quant_s6_fma_columns.md, 8192 x
-# 8192): MXFP4 1.62 TB/s (5.0x), FP8 1x128 1.30 (14.7x), INT4 g128 1.30 (18.9x), NVFP4 0.73 (2.4x).
+# scheme (0 / 0 / 0 mismatches). H200, 8192 x 8192 (kernels_quant_s6_amax_columns.md,
+# kernels_quant_s6_nvfp4_columns.md): MXFP8 2.28 TB/s (5.1x XLA's quantize(x.T)), MXFP4 1.74
+# (5.4x), FP8 1x128 1.36 (15x), INT4 g128 1.39 (20x), NVFP4 1.01 (3.4x).
 GPU_STATUS_COLUMNS = {"mxfp8_e4m3": "bit_exact", "mxfp4": "bit_exact", "nvfp4": "bit_exact",
                       "fp8_e4m3_block128": "bit_exact", "int4_g128": "bit_exact"}
 

@@ -117,8 +117,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     *ts_smem, p_smem, s_smem = refs
     xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
     t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
-    # Every division correctly rounded (PTX div.rn, once per block): with Mosaic's `/` for
-    # NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
+    # Every division correctly rounded (PTX div.rn or an FMA-corrected quotient): with Mosaic's
+    # `/` for NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
     state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
@@ -131,7 +131,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
         cs = pl.ds(c * cols, cols)
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
-        p_smem.at[:, cs][...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn).astype(out_dtype)
+        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn)
+        p_smem.at[:, cs][...] = codes.astype(out_dtype)
     s_smem[...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):

@@ -17,9 +17,9 @@ along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M 
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
-registers on a whole (tile_k, 128) block (the pieces are not re-tuned since). Uses TMA and register layouts the CPU interpreter cannot run; `portable_columns.py`
-is its twin (same pieces) and the GPU benchmark checks it bit for bit against
-`mxjax.quantize(x.T)`.
+registers on a whole (tile_k, 128) block (the pieces are not re-tuned since). Uses TMA and
+register layouts the CPU interpreter cannot run; `portable_columns.py` is its twin (same pieces)
+and the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
 
 from __future__ import annotations
