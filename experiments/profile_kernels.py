@@ -7,8 +7,8 @@ a fraction of peak, warp stall reasons, issue-slot use, registers, occupancy. On
 
 runs itself again under `ncu --clock-control none` (the device notes: leave the clocks alone),
 captures the third launch of the case's Mosaic GPU kernel (two warm-up launches first), and
-writes `profile_<case>.csv` (ncu's raw details page) and `profile_<case>.md` (every metric, by
-section). `--case a,b` profiles several in turn (the device tool returns at most 8 files a
+writes `profile_<case>.md` (every metric, by section; ncu's raw CSV, `profile_<case>.csv`,
+only when it could not be parsed). `--case a,b` profiles several in turn (the device tool returns at most 8 files a
 call: 4 cases). ncu replays the kernel once per counter pass, so a case takes seconds to a
 minute.
 """
@@ -101,10 +101,10 @@ def profile(case: str, out: str, ncu: str) -> None:
     cmd += ["--section", s]
   cmd += [sys.executable, os.path.abspath(__file__), "--child", case]
   res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  with open(os.path.join(out, f"profile_{case}.csv"), "w") as f:
-    f.write(res.stdout)
   rows = parse_details(res.stdout)
-  if not rows:
+  if not rows:  # keep ncu's raw output only when it could not be read (the device returns 8 files)
+    with open(os.path.join(out, f"profile_{case}.csv"), "w") as f:
+      f.write(res.stdout)
     print(f"{case}: ncu returned {res.returncode} and no metrics:\n{res.stderr[-2000:]}")
     return
   with open(os.path.join(out, f"profile_{case}.md"), "w") as f:

@@ -87,11 +87,19 @@ def _float_scale(s, scheme: Scheme):
 
 
 def _apply_scale(xb, s, scheme: Scheme):
-  """x / s (or x * (1 / s)); 0 where s is 0 (all-zero block) or NaN."""
+  """x / s (or x * (1 / s)), with x's sign; 0 where s is 0 (all-zero block) or NaN.
+
+  s > 0, so the sign is the quotient's anyway, except for the NaN of +-Inf / Inf (a block
+  whose amax is Inf): IEEE leaves that NaN's sign unspecified, and x86 and NVIDIA GPUs differ,
+  so without `copysign` the E4M3 code of an infinite element would depend on the backend.
+  """
   ok = s > 0
+  sd = jnp.where(ok, s, 1.0)
   if scheme.scale_apply is ScaleApply.RECIPROCAL:
-    return xb * jnp.where(ok, div_rn(1.0, jnp.where(ok, s, 1.0)), 0.0)
-  return jnp.where(ok, div_rn(xb, jnp.where(ok, s, 1.0)), 0.0)
+    q = xb * div_rn(1.0, sd)
+  else:
+    q = div_rn(xb, sd)
+  return jnp.where(ok, jnp.copysign(q, xb), 0.0)
 
 
 def _encode_float_scale(xb, amax, scheme: Scheme, key) -> _Encoded:

@@ -81,6 +81,11 @@ def _signbit(a):
   return lax.shift_right_logical(_bits(a), 31)  # int32 0 / 1
 
 
+def _copysign(v, x):
+  """v with x's sign bit, on the bits (so a NaN's sign is set too, on any backend)."""
+  return _f32((_bits(v) & 0x7FFFFFFF) | (_bits(x) & jnp.int32(-(2**31))))
+
+
 def _e2m1_code(y):
   """E2M1 code (int32, 0..15) of float32 y: RNE, saturating at 6, NaN -> +-0 (mxjax encode).
 
@@ -165,7 +170,7 @@ def quotient_code(x, s, r, *, fp8: bool):
   integers: m has at most 5 significant bits, so s * m = S * M * 2^k is exact in int32 (S < 2^24,
   M < 2^5), and RN_f32(x / s) == m exactly when |x - s m| <= s * ulp(m) / 2.
   """
-  y = x * _row(r, x)
+  y = _copysign(x * _row(r, x), x)  # the NaN of Inf * 0 (an infinite scale) gets x's sign
   approx = _e4m3_code(y) if fp8 else _int4_code(y)
   a = jnp.abs(y)
   one = jnp.int32(1)
@@ -242,14 +247,13 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
     fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
 
   Tests check it against `div_rn` with an exact FMA on bf16 blocks, midpoint ties and random
-  float32. Zeros and NaN take y = x * r's sign (as `quotient_code`), through `|q| > 0`, which
-  is False for both.
+  float32. Every quotient takes x's sign (s > 0), zeros and the NaN of +-Inf / Inf included, as
+  `mxjax.quantize` gives it.
   """
-  y = x * _row(r, x)
   q = div_fma(x, _row(s, x), _row(r, x), fma)
   if not fp8:  # INT4 has one zero and maps NaN to 0: no sign to keep
     return _int4_code(q)
-  return _e4m3_code(jnp.where(jnp.abs(q) > 0, q, y))
+  return _e4m3_code(_copysign(q, x))
 
 
 def block_amax(xe, xo):

@@ -158,17 +158,38 @@ def e2m1_lut_bf16(q: jax.Array) -> jax.Array:
 
 def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
   """A chunk's per-group row values -> one (R, cols) WGMMA register array: group_rows[t], (R,)
-  in the WGMMA row layout, fills columns [t * group_cols, (t + 1) * group_cols) (a column iota
-  and selects; group_cols a power of two)."""
+  in the WGMMA row layout, fills columns [t * group_cols, (t + 1) * group_cols).
+
+  No arithmetic: in the WGMMA layout each register holds two adjacent columns of one 8-column
+  tile, and a thread's registers are indexed (row tile, column tile, ...), so the group of a
+  register is known when the kernel is built. The output takes each register from the
+  broadcast of its group's row values (`plgpu.inline_mgpu`); selecting on a column iota instead
+  cost up to 7 selects a register (NVFP4's 8 groups of 16 a chunk).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   plgpu = _compat.plgpu_module()
   shape = (group_rows[0].shape[0], cols)
-  out = lax.broadcast_in_dim(group_rows[0], shape, [0])
-  if len(group_rows) > 1:
-    gcol = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, shape, 1),
-                             plgpu.Layout.WGMMA) >> (group_cols.bit_length() - 1)
-    for t, v in enumerate(group_rows[1:], 1):
-      out = jnp.where(gcol == t, lax.broadcast_in_dim(v, shape, [0]), out)
-  return out
+  if len(group_rows) == 1:
+    return lax.broadcast_in_dim(group_rows[0], shape, [0])
+  if group_cols % 8 or len(group_rows) * group_cols != cols:
+    raise ValueError(f"{len(group_rows)} groups of {group_cols} columns (a multiple of 8) must "
+                     f"fill the {cols} columns")
+  out = plgpu.ShapeDtypeStruct(shape, group_rows[0].dtype, layout=plgpu.Layout.WGMMA)
+  row = plgpu.Layout.WGMMA.reduce(1)
+
+  @plgpu.inline_mgpu(arg_types=(row,) * len(group_rows), return_type=out)
+  def spread(_, *rows):
+    full = [r.broadcast_minor(cols) for r in rows]
+    regs = np.empty_like(full[0].registers)
+    if regs.shape[1] * 8 != cols:  # (row tiles, column tiles of 8, ...): see WGMMA_LAYOUT
+      raise NotImplementedError(f"unexpected WGMMA register array {regs.shape} for {shape}")
+    for idx in np.ndindex(regs.shape):
+      regs[idx] = full[idx[1] * 8 // group_cols].registers[idx]
+    return mgpu.FragmentedArray(_registers=regs, _layout=full[0].layout,
+                                _is_signed=full[0].is_signed)
+
+  return spread(*group_rows)
 
 
 def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:

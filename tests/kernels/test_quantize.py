@@ -141,6 +141,31 @@ def test_nan_block_scale_is_nan_code():
         np.asarray(q.scale)[0, 0] == 255, np.asarray(q.scale)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_infinite_elements_every_implementation(scheme):
+  # A block whose amax is Inf has an infinite scale and +-Inf / Inf is NaN, whose sign IEEE
+  # leaves open (x86 sets it, NVIDIA GPUs do not): mxjax.quantize gives every quotient x's sign,
+  # so FP8 1x128 codes +Inf as 0x7F and -Inf as 0xFF on any backend, and the kernels agree.
+  x = _data(5, (16, 1024), jnp.bfloat16)
+  x = x.at[4, 7].set(jnp.nan).at[6, 300].set(-jnp.nan).at[8, 5].set(jnp.inf) \
+      .at[9, 1000].set(-jnp.inf)
+  want = _mx(x, scheme)
+  if scheme == "fp8_e4m3_block128":
+    codes = np.asarray(want.codes).view(np.uint8)
+    assert (codes[8, 5], codes[9, 1000]) == (0x7F, 0xFF)
+  for impl in CPU_IMPLS:
+    assert_same(_run(impl, x, scheme), want)
+
+
+def test_quotient_fma_gives_infinite_elements_their_sign():
+  # The GPU's element encoder (an FMA quotient) on a block with an infinite scale (r = 0).
+  x = jnp.array([[np.inf, -np.inf, 3.0, -3.0, 0.0, -0.0]], jnp.float32)
+  s, r = jnp.array([np.inf], jnp.float32), jnp.array([0.0], jnp.float32)
+  codes = np.asarray(S.quotient_fma(x, s, r, _fma_exact, fp8=True))
+  assert codes.tolist() == [[0x7F, 0xFF, 0x00, 0x80, 0x00, 0x80]]
+  np.testing.assert_array_equal(codes, np.asarray(S.quotient_code(x, s, r, fp8=True)))
+
+
 @pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4"])
 def test_tpu_kernel_interpret(scheme):
   x = _data(4, (128, 256), jnp.bfloat16)
