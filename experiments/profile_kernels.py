@@ -9,7 +9,8 @@ runs itself again under `ncu --clock-control none` (the device notes: leave the 
 captures the third launch of the case's Mosaic GPU kernel (two warm-up launches first), and
 writes `profile_<case>.md` (every metric, by section; ncu's raw CSV, `profile_<case>.csv`,
 only when it could not be parsed). `--case a,b` profiles several in turn (the device tool returns at most 8 files a
-call: 4 cases). ncu replays the kernel once per counter pass, so a case takes seconds to a
+call: 4 cases). `--sass` instead counts executed instructions and stall samples by SASS
+opcode (`profile_<case>_sass.md`, with the raw per-instruction CSV). ncu replays the kernel once per counter pass, so a case takes seconds to a
 minute.
 """
 
@@ -116,10 +117,65 @@ def profile(case: str, out: str, ncu: str) -> None:
       print(f"{case}: {r['metric']} = {r['value']} {r['unit']}")
 
 
+def opcode_table(text: str) -> tuple[list[tuple[str, float, float]], int]:
+  """ncu's `--page source --print-source sass --csv` -> ([(opcode, executed warp instructions,
+  stall samples)], number of SASS lines), sorted by executed instructions. The opcode is the
+  SASS mnemonic without its modifiers and predicate (`@P0 IADD3.X` -> `IADD3`)."""
+  header = next((i for i, line in enumerate(text.splitlines()) if '"Source"' in line), None)
+  if header is None:  # the table's header names a "Source" column; what precedes is ncu's log
+    return [], 0
+  reader = csv.DictReader(io.StringIO("\n".join(text.splitlines()[header:])))
+  cols = reader.fieldnames or []
+  ex = next((c for c in cols if c.startswith("Instructions Executed")), None)
+  st = next((c for c in cols if c.startswith("Warp Stall Sampling (All")), None)
+  src = next((c for c in cols if c == "Source"), None)
+  if ex is None or src is None:
+    return [], 0
+  num = lambda v: float((v or "0").replace(",", "") or 0)
+  agg, lines = {}, 0
+  for r in reader:
+    words = [w for w in (r.get(src) or "").split() if not w.startswith("@")]
+    if not words:
+      continue
+    lines += 1
+    op = words[0].split(".")[0]
+    e, s = agg.get(op, (0.0, 0.0))
+    agg[op] = (e + num(r.get(ex)), s + (num(r.get(st)) if st else 0.0))
+  return sorted(((k, *v) for k, v in agg.items()), key=lambda t: -t[1]), lines
+
+
+def profile_sass(case: str, out: str, ncu: str) -> None:
+  """Per-instruction counters of the case's kernel: `profile_<case>_sass.md` (executed warp
+  instructions and stall samples by SASS opcode) and the raw per-instruction CSV."""
+  cmd = [ncu, "--clock-control", "none", "--target-processes", "all", "-k", "regex:mosaic",
+         "--launch-skip", "2", "--launch-count", "1", "--section", "SourceCounters",
+         "--page", "source", "--print-source", "sass", "--csv",
+         sys.executable, os.path.abspath(__file__), "--child", case]
+  res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  with open(os.path.join(out, f"profile_{case}_sass.csv"), "w") as f:
+    f.write(res.stdout)
+  table, lines = opcode_table(res.stdout)
+  if not table:
+    print(f"{case}: no SASS table (ncu returned {res.returncode}):\n{res.stderr[-2000:]}")
+    return
+  total = sum(e for _, e, _ in table) or 1.0
+  stalls = sum(s for *_, s in table) or 1.0
+  md = [f"# SASS opcodes: {case} ({CASES[case]})", "",
+        f"{lines} SASS lines; {total:,.0f} warp instructions executed", "",
+        "| opcode | executed | share | stall samples share |", "|---|---|---|---|"]
+  md += [f"| {op} | {e:,.0f} | {100 * e / total:.1f}% | {100 * s / stalls:.1f}% |"
+         for op, e, s in table]
+  with open(os.path.join(out, f"profile_{case}_sass.md"), "w") as f:
+    f.write("\n".join(md) + "\n")
+  print("\n".join(md[:24]))
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--case", default="wo_int4_m1", help=f"comma-separated, from {sorted(CASES)}")
   ap.add_argument("--out", default=os.environ.get("OUT", "."))
+  ap.add_argument("--sass", action="store_true",
+                  help="per-instruction counters by SASS opcode instead of the sections")
   ap.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.child:
@@ -133,7 +189,7 @@ def main():
   if unknown:
     raise SystemExit(f"unknown case(s) {unknown}: choose from {sorted(CASES)}")
   for c in cases:
-    profile(c, args.out, ncu)
+    (profile_sass if args.sass else profile)(c, args.out, ncu)
 
 
 if __name__ == "__main__":

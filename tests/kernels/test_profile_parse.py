@@ -29,3 +29,20 @@ def test_parse_details_reads_metrics_after_the_preamble():
 
 def test_parse_details_without_metrics_is_empty():
   assert P.parse_details("==ERROR== ncu failed\n") == []
+
+
+SASS_OUT = '''==PROF== Connected to process 123
+"Address","Source","Warp Stall Sampling (All Samples)","Warp Stall Sampling (Not-issued Samples)","Instructions Executed","Thread Instructions Executed"
+"7f00","LDS.128 R4, [R2]","10","8","1,000","32,000"
+"7f10","@P0 HMUL2.BF16_V2 R4, R4, R6","4","1","3,000","96,000"
+"7f20","HMUL2 R5, R5, R7","2","0","1,000","32,000"
+"7f30","EXIT","0","0","0","0"
+'''
+
+
+def test_opcode_table_groups_sass_by_mnemonic():
+  table, lines = P.opcode_table(SASS_OUT)
+  assert lines == 4
+  assert table[0] == ("HMUL2", 4000.0, 6.0)
+  assert ("LDS", 1000.0, 10.0) in table
+  assert P.opcode_table("no table here") == ([], 0)
