@@ -81,6 +81,9 @@ def _encode_two_level(xb, amax, amax_t, scheme: Scheme, key) -> _Encoded:
 
 
 def _float_scale(s, scheme: Scheme):
+  # A NaN block's scale is the one quiet NaN 0x7FC00000: the NaN that division returns differs
+  # by backend (x86 keeps the operand's payload, NVIDIA GPUs give 0x7FFFFFFF).
+  s = jnp.where(jnp.isnan(s), jnp.float32(jnp.nan), s)
   if scheme.scale is ScaleFormat.BF16:
     return s.astype(jnp.bfloat16).astype(jnp.float32)
   return s

@@ -1,5 +1,7 @@
 """Scheme-level numerics: quantize/dequantize against float64 / float32 references."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -210,3 +212,12 @@ def test_odd_shapes_with_padding(preset):
   pad = [(0, p - s) for s, p in zip(q.layout.shape, q.layout.padded)]
   y2 = mxjax.dequantize(mxjax.quantize(jnp.pad(x, pad), preset))[: x.shape[0], : x.shape[1]]
   assert _same(y, y2)
+
+
+def test_nan_float_scale_is_the_canonical_nan():
+  # A GPU's division returns the NaN 0x7FFFFFFF where x86 keeps the operand's payload: stored
+  # float scales of NaN blocks are always 0x7FC00000, so every backend writes the same bytes.
+  Q = importlib.import_module("mxjax.quantize")  # the module (mxjax.quantize is the function)
+  gpu_nan = jax.lax.bitcast_convert_type(jnp.array([0x7FFFFFFF, -1], jnp.int32), jnp.float32)
+  s = Q._float_scale(gpu_nan, schemes.get("fp8_e4m3_block128"))
+  assert np.asarray(s).view(np.uint32).tolist() == [0x7FC00000] * 2

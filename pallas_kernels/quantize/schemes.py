@@ -305,9 +305,11 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
   if name in ("fp8_e4m3_block128", "int4_g128"):
     if name == "fp8_e4m3_block128":
       s = div(jnp.maximum(amax, jnp.float32(1e-4)), jnp.float32(E4M3_MAX))
-      s = jnp.where(_isnan(amax), amax, s)  # keep NaN even where max() would drop it
     else:
       s = div(amax, jnp.float32(7.0))
+    # NaN blocks: the canonical NaN (`block_amax`'s), as mxjax stores it; max() may drop a NaN
+    # and a GPU division returns 0x7FFFFFFF.
+    s = jnp.where(_isnan(amax), amax, s)
     # A zero or NaN scale gives codes 0 (mxjax's answer); an infinite one x * 0, as x / inf.
     ok = s > 0
     sd = jnp.where(ok, s, jnp.float32(1.0))
