@@ -154,7 +154,7 @@ def quotient_code(x, s, r, *, fp8: bool):
 
   Args:
     x: float32 (rows, n) values.
-    s: float32 (rows,) block scales, > 0 and finite.
+    s: float32 (rows,) block scales, > 0 (+Inf: r = 0, every y = x * 0 with x's sign).
     r: float32 (rows,) correctly rounded 1 / s (one exact division per block).
     fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
 
