@@ -7,11 +7,11 @@ a fraction of peak, warp stall reasons, issue-slot use, registers, occupancy. On
 
 runs itself again under `ncu --clock-control none` (the device notes: leave the clocks alone),
 captures the third launch of the case's Mosaic GPU kernel (two warm-up launches first), and
-writes `profile_<case>.md` (every metric, by section; ncu's raw CSV, `profile_<case>.csv`,
-only when it could not be parsed). `--case a,b` profiles several in turn (the device tool returns at most 8 files a
-call: 4 cases). `--sass` instead counts executed instructions and stall samples by SASS
-opcode (`profile_<case>_sass.md`, with the raw per-instruction CSV). ncu replays the kernel once per counter pass, so a case takes seconds to a
-minute.
+writes `profile_<case>.md` (every metric, by section; ncu's raw CSV, `profile_<case>.csv`, only
+when it could not be parsed). `--case a,b` profiles several in turn (the device tool returns at
+most 8 files a call: 4 cases). `--sass` instead counts executed instructions and stall samples
+by SASS opcode (`profile_<case>_sass.md`, with the raw per-instruction CSV). ncu replays the
+kernel once per counter pass, so a case takes seconds to a minute.
 """
 
 from __future__ import annotations
@@ -95,13 +95,18 @@ def to_markdown(case: str, rows: list[dict]) -> str:
   return "\n".join(out) + "\n"
 
 
-def profile(case: str, out: str, ncu: str) -> None:
+def run_ncu(ncu: str, case: str, args: list[str]) -> subprocess.CompletedProcess:
+  """ncu (clocks left alone) over the third launch of the case's Mosaic kernel, run in a child
+  of this script; `args` say what to collect and print."""
   cmd = [ncu, "--clock-control", "none", "--target-processes", "all", "-k", "regex:mosaic",
-         "--launch-skip", "2", "--launch-count", "1", "--csv", "--page", "details"]
-  for s in SECTIONS:
-    cmd += ["--section", s]
-  cmd += [sys.executable, os.path.abspath(__file__), "--child", case]
-  res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+         "--launch-skip", "2", "--launch-count", "1", *args,
+         sys.executable, os.path.abspath(__file__), "--child", case]
+  return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def profile(case: str, out: str, ncu: str) -> None:
+  sections = [a for s in SECTIONS for a in ("--section", s)]
+  res = run_ncu(ncu, case, ["--csv", "--page", "details", *sections])
   rows = parse_details(res.stdout)
   if not rows:  # keep ncu's raw output only when it could not be read (the device returns 8 files)
     with open(os.path.join(out, f"profile_{case}.csv"), "w") as f:
@@ -147,11 +152,8 @@ def opcode_table(text: str) -> tuple[list[tuple[str, float, float]], int]:
 def profile_sass(case: str, out: str, ncu: str) -> None:
   """Per-instruction counters of the case's kernel: `profile_<case>_sass.md` (executed warp
   instructions and stall samples by SASS opcode) and the raw per-instruction CSV."""
-  cmd = [ncu, "--clock-control", "none", "--target-processes", "all", "-k", "regex:mosaic",
-         "--launch-skip", "2", "--launch-count", "1", "--section", "SourceCounters",
-         "--page", "source", "--print-source", "sass", "--csv",
-         sys.executable, os.path.abspath(__file__), "--child", case]
-  res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  res = run_ncu(ncu, case, ["--section", "SourceCounters", "--page", "source",
+                            "--print-source", "sass", "--csv"])
   with open(os.path.join(out, f"profile_{case}_sass.csv"), "w") as f:
     f.write(res.stdout)
   table, lines = opcode_table(res.stdout)
