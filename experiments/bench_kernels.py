@@ -148,6 +148,30 @@ def _knobs(cfg):
   return {k: v for k, v in cfg.items() if k != "w_tile"}
 
 
+def onehot_check(fn, pw, m: int) -> dict:
+  """Runs `fn(x, pw)` (f32 out) with one-hot rows of x: row i = e_k picks W's row k, so the
+  output is the kernel's dequantized weight, which is compared with `layout.dequantize`'s
+  float32 weight element by element (+-0 equal). K rows covered: the first 128 (every place in
+  a register tile; in calls of M rows), M random ones and the last M. Returns the rows checked,
+  the mismatching elements and the worst |difference| / max |W|."""
+  want = np.asarray(L.dequantize(pw))
+  k = want.shape[0]
+  rng = np.random.default_rng(0)
+  calls = [np.arange(i, i + m) % k for i in range(0, 128, m)]
+  calls += [rng.choice(k, m, replace=False), np.arange(k - m, k)]
+  f = jax.jit(fn)
+  bad, worst = 0, 0.0
+  C.poison()
+  for ks in calls:
+    x = jnp.zeros((m, k), jnp.bfloat16).at[jnp.arange(m), ks].set(1)
+    y, r = np.asarray(f(x, pw), np.float32), want[ks]
+    bad += int(np.sum((y != r) | np.isnan(y)))
+    d = np.abs(y - r)
+    worst = max(worst, float(np.inf if np.isnan(d).any() else d.max() / np.abs(want).max()))
+  return dict(onehot_rows=int(sum(len(c) for c in calls)), onehot_mismatches=bad,
+              onehot_max_err=worst)
+
+
 def _dump(args, res):
   """Writes what is measured so far (a timed-out run still leaves its rows)."""
   with open(os.path.join(args.out, f"kernels_{args.what}.json"), "w") as f:
@@ -207,6 +231,9 @@ def bench_wo(args, res):
           out = jax.jit(lambda x, p: kfun(x, p, **unv))(xc, pw)
           row["rel_err"] = C.rel_err(out, ref)
           row["correct"] = bool(row["rel_err"] < 1e-2)
+          if args.onehot:
+            row.update(onehot_check(
+                lambda x, p: kfun(x, p, out_dtype=jnp.float32, **unv), pw, min(m, k)))
         except Exception as e:  # record and go on: the table says what failed
           row["error"] = f"{type(e).__name__}: {e}"[:300]
           print("wo", m, k, n, fmt, row["error"][:200])
@@ -419,6 +446,8 @@ def main():
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
   ap.add_argument("--configs", default="", help="wo: JSON list of kernel configs to time")
+  ap.add_argument("--onehot", action="store_true",
+                  help="wo: also check each kernel's dequantized weights (`onehot_check`)")
   ap.add_argument("--load-split", action="store_true",
                   help="wo: also time the best config's pipeline with an empty body")
   args = ap.parse_args()

@@ -8,8 +8,8 @@ The kernels want each output column's weights contiguous along K, because they c
 `y^T = W^T x^T` with W^T as the (register-resident) left operand of the tensor-core MMA:
 
   PackedWeight.w      (N, K)   int4 (XLA's packed int4: two a byte along K, even k low)  for
-                                INT4 / UINT4 (stored as q - 8) and for FP4 E2M1 (stored as
-                                the signed magnitude code, see `e2m1_to_signed`);
+                                INT4 / UINT4 (stored as q - 8) and for FP4 E2M1 (the OCP
+                                bit pattern s|e e|m, read as int4 bits);
                                 int8 / float8_e4m3fn for the per-channel 8-bit formats;
                                 uint8 nibble codes (N, K // 2) for NF4, even k low.
   PackedWeight.scale  (G, N)   float32 per group (G = K // group; 1 for per-channel), uint8 E8M0
@@ -18,10 +18,10 @@ The kernels want each output column's weights contiguous along K, because they c
                                 dequant = (q - zp) * s = (q - 8) * s - offset.
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
-The repacking runs once per weight (a transpose and, for UINT4, a re-centring, for E2M1 a
-recoding). Storing E2M1 as a signed integer lets the GPU kernel load it through the same fast
-int4 -> bf16 path as INT4 and finish with six exact bf16 operations (`e2m1_from_signed`); E2M1's
--0 becomes +0 (no dot product can tell them apart).
+The repacking runs once per weight (a transpose and, for UINT4, a re-centring). E2M1 keeps its
+OCP bits because they are already almost a bf16: the GPU kernels move the sign to bit 15 and
+the magnitude to bits 6-8 of a 16-bit half and multiply by 2^126 (`e2m1_pair_bits`), four
+integer ops and one bf16 multiply for two codes.
 """
 
 from __future__ import annotations
@@ -122,15 +122,13 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
   if (tensor_scale is not None) != (fmt is WeightFormat.NVFP4):
     raise ValueError(f"tensor_scale is required for NVFP4 and only for it (fmt={fmt})")
   offset = None
-  if fmt is WeightFormat.INT4:
+  if fmt in (WeightFormat.INT4, WeightFormat.MXFP4, WeightFormat.NVFP4):  # the nibbles' bits
     q = unpack_k(codes).astype(jnp.int8)
     w = jnp.where(q >= 8, q - 16, q).astype(jnp.int4).T
   elif fmt is WeightFormat.UINT4:
     q = unpack_k(codes).astype(jnp.int8)
     w = (q - 8).astype(jnp.int4).T
     offset = scale.astype(jnp.float32) * (zero_point.astype(jnp.float32) - 8.0)
-  elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-    w = e2m1_to_signed(unpack_k(codes)).astype(jnp.int4).T
   elif fmt is WeightFormat.NF4:  # nibble codes, kept packed two a byte, now along K of (N, K)
     q = unpack_k(codes).T
     w = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(jnp.uint8)
@@ -139,27 +137,6 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
   ts = None if tensor_scale is None else jnp.asarray(tensor_scale, jnp.float32)
   return PackedWeight(w=w, scale=scale, offset=offset, tensor_scale=ts, fmt=fmt, group=group,
                       k=k, n=n)
-
-
-def e2m1_to_signed(codes: jax.Array) -> jax.Array:
-  """E2M1 bit patterns s|e e|m (uint8 0..15) -> int8 `(-1)^s * c`, c = the 3-bit magnitude code.
-
-  The magnitude codes 0..7 stand for 0, .5, 1, 1.5, 2, 3, 4, 6 in order, so the signed code is
-  monotone in the value and fits int4 (-7..7; -0 maps to 0).
-  """
-  c = (codes & 7).astype(jnp.int8)
-  return jnp.where((codes & 8) != 0, -c, c)
-
-
-def e2m1_from_signed(q: jax.Array) -> jax.Array:
-  """E2M1 values of signed magnitude codes q (-7..7, any float dtype; same dtype out).
-
-  `2q - clamp(q, -4, 4) / 2 - clamp(q, -6, 6)`: linear pieces through 0, .5, 1, 1.5, 2 (slope
-  1/2), 3, 4 (slope 1) and 6 (slope 2), odd in q. Every intermediate is a multiple of 1/2 below
-  15, so bf16 computes it exactly; no table, no gather, no bit tricks with subnormals.
-  """
-  return 2 * q - 0.5 * jnp.minimum(jnp.maximum(q, -4.0), 4.0) - jnp.minimum(
-      jnp.maximum(q, -6.0), 6.0)
 
 
 def _hi_lo_bits(table: np.ndarray) -> np.ndarray:
@@ -190,6 +167,14 @@ def nf4_f32(codes: jax.Array) -> jax.Array:
                                       jnp.float32)
 
 
+def e2m1_f32(codes: jax.Array) -> jax.Array:
+  """E2M1 bit patterns (unsigned ints 0..15) -> their float32 values, bit for bit (-0 kept).
+  The portable and TPU kernels' decode (a select tree; no subnormals on the way, which a TPU
+  would flush)."""
+  return jax.lax.bitcast_convert_type(_select_tree(codes, E2M1_TABLE.view(np.uint32)),
+                                      jnp.float32)
+
+
 def nf4_hi_lo(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   """NF4 codes (unsigned ints 0..15) -> (hi, lo) bf16 with `hi + lo` = the table's f32 value to
   within 2^-17 relative (hi = RN_bf16(t), lo = RN_bf16(t - hi)); one select tree on uint32
@@ -212,14 +197,16 @@ NF4_PLANES = tuple(_lut_words((NF4_TABLE.view(np.uint32) >> (8 * p)) & 0xFF) for
 
 
 class WordOps(NamedTuple):
-  """The 32-bit integer operations `nf4_prmt_words` is written in, so the same algorithm runs as
-  jnp on uint32 arrays (`JNP_WORD_OPS`, the CPU tests) and as MLIR ops in the GPU kernel."""
+  """The 32-bit integer operations `nf4_prmt_words` and `e2m1_pair_bits` are written in, so the
+  same algorithm runs as jnp on uint32 arrays (`JNP_WORD_OPS`, the CPU tests) and as MLIR ops
+  in the GPU kernel."""
 
   const: Callable[[int], Any]
   and_: Callable[[Any, Any], Any]
   or_: Callable[[Any, Any], Any]
   shr: Callable[[Any, Any], Any]  # logical
   prmt: Callable[[Any, Any, Any], Any]  # PTX prmt.b32 d, a, b, sel (default mode)
+  mul: Callable[[Any, Any], Any]  # the low 32 bits of the product
 
 
 def prmt_reference(a, b, sel):
@@ -238,7 +225,7 @@ def prmt_reference(a, b, sel):
 
 
 JNP_WORD_OPS = WordOps(const=jnp.uint32, and_=jnp.bitwise_and, or_=jnp.bitwise_or,
-                       shr=jnp.right_shift, prmt=prmt_reference)
+                       shr=jnp.right_shift, prmt=prmt_reference, mul=jnp.multiply)
 
 
 def _prmt_lookup_planes(w, planes, ops: WordOps) -> list:
@@ -272,32 +259,26 @@ def nf4_prmt_words(w, ops: WordOps) -> tuple:
           ops.prmt(p01_hi, p23_hi, c(0x5410)), ops.prmt(p01_hi, p23_hi, c(0x7632)))
 
 
-def _e2m1_signed_bf16_bits() -> np.ndarray:
-  """uint16 bf16 bits of `e2m1_from_signed` for the 16 signed int4 codes in nibble order
-  (nibble n is the code n, or n - 16 from 8 up; -8 is never stored and decodes to -8 there)."""
-  q = np.array([n - 16 if n >= 8 else n for n in range(16)], np.float64)
-  v = 2 * q - 0.5 * np.clip(q, -4, 4) - np.clip(q, -6, 6)  # exact: multiples of 1/2 below 16
-  return (v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+# bf16 bits of 2^126: E2M1 bits placed as a bf16 (`e2m1_pair_bits`) are the value / 2^126.
+BF16_2_POW_126 = 0x7E80
 
 
-# The bf16 values of the signed E2M1 codes as two byte planes (low byte, high byte), each as
-# `_lut_words`: what `e2m1_prmt_words` looks codes up in.
-E2M1_BF16_PLANES = tuple(_lut_words((_e2m1_signed_bf16_bits() >> (8 * p)) & 0xFF)
-                         for p in range(2))
+def e2m1_pair_bits(w, part: int, ops: WordOps):
+  """Two E2M1 codes as a bf16x2 word, each half the code's value / 2^126, bit for bit.
 
-
-def e2m1_prmt_words(w, ops: WordOps) -> tuple:
-  """E2M1 decode by byte permutes: the low 16 bits of `w` hold four signed int4 E2M1 codes (the
-  stored form, `e2m1_to_signed`; nibble k = code k); returns two bf16x2 words, codes 0 and 1
-  (low half, high half) and codes 2 and 3, bit-identical to `e2m1_from_signed` in bf16.
-
-  The two byte planes of the bf16 values (`E2M1_BF16_PLANES`) looked up (6 `prmt`s), then two
-  `prmt`s interleave low and high bytes: 12 integer ops for four codes, against Mosaic's int4 ->
-  bf16 cast (3 ops a pair) plus the 8 bf16 ops a pair of `e2m1_from_signed`.
+  `w` (32 bits) holds eight OCP E2M1 codes s|e e|m, code i in nibble i; `part` (0..3) picks
+  codes 2 part (low half) and 2 part + 1 (high half), which is how Mosaic's int4 registers
+  slice a 32-bit word. A `prmt` of w and w >> 4 brings them to the bottom of the two halves
+  (u = c0 | c1 << 16 after a mask); `u * 0x1040` = `u << 6 | u << 12` (the copies do not
+  overlap) puts each code's magnitude e e m at bits 6-8 and its sign at bit 15, and a mask keeps
+  those: a bf16 with exponent field e and mantissa m 0 0 0 0 0 0, whose value is the E2M1 value
+  times 2^-126 (code 1, 0.5, lands on the subnormal 2^-127). Times 2^126 (`BF16_2_POW_126`,
+  exact: the kernels use PTX `mul.rn.bf16x2`, which keeps subnormals) gives the value; -0 stays
+  -0. Four integer ops a pair, the shift shared by a word's four pairs.
   """
   c = ops.const
-  lo, hi = _prmt_lookup_planes(w, E2M1_BF16_PLANES, ops)
-  return ops.prmt(lo, hi, c(0x5140)), ops.prmt(lo, hi, c(0x7362))
+  u = ops.and_(ops.prmt(w, ops.shr(w, c(4)), c(((part + 4) << 8) | part)), c(0x000F000F))
+  return ops.and_(ops.mul(u, c(0x1040)), c(0x81C081C0))
 
 
 def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Array:
@@ -365,7 +346,7 @@ def dequantize_nk(pw: PackedWeight) -> jax.Array:
     lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))
     q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k)
   elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-    q = e2m1_from_signed(pw.w.astype(jnp.float32))
+    q = jnp.asarray(E2M1_TABLE)[pw.w.astype(jnp.int32) & 15]
   else:
     q = pw.w.astype(jnp.float32)
   w = q * jnp.repeat(group_scales(pw).T, pw.group, axis=1)

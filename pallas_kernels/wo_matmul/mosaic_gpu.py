@@ -3,8 +3,8 @@
 W: INT4 / UINT4 / NF4 with groups of 32, 64 or 128 along K, MXFP4 (E8M0 per 32), NVFP4 (E4M3
 per 16 and a tensor scale), or INT8 / FP8 E4M3 with per-channel scales (int8 -> bf16 through the
 WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f16 -> f32 -> bf16,
-exact). E2M1 is stored as a signed int4 code and decoded after the int4 cast by six exact bf16
-ops (`layout.e2m1_from_signed`); NF4 bytes are split into nibbles (even / odd k halves, each
+exact). E2M1 keeps its OCP bits and is decoded from the 32-bit words of int4 registers by four
+integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`); NF4 bytes are split into nibbles (even / odd k halves, each
 with its half of x) and looked up by a select tree (`layout.nf4_f32`, or as two bf16 terms,
 `layout.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
 
@@ -51,8 +51,8 @@ from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import WordOps
-from pallas_kernels.wo_matmul.layout import e2m1_from_signed
-from pallas_kernels.wo_matmul.layout import e2m1_prmt_words
+from pallas_kernels.wo_matmul.layout import BF16_2_POW_126
+from pallas_kernels.wo_matmul.layout import e2m1_pair_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import nf4_hi_lo
@@ -70,10 +70,20 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
-FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 stored as signed int4 (layout.py)
+FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
 INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4) + FP4  # loaded by the fast i4 path
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
+
+
+def _mlir_word_ops() -> WordOps:
+  """`layout.WordOps` as MLIR ops on i32 values, for the decodes written against it."""
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  i32 = ir.IntegerType.get_signless(32)
+  return WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
+                 shr=arith.shrui, prmt=mgpu.utils.prmt, mul=arith.muli)
 
 
 def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -96,8 +106,7 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   def lookup(_, arr):
     i16, i32 = ir.IntegerType.get_signless(16), ir.IntegerType.get_signless(32)
     vec2_f32 = ir.VectorType.get((2,), ir.F32Type.get())
-    ops = WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
-                  shr=arith.shrui, prmt=mgpu.utils.prmt)
+    ops = _mlir_word_ops()
 
     def pair(a, b):  # two i32 words -> a vector<2xf32> register
       one = ir.VectorType.get((1,), i32)
@@ -115,42 +124,54 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   return lookup(codes)
 
 
-def e2m1_lut_bf16(q: jax.Array) -> jax.Array:
-  """(rows, C) signed int4 E2M1 codes (`layout.e2m1_to_signed`) in the WGMMA register layout ->
-  their bf16 values in the same layout, bit-identical to `e2m1_from_signed(q.astype(bf16))`.
+def e2m1_bf16(q: jax.Array) -> jax.Array:
+  """(rows, C) E2M1 codes (their OCP bits as int4) in the WGMMA register layout -> their bf16
+  values in the same layout, bit for bit (-0 kept).
 
-  Each register holds two adjacent codes (8 bits); two registers make one 16-bit word of four
-  codes, decoded by `layout.e2m1_prmt_words` (PTX `prmt` through `plgpu.inline_mgpu`) into the
-  two registers' bf16 pairs. The algorithm is tested on the CPU over every code word with
-  `prmt_reference`.
+  Each register holds two adjacent codes, sliced from a 32-bit word of eight after the int4
+  relayout (as Mosaic's own int4 -> bf16 cast finds them); `layout.e2m1_pair_bits` turns the
+  word and the slice's place in it into the pair's bf16 bits / 2^126 (4 integer ops, tested on
+  the CPU over every code pair), and PTX `mul.rn.bf16x2` by 2^126 gives the values: exact, and
+  it keeps the subnormal that code 1 (0.5) passes through. Registers that are not slices of a
+  32-bit word are first packed four to a word.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
-  from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import llvm, vector  # pylint: disable=g-import-not-at-top
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   plgpu = _compat.plgpu_module()
   out = plgpu.ShapeDtypeStruct(q.shape, jnp.bfloat16, layout=plgpu.Layout.WGMMA)
 
   @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,), return_type=out)
   def decode(_, arr):
-    i8, i32 = ir.IntegerType.get_signless(8), ir.IntegerType.get_signless(32)
+    i32 = ir.IntegerType.get_signless(32)
     vec2_bf16 = ir.VectorType.get((2,), ir.BF16Type.get())
-    ops = WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
-                  shr=arith.shrui, prmt=mgpu.utils.prmt)
-    regs = list(arr.registers.flat)  # vector<2xi4> each: codes c, c + 1
-    if any(ir.VectorType(r.type).shape != [2] for r in regs):
-      raise NotImplementedError("e2m1_lut_bf16 expects two int4 codes a register")
-    byte = lambda r: arith.extui(i32, mgpu.utils.bitcast(r, i8))
-    new = np.empty(len(regs), dtype=object)
-    for i in range(0, len(regs), 2):
-      w = byte(regs[i])
-      if i + 1 < len(regs):
-        w = arith.ori(w, arith.shli(byte(regs[i + 1]), mgpu.utils.c(8, i32)))
-      w0, w1 = e2m1_prmt_words(w, ops)
-      new[i] = mgpu.utils.bitcast(w0, vec2_bf16)
-      if i + 1 < len(regs):
-        new[i + 1] = mgpu.utils.bitcast(w1, vec2_bf16)
-    return mgpu.FragmentedArray(_registers=new.reshape(arr.registers.shape), _layout=arr.layout,
+    ops = _mlir_word_ops()
+    two_126 = ops.const(BF16_2_POW_126 * 0x10001)
+    regs = arr.registers
+    if any(ir.VectorType(r.type).shape != [2] for r in regs.flat):
+      raise NotImplementedError("e2m1_bf16 expects two int4 codes a register")
+
+    def word_slice(reg):  # (the 32-bit word a register was sliced from, pair index) or None
+      op = getattr(reg.owner, "opview", None)
+      if (isinstance(op, vector.ExtractStridedSliceOp)
+          and mgpu.utils.bitwidth(op.source.type) == 32 and op.strides[0].value == 1):
+        return mgpu.utils.bitcast(op.source, i32), op.offsets[0].value // 2
+      return None
+
+    places = [word_slice(r) for r in regs.flat]
+    if any(p is None for p in places):
+      if regs.size % 4:
+        raise NotImplementedError(f"e2m1_bf16 packs registers four to a word: {regs.size}")
+      flat = list(regs.flat)
+      places = [(mgpu.utils.bitcast(mgpu.utils.vector_concat(flat[i - i % 4:i - i % 4 + 4]),
+                                    i32), i % 4) for i in range(len(flat))]
+    new = np.empty(regs.size, dtype=object)
+    for i, (word, part) in enumerate(places):
+      bits = e2m1_pair_bits(word, part, ops)
+      val = llvm.inline_asm(i32, [bits, two_126], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r")
+      new[i] = mgpu.utils.bitcast(val, vec2_bf16)
+    return mgpu.FragmentedArray(_registers=new.reshape(regs.shape), _layout=arr.layout,
                                 _is_signed=None)
 
   return decode(q)
@@ -244,7 +265,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None, load_only: bool = False,
                          nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
-                         e2m1_lut: bool | None = None, num_sms: int = NUM_SMS_H100) -> jax.Array:
+                         num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
 
@@ -281,11 +302,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4).
       Default (None): on for prescaled FP4 (H100, 8192 x 28672, M = 1: MXFP4 100 us against
       104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131).
-    e2m1_lut: MXFP4 / NVFP4: decode the E2M1 codes with byte permutes (`e2m1_lut_bf16`, 12
-      integer ops for four codes) instead of Mosaic's int4 -> bf16 cast and `e2m1_from_signed`'s
-      bf16 ops; same bf16 values, bit for bit. Default (None): on for FP4 at M > 16 (H200,
-      2026-12-03, 8192 x 28672, M = 64: MXFP4 172 us against 218, NVFP4 176 against 216; at
-      M = 1 it is 3% slower, 103 against 100 us, so off at M <= 16).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -326,12 +342,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     fp4_scale_bytes = fp4 and prescale
   if nf4_lut is None:
     nf4_lut = nf4 and prescale
-  if e2m1_lut is None:
-    e2m1_lut = fp4 and m > 16
   if fp4_scale_bytes and not (fp4 and prescale):
     raise ValueError("fp4_scale_bytes is for prescaled MXFP4 / NVFP4 (prescale=True)")
-  if e2m1_lut and not fp4:
-    raise ValueError(f"e2m1_lut decodes MXFP4 / NVFP4 codes; the weight is {fmt.value}")
   if nf4_lut and not (nf4 and prescale):
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if m > 64:
@@ -486,18 +498,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
           return [w.astype(jnp.bfloat16)]
         w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-        # Relayout while still 4-bit (cheaper shuffles), then the fast i4 -> bf16 cast.
+        # Relayout while still 4-bit (cheaper shuffles), then the decode to bf16.
         w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
         w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
-        if fp4 and e2m1_lut:
-          w = e2m1_lut_bf16(w)
-        else:
-          w = w.astype(jnp.bfloat16)
-        if fp4:
-          if not e2m1_lut:
-            w = e2m1_from_signed(w)  # six exact bf16 ops
-          if prescale:  # exact in bf16
-            w = w * block_scales(j, g, jnp.bfloat16)
+        if not fp4:
+          return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
+        w = e2m1_bf16(w)
+        if prescale:  # exact in bf16
+          w = w * block_scales(j, g, jnp.bfloat16)
         return [w]
 
       def x_tiles(j, t):  # x^T tiles of chunk j, group copy t (one per x half)

@@ -38,12 +38,11 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import e2m1_from_signed
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
-from pallas_kernels.wo_matmul.mosaic_gpu import e2m1_lut_bf16
+from pallas_kernels.wo_matmul.mosaic_gpu import e2m1_bf16
 from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
 from pallas_kernels.wo_matmul.mosaic_gpu import spread_groups
 
@@ -96,7 +95,7 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
                        tile_k: int | None = None, steps: int | None = None,
                        nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
-                       e2m1_lut: bool | None = None, out_dtype=None,
+                       out_dtype=None,
                        allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
@@ -116,10 +115,6 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
       order `group_scales` uses) instead of an XLA pass widening them to f32; same values.
       Default (None): on for MXFP4 / NVFP4.
-    e2m1_lut: MXFP4 / NVFP4: decode E2M1 codes with byte permutes (`mosaic_gpu.e2m1_lut_bf16`)
-      instead of the int4 cast and bf16 arithmetic; same values. Default (None): on for MXFP4 /
-      NVFP4 (H200, 2026-12-03, 8192 x 28672, M = 1024: MXFP4 797 us against 812, NVFP4 811
-      against 852).
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -162,12 +157,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     fp4_scale_bytes = fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4)
   if nf4_lut is None:
     nf4_lut = nf4
-  if e2m1_lut is None:
-    e2m1_lut = fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4)
   if fp4_scale_bytes and fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
     raise ValueError(f"fp4_scale_bytes is for MXFP4 / NVFP4 scales, not {fmt.value}")
-  if e2m1_lut and fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-    raise ValueError(f"e2m1_lut decodes MXFP4 / NVFP4 codes; the weight is {fmt.value}")
   if nf4_lut and not nf4:
     raise ValueError(f"nf4_lut is the NF4 table lookup; the weight is {fmt.value}")
   chunk = min(tile_k, 128)
@@ -221,12 +212,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       q = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
       q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
       q = plgpu.layout_cast(q, wgmma_layout)
-      if e2m1_lut:
-        q = e2m1_lut_bf16(q)
+      if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+        q = e2m1_bf16(q)  # E2M1 bits -> bf16 values, exact
       else:
         q = q.astype(jnp.bfloat16)  # Mosaic's fast i4 cast
-        if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-          q = e2m1_from_signed(q)  # exact in bf16
       vals = [q.astype(jnp.float32)]
     else:
       b = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)

@@ -21,7 +21,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import e2m1_from_signed
+from pallas_kernels.wo_matmul.layout import e2m1_f32
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_values
 from pallas_kernels.wo_matmul.layout import untile_weight
@@ -32,8 +32,8 @@ def _decode_block(w: jax.Array, fmt: WeightFormat) -> jax.Array:
   if fmt is WeightFormat.NF4:
     lo, hi = w & 15, w >> 4
     return nf4_f32(jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]))
-  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-    return e2m1_from_signed(w.astype(jnp.float32))
+  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):  # int4 bits -> the codes 0..15
+    return e2m1_f32(w.astype(jnp.int32) & 15)
   return w.astype(jnp.float32)
 
 

@@ -3,7 +3,7 @@
 The kernel body is the portable twin's (`portable.py`): a (N tile, K step) grid, the K axis
 sequential ("arbitrary") and accumulated in the resident output block, each quantization
 group's partial product scaled in float32. Weights are decoded in VMEM (int4 / int8 / fp8 by
-casts, E2M1 by arithmetic, NF4 by a select tree), so every format of `layout.WeightFormat` runs.
+casts, E2M1 and NF4 by select trees), so every format of `layout.WeightFormat` runs.
 
 .. warning:: Untimed and unchecked on real TPU hardware: this project has no TPU. CI runs it in
    TPU interpret mode (`pltpu.InterpretParams`) against the reference.

@@ -60,17 +60,16 @@ def test_nf4_byte_permute_lookup_lowers(m):
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 @pytest.mark.parametrize("m", [1, 64])
-def test_e2m1_byte_permute_decode_lowers(name, m):
-  # The decode kernel's and the GEMM's E2M1 decode through inline PTX prmt (plgpu.inline_mgpu),
-  # in place of Mosaic's int4 -> bf16 cast (whose PTX ends in sub.bf16x2).
+def test_e2m1_bit_decode_lowers(name, m):
+  # The decode kernel's and the GEMM's E2M1 decode (`mosaic_gpu.e2m1_bf16`): integer ops on the
+  # int4 registers' 32-bit words and PTX mul.rn.bf16x2, not Mosaic's int4 -> bf16 cast (whose PTX
+  # ends in sub.bf16x2).
   pw = _weight_shape(name, 8192, 28672)
-  for fn, m_ in ((lambda x, p, lut: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, e2m1_lut=lut), m),
-                 (lambda x, p, lut: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
-                     x, p, e2m1_lut=lut, allow_unverified=True), 16 * m)):
-    text = _compat.lower_for("cuda", lambda x, p: fn(x, p, True), _x(m_, 8192), pw).as_text()
-    assert "prmt.b32" in text and "sub.bf16x2" not in text
-    text = _compat.lower_for("cuda", lambda x, p: fn(x, p, False), _x(m_, 8192), pw).as_text()
-    assert "sub.bf16x2" in text
+  for fn, m_ in ((mosaic_gpu.wo_matmul_mosaic_gpu, m),
+                 (lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True),
+                  16 * m)):
+    text = _compat.lower_for("cuda", fn, _x(m_, 8192), pw).as_text()
+    assert "mul.rn.bf16x2" in text and "prmt.b32" in text and "sub.bf16x2" not in text
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])

@@ -210,18 +210,11 @@ def test_default_implementation_is_inspectable(monkeypatch):
   assert wm.api.default_implementation(big.astype(jnp.float32), pw) == "dequant_gemm"
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
-def test_gpu_e2m1_decode_is_exact(dtype):
-  # The kernels store E2M1 as a signed code and decode it by arithmetic; every code, bit for
-  # bit against the table, except -0 which becomes +0 (documented in layout.py).
-  from pallas_kernels.wo_matmul.layout import E2M1_TABLE, e2m1_from_signed, e2m1_to_signed
-  codes = jnp.arange(16, dtype=jnp.uint8)
-  q = e2m1_to_signed(codes)
-  assert q.dtype == jnp.int8 and int(q.min()) == -7 and int(q.max()) == 7
-  got = np.asarray(e2m1_from_signed(q.astype(dtype)).astype(jnp.float32))
-  assert got.dtype == np.float32
-  want = E2M1_TABLE + 0.0  # -0 -> +0
-  np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+def test_e2m1_select_tree_is_the_table():
+  # The portable and TPU kernels' E2M1 decode: every code's f32 bits, -0 included.
+  from pallas_kernels.wo_matmul.layout import E2M1_TABLE, e2m1_f32
+  got = np.asarray(e2m1_f32(jnp.arange(16, dtype=jnp.int32)))
+  np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
 
 
 @pytest.mark.parametrize("fmt", [wm.WeightFormat.MXFP4, wm.WeightFormat.NVFP4])
@@ -254,26 +247,22 @@ def test_nf4_byte_permute_lookup_is_the_table():
   assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x5140))) == 0x05010400
 
 
-def test_e2m1_byte_permute_decode_matches_the_arithmetic_decode():
-  # The GPU kernels' E2M1 decode by byte permutes (`e2m1_prmt_words`, prmt modelled on the CPU),
-  # on every 16-bit word of four signed int4 codes: each bf16 half is bit-identical to
-  # `e2m1_from_signed` (the arithmetic decode every other path uses), and for the codes
-  # `e2m1_to_signed` stores (-7..7) to the E2M1 table (-0 stored as 0).
-  w = np.arange(2**16, dtype=np.uint32)
-  w0, w1 = (np.asarray(v) for v in wm.layout.e2m1_prmt_words(jnp.asarray(w),
-                                                            wm.layout.JNP_WORD_OPS))
-  got = [w0 & 0xFFFF, w0 >> 16, w1 & 0xFFFF, w1 >> 16]
-  for k in range(4):
-    nib = (w >> (4 * k)) & 15
-    q = jnp.asarray(np.where(nib >= 8, nib.astype(np.int32) - 16, nib), jnp.bfloat16)
-    want = np.asarray(jax.lax.bitcast_convert_type(wm.layout.e2m1_from_signed(q), jnp.uint16))
-    np.testing.assert_array_equal(got[k].astype(np.uint16), want)
-  codes = np.arange(16, dtype=np.uint8)
-  signed = np.asarray(wm.layout.e2m1_to_signed(jnp.asarray(codes))).astype(np.int64) & 15
-  vals = np.asarray(jax.lax.bitcast_convert_type(
-      jnp.asarray(got[0][signed].astype(np.uint16)), jnp.bfloat16), np.float32)
-  np.testing.assert_array_equal(vals, np.abs(wm.layout.E2M1_TABLE) * np.sign(
-      np.where(codes == 8, 1, wm.layout.E2M1_TABLE)))
+@pytest.mark.parametrize("part", range(4))
+def test_e2m1_pair_bits_times_2_126_is_the_table(part):
+  # The GPU kernels' E2M1 decode (`e2m1_pair_bits`, prmt modelled on the CPU, then the exact
+  # bf16 multiply by 2^126, here in float64): every code pair at every place in the word, the
+  # other six codes random; each half's value bit for bit the table's (-0 included).
+  import ml_dtypes
+  rng = np.random.default_rng(part)
+  pairs = np.arange(256, dtype=np.uint32)  # low nibble: code 2 part, high: code 2 part + 1
+  other = rng.integers(0, 2**32, size=256, dtype=np.uint32) & ~np.uint32(0xFF << (8 * part))
+  w = other | (pairs << (8 * part))
+  bits = np.asarray(wm.layout.e2m1_pair_bits(jnp.asarray(w), part, wm.layout.JNP_WORD_OPS))
+  assert int(wm.layout.BF16_2_POW_126) == int(np.float32(2.0**126).view(np.uint32) >> 16)
+  for half, codes in ((bits & 0xFFFF, pairs & 15), (bits >> 16, pairs >> 4)):
+    val = half.astype(np.uint16).view(ml_dtypes.bfloat16).astype(np.float64) * 2.0**126
+    np.testing.assert_array_equal(val.astype(np.float32).view(np.uint32),
+                                  wm.layout.E2M1_TABLE[codes].view(np.uint32))
 
 
 def test_nf4_lookups():
