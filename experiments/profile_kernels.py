@@ -36,6 +36,7 @@ CASES = {
     "wo_int4_m1": ("wo", "int4", 1, 8192, 28672),
     "wo_int4_m1_load_only": ("wo_load_only", "int4", 1, 8192, 28672),
     "wo_mxfp4_m1": ("wo", "mxfp4", 1, 8192, 28672),
+    "wo_nvfp4_m1": ("wo", "nvfp4", 1, 8192, 28672),
     "wo_nf4_m1": ("wo", "nf4_g64", 1, 8192, 28672),
     "wo_mxfp4_m1024": ("wo", "mxfp4", 1024, 8192, 28672),
     "quant_mxfp8": ("quant", "mxfp8_e4m3", 8192, 8192, None),

@@ -124,14 +124,22 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   return lookup(codes)
 
 
-def e2m1_bf16(q: jax.Array) -> jax.Array:
-  """(rows, C) E2M1 codes (their OCP bits as int4) in the WGMMA register layout -> their bf16
-  values in the same layout, bit for bit (-0 kept).
+# NVFP4's prescaled decode multiplies the E2M1 bits (value / 2^126) by s_b * 2^118 (a bf16 for
+# every E4M3 s_b: 2^109 .. 448 * 2^118): one multiply gives value * s_b / 2^8, exact in bf16
+# (2^-18 .. 10.5), and the output is multiplied back by 2^8 with s_t.
+NVFP4_PRESCALE_LOG2 = 118
+
+
+def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
+  """(rows, C) E2M1 codes (their OCP bits as int4) in the WGMMA register layout -> bf16 values in
+  the same layout: the E2M1 values, bit for bit (-0 kept), or, given `mult` ((rows, C) bf16, the
+  same layout), the E2M1 values / 2^126 times `mult` (one rounding; exact where the product is a
+  bf16).
 
   Each register holds two adjacent codes, sliced from a 32-bit word of eight after the int4
   relayout (as Mosaic's own int4 -> bf16 cast finds them); `layout.e2m1_pair_bits` turns the
   word and the slice's place in it into the pair's bf16 bits / 2^126 (4 integer ops, tested on
-  the CPU over every code pair), and PTX `mul.rn.bf16x2` by 2^126 gives the values: exact, and
+  the CPU over every code pair), and one PTX `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes:
   it keeps the subnormal that code 1 (0.5) passes through. Registers that are not slices of a
   32-bit word are first packed four to a word.
   """
@@ -141,16 +149,22 @@ def e2m1_bf16(q: jax.Array) -> jax.Array:
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   plgpu = _compat.plgpu_module()
   out = plgpu.ShapeDtypeStruct(q.shape, jnp.bfloat16, layout=plgpu.Layout.WGMMA)
+  if mult is not None and (mult.shape != q.shape or mult.dtype != jnp.bfloat16):
+    raise ValueError(f"mult must be {q.shape} bf16, got {mult.shape} {mult.dtype}")
 
-  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,), return_type=out)
-  def decode(_, arr):
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,) * (1 if mult is None else 2),
+                     return_type=out)
+  def decode(_, arr, *mult_arr):
     i32 = ir.IntegerType.get_signless(32)
     vec2_bf16 = ir.VectorType.get((2,), ir.BF16Type.get())
     ops = _mlir_word_ops()
-    two_126 = ops.const(BF16_2_POW_126 * 0x10001)
     regs = arr.registers
     if any(ir.VectorType(r.type).shape != [2] for r in regs.flat):
       raise NotImplementedError("e2m1_bf16 expects two int4 codes a register")
+    if mult_arr:
+      mults = [mgpu.utils.bitcast(r, i32) for r in mult_arr[0].registers.flat]
+    else:
+      mults = [ops.const(BF16_2_POW_126 * 0x10001)] * regs.size
 
     def word_slice(reg):  # (the 32-bit word a register was sliced from, pair index) or None
       op = getattr(reg.owner, "opview", None)
@@ -169,12 +183,12 @@ def e2m1_bf16(q: jax.Array) -> jax.Array:
     new = np.empty(regs.size, dtype=object)
     for i, (word, part) in enumerate(places):
       bits = e2m1_pair_bits(word, part, ops)
-      val = llvm.inline_asm(i32, [bits, two_126], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r")
+      val = llvm.inline_asm(i32, [bits, mults[i]], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r")
       new[i] = mgpu.utils.bitcast(val, vec2_bf16)
     return mgpu.FragmentedArray(_registers=new.reshape(regs.shape), _layout=arr.layout,
                                 _is_signed=None)
 
-  return decode(q)
+  return decode(q, *(() if mult is None else (mult,)))
 
 
 def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
@@ -236,12 +250,9 @@ def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
                                                                            steps=4)
   if fmt is WeightFormat.FP8:
     return dict(tile_n=128, gps=2, steps=3 if small else 4)
-  if fmt is WeightFormat.MXFP4:
-    return dict(tile_n=128, gps=2, steps=4, stream_k=2) if small else dict(tile_n=128, gps=2,
-                                                                            steps=3)
-  if fmt is WeightFormat.NVFP4:
-    return dict(tile_n=64, gps=2, steps=4, stream_k=2) if small else dict(
-        tile_n=128, gps=2, steps=4, splits=2)
+  if fmt in FP4:  # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
+    # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0
+    return dict(tile_n=128, gps=2, steps=4, stream_k=2) if m <= 16 else wide
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
                                                                            steps=4)
@@ -464,13 +475,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         w_smem, s_smem = w_smem.at[r], s_smem.at[:, r]
         off_smem = off_smem.at[:, r] if asym else None
 
-      def block_scales(j, group_cols, dtype):  # the chunk's scales, spread over its columns
-        rows = []
+      def block_scales(j, group_cols, dtype, times=1.0):  # the chunk's scales * times, spread
+        rows = []                                        # over its columns
         for t in range(sub):
           st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
           if fp4_scale_bytes:
             st = scale_bytes_f32(st, fmt)
-          rows.append(st.astype(dtype))
+          rows.append((st * times if times != 1.0 else st).astype(dtype))
         return spread_groups(rows, wk, group_cols)
 
       def weights(j):  # chunk j (128 of K) of W^T as bf16 register tiles
@@ -503,6 +514,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
         if not fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
+        if prescale and fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact
+          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, 2.0**NVFP4_PRESCALE_LOG2))]
         w = e2m1_bf16(w)
         if prescale:  # exact in bf16
           w = w * block_scales(j, g, jnp.bfloat16)
@@ -595,6 +608,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       **threads,
   )
   y = schedule.reduce(f(*xg, w_in, scale_in, *extra))
-  if prescale and fmt is WeightFormat.NVFP4:
-    y = y * pw.tensor_scale
+  if prescale and fmt is WeightFormat.NVFP4:  # 2^8 back (exact), then s_t
+    y = y * 2.0**(126 - NVFP4_PRESCALE_LOG2) * pw.tensor_scale
   return y[:, :m].T.astype(out_dtype or x.dtype)
