@@ -9,6 +9,7 @@ from pallas_kernels.quantize.portable import quantize_portable
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import quantize_reference
 from pallas_kernels.quantize.schemes import get_scheme
+from pallas_kernels.quantize.tpu import tpu_unsupported
 
 IMPLEMENTATIONS = ("xla", "mosaic_gpu", "portable", "mosaic_tpu")
 
@@ -60,14 +61,18 @@ def gpu_unsupported(x: jax.Array, scheme: str, transpose: bool = False) -> str |
 def default_implementation(scheme: str | None = None, transpose: bool = False,
                            x: jax.Array | None = None) -> str:
   """mosaic_gpu on a GPU for schemes whose GPU kernel is bit-exact (and, given x, for inputs it
-  takes: `gpu_unsupported`), mosaic_tpu on a TPU, else the XLA reference. Inspectable: call it
-  to see what `quantize` will run."""
+  takes: `gpu_unsupported`), mosaic_tpu on a TPU (given x, for shapes it tiles:
+  `tpu_unsupported`), else the XLA reference. Inspectable: call it to see what `quantize` will
+  run."""
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
     status = (GPU_STATUS_COLUMNS if transpose else GPU_STATUS).get(scheme)
     fits = x is None or gpu_unsupported(x, scheme, transpose) is None
     return "mosaic_gpu" if status == "bit_exact" and fits else "xla"
-  return {"tpu": "mosaic_tpu"}.get(backend, "xla")
+  if backend == "tpu":
+    fits = x is None or tpu_unsupported(x, scheme, transpose) is None
+    return "mosaic_tpu" if fits else "xla"
+  return "xla"
 
 
 def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
@@ -83,7 +88,8 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
     transpose: quantize x.T (column-wise output for the backward pass).
     implementation: "xla" (pure jnp), "mosaic_gpu", "portable", "mosaic_tpu"; None picks by
       backend, scheme and x (`default_implementation`: on a GPU, f32 input or a shape the
-      kernel does not tile runs the XLA reference, with the same result).
+      kernel does not tile runs the XLA reference, with the same result; on a TPU, a shape
+      the TPU kernel does not tile).
     interpret: run Pallas kernels in interpret mode (CPU).
     allow_inexact: accept a GPU kernel that is not bit-exact or not verified on a GPU for this
       scheme (`GPU_STATUS`); without it such a request raises.

@@ -40,8 +40,7 @@ def unpair_bf16(u: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
-                      tile_rows: int = 64, interpret: Any = False,
-                      compiler_params: Any = None) -> Quantized:
+                      tile_rows: int = 64, interpret: Any = False) -> Quantized:
   """Fused block quantization as a portable Pallas kernel (bf16 or f32 input).
 
   Args:
@@ -97,6 +96,5 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
       in_specs=[pl.BlockSpec((1, NVFP4_TERMS), lambda i: (0, 0))] + [spec] * len(ins),
       out_specs=(spec, pl.BlockSpec((tile_rows,), lambda i: (i,))),
       interpret=interpret,
-      compiler_params=compiler_params,
   )(ts, *ins)
   return assemble(sch, packed, scale, m, k, s_t)

@@ -9,7 +9,10 @@ register arrays). For bf16 input the split is free: a bf16 pair is one uint32.
 
 The functions use only elementwise jnp ops, `max(axis=1)` and `broadcast_in_dim` along the row,
 so the same code runs in jnp (the reference), in the portable Pallas twin, in the Mosaic GPU
-kernel (on WGMMA register layouts) and in the TPU kernel. Numerics follow mxjax's contract
+kernel (on WGMMA register layouts) and in the TPU kernel. The TPU kernel (`tpu.py`) lays blocks
+out differently: one (nb, 128) array per element position of the block, one block per array
+element, so its amax is an elementwise max (`magnitude_bits`, `amax_from_bits`) and its block
+state has the elements' shape, which the encoders take as is. Numerics follow mxjax's contract
 (DESIGN.md) exactly; `tests/kernels` checks bit-identity with `mxjax.quantize`.
 """
 
@@ -73,7 +76,13 @@ def _isnan(a):
 
 
 def _row(v, like):
-  """Broadcasts a per-row (rows,) vector against a (rows, cols) tile."""
+  """Broadcasts a per-row (rows,) vector against a (rows, cols) tile.
+
+  A state already shaped like the tile (one value per element, as the TPU kernel holds it:
+  `tpu.py`) is used as is.
+  """
+  if v.ndim == like.ndim:
+    return v
   return lax.broadcast_in_dim(v, like.shape, [0])
 
 
@@ -256,6 +265,18 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
   return _e4m3_code(_copysign(q, x))
 
 
+def magnitude_bits(v):
+  """int32 bit pattern of |v| (float32 v): integer order is the order of |v|, every NaN above
+  +Inf. A max of these, in any order or grouping, is `amax_from_bits`' input."""
+  return _bits(v) & 0x7FFFFFFF
+
+
+def amax_from_bits(m):
+  """float32 amax from a max of `magnitude_bits`; any NaN becomes the one canonical NaN."""
+  amax = _f32(m)
+  return jnp.where(_isnan(amax), jnp.float32(jnp.nan), amax)
+
+
 def block_amax(xe, xo):
   """Per-row max |x| (rows,) of a pair-split tile; NaN if the row holds a NaN.
 
@@ -264,9 +285,8 @@ def block_amax(xe, xo):
   XLA's CPU reduction does in larger arrays) at two ops an element, and NaN rows are then given
   the one canonical NaN.
   """
-  mag = lambda v: _bits(v) & 0x7FFFFFFF
-  amax = _f32(jnp.maximum(jnp.max(mag(xe), axis=1), jnp.max(mag(xo), axis=1)))
-  return jnp.where(_isnan(amax), jnp.float32(jnp.nan), amax)
+  return amax_from_bits(jnp.maximum(jnp.max(magnitude_bits(xe), axis=1),
+                                    jnp.max(magnitude_bits(xo), axis=1)))
 
 
 def amax_merge(a, b):

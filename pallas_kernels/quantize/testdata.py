@@ -40,3 +40,30 @@ def rounding_midpoints(seed: int, rows: int, cols: int) -> jax.Array:
     row[::128] = div * unit  # one amax per block of 128
     x[i] = row
   return jnp.asarray(x, jnp.bfloat16)
+
+
+def special_values(seed: int, rows: int, cols: int, *, nonfinite: bool = False) -> jax.Array:
+  """bf16 (rows, cols) data with special values in rows 0-9 (rows >= 10, cols >= 256).
+
+  Random values whose scale varies by ~e^3 between rows, then: row 0 all-zero blocks (its first
+  256 columns) beside nonzero ones; row 1 bf16 subnormals (a block of only subnormals, and
+  subnormals beside normals); row 2 +-max normal (+-3.39e38) with tiny elements in the same
+  blocks; row 3 block amaxes 1.9921875 2^e (every mantissa bit set), whose elements overflow the
+  element format after the MX `floor` scale and saturate; row 4 zeros of either sign. With
+  `nonfinite`, rows 5-9 add a NaN, a -NaN, +Inf, -Inf, and Inf beside NaN in one block (NVFP4's
+  tensor amax is then NaN: keep these apart from the finite cases).
+  """
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  x = jax.random.normal(k1, (rows, cols)) * jnp.exp(3 * jax.random.normal(k2, (rows, 1)))
+  big = float(jnp.finfo(jnp.bfloat16).max)
+  x = x.at[0, :256].set(0.0)
+  x = x.at[1, :128].set(jnp.where(jnp.arange(128) % 2 == 0, 1e-39, -2.5e-40))
+  x = x.at[1, 160:170].set(9.2e-41)
+  x = x.at[2, ::37].set(big).at[2, 5::37].set(-big).at[2, 1::37].set(1e-30)
+  x = x.at[3, ::16].set(1.9921875 * 2.0**7).at[3, 8::16].set(-1.9921875 * 2.0**-9)
+  x = x.at[3, 1::16].set(1.984375 * 2.0**7)
+  x = x.at[4, :200:3].set(-0.0).at[4, 1:200:3].set(0.0)
+  if nonfinite:
+    x = x.at[5, 7].set(jnp.nan).at[6, 130].set(-jnp.nan).at[7, 5].set(jnp.inf)
+    x = x.at[8, cols - 3].set(-jnp.inf).at[9, 20].set(jnp.inf).at[9, 21].set(jnp.nan)
+  return x.astype(jnp.bfloat16)

@@ -130,3 +130,26 @@ def test_quantize_kernels_lower(scheme, transpose):
     # Divisions are PTX div.rn or FMA-corrected (_ptx.py): none of Mosaic's approximate `/`.
     divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
     assert ("div.rn.ftz.f32" in text) == divides and ("fma.rn.f32" in text) == divides
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_tpu_lane_dense_quantize_lowers(scheme, transpose, monkeypatch, capsys):
+  # The lane-dense TPU quantize kernel (quantize/tpu.py) at 4096 x 8192 bf16, 2048 elements a
+  # step. Its Mosaic module holds only the ops its design relies on: 128 x 128 transposes (the
+  # input's only row-wise: the column path reads x as stored), sublane-strided loads and
+  # stores, elementwise math; no reshape, reduction, roll or matmul.
+  from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize import tpu  # pylint: disable=g-import-not-at-top
+  pallas_call = pl.pallas_call
+  monkeypatch.setattr(pl, "pallas_call", lambda *a, **k: pallas_call(*a, debug=True, **k))
+  x = _x(4096, 8192)
+  fn = lambda x: tpu.quantize_tpu(x, scheme, transpose=transpose)
+  assert "tpu_custom_call" in _compat.lower_for("tpu", fn, x).as_text()
+  mosaic = capsys.readouterr().out.split("The Mosaic module")[-1]
+  assert "tpu.strided_load" in mosaic and "tpu.strided_store" in mosaic
+  for op in ("vector.shape_cast", "vector.multi_reduction", "tpu.dynamic_rotate", "tpu.matmul"):
+    assert op not in mosaic, op
+  tq = tpu.tile_plan(scheme, (4096, 8192), transpose)
+  code_chunks = tq * SCHEMES[scheme].bits // 8 // 128
+  assert mosaic.count("tpu.transpose") == code_chunks + (0 if transpose else tq // 128)
