@@ -29,6 +29,15 @@ def worst_err(r) -> float:
   return float("nan") if any(e != e for e in errs) else max(errs)
 
 
+def _errors(r) -> str:
+  """The rel. err cell; with `bench_kernels.py --onehot`, also the dequantized weights' check:
+  elements differing from `layout.dequantize` (worst |difference| / max |W|)."""
+  text = f"{worst_err(r):.1e}"
+  if "onehot_mismatches" in r:
+    text += f"; one-hot: {r['onehot_mismatches']} off ({r['onehot_max_err']:.0e})"
+  return text
+
+
 def _mark(ok):
   return "met" if ok else "MISSED"
 
@@ -92,7 +101,7 @@ def wo_table(runs, copy_bps):
       lines.append(
           f"| {r['fmt']} | {m} | {shape} | {r['kernel_s']*1e6:.1f} | {r['kernel_TBps']:.2f} | "
           f"{100*r['kernel_TBps']*1e12/copy_bps:.0f}% | {r['xla_bf16_TBps']:.2f} | "
-          f"{r['x_vs_xla_bf16']:.2f}x | {r['x_vs_xla_dequant_dot']:.1f}x | {worst_err(r):.1e} | "
+          f"{r['x_vs_xla_bf16']:.2f}x | {r['x_vs_xla_dequant_dot']:.1f}x | {_errors(r)} | "
           f"{'; '.join(tgt)} | {r['config']} |")
   return "\n".join(lines)
 
@@ -216,6 +225,41 @@ def h200_s7_section() -> list[str]:
   ]
 
 
+def h200_s8_section() -> list[str]:
+  """Session 8 on the H200: the quantize re-check, the E2M1 bit decode, its roofline."""
+  quant8 = [("s8 re-check", _load("kernels_quant_s8_recheck.json"))]
+  wo8 = [("s8", _load(f"kernels_wo_s8_fp4_{n}.json")) for n in (
+      "bits", "bits_prefill", "configs", "defaults", "4096x14336")]
+  wo7 = [("s7", _load(f"kernels_wo_s7_{n}.json")) for n in ("int4_default", "4096x14336")]
+  head = wo8[0][1]
+  copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
+  roofline(wo7 + wo8[3:], quant8, copy_bps, gemm,
+           os.path.join(RES, "kernels_roofline_h200_s8.png"))
+  return [
+      "",
+      "# Session 8: H200",
+      "",
+      "The quantize benchmark again (FP8 1x128's NaN-scale fix: bit-exact), and MXFP4 / NVFP4 "
+      "with the E2M1 bit decode: first the decode alone (`bits`, `bits_prefill`), then configs "
+      "(`configs`, NVFP4's rows cut by the run's time limit), then the new defaults with "
+      "NVFP4's one-multiply decode (`defaults`; MXFP4 M = 32 cut by the time limit). "
+      "'one-hot' counts the elements of the kernel's dequantized weights that differ from "
+      "`layout.dequantize` (NVFP4: 1 f32 ulp, s_t's order).",
+      "",
+      "## Fused block quantization",
+      "",
+      quant_table(quant8),
+      "",
+      "## Weight-only matmul",
+      "",
+      wo_table(wo8, copy_bps),
+      "",
+      "The H200 now (session 7's INT4 defaults and 4096 x 14336, session 8's FP4 defaults):",
+      "",
+      "![roofline H200 s8](kernels_roofline_h200_s8.png)",
+  ]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -295,6 +339,7 @@ def main():
   ]
   md += h200_section()
   md += h200_s7_section()
+  md += h200_s8_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))

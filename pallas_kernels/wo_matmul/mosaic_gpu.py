@@ -28,8 +28,9 @@ flight. Per 128-wide chunk of K within a step:
 
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
 scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
-(a power of two or an E4M3 value times an E2M1 value), and for NF4 the f32 product rounded once
-to bf16 (the weight bitsandbytes' dequantization gives in bf16).
+(a power of two or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its
+output 2^8 s_t: `NVFP4_PRESCALE_LOG2`), and for NF4 the f32 product rounded once to bf16 (the
+weight bitsandbytes' dequantization gives in bf16).
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
