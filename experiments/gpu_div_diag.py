@@ -1,6 +1,5 @@
 """Checks mxjax.formats.div_rn against numpy's IEEE float32 division on the device."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mxjax.formats import div_rn

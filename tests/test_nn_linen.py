@@ -165,7 +165,7 @@ def test_linen_layers_equal_fake_quant_reference(module, eq):
   policy = mnn.Policy([mnn.Rule("", weight="mxfp8_e4m3", activation="int8")])
   qmodel, qv = mnn.quantize(module, policy, params=v, example_args=(x,))
   assert qmodel.report.quantized == ("",)
-  k, b = v["params"]["kernel"], v["params"]["bias"]
+  b = v["params"]["bias"]
   kq = qv["params"]["kernel"]
   assert isinstance(kq, mxjax.QArray)
   w = mxjax.dequantize(kq)

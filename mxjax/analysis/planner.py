@@ -35,7 +35,6 @@ import jax.numpy as jnp
 
 from mxjax import schemes as schemes_lib
 from mxjax.analysis.accelerators import Accelerator, get_accelerator
-from mxjax.formats.element import Kind
 from mxjax.quantize import quantize
 from mxjax.schemes import Granularity, Identity, Scheme
 
