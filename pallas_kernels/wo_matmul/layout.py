@@ -346,7 +346,7 @@ def dequantize_nk(pw: PackedWeight) -> jax.Array:
     lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))
     q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k)
   elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
-    q = jnp.asarray(E2M1_TABLE)[pw.w.astype(jnp.int32) & 15]
+    q = e2m1_f32(pw.w.astype(jnp.int32) & 15)  # selects, not a gather (prefill.py)
   else:
     q = pw.w.astype(jnp.float32)
   w = q * jnp.repeat(group_scales(pw).T, pw.group, axis=1)

@@ -32,8 +32,8 @@ def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) ->
   """
   if x.ndim != 2 or x.shape[1] != pw.k:
     raise ValueError(f"x must be (M, {pw.k}), got {x.shape}")
-  # W^T (N, K): no transpose (the GEMM contracts K of both operands), and E2M1 decoded by
-  # arithmetic (`layout.e2m1_bf16`), not the gather XLA makes of a table lookup on a GPU.
+  # W^T (N, K): no transpose (the GEMM contracts K of both operands), and E2M1 decoded by a
+  # select tree (`layout.e2m1_f32`), not the gather XLA makes of a table lookup on a GPU.
   wt = lax.optimization_barrier(dequantize_nk(pw).astype(jnp.bfloat16))
   y = lax.dot_general(x.astype(jnp.bfloat16), wt, (((1,), (1,)), ((), ())),
                       preferred_element_type=jnp.float32)
