@@ -136,16 +136,19 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
 
 
 def _tiled(cfg, inputs):
-  """A config's {"w_tile": [tile_n, tile_k]}: the weight stored block-contiguous (a one-time
-  repacking, `layout.tile_weight`), done here outside the timing."""
-  if "w_tile" not in cfg:
-    return inputs
+  """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
+  (`layout.tile_weight`), {"wgmma_order": true} in the kernels' register order
+  (`layout.order_for_wgmma`); one-time repackings, done here outside the timing."""
   x, p = inputs
-  return x, L.tile_weight(p, *cfg["w_tile"])
+  if cfg.get("wgmma_order"):
+    p = L.order_for_wgmma(p)
+  if "w_tile" in cfg:
+    p = L.tile_weight(p, *cfg["w_tile"])
+  return x, p
 
 
 def _knobs(cfg):
-  return {k: v for k, v in cfg.items() if k != "w_tile"}
+  return {k: v for k, v in cfg.items() if k not in ("w_tile", "wgmma_order")}
 
 
 def onehot_check(fn, pw, m: int) -> dict:
@@ -231,9 +234,6 @@ def bench_wo(args, res):
           out = jax.jit(lambda x, p: kfun(x, p, **unv))(xc, pw)
           row["rel_err"] = C.rel_err(out, ref)
           row["correct"] = bool(row["rel_err"] < 1e-2)
-          if args.onehot:
-            row.update(onehot_check(
-                lambda x, p: kfun(x, p, out_dtype=jnp.float32, **unv), pw, min(m, k)))
         except Exception as e:  # record and go on: the table says what failed
           row["error"] = f"{type(e).__name__}: {e}"[:300]
           print("wo", m, k, n, fmt, row["error"][:200])
@@ -270,6 +270,10 @@ def bench_wo(args, res):
         row["rel_err_best_config"] = C.rel_err(
             jax.jit(lambda x, p: kfun(x, p, **_knobs(cfg), **unv))(*_tiled(cfg, (xc, pw))), ref)
         row["correct"] = bool(row["correct"] and row["rel_err_best_config"] < 1e-2)
+        if args.onehot:  # the timed config's dequantized weights, element by element
+          row.update(onehot_check(
+              lambda x, p: kfun(x, p, out_dtype=jnp.float32, **_knobs(cfg), **unv),
+              _tiled(cfg, (xc, pw))[1], min(m, k)))
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], rotations=tk["rotations"],
                    swept=len(configs))
@@ -447,7 +451,7 @@ def main():
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
   ap.add_argument("--configs", default="", help="wo: JSON list of kernel configs to time")
   ap.add_argument("--onehot", action="store_true",
-                  help="wo: also check each kernel's dequantized weights (`onehot_check`)")
+                  help="wo: also check the timed config's dequantized weights (`onehot_check`)")
   ap.add_argument("--load-split", action="store_true",
                   help="wo: also time the best config's pipeline with an empty body")
   args = ap.parse_args()

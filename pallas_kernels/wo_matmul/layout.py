@@ -18,6 +18,10 @@ The kernels want each output column's weights contiguous along K, because they c
                                 dequant = (q - zp) * s = (q - 8) * s - offset.
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
+Two optional re-storings, each a one-time repacking that every K-order reader undoes:
+`tile_weight` (block-contiguous tiles) and `order_for_wgmma` (int4 codes in the GPU kernels'
+register order within each 32 of K).
+
 The repacking runs once per weight (a transpose and, for UINT4, a re-centring). E2M1 keeps its
 OCP bits because they are already almost a bf16: the GPU kernels move the sign to bit 15 and
 the magnitude to bits 6-8 of a 16-bit half and multiply by 2^126 (`e2m1_pair_bits`), four
@@ -74,6 +78,8 @@ class PackedWeight:
   n: int = dataclasses.field(metadata=dict(static=True))
   # (tile_n, tile_k) if `w` is stored block-contiguous (`tile_weight`), else None.
   w_tile: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
+  # True if each aligned 32 of K of an int4-stored `w` is in `WGMMA_ORDER` (`order_for_wgmma`).
+  wgmma_order: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   @property
   def nbytes(self) -> int:
@@ -312,6 +318,43 @@ def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
   return scale_values(pw.scale, pw.fmt, pw.tensor_scale if tensor_scale else None)
 
 
+# Storage position -> K offset within each aligned 32 of K, for int4-stored weights in the GPU
+# kernels' register order: K offset 8 j + 2 q + e (j, q in 0..3, e in 0..1) is stored at
+# 8 q + 2 j + e, which swaps j and q (so the table is its own inverse). A thread of Mosaic's
+# WGMMA_UPCAST_4X layout loads storage positions 8 q .. 8 q + 7 of each 32 (one 32-bit word:
+# lane q of its row quad), and the WGMMA layout wants that thread to hold K offsets 8 j + 2 q,
+# 8 j + 2 q + 1 for j = 0..3 in its registers j: in this order the loaded word already is those
+# four registers, byte j each (`mosaic_gpu.wgmma_from_upcast_4x`), and no shuffles are needed.
+WGMMA_ORDER = np.array([8 * ((m % 8) // 2) + 2 * (m // 8) + m % 2 for m in range(32)])
+INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
+
+
+def _permute_k32(pw: PackedWeight) -> PackedWeight:
+  """Applies `WGMMA_ORDER` to each aligned 32 of K (its own inverse), flipping `wgmma_order`."""
+  tiles = pw.w_tile
+  pw = untile_weight(pw)
+  w = pw.w.astype(jnp.int8).reshape(pw.n, pw.k // 32, 32)[:, :, WGMMA_ORDER]
+  pw = dataclasses.replace(pw, w=w.reshape(pw.n, pw.k).astype(jnp.int4),
+                           wgmma_order=not pw.wgmma_order)
+  return pw if tiles is None else tile_weight(pw, *tiles)
+
+
+def order_for_wgmma(pw: PackedWeight) -> PackedWeight:
+  """Stores an int4-stored weight (INT4, UINT4, MXFP4, NVFP4) with each aligned 32 of K in
+  `WGMMA_ORDER`, so that the GPU kernels load it straight into their register layout (a
+  one-time repacking, like `tile_weight`). Every other path reads it through `logical_order`."""
+  if pw.fmt not in INT4_STORED:
+    raise ValueError(f"WGMMA order is for int4-stored formats, not {pw.fmt.value}")
+  if pw.k % 32:
+    raise ValueError(f"WGMMA order permutes aligned 32s of K: K={pw.k}")
+  return pw if pw.wgmma_order else _permute_k32(pw)
+
+
+def logical_order(pw: PackedWeight) -> PackedWeight:
+  """The inverse of `order_for_wgmma` (a no-op for a weight in K order)."""
+  return _permute_k32(pw) if pw.wgmma_order else pw
+
+
 def tile_weight(pw: PackedWeight, tile_n: int, tile_k: int) -> PackedWeight:
   """Stores W^T block-contiguous: each (tile_n rows, tile_k of K) block one run of memory,
   blocks in (N tile, K block) order, as `(N / tile_n * K / tile_k * tile_n, tile_k)` (bytes
@@ -340,7 +383,7 @@ def untile_weight(pw: PackedWeight) -> PackedWeight:
 
 def dequantize_nk(pw: PackedWeight) -> jax.Array:
   """W^T, the (N, K) float32 weight a PackedWeight stands for, in the storage orientation."""
-  pw = untile_weight(pw)
+  pw = logical_order(untile_weight(pw))
   fmt = pw.fmt
   if fmt is WeightFormat.NF4:
     lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))

@@ -18,7 +18,9 @@ A CTA's warpgroup owns `tile_n` rows of W^T (with `compute_wgs=2`, two compute w
 half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` TMA copies of (tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in
 flight. Per 128-wide chunk of K within a step:
 
-  q      = int4 tile -> bf16          (WGMMA_UPCAST_4X register layout, Mosaic's fast i4 cast)
+  q      = int4 tile -> bf16          (loaded in WGMMA_UPCAST_4X, relaid out to WGMMA, or for a
+                                       weight in register order relabelled:
+                                       `wgmma_from_upcast_4x`; Mosaic's fast i4 cast)
   for each group g in the chunk (1, 2 or 4 of them):
     part = wgmma(q, x_g^T)            (fresh f32 accumulator, (tile_n, Mp); x_g is x with every
                                        element outside group g zeroed, so one register tile
@@ -70,9 +72,11 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
+# Weights in the kernels' register order (`layout.order_for_wgmma`, read by
+# `wgmma_from_upcast_4x`): lowering-tested on the CPU, not yet run on a GPU.
+WGMMA_ORDER_VERIFIED = False
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
-INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4) + FP4  # loaded by the fast i4 path
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
 
@@ -190,6 +194,41 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
                                 _is_signed=None)
 
   return decode(q, *(() if mult is None else (mult,)))
+
+
+def wgmma_from_upcast_4x(w: jax.Array) -> jax.Array:
+  """(R, C) int4 loaded in the WGMMA_UPCAST_4X layout from a weight in `layout.WGMMA_ORDER`
+  -> the same values as a WGMMA-layout array, with no data movement.
+
+  Both layouts give a thread the same rows; in each aligned 32 columns of storage, UPCAST_4X
+  gives lane q of a row quad one 32-bit word, storage positions 8 q .. 8 q + 7, and WGMMA wants
+  it to hold K offsets 8 j + 2 q, 8 j + 2 q + 1 in its register j (j = 0..3, an int4 pair each).
+  WGMMA_ORDER stores exactly those K offsets there, so register j is byte j of the word: a
+  `vector.extract_strided_slice`, which Mosaic's fast int4 -> bf16 cast and `e2m1_bf16` read
+  from the whole word. Replaces the two relayouts (UPCAST_4X -> 2X -> WGMMA, ~1 shuffle or
+  permute a register pair)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic.gpu import fragmented_array as fa  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(w.shape, w.dtype, layout=plgpu.Layout.WGMMA)
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA_UPCAST_4X,), return_type=out)
+  def relabel(_, arr):
+    src = arr.registers
+    shape = fa.WGMMA_LAYOUT.registers_shape(w.shape)
+    # (row tiles of 64, column tiles of 8 | 32, 1, 1, 8-row half, 1, ...): see the layouts.
+    if (src.shape[1] * 4, *src.shape[2:]) != (shape[1], *shape[2:]) or src.shape[0] != shape[0]:
+      raise NotImplementedError(f"unexpected registers {src.shape} -> {shape} for {w.shape}")
+    regs = np.empty(shape, dtype=object)
+    for idx in np.ndindex(shape):
+      word = src[(idx[0], idx[1] // 4) + idx[2:]]  # vector<8xi4>
+      byte = 2 * (idx[1] % 4)
+      regs[idx] = mgpu.utils.vector_slice(word, slice(byte, byte + 2))
+    return mgpu.FragmentedArray(_registers=regs, _layout=fa.WGMMA_LAYOUT,
+                                _is_signed=arr.is_signed)
+
+  return relabel(w)
 
 
 def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
@@ -350,6 +389,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
+  if pw.wgmma_order and not (WGMMA_ORDER_VERIFIED or allow_unverified):
+    raise NotImplementedError(
+        "weights in WGMMA order (layout.order_for_wgmma) have not run on a GPU yet: pass "
+        "allow_unverified=True (the benchmark does, and checks it), or layout.logical_order(pw)")
   if fp4_scale_bytes is None:
     fp4_scale_bytes = fp4 and prescale
   if nf4_lut is None:
@@ -510,9 +553,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
           return [w.astype(jnp.bfloat16)]
         w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-        # Relayout while still 4-bit (cheaper shuffles), then the decode to bf16.
-        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
-        w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
+        if pw.wgmma_order:  # stored in register order: relabel, no data movement
+          w = wgmma_from_upcast_4x(w)
+        else:  # relayout while still 4-bit (cheaper shuffles), then the decode to bf16
+          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
+          w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
         if not fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if prescale and fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact

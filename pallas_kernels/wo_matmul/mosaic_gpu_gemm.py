@@ -36,13 +36,16 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
+from pallas_kernels.wo_matmul.mosaic_gpu import WGMMA_ORDER_VERIFIED
 from pallas_kernels.wo_matmul.mosaic_gpu import e2m1_bf16
+from pallas_kernels.wo_matmul.mosaic_gpu import wgmma_from_upcast_4x
 from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
 from pallas_kernels.wo_matmul.mosaic_gpu import spread_groups
 
@@ -50,7 +53,6 @@ WG_ROWS = 64  # rows of W^T a compute warpgroup owns: one wgmma's M
 TILE_N = 2 * WG_ROWS  # two compute warpgroups a CTA
 EPI = 64  # output piece stored at a time (rows of M)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
-INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
 BYTE_CODES = (WeightFormat.INT8, WeightFormat.FP8)
 
 # (format, group) pairs that have run, matched the reference and beaten dequant_gemm on an H100
@@ -135,6 +137,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         f"the mosaic_gpu_gemm path for {fmt.value} group {g} has not matched the reference on a "
         "GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'dequant_gemm'")
+  if pw.wgmma_order and not (WGMMA_ORDER_VERIFIED or allow_unverified):
+    raise NotImplementedError(
+        "weights in WGMMA order (layout.order_for_wgmma) have not run on a GPU yet: pass "
+        "allow_unverified=True (the benchmark does, and checks it), or layout.logical_order(pw)")
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu_gemm takes bf16 activations, got {x.dtype}")
   if k != pw.k:
@@ -210,8 +216,11 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     wgmma_layout = plgpu.Layout.WGMMA
     if fmt in INT4_STORED:
       q = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-      q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
-      q = plgpu.layout_cast(q, wgmma_layout)
+      if pw.wgmma_order:  # stored in register order (`layout.order_for_wgmma`)
+        q = wgmma_from_upcast_4x(q)
+      else:
+        q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
+        q = plgpu.layout_cast(q, wgmma_layout)
       if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
         q = e2m1_bf16(q)  # E2M1 bits -> bf16 values, exact
       else:

@@ -72,6 +72,28 @@ def test_e2m1_bit_decode_lowers(name, m):
     assert "mul.rn.bf16x2" in text and "prmt.b32" in text and "sub.bf16x2" not in text
 
 
+@pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "mxfp4", "nvfp4"])
+def test_wgmma_ordered_weights_lower_without_relayouts(name, monkeypatch):
+  # A weight in the kernels' register order (`layout.order_for_wgmma`) is relabelled from its
+  # 32-bit loads (`mosaic_gpu.wgmma_from_upcast_4x`) in the decode kernel (M = 1, and the
+  # two-warpgroup M = 64 config) and the GEMM: no int4 relayout through WGMMA_UPCAST_2X, which
+  # K order needs.
+  plgpu = _compat.plgpu_module()
+  casts, layout_cast = [], plgpu.layout_cast
+  monkeypatch.setattr(plgpu, "layout_cast",
+                      lambda a, lay: casts.append(lay) or layout_cast(a, lay))
+  pw = _weight_shape(name, 8192, 28672)
+  gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  for fn, m in ((decode, 1), (decode, 64), (gemm, 1024)):
+    ordered = lambda x, p, fn=fn: fn(x, wm.layout.order_for_wgmma(p))
+    for f, relayouts in ((fn, True), (ordered, False)):
+      jax.clear_caches()  # lower afresh: a cached trace would make no casts at all
+      casts.clear()
+      _compat.lower_for("cuda", f, _x(m, 8192), pw)
+      assert (plgpu.Layout.WGMMA_UPCAST_2X in casts) == relayouts
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 @pytest.mark.parametrize("m", [1, 64])
 def test_fp4_scale_bytes_lower(name, m):

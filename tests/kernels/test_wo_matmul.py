@@ -325,6 +325,60 @@ def test_split_schedule_and_errors():
     S.split_schedule(6, 2, 8, 3)
 
 
+def test_wgmma_order_is_the_register_layouts_k_offsets():
+  # WGMMA_ORDER: storage position 8 q + i of each 32 of K (lane q's word in Mosaic's
+  # WGMMA_UPCAST_4X layout, nibble i) holds the K offset that lane q's WGMMA register i // 2
+  # holds as element i % 2 (8 j + 2 q + e); a permutation, its own inverse.
+  order = wm.layout.WGMMA_ORDER
+  for q in range(4):
+    for i in range(8):
+      assert order[8 * q + i] == 8 * (i // 2) + 2 * q + i % 2
+  np.testing.assert_array_equal(np.sort(order), np.arange(32))
+  np.testing.assert_array_equal(order[order], np.arange(32))
+
+
+@pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128_asym", "mxfp4", "nvfp4"])
+def test_wgmma_ordered_weight(name):
+  # order_for_wgmma permutes each aligned 32 of K of an int4-stored weight; every path that
+  # reads W^T in K order undoes it, with or without block tiles, and the round trip is exact.
+  preset, overrides = FORMATS[IDS.index(name)]
+  _, pw = _weight(preset, overrides, k=512, n=256)
+  ow = wm.layout.order_for_wgmma(pw)
+  assert ow.wgmma_order and wm.layout.order_for_wgmma(ow) is ow
+  nib = lambda p: np.asarray(p.w.astype(jnp.int8)).reshape(256, 16, 32)
+  np.testing.assert_array_equal(nib(ow), nib(pw)[:, :, wm.layout.WGMMA_ORDER])
+  back = wm.layout.logical_order(ow)
+  assert not back.wgmma_order
+  np.testing.assert_array_equal(nib(back), nib(pw))
+  tiled = wm.layout.tile_weight(ow, 128, 256)
+  assert tiled.wgmma_order and tiled.w_tile == (128, 256)
+  for p in (ow, tiled):
+    np.testing.assert_array_equal(np.asarray(wm.dequantize(p)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(5), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
+  y = wm.wo_matmul(x, tiled, implementation="portable", interpret=True, out_dtype=jnp.float32)
+  assert _rel(y, ref) < 1e-5
+  nf4 = _weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1]
+  with pytest.raises(ValueError, match="int4-stored"):
+    wm.layout.order_for_wgmma(nf4)
+
+
+def test_wgmma_ordered_weight_is_not_a_gpu_default_until_checked(monkeypatch):
+  # Register-order weights have not run on a GPU: the GPU default does not pick the kernels
+  # for them, and naming a kernel raises unless allow_unverified.
+  from pallas_kernels.wo_matmul import mosaic_gpu
+  _, pw = _weight("int4_g128", {}, k=512, n=256)
+  ow = wm.layout.order_for_wgmma(pw)
+  x = jnp.ones((1, 512), jnp.bfloat16)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert wm.api.default_implementation(x, pw) == "mosaic_gpu"
+  assert wm.api.default_implementation(x, ow) == "xla"
+  assert wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), ow) == "dequant_gemm"
+  assert not mosaic_gpu.WGMMA_ORDER_VERIFIED
+  with pytest.raises(NotImplementedError, match="WGMMA order"):
+    mosaic_gpu.wo_matmul_mosaic_gpu(x, ow)
+
+
 @pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[4], FORMATS[6], FORMATS[7]],
                          ids=[IDS[0], IDS[4], IDS[6], IDS[7]])
 def test_block_contiguous_weight(preset, overrides):
