@@ -4,9 +4,9 @@ W: INT4 / UINT4 / NF4 with groups of 32, 64 or 128 along K, MXFP4 (E8M0 per 32),
 per 16 and a tensor scale), or INT8 / FP8 E4M3 with per-channel scales (int8 -> bf16 through the
 WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f16 -> f32 -> bf16,
 exact). E2M1 keeps its OCP bits and is decoded from the 32-bit words of int4 registers by four
-integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`); NF4 bytes are split into nibbles (even / odd k halves, each
-with its half of x) and looked up by a select tree (`layout.nf4_f32`, or as two bf16 terms,
-`layout.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
+integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`); NF4 bytes are split into
+nibbles (even / odd k halves, each with its half of x) and looked up by a select tree
+(`layout.nf4_f32`, or as two bf16 terms, `layout.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
@@ -15,8 +15,8 @@ register-resident left operand of wgmma (64 rows of N per instruction) and the t
 the shared-memory right operand (its N dimension is M, padded to a multiple of 8).
 
 A CTA's warpgroup owns `tile_n` rows of W^T (with `compute_wgs=2`, two compute warpgroups own
-half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` TMA copies of (tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in
-flight. Per 128-wide chunk of K within a step:
+half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` TMA copies of
+(tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in flight. Per 128-wide chunk of K within a step:
 
   q      = int4 tile -> bf16          (loaded in WGMMA_UPCAST_4X, relaid out to WGMMA, or for a
                                        weight in register order relabelled:
@@ -145,8 +145,7 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
   relayout (as Mosaic's own int4 -> bf16 cast finds them); `layout.e2m1_pair_bits` turns the
   word and the slice's place in it into the pair's bf16 bits / 2^126 (4 integer ops, tested on
   the CPU over every code pair), and one PTX `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes:
-  it keeps the subnormal that code 1 (0.5) passes through. Registers that are not slices of a
-  32-bit word are first packed four to a word.
+  it keeps the subnormal that code 1 (0.5) passes through.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
@@ -171,20 +170,15 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
     else:
       mults = [ops.const(BF16_2_POW_126 * 0x10001)] * regs.size
 
-    def word_slice(reg):  # (the 32-bit word a register was sliced from, pair index) or None
+    def word_slice(reg):  # (the 32-bit word a register was sliced from, pair index)
       op = getattr(reg.owner, "opview", None)
-      if (isinstance(op, vector.ExtractStridedSliceOp)
-          and mgpu.utils.bitwidth(op.source.type) == 32 and op.strides[0].value == 1):
-        return mgpu.utils.bitcast(op.source, i32), op.offsets[0].value // 2
-      return None
+      if not (isinstance(op, vector.ExtractStridedSliceOp)
+              and mgpu.utils.bitwidth(op.source.type) == 32 and op.strides[0].value == 1):
+        raise NotImplementedError("e2m1_bf16 reads int4 registers sliced from 32-bit words (as "
+                                  f"the int4 loads and relayouts make them), got {reg}")
+      return mgpu.utils.bitcast(op.source, i32), op.offsets[0].value // 2
 
     places = [word_slice(r) for r in regs.flat]
-    if any(p is None for p in places):
-      if regs.size % 4:
-        raise NotImplementedError(f"e2m1_bf16 packs registers four to a word: {regs.size}")
-      flat = list(regs.flat)
-      places = [(mgpu.utils.bitcast(mgpu.utils.vector_concat(flat[i - i % 4:i - i % 4 + 4]),
-                                    i32), i % 4) for i in range(len(flat))]
     new = np.empty(regs.size, dtype=object)
     for i, (word, part) in enumerate(places):
       bits = e2m1_pair_bits(word, part, ops)

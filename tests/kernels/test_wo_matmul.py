@@ -325,16 +325,45 @@ def test_split_schedule_and_errors():
     S.split_schedule(6, 2, 8, 3)
 
 
-def test_wgmma_order_is_the_register_layouts_k_offsets():
-  # WGMMA_ORDER: storage position 8 q + i of each 32 of K (lane q's word in Mosaic's
-  # WGMMA_UPCAST_4X layout, nibble i) holds the K offset that lane q's WGMMA register i // 2
-  # holds as element i % 2 (8 j + 2 q + e); a permutation, its own inverse.
+def _owners(layout, shape):
+  """{(thread, register index, vector element): (row, col)} of a Mosaic GPU TiledLayout, from
+  its own tiling (`Tiling.untile_indices`) and its warp / lane / vector dims, delinearized
+  first-major as `TiledLayout._delinearize_index` does."""
+  tiled = layout.tiling.tile_shape(shape)
+  nd = len(tiled)
+  warp, lane = [d % nd for d in layout.warp_dims], [d % nd for d in layout.lane_dims]
+  vec = layout.vector_dim % nd
+  linear = lambda t, ds: int(np.ravel_multi_index([t[d] for d in ds], [tiled[d] for d in ds]))
+  out = {}
+  for t in np.ndindex(tiled):
+    reg = tuple(0 if i in warp + lane + [vec] else t[i] for i in range(nd))
+    out[(32 * linear(t, warp) + linear(t, lane), reg, t[vec])] = layout.tiling.untile_indices(t)
+  return out
+
+
+def test_wgmma_order_matches_the_register_layouts():
+  # What `mosaic_gpu.wgmma_from_upcast_4x` relies on, from Mosaic's own layout definitions:
+  # a thread's WGMMA_UPCAST_4X register (a, j // 4, ..) element 2 (j % 4) + e holds, for a
+  # weight stored in WGMMA_ORDER, the (row, K) that its WGMMA register (a, j, ..) holds as
+  # element e. The layout model is first checked against the thread maps Mosaic's source draws.
+  from jax.experimental.mosaic.gpu import fragmented_array as fa
+  wgmma = _owners(fa.WGMMA_LAYOUT, (64, 128))
+  row0 = {c: t for (t, _, _), (r, c) in wgmma.items() if r == 0 and c < 8}
+  assert [row0[c] for c in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
+  row1 = {c: t for (t, _, _), (r, c) in wgmma.items() if r == 1 and c < 8}
+  assert [row1[c] for c in range(8)] == [4, 4, 5, 5, 6, 6, 7, 7]
+  up2 = _owners(fa.WGMMA_LAYOUT_UPCAST_2X, (64, 128))
+  row0 = {c: t for (t, _, _), (r, c) in up2.items() if r == 0 and c < 16}
+  assert [row0[c] for c in range(16)] == [0] * 4 + [2] * 4 + [1] * 4 + [3] * 4
   order = wm.layout.WGMMA_ORDER
-  for q in range(4):
-    for i in range(8):
-      assert order[8 * q + i] == 8 * (i // 2) + 2 * q + i % 2
-  np.testing.assert_array_equal(np.sort(order), np.arange(32))
-  np.testing.assert_array_equal(order[order], np.arange(32))
+  np.testing.assert_array_equal(order[order], np.arange(32))  # a permutation, its own inverse
+  for rows in (64, 128):
+    wgmma = _owners(fa.WGMMA_LAYOUT, (rows, 128))
+    up4 = _owners(fa.WGMMA_LAYOUT_UPCAST_4X, (rows, 128))
+    for (thread, reg, e), (row, k) in wgmma.items():
+      src = (reg[0], reg[1] // 4) + reg[2:]
+      row_s, m = up4[(thread, src, 2 * (reg[1] % 4) + e)]
+      assert (row_s, 32 * (m // 32) + order[m % 32]) == (row, k)
 
 
 @pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128_asym", "mxfp4", "nvfp4"])
