@@ -135,7 +135,7 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
   return best
 
 
-def _tiled(cfg, inputs):
+def _stored(cfg, inputs):
   """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
   (`layout.tile_weight`), {"wgmma_order": true} in the kernels' register order
   (`layout.order_for_wgmma`); one-time repackings, done here outside the timing."""
@@ -254,9 +254,9 @@ def bench_wo(args, res):
         def check(cfg):
           C.poison()
           return C.rel_err(jax.jit(lambda x, p: kfun(x, p, **_knobs(cfg), **unv))(
-              *_tiled(cfg, (xc, pw))), ref)
+              *_stored(cfg, (xc, pw))), ref)
         best = fastest_config(lambda x, p, cfg: kfun(x, p, **_knobs(cfg), **unv), configs,
-                              [(x, p) for *_, p in q_sets], log=timed, prepare=_tiled,
+                              [(x, p) for *_, p in q_sets], log=timed, prepare=_stored,
                               check=check if len(configs) > 1 else None)
         if len(configs) > 1:
           row["configs_timed"] = timed
@@ -268,18 +268,18 @@ def bench_wo(args, res):
         tuned[bucket] = cfg
         C.poison()
         row["rel_err_best_config"] = C.rel_err(
-            jax.jit(lambda x, p: kfun(x, p, **_knobs(cfg), **unv))(*_tiled(cfg, (xc, pw))), ref)
+            jax.jit(lambda x, p: kfun(x, p, **_knobs(cfg), **unv))(*_stored(cfg, (xc, pw))), ref)
         row["correct"] = bool(row["correct"] and row["rel_err_best_config"] < 1e-2)
         if args.onehot:  # the timed config's dequantized weights, element by element
           row.update(onehot_check(
               lambda x, p: kfun(x, p, out_dtype=jnp.float32, **_knobs(cfg), **unv),
-              _tiled(cfg, (xc, pw))[1], min(m, k)))
+              _stored(cfg, (xc, pw))[1], min(m, k)))
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], rotations=tk["rotations"],
                    swept=len(configs))
         if args.load_split and m <= 64:  # the same pipeline with an empty body
           tl = C.time_op(lambda x, p: kfun(x, p, **_knobs(cfg), **unv, load_only=True),
-                         [_tiled(cfg, (x, p)) for *_, p in q_sets])
+                         [_stored(cfg, (x, p)) for *_, p in q_sets])
           row.update(load_only_s=tl["time_s"], load_only_TBps=wbytes / tl["time_s"] / 1e12)
         row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
         row["kernel_TFLOPs"] = flops / tk["time_s"] / 1e12

@@ -81,6 +81,14 @@ SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
 
 
+def check_wgmma_order(pw: PackedWeight, allow_unverified: bool) -> None:
+  """Raises for a weight in register order until that path has run on a GPU (both kernels)."""
+  if pw.wgmma_order and not (WGMMA_ORDER_VERIFIED or allow_unverified):
+    raise NotImplementedError(
+        "weights in WGMMA order (layout.order_for_wgmma) have not run on a GPU yet: pass "
+        "allow_unverified=True (the benchmark does, and checks it), or layout.logical_order(pw)")
+
+
 def _mlir_word_ops() -> WordOps:
   """`layout.WordOps` as MLIR ops on i32 values, for the decodes written against it."""
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
@@ -383,10 +391,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
-  if pw.wgmma_order and not (WGMMA_ORDER_VERIFIED or allow_unverified):
-    raise NotImplementedError(
-        "weights in WGMMA order (layout.order_for_wgmma) have not run on a GPU yet: pass "
-        "allow_unverified=True (the benchmark does, and checks it), or layout.logical_order(pw)")
+  check_wgmma_order(pw, allow_unverified)
   if fp4_scale_bytes is None:
     fp4_scale_bytes = fp4 and prescale
   if nf4_lut is None:
