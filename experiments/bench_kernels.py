@@ -321,6 +321,7 @@ def bench_quant(args, res):
   from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import schemes as QS  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.testdata import rounding_midpoints  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize.testdata import special_values  # pylint: disable=g-import-not-at-top
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
   rows = res.setdefault("fused_quantize", [])
@@ -343,10 +344,9 @@ def bench_quant(args, res):
         xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
               * jnp.exp(3 * jax.random.normal(jax.random.fold_in(key, 2), (m, 1)))
               ).astype(jnp.bfloat16)
-        xs = xc.at[0, :256].set(0).at[1, :64].set(1e-38).at[2, 3].set(3e38).at[3, 5].set(-2e-40)
+        xs = special_values(3, m, k)  # the tests' special values (testdata.py)
         xt = jnp.tile(rounding_midpoints(9, 512, k), (m // 512, 1))  # ties of x / s
-        xn = xc.at[4, 7].set(jnp.nan).at[6, 300].set(-jnp.nan).at[8, 5].set(jnp.inf) \
-            .at[9, 1000].set(-jnp.inf)
+        xn = special_values(4, m, k, nonfinite=True)
         mism = []
         for xin in (xc, xs, xt, xn):
           ref = mx(xin)
