@@ -6,10 +6,10 @@ multiplies `contract`, so `a * b + c` may or may not become one fused multiply-a
 promise bit-exactness need both operations as IEEE 754 defines them; these emit the PTX
 instructions directly, one per element:
 
-- `div_rn`: `div.rn.ftz.f32`, the correctly rounded quotient, subnormal inputs and results
-  flushed to zero. Where mxjax's reference meets a subnormal quotient it takes XLA's own
-  division, which flushes on the CPU and is approximate on the GPU, so blocks whose scale would
-  be an f32 subnormal (amax below ~1e-37) are outside the kernels' bit-exactness claim;
+- `div_rn`: `div.rn.f32`, the correctly rounded quotient, subnormal inputs and results kept,
+  as XLA's own GPU division keeps them (which mxjax's reference takes for subnormal operands
+  and results): an INT4 block of amax below 2^-123 has a subnormal scale, and a flushing
+  division (`.ftz`, used until 2026-12-04) zeroed it where the reference did not;
 - `fma_rn`: `fma.rn.f32`, `a * b + c` rounded once, subnormals kept (the remainder of a
   division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`).
 
@@ -92,8 +92,9 @@ def _pointwise(instr: str, layout: str | None, *args: jax.Array) -> jax.Array:
 
 
 def div_rn(a, b, *, layout: str | None = None) -> jax.Array:
-  """Correctly rounded float32 a / b (`div.rn.ftz.f32`); either operand may be a scalar."""
-  return _pointwise("div.rn.ftz.f32", layout, a, b)
+  """Correctly rounded float32 a / b (`div.rn.f32`, subnormals kept); either operand may be a
+  scalar."""
+  return _pointwise("div.rn.f32", layout, a, b)
 
 
 def fma_rn(a, b, c, *, layout: str | None = None) -> jax.Array:

@@ -333,7 +333,12 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
     # A zero or NaN scale gives codes 0 (mxjax's answer); an infinite one x * 0, as x / inf.
     ok = s > 0
     sd = jnp.where(ok, s, jnp.float32(1.0))
-    return s, sd, div(jnp.float32(1.0), sd), ok
+    # `div_fma` needs |x| above ~2^-100 near a rounding midpoint, and 1 / s overflows for a
+    # subnormal s (an INT4 block of amax below ~2^-123, on a GPU, which keeps subnormals). Tiny
+    # blocks are lifted by 2^64, x and s alike: exact, so x / s and its rounding are unchanged.
+    lift = jnp.where(sd < jnp.float32(2.0**-60), jnp.float32(2.0**64), jnp.float32(1.0))
+    sd = sd * lift
+    return s, sd, div(jnp.float32(1.0), sd), ok, lift
   if name == "nvfp4":
     return _nvfp4_state(amax, *ts, div=div, fma=fma)
   raise ValueError(name)
@@ -356,10 +361,11 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
     def enc(x):
       return code((x * _row(f1, x)) * _row(f2, x))
   elif name in ("fp8_e4m3_block128", "int4_g128"):
-    _, sd, r, ok = state
+    _, sd, r, ok, lift = state
     fp8 = name == "fp8_e4m3_block128"
 
     def enc(x):
+      x = x * _row(lift, x)
       if fma is not None:
         c = quotient_fma(x, sd, r, fma, fp8=fp8)
       else:

@@ -273,6 +273,29 @@ def test_quotient_fma_is_the_correctly_rounded_quotient(fp8):
   assert (np.asarray(code(xj * rj[:, None])) != want).sum() > 100
 
 
+@pytest.mark.parametrize("scheme", ["int4_g128", "fp8_e4m3_block128"])
+def test_fma_element_path_on_tiny_blocks(scheme):
+  # The GPU kernels' element path (block_state + an FMA quotient) on midpoint-tie blocks of
+  # amax 2^-90 .. 2^-122: Markstein's correction fails for |x| below ~2^-100 (and 1 / s
+  # overflows for the subnormal scales a GPU keeps), unless block_state lifts tiny blocks.
+  from mxjax.formats.exact import div_rn
+  sch = S.get_scheme(scheme)
+  x = np.asarray(rounding_midpoints(11, 96, 512), np.float32)
+  for e in (-90, -100, -110, -118, -122):
+    xs = jnp.asarray(x * np.float32(2.0**e) / np.abs(x).max()).astype(jnp.bfloat16)
+    want = _mx(xs, scheme)
+    b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
+    state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
+    got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact)(b))
+    codes = np.asarray(want.codes).view(np.uint8)
+    if scheme == "int4_g128":
+      codes = np.stack([codes & 15, codes >> 4], axis=-1)
+    codes = codes.reshape(got.shape)
+    assert (codes != 0).sum() > 200, e  # the blocks are not all flushed to zero
+    np.testing.assert_array_equal(got, codes, err_msg=f"amax 2^{e}")
+    np.testing.assert_array_equal(_bits(np.asarray(state[0])), _bits(np.asarray(want.scale).reshape(-1)))
+
+
 def test_nvfp4_block_state_with_fma_is_the_same():
   # The GPU kernels pass an FMA, and NVFP4's block divisions become `div_fma`s: the same state.
   from mxjax.formats.exact import div_rn
