@@ -137,11 +137,14 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
 
 def _stored(cfg, inputs):
   """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
-  (`layout.tile_weight`), {"wgmma_order": true} in the kernels' register order
-  (`layout.order_for_wgmma`); one-time repackings, done here outside the timing."""
+  (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
+  the kernels' register order (`layout.order_for_wgmma`); absent: as `repack` stores it on a
+  GPU. One-time repackings, done here outside the timing."""
   x, p = inputs
-  if cfg.get("wgmma_order"):
+  if cfg.get("wgmma_order", L.default_wgmma_order(p.fmt, p.k)):
     p = L.order_for_wgmma(p)
+  else:
+    p = L.logical_order(p)
   if "w_tile" in cfg:
     p = L.tile_weight(p, *cfg["w_tile"])
   return x, p
@@ -193,13 +196,15 @@ def bench_wo(args, res):
       grp = grp or k
       key = jax.random.key(hash((k, n, spec)) % 2**31)
       codes, scale, zp = make_int4(key, k, n, fmt, grp)
-      pw = L.repack(codes, scale, fmt=fmt, group=grp, **repack_kw(fmt, zp))
+      # K order here (the baselines' storage); each config's own is `_stored`'s.
+      pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, **repack_kw(fmt, zp))
       wbytes = pw.nbytes
       r_q = C.rotations(wbytes)
       q_sets = []
       for i in range(r_q):
         c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp)
-        q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, **repack_kw(fmt, z))))
+        q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, wgmma_order=False,
+                                         **repack_kw(fmt, z))))
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
                  for i in range(r_b)]

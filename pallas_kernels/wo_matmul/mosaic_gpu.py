@@ -72,21 +72,10 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
-# Weights in the kernels' register order (`layout.order_for_wgmma`, read by
-# `wgmma_from_upcast_4x`): lowering-tested on the CPU, not yet run on a GPU.
-WGMMA_ORDER_VERIFIED = False
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
-
-
-def check_wgmma_order(pw: PackedWeight, allow_unverified: bool) -> None:
-  """Raises for a weight in register order until that path has run on a GPU (both kernels)."""
-  if pw.wgmma_order and not (WGMMA_ORDER_VERIFIED or allow_unverified):
-    raise NotImplementedError(
-        "weights in WGMMA order (layout.order_for_wgmma) have not run on a GPU yet: pass "
-        "allow_unverified=True (the benchmark does, and checks it), or layout.logical_order(pw)")
 
 
 def _mlir_word_ops() -> WordOps:
@@ -391,7 +380,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
-  check_wgmma_order(pw, allow_unverified)
   if fp4_scale_bytes is None:
     fp4_scale_bytes = fp4 and prescale
   if nf4_lut is None:

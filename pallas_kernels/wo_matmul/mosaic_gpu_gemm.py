@@ -43,7 +43,6 @@ from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
-from pallas_kernels.wo_matmul.mosaic_gpu import check_wgmma_order
 from pallas_kernels.wo_matmul.mosaic_gpu import e2m1_bf16
 from pallas_kernels.wo_matmul.mosaic_gpu import wgmma_from_upcast_4x
 from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
@@ -137,7 +136,6 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         f"the mosaic_gpu_gemm path for {fmt.value} group {g} has not matched the reference on a "
         "GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'dequant_gemm'")
-  check_wgmma_order(pw, allow_unverified)
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu_gemm takes bf16 activations, got {x.dtype}")
   if k != pw.k:

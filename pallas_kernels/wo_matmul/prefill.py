@@ -16,6 +16,7 @@ from jax import lax
 
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import dequantize_nk
+from pallas_kernels.wo_matmul.layout import storage_order
 
 
 def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) -> jax.Array:
@@ -34,7 +35,9 @@ def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) ->
     raise ValueError(f"x must be (M, {pw.k}), got {x.shape}")
   # W^T (N, K): no transpose (the GEMM contracts K of both operands), and E2M1 decoded by a
   # select tree (`layout.e2m1_f32`), not the gather XLA makes of a table lookup on a GPU.
-  wt = lax.optimization_barrier(dequantize_nk(pw).astype(jnp.bfloat16))
-  y = lax.dot_general(x.astype(jnp.bfloat16), wt, (((1,), (1,)), ((), ())),
+  # A weight stored in register order is dequantized in that order and x permuted to match.
+  wt = lax.optimization_barrier(dequantize_nk(pw, stored_order=True).astype(jnp.bfloat16))
+  xs = storage_order(x.astype(jnp.bfloat16), pw)
+  y = lax.dot_general(xs, wt, (((1,), (1,)), ((), ())),
                       preferred_element_type=jnp.float32)
   return y.astype(out_dtype or x.dtype)

@@ -387,25 +387,36 @@ def test_wgmma_ordered_weight(name):
   ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
   y = wm.wo_matmul(x, tiled, implementation="portable", interpret=True, out_dtype=jnp.float32)
   assert _rel(y, ref) < 1e-5
+  # The prefill path dequantizes in storage order (no int4 transpose) and permutes x to match.
+  stored = wm.layout.dequantize_nk(tiled, stored_order=True)
+  np.testing.assert_array_equal(np.asarray(stored),
+                                np.asarray(wm.layout.storage_order(wm.layout.dequantize_nk(pw), ow)))
+  y = wm.wo_matmul(x, ow, implementation="dequant_gemm", out_dtype=jnp.float32)
+  assert _rel(y, wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)) < 1e-6
   nf4 = _weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1]
   with pytest.raises(ValueError, match="int4-stored"):
     wm.layout.order_for_wgmma(nf4)
 
 
-def test_wgmma_ordered_weight_is_not_a_gpu_default_until_checked(monkeypatch):
-  # Register-order weights have not run on a GPU: the GPU default does not pick the kernels
-  # for them, and naming a kernel raises unless allow_unverified.
-  from pallas_kernels.wo_matmul import mosaic_gpu
-  _, pw = _weight("int4_g128", {}, k=512, n=256)
-  ow = wm.layout.order_for_wgmma(pw)
-  x = jnp.ones((1, 512), jnp.bfloat16)
+def test_repack_stores_register_order_on_a_gpu(monkeypatch):
+  # On a GPU backend `repack` stores int4-stored weights in WGMMA_ORDER (the decode kernel
+  # then skips a relayout: checked on an H200, 2026-12-04), K order elsewhere and for NF4 and
+  # the 8-bit formats; `wgmma_order=` overrides. The GPU default runs the kernels either way.
+  q, pw = _weight("int4_g128", {}, k=512, n=256)
+  assert not pw.wgmma_order  # this CPU backend
+  assert wm.repack_qarray(q, wgmma_order=True).wgmma_order
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert wm.api.default_implementation(x, pw) == "mosaic_gpu"
-  assert wm.api.default_implementation(x, ow) == "xla"
-  assert wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), ow) == "dequant_gemm"
-  assert not mosaic_gpu.WGMMA_ORDER_VERIFIED
-  with pytest.raises(NotImplementedError, match="WGMMA order"):
-    mosaic_gpu.wo_matmul_mosaic_gpu(x, ow)
+  ow = wm.repack_qarray(q)
+  assert ow.wgmma_order
+  np.testing.assert_array_equal(np.asarray(ow.w.astype(jnp.int8)),
+                                np.asarray(wm.layout.order_for_wgmma(pw).w.astype(jnp.int8)))
+  assert not wm.repack_qarray(q, wgmma_order=False).wgmma_order
+  for name in ("nf4_g64", "int8", "fp8_e4m3_rowwise"):
+    assert not wm.repack_qarray(_weight(*FORMATS[IDS.index(name)], k=512, n=256)[0]).wgmma_order
+  x = jnp.ones((1, 512), jnp.bfloat16)
+  assert wm.api.default_implementation(x, ow) == "mosaic_gpu"
+  assert wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), ow) == \
+      wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), pw)
 
 
 @pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[4], FORMATS[6], FORMATS[7]],
