@@ -266,7 +266,7 @@ def h200_s9_section() -> list[str]:
             ("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))]
   wo9 = [("s9", _load(f"kernels_wo_s9_{n}.json")) for n in (
       "wgmma_order_int4", "wgmma_order_fp4", "wgmma_order_m32", "wgmma_order_prefill",
-      "default_4096x14336")]
+      "default_4096x14336", "default_m64")]
   head = wo9[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
   roofline(wo9, quant9[1:], copy_bps, gemm, os.path.join(RES, "kernels_roofline_h200_s9.png"))
@@ -277,7 +277,7 @@ def h200_s9_section() -> list[str]:
       "Weights stored in the kernels' register order (`layout.WGMMA_ORDER`), each row the "
       "faster of K order ({}) and register order ({'wgmma_order': True}), both checked (the JSON's "
       "`configs_timed` has each time); since then `repack` stores register order on a GPU "
-      "(so in the last run, `default_4096x14336`, {} is register order). "
+      "(so in the last runs, `default_4096x14336` and `default_m64`, {} is register order). "
       "The quantize check with the tests' special values found INT4's subnormal-scale "
       "block flushed by `div.rn.ftz` (`s9 before fix`: 65 bytes), fixed (`s9 div.rn`).",
       "",
