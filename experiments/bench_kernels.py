@@ -139,19 +139,22 @@ def _stored(cfg, inputs):
   """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
   (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
   the kernels' register order (`layout.order_for_wgmma`); absent: as `repack` stores it on a
-  GPU. One-time repackings, done here outside the timing."""
+  GPU; {"scale_bf16": true} FP4 scales as bf16 multipliers (`layout.fp4_scales_bf16`).
+  One-time repackings, done here outside the timing."""
   x, p = inputs
   if cfg.get("wgmma_order", L.default_wgmma_order(p.fmt, p.k)):
     p = L.order_for_wgmma(p)
   else:
     p = L.logical_order(p)
+  if cfg.get("scale_bf16"):
+    p = L.fp4_scales_bf16(p)
   if "w_tile" in cfg:
     p = L.tile_weight(p, *cfg["w_tile"])
   return x, p
 
 
 def _knobs(cfg):
-  return {k: v for k, v in cfg.items() if k not in ("w_tile", "wgmma_order")}
+  return {k: v for k, v in cfg.items() if k not in ("w_tile", "wgmma_order", "scale_bf16")}
 
 
 def onehot_check(fn, pw, m: int) -> dict:

@@ -18,9 +18,10 @@ The kernels want each output column's weights contiguous along K, because they c
                                 dequant = (q - zp) * s = (q - 8) * s - offset.
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
-Two optional re-storings, each a one-time repacking that every K-order reader undoes:
-`tile_weight` (block-contiguous tiles) and `order_for_wgmma` (int4 codes in the GPU kernels'
-register order within each 32 of K). `repack` stores int4-stored weights in that register order
+Three optional re-storings, each a one-time repacking that every other reader undoes:
+`tile_weight` (block-contiguous tiles), `order_for_wgmma` (int4 codes in the GPU kernels'
+register order within each 32 of K) and `fp4_scales_bf16` (FP4 block scales as the bf16
+multipliers the GPU decode kernel applies, so it decodes no scale bytes). `repack` stores int4-stored weights in that register order
 when it runs on a GPU (the decode kernel then skips a shuffle, 6-16% faster on an H200), in K
 order elsewhere; `wgmma_order=` overrides.
 
@@ -82,6 +83,9 @@ class PackedWeight:
   w_tile: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
   # True if each aligned 32 of K of an int4-stored `w` is in `WGMMA_ORDER` (`order_for_wgmma`).
   wgmma_order: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # MXFP4 / NVFP4 only: True if `scale` holds bf16 multipliers (`fp4_scales_bf16`), not the
+  # stored E8M0 / E4M3 scales.
+  scale_bf16: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   @property
   def nbytes(self) -> int:
@@ -330,7 +334,45 @@ def scale_bytes_f32(b: jax.Array, fmt: WeightFormat) -> jax.Array:
 def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
   """The per-group scales (G, N) as float32 (`scale_values`; NVFP4 without s_t if not
   `tensor_scale`)."""
+  pw = fp4_scales_stored(pw)
   return scale_values(pw.scale, pw.fmt, pw.tensor_scale if tensor_scale else None)
+
+
+# NVFP4's prescaled GPU decode multiplies the E2M1 bits (value / 2^126) by s_b * 2^118 (a bf16
+# for every E4M3 s_b: 2^109 .. 448 * 2^118): one multiply gives value * s_b / 2^8, exact in
+# bf16 (2^-18 .. 10.5), and the output is multiplied back by 2^8 with s_t.
+NVFP4_PRESCALE_LOG2 = 118
+
+
+def fp4_scales_bf16(pw: PackedWeight) -> PackedWeight:
+  """Stores MXFP4 / NVFP4 block scales as the bf16 numbers the GPU decode kernel multiplies the
+  decoded E2M1 bits (value / 2^126) by: 2^(e - 127) (MXFP4; 2^-127 a bf16 subnormal, 0xFF NaN)
+  and s_b 2^118 (NVFP4), each exact, 2 bytes a group in place of 1 (+6% / +11% of the weight's
+  bytes). The kernel then decodes no scale bytes; `fp4_scales_stored` undoes it."""
+  if pw.fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+    raise ValueError(f"bf16 scale multipliers are for MXFP4 / NVFP4, not {pw.fmt.value}")
+  if pw.scale_bf16:
+    return pw
+  if pw.fmt is WeightFormat.NVFP4:
+    s = (scale_values(pw.scale, pw.fmt) * 2.0**NVFP4_PRESCALE_LOG2).astype(jnp.bfloat16)
+  else:  # built from the bits, so no backend flushes the subnormal 2^-127
+    e = pw.scale.astype(jnp.uint16)
+    bits = jnp.where(e == 0, jnp.uint16(0x0040), jnp.where(e == 255, jnp.uint16(0x7FC0), e << 7))
+    s = jax.lax.bitcast_convert_type(bits, jnp.bfloat16)
+  return dataclasses.replace(pw, scale=s, scale_bf16=True)
+
+
+def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
+  """The inverse of `fp4_scales_bf16` (a no-op for stored scales): E8M0 bytes / E4M3 again."""
+  if not pw.scale_bf16:
+    return pw
+  if pw.fmt is WeightFormat.NVFP4:
+    s = pw.scale.astype(jnp.float32) * 2.0**-NVFP4_PRESCALE_LOG2
+    scale = s.astype(jnp.float8_e4m3fn)
+  else:  # the biased exponent field: 0 for the subnormal 2^-127, 255 for NaN
+    bits = jax.lax.bitcast_convert_type(pw.scale, jnp.uint16)
+    scale = ((bits >> 7) & 0xFF).astype(jnp.uint8)
+  return dataclasses.replace(pw, scale=scale, scale_bf16=False)
 
 
 # Storage position -> K offset within each aligned 32 of K, for int4-stored weights in the GPU

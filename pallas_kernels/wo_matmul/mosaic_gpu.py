@@ -55,6 +55,7 @@ from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import WordOps
 from pallas_kernels.wo_matmul.layout import BF16_2_POW_126
+from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
 from pallas_kernels.wo_matmul.layout import e2m1_pair_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
@@ -72,6 +73,9 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
+# FP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`): lowered on the CPU, not yet
+# run on a GPU.
+SCALE_BF16_VERIFIED = False
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
@@ -124,12 +128,6 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
                  for r in (lo, hi))
 
   return lookup(codes)
-
-
-# NVFP4's prescaled decode multiplies the E2M1 bits (value / 2^126) by s_b * 2^118 (a bf16 for
-# every E4M3 s_b: 2^109 .. 448 * 2^118): one multiply gives value * s_b / 2^8, exact in bf16
-# (2^-18 .. 10.5), and the output is multiplied back by 2^8 with s_t.
-NVFP4_PRESCALE_LOG2 = 118
 
 
 def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
@@ -343,7 +341,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       decode them in registers (`layout.scale_bytes_f32`), instead of XLA widening them to f32 on
       every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4).
       Default (None): on for prescaled FP4 (H100, 8192 x 28672, M = 1: MXFP4 100 us against
-      104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131).
+      104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131). A weight whose scales are
+      stored as bf16 multipliers (`layout.fp4_scales_bf16`) has nothing to decode: the kernel
+      loads them as they are (not yet run on a GPU: `SCALE_BF16_VERIFIED`).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -380,8 +380,16 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
+  if pw.scale_bf16 and not SCALE_BF16_VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        "bf16 scale multipliers (layout.fp4_scales_bf16) have not run on a GPU yet: pass "
+        "allow_unverified=True (the benchmark does, and checks it), or layout.fp4_scales_stored")
+  if pw.scale_bf16 and not prescale:
+    raise ValueError("bf16 scale multipliers are applied to the weights: prescale=True")
   if fp4_scale_bytes is None:
-    fp4_scale_bytes = fp4 and prescale
+    fp4_scale_bytes = fp4 and prescale and not pw.scale_bf16
+  if fp4_scale_bytes and pw.scale_bf16:
+    raise ValueError("fp4_scale_bytes decodes stored scale bytes; these scales are bf16")
   if nf4_lut is None:
     nf4_lut = nf4 and prescale
   if fp4_scale_bytes and not (fp4 and prescale):
@@ -466,7 +474,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     xg = [group_copies(xp, CHUNK, g)]
   w_in = pw.w
   scale_in = pw.scale
-  if fp4 and fp4_scale_bytes:  # stored bytes, decoded in the kernel; NVFP4's E4M3 as uint8
+  if pw.scale_bf16:  # the multipliers themselves (NVFP4's with 2^118): no decode at all
+    scale_in = pw.scale
+  elif fp4 and fp4_scale_bytes:  # stored bytes, decoded in the kernel; NVFP4's E4M3 as uint8
     scale_in = lax.bitcast_convert_type(pw.scale, jnp.uint8)
   elif fp4:  # FP4 scales widened to f32 by XLA per call; prescaled NVFP4 puts s_b on the
     # weights and s_t on the output
@@ -510,6 +520,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         rows = []                                        # over its columns
         for t in range(sub):
           st = plgpu.load(s_smem.at[j * sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          if pw.scale_bf16:  # stored as used, `times` included
+            rows.append(st)
+            continue
           if fp4_scale_bytes:
             st = scale_bytes_f32(st, fmt)
           rows.append((st * times if times != 1.0 else st).astype(dtype))

@@ -39,6 +39,7 @@ from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -124,7 +125,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     (M, N) array of out_dtype.
   """
   plgpu = _compat.plgpu_module()
-  pw = untile_weight(pw)  # row-major W^T: every step reads a (128, tile_k) box
+  # Row-major W^T (every step reads a (128, tile_k) box), the stored FP4 scale bytes.
+  pw = fp4_scales_stored(untile_weight(pw))
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   out_dtype = jnp.dtype(out_dtype or x.dtype)

@@ -22,6 +22,7 @@ from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import e2m1_f32
+from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import logical_order
 from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_values
@@ -56,7 +57,8 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   Returns:
     (M, N) of out_dtype (default x.dtype).
   """
-  pw = logical_order(untile_weight(pw))  # this kernel reads W^T row-major, in K order
+  # This kernel reads W^T row-major, in K order, with the stored scales.
+  pw = fp4_scales_stored(logical_order(untile_weight(pw)))
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   per_channel = g == k

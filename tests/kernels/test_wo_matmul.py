@@ -6,6 +6,8 @@ interpret mode, and experiments/bench_kernels.py checks the GPU kernel on the GP
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -439,3 +441,45 @@ def test_block_contiguous_weight(preset, overrides):
   assert _rel(y, ref) < 1e-5
   with pytest.raises(ValueError, match="does not tile"):
     wm.layout.tile_weight(pw, 96, 256)
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_fp4_scales_bf16(name, monkeypatch):
+  # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
+  # (E8M0's 0 = 2^-127, a bf16 subnormal, and 255 = NaN included), and every other reader sees
+  # the same weight.
+  from pallas_kernels.wo_matmul import mosaic_gpu
+  _, pw = _weight(name, {}, k=512, n=256)
+  if name == "mxfp4":  # the E8M0 edges: 2^-127, NaN, 2^-126, 2^127
+    pw = dataclasses.replace(pw, scale=pw.scale.at[0, :4].set(
+        jnp.array([0, 255, 1, 254], jnp.uint8)))
+  b = wm.layout.fp4_scales_bf16(pw)
+  assert b.scale_bf16 and b.scale.dtype == jnp.bfloat16 and b.nbytes > pw.nbytes
+  want = np.asarray(wm.layout.group_scales(pw, tensor_scale=False), np.float64)
+  if name == "nvfp4":
+    want = want * 2.0**mosaic_gpu.NVFP4_PRESCALE_LOG2
+  got = np.asarray(b.scale.astype(jnp.float32), np.float64)
+  if name == "mxfp4":  # the CPU flushes f32 subnormals: compare 2^-127's bf16 bits instead
+    assert np.asarray(b.scale).view(np.uint16)[0, 0] == 0x0040
+    want[0, 0] = got[0, 0]
+  np.testing.assert_array_equal(got, want)
+  back = wm.layout.fp4_scales_stored(b)
+  np.testing.assert_array_equal(np.asarray(back.scale).view(np.uint8),
+                                np.asarray(pw.scale).view(np.uint8))
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(b)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(2), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  for impl in ("portable", "dequant_gemm"):
+    y = wm.wo_matmul(x, wm.layout.tile_weight(b, 128, 256), implementation=impl,
+                     interpret=impl == "portable", out_dtype=jnp.float32)
+    ref = wm.wo_matmul(x, pw, implementation=impl, interpret=impl == "portable",
+                       out_dtype=jnp.float32)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref))
+  _, int4 = _weight("int4_g128", {}, k=512, n=256)
+  with pytest.raises(ValueError, match="MXFP4 / NVFP4"):
+    wm.layout.fp4_scales_bf16(int4)
+  # Not run on a GPU yet: not a GPU default, and the kernel raises unless allow_unverified.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert wm.api.default_implementation(x, b) == "xla"
+  assert wm.api.default_implementation(x, pw) == "mosaic_gpu"
+  with pytest.raises(NotImplementedError, match="bf16 scale multipliers"):
+    mosaic_gpu.wo_matmul_mosaic_gpu(x, b)
