@@ -21,9 +21,9 @@ The kernels want each output column's weights contiguous along K, because they c
 Three optional re-storings, each a one-time repacking that every other reader undoes:
 `tile_weight` (block-contiguous tiles), `order_for_wgmma` (int4 codes in the GPU kernels'
 register order within each 32 of K) and `fp4_scales_bf16` (FP4 block scales as the bf16
-multipliers the GPU decode kernel applies, so it decodes no scale bytes). `repack` stores int4-stored weights in that register order
-when it runs on a GPU (the decode kernel then skips a shuffle, 6-16% faster on an H200), in K
-order elsewhere; `wgmma_order=` overrides.
+multipliers the GPU decode kernel applies, so it decodes no scale bytes). `repack` stores
+int4-stored weights in that register order when it runs on a GPU (the decode kernel then skips
+a shuffle, 6-16% faster on an H200), in K order elsewhere; `wgmma_order=` overrides.
 
 The repacking runs once per weight (a transpose and, for UINT4, a re-centring). E2M1 keeps its
 OCP bits because they are already almost a bf16: the GPU kernels move the sign to bit 15 and

@@ -293,7 +293,8 @@ def test_fma_element_path_on_tiny_blocks(scheme):
     codes = codes.reshape(got.shape)
     assert (codes != 0).sum() > 200, e  # the blocks are not all flushed to zero
     np.testing.assert_array_equal(got, codes, err_msg=f"amax 2^{e}")
-    np.testing.assert_array_equal(_bits(np.asarray(state[0])), _bits(np.asarray(want.scale).reshape(-1)))
+    np.testing.assert_array_equal(_bits(np.asarray(state[0])),
+                                  _bits(np.asarray(want.scale).reshape(-1)))
 
 
 def test_nvfp4_block_state_with_fma_is_the_same():

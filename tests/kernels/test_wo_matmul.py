@@ -389,10 +389,11 @@ def test_wgmma_ordered_weight(name):
   ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
   y = wm.wo_matmul(x, tiled, implementation="portable", interpret=True, out_dtype=jnp.float32)
   assert _rel(y, ref) < 1e-5
-  # The prefill path dequantizes in storage order (no int4 transpose) and permutes x to match.
+  # The prefill path dequantizes in storage order (no int4 permutation) and permutes x to match.
   stored = wm.layout.dequantize_nk(tiled, stored_order=True)
+  in_k_order = wm.layout.dequantize_nk(pw)
   np.testing.assert_array_equal(np.asarray(stored),
-                                np.asarray(wm.layout.storage_order(wm.layout.dequantize_nk(pw), ow)))
+                                np.asarray(wm.layout.storage_order(in_k_order, ow)))
   y = wm.wo_matmul(x, ow, implementation="dequant_gemm", out_dtype=jnp.float32)
   assert _rel(y, wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)) < 1e-6
   nf4 = _weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1]
