@@ -447,13 +447,14 @@ def test_block_contiguous_weight(preset, overrides):
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
   # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
-  # (E8M0's 0 = 2^-127, a bf16 subnormal, and 255 = NaN included), and every other reader sees
-  # the same weight.
+  # for every one of the 256 scale codes (column c of the scales holds code c: E8M0's 0 =
+  # 2^-127, a bf16 subnormal, and 255 = NaN; E4M3's subnormals, negatives and NaNs), and every
+  # other reader sees the same weight.
   from pallas_kernels.wo_matmul import mosaic_gpu
   _, pw = _weight(name, {}, k=512, n=256)
-  if name == "mxfp4":  # the E8M0 edges: 2^-127, NaN, 2^-126, 2^127
-    pw = dataclasses.replace(pw, scale=pw.scale.at[0, :4].set(
-        jnp.array([0, 255, 1, 254], jnp.uint8)))
+  codes = jnp.broadcast_to(jnp.arange(256, dtype=jnp.uint8), pw.scale.shape)
+  pw = dataclasses.replace(pw, scale=codes if name == "mxfp4" else jax.lax.bitcast_convert_type(
+      codes, jnp.float8_e4m3fn))
   b = wm.layout.fp4_scales_bf16(pw)
   assert b.scale_bf16 and b.scale.dtype == jnp.bfloat16 and b.nbytes > pw.nbytes
   want = np.asarray(wm.layout.group_scales(pw, tensor_scale=False), np.float64)
@@ -461,8 +462,8 @@ def test_fp4_scales_bf16(name, monkeypatch):
     want = want * 2.0**mosaic_gpu.NVFP4_PRESCALE_LOG2
   got = np.asarray(b.scale.astype(jnp.float32), np.float64)
   if name == "mxfp4":  # the CPU flushes f32 subnormals: compare 2^-127's bf16 bits instead
-    assert np.asarray(b.scale).view(np.uint16)[0, 0] == 0x0040
-    want[0, 0] = got[0, 0]
+    assert (np.asarray(b.scale).view(np.uint16)[:, 0] == 0x0040).all()
+    want[:, 0] = got[:, 0]
   np.testing.assert_array_equal(got, want)
   back = wm.layout.fp4_scales_stored(b)
   np.testing.assert_array_equal(np.asarray(back.scale).view(np.uint8),
