@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 import bench_kernels_common as C  # noqa: E402
 from bench_kernels_report import worst_err  # noqa: E402
+from pallas_kernels.wo_matmul import decode as D  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm as WGG  # noqa: E402
@@ -74,7 +75,7 @@ def repack_kw(fmt, extra) -> dict:
 def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
   """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
   if fmt in ("mxfp4", "nvfp4"):
-    v = jnp.asarray(L.E2M1_TABLE)[L.unpack_k(codes).astype(jnp.int32)]
+    v = jnp.asarray(D.E2M1_TABLE)[L.unpack_k(codes).astype(jnp.int32)]
     if fmt == "mxfp4":
       s = jnp.ldexp(jnp.float32(1), scale.astype(jnp.int32) - 127)
     else:
@@ -82,7 +83,7 @@ def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
     w = v * jnp.repeat(s, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if fmt == "nf4":  # the table lookup (a gather), as mxjax.dequantize does
-    w = jnp.asarray(L.NF4_TABLE)[L.unpack_k(codes).astype(jnp.int32)] * jnp.repeat(
+    w = jnp.asarray(D.NF4_TABLE)[L.unpack_k(codes).astype(jnp.int32)] * jnp.repeat(
         scale, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if codes.dtype in (jnp.int8, jnp.float8_e4m3fn):  # per-channel INT8 / FP8

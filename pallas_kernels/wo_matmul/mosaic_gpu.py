@@ -6,7 +6,7 @@ WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f1
 exact). E2M1 keeps its OCP bits and is decoded from the 32-bit words of int4 registers by four
 integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`); NF4 bytes are split into
 nibbles (even / odd k halves, each with its half of x) and looked up by a select tree
-(`layout.nf4_f32`, or as two bf16 terms, `layout.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
+(`decode.nf4_f32`, or as two bf16 terms, `decode.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
@@ -51,16 +51,16 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.decode import WordOps
+from pallas_kernels.wo_matmul.decode import BF16_2_POW_126
+from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
+from pallas_kernels.wo_matmul.decode import nf4_f32
+from pallas_kernels.wo_matmul.decode import nf4_hi_lo
+from pallas_kernels.wo_matmul.decode import nf4_prmt_words
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import WordOps
-from pallas_kernels.wo_matmul.layout import BF16_2_POW_126
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
-from pallas_kernels.wo_matmul.layout import e2m1_pair_bits
 from pallas_kernels.wo_matmul.layout import group_scales
-from pallas_kernels.wo_matmul.layout import nf4_f32
-from pallas_kernels.wo_matmul.layout import nf4_hi_lo
-from pallas_kernels.wo_matmul.layout import nf4_prmt_words
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul import schedule as S
 
@@ -83,7 +83,7 @@ CHUNK = 128  # K elements per register tile (one wgmma operand)
 
 
 def _mlir_word_ops() -> WordOps:
-  """`layout.WordOps` as MLIR ops on i32 values, for the decodes written against it."""
+  """`decode.WordOps` as MLIR ops on i32 values, for the decodes written against it."""
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
@@ -96,7 +96,7 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(rows, C) uint8 NF4 byte codes in the WGMMA register layout -> float32 table values of the
   low and the high nibbles (even k, odd k), each (rows, C) in the WGMMA layout.
 
-  Each thread's register holds two adjacent bytes, four codes: `layout.nf4_prmt_words` looks
+  Each thread's register holds two adjacent bytes, four codes: `decode.nf4_prmt_words` looks
   them up with PTX `prmt` (through `plgpu.inline_mgpu`), and the low nibbles' words (0, 2) and
   the high nibbles' (1, 3) become the two outputs' registers. Bit-identical to `nf4_f32`; the
   lookup algorithm is tested on the CPU over all 65,536 code pairs with `prmt_reference`.
@@ -137,7 +137,7 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
   bf16).
 
   Each register holds two adjacent codes, sliced from a 32-bit word of eight after the int4
-  relayout (as Mosaic's own int4 -> bf16 cast finds them); `layout.e2m1_pair_bits` turns the
+  relayout (as Mosaic's own int4 -> bf16 cast finds them); `decode.e2m1_pair_bits` turns the
   word and the slice's place in it into the pair's bf16 bits / 2^126 (4 integer ops, tested on
   the CPU over every code pair), and one PTX `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes:
   it keeps the subnormal that code 1 (0.5) passes through.

@@ -36,12 +36,12 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
-from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
 from pallas_kernels.wo_matmul.mosaic_gpu import e2m1_bf16

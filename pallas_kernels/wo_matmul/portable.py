@@ -19,12 +19,12 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.decode import e2m1_f32
+from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import e2m1_f32
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import logical_order
-from pallas_kernels.wo_matmul.layout import nf4_f32
 from pallas_kernels.wo_matmul.layout import scale_values
 from pallas_kernels.wo_matmul.layout import untile_weight
 

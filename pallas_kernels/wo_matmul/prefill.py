@@ -34,7 +34,7 @@ def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) ->
   if x.ndim != 2 or x.shape[1] != pw.k:
     raise ValueError(f"x must be (M, {pw.k}), got {x.shape}")
   # W^T (N, K): no transpose (the GEMM contracts K of both operands), and E2M1 decoded by a
-  # select tree (`layout.e2m1_f32`), not the gather XLA makes of a table lookup on a GPU.
+  # select tree (`decode.e2m1_f32`), not the gather XLA makes of a table lookup on a GPU.
   # A weight stored in register order is dequantized in that order and x permuted to match.
   wt = lax.optimization_barrier(dequantize_nk(pw, stored_order=True).astype(jnp.bfloat16))
   xs = storage_order(x.astype(jnp.bfloat16), pw)

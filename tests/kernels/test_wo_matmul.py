@@ -214,7 +214,7 @@ def test_default_implementation_is_inspectable(monkeypatch):
 
 def test_e2m1_select_tree_is_the_table():
   # The portable and TPU kernels' E2M1 decode: every code's f32 bits, -0 included.
-  from pallas_kernels.wo_matmul.layout import E2M1_TABLE, e2m1_f32
+  from pallas_kernels.wo_matmul.decode import E2M1_TABLE, e2m1_f32
   got = np.asarray(e2m1_f32(jnp.arange(16, dtype=jnp.int32)))
   np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
 
@@ -238,15 +238,15 @@ def test_nf4_byte_permute_lookup_is_the_table():
   # The GPU kernels' NF4 lookup algorithm (`nf4_prmt_words`), run with a CPU model of PTX prmt,
   # on every 16-bit word (all four-code combinations): each word is the table's f32 bits.
   w = jnp.arange(2**16, dtype=jnp.uint32)
-  words = wm.layout.nf4_prmt_words(w, wm.layout.JNP_WORD_OPS)
-  table = wm.layout.NF4_TABLE.view(np.uint32)
+  words = wm.decode.nf4_prmt_words(w, wm.decode.JNP_WORD_OPS)
+  table = wm.decode.NF4_TABLE.view(np.uint32)
   for k, got in enumerate(words):
     np.testing.assert_array_equal(np.asarray(got), table[(np.arange(2**16) >> (4 * k)) & 15])
   # The prmt model itself, on the byte-selection cases the algorithm relies on.
   a, b = jnp.uint32(0x03020100), jnp.uint32(0x07060504)
-  assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x3210))) == 0x03020100
-  assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x7654))) == 0x07060504
-  assert int(wm.layout.prmt_reference(a, b, jnp.uint32(0x5140))) == 0x05010400
+  assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0x3210))) == 0x03020100
+  assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0x7654))) == 0x07060504
+  assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0x5140))) == 0x05010400
 
 
 @pytest.mark.parametrize("part", range(4))
@@ -259,18 +259,18 @@ def test_e2m1_pair_bits_times_2_126_is_the_table(part):
   pairs = np.arange(256, dtype=np.uint32)  # low nibble: code 2 part, high: code 2 part + 1
   other = rng.integers(0, 2**32, size=256, dtype=np.uint32) & ~np.uint32(0xFF << (8 * part))
   w = other | (pairs << (8 * part))
-  bits = np.asarray(wm.layout.e2m1_pair_bits(jnp.asarray(w), part, wm.layout.JNP_WORD_OPS))
-  assert int(wm.layout.BF16_2_POW_126) == int(np.float32(2.0**126).view(np.uint32) >> 16)
+  bits = np.asarray(wm.decode.e2m1_pair_bits(jnp.asarray(w), part, wm.decode.JNP_WORD_OPS))
+  assert int(wm.decode.BF16_2_POW_126) == int(np.float32(2.0**126).view(np.uint32) >> 16)
   for half, codes in ((bits & 0xFFFF, pairs & 15), (bits >> 16, pairs >> 4)):
     val = half.astype(np.uint16).view(ml_dtypes.bfloat16).astype(np.float64) * 2.0**126
     np.testing.assert_array_equal(val.astype(np.float32).view(np.uint32),
-                                  wm.layout.E2M1_TABLE[codes].view(np.uint32))
+                                  wm.decode.E2M1_TABLE[codes].view(np.uint32))
 
 
 def test_nf4_lookups():
   # The GPU kernel's NF4 lookups (select trees); unprescaled: two bf16 terms per code from one select tree; hi is the table
   # rounded to bf16, hi + lo within 2^-17 of the f32 table (float64 check, every code).
-  from pallas_kernels.wo_matmul.layout import NF4_TABLE, nf4_f32, nf4_hi_lo
+  from pallas_kernels.wo_matmul.decode import NF4_TABLE, nf4_f32, nf4_hi_lo
   codes = jnp.arange(16, dtype=jnp.uint16)
   exact = np.asarray(nf4_f32(codes))  # the prescaled path's f32 lookup: bit for bit
   np.testing.assert_array_equal(exact.view(np.uint32), NF4_TABLE.view(np.uint32))
