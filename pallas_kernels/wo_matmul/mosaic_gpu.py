@@ -6,7 +6,8 @@ WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f1
 exact). E2M1 keeps its OCP bits and is decoded from the 32-bit words of int4 registers by four
 integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`); NF4 bytes are split into
 nibbles (even / odd k halves, each with its half of x) and looked up by a select tree
-(`decode.nf4_f32`, or as two bf16 terms, `decode.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
+(`decode.nf4_f32`, or as two bf16 terms, `decode.nf4_hi_lo`). Paths not yet checked on a GPU
+(`VERIFIED`) need `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
