@@ -139,16 +139,19 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
 def _stored(cfg, inputs):
   """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
   (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
-  the kernels' register order (`layout.order_for_wgmma`); absent: as `repack` stores it on a
-  GPU; {"scale_bf16": true} FP4 scales as bf16 multipliers (`layout.fp4_scales_bf16`).
+  the kernels' register order (`layout.order_for_wgmma`); {"scale_bf16": true} FP4 scales as
+  bf16 multipliers (`layout.fp4_scales_bf16`), false as the stored bytes; absent: as `repack`
+  stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
   if cfg.get("wgmma_order", L.default_wgmma_order(p.fmt, p.k)):
     p = L.order_for_wgmma(p)
   else:
     p = L.logical_order(p)
-  if cfg.get("scale_bf16"):
+  if cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
     p = L.fp4_scales_bf16(p)
+  else:
+    p = L.fp4_scales_stored(p)
   if "w_tile" in cfg:
     p = L.tile_weight(p, *cfg["w_tile"])
   return x, p
@@ -201,14 +204,15 @@ def bench_wo(args, res):
       key = jax.random.key(hash((k, n, spec)) % 2**31)
       codes, scale, zp = make_int4(key, k, n, fmt, grp)
       # K order here (the baselines' storage); each config's own is `_stored`'s.
-      pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, **repack_kw(fmt, zp))
+      pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
+                     **repack_kw(fmt, zp))
       wbytes = pw.nbytes
       r_q = C.rotations(wbytes)
       q_sets = []
       for i in range(r_q):
         c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp)
         q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, wgmma_order=False,
-                                         **repack_kw(fmt, z))))
+                                         scale_bf16=False, **repack_kw(fmt, z))))
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
                  for i in range(r_b)]

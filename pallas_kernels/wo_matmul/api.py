@@ -18,8 +18,7 @@ def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None =
   """What `wo_matmul` runs when no implementation is named (call it to see the choice).
 
   On a GPU: mosaic_gpu for the (format, group) cases its kernel matched the reference on an
-  H100 (`mosaic_gpu.VERIFIED`; for bf16 scale multipliers also `mosaic_gpu.SCALE_BF16_VERIFIED`)
-  with bf16 x and M <= 64; for M > 64 (prefill) mosaic_gpu_gemm
+  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64; for M > 64 (prefill) mosaic_gpu_gemm
   where `mosaic_gpu_gemm.VERIFIED` lists the case (correct and faster than dequant_gemm on an
   H100), else dequant_gemm; else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
   """
@@ -29,8 +28,6 @@ def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None =
     key = None if pw is None else (
         pw.fmt, "channel" if pw.fmt in mosaic_gpu.PER_CHANNEL else pw.group)
     bf16 = x is not None and x.dtype == jax.numpy.bfloat16
-    if pw is not None and pw.scale_bf16 and not mosaic_gpu.SCALE_BF16_VERIFIED:
-      key = None  # bf16 scale multipliers: not run on a GPU yet
     if x is not None and x.shape[0] > PREFILL_M:
       return "mosaic_gpu_gemm" if bf16 and key in mosaic_gpu_gemm.VERIFIED else "dequant_gemm"
     return "mosaic_gpu" if bf16 and key in mosaic_gpu.VERIFIED else "xla"

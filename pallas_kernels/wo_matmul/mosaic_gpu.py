@@ -74,9 +74,6 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
-# FP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`): lowered on the CPU, not yet
-# run on a GPU.
-SCALE_BF16_VERIFIED = False
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
@@ -258,7 +255,7 @@ def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> ja
   return spread(*group_rows)
 
 
-def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
+def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -> dict:
   """The H100 sweeps' best (and GPU-checked) configs at K=8192, N=28672: session 3's
   `experiments/results/kernels_wo_s3_*.json` (every config's time is in `configs_timed`), earlier
   ones in kernels_wo.json, kernels_wo_sweep2.json."""
@@ -281,8 +278,11 @@ def _default_config(fmt: WeightFormat, n: int, m: int) -> dict:
   if fmt is WeightFormat.FP8:
     return dict(tile_n=128, gps=2, steps=3 if small else 4)
   if fmt in FP4:  # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
-    # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0
-    return dict(tile_n=128, gps=2, steps=4, stream_k=2) if m <= 16 else wide
+    # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
+    # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
+    # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7).
+    narrow = m <= (8 if scale_bf16 and fmt is WeightFormat.NVFP4 else 16)
+    return dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
                                                                            steps=4)
@@ -343,8 +343,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4).
       Default (None): on for prescaled FP4 (H100, 8192 x 28672, M = 1: MXFP4 100 us against
       104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131). A weight whose scales are
-      stored as bf16 multipliers (`layout.fp4_scales_bf16`) has nothing to decode: the kernel
-      loads them as they are (not yet run on a GPU: `SCALE_BF16_VERIFIED`).
+      stored as bf16 multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU default) has nothing
+      to decode: the kernel loads them as they are (H200, M = 1: MXFP4 50.6 us against 65.1,
+      NVFP4 53.3 against 59.1; kernels_wo_s10_*.json).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -356,7 +357,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   plgpu = _compat.plgpu_module()
   m, k = x.shape
   n, g = pw.n, pw.group
-  dflt = _default_config(pw.fmt, n, m)
+  dflt = _default_config(pw.fmt, n, m, pw.scale_bf16)
   if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
     tn, tk = pw.w_tile
     if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):
@@ -381,10 +382,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
-  if pw.scale_bf16 and not SCALE_BF16_VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        "bf16 scale multipliers (layout.fp4_scales_bf16) have not run on a GPU yet: pass "
-        "allow_unverified=True (the benchmark does, and checks it), or layout.fp4_scales_stored")
   if pw.scale_bf16 and not prescale:
     raise ValueError("bf16 scale multipliers are applied to the weights: prescale=True")
   if fp4_scale_bytes is None:

@@ -107,16 +107,16 @@ def test_fp4_scale_bytes_lower(name, m):
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16_lower(name, monkeypatch):
-  # FP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`): the decode kernel (M = 1
-  # and the two-warpgroup M = 64 config) loads them as they are, with no scale-byte decode
+  # FP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`): the decode kernel (M = 1,
+  # and M = 16 / 64, NVFP4's two-warpgroup config from M = 9) loads them as they are, with no scale-byte decode
   # (`scale_bytes_f32`, which the stored bytes take); the GEMM takes the stored bytes back.
   decodes, scale_bytes_f32 = [], mosaic_gpu.scale_bytes_f32
   monkeypatch.setattr(mosaic_gpu, "scale_bytes_f32",
                       lambda *a: decodes.append(1) or scale_bytes_f32(*a))
   pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
   assert pw.scale.dtype == jnp.bfloat16
-  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
-  for m in (1, 64):
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p)
+  for m in (1, 16, 64):
     for p, decoded in ((pw, False), (jax.eval_shape(wm.layout.fp4_scales_stored, pw), True)):
       jax.clear_caches()  # lower afresh: a cached trace would call nothing
       decodes.clear()

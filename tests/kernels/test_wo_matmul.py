@@ -479,9 +479,17 @@ def test_fp4_scales_bf16(name, monkeypatch):
   _, int4 = _weight("int4_g128", {}, k=512, n=256)
   with pytest.raises(ValueError, match="MXFP4 / NVFP4"):
     wm.layout.fp4_scales_bf16(int4)
-  # Not run on a GPU yet: not a GPU default, and the kernel raises unless allow_unverified.
+  # The GPU's default storage (checked on an H200), which the GPU kernel reads there; on the
+  # CPU `repack` keeps the stored bytes.
+  q, _ = _weight(name, {}, k=512, n=256)
+  assert not wm.repack_qarray(q).scale_bf16
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert wm.api.default_implementation(x, b) == "xla"
-  assert wm.api.default_implementation(x, pw) == "mosaic_gpu"
-  with pytest.raises(NotImplementedError, match="bf16 scale multipliers"):
-    mosaic_gpu.wo_matmul_mosaic_gpu(x, b)
+  assert wm.repack_qarray(q).scale_bf16 and wm.repack_qarray(q).wgmma_order
+  assert not wm.repack_qarray(q, scale_bf16=False).scale_bf16
+  assert not wm.layout.default_scale_bf16(int4.fmt)
+  assert wm.api.default_implementation(x, b) == "mosaic_gpu"
+  # NVFP4's bf16 multipliers take the two-warpgroup config from M = 9 (H200: 55.5 us against
+  # 68.0 at M = 16); MXFP4's, and stored bytes, from M = 17.
+  wide = [mosaic_gpu._default_config(pw.fmt, 28672, 16, sb).get("compute_wgs") == 2
+          for sb in (True, False)]
+  assert wide == [name == "nvfp4", False]
