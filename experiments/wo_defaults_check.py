@@ -6,7 +6,7 @@ MXFP4's values (a 2-bit significand times a power of two) but not for NVFP4's s_
 NVFP4's error there is the reference's, ~2e-4 (the benchmark's `--onehot` checks the kernel's
 weights element by element). Output: experiments/results/wo_defaults_check_s10.txt.
 """
-import jax, jax.numpy as jnp, numpy as np, mxjax
+import jax, jax.numpy as jnp, mxjax
 import pallas_kernels.wo_matmul as wm
 for preset in ("mxfp4", "nvfp4"):
   w = jax.random.normal(jax.random.key(0), (4096, 2048), jnp.float32)
