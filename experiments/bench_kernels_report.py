@@ -293,6 +293,35 @@ def h200_s9_section() -> list[str]:
   ]
 
 
+def h200_s10_section() -> list[str]:
+  """Session 10 on the H200: FP4 scales as bf16 multipliers (the GPU default since), its roofline
+  (quantization unchanged since session 9)."""
+  wo10 = [("s10", _load(f"kernels_wo_s10_{n}.json")) for n in (
+      "scale_bf16", "scale_bf16_m16", "scale_bf16_m32", "nvfp4_m8", "nvfp4_m16_sweep",
+      "scale_bf16_prefill", "default")]
+  head = wo10[0][1]
+  copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
+  roofline(wo10, [("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))], copy_bps, gemm,
+           os.path.join(RES, "kernels_roofline_h200_s10.png"))
+  return [
+      "",
+      "# Session 10: H200",
+      "",
+      "MXFP4 / NVFP4 block scales stored as the decode's bf16 multipliers "
+      "(`layout.fp4_scales_bf16`), each row the faster of the stored bytes ({} or "
+      "{'scale_bf16': False}) and the multipliers ({'scale_bf16': True}; the JSON's "
+      "`configs_timed` has each time); `nvfp4_m16_sweep` tries NVFP4's configs at M = 16 with "
+      "them; in `default`, {} is `repack`'s GPU default since (multipliers, register order). "
+      "TB/s counts the format's bytes (1 a scale).",
+      "",
+      "## Weight-only matmul",
+      "",
+      wo_table(wo10, copy_bps),
+      "",
+      "![roofline H200 s10](kernels_roofline_h200_s10.png)",
+  ]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -374,6 +403,7 @@ def main():
   md += h200_s7_section()
   md += h200_s8_section()
   md += h200_s9_section()
+  md += h200_s10_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
