@@ -6,17 +6,27 @@ MXFP4's values (a 2-bit significand times a power of two) but not for NVFP4's s_
 NVFP4's error there is the reference's, ~2e-4 (the benchmark's `--onehot` checks the kernel's
 weights element by element). Output: experiments/results/wo_defaults_check_s10.txt.
 """
-import jax, jax.numpy as jnp, mxjax
+import jax
+import jax.numpy as jnp
+
+import mxjax
 import pallas_kernels.wo_matmul as wm
-for preset in ("mxfp4", "nvfp4"):
-  w = jax.random.normal(jax.random.key(0), (4096, 2048), jnp.float32)
-  q = mxjax.quantize(w, mxjax.schemes.get(preset), axis=0)
-  pw = wm.repack_qarray(q)
-  for m in (1, 16, 64):
-    x = jax.random.normal(jax.random.key(m), (m, 4096), jnp.float32).astype(jnp.bfloat16)
-    impl = wm.api.default_implementation(x, pw)
-    y = jax.jit(lambda x, p: wm.wo_matmul(x, p, out_dtype=jnp.float32))(x, pw)
-    ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
-    err = float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
-    print(preset, m, impl, pw.scale_bf16, pw.wgmma_order, f"rel err {err:.2e}",
-          "OK" if err < 1e-2 and bool(jnp.isfinite(y).all()) else "FAIL")
+
+
+def main():
+  for preset in ("mxfp4", "nvfp4"):
+    w = jax.random.normal(jax.random.key(0), (4096, 2048), jnp.float32)
+    q = mxjax.quantize(w, mxjax.schemes.get(preset), axis=0)
+    pw = wm.repack_qarray(q)
+    for m in (1, 16, 64):
+      x = jax.random.normal(jax.random.key(m), (m, 4096), jnp.float32).astype(jnp.bfloat16)
+      impl = wm.api.default_implementation(x, pw)
+      y = jax.jit(lambda x, p: wm.wo_matmul(x, p, out_dtype=jnp.float32))(x, pw)
+      ref = x.astype(jnp.float32) @ mxjax.dequantize(q)
+      err = float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
+      print(preset, m, impl, pw.scale_bf16, pw.wgmma_order, f"rel err {err:.2e}",
+            "OK" if err < 1e-2 and bool(jnp.isfinite(y).all()) else "FAIL")
+
+
+if __name__ == "__main__":
+  main()

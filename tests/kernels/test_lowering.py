@@ -108,8 +108,9 @@ def test_fp4_scale_bytes_lower(name, m):
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16_lower(name, monkeypatch):
   # FP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`): the decode kernel (M = 1,
-  # and M = 16 / 64, NVFP4's two-warpgroup config from M = 9) loads them as they are, with no scale-byte decode
-  # (`scale_bytes_f32`, which the stored bytes take); the GEMM takes the stored bytes back.
+  # and M = 16 / 64, NVFP4's two-warpgroup config from M = 9) loads them as they are, with no
+  # scale-byte decode (`scale_bytes_f32`, which the stored bytes take); the GEMM takes the stored
+  # bytes back.
   decodes, scale_bytes_f32 = [], mosaic_gpu.scale_bytes_f32
   monkeypatch.setattr(mosaic_gpu, "scale_bytes_f32",
                       lambda *a: decodes.append(1) or scale_bytes_f32(*a))
