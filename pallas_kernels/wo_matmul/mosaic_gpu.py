@@ -471,13 +471,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   else:
     xg = [group_copies(xp, CHUNK, g)]
   w_in = pw.w
-  scale_in = pw.scale
-  if pw.scale_bf16:  # the multipliers themselves (NVFP4's with 2^118): no decode at all
-    scale_in = pw.scale
-  elif fp4 and fp4_scale_bytes:  # stored bytes, decoded in the kernel; NVFP4's E4M3 as uint8
+  scale_in = pw.scale  # as stored; bf16 multipliers (NVFP4's with 2^118) need no decode
+  if fp4 and fp4_scale_bytes:  # stored bytes, decoded in the kernel; NVFP4's E4M3 as uint8
     scale_in = lax.bitcast_convert_type(pw.scale, jnp.uint8)
-  elif fp4:  # FP4 scales widened to f32 by XLA per call; prescaled NVFP4 puts s_b on the
-    # weights and s_t on the output
+  elif fp4 and not pw.scale_bf16:  # FP4 scales widened to f32 by XLA per call; prescaled
+    # NVFP4 puts s_b on the weights and s_t on the output
     scale_in = group_scales(pw, tensor_scale=not prescale)
   if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
