@@ -140,18 +140,18 @@ def _stored(cfg, inputs):
   """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
   (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
   the kernels' register order (`layout.order_for_wgmma`); {"scale_bf16": true} FP4 scales as
-  bf16 multipliers (`layout.fp4_scales_bf16`), false as the stored bytes; absent: as `repack`
-  stores it on a GPU.
+  bf16 multipliers (`layout.fp4_scales_bf16`), NF4 as slot codes (`layout.nf4_slots`), false
+  as stored (the inputs' storage); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
-  if cfg.get("wgmma_order", L.default_wgmma_order(p.fmt, p.k)):
+  if cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
+    p = L.nf4_slots(p) if p.fmt is L.WeightFormat.NF4 else L.fp4_scales_bf16(p)
+  else:
+    p = L.fp4_scales_stored(p)
+  if cfg.get("wgmma_order", L.default_wgmma_order(p.fmt, p.k, p.scale_bf16)):
     p = L.order_for_wgmma(p)
   else:
     p = L.logical_order(p)
-  if cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
-    p = L.fp4_scales_bf16(p)
-  else:
-    p = L.fp4_scales_stored(p)
   if "w_tile" in cfg:
     p = L.tile_weight(p, *cfg["w_tile"])
   return x, p
@@ -166,8 +166,11 @@ def onehot_check(fn, pw, m: int) -> dict:
   output is the kernel's dequantized weight, which is compared with `layout.dequantize`'s
   float32 weight element by element (+-0 equal). K rows covered: the first 128 (every place in
   a register tile; in calls of M rows), M random ones and the last M. Returns the rows checked,
-  the mismatching elements and the worst |difference| / max |W|."""
+  the mismatching elements and the worst |difference| / max |W|. NF4 slot codes: the kernel's
+  weight is that weight rounded to bf16 once (bitsandbytes' GEMV weight), compared as such."""
   want = np.asarray(L.dequantize(pw))
+  if pw.fmt is L.WeightFormat.NF4 and pw.scale_bf16:
+    want = want.astype(jnp.bfloat16).astype(np.float32)
   k = want.shape[0]
   rng = np.random.default_rng(0)
   calls = [np.arange(i, i + m) % k for i in range(0, 128, m)]
@@ -206,7 +209,9 @@ def bench_wo(args, res):
       # K order here (the baselines' storage); each config's own is `_stored`'s.
       pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
                      **repack_kw(fmt, zp))
-      wbytes = pw.nbytes
+      # The smaller of a weight's two storages (FP4's stored scale bytes, NF4's bf16 absmax),
+      # so that TB/s never counts bytes a layout choice added.
+      wbytes = L.nf4_slots(pw).nbytes if fmt == "nf4" else pw.nbytes
       r_q = C.rotations(wbytes)
       q_sets = []
       for i in range(r_q):

@@ -25,8 +25,7 @@ def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None =
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
     from pallas_kernels.wo_matmul import mosaic_gpu, mosaic_gpu_gemm
-    key = None if pw is None else (
-        pw.fmt, "channel" if pw.fmt in mosaic_gpu.PER_CHANNEL else pw.group)
+    key = None if pw is None else mosaic_gpu.case(pw)
     bf16 = x is not None and x.dtype == jax.numpy.bfloat16
     if x is not None and x.shape[0] > PREFILL_M:
       return "mosaic_gpu_gemm" if bf16 and key in mosaic_gpu_gemm.VERIFIED else "dequant_gemm"

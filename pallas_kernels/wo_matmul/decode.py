@@ -88,6 +88,7 @@ class WordOps(NamedTuple):
   const: Callable[[int], Any]
   and_: Callable[[Any, Any], Any]
   or_: Callable[[Any, Any], Any]
+  xor: Callable[[Any, Any], Any]
   shr: Callable[[Any, Any], Any]  # logical
   prmt: Callable[[Any, Any, Any], Any]  # PTX prmt.b32 d, a, b, sel (default mode)
   mul: Callable[[Any, Any], Any]  # the low 32 bits of the product
@@ -95,21 +96,25 @@ class WordOps(NamedTuple):
 
 def prmt_reference(a, b, sel):
   """PTX `prmt.b32 d, a, b, sel` (default mode) on uint32 arrays: byte k of d is byte
-  `(sel >> 4k) & 7` of the 8 bytes b:a (a's bytes 0-3, b's 4-7). Selectors here never set the
-  sign-replicate bit (8). The CPU model of the instruction."""
+  `(sel >> 4k) & 7` of the 8 bytes b:a (a's bytes 0-3, b's 4-7), or, when bit 3 of that
+  selector nibble is set, the byte's sign bit replicated over all 8 bits (0x00 or 0xFF). The
+  high 16 bits of `sel` are ignored. The CPU model of the instruction."""
   pool = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
   out = 0
   for k in range(4):
-    idx = (sel >> (4 * k)) & 7
+    nib = (sel >> (4 * k)) & 15
+    idx = nib & 7
     byte = pool[7]
     for i in range(6, -1, -1):
       byte = jnp.where(idx == i, pool[i], byte)
+    byte = jnp.where(nib >= 8, jnp.where(byte >= 0x80, 0xFF, 0), byte)
     out = out | (byte << (8 * k))
   return out
 
 
 JNP_WORD_OPS = WordOps(const=jnp.uint32, and_=jnp.bitwise_and, or_=jnp.bitwise_or,
-                       shr=jnp.right_shift, prmt=prmt_reference, mul=jnp.multiply)
+                       xor=jnp.bitwise_xor, shr=jnp.right_shift, prmt=prmt_reference,
+                       mul=jnp.multiply)
 
 
 def _prmt_lookup_planes(w, planes, ops: WordOps) -> list:
@@ -163,3 +168,81 @@ def e2m1_pair_bits(w, part: int, ops: WordOps):
   c = ops.const
   u = ops.and_(ops.prmt(w, ops.shr(w, c(4)), c(((part + 4) << 8) | part)), c(0x000F000F))
   return ops.and_(ops.mul(u, c(0x1040)), c(0x81C081C0))
+
+
+# NF4 in "slot codes", the codes the GPU kernels decode to bf16 with byte permutes alone
+# (`nf4_slot_word_bits`). Slot s = 8 b + j stands for one NF4 code; the two codes of a j
+# (b = 0, 1) are chosen so that their bf16 table values agree in the top bit of each byte: the
+# sign, and the exponent's lowest bit. A `prmt` of an 8-byte table by the full 4-bit slot then
+# gives the entry for b = 0 and a sign fill (0x00 / 0xFF) for b = 1, a second one with b
+# flipped the reverse, and their XOR the entry itself, once the tables hold
+# A[j] = t[j] ^ fill(t[j + 8]), B[j] = t[j + 8] (the fill of A[j] is then 0x00). Every NF4
+# value is its bf16 rounding (bitsandbytes' GEMV kernel keeps the table in bf16 too); the zero,
+# whose slot partner is negative, is -0.
+
+
+def _nf4_slots() -> tuple[np.ndarray, np.ndarray]:
+  """(slot of each NF4 code, bf16 bits of each slot's value): codes grouped by (sign, exponent
+  lsb) of their bf16 values in table order, each group's codes paired into slots."""
+  bits = NF4_TABLE.astype(jnp.bfloat16).view(np.uint16).copy()
+  bits[NF4_TABLE == 0] = 0x8000  # zero joins the negatives: its partner's sign is 1
+  groups: dict[tuple[int, int], list[int]] = {}
+  for c in range(16):
+    groups.setdefault((int(bits[c]) >> 15, (int(bits[c]) >> 7) & 1), []).append(c)
+  slot_of = np.zeros(16, np.uint8)
+  j = 0
+  for _, codes in sorted(groups.items()):
+    if len(codes) % 2:
+      raise AssertionError(f"NF4 codes {codes} do not pair into slots")
+    for lo, hi in zip(codes[0::2], codes[1::2]):
+      slot_of[lo], slot_of[hi] = j, j + 8
+      j += 1
+  slot_bits = np.zeros(16, np.uint16)
+  slot_bits[slot_of] = bits
+  return slot_of, slot_bits
+
+
+NF4_SLOT_OF_CODE, NF4_SLOT_BF16_BITS = _nf4_slots()
+NF4_CODE_OF_SLOT = np.argsort(NF4_SLOT_OF_CODE).astype(np.uint8)
+
+
+def _xor_tables(t: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+  """16 bytes t (by slot) -> the (A, B) tables, two `_lut_words` each, whose `prmt`s by the slot
+  and by the slot with bit 3 flipped XOR to t[slot] (see above)."""
+  t = t.astype(np.uint8)
+  fill = np.where(t[8:] >= 0x80, 0xFF, 0).astype(np.uint8)
+  a, b = t[:8] ^ fill, t[8:]
+  if np.any((a >= 0x80) | ((t[:8] >= 0x80) != (t[8:] >= 0x80))):
+    raise AssertionError("slot partners must agree in each byte's top bit")
+  return _lut_words(np.concatenate([a, b]))[:2], _lut_words(np.concatenate([a, b]))[2:]
+
+
+# (lo byte, hi byte) planes of the slots' bf16 values, as `_xor_tables`.
+NF4_SLOT_PLANES = tuple(_xor_tables((NF4_SLOT_BF16_BITS >> (8 * p)) & 0xFF) for p in range(2))
+
+
+def nf4_slot_f32(slots: jax.Array) -> jax.Array:
+  """NF4 slot codes (unsigned ints 0..15) -> float32 values of the bf16-rounded table (zero as
+  -0), bit for bit: what the GPU decode produces (`nf4_slot_word_bits`), as a select tree for the other kernels."""
+  table = NF4_SLOT_BF16_BITS.astype(np.uint32) << 16
+  return jax.lax.bitcast_convert_type(_select_tree(slots, table), jnp.float32)
+
+
+def nf4_slot_word_bits(w, ops: WordOps) -> tuple:
+  """Eight NF4 slot codes -> four bf16x2 words, bit for bit `nf4_slot_f32`'s values.
+
+  `w` (32 bits) holds code i in nibble i; output word p holds codes 2 p (low half) and
+  2 p + 1 (high half), the pairs Mosaic's int4 registers slice a word into (as
+  `e2m1_pair_bits`). Per half-word of four codes (`prmt` reads its selector's low 16 bits: a
+  shift brings the high half down), each byte plane is two `prmt`s and an XOR
+  (`NF4_SLOT_PLANES`), and two more `prmt`s interleave the lo and hi bytes into the two pairs:
+  19 integer ops for eight codes.
+  """
+  c = ops.const
+  flipped = ops.xor(w, c(0x88888888))
+  out = []
+  for sel, sel_flipped in ((w, flipped), (ops.shr(w, c(16)), ops.shr(flipped, c(16)))):
+    lo, hi = (ops.xor(ops.prmt(c(a[0]), c(a[1]), sel), ops.prmt(c(b[0]), c(b[1]), sel_flipped))
+              for a, b in NF4_SLOT_PLANES)
+    out += [ops.prmt(lo, hi, c(0x5140)), ops.prmt(lo, hi, c(0x7362))]
+  return tuple(out)

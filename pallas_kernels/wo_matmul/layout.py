@@ -11,19 +11,24 @@ The kernels want each output column's weights contiguous along K, because they c
                                 INT4 / UINT4 (stored as q - 8) and for FP4 E2M1 (the OCP
                                 bit pattern s|e e|m, read as int4 bits);
                                 int8 / float8_e4m3fn for the per-channel 8-bit formats;
-                                uint8 nibble codes (N, K // 2) for NF4, even k low.
+                                uint8 nibble codes (N, K // 2) for NF4, even k low; or,
+                                re-stored by `nf4_slots`, int4 NF4 slot codes (N, K).
   PackedWeight.scale  (G, N)   float32 per group (G = K // group; 1 for per-channel), uint8 E8M0
-                                for MXFP4, float8_e4m3fn for NVFP4 block scales.
+                                for MXFP4, float8_e4m3fn for NVFP4 block scales; bf16
+                                multipliers after `fp4_scales_bf16` / `nf4_slots`.
   PackedWeight.offset (G, N)   float32, UINT4 only: s * (zp - 8), so that
                                 dequant = (q - zp) * s = (q - 8) * s - offset.
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
-Three optional re-storings, each a one-time repacking that every other reader undoes:
-`tile_weight` (block-contiguous tiles), `order_for_wgmma` (int4 codes in the GPU kernels'
-register order within each 32 of K) and `fp4_scales_bf16` (FP4 block scales as the bf16
-multipliers the GPU decode kernel applies, so it decodes no scale bytes). `repack` stores
-int4-stored weights in that register order when it runs on a GPU (the decode kernel then skips
-a shuffle, 6-16% faster on an H200), in K order elsewhere; `wgmma_order=` overrides.
+Optional re-storings, each a one-time repacking: `tile_weight` (block-contiguous tiles),
+`order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K) and
+`fp4_scales_bf16` (FP4 block scales as the bf16 multipliers the GPU decode kernel applies, so
+it decodes no scale bytes), which every other reader undoes; and `nf4_slots`, which stores NF4
+as int4 slot codes (`decode.nf4_slot_pair_bits`: byte permutes give their bf16 table values)
+with bf16 absmax: the numerics of bitsandbytes' GEMV kernel (table and absmax in bf16), which
+every reader then takes (no inverse: the absmax was rounded). `repack` stores int4-stored
+weights in that register order when it runs on a GPU (the decode kernel then skips a shuffle,
+6-16% faster on an H200), in K order elsewhere; `wgmma_order=` overrides.
 
 The repacking runs once per weight (a transpose and, for UINT4, a re-centring). E2M1 keeps its
 OCP bits because they are already almost a bf16: the GPU kernels move the sign to bit 15 and
@@ -40,8 +45,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.wo_matmul.decode import NF4_SLOT_OF_CODE
 from pallas_kernels.wo_matmul.decode import NF4_TABLE
 from pallas_kernels.wo_matmul.decode import e2m1_f32
+from pallas_kernels.wo_matmul.decode import nf4_slot_f32
 
 
 class WeightFormat(enum.Enum):
@@ -74,8 +81,8 @@ class PackedWeight:
   w_tile: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
   # True if each aligned 32 of K of an int4-stored `w` is in `WGMMA_ORDER` (`order_for_wgmma`).
   wgmma_order: bool = dataclasses.field(default=False, metadata=dict(static=True))
-  # MXFP4 / NVFP4 only: True if `scale` holds bf16 multipliers (`fp4_scales_bf16`), not the
-  # stored E8M0 / E4M3 scales.
+  # MXFP4 / NVFP4 / NF4: True if `scale` holds bf16 multipliers (`fp4_scales_bf16`), not the
+  # stored E8M0 / E4M3 scales; for NF4 (`nf4_slots`) the absmax in bf16, `w` int4 slot codes.
   scale_bf16: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   @property
@@ -114,7 +121,8 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
     wgmma_order: store the codes in the GPU kernels' register order (`order_for_wgmma`); None:
       on a GPU backend for the int4-stored formats with 32 | K (`default_wgmma_order`).
     scale_bf16: MXFP4 / NVFP4: store the block scales as the GPU decode's bf16 multipliers
-      (`fp4_scales_bf16`); None: on a GPU backend (`default_scale_bf16`).
+      (`fp4_scales_bf16`, same values); NF4: int4 slot codes and bf16 absmax (`nf4_slots`,
+      bitsandbytes' GEMV numerics); None: on a GPU backend (`default_scale_bf16`).
 
   Returns:
     PackedWeight.
@@ -146,29 +154,32 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
   ts = None if tensor_scale is None else jnp.asarray(tensor_scale, jnp.float32)
   pw = PackedWeight(w=w, scale=scale, offset=offset, tensor_scale=ts, fmt=fmt, group=group,
                     k=k, n=n)
-  if wgmma_order is None:
-    wgmma_order = default_wgmma_order(fmt, k)
   if scale_bf16 is None:
     scale_bf16 = default_scale_bf16(fmt)
-  pw = fp4_scales_bf16(pw) if scale_bf16 else pw
+  if scale_bf16:
+    pw = nf4_slots(pw) if fmt is WeightFormat.NF4 else fp4_scales_bf16(pw)
+  if wgmma_order is None:
+    wgmma_order = default_wgmma_order(fmt, k, pw.scale_bf16)
   return order_for_wgmma(pw) if wgmma_order else pw
 
 
-def default_wgmma_order(fmt: WeightFormat, k: int) -> bool:
+def default_wgmma_order(fmt: WeightFormat, k: int, scale_bf16: bool = False) -> bool:
   """Whether `repack` stores a weight in `WGMMA_ORDER` by default: on a GPU backend (whose
-  kernels read it without a shuffle), for the int4-stored formats, when 32 divides K. The
-  portable and TPU kernels read K order (a register-order weight costs them a permutation)."""
-  return jax.default_backend() in ("gpu", "cuda") and fmt in INT4_STORED and k % 32 == 0
+  kernels read it without a shuffle), for the int4-stored formats (NF4 as slot codes, with
+  `scale_bf16`), when 32 divides K. The portable and TPU kernels read K order (a
+  register-order weight costs them a permutation)."""
+  int4 = fmt in INT4_STORED or (fmt is WeightFormat.NF4 and scale_bf16)
+  return jax.default_backend() in ("gpu", "cuda") and int4 and k % 32 == 0
 
 
 def default_scale_bf16(fmt: WeightFormat) -> bool:
-  """Whether `repack` stores FP4 block scales as bf16 multipliers (`fp4_scales_bf16`) by
-  default: for MXFP4 / NVFP4 on a GPU backend, whose decode kernel then reads them with no scale
-  decode (H200, 8192 x 28672: MXFP4 17-22% faster at M = 1..64, NVFP4 7-10% at M = 1..32 and
-  2% slower at M = 64; the prefill GEMM converts them back per call, +1% / +3%). Elsewhere
-  the stored bytes are smaller and as fast."""
-  return jax.default_backend() in ("gpu", "cuda") and fmt in (WeightFormat.MXFP4,
-                                                               WeightFormat.NVFP4)
+  """Whether `repack` stores block scales as bf16 multipliers by default: for MXFP4 / NVFP4
+  (`fp4_scales_bf16`) and NF4 (`nf4_slots`) on a GPU backend, whose decode kernel then reads
+  them with no scale decode (H200, 8192 x 28672: MXFP4 17-22% faster at M = 1..64, NVFP4 7-10%
+  at M = 1..32 and 2% slower at M = 64; the prefill GEMM converts FP4's back per call, +1% /
+  +3%) and decodes NF4 by byte permutes. Elsewhere the stored bytes are smaller and as fast."""
+  return jax.default_backend() in ("gpu", "cuda") and fmt in (
+      WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4)
 
 
 def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Array:
@@ -228,8 +239,9 @@ def fp4_scales_bf16(pw: PackedWeight) -> PackedWeight:
 
 
 def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
-  """The inverse of `fp4_scales_bf16` (a no-op for stored scales): E8M0 bytes / E4M3 again."""
-  if not pw.scale_bf16:
+  """The inverse of `fp4_scales_bf16` (a no-op for stored scales, and for NF4 slot codes, whose
+  bf16 absmax has no stored form to go back to): E8M0 bytes / E4M3 again."""
+  if not pw.scale_bf16 or pw.fmt is WeightFormat.NF4:
     return pw
   if pw.fmt is WeightFormat.NVFP4:
     s = pw.scale.astype(jnp.float32) * 2.0**-NVFP4_PRESCALE_LOG2
@@ -238,6 +250,31 @@ def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
     bits = jax.lax.bitcast_convert_type(pw.scale, jnp.uint16)
     scale = ((bits >> 7) & 0xFF).astype(jnp.uint8)
   return dataclasses.replace(pw, scale=scale, scale_bf16=False)
+
+
+def nf4_slots(pw: PackedWeight) -> PackedWeight:
+  """Stores an NF4 weight as int4 slot codes (N, K) (`decode.NF4_SLOT_OF_CODE`, in K order)
+  with its absmax rounded to bf16: the GPU decode kernel turns a pair of slot codes into their
+  bf16 table values by byte permutes and multiplies by the absmax with one `mul.rn.bf16x2`.
+
+  The weight becomes RN_bf16(bf16(table) * bf16(absmax)) in a kernel: bitsandbytes' GEMV
+  kernel's numerics (`kgemm_4bit_inference_naive` keeps both in bf16), not its dequantization's
+  (f32 product). `dequantize` gives bf16(table) * bf16(absmax) in f32. One-way: the absmax
+  was rounded. 2 bytes of scale a group in place of 4."""
+  if pw.fmt is not WeightFormat.NF4:
+    raise ValueError(f"slot codes are for NF4, not {pw.fmt.value}")
+  if pw.scale_bf16:
+    return pw
+  pw = untile_weight(pw)
+  slots = jnp.asarray(NF4_SLOT_OF_CODE)[unpack_k(pw.w.T).T.astype(jnp.int32)]
+  w = jnp.where(slots >= 8, slots.astype(jnp.int8) - 16, slots.astype(jnp.int8))
+  return dataclasses.replace(pw, w=w.astype(jnp.int4), scale=pw.scale.astype(jnp.bfloat16),
+                             scale_bf16=True)
+
+
+def int4_stored(pw: PackedWeight) -> bool:
+  """Whether `pw.w` holds int4 codes (N, K): INT4_STORED formats and NF4 slot codes."""
+  return pw.fmt in INT4_STORED or (pw.fmt is WeightFormat.NF4 and pw.scale_bf16)
 
 
 # Storage position -> K offset within each aligned 32 of K, for int4-stored weights in the GPU
@@ -265,8 +302,9 @@ def order_for_wgmma(pw: PackedWeight) -> PackedWeight:
   """Stores an int4-stored weight (INT4, UINT4, MXFP4, NVFP4) with each aligned 32 of K in
   `WGMMA_ORDER`, so that the GPU kernels load it straight into their register layout (a
   one-time repacking, like `tile_weight`). Every other path reads it through `logical_order`."""
-  if pw.fmt not in INT4_STORED:
-    raise ValueError(f"WGMMA order is for int4-stored formats, not {pw.fmt.value}")
+  if not int4_stored(pw):
+    raise ValueError(f"WGMMA order is for int4-stored formats (NF4 as slot codes: `nf4_slots`),"
+                     f" not {pw.fmt.value}")
   if pw.k % 32:
     raise ValueError(f"WGMMA order permutes aligned 32s of K: K={pw.k}")
   return pw if pw.wgmma_order else _permute_k32(pw)
@@ -316,7 +354,9 @@ def dequantize_nk(pw: PackedWeight, *, stored_order: bool = False) -> jax.Array:
   if not stored_order:
     pw = logical_order(pw)
   fmt = pw.fmt
-  if fmt is WeightFormat.NF4:
+  if fmt is WeightFormat.NF4 and pw.scale_bf16:
+    q = nf4_slot_f32(pw.w.astype(jnp.int32) & 15)
+  elif fmt is WeightFormat.NF4:
     lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))
     q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k)
   elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):

@@ -4,10 +4,12 @@ W: INT4 / UINT4 / NF4 with groups of 32, 64 or 128 along K, MXFP4 (E8M0 per 32),
 per 16 and a tensor scale), or INT8 / FP8 E4M3 with per-channel scales (int8 -> bf16 through the
 WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f16 -> f32 -> bf16,
 exact). E2M1 keeps its OCP bits and is decoded from the 32-bit words of int4 registers by four
-integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`); NF4 bytes are split into
-nibbles (even / odd k halves, each with its half of x) and looked up by a select tree
-(`decode.nf4_f32`, or as two bf16 terms, `decode.nf4_hi_lo`). Paths not yet checked on a GPU
-(`VERIFIED`) need `allow_unverified=True`.
+integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`). NF4 stored as int4 slot
+codes (`layout.nf4_slots`, `repack`'s GPU default) is decoded the same way, by byte permutes
+(`nf4_slots_bf16`: 19 integer ops for eight codes) and one bf16 multiply by the absmax; NF4
+bytes are split into nibbles (even / odd k halves, each with its half of x) and looked up by
+byte permutes in f32 (`nf4_lut_halves`), a select tree (`decode.nf4_f32`) or as two bf16 terms
+(`decode.nf4_hi_lo`). Paths not yet checked on a GPU (`VERIFIED`) need `allow_unverified=True`.
 
 Decode-shaped problems (M <= 64) are bound by reading the packed weight, so the kernel is built
 to stream W^T (N, K) int4 through shared memory at HBM speed and keep the tensor cores fed from
@@ -32,7 +34,8 @@ half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` 
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
 scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
 (a power of two or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its
-output 2^8 s_t: `NVFP4_PRESCALE_LOG2`), and for NF4 the f32 product rounded once to bf16 (the
+output 2^8 s_t: `NVFP4_PRESCALE_LOG2`); for NF4 slot codes bf16(table) * bf16(absmax) rounded
+once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
 weight bitsandbytes' dequantization gives in bf16).
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
@@ -58,6 +61,7 @@ from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_hi_lo
 from pallas_kernels.wo_matmul.decode import nf4_prmt_words
+from pallas_kernels.wo_matmul.decode import nf4_slot_word_bits
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
@@ -69,15 +73,24 @@ NUM_SMS_H100 = 132
 
 
 # What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
-# (format, group) with group "channel" for per-channel scales. Others need allow_unverified.
+# `case(pw)` keys. Others need allow_unverified.
 VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
             (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
-            (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel")}
+            (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
+            # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
+            (WeightFormat.NF4, 64, "slots")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
+
+
+def case(pw: PackedWeight) -> tuple:
+  """A weight's key in `VERIFIED` (and the GEMM's): (format, group), the group "channel" for
+  per-channel scales, and "slots" appended for NF4 slot codes (`layout.nf4_slots`)."""
+  key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
+  return key + ("slots",) if pw.fmt is WeightFormat.NF4 and pw.scale_bf16 else key
 
 
 def _mlir_word_ops() -> WordOps:
@@ -87,7 +100,7 @@ def _mlir_word_ops() -> WordOps:
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   i32 = ir.IntegerType.get_signless(32)
   return WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
-                 shr=arith.shrui, prmt=mgpu.utils.prmt, mul=arith.muli)
+                 xor=arith.xori, shr=arith.shrui, prmt=mgpu.utils.prmt, mul=arith.muli)
 
 
 def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -134,12 +147,32 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
   same layout), the E2M1 values / 2^126 times `mult` (one rounding; exact where the product is a
   bf16).
 
-  Each register holds two adjacent codes, sliced from a 32-bit word of eight after the int4
-  relayout (as Mosaic's own int4 -> bf16 cast finds them); `decode.e2m1_pair_bits` turns the
-  word and the slice's place in it into the pair's bf16 bits / 2^126 (4 integer ops, tested on
-  the CPU over every code pair), and one PTX `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes:
-  it keeps the subnormal that code 1 (0.5) passes through.
+  `decode.e2m1_pair_bits` turns a register's word and the pair's place in it into the pair's
+  bf16 bits / 2^126 (4 integer ops, tested on the CPU over every code pair), and one PTX
+  `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes: it keeps the subnormal that code 1 (0.5)
+  passes through.
   """
+  return _int4_pairs_bf16(q, lambda w, ops: [e2m1_pair_bits(w, p, ops) for p in range(4)], mult,
+                         BF16_2_POW_126 * 0x10001)
+
+
+def nf4_slots_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
+  """(rows, C) NF4 slot codes (`layout.nf4_slots`, as int4) in the WGMMA register layout -> the
+  bf16 table values (`decode.nf4_slot_f32`) in the same layout, or, given `mult` ((rows, C)
+  bf16, the bf16 absmax spread over its group), RN_bf16(value * mult): bitsandbytes' GEMV
+  weight. `decode.nf4_slot_word_bits` (byte permutes, tested on the CPU over every code pair)
+  and one PTX `mul.rn.bf16x2`."""
+  return _int4_pairs_bf16(q, nf4_slot_word_bits, mult, None)
+
+
+def _int4_pairs_bf16(q: jax.Array, word_bits, mult: jax.Array | None,
+                     const_mult: int | None) -> jax.Array:
+  """The register-level body of `e2m1_bf16` / `nf4_slots_bf16`: each register of `q` holds two
+  adjacent codes, sliced from a 32-bit word of eight after the int4 load or relayout (as
+  Mosaic's own int4 -> bf16 cast finds them); `word_bits(word, ops)` gives the word's four
+  pairs as bf16x2 bits (built once a word, so the ops its pairs share are emitted once), each
+  then multiplied (`mul.rn.bf16x2`) by `mult`'s register or by the constant bf16x2 bits
+  `const_mult` (None: no multiply)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import llvm, vector  # pylint: disable=g-import-not-at-top
@@ -157,25 +190,29 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
     ops = _mlir_word_ops()
     regs = arr.registers
     if any(ir.VectorType(r.type).shape != [2] for r in regs.flat):
-      raise NotImplementedError("e2m1_bf16 expects two int4 codes a register")
+      raise NotImplementedError("the int4 pair decode expects two int4 codes a register")
     if mult_arr:
       mults = [mgpu.utils.bitcast(r, i32) for r in mult_arr[0].registers.flat]
     else:
-      mults = [ops.const(BF16_2_POW_126 * 0x10001)] * regs.size
+      mults = [None if const_mult is None else ops.const(const_mult)] * regs.size
 
     def word_slice(reg):  # (the 32-bit word a register was sliced from, pair index)
       op = getattr(reg.owner, "opview", None)
       if not (isinstance(op, vector.ExtractStridedSliceOp)
               and mgpu.utils.bitwidth(op.source.type) == 32 and op.strides[0].value == 1):
-        raise NotImplementedError("e2m1_bf16 reads int4 registers sliced from 32-bit words (as "
-                                  f"the int4 loads and relayouts make them), got {reg}")
-      return mgpu.utils.bitcast(op.source, i32), op.offsets[0].value // 2
+        raise NotImplementedError("the int4 pair decode reads int4 registers sliced from 32-bit "
+                                  f"words (as the int4 loads and relayouts make them), got {reg}")
+      return op.source, op.offsets[0].value // 2
 
-    places = [word_slice(r) for r in regs.flat]
+    words = {}  # source word -> its four pairs' bits (MLIR values hash by identity)
     new = np.empty(regs.size, dtype=object)
-    for i, (word, part) in enumerate(places):
-      bits = e2m1_pair_bits(word, part, ops)
-      val = llvm.inline_asm(i32, [bits, mults[i]], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r")
+    for i, reg in enumerate(regs.flat):
+      src, part = word_slice(reg)
+      if src not in words:
+        words[src] = word_bits(mgpu.utils.bitcast(src, i32), ops)
+      val = words[src][part]
+      if mults[i] is not None:
+        val = llvm.inline_asm(i32, [val, mults[i]], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r")
       new[i] = mgpu.utils.bitcast(val, vec2_bf16)
     return mgpu.FragmentedArray(_registers=new.reshape(regs.shape), _layout=arr.layout,
                                 _is_signed=None)
@@ -277,11 +314,14 @@ def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False)
                                                                            steps=4)
   if fmt is WeightFormat.FP8:
     return dict(tile_n=128, gps=2, steps=3 if small else 4)
-  if fmt in FP4:  # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
+  if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
+    # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
     # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
-    # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7).
-    narrow = m <= (8 if scale_bf16 and fmt is WeightFormat.NVFP4 else 16)
+    # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7). NF4 slot codes
+    # (kernels_wo_s11_nf4_*.json): M = 1 narrow 64.5 us (INT4's 67.4), M = 16 wide 63.2
+    # against 65.4.
+    narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
     return dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
@@ -372,12 +412,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   fmt = pw.fmt
   per_channel = fmt in PER_CHANNEL
   fp4 = fmt in FP4
-  nf4 = fmt is WeightFormat.NF4  # the one format left as nibble bytes: even / odd k halves
+  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`layout.nf4_slots`)
+  nf4 = fmt is WeightFormat.NF4 and not slots  # nibble bytes: even / odd k halves
   if per_channel and g != pw.k:
     raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
   if not per_channel and g not in ((32, 16) if fp4 else (32, 64, 128)):
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
-  if (fmt, "channel" if per_channel else g) not in VERIFIED and not allow_unverified:
+  if case(pw) not in VERIFIED and not allow_unverified:
     raise NotImplementedError(
         f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
         "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
@@ -403,7 +444,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
   # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
   sub = 1 if per_channel else CHUNK // g
-  prescale = (fp4 or nf4) and prescale
+  prescale = (fp4 or fmt is WeightFormat.NF4) and prescale
   compute_wgs = dflt.get("compute_wgs", 1) if compute_wgs is None else compute_wgs
   xsub = 1 if prescale else sub  # x copies per chunk
   mp = max(8, -(-m // 8) * 8)
@@ -554,6 +595,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         else:  # relayout while still 4-bit (cheaper shuffles), then the decode to bf16
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
+        if slots:  # bitsandbytes' GEMV weight: RN_bf16(bf16 table * bf16 absmax)
+          return [nf4_slots_bf16(w, block_scales(j, g, jnp.bfloat16))]
         if not fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if prescale and fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact

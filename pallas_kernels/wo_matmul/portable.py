@@ -21,6 +21,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import e2m1_f32
 from pallas_kernels.wo_matmul.decode import nf4_f32
+from pallas_kernels.wo_matmul.decode import nf4_slot_f32
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
@@ -29,8 +30,10 @@ from pallas_kernels.wo_matmul.layout import scale_values
 from pallas_kernels.wo_matmul.layout import untile_weight
 
 
-def _decode_block(w: jax.Array, fmt: WeightFormat) -> jax.Array:
-  """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for NF4] -> f32 element values."""
+def _decode_block(w: jax.Array, fmt: WeightFormat, nf4_slots: bool) -> jax.Array:
+  """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for NF4 bytes] -> f32 element values."""
+  if nf4_slots:  # int4 slot codes -> the bf16 table's values (`layout.nf4_slots`)
+    return nf4_slot_f32(w.astype(jnp.int32) & 15)
   if fmt is WeightFormat.NF4:
     lo, hi = w & 15, w >> 4
     return nf4_f32(jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]))
@@ -66,7 +69,8 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   if n % tile_n or k % tile_k or (not per_channel and tile_k % g):
     raise ValueError(f"portable kernel: N={n}, K={k} must tile by ({tile_n}, {tile_k}) and "
                      f"tile_k must be a multiple of the group {g}")
-  wk = tile_k // 2 if fmt is WeightFormat.NF4 else tile_k  # NF4: nibble pairs
+  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes, bf16 absmax
+  wk = tile_k // 2 if fmt is WeightFormat.NF4 and not slots else tile_k  # NF4 bytes: pairs
   gps = 1 if per_channel else tile_k // g  # groups per step
   ts = jnp.zeros((1, 1), jnp.float32) if pw.tensor_scale is None else pw.tensor_scale.reshape(1, 1)
   has_off = pw.offset is not None
@@ -74,7 +78,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   # The dot's operands: bf16 where every value is exact in it (bf16 x with INT4 / INT8 / E2M1 /
   # FP8 codes, or bf16-rounded weights), the MXU's native rate on a TPU; float32 otherwise (NF4's
   # table, f32 x). Products are exact either way and accumulate in f32, as on the GPU.
-  exact_bf16 = x.dtype == jnp.bfloat16 and (weights_bf16 or fmt is not WeightFormat.NF4)
+  exact_bf16 = x.dtype == jnp.bfloat16 and (weights_bf16 or slots or fmt is not WeightFormat.NF4)
   mm_dtype = jnp.bfloat16 if exact_bf16 else jnp.float32
 
   def kernel(x_ref, w_ref, s_ref, ts_ref, *rest):
@@ -88,7 +92,7 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
     def _():
       o_ref[...] = jnp.zeros(o_ref.shape, o_ref.dtype)
 
-    q = _decode_block(w_ref[...], fmt)  # (tn, tk) f32
+    q = _decode_block(w_ref[...], fmt, slots)  # (tn, tk) f32
     xv = x_ref[...].astype(mm_dtype)  # (M, tk)
     rows = pl.ds(0 if per_channel else kk * gps, gps)  # this step's groups
     s = scale_values(s_ref[rows, :], fmt, ts_ref[0, 0])  # (gps, tn)

@@ -127,6 +127,20 @@ def test_fp4_scales_bf16_lower(name, monkeypatch):
   _compat.lower_for("cuda", gemm, _x(1024, 8192), pw)
 
 
+@pytest.mark.parametrize("m", [1, 16, 64])
+def test_nf4_slots_lower(m):
+  # NF4 slot codes (`layout.nf4_slots`, register order as `repack` stores them on a GPU): the
+  # decode kernel's byte-permute decode and bf16 absmax multiply, and the GEMM's decode.
+  pw = jax.eval_shape(lambda p: wm.layout.order_for_wgmma(wm.layout.nf4_slots(p)),
+                      _weight_shape("nf4_g64", 8192, 28672))
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
+  for fn, m_, mul in ((decode, m, True), (gemm, 16 * m, False)):
+    text = _compat.lower_for("cuda", fn, _x(m_, 8192), pw).as_text()
+    assert "prmt.b32" in text and ("mul.rn.bf16x2" in text) == mul
+    assert "sub.bf16x2" not in text
+
+
 def test_decode_load_only_diagnostic_lowers():
   pw = _weight_shape("int4_g128", 8192, 28672)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, load_only=True)

@@ -247,6 +247,9 @@ def test_nf4_byte_permute_lookup_is_the_table():
   assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0x3210))) == 0x03020100
   assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0x7654))) == 0x07060504
   assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0x5140))) == 0x05010400
+  # Bit 3 of a selector nibble: the selected byte's top bit over all 8 bits; high 16 bits ignored.
+  a, b = jnp.uint32(0x80017F00), jnp.uint32(0xFF00FE01)
+  assert int(wm.decode.prmt_reference(a, b, jnp.uint32(0xABCD3F8E))) == 0x80FF0000
 
 
 @pytest.mark.parametrize("part", range(4))
@@ -414,8 +417,10 @@ def test_repack_stores_register_order_on_a_gpu(monkeypatch):
   np.testing.assert_array_equal(np.asarray(ow.w.astype(jnp.int8)),
                                 np.asarray(wm.layout.order_for_wgmma(pw).w.astype(jnp.int8)))
   assert not wm.repack_qarray(q, wgmma_order=False).wgmma_order
-  for name in ("nf4_g64", "int8", "fp8_e4m3_rowwise"):
+  for name in ("int8", "fp8_e4m3_rowwise"):
     assert not wm.repack_qarray(_weight(*FORMATS[IDS.index(name)], k=512, n=256)[0]).wgmma_order
+  nf4 = wm.repack_qarray(_weight("nf4_g64", {}, k=512, n=256)[0])  # as slot codes
+  assert nf4.wgmma_order and nf4.scale_bf16
   x = jnp.ones((1, 512), jnp.bfloat16)
   assert wm.api.default_implementation(x, ow) == "mosaic_gpu"
   assert wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), ow) == \
@@ -493,3 +498,72 @@ def test_fp4_scales_bf16(name, monkeypatch):
   wide = [mosaic_gpu._default_config(pw.fmt, 28672, 16, sb).get("compute_wgs") == 2
           for sb in (True, False)]
   assert wide == [name == "nvfp4", False]
+
+
+def test_nf4_slot_words_are_the_bf16_table():
+  # The GPU kernels' NF4 decode (`nf4_slot_word_bits`, prmt modelled on the CPU): every
+  # combination of four codes in each half of the word, the other half random; every output
+  # pair is the slots' bf16 bits, which are the NF4 table rounded to bf16 (zero as -0).
+  import ml_dtypes
+  d = wm.decode
+  np.testing.assert_array_equal(
+      d.NF4_SLOT_BF16_BITS[d.NF4_SLOT_OF_CODE].view(ml_dtypes.bfloat16).astype(np.float32),
+      d.NF4_TABLE.astype(ml_dtypes.bfloat16).astype(np.float32))
+  assert sorted(d.NF4_SLOT_OF_CODE) == list(range(16))
+  assert (d.NF4_SLOT_OF_CODE[d.NF4_CODE_OF_SLOT] == np.arange(16)).all()
+  rng = np.random.default_rng(0)
+  every = np.arange(2**16, dtype=np.uint32)
+  other = rng.integers(0, 2**16, 2**16, dtype=np.uint32)
+  for w in (every | other << 16, other | every << 16):
+    pairs = d.nf4_slot_word_bits(jnp.asarray(w), d.JNP_WORD_OPS)
+    for p, got in enumerate(pairs):
+      lo, hi = (d.NF4_SLOT_BF16_BITS[(w >> (8 * p + 4 * h)) & 15].astype(np.uint32)
+                for h in (0, 1))
+      np.testing.assert_array_equal(np.asarray(got), lo | hi << 16)
+  slots = jnp.arange(16, dtype=jnp.uint32)
+  np.testing.assert_array_equal(np.asarray(d.nf4_slot_f32(slots)).view(np.uint32),
+                                d.NF4_SLOT_BF16_BITS.astype(np.uint32) << 16)
+
+
+def test_nf4_slots(monkeypatch):
+  # NF4 as slot codes with bf16 absmax (`layout.nf4_slots`): the weight is bf16(table) *
+  # bf16(absmax) (float64 check from the codes), rounded once to bf16 by the kernels that round
+  # (bitsandbytes' GEMV weight); register order, tiling and every CPU kernel read it.
+  import ml_dtypes
+  q, pw = _weight("nf4_g64", {}, k=512, n=256)
+  sl = wm.layout.nf4_slots(pw)
+  assert sl.scale_bf16 and sl.w.dtype == jnp.int4 and sl.w.shape == (256, 512)
+  assert sl.nbytes == pw.nbytes - pw.scale.size * 2
+  codes = np.asarray(wm.layout.unpack_k(q.codes))  # (K, N) NF4 codes
+  table = wm.decode.NF4_TABLE.astype(ml_dtypes.bfloat16).astype(np.float64)
+  absmax = np.asarray(q.scale, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+  want = table[codes] * np.repeat(absmax, 64, axis=0)
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(sl), np.float64), want)
+  ordered = wm.layout.order_for_wgmma(sl)
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(ordered), np.float64), want)
+  x = jax.random.normal(jax.random.key(3), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, sl, out_dtype=jnp.float32)
+  assert _rel(ref, x.astype(jnp.float32) @ mxjax.dequantize(q)) < 1e-2  # bf16 rounding only
+  for p in (sl, ordered, wm.layout.tile_weight(ordered, 128, 256)):
+    y = wm.wo_matmul(x, p, implementation="portable", interpret=True, out_dtype=jnp.float32)
+    assert _rel(y, ref) < 1e-5
+  # The rounding kernels' weight, through one-hot rows: RN_bf16 of the exact product.
+  eye = jnp.eye(512, dtype=jnp.bfloat16)[:8]
+  for impl, kw in (("portable", dict(interpret=True, weights_bf16=True)), ("dequant_gemm", {})):
+    rows = np.asarray(wm.wo_matmul(eye, ordered, implementation=impl, out_dtype=jnp.float32,
+                                   **kw))
+    np.testing.assert_array_equal(rows, want[:8].astype(ml_dtypes.bfloat16).astype(np.float32))
+  with pytest.raises(ValueError, match="slot codes are for NF4"):
+    wm.layout.nf4_slots(_weight("int4_g128", {}, k=512, n=256)[1])
+  with pytest.raises(ValueError, match="slot codes"):
+    wm.layout.order_for_wgmma(pw)
+  assert wm.layout.fp4_scales_stored(sl) is sl
+  # The GPU's default storage; the kernels take it only where checked on a GPU.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  g = wm.repack_qarray(q)
+  assert g.scale_bf16 and g.wgmma_order
+  assert not wm.repack_qarray(q, scale_bf16=False).scale_bf16
+  from pallas_kernels.wo_matmul import mosaic_gpu
+  assert mosaic_gpu.case(g) == (wm.WeightFormat.NF4, 64, "slots")
+  want_impl = "mosaic_gpu" if mosaic_gpu.case(g) in mosaic_gpu.VERIFIED else "xla"
+  assert wm.api.default_implementation(x, g) == want_impl
