@@ -1,10 +1,12 @@
-"""The GPU defaults end to end: `repack_qarray` (bf16 FP4 scale multipliers, register order)
-and `wo_matmul`'s default implementation against x @ dequantize(q), MXFP4 / NVFP4, M = 1, 16, 64.
+"""The GPU defaults end to end: `repack_qarray` (bf16 FP4 scale multipliers, NF4 slot codes,
+register order) and `wo_matmul`'s default implementation against x @ dequantize(q), MXFP4 /
+NVFP4 / NF4, M = 1, 16, 64 and 1024 (the prefill GEMM).
 
 The reference is XLA's f32 dot at default precision: on a GPU it runs TF32 for M > 1, exact for
 MXFP4's values (a 2-bit significand times a power of two) but not for NVFP4's s_t s_b v, so
 NVFP4's error there is the reference's, ~2e-4 (the benchmark's `--onehot` checks the kernel's
-weights element by element). Output: experiments/results/wo_defaults_check_s10.txt.
+weights element by element). NF4's ~3e-3 is the bf16 table, absmax and weight rounding of
+its slot codes (bitsandbytes' GEMV numerics). Output: experiments/results/wo_defaults_check_s*.txt.
 """
 import jax
 import jax.numpy as jnp
@@ -14,11 +16,11 @@ import pallas_kernels.wo_matmul as wm
 
 
 def main():
-  for preset in ("mxfp4", "nvfp4"):
+  for preset in ("mxfp4", "nvfp4", "nf4_g64"):
     w = jax.random.normal(jax.random.key(0), (4096, 2048), jnp.float32)
     q = mxjax.quantize(w, mxjax.schemes.get(preset), axis=0)
     pw = wm.repack_qarray(q)
-    for m in (1, 16, 64):
+    for m in (1, 16, 64, 1024):
       x = jax.random.normal(jax.random.key(m), (m, 4096), jnp.float32).astype(jnp.bfloat16)
       impl = wm.api.default_implementation(x, pw)
       y = jax.jit(lambda x, p: wm.wo_matmul(x, p, out_dtype=jnp.float32))(x, pw)

@@ -319,9 +319,11 @@ def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False)
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
     # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
     # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7). NF4 slot codes
-    # (kernels_wo_s11_nf4_*.json): M = 1 narrow 64.5 us (INT4's 67.4), M = 16 wide 63.2
-    # against 65.4.
+    # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
+    # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
     narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
+    if narrow and fmt is WeightFormat.NF4:
+      return dict(tile_n=128, gps=2, steps=2, stream_k=4)
     return dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,

@@ -8,8 +8,9 @@ where each step reads, and which output slot its partial sum goes to:
   `splits` CTAs a tile, so the grid is `n_tiles * splits` CTAs. When that count is not a multiple
   of what the GPU runs at once, some SMs get one CTA fewer and idle at the end (224 CTAs of
   INT4 g128 at K=8192, N=28672 on 132 SMs: 40 SMs hold one CTA and 92 hold two).
-- `stream_k_schedule`: `ctas` CTAs take equal, contiguous ranges of the flattened iterations, so
-  every CTA has the same work; a range may end inside a tile and the next CTA finishes it. Each
+- `stream_k_schedule`: `ctas` CTAs take contiguous ranges of the flattened iterations, equal or
+  differing by one step (so that a CTA count that divides no tiling, three an SM, still fills
+  every SM); a range may end inside a tile and the next CTA finishes it. Each
   CTA flushes its partial sum when its tile ends or its range does, into slot
   `c - first CTA of the tile`, and XLA adds a tile's slots (which slots hold data is known
   statically: the rest are masked out, never trusted to be zero).
@@ -43,6 +44,9 @@ class Schedule:
   place_at: Callable[[tuple, Any], tuple[Any, Any, Any]]
   last_at: Callable[[tuple, Any], Any]
   written: np.ndarray  # (slots, n_tiles) bool: which slots a CTA writes
+  # Steps each CTA's share holds (the rest of its `iters` repeat its last one, unflushed);
+  # None: all `iters`.
+  lengths: np.ndarray | None = None
 
   def place(self, i: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """In the kernel: (N tile, K step, output slot) of this CTA's pipeline step i."""
@@ -88,35 +92,56 @@ def pick_splits(n_tiles: int, kst: int, num_sms: int) -> int:
 
 
 def stream_k_ctas(total: int, target: int) -> int:
-  """The largest divisor of `total` iterations not above `target` CTAs."""
-  return max(d for d in range(1, min(total, target) + 1) if total % d == 0)
+  """CTAs for a stream-K schedule of `total` iterations aiming at `target`: the largest divisor
+  of `total` not above `target` (equal shares) when it is within 5% of it, else `target`
+  (shares differing by one step), never more than `total`."""
+  target = min(total, target)
+  best = max(d for d in range(1, target + 1) if total % d == 0)
+  return best if best >= 0.95 * target else target
 
 
 def stream_k_schedule(n_tiles: int, tile_n: int, kst: int, ctas: int) -> Schedule:
-  """`ctas` CTAs, each running `n_tiles * kst / ctas` consecutive iterations (tile-major)."""
+  """`ctas` CTAs, CTA c running the consecutive iterations [c T / C, (c + 1) T / C) (floors; T
+  iterations tile-major, C CTAs): equal shares when C divides T, else shares of
+  floor(T / C) and one more. The pipeline runs ceil(T / C) steps in every CTA; a shorter
+  share's last step re-reads its last iteration (from the L2) into a sum that is never flushed.
+  """
   total = n_tiles * kst
-  if total % ctas:
-    raise ValueError(f"stream-K needs ctas dividing the {total} iterations "
-                     f"({n_tiles} tiles x {kst} K steps); {ctas} does not "
-                     f"(stream_k_ctas({total}, {ctas}) = {stream_k_ctas(total, ctas)} does)")
-  iters = total // ctas
+  if not 1 <= ctas <= total:
+    raise ValueError(f"stream-K takes 1 to {total} CTAs ({n_tiles} tiles x {kst} K steps), "
+                     f"not {ctas}")
+  iters = -(-total // ctas)
+
+  def start(c):
+    return (c * total) // ctas
+
+  def first_cta(f):  # the CTA whose share holds iteration f
+    return ((f + 1) * ctas + total - 1) // total - 1
+
+  def length(c):
+    return start(c + 1) - start(c)
+
+  def place_at(ids, i):
+    (c,) = ids
+    f = start(c) + jnp.minimum(i, length(c) - 1) if not isinstance(i, int) else (
+        start(c) + min(i, length(c) - 1))
+    tile = f // kst
+    return tile, f % kst, c - first_cta(tile * kst)
+
+  def last_at(ids, i):
+    (c,) = ids
+    return ((place_at(ids, i)[1] == kst - 1) & (i < length(c))) | (i == length(c) - 1)
+
   written = {}
   for c in range(ctas):  # which (slot, tile) each CTA writes, statically
-    for t in range(c * iters // kst, ((c + 1) * iters - 1) // kst + 1):
-      written[(c - t * kst // iters, t)] = True
+    for i in range(length(c)):
+      tile, _, slot = place_at((c,), i)
+      written[(slot, tile)] = True
   slots = 1 + max(sl for sl, _ in written)
   mask = np.zeros((slots, n_tiles), bool)
   for sl, t in written:
     mask[sl, t] = True
-
-  def place_at(ids, i):
-    (c,) = ids
-    f = c * iters + i
-    tile = f // kst
-    return tile, f % kst, c - tile * kst // iters
-
-  def last_at(ids, i):
-    return (place_at(ids, i)[1] == kst - 1) | (i == iters - 1)
-
+  lengths = np.array([length(c) for c in range(ctas)])
   return Schedule(grid=(ctas,), grid_names=("c",), iters=iters, slots=slots, n_tiles=n_tiles,
-                  tile_n=tile_n, place_at=place_at, last_at=last_at, written=mask)
+                  tile_n=tile_n, place_at=place_at, last_at=last_at, written=mask,
+                  lengths=lengths)

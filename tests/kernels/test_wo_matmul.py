@@ -296,8 +296,13 @@ def _simulate(sched, kst):
   flushed = set()
   for ids in np.ndindex(*sched.grid):
     acc = 0.0
+    length = sched.iters if sched.lengths is None else int(sched.lengths[ids[0]])
     for i in range(sched.iters):
-      tile, kk, slot = sched.place_at(ids, i)
+      tile, kk, slot = (int(v) for v in sched.place_at(ids, i))
+      if i >= length:  # a shorter share's padding: its last step again, never flushed
+        assert (tile, kk) == last_place and not sched.last_at(ids, i)
+        continue
+      last_place = (tile, kk)
       seen[tile, kk] += 1
       acc += vals[tile, kk]
       if sched.last_at(ids, i):
@@ -312,20 +317,26 @@ def _simulate(sched, kst):
 
 
 @pytest.mark.parametrize("n_tiles,kst,ctas", [(224, 32, 256), (224, 32, 224), (7, 8, 8),
-                                              (112, 16, 256), (3, 5, 15), (5, 3, 5)])
+                                              (112, 16, 256), (3, 5, 15), (5, 3, 5),
+                                              (224, 32, 396), (7, 8, 5), (3, 5, 14), (5, 3, 2)])
 def test_stream_k_schedule_covers_every_iteration_once(n_tiles, kst, ctas):
+  # Equal shares where the CTAs divide the iterations, else shares one step apart.
   from pallas_kernels.wo_matmul import schedule as S
   sched = S.stream_k_schedule(n_tiles, 2, kst, ctas)
-  assert sched.iters * ctas == n_tiles * kst and sched.grid == (ctas,)
+  total = n_tiles * kst
+  assert sched.iters == -(-total // ctas) and sched.grid == (ctas,)
+  assert sched.lengths.sum() == total and set(sched.lengths) <= {total // ctas, sched.iters}
   _simulate(sched, kst)
 
 
 def test_split_schedule_and_errors():
   from pallas_kernels.wo_matmul import schedule as S
   _simulate(S.split_schedule(6, 2, 8, 4), 8)
-  assert S.stream_k_ctas(7168, 264) == 256
-  with pytest.raises(ValueError, match="stream_k_ctas"):
-    S.stream_k_schedule(224, 128, 32, 264)
+  assert S.stream_k_ctas(7168, 264) == 256  # a divisor within 5%: equal shares
+  assert S.stream_k_ctas(7168, 396) == 396  # three an SM: shares of 18 and 19 steps
+  assert S.stream_k_ctas(12, 20) == 12
+  with pytest.raises(ValueError, match="1 to 7168 CTAs"):
+    S.stream_k_schedule(224, 128, 32, 7169)
   with pytest.raises(ValueError, match="splits"):
     S.split_schedule(6, 2, 8, 3)
 
