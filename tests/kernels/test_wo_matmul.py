@@ -295,7 +295,7 @@ def _simulate(sched, kst):
   seen = np.zeros((sched.n_tiles, kst), int)
   flushed = set()
   for ids in np.ndindex(*sched.grid):
-    acc = 0.0
+    acc, last_place = 0.0, None
     length = sched.iters if sched.lengths is None else int(sched.lengths[ids[0]])
     for i in range(sched.iters):
       tile, kk, slot = (int(v) for v in sched.place_at(ids, i))
