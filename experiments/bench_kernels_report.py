@@ -322,6 +322,37 @@ def h200_s10_section() -> list[str]:
   ]
 
 
+def h200_s11_section() -> list[str]:
+  """Session 11 on the H200: NF4 as slot codes (the GPU default since), CTAs an SM, two tries
+  that did not pay (NF4 tables from memory, MXFP4's single multiply), and its roofline."""
+  wo11 = [("s11", _load(f"kernels_wo_s11_{n}.json")) for n in (
+      "nf4_m1", "nf4_m8", "nf4_m16", "nf4_m64", "nf4_prefill", "ctas_m1", "ctas_m16",
+      "nf4_tables_m1", "nf4_tables_m16", "nf4_tables_m64", "mxfp4_fold", "shapes")]
+  head = wo11[0][1]
+  copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
+  roofline(wo11, [("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))], copy_bps, gemm,
+           os.path.join(RES, "kernels_roofline_h200_s11.png"))
+  return [
+      "",
+      "# Session 11: H200",
+      "",
+      "NF4 g64 as int4 slot codes with bf16 absmax (`layout.nf4_slots`, {} or "
+      "{'scale_bf16': True}) against the byte layout ({'scale_bf16': False}); `ctas_*` try "
+      "three and four CTAs an SM (stream-K with shares one step apart); `nf4_tables_*` a "
+      "variant since removed that read the decode's table words from memory "
+      "({'nf4_tables_in_memory': False} is the kept code); `mxfp4_fold` ({}) a variant since "
+      "removed that multiplied each MXFP4 pair once; `shapes` the issue's smaller shapes "
+      "(cut short by its time limit). Each row the fastest of its configs (`configs_timed` "
+      "has every time). TB/s counts the smaller storage's bytes (NF4: bf16 absmax).",
+      "",
+      "## Weight-only matmul",
+      "",
+      wo_table(wo11, copy_bps),
+      "",
+      "![roofline H200 s11](kernels_roofline_h200_s11.png)",
+  ]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -404,6 +435,7 @@ def main():
   md += h200_s8_section()
   md += h200_s9_section()
   md += h200_s10_section()
+  md += h200_s11_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
