@@ -203,7 +203,6 @@ def _nf4_slots() -> tuple[np.ndarray, np.ndarray]:
 
 
 NF4_SLOT_OF_CODE, NF4_SLOT_BF16_BITS = _nf4_slots()
-NF4_CODE_OF_SLOT = np.argsort(NF4_SLOT_OF_CODE).astype(np.uint8)
 
 
 def _xor_tables(t: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -223,7 +222,8 @@ NF4_SLOT_PLANES = tuple(_xor_tables((NF4_SLOT_BF16_BITS >> (8 * p)) & 0xFF) for 
 
 def nf4_slot_f32(slots: jax.Array) -> jax.Array:
   """NF4 slot codes (unsigned ints 0..15) -> float32 values of the bf16-rounded table (zero as
-  -0), bit for bit: what the GPU decode produces (`nf4_slot_word_bits`), as a select tree for the other kernels."""
+  -0), bit for bit: what the GPU decode produces (`nf4_slot_word_bits`), as a select tree for
+  the other kernels."""
   table = NF4_SLOT_BF16_BITS.astype(np.uint32) << 16
   return jax.lax.bitcast_convert_type(_select_tree(slots, table), jnp.float32)
 

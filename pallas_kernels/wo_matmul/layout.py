@@ -24,7 +24,7 @@ Optional re-storings, each a one-time repacking: `tile_weight` (block-contiguous
 `order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K) and
 `fp4_scales_bf16` (FP4 block scales as the bf16 multipliers the GPU decode kernel applies, so
 it decodes no scale bytes), which every other reader undoes; and `nf4_slots`, which stores NF4
-as int4 slot codes (`decode.nf4_slot_pair_bits`: byte permutes give their bf16 table values)
+as int4 slot codes (`decode.nf4_slot_word_bits`: byte permutes give their bf16 table values)
 with bf16 absmax: the numerics of bitsandbytes' GEMV kernel (table and absmax in bf16), which
 every reader then takes (no inverse: the absmax was rounded). `repack` stores int4-stored
 weights in that register order when it runs on a GPU (the decode kernel then skips a shuffle,
@@ -299,9 +299,10 @@ def _permute_k32(pw: PackedWeight) -> PackedWeight:
 
 
 def order_for_wgmma(pw: PackedWeight) -> PackedWeight:
-  """Stores an int4-stored weight (INT4, UINT4, MXFP4, NVFP4) with each aligned 32 of K in
-  `WGMMA_ORDER`, so that the GPU kernels load it straight into their register layout (a
-  one-time repacking, like `tile_weight`). Every other path reads it through `logical_order`."""
+  """Stores an int4-stored weight (INT4, UINT4, MXFP4, NVFP4, NF4 slot codes) with each aligned
+  32 of K in `WGMMA_ORDER`, so that the GPU kernels load it straight into their register layout
+  (a one-time repacking, like `tile_weight`). Every other path reads it through
+  `logical_order`."""
   if not int4_stored(pw):
     raise ValueError(f"WGMMA order is for int4-stored formats (NF4 as slot codes: `nf4_slots`),"
                      f" not {pw.fmt.value}")
