@@ -293,49 +293,38 @@ def h200_s9_section() -> list[str]:
   ]
 
 
-def h200_s10_section() -> list[str]:
-  """Session 10 on the H200: FP4 scales as bf16 multipliers (the GPU default since), its roofline
-  (quantization unchanged since session 9)."""
-  wo10 = [("s10", _load(f"kernels_wo_s10_{n}.json")) for n in (
-      "scale_bf16", "scale_bf16_m16", "scale_bf16_m32", "nvfp4_m8", "nvfp4_m16_sweep",
-      "scale_bf16_prefill", "default")]
-  head = wo10[0][1]
+def wo_section(session: int, names: tuple[str, ...], intro: str) -> list[str]:
+  """A session on the H200 that ran weight-only matmuls only (quantization unchanged since
+  session 9): its `kernels_wo_s<session>_<name>.json` runs as one table and its roofline."""
+  runs = [(f"s{session}", _load(f"kernels_wo_s{session}_{n}.json")) for n in names]
+  head = runs[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
-  roofline(wo10, [("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))], copy_bps, gemm,
-           os.path.join(RES, "kernels_roofline_h200_s10.png"))
-  return [
-      "",
-      "# Session 10: H200",
-      "",
+  png = f"kernels_roofline_h200_s{session}.png"
+  roofline(runs, [("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))], copy_bps, gemm,
+           os.path.join(RES, png))
+  return ["", f"# Session {session}: H200", "", intro, "", "## Weight-only matmul", "",
+          wo_table(runs, copy_bps), "", f"![roofline H200 s{session}]({png})"]
+
+
+def h200_s10_section() -> list[str]:
+  """Session 10: FP4 scales as bf16 multipliers (the GPU default since)."""
+  return wo_section(10, (
+      "scale_bf16", "scale_bf16_m16", "scale_bf16_m32", "nvfp4_m8", "nvfp4_m16_sweep",
+      "scale_bf16_prefill", "default"),
       "MXFP4 / NVFP4 block scales stored as the decode's bf16 multipliers "
       "(`layout.fp4_scales_bf16`), each row the faster of the stored bytes ({} or "
       "{'scale_bf16': False}) and the multipliers ({'scale_bf16': True}; the JSON's "
       "`configs_timed` has each time); `nvfp4_m16_sweep` tries NVFP4's configs at M = 16 with "
       "them; in `default`, {} is `repack`'s GPU default since (multipliers, register order). "
-      "TB/s counts the format's bytes (1 a scale).",
-      "",
-      "## Weight-only matmul",
-      "",
-      wo_table(wo10, copy_bps),
-      "",
-      "![roofline H200 s10](kernels_roofline_h200_s10.png)",
-  ]
+      "TB/s counts the format's bytes (1 a scale).")
 
 
 def h200_s11_section() -> list[str]:
-  """Session 11 on the H200: NF4 as slot codes (the GPU default since), CTAs an SM, two tries
-  that did not pay (NF4 tables from memory, MXFP4's single multiply), and its roofline."""
-  wo11 = [("s11", _load(f"kernels_wo_s11_{n}.json")) for n in (
+  """Session 11: NF4 as slot codes (the GPU default since), CTAs an SM, and two tries that did
+  not pay (NF4 tables from memory, MXFP4's single multiply)."""
+  return wo_section(11, (
       "nf4_m1", "nf4_m8", "nf4_m16", "nf4_m64", "nf4_prefill", "ctas_m1", "ctas_m16",
-      "nf4_tables_m1", "nf4_tables_m16", "nf4_tables_m64", "mxfp4_fold", "shapes")]
-  head = wo11[0][1]
-  copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
-  roofline(wo11, [("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))], copy_bps, gemm,
-           os.path.join(RES, "kernels_roofline_h200_s11.png"))
-  return [
-      "",
-      "# Session 11: H200",
-      "",
+      "nf4_tables_m1", "nf4_tables_m16", "nf4_tables_m64", "mxfp4_fold", "shapes"),
       "NF4 g64 as int4 slot codes with bf16 absmax (`layout.nf4_slots`, {} or "
       "{'scale_bf16': True}) against the byte layout ({'scale_bf16': False}); `ctas_*` try "
       "three and four CTAs an SM (stream-K with shares one step apart); `nf4_tables_*` a "
@@ -343,14 +332,7 @@ def h200_s11_section() -> list[str]:
       "({'nf4_tables_in_memory': False} is the kept code); `mxfp4_fold` ({}) a variant since "
       "removed that multiplied each MXFP4 pair once; `shapes` the issue's smaller shapes "
       "(cut short by its time limit). Each row the fastest of its configs (`configs_timed` "
-      "has every time). TB/s counts the smaller storage's bytes (NF4: bf16 absmax).",
-      "",
-      "## Weight-only matmul",
-      "",
-      wo_table(wo11, copy_bps),
-      "",
-      "![roofline H200 s11](kernels_roofline_h200_s11.png)",
-  ]
+      "has every time). TB/s counts the smaller storage's bytes (NF4: bf16 absmax).")
 
 
 def main():
