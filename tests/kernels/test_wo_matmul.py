@@ -557,6 +557,8 @@ def test_nf4_slots(monkeypatch):
   for p in (sl, ordered, wm.layout.tile_weight(ordered, 128, 256)):
     y = wm.wo_matmul(x, p, implementation="portable", interpret=True, out_dtype=jnp.float32)
     assert _rel(y, ref) < 1e-5
+  y = wm.wo_matmul(x, ordered, implementation="mosaic_tpu", interpret=True, out_dtype=jnp.float32)
+  assert _rel(y, ref) < 1e-5
   # The rounding kernels' weight, through one-hot rows: RN_bf16 of the exact product.
   eye = jnp.eye(512, dtype=jnp.bfloat16)[:8]
   for impl, kw in (("portable", dict(interpret=True, weights_bf16=True)), ("dequant_gemm", {})):
