@@ -157,19 +157,24 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
   if scale_bf16 is None:
     scale_bf16 = default_scale_bf16(fmt)
   if scale_bf16:
-    pw = nf4_slots(pw) if fmt is WeightFormat.NF4 else fp4_scales_bf16(pw)
+    pw = scales_bf16(pw)
   if wgmma_order is None:
-    wgmma_order = default_wgmma_order(fmt, k, pw.scale_bf16)
+    wgmma_order = default_wgmma_order(pw)
   return order_for_wgmma(pw) if wgmma_order else pw
 
 
-def default_wgmma_order(fmt: WeightFormat, k: int, scale_bf16: bool = False) -> bool:
+def default_wgmma_order(pw: PackedWeight) -> bool:
   """Whether `repack` stores a weight in `WGMMA_ORDER` by default: on a GPU backend (whose
-  kernels read it without a shuffle), for the int4-stored formats (NF4 as slot codes, with
-  `scale_bf16`), when 32 divides K. The portable and TPU kernels read K order (a
+  kernels read it without a shuffle), for int4-stored codes (`int4_stored`: NF4 once
+  `nf4_slots` made it so), when 32 divides K. The portable and TPU kernels read K order (a
   register-order weight costs them a permutation)."""
-  int4 = fmt in INT4_STORED or (fmt is WeightFormat.NF4 and scale_bf16)
-  return jax.default_backend() in ("gpu", "cuda") and int4 and k % 32 == 0
+  return jax.default_backend() in ("gpu", "cuda") and int4_stored(pw) and pw.k % 32 == 0
+
+
+def scales_bf16(pw: PackedWeight) -> PackedWeight:
+  """The block scales as the GPU decode's bf16 multipliers: `fp4_scales_bf16` (MXFP4 / NVFP4)
+  or `nf4_slots` (NF4, with its codes)."""
+  return nf4_slots(pw) if pw.fmt is WeightFormat.NF4 else fp4_scales_bf16(pw)
 
 
 def default_scale_bf16(fmt: WeightFormat) -> bool:
