@@ -288,7 +288,7 @@ def int4_stored(pw: PackedWeight) -> bool:
 # WGMMA_UPCAST_4X layout loads storage positions 8 q .. 8 q + 7 of each 32 (one 32-bit word:
 # lane q of its row quad), and the WGMMA layout wants that thread to hold K offsets 8 j + 2 q,
 # 8 j + 2 q + 1 for j = 0..3 in its registers j: in this order the loaded word already is those
-# four registers, byte j each (`mosaic_gpu.wgmma_from_upcast_4x`), and no shuffles are needed.
+# four registers, byte j each (`registers.wgmma_from_upcast_4x`), and no shuffles are needed.
 WGMMA_ORDER = np.array([8 * ((m % 8) // 2) + 2 * (m // 8) + m % 2 for m in range(32)])
 INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
 

@@ -46,11 +46,11 @@ from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
 from pallas_kernels.wo_matmul.mosaic_gpu import case
-from pallas_kernels.wo_matmul.mosaic_gpu import e2m1_bf16
-from pallas_kernels.wo_matmul.mosaic_gpu import nf4_slots_bf16
-from pallas_kernels.wo_matmul.mosaic_gpu import wgmma_from_upcast_4x
-from pallas_kernels.wo_matmul.mosaic_gpu import nf4_lut_halves
-from pallas_kernels.wo_matmul.mosaic_gpu import spread_groups
+from pallas_kernels.wo_matmul.registers import e2m1_bf16
+from pallas_kernels.wo_matmul.registers import nf4_lut_halves
+from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
+from pallas_kernels.wo_matmul.registers import spread_groups
+from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
 
 WG_ROWS = 64  # rows of W^T a compute warpgroup owns: one wgmma's M
 TILE_N = 2 * WG_ROWS  # two compute warpgroups a CTA
@@ -117,7 +117,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       when tile_m <= 128 (and 256 divides K), else 128 (the H100's best at M = 128 / 1024).
     steps: pipeline slots (TMA copies in flight); default 4; either is lowered to what fits in
       shared memory (at least 2, or a ValueError).
-    nf4_lut: NF4: the byte-permute table lookup (`mosaic_gpu.nf4_lut_halves`) instead of the
+    nf4_lut: NF4: the byte-permute table lookup (`registers.nf4_lut_halves`) instead of the
       select tree; same values. Default (None): on for NF4.
     fp4_scale_bytes: MXFP4 / NVFP4: read the stored scale bytes and decode them in registers
       (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the

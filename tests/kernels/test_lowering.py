@@ -61,7 +61,7 @@ def test_nf4_byte_permute_lookup_lowers(m):
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 @pytest.mark.parametrize("m", [1, 64])
 def test_e2m1_bit_decode_lowers(name, m):
-  # The decode kernel's and the GEMM's E2M1 decode (`mosaic_gpu.e2m1_bf16`): integer ops on the
+  # The decode kernel's and the GEMM's E2M1 decode (`registers.e2m1_bf16`): integer ops on the
   # int4 registers' 32-bit words and PTX mul.rn.bf16x2, not Mosaic's int4 -> bf16 cast (whose PTX
   # ends in sub.bf16x2).
   pw = _weight_shape(name, 8192, 28672)
@@ -75,7 +75,7 @@ def test_e2m1_bit_decode_lowers(name, m):
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "mxfp4", "nvfp4"])
 def test_wgmma_ordered_weights_lower_without_relayouts(name, monkeypatch):
   # A weight in the kernels' register order (`layout.order_for_wgmma`) is relabelled from its
-  # 32-bit loads (`mosaic_gpu.wgmma_from_upcast_4x`) in the decode kernel (M = 1, and the
+  # 32-bit loads (`registers.wgmma_from_upcast_4x`) in the decode kernel (M = 1, and the
   # two-warpgroup M = 64 config) and the GEMM: no int4 relayout through WGMMA_UPCAST_2X, which
   # K order needs.
   plgpu = _compat.plgpu_module()

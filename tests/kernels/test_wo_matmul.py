@@ -358,7 +358,7 @@ def _owners(layout, shape):
 
 
 def test_wgmma_order_matches_the_register_layouts():
-  # What `mosaic_gpu.wgmma_from_upcast_4x` relies on, from Mosaic's own layout definitions:
+  # What `registers.wgmma_from_upcast_4x` relies on, from Mosaic's own layout definitions:
   # a thread's WGMMA_UPCAST_4X register (a, j // 4, ..) element 2 (j % 4) + e holds, for a
   # weight stored in WGMMA_ORDER, the (row, K) that its WGMMA register (a, j, ..) holds as
   # element e. The layout model is first checked against the thread maps Mosaic's source draws.

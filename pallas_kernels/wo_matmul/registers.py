@@ -1,0 +1,227 @@
+"""Register-level building blocks of the Hopper weight-only kernels (the decode kernel,
+`mosaic_gpu.py`, and the prefill GEMM, `mosaic_gpu_gemm.py`), each working on a Mosaic GPU
+register array's raw registers through `plgpu.inline_mgpu`:
+
+- `wgmma_from_upcast_4x`: int4 codes stored in register order (`layout.WGMMA_ORDER`), loaded
+  in the WGMMA_UPCAST_4X layout, relabelled as a WGMMA-layout array with no data movement;
+- the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, one exact bf16
+  multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes), and for NF4 bytes
+  `nf4_lut_halves` (f32 table values by byte permutes); the word algorithms themselves live in
+  `decode.py` (written over `decode.WordOps`, tested on the CPU with a model of `prmt`);
+- `spread_groups`: per-group row values (scales) spread over a register tile's columns.
+
+They lower only inside a Mosaic GPU kernel; the CPU tests lower them (`test_lowering.py`) and
+the GPU benchmark checks the kernels that use them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.decode import WordOps
+from pallas_kernels.wo_matmul.decode import BF16_2_POW_126
+from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
+from pallas_kernels.wo_matmul.decode import nf4_prmt_words
+from pallas_kernels.wo_matmul.decode import nf4_slot_word_bits
+
+
+def _mlir_word_ops() -> WordOps:
+  """`decode.WordOps` as MLIR ops on i32 values, for the decodes written against it."""
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  i32 = ir.IntegerType.get_signless(32)
+  return WordOps(const=lambda v: mgpu.utils.c(v, i32), and_=arith.andi, or_=arith.ori,
+                 xor=arith.xori, shr=arith.shrui, prmt=mgpu.utils.prmt, mul=arith.muli)
+
+
+def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(rows, C) uint8 NF4 byte codes in the WGMMA register layout -> float32 table values of the
+  low and the high nibbles (even k, odd k), each (rows, C) in the WGMMA layout.
+
+  Each thread's register holds two adjacent bytes, four codes: `decode.nf4_prmt_words` looks
+  them up with PTX `prmt` (through `plgpu.inline_mgpu`), and the low nibbles' words (0, 2) and
+  the high nibbles' (1, 3) become the two outputs' registers. Bit-identical to `nf4_f32`; the
+  lookup algorithm is tested on the CPU over all 65,536 code pairs with `prmt_reference`.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith, vector  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(codes.shape, jnp.float32, layout=plgpu.Layout.WGMMA)
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,), return_type=(out, out))
+  def lookup(_, arr):
+    i16, i32 = ir.IntegerType.get_signless(16), ir.IntegerType.get_signless(32)
+    vec2_f32 = ir.VectorType.get((2,), ir.F32Type.get())
+    ops = _mlir_word_ops()
+
+    def pair(a, b):  # two i32 words -> a vector<2xf32> register
+      one = ir.VectorType.get((1,), i32)
+      v = mgpu.utils.vector_concat([vector.broadcast(one, a), vector.broadcast(one, b)])
+      return mgpu.utils.bitcast(v, vec2_f32)
+
+    lo, hi = np.empty_like(arr.registers), np.empty_like(arr.registers)
+    for idx, reg in np.ndenumerate(arr.registers):  # vector<2xi8>: bytes c, c + 1
+      w = arith.extui(i32, mgpu.utils.bitcast(reg, i16))
+      w0, w1, w2, w3 = nf4_prmt_words(w, ops)  # codes lo(c), hi(c), lo(c + 1), hi(c + 1)
+      lo[idx], hi[idx] = pair(w0, w2), pair(w1, w3)
+    return tuple(mgpu.FragmentedArray(_registers=r, _layout=arr.layout, _is_signed=None)
+                 for r in (lo, hi))
+
+  return lookup(codes)
+
+
+def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
+  """(rows, C) E2M1 codes (their OCP bits as int4) in the WGMMA register layout -> bf16 values in
+  the same layout: the E2M1 values, bit for bit (-0 kept), or, given `mult` ((rows, C) bf16, the
+  same layout), the E2M1 values / 2^126 times `mult` (one rounding; exact where the product is a
+  bf16).
+
+  `decode.e2m1_pair_bits` turns a register's word and the pair's place in it into the pair's
+  bf16 bits / 2^126 (4 integer ops, tested on the CPU over every code pair), and one PTX
+  `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes: it keeps the subnormal that code 1 (0.5)
+  passes through.
+  """
+  return _int4_pairs_bf16(q, lambda w, ops: [e2m1_pair_bits(w, p, ops) for p in range(4)], mult,
+                         BF16_2_POW_126 * 0x10001)
+
+
+def nf4_slots_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
+  """(rows, C) NF4 slot codes (`layout.nf4_slots`, as int4) in the WGMMA register layout -> the
+  bf16 table values (`decode.nf4_slot_f32`) in the same layout, or, given `mult` ((rows, C)
+  bf16, the bf16 absmax spread over its group), RN_bf16(value * mult): bitsandbytes' GEMV
+  weight. `decode.nf4_slot_word_bits` (byte permutes, tested on the CPU over every code pair)
+  and one PTX `mul.rn.bf16x2`."""
+  return _int4_pairs_bf16(q, nf4_slot_word_bits, mult, None)
+
+
+def _int4_pairs_bf16(q: jax.Array, word_bits, mult: jax.Array | None,
+                     const_mult: int | None) -> jax.Array:
+  """The register-level body of `e2m1_bf16` / `nf4_slots_bf16`: each register of `q` holds two
+  adjacent codes, sliced from a 32-bit word of eight after the int4 load or relayout (as
+  Mosaic's own int4 -> bf16 cast finds them); `word_bits(word, ops)` gives the word's four
+  pairs as bf16x2 bits (built once a word, so the ops its pairs share are emitted once), each
+  then multiplied (`mul.rn.bf16x2`) by `mult`'s register or by the constant bf16x2 bits
+  `const_mult` (None: no multiply)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import llvm, vector  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(q.shape, jnp.bfloat16, layout=plgpu.Layout.WGMMA)
+  if mult is not None and (mult.shape != q.shape or mult.dtype != jnp.bfloat16):
+    raise ValueError(f"mult must be {q.shape} bf16, got {mult.shape} {mult.dtype}")
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,) * (1 if mult is None else 2),
+                     return_type=out)
+  def decode(_, arr, *mult_arr):
+    i32 = ir.IntegerType.get_signless(32)
+    vec2_bf16 = ir.VectorType.get((2,), ir.BF16Type.get())
+    ops = _mlir_word_ops()
+    regs = arr.registers
+    if any(ir.VectorType(r.type).shape != [2] for r in regs.flat):
+      raise NotImplementedError("the int4 pair decode expects two int4 codes a register")
+    if mult_arr:
+      mults = [mgpu.utils.bitcast(r, i32) for r in mult_arr[0].registers.flat]
+    else:
+      mults = [None if const_mult is None else ops.const(const_mult)] * regs.size
+
+    def word_slice(reg):  # (the 32-bit word a register was sliced from, pair index)
+      op = getattr(reg.owner, "opview", None)
+      if not (isinstance(op, vector.ExtractStridedSliceOp)
+              and mgpu.utils.bitwidth(op.source.type) == 32 and op.strides[0].value == 1):
+        raise NotImplementedError("the int4 pair decode reads int4 registers sliced from 32-bit "
+                                  f"words (as the int4 loads and relayouts make them), got {reg}")
+      return op.source, op.offsets[0].value // 2
+
+    words = {}  # source word -> its four pairs' bits (MLIR values hash by identity)
+    new = np.empty(regs.size, dtype=object)
+    for i, reg in enumerate(regs.flat):
+      src, part = word_slice(reg)
+      if src not in words:
+        words[src] = word_bits(mgpu.utils.bitcast(src, i32), ops)
+      val = words[src][part]
+      if mults[i] is not None:
+        val = llvm.inline_asm(i32, [val, mults[i]], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r")
+      new[i] = mgpu.utils.bitcast(val, vec2_bf16)
+    return mgpu.FragmentedArray(_registers=new.reshape(regs.shape), _layout=arr.layout,
+                                _is_signed=None)
+
+  return decode(q, *(() if mult is None else (mult,)))
+
+
+def wgmma_from_upcast_4x(w: jax.Array) -> jax.Array:
+  """(R, C) int4 loaded in the WGMMA_UPCAST_4X layout from a weight in `layout.WGMMA_ORDER`
+  -> the same values as a WGMMA-layout array, with no data movement.
+
+  Both layouts give a thread the same rows; in each aligned 32 columns of storage, UPCAST_4X
+  gives lane q of a row quad one 32-bit word, storage positions 8 q .. 8 q + 7, and WGMMA wants
+  it to hold K offsets 8 j + 2 q, 8 j + 2 q + 1 in its register j (j = 0..3, an int4 pair each).
+  WGMMA_ORDER stores exactly those K offsets there, so register j is byte j of the word: a
+  `vector.extract_strided_slice`, which Mosaic's fast int4 -> bf16 cast and `e2m1_bf16` read
+  from the whole word. Replaces the two relayouts (UPCAST_4X -> 2X -> WGMMA, ~1 shuffle or
+  permute a register pair)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic.gpu import fragmented_array as fa  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(w.shape, w.dtype, layout=plgpu.Layout.WGMMA)
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA_UPCAST_4X,), return_type=out)
+  def relabel(_, arr):
+    src = arr.registers
+    shape = fa.WGMMA_LAYOUT.registers_shape(w.shape)
+    # (row tiles of 64, column tiles of 8 | 32, 1, 1, 8-row half, 1, ...): see the layouts.
+    if (src.shape[1] * 4, *src.shape[2:]) != (shape[1], *shape[2:]) or src.shape[0] != shape[0]:
+      raise NotImplementedError(f"unexpected registers {src.shape} -> {shape} for {w.shape}")
+    regs = np.empty(shape, dtype=object)
+    for idx in np.ndindex(shape):
+      word = src[(idx[0], idx[1] // 4) + idx[2:]]  # vector<8xi4>
+      byte = 2 * (idx[1] % 4)
+      regs[idx] = mgpu.utils.vector_slice(word, slice(byte, byte + 2))
+    return mgpu.FragmentedArray(_registers=regs, _layout=fa.WGMMA_LAYOUT,
+                                _is_signed=arr.is_signed)
+
+  return relabel(w)
+
+
+def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
+  """A chunk's per-group row values -> one (R, cols) WGMMA register array: group_rows[t], (R,)
+  in the WGMMA row layout, fills columns [t * group_cols, (t + 1) * group_cols).
+
+  No arithmetic: in the WGMMA layout each register holds two adjacent columns of one 8-column
+  tile, and a thread's registers are indexed (row tile, column tile, ...), so the group of a
+  register is known when the kernel is built. The output takes each register from the
+  broadcast of its group's row values (`plgpu.inline_mgpu`). It replaced selects on a column
+  iota (up to 7 a register for NVFP4's 8 groups of 16), which the compiler had already folded:
+  the same time on the H200 (session 7), with the mapping now stated rather than recovered.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  shape = (group_rows[0].shape[0], cols)
+  if len(group_rows) == 1:
+    return lax.broadcast_in_dim(group_rows[0], shape, [0])
+  if group_cols % 8 or len(group_rows) * group_cols != cols:
+    raise ValueError(f"{len(group_rows)} groups of {group_cols} columns (a multiple of 8) must "
+                     f"fill the {cols} columns")
+  out = plgpu.ShapeDtypeStruct(shape, group_rows[0].dtype, layout=plgpu.Layout.WGMMA)
+  row = plgpu.Layout.WGMMA.reduce(1)
+
+  @plgpu.inline_mgpu(arg_types=(row,) * len(group_rows), return_type=out)
+  def spread(_, *rows):
+    full = [r.broadcast_minor(cols) for r in rows]
+    regs = np.empty_like(full[0].registers)
+    if regs.shape[1] * 8 != cols:  # (row tiles, column tiles of 8, ...): see WGMMA_LAYOUT
+      raise NotImplementedError(f"unexpected WGMMA register array {regs.shape} for {shape}")
+    for idx in np.ndindex(regs.shape):
+      regs[idx] = full[idx[1] * 8 // group_cols].registers[idx]
+    return mgpu.FragmentedArray(_registers=regs, _layout=full[0].layout,
+                                _is_signed=full[0].is_signed)
+
+  return spread(*group_rows)
