@@ -123,31 +123,48 @@ def profile(case: str, out: str, ncu: str) -> None:
       print(f"{case}: {r['metric']} = {r['value']} {r['unit']}")
 
 
-def opcode_table(text: str) -> tuple[list[tuple[str, float, float]], int]:
-  """ncu's `--page source --print-source sass --csv` -> ([(opcode, executed warp instructions,
-  stall samples)], number of SASS lines), sorted by executed instructions. The opcode is the
-  SASS mnemonic without its modifiers and predicate (`@P0 IADD3.X` -> `IADD3`)."""
+def sass_rows(text: str) -> list[tuple[str, float, float, float]]:
+  """ncu's `--page source --print-source sass --csv` -> [(SASS instruction, executed warp
+  instructions, stall samples, not-issued stall samples)], in program order; [] without the
+  table (its header names a "Source" column; what precedes it is ncu's log)."""
   header = next((i for i, line in enumerate(text.splitlines()) if '"Source"' in line), None)
-  if header is None:  # the table's header names a "Source" column; what precedes is ncu's log
-    return [], 0
+  if header is None:
+    return []
   reader = csv.DictReader(io.StringIO("\n".join(text.splitlines()[header:])))
   cols = reader.fieldnames or []
   ex = next((c for c in cols if c.startswith("Instructions Executed")), None)
   st = next((c for c in cols if c.startswith("Warp Stall Sampling (All")), None)
-  src = next((c for c in cols if c == "Source"), None)
-  if ex is None or src is None:
-    return [], 0
-  num = lambda v: float((v or "0").replace(",", "") or 0)
-  agg, lines = {}, 0
-  for r in reader:
-    words = [w for w in (r.get(src) or "").split() if not w.startswith("@")]
-    if not words:
-      continue
-    lines += 1
-    op = words[0].split(".")[0]
-    e, s = agg.get(op, (0.0, 0.0))
-    agg[op] = (e + num(r.get(ex)), s + (num(r.get(st)) if st else 0.0))
-  return sorted(((k, *v) for k, v in agg.items()), key=lambda t: -t[1]), lines
+  ni = next((c for c in cols if c.startswith("Warp Stall Sampling (Not-issued")), None)
+  if ex is None or "Source" not in cols:
+    return []
+  num = lambda r, c: float((r.get(c) or "0").replace(",", "") or 0) if c else 0.0
+  return [(" ".join((r.get("Source") or "").split()), num(r, ex), num(r, st), num(r, ni))
+          for r in reader if (r.get("Source") or "").strip()]
+
+
+def opcode_table(text: str) -> tuple[list[tuple[str, float, float]], int]:
+  """ncu's SASS source CSV (`sass_rows`) -> ([(opcode, executed warp instructions, stall
+  samples)], number of SASS lines), sorted by executed instructions. The opcode is the SASS
+  mnemonic without its modifiers and predicate (`@P0 IADD3.X` -> `IADD3`)."""
+  rows = sass_rows(text)
+  agg = {}
+  for src, e, s, _ in rows:
+    op = next(w for w in src.split() if not w.startswith("@")).split(".")[0]
+    e0, s0 = agg.get(op, (0.0, 0.0))
+    agg[op] = (e0 + e, s0 + s)
+  return sorted(((k, *v) for k, v in agg.items()), key=lambda t: -t[1]), len(rows)
+
+
+def stall_table(text: str, top: int = 20) -> list[str]:
+  """The `top` SASS instructions by stall samples as markdown rows (instruction, share of all
+  stall samples, share not issued, executed): where the warps wait, one instruction at a
+  time (a wgmma wait, a barrier, the first use of a load), which the opcode totals blur."""
+  rows = sass_rows(text)
+  total = sum(s for _, _, s, _ in rows) or 1.0
+  md = ["| instruction | stall samples | not issued | executed |", "|---|---|---|---|"]
+  for src, e, s, n in sorted(rows, key=lambda r: -r[2])[:top]:
+    md.append(f"| `{src}` | {100 * s / total:.1f}% | {100 * n / total:.1f}% | {e:,.0f} |")
+  return md
 
 
 def profile_sass(case: str, out: str, ncu: str) -> None:
@@ -157,10 +174,22 @@ def profile_sass(case: str, out: str, ncu: str) -> None:
                             "--print-source", "sass", "--csv"])
   with open(os.path.join(out, f"profile_{case}_sass.csv"), "w") as f:
     f.write(res.stdout)
-  table, lines = opcode_table(res.stdout)
-  if not table:
+  md = sass_markdown(case, res.stdout)
+  if not md:
     print(f"{case}: no SASS table (ncu returned {res.returncode}):\n{res.stderr[-2000:]}")
     return
+  with open(os.path.join(out, f"profile_{case}_sass.md"), "w") as f:
+    f.write("\n".join(md) + "\n")
+  print("\n".join(md[:24]))
+
+
+def sass_markdown(case: str, text: str) -> list[str]:
+  """`profile_<case>_sass.md`'s lines from ncu's SASS source CSV (also a saved
+  `profile_<case>_sass.csv`): opcode totals, then the most stalled instructions; [] without
+  the table."""
+  table, lines = opcode_table(text)
+  if not table:
+    return []
   total = sum(e for _, e, _ in table) or 1.0
   stalls = sum(s for *_, s in table) or 1.0
   md = [f"# SASS opcodes: {case} ({CASES[case]})", "",
@@ -168,9 +197,7 @@ def profile_sass(case: str, out: str, ncu: str) -> None:
         "| opcode | executed | share | stall samples share |", "|---|---|---|---|"]
   md += [f"| {op} | {e:,.0f} | {100 * e / total:.1f}% | {100 * s / stalls:.1f}% |"
          for op, e, s in table]
-  with open(os.path.join(out, f"profile_{case}_sass.md"), "w") as f:
-    f.write("\n".join(md) + "\n")
-  print("\n".join(md[:24]))
+  return md + ["", "Instructions with the most stall samples:", "", *stall_table(text)]
 
 
 def main():

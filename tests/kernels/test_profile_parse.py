@@ -46,3 +46,10 @@ def test_opcode_table_groups_sass_by_mnemonic():
   assert table[0] == ("HMUL2", 4000.0, 6.0)
   assert ("LDS", 1000.0, 10.0) in table
   assert P.opcode_table("no table here") == ([], 0)
+
+
+def test_stall_table_ranks_instructions_by_stall_samples():
+  md = P.stall_table(SASS_OUT, top=2)
+  assert md[2] == "| `LDS.128 R4, [R2]` | 62.5% | 50.0% | 1,000 |"
+  assert md[3] == "| `@P0 HMUL2.BF16_V2 R4, R4, R6` | 25.0% | 6.2% | 3,000 |"
+  assert len(md) == 4
