@@ -123,8 +123,7 @@ def stream_k_schedule(n_tiles: int, tile_n: int, kst: int, ctas: int) -> Schedul
 
   def place_at(ids, i):
     (c,) = ids
-    f = start(c) + jnp.minimum(i, length(c) - 1) if not isinstance(i, int) else (
-        start(c) + min(i, length(c) - 1))
+    f = start(c) + (min if isinstance(i, int) else jnp.minimum)(i, length(c) - 1)
     tile = f // kst
     return tile, f % kst, c - first_cta(tile * kst)
 
