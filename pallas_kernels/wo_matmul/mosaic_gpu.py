@@ -36,7 +36,10 @@ scales in registers and run one wgmma per chunk into `acc` directly: exact in bf
 (a power of two or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its
 output 2^8 s_t: `NVFP4_PRESCALE_LOG2`); for NF4 slot codes bf16(table) * bf16(absmax) rounded
 once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
-weight bitsandbytes' dequantization gives in bf16).
+weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose
+scales then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into
+the carried accumulator and wait on them once a step (`step_wait`), so that decoding a chunk
+overlaps the previous chunk's MMA; group-scaled INT4 / UINT4 wait once a chunk.
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
@@ -110,11 +113,15 @@ def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False)
             else dict(tile_n=64, gps=2, steps=4))
   if fmt is WeightFormat.UINT4:
     return dict(tile_n=128, gps=2, steps=3) if m <= 16 else wide
+  # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
+  # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
+  # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
+  # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1.
   if fmt is WeightFormat.INT8:
-    return dict(tile_n=64, gps=2, steps=4, stream_k=2) if small else dict(tile_n=128, gps=2,
-                                                                           steps=4)
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if small else dict(
+        tile_n=128, gps=2, steps=4, step_wait=True)
   if fmt is WeightFormat.FP8:
-    return dict(tile_n=128, gps=2, steps=3 if small else 4)
+    return dict(tile_n=128, gps=2, steps=3 if small else 4, step_wait=True)
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
@@ -125,7 +132,8 @@ def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False)
     narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
-    return dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide
+    cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
+    return cfg | dict(step_wait=True)
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
                                                                            steps=4)
@@ -149,6 +157,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None, load_only: bool = False,
                          nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
+                         step_wait: bool | None = None,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -189,6 +198,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       stored as bf16 multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU default) has nothing
       to decode: the kernel loads them as they are (H200, M = 1: MXFP4 50.6 us against 65.1,
       NVFP4 53.3 against 59.1; kernels_wo_s10_*.json).
+    step_wait: wait on the wgmmas once a pipeline step, not once a chunk, so that decoding chunk
+      j + 1 overlaps chunk j's MMA. Prescaled MXFP4 / NVFP4 / NF4 and per-channel INT8 / FP8
+      chain every chunk into one accumulator that starts from the carried sum (per-channel
+      scales then multiply the f32 sum once, when the tile is written out, not each chunk's
+      partial product). Group-scaled INT4 / UINT4 scale each group's f32 partial product, so
+      they wait once a chunk (an accumulator a chunk, all waited on together, was slower: H200,
+      INT4 g128 M = 1 40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `_default_config`'s (on
+      for FP4 and per-channel weights, and NF4 slot codes but at four CTAs an SM).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -238,6 +255,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     raise ValueError("fp4_scale_bytes is for prescaled MXFP4 / NVFP4 (prescale=True)")
   if nf4_lut and not (nf4 and prescale):
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
+  if step_wait is None:
+    step_wait = dflt.get("step_wait", False) and (per_channel or prescale)
+  if step_wait and not (per_channel or (prescale and (fp4 or fmt is WeightFormat.NF4))):
+    raise ValueError("step_wait chains a step's chunks into one accumulator: prescaled MXFP4 / "
+                     f"NVFP4 / NF4 or per-channel INT8 / FP8, not {fmt.value} (prescale="
+                     f"{prescale}), whose group scales multiply each chunk's partial product")
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if x.dtype != jnp.bfloat16:
@@ -427,15 +450,26 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                        * lax.broadcast_in_dim(xs, part.shape, [1]))
         return acc
 
+      def mma(acc_ref, ws, j, t):  # chunk j's weight tiles times x's group copy t
+        xts = x_tiles(j, t)
+        for i, w_ in enumerate(ws):  # NF4 bytes: (even, odd) x halves, for hi then lo terms
+          plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
+
+      acc_type = plgpu.ACC((wg_rows, mp), jnp.float32)
+      if step_wait:  # one chain of wgmmas from the carried sum, one wait
+        def chain(acc_ref):
+          for j in range(gps):
+            mma(acc_ref, weights(j), j, 0)
+
+        return pl.run_state(chain)(plgpu.ACC.init(acc))
       for j in range(gps):
         ws = weights(j)
         for t in range(xsub):
-          def mma(acc_ref, ws=ws, xts=x_tiles(j, t)):
-            for i, w_ in enumerate(ws):  # NF4: (even, odd) x halves, for hi then lo terms
-              plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
+          def wait_chunk(acc_ref, ws=ws, j=j, t=t):
+            mma(acc_ref, ws, j, t)
             return acc_ref[...]
 
-          acc = epilogue(acc, pl.run_scoped(mma, plgpu.ACC((wg_rows, mp), jnp.float32)), j, t)
+          acc = epilogue(acc, pl.run_scoped(wait_chunk, acc_type), j, t)
       return acc
 
     # Where iteration i of this CTA's pipeline reads: (N tile, K step of the tile, output slot).
@@ -467,7 +501,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       def _flush():  # this warpgroup's rows of the tile's partial sum -> output slot
         tile, _, slot = sched_place(i)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
-        o_smem.at[wg][...] = acc
+        if per_channel and step_wait:  # the channel scales, once on the f32 sum
+          s = plgpu.load(refs_and_acc[nx + 1].at[0], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          o_smem.at[wg][...] = acc * lax.broadcast_in_dim(s, acc.shape, [0])
+        else:
+          o_smem.at[wg][...] = acc
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem.at[wg],
                                 o_gmem.at[slot, pl.ds(tile * tile_n + wg * wg_rows, wg_rows)])

@@ -48,6 +48,18 @@ def test_decode_kernel_lowers_for_cuda(name, m):
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "nf4_g64", "int8", "fp8_e4m3_rowwise"])
+@pytest.mark.parametrize("m", [1, 64])
+def test_decode_step_wait_lowers(name, m):
+  # One wgmma wait a pipeline step (`step_wait`): prescaled FP4 / NF4 and per-channel weights
+  # chain the step's chunks into the carried accumulator (`chain`, a `pl.run_state`).
+  pw = _weight_shape(name, 8192, 28672)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, step_wait=True)
+  assert "body.<locals>.chain" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, step_wait=False)
+  assert "body.<locals>.chain" not in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+
+
 @pytest.mark.parametrize("m", [1, 64])
 def test_nf4_byte_permute_lookup_lowers(m):
   # The decode kernel's and the GEMM's NF4 lookup through inline PTX prmt (plgpu.inline_mgpu).
