@@ -44,6 +44,13 @@ def mgpu_kernel(body: Callable[..., None], *, out_type: Any, **kwargs: Any) -> C
   return plgpu.kernel(body, out_type=out_type, compiler_params=params, **kwargs)
 
 
+def wgmma_accumulator_load(acc_ref: Any, wait_n: int) -> Any:
+  """The value of a wgmma accumulator once at most `wait_n` wgmma groups are in flight
+  (`acc_ref[...]` waits for all of them); not exported by `plgpu` on these jax versions."""
+  from jax._src.pallas.mosaic_gpu import primitives  # pylint: disable=g-import-not-at-top
+  return primitives.wgmma_accumulator_load(acc_ref, wait_n=wait_n)
+
+
 def transpose_ref(ref: Any, perm: tuple[int, ...]) -> Any:
   """Transposed view of a Mosaic GPU SMEM ref (no data movement)."""
   plgpu = plgpu_module()

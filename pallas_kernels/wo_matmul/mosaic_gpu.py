@@ -39,7 +39,7 @@ once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to 
 weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose
 scales then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into
 the carried accumulator and wait on them once a step (`step_wait`), so that decoding a chunk
-overlaps the previous chunk's MMA; group-scaled INT4 / UINT4 wait once a chunk.
+overlaps the previous chunk's MMA.
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
@@ -111,8 +111,10 @@ def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False)
     # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
     return (dict(tile_n=128, gps=4, steps=2, stream_k=2) if n >= 16384
             else dict(tile_n=64, gps=2, steps=4))
-  if fmt is WeightFormat.UINT4:
-    return dict(tile_n=128, gps=2, steps=3) if m <= 16 else wide
+  if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
+    # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
+    # off there; kernels_wo_s12_step_wait_{int4,uint4}.json)
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if m <= 16 else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
   # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
@@ -202,10 +204,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       j + 1 overlaps chunk j's MMA. Prescaled MXFP4 / NVFP4 / NF4 and per-channel INT8 / FP8
       chain every chunk into one accumulator that starts from the carried sum (per-channel
       scales then multiply the f32 sum once, when the tile is written out, not each chunk's
-      partial product). Group-scaled INT4 / UINT4 scale each group's f32 partial product, so
-      they wait once a chunk (an accumulator a chunk, all waited on together, was slower: H200,
-      INT4 g128 M = 1 40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `_default_config`'s (on
-      for FP4 and per-channel weights, and NF4 slot codes but at four CTAs an SM).
+      partial product). Group-scaled formats scale each group's f32 partial product: they read
+      chunk j's accumulators once chunk j + 1's wgmmas are issued (`wgmma_accumulator_load`
+      with the newer ones in flight), so that two decoded tiles are live, not a step's (an
+      accumulator a chunk, all waited on at the step's end, was slower: H200, INT4 g128 M = 1
+      40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `_default_config`'s (on for FP4 and
+      per-channel weights, NF4 slot codes but at four CTAs an SM, and UINT4 at M <= 16).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -256,11 +260,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if nf4_lut and not (nf4 and prescale):
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if step_wait is None:
-    step_wait = dflt.get("step_wait", False) and (per_channel or prescale)
-  if step_wait and not (per_channel or (prescale and (fp4 or fmt is WeightFormat.NF4))):
-    raise ValueError("step_wait chains a step's chunks into one accumulator: prescaled MXFP4 / "
-                     f"NVFP4 / NF4 or per-channel INT8 / FP8, not {fmt.value} (prescale="
-                     f"{prescale}), whose group scales multiply each chunk's partial product")
+    # (measured with prescaled FP4 / NF4: FP4 without prescale would take the lagged reads)
+    step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if x.dtype != jnp.bfloat16:
@@ -456,12 +457,30 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
 
       acc_type = plgpu.ACC((wg_rows, mp), jnp.float32)
-      if step_wait:  # one chain of wgmmas from the carried sum, one wait
+      if step_wait and (prescale or per_channel):  # one chain from the carried sum, one wait
         def chain(acc_ref):
           for j in range(gps):
             mma(acc_ref, weights(j), j, 0)
 
         return pl.run_state(chain)(plgpu.ACC.init(acc))
+      if step_wait:  # group scales: chunk j's partial products are read (scaled, summed)
+        # once chunk j + 1's wgmmas are issued, so two weight tiles are live, not all of them
+        def chunk(j, prev, acc_in):
+          def scoped(*acc_refs):  # chunk j's accumulators, one a group copy
+            ws, acc = weights(j), acc_in
+            for t in range(xsub):
+              mma(acc_refs[t], ws, j, t)
+            for t, r in enumerate(prev):  # chunk j - 1's, with chunk j's still in flight
+              acc = epilogue(acc, _compat.wgmma_accumulator_load(r, xsub * len(ws)), j - 1, t)
+            if j + 1 < gps:
+              return chunk(j + 1, acc_refs, acc)
+            for t, r in enumerate(acc_refs):
+              acc = epilogue(acc, r[...], j, t)
+            return acc
+
+          return pl.run_scoped(scoped, *[acc_type] * xsub)
+
+        return chunk(0, (), acc)
       for j in range(gps):
         ws = weights(j)
         for t in range(xsub):

@@ -48,16 +48,20 @@ def test_decode_kernel_lowers_for_cuda(name, m):
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
 
 
-@pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "nf4_g64", "int8", "fp8_e4m3_rowwise"])
+@pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("m", [1, 64])
 def test_decode_step_wait_lowers(name, m):
-  # One wgmma wait a pipeline step (`step_wait`): prescaled FP4 / NF4 and per-channel weights
-  # chain the step's chunks into the carried accumulator (`chain`, a `pl.run_state`).
+  # `step_wait`: prescaled FP4 / NF4 and per-channel weights chain a step's chunks into the
+  # carried accumulator (`chain`, a `pl.run_state`) and wait once; group-scaled ones read chunk
+  # j's accumulators after issuing chunk j + 1's (`chunk`, nested scopes).
   pw = _weight_shape(name, 8192, 28672)
-  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, step_wait=True)
-  assert "body.<locals>.chain" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
-  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, step_wait=False)
-  assert "body.<locals>.chain" not in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  chained = name.startswith(("mxfp4", "nvfp4", "nf4", "int8", "fp8"))
+  for step_wait in (True, False):
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
+                                                      step_wait=step_wait)
+    text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+    assert ("body.<locals>.chain" in text) == (step_wait and chained)
+    assert ("body.<locals>.chunk" in text) == (step_wait and not chained)
 
 
 @pytest.mark.parametrize("m", [1, 64])
