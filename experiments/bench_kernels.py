@@ -355,7 +355,7 @@ def bench_quant(args, res):
       else:
         mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
       qfun = QC.quantize_columns_mosaic_gpu if args.transpose else QG.quantize_mosaic_gpu
-      kern = jax.jit(lambda x, sch=sch: qfun(x, sch))
+      check_cfgs = json.loads(args.configs) if args.configs else [dict()]
       try:
         # Correctness: random data with a wide per-row range, a special-values tensor, rounding
         # ties, and non-finite values (NaN of either sign in some blocks, +-Inf in others).
@@ -365,28 +365,35 @@ def bench_quant(args, res):
         xs = special_values(3, m, k)  # the tests' special values (testdata.py)
         xt = jnp.tile(rounding_midpoints(9, 512, k), (m // 512, 1))  # ties of x / s
         xn = special_values(4, m, k, nonfinite=True)
-        mism = []
-        for xin in (xc, xs, xt, xn):
-          ref = mx(xin)
-          C.poison()
-          out = kern(xin)
-          mism.append(_mismatch(out, ref))
+        refs = [(xin, mx(xin)) for xin in (xc, xs, xt, xn)]
+        by_cfg = []
+        for cfg in check_cfgs:  # every config given, bit for bit on all four tensors
+          kern = jax.jit(lambda x, sch=sch, cfg=cfg: qfun(x, sch, **cfg))
+          mism = []
+          for xin, ref in refs:
+            C.poison()
+            mism.append(_mismatch(kern(xin), ref))
+          by_cfg.append(dict(config=cfg, mismatches=mism))
         (row["mismatch_random"], row["mismatch_special"], row["mismatch_ties"],
-         row["mismatch_nonfinite"]) = mism
-        row["bit_exact"] = mism == [0, 0, 0, 0]
+         row["mismatch_nonfinite"]) = by_cfg[0]["mismatches"]
+        if args.configs:
+          row["mismatch_by_config"] = by_cfg
+        row["bit_exact"] = all(c["mismatches"] == [0, 0, 0, 0] for c in by_cfg)
       except Exception as e:
         row["error"] = f"{type(e).__name__}: {e}"[:400]
         traceback.print_exc()
         rows.append(row)
         continue
-      q = kern(xc)
+      q = jax.jit(lambda x, sch=sch: qfun(x, sch))(xc)
       out_bytes = sum(int(a.size) * a.dtype.itemsize for a in (q.codes, q.scale))
       in_bytes = m * k * 2
       r = C.rotations(in_bytes + out_bytes)
       sets = [((jax.random.normal(jax.random.fold_in(key, 10 + i), (m, k), jnp.float32))
                .astype(jnp.bfloat16),) for i in range(r)]
       cfgs = [dict()]
-      if args.cols:  # columns encoded at once (see quantize.mosaic_gpu.ENCODE_COLS)
+      if args.configs:  # e.g. '[{}, {"state_once": true}]', each checked above
+        cfgs = check_cfgs
+      elif args.cols:  # columns encoded at once (see quantize.mosaic_gpu.ENCODE_COLS)
         cfgs = [dict(encode_cols=None if c == "all" else int(c)) for c in args.cols.split(",")]
       elif args.sweep and args.transpose and sch not in qtuned:
         blk = QS.get_scheme(sch).block  # x rows a step: B * nb, 64..256
@@ -467,7 +474,8 @@ def main():
   ap.add_argument("--prefill", action="store_true")
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
-  ap.add_argument("--configs", default="", help="wo: JSON list of kernel configs to time")
+  ap.add_argument("--configs", default="",
+                  help="JSON list of kernel configs to time (quant: each checked bit for bit)")
   ap.add_argument("--onehot", action="store_true",
                   help="wo: also check the timed config's dequantized weights (`onehot_check`)")
   ap.add_argument("--load-split", action="store_true",

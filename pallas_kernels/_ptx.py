@@ -14,8 +14,9 @@ instructions directly, one per element:
   division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`).
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
-(`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it; by
-default, `TILE` for 2-D arrays and `ROW` for 1-D ones, as in the quantize kernels). The CPU
+(`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it, or any
+`plgpu.Layout` value; by default, `TILE` for 2-D arrays and `ROW` for 1-D ones, as in the
+quantize kernels). The CPU
 and TPU paths keep `mxjax.formats.exact.div_rn` and integer arithmetic; the GPU benchmark checks
 every kernel that uses these bit for bit against `mxjax.quantize`.
 """
@@ -32,8 +33,10 @@ TILE = "tile"  # plgpu.Layout.WGMMA
 ROW = "row"  # plgpu.Layout.WGMMA.reduce(1): one value per tile row
 
 
-def _layout(name: str | None, ndim: int):
+def _layout(name, ndim: int):
   plgpu = _compat.plgpu_module()
+  if name is not None and not isinstance(name, str):  # a Mosaic GPU layout, as it is
+    return name
   if name is None:
     name = {1: ROW, 2: TILE}.get(ndim)
   if name == TILE:

@@ -19,6 +19,8 @@ it, so CI tests `portable.py` and the GPU benchmark checks this kernel bit-for-b
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -45,6 +47,10 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
                "int4_g128": 16}
 
 
+# `block_state`'s parts after the stored scale, which `_state_once` passes to the encoder.
+_STATE_PARTS = {"mxfp8_e4m3": 2, "mxfp4": 2, "fp8_e4m3_block128": 4, "int4_g128": 4, "nvfp4": 2}
+
+
 def _tile_rows(block: int) -> int:
   # ~16-32 KiB of input a step; a multiple of 64 (WGMMA layout) and >= 128 (128-byte TMA).
   return {16: 256, 32: 256, 128: 128}[block]  # TMA boxes are at most 256 a dimension
@@ -57,9 +63,49 @@ LAUNCH = {"mxfp8_e4m3": (2, 4), "mxfp4": (2, 4), "fp8_e4m3_block128": (2, 4), "n
           "int4_g128": (2, 3)}
 
 
+def _state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
+  """`block_state` computed once a block, not by each of the four threads that hold a row.
+
+  In the WGMMA layout a row's amax sits in the four threads of a quad, and so would every
+  division of its state. Here it goes through shared memory: written as the rows' vector,
+  read back one row (or two) a thread (`WG_STRIDED`), the state computed there and stored, and
+  the parts the encoder needs read back as the rows' vector (the scale byte leaves from the
+  strided layout). Two warpgroup barriers (`commit_smem`) a step; `st_smem` (1 + parts, rows)
+  float32, row 0 the amax (read by all before any state row is written).
+  """
+  plgpu = _compat.plgpu_module()
+  rows = amax.shape[0]
+  lay = plgpu.Layout.WG_STRIDED((rows,), rows // 128)
+  st_smem.at[0][...] = amax
+  plgpu.commit_smem()
+  state = block_state(sch, plgpu.load(st_smem.at[0], (), layout=lay), ts,
+                      div=functools.partial(_ptx.div_rn, layout=lay),
+                      fma=functools.partial(_ptx.fma_rn, layout=lay))
+  s_smem[...] = state[0].astype(scale_dtype)
+  kinds = []
+  for i, v in enumerate(state[1:]):  # int32 and bool parts travel as float32 bit patterns
+    kinds.append(v.dtype)
+    if v.dtype == jnp.bool_:
+      v = jnp.where(v, jnp.float32(1.0), jnp.float32(0.0))
+    elif v.dtype != jnp.float32:
+      v = lax.bitcast_convert_type(v, jnp.float32)
+    st_smem.at[1 + i][...] = v
+  plgpu.commit_smem()
+  out = [state[0]]  # the encoder does not read the stored scale
+  for i, kind in enumerate(kinds):
+    v = plgpu.load(st_smem.at[1 + i], (), layout=plgpu.Layout.WGMMA.reduce(1))
+    if kind == jnp.bool_:
+      v = v > 0
+    elif kind != jnp.float32:
+      v = lax.bitcast_convert_type(v, kind)
+    out.append(v)
+  return tuple(out)
+
+
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
-                        encode_cols: int | None = -1, num_sms: int = NUM_SMS_H100) -> Quantized:
+                        encode_cols: int | None = -1, state_once: bool = False,
+                        num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
   Args:
@@ -70,6 +116,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     ctas_per_sm: CTAs launched per SM (work is split evenly among them; default `LAUNCH`).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
       None encodes the whole tile; default `ENCODE_COLS[scheme]`.
+    state_once: compute each block's state (scale, divisions) in one thread, through shared
+      memory (`_state_once`), instead of in the four threads that share its row. Written for
+      NVFP4, whose state (two FMA-corrected divisions, an E4M3 rounding, a div.rn) is ~40% of
+      its instructions; not yet run on a GPU, so off by default (the benchmark's `--configs`
+      checks it bit for bit).
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -113,13 +164,19 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
             else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
 
+  st_smem = None  # `_state_once`'s scratch, set in `kernel`
+
   def body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
     xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
     t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     # Every division correctly rounded (PTX div.rn or an FMA-corrected quotient): with Mosaic's
     # `/` for NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+    if state_once:
+      state = _state_once(sch, block_amax(xe, xo), t, st_smem, s_smem, scale_dtype)
+    else:
+      state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+      s_smem[...] = state[0].astype(scale_dtype)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
@@ -133,9 +190,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                                         optimized=False))
         codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
-    s_smem[...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):
+    nonlocal st_smem
+    if state_once:
+      *refs, st_smem = refs
     *ts_gmem, p_gmem, s_gmem = refs
     c = lax.axis_index("c")
     sl = pl.ds(c * per * tr, per * tr)
@@ -155,6 +214,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                 jax.ShapeDtypeStruct((rows,), scale_dtype)),
       grid=(ctas,),
       grid_names=("c",),
+      scratch_types=[plgpu.SMEM((1 + _STATE_PARTS[scheme], tr), jnp.float32)] if state_once
+      else [],
   )
   packed, scale = f(*inputs)
   packed = packed.reshape(rows, half)

@@ -18,6 +18,7 @@ import mxjax
 from pallas_kernels import _compat
 from pallas_kernels import wo_matmul as wm
 from pallas_kernels.quantize import api as qapi
+from pallas_kernels.quantize import mosaic_gpu as mosaic_gpu_quantize
 from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
@@ -204,6 +205,17 @@ def test_quantize_kernels_lower(scheme, transpose):
     # Divisions are PTX div.rn or FMA-corrected (_ptx.py): none of Mosaic's approximate `/`.
     divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
     assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
+
+
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
+def test_quantize_state_once_lowers(scheme):
+  # `state_once`: the block state computed one row a thread (WG_STRIDED, through shared memory),
+  # its divisions still PTX div.rn / fma.rn in that layout.
+  gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True)
+  text = _compat.lower_for("cuda", gpu, _x(4096, 4096)).as_text()
+  assert "quantize_mosaic_gpu.<locals>.body" in text and "_state_once" in text
+  divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
+  assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
