@@ -47,6 +47,9 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
                "int4_g128": 16}
 
 
+# Schemes whose `state_once` kernel has matched `mxjax.quantize` bit for bit on a GPU (none
+# yet); the others need allow_unverified=True (the benchmark passes it and checks the codes).
+STATE_ONCE_VERIFIED: frozenset[str] = frozenset()
 # `block_state`'s parts after the stored scale, which `_state_once` passes to the encoder.
 _STATE_PARTS = {"mxfp8_e4m3": 2, "mxfp4": 2, "fp8_e4m3_block128": 4, "int4_g128": 4, "nvfp4": 2}
 
@@ -105,6 +108,7 @@ def _state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool = False,
+                        allow_unverified: bool = False,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
@@ -119,8 +123,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     state_once: compute each block's state (scale, divisions) in one thread, through shared
       memory (`_state_once`), instead of in the four threads that share its row. Written for
       NVFP4, whose state (two FMA-corrected divisions, an E4M3 rounding, a div.rn) is ~40% of
-      its instructions; not yet run on a GPU, so off by default (the benchmark's `--configs`
-      checks it bit for bit).
+      its instructions; not yet run on a GPU, so off by default, and a scheme not in
+      `STATE_ONCE_VERIFIED` needs `allow_unverified=True` (the benchmark's `--configs` passes
+      it and checks the codes bit for bit).
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -132,6 +137,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     raise NotImplementedError(
         f"mosaic_gpu fused quantization reads bf16 pairs as uint32 words; got {x.dtype} "
         "(use implementation='xla' or 'portable' for other dtypes)")
+  if state_once and scheme not in STATE_ONCE_VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"state_once has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
+        "allow_unverified=True to run it (and check its codes), or leave state_once off")
   dflt_steps, dflt_ctas = LAUNCH[scheme]
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm

@@ -212,6 +212,11 @@ def test_quantize_state_once_lowers(scheme):
   # `state_once`: the block state computed one row a thread (WG_STRIDED, through shared memory),
   # its divisions still PTX div.rn / fma.rn in that layout.
   gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True)
+  if scheme not in mosaic_gpu_quantize.STATE_ONCE_VERIFIED:
+    with pytest.raises(NotImplementedError, match="allow_unverified"):
+      _compat.lower_for("cuda", gpu, _x(4096, 4096))
+    gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True,
+                                                            allow_unverified=True)
   text = _compat.lower_for("cuda", gpu, _x(4096, 4096)).as_text()
   assert "quantize_mosaic_gpu.<locals>.body" in text and "_state_once" in text
   divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
