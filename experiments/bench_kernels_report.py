@@ -335,6 +335,21 @@ def h200_s11_section() -> list[str]:
       "has every time). TB/s counts the smaller storage's bytes (NF4: bf16 absmax).")
 
 
+def h200_s12_section() -> list[str]:
+  """Session 12: one wgmma wait a pipeline step (`step_wait`), the default since for FP4, NF4
+  slot codes (but at four CTAs an SM), INT8 / FP8, and UINT4 at M <= 16."""
+  return wo_section(12, (
+      "step_wait_m1_m64", "step_wait_m16", "step_wait_int8_fp8", "step_wait_int4",
+      "step_wait_uint4", "onehot"),
+      "The decode kernel waiting on its wgmmas once a step ({'step_wait': True}: prescaled "
+      "FP4 / NF4 and per-channel weights chain the step's chunks into one accumulator; "
+      "group-scaled INT4 / UINT4 read chunk j's accumulators after issuing chunk j + 1's) "
+      "against once a chunk ({} before the defaults changed, or {'step_wait': False}); "
+      "`onehot` runs the new defaults with every dequantized weight checked. Each row the "
+      "fastest of its configs (`configs_timed` has every time). TB/s counts the format's "
+      "bytes (FP4 / NF4: bf16 scale multipliers).")
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -418,6 +433,7 @@ def main():
   md += h200_s9_section()
   md += h200_s10_section()
   md += h200_s11_section()
+  md += h200_s12_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
