@@ -63,6 +63,7 @@ class WeightFormat(enum.Enum):
 
 FOUR_BIT = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4,
             WeightFormat.NF4)
+FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits, stored as int4 nibbles
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)

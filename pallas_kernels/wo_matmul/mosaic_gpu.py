@@ -60,12 +60,14 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_hi_lo
+from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul import schedule as S
+from pallas_kernels.wo_matmul.configs import decode_config
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
@@ -84,7 +86,6 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
             (WeightFormat.NF4, 64, "slots")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
-FP4 = (WeightFormat.MXFP4, WeightFormat.NVFP4)  # E2M1 bits stored as int4 (layout.py)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
 
@@ -94,52 +95,6 @@ def case(pw: PackedWeight) -> tuple:
   per-channel scales, and "slots" appended for NF4 slot codes (`layout.nf4_slots`)."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
   return key + ("slots",) if pw.fmt is WeightFormat.NF4 and pw.scale_bf16 else key
-
-
-def _default_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -> dict:
-  """The H100 sweeps' best (and GPU-checked) configs at K=8192, N=28672: session 3's
-  `experiments/results/kernels_wo_s3_*.json` (every config's time is in `configs_timed`), earlier
-  ones in kernels_wo.json, kernels_wo_sweep2.json."""
-  small = m <= 32
-  # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
-  # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
-  wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
-  if fmt is WeightFormat.INT4:
-    if m > 16:
-      return wide
-    # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
-    # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
-    return (dict(tile_n=128, gps=4, steps=2, stream_k=2) if n >= 16384
-            else dict(tile_n=64, gps=2, steps=4))
-  if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
-    # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
-    # off there; kernels_wo_s12_step_wait_{int4,uint4}.json)
-    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if m <= 16 else wide
-  # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
-  # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
-  # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
-  # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1.
-  if fmt is WeightFormat.INT8:
-    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if small else dict(
-        tile_n=128, gps=2, steps=4, step_wait=True)
-  if fmt is WeightFormat.FP8:
-    return dict(tile_n=128, gps=2, steps=3 if small else 4, step_wait=True)
-  if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
-    # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
-    # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
-    # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
-    # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7). NF4 slot codes
-    # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
-    # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
-    narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
-    if narrow and fmt is WeightFormat.NF4:
-      return dict(tile_n=128, gps=2, steps=2, stream_k=4)
-    cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
-    return cfg | dict(step_wait=True)
-  if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
-    return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
-                                                                           steps=4)
-  return dict(tile_n=None, gps=1, steps=6)
 
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
@@ -170,7 +125,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     tile_n: rows of W^T (columns of y) per CTA.
     steps: pipeline depth (TMA copies in flight per CTA); lowered to what fits in shared memory.
     gps: chunks of 128 along K per pipeline step.
-      Defaults for these three: `_default_config` (the H100 sweep's best for INT4).
+      Defaults for these three: `configs.decode_config` (the H100 sweep's best for INT4).
     allow_unverified: run a (format, group) path that has not yet matched the reference on a
       GPU (`VERIFIED`); the benchmark passes it and checks the result.
     splits: K splits (default: enough CTAs to cover the SMs).
@@ -208,7 +163,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       chunk j's accumulators once chunk j + 1's wgmmas are issued (`wgmma_accumulator_load`
       with the newer ones in flight), so that two decoded tiles are live, not a step's (an
       accumulator a chunk, all waited on at the step's end, was slower: H200, INT4 g128 M = 1
-      40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `_default_config`'s (on for FP4 and
+      40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `configs.decode_config`'s (on for FP4 and
       per-channel weights, NF4 slot codes but at four CTAs an SM, and UINT4 at M <= 16).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
@@ -221,7 +176,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   plgpu = _compat.plgpu_module()
   m, k = x.shape
   n, g = pw.n, pw.group
-  dflt = _default_config(pw.fmt, n, m, pw.scale_bf16)
+  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16)
   if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
     tn, tk = pw.w_tile
     if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):

@@ -466,6 +466,7 @@ def test_fp4_scales_bf16(name, monkeypatch):
   # for every one of the 256 scale codes (column c of the scales holds code c: E8M0's 0 =
   # 2^-127, a bf16 subnormal, and 255 = NaN; E4M3's subnormals, negatives and NaNs), and every
   # other reader sees the same weight.
+  from pallas_kernels.wo_matmul import configs
   from pallas_kernels.wo_matmul import mosaic_gpu
   _, pw = _weight(name, {}, k=512, n=256)
   codes = jnp.broadcast_to(jnp.arange(256, dtype=jnp.uint8), pw.scale.shape)
@@ -506,7 +507,7 @@ def test_fp4_scales_bf16(name, monkeypatch):
   assert wm.api.default_implementation(x, b) == "mosaic_gpu"
   # NVFP4's bf16 multipliers take the two-warpgroup config from M = 9 (H200: 55.5 us against
   # 68.0 at M = 16); MXFP4's, and stored bytes, from M = 17.
-  wide = [mosaic_gpu._default_config(pw.fmt, 28672, 16, sb).get("compute_wgs") == 2
+  wide = [configs.decode_config(pw.fmt, 28672, 16, sb).get("compute_wgs") == 2
           for sb in (True, False)]
   assert wide == [name == "nvfp4", False]
 

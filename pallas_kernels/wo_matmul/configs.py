@@ -1,0 +1,61 @@
+"""The weight-only decode kernel's default launch configs, as measured on the GPU.
+
+`decode_config` maps (format, N, M) to `mosaic_gpu.wo_matmul_mosaic_gpu`'s tile, pipeline,
+schedule and wait settings; the measurements behind each choice are cited beside it
+(`experiments/results/kernels_wo_*.json`).
+"""
+
+from __future__ import annotations
+
+from pallas_kernels.wo_matmul.layout import FP4
+from pallas_kernels.wo_matmul.layout import WeightFormat
+
+
+def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -> dict:
+  """The decode kernel's launch config for a weight format, N and M: the keyword arguments of
+  `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave unset.
+
+  Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
+  (H100 sessions 1-5, H200 since session 6; the comments name the runs, whose JSON lists every
+  config's time in `configs_timed`).
+  """
+  small = m <= 32
+  # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
+  # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
+  wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
+  if fmt is WeightFormat.INT4:
+    if m > 16:
+      return wide
+    # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
+    # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
+    return (dict(tile_n=128, gps=4, steps=2, stream_k=2) if n >= 16384
+            else dict(tile_n=64, gps=2, steps=4))
+  if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
+    # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
+    # off there; kernels_wo_s12_step_wait_{int4,uint4}.json)
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if m <= 16 else wide
+  # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
+  # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
+  # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
+  # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1.
+  if fmt is WeightFormat.INT8:
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if small else dict(
+        tile_n=128, gps=2, steps=4, step_wait=True)
+  if fmt is WeightFormat.FP8:
+    return dict(tile_n=128, gps=2, steps=3 if small else 4, step_wait=True)
+  if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
+    # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
+    # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
+    # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
+    # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7). NF4 slot codes
+    # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
+    # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
+    narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
+    if narrow and fmt is WeightFormat.NF4:
+      return dict(tile_n=128, gps=2, steps=2, stream_k=4)
+    cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
+    return cfg | dict(step_wait=True)
+  if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
+    return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
+                                                                           steps=4)
+  return dict(tile_n=None, gps=1, steps=6)
