@@ -50,8 +50,6 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
 # Schemes whose `state_once` kernel has matched `mxjax.quantize` bit for bit on a GPU (none
 # yet); the others need allow_unverified=True (the benchmark passes it and checks the codes).
 STATE_ONCE_VERIFIED: frozenset[str] = frozenset()
-# `block_state`'s parts after the stored scale, which `_state_once` passes to the encoder.
-_STATE_PARTS = {"mxfp8_e4m3": 2, "mxfp4": 2, "fp8_e4m3_block128": 4, "int4_g128": 4, "nvfp4": 2}
 
 
 def _tile_rows(block: int) -> int:
@@ -173,7 +171,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
             else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
 
-  st_smem = None  # `_state_once`'s scratch, set in `kernel`
+  st_smem = None  # `_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
+  state_shapes = jax.eval_shape(lambda a: block_state(
+      sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
+      jax.ShapeDtypeStruct((tr,), jnp.float32))
 
   def body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
@@ -181,11 +182,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     # Every division correctly rounded (PTX div.rn or an FMA-corrected quotient): with Mosaic's
     # `/` for NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    if state_once:
+    if state_once:  # stores the scale too
       state = _state_once(sch, block_amax(xe, xo), t, st_smem, s_smem, scale_dtype)
     else:
       state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
-      s_smem[...] = state[0].astype(scale_dtype)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
@@ -199,6 +199,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                                         optimized=False))
         codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
+    if not state_once:
+      s_smem[...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):
     nonlocal st_smem
@@ -223,8 +225,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                 jax.ShapeDtypeStruct((rows,), scale_dtype)),
       grid=(ctas,),
       grid_names=("c",),
-      scratch_types=[plgpu.SMEM((1 + _STATE_PARTS[scheme], tr), jnp.float32)] if state_once
-      else [],
+      scratch_types=[plgpu.SMEM((len(state_shapes), tr), jnp.float32)] if state_once else [],
   )
   packed, scale = f(*inputs)
   packed = packed.reshape(rows, half)

@@ -39,7 +39,8 @@ once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to 
 weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose
 scales then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into
 the carried accumulator and wait on them once a step (`step_wait`), so that decoding a chunk
-overlaps the previous chunk's MMA.
+overlaps the previous chunk's MMA; group-scaled formats can read chunk j's partial products
+after issuing chunk j + 1's wgmmas instead (UINT4's default at M <= 16).
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
@@ -165,6 +166,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       accumulator a chunk, all waited on at the step's end, was slower: H200, INT4 g128 M = 1
       40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `configs.decode_config`'s (on for FP4 and
       per-channel weights, NF4 slot codes but at four CTAs an SM, and UINT4 at M <= 16).
+      Checked on the GPU for INT4 / UINT4 / MXFP4 / NVFP4 / NF4 slot codes / INT8 / FP8; NF4
+      bytes with it only lowered.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -215,7 +218,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if nf4_lut and not (nf4 and prescale):
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if step_wait is None:
-    # (measured with prescaled FP4 / NF4: FP4 without prescale would take the lagged reads)
+    # The FP4 / NF4 defaults were measured prescaled; unprescaled, they keep a wait a chunk.
     step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
