@@ -115,7 +115,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          prescale: bool = True, compute_wgs: int | None = None,
                          stream_k: int | None = None, load_only: bool = False,
                          nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
-                         step_wait: bool | None = None,
+                         step_wait: bool | None = None, group_slices: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -168,6 +168,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       per-channel weights, NF4 slot codes but at four CTAs an SM, and UINT4 at M <= 16).
       Checked on the GPU for INT4 / UINT4 / MXFP4 / NVFP4 / NF4 slot codes / INT8 / FP8; NF4
       bytes with it only lowered.
+    group_slices: INT4 / UINT4 groups of 32 or 64 (narrower than a 128-wide register tile):
+      one wgmma a group on its K slice of the tile and of x (x in swizzle tiles of one group),
+      instead of a full-width wgmma a group over x copies zeroed outside it: a chunk's MMA
+      work once, not 128 / group times. Not yet run on a GPU (lowered on the CPU): needs
+      `allow_unverified=True`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -231,7 +236,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   sub = 1 if per_channel else CHUNK // g
   prescale = (fp4 or fmt is WeightFormat.NF4) and prescale
   compute_wgs = dflt.get("compute_wgs", 1) if compute_wgs is None else compute_wgs
-  xsub = 1 if prescale else sub  # x copies per chunk
+  if group_slices and (fmt not in (WeightFormat.INT4, WeightFormat.UINT4) or sub == 1):
+    raise ValueError(f"group_slices is for INT4 / UINT4 groups of 32 or 64, not {fmt.value} "
+                     f"group {g}")
+  if group_slices and not allow_unverified:
+    raise NotImplementedError("group_slices has not matched the reference on a GPU yet: pass "
+                              "allow_unverified=True (the benchmark does, and checks it)")
+  per_chunk = 1 if prescale else sub  # partial products (accumulators) a chunk
+  xsub = 1 if prescale or group_slices else sub  # x copies a chunk
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
@@ -314,7 +326,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     extra = [pw.offset, xsum]
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
-  x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+  xw = g if group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
+  x_tf = (plgpu.TilingTransform((8, xw)), plgpu.SwizzleTransform(2 * xw))
   w_tf = (plgpu.TilingTransform((8, 64 if nf4 else 128)),
           plgpu.SwizzleTransform(128 if per_channel else 64))
   wk = CHUNK // 2 if nf4 else CHUNK  # weight columns (bytes or int4) per 128 of K
@@ -391,7 +404,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           w = w * block_scales(j, g, jnp.bfloat16)
         return [w]
 
-      def x_tiles(j, t):  # x^T tiles of chunk j, group copy t (one per x half)
+      def x_tiles(j, t):  # x^T tiles of chunk j, group copy t (one per x half), or group t
+        if group_slices:
+          return [_compat.transpose_ref(xs.at[pl.ds(0, mp), pl.ds(j * wk + t * g, g)], (1, 0))
+                  for xs in x_smems]
         ks = pl.ds(j * wk, wk)
         return [_compat.transpose_ref(xs.at[pl.ds(t * mp, mp), ks], (1, 0)) for xs in x_smems]
 
@@ -412,6 +428,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       def mma(acc_ref, ws, j, t):  # chunk j's weight tiles times x's group copy t
         xts = x_tiles(j, t)
         for i, w_ in enumerate(ws):  # NF4 bytes: (even, odd) x halves, for hi then lo terms
+          if group_slices:  # group t's columns of the register tile
+            w_ = lax.slice(w_, (0, t * g), (w_.shape[0], (t + 1) * g))
           plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
 
       acc_type = plgpu.ACC((wg_rows, mp), jnp.float32)
@@ -424,24 +442,25 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       if step_wait:  # group scales: chunk j's partial products are read (scaled, summed)
         # once chunk j + 1's wgmmas are issued, so two weight tiles are live, not all of them
         def chunk(j, prev, acc_in):
-          def scoped(*acc_refs):  # chunk j's accumulators, one a group copy
+          def scoped(*acc_refs):  # chunk j's accumulators, one a group
             ws, acc = weights(j), acc_in
-            for t in range(xsub):
+            for t in range(per_chunk):
               mma(acc_refs[t], ws, j, t)
             for t, r in enumerate(prev):  # chunk j - 1's, with chunk j's still in flight
-              acc = epilogue(acc, _compat.wgmma_accumulator_load(r, xsub * len(ws)), j - 1, t)
+              part = _compat.wgmma_accumulator_load(r, per_chunk * len(ws))
+              acc = epilogue(acc, part, j - 1, t)
             if j + 1 < gps:
               return chunk(j + 1, acc_refs, acc)
             for t, r in enumerate(acc_refs):
               acc = epilogue(acc, r[...], j, t)
             return acc
 
-          return pl.run_scoped(scoped, *[acc_type] * xsub)
+          return pl.run_scoped(scoped, *[acc_type] * per_chunk)
 
         return chunk(0, (), acc)
       for j in range(gps):
         ws = weights(j)
-        for t in range(xsub):
+        for t in range(per_chunk):
           def wait_chunk(acc_ref, ws=ws, j=j, t=t):
             mma(acc_ref, ws, j, t)
             return acc_ref[...]

@@ -65,6 +65,32 @@ def test_decode_step_wait_lowers(name, m):
     assert ("body.<locals>.chunk" in text) == (step_wait and not chained)
 
 
+@pytest.mark.parametrize("preset,group", [("int4_g128", 32), ("int4_g128", 64),
+                                          ("int4_g128_asym", 64)])
+@pytest.mark.parametrize("m", [1, 64])
+def test_decode_group_slices_lower(preset, group, m):
+  # `group_slices`: one wgmma a group on its K slice of the register tile (`lax.slice`) and of
+  # x (one copy, swizzled in tiles of one group), with or without the lagged reads.
+  pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, block_size=group), axis=0)),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
+  rows = -(-m // 8) * 8  # x's rows in the kernel: M padded to 8, once (not a copy a group)
+  for step_wait in (False, True):
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, group_slices=True, allow_unverified=True, step_wait=step_wait)
+    assert f"tensor<{rows}x8192xbf16>" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  copies = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  text = _compat.lower_for("cuda", copies, _x(m, 8192), pw).as_text()
+  assert f"tensor<{rows * 128 // group}x8192xbf16>" in text
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, group_slices=True), _x(m, 8192), pw)
+  with pytest.raises(ValueError, match="group_slices is for INT4 / UINT4 groups of 32 or 64"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, group_slices=True, allow_unverified=True), _x(m, 8192),
+        _weight_shape("int4_g128", 8192, 28672))
+
+
 @pytest.mark.parametrize("m", [1, 64])
 def test_nf4_byte_permute_lookup_lowers(m):
   # The decode kernel's and the GEMM's NF4 lookup through inline PTX prmt (plgpu.inline_mgpu).
