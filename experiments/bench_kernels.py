@@ -293,8 +293,8 @@ def bench_wo(args, res):
               lambda x, p: kfun(x, p, out_dtype=jnp.float32, **_knobs(cfg), **unv),
               _stored(cfg, (xc, pw))[1], min(m, k)))
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
-                   kernel_launches=tk["n_kernels"], rotations=tk["rotations"],
-                   swept=len(configs))
+                   kernel_launches=tk["n_kernels"], kernel_us=tk["kernel_us"],
+                   rotations=tk["rotations"], swept=len(configs))
         if args.load_split and m <= 64:  # the same pipeline with an empty body
           tl = C.time_op(lambda x, p: kfun(x, p, **_knobs(cfg), **unv, load_only=True),
                          [_stored(cfg, (x, p)) for *_, p in q_sets])
@@ -418,7 +418,8 @@ def bench_quant(args, res):
       tx = C.time_op(lambda x, sch=sch: mx(x), sets)
       eff = in_bytes + out_bytes
       row.update(bytes=eff, kernel_s=tk["time_s"], kernel_launches=tk["n_kernels"],
-                 kernel_names=tk["kernels"], xla_s=tx["time_s"], xla_launches=tx["n_kernels"],
+                 kernel_names=tk["kernels"], kernel_us=tk["kernel_us"], xla_s=tx["time_s"],
+                 xla_launches=tx["n_kernels"],
                  kernel_TBps=eff / tk["time_s"] / 1e12, xla_TBps=eff / tx["time_s"] / 1e12,
                  frac_copy_bw=eff / tk["time_s"] / res["copy_Bps"],
                  x_vs_xla=tx["time_s"] / tk["time_s"], rotations=r)

@@ -38,11 +38,15 @@ def time_op(fn: Callable[..., Any], sets: Sequence[tuple], iters: int = 30) -> d
   _, ms = profiler.measure(g, iterations=iters)(sets)
   _, per_kernel = profiler.measure(g, aggregate=False, iterations=1)(sets)
   names = sorted({name for name, _ in per_kernel})
+  by_name = {n: sum(t for name, t in per_kernel if name == n) / len(sets) for n in names}
   ms = [m for m in ms if m is not None]
   med = statistics.median(ms) / len(sets)
   spread = (max(ms) - min(ms)) / len(sets)
   return dict(time_s=med * 1e-3, spread_s=spread * 1e-3, rotations=len(sets), iters=len(ms),
-              kernels=names, n_kernels=len(per_kernel) / len(sets))
+              kernels=names, n_kernels=len(per_kernel) / len(sets),
+              # one call's kernels by name, us (from a single timed iteration: a breakdown,
+              # not a median): which part of `time_s` XLA's small kernels around a Pallas one take
+              kernel_us={n: round(t * 1e3, 2) for n, t in by_name.items()})
 
 
 def poison(nbytes: int = 4 << 30) -> None:
