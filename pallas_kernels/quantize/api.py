@@ -77,7 +77,8 @@ def default_implementation(scheme: str | None = None, transpose: bool = False,
 
 def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
              implementation: str | None = None, interpret: bool = False,
-             allow_inexact: bool = False, **tuning) -> Quantized:
+             allow_inexact: bool = False, tensor_amax: jax.Array | None = None,
+             **tuning) -> Quantized:
   """Fused block quantization of a 2-D array along its last axis (of x.T if `transpose`).
 
   Bit-identical to `mxjax.quantize(x, scheme)` (`mxjax.quantize(x.T, scheme)` with transpose).
@@ -93,6 +94,10 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
     interpret: run Pallas kernels in interpret mode (CPU).
     allow_inexact: accept a GPU kernel that is not bit-exact or not verified on a GPU for this
       scheme (`GPU_STATUS`); without it such a request raises.
+    tensor_amax: NVFP4 only: the tensor's amax (float32 scalar), e.g. kept from an earlier step
+      or computed by the op that produced x, used instead of a pass over x; the result is then
+      `mxjax.quantize`'s with that amax as the scheme's static amax (values beyond it
+      saturate). Other schemes raise if it is given.
     **tuning: passed to the kernel.
 
   Returns:
@@ -101,12 +106,14 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
   """
   impl = implementation or default_implementation(scheme, transpose, x)
   if impl == "xla":
-    return quantize_reference(x, scheme, transpose=transpose)
+    return quantize_reference(x, scheme, transpose=transpose, tensor_amax=tensor_amax)
   if impl == "portable":
     if transpose:  # the column-wise kernel's twin
       from pallas_kernels.quantize.portable_columns import quantize_columns_portable
-      return quantize_columns_portable(x, scheme, interpret=interpret, **tuning)
-    return quantize_portable(x, scheme, transpose=transpose, interpret=interpret, **tuning)
+      return quantize_columns_portable(x, scheme, interpret=interpret, tensor_amax=tensor_amax,
+                                       **tuning)
+    return quantize_portable(x, scheme, transpose=transpose, interpret=interpret,
+                             tensor_amax=tensor_amax, **tuning)
   if impl == "mosaic_gpu":
     if interpret:
       raise NotImplementedError(
@@ -126,10 +133,11 @@ def quantize(x: jax.Array, scheme: str, *, transpose: bool = False,
           "implementation='xla'")
     if transpose:
       from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
-      return quantize_columns_mosaic_gpu(x, scheme, **tuning)
+      return quantize_columns_mosaic_gpu(x, scheme, tensor_amax=tensor_amax, **tuning)
     from pallas_kernels.quantize.mosaic_gpu import quantize_mosaic_gpu
-    return quantize_mosaic_gpu(x, scheme, **tuning)
+    return quantize_mosaic_gpu(x, scheme, tensor_amax=tensor_amax, **tuning)
   if impl == "mosaic_tpu":
     from pallas_kernels.quantize.tpu import quantize_tpu
-    return quantize_tpu(x, scheme, transpose=transpose, interpret=interpret, **tuning)
+    return quantize_tpu(x, scheme, transpose=transpose, interpret=interpret,
+                        tensor_amax=tensor_amax, **tuning)
   raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")

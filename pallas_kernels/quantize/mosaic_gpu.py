@@ -33,7 +33,7 @@ from pallas_kernels.quantize.portable import unpair_bf16
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
-from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
@@ -106,7 +106,7 @@ def _state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool = False,
-                        allow_unverified: bool = False,
+                        allow_unverified: bool = False, tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
 
@@ -124,6 +124,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       its instructions; not yet run on a GPU, so off by default, and a scheme not in
       `STATE_ONCE_VERIFIED` needs `allow_unverified=True` (the benchmark's `--configs` passes
       it and checks the codes bit for bit).
+    tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
+      (`reference.tensor_terms`).
 
   Returns:
     Quantized, identical to `mxjax.quantize(x, scheme)`'s codes / scale / tensor_scale.
@@ -160,10 +162,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   out_dtype = jnp.uint16 if sch.bits == 8 else jnp.uint8
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
 
-  s_t = None
   inputs = [bf16_pairs(x, sch.block)]
-  if sch.two_level:  # NVFP4's tensor terms ride along; other schemes take no extra input
-    s_t, *terms = nvfp4_tensor_terms(x)  # (an input built per call is one more kernel launch)
+  # NVFP4's tensor terms ride along (a pass over x unless `tensor_amax` is given); other
+  # schemes take no extra input (an input built per call is one more kernel launch)
+  s_t, terms = tensor_terms(sch, x, tensor_amax)
+  if terms is not None:
     inputs.append(jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms)))
   # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat.
   flat_out = half * jnp.dtype(out_dtype).itemsize < 16

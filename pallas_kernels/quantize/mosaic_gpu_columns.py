@@ -32,7 +32,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.quantize.reference import Quantized
-from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.quantize.schemes import FusedScheme
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
@@ -75,6 +75,7 @@ def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
 
 def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
+                                tensor_amax: jax.Array | None = None,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -87,6 +88,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
     steps: TMA pipeline depth per CTA. The defaults (tile_k 128, nb 2, steps 2) were the best of
       the H100 sweep for MXFP8 / MXFP4 (experiments/results/kernels_quant_columns.json).
     ctas_per_sm: the K range is split so that about this many CTAs run per SM.
+    tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
+      (`reference.tensor_terms`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -124,10 +127,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   # the odd rows of x are two column ranges of one array: two contiguous tiles, no strides.
   nx = 2 if paired else 1
   rows = tm // nx  # rows of each input tile
-  s_t = None
+  # NVFP4's tensor terms, from one XLA reduction (x and x.T share it) or the given amax
+  s_t, terms = tensor_terms(sch, x, tensor_amax)
   extra = []
-  if sch.two_level:  # NVFP4's tensor terms, from one XLA reduction (x and x.T share it)
-    s_t, *terms = nvfp4_tensor_terms(x)
+  if terms is not None:
     extra = [jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms))]
 
   def body(_, *refs):

@@ -21,7 +21,7 @@ from pallas_kernels import _compat
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
-from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import block_quantize
 from pallas_kernels.quantize.schemes import get_scheme
@@ -40,7 +40,8 @@ def unpair_bf16(u: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
-                      tile_rows: int = 64, interpret: Any = False) -> Quantized:
+                      tile_rows: int = 64, interpret: Any = False,
+                      tensor_amax: jax.Array | None = None) -> Quantized:
   """Fused block quantization as a portable Pallas kernel (bf16 or f32 input).
 
   Args:
@@ -49,6 +50,8 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
     scheme: one of `schemes.SCHEMES`.
     tile_rows: blocks per grid step.
     interpret: run in the Pallas interpreter.
+    tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
+      (`reference.tensor_terms`).
 
   Returns:
     Quantized (mxjax QArray layout).
@@ -61,10 +64,9 @@ def quantize_portable(x: jax.Array, scheme: str, *, transpose: bool = False,
   tile_rows = min(tile_rows, rows)
   if rows % tile_rows:
     raise ValueError(f"{rows} blocks do not tile by {tile_rows}")
-  s_t = None
+  s_t, terms = tensor_terms(sch, x, tensor_amax)
   ts = jnp.zeros((1, NVFP4_TERMS), jnp.float32)
-  if sch.two_level:
-    s_t, *terms = nvfp4_tensor_terms(x)
+  if terms is not None:
     ts = jnp.stack(terms).reshape(1, NVFP4_TERMS).astype(jnp.float32)
   if x.dtype == jnp.bfloat16:
     ins = [bf16_pairs(x, sch.block)]

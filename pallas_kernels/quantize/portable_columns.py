@@ -21,7 +21,7 @@ from pallas_kernels import _compat
 from pallas_kernels.quantize.mosaic_gpu_columns import column_blocks
 from pallas_kernels.quantize.mosaic_gpu_columns import column_result
 from pallas_kernels.quantize.reference import Quantized
-from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import amax_merge
 from pallas_kernels.quantize.schemes import block_amax
@@ -31,7 +31,8 @@ from pallas_kernels.quantize.schemes import element_encoder
 
 
 def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
-                              nb: int | None = None, interpret: Any = False) -> Quantized:
+                              nb: int | None = None, interpret: Any = False,
+                              tensor_amax: jax.Array | None = None) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of `x` (M, K) by the column-wise kernel's decomposition.
 
   Args:
@@ -39,6 +40,8 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
     scheme: any of `schemes.SCHEMES`.
     tile_k, nb: as in `quantize_columns_mosaic_gpu`.
     interpret: run in the Pallas interpreter.
+    tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
+      (`reference.tensor_terms`).
 
   Returns:
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
@@ -58,10 +61,9 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
   xin = x.astype(jnp.float32)
   xin = xin.reshape(m // 2, 2 * k) if paired else xin
   kt = k // tile_k
-  s_t = None
+  s_t, terms = tensor_terms(sch, x, tensor_amax)
   ts = jnp.zeros((1, NVFP4_TERMS), jnp.float32)
-  if sch.two_level:
-    s_t, *terms = nvfp4_tensor_terms(x)
+  if terms is not None:
     ts = jnp.stack(terms).reshape(1, NVFP4_TERMS).astype(jnp.float32)
 
   def kernel(ts_ref, *refs):

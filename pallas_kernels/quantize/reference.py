@@ -68,13 +68,21 @@ def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k
   return Quantized(codes, scale.reshape(m, k // scheme.block), ts)
 
 
-def nvfp4_tensor_terms(x: jax.Array):
-  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|.
+def nvfp4_tensor_terms(x: jax.Array, tensor_amax: jax.Array | None = None):
+  """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|, or
+  from `tensor_amax` (a float32 scalar) without reading x.
 
   The reduction is an integer max of the sign-cleared bits (of bf16 x as stored, 2 bytes an
   element): float order for magnitudes, with every NaN above +Inf, so a NaN anywhere makes the
   tensor amax NaN, as in mxjax (XLA's CPU float max-reduction can drop a NaN), in one pass.
   """
+  if tensor_amax is not None:
+    amax = jnp.asarray(tensor_amax, jnp.float32)
+    if amax.size != 1:
+      raise ValueError(f"tensor_amax must be one value (the tensor's amax), got shape "
+                       f"{amax.shape}")
+    amax = amax.reshape(())
+    return tensor_scale_terms(jnp.where(amax != amax, jnp.float32(jnp.nan), amax), div=div_rn)
   if x.dtype == jnp.bfloat16:
     bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32) & 0x7FFF
     top = jnp.max(bits) << 16
@@ -85,16 +93,31 @@ def nvfp4_tensor_terms(x: jax.Array):
   return tensor_scale_terms(amax, div=div_rn)
 
 
-def quantize_reference(x: jax.Array, scheme: str, *, transpose: bool = False) -> Quantized:
-  """Fused block quantization of a 2-D `x` along its last axis (of `x.T` if transpose)."""
+def tensor_terms(scheme: FusedScheme, x: jax.Array, tensor_amax: jax.Array | None = None):
+  """(s_t, [safe_t, inv_t, ok_t]) of a two-level scheme (NVFP4), from x's amax or the given
+  `tensor_amax`; (None, None) for the others, which take no tensor amax.
+
+  A given amax (kept from an earlier step, or computed by the op that produced x) spares the
+  pass over x; the codes are then `mxjax.quantize`'s with that amax as the scheme's static
+  tensor amax (`ScaleChoice.STATIC`): values beyond it saturate.
+  """
+  if not scheme.two_level:
+    if tensor_amax is not None:
+      raise ValueError(f"{scheme.name} has no tensor scale: tensor_amax is NVFP4's")
+    return None, None
+  s_t, *terms = nvfp4_tensor_terms(x, tensor_amax)
+  return s_t, terms
+
+
+def quantize_reference(x: jax.Array, scheme: str, *, transpose: bool = False,
+                       tensor_amax: jax.Array | None = None) -> Quantized:
+  """Fused block quantization of a 2-D `x` along its last axis (of `x.T` if transpose);
+  NVFP4 with the given `tensor_amax` if any (`tensor_terms`)."""
   sch = get_scheme(scheme)
   if transpose:
     x = x.T
   m, k = check_shape(x, sch)
   xe, xo = split_pairs(x, sch.block)
-  ts = None
-  s_t = None
-  if sch.two_level:
-    s_t, *ts = nvfp4_tensor_terms(x)
+  s_t, ts = tensor_terms(sch, x, tensor_amax)
   packed, scale = block_quantize(sch, xe, xo, ts, div=div_rn)
   return assemble(sch, packed, scale, m, k, s_t)

@@ -51,7 +51,7 @@ from mxjax.formats.exact import div_rn
 from pallas_kernels import _compat
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import check_shape
-from pallas_kernels.quantize.reference import nvfp4_tensor_terms
+from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import FusedScheme
 from pallas_kernels.quantize.schemes import amax_from_bits
@@ -178,7 +178,7 @@ def _kernel(sch: FusedScheme, nb: int, transpose_in: bool, scale_dtype):
 
 
 def quantize_tpu(x: jax.Array, scheme: str, *, transpose: bool = False, interpret: bool = False,
-                 tile_q: int | None = None) -> Quantized:
+                 tile_q: int | None = None, tensor_amax: jax.Array | None = None) -> Quantized:
   """Fused block quantization with Mosaic TPU, lane-dense (see the module docstring).
 
   Bit-identical to `mxjax.quantize(x, scheme)` (of `x.T` with transpose) in TPU interpret mode.
@@ -192,6 +192,8 @@ def quantize_tpu(x: jax.Array, scheme: str, *, transpose: bool = False, interpre
     transpose: quantize x.T (blocks along M), reading x as it is stored.
     interpret: run in TPU interpret mode on the CPU.
     tile_q: elements along the quantized axis a grid step (default: `tile_plan`'s).
+    tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
+      (`reference.tensor_terms`).
 
   Returns:
     Quantized in mxjax's QArray layout (of x.T with transpose): codes (N, Q) float8_e4m3fn or
@@ -211,10 +213,9 @@ def quantize_tpu(x: jax.Array, scheme: str, *, transpose: bool = False, interpre
   q, n = (m, k) if transpose else (k, m)
   nb, cw = tq // sch.block, tq * sch.bits // 8  # blocks and code bytes a tile row
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
-  s_t = None
+  s_t, terms = tensor_terms(sch, x, tensor_amax)
   ts = jnp.zeros((NVFP4_TERMS,), jnp.float32)
-  if sch.two_level:
-    s_t, *terms = nvfp4_tensor_terms(x)
+  if terms is not None:
     ts = jnp.stack(terms).astype(jnp.float32)
   # Grid (i, j): 128 rows of the quantized array, tile_q elements along its quantized axis.
   if transpose:

@@ -250,6 +250,19 @@ def test_quantize_state_once_lowers(scheme):
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
+def test_nvfp4_given_tensor_amax_skips_the_pass_over_x(transpose):
+  # With `tensor_amax` the GPU NVFP4 kernels (row- and column-wise) run alone: no XLA reduction
+  # over x before them.
+  amax = jax.ShapeDtypeStruct((), jnp.float32)
+  for given, fn in ((False, lambda x, a: qapi.quantize(x, "nvfp4", implementation="mosaic_gpu",
+                                                       transpose=transpose)),
+                    (True, lambda x, a: qapi.quantize(x, "nvfp4", implementation="mosaic_gpu",
+                                                      transpose=transpose, tensor_amax=a))):
+    text = _compat.lower_for("cuda", fn, _x(4096, 4096), amax).as_text()
+    assert "mosaic_gpu" in text and ("stablehlo.reduce" in text) == (not given)
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_tpu_lane_dense_quantize_lowers(scheme, transpose, monkeypatch, capsys):
   # The lane-dense TPU quantize kernel (quantize/tpu.py) at 4096 x 8192 bf16, 2048 elements a

@@ -335,6 +335,38 @@ def test_nvfp4_tensor_amax_keeps_nan_and_inf(dtype):
   check(x.at[3, 4].set(-jnp.inf), np.inf)
 
 
+@pytest.mark.parametrize("impl,transpose", [
+    ("xla", False), ("xla", True),
+    # NVFP4's Pallas twins take ~30 s each to compile here: in the slow run.
+    pytest.param("portable", False, marks=pytest.mark.slow),
+    pytest.param("portable", True, marks=pytest.mark.slow),
+    pytest.param("mosaic_tpu", False, marks=pytest.mark.slow)])
+def test_given_tensor_amax_is_mxjax_static_amax(impl, transpose):
+  # NVFP4 with a given tensor amax (no pass over x) is mxjax.quantize with that amax as the
+  # scheme's static amax: the true amax gives the usual result, a smaller one saturates.
+  import dataclasses
+  x = _data(3, (256, 256), jnp.bfloat16)
+  amax = float(jnp.max(jnp.abs(x.astype(jnp.float32))))
+  xq = x.T if transpose else x
+  for a in (amax, amax / 3, amax * 8):
+    static = dataclasses.replace(mxjax.schemes.get("nvfp4"),
+                                 scale_choice=mxjax.schemes.ScaleChoice.STATIC, static_amax=a)
+    got = jax.jit(lambda x, a: pq.quantize(
+        x, "nvfp4", transpose=transpose, implementation=impl, tensor_amax=a,
+        interpret=impl != "xla"))(x, jnp.float32(a))
+    assert_same(got, _mx(xq, static))
+    if a == amax:
+      assert_same(got, _mx(xq, "nvfp4"))
+
+
+def test_tensor_amax_errors():
+  x = jnp.ones((16, 256), jnp.bfloat16)
+  with pytest.raises(ValueError, match="mxfp4 has no tensor scale: tensor_amax is NVFP4's"):
+    pq.quantize(x, "mxfp4", implementation="xla", tensor_amax=jnp.float32(1.0))
+  with pytest.raises(ValueError, match="tensor_amax must be one value"):
+    pq.quantize(x, "nvfp4", implementation="xla", tensor_amax=jnp.ones((2,), jnp.float32))
+
+
 def test_small_encoders_exhaustive_over_bf16():
   # `_e2m1_code` and `_int4_code` round by one magic-number addition: every bf16 value (and
   # its midpoints) against the float64 reference of the format.
