@@ -82,13 +82,13 @@ def nvfp4_tensor_terms(x: jax.Array, tensor_amax: jax.Array | None = None):
       raise ValueError(f"tensor_amax must be one value (the tensor's amax), got shape "
                        f"{amax.shape}")
     amax = amax.reshape(())
-    return tensor_scale_terms(jnp.where(amax != amax, jnp.float32(jnp.nan), amax), div=div_rn)
-  if x.dtype == jnp.bfloat16:
-    bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32) & 0x7FFF
-    top = jnp.max(bits) << 16
   else:
-    top = jnp.max(lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF)
-  amax = lax.bitcast_convert_type(top, jnp.float32)
+    if x.dtype == jnp.bfloat16:
+      bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32) & 0x7FFF
+      top = jnp.max(bits) << 16
+    else:
+      top = jnp.max(lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF)
+    amax = lax.bitcast_convert_type(top, jnp.float32)
   amax = jnp.where(amax != amax, jnp.float32(jnp.nan), amax)
   return tensor_scale_terms(amax, div=div_rn)
 
