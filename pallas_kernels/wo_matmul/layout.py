@@ -231,7 +231,7 @@ def fp4_scales_bf16(pw: PackedWeight) -> PackedWeight:
   decoded E2M1 bits (value / 2^126) by: 2^(e - 127) (MXFP4; 2^-127 a bf16 subnormal, 0xFF NaN)
   and s_b 2^118 (NVFP4), each exact, 2 bytes a group in place of 1 (+6% / +11% of the weight's
   bytes). The kernel then decodes no scale bytes; `fp4_scales_stored` undoes it."""
-  if pw.fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+  if pw.fmt not in FP4:
     raise ValueError(f"bf16 scale multipliers are for MXFP4 / NVFP4, not {pw.fmt.value}")
   if pw.scale_bf16:
     return pw
@@ -366,7 +366,7 @@ def dequantize_nk(pw: PackedWeight, *, stored_order: bool = False) -> jax.Array:
   elif fmt is WeightFormat.NF4:
     lo, hi = (jnp.asarray(NF4_TABLE)[v.astype(jnp.int32)] for v in (pw.w & 15, pw.w >> 4))
     q = jnp.stack([lo, hi], axis=-1).reshape(pw.n, pw.k)
-  elif fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+  elif fmt in FP4:
     q = e2m1_f32(pw.w.astype(jnp.int32) & 15)  # selects, not a gather (prefill.py)
   else:
     q = pw.w.astype(jnp.float32)

@@ -37,6 +37,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import nf4_f32
+from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import int4_stored
 from pallas_kernels.wo_matmul.layout import PackedWeight
@@ -164,10 +165,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   if k % tile_k:
     raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
   if fp4_scale_bytes is None:
-    fp4_scale_bytes = fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4)
+    fp4_scale_bytes = fmt in FP4
   if nf4_lut is None:
     nf4_lut = nf4
-  if fp4_scale_bytes and fmt not in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+  if fp4_scale_bytes and fmt not in FP4:
     raise ValueError(f"fp4_scale_bytes is for MXFP4 / NVFP4 scales, not {fmt.value}")
   if nf4_lut and not nf4:
     raise ValueError(f"nf4_lut is the NF4 table lookup; the weight is {fmt.value}")
@@ -225,7 +226,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       else:
         q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
         q = plgpu.layout_cast(q, wgmma_layout)
-      if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):
+      if fmt in FP4:
         q = e2m1_bf16(q)  # E2M1 bits -> bf16 values, exact
       elif slots:  # the bf16 table's values; times the bf16 absmax (in f32: exact) below
         q = nf4_slots_bf16(q)

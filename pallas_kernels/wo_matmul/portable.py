@@ -22,6 +22,7 @@ from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import e2m1_f32
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_slot_f32
+from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
@@ -37,7 +38,7 @@ def _decode_block(w: jax.Array, fmt: WeightFormat, nf4_slots: bool) -> jax.Array
   if fmt is WeightFormat.NF4:
     lo, hi = w & 15, w >> 4
     return nf4_f32(jnp.stack([lo, hi], axis=-1).reshape(w.shape[0], 2 * w.shape[1]))
-  if fmt in (WeightFormat.MXFP4, WeightFormat.NVFP4):  # int4 bits -> the codes 0..15
+  if fmt in FP4:  # int4 bits -> the codes 0..15
     return e2m1_f32(w.astype(jnp.int32) & 15)
   return w.astype(jnp.float32)
 
