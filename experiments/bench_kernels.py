@@ -405,7 +405,10 @@ def bench_quant(args, res):
         cfgs = [qtuned[sch]]
       else:
         cfgs = [dict()]
-      best = fastest_config(lambda x, cfg, sch=sch: qfun(x, sch, **cfg), cfgs, sets)
+      timed = []
+      best = fastest_config(lambda x, cfg, sch=sch: qfun(x, sch, **cfg), cfgs, sets, log=timed)
+      if len(cfgs) > 1:
+        row["configs_timed"] = timed
       if best is None:
         row["error"] = "every config failed"
         rows.append(row)

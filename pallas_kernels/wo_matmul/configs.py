@@ -32,7 +32,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -
             else dict(tile_n=64, gps=2, steps=4))
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
     # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
-    # off there; kernels_wo_s12_step_wait_{int4,uint4}.json)
+    # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a
+    # group, `group_slices`) agree: INT4 g32 M = 1 45.1 -> 63.6 us, M = 16 66.3 -> 79.5, g64
+    # M = 64 85.8 -> 253.9; UINT4 M = 1 g64 51.0 -> 50.8, g32 57.7 -> 57.4
+    # (kernels_wo_s13_group_slices.json).
     return dict(tile_n=128, gps=2, steps=3, step_wait=True) if m <= 16 else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,

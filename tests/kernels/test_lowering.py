@@ -69,26 +69,22 @@ def test_decode_step_wait_lowers(name, m):
                                           ("int4_g128_asym", 64)])
 @pytest.mark.parametrize("m", [1, 64])
 def test_decode_group_slices_lower(preset, group, m):
-  # `group_slices`: one wgmma a group on its K slice of the register tile (`lax.slice`) and of
-  # x (one copy, swizzled in tiles of one group), with or without the lagged reads.
+  # `group_slices` (the default for these groups): one wgmma a group on its K slice of the
+  # register tile (`lax.slice`) and of x (one copy, swizzled in tiles of one group), with or
+  # without the lagged reads; False: a full-width wgmma a group over x copies.
   pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get(preset, block_size=group), axis=0)),
       jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
   rows = -(-m // 8) * 8  # x's rows in the kernel: M padded to 8, once (not a copy a group)
   for step_wait in (False, True):
-    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, group_slices=True, allow_unverified=True, step_wait=step_wait)
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, step_wait=step_wait)
     assert f"tensor<{rows}x8192xbf16>" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
-  copies = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  copies = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, group_slices=False)
   text = _compat.lower_for("cuda", copies, _x(m, 8192), pw).as_text()
   assert f"tensor<{rows * 128 // group}x8192xbf16>" in text
-  with pytest.raises(NotImplementedError, match="allow_unverified"):
-    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, group_slices=True), _x(m, 8192), pw)
   with pytest.raises(ValueError, match="group_slices is for INT4 / UINT4 groups of 32 or 64"):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, group_slices=True, allow_unverified=True), _x(m, 8192),
-        _weight_shape("int4_g128", 8192, 28672))
+        x, p, group_slices=True), _x(m, 8192), _weight_shape("int4_g128", 8192, 28672))
 
 
 @pytest.mark.parametrize("m", [1, 64])
@@ -247,6 +243,9 @@ def test_quantize_state_once_lowers(scheme):
   assert "quantize_mosaic_gpu.<locals>.body" in text and "_state_once" in text
   divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
   assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
+  dflt = _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme),
+                           _x(4096, 4096)).as_text()  # on by default where it was faster
+  assert ("_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
