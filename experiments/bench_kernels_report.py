@@ -350,6 +350,27 @@ def h200_s12_section() -> list[str]:
       "bytes (FP4 / NF4: bf16 scale multipliers).")
 
 
+def h200_s13_section() -> list[str]:
+  """Session 13: one wgmma a group on its K slice (`group_slices`, the default since for INT4 /
+  UINT4 groups of 32 and 64) and quantization's block state once a block (`state_once`,
+  the default since for NVFP4)."""
+  md = wo_section(13, ("group_slices", "group_slices_default"),
+                  "The decode kernel with INT4 / UINT4 groups of 32 and 64: a full-width wgmma a "
+                  "group over x copies zeroed outside it ({} before the default changed, "
+                  "{'group_slices': False} after) against one wgmma a group on its K slice "
+                  "({'group_slices': True}, {} after), with and without step_wait. Each row the "
+                  "fastest of its configs, every config checked (`configs_timed` has each time).")
+  quant = [("s13 state_once", _load("kernels_quant_s13_state_once.json")),
+           ("s13 NVFP4 default", _load("kernels_quant_s13_nvfp4_default.json"))]
+  return md + ["", "## Fused block quantization: the block state once a block", "",
+               "Each scheme's fastest of {} and {'state_once': True}, both bit-exact on the four "
+               "tensors (`configs_timed` has each time: NVFP4 151.8 / 139.2 us, MXFP4 79.5 / "
+               "79.2, MXFP8 63.7 / 62.6, FP8 1x128 87.8 / 93.2); then NVFP4's new default. "
+               "NVFP4's time includes XLA's tensor-amax pass (~33 us); given the amax "
+               "(`given_amax_s` in the JSON) it takes 104.6 us, 1.64 TB/s.", "",
+               quant_table(quant)]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -434,6 +455,7 @@ def main():
   md += h200_s10_section()
   md += h200_s11_section()
   md += h200_s12_section()
+  md += h200_s13_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
