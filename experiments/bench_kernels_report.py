@@ -354,12 +354,14 @@ def h200_s13_section() -> list[str]:
   """Session 13: one wgmma a group on its K slice (`group_slices`, the default since for INT4 /
   UINT4 groups of 32 and 64) and quantization's block state once a block (`state_once`,
   the default since for NVFP4)."""
-  md = wo_section(13, ("group_slices", "group_slices_default"),
+  md = wo_section(13, ("group_slices", "group_slices_default", "tma_pad"),
                   "The decode kernel with INT4 / UINT4 groups of 32 and 64: a full-width wgmma a "
                   "group over x copies zeroed outside it ({} before the default changed, "
                   "{'group_slices': False} after) against one wgmma a group on its K slice "
                   "({'group_slices': True}, {} after), with and without step_wait. Each row the "
-                  "fastest of its configs, every config checked (`configs_timed` has each time).")
+                  "fastest of its configs, every config checked (`configs_timed` has each time). "
+                  "`tma_pad`: x unpadded at M < 8 ({'tma_pad': True}, the default since for INT4 / "
+                  "UINT4 / FP4) against XLA's pad before the launch.")
   quant = [("s13 state_once", _load("kernels_quant_s13_state_once.json")),
            ("s13 NVFP4 default", _load("kernels_quant_s13_nvfp4_default.json"))]
   return md + ["", "## Fused block quantization: the block state once a block", "",

@@ -86,6 +86,8 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
             # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
             (WeightFormat.NF4, 64, "slots")}
+# Formats whose decode has matched the reference with x unpadded (`tma_pad`), H200 2026-12-04.
+TMA_PAD_VERIFIED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -116,6 +118,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          stream_k: int | None = None, load_only: bool = False,
                          nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
                          step_wait: bool | None = None, group_slices: bool | None = None,
+                         tma_pad: bool | None = None,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -177,6 +180,15 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       50.5 -> 41.8 / 73.2 -> 42.8 / - / 106.4 -> 85.8, UINT4 g64 63.3 -> 50.8 / 98.4 -> 58.2 /
       - / 129.2 -> 93.1, UINT4 g32 130.1 -> 57.4 / 308.0 -> 75.0 / 125.0 -> 78.3 / 217.5 ->
       118.8; the same relative error as the x copies at every point.
+    tma_pad: at M < 8, x goes to the kernel as it is, (M, K), and the TMA copies only its M
+      rows into the 8-row shared-memory tile, instead of an XLA pad kernel before the launch
+      (~1.4 us at M = 1). The other rows of the tile are left as they were: row j of x only
+      reaches column j of the (N, 8) product, and columns M.. are dropped. One x copy only
+      (group slices, prescaled or per-channel weights; not NF4 bytes). Default (None): on for
+      the formats it has run correctly on a GPU with (`TMA_PAD_VERIFIED`; others need
+      `allow_unverified=True`). H200, 2026-12-04, 8192 x 28672, M = 1, us (same rel. error):
+      INT4 g128 39.8 -> 38.3, g32 44.6 -> 43.8, UINT4 g64 52.1 -> 50.5, MXFP4 49.4 -> 47.7,
+      NVFP4 50.4 -> 48.9; M = 4 INT4 39.9 -> 38.5 (kernels_wo_s13_tma_pad.json).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -298,7 +310,17 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         f"{64 * compute_wgs} (got {fmt.value}, tile_n={tile_n})")
   wg_rows = tile_n // compute_wgs
 
-  xp = jnp.pad(x, ((0, mp - m), (0, 0))) if mp != m else x
+  one_copy = xsub == 1 and not nf4
+  if tma_pad and not one_copy:
+    raise ValueError("tma_pad loads x as it is: one x copy (group slices, prescaled or "
+                     "per-channel weights), not NF4 bytes")
+  if tma_pad and fmt not in TMA_PAD_VERIFIED and not allow_unverified:
+    raise NotImplementedError(f"tma_pad has not run on a GPU with {fmt.value} yet: pass "
+                              "allow_unverified=True (the benchmark does, and checks it)")
+  if tma_pad is None:
+    tma_pad = one_copy and fmt in TMA_PAD_VERIFIED
+  tma_pad = tma_pad and m < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
+  xp = jnp.pad(x, ((0, mp - m), (0, 0))) if mp != m and not tma_pad else x
 
   def group_copies(a, chunk_cols, group_cols):
     """(xsub * Mp, C): copy t keeps only the t-th group of every chunk of `a`'s columns."""
@@ -324,8 +346,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if asym:
     # Per-group row sums of x, float32 (G, Mp): the zero-point term is offset_g * xsum_g.
     # Padded to 32 columns: a TMA copy must move a multiple of 128 bytes.
-    xsum = xp.astype(jnp.float32).reshape(mp, k // g, g).sum(-1).T
-    xsum = jnp.pad(xsum, ((0, 0), (0, max(32, mp) - mp)))
+    xsum = x.astype(jnp.float32).reshape(m, k // g, g).sum(-1).T
+    xsum = jnp.pad(xsum, ((0, 0), (0, max(32, mp) - m)))
     extra = [pw.offset, xsum]
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.

@@ -87,6 +87,26 @@ def test_decode_group_slices_lower(preset, group, m):
         x, p, group_slices=True), _x(m, 8192), _weight_shape("int4_g128", 8192, 28672))
 
 
+@pytest.mark.parametrize("name", ["int4_g128", "int8"])
+@pytest.mark.parametrize("m", [1, 5, 9])
+def test_decode_tma_pad_lowers(name, m):
+  # `tma_pad`: at M < 8 the kernel takes x as it is, (M, K), with no XLA pad before it (the
+  # default where it ran on a GPU); at M = 9 it pads to 16 as before (Mosaic's TMA tiling takes
+  # a row count under 8 or a multiple of 8).
+  pw = _weight_shape(name, 8192, 28672)
+  verified = pw.fmt in mosaic_gpu.TMA_PAD_VERIFIED
+  dflt = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
+  assert ("stablehlo.pad" not in dflt) == (m < 8 and verified)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, tma_pad=True, allow_unverified=True)
+  text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  assert ("stablehlo.pad" not in text) == (m < 8)
+  assert (m < 8) or "tensor<16x8192xbf16>" in text
+  if not verified:
+    with pytest.raises(NotImplementedError, match="allow_unverified"):
+      _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+          x, p, tma_pad=True), _x(m, 8192), pw)
+
+
 @pytest.mark.parametrize("m", [1, 64])
 def test_nf4_byte_permute_lookup_lowers(m):
   # The decode kernel's and the GEMM's NF4 lookup through inline PTX prmt (plgpu.inline_mgpu).
