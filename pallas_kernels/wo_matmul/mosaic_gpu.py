@@ -180,10 +180,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       50.5 -> 41.8 / 73.2 -> 42.8 / - / 106.4 -> 85.8, UINT4 g64 63.3 -> 50.8 / 98.4 -> 58.2 /
       - / 129.2 -> 93.1, UINT4 g32 130.1 -> 57.4 / 308.0 -> 75.0 / 125.0 -> 78.3 / 217.5 ->
       118.8; the same relative error as the x copies at every point.
-    tma_pad: at M < 8, x goes to the kernel as it is, (M, K), and the TMA copies only its M
-      rows into the 8-row shared-memory tile, instead of an XLA pad kernel before the launch
-      (~1.4 us at M = 1). The other rows of the tile are left as they were: row j of x only
-      reaches column j of the (N, 8) product, and columns M.. are dropped. One x copy only
+    tma_pad: at M < 8, x goes to the kernel as it is, (M, K), and the TMA copies its M rows
+      into the 8-row shared-memory tile, instead of an XLA pad kernel before the launch
+      (~1.4 us at M = 1). Whatever the tile's other rows hold (TMA's fill or stale data) is
+      harmless: row j of x only reaches column j of the (N, 8) product, and columns M.. are
+      dropped. One x copy only
       (group slices, prescaled or per-channel weights; not NF4 bytes). Default (None): on for
       the formats it has run correctly on a GPU with (`TMA_PAD_VERIFIED`; others need
       `allow_unverified=True`). H200, 2026-12-04, 8192 x 28672, M = 1, us (same rel. error):
