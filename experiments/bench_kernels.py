@@ -296,9 +296,14 @@ def bench_wo(args, res):
                    kernel_launches=tk["n_kernels"], kernel_us=tk["kernel_us"],
                    rotations=tk["rotations"], swept=len(configs))
         if args.load_split and m <= 64:  # the same pipeline with an empty body
-          tl = C.time_op(lambda x, p: kfun(x, p, **_knobs(cfg), **unv, load_only=True),
-                         [_stored(cfg, (x, p)) for *_, p in q_sets])
-          row.update(load_only_s=tl["time_s"], load_only_TBps=wbytes / tl["time_s"] / 1e12)
+          load_only = lambda c: C.time_op(
+              lambda x, p: kfun(x, p, **_knobs(c), **unv, load_only=True),
+              [_stored(c, (x, p)) for *_, p in q_sets])["time_s"]
+          tl = load_only(cfg)
+          row.update(load_only_s=tl, load_only_TBps=wbytes / tl / 1e12)
+          for t in timed if len(configs) > 1 else []:  # each config's pipeline alone
+            if "time_s" in t:
+              t["load_only_s"] = load_only(t["config"])
         row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
         row["kernel_TFLOPs"] = flops / tk["time_s"] / 1e12
         row["frac_copy_bw"] = wbytes / tk["time_s"] / res["copy_Bps"]
@@ -491,7 +496,8 @@ def main():
   ap.add_argument("--onehot", action="store_true",
                   help="wo: also check the timed config's dequantized weights (`onehot_check`)")
   ap.add_argument("--load-split", action="store_true",
-                  help="wo: also time the best config's pipeline with an empty body")
+                  help="wo: also time the best config's pipeline with an empty body (and, "
+                  "with several configs, each one's: `load_only_s` in `configs_timed`)")
   args = ap.parse_args()
   t0 = time.time()
   res = C.header()
