@@ -1,7 +1,8 @@
 """How 4-bit codes become values: the NF4 and E2M1 tables, the select trees the portable and TPU
 kernels (and `layout.dequantize`) decode with, and the 32-bit word algorithms the GPU kernels run
 on their registers (`nf4_prmt_words`, `e2m1_pair_bits`), written once over `WordOps` so that the
-CPU tests run them with a model of PTX `prmt` (`prmt_reference`) and the kernels as MLIR ops.
+CPU tests run them with a model of PTX `prmt` (`prmt_reference`) and the kernels as MLIR ops;
+UINT4's zero points back from the stored offsets (`uint4_zero_bf16`).
 """
 
 from __future__ import annotations
@@ -246,3 +247,15 @@ def nf4_slot_word_bits(w, ops: WordOps) -> tuple:
               for a, b in NF4_SLOT_PLANES)
     out += [ops.prmt(lo, hi, c(0x5140)), ops.prmt(lo, hi, c(0x7362))]
   return tuple(out)
+
+
+def uint4_zero_bf16(offset: jax.Array, scale: jax.Array) -> jax.Array:
+  """UINT4's zero points, zp - 8, as bf16, from `PackedWeight`'s offset = RN_f32(s * (zp - 8))
+  and scale s (float32, any equal shapes; the GPU decode kernel runs it on its register rows).
+
+  Exact: offset / s is zp - 8 to within a few f32 ulps (one rounding in the product, one in the
+  quotient, or ~2 ulps for an approximate GPU division), and an integer of magnitude <= 8 is
+  the nearest bf16 to anything that close. A zero scale (a constant block, whose offset is 0)
+  gives 0 rather than 0 / 0. Then (q - 8) - (zp - 8) = q - zp is exact in bf16 too.
+  """
+  return jnp.where(scale == 0.0, 0.0, offset / scale).astype(jnp.bfloat16)

@@ -29,7 +29,8 @@ half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` 
                                        element outside group g zeroed, so one register tile
                                        serves all its groups)
     acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
-    acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset)
+    acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset;
+                                       with `zero_in_weights`, q - zp in bf16 instead)
 
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
 scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
@@ -61,6 +62,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_hi_lo
+from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
@@ -101,12 +103,13 @@ def case(pw: PackedWeight) -> tuple:
 
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
-                   scale_rows: int) -> int:
-  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets)."""
+                   scale_rows: int, xsum: bool = True) -> int:
+  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets, and
+  UINT4's x group sums unless `xsum=False`)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
   total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # NF4: even + odd x halves
   if fmt is WeightFormat.UINT4:
-    total += scale_rows * tile_n * 4 + scale_rows * max(32, mp) * 4
+    total += scale_rows * tile_n * 4 + (scale_rows * max(32, mp) * 4 if xsum else 0)
   return total
 
 
@@ -118,7 +121,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
                          stream_k: int | None = None, load_only: bool = False,
                          nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
                          step_wait: bool | None = None, group_slices: bool | None = None,
-                         tma_pad: bool | None = None,
+                         tma_pad: bool | None = None, zero_in_weights: bool = False,
                          num_sms: int = NUM_SMS_H100) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU for INT4 / UINT4 / NF4 (groups 32, 64, 128), MXFP4,
   NVFP4, INT8 and FP8 (per-channel) weights.
@@ -190,6 +193,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       `allow_unverified=True`). H200, 2026-12-04, 8192 x 28672, M = 1, us (same rel. error):
       INT4 g128 39.8 -> 38.3, g32 44.6 -> 43.8, UINT4 g64 52.1 -> 50.5, MXFP4 49.4 -> 47.7,
       NVFP4 50.4 -> 48.9; M = 4 INT4 39.9 -> 38.5 (kernels_wo_s13_tma_pad.json).
+    zero_in_weights: UINT4: subtract each group's zero point from the decoded weights in bf16
+      (q - zp, exact: an integer of at most 15 in magnitude; zp - 8 = offset / s, exact after
+      rounding to bf16) and scale the partial product like INT4, instead of the f32 term
+      offset_g * xsum_g a group, whose x group sums XLA computes and pads before the launch.
+      One bf16 subtract a weight pair; no x sums. Not yet run on a GPU: needs
+      `allow_unverified=True`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -258,6 +267,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     raise ValueError(f"group_slices is for INT4 / UINT4 groups of 32 or 64, not {fmt.value} "
                      f"group {g}")
   group_slices = slices_fit if group_slices is None else group_slices
+  asym = fmt is WeightFormat.UINT4
+  if zero_in_weights and not asym:
+    raise ValueError(f"zero_in_weights is for UINT4 (zero points), not {fmt.value}")
+  if zero_in_weights and not allow_unverified:
+    raise NotImplementedError("zero_in_weights has not run on a GPU yet: pass "
+                              "allow_unverified=True (the benchmark does, and checks it)")
+  xsum_in = asym and not zero_in_weights  # the f32 offset * x-sum term, x sums from XLA
   per_chunk = 1 if prescale else sub  # partial products (accumulators) a chunk
   xsub = 1 if prescale or group_slices else sub  # x copies a chunk
   mp = max(8, -(-m // 8) * 8)
@@ -272,7 +288,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
   def steps_fit():
     return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows)
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in)
 
   # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
   # M > 32 under the 256-row default) fewer rows.
@@ -296,10 +312,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
       if splits is None or ksteps_total % splits:
         splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
     schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
-  asym = fmt is WeightFormat.UINT4
   fit = steps_fit()
   if fit < 2:
-    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows)
+    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in)
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
@@ -344,12 +359,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
   if fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
-  if asym:
+  if xsum_in:
     # Per-group row sums of x, float32 (G, Mp): the zero-point term is offset_g * xsum_g.
     # Padded to 32 columns: a TMA copy must move a multiple of 128 bytes.
     xsum = x.astype(jnp.float32).reshape(m, k // g, g).sum(-1).T
     xsum = jnp.pad(xsum, ((0, 0), (0, max(32, mp) - m)))
     extra = [pw.offset, xsum]
+  elif asym:
+    extra = [pw.offset]
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   xw = g if group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
@@ -362,15 +379,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
 
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
-    if asym:
-      off_gmem, xs_gmem, o_gmem, o_smem = rest
-    else:
-      o_gmem, o_smem = rest
+    off_gmem, xs_gmem = (rest[0], rest[1] if xsum_in else None) if asym else (None, None)
+    o_gmem, o_smem = rest[-2:]
     def body(_, *refs_and_acc):
       if load_only:
         return refs_and_acc[-1]
       x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
-      off_smem, xs_smem = refs_and_acc[nx + 2:nx + 4] if asym else (None, None)
+      off_smem = refs_and_acc[nx + 2] if asym else None
+      xs_smem = refs_and_acc[nx + 3] if xsum_in else None
       acc = refs_and_acc[-1]
       if compute_wgs > 1:  # this compute warpgroup's rows of the tile
         r = pl.ds(lax.axis_index("wg") * wg_rows, wg_rows)
@@ -421,6 +437,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
         if slots:  # bitsandbytes' GEMV weight: RN_bf16(bf16 table * bf16 absmax)
           return [nf4_slots_bf16(w, block_scales(j, g, jnp.bfloat16))]
+        if zero_in_weights:  # (q - 8) - (zp - 8), zp - 8 = offset / s rounded to bf16
+          rows = lambda ref: [plgpu.load(ref.at[j * sub + t], (),
+                                         layout=plgpu.Layout.WGMMA.reduce(1)) for t in range(sub)]
+          zs = list(map(uint4_zero_bf16, rows(off_smem), rows(s_smem)))
+          return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
         if not fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if prescale and fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact
@@ -444,7 +465,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
         s = plgpu.load(s_smem.at[0 if per_channel else gi], (),
                        layout=plgpu.Layout.WGMMA.reduce(1))
         acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
-        if asym:
+        if xsum_in:
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
           xs = plgpu.load(xs_smem.at[gi, pl.ds(0, mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
           acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
@@ -509,9 +530,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_n: int | None =
     ]
     gmem = [*x_gmems, w_gmem, s_gmem]
     if asym:
-      in_specs += [plgpu.BlockSpec((scale_rows, tile_n), lambda i: sched_place(i)[1::-1]),
-                   plgpu.BlockSpec((scale_rows, max(32, mp)), lambda i: (sched_place(i)[1], 0))]
-      gmem += [off_gmem, xs_gmem]
+      in_specs.append(plgpu.BlockSpec((scale_rows, tile_n), lambda i: sched_place(i)[1::-1]))
+      gmem.append(off_gmem)
+    if xsum_in:
+      in_specs.append(plgpu.BlockSpec((scale_rows, max(32, mp)),
+                                      lambda i: (sched_place(i)[1], 0)))
+      gmem.append(xs_gmem)
     wg = lax.axis_index("wg") if compute_wgs > 1 else 0
 
     def body_and_flush(indices, *refs_and_acc):

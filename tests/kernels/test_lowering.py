@@ -107,6 +107,32 @@ def test_decode_tma_pad_lowers(name, m):
           x, p, tma_pad=True), _x(m, 8192), pw)
 
 
+@pytest.mark.parametrize("group", [32, 128])
+@pytest.mark.parametrize("m", [1, 64])
+def test_decode_uint4_zero_in_weights_lowers(group, m):
+  # `zero_in_weights`: UINT4's zero points subtracted from the decoded weights (bf16, from the
+  # offsets and scales in shared memory): no x group sums (an XLA reduction before the launch)
+  # and no offset * x-sum term. Not yet run on a GPU.
+  pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128_asym", block_size=group), axis=0)),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
+  for step_wait in (False, True):
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, zero_in_weights=True, allow_unverified=True, step_wait=step_wait)
+    text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+    groups = f"tensor<{m}x{8192 // group}x{group}xf32>"  # x in groups, to be summed
+    assert groups not in text and "uint4_zero_bf16" in text
+  sums = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
+  assert groups in sums and "uint4_zero_bf16" not in sums
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, zero_in_weights=True), _x(m, 8192), pw)
+  with pytest.raises(ValueError, match="zero_in_weights is for UINT4"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, zero_in_weights=True, allow_unverified=True), _x(m, 8192),
+        _weight_shape("int4_g128", 8192, 28672))
+
+
 @pytest.mark.parametrize("m", [1, 64])
 def test_nf4_byte_permute_lookup_lowers(m):
   # The decode kernel's and the GEMM's NF4 lookup through inline PTX prmt (plgpu.inline_mgpu).

@@ -219,6 +219,44 @@ def test_e2m1_select_tree_is_the_table():
   np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.floats(2.0**-126, 2.0**100, width=32), st.integers(0, 15), st.integers(-4, 4))
+def test_uint4_zero_points_back_from_offsets(scale, zp, ulps):
+  # The decode kernel's `zero_in_weights`: zp - 8 recovered in bf16 from the stored offset
+  # RN_f32(s * (zp - 8)) and s, exactly, even with the quotient a few ulps off (an approximate
+  # GPU division); then (q - 8) - (zp - 8) is q - zp for every code q.
+  from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
+  s = np.float32(scale)
+  off = np.float32(s * np.float32(zp - 8))
+  quot = np.array([off / s], np.float32)
+  if quot[0] != 0:  # a few ulps either way
+    quot = (quot.view(np.int32) + np.int32(ulps)).view(np.float32)
+  z = uint4_zero_bf16(jnp.asarray(off), jnp.asarray(s))
+  assert z.dtype == jnp.bfloat16 and float(z) == zp - 8
+  assert float(jnp.asarray(quot[0]).astype(jnp.bfloat16)) == zp - 8  # the perturbed quotient
+  q = jnp.arange(16, dtype=jnp.int32)
+  np.testing.assert_array_equal(
+      np.asarray((q - 8).astype(jnp.bfloat16) - z, np.float32), np.arange(16) - zp)
+
+
+def test_uint4_zero_points_of_a_quantized_weight():
+  # ... on mxjax's own UINT4 weights: blocks from 2^-60 to 2^60, and all-zero blocks (s = 0,
+  # offset 0: the zero point read as 0, harmless since the block's values are all s * ... = 0).
+  from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
+  key = jax.random.key(3)
+  w = jax.random.normal(key, (512, 256)) * jnp.exp2(
+      jax.random.randint(jax.random.fold_in(key, 1), (4, 256), -60, 60)).repeat(128, 0)
+  w = w.at[:128, :8].set(0.0)  # all-zero blocks
+  q = mxjax.quantize(w, mxjax.schemes.get("int4_g128_asym"), axis=0)
+  pw = wm.repack_qarray(q, wgmma_order=False, scale_bf16=False)
+  z = np.asarray(uint4_zero_bf16(pw.offset, pw.scale), np.float32)
+  want = np.asarray(q.zero_point, np.float32) - 8
+  zero = np.asarray(pw.scale) == 0
+  assert zero[0, :8].all()
+  np.testing.assert_array_equal(z[~zero], want[~zero])
+  np.testing.assert_array_equal(z[zero], 0)
+
+
 @pytest.mark.parametrize("fmt", [wm.WeightFormat.MXFP4, wm.WeightFormat.NVFP4])
 def test_scale_bytes_decode_every_byte(fmt):
   # The decode kernel's in-register scale decode (fp4_scale_bytes) against the stored dtype's
