@@ -18,18 +18,18 @@ def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None =
   """What `wo_matmul` runs when no implementation is named (call it to see the choice).
 
   On a GPU: mosaic_gpu for the (format, group) cases its kernel matched the reference on an
-  H100 (`mosaic_gpu.VERIFIED`) with bf16 x and M <= 64; for M > 64 (prefill) mosaic_gpu_gemm
+  H100 (`decode_plan.VERIFIED`) with bf16 x and M <= 64; for M > 64 (prefill) mosaic_gpu_gemm
   where `mosaic_gpu_gemm.VERIFIED` lists the case (correct and faster than dequant_gemm on an
   H100), else dequant_gemm; else the XLA reference. On a TPU: mosaic_tpu. Elsewhere: xla.
   """
   backend = jax.default_backend()
   if backend in ("gpu", "cuda"):
-    from pallas_kernels.wo_matmul import mosaic_gpu, mosaic_gpu_gemm
-    key = None if pw is None else mosaic_gpu.case(pw)
+    from pallas_kernels.wo_matmul import decode_plan, mosaic_gpu_gemm
+    key = None if pw is None else decode_plan.case(pw)
     bf16 = x is not None and x.dtype == jax.numpy.bfloat16
     if x is not None and x.shape[0] > PREFILL_M:
       return "mosaic_gpu_gemm" if bf16 and key in mosaic_gpu_gemm.VERIFIED else "dequant_gemm"
-    return "mosaic_gpu" if bf16 and key in mosaic_gpu.VERIFIED else "xla"
+    return "mosaic_gpu" if bf16 and key in decode_plan.VERIFIED else "xla"
   return {"tpu": "mosaic_tpu"}.get(backend, "xla")
 
 

@@ -46,7 +46,7 @@ from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import untile_weight
-from pallas_kernels.wo_matmul.mosaic_gpu import case
+from pallas_kernels.wo_matmul.decode_plan import case
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16

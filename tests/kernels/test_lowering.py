@@ -20,6 +20,7 @@ from pallas_kernels import wo_matmul as wm
 from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import mosaic_gpu as mosaic_gpu_quantize
 from pallas_kernels.quantize.schemes import SCHEMES
+from pallas_kernels.wo_matmul import decode_plan
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
 from tests.kernels.wo_formats import FORMATS as WO_FORMATS
@@ -94,7 +95,7 @@ def test_decode_tma_pad_lowers(name, m):
   # default where it ran on a GPU); at M = 9 it pads to 16 as before (Mosaic's TMA tiling takes
   # a row count under 8 or a multiple of 8).
   pw = _weight_shape(name, 8192, 28672)
-  verified = pw.fmt in mosaic_gpu.TMA_PAD_VERIFIED
+  verified = pw.fmt in decode_plan.TMA_PAD_VERIFIED
   dflt = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
   assert ("stablehlo.pad" not in dflt) == (m < 8 and verified)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, tma_pad=True, allow_unverified=True)

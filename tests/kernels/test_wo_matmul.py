@@ -171,8 +171,8 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   with pytest.raises(ValueError, match="do not match"):
     wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
                  tile_n=64)
-  from pallas_kernels.wo_matmul import mosaic_gpu  # a path not yet checked on a GPU is refused
-  monkeypatch.setattr(mosaic_gpu, "VERIFIED", set())
+  from pallas_kernels.wo_matmul import decode_plan  # a path not yet checked on a GPU is refused
+  monkeypatch.setattr(decode_plan, "VERIFIED", set())
   with pytest.raises(NotImplementedError, match="allow_unverified"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu")
   with pytest.raises(NotImplementedError, match="interpreter"):
@@ -217,6 +217,38 @@ def test_e2m1_select_tree_is_the_table():
   from pallas_kernels.wo_matmul.decode import E2M1_TABLE, e2m1_f32
   got = np.asarray(e2m1_f32(jnp.arange(16, dtype=jnp.int32)))
   np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
+
+
+def test_decode_plan_resolves_the_defaults():
+  # The decode kernel's options as `plan_decode` resolves them (no lowering): the measured
+  # defaults of `configs.decode_config`, and the paths that follow from the format and M.
+  from pallas_kernels.wo_matmul import decode_plan
+  from pallas_kernels.wo_matmul.configs import decode_config
+  shape = lambda preset, **o: jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, **o), axis=0), wgmma_order=True,
+      scale_bf16=True if preset == "nvfp4" else None), jax.ShapeDtypeStruct((8192, 28672),
+                                                                             jnp.float32))
+  g32, u128, nvfp4 = shape("int4_g128", block_size=32), shape("int4_g128_asym"), shape("nvfp4")
+  p = decode_plan.plan_decode(1, 8192, g32)
+  want = decode_config(wm.WeightFormat.INT4, 28672, 1)
+  assert (p.tile_n, p.gps, p.steps) == (want["tile_n"], want["gps"], want["steps"])
+  assert p.group_slices and p.xsub == 1 and p.per_chunk == 4 and p.tma_pad and p.mp == 8
+  assert not decode_plan.plan_decode(9, 8192, g32).tma_pad  # 9 rows: padded to 16 by XLA
+  copies = decode_plan.plan_decode(16, 8192, g32, group_slices=False)
+  assert copies.xsub == 4 and not copies.tma_pad
+  u = decode_plan.plan_decode(1, 8192, u128)
+  assert u.asym and u.xsum_in and u.step_wait and not u.zero_in_weights
+  uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True, allow_unverified=True)
+  assert uz.zero_in_weights and not uz.xsum_in
+  f = decode_plan.plan_decode(64, 8192, nvfp4)
+  assert f.prescale and f.per_chunk == 1 and f.step_wait and f.compute_wgs == 2
+  assert dataclasses.is_dataclass(f) and f.schedule.iters > 0
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    f.steps = 2
+  with pytest.raises(NotImplementedError, match="M <= 64"):
+    decode_plan.plan_decode(65, 8192, nvfp4)
+  with pytest.raises(ValueError, match="x is \\(M, 4096\\) but W has K=8192"):
+    decode_plan.plan_decode(1, 4096, nvfp4)
 
 
 @settings(max_examples=300, deadline=None)
@@ -614,7 +646,7 @@ def test_nf4_slots(monkeypatch):
   g = wm.repack_qarray(q)
   assert g.scale_bf16 and g.wgmma_order
   assert not wm.repack_qarray(q, scale_bf16=False).scale_bf16
-  from pallas_kernels.wo_matmul import mosaic_gpu
-  assert mosaic_gpu.case(g) == (wm.WeightFormat.NF4, 64, "slots")
-  want_impl = "mosaic_gpu" if mosaic_gpu.case(g) in mosaic_gpu.VERIFIED else "xla"
+  from pallas_kernels.wo_matmul import decode_plan
+  assert decode_plan.case(g) == (wm.WeightFormat.NF4, 64, "slots")
+  want_impl = "mosaic_gpu" if decode_plan.case(g) in decode_plan.VERIFIED else "xla"
   assert wm.api.default_implementation(x, g) == want_impl

@@ -1,0 +1,307 @@
+"""The decode kernel's plan: every option of `mosaic_gpu.wo_matmul_mosaic_gpu` resolved to a
+value (defaults from `configs.decode_config`, checks against the weight's format and shape)
+before the kernel is built, as a frozen `DecodePlan`. What has run correctly on a GPU
+(`VERIFIED`, `TMA_PAD_VERIFIED`) gates the paths that have not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pallas_kernels.wo_matmul import schedule as S
+from pallas_kernels.wo_matmul.configs import decode_config
+from pallas_kernels.wo_matmul.layout import FP4
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import WeightFormat
+
+NUM_SMS_H100 = 132
+
+
+# What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
+# `case(pw)` keys. Others need allow_unverified.
+VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
+            (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
+            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
+            (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
+            # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
+            (WeightFormat.NF4, 64, "slots")}
+# Formats whose decode has matched the reference with x unpadded (`tma_pad`), H200 2026-12-04.
+TMA_PAD_VERIFIED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
+PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
+SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
+CHUNK = 128  # K elements per register tile (one wgmma operand)
+
+
+def case(pw: PackedWeight) -> tuple:
+  """A weight's key in `VERIFIED` (and the GEMM's): (format, group), the group "channel" for
+  per-channel scales, and "slots" appended for NF4 slot codes (`layout.nf4_slots`)."""
+  key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
+  return key + ("slots",) if pw.fmt is WeightFormat.NF4 and pw.scale_bf16 else key
+
+
+def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
+                   scale_rows: int, xsum: bool = True) -> int:
+  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets, and
+  UINT4's x group sums unless `xsum=False`)."""
+  wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
+  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # NF4: even + odd x halves
+  if fmt is WeightFormat.UINT4:
+    total += scale_rows * tile_n * 4 + (scale_rows * max(32, mp) * 4 if xsum else 0)
+  return total
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodePlan:
+  """The resolved options the decode kernel is built from (`plan_decode`)."""
+  fmt: WeightFormat
+  per_channel: bool  # INT8 / FP8: one scale a column, applied to the f32 sum
+  fp4: bool  # MXFP4 / NVFP4
+  slots: bool  # NF4 as int4 slot codes (`layout.nf4_slots`)
+  nf4: bool  # NF4 as nibble bytes: even / odd k halves, each with its half of x
+  asym: bool  # UINT4: zero points
+  sub: int  # groups a 128-wide register tile (chunk)
+  per_chunk: int  # partial products (accumulators) a chunk
+  xsub: int  # x copies a chunk (one a group, zeroed outside it) or 1
+  mp: int  # M padded to a multiple of 8: x's rows in shared memory, the wgmma N
+  prescale: bool
+  fp4_scale_bytes: bool
+  nf4_lut: bool
+  step_wait: bool
+  group_slices: bool
+  tma_pad: bool  # x unpadded (M < 8), the TMA filling the tile's first M rows
+  xsum_in: bool  # UINT4's offset * x-sum term, the x group sums computed by XLA
+  zero_in_weights: bool  # UINT4's zero points subtracted from the decoded weights instead
+  tile_n: int
+  steps: int
+  gps: int
+  tile_k: int
+  ksteps_total: int  # K steps (of tile_k) in all
+  scale_rows: int  # scale rows a pipeline step
+  compute_wgs: int
+  wg_rows: int  # rows of the tile a compute warpgroup owns
+  schedule: S.Schedule
+  load_only: bool
+
+
+def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
+                steps: int | None = None, splits: int | None = None, gps: int | None = None,
+                allow_unverified: bool = False, prescale: bool = True,
+                compute_wgs: int | None = None, stream_k: int | None = None,
+                load_only: bool = False, nf4_lut: bool | None = None,
+                fp4_scale_bytes: bool | None = None, step_wait: bool | None = None,
+                group_slices: bool | None = None, tma_pad: bool | None = None,
+                zero_in_weights: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
+  """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
+
+  Options (each None takes its default):
+    tile_n: rows of W^T (columns of y) per CTA.
+    steps: pipeline depth (TMA copies in flight per CTA); lowered to what fits in shared memory.
+    gps: chunks of 128 along K per pipeline step.
+      Defaults for these three: `configs.decode_config` (the H100 sweep's best for INT4).
+    allow_unverified: run a (format, group) path that has not yet matched the reference on a
+      GPU (`VERIFIED`); the benchmark passes it and checks the result.
+    splits: K splits (default: enough CTAs to cover the SMs).
+    stream_k: if given, ignore `splits` and run the stream-K schedule with about this many CTAs
+      an SM, each taking an equal, contiguous share of the (N tile, K step) iterations
+      (`schedule.stream_k_schedule`): no SM idles at the end.
+    prescale: MXFP4 / NVFP4 / NF4: multiply the decoded weights by their block scales in
+      registers and run one wgmma per chunk (False: one wgmma per group over x copies, the
+      scale applied to the f32 partial product). E2M1: exact either way (an E2M1 value times a
+      power of two or an E4M3 value fits bf16); NVFP4's tensor scale then multiplies the f32
+      output. NF4: True rounds `table * absmax` (f32) to bf16 once, as bitsandbytes' bf16
+      dequantization does; False keeps the table in two bf16 terms (to 2^-17) and the scale in
+      f32 (closer to the f32 reference, slower).
+    compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2: warp
+      specialization, a memory warpgroup issuing the TMA copies and two compute warpgroups
+      taking `tile_n / 2` rows each (`plgpu.emit_pipeline_warp_specialized`; group scales
+      only).
+    nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
+      integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
+      Default (None): on for prescaled NF4 (H100, 8192 x 28672, M = 1: 155 us against 463 us).
+    fp4_scale_bytes: prescaled MXFP4 / NVFP4: TMA the stored scale bytes (E8M0, E4M3) and
+      decode them in registers (`layout.scale_bytes_f32`), instead of XLA widening them to f32 on
+      every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4).
+      Default (None): on for prescaled FP4 (H100, 8192 x 28672, M = 1: MXFP4 100 us against
+      104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131). A weight whose scales are
+      stored as bf16 multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU default) has nothing
+      to decode: the kernel loads them as they are (H200, M = 1: MXFP4 50.6 us against 65.1,
+      NVFP4 53.3 against 59.1; kernels_wo_s10_*.json).
+    step_wait: wait on the wgmmas once a pipeline step, not once a chunk, so that decoding chunk
+      j + 1 overlaps chunk j's MMA. Prescaled MXFP4 / NVFP4 / NF4 and per-channel INT8 / FP8
+      chain every chunk into one accumulator that starts from the carried sum (per-channel
+      scales then multiply the f32 sum once, when the tile is written out, not each chunk's
+      partial product). Group-scaled formats scale each group's f32 partial product: they read
+      chunk j's accumulators once chunk j + 1's wgmmas are issued (`wgmma_accumulator_load`
+      with the newer ones in flight), so that two decoded tiles are live, not a step's (an
+      accumulator a chunk, all waited on at the step's end, was slower: H200, INT4 g128 M = 1
+      40.2 -> 46.2 us, M = 64 68.5 -> 80.2). Default: `configs.decode_config`'s (on for FP4 and
+      per-channel weights, NF4 slot codes but at four CTAs an SM, and UINT4 at M <= 16).
+      Checked on the GPU for INT4 / UINT4 / MXFP4 / NVFP4 / NF4 slot codes / INT8 / FP8; NF4
+      bytes with it only lowered.
+    group_slices: INT4 / UINT4 groups of 32 or 64 (narrower than a 128-wide register tile):
+      one wgmma a group on its K slice of the tile and of x (x in swizzle tiles of one group),
+      instead of a full-width wgmma a group over x copies zeroed outside it: a chunk's MMA
+      work once, not 128 / group times. Default (None): on for those groups. H200, 2026-12-04,
+      K = 8192, N = 28672 (kernels_wo_s13_group_slices*.json), us at M = 1 / 16 / 32 / 64:
+      INT4 g32 104.2 -> 45.1 / 115.9 -> 66.3 / 107.0 -> 61.5 / 182.0 -> 90.3, INT4 g64
+      50.5 -> 41.8 / 73.2 -> 42.8 / - / 106.4 -> 85.8, UINT4 g64 63.3 -> 50.8 / 98.4 -> 58.2 /
+      - / 129.2 -> 93.1, UINT4 g32 130.1 -> 57.4 / 308.0 -> 75.0 / 125.0 -> 78.3 / 217.5 ->
+      118.8; the same relative error as the x copies at every point.
+    tma_pad: at M < 8, x goes to the kernel as it is, (M, K), and the TMA copies its M rows
+      into the 8-row shared-memory tile, instead of an XLA pad kernel before the launch
+      (~1.4 us at M = 1). Whatever the tile's other rows hold (TMA's fill or stale data) is
+      harmless: row j of x only reaches column j of the (N, 8) product, and columns M.. are
+      dropped. One x copy only
+      (group slices, prescaled or per-channel weights; not NF4 bytes). Default (None): on for
+      the formats it has run correctly on a GPU with (`TMA_PAD_VERIFIED`; others need
+      `allow_unverified=True`). H200, 2026-12-04, 8192 x 28672, M = 1, us (same rel. error):
+      INT4 g128 39.8 -> 38.3, g32 44.6 -> 43.8, UINT4 g64 52.1 -> 50.5, MXFP4 49.4 -> 47.7,
+      NVFP4 50.4 -> 48.9; M = 4 INT4 39.9 -> 38.5 (kernels_wo_s13_tma_pad.json).
+    zero_in_weights: UINT4: subtract each group's zero point from the decoded weights in bf16
+      (q - zp, exact: an integer of at most 15 in magnitude; zp - 8 = offset / s, exact after
+      rounding to bf16) and scale the partial product like INT4, instead of the f32 term
+      offset_g * xsum_g a group, whose x group sums XLA computes and pads before the launch.
+      One bf16 subtract a weight pair; no x sums. Not yet run on a GPU: needs
+      `allow_unverified=True`.
+    load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
+      body (the output is zeros), so the benchmark can split a config's time into streaming
+      the tiles and computing on them (`bench_kernels.py --load-split`).
+    num_sms: used to pick the default split.
+
+  Raises:
+    ValueError / NotImplementedError: an option that does not fit the format, shape or
+      shared memory, or a path not yet checked on a GPU without `allow_unverified`.
+  """
+  n, g = pw.n, pw.group
+  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16)
+  if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
+    tn, tk = pw.w_tile
+    if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):
+      raise ValueError(f"the weight is stored in ({tn}, {tk}) blocks: tile_n={tile_n}, gps={gps} "
+                       f"do not match (tile_k must be a multiple of {CHUNK})")
+    tile_n, gps = tn, tk // CHUNK
+  tile_n_given = tile_n is not None
+  tile_n = dflt["tile_n"] if tile_n is None else tile_n
+  steps = dflt["steps"] if steps is None else steps
+  gps_given = gps is not None
+  gps = dflt["gps"] if gps is None else gps
+  fmt = pw.fmt
+  per_channel = fmt in PER_CHANNEL
+  fp4 = fmt in FP4
+  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`layout.nf4_slots`)
+  nf4 = fmt is WeightFormat.NF4 and not slots  # nibble bytes: even / odd k halves
+  if per_channel and g != pw.k:
+    raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
+  if not per_channel and g not in ((32, 16) if fp4 else (32, 64, 128)):
+    raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
+  if case(pw) not in VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
+        "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
+        "'xla'/'portable'")
+  if pw.scale_bf16 and not prescale:
+    raise ValueError("bf16 scale multipliers are applied to the weights: prescale=True")
+  if fp4_scale_bytes is None:
+    fp4_scale_bytes = fp4 and prescale and not pw.scale_bf16
+  if fp4_scale_bytes and pw.scale_bf16:
+    raise ValueError("fp4_scale_bytes decodes stored scale bytes; these scales are bf16")
+  if nf4_lut is None:
+    nf4_lut = nf4 and prescale
+  if fp4_scale_bytes and not (fp4 and prescale):
+    raise ValueError("fp4_scale_bytes is for prescaled MXFP4 / NVFP4 (prescale=True)")
+  if nf4_lut and not (nf4 and prescale):
+    raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
+  if step_wait is None:
+    # The FP4 / NF4 defaults were measured prescaled; unprescaled, they keep a wait a chunk.
+    step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
+  if m > 64:
+    raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
+  if k != pw.k:
+    raise ValueError(f"x is (M, {k}) but W has K={pw.k}")
+  # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
+  # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
+  sub = 1 if per_channel else CHUNK // g
+  prescale = (fp4 or fmt is WeightFormat.NF4) and prescale
+  compute_wgs = dflt.get("compute_wgs", 1) if compute_wgs is None else compute_wgs
+  slices_fit = fmt in (WeightFormat.INT4, WeightFormat.UINT4) and sub > 1
+  if group_slices and not slices_fit:
+    raise ValueError(f"group_slices is for INT4 / UINT4 groups of 32 or 64, not {fmt.value} "
+                     f"group {g}")
+  group_slices = slices_fit if group_slices is None else group_slices
+  asym = fmt is WeightFormat.UINT4
+  if zero_in_weights and not asym:
+    raise ValueError(f"zero_in_weights is for UINT4 (zero points), not {fmt.value}")
+  if zero_in_weights and not allow_unverified:
+    raise NotImplementedError("zero_in_weights has not run on a GPU yet: pass "
+                              "allow_unverified=True (the benchmark does, and checks it)")
+  xsum_in = asym and not zero_in_weights  # the f32 offset * x-sum term, x sums from XLA
+  per_chunk = 1 if prescale else sub  # partial products (accumulators) a chunk
+  xsub = 1 if prescale or group_slices else sub  # x copies a chunk
+  mp = max(8, -(-m // 8) * 8)
+  if tile_n is None:
+    tile_n = 256 if mp <= 16 else 128
+  if n % tile_n:
+    raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
+  scale_rows = 1 if per_channel else gps * sub
+  if xsub * mp > 256:
+    raise NotImplementedError(f"mosaic_gpu {fmt.value} group {g}: M={m} needs {xsub} x copies "
+                              f"of {mp} rows, over a 256-row TMA box; use M <= {256 // xsub}")
+
+  def steps_fit():
+    return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in)
+
+  # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
+  # M > 32 under the 256-row default) fewer rows.
+  while not gps_given and gps > 1 and steps_fit() < 2:
+    gps //= 2
+    scale_rows = 1 if per_channel else gps * sub
+  if not tile_n_given and tile_n > 128 and steps_fit() < 2:
+    tile_n = 128
+  tile_k = CHUNK * gps
+  if k % tile_k:
+    raise ValueError(f"K={k} must be a multiple of {gps} chunks of {CHUNK}")
+  ksteps_total = k // tile_k
+  n_tiles = n // tile_n
+  stream_k = dflt.get("stream_k") if stream_k is None and splits is None else stream_k
+  if stream_k is not None:
+    schedule = S.stream_k_schedule(n_tiles, tile_n, ksteps_total, S.stream_k_ctas(
+        n_tiles * ksteps_total, stream_k * num_sms))
+  else:
+    if splits is None:
+      splits = dflt.get("splits")
+      if splits is None or ksteps_total % splits:
+        splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
+    schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
+  fit = steps_fit()
+  if fit < 2:
+    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in)
+    raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
+                     "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
+  steps = min(steps, fit)
+  if compute_wgs not in (1, 2):
+    raise ValueError(f"compute_wgs must be 1 or 2, got {compute_wgs}")
+  if compute_wgs > 1 and (per_channel or tile_n % (64 * compute_wgs)):
+    raise NotImplementedError(
+        f"warp specialization takes group-scaled formats and tile_n a multiple of "
+        f"{64 * compute_wgs} (got {fmt.value}, tile_n={tile_n})")
+  wg_rows = tile_n // compute_wgs
+
+  one_copy = xsub == 1 and not nf4
+  if tma_pad and not one_copy:
+    raise ValueError("tma_pad loads x as it is: one x copy (group slices, prescaled or "
+                     "per-channel weights), not NF4 bytes")
+  if tma_pad and fmt not in TMA_PAD_VERIFIED and not allow_unverified:
+    raise NotImplementedError(f"tma_pad has not run on a GPU with {fmt.value} yet: pass "
+                              "allow_unverified=True (the benchmark does, and checks it)")
+  if tma_pad is None:
+    tma_pad = one_copy and fmt in TMA_PAD_VERIFIED
+  tma_pad = tma_pad and m < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
+  return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
+                    sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,
+                    fp4_scale_bytes=fp4_scale_bytes, nf4_lut=nf4_lut, step_wait=step_wait,
+                    group_slices=group_slices, tma_pad=tma_pad, xsum_in=xsum_in,
+                    zero_in_weights=zero_in_weights, tile_n=tile_n, steps=steps, gps=gps,
+                    tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
+                    compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
+                    load_only=load_only)
