@@ -67,6 +67,7 @@ class DecodePlan:
   fp4_scale_bytes: bool
   nf4_lut: bool
   step_wait: bool
+  chunk_wait: bool  # group-scaled: a chunk's group wgmmas issued, then one wait
   group_slices: bool
   tma_pad: bool  # x unpadded (M < 8), the TMA filling the tile's first M rows
   xsum_in: bool  # UINT4's offset * x-sum term, the x group sums computed by XLA
@@ -89,7 +90,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 compute_wgs: int | None = None, stream_k: int | None = None,
                 load_only: bool = False, nf4_lut: bool | None = None,
                 fp4_scale_bytes: bool | None = None, step_wait: bool | None = None,
-                group_slices: bool | None = None, tma_pad: bool | None = None,
+                chunk_wait: bool = False, group_slices: bool | None = None,
+                tma_pad: bool | None = None,
                 zero_in_weights: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
@@ -138,6 +140,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       per-channel weights, NF4 slot codes but at four CTAs an SM, and UINT4 at M <= 16).
       Checked on the GPU for INT4 / UINT4 / MXFP4 / NVFP4 / NF4 slot codes / INT8 / FP8; NF4
       bytes with it only lowered.
+    chunk_wait: without step_wait, group-scaled weights with groups of 32 or 64 (two or four
+      partial products a chunk): issue all of a chunk's group wgmmas, each into its own
+      accumulator, and wait once, instead of a wait after each group's. Costs an accumulator a
+      group (at M = 16, 16 registers a thread each); saves three of INT4 g32's four waits a
+      chunk. Default False; not yet run on a GPU: needs `allow_unverified=True`.
     group_slices: INT4 / UINT4 groups of 32 or 64 (narrower than a 128-wide register tile):
       one wgmma a group on its K slice of the tile and of x (x in swizzle tiles of one group),
       instead of a full-width wgmma a group over x copies zeroed outside it: a chunk's MMA
@@ -236,6 +243,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                               "allow_unverified=True (the benchmark does, and checks it)")
   xsum_in = asym and not zero_in_weights  # the f32 offset * x-sum term, x sums from XLA
   per_chunk = 1 if prescale else sub  # partial products (accumulators) a chunk
+  if chunk_wait and (per_chunk == 1 or step_wait):
+    raise ValueError("chunk_wait waits once a chunk on its groups' wgmmas: for group-scaled "
+                     "weights with groups of 32 or 64 (not prescaled), without step_wait")
+  if chunk_wait and not allow_unverified:
+    raise NotImplementedError("chunk_wait has not run on a GPU yet: pass allow_unverified=True "
+                              "(the benchmark does, and checks it)")
   xsub = 1 if prescale or group_slices else sub  # x copies a chunk
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
@@ -300,7 +313,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
                     sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,
                     fp4_scale_bytes=fp4_scale_bytes, nf4_lut=nf4_lut, step_wait=step_wait,
-                    group_slices=group_slices, tma_pad=tma_pad, xsum_in=xsum_in,
+                    chunk_wait=chunk_wait, group_slices=group_slices, tma_pad=tma_pad, xsum_in=xsum_in,
                     zero_in_weights=zero_in_weights, tile_n=tile_n, steps=steps, gps=gps,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,

@@ -269,6 +269,16 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return pl.run_scoped(scoped, *[acc_type] * p.per_chunk)
 
         return chunk(0, (), acc)
+      if p.chunk_wait:  # a chunk's group wgmmas in flight together, one wait
+        for j in range(p.gps):
+          def wait_groups(*acc_refs, ws=weights(j), j=j):
+            for t, r in enumerate(acc_refs):
+              mma(r, ws, j, t)
+            return [r[...] for r in acc_refs]  # the first read waits for all
+
+          for t, part in enumerate(pl.run_scoped(wait_groups, *[acc_type] * p.per_chunk)):
+            acc = epilogue(acc, part, j, t)
+        return acc
       for j in range(p.gps):
         ws = weights(j)
         for t in range(p.per_chunk):

@@ -134,6 +134,23 @@ def test_decode_uint4_zero_in_weights_lowers(group, m):
         _weight_shape("int4_g128", 8192, 28672))
 
 
+@pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128-block_size64"])
+@pytest.mark.parametrize("m", [1, 16])
+def test_decode_chunk_wait_lowers(name, m):
+  # `chunk_wait`: a chunk's group wgmmas issued into their own accumulators, then one wait
+  # (a new kernel, not the default's); refused where a chunk has one group or with step_wait.
+  pw = _weight_shape(name, 8192, 28672)
+  lower = lambda **o: _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+      x, p, step_wait=False, **o), _x(m, 8192), pw).as_text()
+  assert lower(chunk_wait=True, allow_unverified=True) != lower()
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    lower(chunk_wait=True)
+  with pytest.raises(ValueError, match="chunk_wait waits once a chunk"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, chunk_wait=True, allow_unverified=True), _x(m, 8192),
+        _weight_shape("int4_g128", 8192, 28672))
+
+
 @pytest.mark.parametrize("m", [1, 64])
 def test_nf4_byte_permute_lookup_lowers(m):
   # The decode kernel's and the GEMM's NF4 lookup through inline PTX prmt (plgpu.inline_mgpu).
