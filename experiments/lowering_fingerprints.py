@@ -1,16 +1,17 @@
-"""Fingerprints of the Mosaic GPU decode kernel's lowering over many configs, on the CPU.
+"""Fingerprints of the Mosaic GPU kernels' lowering over many configs, on the CPU.
 
 A kernel built on Mosaic GPU-only primitives cannot run here, but its lowering can
-(`_compat.lower_for`). This hashes, for each (format, M, options) config, the outer StableHLO
-and the kernel's Mosaic module printed without debug info (so moved code and renamed locals do
-not count), or the error the config raises. Run it before and after a change meant to keep
-behaviour (a refactor), and compare:
+(`_compat.lower_for`). This hashes, for each config, the outer StableHLO and the kernel's
+Mosaic module printed without debug info (so moved code and renamed locals do not count), or
+the error the config raises: the decode kernel over (format, M, options), the prefill GEMM over
+formats and tiles, and the row- and column-wise quantize kernels over schemes and options. Run
+it before and after a change meant to keep behaviour (a refactor), and compare:
 
   python experiments/lowering_fingerprints.py before.json   # at the old commit
   python experiments/lowering_fingerprints.py after.json    # at the new one
   python experiments/lowering_fingerprints.py --compare before.json after.json
 
-About 4 minutes on 2 cores (780 configs in session 13).
+`--kernels decode,gemm,quantize` picks a subset. All three: about 5 minutes on 2 cores.
 """
 import argparse
 import hashlib
@@ -24,7 +25,10 @@ from jax._src.lib.mlir import ir
 import mxjax
 import pallas_kernels.wo_matmul as wm
 from pallas_kernels import _compat
+from pallas_kernels.quantize import mosaic_gpu as quantize_gpu
+from pallas_kernels.quantize import mosaic_gpu_columns as quantize_columns_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu
+from pallas_kernels.wo_matmul import mosaic_gpu_gemm
 
 FORMATS = [("int4_g128", {}), ("int4_g128", {"block_size": 32}),
            ("int4_g128", {"block_size": 64}), ("int4_g128_asym", {}),
@@ -58,30 +62,80 @@ def fingerprint(lowered) -> str:
   return hashlib.sha256((outer + "".join(kernels)).encode()).hexdigest()[:16]
 
 
-def fingerprints() -> dict[str, str]:
+GEMM_OPTIONS = [{}, {"tile_m": 256, "tile_k": 64}, {"steps": 2}, {"nf4_lut": False}]
+QUANT_SCHEMES = ["mxfp8_e4m3", "mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"]
+QUANT_OPTIONS = [{}, {"state_once": True}, {"state_once": False}, {"encode_cols": None},
+                 {"steps": 3, "ctas_per_sm": 2}, {"tensor_amax": True}]
+
+
+def _record(res: dict, key: str, fn, *args) -> None:
+  """res[key]: the fingerprint of `fn`'s lowering, or the error it raises."""
+  try:
+    res[key] = fingerprint(_compat.lower_for("cuda", fn, *args))
+  except (ValueError, NotImplementedError, TypeError) as e:
+    res[key] = f"{type(e).__name__}: {str(e)[:150]}"
+
+
+def _weight(preset, overrides, scale_bf16=None):
+  return jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, **overrides), axis=0), scale_bf16=scale_bf16),
+      jax.ShapeDtypeStruct((4096, 4096), jnp.float32))
+
+
+def quantize_fingerprints() -> dict[str, str]:
+  res = {}
+  x = jax.ShapeDtypeStruct((2048, 4096), jnp.bfloat16)
+  for scheme in QUANT_SCHEMES:
+    for opts in QUANT_OPTIONS:
+      o = dict(opts, allow_unverified=True)
+      if o.pop("tensor_amax", False):
+        fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(
+            x, s, tensor_amax=jnp.max(jnp.abs(x.astype(jnp.float32))), **o)
+      else:
+        fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(x, s, **o)
+      _record(res, f"quantize|{scheme}|{opts}", fn, x)
+    for opts in ({}, {"steps": 3}, {"tile_k": 64}):
+      _record(res, f"quantize columns|{scheme}|{opts}",
+              lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
+                  x, s, **o), x)
+  return res
+
+
+def gemm_fingerprints() -> dict[str, str]:
+  res = {}
+  for preset, overrides in FORMATS:
+    pw = _weight(preset, overrides)
+    for opts in GEMM_OPTIONS:
+      _record(res, f"gemm|{preset}{overrides}|{opts}",
+              lambda x, p, o=opts: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
+                  x, p, allow_unverified=True, **o),
+              jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), pw)
+  return res
+
+
+def decode_fingerprints() -> dict[str, str]:
   res = {}
   for preset, overrides in FORMATS:
     for scale_bf16 in ((None, False) if preset in ("mxfp4", "nvfp4", "nf4_g64") else (None,)):
-      pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
-          w, mxjax.schemes.get(preset, **overrides), axis=0), scale_bf16=scale_bf16),
-          jax.ShapeDtypeStruct((4096, 4096), jnp.float32))
+      pw = _weight(preset, overrides, scale_bf16)
       for m in (1, 5, 16, 64):
         for opts in OPTIONS:
-          key = f"{preset}{overrides}|scale_bf16 {scale_bf16}|M {m}|{opts}"
-          fn = lambda x, p, o=opts: mosaic_gpu.wo_matmul_mosaic_gpu(
-              x, p, allow_unverified=True, **o)
-          try:
-            res[key] = fingerprint(_compat.lower_for(
-                "cuda", fn, jax.ShapeDtypeStruct((m, 4096), jnp.bfloat16), pw))
-          except (ValueError, NotImplementedError, TypeError) as e:
-            res[key] = f"{type(e).__name__}: {str(e)[:150]}"
+          _record(res, f"{preset}{overrides}|scale_bf16 {scale_bf16}|M {m}|{opts}",
+                  lambda x, p, o=opts: mosaic_gpu.wo_matmul_mosaic_gpu(
+                      x, p, allow_unverified=True, **o),
+                  jax.ShapeDtypeStruct((m, 4096), jnp.bfloat16), pw)
   return res
+
+
+KERNELS = {"decode": decode_fingerprints, "gemm": gemm_fingerprints,
+           "quantize": quantize_fingerprints}
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("out", nargs="?", help="JSON file to write the fingerprints to")
   ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+  ap.add_argument("--kernels", default=",".join(KERNELS), help="which kernels' configs")
   args = ap.parse_args()
   if args.compare:
     a, b = (json.load(open(f)) for f in args.compare)
@@ -90,7 +144,9 @@ def main():
       print(k, a.get(k), "->", b.get(k))
     print(f"{len(diff)} of {len(a.keys() | b.keys())} configs differ")
     raise SystemExit(1 if diff else 0)
-  res = fingerprints()
+  res = {}
+  for name in args.kernels.split(","):
+    res.update(KERNELS[name]())
   with open(args.out, "w") as f:
     json.dump(res, f, indent=0, sort_keys=True)
   print(f"{len(res)} configs, {sum(':' not in v for v in res.values())} lowered")
