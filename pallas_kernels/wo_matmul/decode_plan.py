@@ -70,8 +70,7 @@ class DecodePlan:
   chunk_wait: bool  # group-scaled: a chunk's group wgmmas issued, then one wait
   group_slices: bool
   tma_pad: bool  # x unpadded (M < 8), the TMA filling the tile's first M rows
-  xsum_in: bool  # UINT4's offset * x-sum term, the x group sums computed by XLA
-  zero_in_weights: bool  # UINT4's zero points subtracted from the decoded weights instead
+  zero_in_weights: bool  # UINT4's zero points subtracted from the decoded weights
   tile_n: int
   steps: int
   gps: int
@@ -82,6 +81,11 @@ class DecodePlan:
   wg_rows: int  # rows of the tile a compute warpgroup owns
   schedule: S.Schedule
   load_only: bool
+
+  @property
+  def xsum_in(self) -> bool:
+    """UINT4's f32 offset * x-sum term a group, the x group sums computed by XLA."""
+    return self.asym and not self.zero_in_weights
 
 
 def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
@@ -313,7 +317,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
                     sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,
                     fp4_scale_bytes=fp4_scale_bytes, nf4_lut=nf4_lut, step_wait=step_wait,
-                    chunk_wait=chunk_wait, group_slices=group_slices, tma_pad=tma_pad, xsum_in=xsum_in,
+                    chunk_wait=chunk_wait, group_slices=group_slices, tma_pad=tma_pad,
                     zero_in_weights=zero_in_weights, tile_n=tile_n, steps=steps, gps=gps,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,

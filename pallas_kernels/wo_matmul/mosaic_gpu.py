@@ -31,7 +31,7 @@ half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` 
                                        serves all its groups)
     acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
     acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset;
-                                       with `p.zero_in_weights`, q - zp in bf16 instead)
+                                       with `zero_in_weights`, q - zp in bf16 instead)
 
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
 scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
