@@ -373,6 +373,22 @@ def h200_s13_section() -> list[str]:
                quant_table(quant)]
 
 
+def h200_s14_section() -> list[str]:
+  """Session 14: one wait a chunk for INT4's group wgmmas and g32's launch config at M = 16,
+  UINT4 g32 / g64's wide config at M = 16, x unpadded for every format, and UINT4's zero
+  points in the weights (correct, slower: off)."""
+  return wo_section(14, ("chunk_wait", "uint4_wide", "m64", "tma_pad", "zero_in_weights",
+                         "load_split"),
+                    "INT4 groups of 32 / 64 with one wgmma wait a chunk ({'chunk_wait': True}, "
+                    "the default since at M <= 16) and launch configs; UINT4 groups of 32 / 64 "
+                    "at M = 16 in the wide config (the default since); INT4 g64 at M = 64 with 128 rows a "
+                    "CTA (`m64`, the default since); x unpadded for INT8, "
+                    "FP8 and NF4 slot codes ({'tma_pad': True}, the default since); UINT4 zero "
+                    "points in the decoded weights ({'zero_in_weights': True}: correct, slower, "
+                    "off); INT4 g128's pipeline alone (`load_split`). Each row the fastest of "
+                    "its configs, every config checked (`configs_timed` has each time).")
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -458,6 +474,7 @@ def main():
   md += h200_s11_section()
   md += h200_s12_section()
   md += h200_s13_section()
+  md += h200_s14_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))

@@ -11,9 +11,11 @@ from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
 
-def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -> dict:
-  """The decode kernel's launch config for a weight format, N and M: the keyword arguments of
-  `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave unset.
+def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
+                  group: int | None = None) -> dict:
+  """The decode kernel's launch config for a weight format, N, M and (INT4 / UINT4) scale
+  group: the keyword arguments of `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave
+  unset.
 
   Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
   (H100 sessions 1-5, H200 since session 6; the comments name the runs, whose JSON lists every
@@ -24,8 +26,16 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
   if fmt is WeightFormat.INT4:
+    if m > 32 and group == 64:
+      # 128 rows a CTA: three pipeline steps fit where 256 rows take two (H200, M = 64
+      # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json).
+      return wide | dict(tile_n=128)
     if m > 16:
       return wide
+    if group == 32 and m > 8:
+      # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
+      # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
+      return dict(tile_n=128, gps=2, steps=3, stream_k=2)
     # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
     # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
     return (dict(tile_n=128, gps=4, steps=2, stream_k=2) if n >= 16384
@@ -36,7 +46,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False) -
     # group, `group_slices`) agree: INT4 g32 M = 1 45.1 -> 63.6 us, M = 16 66.3 -> 79.5, g64
     # M = 64 85.8 -> 253.9; UINT4 M = 1 g64 51.0 -> 50.8, g32 57.7 -> 57.4
     # (kernels_wo_s13_group_slices.json).
-    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if m <= 16 else wide
+    # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
+    # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
+    narrow = m <= (8 if group in (32, 64) else 16)
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
   # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /

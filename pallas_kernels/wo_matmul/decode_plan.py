@@ -1,7 +1,7 @@
 """The decode kernel's plan: every option of `mosaic_gpu.wo_matmul_mosaic_gpu` resolved to a
 value (defaults from `configs.decode_config`, checks against the weight's format and shape)
 before the kernel is built, as a frozen `DecodePlan`. What has run correctly on a GPU
-(`VERIFIED`, `TMA_PAD_VERIFIED`) gates the paths that have not.
+(`VERIFIED`) gates the paths that have not.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
             # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
             (WeightFormat.NF4, 64, "slots")}
-# Formats whose decode has matched the reference with x unpadded (`tma_pad`), H200 2026-12-04.
-TMA_PAD_VERIFIED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -94,7 +92,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 compute_wgs: int | None = None, stream_k: int | None = None,
                 load_only: bool = False, nf4_lut: bool | None = None,
                 fp4_scale_bytes: bool | None = None, step_wait: bool | None = None,
-                chunk_wait: bool = False, group_slices: bool | None = None,
+                chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None,
                 zero_in_weights: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
@@ -148,7 +146,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       partial products a chunk): issue all of a chunk's group wgmmas, each into its own
       accumulator, and wait once, instead of a wait after each group's. Costs an accumulator a
       group (at M = 16, 16 registers a thread each); saves three of INT4 g32's four waits a
-      chunk. Default False; not yet run on a GPU: needs `allow_unverified=True`.
+      chunk. Default (None): on for INT4 at M <= 16 (UINT4 there keeps step_wait). H200,
+      2026-12-04, 8192 x 28672, us with / without (same relative error): INT4 g32 M = 1 44.6 /
+      44.6, M = 16 47.3 / 48.8 (gps=2, steps=3, stream_k=2), g64 M = 1 40.2 / 40.4, M = 16
+      42.5 / 42.8 (kernels_wo_s14_chunk_wait.json).
     group_slices: INT4 / UINT4 groups of 32 or 64 (narrower than a 128-wide register tile):
       one wgmma a group on its K slice of the tile and of x (x in swizzle tiles of one group),
       instead of a full-width wgmma a group over x copies zeroed outside it: a chunk's MMA
@@ -163,17 +164,19 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       (~1.4 us at M = 1). Whatever the tile's other rows hold (TMA's fill or stale data) is
       harmless: row j of x only reaches column j of the (N, 8) product, and columns M.. are
       dropped. One x copy only
-      (group slices, prescaled or per-channel weights; not NF4 bytes). Default (None): on for
-      the formats it has run correctly on a GPU with (`TMA_PAD_VERIFIED`; others need
-      `allow_unverified=True`). H200, 2026-12-04, 8192 x 28672, M = 1, us (same rel. error):
-      INT4 g128 39.8 -> 38.3, g32 44.6 -> 43.8, UINT4 g64 52.1 -> 50.5, MXFP4 49.4 -> 47.7,
-      NVFP4 50.4 -> 48.9; M = 4 INT4 39.9 -> 38.5 (kernels_wo_s13_tma_pad.json).
+      (group slices, prescaled or per-channel weights; not NF4 bytes). Default (None): on
+      wherever it applies. H200, 2026-12-04, 8192 x 28672, M = 1, us (same rel. error): INT4
+      g128 39.8 -> 38.3, g32 44.6 -> 43.8, UINT4 g64 52.1 -> 50.5, MXFP4 49.4 -> 47.7, NVFP4
+      50.4 -> 48.9; M = 4 INT4 39.9 -> 38.5 (kernels_wo_s13_tma_pad.json); INT8 66.5 -> 64.5,
+      FP8 71.0 -> 69.2, NF4 slot codes 60.4 -> 58.7 (kernels_wo_s14_tma_pad.json).
     zero_in_weights: UINT4: subtract each group's zero point from the decoded weights in bf16
       (q - zp, exact: an integer of at most 15 in magnitude; zp - 8 = offset / s, exact after
       rounding to bf16) and scale the partial product like INT4, instead of the f32 term
       offset_g * xsum_g a group, whose x group sums XLA computes and pads before the launch.
-      One bf16 subtract a weight pair; no x sums. Not yet run on a GPU: needs
-      `allow_unverified=True`.
+      One bf16 subtract a weight pair; no x sums. Default False: correct on the GPU (the same
+      relative error) but slower at five of six points. H200, 2026-12-04, 8192 x 28672, us without /
+      with, M = 1: g128 52.1 / 53.4, g64 51.4 / 56.2, g32 60.6 / 67.2; M = 16: g128 56.8 /
+      54.6, g64 58.6 / 59.6, g32 74.9 / 82.3 (kernels_wo_s14_zero_in_weights.json).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -184,7 +187,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       shared memory, or a path not yet checked on a GPU without `allow_unverified`.
   """
   n, g = pw.n, pw.group
-  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16)
+  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group)
   if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
     tn, tk = pw.w_tile
     if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):
@@ -242,17 +245,14 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   asym = fmt is WeightFormat.UINT4
   if zero_in_weights and not asym:
     raise ValueError(f"zero_in_weights is for UINT4 (zero points), not {fmt.value}")
-  if zero_in_weights and not allow_unverified:
-    raise NotImplementedError("zero_in_weights has not run on a GPU yet: pass "
-                              "allow_unverified=True (the benchmark does, and checks it)")
   xsum_in = asym and not zero_in_weights  # the f32 offset * x-sum term, x sums from XLA
   per_chunk = 1 if prescale else sub  # partial products (accumulators) a chunk
-  if chunk_wait and (per_chunk == 1 or step_wait):
+  chunk_fits = per_chunk > 1 and not step_wait
+  if chunk_wait and not chunk_fits:
     raise ValueError("chunk_wait waits once a chunk on its groups' wgmmas: for group-scaled "
                      "weights with groups of 32 or 64 (not prescaled), without step_wait")
-  if chunk_wait and not allow_unverified:
-    raise NotImplementedError("chunk_wait has not run on a GPU yet: pass allow_unverified=True "
-                              "(the benchmark does, and checks it)")
+  if chunk_wait is None:
+    chunk_wait = chunk_fits and fmt is WeightFormat.INT4 and m <= 16
   xsub = 1 if prescale or group_slices else sub  # x copies a chunk
   mp = max(8, -(-m // 8) * 8)
   if tile_n is None:
@@ -308,11 +308,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if tma_pad and not one_copy:
     raise ValueError("tma_pad loads x as it is: one x copy (group slices, prescaled or "
                      "per-channel weights), not NF4 bytes")
-  if tma_pad and fmt not in TMA_PAD_VERIFIED and not allow_unverified:
-    raise NotImplementedError(f"tma_pad has not run on a GPU with {fmt.value} yet: pass "
-                              "allow_unverified=True (the benchmark does, and checks it)")
   if tma_pad is None:
-    tma_pad = one_copy and fmt in TMA_PAD_VERIFIED
+    tma_pad = one_copy
   tma_pad = tma_pad and m < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
                     sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,

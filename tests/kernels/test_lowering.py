@@ -20,7 +20,6 @@ from pallas_kernels import wo_matmul as wm
 from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import mosaic_gpu as mosaic_gpu_quantize
 from pallas_kernels.quantize.schemes import SCHEMES
-from pallas_kernels.wo_matmul import decode_plan
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
 from tests.kernels.wo_formats import FORMATS as WO_FORMATS
@@ -92,20 +91,15 @@ def test_decode_group_slices_lower(preset, group, m):
 @pytest.mark.parametrize("m", [1, 5, 9])
 def test_decode_tma_pad_lowers(name, m):
   # `tma_pad`: at M < 8 the kernel takes x as it is, (M, K), with no XLA pad before it (the
-  # default where it ran on a GPU); at M = 9 it pads to 16 as before (Mosaic's TMA tiling takes
-  # a row count under 8 or a multiple of 8).
+  # default); at M = 9 it pads to 16 as before (Mosaic's TMA tiling takes a row count under 8
+  # or a multiple of 8). tma_pad=False keeps the pad.
   pw = _weight_shape(name, 8192, 28672)
-  verified = pw.fmt in decode_plan.TMA_PAD_VERIFIED
-  dflt = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
-  assert ("stablehlo.pad" not in dflt) == (m < 8 and verified)
-  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, tma_pad=True, allow_unverified=True)
-  text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  lower = lambda **o: _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+      x, p, **o), _x(m, 8192), pw).as_text()
+  text = lower()
   assert ("stablehlo.pad" not in text) == (m < 8)
   assert (m < 8) or "tensor<16x8192xbf16>" in text
-  if not verified:
-    with pytest.raises(NotImplementedError, match="allow_unverified"):
-      _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-          x, p, tma_pad=True), _x(m, 8192), pw)
+  assert "stablehlo.pad" in lower(tma_pad=False)
 
 
 @pytest.mark.parametrize("group", [32, 128])
@@ -113,24 +107,21 @@ def test_decode_tma_pad_lowers(name, m):
 def test_decode_uint4_zero_in_weights_lowers(group, m):
   # `zero_in_weights`: UINT4's zero points subtracted from the decoded weights (bf16, from the
   # offsets and scales in shared memory): no x group sums (an XLA reduction before the launch)
-  # and no offset * x-sum term. Not yet run on a GPU.
+  # and no offset * x-sum term. Off by default (slower on the GPU).
   pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get("int4_g128_asym", block_size=group), axis=0)),
       jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
   for step_wait in (False, True):
     fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, zero_in_weights=True, allow_unverified=True, step_wait=step_wait)
+        x, p, zero_in_weights=True, step_wait=step_wait)
     text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
     groups = f"tensor<{m}x{8192 // group}x{group}xf32>"  # x in groups, to be summed
     assert groups not in text and "uint4_zero_bf16" in text
   sums = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
   assert groups in sums and "uint4_zero_bf16" not in sums
-  with pytest.raises(NotImplementedError, match="allow_unverified"):
-    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, zero_in_weights=True), _x(m, 8192), pw)
   with pytest.raises(ValueError, match="zero_in_weights is for UINT4"):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, zero_in_weights=True, allow_unverified=True), _x(m, 8192),
+        x, p, zero_in_weights=True), _x(m, 8192),
         _weight_shape("int4_g128", 8192, 28672))
 
 
@@ -138,16 +129,15 @@ def test_decode_uint4_zero_in_weights_lowers(group, m):
 @pytest.mark.parametrize("m", [1, 16])
 def test_decode_chunk_wait_lowers(name, m):
   # `chunk_wait`: a chunk's group wgmmas issued into their own accumulators, then one wait
-  # (a new kernel, not the default's); refused where a chunk has one group or with step_wait.
+  # (INT4's default at M <= 16, a different kernel from chunk_wait=False); refused where a
+  # chunk has one group or with step_wait.
   pw = _weight_shape(name, 8192, 28672)
   lower = lambda **o: _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
       x, p, step_wait=False, **o), _x(m, 8192), pw).as_text()
-  assert lower(chunk_wait=True, allow_unverified=True) != lower()
-  with pytest.raises(NotImplementedError, match="allow_unverified"):
-    lower(chunk_wait=True)
+  assert lower(chunk_wait=True) == lower() != lower(chunk_wait=False)
   with pytest.raises(ValueError, match="chunk_wait waits once a chunk"):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, chunk_wait=True, allow_unverified=True), _x(m, 8192),
+        x, p, chunk_wait=True), _x(m, 8192),
         _weight_shape("int4_g128", 8192, 28672))
 
 

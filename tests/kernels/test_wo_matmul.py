@@ -233,12 +233,21 @@ def test_decode_plan_resolves_the_defaults():
   want = decode_config(wm.WeightFormat.INT4, 28672, 1)
   assert (p.tile_n, p.gps, p.steps) == (want["tile_n"], want["gps"], want["steps"])
   assert p.group_slices and p.xsub == 1 and p.per_chunk == 4 and p.tma_pad and p.mp == 8
+  assert p.chunk_wait and not p.step_wait  # one wait a chunk for INT4's groups at M <= 16
+  p16 = decode_plan.plan_decode(16, 8192, g32)  # g32's own config at M = 16 (session 14)
+  assert (p16.tile_n, p16.gps, p16.steps, p16.chunk_wait) == (128, 2, 3, True)
+  assert not decode_plan.plan_decode(64, 8192, g32).chunk_wait  # slower at M = 64
+  g64, u32 = shape("int4_g128", block_size=64), shape("int4_g128_asym", block_size=32)
+  p64 = decode_plan.plan_decode(64, 8192, g64)  # 128 rows a CTA: three steps fit
+  assert (p64.tile_n, p64.steps, p64.compute_wgs) == (128, 3, 2)
+  assert decode_plan.plan_decode(16, 8192, u32).compute_wgs == 2
+  assert decode_plan.plan_decode(8, 8192, u32).step_wait
   assert not decode_plan.plan_decode(9, 8192, g32).tma_pad  # 9 rows: padded to 16 by XLA
   copies = decode_plan.plan_decode(16, 8192, g32, group_slices=False)
   assert copies.xsub == 4 and not copies.tma_pad
   u = decode_plan.plan_decode(1, 8192, u128)
   assert u.asym and u.xsum_in and u.step_wait and not u.zero_in_weights
-  uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True, allow_unverified=True)
+  uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True)
   assert uz.zero_in_weights and not uz.xsum_in
   f = decode_plan.plan_decode(64, 8192, nvfp4)
   assert f.prescale and f.per_chunk == 1 and f.step_wait and f.compute_wgs == 2
