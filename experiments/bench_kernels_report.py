@@ -381,12 +381,12 @@ def h200_s14_section() -> list[str]:
                          "load_split"),
                     "INT4 groups of 32 / 64 with one wgmma wait a chunk ({'chunk_wait': True}, "
                     "the default since at M <= 16) and launch configs; UINT4 groups of 32 / 64 "
-                    "at M = 16 in the wide config (the default since); INT4 g64 at M = 64 with 128 rows a "
-                    "CTA (`m64`, the default since); x unpadded for INT8, "
-                    "FP8 and NF4 slot codes ({'tma_pad': True}, the default since); UINT4 zero "
-                    "points in the decoded weights ({'zero_in_weights': True}: correct, slower, "
-                    "off); INT4 g128's pipeline alone (`load_split`). Each row the fastest of "
-                    "its configs, every config checked (`configs_timed` has each time).")
+                    "at M = 16 in the wide config (the default since); INT4 g64 at M = 64 with "
+                    "128 rows a CTA (`m64`, the default since); x unpadded for INT8, FP8 and "
+                    "NF4 slot codes ({'tma_pad': True}, the default since); UINT4 zero points "
+                    "in the decoded weights ({'zero_in_weights': True}: correct, slower, off); "
+                    "INT4 g128's pipeline alone (`load_split`). Each row the fastest of its "
+                    "configs, every config checked (`configs_timed` has each time).")
 
 
 def main():
