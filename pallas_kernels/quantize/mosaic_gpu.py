@@ -144,8 +144,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       `--configs` passes it and checks the codes bit for bit).
     e2m1_exponent: MXFP4 / NVFP4: round to E2M1 by `schemes.e2m1_code_exponent` (the binade
       from the exponent field: a shift, an integer max and two integer multiply-adds) instead
-      of `_e2m1_code`'s three compares and five selects; the same code for every float32
-      (tested on all 2^32). Not yet run on a GPU: needs `allow_unverified=True`.
+      of `_e2m1_code`'s two range compares, four selects and an add; the same code for every
+      float32 (tested on all 2^32). Not yet run on a GPU: needs `allow_unverified=True`.
     allow_unverified: run an option not yet checked bit for bit on a GPU (the benchmark's
       `--configs` passes it and checks the codes).
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x

@@ -117,8 +117,8 @@ def e2m1_code_exponent(y):
   k = 2^(1 - e) and the magic number 1.5 * 2^23 + 2e both follow from the field by integer
   arithmetic, and one multiply-add rounds a * k (exact) into the magic number's last bits:
   RNE(a * k) + 2e, which is the code. 2e is even, so ties still go to even codes. NaN -> +-0.
-  Three compares, three float selects and two integer selects become a shift, an integer max
-  and two integer multiply-adds (`tests/kernels/test_quantize.py` checks every float32).
+  Against `_e2m1_code`: two compares, four selects and an add fewer, a shift, an integer max
+  and two integer multiply-adds more (`tests/kernels/test_quantize.py` checks every float32).
   """
   a = jnp.minimum(jnp.abs(y), jnp.float32(E2M1_MAX))  # NaN stays NaN: masked below
   t = jnp.maximum(_bits(a) >> 23, 127)  # 127 + e, e = 0, 1, 2 (a <= 6)
