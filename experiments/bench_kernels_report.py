@@ -389,6 +389,23 @@ def h200_s14_section() -> list[str]:
                     "configs, every config checked (`configs_timed` has each time).")
 
 
+def h200_s15_section() -> list[str]:
+  """Session 15: E2M1 by the exponent field in the FP4 quantize kernels and UINT4's stream-K
+  launch at M <= 8 (the defaults since; the device was withdrawn after one call)."""
+  md = wo_section(15, ("uint4_stream_k",),
+                  "UINT4 g128 / g64 at M = 1 in INT4's stream-K launch ({'gps': 4, 'steps': 2, "
+                  "'stream_k': 2}, the default since at M <= 8) against the default of the time "
+                  "({}: 224 unequal CTAs, no K split; 52.0 / 50.6 us). Each row the fastest of "
+                  "its configs, every config checked (`configs_timed` has each time).")
+  quant = [("s15 E2M1 by exponent", _load("kernels_quant_s15_e2m1_exponent.json"))]
+  return md + ["", "## Fused block quantization: E2M1 by the exponent field", "",
+               "MXFP4 / NVFP4, row- and column-wise: the E2M1 binade taken from the exponent "
+               "field against picked by range compares, both bit-exact on the four tensors; "
+               "us by compares / by exponent: MXFP4 rows 79.2 / 72.0, NVFP4 rows 139.1 / 130.9, "
+               "MXFP4 columns 97.4 / 90.1, NVFP4 columns 169.4 / 159.7 (the only encode since).",
+               "", quant_table(quant)]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -475,6 +492,7 @@ def main():
   md += h200_s12_section()
   md += h200_s13_section()
   md += h200_s14_section()
+  md += h200_s15_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))

@@ -65,7 +65,7 @@ def fingerprint(lowered) -> str:
 GEMM_OPTIONS = [{}, {"tile_m": 256, "tile_k": 64}, {"steps": 2}, {"nf4_lut": False}]
 QUANT_SCHEMES = ["mxfp8_e4m3", "mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"]
 QUANT_OPTIONS = [{}, {"state_once": True}, {"state_once": False}, {"encode_cols": None},
-                 {"steps": 3, "ctas_per_sm": 2}, {"tensor_amax": True}, {"e2m1_exponent": True}]
+                 {"steps": 3, "ctas_per_sm": 2}, {"tensor_amax": True}]
 
 
 def _record(res: dict, key: str, fn, *args) -> None:
@@ -94,8 +94,7 @@ def quantize_fingerprints() -> dict[str, str]:
       else:
         fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(x, s, **o)
       _record(res, f"quantize|{scheme}|{opts}", fn, x)
-    for opts in ({}, {"steps": 3}, {"tile_k": 64},
-                 {"e2m1_exponent": True, "allow_unverified": True}):
+    for opts in ({}, {"steps": 3}, {"tile_k": 64}):
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
                   x, s, **o), x)

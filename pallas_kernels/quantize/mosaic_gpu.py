@@ -34,7 +34,6 @@ from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
 from pallas_kernels.quantize.reference import tensor_terms
-from pallas_kernels.quantize.schemes import FusedScheme
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
@@ -55,18 +54,6 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
 # FP8 1x128 87.8 / 93.2: on by default for NVFP4 only (`STATE_ONCE_DEFAULT`).
 STATE_ONCE_VERIFIED = frozenset({"nvfp4", "mxfp4", "mxfp8_e4m3", "fp8_e4m3_block128"})
 STATE_ONCE_DEFAULT = frozenset({"nvfp4"})
-
-
-def check_e2m1_exponent(sch: FusedScheme, e2m1_exponent: bool, allow_unverified: bool) -> None:
-  """Raises unless `e2m1_exponent` is off, or asked for an FP4 scheme with allow_unverified
-  (the E2M1 encode by the exponent field has not run on a GPU yet)."""
-  if not e2m1_exponent:
-    return
-  if sch.name not in ("mxfp4", "nvfp4"):
-    raise ValueError(f"e2m1_exponent is the E2M1 encode of MXFP4 / NVFP4, not {sch.name}")
-  if not allow_unverified:
-    raise NotImplementedError("e2m1_exponent has not run on a GPU yet: pass "
-                              "allow_unverified=True (the benchmark does, and checks the codes)")
 
 
 def _tile_rows(block: int) -> int:
@@ -123,7 +110,7 @@ def _state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
-                        e2m1_exponent: bool = False, allow_unverified: bool = False,
+                        allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
@@ -142,10 +129,6 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       its instructions. Default (None): `STATE_ONCE_DEFAULT` (NVFP4: 8% faster on an H200); a
       scheme not in `STATE_ONCE_VERIFIED` needs `allow_unverified=True` (the benchmark's
       `--configs` passes it and checks the codes bit for bit).
-    e2m1_exponent: MXFP4 / NVFP4: round to E2M1 by `schemes.e2m1_code_exponent` (the binade
-      from the exponent field: a shift, an integer max and two integer multiply-adds) instead
-      of `_e2m1_code`'s two range compares, four selects and an add; the same code for every
-      float32 (tested on all 2^32). Not yet run on a GPU: needs `allow_unverified=True`.
     allow_unverified: run an option not yet checked bit for bit on a GPU (the benchmark's
       `--configs` passes it and checks the codes).
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
@@ -167,7 +150,6 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     raise NotImplementedError(
         f"state_once has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
         "allow_unverified=True to run it (and check its codes), or leave state_once off")
-  check_e2m1_exponent(sch, e2m1_exponent, allow_unverified)
   dflt_steps, dflt_ctas = LAUNCH[scheme]
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
@@ -219,8 +201,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
-      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn,
-                                 e2m1_exponent=e2m1_exponent).astype(out_dtype)
+      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
       # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
@@ -228,7 +209,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
         cs = pl.ds(c * cols, cols)
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
-        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, e2m1_exponent=e2m1_exponent)
+        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
     if not state_once:
       s_smem[...] = state[0].astype(scale_dtype)

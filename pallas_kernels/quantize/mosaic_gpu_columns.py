@@ -31,7 +31,6 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
-from pallas_kernels.quantize.mosaic_gpu import check_e2m1_exponent
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
@@ -77,7 +76,6 @@ def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
 def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
                                 tensor_amax: jax.Array | None = None,
-                                e2m1_exponent: bool = False, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -92,8 +90,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
     ctas_per_sm: the K range is split so that about this many CTAs run per SM.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
-    e2m1_exponent, allow_unverified: as in `mosaic_gpu.quantize_mosaic_gpu` (the E2M1 encode
-      by the exponent field; not yet run on a GPU).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -101,7 +97,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   """
   plgpu = _compat.plgpu_module()
   sch, nb, r, pieces = column_blocks(scheme, nb)
-  check_e2m1_exponent(sch, e2m1_exponent, allow_unverified)
   if x.ndim != 2 or x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu column-wise quantization takes 2-D bf16, got "
                               f"{x.dtype}{x.shape}")
@@ -153,7 +148,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
       state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
-        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, e2m1_exponent=e2m1_exponent)
+        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn)
                  if paired else element_encoder(sch, state, fma=_ptx.fma_rn)(xs[0]))
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(scale_dtype)

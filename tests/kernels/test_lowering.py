@@ -19,7 +19,6 @@ from pallas_kernels import _compat
 from pallas_kernels import wo_matmul as wm
 from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import mosaic_gpu as mosaic_gpu_quantize
-from pallas_kernels.quantize import mosaic_gpu_columns
 from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
@@ -301,25 +300,6 @@ def test_quantize_state_once_lowers(scheme):
   dflt = _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme),
                            _x(4096, 4096)).as_text()  # on by default where it was faster
   assert ("_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
-
-
-@pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
-@pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4"])
-def test_quantize_e2m1_exponent_lowers(scheme, transpose):
-  # `e2m1_exponent`: the E2M1 encode by the exponent field (`schemes.e2m1_code_exponent`), in
-  # the row- and the column-wise kernel; off by default, gated until it runs on a GPU, and
-  # refused for schemes without E2M1 elements.
-  kern = (mosaic_gpu_columns.quantize_columns_mosaic_gpu if transpose
-          else mosaic_gpu_quantize.quantize_mosaic_gpu)
-  lower = lambda **o: _compat.lower_for("cuda", lambda x: kern(x, scheme, **o),
-                                        _x(4096, 4096)).as_text()
-  text = lower(e2m1_exponent=True, allow_unverified=True)
-  assert "e2m1_code_exponent" in text and "e2m1_code_exponent" not in lower()
-  with pytest.raises(NotImplementedError, match="allow_unverified"):
-    lower(e2m1_exponent=True)
-  with pytest.raises(ValueError, match="E2M1 encode of MXFP4 / NVFP4, not mxfp8_e4m3"):
-    _compat.lower_for("cuda", lambda x: kern(x, "mxfp8_e4m3", e2m1_exponent=True,
-                                             allow_unverified=True), _x(4096, 4096))
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])

@@ -375,21 +375,33 @@ def test_small_encoders_exhaustive_over_bf16():
   v = np.arange(2**16, dtype=np.uint32) << 16
   v = np.concatenate([v, v + (1 << 15)]).view(np.float32)  # bf16 values and their midpoints
   v = v[np.isfinite(v)]
-  for code, name, lo, hi in ((S._e2m1_code, "e2m1", -6, 6), (S.e2m1_code_exponent, "e2m1", -6, 6),
+  for code, name, lo, hi in ((S._e2m1_code, "e2m1", -6, 6), (_e2m1_code_by_compares, "e2m1", -6, 6),
                              (S._int4_code, "int4", -8, 7)):
     got = np.asarray(code(jnp.asarray(v)))
     want = R.round_codes(np.clip(v, lo, hi), name)
     np.testing.assert_array_equal(got & 15, want & 15, err_msg=code.__name__)
 
 
-def test_e2m1_code_exponent_is_e2m1_code_on_every_float32():
-  # The GPU kernels' optional E2M1 encode (`e2m1_exponent`) against `_e2m1_code` (itself checked
-  # against float64 above) on all 2^32 float32 bit patterns, NaN payloads, infinities, zeros and
-  # subnormals of both signs included: 256 slices of 2^24 (~7 s on 2 CPU cores).
+def _e2m1_code_by_compares(y):
+  # An independent E2M1 encode for the test below: the piece of the grid picked by range
+  # compares (spacing 1/2 on [0, 2), 1 on [2, 4), 2 on [4, 6]), not from the exponent field as
+  # `_e2m1_code` does; checked itself against float64 on every bf16 above.
+  a = jnp.abs(y)
+  a = jnp.minimum(jnp.where(jnp.isnan(a), jnp.float32(0.0), a), jnp.float32(6.0))
+  lo, hi = a < 2.0, a >= 4.0
+  k = jnp.where(lo, jnp.float32(2.0), jnp.where(hi, jnp.float32(0.5), jnp.float32(1.0)))
+  off = jnp.where(lo, jnp.int32(0), jnp.where(hi, jnp.int32(4), jnp.int32(2)))
+  return ((S._rne_bits(a * k) & 7) + off) | (S._signbit(y) << 3)
+
+
+def test_e2m1_code_on_every_float32():
+  # The kernels' E2M1 encode (`_e2m1_code`, by the exponent field) against the encode by range
+  # compares on all 2^32 float32 bit patterns, NaN payloads, infinities, zeros and subnormals of
+  # both signs included: 256 slices of 2^24 (~7 s on 2 CPU cores).
   @jax.jit
   def mismatches(start):
     y = lax.bitcast_convert_type(jnp.arange(1 << 24, dtype=jnp.uint32) + start, jnp.float32)
-    return jnp.sum(S.e2m1_code_exponent(y) != S._e2m1_code(y))
+    return jnp.sum(S._e2m1_code(y) != _e2m1_code_by_compares(y))
 
   bad = [c for c in range(256) if int(mismatches(jnp.uint32(c << 24)))]
   assert not bad, f"slices (top bytes) with mismatches: {bad}"
