@@ -243,6 +243,16 @@ def test_decode_load_only_diagnostic_lowers():
   assert "wgmma" in full and "wgmma" not in text  # the pipeline without the math
 
 
+@pytest.mark.parametrize("n", [8, 64, 256])
+def test_wgmma_rate_benchmark_lowers(n):
+  # experiments/bench_wgmma_rate.py: register-A wgmmas against x^T from shared memory, the
+  # decode kernel's operands, `chain` of them a wait.
+  from experiments import bench_wgmma_rate
+  f = bench_wgmma_rate.wgmma_rate_kernel(n, rows=128, chain=8, reps=4, ctas=264)
+  text = _compat.lower_for("cuda", f, jax.ShapeDtypeStruct((n, 128), jnp.bfloat16)).as_text()
+  assert "mosaic_gpu" in text and text.count("wgmma") >= 8
+
+
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}, {"tile_m": 192, "steps": 3}],
                          ids=["default", "k256", "m192"])

@@ -247,6 +247,9 @@ def test_decode_plan_resolves_the_defaults():
   assert copies.xsub == 4 and not copies.tma_pad
   u = decode_plan.plan_decode(1, 8192, u128)
   assert u.asym and u.xsum_in and u.step_wait and not u.zero_in_weights
+  # INT4's stream-K launch at M <= 8 (session 15): 256 equal CTAs, not 224 one-tile CTAs.
+  assert (u.tile_n, u.gps, u.steps, u.schedule.grid) == (128, 4, 2, (256,))
+  assert decode_plan.plan_decode(9, 8192, u128).schedule.grid == (224, 1)
   uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True)
   assert uz.zero_in_weights and not uz.xsum_in
   f = decode_plan.plan_decode(64, 8192, nvfp4)
