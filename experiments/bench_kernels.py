@@ -141,7 +141,8 @@ def _stored(cfg, inputs):
   (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
   the kernels' register order (`layout.order_for_wgmma`); {"scale_bf16": true} FP4 scales as
   bf16 multipliers (`layout.fp4_scales_bf16`), NF4 as slot codes (`layout.nf4_slots`), false
-  as stored (the inputs' storage); absent: as `repack` stores it on a GPU.
+  as stored (the inputs' storage); {"zero_points": true} UINT4's zero points as bytes
+  (`layout.uint4_zero_points`); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
   if cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
@@ -154,11 +155,14 @@ def _stored(cfg, inputs):
     p = L.logical_order(p)
   if "w_tile" in cfg:
     p = L.tile_weight(p, *cfg["w_tile"])
+  if cfg.get("zero_points"):
+    p = L.uint4_zero_points(p)
   return x, p
 
 
 def _knobs(cfg):
-  return {k: v for k, v in cfg.items() if k not in ("w_tile", "wgmma_order", "scale_bf16")}
+  return {k: v for k, v in cfg.items()
+          if k not in ("w_tile", "wgmma_order", "scale_bf16", "zero_points")}
 
 
 def onehot_check(fn, pw, m: int) -> dict:

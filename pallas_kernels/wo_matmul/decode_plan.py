@@ -32,19 +32,22 @@ CHUNK = 128  # K elements per register tile (one wgmma operand)
 
 def case(pw: PackedWeight) -> tuple:
   """A weight's key in `VERIFIED` (and the GEMM's): (format, group), the group "channel" for
-  per-channel scales, and "slots" appended for NF4 slot codes (`layout.nf4_slots`)."""
+  per-channel scales, and "slots" appended for NF4 slot codes (`layout.nf4_slots`),
+  "zero_points" for UINT4 zero points stored as bytes (`layout.uint4_zero_points`)."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
-  return key + ("slots",) if pw.fmt is WeightFormat.NF4 and pw.scale_bf16 else key
+  if pw.fmt is WeightFormat.NF4 and pw.scale_bf16:
+    return key + ("slots",)
+  return key + ("zero_points",) if pw.zero_points else key
 
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
-                   scale_rows: int, xsum: bool = True) -> int:
-  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, offsets, and
-  UINT4's x group sums unless `xsum=False`)."""
+                   scale_rows: int, xsum: bool = True, off_bytes: int = 4) -> int:
+  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, UINT4's offsets
+  or zero points (`off_bytes` each), and its x group sums unless `xsum=False`)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
   total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # NF4: even + odd x halves
   if fmt is WeightFormat.UINT4:
-    total += scale_rows * tile_n * 4 + (scale_rows * max(32, mp) * 4 if xsum else 0)
+    total += scale_rows * tile_n * off_bytes + (scale_rows * max(32, mp) * 4 if xsum else 0)
   return total
 
 
@@ -69,6 +72,7 @@ class DecodePlan:
   group_slices: bool
   tma_pad: bool  # x unpadded (M < 8), the TMA filling the tile's first M rows
   zero_in_weights: bool  # UINT4's zero points subtracted from the decoded weights
+  zero_points: bool  # UINT4's zero points read as bytes, its offsets s (zp - 8) made in-kernel
   tile_n: int
   steps: int
   gps: int
@@ -177,6 +181,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       relative error) but slower at five of six points. H200, 2026-12-04, 8192 x 28672, us without /
       with, M = 1: g128 52.1 / 53.4, g64 51.4 / 56.2, g32 60.6 / 67.2; M = 16: g128 56.8 /
       54.6, g64 58.6 / 59.6, g32 74.9 / 82.3 (kernels_wo_s14_zero_in_weights.json).
+    (A UINT4 weight with its zero points stored as bytes, `layout.uint4_zero_points`, has the
+    kernel compute each group's offset f32(s) * (f32(zp) - 8) from them: the bytes `repack`'s
+    offsets would take, a quarter; not yet run on a GPU, so it needs `allow_unverified`.)
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -210,8 +217,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
   if case(pw) not in VERIFIED and not allow_unverified:
     raise NotImplementedError(
-        f"the mosaic_gpu path for {fmt.value} group {g} has not matched the reference on a GPU "
-        "yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
+        f"the mosaic_gpu path for {fmt.value} group {g}"
+        f"{' (zero points as bytes)' if pw.zero_points else ''} has not matched the reference "
+        "on a GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
   if pw.scale_bf16 and not prescale:
     raise ValueError("bf16 scale multipliers are applied to the weights: prescale=True")
@@ -264,9 +272,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise NotImplementedError(f"mosaic_gpu {fmt.value} group {g}: M={m} needs {xsub} x copies "
                               f"of {mp} rows, over a 256-row TMA box; use M <= {256 // xsub}")
 
+  off_bytes = 1 if pw.zero_points else 4
+
   def steps_fit():
     return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in)
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes)
 
   # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
   # M > 32 under the 256-row default) fewer rows.
@@ -292,7 +302,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
   fit = steps_fit()
   if fit < 2:
-    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in)
+    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in, off_bytes)
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
@@ -315,7 +325,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,
                     fp4_scale_bytes=fp4_scale_bytes, nf4_lut=nf4_lut, step_wait=step_wait,
                     chunk_wait=chunk_wait, group_slices=group_slices, tma_pad=tma_pad,
-                    zero_in_weights=zero_in_weights, tile_n=tile_n, steps=steps, gps=gps,
+                    zero_in_weights=zero_in_weights, zero_points=pw.zero_points,
+                    tile_n=tile_n, steps=steps, gps=gps,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
                     load_only=load_only)

@@ -17,13 +17,16 @@ The kernels want each output column's weights contiguous along K, because they c
                                 for MXFP4, float8_e4m3fn for NVFP4 block scales; bf16
                                 multipliers after `fp4_scales_bf16` / `nf4_slots`.
   PackedWeight.offset (G, N)   float32, UINT4 only: s * (zp - 8), so that
-                                dequant = (q - zp) * s = (q - 8) * s - offset.
+                                dequant = (q - zp) * s = (q - 8) * s - offset; after
+                                `uint4_zero_points` the uint8 zero points zp themselves.
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
 Optional re-storings, each a one-time repacking: `tile_weight` (block-contiguous tiles),
 `order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K) and
 `fp4_scales_bf16` (FP4 block scales as the bf16 multipliers the GPU decode kernel applies, so
-it decodes no scale bytes), which every other reader undoes; and `nf4_slots`, which stores NF4
+it decodes no scale bytes) and `uint4_zero_points` (UINT4's zero points as bytes, 1 a group in
+place of a 4-byte offset, the offset computed where it is used), which every other reader
+undoes; and `nf4_slots`, which stores NF4
 as int4 slot codes (`decode.nf4_slot_word_bits`: byte permutes give their bf16 table values)
 with bf16 absmax: the numerics of bitsandbytes' GEMV kernel (table and absmax in bf16), which
 every reader then takes (no inverse: the absmax was rounded). `repack` stores int4-stored
@@ -85,6 +88,9 @@ class PackedWeight:
   # MXFP4 / NVFP4 / NF4: True if `scale` holds bf16 multipliers (`fp4_scales_bf16`), not the
   # stored E8M0 / E4M3 scales; for NF4 (`nf4_slots`) the absmax in bf16, `w` int4 slot codes.
   scale_bf16: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # UINT4: True if `offset` holds the uint8 zero points (`uint4_zero_points`), not the float32
+  # offsets s (zp - 8).
+  zero_points: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   @property
   def nbytes(self) -> int:
@@ -278,6 +284,46 @@ def nf4_slots(pw: PackedWeight) -> PackedWeight:
                              scale_bf16=True)
 
 
+def uint4_zero_points(pw: PackedWeight) -> PackedWeight:
+  """Stores UINT4's zero points zp (uint8, (G, N)) in `offset` in place of the float32 offsets
+  s (zp - 8): a quarter of the bytes (UINT4 g128 / g64 / g32 at 8192 x 28672: 132 / 147 / 176
+  MB -> 127 / 136 / 154 MB). A reader computes the offset as `uint4_offsets` does,
+  f32(s) * (f32(zp) - 8), the product `repack` rounded, so every value is unchanged.
+
+  zp is found as the one of 0..15 whose offset has the stored bits (so signed zeros, and the
+  NaN of an infinite scale times zp = 8, come back too).
+
+  Raises:
+    ValueError: (when not traced) an offset that is no f32(s) * (zp - 8), i.e. that `repack`
+      did not make; under `jit` such an offset would take the nearest zp.
+  """
+  if pw.fmt is not WeightFormat.UINT4:
+    raise ValueError(f"zero points are UINT4's, not {pw.fmt.value}'s")
+  if pw.zero_points:
+    return pw
+  s, off = pw.scale.astype(jnp.float32), pw.offset
+  bits = lambda v: jax.lax.bitcast_convert_type(v, jnp.uint32)
+  nearest = jnp.clip(jnp.rint(jnp.where(jnp.isnan(off / s), 0.0, off / s)), -8.0, 7.0) + 8.0
+  zp, found = nearest, jnp.zeros(off.shape, bool)
+  for z in range(15, -1, -1):  # the lowest match wins
+    o = s * jnp.float32(z - 8)
+    hit = (bits(o) == bits(off)) | (jnp.isnan(o) & jnp.isnan(off))
+    zp, found = jnp.where(hit, jnp.float32(z), zp), found | hit
+  if not isinstance(found, jax.core.Tracer) and not bool(jnp.all(found)):
+    raise ValueError(f"{int(jnp.sum(~found))} UINT4 offsets are not f32(s) * (zp - 8) for any "
+                     "zp in 0..15 (not made by `repack`): they cannot be stored as zero points")
+  return dataclasses.replace(pw, offset=zp.astype(jnp.uint8), zero_points=True)
+
+
+def uint4_offsets(pw: PackedWeight) -> PackedWeight:
+  """The inverse of `uint4_zero_points` (a no-op for stored offsets and for other formats):
+  offsets f32(s) * (f32(zp) - 8), as `repack` computes them."""
+  if not pw.zero_points:
+    return pw
+  off = pw.scale.astype(jnp.float32) * (pw.offset.astype(jnp.float32) - 8.0)
+  return dataclasses.replace(pw, offset=off, zero_points=False)
+
+
 def int4_stored(pw: PackedWeight) -> bool:
   """Whether `pw.w` holds int4 codes (N, K): INT4_STORED formats and NF4 slot codes."""
   return pw.fmt in INT4_STORED or (pw.fmt is WeightFormat.NF4 and pw.scale_bf16)
@@ -372,7 +418,7 @@ def dequantize_nk(pw: PackedWeight, *, stored_order: bool = False) -> jax.Array:
     q = pw.w.astype(jnp.float32)
   w = q * _per_element(group_scales(pw), pw)
   if fmt is WeightFormat.UINT4:
-    w = w - _per_element(pw.offset, pw)
+    w = w - _per_element(uint4_offsets(pw).offset, pw)
   return w
 
 

@@ -30,8 +30,10 @@ half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` 
                                        element outside group g zeroed, so one register tile
                                        serves all its groups)
     acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
-    acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset;
-                                       with `zero_in_weights`, q - zp in bf16 instead)
+    acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset,
+                                       read as stored or made here from zero-point bytes,
+                                       `layout.uint4_zero_points`; with `zero_in_weights`,
+                                       q - zp in bf16 instead)
 
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
 scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
@@ -76,6 +78,12 @@ from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
+
+
+def _zero_points_f32(zp: jax.Array) -> jax.Array:
+  """UINT4 zero-point bytes (uint8, in registers) as float32, widened to 32 bits first (Mosaic
+  does no arithmetic on 8-bit registers), as the FP4 scale bytes are (`scale_bytes_f32`)."""
+  return zp.astype(jnp.uint32).astype(jnp.float32)
 
 
 def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
@@ -204,7 +212,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         if p.zero_in_weights:  # (q - 8) - (zp - 8), zp - 8 = offset / s rounded to bf16
           rows = lambda ref: [plgpu.load(ref.at[j * p.sub + t], (),
                                          layout=plgpu.Layout.WGMMA.reduce(1)) for t in range(p.sub)]
-          zs = list(map(uint4_zero_bf16, rows(off_smem), rows(s_smem)))
+          if p.zero_points:  # the bytes themselves
+            zs = [(_zero_points_f32(z) - 8.0).astype(jnp.bfloat16) for z in rows(off_smem)]
+          else:
+            zs = list(map(uint4_zero_bf16, rows(off_smem), rows(s_smem)))
           return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
@@ -231,6 +242,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
         if p.xsum_in:
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          if p.zero_points:  # the offset as `repack` rounds it: f32(s) * (f32(zp) - 8)
+            off = s * (_zero_points_f32(off) - 8.0)
           xs = plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
           acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
                        * lax.broadcast_in_dim(xs, part.shape, [1]))

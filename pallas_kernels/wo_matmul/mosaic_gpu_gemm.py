@@ -45,6 +45,7 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
+from pallas_kernels.wo_matmul.layout import uint4_offsets
 from pallas_kernels.wo_matmul.layout import untile_weight
 from pallas_kernels.wo_matmul.decode_plan import case
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
@@ -133,7 +134,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   """
   plgpu = _compat.plgpu_module()
   # Row-major W^T (every step reads a (128, tile_k) box), the stored FP4 scale bytes.
-  pw = fp4_scales_stored(untile_weight(pw))
+  pw = uint4_offsets(fp4_scales_stored(untile_weight(pw)))  # offsets from XLA (prefill: small)
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   out_dtype = jnp.dtype(out_dtype or x.dtype)

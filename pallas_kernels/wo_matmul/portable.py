@@ -28,6 +28,7 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import logical_order
 from pallas_kernels.wo_matmul.layout import scale_values
+from pallas_kernels.wo_matmul.layout import uint4_offsets
 from pallas_kernels.wo_matmul.layout import untile_weight
 
 
@@ -61,8 +62,8 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   Returns:
     (M, N) of out_dtype (default x.dtype).
   """
-  # This kernel reads W^T row-major, in K order, with the stored scales.
-  pw = fp4_scales_stored(logical_order(untile_weight(pw)))
+  # This kernel reads W^T row-major, in K order, with the stored scales and UINT4's offsets.
+  pw = uint4_offsets(fp4_scales_stored(logical_order(untile_weight(pw))))
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   per_channel = g == k

@@ -125,6 +125,25 @@ def test_decode_uint4_zero_in_weights_lowers(group, m):
         _weight_shape("int4_g128", 8192, 28672))
 
 
+@pytest.mark.parametrize("group", [32, 64, 128])
+@pytest.mark.parametrize("m", [1, 16, 64])
+def test_decode_uint4_zero_points_lower(group, m):
+  # UINT4 zero points stored as bytes (`layout.uint4_zero_points`): the kernel reads a uint8
+  # (G, N) operand in place of the f32 offsets and makes each offset f32(s) * (f32(zp) - 8) in
+  # registers (`_zero_points_f32`), with the x-sum term and with `zero_in_weights`; gated.
+  pw = jax.eval_shape(lambda w: wm.layout.uint4_zero_points(wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128_asym", block_size=group), axis=0))),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
+  operands = f"tensor<{8192 // group}x28672xf32>, tensor<{8192 // group}x28672xui8>"
+  for opts in ({}, {"zero_in_weights": True}):
+    fn = lambda x, p, o=opts: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, **o)
+    text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+    call = next(ln for ln in text.splitlines() if "custom_call" in ln)
+    assert operands in call and "_zero_points_f32" in text  # scales, then the zero points
+  with pytest.raises(NotImplementedError, match="zero points as bytes"):
+    _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw)
+
+
 @pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128-block_size64"])
 @pytest.mark.parametrize("m", [1, 16])
 def test_decode_chunk_wait_lowers(name, m):

@@ -301,6 +301,63 @@ def test_uint4_zero_points_of_a_quantized_weight():
   np.testing.assert_array_equal(z[zero], 0)
 
 
+def _offsets_bits(off):
+  b = np.asarray(off, np.float32).view(np.uint32)
+  return np.where(np.isnan(np.asarray(off)), np.uint32(0x7FC00000), b)  # one NaN
+
+
+def test_uint4_zero_points_round_trip():
+  # `layout.uint4_zero_points` stores zp (uint8) for the f32 offsets s (zp - 8); readers make
+  # the offsets again with `uint4_offsets`: bit for bit, over scales of every binade (random
+  # positive bit patterns), subnormals, +-0, +-inf, NaN, scales whose offsets overflow, and every
+  # zero point; the zero points themselves come back wherever the 16 offsets differ (not where
+  # s (zp - 8) overflows, or underflows to a flushed zero).
+  rng = np.random.default_rng(0)
+  g, n = 32, 128
+  bits = rng.integers(0, 0x7F800000, (g, n), dtype=np.uint32)  # finite, positive
+  special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 2.0**-149, 2.0**-127, 3e38,
+                      np.finfo(np.float32).max, 1.0], np.float32)
+  s = bits.view(np.float32)
+  s[:len(special), :16] = special[:, None]
+  zp = rng.integers(0, 16, (g, n)).astype(np.uint8)
+  zp[:len(special), :16] = np.arange(16, dtype=np.uint8)[None, :]  # every zp with every special
+  pw = wm.repack(jnp.zeros((g * 64 // 2, n), jnp.uint8), jnp.asarray(s), fmt="uint4", group=64,
+                 zero_point=jnp.asarray(zp), wgmma_order=False)
+  z = wm.layout.uint4_zero_points(pw)
+  assert z.zero_points and z.offset.dtype == jnp.uint8 and z.nbytes < pw.nbytes
+  back = wm.layout.uint4_offsets(z)
+  assert not back.zero_points and back.offset.dtype == jnp.float32
+  np.testing.assert_array_equal(_offsets_bits(back.offset), _offsets_bits(pw.offset))
+  ok = (np.abs(s) > 2.0**-100) & (np.abs(s) < 2.0**100)
+  np.testing.assert_array_equal(np.asarray(z.offset)[ok], zp[ok])
+  assert wm.layout.uint4_zero_points(z) is z and wm.layout.uint4_offsets(pw) is pw
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(z)), np.asarray(wm.dequantize(pw)))
+  with pytest.raises(ValueError, match="1 UINT4 offsets are not f32"):
+    wm.layout.uint4_zero_points(dataclasses.replace(pw, offset=pw.offset.at[20, 20].add(
+        pw.scale[20, 20] * 0.25)))
+  with pytest.raises(ValueError, match="zero points are UINT4's, not int4's"):
+    wm.layout.uint4_zero_points(_weight("int4_g128", {})[1])
+
+
+@pytest.mark.parametrize("group", [32, 128])
+def test_uint4_zero_points_in_the_kernels(group):
+  # A weight with zero-point bytes gives every CPU-runnable kernel's result bit for bit, and
+  # the decode plan reads a quarter of the offsets' bytes (gated until it runs on a GPU).
+  from pallas_kernels.wo_matmul import decode_plan
+  _, pw = _weight("int4_g128_asym", {"block_size": group}, k=512, n=256)
+  z = wm.layout.uint4_zero_points(pw)
+  x = jax.random.normal(jax.random.key(1), (4, 512), jnp.bfloat16)
+  for impl in ("xla", "portable"):
+    f = lambda w: wm.wo_matmul(x, w, implementation=impl, interpret=impl == "portable")
+    np.testing.assert_array_equal(np.asarray(f(z)), np.asarray(f(pw)), impl)
+  assert decode_plan.case(z) == (wm.WeightFormat.UINT4, group, "zero_points")
+  with pytest.raises(NotImplementedError, match="zero points as bytes"):
+    decode_plan.plan_decode(1, 512, z)
+  assert decode_plan.plan_decode(1, 512, z, allow_unverified=True).zero_points
+  assert decode_plan._smem_per_step(wm.WeightFormat.UINT4, 128, 512, 8, 1, 4, off_bytes=1) == (
+      decode_plan._smem_per_step(wm.WeightFormat.UINT4, 128, 512, 8, 1, 4) - 3 * 4 * 128)
+
+
 @pytest.mark.parametrize("fmt", [wm.WeightFormat.MXFP4, wm.WeightFormat.NVFP4])
 def test_scale_bytes_decode_every_byte(fmt):
   # The decode kernel's in-register scale decode (fp4_scale_bytes) against the stored dtype's
