@@ -35,17 +35,34 @@ DECODE_M = [1, 2, 4, 8, 16, 32, 64]
 
 def parse_format(spec: str) -> tuple[str, int | None]:
   """"int4" / "uint4_g64" / "int8" / "fp8_e4m3" -> (WeightFormat value, group or None for
-  per-channel)."""
-  fmt, _, g = spec.partition("_g")
+  per-channel); a "-bf16" suffix (scales stored in bf16, `bf16_scales`) is ignored here."""
+  fmt, _, g = spec.removesuffix("-bf16").partition("_g")
   if fmt in ("int8", "fp8_e4m3"):
     return fmt, None
   default = {"mxfp4": 32, "nvfp4": 16}.get(fmt, 128)
   return fmt, int(g) if g else default
 
 
-def make_int4(key, k, n, fmt="int4", group=128):
+def bf16_scales(spec: str) -> bool:
+  """Whether a format spec ("int4_g32-bf16") asks for INT4 / UINT4 / INT8 / FP8 scales stored in
+  bf16, as a scheme with `ScaleFormat.BF16` stores them (GPTQ / AWQ checkpoints keep 16-bit
+  scales)."""
+  return spec.endswith("-bf16")
+
+
+def make_int4(key, k, n, fmt="int4", group=128, scale_bf16=False):
   """Random mxjax-layout weight: (codes, scale, extra); INT8 / FP8 are per-channel; extra is the
-  zero point (UINT4) or the tensor scale (NVFP4)."""
+  zero point (UINT4) or the tensor scale (NVFP4); `scale_bf16`: INT4 / UINT4 / INT8 / FP8
+  scales as bf16."""
+  codes, scale, extra = _make_int4(key, k, n, fmt, group)
+  if scale_bf16:
+    if fmt not in ("int4", "uint4", "int8", "fp8_e4m3"):
+      raise ValueError(f"bf16 scales are for INT4 / UINT4 / INT8 / FP8, not {fmt}")
+    scale = scale.astype(jnp.bfloat16)
+  return codes, scale, extra
+
+
+def _make_int4(key, k, n, fmt, group):
   k1, k2, k3 = jax.random.split(key, 3)
   if fmt in ("mxfp4", "nvfp4"):
     codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
@@ -209,7 +226,7 @@ def bench_wo(args, res):
       fmt, grp = parse_format(spec)
       grp = grp or k
       key = jax.random.key(hash((k, n, spec)) % 2**31)
-      codes, scale, zp = make_int4(key, k, n, fmt, grp)
+      codes, scale, zp = make_int4(key, k, n, fmt, grp, bf16_scales(spec))
       # K order here (the baselines' storage); each config's own is `_stored`'s.
       pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
                      **repack_kw(fmt, zp))
@@ -219,7 +236,7 @@ def bench_wo(args, res):
       r_q = C.rotations(wbytes)
       q_sets = []
       for i in range(r_q):
-        c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp)
+        c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp, bf16_scales(spec))
         q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, wgmma_order=False,
                                          scale_bf16=False, **repack_kw(fmt, z))))
       r_b = C.rotations(k * n * 2)

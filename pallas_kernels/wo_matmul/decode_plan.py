@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
+
 from pallas_kernels.wo_matmul import schedule as S
 from pallas_kernels.wo_matmul.configs import decode_config
 from pallas_kernels.wo_matmul.layout import FP4
@@ -32,20 +34,26 @@ CHUNK = 128  # K elements per register tile (one wgmma operand)
 
 def case(pw: PackedWeight) -> tuple:
   """A weight's key in `VERIFIED` (and the GEMM's): (format, group), the group "channel" for
-  per-channel scales, and "slots" appended for NF4 slot codes (`layout.nf4_slots`),
-  "zero_points" for UINT4 zero points stored as bytes (`layout.uint4_zero_points`)."""
+  per-channel scales, and appended "slots" for NF4 slot codes (`layout.nf4_slots`),
+  "bf16_scales" for scales whose scheme stores them in bf16 (`ScaleFormat.BF16`; not FP4's
+  bf16 multipliers, `layout.fp4_scales_bf16`), "zero_points" for UINT4 zero points stored as
+  bytes (`layout.uint4_zero_points`)."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
   if pw.fmt is WeightFormat.NF4 and pw.scale_bf16:
     return key + ("slots",)
+  if pw.scale.dtype == jnp.bfloat16 and not pw.scale_bf16:
+    key += ("bf16_scales",)
   return key + ("zero_points",) if pw.zero_points else key
 
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
-                   scale_rows: int, xsum: bool = True, off_bytes: int = 4) -> int:
-  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales, UINT4's offsets
-  or zero points (`off_bytes` each), and its x group sums unless `xsum=False`)."""
+                   scale_rows: int, xsum: bool = True, off_bytes: int = 4,
+                   scale_bytes: int = 4) -> int:
+  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales (`scale_bytes`
+  each: 4 but for a scheme's bf16 scales, counting FP4's 2-byte multipliers as 4), UINT4's
+  offsets or zero points (`off_bytes` each), and its x group sums unless `xsum=False`)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
-  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * 4  # NF4: even + odd x halves
+  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x halves
   if fmt is WeightFormat.UINT4:
     total += scale_rows * tile_n * off_bytes + (scale_rows * max(32, mp) * 4 if xsum else 0)
   return total
@@ -216,9 +224,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if not per_channel and g not in ((32, 16) if fp4 else (32, 64, 128)):
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
   if case(pw) not in VERIFIED and not allow_unverified:
+    variant = "".join(f" ({c.replace('_', ' ')})" for c in case(pw)[2:])
     raise NotImplementedError(
-        f"the mosaic_gpu path for {fmt.value} group {g}"
-        f"{' (zero points as bytes)' if pw.zero_points else ''} has not matched the reference "
+        f"the mosaic_gpu path for {fmt.value} group {g}{variant} has not matched the reference "
         "on a GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
         "'xla'/'portable'")
   if pw.scale_bf16 and not prescale:
@@ -273,10 +281,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                               f"of {mp} rows, over a 256-row TMA box; use M <= {256 // xsub}")
 
   off_bytes = 1 if pw.zero_points else 4
+  scale_bytes = 2 if "bf16_scales" in case(pw) else 4
 
   def steps_fit():
     return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes)
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes, scale_bytes)
 
   # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
   # M > 32 under the 256-row default) fewer rows.
@@ -302,7 +311,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
   fit = steps_fit()
   if fit < 2:
-    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in, off_bytes)
+    per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in, off_bytes,
+                              scale_bytes)
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)

@@ -215,7 +215,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           if p.zero_points:  # the bytes themselves
             zs = [(_zero_points_f32(z) - 8.0).astype(jnp.bfloat16) for z in rows(off_smem)]
           else:
-            zs = list(map(uint4_zero_bf16, rows(off_smem), rows(s_smem)))
+            zs = [uint4_zero_bf16(o, sc.astype(jnp.float32))
+                  for o, sc in zip(rows(off_smem), rows(s_smem))]
           return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
@@ -238,7 +239,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return acc + part
         gi = j * p.sub + t
         s = plgpu.load(s_smem.at[0 if p.per_channel else gi], (),
-                       layout=plgpu.Layout.WGMMA.reduce(1))
+                       layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)  # bf16: exact
         acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
         if p.xsum_in:
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
@@ -335,7 +336,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         tile, _, slot = sched_place(i)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
         if p.per_channel and p.step_wait:  # the channel scales, once on the f32 sum
-          s = plgpu.load(refs_and_acc[nx + 1].at[0], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          s = plgpu.load(refs_and_acc[nx + 1].at[0], (),
+                         layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
           o_smem.at[wg][...] = acc * lax.broadcast_in_dim(s, acc.shape, [0])
         else:
           o_smem.at[wg][...] = acc

@@ -30,6 +30,8 @@ every shape it times.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -135,6 +137,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   plgpu = _compat.plgpu_module()
   # Row-major W^T (every step reads a (128, tile_k) box), the stored FP4 scale bytes.
   pw = uint4_offsets(fp4_scales_stored(untile_weight(pw)))  # offsets from XLA (prefill: small)
+  if "bf16_scales" in case(pw):  # a scheme's bf16 scales, widened as `group_scales` would
+    pw = dataclasses.replace(pw, scale=pw.scale.astype(jnp.float32))
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   out_dtype = jnp.dtype(out_dtype or x.dtype)

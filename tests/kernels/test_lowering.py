@@ -20,6 +20,7 @@ from pallas_kernels import wo_matmul as wm
 from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import mosaic_gpu as mosaic_gpu_quantize
 from pallas_kernels.quantize.schemes import SCHEMES
+from pallas_kernels.wo_matmul import decode_plan
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
 from tests.kernels.wo_formats import FORMATS as WO_FORMATS
@@ -140,8 +141,33 @@ def test_decode_uint4_zero_points_lower(group, m):
     text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
     call = next(ln for ln in text.splitlines() if "custom_call" in ln)
     assert operands in call and "_zero_points_f32" in text  # scales, then the zero points
-  with pytest.raises(NotImplementedError, match="zero points as bytes"):
+  with pytest.raises(NotImplementedError, match=r"group \d+ \(zero points\) has not matched"):
     _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw)
+
+
+@pytest.mark.parametrize("preset,group", [("int4_g128", 32), ("int4_g128_asym", 64),
+                                          ("int8", None)])
+def test_decode_bf16_scales_lower(preset, group):
+  # A scheme storing its scales in bf16 (`ScaleFormat.BF16`, as GPTQ / AWQ checkpoints keep
+  # 16-bit scales): the decode kernel reads 2-byte scale rows and widens them in registers
+  # (exact); gated until the GPU checks it. The prefill GEMM widens them in XLA, its checked
+  # f32-scale path.
+  over = {"scale": "bf16"} | ({"block_size": group} if group else {})
+  pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, **over), axis=0)), jax.ShapeDtypeStruct((8192, 28672),
+                                                                         jnp.float32))
+  assert pw.scale.dtype == jnp.bfloat16 and decode_plan.case(pw)[2:] == ("bf16_scales",)
+  rows = 1 if group is None else 8192 // group
+  for m in (1, 64):
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+    call = next(ln for ln in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text().splitlines()
+                if "custom_call" in ln)
+    assert f"tensor<{rows}x28672xbf16>" in call
+  with pytest.raises(NotImplementedError, match=r"\(bf16 scales\) has not matched"):
+    _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(1, 8192), pw)
+  gemm = _compat.lower_for("cuda", mosaic_gpu_gemm.wo_gemm_mosaic_gpu, _x(1024, 8192), pw)
+  assert f"tensor<{rows}x28672xf32>" in next(ln for ln in gemm.as_text().splitlines()
+                                            if "custom_call" in ln)
 
 
 @pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128-block_size64"])

@@ -6,6 +6,7 @@ FORMATS = [
     ("int4_g128", {"block_size": 32}),
     ("int4_g128", {"block_size": 64}),
     ("int4_g128_asym", {}),
+    ("int4_g128_asym", {"block_size": 64, "scale": "bf16"}),  # a scheme's bf16 scales
     ("mxfp4", {}),
     ("nvfp4", {}),
     ("nf4_g64", {}),
