@@ -147,7 +147,12 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
         log.append(dict(config=cfg, error=f"{type(e).__name__}: {e}"[:300]))
       continue
     if log is not None:
-      log.append(dict(config=cfg, time_s=t["time_s"], rel_err=err))
+      entry = dict(config=cfg, time_s=t["time_s"], rel_err=err)
+      # A re-storing (zero points, bf16 scales, ...) changes the bytes the kernel reads.
+      pws = [a for a in cfg_sets[0] if isinstance(a, L.PackedWeight)]
+      if pws:
+        entry["weight_bytes"] = pws[0].nbytes
+      log.append(entry)
     if best is None or t["time_s"] < best[1]["time_s"]:
       best = (cfg, t)
   return best
