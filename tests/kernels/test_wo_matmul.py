@@ -263,6 +263,25 @@ def test_decode_plan_resolves_the_defaults():
     decode_plan.plan_decode(1, 4096, nvfp4)
 
 
+@pytest.mark.parametrize("preset,overrides", FORMATS, ids=IDS)
+def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides):
+  # The measured defaults (`configs.decode_config`, tuned at 8192 x 28672) resolve to a plan that
+  # fits shared memory and tiles N and K for every M <= 64 at the model shapes around them, with
+  # the GPU's storage (register order, bf16 scale multipliers) and without: a default that
+  # raised for some shape would take that shape off the GPU kernel.
+  from pallas_kernels.wo_matmul import decode_plan
+  for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192)]:
+    for gpu in (False, True):
+      gpu_store = dict(wgmma_order=gpu and preset not in ("int8", "fp8_e4m3_rowwise"),
+                       scale_bf16=gpu and preset in ("mxfp4", "nvfp4", "nf4_g64"))
+      pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+          w, mxjax.schemes.get(preset, **overrides), axis=0), **gpu_store),
+          jax.ShapeDtypeStruct((k, n), jnp.float32))
+      for m in range(1, 65):
+        p = decode_plan.plan_decode(m, k, pw, allow_unverified=True)
+        assert p.steps >= 2 and n % p.tile_n == 0 and k % p.tile_k == 0, (k, n, gpu, m)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.floats(2.0**-126, 2.0**100, width=32), st.integers(0, 15), st.integers(-4, 4))
 def test_uint4_zero_points_back_from_offsets(scale, zp, ulps):
