@@ -22,14 +22,14 @@ The kernels want each output column's weights contiguous along K, because they c
   PackedWeight.tensor_scale ()  float32, NVFP4 only.
 
 Optional re-storings, each a one-time repacking: `tile_weight` (block-contiguous tiles),
-`order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K) and
+`order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K),
 `fp4_scales_bf16` (FP4 block scales as the bf16 multipliers the GPU decode kernel applies, so
 it decodes no scale bytes) and `uint4_zero_points` (UINT4's zero points as bytes, 1 a group in
 place of a 4-byte offset, the offset computed where it is used), which every other reader
-undoes; and `nf4_slots`, which stores NF4
-as int4 slot codes (`decode.nf4_slot_word_bits`: byte permutes give their bf16 table values)
-with bf16 absmax: the numerics of bitsandbytes' GEMV kernel (table and absmax in bf16), which
-every reader then takes (no inverse: the absmax was rounded). `repack` stores int4-stored
+undoes; and `nf4_slots`, which stores NF4 as int4 slot codes (`decode.nf4_slot_word_bits`:
+byte permutes give their bf16 table values) with bf16 absmax: the numerics of bitsandbytes'
+GEMV kernel (table and absmax in bf16), which every reader then takes (no inverse: the absmax
+was rounded). `repack` stores int4-stored
 weights in that register order when it runs on a GPU (the decode kernel then skips a shuffle,
 6-16% faster on an H200), in K order elsewhere; `wgmma_order=` overrides.
 
