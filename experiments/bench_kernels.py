@@ -7,6 +7,7 @@ Writes kernels_<what>.json and a markdown table; prints the table last.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -371,6 +372,8 @@ def bench_quant(args, res):
   from pallas_kernels.quantize import schemes as QS  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.testdata import rounding_midpoints  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.testdata import special_values  # pylint: disable=g-import-not-at-top
+  if args.f32 and args.transpose:
+    raise SystemExit("--f32 times the row-wise kernel only (the column-wise one takes bf16)")
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
   rows = res.setdefault("fused_quantize", [])
@@ -380,22 +383,26 @@ def bench_quant(args, res):
       key = jax.random.key(hash((m, k, sch)) % 2**31)
       row = dict(kernel="fused_quantize", scheme=sch, M=m, K=k,
                  orientation="column-wise" if args.transpose else "row-wise")
+      dt = jnp.float32 if args.f32 else jnp.bfloat16
       if args.transpose:  # codes of x.T, from the column-wise kernel
         mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x.T, sch))
         row["scheme"] = sch + " (column-wise)"
       else:
         mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x, sch))
       qfun = QC.quantize_columns_mosaic_gpu if args.transpose else QG.quantize_mosaic_gpu
+      if args.f32:  # the f32-input kernel, checked bit for bit right here before it is timed
+        qfun = functools.partial(QG.quantize_mosaic_gpu, allow_unverified=True)
+        row["scheme"] = sch + " (f32 in)"
       check_cfgs = json.loads(args.configs) if args.configs else [dict()]
       try:
         # Correctness: random data with a wide per-row range, a special-values tensor, rounding
         # ties, and non-finite values (NaN of either sign in some blocks, +-Inf in others).
         xc = (jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.float32)
               * jnp.exp(3 * jax.random.normal(jax.random.fold_in(key, 2), (m, 1)))
-              ).astype(jnp.bfloat16)
-        xs = special_values(3, m, k)  # the tests' special values (testdata.py)
-        xt = jnp.tile(rounding_midpoints(9, 512, k), (m // 512, 1))  # ties of x / s
-        xn = special_values(4, m, k, nonfinite=True)
+              ).astype(dt)
+        xs = special_values(3, m, k).astype(dt)  # the tests' special values (testdata.py)
+        xt = jnp.tile(rounding_midpoints(9, 512, k), (m // 512, 1)).astype(dt)  # ties of x / s
+        xn = special_values(4, m, k, nonfinite=True).astype(dt)
         refs = [(xin, mx(xin)) for xin in (xc, xs, xt, xn)]
         by_cfg = []
         for cfg in check_cfgs:  # every config given, bit for bit on all four tensors
@@ -417,10 +424,10 @@ def bench_quant(args, res):
         continue
       q = jax.jit(lambda x, sch=sch: qfun(x, sch))(xc)
       out_bytes = sum(int(a.size) * a.dtype.itemsize for a in (q.codes, q.scale))
-      in_bytes = m * k * 2
+      in_bytes = m * k * jnp.dtype(dt).itemsize
       r = C.rotations(in_bytes + out_bytes)
       sets = [((jax.random.normal(jax.random.fold_in(key, 10 + i), (m, k), jnp.float32))
-               .astype(jnp.bfloat16),) for i in range(r)]
+               .astype(dt),) for i in range(r)]
       cfgs = [dict()]
       if args.configs:  # e.g. '[{}, {"state_once": true}]', each checked above
         cfgs = check_cfgs
@@ -517,6 +524,8 @@ def main():
   ap.add_argument("--prefill", action="store_true")
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
+  ap.add_argument("--f32", action="store_true",
+                  help="quant: float32 input (the 8-bit schemes' f32 kernel, row-wise)")
   ap.add_argument("--configs", default="",
                   help="JSON list of kernel configs to time (quant: each checked bit for bit)")
   ap.add_argument("--onehot", action="store_true",

@@ -43,18 +43,22 @@ GPU_STATUS_COLUMNS = {"mxfp8_e4m3": "bit_exact", "mxfp4": "bit_exact", "nvfp4": 
 
 def gpu_unsupported(x: jax.Array, scheme: str, transpose: bool = False) -> str | None:
   """Why the Mosaic GPU kernel cannot take x (None: it can, given the scheme)."""
+  from pallas_kernels.quantize.mosaic_gpu import F32_VERIFIED  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.mosaic_gpu import _tile_rows  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.mosaic_gpu_columns import column_blocks  # pylint: disable=g-import-not-at-top
   block = get_scheme(scheme).block
-  if x.ndim != 2 or x.dtype != jnp.bfloat16:
-    return f"the GPU kernels take 2-D bf16, got {x.dtype}{x.shape}"
+  f32_ok = x.dtype == jnp.float32 and scheme in F32_VERIFIED and not transpose
+  if x.ndim != 2 or not (x.dtype == jnp.bfloat16 or f32_ok):
+    return (f"the GPU kernels take 2-D bf16 (f32 row-wise for {sorted(F32_VERIFIED)}, checked "
+            f"on a GPU), got {x.dtype}{x.shape}")
   m, k = x.shape
+  tr = _tile_rows(block) // (2 if f32_ok else 1)
   if transpose:
     _, nb, _, _ = column_blocks(scheme, None)
     if m % (block * nb) or k % 128:
       return f"column-wise: M={m} is not a multiple of {block * nb} or K={k} of 128"
-  elif k % block or (m * k // block) % _tile_rows(block):
-    return f"M * K / B = {m * k // block} blocks do not tile by {_tile_rows(block)}"
+  elif k % block or (m * k // block) % tr:
+    return f"M * K / B = {m * k // block} blocks do not tile by {tr}"
   return None
 
 

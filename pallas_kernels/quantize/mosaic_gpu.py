@@ -10,6 +10,11 @@ per-block divisions are PTX `div.rn` (`_ptx.div_rn`), and the per-element `x / s
 and INT4 g128 is `schemes.quotient_fma` (the exact reciprocal and two PTX FMAs, Markstein's
 correction).
 
+float32 input (the 8-bit schemes, MXFP8 and FP8 1x128) is read as rows of one block of f32
+(`_f32_body`): per element column slices load into the WGMMA layout, the block amax is a
+row max over the slices, and each element's code is stored as one byte, so no pair split is
+needed; the bytes are the codes' layout already. Not yet run on a GPU (`F32_VERIFIED`).
+
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
 passes). This kernel uses TMA and Mosaic GPU register layouts: the CPU interpreter cannot run
@@ -33,12 +38,16 @@ from pallas_kernels.quantize.portable import unpair_bf16
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
+from pallas_kernels.quantize.reference import pairs_from_bytes
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
+from pallas_kernels.quantize.schemes import amax_from_bits
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
+from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
+from pallas_kernels.quantize.schemes import magnitude_bits
 
 NUM_SMS_H100 = 132
 # Pair columns encoded at once (None: the whole tile), by scheme; see `body`. H200, 8192 x 8192
@@ -54,6 +63,11 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
 # FP8 1x128 87.8 / 93.2: on by default for NVFP4 only (`STATE_ONCE_DEFAULT`).
 STATE_ONCE_VERIFIED = frozenset({"nvfp4", "mxfp4", "mxfp8_e4m3", "fp8_e4m3_block128"})
 STATE_ONCE_DEFAULT = frozenset({"nvfp4"})
+# Schemes whose float32-input kernel (`_f32_body`) has matched `mxjax.quantize` bit for bit on
+# a GPU; the 8-bit schemes take f32 (4-bit codes are packed in pairs, which the f32 layout does
+# not split); until checked, `allow_unverified=True`. Written in session 15 without a GPU.
+F32_SCHEMES = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
+F32_VERIFIED = frozenset()
 
 
 def _tile_rows(block: int) -> int:
@@ -113,16 +127,19 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
-  """Fused block quantization of bf16 `x` (M, K) along K on a Hopper GPU.
+  """Fused block quantization of bf16 (or, for the 8-bit schemes, f32) `x` (M, K) along K on a
+  Hopper GPU.
 
   Args:
-    x: (M, K) bfloat16.
+    x: (M, K) bfloat16; float32 for "mxfp8_e4m3" / "fp8_e4m3_block128" (`F32_SCHEMES`; not yet
+      run on a GPU: `allow_unverified=True` until `F32_VERIFIED` lists the scheme).
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
     steps: TMA pipeline depth per CTA (default `LAUNCH`).
     tile_rows: blocks per pipeline step (default by block size).
     ctas_per_sm: CTAs launched per SM (work is split evenly among them; default `LAUNCH`).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
-      None encodes the whole tile; default `ENCODE_COLS[scheme]`.
+      None encodes the whole tile; default `ENCODE_COLS[scheme]`. f32 input: twice as many
+      element columns, the same elements.
     state_once: compute each block's state (scale, divisions) in one thread, through shared
       memory (`_state_once`), instead of in the four threads that share its row. Written for
       NVFP4, whose state (two FMA-corrected divisions, an E4M3 rounding, a div.rn) is ~40% of
@@ -140,10 +157,15 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   plgpu = _compat.plgpu_module()
   sch = get_scheme(scheme)
   m, k = check_shape(x, sch)
-  if x.dtype != jnp.bfloat16:
+  f32_in = x.dtype == jnp.float32
+  if x.dtype != jnp.bfloat16 and not (f32_in and scheme in F32_SCHEMES):
     raise NotImplementedError(
-        f"mosaic_gpu fused quantization reads bf16 pairs as uint32 words; got {x.dtype} "
-        "(use implementation='xla' or 'portable' for other dtypes)")
+        f"mosaic_gpu fused quantization takes bf16, or f32 for {sorted(F32_SCHEMES)}; got "
+        f"{x.dtype} for {scheme} (use implementation='xla' or 'portable')")
+  if f32_in and scheme not in F32_VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"the f32-input kernel has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
+        "allow_unverified=True to run it (and check its codes), or give bf16 / use 'xla'")
   if state_once is None:
     state_once = scheme in STATE_ONCE_DEFAULT
   if state_once and scheme not in STATE_ONCE_VERIFIED and not allow_unverified:
@@ -159,9 +181,13 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if half % cols or cols % 8:
     raise ValueError(f"encode_cols={cols} must be a multiple of 8 dividing B / 2 = {half}")
   rows = m * k // sch.block
-  tr = tile_rows or _tile_rows(sch.block)
+  # f32 tiles are twice the bytes of bf16 pair tiles: half the rows a step (still >= 64)
+  tr = tile_rows or _tile_rows(sch.block) // (2 if f32_in else 1)
   if rows % tr:
     raise ValueError(f"{scheme}: M*K/B = {rows} blocks must be a multiple of tile_rows={tr}")
+  if state_once and tr % 128:
+    raise ValueError(f"state_once spreads a tile's block states over the warpgroup's 128 "
+                     f"threads: tile_rows={tr} must be a multiple of 128")
   ntiles = rows // tr
   target = num_sms * ctas_per_sm
   # Tiles per CTA: the smallest divisor of ntiles that keeps the CTAs within `target`, so the
@@ -170,8 +196,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   ctas = ntiles // per
   out_dtype = jnp.uint16 if sch.bits == 8 else jnp.uint8
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
+  in_cols = sch.block if f32_in else half  # f32 elements, or bf16 pair words, a block row
 
-  inputs = [bf16_pairs(x, sch.block)]
+  inputs = [x.reshape(rows, sch.block) if f32_in else bf16_pairs(x, sch.block)]
   # NVFP4's tensor terms ride along (a pass over x unless `tensor_amax` is given); other
   # schemes take no extra input (an input built per call is one more kernel launch)
   s_t, terms = tensor_terms(sch, x, tensor_amax)
@@ -182,6 +209,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   p_shape = (rows * half,) if flat_out else (rows, half)
   p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
             else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
+  if f32_in:  # one code byte an element (8-bit schemes: B >= 32 bytes a row)
+    p_shape, p_spec = (rows, sch.block), plgpu.BlockSpec((tr, sch.block), lambda i: (i, 0))
 
   st_smem = None  # `_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
   state_shapes = jax.eval_shape(lambda a: block_state(
@@ -214,6 +243,29 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     if not state_once:
       s_smem[...] = state[0].astype(scale_dtype)
 
+  def f32_body(_, x_smem, p_smem, s_smem):
+    # float32 rows of one block, 2 * cols elements loaded at a time (the whole row at once
+    # when that is all of it): the block amax over the pieces, then each piece's codes.
+    width = 2 * cols
+    pieces = [pl.ds(c * width, width) for c in range(sch.block // width)]
+    load = lambda cs: plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
+                                 optimized=False)
+    whole = load(pieces[0]) if len(pieces) == 1 else None
+    bits = None
+    for cs in pieces:
+      b = jnp.max(magnitude_bits(whole if whole is not None else load(cs)), axis=1)
+      bits = b if bits is None else jnp.maximum(bits, b)
+    if state_once:
+      state = _state_once(sch, amax_from_bits(bits), None, st_smem, s_smem, scale_dtype)
+    else:
+      state = block_state(sch, amax_from_bits(bits), None, div=_ptx.div_rn, fma=_ptx.fma_rn)
+    encode = element_encoder(sch, state, fma=_ptx.fma_rn)
+    for cs in pieces:
+      codes = encode(whole if whole is not None else load(cs))
+      p_smem.at[:, cs][...] = codes.astype(jnp.uint8)
+    if not state_once:
+      s_smem[...] = state[0].astype(scale_dtype)
+
   def kernel(x_gmem, *refs):
     nonlocal st_smem
     if state_once:
@@ -223,9 +275,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     sl = pl.ds(c * per * tr, per * tr)
     psl = pl.ds(c * per * tr * half, per * tr * half) if flat_out else sl
     plgpu.emit_pipeline(
-        body,
+        f32_body if f32_in else body,
         grid=(per,),
-        in_specs=[plgpu.BlockSpec((tr, half), lambda i: (i, 0))]
+        in_specs=[plgpu.BlockSpec((tr, in_cols), lambda i: (i, 0))]
         + [plgpu.BlockSpec((32,), lambda i: (0,))] * len(ts_gmem),
         out_specs=[p_spec, plgpu.BlockSpec((tr,), lambda i: (i,))],
         max_concurrent_steps=min(steps, per),
@@ -233,13 +285,15 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
 
   f = _compat.mgpu_kernel(
       kernel,
-      out_type=(jax.ShapeDtypeStruct(p_shape, out_dtype),
+      out_type=(jax.ShapeDtypeStruct(p_shape, jnp.uint8 if f32_in else out_dtype),
                 jax.ShapeDtypeStruct((rows,), scale_dtype)),
       grid=(ctas,),
       grid_names=("c",),
       scratch_types=[plgpu.SMEM((len(state_shapes), tr), jnp.float32)] if state_once else [],
   )
   packed, scale = f(*inputs)
+  if f32_in:  # code bytes in element order
+    packed = pairs_from_bytes(packed)
   packed = packed.reshape(rows, half)
   return assemble(sch, packed, scale, m, k, s_t)
 

@@ -48,6 +48,13 @@ def split_pairs(x: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
   return xb[..., 0], xb[..., 1]
 
 
+def pairs_from_bytes(codes: jax.Array) -> jax.Array:
+  """8-bit codes (R, B) uint8, one a byte in element order -> the (R, B // 2) uint16 pair words
+  `assemble` takes (even element in the low byte): a bitcast, no data movement."""
+  r, b = codes.shape
+  return lax.bitcast_convert_type(codes.reshape(r, b // 2, 2), jnp.uint16)
+
+
 def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k: int,
              tensor_scale: jax.Array | None) -> Quantized:
   """Kernel outputs (packed pairs (R, B // 2), per-block scale (R,)) -> QArray-layout arrays."""

@@ -407,6 +407,34 @@ def test_e2m1_code_on_every_float32():
   assert not bad, f"slices (top bytes) with mismatches: {bad}"
 
 
+@pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128"])
+def test_f32_input_dataflow_of_the_gpu_kernel(scheme):
+  # The GPU kernel's float32 path (`mosaic_gpu.f32_body`, GPU-only) in jnp: rows of one block,
+  # the amax a row max of magnitude bits, each element encoded on its own into a code byte,
+  # the bytes read back as `assemble`'s pair words (`reference.pairs_from_bytes`), against
+  # `mxjax.quantize` on f32 data with a wide range, ties of x / s, specials and non-finites.
+  from mxjax.formats.exact import div_rn
+  from pallas_kernels.quantize.reference import assemble, pairs_from_bytes
+  from pallas_kernels.quantize.testdata import special_values
+  sch = S.get_scheme(scheme)
+  key = jax.random.key(5)
+  m, k = 64, 512
+  wide = (jax.random.normal(key, (m, k)) * jnp.exp(3 * jax.random.normal(
+      jax.random.fold_in(key, 1), (m, 1))))
+  for x in (wide, rounding_midpoints(9, m, k).astype(jnp.float32),
+            special_values(4, m, k, nonfinite=True).astype(jnp.float32)):
+    xb = x.astype(jnp.float32).reshape(-1, sch.block)
+    amax = S.amax_from_bits(jnp.max(S.magnitude_bits(xb), axis=1))
+    state = S.block_state(sch, amax, None, div=div_rn)
+    codes = S.element_encoder(sch, state)(xb).astype(jnp.uint8)
+    q = assemble(sch, pairs_from_bytes(codes), state[0], m, k, None)
+    want = mxjax.quantize(x, scheme)
+    np.testing.assert_array_equal(np.asarray(q.codes).view(np.uint8),
+                                  np.asarray(want.codes).view(np.uint8))
+    np.testing.assert_array_equal(np.asarray(q.scale).view(np.uint8),
+                                  np.asarray(want.scale).view(np.uint8))
+
+
 def test_errors_are_raised_not_swallowed(monkeypatch):
   x = jnp.ones((4, 80), jnp.bfloat16)
   with pytest.raises(ValueError, match="multiple of the block"):
