@@ -11,7 +11,7 @@ and INT4 g128 is `schemes.quotient_fma` (the exact reciprocal and two PTX FMAs, 
 correction).
 
 float32 input (the 8-bit schemes, MXFP8 and FP8 1x128) is read as rows of one block of f32
-(`_f32_body`): per element column slices load into the WGMMA layout, the block amax is a
+(`f32_body`): per element column slices load into the WGMMA layout, the block amax is a
 row max over the slices, and each element's code is stored as one byte, so no pair split is
 needed; the bytes are the codes' layout already. Not yet run on a GPU (`F32_VERIFIED`).
 
@@ -63,7 +63,7 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
 # FP8 1x128 87.8 / 93.2: on by default for NVFP4 only (`STATE_ONCE_DEFAULT`).
 STATE_ONCE_VERIFIED = frozenset({"nvfp4", "mxfp4", "mxfp8_e4m3", "fp8_e4m3_block128"})
 STATE_ONCE_DEFAULT = frozenset({"nvfp4"})
-# Schemes whose float32-input kernel (`_f32_body`) has matched `mxjax.quantize` bit for bit on
+# Schemes whose float32-input kernel (`f32_body`) has matched `mxjax.quantize` bit for bit on
 # a GPU; the 8-bit schemes take f32 (4-bit codes are packed in pairs, which the f32 layout does
 # not split); until checked, `allow_unverified=True`. Written in session 15 without a GPU.
 F32_SCHEMES = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
