@@ -33,7 +33,10 @@ from pallas_kernels.wo_matmul import mosaic_gpu_gemm
 FORMATS = [("int4_g128", {}), ("int4_g128", {"block_size": 32}),
            ("int4_g128", {"block_size": 64}), ("int4_g128_asym", {}),
            ("int4_g128_asym", {"block_size": 32}), ("mxfp4", {}), ("nvfp4", {}), ("nf4_g64", {}),
-           ("int8", {}), ("fp8_e4m3_rowwise", {})]
+           ("int8", {}), ("fp8_e4m3_rowwise", {}),
+           # session 15's storages: a scheme's bf16 scales, UINT4 zero points as bytes
+           ("int4_g128_asym", {"block_size": 64, "scale": "bf16"}), ("int8", {"scale": "bf16"}),
+           ("int4_g128_asym", {"block_size": 32, "zero_points": True})]
 OPTIONS = [{}, {"step_wait": True}, {"step_wait": False}, {"tma_pad": False}, {"tma_pad": True},
            {"group_slices": False}, {"zero_in_weights": True}, {"prescale": False},
            {"stream_k": 3}, {"splits": 4, "stream_k": None}, {"compute_wgs": 2, "tile_n": 256},
@@ -77,8 +80,10 @@ def _record(res: dict, key: str, fn, *args) -> None:
 
 
 def _weight(preset, overrides, scale_bf16=None):
-  return jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
-      w, mxjax.schemes.get(preset, **overrides), axis=0), scale_bf16=scale_bf16),
+  overrides = dict(overrides)
+  store = wm.layout.uint4_zero_points if overrides.pop("zero_points", False) else lambda p: p
+  return jax.eval_shape(lambda w: store(wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, **overrides), axis=0), scale_bf16=scale_bf16)),
       jax.ShapeDtypeStruct((4096, 4096), jnp.float32))
 
 
@@ -98,6 +103,12 @@ def quantize_fingerprints() -> dict[str, str]:
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
                   x, s, **o), x)
+  x32 = jax.ShapeDtypeStruct((2048, 4096), jnp.float32)
+  for scheme in sorted(quantize_gpu.F32_SCHEMES):
+    for opts in ({}, {"encode_cols": 8}):
+      _record(res, f"quantize f32|{scheme}|{opts}",
+              lambda x, s=scheme, o=opts: quantize_gpu.quantize_mosaic_gpu(
+                  x, s, allow_unverified=True, **o), x32)
   return res
 
 
