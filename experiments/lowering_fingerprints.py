@@ -104,7 +104,7 @@ def quantize_fingerprints() -> dict[str, str]:
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
                   x, s, **o), x)
   x32 = jax.ShapeDtypeStruct((2048, 4096), jnp.float32)
-  for scheme in sorted(quantize_gpu.F32_SCHEMES):
+  for scheme in QUANT_SCHEMES:
     for opts in ({}, {"encode_cols": 8}):
       _record(res, f"quantize f32|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_gpu.quantize_mosaic_gpu(

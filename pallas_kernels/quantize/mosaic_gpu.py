@@ -10,10 +10,11 @@ per-block divisions are PTX `div.rn` (`_ptx.div_rn`), and the per-element `x / s
 and INT4 g128 is `schemes.quotient_fma` (the exact reciprocal and two PTX FMAs, Markstein's
 correction).
 
-float32 input (the 8-bit schemes, MXFP8 and FP8 1x128) is read as rows of one block of f32
-(`f32_body`): per element column slices load into the WGMMA layout, the block amax is a
-row max over the slices, and each element's code is stored as one byte, so no pair split is
-needed; the bytes are the codes' layout already. Not yet run on a GPU (`F32_VERIFIED`).
+float32 input is read as rows of one block of f32 (`f32_body`): element column slices load
+into the WGMMA layout, the block amax is a row max over the slices, and each element's code is
+stored as one byte, so no pair split is needed: 8-bit codes are their layout already, 4-bit
+ones are packed two a byte by XLA after the kernel (`reference.pairs_from_bytes`, a pass over
+the code bytes). Not yet run on a GPU (`F32_VERIFIED`).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
@@ -64,9 +65,7 @@ ENCODE_COLS = {"mxfp8_e4m3": None, "mxfp4": None, "nvfp4": None, "fp8_e4m3_block
 STATE_ONCE_VERIFIED = frozenset({"nvfp4", "mxfp4", "mxfp8_e4m3", "fp8_e4m3_block128"})
 STATE_ONCE_DEFAULT = frozenset({"nvfp4"})
 # Schemes whose float32-input kernel (`f32_body`) has matched `mxjax.quantize` bit for bit on
-# a GPU; the 8-bit schemes take f32 (4-bit codes are packed in pairs, which the f32 layout does
-# not split); until checked, `allow_unverified=True`. Written in session 15 without a GPU.
-F32_SCHEMES = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
+# a GPU; until then `allow_unverified=True`. Written in session 15 without a GPU.
 F32_VERIFIED = frozenset()
 
 
@@ -127,12 +126,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
-  """Fused block quantization of bf16 (or, for the 8-bit schemes, f32) `x` (M, K) along K on a
-  Hopper GPU.
+  """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
 
   Args:
-    x: (M, K) bfloat16; float32 for "mxfp8_e4m3" / "fp8_e4m3_block128" (`F32_SCHEMES`; not yet
-      run on a GPU: `allow_unverified=True` until `F32_VERIFIED` lists the scheme).
+    x: (M, K) bfloat16, or float32 (`f32_body`; not yet run on a GPU: `allow_unverified=True`
+      until `F32_VERIFIED` lists the scheme).
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
     steps: TMA pipeline depth per CTA (default `LAUNCH`).
     tile_rows: blocks per pipeline step (default by block size).
@@ -158,10 +156,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   sch = get_scheme(scheme)
   m, k = check_shape(x, sch)
   f32_in = x.dtype == jnp.float32
-  if x.dtype != jnp.bfloat16 and not (f32_in and scheme in F32_SCHEMES):
+  if x.dtype not in (jnp.bfloat16, jnp.float32):
     raise NotImplementedError(
-        f"mosaic_gpu fused quantization takes bf16, or f32 for {sorted(F32_SCHEMES)}; got "
-        f"{x.dtype} for {scheme} (use implementation='xla' or 'portable')")
+        f"mosaic_gpu fused quantization takes bf16 or f32, got {x.dtype} (use "
+        "implementation='xla' or 'portable')")
   if f32_in and scheme not in F32_VERIFIED and not allow_unverified:
     raise NotImplementedError(
         f"the f32-input kernel has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
@@ -209,7 +207,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   p_shape = (rows * half,) if flat_out else (rows, half)
   p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
             else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
-  if f32_in:  # one code byte an element (8-bit schemes: B >= 32 bytes a row)
+  if f32_in:  # one code byte an element (B >= 16 bytes a row)
     p_shape, p_spec = (rows, sch.block), plgpu.BlockSpec((tr, sch.block), lambda i: (i, 0))
 
   st_smem = None  # `_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
@@ -243,7 +241,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     if not state_once:
       s_smem[...] = state[0].astype(scale_dtype)
 
-  def f32_body(_, x_smem, p_smem, s_smem):
+  def f32_body(_, x_smem, *refs):
+    *ts_smem, p_smem, s_smem = refs
+    t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     # float32 rows of one block, 2 * cols elements loaded at a time (the whole row at once
     # when that is all of it): the block amax over the pieces, then each piece's codes.
     width = 2 * cols
@@ -256,9 +256,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       b = jnp.max(magnitude_bits(whole if whole is not None else load(cs)), axis=1)
       bits = b if bits is None else jnp.maximum(bits, b)
     if state_once:
-      state = _state_once(sch, amax_from_bits(bits), None, st_smem, s_smem, scale_dtype)
+      state = _state_once(sch, amax_from_bits(bits), t, st_smem, s_smem, scale_dtype)
     else:
-      state = block_state(sch, amax_from_bits(bits), None, div=_ptx.div_rn, fma=_ptx.fma_rn)
+      state = block_state(sch, amax_from_bits(bits), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
     encode = element_encoder(sch, state, fma=_ptx.fma_rn)
     for cs in pieces:
       codes = encode(whole if whole is not None else load(cs))
@@ -293,7 +293,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   )
   packed, scale = f(*inputs)
   if f32_in:  # code bytes in element order
-    packed = pairs_from_bytes(packed)
+    packed = pairs_from_bytes(sch, packed)
   packed = packed.reshape(rows, half)
   return assemble(sch, packed, scale, m, k, s_t)
 

@@ -48,11 +48,14 @@ def split_pairs(x: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
   return xb[..., 0], xb[..., 1]
 
 
-def pairs_from_bytes(codes: jax.Array) -> jax.Array:
-  """8-bit codes (R, B) uint8, one a byte in element order -> the (R, B // 2) uint16 pair words
-  `assemble` takes (even element in the low byte): a bitcast, no data movement."""
+def pairs_from_bytes(scheme: FusedScheme, codes: jax.Array) -> jax.Array:
+  """Codes (R, B) uint8, one a byte in element order -> the (R, B // 2) pairs `assemble` takes
+  (even element first): 8-bit codes as uint16 words, a bitcast; 4-bit codes packed two a byte
+  (even in the low nibble), an XLA pass over the code bytes (a quarter of f32 x's)."""
   r, b = codes.shape
-  return lax.bitcast_convert_type(codes.reshape(r, b // 2, 2), jnp.uint16)
+  if scheme.bits == 8:
+    return lax.bitcast_convert_type(codes.reshape(r, b // 2, 2), jnp.uint16)
+  return codes[:, 0::2] | (codes[:, 1::2] << 4)
 
 
 def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k: int,

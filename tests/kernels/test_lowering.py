@@ -338,10 +338,11 @@ def test_quantize_kernels_lower(scheme, transpose):
     assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
 
 
-@pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.F32_SCHEMES))
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
 def test_quantize_f32_input_lowers(scheme):
   # The row-wise kernel on float32 x (`f32_body`): (tile_rows, B) f32 tiles in, one code byte an
-  # element out, no pair split; gated until the GPU checks it, and not for 4-bit schemes.
+  # element out, no pair split (4-bit codes packed by XLA after it); gated until the GPU checks
+  # it.
   x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
   kern = mosaic_gpu_quantize.quantize_mosaic_gpu
   for opts in ({}, {"encode_cols": 8}):
@@ -353,8 +354,8 @@ def test_quantize_f32_input_lowers(scheme):
     assert f"tensor<{4096 * 4096 // block}x{block}xui8>" in call  # a code byte an element
   with pytest.raises(NotImplementedError, match="f32-input kernel has not matched"):
     _compat.lower_for("cuda", lambda x: kern(x, scheme), x)
-  with pytest.raises(NotImplementedError, match="got float32 for mxfp4"):
-    _compat.lower_for("cuda", lambda x: kern(x, "mxfp4", allow_unverified=True), x)
+  with pytest.raises(NotImplementedError, match="takes bf16 or f32, got float16"):
+    _compat.lower_for("cuda", lambda x: kern(x.astype(jnp.float16), scheme), x)
   assert "f32 row-wise" in qapi.gpu_unsupported(jnp.zeros((256, 256), jnp.float32), scheme)
   if block == 128:  # 64 f32 rows a tile: too few for the state's one-thread-a-block layout
     with pytest.raises(ValueError, match="tile_rows=64 must be a multiple of 128"):

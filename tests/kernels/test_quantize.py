@@ -407,14 +407,15 @@ def test_e2m1_code_on_every_float32():
   assert not bad, f"slices (top bytes) with mismatches: {bad}"
 
 
-@pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128"])
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
 def test_f32_input_dataflow_of_the_gpu_kernel(scheme):
   # The GPU kernel's float32 path (`mosaic_gpu.f32_body`, GPU-only) in jnp: rows of one block,
   # the amax a row max of magnitude bits, each element encoded on its own into a code byte,
-  # the bytes read back as `assemble`'s pair words (`reference.pairs_from_bytes`), against
-  # `mxjax.quantize` on f32 data with a wide range, ties of x / s, specials and non-finites.
+  # the bytes made `assemble`'s pairs (`reference.pairs_from_bytes`: 8-bit words by a bitcast,
+  # 4-bit nibbles packed), against `mxjax.quantize` on f32 data with a wide range, ties of
+  # x / s, specials and non-finites (NVFP4 with its tensor terms, as the kernel gets them).
   from mxjax.formats.exact import div_rn
-  from pallas_kernels.quantize.reference import assemble, pairs_from_bytes
+  from pallas_kernels.quantize.reference import assemble, pairs_from_bytes, tensor_terms
   from pallas_kernels.quantize.testdata import special_values
   sch = S.get_scheme(scheme)
   key = jax.random.key(5)
@@ -425,14 +426,16 @@ def test_f32_input_dataflow_of_the_gpu_kernel(scheme):
             special_values(4, m, k, nonfinite=True).astype(jnp.float32)):
     xb = x.astype(jnp.float32).reshape(-1, sch.block)
     amax = S.amax_from_bits(jnp.max(S.magnitude_bits(xb), axis=1))
-    state = S.block_state(sch, amax, None, div=div_rn)
+    s_t, terms = tensor_terms(sch, x)
+    state = S.block_state(sch, amax, None if terms is None else tuple(terms), div=div_rn)
     codes = S.element_encoder(sch, state)(xb).astype(jnp.uint8)
-    q = assemble(sch, pairs_from_bytes(codes), state[0], m, k, None)
+    q = assemble(sch, pairs_from_bytes(sch, codes), state[0], m, k, s_t)
     want = mxjax.quantize(x, scheme)
-    np.testing.assert_array_equal(np.asarray(q.codes).view(np.uint8),
-                                  np.asarray(want.codes).view(np.uint8))
-    np.testing.assert_array_equal(np.asarray(q.scale).view(np.uint8),
-                                  np.asarray(want.scale).view(np.uint8))
+    for got, ref in ((q.codes, want.codes), (q.scale, want.scale),
+                     (q.tensor_scale, want.tensor_scale)):
+      if ref is not None:
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint8).ravel(),
+                                      np.asarray(ref).view(np.uint8).ravel())
 
 
 def test_errors_are_raised_not_swallowed(monkeypatch):
