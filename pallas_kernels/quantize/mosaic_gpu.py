@@ -215,16 +215,24 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
       jax.ShapeDtypeStruct((tr,), jnp.float32))
 
+  def tile_state(amax, t, s_smem):
+    """The tile's block states from their amax (rows,); `_state_once` also stores the scales,
+    otherwise the body does after encoding (`store_scales`). Every division correctly rounded
+    (PTX div.rn or an FMA-corrected quotient): with Mosaic's `/` for NVFP4's (amax / 6) / s_t,
+    0.15% of codes differed on the H100 (E4M3 ties of s_b)."""
+    if state_once:
+      return _state_once(sch, amax, t, st_smem, s_smem, scale_dtype)
+    return block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+
+  def store_scales(state, s_smem):
+    if not state_once:
+      s_smem[...] = state[0].astype(scale_dtype)
+
   def body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
     xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
     t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
-    # Every division correctly rounded (PTX div.rn or an FMA-corrected quotient): with Mosaic's
-    # `/` for NVFP4's (amax / 6) / s_t, 0.15% of codes differed on the H100 (E4M3 ties of s_b).
-    if state_once:  # stores the scale too
-      state = _state_once(sch, block_amax(xe, xo), t, st_smem, s_smem, scale_dtype)
-    else:
-      state = block_state(sch, block_amax(xe, xo), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+    state = tile_state(block_amax(xe, xo), t, s_smem)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
@@ -238,8 +246,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                                         optimized=False))
         codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
-    if not state_once:
-      s_smem[...] = state[0].astype(scale_dtype)
+    store_scales(state, s_smem)
 
   def f32_body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
@@ -255,16 +262,12 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     for cs in pieces:
       b = jnp.max(magnitude_bits(whole if whole is not None else load(cs)), axis=1)
       bits = b if bits is None else jnp.maximum(bits, b)
-    if state_once:
-      state = _state_once(sch, amax_from_bits(bits), t, st_smem, s_smem, scale_dtype)
-    else:
-      state = block_state(sch, amax_from_bits(bits), t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+    state = tile_state(amax_from_bits(bits), t, s_smem)
     encode = element_encoder(sch, state, fma=_ptx.fma_rn)
     for cs in pieces:
       codes = encode(whole if whole is not None else load(cs))
       p_smem.at[:, cs][...] = codes.astype(jnp.uint8)
-    if not state_once:
-      s_smem[...] = state[0].astype(scale_dtype)
+    store_scales(state, s_smem)
 
   def kernel(x_gmem, *refs):
     nonlocal st_smem
