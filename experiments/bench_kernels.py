@@ -525,7 +525,7 @@ def main():
   ap.add_argument("--cols", default="", help="quant: encode_cols to try, e.g. 8,16,all")
   ap.add_argument("--transpose", action="store_true", help="quant: the column-wise kernel")
   ap.add_argument("--f32", action="store_true",
-                  help="quant: float32 input (the 8-bit schemes' f32 kernel, row-wise)")
+                  help="quant: float32 input (the row-wise kernel's f32 path)")
   ap.add_argument("--configs", default="",
                   help="JSON list of kernel configs to time (quant: each checked bit for bit)")
   ap.add_argument("--onehot", action="store_true",

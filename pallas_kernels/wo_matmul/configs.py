@@ -46,13 +46,13 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # group, `group_slices`) agree: INT4 g32 M = 1 45.1 -> 63.6 us, M = 16 66.3 -> 79.5, g64
     # M = 64 85.8 -> 253.9; UINT4 M = 1 g64 51.0 -> 50.8, g32 57.7 -> 57.4
     # (kernels_wo_s13_group_slices.json).
-    # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
-    # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
     # At M <= 8 (one 8-row x tile), N >= 16384, groups of 64 / 128: INT4's stream-K launch (256
     # equal CTAs, not 224 unequal tiles on 132 SMs; H200, M = 1, g128 52.0 -> 44.3 us, g64
     # 50.6 -> 46.3, step_wait off 44.5 / 46.7; kernels_wo_s15_uint4_stream_k.json).
     if m <= 8 and n >= 16384 and group in (64, 128):
       return dict(tile_n=128, gps=4, steps=2, stream_k=2, step_wait=True)
+    # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
+    # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
     narrow = m <= (8 if group in (32, 64) else 16)
     return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
