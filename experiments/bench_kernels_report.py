@@ -68,6 +68,28 @@ def quant_table(runs):
   return "\n".join(lines)
 
 
+def wo_targets(r) -> list[tuple[str, bool, float]]:
+  """Issue 8's targets for one measured wo_matmul row: (target, met, achieved / target) each.
+
+  Prefill (M >= 1024): 0.9x XLA's bf16 dot and never slower than XLA's dequantize-then-dot;
+  8-bit weights at M <= 64: 2.7 TB/s and 1.8x XLA bf16; 4-bit decode: 2.6 TB/s at M <= 16 and
+  the ratio to XLA bf16 of `WO_X_BF16` (3.2x at M <= 16, 2.5x at 32, 2.2x at 64).
+  """
+  m, tbps, x_bf16 = r["M"], r["kernel_TBps"], r["x_vs_xla_bf16"]
+  if m >= 1024:
+    return [("0.9x XLA bf16", x_bf16 >= 0.9, x_bf16 / 0.9),
+            ("1x XLA dequant+dot", r["x_vs_xla_dequant_dot"] >= 1, r["x_vs_xla_dequant_dot"])]
+  if r["fmt"].split("-")[0] in ("int8", "fp8_e4m3"):
+    return [("2.7 TB/s", tbps >= 2.7, tbps / 2.7), ("1.8x XLA bf16", x_bf16 >= 1.8, x_bf16 / 1.8)]
+  out = []
+  if m <= 16:
+    out.append((f"{WO_DECODE_TBPS} TB/s", tbps >= WO_DECODE_TBPS, tbps / WO_DECODE_TBPS))
+  want = WO_X_BF16.get(m)
+  if want:
+    out.append((f"{want}x XLA bf16", x_bf16 >= want, x_bf16 / want))
+  return out
+
+
 def wo_table(runs, copy_bps):
   lines = ["| fmt | M | K x N | kernel us | TB/s (w+s) | % copy BW | XLA bf16 TB/s | vs XLA bf16 "
            "| vs XLA dequant+dot | rel err | target | config |",
@@ -82,22 +104,7 @@ def wo_table(runs, copy_bps):
             f"{r['xla_dequant_dot_TFLOPs']:.0f} TFLOP/s | | prefill MISSED (no kernel) | |")
         continue
       m = r["M"]
-      want_x = WO_X_BF16.get(m)
-      tgt = []
-      if m >= 1024:  # prefill: 0.9x XLA's bf16 dot, never slower than XLA's dequantize-then-dot
-        tgt = [f"0.9x {_mark(r['x_vs_xla_bf16'] >= 0.9)} ({r['x_vs_xla_bf16']/0.9:.0%})",
-               f"vs dequant+dot {_mark(r['x_vs_xla_dequant_dot'] >= 1)}"]
-        want_x = None
-      elif r["fmt"] in ("int8", "fp8_e4m3"):  # 8-bit weights: 2.7 TB/s and 1.8x at every M <= 64
-        tgt = [f"BW {_mark(r['kernel_TBps'] >= 2.7)} ({r['kernel_TBps']/2.7:.0%} of 2.7)",
-               f"1.8x {_mark(r['x_vs_xla_bf16'] >= 1.8)} ({r['x_vs_xla_bf16']/1.8:.0%})"]
-        want_x = None
-      elif m <= 16:
-        tgt.append(f"BW {_mark(r['kernel_TBps'] >= WO_DECODE_TBPS)} "
-                   f"({r['kernel_TBps']/WO_DECODE_TBPS:.0%} of 2.6)")
-      if want_x:
-        tgt.append(f"{want_x}x {_mark(r['x_vs_xla_bf16'] >= want_x)} "
-                   f"({r['x_vs_xla_bf16']/want_x:.0%})")
+      tgt = [f"{text} {_mark(ok)} ({frac:.0%})" for text, ok, frac in wo_targets(r)]
       lines.append(
           f"| {r['fmt']} | {m} | {shape} | {r['kernel_s']*1e6:.1f} | {r['kernel_TBps']:.2f} | "
           f"{100*r['kernel_TBps']*1e12/copy_bps:.0f}% | {r['xla_bf16_TBps']:.2f} | "
@@ -497,6 +504,8 @@ def main():
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))
   print("\n".join(md))
+  import bench_kernels_standing  # pylint: disable=g-import-not-at-top  (it imports this module)
+  bench_kernels_standing.main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""The kernel benchmarks' target bookkeeping (experiments/bench_kernels_standing.py): which
+measurement stands for a case and whether it meets issue 8's targets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments")
+
+
+@pytest.fixture(name="standing")
+def _standing(monkeypatch):
+  monkeypatch.syspath_prepend(EXPERIMENTS)  # the experiments import each other as scripts do
+  import bench_kernels_standing  # pylint: disable=g-import-not-at-top
+  return bench_kernels_standing
+
+
+def _wo(fmt="int4", m=1, us=40.0, tbps=3.3, x_bf16=2.9, x_deq=20.0, correct=True):
+  return dict(fmt=fmt, M=m, K=8192, N=28672, kernel_s=us * 1e-6, kernel_TBps=tbps,
+              x_vs_xla_bf16=x_bf16, x_vs_xla_dequant_dot=x_deq, correct=correct, config={})
+
+
+def _quant(scheme="mxfp4", us=70.0, tbps=2.4, x=3.0, random=0, **extra):
+  return dict(scheme=scheme, M=8192, K=8192, orientation="row-wise", kernel_s=us * 1e-6,
+              kernel_TBps=tbps, x_vs_xla=x, mismatch_random=random, mismatch_special=0,
+              mismatch_ties=0, mismatch_nonfinite=0, bit_exact=random == 0, xla_s=2e-4, **extra)
+
+
+def test_wo_targets_by_regime(standing):
+  t = standing.wo_targets
+  assert [(n, ok) for n, ok, _ in t(_wo())] == [("2.6 TB/s", True), ("3.2x XLA bf16", False)]
+  assert [n for n, _, _ in t(_wo(m=32))] == ["2.5x XLA bf16"]  # no bandwidth target above 16
+  assert [n for n, _, _ in t(_wo(m=64))] == ["2.2x XLA bf16"]
+  eight = t(_wo(fmt="int8-bf16", m=64, tbps=2.8, x_bf16=1.7))  # a bf16-scale spec is INT8 too
+  assert [(n, ok) for n, ok, _ in eight] == [("2.7 TB/s", True), ("1.8x XLA bf16", False)]
+  prefill = t(_wo(m=1024, x_bf16=0.91, x_deq=0.99))
+  assert [(n, ok) for n, ok, _ in prefill] == [("0.9x XLA bf16", True),
+                                               ("1x XLA dequant+dot", False)]
+  assert t(_wo(x_bf16=1.6))[1][2] == pytest.approx(0.5)
+
+
+def test_best_rows_keeps_the_fastest_checked_run(standing):
+  runs = [("a.json", {"wo_matmul": [_wo(us=40.0), _wo(us=30.0, correct=False)],
+                      "fused_quantize": [_quant(us=70.0), _quant(us=50.0, random=3)]}),
+          ("b.json", {"wo_matmul": [_wo(us=38.0), _wo(m=16, us=45.0)],
+                      "fused_quantize": [_quant(scheme="nvfp4", us=130.0, given_amax_s=9.6e-5,
+                                                given_amax_TBps=1.8, mismatch_given_amax=0)]})]
+  wo = standing.best_rows(runs, "wo_matmul")
+  assert {k: (round(r["kernel_s"] * 1e6, 6), name) for k, (r, name) in wo.items()} == {
+      ("int4", 8192, 28672, 1): (38.0, "b.json"), ("int4", 8192, 28672, 16): (45.0, "b.json")}
+  quant = standing.best_rows(runs, "fused_quantize")
+  assert quant[("mxfp4", "row-wise", 8192, 8192)][0]["kernel_s"] == pytest.approx(70e-6)  # 50: inexact
+  given = quant[("nvfp4 given amax", "row-wise", 8192, 8192)][0]
+  assert given["kernel_s"] == 9.6e-5 and given["kernel_TBps"] == 1.8
+  assert given["x_vs_xla"] == pytest.approx(2e-4 / 9.6e-5)
+
+
+def test_column_wise_has_its_own_target(standing):
+  col = dict(_quant(tbps=2.3), orientation="column-wise")
+  assert [(n, ok) for n, ok, _ in standing.quant_targets(col, "column-wise")] == [
+      ("2.4 TB/s", False)]
+
+
+def test_page_from_the_committed_results(standing):
+  page = standing.page()
+  assert "## NVIDIA H200" in page and "## NVIDIA H100" in page
+  rows = [ln for ln in page.splitlines() if ln.startswith("| int4 | 8192x28672 | 1 |")]
+  assert len(rows) == 2  # one a device
