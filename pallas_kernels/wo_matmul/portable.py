@@ -45,8 +45,8 @@ def _decode_block(w: jax.Array, fmt: WeightFormat, nf4_slots: bool) -> jax.Array
 
 
 def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, tile_k: int = 256,
-                       out_dtype=None, interpret: Any = False, weights_bf16: bool = False,
-                       compiler_params: Any = None) -> jax.Array:
+                       tile_m: int | None = None, out_dtype=None, interpret: Any = False,
+                       weights_bf16: bool = False, compiler_params: Any = None) -> jax.Array:
   """Weight-only matmul as a portable Pallas kernel.
 
   Args:
@@ -54,6 +54,8 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
     pw: PackedWeight, logical (K, N).
     tile_n, tile_k: the block of W^T one grid step reads; tile_k must be a multiple of the group
       (or, per-channel, divide K).
+    tile_m: the rows of x (and of y) a grid step takes, dividing M; None: all of them (the
+      decode kernels' tiling). Bounds the x and output blocks at prefill M.
     interpret: run in the Pallas interpreter (CPU).
     weights_bf16: False: the decode kernel's numerics (codes exact in the dot, the scale on the
       f32 partial product); True: the prefill GEMM's (`mosaic_gpu_gemm.py`): each weight
@@ -67,10 +69,13 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   per_channel = g == k
-  tile_n, tile_k = min(tile_n, n), min(tile_k, k)
+  tile_n, tile_k, tile_m = min(tile_n, n), min(tile_k, k), min(tile_m or m, m)
   if n % tile_n or k % tile_k or (not per_channel and tile_k % g):
     raise ValueError(f"portable kernel: N={n}, K={k} must tile by ({tile_n}, {tile_k}) and "
                      f"tile_k must be a multiple of the group {g}")
+  if m % tile_m:
+    raise ValueError(f"portable kernel: M={m} must be a multiple of tile_m={tile_m} (pad x's "
+                     "rows, or pass tile_m=None for one block of all M)")
   slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes, bf16 absmax
   wk = tile_k // 2 if fmt is WeightFormat.NF4 and not slots else tile_k  # NF4 bytes: pairs
   gps = 1 if per_channel else tile_k // g  # groups per step
@@ -88,14 +93,14 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
       off_ref, o_ref = rest
     else:
       (o_ref,) = rest
-    kk = pl.program_id(1)
+    kk = pl.program_id(2)
 
     @pl.when(kk == 0)
     def _():
       o_ref[...] = jnp.zeros(o_ref.shape, o_ref.dtype)
 
     q = _decode_block(w_ref[...], fmt, slots)  # (tn, tk) f32
-    xv = x_ref[...].astype(mm_dtype)  # (M, tk)
+    xv = x_ref[...].astype(mm_dtype)  # (tile_m, tk)
     rows = pl.ds(0 if per_channel else kk * gps, gps)  # this step's groups
     s = scale_values(s_ref[rows, :], fmt, ts_ref[0, 0])  # (gps, tn)
     off = off_ref[rows, :] if has_off else None
@@ -130,22 +135,23 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   # Mosaic TPU takes blocks of a multiple of 8 rows or the whole dimension, and G / K-step is
   # 1 or 2 at group 128.
   g_rows = pw.scale.shape[0]
+  # Grid (M tiles, N tiles, K steps): K last, accumulated in the resident output block.
   in_specs = [
-      pl.BlockSpec((m, tile_k), lambda i, kk: (0, kk)),
-      pl.BlockSpec((tile_n, wk), lambda i, kk: (i, kk)),
-      pl.BlockSpec((g_rows, tile_n), lambda i, kk: (0, i)),
-      pl.BlockSpec((1, 1), lambda i, kk: (0, 0)),
+      pl.BlockSpec((tile_m, tile_k), lambda r, i, kk: (r, kk)),
+      pl.BlockSpec((tile_n, wk), lambda r, i, kk: (i, kk)),
+      pl.BlockSpec((g_rows, tile_n), lambda r, i, kk: (0, i)),
+      pl.BlockSpec((1, 1), lambda r, i, kk: (0, 0)),
   ]
   args = [x, pw.w, pw.scale, ts]
   if has_off:
-    in_specs.append(pl.BlockSpec((g_rows, tile_n), lambda i, kk: (0, i)))
+    in_specs.append(pl.BlockSpec((g_rows, tile_n), lambda r, i, kk: (0, i)))
     args.append(pw.offset)
   y = _compat.pallas_call(
       kernel,
       out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
-      grid=(n // tile_n, ksteps),
+      grid=(m // tile_m, n // tile_n, ksteps),
       in_specs=in_specs,
-      out_specs=pl.BlockSpec((m, tile_n), lambda i, kk: (0, i)),
+      out_specs=pl.BlockSpec((tile_m, tile_n), lambda r, i, kk: (r, i)),
       interpret=interpret,
       compiler_params=compiler_params,
   )(*args)

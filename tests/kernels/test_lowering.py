@@ -321,6 +321,14 @@ def test_tpu_wo_matmul_lowers_for_tpu(name):
   assert "tpu_custom_call" in _compat.lower_for("tpu", fn, _x(8, 8192), pw).as_text()
 
 
+@pytest.mark.parametrize("name", ["int4_g128", "nf4_g64", "mxfp4"])
+def test_tpu_wo_matmul_lowers_at_prefill_m(name):
+  # M = 1000: x taken 512 rows a step (padded to 1024), the (M tile, N tile, K step) grid.
+  pw = _weight_shape(name, 8192, 4096)
+  fn = lambda x, p: wm.wo_matmul(x, p, implementation="mosaic_tpu")
+  assert "tpu_custom_call" in _compat.lower_for("tpu", fn, _x(1000, 8192), pw).as_text()
+
+
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_quantize_kernels_lower(scheme, transpose):

@@ -137,6 +137,27 @@ def test_tpu_kernel_interpret(preset, overrides):
   assert _rel(y, ref) < 1e-5
 
 
+@pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[6]], ids=[IDS[0], IDS[6]])
+def test_m_tiles_give_the_rows_of_one_block(preset, overrides, monkeypatch):
+  # The TPU kernel takes x MAX_TILE_M rows at a time above it, padding M to a multiple; each
+  # output row is the same computation as with all of M in one block, bit for bit.
+  from pallas_kernels.wo_matmul import tpu
+  _, pw = _weight(preset, overrides, k=512, n=256)
+  x = jax.random.normal(jax.random.key(4), (20, 512), jnp.float32).astype(jnp.bfloat16)
+  whole = wm.wo_matmul(x, pw, implementation="mosaic_tpu", interpret=True, out_dtype=jnp.float32)
+  monkeypatch.setattr(tpu, "MAX_TILE_M", 8)  # 20 rows: three tiles of 8, 4 rows of padding
+  tiled = wm.wo_matmul(x, pw, implementation="mosaic_tpu", interpret=True, out_dtype=jnp.float32)
+  assert tiled.shape == (20, 256)
+  np.testing.assert_array_equal(np.asarray(tiled), np.asarray(whole))
+  portable = wm.wo_matmul(x, pw, implementation="portable", interpret=True, tile_m=4,
+                          out_dtype=jnp.float32)
+  np.testing.assert_array_equal(np.asarray(portable), np.asarray(whole))
+  with pytest.raises(ValueError, match="multiple of tile_m=8"):
+    wm.wo_matmul(x, pw, implementation="portable", interpret=True, tile_m=8)
+  with pytest.raises(ValueError, match="multiple of 8"):
+    wm.wo_matmul(x, pw, implementation="mosaic_tpu", interpret=True, tile_m=12)
+
+
 def test_portable_tiling_and_bf16_out():
   _, pw = _weight("int4_g128", {}, k=512, n=256)
   x = jax.random.normal(jax.random.key(2), (3, 512), jnp.float32).astype(jnp.bfloat16)
