@@ -285,10 +285,10 @@ def bench_wo(args, res):
           rows.append(row)
           continue
         bucket = (k, n, spec, "small" if m <= 32 else "64" if m <= 64 else f"M{m}")
-        if bucket in tuned:
-          configs = [tuned[bucket]]
-        elif args.configs:  # explicit configs, e.g. '[{}, {"fp4_prescale": true}]'
+        if args.configs:  # explicit configs, e.g. '[{}, {"fp4_prescale": true}]': at every M
           configs = json.loads(args.configs)
+        elif bucket in tuned:  # a sweep's winner, reused at the other M of its bucket
+          configs = [tuned[bucket]]
         elif args.sweep and m <= 64:
           configs = [c for c in WO_SWEEP if not (m > 32 and c["tile_n"] == 256)]
         elif args.sweep:

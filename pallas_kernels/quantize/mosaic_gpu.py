@@ -202,12 +202,13 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   s_t, terms = tensor_terms(sch, x, tensor_amax)
   if terms is not None:
     inputs.append(jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms)))
-  # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat.
-  flat_out = half * jnp.dtype(out_dtype).itemsize < 16
+  # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat. The
+  # f32 kernel writes one code byte an element (B >= 16 bytes a row), never flat.
+  flat_out = not f32_in and half * jnp.dtype(out_dtype).itemsize < 16
   p_shape = (rows * half,) if flat_out else (rows, half)
   p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
             else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
-  if f32_in:  # one code byte an element (B >= 16 bytes a row)
+  if f32_in:
     p_shape, p_spec = (rows, sch.block), plgpu.BlockSpec((tr, sch.block), lambda i: (i, 0))
 
   st_smem = None  # `_state_once`'s scratch, set in `kernel`: the amax, then the state's parts

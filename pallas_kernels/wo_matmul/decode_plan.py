@@ -46,6 +46,13 @@ def case(pw: PackedWeight) -> tuple:
   return key + ("zero_points",) if pw.zero_points else key
 
 
+def xsum_cols(mp: int) -> int:
+  """Columns of UINT4's x group sums (f32, one row a group): x's Mp rows padded to a multiple
+  of 32, so each row is whole 128-byte units (a TMA copy moves a multiple of 128 bytes; 40 or
+  56 columns at two groups a step did not lower)."""
+  return -(-mp // 32) * 32
+
+
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
                    scale_rows: int, xsum: bool = True, off_bytes: int = 4,
                    scale_bytes: int = 4) -> int:
@@ -55,7 +62,7 @@ def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: in
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
   total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x halves
   if fmt is WeightFormat.UINT4:
-    total += scale_rows * tile_n * off_bytes + (scale_rows * max(32, mp) * 4 if xsum else 0)
+    total += scale_rows * tile_n * off_bytes + (scale_rows * xsum_cols(mp) * 4 if xsum else 0)
   return total
 
 

@@ -73,6 +73,7 @@ from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.decode_plan import CHUNK
 from pallas_kernels.wo_matmul.decode_plan import plan_decode
+from pallas_kernels.wo_matmul.decode_plan import xsum_cols
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
@@ -133,9 +134,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   extra = []
   if p.xsum_in:
     # Per-group row sums of x, float32 (G, Mp): the zero-point term is offset_g * xsum_g.
-    # Padded to 32 columns: a TMA copy must move a multiple of 128 bytes.
     xsum = x.astype(jnp.float32).reshape(m, k // g, g).sum(-1).T
-    xsum = jnp.pad(xsum, ((0, 0), (0, max(32, p.mp) - m)))
+    xsum = jnp.pad(xsum, ((0, 0), (0, xsum_cols(p.mp) - m)))
     extra = [pw.offset, xsum]
   elif p.asym:
     extra = [pw.offset]
@@ -321,7 +321,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       in_specs.append(plgpu.BlockSpec((p.scale_rows, p.tile_n), lambda i: sched_place(i)[1::-1]))
       gmem.append(off_gmem)
     if p.xsum_in:
-      in_specs.append(plgpu.BlockSpec((p.scale_rows, max(32, p.mp)),
+      in_specs.append(plgpu.BlockSpec((p.scale_rows, xsum_cols(p.mp)),
                                       lambda i: (sched_place(i)[1], 0)))
       gmem.append(xs_gmem)
     wg = lax.axis_index("wg") if p.compute_wgs > 1 else 0

@@ -10,6 +10,8 @@ checks that (docs/kernels.md).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -124,6 +126,17 @@ def test_decode_uint4_zero_in_weights_lowers(group, m):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
         x, p, zero_in_weights=True), _x(m, 8192),
         _weight_shape("int4_g128", 8192, 28672))
+
+
+@pytest.mark.parametrize("m", [33, 40, 48, 56])
+def test_decode_uint4_lowers_at_every_m_above_32(m):
+  # UINT4's x group sums (f32, a row a group) go in rows of a multiple of 32 columns: at two
+  # groups a step, 40 or 56 columns made TMA copies of 320 / 448 bytes, which Mosaic rejects.
+  pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128_asym"), axis=0)), jax.ShapeDtypeStruct((8192, 28672),
+                                                                          jnp.float32))
+  text = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
+  assert "tensor<64x64xf32>" in text  # (G, 64) x sums, M = 33 .. 64 padded to 64 columns
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
@@ -344,6 +357,32 @@ def test_quantize_kernels_lower(scheme, transpose):
     # Divisions are PTX div.rn or FMA-corrected (_ptx.py): none of Mosaic's approximate `/`.
     divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
     assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
+def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, monkeypatch):
+  # Each CTA's pipeline gets slices of x, the codes and the scales; all must be the same share
+  # of their arrays, or a CTA writes other rows than it read (the f32 NVFP4 kernel once sliced
+  # its (rows, 16) code bytes as if they were the bf16 kernel's flat output: 8x too far).
+  plgpu = _compat.plgpu_module()
+  shares = []
+  emit = plgpu.emit_pipeline
+
+  def recording(*args, **kwargs):
+    inner = emit(*args, **kwargs)
+
+    def call(*refs):
+      big = [r for r in refs if r.shape != (32,)]  # NVFP4's tensor terms: whole, every CTA
+      shares.append([math.prod(r.shape) / math.prod(r.ref.shape) for r in big])
+      return inner(*refs)
+    return call
+
+  monkeypatch.setattr(plgpu, "emit_pipeline", recording)
+  x = jax.ShapeDtypeStruct((1024, 512), dtype)
+  _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(
+      x, scheme, allow_unverified=True), x)
+  assert shares and all(len(s) == 3 and len(set(s)) == 1 and s[0] < 1 for s in shares), shares
 
 
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))

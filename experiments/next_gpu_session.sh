@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The runs the next GPU session owes, packed into calls of under 10 minutes each, most needed
+# first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
+# steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
+#
+#   OUT=... bash experiments/next_gpu_session.sh 1     # then 2, then 3
+#
+# Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
+# each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
+# cannot cost the rest of the call; a run cut off keeps the rows it measured. Afterwards: copy the
+# JSON into experiments/results/ under the session's names, open the gates the checks allow
+# (F32_VERIFIED, decode_plan.VERIFIED), run bench_kernels_report.py, and rewrite this file with
+# what is still owed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
+: "${OUT:?set OUT to the folder the results go to}"
+part="${1:?which part: 1, 2 or 3}"
+B="python3 experiments/bench_kernels.py"
+S=8192x28672
+
+run() {  # run LIMIT_S DIR ARGS...: one benchmark into $OUT/DIR
+  local limit=$1 dir=$OUT/$2
+  shift 2
+  mkdir -p "$dir"
+  echo "== $(date -u +%H:%M:%S) $* (limit ${limit}s)"
+  timeout "$limit" "$@" --out "$dir" || echo "== exit $? (124: cut off at ${limit}s)"
+}
+
+case "$part" in
+  1)  # the gated paths' correctness, each timed against what it replaces
+    run 170 a $B --what quant --f32 --qshapes 8192x8192
+    run 130 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 1 --shapes $S \
+      --configs '[{}, {"zero_points": true}]' --onehot
+    run 130 c $B --what wo --formats int4_g32,int4_g32-bf16,int4-bf16,uint4_g64-bf16,int8-bf16 \
+      --m 1 --shapes $S
+    timeout 90 python3 experiments/bench_wgmma_rate.py --out "$(mkdir -p "$OUT/d" && echo "$OUT/d")" \
+      || echo "== wgmma rate exit $?"
+    ;;
+  2)  # zero-point bytes at M = 16 / 64; block-contiguous weights at M = 1
+    run 130 a $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 16 --shapes $S \
+      --configs '[{}, {"zero_points": true}]'
+    run 130 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 64 --shapes $S \
+      --configs '[{}, {"zero_points": true}]'
+    run 150 c $B --what wo --formats int4,uint4 --m 1 --shapes $S \
+      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
+    run 110 d $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+    ;;
+  3)  # group slices at M = 64 / 32 with 3-6 pipeline steps; bf16 scales at M = 16 / 64
+    sweep='[{}, {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1},
+            {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
+            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+    run 150 a $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    run 150 b $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 32 --shapes $S --configs "$sweep"
+    run 110 c $B --what wo --formats int4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 --m 16,64 \
+      --shapes $S
+    # INT4's stream-K launch for UINT4 g32 at M = 1 and for every group at M = 16 (explicit
+    # configs are timed at each M)
+    run 150 d $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
+      --configs '[{}, {"gps": 4, "steps": 2, "stream_k": 2}]'
+    ;;
+  *) echo "part must be 1, 2 or 3" >&2; exit 2 ;;
+esac
+ls -R "$OUT"
