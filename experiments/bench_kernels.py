@@ -153,6 +153,11 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
       pws = [a for a in cfg_sets[0] if isinstance(a, L.PackedWeight)]
       if pws:
         entry["weight_bytes"] = pws[0].nbytes
+      # Shared memory as Mosaic sizes it, and so the CTAs an SM can hold: a stream-K config
+      # asking for two an SM that does not fit them runs in more waves (session 16).
+      smem = C.mosaic_smem_bytes(lambda *a, cfg=cfg: fn(*a, cfg), *cfg_sets[0])
+      if smem is not None:
+        entry.update(smem_bytes=smem, ctas_per_sm=C.ctas_per_sm(smem))
       log.append(entry)
     if best is None or t["time_s"] < best[1]["time_s"]:
       best = (cfg, t)

@@ -88,3 +88,39 @@ def header() -> dict:
               if hasattr(jax.lib, "__version__") else None,
               timing="CUPTI kernel time (mosaic.gpu.profiler.measure), median over iterations, "
               "inputs rotated over >= 3x L2")
+
+
+SMEM_PER_SM = 233_472  # Hopper: 228 KiB of shared memory an SM, 1 KiB of it reserved a CTA
+
+
+def mosaic_smem_bytes(fn: Callable[..., Any], *args: Any) -> int | None:
+  """Shared memory of the largest Mosaic GPU kernel in `fn(*args)`, as Mosaic sizes it while
+  lowering for CUDA (any host); None where this jax does not expose the count.
+
+  Reads Mosaic's private `core._smem_tree_size` (the size of a kernel's shared-memory buffer
+  tree, the whole tree being the largest it measures): a diagnostic for how many CTAs of a
+  config fit an SM (`ctas_per_sm`), never used to pick one.
+  """
+  from pallas_kernels import _compat  # pylint: disable=g-import-not-at-top
+  try:
+    from jax.experimental.mosaic.gpu import core  # pylint: disable=g-import-not-at-top
+    real = core._smem_tree_size  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return None
+  sizes = []
+
+  def counting(tree):
+    sizes.append(real(tree))
+    return sizes[-1]
+
+  core._smem_tree_size = counting  # pylint: disable=protected-access
+  try:
+    _compat.lower_for("cuda", lambda *a: fn(*a), *args)  # a new function: never a cached lowering
+  finally:
+    core._smem_tree_size = real  # pylint: disable=protected-access
+  return max(sizes) if sizes else None
+
+
+def ctas_per_sm(smem_bytes: int) -> int:
+  """CTAs of `smem_bytes` shared memory each that fit one SM at once."""
+  return SMEM_PER_SM // (smem_bytes + 1024)

@@ -68,6 +68,36 @@ def wgmma_rate_kernel(n: int, rows: int, chain: int, reps: int, ctas: int):
                      plgpu.SMEM((rows, n), jnp.float32), plgpu.Barrier(num_barriers=1)])
 
 
+SMEM_PER_SM = 233_472  # Hopper: 228 KiB an SM, 1 KiB of it reserved per resident CTA
+MAX_ACC = 128 * 128  # rows x N f32 accumulators a warpgroup holds without spilling: 128 a thread
+
+
+def smem_bytes(n: int, rows: int) -> int:
+  """Shared memory of one CTA: x (n, 128) bf16 and the (rows, n) f32 output tile."""
+  return n * K_TILE * 2 + rows * n * 4
+
+
+def write(res: dict, rows_out: list[dict], out: str, chain: int) -> None:
+  """The JSON and the table so far (a run cut off keeps both)."""
+  with open(os.path.join(out, "wgmma_rate.json"), "w") as fh:
+    json.dump(dict(res, wgmma_rate=rows_out), fh, indent=1)
+  md = [f"device {res['device']}, jax {res['jax_version']}, {res['date']}", "",
+        f"XLA bf16 GEMM 8192^3 {res['bf16_gemm_flops'] / 1e12:.0f} TFLOP/s. Register-A wgmma "
+        f"(rows x 128) @ (128 x N), {chain} a wait, no loads. `resident`: the CTAs an SM that "
+        "fit its shared memory (fewer than asked: the CTAs ran in more waves).", "",
+        "| CTAs an SM (asked / resident) | rows | N | TFLOP/s | of XLA GEMM | result exact |",
+        "|---|---|---|---|---|---|"]
+  for r in rows_out:
+    ctas = f"{r['ctas_per_sm']} / {r['resident']}"
+    if "error" in r:
+      md.append(f"| {ctas} | {r['rows']} | {r['n']} | failed: {r['error'][:60]} | | |")
+    else:
+      md.append(f"| {ctas} | {r['rows']} | {r['n']} | {r['tflops']:.0f} | "
+                f"{r['frac_xla_gemm']:.0%} | {r['correct']} |")
+  with open(os.path.join(out, "wgmma_rate.md"), "w") as fh:
+    fh.write("\n".join(md) + "\n")
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--ns", default="8,16,32,64,128,256", help="wgmma N values (M padded)")
@@ -75,6 +105,8 @@ def main():
   ap.add_argument("--ctas-per-sm", default="1,2")
   ap.add_argument("--chain", type=int, default=8, help="wgmmas issued per wait")
   ap.add_argument("--flop", type=float, default=2e12, help="FLOP per timed call (about)")
+  ap.add_argument("--spill", action="store_true",
+                  help=f"also time rows x N above {MAX_ACC} (accumulators spill: serialized)")
   ap.add_argument("--out", default=".")
   args = ap.parse_args()
   res = C.header()
@@ -85,9 +117,13 @@ def main():
     ctas = NUM_SMS_H100 * cps
     for rows in map(int, args.rows.split(",")):
       for n in map(int, args.ns.split(",")):
+        if rows * n > MAX_ACC and not args.spill:
+          continue  # 256 accumulator registers a thread: ptxas serializes the wgmmas
         per_rep = 2 * rows * n * K_TILE * args.chain * ctas
         reps = max(1, int(args.flop // per_rep))
-        row = dict(n=n, rows=rows, ctas_per_sm=cps, ctas=ctas, chain=args.chain, reps=reps)
+        resident = min(cps, SMEM_PER_SM // (smem_bytes(n, rows) + 1024))
+        row = dict(n=n, rows=rows, ctas_per_sm=cps, resident=resident, ctas=ctas,
+                   chain=args.chain, reps=reps, smem_bytes=smem_bytes(n, rows))
         try:
           f = wgmma_rate_kernel(n, rows, args.chain, reps, ctas)
           x = jnp.ones((n, K_TILE), jnp.bfloat16)
@@ -101,21 +137,7 @@ def main():
           row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(json.dumps(row), flush=True)
         rows_out.append(row)
-        with open(os.path.join(args.out, "wgmma_rate.json"), "w") as fh:
-          json.dump(dict(res, wgmma_rate=rows_out), fh, indent=1)
-  md = [f"device {res['device']}, jax {res['jax_version']}, {res['date']}", "",
-        f"XLA bf16 GEMM 8192^3 {res['bf16_gemm_flops'] / 1e12:.0f} TFLOP/s. Register-A wgmma "
-        f"(rows x 128) @ (128 x N), {args.chain} a wait, no loads.", "",
-        "| CTAs an SM | rows | N | TFLOP/s | of XLA GEMM | result exact |", "|---|---|---|---|---|---|"]
-  for r in rows_out:
-    if "error" in r:
-      md.append(f"| {r['ctas_per_sm']} | {r['rows']} | {r['n']} | failed: {r['error'][:60]} | | |")
-    else:
-      md.append(f"| {r['ctas_per_sm']} | {r['rows']} | {r['n']} | {r['tflops']:.0f} | "
-                f"{r['frac_xla_gemm']:.0%} | {r['correct']} |")
-  with open(os.path.join(args.out, "wgmma_rate.md"), "w") as fh:
-    fh.write("\n".join(md) + "\n")
-  print("\n".join(md))
+        write(res, rows_out, args.out, args.chain)
 
 
 if __name__ == "__main__":

@@ -311,6 +311,24 @@ def test_wgmma_rate_benchmark_lowers(n):
   assert "mosaic_gpu" in text and text.count("wgmma") >= 8
 
 
+def test_benchmarks_count_shared_memory_and_ctas_an_sm():
+  # bench_kernels records each config's shared memory as Mosaic sizes it: INT4 g128 at M = 1
+  # (stream-K, two CTAs an SM) fits two; UINT4 g32 given the same launch does not (its group
+  # scales, offsets and x sums: one CTA an SM). Counted again on a second call (no cached
+  # lowering hides it).
+  from experiments import bench_kernels_common as C
+  x = _x(1, 8192)
+  int4 = _weight_shape("int4_g128", 8192, 28672)
+  sizes = [C.mosaic_smem_bytes(mosaic_gpu.wo_matmul_mosaic_gpu, x, int4) for _ in range(2)]
+  assert sizes[0] == sizes[1] and C.ctas_per_sm(sizes[0]) == 2
+  uint4 = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128_asym", block_size=32), axis=0)),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, gps=4, steps=2, stream_k=2,
+                                                     allow_unverified=True)
+  assert C.ctas_per_sm(C.mosaic_smem_bytes(fn, x, uint4)) == 1
+
+
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("cfg", [{}, {"tile_k": 256, "tile_m": 128}, {"tile_m": 192, "steps": 3}],
                          ids=["default", "k256", "m192"])

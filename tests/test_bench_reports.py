@@ -1,5 +1,6 @@
-"""The kernel benchmarks' target bookkeeping (experiments/bench_kernels_standing.py): which
-measurement stands for a case and whether it meets issue 8's targets."""
+"""The kernel benchmarks' bookkeeping, which runs without a GPU: which measurement stands for a
+case and whether it meets issue 8's targets (experiments/bench_kernels_standing.py), and the
+wgmma-rate benchmark's occupancy and tables (experiments/bench_wgmma_rate.py)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,19 @@ def test_page_from_the_committed_results(standing):
   assert "## NVIDIA H200" in page and "## NVIDIA H100" in page
   rows = [ln for ln in page.splitlines() if ln.startswith("| int4 | 8192x28672 | 1 |")]
   assert len(rows) == 2  # one a device
+
+
+def test_wgmma_rate_counts_resident_ctas_and_writes_as_it_goes(monkeypatch, tmp_path):
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+  import bench_wgmma_rate as W  # pylint: disable=g-import-not-at-top
+  assert W.smem_bytes(256, 64) == 256 * 128 * 2 + 64 * 256 * 4  # 128 KiB: one CTA an SM
+  assert W.SMEM_PER_SM // (W.smem_bytes(256, 64) + 1024) == 1
+  assert W.SMEM_PER_SM // (W.smem_bytes(64, 128) + 1024) >= 2
+  res = dict(device="test", jax_version="0", date="today", bf16_gemm_flops=8e14)
+  rows = [dict(n=256, rows=64, ctas_per_sm=2, resident=1, tflops=500.0, frac_xla_gemm=0.625,
+               correct=True),
+          dict(n=8, rows=64, ctas_per_sm=1, resident=1, error="ValueError: x")]
+  W.write(res, rows, str(tmp_path), chain=8)
+  md = (tmp_path / "wgmma_rate.md").read_text()
+  assert "| 2 / 1 | 64 | 256 | 500 | 62% | True |" in md and "failed: ValueError" in md
+  assert (tmp_path / "wgmma_rate.json").exists()
