@@ -68,13 +68,7 @@ def wgmma_rate_kernel(n: int, rows: int, chain: int, reps: int, ctas: int):
                      plgpu.SMEM((rows, n), jnp.float32), plgpu.Barrier(num_barriers=1)])
 
 
-SMEM_PER_SM = 233_472  # Hopper: 228 KiB an SM, 1 KiB of it reserved per resident CTA
 MAX_ACC = 128 * 128  # rows x N f32 accumulators a warpgroup holds without spilling: 128 a thread
-
-
-def smem_bytes(n: int, rows: int) -> int:
-  """Shared memory of one CTA: x (n, 128) bf16 and the (rows, n) f32 output tile."""
-  return n * K_TILE * 2 + rows * n * 4
 
 
 def write(res: dict, rows_out: list[dict], out: str, chain: int) -> None:
@@ -88,7 +82,7 @@ def write(res: dict, rows_out: list[dict], out: str, chain: int) -> None:
         "| CTAs an SM (asked / resident) | rows | N | TFLOP/s | of XLA GEMM | result exact |",
         "|---|---|---|---|---|---|"]
   for r in rows_out:
-    ctas = f"{r['ctas_per_sm']} / {r['resident']}"
+    ctas = f"{r['ctas_per_sm']} / {r.get('resident', '?')}"
     if "error" in r:
       md.append(f"| {ctas} | {r['rows']} | {r['n']} | failed: {r['error'][:60]} | | |")
     else:
@@ -121,12 +115,13 @@ def main():
           continue  # 256 accumulator registers a thread: ptxas serializes the wgmmas
         per_rep = 2 * rows * n * K_TILE * args.chain * ctas
         reps = max(1, int(args.flop // per_rep))
-        resident = min(cps, SMEM_PER_SM // (smem_bytes(n, rows) + 1024))
-        row = dict(n=n, rows=rows, ctas_per_sm=cps, resident=resident, ctas=ctas,
-                   chain=args.chain, reps=reps, smem_bytes=smem_bytes(n, rows))
+        row = dict(n=n, rows=rows, ctas_per_sm=cps, ctas=ctas, chain=args.chain, reps=reps)
         try:
           f = wgmma_rate_kernel(n, rows, args.chain, reps, ctas)
           x = jnp.ones((n, K_TILE), jnp.bfloat16)
+          smem = C.mosaic_smem_bytes(f, x)  # x^T and the output tile, as Mosaic lays them out
+          row.update(smem_bytes=smem, resident=cps if smem is None else min(
+              cps, C.ctas_per_sm(smem)))
           out = jax.block_until_ready(f(x))
           want = float(K_TILE * args.chain * reps)  # ones @ ones, exact in f32 below 2^24
           row["correct"] = bool(jnp.all(out == want)) if want < 2**24 else None

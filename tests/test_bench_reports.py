@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -74,10 +76,13 @@ def test_page_from_the_committed_results(standing):
 
 def test_wgmma_rate_counts_resident_ctas_and_writes_as_it_goes(monkeypatch, tmp_path):
   monkeypatch.syspath_prepend(EXPERIMENTS)
+  import bench_kernels_common as C  # pylint: disable=g-import-not-at-top
   import bench_wgmma_rate as W  # pylint: disable=g-import-not-at-top
-  assert W.smem_bytes(256, 64) == 256 * 128 * 2 + 64 * 256 * 4  # 128 KiB: one CTA an SM
-  assert W.SMEM_PER_SM // (W.smem_bytes(256, 64) + 1024) == 1
-  assert W.SMEM_PER_SM // (W.smem_bytes(64, 128) + 1024) >= 2
+  x = lambda n: jax.ShapeDtypeStruct((n, W.K_TILE), jnp.bfloat16)
+  f = lambda n, rows: W.wgmma_rate_kernel(n, rows, chain=8, reps=2, ctas=264)
+  wide = C.mosaic_smem_bytes(f(256, 64), x(256))  # x^T 64 KiB + the f32 output tile 64 KiB
+  assert wide >= 256 * 128 * 2 + 64 * 256 * 4 and C.ctas_per_sm(wide) == 1
+  assert C.ctas_per_sm(C.mosaic_smem_bytes(f(64, 128), x(64))) >= 2
   res = dict(device="test", jax_version="0", date="today", bf16_gemm_flops=8e14)
   rows = [dict(n=256, rows=64, ctas_per_sm=2, resident=1, tflops=500.0, frac_xla_gemm=0.625,
                correct=True),
