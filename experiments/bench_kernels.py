@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import bench_kernels_common as C  # noqa: E402
 from bench_kernels_report import worst_err  # noqa: E402
 from pallas_kernels.wo_matmul import decode as D  # noqa: E402
+from pallas_kernels.wo_matmul import decode_plan as DP  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm as WGG  # noqa: E402
@@ -127,13 +128,14 @@ GEMM_SWEEP = [dict(tile_m=tm, tile_k=tk, **st) for tm, tk, st in (
     (256, 64, dict(steps=3)), (256, 256, {}), (64, 128, {}))]
 
 
-def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
+def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, describe=None):
   """(config, timing) of the fastest config of `fn(*inputs, cfg)` over the input sets, or None
   if every config failed (each failure is printed and skipped: the table says what ran).
   `log`, a list, receives every config's median time (or its error); `prepare(cfg, inputs)`,
   if given, turns each input set into what that config runs on, before (outside) the timing.
   `check(cfg)`, if given, is the config's relative error on the correctness inputs: a config
-  at 1e-2 or above (or NaN) is logged as wrong and never picked, however fast."""
+  at 1e-2 or above (or NaN) is logged as wrong and never picked, however fast.
+  `describe(cfg, inputs)`, if given, adds what the config resolves to (a dict) to its log entry."""
   best = None
   for cfg in configs:
     try:
@@ -155,9 +157,14 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None):
         entry["weight_bytes"] = pws[0].nbytes
       # Shared memory as Mosaic sizes it, and so the CTAs an SM can hold: a stream-K config
       # asking for two an SM that does not fit them runs in more waves (session 16).
-      smem = C.mosaic_smem_bytes(lambda *a, cfg=cfg: fn(*a, cfg), *cfg_sets[0])
-      if smem is not None:
-        entry.update(smem_bytes=smem, ctas_per_sm=C.ctas_per_sm(smem))
+      try:  # a diagnostic: its failure is recorded, never fatal to the run
+        smem = C.mosaic_smem_bytes(lambda *a, cfg=cfg: fn(*a, cfg), *cfg_sets[0])
+        if smem is not None:
+          entry.update(smem_bytes=smem, ctas_per_sm=C.ctas_per_sm(smem))
+        if describe:
+          entry.update(describe(cfg, cfg_sets[0]))
+      except Exception as e:  # pylint: disable=broad-except
+        entry["describe_error"] = f"{type(e).__name__}: {e}"[:200]
       log.append(entry)
     if best is None or t["time_s"] < best[1]["time_s"]:
       best = (cfg, t)
@@ -188,6 +195,16 @@ def _stored(cfg, inputs):
   return x, p
 
 
+def resolved_plan(cfg, inputs) -> dict:
+  """What a decode config resolves to with the stored weight it runs on (`plan_decode` lowers
+  `steps` to what fits, fills what the config leaves to the defaults): recorded beside it."""
+  x, p = inputs
+  plan = DP.plan_decode(x.shape[0], x.shape[1], p, **_knobs(cfg), allow_unverified=True)
+  return dict(plan=dict(tile_n=plan.tile_n, gps=plan.gps, steps=plan.steps,
+                        compute_wgs=plan.compute_wgs, step_wait=plan.step_wait,
+                        grid=list(plan.schedule.grid)))
+
+
 def _knobs(cfg):
   return {k: v for k, v in cfg.items()
           if k not in ("w_tile", "wgmma_order", "scale_bf16", "zero_points")}
@@ -208,6 +225,7 @@ def onehot_check(fn, pw, m: int) -> dict:
   calls = [np.arange(i, i + m) % k for i in range(0, 128, m)]
   calls += [rng.choice(k, m, replace=False), np.arange(k - m, k)]
   f = jax.jit(fn)
+  scale = np.abs(want).max()
   bad, worst = 0, 0.0
   C.poison()
   for ks in calls:
@@ -215,7 +233,7 @@ def onehot_check(fn, pw, m: int) -> dict:
     y, r = np.asarray(f(x, pw), np.float32), want[ks]
     bad += int(np.sum((y != r) | np.isnan(y)))
     d = np.abs(y - r)
-    worst = max(worst, float(np.inf if np.isnan(d).any() else d.max() / np.abs(want).max()))
+    worst = max(worst, float(np.inf if np.isnan(d).any() else d.max() / scale))
   return dict(onehot_rows=int(sum(len(c) for c in calls)), onehot_mismatches=bad,
               onehot_max_err=worst)
 
@@ -307,7 +325,8 @@ def bench_wo(args, res):
               *_stored(cfg, (xc, pw))), ref)
         best = fastest_config(lambda x, p, cfg: kfun(x, p, **_knobs(cfg), **unv), configs,
                               [(x, p) for *_, p in q_sets], log=timed, prepare=_stored,
-                              check=check if len(configs) > 1 else None)
+                              check=check if len(configs) > 1 else None,
+                              describe=resolved_plan if m <= 64 else None)
         if len(configs) > 1:
           row["configs_timed"] = timed
         if best is None:
@@ -324,6 +343,11 @@ def bench_wo(args, res):
           row.update(onehot_check(
               lambda x, p: kfun(x, p, out_dtype=jnp.float32, **_knobs(cfg), **unv),
               _stored(cfg, (xc, pw))[1], min(m, k)))
+        # The bytes the timed storage reads, never more than the baseline storage's: a
+        # re-storing that adds bytes (FP4's bf16 multipliers) does not count them, one that
+        # removes some (UINT4's zero-point bytes) counts the fewer.
+        tbytes = min(wbytes, _stored(cfg, (xc, pw))[1].nbytes)
+        row["weight_bytes"] = tbytes
         row.update(kernel_s=tk["time_s"], kernel_spread_s=tk["spread_s"], config=cfg,
                    kernel_launches=tk["n_kernels"], kernel_us=tk["kernel_us"],
                    rotations=tk["rotations"], swept=len(configs))
@@ -332,13 +356,13 @@ def bench_wo(args, res):
               lambda x, p: kfun(x, p, **_knobs(c), **unv, load_only=True),
               [_stored(c, (x, p)) for *_, p in q_sets])["time_s"]
           tl = load_only(cfg)
-          row.update(load_only_s=tl, load_only_TBps=wbytes / tl / 1e12)
+          row.update(load_only_s=tl, load_only_TBps=tbytes / tl / 1e12)
           for t in timed if len(configs) > 1 else []:  # each config's pipeline alone
             if "time_s" in t:
               t["load_only_s"] = load_only(t["config"])
-        row["kernel_TBps"] = wbytes / tk["time_s"] / 1e12
+        row["kernel_TBps"] = tbytes / tk["time_s"] / 1e12
         row["kernel_TFLOPs"] = flops / tk["time_s"] / 1e12
-        row["frac_copy_bw"] = wbytes / tk["time_s"] / res["copy_Bps"]
+        row["frac_copy_bw"] = tbytes / tk["time_s"] / res["copy_Bps"]
         row["x_vs_xla_bf16"] = tb["time_s"] / tk["time_s"]
         row["x_vs_xla_dequant_dot"] = tq["time_s"] / tk["time_s"]
         if m > 64:

@@ -109,8 +109,8 @@ def mosaic_smem_bytes(fn: Callable[..., Any], *args: Any) -> int | None:
     return None
   sizes = []
 
-  def counting(tree):
-    sizes.append(real(tree))
+  def counting(*args, **kwargs):
+    sizes.append(real(*args, **kwargs))
     return sizes[-1]
 
   core._smem_tree_size = counting  # pylint: disable=protected-access

@@ -57,12 +57,15 @@ case "$part" in
     # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
     # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
     # {"gps": 4, "steps": 2, "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's
-    # count on the CPU, session 16), one CTA an SM; these take 89-110 KB (zero-point bytes
-    # make gps 4 fit for g32 at M = 1).
+    # count on the CPU, session 16), one CTA an SM. gps 2 / steps 3 takes 89-110 KB, two an
+    # SM; gps 4 with zero-point bytes fits two for g32 at M = 1 only (111 KB; 119-131 KB at
+    # M = 16); step_wait as UINT4 takes it. configs_timed records each config's resolved plan
+    # and CTAs an SM.
     run 150 d $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
-      --configs '[{}, {"tile_n": 128, "compute_wgs": 1, "gps": 2, "steps": 3, "stream_k": 2},
+      --configs '[{}, {"tile_n": 128, "compute_wgs": 1, "gps": 2, "steps": 3, "stream_k": 2,
+                   "step_wait": true},
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
-                   "zero_points": true}]'
+                   "step_wait": true, "zero_points": true}]'
     ;;
   *) echo "part must be 1, 2 or 3" >&2; exit 2 ;;
 esac
