@@ -405,6 +405,8 @@ def bench_quant(args, res):
     raise SystemExit("--f32 times the row-wise kernel only (the column-wise one takes bf16)")
   shapes = [(8192, 8192), (4096, 14336)] if not args.qshapes else [
       tuple(map(int, s.split("x"))) for s in args.qshapes.split(",")]
+  if any(m % 512 for m, _ in shapes):  # the rounding-tie tensor is tiled in 512-row blocks
+    raise SystemExit(f"--qshapes: M must be a multiple of 512, got {args.qshapes}")
   rows = res.setdefault("fused_quantize", [])
   qtuned = {}
   for (m, k) in shapes:
