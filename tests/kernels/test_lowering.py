@@ -10,6 +10,7 @@ checks that (docs/kernels.md).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -481,3 +482,86 @@ def test_tpu_lane_dense_quantize_lowers(scheme, transpose, monkeypatch, capsys):
   tq = tpu.tile_plan(scheme, (4096, 8192), transpose)
   code_chunks = tq * SCHEMES[scheme].bits // 8 // 128
   assert mosaic.count("tpu.transpose") == code_chunks + (0 if transpose else tq // 128)
+
+
+def _captured_pipeline(monkeypatch, fn, *args):
+  """Lowers fn(*args) for CUDA and returns the decode kernel's pipeline: (in_specs, the GMEM
+  operands' shapes), as `emit_pipeline(_warp_specialized)` received them."""
+  plgpu = _compat.plgpu_module()
+  got = {}
+
+  def capturing(emit):
+    def emit_and_capture(body, **kwargs):
+      inner = emit(body, **kwargs)
+
+      def call(*gmem):
+        got.update(specs=kwargs["in_specs"], shapes=[tuple(g.shape) for g in gmem])
+        return inner(*gmem)
+      return call
+    return emit_and_capture
+
+  for name in ("emit_pipeline", "emit_pipeline_warp_specialized"):
+    monkeypatch.setattr(plgpu, name, capturing(getattr(plgpu, name)))
+  _compat.lower_for("cuda", fn, *args)
+  return got["specs"], got["shapes"]
+
+
+@pytest.mark.parametrize("preset,group,m,opts", [
+    ("int4_g128", 128, 1, {}),  # stream-K, two CTAs an SM
+    ("int4_g128", 32, 16, {}),  # group slices, gps 2
+    ("int4_g128_asym", 32, 1, {}),  # UINT4: scales, offsets and x sums a group
+    ("int4_g128_asym", 64, 48, {}),  # two compute warpgroups, stream-K one an SM
+    ("int4_g128_asym", 128, 1, {"splits": 2}),  # a K split
+    ("int8", None, 1, {}),  # per-channel scales
+], ids=["int4-sk", "int4-g32", "uint4-g32", "uint4-wide", "uint4-split", "int8"])
+def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts, monkeypatch):
+  # Every CTA's every pipeline step, its index maps evaluated: each operand's block lies inside
+  # its array, the blocks cover the array, and one step's x, weight, scale, offset and x-sum
+  # blocks are the same K range (the groups of the weight's columns) of the same N tile. On
+  # the GPU a block out of bounds is clipped by the TMA, silently (a review's class of bug).
+  k, n = 2048, 4096
+  scheme = mxjax.schemes.get(preset, **({"block_size": group} if group else {}))
+  pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(w, scheme, axis=0)),
+                      jax.ShapeDtypeStruct((k, n), jnp.float32))
+  opts = dict(opts, num_sms=12)  # few SMs: unequal stream-K shares that cross N tiles
+  plan = decode_plan.plan_decode(m, k, pw, **opts)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, **opts)
+  specs, shapes = _captured_pipeline(monkeypatch, fn, _x(m, k), pw)
+  names = ["x", "w", "scale"] + (["offset"] + (["xsum"] if plan.xsum_in else []) if plan.asym
+                                 else [])
+  assert len(specs) == len(shapes) == len(names)
+  g = k if plan.per_channel else pw.group
+  covered = {name: set() for name in names}
+  sched = plan.schedule
+  for ids in itertools.product(*map(range, sched.grid)):
+    at = dict(zip(sched.grid_names, ids))
+    with monkeypatch.context() as mp:
+      mp.setattr(jax.lax, "axis_index", lambda name, at=at: at[name])
+      for i in range(sched.iters):
+        tile, kk, _ = sched.place_at(ids, i)
+        rows = {}  # operand -> per-dimension [start, stop) of its block
+        for name, spec, shape in zip(names, specs, shapes):
+          idx = spec.index_map(i)
+          block = spec.block_shape
+          rng = [(int(b) * s, (int(b) + 1) * s) for b, s in zip(idx, block)]
+          inside = [0 <= a and e <= d for (a, e), d in zip(rng, shape)]
+          if name == "x" and plan.tma_pad:  # by design: M < 8 rows fill an 8-row tile
+            inside[0] = rng[0] == (0, 8)
+          assert all(inside), (name, rng, shape)
+          rows[name] = rng
+          covered[name].add(tuple(idx))
+        k_cols = rows["w"][1]  # the weight's K range (int4 / int8 elements)
+        assert rows["w"][0] == (tile * plan.tile_n, (tile + 1) * plan.tile_n)
+        assert rows["x"][1] == k_cols
+        if plan.per_channel:
+          assert rows["scale"][1] == rows["w"][0]
+        else:
+          groups = (k_cols[0] // g, k_cols[1] // g)
+          for name in ("scale", "offset"):
+            if name in rows:
+              assert rows[name] == [groups, rows["w"][0]], name
+          if "xsum" in rows:
+            assert rows["xsum"][0] == groups
+  for name, spec, shape in zip(names, specs, shapes):
+    blocks = [-(-d // s) for d, s in zip(shape, spec.block_shape)]
+    assert len(covered[name]) == math.prod(blocks), name  # every block of the array read
