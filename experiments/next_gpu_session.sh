@@ -3,7 +3,7 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh 1     # then 2, then 3
+#   OUT=... bash experiments/next_gpu_session.sh 2     # then 3 (1 ran in session 16)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -28,7 +28,9 @@ run() {  # run LIMIT_S DIR ARGS...: one benchmark into $OUT/DIR
 }
 
 case "$part" in
-  1)  # the gated paths' correctness, each timed against what it replaces
+  1)  # the gated paths' correctness, each timed against what it replaces (ran in session 16:
+      # f32 quantize, bf16 scales and zero-point bytes checked and gated open; rerun only to
+      # re-check)
     run 170 a $B --what quant --f32 --qshapes 8192x8192
     run 130 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 1 --shapes $S \
       --configs '[{}, {"zero_points": true}]' --onehot

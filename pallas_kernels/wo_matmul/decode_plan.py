@@ -26,7 +26,16 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
             # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
-            (WeightFormat.NF4, 64, "slots")}
+            (WeightFormat.NF4, 64, "slots"),
+            # H200, 2026-12-05, 8192 x 28672, M = 1, rel. err 1.6-1.7e-3
+            # (kernels_wo_s16_bf16_scales.json, kernels_wo_s16_zero_points*.json): a scheme's
+            # bf16 scales (INT4 g32 44.3 -> 40.9 us, g128 38.1, UINT4 g64 45.1, INT8 64.8), and
+            # UINT4 zero points as bytes (correct, one-hot rows exact at g128, but slower: g128
+            # 44.4 -> 45.8, g64 46.5 -> 47.5, g32 60.3 -> 61.4 us; not `repack`'s default)
+            (WeightFormat.INT4, 32, "bf16_scales"), (WeightFormat.INT4, 128, "bf16_scales"),
+            (WeightFormat.UINT4, 64, "bf16_scales"), (WeightFormat.INT8, "channel", "bf16_scales"),
+            (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
+            (WeightFormat.UINT4, 128, "zero_points")}
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)

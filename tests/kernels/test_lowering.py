@@ -145,7 +145,8 @@ def test_decode_uint4_lowers_at_every_m_above_32(m):
 def test_decode_uint4_zero_points_lower(group, m):
   # UINT4 zero points stored as bytes (`layout.uint4_zero_points`): the kernel reads a uint8
   # (G, N) operand in place of the f32 offsets and makes each offset f32(s) * (f32(zp) - 8) in
-  # registers (`_zero_points_f32`), with the x-sum term and with `zero_in_weights`; gated.
+  # registers (`_zero_points_f32`), with the x-sum term and with `zero_in_weights`; checked on
+  # the GPU in session 16 (correct; slower than the f32 offsets at M = 1, so not the default).
   pw = jax.eval_shape(lambda w: wm.layout.uint4_zero_points(wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get("int4_g128_asym", block_size=group), axis=0))),
       jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
@@ -155,8 +156,7 @@ def test_decode_uint4_zero_points_lower(group, m):
     text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
     call = next(ln for ln in text.splitlines() if "custom_call" in ln)
     assert operands in call and "_zero_points_f32" in text  # scales, then the zero points
-  with pytest.raises(NotImplementedError, match=r"group \d+ \(zero points\) has not matched"):
-    _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw)
+  _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw)  # ungated
 
 
 @pytest.mark.parametrize("preset,group", [("int4_g128", 32), ("int4_g128_asym", 64),
@@ -164,8 +164,8 @@ def test_decode_uint4_zero_points_lower(group, m):
 def test_decode_bf16_scales_lower(preset, group):
   # A scheme storing its scales in bf16 (`ScaleFormat.BF16`, as GPTQ / AWQ checkpoints keep
   # 16-bit scales): the decode kernel reads 2-byte scale rows and widens them in registers
-  # (exact); gated until the GPU checks it. The prefill GEMM widens them in XLA, its checked
-  # f32-scale path.
+  # (exact); the cases checked on the GPU (session 16) run ungated, the others (INT4 g64 here)
+  # need allow_unverified. The prefill GEMM widens them in XLA, its checked f32-scale path.
   over = {"scale": "bf16"} | ({"block_size": group} if group else {})
   pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get(preset, **over), axis=0)), jax.ShapeDtypeStruct((8192, 28672),
@@ -177,8 +177,12 @@ def test_decode_bf16_scales_lower(preset, group):
     call = next(ln for ln in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text().splitlines()
                 if "custom_call" in ln)
     assert f"tensor<{rows}x28672xbf16>" in call
+  _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(1, 8192), pw)  # checked: ungated
+  g64 = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128", block_size=64, scale="bf16"), axis=0)),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
   with pytest.raises(NotImplementedError, match=r"\(bf16 scales\) has not matched"):
-    _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(1, 8192), pw)
+    _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(1, 8192), g64)
   gemm = _compat.lower_for("cuda", mosaic_gpu_gemm.wo_gemm_mosaic_gpu, _x(1024, 8192), pw)
   assert f"tensor<{rows}x28672xf32>" in next(ln for ln in gemm.as_text().splitlines()
                                             if "custom_call" in ln)
@@ -407,8 +411,8 @@ def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, monkeypatch):
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
 def test_quantize_f32_input_lowers(scheme):
   # The row-wise kernel on float32 x (`f32_body`): (tile_rows, B) f32 tiles in, one code byte an
-  # element out, no pair split (4-bit codes packed by XLA after it); gated until the GPU checks
-  # it.
+  # element out, no pair split (4-bit codes packed by XLA after it); bit-exact on the GPU for
+  # every scheme (session 16), so ungated.
   x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
   kern = mosaic_gpu_quantize.quantize_mosaic_gpu
   for opts in ({}, {"encode_cols": 8}):
@@ -418,11 +422,12 @@ def test_quantize_f32_input_lowers(scheme):
     call = next(ln for ln in text.splitlines() if "custom_call" in ln)
     assert f"tensor<{4096 * 4096 // block}x{block}xf32>" in call  # rows of one f32 block
     assert f"tensor<{4096 * 4096 // block}x{block}xui8>" in call  # a code byte an element
-  with pytest.raises(NotImplementedError, match="f32-input kernel has not matched"):
-    _compat.lower_for("cuda", lambda x: kern(x, scheme), x)
+  _compat.lower_for("cuda", lambda x: kern(x, scheme), x)  # F32_VERIFIED: no gate
   with pytest.raises(NotImplementedError, match="takes bf16 or f32, got float16"):
     _compat.lower_for("cuda", lambda x: kern(x.astype(jnp.float16), scheme), x)
-  assert "f32 row-wise" in qapi.gpu_unsupported(jnp.zeros((256, 256), jnp.float32), scheme)
+  f32 = jnp.zeros((4096, 4096), jnp.float32)
+  assert qapi.gpu_unsupported(f32, scheme) is None  # the GPU default takes f32 row-wise
+  assert "f32 row-wise" in qapi.gpu_unsupported(f32, scheme, transpose=True)
   if block == 128:  # 64 f32 rows a tile: too few for the state's one-thread-a-block layout
     with pytest.raises(ValueError, match="tile_rows=64 must be a multiple of 128"):
       _compat.lower_for("cuda", lambda x: kern(x, scheme, allow_unverified=True,

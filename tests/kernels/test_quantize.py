@@ -176,13 +176,15 @@ def test_quotient_fma_gives_infinite_elements_their_sign():
 def test_default_implementation_is_inspectable(monkeypatch):
   # On this CPU backend every scheme defaults to the XLA reference.
   assert all(pq.api.default_implementation(s) == "xla" for s in SCHEMES)
-  # On a GPU (patched in): the kernel for bf16 inputs it tiles, the reference otherwise.
+  # On a GPU (patched in): the kernel for bf16 inputs it tiles and f32 row-wise (bit-exact on
+  # the GPU since session 16), the reference otherwise (f32 column-wise).
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   x = jnp.ones((256, 256), jnp.bfloat16)
   for s in SCHEMES:
     for t in (False, True):
       assert pq.api.default_implementation(s, t, x) == "mosaic_gpu", (s, t)
-      assert pq.api.default_implementation(s, t, x.astype(jnp.float32)) == "xla", (s, t)
+      want = "xla" if t else "mosaic_gpu"
+      assert pq.api.default_implementation(s, t, x.astype(jnp.float32)) == want, (s, t)
   assert pq.api.default_implementation("mxfp8_e4m3", False, x[:2, :64]) == "xla"  # 4 blocks
   assert "do not tile" in pq.api.gpu_unsupported(x[:2, :64], "mxfp8_e4m3")
   assert pq.api.default_implementation("int4_g128", True, x[:64]) == "xla"  # M < 128

@@ -382,7 +382,7 @@ def test_uint4_zero_points_round_trip():
 @pytest.mark.parametrize("group", [32, 128])
 def test_uint4_zero_points_in_the_kernels(group):
   # A weight with zero-point bytes gives every CPU-runnable kernel's result bit for bit, and
-  # the decode plan reads a quarter of the offsets' bytes (gated until it runs on a GPU).
+  # the decode plan reads a quarter of the offsets' bytes.
   from pallas_kernels.wo_matmul import decode_plan
   _, pw = _weight("int4_g128_asym", {"block_size": group}, k=512, n=256)
   z = wm.layout.uint4_zero_points(pw)
@@ -391,9 +391,7 @@ def test_uint4_zero_points_in_the_kernels(group):
     f = lambda w: wm.wo_matmul(x, w, implementation=impl, interpret=impl == "portable")
     np.testing.assert_array_equal(np.asarray(f(z)), np.asarray(f(pw)), impl)
   assert decode_plan.case(z) == (wm.WeightFormat.UINT4, group, "zero_points")
-  with pytest.raises(NotImplementedError, match=r"group \d+ \(zero points\) has not matched"):
-    decode_plan.plan_decode(1, 512, z)
-  assert decode_plan.plan_decode(1, 512, z, allow_unverified=True).zero_points
+  assert decode_plan.plan_decode(1, 512, z).zero_points  # checked on the GPU: ungated
   assert decode_plan._smem_per_step(wm.WeightFormat.UINT4, 128, 512, 8, 1, 4, off_bytes=1) == (
       decode_plan._smem_per_step(wm.WeightFormat.UINT4, 128, 512, 8, 1, 4) - 3 * 4 * 128)
 
