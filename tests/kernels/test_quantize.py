@@ -450,7 +450,10 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
     pq.quantize(jnp.ones((4, 64), jnp.bfloat16), "mxfp4", implementation="mosaic_gpu",
                 interpret=True)
   with pytest.raises(NotImplementedError, match="bf16"):
-    pq.quantize(jnp.ones((256, 64), jnp.float32), "mxfp4", implementation="mosaic_gpu")
+    pq.quantize(jnp.ones((256, 64), jnp.float16), "mxfp4", implementation="mosaic_gpu")
+  with pytest.raises(NotImplementedError, match="column-wise quantization takes 2-D bf16"):
+    pq.quantize(jnp.ones((256, 256), jnp.float32), "mxfp4", implementation="mosaic_gpu",
+                transpose=True)  # f32 runs row-wise only
   monkeypatch.setitem(qapi.GPU_STATUS_COLUMNS, "nvfp4", "unverified on a GPU")
   with pytest.raises(NotImplementedError, match="unverified on a GPU"):  # a kernel not yet run
     pq.quantize(jnp.ones((256, 64), jnp.bfloat16), "nvfp4", transpose=True,
