@@ -19,6 +19,11 @@ part="${1:?which part: 1, 2 or 3}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
+# The decode launch configs swept with groups of 32 / 64 at M = 32 / 64 (docs/kernels.md)
+sweep='[{}, {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1},
+        {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
+        {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+
 run() {  # run LIMIT_S DIR ARGS...: one benchmark into $OUT/DIR
   local limit=$1 dir=$OUT/$2
   shift 2
@@ -39,21 +44,23 @@ case "$part" in
     timeout 90 python3 experiments/bench_wgmma_rate.py --out "$(mkdir -p "$OUT/d" && echo "$OUT/d")" \
       || echo "== wgmma rate exit $?"
     ;;
-  2)  # most needed first: the group-slice sweep at M = 64 / 32 (targets missed by the most),
-      # block-contiguous weights at M = 1 (INT4 / UINT4 with --load-split; INT8)
-    sweep='[{}, {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1},
-            {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
-            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
-    run 150 a $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 150 b $B --what wo --formats int4,uint4 --m 1 --shapes $S \
+  2)  # most needed first: f32 quantize packing 4-bit codes in the kernel (session 17, gated
+      # until checked: F32_PACK_VERIFIED), with two CTAs an SM (INT4's f32 tiles take 85 KB of
+      # shared memory: three do not fit); the group-slice sweep at M = 64 (the decode target
+      # missed by the most), block-contiguous weights at M = 1 (INT4 / UINT4, --load-split; INT8)
+    run 150 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
+      --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
+    run 140 b $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    run 140 c $B --what wo --formats int4,uint4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 110 c $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
-    run 150 d $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 32 --shapes $S --configs "$sweep"
+    run 100 d $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
     ;;
-  3)  # zero-point bytes at M = 16 / 64; bf16 scales at M = 16 / 64; UINT4's stream-K configs
-    run 110 a $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 16,64 --shapes $S \
+  3)  # the group-slice sweep at M = 32; zero-point bytes and bf16 scales at M = 16 / 64;
+      # UINT4's stream-K configs
+    run 140 a $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 32 --shapes $S --configs "$sweep"
+    run 100 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 16,64 --shapes $S \
       --configs '[{}, {"zero_points": true}]'
-    run 110 b $B --what wo --formats int4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 --m 16,64 \
+    run 100 c $B --what wo --formats int4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 --m 16,64 \
       --shapes $S
     # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
     # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
@@ -62,7 +69,7 @@ case "$part" in
     # SM; gps 4 with zero-point bytes fits two for g32 at M = 1 only (111 KB; 119-131 KB at
     # M = 16); step_wait as UINT4 takes it. configs_timed records each config's resolved plan
     # and CTAs an SM.
-    run 150 c $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
+    run 140 d $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
       --configs '[{}, {"tile_n": 128, "compute_wgs": 1, "gps": 2, "steps": 3, "stream_k": 2,
                    "step_wait": true},
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,

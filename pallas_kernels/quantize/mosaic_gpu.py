@@ -12,9 +12,12 @@ correction).
 
 float32 input is read as rows of one block of f32 (`f32_body`): element column slices load
 into the WGMMA layout, the block amax is a row max over the slices, and each element's code is
-stored as one byte, so no pair split is needed: 8-bit codes are their layout already, 4-bit
-ones are packed two a byte by XLA after the kernel (`reference.pairs_from_bytes`, a pass over
-the code bytes). Bit-exact on the GPU for every scheme (`F32_VERIFIED`, session 16).
+stored as one byte, so no pair split is needed: 8-bit codes are their layout already. 4-bit
+codes go to a shared-memory scratch, are read back as uint16 words (two codes each, the
+scratch's other view) and packed a nibble pair a byte in registers (`pack_nibbles`, session 17;
+until it has run on a GPU, `F32_PACK_VERIFIED`), or else leave one a byte and are packed by
+XLA after the kernel (`reference.pairs_from_bytes`, a pass over the code bytes). Bit-exact on
+the GPU for every scheme (`F32_VERIFIED`, session 16).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
@@ -39,6 +42,7 @@ from pallas_kernels.quantize.portable import unpair_bf16
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import assemble
 from pallas_kernels.quantize.reference import check_shape
+from pallas_kernels.quantize.reference import nibbles_from_words
 from pallas_kernels.quantize.reference import pairs_from_bytes
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
@@ -70,6 +74,9 @@ STATE_ONCE_DEFAULT = frozenset({"nvfp4"})
 # MXFP4 / NVFP4 / INT4, 2.2-5.4x XLA's jitted quantize of the f32 array); others need
 # allow_unverified=True.
 F32_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4", "int4_g128"})
+# 4-bit schemes whose f32 kernel packing nibbles in shared memory (`pack_nibbles`) has matched
+# `mxjax.quantize` on a GPU, and is then the default; written in session 17 without a GPU.
+F32_PACK_VERIFIED: frozenset[str] = frozenset()
 
 
 def _tile_rows(block: int) -> int:
@@ -126,14 +133,14 @@ def _state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
-                        allow_unverified: bool = False,
+                        pack_nibbles: bool | None = None, allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
 
   Args:
-    x: (M, K) bfloat16, or float32 (`f32_body`; not yet run on a GPU: `allow_unverified=True`
-      until `F32_VERIFIED` lists the scheme).
+    x: (M, K) bfloat16, or float32 (`f32_body`; a scheme `F32_VERIFIED` does not list needs
+      `allow_unverified=True`).
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
     steps: TMA pipeline depth per CTA (default `LAUNCH`).
     tile_rows: blocks per pipeline step (default by block size).
@@ -147,6 +154,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       its instructions. Default (None): `STATE_ONCE_DEFAULT` (NVFP4: 8% faster on an H200); a
       scheme not in `STATE_ONCE_VERIFIED` needs `allow_unverified=True` (the benchmark's
       `--configs` passes it and checks the codes bit for bit).
+    pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
+      shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
+      on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
     allow_unverified: run an option not yet checked bit for bit on a GPU (the benchmark's
       `--configs` passes it and checks the codes).
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
@@ -167,6 +177,13 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     raise NotImplementedError(
         f"the f32-input kernel has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
         "allow_unverified=True to run it (and check its codes), or give bf16 / use 'xla'")
+  if pack_nibbles is None:
+    pack_nibbles = scheme in F32_PACK_VERIFIED
+  pack_nibbles = pack_nibbles and f32_in and sch.bits == 4  # bf16 pairs are packed anyway
+  if pack_nibbles and scheme not in F32_PACK_VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"pack_nibbles has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
+        "allow_unverified=True to run it (and check its codes), or leave pack_nibbles off")
   if state_once is None:
     state_once = scheme in STATE_ONCE_DEFAULT
   if state_once and scheme not in STATE_ONCE_VERIFIED and not allow_unverified:
@@ -195,7 +212,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   # CTAs fill the SMs evenly (4096x14336 had 224 CTAs on 132 SMs with powers of two).
   per = next(p for p in range(-(-ntiles // target), ntiles + 1) if ntiles % p == 0)
   ctas = ntiles // per
-  out_dtype = jnp.uint16 if sch.bits == 8 else jnp.uint8
+  # Codes leave as pairs (bf16 x; f32 x with pack_nibbles), or one byte an element
+  byte_codes = f32_in and not pack_nibbles
+  out_dtype = jnp.uint8 if byte_codes or sch.bits == 4 else jnp.uint16
+  out_cols = sch.block if byte_codes else half
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
   in_cols = sch.block if f32_in else half  # f32 elements, or bf16 pair words, a block row
 
@@ -205,16 +225,15 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   s_t, terms = tensor_terms(sch, x, tensor_amax)
   if terms is not None:
     inputs.append(jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms)))
-  # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat. The
-  # f32 kernel writes one code byte an element (B >= 16 bytes a row), never flat.
-  flat_out = not f32_in and half * jnp.dtype(out_dtype).itemsize < 16
-  p_shape = (rows * half,) if flat_out else (rows, half)
-  p_spec = (plgpu.BlockSpec((tr * half,), lambda i: (i,)) if flat_out
-            else plgpu.BlockSpec((tr, half), lambda i: (i, 0)))
-  if f32_in:
-    p_shape, p_spec = (rows, sch.block), plgpu.BlockSpec((tr, sch.block), lambda i: (i, 0))
+  # TMA needs 16-byte GMEM row strides: NVFP4's 8-byte rows of packed codes go out flat
+  # (code bytes, B >= 16 a row, never do).
+  flat_out = out_cols * jnp.dtype(out_dtype).itemsize < 16
+  p_shape = (rows * out_cols,) if flat_out else (rows, out_cols)
+  p_spec = (plgpu.BlockSpec((tr * out_cols,), lambda i: (i,)) if flat_out
+            else plgpu.BlockSpec((tr, out_cols), lambda i: (i, 0)))
 
   st_smem = None  # `_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
+  code_smem = None  # `pack_nibbles`' scratch, set in `kernel`: (bytes, words) views of it
   state_shapes = jax.eval_shape(lambda a: block_state(
       sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
       jax.ShapeDtypeStruct((tr,), jnp.float32))
@@ -268,13 +287,22 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       bits = b if bits is None else jnp.maximum(bits, b)
     state = tile_state(amax_from_bits(bits), t, s_smem)
     encode = element_encoder(sch, state, fma=_ptx.fma_rn)
+    byte_smem = code_smem[0] if pack_nibbles else p_smem
     for cs in pieces:
       codes = encode(whole if whole is not None else load(cs))
-      p_smem.at[:, cs][...] = codes.astype(jnp.uint8)
+      byte_smem.at[:, cs][...] = codes.astype(jnp.uint8)
+    if pack_nibbles:
+      # A thread's uint16 words hold other threads' code bytes: all stored first. (The
+      # pipeline's barrier after each step keeps the next step's stores after these loads.)
+      plgpu.commit_smem()
+      words = plgpu.load(code_smem[1], (), layout=plgpu.Layout.WGMMA, optimized=False)
+      (p_smem.reshape(tr, half) if flat_out else p_smem)[...] = nibbles_from_words(words)
     store_scales(state, s_smem)
 
   def kernel(x_gmem, *refs):
-    nonlocal st_smem
+    nonlocal st_smem, code_smem
+    if pack_nibbles:
+      *refs, code_smem = refs
     if state_once:
       *refs, st_smem = refs
     *ts_gmem, p_gmem, s_gmem = refs
@@ -292,14 +320,17 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
 
   f = _compat.mgpu_kernel(
       kernel,
-      out_type=(jax.ShapeDtypeStruct(p_shape, jnp.uint8 if f32_in else out_dtype),
+      out_type=(jax.ShapeDtypeStruct(p_shape, out_dtype),
                 jax.ShapeDtypeStruct((rows,), scale_dtype)),
       grid=(ctas,),
       grid_names=("c",),
-      scratch_types=[plgpu.SMEM((len(state_shapes), tr), jnp.float32)] if state_once else [],
+      scratch_types=(
+          [plgpu.SMEM((len(state_shapes), tr), jnp.float32)] if state_once else [])
+      + ([plgpu.RefUnion(plgpu.SMEM((tr, sch.block), jnp.uint8),
+                         plgpu.SMEM((tr, half), jnp.uint16))] if pack_nibbles else []),
   )
   packed, scale = f(*inputs)
-  if f32_in:  # code bytes in element order
+  if byte_codes:  # code bytes in element order
     packed = pairs_from_bytes(sch, packed)
   packed = packed.reshape(rows, half)
   return assemble(sch, packed, scale, m, k, s_t)

@@ -51,11 +51,17 @@ def split_pairs(x: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
 def pairs_from_bytes(scheme: FusedScheme, codes: jax.Array) -> jax.Array:
   """Codes (R, B) uint8, one a byte in element order -> the (R, B // 2) pairs `assemble` takes
   (even element first): 8-bit codes as uint16 words, a bitcast; 4-bit codes packed two a byte
-  (even in the low nibble), an XLA pass over the code bytes (a quarter of f32 x's)."""
+  (even in the low nibble, `nibbles_from_words`), an XLA pass over the code bytes."""
   r, b = codes.shape
-  if scheme.bits == 8:
-    return lax.bitcast_convert_type(codes.reshape(r, b // 2, 2), jnp.uint16)
-  return codes[:, 0::2] | (codes[:, 1::2] << 4)
+  words = lax.bitcast_convert_type(codes.reshape(r, b // 2, 2), jnp.uint16)
+  return words if scheme.bits == 8 else nibbles_from_words(words)
+
+
+def nibbles_from_words(words: jax.Array) -> jax.Array:
+  """uint16 words, each two 4-bit code bytes in element order (even element in the low byte,
+  as little-endian memory holds them) -> one uint8 a word, the even code in the low nibble.
+  The f32 kernel packs in shared memory this way (its code bytes re-read as words)."""
+  return ((words & 0xF) | ((words >> 4) & 0xF0)).astype(jnp.uint8)
 
 
 def assemble(scheme: FusedScheme, packed: jax.Array, scale: jax.Array, m: int, k: int,

@@ -411,13 +411,13 @@ def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, monkeypatch):
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
 def test_quantize_f32_input_lowers(scheme):
   # The row-wise kernel on float32 x (`f32_body`): (tile_rows, B) f32 tiles in, one code byte an
-  # element out, no pair split (4-bit codes packed by XLA after it); bit-exact on the GPU for
-  # every scheme (session 16), so ungated.
+  # element out, no pair split (4-bit codes packed by XLA after it, unless `pack_nibbles`);
+  # bit-exact on the GPU for every scheme (session 16), so ungated.
   x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
   kern = mosaic_gpu_quantize.quantize_mosaic_gpu
   for opts in ({}, {"encode_cols": 8}):
-    text = _compat.lower_for("cuda", lambda x, o=opts: kern(x, scheme, allow_unverified=True,
-                                                            **o), x).as_text()
+    text = _compat.lower_for("cuda", lambda x, o=opts: kern(
+        x, scheme, allow_unverified=True, pack_nibbles=False, **o), x).as_text()
     block = mxjax.schemes.get(scheme).block_size
     call = next(ln for ln in text.splitlines() if "custom_call" in ln)
     assert f"tensor<{4096 * 4096 // block}x{block}xf32>" in call  # rows of one f32 block
@@ -432,6 +432,35 @@ def test_quantize_f32_input_lowers(scheme):
     with pytest.raises(ValueError, match="tile_rows=64 must be a multiple of 128"):
       _compat.lower_for("cuda", lambda x: kern(x, scheme, allow_unverified=True,
                                                state_once=True), x)
+
+
+@pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4", "int4_g128"])
+def test_quantize_f32_pack_nibbles_lowers(scheme):
+  # `pack_nibbles` (session 17): the f32 kernel's 4-bit code bytes go to a shared-memory scratch
+  # and leave packed two a byte, (rows, B / 2) uint8 as from bf16 x (NVFP4's 8-byte rows flat),
+  # with no XLA pass after the kernel; gated until a GPU has checked it, with and without
+  # state_once and column slices.
+  x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
+  kern = mosaic_gpu_quantize.quantize_mosaic_gpu
+  block = mxjax.schemes.get(scheme).block_size
+  rows = 4096 * 4096 // block
+  if scheme not in mosaic_gpu_quantize.F32_PACK_VERIFIED:
+    with pytest.raises(NotImplementedError, match="pack_nibbles has not matched"):
+      _compat.lower_for("cuda", lambda x: kern(x, scheme, pack_nibbles=True), x)
+  out = f"tensor<{rows * block // 2}xui8>" if block == 16 else f"tensor<{rows}x{block // 2}xui8>"
+  for opts in ({}, {"encode_cols": 8}, {"state_once": True, "tile_rows": 128}):
+    lowered = _compat.lower_for("cuda", lambda x, o=opts: kern(
+        x, scheme, pack_nibbles=True, allow_unverified=True, **o), x)
+    call = next(ln for ln in lowered.as_text().splitlines() if "custom_call" in ln)
+    assert f"tensor<{rows}x{block}xf32>" in call and out in call, call
+    assert f"{block}xui8>" not in call  # no code bytes leave the kernel
+    # the kernel is the whole computation: nothing but reshapes and bitcasts after it
+    after = lowered.as_text().split("custom_call", 1)[1]
+    assert not any(op in after for op in ("stablehlo.or", "stablehlo.shift", "stablehlo.and"))
+  for dt in (jnp.bfloat16, jnp.float32):  # bf16 pairs are packed anyway: the option is moot
+    if dt == jnp.float32 and scheme not in mosaic_gpu_quantize.F32_PACK_VERIFIED:
+      continue
+    _compat.lower_for("cuda", lambda x: kern(x.astype(dt), scheme, pack_nibbles=True), x)
 
 
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))

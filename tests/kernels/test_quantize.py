@@ -440,6 +440,20 @@ def test_f32_input_dataflow_of_the_gpu_kernel(scheme):
                                       np.asarray(ref).view(np.uint8).ravel())
 
 
+def test_quantize_f32_pack_nibbles_dataflow():
+  # The packing `pack_nibbles` does, in jnp: code bytes stored in element order, read back as
+  # little-endian uint16 words, a word's two nibbles made one byte (`nibbles_from_words`),
+  # against numpy's packing of every pair of 4-bit codes.
+  from pallas_kernels.quantize.reference import nibbles_from_words, pairs_from_bytes
+  lo, hi = np.meshgrid(np.arange(16, dtype=np.uint8), np.arange(16, dtype=np.uint8))
+  codes = np.stack([lo.ravel(), hi.ravel()], axis=1).reshape(16, 32)  # every pair, 16 a row
+  words = codes.view("<u2")  # as the kernel's scratch holds them
+  want = codes[:, 0::2] | (codes[:, 1::2] << 4)
+  np.testing.assert_array_equal(np.asarray(nibbles_from_words(jnp.asarray(words))), want)
+  np.testing.assert_array_equal(
+      np.asarray(pairs_from_bytes(S.get_scheme("mxfp4"), jnp.asarray(codes))), want)
+
+
 def test_errors_are_raised_not_swallowed(monkeypatch):
   x = jnp.ones((4, 80), jnp.bfloat16)
   with pytest.raises(ValueError, match="multiple of the block"):
