@@ -3,7 +3,7 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh 2     # then 3 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2     # then 3, 4 (1 ran in session 16)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2 or 3}"
+part="${1:?which part: 1, 2, 3 or 4}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -46,14 +46,17 @@ case "$part" in
     ;;
   2)  # most needed first: f32 quantize packing 4-bit codes in the kernel (session 17, gated
       # until checked: F32_PACK_VERIFIED), with two CTAs an SM (INT4's f32 tiles take 85 KB of
-      # shared memory: three do not fit); the group-slice sweep at M = 64 (the decode target
-      # missed by the most), block-contiguous weights at M = 1 (INT4 / UINT4, --load-split; INT8)
+      # shared memory: three do not fit); bf16 FP8 1x128 / INT4 with 64-row tiles (at 128 rows
+      # their 101 / 85 KB CTAs fit two an SM of the four / three LAUNCH asks; Mosaic's count,
+      # session 17); the group-slice sweep at M = 64 (the decode target missed by the most);
+      # block-contiguous weights at M = 1 (INT4 / UINT4, --load-split)
     run 150 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
       --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
-    run 140 b $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 140 c $B --what wo --formats int4,uint4 --m 1 --shapes $S \
+    run 90 b $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
+      --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
+    run 140 c $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    run 140 d $B --what wo --formats int4,uint4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 100 d $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
     ;;
   3)  # the group-slice sweep at M = 32; zero-point bytes and bf16 scales at M = 16 / 64;
       # UINT4's stream-K configs
@@ -75,6 +78,9 @@ case "$part" in
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
                    "step_wait": true, "zero_points": true}]'
     ;;
-  *) echo "part must be 1, 2 or 3" >&2; exit 2 ;;
+  4)  # block-contiguous INT8 weights at M = 1
+    run 100 a $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+    ;;
+  *) echo "part must be 1, 2, 3 or 4" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
