@@ -49,14 +49,16 @@ case "$part" in
       # shared memory: three do not fit); bf16 FP8 1x128 / INT4 with 64-row tiles (at 128 rows
       # their 101 / 85 KB CTAs fit two an SM of the four / three LAUNCH asks; Mosaic's count,
       # session 17); the group-slice sweep at M = 64 (the decode target missed by the most);
-      # block-contiguous weights at M = 1 (INT4 / UINT4, --load-split)
+      # the column-wise kernel's pieces for FP8 1x128 / INT4 (1.36 / 1.39 TB/s against 2.4:
+      # pieces of 16 re-load each tile twice; never re-tuned since the PTX FMAs)
     run 150 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
       --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
     run 90 b $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
     run 140 c $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 140 d $B --what wo --formats int4,uint4 --m 1 --shapes $S \
-      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
+    run 110 d $B --what quant --transpose --qshapes 8192x8192 \
+      --schemes fp8_e4m3_block128,int4_g128 \
+      --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     ;;
   3)  # the group-slice sweep at M = 32; zero-point bytes and bf16 scales at M = 16 / 64;
       # UINT4's stream-K configs
@@ -78,8 +80,10 @@ case "$part" in
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
                    "step_wait": true, "zero_points": true}]'
     ;;
-  4)  # block-contiguous INT8 weights at M = 1
-    run 100 a $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+  4)  # block-contiguous weights at M = 1 (INT4 / UINT4 with --load-split; INT8)
+    run 140 a $B --what wo --formats int4,uint4 --m 1 --shapes $S \
+      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
+    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
     ;;
   *) echo "part must be 1, 2, 3 or 4" >&2; exit 2 ;;
 esac

@@ -17,7 +17,8 @@ along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M 
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
-registers on a whole (tile_k, 128) block (the pieces are not re-tuned since). Uses TMA and
+registers on a whole (tile_k, 128) block (`piece=` sweeps them: written in session 17, not yet
+timed). Uses TMA and
 register layouts the CPU interpreter cannot run; `portable_columns.py` is its twin (same pieces)
 and the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
@@ -49,16 +50,24 @@ COLUMN_SCHEMES = tuple(SCHEMES)
 PIECE = {"fp8_e4m3_block128": 16, "int4_g128": 16}
 
 
-def column_blocks(scheme: str, nb: int | None) -> tuple[FusedScheme, int, int, int]:
+def column_blocks(scheme: str, nb: int | None,
+                  piece: int | None = None) -> tuple[FusedScheme, int, int, int]:
   """(scheme, nb, rows of each input tile a block, pieces a block) for the column-wise kernels;
-  nb defaults to 64 rows of x a step (one block for B = 128)."""
+  nb defaults to 64 rows of x a step (one block for B = 128), piece (elements of a block
+  encoded at once) to `PIECE`'s, else the whole block."""
   if scheme not in COLUMN_SCHEMES:
     raise NotImplementedError(f"the column-wise kernels take {COLUMN_SCHEMES}, not {scheme!r}")
   sch = get_scheme(scheme)
   nb = max(1, 64 // sch.block) if nb is None else nb
   nx = 2 if sch.bits == 4 else 1
   r = sch.block // nx
-  return sch, nb, r, sch.block // PIECE.get(scheme, sch.block)
+  piece = PIECE.get(scheme, sch.block) if piece is None else piece
+  # a piece is rows of x.T's tile: 8-row multiples (the WGMMA layout's columns), each input
+  # tile's share (4-bit: half, as two tiles) too
+  if sch.block % piece or (piece // nx) % 8:
+    raise ValueError(f"{scheme}: piece={piece} must divide B = {sch.block} into parts of "
+                     f"{8 * nx} or more elements (multiples of {8 * nx})")
+  return sch, nb, r, sch.block // piece
 
 
 def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
@@ -75,6 +84,7 @@ def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
 
 def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
+                                piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
@@ -88,6 +98,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
     steps: TMA pipeline depth per CTA. The defaults (tile_k 128, nb 2, steps 2) were the best of
       the H100 sweep for MXFP8 / MXFP4 (experiments/results/kernels_quant_columns.json).
     ctas_per_sm: the K range is split so that about this many CTAs run per SM.
+    piece: elements of a block encoded at once, a divisor of B (default `PIECE`'s, else B):
+      the amax is merged over the pieces, then each piece is reloaded and encoded.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
 
@@ -96,7 +108,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
     low nibble), scale (K, M / B) in the scheme's dtype, and NVFP4's tensor scale.
   """
   plgpu = _compat.plgpu_module()
-  sch, nb, r, pieces = column_blocks(scheme, nb)
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece)
   if x.ndim != 2 or x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu column-wise quantization takes 2-D bf16, got "
                               f"{x.dtype}{x.shape}")

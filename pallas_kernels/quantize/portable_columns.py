@@ -31,14 +31,15 @@ from pallas_kernels.quantize.schemes import element_encoder
 
 
 def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
-                              nb: int | None = None, interpret: Any = False,
+                              nb: int | None = None, piece: int | None = None,
+                              interpret: Any = False,
                               tensor_amax: jax.Array | None = None) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of `x` (M, K) by the column-wise kernel's decomposition.
 
   Args:
     x: (M, K) bf16 or f32; blocks of B run along M.
     scheme: any of `schemes.SCHEMES`.
-    tile_k, nb: as in `quantize_columns_mosaic_gpu`.
+    tile_k, nb, piece: as in `quantize_columns_mosaic_gpu`.
     interpret: run in the Pallas interpreter.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
@@ -46,7 +47,7 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
   Returns:
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
   """
-  sch, nb, r, pieces = column_blocks(scheme, nb)
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece)
   m, k = x.shape
   b = sch.block
   tm = b * nb

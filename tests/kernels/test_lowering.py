@@ -482,6 +482,20 @@ def test_quantize_state_once_lowers(scheme):
   assert ("_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
 
 
+@pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
+def test_quantize_columns_piece_sizes_lower(scheme):
+  # The column-wise kernel with larger pieces of a block (`piece=`, session 17's GPU sweep): it
+  # lowers at each, with the smaller tile_k a whole block's registers call for.
+  from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
+  x = jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16)
+  for cfg in ({"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}):
+    text = _compat.lower_for("cuda", lambda x, c=cfg: quantize_columns_mosaic_gpu(
+        x, scheme, **c), x).as_text()
+    assert "custom_call" in text
+  with pytest.raises(ValueError, match="piece=48 must divide B"):
+    _compat.lower_for("cuda", lambda x: quantize_columns_mosaic_gpu(x, scheme, piece=48), x)
+
+
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
 def test_nvfp4_given_tensor_amax_skips_the_pass_over_x(transpose):
   # With `tensor_amax` the GPU NVFP4 kernels (row- and column-wise) run alone: no XLA reduction

@@ -110,6 +110,26 @@ def test_column_twin_every_scheme(scheme):
   assert_same(pq.quantize(x.T, scheme, implementation="xla"), _mx(x.T, scheme))  # NaN: NVFP4
 
 
+@pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128", "mxfp8_e4m3"])
+def test_column_twin_piece_sizes(scheme):
+  # `piece=`, the elements of a block encoded at once (the GPU sweep's knob): every size gives
+  # mxjax's codes (the amax merged over the pieces first), on ties and special values; a piece
+  # that does not split B into 8-row parts of each input tile is refused.
+  from pallas_kernels.quantize.portable_columns import quantize_columns_portable
+  from pallas_kernels.quantize.testdata import special_values
+  sch = S.get_scheme(scheme)
+  x = jnp.concatenate([rounding_midpoints(8, 64, 256), special_values(
+      2, 64, 256, nonfinite=True).astype(jnp.bfloat16)]).T  # (256, 128): x.T's rows are these
+  want = _mx(x.T, scheme)
+  nx = 2 if sch.bits == 4 else 1  # 4-bit: a piece is split over the even and odd row tiles
+  sizes = [p for p in (8, 16, 32, 64, 128) if p <= sch.block and (p // nx) % 8 == 0]
+  assert len(sizes) >= 3
+  for piece in sizes:
+    assert_same(quantize_columns_portable(x, scheme, piece=piece, interpret=True), want)
+  with pytest.raises(ValueError, match="piece=24 must divide B"):
+    quantize_columns_portable(x, scheme, piece=24, interpret=True)
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
 def test_bit_exact_on_rounding_midpoints(impl, scheme):
