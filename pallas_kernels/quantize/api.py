@@ -44,7 +44,7 @@ GPU_STATUS_COLUMNS = {"mxfp8_e4m3": "bit_exact", "mxfp4": "bit_exact", "nvfp4": 
 def gpu_unsupported(x: jax.Array, scheme: str, transpose: bool = False) -> str | None:
   """Why the Mosaic GPU kernel cannot take x (None: it can, given the scheme)."""
   from pallas_kernels.quantize.mosaic_gpu import F32_VERIFIED  # pylint: disable=g-import-not-at-top
-  from pallas_kernels.quantize.mosaic_gpu import _tile_rows  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize.mosaic_gpu import default_tile_rows  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize.mosaic_gpu_columns import column_blocks  # pylint: disable=g-import-not-at-top
   block = get_scheme(scheme).block
   f32_ok = x.dtype == jnp.float32 and scheme in F32_VERIFIED and not transpose
@@ -52,7 +52,7 @@ def gpu_unsupported(x: jax.Array, scheme: str, transpose: bool = False) -> str |
     return (f"the GPU kernels take 2-D bf16 (f32 row-wise for {sorted(F32_VERIFIED)}, checked "
             f"on a GPU), got {x.dtype}{x.shape}")
   m, k = x.shape
-  tr = _tile_rows(block) // (2 if f32_ok else 1)
+  tr = default_tile_rows(block, f32_ok)
   if transpose:
     _, nb, _, _ = column_blocks(scheme, None)
     if m % (block * nb) or k % 128:

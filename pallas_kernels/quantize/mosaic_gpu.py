@@ -79,9 +79,10 @@ F32_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4", "
 F32_PACK_VERIFIED: frozenset[str] = frozenset()
 
 
-def _tile_rows(block: int) -> int:
-  # ~16-32 KiB of input a step; a multiple of 64 (WGMMA layout) and >= 128 (128-byte TMA).
-  return {16: 256, 32: 256, 128: 128}[block]  # TMA boxes are at most 256 a dimension
+def default_tile_rows(block: int, f32_in: bool = False) -> int:
+  """Blocks a pipeline step by default: ~16-32 KiB of input, a multiple of 64 (the WGMMA
+  layout), at most 256 (a TMA box dimension); f32 tiles, twice the bytes, take half."""
+  return {16: 256, 32: 256, 128: 128}[block] // (2 if f32_in else 1)
 
 
 # (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
@@ -199,8 +200,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if half % cols or cols % 8:
     raise ValueError(f"encode_cols={cols} must be a multiple of 8 dividing B / 2 = {half}")
   rows = m * k // sch.block
-  # f32 tiles are twice the bytes of bf16 pair tiles: half the rows a step (still >= 64)
-  tr = tile_rows or _tile_rows(sch.block) // (2 if f32_in else 1)
+  tr = tile_rows or default_tile_rows(sch.block, f32_in)
   if rows % tr:
     raise ValueError(f"{scheme}: M*K/B = {rows} blocks must be a multiple of tile_rows={tr}")
   if state_once and tr % 128:
