@@ -22,7 +22,11 @@ S=8192x28672
 # The decode launch configs swept with groups of 32 / 64 at M = 32 / 64 (docs/kernels.md)
 sweep='[{}, {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1},
         {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
-        {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+        {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+        {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
+        {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
+# (compute_wgs 4, session 17: four compute warpgroups of 64 rows, so that two decode while two
+# wait on their wgmmas; 112 registers a thread, where two warpgroups get 232)
 
 run() {  # run LIMIT_S DIR ARGS...: one benchmark into $OUT/DIR
   local limit=$1 dir=$OUT/$2
@@ -55,14 +59,14 @@ case "$part" in
       --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
     run 90 b $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
-    run 140 c $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    run 150 c $B --what wo --formats int4,int4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
     run 110 d $B --what quant --transpose --qshapes 8192x8192 \
       --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     ;;
   3)  # the group-slice sweep at M = 32; zero-point bytes and bf16 scales at M = 16 / 64;
       # UINT4's stream-K configs
-    run 140 a $B --what wo --formats int4_g32,uint4_g32,uint4_g64 --m 32 --shapes $S --configs "$sweep"
+    run 150 a $B --what wo --formats int4,int4_g32,uint4_g32 --m 32 --shapes $S --configs "$sweep"
     run 100 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 16,64 --shapes $S \
       --configs '[{}, {"zero_points": true}]'
     run 100 c $B --what wo --formats int4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 --m 16,64 \

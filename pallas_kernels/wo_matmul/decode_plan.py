@@ -143,10 +143,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       output. NF4: True rounds `table * absmax` (f32) to bf16 once, as bitsandbytes' bf16
       dequantization does; False keeps the table in two bf16 terms (to 2^-17) and the scale in
       f32 (closer to the f32 reference, slower).
-    compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2: warp
-      specialization, a memory warpgroup issuing the TMA copies and two compute warpgroups
-      taking `tile_n / 2` rows each (`plgpu.emit_pipeline_warp_specialized`; group scales
-      only).
+    compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2 or 4:
+      warp specialization, a memory warpgroup issuing the TMA copies and the compute
+      warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`;
+      group scales only). Four (session 17, untimed) get 112 registers a thread to two's 232.
     nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
       integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
       Default (None): on for prescaled NF4 (H100, 8192 x 28672, M = 1: 155 us against 463 us).
@@ -332,8 +332,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
-  if compute_wgs not in (1, 2):
-    raise ValueError(f"compute_wgs must be 1 or 2, got {compute_wgs}")
+  if compute_wgs not in (1, 2, 4):
+    raise ValueError(f"compute_wgs must be 1, 2 or 4, got {compute_wgs}")
   if compute_wgs > 1 and (per_channel or tile_n % (64 * compute_wgs)):
     raise NotImplementedError(
         f"warp specialization takes group-scaled formats and tile_n a multiple of "

@@ -297,6 +297,22 @@ def test_nf4_slots_lower(m):
     assert "sub.bf16x2" not in text
 
 
+@pytest.mark.parametrize("m", [32, 64])
+def test_decode_four_compute_warpgroups_lower(m):
+  # compute_wgs=4 (session 17's M = 32 / 64 sweep): four compute warpgroups of 64 rows and the
+  # memory one, each warpgroup's rows of the tile, its own output slot in shared memory.
+  pw = _weight_shape("int4_g128", 8192, 28672)
+  for cfg in (dict(tile_n=256, gps=2, steps=3), dict(tile_n=256, gps=1, steps=4)):
+    fn = lambda x, p, c=cfg: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, compute_wgs=4, stream_k=1, **c)
+    assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  plan = decode_plan.plan_decode(m, 8192, pw, tile_n=256, compute_wgs=4, stream_k=1)
+  assert plan.wg_rows == 64 and plan.compute_wgs == 4
+  with pytest.raises(ValueError, match="compute_wgs must be 1, 2 or 4"):
+    decode_plan.plan_decode(m, 8192, pw, tile_n=192, compute_wgs=3)
+  with pytest.raises(NotImplementedError, match="tile_n a multiple of 256"):
+    decode_plan.plan_decode(m, 8192, pw, tile_n=128, compute_wgs=4)
+
+
 def test_decode_load_only_diagnostic_lowers():
   pw = _weight_shape("int4_g128", 8192, 28672)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, load_only=True)
