@@ -308,7 +308,7 @@ def test_decode_four_compute_warpgroups_lower(m):
   plan = decode_plan.plan_decode(m, 8192, pw, tile_n=256, compute_wgs=4, stream_k=1)
   assert plan.wg_rows == 64 and plan.compute_wgs == 4
   with pytest.raises(ValueError, match="compute_wgs must be 1, 2 or 4"):
-    decode_plan.plan_decode(m, 8192, pw, tile_n=192, compute_wgs=3)
+    decode_plan.plan_decode(m, 8192, pw, tile_n=256, compute_wgs=3)
   with pytest.raises(NotImplementedError, match="tile_n a multiple of 256"):
     decode_plan.plan_decode(m, 8192, pw, tile_n=128, compute_wgs=4)
 
