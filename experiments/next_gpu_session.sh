@@ -55,12 +55,12 @@ case "$part" in
       # session 17); the group-slice sweep at M = 64 (the decode target missed by the most);
       # the column-wise kernel's pieces for FP8 1x128 / INT4 (1.36 / 1.39 TB/s against 2.4:
       # pieces of 16 re-load each tile twice; never re-tuned since the PTX FMAs)
-    run 150 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
+    run 140 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
       --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
-    run 90 b $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
+    run 80 b $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
-    run 150 c $B --what wo --formats int4,int4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 110 d $B --what quant --transpose --qshapes 8192x8192 \
+    run 140 c $B --what wo --formats int4,int4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    run 100 d $B --what quant --transpose --qshapes 8192x8192 \
       --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     ;;
