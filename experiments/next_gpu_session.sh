@@ -50,15 +50,17 @@ case "$part" in
     ;;
   2)  # most needed first: f32 quantize packing 4-bit codes in the kernel (session 17, gated
       # until checked: F32_PACK_VERIFIED), with two CTAs an SM (INT4's f32 tiles take 85 KB of
-      # shared memory: three do not fit); bf16 FP8 1x128 / INT4 with 64-row tiles (at 128 rows
-      # their 101 / 85 KB CTAs fit two an SM of the four / three LAUNCH asks; Mosaic's count,
-      # session 17); the group-slice sweep at M = 64 (the decode target missed by the most);
+      # shared memory: three do not fit); INT8 / FP8 at M = 32 / 64 with two compute
+      # warpgroups (session 17: M = 64 ran at ~1.0x XLA bf16, the target 1.8x, with one
+      # warpgroup; INT4 went 103 -> 77 us that way); the group-slice sweep at M = 64;
       # the column-wise kernel's pieces for FP8 1x128 / INT4 (1.36 / 1.39 TB/s against 2.4:
       # pieces of 16 re-load each tile twice; never re-tuned since the PTX FMAs)
     run 140 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
       --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
-    run 80 b $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
-      --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
+    run 130 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
     run 140 c $B --what wo --formats int4,int4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
     run 100 d $B --what quant --transpose --qshapes 8192x8192 \
       --schemes fp8_e4m3_block128,int4_g128 \
@@ -84,10 +86,14 @@ case "$part" in
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
                    "step_wait": true, "zero_points": true}]'
     ;;
-  4)  # block-contiguous weights at M = 1 (INT4 / UINT4 with --load-split; INT8)
+  4)  # block-contiguous weights at M = 1 (INT4 / UINT4 with --load-split; INT8); bf16 FP8
+      # 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two an
+      # SM of the four / three LAUNCH asks; Mosaic's count, session 17)
     run 140 a $B --what wo --formats int4,uint4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
     run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+    run 80 c $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
+      --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
     ;;
   *) echo "part must be 1, 2, 3 or 4" >&2; exit 2 ;;
 esac

@@ -145,8 +145,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       f32 (closer to the f32 reference, slower).
     compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2 or 4:
       warp specialization, a memory warpgroup issuing the TMA copies and the compute
-      warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`;
-      group scales only). Four (session 17, untimed) get 112 registers a thread to two's 232.
+      warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`).
+      Four (session 17, untimed) get 112 registers a thread to two's 232; INT8 / FP8 take it
+      since session 17 (untimed).
     nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
       integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
       Default (None): on for prescaled NF4 (H100, 8192 x 28672, M = 1: 155 us against 463 us).
@@ -334,10 +335,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   steps = min(steps, fit)
   if compute_wgs not in (1, 2, 4):
     raise ValueError(f"compute_wgs must be 1, 2 or 4, got {compute_wgs}")
-  if compute_wgs > 1 and (per_channel or tile_n % (64 * compute_wgs)):
+  if compute_wgs > 1 and tile_n % (64 * compute_wgs):
     raise NotImplementedError(
-        f"warp specialization takes group-scaled formats and tile_n a multiple of "
-        f"{64 * compute_wgs} (got {fmt.value}, tile_n={tile_n})")
+        f"warp specialization takes tile_n a multiple of {64 * compute_wgs} (64 rows a "
+        f"compute warpgroup; got {fmt.value}, tile_n={tile_n})")
   wg_rows = tile_n // compute_wgs
 
   one_copy = xsub == 1 and not nf4

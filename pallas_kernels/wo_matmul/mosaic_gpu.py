@@ -336,8 +336,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         tile, _, slot = sched_place(i)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
         if p.per_channel and p.step_wait:  # the channel scales, once on the f32 sum
-          s = plgpu.load(refs_and_acc[nx + 1].at[0], (),
-                         layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
+          s_row = refs_and_acc[nx + 1].at[0]
+          if p.compute_wgs > 1:  # this warpgroup's channels
+            s_row = s_row.at[pl.ds(wg * p.wg_rows, p.wg_rows)]
+          s = plgpu.load(s_row, (), layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
           o_smem.at[wg][...] = acc * lax.broadcast_in_dim(s, acc.shape, [0])
         else:
           o_smem.at[wg][...] = acc

@@ -313,6 +313,19 @@ def test_decode_four_compute_warpgroups_lower(m):
     decode_plan.plan_decode(m, 8192, pw, tile_n=128, compute_wgs=4)
 
 
+@pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise"])
+@pytest.mark.parametrize("m", [32, 64])
+def test_decode_per_channel_warp_specialized_lowers(name, m):
+  # INT8 / FP8 with two compute warpgroups (session 17): each applies its own rows' channel
+  # scales at the flush (with step_wait) or on each partial product (without).
+  pw = _weight_shape(name, 8192, 28672)
+  for cfg in (dict(tile_n=256, gps=1, steps=3), dict(tile_n=128, gps=2, steps=3),
+              dict(tile_n=256, gps=1, steps=3, step_wait=False)):
+    fn = lambda x, p, c=cfg: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, compute_wgs=2, stream_k=1,
+                                                              allow_unverified=True, **c)
+    assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+
+
 def test_decode_load_only_diagnostic_lowers():
   pw = _weight_shape("int4_g128", 8192, 28672)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, load_only=True)

@@ -187,8 +187,8 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   with pytest.raises(ValueError, match="compute_wgs must be 1, 2 or 4"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", compute_wgs=3)
   _, pw8 = _weight("int8", {})
-  with pytest.raises(NotImplementedError, match="warp specialization takes group-scaled"):
-    wm.wo_matmul(x, pw8, implementation="mosaic_gpu", compute_wgs=2, tile_n=128)
+  with pytest.raises(NotImplementedError, match="warp specialization takes tile_n a multiple"):
+    wm.wo_matmul(x, pw8, implementation="mosaic_gpu", compute_wgs=2, tile_n=64)
   with pytest.raises(ValueError, match="do not match"):
     wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
                  tile_n=64)
