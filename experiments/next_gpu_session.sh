@@ -55,14 +55,14 @@ case "$part" in
       # warpgroup; INT4 went 103 -> 77 us that way); the group-slice sweep at M = 64;
       # the column-wise kernel's pieces for FP8 1x128 / INT4 (1.36 / 1.39 TB/s against 2.4:
       # pieces of 16 re-load each tile twice; never re-tuned since the PTX FMAs)
-    run 130 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
+    run 110 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
       --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
-    run 120 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
+    run 110 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    run 120 c $B --what wo --formats int4,int4_g32,uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 90 d $B --what quant --transpose --qshapes 8192x8192 \
+    run 90 c $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 70 d $B --what quant --transpose --qshapes 8192x8192 \
       --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     ;;
