@@ -88,12 +88,13 @@ case "$part" in
     ;;
   4)  # block-contiguous weights at M = 1 (INT4 / UINT4 with --load-split; INT8); bf16 FP8
       # 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two an
-      # SM of the four / three LAUNCH asks; Mosaic's count, session 17)
+      # SM of the four / three LAUNCH asks; Mosaic's count, session 17); UINT4 g64's M = 64 sweep
     run 140 a $B --what wo --formats int4,uint4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
     run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
     run 80 c $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
+    run 90 d $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
     ;;
   *) echo "part must be 1, 2, 3 or 4" >&2; exit 2 ;;
 esac
