@@ -413,6 +413,25 @@ def h200_s15_section() -> list[str]:
                "", quant_table(quant)]
 
 
+def h200_s17_section() -> list[str]:
+  """Session 17: the f32 quantize kernel packing 4-bit codes in the kernel, and the
+  column-wise kernel's piece size (the device lent for one call of 342 s; its INT8 / FP8 and
+  INT4 M = 64 runs were cut off before they wrote a row)."""
+  pack = [("s17 f32 pack_nibbles", _load("kernels_quant_s17_f32_pack.json"))]
+  piece = [("s17 columns piece", _load("kernels_quant_s17_columns_piece.json"))]
+  return ["", "## Fused block quantization: f32 in, codes packed in the kernel (session 17)", "",
+          "f32 x, 8192 x 8192, each config bit-exact on the four tensors; us with codes left "
+          "one a byte (XLA packs them) / `pack_nibbles` / `pack_nibbles` with two CTAs an SM: "
+          "INT4 164.2 / 143.4 / 143.3, MXFP4 127.9 / 93.2 / 103.8, NVFP4 221.7 / 190.7 / "
+          "220.5 (given its tensor amax 126.2). `pack_nibbles` the default since.", "",
+          quant_table(pack),
+          "", "## Column-wise FP8 1x128: piece size (session 17)", "",
+          "8192 x 8192, every config bit-exact; us: pieces of 16 (the default then) 151.1, "
+          "32 140.8, 64 136.0, whole blocks with tile_k 64 124.1 (52 KB of shared memory, four "
+          "CTAs an SM, against 101 KB and two). INT4 g128's run was cut off.", "",
+          quant_table(piece)]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -500,6 +519,7 @@ def main():
   md += h200_s13_section()
   md += h200_s14_section()
   md += h200_s15_section()
+  md += h200_s17_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))

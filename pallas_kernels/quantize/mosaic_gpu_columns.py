@@ -17,8 +17,8 @@ along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M 
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
-registers on a whole (tile_k, 128) block (`piece=` sweeps them: written in session 17, not yet
-timed). Uses TMA and
+registers on a whole (tile_k, 128) block; since session 17's sweep (`piece=`) FP8 1x128 takes
+whole blocks 64 columns a step (22% faster), INT4 g128 keeps pieces of 16 until swept. Uses TMA and
 register layouts the CPU interpreter cannot run; `portable_columns.py` is its twin (same pieces)
 and the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
@@ -47,7 +47,12 @@ from pallas_kernels.quantize.schemes import get_scheme
 NUM_SMS_H100 = 132
 COLUMN_SCHEMES = tuple(SCHEMES)
 # Elements of a block encoded at once (the whole block where absent): see the module docstring.
-PIECE = {"fp8_e4m3_block128": 16, "int4_g128": 16}
+# FP8 1x128 in whole blocks, with 64 columns a step (`TILE_K`; 128 by default) so the block
+# fits the registers: H200, 8192 x 8192, pieces of 16 / 32 / 64 / whole with tile_k 64: 151.1 /
+# 140.8 / 136.0 / 124.1 us, all bit-exact (kernels_quant_s17_columns_piece.json). INT4 g128's
+# sweep was cut off: pieces of 16 until it runs.
+PIECE = {"int4_g128": 16}
+TILE_K = {"fp8_e4m3_block128": 64}
 
 
 def column_blocks(scheme: str, nb: int | None,
@@ -82,7 +87,8 @@ def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
   return Quantized(codes, scale, ts)
 
 
-def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
+def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
+                                tile_k: int | None = None,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
                                 piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
@@ -92,7 +98,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   Args:
     x: (M, K) bfloat16; blocks of B run along M.
     scheme: any of `schemes.SCHEMES`.
-    tile_k: columns of x (rows of x.T) per pipeline step, a multiple of 64.
+    tile_k: columns of x (rows of x.T) per pipeline step, a multiple of 64 (default `TILE_K`'s,
+      else 128).
     nb: B-row blocks per pipeline step (the TMA box is (B nb, tile_k), at most 256 rows);
       default 64 rows of x (one block for B = 128).
     steps: TMA pipeline depth per CTA. The defaults (tile_k 128, nb 2, steps 2) were the best of
@@ -109,6 +116,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *, til
   """
   plgpu = _compat.plgpu_module()
   sch, nb, r, pieces = column_blocks(scheme, nb, piece)
+  tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
   if x.ndim != 2 or x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu column-wise quantization takes 2-D bf16, got "
                               f"{x.dtype}{x.shape}")
