@@ -7,7 +7,8 @@
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
-# cannot cost the rest of the call; a run cut off keeps the rows it measured. Afterwards: copy the
+# cannot cost the rest of the call; a quantize run cut off keeps the rows it finished, a wo run
+# (which compiles every config before timing any) keeps nothing: give it room. Afterwards: copy the
 # JSON into experiments/results/ under the session's names, open the gates the checks allow
 # (F32_VERIFIED, decode_plan.VERIFIED), run bench_kernels_report.py, and rewrite this file with
 # what is still owed.
@@ -48,22 +49,18 @@ case "$part" in
     timeout 90 python3 experiments/bench_wgmma_rate.py --out "$(mkdir -p "$OUT/d" && echo "$OUT/d")" \
       || echo "== wgmma rate exit $?"
     ;;
-  2)  # most needed first: f32 quantize packing 4-bit codes in the kernel (session 17, gated
-      # until checked: F32_PACK_VERIFIED), with two CTAs an SM (INT4's f32 tiles take 85 KB of
-      # shared memory: three do not fit); INT8 / FP8 at M = 32 / 64 with two compute
-      # warpgroups (session 17: M = 64 ran at ~1.0x XLA bf16, the target 1.8x, with one
-      # warpgroup; INT4 went 103 -> 77 us that way); the group-slice sweep at M = 64;
-      # the column-wise kernel's pieces for FP8 1x128 / INT4 (1.36 / 1.39 TB/s against 2.4:
-      # pieces of 16 re-load each tile twice; never re-tuned since the PTX FMAs)
-    run 110 a $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,mxfp4,nvfp4 \
-      --configs '[{}, {"pack_nibbles": true}, {"pack_nibbles": true, "ctas_per_sm": 2}]'
-    run 110 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
+  2)  # most needed first (session 17 ran the f32 pack_nibbles check and FP8 1x128's column
+      # pieces, now defaults; these two wo sweeps it cut off at 90-110 s before they wrote a
+      # row, since a wo run compiles every config before it times any): INT8 / FP8 at M = 32 /
+      # 64 with two compute warpgroups (M = 64 runs at ~1.0x XLA bf16 with one, target 1.8x;
+      # INT4 went 103 -> 77 us that way); the M = 64 group-slice sweep with compute_wgs 4;
+      # INT4 g128's column-wise pieces
+    run 200 a $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    run 90 c $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 70 d $B --what quant --transpose --qshapes 8192x8192 \
-      --schemes fp8_e4m3_block128,int4_g128 \
+    run 200 b $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 90 c $B --what quant --transpose --qshapes 8192x8192 --schemes int4_g128 \
       --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     ;;
   3)  # the group-slice sweep at M = 32; zero-point bytes and bf16 scales at M = 16 / 64;
