@@ -328,6 +328,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       grid_names=("c",),
       scratch_types=(
           [plgpu.SMEM((len(state_shapes), tr), jnp.float32)] if state_once else [])
+      # Two views of one buffer: each RefUnion group starts at its offset 0 as Pallas lays
+      # them out today (its docs do not promise reading through the other view); the GPU
+      # check bit for bit is what vouches for it (session 17).
       + ([plgpu.RefUnion(plgpu.SMEM((tr, sch.block), jnp.uint8),
                          plgpu.SMEM((tr, half), jnp.uint16))] if pack_nibbles else []),
   )
