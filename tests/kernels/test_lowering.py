@@ -464,51 +464,32 @@ def test_quantize_f32_input_lowers(scheme):
 
 
 @pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4", "int4_g128"])
-def test_quantize_f32_pack_nibbles_lowers(scheme):
-  # `pack_nibbles` (session 17): the f32 kernel's 4-bit code bytes go to a shared-memory scratch
-  # and leave packed two a byte, (rows, B / 2) uint8 as from bf16 x (NVFP4's 8-byte rows flat),
-  # with no XLA pass after the kernel; gated until a GPU has checked it, with and without
-  # state_once and column slices.
+def test_quantize_f32_pack_nibbles_lowers(scheme, monkeypatch):
+  # `pack_nibbles` (session 17, the default since its GPU check): the f32 kernel's 4-bit code
+  # bytes go to a shared-memory scratch and leave packed two a byte, (rows, B / 2) uint8 as
+  # from bf16 x (NVFP4's 8-byte rows flat), with no XLA pass after the kernel; with and without
+  # state_once and column slices. A scheme off `F32_PACK_VERIFIED` needs allow_unverified.
   x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
   kern = mosaic_gpu_quantize.quantize_mosaic_gpu
   block = mxjax.schemes.get(scheme).block_size
   rows = 4096 * 4096 // block
-  if scheme not in mosaic_gpu_quantize.F32_PACK_VERIFIED:
-    with pytest.raises(NotImplementedError, match="pack_nibbles has not matched"):
-      _compat.lower_for("cuda", lambda x: kern(x, scheme, pack_nibbles=True), x)
   out = f"tensor<{rows * block // 2}xui8>" if block == 16 else f"tensor<{rows}x{block // 2}xui8>"
-  for opts in ({}, {"encode_cols": 8}, {"state_once": True, "tile_rows": 128}):
-    lowered = _compat.lower_for("cuda", lambda x, o=opts: kern(
-        x, scheme, pack_nibbles=True, allow_unverified=True, **o), x)
+  for opts in ({}, {"encode_cols": 8},
+               {"state_once": True, "tile_rows": 128, "allow_unverified": True}):
+    lowered = _compat.lower_for("cuda", lambda x, o=opts: kern(x, scheme, **o), x)
     call = next(ln for ln in lowered.as_text().splitlines() if "custom_call" in ln)
     assert f"tensor<{rows}x{block}xf32>" in call and out in call, call
     assert f"{block}xui8>" not in call  # no code bytes leave the kernel
     # the kernel is the whole computation: nothing but reshapes and bitcasts after it
     after = lowered.as_text().split("custom_call", 1)[1]
     assert not any(op in after for op in ("stablehlo.or", "stablehlo.shift", "stablehlo.and"))
-  for dt in (jnp.bfloat16, jnp.float32):  # bf16 pairs are packed anyway: the option is moot
-    if dt == jnp.float32 and scheme not in mosaic_gpu_quantize.F32_PACK_VERIFIED:
-      continue
-    _compat.lower_for("cuda", lambda x: kern(x.astype(dt), scheme, pack_nibbles=True), x)
-
-
-@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
-def test_quantize_state_once_lowers(scheme):
-  # `state_once`: the block state computed one row a thread (WG_STRIDED, through shared memory),
-  # its divisions still PTX div.rn / fma.rn in that layout.
-  gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True)
-  if scheme not in mosaic_gpu_quantize.STATE_ONCE_VERIFIED:
-    with pytest.raises(NotImplementedError, match="allow_unverified"):
-      _compat.lower_for("cuda", gpu, _x(4096, 4096))
-    gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True,
-                                                            allow_unverified=True)
-  text = _compat.lower_for("cuda", gpu, _x(4096, 4096)).as_text()
-  assert "quantize_mosaic_gpu.<locals>.body" in text and "_state_once" in text
-  divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
-  assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
-  dflt = _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme),
-                           _x(4096, 4096)).as_text()  # on by default where it was faster
-  assert ("_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
+  # bf16 pairs are packed anyway: the option is moot there
+  _compat.lower_for("cuda", lambda x: kern(x.astype(jnp.bfloat16), scheme, pack_nibbles=True), x)
+  monkeypatch.setattr(mosaic_gpu_quantize, "F32_PACK_VERIFIED", frozenset())
+  with pytest.raises(NotImplementedError, match="pack_nibbles has not matched"):
+    _compat.lower_for("cuda", lambda x: kern(x, scheme, pack_nibbles=True), x)
+  text = _compat.lower_for("cuda", lambda x: kern(x, scheme), x).as_text()  # off: byte codes
+  assert f"tensor<{rows}x{block}xui8>" in next(ln for ln in text.splitlines() if "custom_call" in ln)
 
 
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
