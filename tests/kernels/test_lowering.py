@@ -492,6 +492,25 @@ def test_quantize_f32_pack_nibbles_lowers(scheme, monkeypatch):
   assert f"tensor<{rows}x{block}xui8>" in next(ln for ln in text.splitlines() if "custom_call" in ln)
 
 
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
+def test_quantize_state_once_lowers(scheme):
+  # `state_once`: the block state computed one row a thread (WG_STRIDED, through shared memory),
+  # its divisions still PTX div.rn / fma.rn in that layout.
+  gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True)
+  if scheme not in mosaic_gpu_quantize.STATE_ONCE_VERIFIED:
+    with pytest.raises(NotImplementedError, match="allow_unverified"):
+      _compat.lower_for("cuda", gpu, _x(4096, 4096))
+    gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True,
+                                                            allow_unverified=True)
+  text = _compat.lower_for("cuda", gpu, _x(4096, 4096)).as_text()
+  assert "quantize_mosaic_gpu.<locals>.body" in text and "_state_once" in text
+  divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
+  assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
+  dflt = _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme),
+                           _x(4096, 4096)).as_text()  # on by default where it was faster
+  assert ("_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
+
+
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
 def test_quantize_columns_piece_sizes_lower(scheme):
   # The column-wise kernel with larger pieces of a block (`piece=`, session 17's GPU sweep): it
