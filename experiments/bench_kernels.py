@@ -138,10 +138,12 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
   `describe(cfg, inputs)`, if given, adds what the config resolves to (a dict) to its log entry."""
   best = None
   for cfg in configs:
+    t0 = time.perf_counter()
     try:
       err = check(cfg) if check else None
       if err is not None and not err < 1e-2:
         raise ArithmeticError(f"wrong result: rel err {err:.3g}")
+      t1 = time.perf_counter()
       cfg_sets = [prepare(cfg, s) for s in sets] if prepare else sets
       t = C.time_op(lambda *a, cfg=cfg: fn(*a, cfg), cfg_sets)
     except Exception as e:  # record and go on
@@ -150,7 +152,10 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
         log.append(dict(config=cfg, error=f"{type(e).__name__}: {e}"[:300]))
       continue
     if log is not None:
-      entry = dict(config=cfg, time_s=t["time_s"], rel_err=err)
+      # Wall-clock seconds of the check (its compile included) and of the timing (compile,
+      # warm-up, CUPTI runs): where a device call's minutes go, to size the next one's limits.
+      entry = dict(config=cfg, time_s=t["time_s"], rel_err=err,
+                   check_wall_s=round(t1 - t0, 2), time_wall_s=round(time.perf_counter() - t1, 2))
       # A re-storing (zero points, bf16 scales, ...) changes the bytes the kernel reads.
       pws = [a for a in cfg_sets[0] if isinstance(a, L.PackedWeight)]
       if pws:
@@ -166,6 +171,9 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
       except Exception as e:  # pylint: disable=broad-except
         entry["describe_error"] = f"{type(e).__name__}: {e}"[:200]
       log.append(entry)
+    # Each config as it finishes: a run cut off before its row is written still shows these.
+    print(f"config {cfg}: {t['time_s'] * 1e6:.1f} us, rel err {err}, "
+          f"{time.perf_counter() - t0:.0f} s wall", flush=True)
     if best is None or t["time_s"] < best[1]["time_s"]:
       best = (cfg, t)
   return best
@@ -275,6 +283,7 @@ def bench_wo(args, res):
       for m in shape_ms:
         x = jax.random.normal(jax.random.fold_in(key, 1000 + m), (m, k), jnp.bfloat16)
         row = dict(kernel="wo_matmul", fmt=spec, group=grp, M=m, K=k, N=n, weight_bytes=wbytes)
+        t_row = time.perf_counter()
         unv = dict(allow_unverified=True)  # every path is checked right here
         kfun = WG.wo_matmul_mosaic_gpu
         if m > 64:  # prefill: the fused GEMM kernel, against the dequantize-then-GEMM path too
@@ -367,6 +376,7 @@ def bench_wo(args, res):
         row["x_vs_xla_dequant_dot"] = tq["time_s"] / tk["time_s"]
         if m > 64:
           row["x_vs_dequant_gemm"] = row["dequant_gemm_s"] / tk["time_s"]
+        row["row_wall_s"] = round(time.perf_counter() - t_row, 1)
         rows.append(row)
         _dump(args, res)
         print(json.dumps(row), flush=True)
@@ -414,6 +424,7 @@ def bench_quant(args, res):
       key = jax.random.key(hash((m, k, sch)) % 2**31)
       row = dict(kernel="fused_quantize", scheme=sch, M=m, K=k,
                  orientation="column-wise" if args.transpose else "row-wise")
+      t_row = time.perf_counter()
       dt = jnp.float32 if args.f32 else jnp.bfloat16
       if args.transpose:  # codes of x.T, from the column-wise kernel
         mx = jax.jit(lambda x, sch=sch: mxjax.quantize(x.T, sch))
@@ -503,6 +514,7 @@ def bench_quant(args, res):
         tg = C.time_op(given, [(x, amax(x)) for (x,) in sets])
         row.update(given_amax_s=tg["time_s"], given_amax_TBps=eff / tg["time_s"] / 1e12,
                    given_amax_kernel_us=tg["kernel_us"])
+      row["row_wall_s"] = round(time.perf_counter() - t_row, 1)
       rows.append(row)
       _dump(args, res)
       print(json.dumps(row), flush=True)

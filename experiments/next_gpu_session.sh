@@ -3,15 +3,20 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh 2     # then 3, 4 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2 (1 ran in session 16)
+#
+# h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
+# session 5 had one. Where only an H200 comes, part 2. (Session 18 was lent no device.)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
-# cannot cost the rest of the call; a quantize run cut off keeps the rows it finished, a wo run
-# (which compiles every config before timing any) keeps nothing: give it room. Afterwards: copy the
-# JSON into experiments/results/ under the session's names, open the gates the checks allow
-# (F32_VERIFIED, decode_plan.VERIFIED), run bench_kernels_report.py, and rewrite this file with
-# what is still owed.
+# cannot cost the rest of the call. A run cut off keeps the rows it finished (the JSON is
+# rewritten after each); a wo row times all of its configs before it is written, each compiled
+# and checked first (session 17's 4-config rows took over 110 s): give such a run room.
+# Afterwards: copy the JSON into experiments/results/ under the session's names, open the gates
+# the checks allow (F32_VERIFIED, decode_plan.VERIFIED), run bench_kernels_report.py, and
+# rewrite this file with what is still owed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
@@ -51,7 +56,7 @@ case "$part" in
     ;;
   2)  # most needed first (session 17 ran the f32 pack_nibbles check and FP8 1x128's column
       # pieces, now defaults; these two wo sweeps it cut off at 90-110 s before they wrote a
-      # row, since a wo run compiles every config before it times any): INT8 / FP8 at M = 32 /
+      # row, since a wo row checks and times all of its configs before it is written): INT8 / FP8 at M = 32 /
       # 64 with two compute warpgroups (M = 64 runs at ~1.0x XLA bf16 with one, target 1.8x;
       # INT4 went 103 -> 77 us that way); the M = 64 group-slice sweep with compute_wgs 4;
       # INT4 g128's column-wise pieces

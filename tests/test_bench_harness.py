@@ -103,6 +103,9 @@ def test_wo_configs_checks_and_storages(bench, monkeypatch, tmp_path):
     ok = [t for t in timed.values() if "time_s" in t]
     assert all("plan" in t and "describe_error" not in t for t in ok)
     assert all(t["ctas_per_sm"] >= 1 for t in ok)  # the real kernels' shared memory
+    # where the call's minutes went: each config's check and timing, the row's whole
+    assert all(t["check_wall_s"] >= 0 and t["time_wall_s"] > 0 for t in ok)
+    assert r["row_wall_s"] >= sum(t["check_wall_s"] + t["time_wall_s"] for t in ok) - 0.5
     if r["fmt"] == "uint4":
       zp = timed['{"zero_points": true}']
       assert zp["weight_bytes"] < timed["{}"]["weight_bytes"]  # a byte a group, not four
@@ -119,4 +122,5 @@ def test_quant_f32_given_amax(bench, monkeypatch, tmp_path):
   rows = res["fused_quantize"]
   assert [r["scheme"] for r in rows] == ["mxfp4 (f32 in)", "nvfp4 (f32 in)"]
   assert all(r["bit_exact"] for r in rows)
+  assert all(r["row_wall_s"] > 0 for r in rows)
   assert rows[1]["mismatch_given_amax"] == 0 and "given_amax_s" in rows[1]
