@@ -54,27 +54,30 @@ case "$part" in
     timeout 90 python3 experiments/bench_wgmma_rate.py --out "$(mkdir -p "$OUT/d" && echo "$OUT/d")" \
       || echo "== wgmma rate exit $?"
     ;;
-  2)  # most needed first (session 17 ran the f32 pack_nibbles check and FP8 1x128's column
-      # pieces, now defaults; these two wo sweeps it cut off at 90-110 s before they wrote a
-      # row, since a wo row checks and times all of its configs before it is written): INT8 / FP8 at M = 32 /
-      # 64 with two compute warpgroups (M = 64 runs at ~1.0x XLA bf16 with one, target 1.8x;
-      # INT4 went 103 -> 77 us that way); the M = 64 group-slice sweep with compute_wgs 4;
-      # INT4 g128's column-wise pieces
-    run 200 a $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
+  2)  # most needed first, the two leads on the decode targets nearest reach: block-contiguous
+      # weights at M = 1 (INT4 / UINT4 with --load-split, INT8: each pipeline step's tile one
+      # 32 KiB run of memory, where today's box is 128 rows of 256 bytes 4 KiB apart; INT4 M = 1
+      # is load-bound since session 14, its empty-body pipeline at 3.55 TB/s against the 3.64
+      # that 3.2x XLA bf16 needs, and XLA's bf16 GEMV streams whole rows at 4.2); INT8 / FP8 at
+      # M = 32 / 64 with two compute warpgroups (M = 64 runs at ~1.0x XLA bf16 with one,
+      # target 1.8x; INT4 went 103 -> 77 us that way; session 17's run of it was cut off)
+    run 140 a $B --what wo --formats int4,uint4 --m 1 --shapes $S \
+      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
+    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    run 200 b $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 90 c $B --what quant --transpose --qshapes 8192x8192 --schemes int4_g128 \
-      --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     ;;
-  3)  # the group-slice sweep at M = 32; zero-point bytes and bf16 scales at M = 16 / 64;
-      # UINT4's stream-K configs
-    run 150 a $B --what wo --formats int4,int4_g32,uint4_g32 --m 32 --shapes $S --configs "$sweep"
-    run 100 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 16,64 --shapes $S \
-      --configs '[{}, {"zero_points": true}]'
-    run 100 c $B --what wo --formats int4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 --m 16,64 \
-      --shapes $S
+  3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
+      # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
+      # an SM of the four / three LAUNCH asks; Mosaic's count, session 17); UINT4's stream-K
+      # configs
+    run 200 a $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 90 b $B --what quant --transpose --qshapes 8192x8192 --schemes int4_g128 \
+      --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
+    run 80 c $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
+      --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
     # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
     # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
     # {"gps": 4, "steps": 2, "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's
@@ -88,14 +91,13 @@ case "$part" in
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
                    "step_wait": true, "zero_points": true}]'
     ;;
-  4)  # block-contiguous weights at M = 1 (INT4 / UINT4 with --load-split; INT8); bf16 FP8
-      # 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two an
-      # SM of the four / three LAUNCH asks; Mosaic's count, session 17); UINT4 g64's M = 64 sweep
-    run 140 a $B --what wo --formats int4,uint4 --m 1 --shapes $S \
-      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
-    run 80 c $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
-      --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
+  4)  # the group-slice sweep at M = 32 and UINT4 g64's at M = 64; zero-point bytes and bf16
+      # scales at M = 16 / 64
+    run 150 a $B --what wo --formats int4,int4_g32,uint4_g32 --m 32 --shapes $S --configs "$sweep"
+    run 100 b $B --what wo --formats uint4,uint4_g64,uint4_g32 --m 16,64 --shapes $S \
+      --configs '[{}, {"zero_points": true}]'
+    run 100 c $B --what wo --formats int4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 --m 16,64 \
+      --shapes $S
     run 90 d $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
