@@ -68,6 +68,11 @@ case "$part" in
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
+    # The prefill GEMM reading FP4 bf16 multipliers as they are (session 18, gated until this
+    # checks it: then add the formats to mosaic_gpu_gemm.MULTIPLIERS_VERIFIED) against today's
+    # XLA pass back to bytes ({}; repack's GPU storage), which cost 1-3% at M = 1024 (s10)
+    run 110 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes $S \
+      --configs '[{}, {"scale_multipliers": true}]'
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two

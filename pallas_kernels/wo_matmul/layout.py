@@ -264,6 +264,19 @@ def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
   return dataclasses.replace(pw, scale=scale, scale_bf16=False)
 
 
+def fp4_multiplier_f32(m: jax.Array, fmt: WeightFormat) -> jax.Array:
+  """FP4 block scales from their bf16 multipliers (`fp4_scales_bf16`) -> float32, exactly:
+  `scale_bytes_f32` of the stored bytes (NVFP4 without s_t), with no pass back to the bytes.
+  MXFP4's multiplier is the scale; NVFP4's is s_b 2^118, and the power of two comes off exactly
+  (s_b >= 2^-9 keeps the product normal). The bf16 bits are widened by integer ops, as
+  `scale_bytes_f32` builds its floats, so that no backend flushes MXFP4's 2^-127 (a subnormal)."""
+  if fmt not in FP4:
+    raise ValueError(f"bf16 scale multipliers are MXFP4's or NVFP4's, not {fmt.value}'s")
+  bits = jax.lax.bitcast_convert_type(m, jnp.uint16).astype(jnp.uint32) << 16
+  s = jax.lax.bitcast_convert_type(bits, jnp.float32)
+  return s * 2.0**-NVFP4_PRESCALE_LOG2 if fmt is WeightFormat.NVFP4 else s
+
+
 def nf4_slots(pw: PackedWeight) -> PackedWeight:
   """Stores an NF4 weight as int4 slot codes (N, K) (`decode.NF4_SLOT_OF_CODE`, in K order)
   with its absmax rounded to bf16: the GPU decode kernel turns a pair of slot codes into their

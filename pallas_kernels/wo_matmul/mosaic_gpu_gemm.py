@@ -44,6 +44,7 @@ from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import int4_stored
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import fp4_multiplier_f32
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -74,6 +75,12 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
             # H200, 2026-12-04, M = 1024: NF4 slot codes 722.5 us (0.88x XLA bf16) against
             # the byte path's 840.1, rel. err 2.9e-3
             (WeightFormat.NF4, 64, "slots")}
+# FP4 formats whose bf16 scale multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU storage)
+# this kernel has read as they are (`scale_multipliers`) and matched the reference on a GPU; for
+# them it is the default. Not yet run: until then such a weight's multipliers go back to bytes
+# in an XLA pass each call, which cost 1-3% at M = 1024 (H200, kernels_wo_s10_scale_bf16_prefill:
+# MXFP4 732.0 -> 738.0 us, NVFP4 746.5 -> 765.8).
+MULTIPLIERS_VERIFIED: frozenset[WeightFormat] = frozenset()
 
 
 def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:
@@ -107,7 +114,7 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
                        tile_k: int | None = None, steps: int | None = None,
                        nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
-                       out_dtype=None,
+                       scale_multipliers: bool | None = None, out_dtype=None,
                        allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
@@ -126,7 +133,12 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     fp4_scale_bytes: MXFP4 / NVFP4: read the stored scale bytes and decode them in registers
       (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
       order `group_scales` uses) instead of an XLA pass widening them to f32; same values.
-      Default (None): on for MXFP4 / NVFP4.
+      Default (None): on for MXFP4 / NVFP4 scales stored as bytes, and for bf16 multipliers
+      that `scale_multipliers` leaves (they go back to bytes in XLA first).
+    scale_multipliers: MXFP4 / NVFP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`,
+      `repack`'s GPU storage): read them as they are (`layout.fp4_multiplier_f32`, exact) instead
+      of an XLA pass back to the bytes each call; same values. Default (None): on for the
+      formats in `MULTIPLIERS_VERIFIED`; elsewhere True needs `allow_unverified`.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -135,8 +147,24 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     (M, N) array of out_dtype.
   """
   plgpu = _compat.plgpu_module()
-  # Row-major W^T (every step reads a (128, tile_k) box), the stored FP4 scale bytes.
-  pw = uint4_offsets(fp4_scales_stored(untile_weight(pw)))  # offsets from XLA (prefill: small)
+  multipliers = pw.scale_bf16 and pw.fmt in FP4
+  if scale_multipliers is None:
+    scale_multipliers = multipliers and pw.fmt in MULTIPLIERS_VERIFIED
+  if scale_multipliers and not multipliers:
+    raise ValueError(f"scale_multipliers reads MXFP4 / NVFP4 scales stored as bf16 multipliers "
+                     f"(layout.fp4_scales_bf16); this {pw.fmt.value} weight has "
+                     f"{pw.scale.dtype} scales")
+  if scale_multipliers and pw.fmt not in MULTIPLIERS_VERIFIED and not allow_unverified:
+    raise NotImplementedError(
+        f"scale_multipliers has not matched the reference on a GPU for {pw.fmt.value} yet: pass "
+        "allow_unverified=True (the benchmark does, and checks it), or leave it to the default")
+  if scale_multipliers and fp4_scale_bytes:
+    raise ValueError("fp4_scale_bytes decodes stored scale bytes; scale_multipliers reads the "
+                     "bf16 multipliers: pick one")
+  # Row-major W^T (every step reads a (128, tile_k) box); FP4 scales as stored bytes unless the
+  # multipliers are read as they are; UINT4's offsets from XLA (prefill: small).
+  pw = untile_weight(pw)
+  pw = uint4_offsets(pw if scale_multipliers else fp4_scales_stored(pw))
   if "bf16_scales" in case(pw):  # a scheme's bf16 scales, widened as `group_scales` would
     pw = dataclasses.replace(pw, scale=pw.scale.astype(jnp.float32))
   m, k = x.shape
@@ -170,7 +198,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   if k % tile_k:
     raise ValueError(f"K={k} must be a multiple of tile_k={tile_k}")
   if fp4_scale_bytes is None:
-    fp4_scale_bytes = fmt in FP4
+    fp4_scale_bytes = fmt in FP4 and not scale_multipliers
   if nf4_lut is None:
     nf4_lut = nf4
   if fp4_scale_bytes and fmt not in FP4:
@@ -199,14 +227,18 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   # float32 scales (G, N) and, for UINT4, offsets (G, N).
   xs = [xp[:, 0::2], xp[:, 1::2]] if nf4 else [xp]
   w_in = lax.bitcast_convert_type(pw.w, jnp.int8) if fmt is WeightFormat.FP8 else pw.w
-  s_in = (lax.bitcast_convert_type(pw.scale, jnp.uint8) if fp4_scale_bytes
-          else group_scales(pw))
+  if scale_multipliers:
+    s_in = pw.scale  # bf16, decoded in registers (`fp4_multiplier_f32`)
+  elif fp4_scale_bytes:
+    s_in = lax.bitcast_convert_type(pw.scale, jnp.uint8)
+  else:
+    s_in = group_scales(pw)
   # Per-row inputs beside the scales: UINT4's offsets (G, N), blocked like the scales, and with
-  # NVFP4 scale bytes its tensor scale as one (1, N) row.
+  # NVFP4 scale bytes or multipliers its tensor scale as one (1, N) row.
   row_inputs = {}
   if fmt is WeightFormat.UINT4:
     row_inputs["off"] = pw.offset
-  if fp4_scale_bytes and fmt is WeightFormat.NVFP4:
+  if (fp4_scale_bytes or scale_multipliers) and fmt is WeightFormat.NVFP4:
     row_inputs["ts"] = jnp.broadcast_to(pw.tensor_scale.astype(jnp.float32), (1, n))
   wk = chunk // 2 if nf4 else chunk  # W^T columns a chunk spans (NF4: bytes; also x's halves)
 
@@ -251,15 +283,16 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       else:
         vals = [b.astype(jnp.float32)]
 
-    def spread(ref, t_rows, scale_bytes=False):  # each group's per-row values, over the chunk
+    def spread(ref, t_rows, decode=None):  # each group's per-row values, over the chunk
       vals = []
       for r in t_rows:
         v = plgpu.load(ref.at[r], (), layout=wgmma_layout.reduce(1))
-        vals.append(scale_bytes_f32(v, fmt) if scale_bytes else v)
+        vals.append(decode(v, fmt) if decode else v)
       return spread_groups(vals, wk, g // 2 if nf4 else g)  # stored columns a group
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
-    s = spread(s_smem, t_rows, fp4_scale_bytes)
+    s = spread(s_smem, t_rows, fp4_multiplier_f32 if scale_multipliers else
+               scale_bytes_f32 if fp4_scale_bytes else None)
     if "ts" in row_smems:
       s = spread(row_smems["ts"], (0,)) * s
     off = spread(row_smems["off"], t_rows) if "off" in row_smems else None

@@ -283,6 +283,37 @@ def test_fp4_scales_bf16_lower(name, monkeypatch):
   _compat.lower_for("cuda", gemm, _x(1024, 8192), pw)
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_gemm_scale_multipliers_lower(name, monkeypatch):
+  # The GEMM reading FP4 bf16 multipliers as they are (`scale_multipliers`): the scales (the
+  # jitted function's third argument) go to the kernel with no XLA op on them, where without it
+  # an XLA pass turns them back into bytes. Gated until checked on a GPU; the default once its
+  # format is in MULTIPLIERS_VERIFIED.
+  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
+
+  def operands(**options):  # the kernel call's operands, and the module
+    fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **options)
+    text = _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text()
+    call = next(ln for ln in text.splitlines() if "custom_call" in ln)
+    return call[:call.index("{")], text
+
+  outer = lambda text: "\n".join(ln for ln in text.splitlines() if "custom_call" not in ln)
+  direct, text = operands(scale_multipliers=True, allow_unverified=True)
+  assert "%arg2" in direct and "convert" not in outer(text)
+  back, text = operands(allow_unverified=True)  # turned back into bytes by XLA first
+  assert "%arg2" not in back and "convert" in outer(text)
+  with pytest.raises(NotImplementedError, match="scale_multipliers has not matched"):
+    operands(scale_multipliers=True)
+  with pytest.raises(ValueError, match="pick one"):
+    operands(scale_multipliers=True, fp4_scale_bytes=True, allow_unverified=True)
+  with pytest.raises(ValueError, match="stored as bf16 multipliers"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
+        x, p, scale_multipliers=True, allow_unverified=True), _x(1024, 8192),
+        _weight_shape(name, 8192, 28672))
+  monkeypatch.setattr(mosaic_gpu_gemm, "MULTIPLIERS_VERIFIED", frozenset({pw.fmt}))
+  assert operands()[0] == direct  # verified: the default, ungated
+
+
 @pytest.mark.parametrize("m", [1, 16, 64])
 def test_nf4_slots_lower(m):
   # NF4 slot codes (`layout.nf4_slots`, register order as `repack` stores them on a GPU): the

@@ -637,6 +637,26 @@ def test_block_contiguous_weight(preset, overrides):
     wm.layout.tile_weight(pw, 96, 256)
 
 
+
+@pytest.mark.parametrize("fmt", [wm.WeightFormat.MXFP4, wm.WeightFormat.NVFP4])
+def test_scale_multipliers_decode_every_byte(fmt):
+  # The GEMM's read of bf16 scale multipliers (scale_multipliers) against the stored bytes'
+  # decode, bit for bit, for all 256 scale codes: E8M0's 2^-127 (a subnormal, built from bits
+  # so no backend flushes it) and NaN, E4M3's subnormals, negatives and NaNs.
+  b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8)
+  stored = b if fmt is wm.WeightFormat.MXFP4 else jax.lax.bitcast_convert_type(
+      b, jnp.float8_e4m3fn)
+  _, pw = _weight(fmt.value, {}, k=512, n=256)
+  mult = wm.layout.fp4_scales_bf16(dataclasses.replace(pw, scale=stored[None])).scale
+  got = np.asarray(wm.layout.fp4_multiplier_f32(mult, fmt), np.float32)[0]
+  want = np.asarray(wm.layout.scale_bytes_f32(b, fmt), np.float32)
+  nan = np.isnan(want)
+  assert np.array_equal(np.isnan(got), nan) and nan.sum() == (1 if fmt.value == "mxfp4" else 2)
+  np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
+  assert got.view(np.uint32)[0] == (0x00400000 if fmt.value == "mxfp4" else 0)  # 2^-127 / +0
+  with pytest.raises(ValueError, match="MXFP4's or NVFP4's"):
+    wm.layout.fp4_multiplier_f32(mult, wm.WeightFormat.INT4)
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
   # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
