@@ -51,8 +51,7 @@ case "$part" in
       --configs '[{}, {"zero_points": true}]' --onehot
     run 130 c $B --what wo --formats int4_g32,int4_g32-bf16,int4-bf16,uint4_g64-bf16,int8-bf16 \
       --m 1 --shapes $S
-    timeout 90 python3 experiments/bench_wgmma_rate.py --out "$(mkdir -p "$OUT/d" && echo "$OUT/d")" \
-      || echo "== wgmma rate exit $?"
+    run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
   2)  # most needed first, the two leads on the decode targets nearest reach: block-contiguous
       # weights at M = 1 (INT4 / UINT4 with --load-split, INT8: each pipeline step's tile one

@@ -1,0 +1,113 @@
+"""`experiments/next_gpu_session.sh`, run with a stand-in python3 that records each benchmark
+call: every part fits one device call and every config it asks for names real options.
+
+A device call is scarce (30 minutes a session, often fewer machines than asked): a part whose
+time limits overrun the call's 600 s loses its last rows, one with more than four output
+folders loses files (8 come back), and a config with a misspelt option fails on the GPU after
+the minutes spent building its inputs. These are caught here instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
+PARTS = ["1", "2", "3", "4", "h100-1", "h100-2"]
+CALL_S = 600  # the device tool's limit on one command
+MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
+
+RECORDER = """#!{python}
+import json, os, sys
+with open(os.environ["GPU_SCRIPT_LOG"], "a") as f:
+  f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def _run_part(part: str, tmp_path) -> tuple[list[list[str]], list[int], str]:
+  """(each benchmark's argv, each run's time limit in s, $OUT) of one part of the script."""
+  bin_dir, out, log = tmp_path / "bin", tmp_path / "out", tmp_path / "calls.jsonl"
+  bin_dir.mkdir()
+  fake = bin_dir / "python3"
+  fake.write_text(RECORDER.format(python=sys.executable))
+  fake.chmod(0o755)
+  env = dict(os.environ, OUT=str(out), GPU_SCRIPT_LOG=str(log),
+             PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  proc = subprocess.run(["bash", SCRIPT, part], env=env, capture_output=True, text=True,
+                        check=False, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert "exit" not in proc.stdout, proc.stdout  # no benchmark failed or was cut off
+  calls = [json.loads(ln) for ln in log.read_text().splitlines()]
+  limits = [int(s) for s in re.findall(r"\(limit (\d+)s\)", proc.stdout)]
+  return calls, limits, str(out)
+
+
+def _arg(argv: list[str], name: str, default: str = "") -> str:
+  return argv[argv.index(name) + 1] if name in argv else default
+
+
+def _options(fn) -> set[str]:
+  return {p.name for p in inspect.signature(fn).parameters.values()
+          if p.kind is p.KEYWORD_ONLY}
+
+
+@pytest.fixture(scope="module")
+def kernel_options():
+  """The keyword options each benchmarked entry point takes, and the storage keys the
+  benchmark applies to the weight itself (`bench_kernels._knobs` drops them)."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import bench_kernels  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import decode_plan  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import mosaic_gpu_gemm  # pylint: disable=g-import-not-at-top
+  storage = {"w_tile", "wgmma_order", "scale_bf16", "zero_points"}
+  assert bench_kernels._knobs(dict.fromkeys(storage)) == {}  # pylint: disable=protected-access
+  decode = {p for p in inspect.signature(decode_plan.plan_decode).parameters
+            if p not in ("m", "k", "pw")}
+  return dict(decode=decode | storage, gemm=_options(mosaic_gpu_gemm.wo_gemm_mosaic_gpu) | storage,
+              rows=_options(QG.quantize_mosaic_gpu),
+              columns=_options(QC.quantize_columns_mosaic_gpu), parse=bench_kernels.parse_format)
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options):
+  from pallas_kernels.quantize.schemes import SCHEMES  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul.layout import WeightFormat  # pylint: disable=g-import-not-at-top
+  calls, limits, out = _run_part(part, tmp_path)
+  assert calls and len(limits) == len(calls)
+  assert sum(limits) + MARGIN_S <= CALL_S, f"part {part}: limits {limits} overrun the call"
+  dirs = {_arg(argv, "--out") for argv in calls}
+  assert len(dirs) == len(calls) <= 4 and all(d.startswith(out) for d in dirs)
+  for argv in calls:
+    script = os.path.basename(argv[0])
+    assert script in ("bench_kernels.py", "bench_wgmma_rate.py"), argv
+    if script != "bench_kernels.py":
+      continue
+    what, configs = _arg(argv, "--what", "wo"), json.loads(_arg(argv, "--configs", "[{}]"))
+    assert isinstance(configs, list) and all(isinstance(c, dict) for c in configs), argv
+    if what == "wo":
+      for spec in _arg(argv, "--formats").split(","):
+        WeightFormat(kernel_options["parse"](spec)[0])  # a format the benchmark builds
+      ms = [int(m) for m in _arg(argv, "--m").split(",")]
+      allowed = set.intersection(*(kernel_options["decode" if m <= 64 else "gemm"]
+                                   for m in ms))
+    else:
+      assert set(_arg(argv, "--schemes", "mxfp4").split(",")) <= set(SCHEMES), argv
+      allowed = kernel_options["columns" if "--transpose" in argv else "rows"]
+    for cfg in configs:
+      assert set(cfg) <= allowed, f"part {part}: {sorted(set(cfg) - allowed)} in {cfg}"
+
+
+def test_unknown_part_is_refused(tmp_path):
+  env = dict(os.environ, OUT=str(tmp_path))
+  proc = subprocess.run(["bash", SCRIPT, "5"], env=env, capture_output=True, text=True,
+                        check=False)
+  assert proc.returncode == 2 and "part must be" in proc.stderr
