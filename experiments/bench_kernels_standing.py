@@ -131,8 +131,9 @@ def page() -> str:
         "(achieved / target) in parentheses. The targets were set on an H100. The H200 "
         "(sessions 6 on) has the H100's tensor cores and 1.4x its memory bandwidth, so its "
         "XLA bf16 GEMV is ~1.4x faster: where a decode kernel is bound by the MMA (M = 32, "
-        "64) its ratio to XLA bf16 scores lower there (docs/kernels.md). The H100 rows are "
-        "sessions 1-5's kernels.", ""]
+        "64) its ratio to XLA bf16 scores lower there (docs/kernels.md). Each device's "
+        "section holds all of its runs (the H100's: sessions 1-5, and any later run on one; "
+        "its dates line says which).", ""]
   for device in ("H200", "H100"):
     md += standing(device)
   return "\n".join(md)
