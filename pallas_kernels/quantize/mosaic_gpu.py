@@ -94,7 +94,7 @@ LAUNCH = {"mxfp8_e4m3": (2, 4), "mxfp4": (2, 4), "fp8_e4m3_block128": (2, 4), "n
           "int4_g128": (2, 3)}
 
 
-def _state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
+def block_state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
   """`block_state` computed once a block, not by each of the four threads that hold a row.
 
   In the WGMMA layout a row's amax sits in the four threads of a quad, and so would every
@@ -152,7 +152,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       None encodes the whole tile; default `ENCODE_COLS[scheme]`. f32 input: twice as many
       element columns, the same elements.
     state_once: compute each block's state (scale, divisions) in one thread, through shared
-      memory (`_state_once`), instead of in the four threads that share its row. Written for
+      memory (`block_state_once`), instead of in the four threads that share its row. Written for
       NVFP4, whose state (two FMA-corrected divisions, an E4M3 rounding, a div.rn) is ~40% of
       its instructions. Default (None): `STATE_ONCE_DEFAULT` (NVFP4: 8% faster on an H200); a
       scheme not in `STATE_ONCE_VERIFIED` needs `allow_unverified=True` (the benchmark's
@@ -234,19 +234,19 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   p_spec = (plgpu.BlockSpec((tr * out_cols,), lambda i: (i,)) if flat_out
             else plgpu.BlockSpec((tr, out_cols), lambda i: (i, 0)))
 
-  st_smem = None  # `_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
+  st_smem = None  # `block_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
   code_smem = None  # `pack_nibbles`' scratch, set in `kernel`: (bytes, words) views of it
   state_shapes = jax.eval_shape(lambda a: block_state(
       sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
       jax.ShapeDtypeStruct((tr,), jnp.float32))
 
   def tile_state(amax, t, s_smem):
-    """The tile's block states from their amax (rows,); `_state_once` also stores the scales,
+    """The tile's block states from their amax (rows,); `block_state_once` also stores the scales,
     otherwise the body does after encoding (`store_scales`). Every division correctly rounded
     (PTX div.rn or an FMA-corrected quotient): with Mosaic's `/` for NVFP4's (amax / 6) / s_t,
     0.15% of codes differed on the H100 (E4M3 ties of s_b)."""
     if state_once:
-      return _state_once(sch, amax, t, st_smem, s_smem, scale_dtype)
+      return block_state_once(sch, amax, t, st_smem, s_smem, scale_dtype)
     return block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
 
   def store_scales(state, s_smem):

@@ -534,12 +534,12 @@ def test_quantize_state_once_lowers(scheme):
     gpu = lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme, state_once=True,
                                                             allow_unverified=True)
   text = _compat.lower_for("cuda", gpu, _x(4096, 4096)).as_text()
-  assert "quantize_mosaic_gpu.<locals>.body" in text and "_state_once" in text
+  assert "quantize_mosaic_gpu.<locals>.body" in text and "block_state_once" in text
   divides = scheme in ("fp8_e4m3_block128", "int4_g128", "nvfp4")
   assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
   dflt = _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(x, scheme),
                            _x(4096, 4096)).as_text()  # on by default where it was faster
-  assert ("_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
+  assert ("block_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
 
 
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
@@ -554,6 +554,26 @@ def test_quantize_columns_piece_sizes_lower(scheme):
     assert "custom_call" in text
   with pytest.raises(ValueError, match="piece=48 must divide B"):
     _compat.lower_for("cuda", lambda x: quantize_columns_mosaic_gpu(x, scheme, piece=48), x)
+
+
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
+def test_quantize_columns_state_once_lowers(scheme, monkeypatch):
+  # The column-wise kernel's block state once a block row (`block_state_once`, one row of x.T's
+  # tile a thread, through shared memory) instead of in each thread of its quad: gated until a
+  # GPU checks it, then the default; it needs 128 columns a step.
+  from pallas_kernels.quantize import mosaic_gpu_columns as qc
+  x = jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16)
+  lower = lambda **o: _compat.lower_for("cuda", lambda x: qc.quantize_columns_mosaic_gpu(
+      x, scheme, **o), x).as_text()
+  tile = {"tile_k": 128} if qc.TILE_K.get(scheme, 128) != 128 else {}
+  with pytest.raises(NotImplementedError, match="state_once has not matched"):
+    lower(state_once=True, **tile)
+  once = lower(state_once=True, allow_unverified=True, **tile)
+  assert "block_state_once" in once and "block_state_once" not in lower()
+  with pytest.raises(ValueError, match="tile_k=64 must be a multiple of 128"):
+    lower(state_once=True, allow_unverified=True, tile_k=64)
+  monkeypatch.setattr(qc, "STATE_ONCE_VERIFIED", frozenset({scheme}))
+  assert lower(**tile) == once  # verified: the default, ungated
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
