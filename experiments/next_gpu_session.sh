@@ -4,7 +4,7 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
 # session 5 had one. Where only an H200 comes, part 2. (Session 18 was lent no device.)
@@ -21,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -75,25 +75,16 @@ case "$part" in
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
-      # an SM of the four / three LAUNCH asks; Mosaic's count, session 17); UINT4's stream-K
-      # configs
+      # an SM of the four / three LAUNCH asks; Mosaic's count, session 17); the column-wise
+      # block state once a block row (session 18, gated until this checks it: then add the
+      # schemes to mosaic_gpu_columns.STATE_ONCE_VERIFIED; NVFP4 columns are 45% of target)
     run 200 a $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
     run 90 b $B --what quant --transpose --qshapes 8192x8192 --schemes int4_g128 \
       --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
     run 80 c $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
       --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
-    # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
-    # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
-    # {"gps": 4, "steps": 2, "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's
-    # count on the CPU, session 16), one CTA an SM. gps 2 / steps 3 takes 89-110 KB, two an
-    # SM; gps 4 with zero-point bytes fits two for g32 at M = 1 only (111 KB; 119-131 KB at
-    # M = 16); step_wait as UINT4 takes it. configs_timed records each config's resolved plan
-    # and CTAs an SM.
-    run 140 d $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
-      --configs '[{}, {"tile_n": 128, "compute_wgs": 1, "gps": 2, "steps": 3, "stream_k": 2,
-                   "step_wait": true},
-                  {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
-                   "step_wait": true, "zero_points": true}]'
+    run 110 d $B --what quant --transpose --qshapes 8192x8192 --schemes nvfp4,int4_g128,mxfp4,mxfp8_e4m3 \
+      --configs '[{}, {"state_once": true, "allow_unverified": true}]'
     ;;
   4)  # the group-slice sweep at M = 32 and UINT4 g64's at M = 64; zero-point bytes and bf16
       # scales at M = 16 / 64 (one run: the zero-point config fails fast on the formats without
@@ -104,6 +95,20 @@ case "$part" in
       --m 16,64 --shapes $S --configs '[{}, {"zero_points": true}]'
     run 90 c $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
     run 120 d $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes nvfp4
+    ;;
+  5)  # UINT4's stream-K configs
+    # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
+    # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
+    # {"gps": 4, "steps": 2, "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's
+    # count on the CPU, session 16), one CTA an SM. gps 2 / steps 3 takes 89-110 KB, two an
+    # SM; gps 4 with zero-point bytes fits two for g32 at M = 1 only (111 KB; 119-131 KB at
+    # M = 16); step_wait as UINT4 takes it. configs_timed records each config's resolved plan
+    # and CTAs an SM.
+    run 140 a $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
+      --configs '[{}, {"tile_n": 128, "compute_wgs": 1, "gps": 2, "steps": 3, "stream_k": 2,
+                   "step_wait": true},
+                  {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
+                   "step_wait": true, "zero_points": true}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
       # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose
@@ -117,6 +122,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 3, 4, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
