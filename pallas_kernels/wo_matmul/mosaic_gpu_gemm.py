@@ -20,7 +20,8 @@ so W comes from HBM about once and x (M x K bf16) from the L2.
 Numerics: every weight is dequantized as `layout.dequantize_nk` does, in float32 (q * s; UINT4
 q * s - offset; NVFP4 s = s_t * s_b; per-channel INT8 / FP8 q * s) and rounded to bf16 once, then
 multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of
-XLA's own dequantize-then-dot) up to summation order. The portable twin with the same numerics is
+XLA's own dequantize-then-dot) up to summation order. (MXFP4 read from bf16 scale multipliers,
+`scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly.) The portable twin with the same numerics is
 `portable.wo_matmul_portable(..., weights_bf16=True)`.
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU interpreter;
@@ -136,8 +137,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       Default (None): on for MXFP4 / NVFP4 scales stored as bytes, and for bf16 multipliers
       that `scale_multipliers` leaves (they go back to bytes in XLA first).
     scale_multipliers: MXFP4 / NVFP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`,
-      `repack`'s GPU storage): read them as they are (`layout.fp4_multiplier_f32`, exact) instead
-      of an XLA pass back to the bytes each call; same values. Default (None): on for the
+      `repack`'s GPU storage): read them as they are instead of an XLA pass back to the bytes
+      each call; same weights. MXFP4's multiply the bf16 E2M1 values directly (exact: a power
+      of two, and subnormal products kept, as `mul.rn.bf16x2` keeps them in the E2M1 decode);
+      NVFP4's are widened (`layout.fp4_multiplier_f32`, exact) for the f32 product with s_t. Default (None): on for the
       formats in `MULTIPLIERS_VERIFIED`; elsewhere True needs `allow_unverified`.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
@@ -241,6 +244,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   if (fp4_scale_bytes or scale_multipliers) and fmt is WeightFormat.NVFP4:
     row_inputs["ts"] = jnp.broadcast_to(pw.tensor_scale.astype(jnp.float32), (1, n))
   wk = chunk // 2 if nf4 else chunk  # W^T columns a chunk spans (NF4: bytes; also x's halves)
+  # MXFP4's multipliers are its scales, powers of two: an E2M1 value times one is a bf16 (the
+  # decode kernel's product), so no float32 round trip. NVFP4's s_t s_b is not: f32 there.
+  mx_bf16 = scale_multipliers and fmt is WeightFormat.MXFP4
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
   if int4:  # wk int4 = wk / 2 bytes a row
@@ -269,7 +275,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         q = nf4_slots_bf16(q)
       else:
         q = q.astype(jnp.bfloat16)  # Mosaic's fast i4 cast
-      vals = [q.astype(jnp.float32)]
+      vals = [q if mx_bf16 else q.astype(jnp.float32)]
     else:
       b = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
       b = plgpu.layout_cast(b, wgmma_layout)
@@ -291,6 +297,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       return spread_groups(vals, wk, g // 2 if nf4 else g)  # stored columns a group
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
+    if mx_bf16:  # value * 2^(e - 127) in one bf16 multiply: exact, as `dequantize_nk`'s f32
+      return [vals[0] * spread(s_smem, t_rows)]
     s = spread(s_smem, t_rows, fp4_multiplier_f32 if scale_multipliers else
                scale_bytes_f32 if fp4_scale_bytes else None)
     if "ts" in row_smems:

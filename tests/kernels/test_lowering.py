@@ -312,6 +312,13 @@ def test_gemm_scale_multipliers_lower(name, monkeypatch):
         _weight_shape(name, 8192, 28672))
   monkeypatch.setattr(mosaic_gpu_gemm, "MULTIPLIERS_VERIFIED", frozenset({pw.fmt}))
   assert operands()[0] == direct  # verified: the default, ungated
+  # MXFP4's multipliers multiply the bf16 E2M1 values (exact); NVFP4's are widened to f32
+  widened, real = [], mosaic_gpu_gemm.fp4_multiplier_f32
+  monkeypatch.setattr(mosaic_gpu_gemm, "fp4_multiplier_f32",
+                      lambda *a: widened.append(1) or real(*a))
+  jax.clear_caches()  # trace afresh
+  operands()
+  assert bool(widened) == (name == "nvfp4")
 
 
 @pytest.mark.parametrize("m", [1, 16, 64])

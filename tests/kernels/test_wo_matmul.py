@@ -657,6 +657,20 @@ def test_scale_multipliers_decode_every_byte(fmt):
   with pytest.raises(ValueError, match="MXFP4's or NVFP4's"):
     wm.layout.fp4_multiplier_f32(mult, wm.WeightFormat.INT4)
 
+def test_mxfp4_value_times_multiplier_is_a_bf16():
+  # The prefill GEMM multiplies MXFP4's bf16 E2M1 values by the bf16 multipliers 2^(e - 127)
+  # directly (scale_multipliers), where the byte path rounds q * s from float32: the same weight
+  # when every product is a bf16 (or overflows both ways), for all 16 codes x 255 exponents.
+  import ml_dtypes
+  q = np.arange(16, dtype=np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float64)
+  e = np.arange(255)
+  v = q[:, None] * np.ldexp(1.0, e - 127)[None, :]
+  with np.errstate(over="ignore"):  # the overflows are the point of `big` below
+    b = v.astype(ml_dtypes.bfloat16).astype(np.float64)
+  big = np.abs(v) >= 2.0**128  # past bf16's (and float32's) largest: inf either way
+  np.testing.assert_array_equal(b[~big], v[~big])
+  assert np.isinf(b[big]).all() and big.sum() == 2 * (4 + 2)  # +-2, 3, 4, 6 at e = 254; 4, 6 at 253
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
   # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
