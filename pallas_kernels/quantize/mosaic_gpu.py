@@ -94,6 +94,16 @@ LAUNCH = {"mxfp8_e4m3": (2, 4), "mxfp4": (2, 4), "fp8_e4m3_block128": (2, 4), "n
           "int4_g128": (2, 3)}
 
 
+def block_state_once_scratch(sch, rows: int):
+  """`block_state_once`'s shared-memory scratch for `rows` blocks: (1 + parts, rows) float32,
+  the amax, then the state's parts past the scale."""
+  plgpu = _compat.plgpu_module()
+  parts = jax.eval_shape(lambda a: block_state(
+      sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
+      jax.ShapeDtypeStruct((rows,), jnp.float32))
+  return plgpu.SMEM((len(parts), rows), jnp.float32)
+
+
 def block_state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
   """`block_state` computed once a block, not by each of the four threads that hold a row.
 
@@ -236,9 +246,6 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
 
   st_smem = None  # `block_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
   code_smem = None  # `pack_nibbles`' scratch, set in `kernel`: (bytes, words) views of it
-  state_shapes = jax.eval_shape(lambda a: block_state(
-      sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
-      jax.ShapeDtypeStruct((tr,), jnp.float32))
 
   def tile_state(amax, t, s_smem):
     """The tile's block states from their amax (rows,); `block_state_once` also stores the scales,
@@ -327,7 +334,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       grid=(ctas,),
       grid_names=("c",),
       scratch_types=(
-          [plgpu.SMEM((len(state_shapes), tr), jnp.float32)] if state_once else [])
+          [block_state_once_scratch(sch, tr)] if state_once else [])
       # Two views of one buffer: each RefUnion group starts at its offset 0 as Pallas lays
       # them out today (its docs do not promise reading through the other view); the GPU
       # check bit for bit is what vouches for it (session 17).

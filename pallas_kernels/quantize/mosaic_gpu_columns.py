@@ -33,6 +33,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.quantize.mosaic_gpu import block_state_once
+from pallas_kernels.quantize.mosaic_gpu import block_state_once_scratch
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
@@ -178,9 +179,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     extra = [jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms))]
 
   st_smem = None  # `block_state_once`'s scratch, set in `kernel`
-  n_state = len(jax.eval_shape(lambda a: block_state(
-      sch, a, (a[0],) * NVFP4_TERMS if sch.two_level else None, div=lambda p, q: p / q),
-      jax.ShapeDtypeStruct((tile_k,), jnp.float32)))
 
   def body(_, *refs):
     x_smems, c_smem, s_smem = refs[:nx], refs[-2], refs[-1]
@@ -232,7 +230,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                 jax.ShapeDtypeStruct((m // b, k), scale_dtype)),
       grid=(m_tiles, split),
       grid_names=("m", "k"),
-      scratch_types=[plgpu.SMEM((n_state, tile_k), jnp.float32)] if state_once else [],
+      scratch_types=[block_state_once_scratch(sch, tile_k)] if state_once else [],
   )
   codes, scale_t = f(x.reshape(m // 2, 2 * k) if paired else x, *extra)
   return column_result(sch, codes, scale_t, s_t)
