@@ -119,7 +119,8 @@ def test_decode_uint4_zero_in_weights_lowers(group, m):
     fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
         x, p, zero_in_weights=True, step_wait=step_wait)
     text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
-    groups = f"tensor<{m}x{8192 // group}x{group}xf32>"  # x in groups, to be summed
+    # x in groups, to be summed (its rows padded to the sums' columns first)
+    groups = f"tensor<{decode_plan.xsum_cols(max(8, m))}x{8192 // group}x{group}xf32>"
     assert groups not in text and "uint4_zero_bf16" in text
   sums = _compat.lower_for("cuda", mosaic_gpu.wo_matmul_mosaic_gpu, _x(m, 8192), pw).as_text()
   assert groups in sums and "uint4_zero_bf16" not in sums
