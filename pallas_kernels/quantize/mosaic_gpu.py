@@ -37,6 +37,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.portable import bf16_pairs
 from pallas_kernels.quantize.portable import unpair_bf16
 from pallas_kernels.quantize.reference import Quantized
@@ -186,23 +187,20 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     raise NotImplementedError(
         f"mosaic_gpu fused quantization takes bf16 or f32, got {x.dtype} (use "
         "implementation='xla' or 'portable')")
-  if f32_in and scheme not in F32_VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        f"the f32-input kernel has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
-        "allow_unverified=True to run it (and check its codes), or give bf16 / use 'xla'")
+  if f32_in:
+    require_checked(f"the f32-input kernel for {scheme}", scheme in F32_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="give bf16 / use 'xla'")
   if pack_nibbles is None:
     pack_nibbles = scheme in F32_PACK_VERIFIED
   pack_nibbles = pack_nibbles and f32_in and sch.bits == 4  # bf16 pairs are packed anyway
-  if pack_nibbles and scheme not in F32_PACK_VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        f"pack_nibbles has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
-        "allow_unverified=True to run it (and check its codes), or leave pack_nibbles off")
+  if pack_nibbles:
+    require_checked(f"{scheme}'s pack_nibbles", scheme in F32_PACK_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave pack_nibbles off")
   if state_once is None:
     state_once = scheme in STATE_ONCE_DEFAULT
-  if state_once and scheme not in STATE_ONCE_VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        f"state_once has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
-        "allow_unverified=True to run it (and check its codes), or leave state_once off")
+  if state_once:
+    require_checked(f"{scheme}'s state_once", scheme in STATE_ONCE_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave state_once off")
   dflt_steps, dflt_ctas = LAUNCH[scheme]
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm

@@ -32,6 +32,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import block_state_once
 from pallas_kernels.quantize.mosaic_gpu import block_state_once_scratch
 from pallas_kernels.quantize.reference import Quantized
@@ -144,10 +145,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                      f"tile_k = {tile_k} (a multiple of 64)")
   if state_once is None:
     state_once = scheme in STATE_ONCE_VERIFIED
-  if state_once and scheme not in STATE_ONCE_VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        f"column-wise state_once has not matched mxjax.quantize on a GPU for {scheme} yet: pass "
-        "allow_unverified=True to run it (and check its codes), or leave state_once off")
+  if state_once:
+    require_checked(f"{scheme}'s column-wise state_once", scheme in STATE_ONCE_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize(x.T)",
+                    instead="leave state_once off")
   if state_once and tile_k % 128:
     raise ValueError(f"state_once spreads a step's block states over the warpgroup's 128 "
                      f"threads: tile_k={tile_k} must be a multiple of 128")

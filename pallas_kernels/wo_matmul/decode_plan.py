@@ -10,6 +10,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from pallas_kernels.gates import require_checked
 from pallas_kernels.wo_matmul import schedule as S
 from pallas_kernels.wo_matmul.configs import decode_config
 from pallas_kernels.wo_matmul.layout import FP4
@@ -240,12 +241,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
   if not per_channel and g not in ((32, 16) if fp4 else (32, 64, 128)):
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes groups of 32, 64 or 128, not {g}")
-  if case(pw) not in VERIFIED and not allow_unverified:
-    variant = "".join(f" ({c.replace('_', ' ')})" for c in case(pw)[2:])
-    raise NotImplementedError(
-        f"the mosaic_gpu path for {fmt.value} group {g}{variant} has not matched the reference "
-        "on a GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
-        "'xla'/'portable'")
+  variant = "".join(f" ({c.replace('_', ' ')})" for c in case(pw)[2:])
+  require_checked(f"the mosaic_gpu path for {fmt.value} group {g}{variant}",
+                  case(pw) in VERIFIED, allow_unverified, reference="the reference",
+                  instead="use 'xla'/'portable'")
   if pw.scale_bf16 and not prescale:
     raise ValueError("bf16 scale multipliers are applied to the weights: prescale=True")
   if fp4_scale_bytes is None:

@@ -39,6 +39,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.gates import require_checked
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import INT4_STORED
@@ -157,10 +158,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     raise ValueError(f"scale_multipliers reads MXFP4 / NVFP4 scales stored as bf16 multipliers "
                      f"(layout.fp4_scales_bf16); this {pw.fmt.value} weight has "
                      f"{pw.scale.dtype} scales")
-  if scale_multipliers and pw.fmt not in MULTIPLIERS_VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        f"scale_multipliers has not matched the reference on a GPU for {pw.fmt.value} yet: pass "
-        "allow_unverified=True (the benchmark does, and checks it), or leave it to the default")
+  if scale_multipliers:
+    require_checked(f"{pw.fmt.value}'s scale_multipliers", pw.fmt in MULTIPLIERS_VERIFIED,
+                    allow_unverified, reference="the reference", instead="leave it to the default")
   if scale_multipliers and fp4_scale_bytes:
     raise ValueError("fp4_scale_bytes decodes stored scale bytes; scale_multipliers reads the "
                      "bf16 multipliers: pick one")
@@ -177,11 +177,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`layout.nf4_slots`)
   nf4 = fmt is WeightFormat.NF4 and not slots  # nibble bytes: even / odd k halves
   int4 = int4_stored(pw)
-  if case(pw) not in VERIFIED and not allow_unverified:
-    raise NotImplementedError(
-        f"the mosaic_gpu_gemm path for {fmt.value} group {g} has not matched the reference on a "
-        "GPU yet: pass allow_unverified=True (the benchmark does, and checks it), or use "
-        "'dequant_gemm'")
+  require_checked(f"the mosaic_gpu_gemm path for {fmt.value} group {g}", case(pw) in VERIFIED,
+                  allow_unverified, reference="the reference", instead="use 'dequant_gemm'")
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu_gemm takes bf16 activations, got {x.dtype}")
   if k != pw.k:
