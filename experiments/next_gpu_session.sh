@@ -15,8 +15,9 @@
 # rewritten after each); a wo row times all of its configs before it is written, each compiled
 # and checked first (session 17's 4-config rows took over 110 s): give such a run room.
 # Afterwards: copy the JSON into experiments/results/ under the session's names, open the gates
-# the checks allow (F32_VERIFIED, decode_plan.VERIFIED), run bench_kernels_report.py, and
-# rewrite this file with what is still owed.
+# the checks allow (the `*VERIFIED` sets: decode_plan.VERIFIED, mosaic_gpu_gemm's
+# MULTIPLIERS_VERIFIED, mosaic_gpu_columns' STATE_ONCE_VERIFIED, ...), run
+# bench_kernels_report.py, and rewrite this file with what is still owed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
