@@ -264,17 +264,12 @@ def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
   return dataclasses.replace(pw, scale=scale, scale_bf16=False)
 
 
-def fp4_multiplier_f32(m: jax.Array, fmt: WeightFormat) -> jax.Array:
-  """FP4 block scales from their bf16 multipliers (`fp4_scales_bf16`) -> float32, exactly:
-  `scale_bytes_f32` of the stored bytes (NVFP4 without s_t), with no pass back to the bytes.
-  MXFP4's multiplier is the scale; NVFP4's is s_b 2^118, and the power of two comes off exactly
-  (s_b >= 2^-9 keeps the product normal). The bf16 bits are widened by integer ops, as
-  `scale_bytes_f32` builds its floats, so that no backend flushes MXFP4's 2^-127 (a subnormal)."""
-  if fmt not in FP4:
-    raise ValueError(f"bf16 scale multipliers are MXFP4's or NVFP4's, not {fmt.value}'s")
-  bits = jax.lax.bitcast_convert_type(m, jnp.uint16).astype(jnp.uint32) << 16
-  s = jax.lax.bitcast_convert_type(bits, jnp.float32)
-  return s * 2.0**-NVFP4_PRESCALE_LOG2 if fmt is WeightFormat.NVFP4 else s
+def nvfp4_multiplier_f32(m: jax.Array) -> jax.Array:
+  """NVFP4 block scales s_b from their bf16 multipliers s_b 2^118 (`fp4_scales_bf16`) ->
+  float32, exactly: `scale_bytes_f32` of the stored E4M3 bytes, with no pass back to them. Every
+  multiplier is zero, NaN or a normal bf16 (s_b >= 2^-9), and the power of two comes off
+  exactly. (MXFP4's multipliers are its scales: the GEMM multiplies by them in bf16.)"""
+  return m.astype(jnp.float32) * 2.0**-NVFP4_PRESCALE_LOG2
 
 
 def nf4_slots(pw: PackedWeight) -> PackedWeight:

@@ -46,7 +46,7 @@ from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import int4_stored
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import fp4_multiplier_f32
+from pallas_kernels.wo_matmul.layout import nvfp4_multiplier_f32
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -141,8 +141,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       `repack`'s GPU storage): read them as they are instead of an XLA pass back to the bytes
       each call; same weights. MXFP4's multiply the bf16 E2M1 values directly (exact: a power
       of two, and subnormal products kept, as `mul.rn.bf16x2` keeps them in the E2M1 decode);
-      NVFP4's are widened (`layout.fp4_multiplier_f32`, exact) for the f32 product with s_t. Default (None): on for the
-      formats in `MULTIPLIERS_VERIFIED`; elsewhere True needs `allow_unverified`.
+      NVFP4's are widened (`layout.nvfp4_multiplier_f32`, exact) for the f32 product with s_t.
+      Default (None): on for the formats in `MULTIPLIERS_VERIFIED`; elsewhere True needs
+      `allow_unverified`.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -228,7 +229,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   xs = [xp[:, 0::2], xp[:, 1::2]] if nf4 else [xp]
   w_in = lax.bitcast_convert_type(pw.w, jnp.int8) if fmt is WeightFormat.FP8 else pw.w
   if scale_multipliers:
-    s_in = pw.scale  # bf16, decoded in registers (`fp4_multiplier_f32`)
+    s_in = pw.scale  # bf16, used as they are (MXFP4) or widened in registers (NVFP4)
   elif fp4_scale_bytes:
     s_in = lax.bitcast_convert_type(pw.scale, jnp.uint8)
   else:
@@ -296,8 +297,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     t_rows = (0,) if per_channel else rows_of_chunk[j]
     if mx_bf16:  # value * 2^(e - 127) in one bf16 multiply: exact, as `dequantize_nk`'s f32
       return [vals[0] * spread(s_smem, t_rows)]
-    s = spread(s_smem, t_rows, fp4_multiplier_f32 if scale_multipliers else
-               scale_bytes_f32 if fp4_scale_bytes else None)
+    s = spread(s_smem, t_rows, (lambda v, _: nvfp4_multiplier_f32(v)) if scale_multipliers
+               else scale_bytes_f32 if fp4_scale_bytes else None)
     if "ts" in row_smems:
       s = spread(row_smems["ts"], (0,)) * s
     off = spread(row_smems["off"], t_rows) if "off" in row_smems else None

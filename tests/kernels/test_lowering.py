@@ -314,8 +314,8 @@ def test_gemm_scale_multipliers_lower(name, monkeypatch):
   monkeypatch.setattr(mosaic_gpu_gemm, "MULTIPLIERS_VERIFIED", frozenset({pw.fmt}))
   assert operands()[0] == direct  # verified: the default, ungated
   # MXFP4's multipliers multiply the bf16 E2M1 values (exact); NVFP4's are widened to f32
-  widened, real = [], mosaic_gpu_gemm.fp4_multiplier_f32
-  monkeypatch.setattr(mosaic_gpu_gemm, "fp4_multiplier_f32",
+  widened, real = [], mosaic_gpu_gemm.nvfp4_multiplier_f32
+  monkeypatch.setattr(mosaic_gpu_gemm, "nvfp4_multiplier_f32",
                       lambda *a: widened.append(1) or real(*a))
   jax.clear_caches()  # trace afresh
   operands()

@@ -637,25 +637,20 @@ def test_block_contiguous_weight(preset, overrides):
     wm.layout.tile_weight(pw, 96, 256)
 
 
-
-@pytest.mark.parametrize("fmt", [wm.WeightFormat.MXFP4, wm.WeightFormat.NVFP4])
-def test_scale_multipliers_decode_every_byte(fmt):
-  # The GEMM's read of bf16 scale multipliers (scale_multipliers) against the stored bytes'
-  # decode, bit for bit, for all 256 scale codes: E8M0's 2^-127 (a subnormal, built from bits
-  # so no backend flushes it) and NaN, E4M3's subnormals, negatives and NaNs.
+def test_nvfp4_multipliers_decode_every_byte():
+  # The GEMM's read of NVFP4's bf16 scale multipliers (scale_multipliers) against the stored
+  # bytes' decode, bit for bit, for all 256 E4M3 codes: subnormals, zeros, negatives and NaNs.
   b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8)
-  stored = b if fmt is wm.WeightFormat.MXFP4 else jax.lax.bitcast_convert_type(
-      b, jnp.float8_e4m3fn)
-  _, pw = _weight(fmt.value, {}, k=512, n=256)
-  mult = wm.layout.fp4_scales_bf16(dataclasses.replace(pw, scale=stored[None])).scale
-  got = np.asarray(wm.layout.fp4_multiplier_f32(mult, fmt), np.float32)[0]
-  want = np.asarray(wm.layout.scale_bytes_f32(b, fmt), np.float32)
+  _, pw = _weight("nvfp4", {}, k=512, n=256)
+  stored = jax.lax.bitcast_convert_type(b, jnp.float8_e4m3fn)[None]
+  mult = wm.layout.fp4_scales_bf16(dataclasses.replace(pw, scale=stored)).scale
+  got = np.asarray(wm.layout.nvfp4_multiplier_f32(mult), np.float32)[0]
+  want = np.asarray(wm.layout.scale_bytes_f32(b, wm.WeightFormat.NVFP4), np.float32)
   nan = np.isnan(want)
-  assert np.array_equal(np.isnan(got), nan) and nan.sum() == (1 if fmt.value == "mxfp4" else 2)
+  assert np.array_equal(np.isnan(got), nan) and nan.sum() == 2
   np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
-  assert got.view(np.uint32)[0] == (0x00400000 if fmt.value == "mxfp4" else 0)  # 2^-127 / +0
-  with pytest.raises(ValueError, match="MXFP4's or NVFP4's"):
-    wm.layout.fp4_multiplier_f32(mult, wm.WeightFormat.INT4)
+  assert (want[1:8] > 0).all() and (want[1:8] < 2.0**-6).all()  # the subnormals came through
+
 
 def test_mxfp4_value_times_multiplier_is_a_bf16():
   # The prefill GEMM multiplies MXFP4's bf16 E2M1 values by the bf16 multipliers 2^(e - 127)
@@ -670,6 +665,7 @@ def test_mxfp4_value_times_multiplier_is_a_bf16():
   big = np.abs(v) >= 2.0**128  # past bf16's (and float32's) largest: inf either way
   np.testing.assert_array_equal(b[~big], v[~big])
   assert np.isinf(b[big]).all() and big.sum() == 2 * (4 + 2)  # +-2, 3, 4, 6 at e = 254; 4, 6 at 253
+
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
