@@ -4,10 +4,10 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
-# session 5 had one. Where only an H200 comes, part 2. (Session 18 was lent no device.)
+# session 5 had one. Where only an H200 comes, part 2. (Sessions 18 and 19 were lent no device.)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -22,7 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -97,7 +97,7 @@ case "$part" in
     run 90 c $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
     run 120 d $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes nvfp4
     ;;
-  5)  # UINT4's stream-K configs
+  5)  # UINT4's stream-K configs; the issue's smaller shapes with today's defaults
     # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
     # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
     # {"gps": 4, "steps": 2, "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's
@@ -110,6 +110,23 @@ case "$part" in
                    "step_wait": true},
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
                    "step_wait": true, "zero_points": true}]'
+    # Issue 8 sets its decode targets at 4096 x 4096 and 4096 x 14336 too. On the H200 these
+    # were last timed in sessions 7-11 (INT4 4096 x 14336 M = 1: 16.6 us, 1.88 TB/s, 2.54x XLA
+    # bf16; NF4 4096 x 4096: 10.2 us, 1.25x), before tma_pad, step_wait and the stream-K
+    # defaults, which were all tuned at 8192 x 28672 only. At these sizes the fixed costs (the
+    # launch, the pipeline's fill, the XLA kernels around the decode kernel) are a third or
+    # more of the call: these rows say how much.
+    run 220 b $B --what wo --formats int4,int8,mxfp4,nvfp4,nf4_g64 --m 1,16 \
+      --shapes 4096x14336,4096x4096
+    ;;
+  6)  # the smaller shapes' launch configs (N < 16384 takes INT4's 64-row tiles without
+      # stream-K: never swept on the H200) and prefill there (INT4 4096 x 14336 M = 1024:
+      # 0.83x XLA bf16 on the H200 in session 7, target 0.9x; 0.94x on the H100 in session 5)
+    run 240 a $B --what wo --formats int4,mxfp4,int8 --m 1,16 --shapes 4096x14336,4096x4096 \
+      --configs '[{}, {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2},
+                  {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
+                  {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
+    run 200 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
       # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose
@@ -123,6 +140,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["1", "2", "3", "4", "5", "h100-1", "h100-2"]
+PARTS = ["1", "2", "3", "4", "5", "6", "h100-1", "h100-2"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 
@@ -108,6 +108,6 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
 
 def test_unknown_part_is_refused(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path))
-  proc = subprocess.run(["bash", SCRIPT, "6"], env=env, capture_output=True, text=True,
+  proc = subprocess.run(["bash", SCRIPT, "7"], env=env, capture_output=True, text=True,
                         check=False)
   assert proc.returncode == 2 and "part must be" in proc.stderr
