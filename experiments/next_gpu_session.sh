@@ -118,6 +118,10 @@ case "$part" in
     # more of the call: these rows say how much.
     run 220 b $B --what wo --formats int4,int8,mxfp4,nvfp4,nf4_g64 --m 1,16 \
       --shapes 4096x14336,4096x4096
+    # FP4 / NF4 decode at M = 1 (2.28x / 1.89x XLA bf16, target 3.2x) by SASS opcode, with
+    # today's one wgmma wait a step: what the decode spends its issue slots on (never profiled
+    # since step_wait, session 12)
+    run 150 c python3 experiments/profile_kernels.py --sass --case wo_mxfp4_m1,wo_nf4_m1
     ;;
   6)  # the smaller shapes' launch configs (N < 16384 takes INT4's 64-row tiles without
       # stream-K: never swept on the H200) and prefill there (INT4 4096 x 14336 M = 1024:
@@ -127,6 +131,11 @@ case "$part" in
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
                   {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
     run 200 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
+    # the f32-input quantize's launch, never swept (INT4 2.12 TB/s, NVFP4 1.61; each config
+    # checked bit for bit on the four test tensors before it is timed)
+    run 120 c $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,nvfp4 \
+      --configs '[{}, {"steps": 3, "ctas_per_sm": 2}, {"steps": 2, "ctas_per_sm": 2},
+                  {"steps": 4, "ctas_per_sm": 1}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
       # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose

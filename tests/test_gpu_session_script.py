@@ -64,6 +64,7 @@ def kernel_options():
   benchmark applies to the weight itself (`bench_kernels._knobs` drops them)."""
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
   import bench_kernels  # pylint: disable=g-import-not-at-top
+  import profile_kernels  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
   from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
   from pallas_kernels.wo_matmul import decode_plan  # pylint: disable=g-import-not-at-top
@@ -74,7 +75,8 @@ def kernel_options():
             if p not in ("m", "k", "pw")}
   return dict(decode=decode | storage, gemm=_options(mosaic_gpu_gemm.wo_gemm_mosaic_gpu) | storage,
               rows=_options(QG.quantize_mosaic_gpu),
-              columns=_options(QC.quantize_columns_mosaic_gpu), parse=bench_kernels.parse_format)
+              columns=_options(QC.quantize_columns_mosaic_gpu), parse=bench_kernels.parse_format,
+              profile_cases=profile_kernels.CASES)
 
 
 @pytest.mark.parametrize("part", PARTS)
@@ -88,7 +90,10 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
   assert len(dirs) == len(calls) <= 4 and all(d.startswith(out) for d in dirs)
   for argv in calls:
     script = os.path.basename(argv[0])
-    assert script in ("bench_kernels.py", "bench_wgmma_rate.py"), argv
+    assert script in ("bench_kernels.py", "bench_wgmma_rate.py", "profile_kernels.py"), argv
+    if script == "profile_kernels.py":  # at most 4 cases: 2 files each come back
+      cases = _arg(argv, "--case").split(",")
+      assert len(cases) <= 4 and set(cases) <= set(kernel_options["profile_cases"]), argv
     if script != "bench_kernels.py":
       continue
     what, configs = _arg(argv, "--what", "wo"), json.loads(_arg(argv, "--configs", "[{}]"))
