@@ -41,7 +41,8 @@ OPTIONS = [{}, {"step_wait": True}, {"step_wait": False}, {"tma_pad": False}, {"
            {"group_slices": False}, {"zero_in_weights": True}, {"prescale": False},
            {"stream_k": 3}, {"splits": 4, "stream_k": None}, {"compute_wgs": 2, "tile_n": 256},
            {"load_only": True}, {"nf4_lut": False}, {"fp4_scale_bytes": True},
-           {"steps": 3, "gps": 2}, {"chunk_wait": True, "step_wait": False}]
+           {"steps": 3, "gps": 2}, {"chunk_wait": True, "step_wait": False},
+           {"fused_sum": True, "stream_k": 2}]
 
 
 def fingerprint(lowered) -> str:

@@ -4,7 +4,7 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5, 6 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
 # session 5 had one. Where only an H200 comes, part 2. (Sessions 18 and 19 were lent no device.)
@@ -22,7 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -73,6 +73,18 @@ case "$part" in
     # XLA pass back to bytes ({}; repack's GPU storage), which cost 1-3% at M = 1024 (s10)
     run 110 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes $S \
       --configs '[{}, {"scale_multipliers": true}]'
+    ;;
+  2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
+      # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED), against
+      # today's XLA kernel after it (1.9-2.1 us at M = 1, 5% of INT4's call; more at 4096 x
+      # 14336, where INT4 M = 1 takes 16.6 us). Stream-K defaults only (INT4 g128, INT8, MXFP4,
+      # NVFP4, NF4 at M <= 16; UINT4 g128 and INT4 g32 at M = 1)
+    run 240 a $B --what wo --formats int4,int8,mxfp4,nvfp4,nf4_g64 --m 1,16 --shapes $S \
+      --configs '[{}, {"fused_sum": true}]'
+    run 120 b $B --what wo --formats int4,int8,mxfp4 --m 1 --shapes 4096x14336 \
+      --configs '[{}, {"stream_k": 2, "fused_sum": true}]'
+    run 100 c $B --what wo --formats uint4,int4_g32 --m 1 --shapes $S \
+      --configs '[{}, {"fused_sum": true}]'
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
@@ -151,6 +163,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -37,6 +37,9 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 64, "bf16_scales"), (WeightFormat.INT8, "channel", "bf16_scales"),
             (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
             (WeightFormat.UINT4, 128, "zero_points")}
+# `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU, and takes it by
+# default. Written in session 19 without a GPU (docs/kernels.md): empty until one checks it.
+FUSED_SUM_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -108,6 +111,7 @@ class DecodePlan:
   wg_rows: int  # rows of the tile a compute warpgroup owns
   schedule: S.Schedule
   load_only: bool
+  fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
 
   @property
   def xsum_in(self) -> bool:
@@ -122,7 +126,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 load_only: bool = False, nf4_lut: bool | None = None,
                 fp4_scale_bytes: bool | None = None, step_wait: bool | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
-                tma_pad: bool | None = None,
+                tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
@@ -210,6 +214,19 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     (A UINT4 weight with its zero points stored as bytes, `layout.uint4_zero_points`, has the
     kernel compute each group's offset f32(s) * (f32(zp) - 8) from them: the bytes `repack`'s
     offsets would take, a quarter; not yet run on a GPU, so it needs `allow_unverified`.)
+    fused_sum: the kernel adds each tile's partial sums and writes y (M, N) itself, where XLA
+      adds the float32 slots, casts and transposes them in a kernel after it (1.9-2.1 us at
+      M = 1, 5% of INT4's call at 8192 x 28672, more at smaller shapes: session 13's
+      `kernel_us`). The CTA holding a tile's slot 0 waits on a semaphore until the tile's
+      other writers have stored theirs (each signals once its store is complete), TMA-loads
+      and adds them in the order XLA adds them, and stores y's tile through a transposed
+      view of shared memory: the same float32 sums, the same rounding. Needs a stream-K
+      schedule (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one
+      slot a tile. Prescaled NVFP4 reads its tensor scale in the kernel (a scalar load) and
+      multiplies the sum as XLA does, 2^8 then s_t. The semaphores
+      (`pl.get_global`) are left at zero by each call. Default (None): on for the cases in
+      `FUSED_SUM_VERIFIED`; elsewhere True needs `allow_unverified` (written in session 19
+      without a GPU).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -347,6 +364,15 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if tma_pad is None:
     tma_pad = one_copy
   tma_pad = tma_pad and m < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
+  if fused_sum is None:
+    fused_sum = case(pw) in FUSED_SUM_VERIFIED
+  if fused_sum:
+    require_checked(f"fused_sum for {fmt.value} group {g}{variant}",
+                    case(pw) in FUSED_SUM_VERIFIED, allow_unverified, reference="the reference",
+                    instead="leave fused_sum off (XLA adds the partial sums)")
+    if schedule.slots > 1 and not schedule.chainable:
+      raise ValueError(f"fused_sum needs a stream-K schedule (stream_k=...) or one slot a tile; "
+                       f"{schedule.slots} K splits could deadlock (schedule.py)")
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
                     sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,
                     fp4_scale_bytes=fp4_scale_bytes, nf4_lut=nf4_lut, step_wait=step_wait,
@@ -355,4 +381,4 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     tile_n=tile_n, steps=steps, gps=gps,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
-                    load_only=load_only)
+                    load_only=load_only, fused_sum=fused_sum)

@@ -48,7 +48,9 @@ after issuing chunk j + 1's wgmmas instead (UINT4's default at M <= 16).
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
-sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB).
+sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB), or, with
+`fused_sum` (stream-K), the CTA holding a tile's first slot waits on a semaphore for the
+others, adds them and writes y itself (`schedule.py` says why this cannot deadlock).
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
 interpreter; `portable.py` is its twin with the same numerics, and the GPU benchmark checks
@@ -108,6 +110,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   n, g = pw.n, pw.group
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes bf16 activations, got {x.dtype}")
+  out_dtype = out_dtype or x.dtype
   p = plan_decode(m, k, pw, **options)
   xp = jnp.pad(x, ((0, p.mp - m), (0, 0))) if p.mp != m and not p.tma_pad else x
 
@@ -142,6 +145,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     extra = [pw.offset, xsum]
   elif p.asym:
     extra = [pw.offset]
+  nvfp4_out = p.prescale and p.fmt is WeightFormat.NVFP4  # y * 2^(126 - 8) * s_t after the sum
+  if nvfp4_out and p.fused_sum:  # read in the kernel (a scalar load), not by an XLA multiply
+    extra = [pw.tensor_scale]
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   xw = g if p.group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
@@ -155,7 +161,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
     off_gmem, xs_gmem = (rest[0], rest[1] if p.xsum_in else None) if p.asym else (None, None)
-    o_gmem, o_smem = rest[-2:]
+    ts_gmem = rest[0] if nvfp4_out and p.fused_sum else None
+    if p.fused_sum:  # y is an output; the slots' buffer doubles as y's transposed tile
+      o_gmem, y_gmem, (o_smem, yt_smem), bars = rest[-4:]
+    else:
+      o_gmem, o_smem = rest[-2:]
     def body(_, *refs_and_acc):
       if p.load_only:
         return refs_and_acc[-1]
@@ -329,6 +339,48 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       gmem.append(xs_gmem)
     wg = lax.axis_index("wg") if p.compute_wgs > 1 else 0
 
+    def tile_rows(tile):  # this warpgroup's rows of the tile, in the slots' buffer
+      return pl.ds(tile * p.tile_n + wg * p.wg_rows, p.wg_rows)
+
+    def fused_flush(part, tile, slot):
+      """`fused_sum`: slots 1.. store their partial sum and signal the tile's semaphore; slot 0
+      waits for them, adds them in slot order (as `Schedule.reduce` does) and writes y."""
+      sem = sems.at[tile * p.compute_wgs + wg]
+      rows = tile_rows(tile)
+
+      @pl.when(slot > 0)
+      def _give():
+        o_smem.at[wg][...] = part
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
+        plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
+        pl.semaphore_signal(sem, 1)
+
+      @pl.when(slot == 0)
+      def _sum():
+        writers = p.schedule.writers(tile)
+        pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
+        total = part
+        for sl in range(1, p.schedule.slots):  # a slot past the tile's writers: never read
+          plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it
+          plgpu.copy_gmem_to_smem(o_gmem.at[sl, rows], o_smem.at[wg], bars.at[wg])
+          plgpu.barrier_wait(bars.at[wg])
+          other = plgpu.load(o_smem.at[wg], (), layout=plgpu.Layout.WGMMA, optimized=False)
+          total = total + jnp.where(sl < writers, other, 0.0)  # a select: garbage never leaks
+        if nvfp4_out:  # as the unfused path's XLA multiplies: 2^8 back (exact), then s_t
+          total = total * 2.0**(126 - NVFP4_PRESCALE_LOG2) * ts_gmem[...]
+        y = total.astype(out_dtype)
+        plgpu.commit_smem()  # yt_smem is o_smem's memory
+        for r in range(p.wg_rows // 64):  # 64 rows of the tile (columns of y) at a time
+          piece = lax.slice(y, (r * 64, 0), ((r + 1) * 64, p.mp))
+          piece = plgpu.layout_cast(piece, plgpu.Layout.WGMMA_TRANSPOSED)
+          _compat.transpose_ref(yt_smem.at[wg, 0, r], (1, 0))[...] = piece
+        plgpu.commit_smem()
+        for r in range(p.wg_rows // 64):
+          cols = pl.ds(tile * p.tile_n + wg * p.wg_rows + r * 64, 64)
+          plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(0, m)],
+                                  y_gmem.at[pl.ds(0, m), cols])
+
     def body_and_flush(indices, *refs_and_acc):
       (i,) = indices
       acc = body(indices, *refs_and_acc)
@@ -338,20 +390,25 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       def _flush():  # this warpgroup's rows of the tile's partial sum -> output slot
         tile, _, slot = sched_place(i)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
+        part = acc
         if p.per_channel and p.step_wait:  # the channel scales, once on the f32 sum
           s_row = refs_and_acc[nx + 1].at[0]
           if p.compute_wgs > 1:  # this warpgroup's channels
             s_row = s_row.at[pl.ds(wg * p.wg_rows, p.wg_rows)]
           s = plgpu.load(s_row, (), layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
-          o_smem.at[wg][...] = acc * lax.broadcast_in_dim(s, acc.shape, [0])
-        else:
-          o_smem.at[wg][...] = acc
+          part = acc * lax.broadcast_in_dim(s, acc.shape, [0])
+        if p.fused_sum:
+          fused_flush(part, tile, slot)
+          return
+        o_smem.at[wg][...] = part
         plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(o_smem.at[wg],
-                                o_gmem.at[slot, pl.ds(tile * p.tile_n + wg * p.wg_rows, p.wg_rows)])
+        plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, tile_rows(tile)])
 
       return jnp.where(last, 0.0, acc)  # a select: NaN in one tile cannot leak into the next
 
+    # `fused_sum`'s semaphores, one a (tile, compute warpgroup); every call leaves them at 0
+    sems = (pl.get_global(plgpu.SemaphoreType.REGULAR((p.schedule.n_tiles * p.compute_wgs,)))
+            if p.fused_sum else None)
     acc0 = lambda: plgpu.layout_cast(jnp.zeros((p.wg_rows, p.mp), jnp.float32), plgpu.Layout.WGMMA)
     depth = min(p.steps, p.schedule.iters)
     if p.compute_wgs == 1:
@@ -365,15 +422,36 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     plgpu.wait_smem_to_gmem(0)
 
   threads = dict(num_threads=p.compute_wgs + 1, thread_name="wg") if p.compute_wgs > 1 else {}
+  parts = jax.ShapeDtypeStruct((p.schedule.slots, n, p.mp), jnp.float32)
+  o_smem = plgpu.SMEM((p.compute_wgs, p.wg_rows, p.mp), jnp.float32)
+  if p.fused_sum:
+    # y's tile in a warpgroup's own part of the slots' buffer (view [wg, 0]): a narrower dtype
+    # packs `per` of them into one warpgroup's float32 bytes, and [wg, 1..] go unused, so that
+    # no warpgroup writes where another's partial sum may still be in flight
+    if jnp.dtype(out_dtype).itemsize > 4:
+      raise NotImplementedError(f"fused_sum writes y in 4 bytes an element at most, not "
+                                f"{jnp.dtype(out_dtype).name}; leave fused_sum off")
+    per = 4 // jnp.dtype(out_dtype).itemsize
+    f = _compat.mgpu_kernel(
+        kernel,
+        out_type=(parts, jax.ShapeDtypeStruct((m, n), out_dtype)),
+        grid=p.schedule.grid,
+        grid_names=p.schedule.grid_names,
+        scratch_types=[plgpu.RefUnion(o_smem, plgpu.SMEM(
+                           (p.compute_wgs, per, p.wg_rows // 64, p.mp, 64), out_dtype)),
+                       plgpu.Barrier(num_arrivals=1, num_barriers=p.compute_wgs)],
+        **threads,
+    )
+    return f(*xg, w_in, scale_in, *extra)[1]
   f = _compat.mgpu_kernel(
       kernel,
-      out_type=jax.ShapeDtypeStruct((p.schedule.slots, n, p.mp), jnp.float32),
+      out_type=parts,
       grid=p.schedule.grid,
       grid_names=p.schedule.grid_names,
-      scratch_types=[plgpu.SMEM((p.compute_wgs, p.wg_rows, p.mp), jnp.float32)],
+      scratch_types=[o_smem],
       **threads,
   )
   y = p.schedule.reduce(f(*xg, w_in, scale_in, *extra))
-  if p.prescale and p.fmt is WeightFormat.NVFP4:  # 2^8 back (exact), then s_t
+  if nvfp4_out:  # 2^8 back (exact), then s_t
     y = y * 2.0**(126 - NVFP4_PRESCALE_LOG2) * pw.tensor_scale
-  return y[:, :m].T.astype(out_dtype or x.dtype)
+  return y[:, :m].T.astype(out_dtype)

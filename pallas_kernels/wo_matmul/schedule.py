@@ -17,6 +17,16 @@ where each step reads, and which output slot its partial sum goes to:
 
 `place` and `last` run inside the kernel (traced scalars); they are `place_at` / `last_at` of the
 CTA's grid indices, plain integer arithmetic that the tests also run on Python ints.
+
+The decode kernel can also add a tile's partial sums itself (`fused_sum`): the CTA holding
+slot 0 waits on a semaphore for the tile's other `writers(tile) - 1` slots, adds them and
+writes y. That needs a schedule in which no CTA can wait on one that cannot run, which
+stream-K gives (`chainable`): slot 0 belongs to the lowest-numbered CTA of its tile, so a CTA
+only ever waits on higher-numbered ones, and a CTA writes its other slots (the tail of the
+tile where its share begins) before it waits (at the head of the tile where its share ends).
+If all CTAs do not fit the GPU at once, the lower-numbered ones finish without waiting on any
+that has not started, and free their SMs. A split schedule's slot-0 CTAs might fill the GPU
+waiting on splits that never start; it is not chainable.
 """
 
 from __future__ import annotations
@@ -47,6 +57,12 @@ class Schedule:
   # Steps each CTA's share holds (the rest of its `iters` repeat its last one, unflushed);
   # None: all `iters`.
   lengths: np.ndarray | None = None
+  # tile -> how many CTAs write a partial sum of it (slots 0 .. writers - 1); traced or int
+  writers_at: Callable[[Any], Any] | None = None
+  # Whether the CTAs holding a tile's slots 1.. may be waited on by the one holding slot 0
+  # (`fused_sum`): true of stream-K, where slot 0 is the lowest-numbered writer of its tile
+  # and every CTA writes its other slots before it waits (module docstring).
+  chainable: bool = False
 
   def place(self, i: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """In the kernel: (N tile, K step, output slot) of this CTA's pipeline step i."""
@@ -55,6 +71,10 @@ class Schedule:
   def last(self, i: jax.Array) -> jax.Array:
     """In the kernel: does step i end this CTA's partial sum (flush it, start afresh)?"""
     return self.last_at(tuple(lax.axis_index(a) for a in self.grid_names), i)
+
+  def writers(self, tile: jax.Array) -> jax.Array:
+    """In the kernel: how many CTAs write partial sums of `tile` (its slots 0 .. writers - 1)."""
+    return self.writers_at(tile)
 
   def reduce(self, parts: jax.Array) -> jax.Array:
     """(slots, N, Mp) float32 partial sums -> (N, Mp): each tile's written slots added."""
@@ -80,7 +100,7 @@ def split_schedule(n_tiles: int, tile_n: int, kst: int, splits: int) -> Schedule
   return Schedule(grid=(n_tiles, splits), grid_names=("n", "s"), iters=iters, slots=splits,
                   n_tiles=n_tiles, tile_n=tile_n, place_at=place_at,
                   last_at=lambda ids, i: i == iters - 1,
-                  written=np.ones((splits, n_tiles), bool))
+                  written=np.ones((splits, n_tiles), bool), writers_at=lambda tile: splits)
 
 
 def pick_splits(n_tiles: int, kst: int, num_sms: int) -> int:
@@ -141,6 +161,9 @@ def stream_k_schedule(n_tiles: int, tile_n: int, kst: int, ctas: int) -> Schedul
   for sl, t in written:
     mask[sl, t] = True
   lengths = np.array([length(c) for c in range(ctas)])
+  def writers_at(tile):  # the CTAs holding the tile's first and last iterations, and between
+    return first_cta((tile + 1) * kst - 1) - first_cta(tile * kst) + 1
+
   return Schedule(grid=(ctas,), grid_names=("c",), iters=iters, slots=slots, n_tiles=n_tiles,
                   tile_n=tile_n, place_at=place_at, last_at=last_at, written=mask,
-                  lengths=lengths)
+                  lengths=lengths, writers_at=writers_at, chainable=True)

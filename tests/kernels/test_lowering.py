@@ -106,6 +106,36 @@ def test_decode_tma_pad_lowers(name, m):
   assert "stablehlo.pad" in lower(tma_pad=False)
 
 
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("m,cfg", [(1, {"stream_k": 2}), (13, {"stream_k": 2}),
+                                   (64, {"stream_k": 1})])
+def test_decode_fused_sum_lowers(name, m, cfg):
+  # `fused_sum`: the kernel writes y (M, N) itself, its slot-0 CTAs waiting on semaphores for
+  # the tiles' other partial sums: no XLA reduction, transpose, cast or (NVFP4) tensor-scale
+  # multiply after the kernel.
+  pw = _weight_shape(name, 8192, 28672)
+  text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+      x, p, allow_unverified=True, fused_sum=True, **cfg), _x(m, 8192), pw).as_text()
+  main = text[text.index("func.func public @main"):].splitlines()
+  at = next(i for i, ln in enumerate(main) if "mosaic_gpu" in ln)
+  assert "semaphore_wait" in main[at] and "semaphore_signal" in main[at]
+  assert f"tensor<{m}x28672xbf16>" in main[at]  # y, as the kernel writes it
+  end = main.index("  }")  # main's body: what XLA runs after the kernel (x's pad and UINT4's
+  after = "\n".join(main[at + 1:end])  # group sums come before it)
+  assert not any(op in after for op in ("stablehlo.reduce", "stablehlo.transpose",
+                                         "stablehlo.multiply", "stablehlo.convert"))
+
+
+def test_decode_fused_sum_takes_four_warpgroups_one_slot_and_f32():
+  pw = _weight_shape("int4_g128", 8192, 28672)
+  for cfg in ({"stream_k": 1, "tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4},
+              {"splits": 1, "tile_n": 64},  # one slot a tile: no waits, any schedule
+              {"stream_k": 1, "out_dtype": jnp.float32}):  # y in f32: the whole buffer
+    text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, allow_unverified=True, fused_sum=True, **cfg), _x(16, 8192), pw).as_text()
+    assert f"tensor<16x28672x{'f32' if 'out_dtype' in cfg else 'bf16'}>" in text
+
+
 @pytest.mark.parametrize("group", [32, 128])
 @pytest.mark.parametrize("m", [1, 64])
 def test_decode_uint4_zero_in_weights_lowers(group, m):

@@ -192,6 +192,13 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   with pytest.raises(ValueError, match="do not match"):
     wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
                  tile_n=64)
+  # fused_sum: gated until a GPU checks it; stream-K (or one slot a tile) only
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", fused_sum=True)
+  _, pw_k = _weight("int4_g128", {}, k=1024)  # four K steps: two splits of two
+  with pytest.raises(ValueError, match="stream-K"):
+    wm.wo_matmul(jnp.ones((4, 1024), jnp.bfloat16), pw_k, implementation="mosaic_gpu",
+                 fused_sum=True, allow_unverified=True, splits=2)
   from pallas_kernels.wo_matmul import decode_plan  # a path not yet checked on a GPU is refused
   monkeypatch.setattr(decode_plan, "VERIFIED", set())
   with pytest.raises(NotImplementedError, match="allow_unverified"):
@@ -504,6 +511,51 @@ def test_stream_k_schedule_covers_every_iteration_once(n_tiles, kst, ctas):
   assert sched.iters == -(-total // ctas) and sched.grid == (ctas,)
   assert sched.lengths.sum() == total and set(sched.lengths) <= {total // ctas, sched.iters}
   _simulate(sched, kst)
+
+
+def _fused_sum_events(sched):
+  """`fused_sum` on a schedule, run on the CPU: per CTA, its flushes in pipeline order as
+  ("give", tile) (slots 1..: store, then signal) or ("sum", tile, [CTAs waited on]) (slot 0)."""
+  events = {}
+  for ids in np.ndindex(*sched.grid):
+    length = sched.iters if sched.lengths is None else int(sched.lengths[ids[0]])
+    out = events.setdefault(ids, [])
+    for i in range(length):
+      if not sched.last_at(ids, i):
+        continue
+      tile, _, slot = (int(v) for v in sched.place_at(ids, i))
+      writers = int(sched.writers_at(tile))
+      assert writers == sched.written[:, tile].sum(), "the slots the kernel waits on"
+      out.append(("give", tile) if slot else
+                 ("sum", tile, [ids[0] + s for s in range(1, writers)]))
+  return events
+
+
+@pytest.mark.parametrize("n_tiles,kst,ctas", [(224, 32, 256), (224, 16, 264), (7, 8, 8),
+                                              (112, 16, 256), (3, 5, 15), (5, 3, 2),
+                                              (224, 32, 396), (7, 8, 5), (56, 64, 132)])
+def test_stream_k_fused_sum_cannot_deadlock(n_tiles, kst, ctas):
+  # The protocol `fused_sum` relies on (schedule.py): a tile's slot-0 CTA is its lowest-numbered
+  # writer, so waits point only to higher CTAs, and in each CTA every store-and-signal comes
+  # before its one wait, at its last flush. Then, with the CTAs started in order, the one
+  # waiting on a CTA that has not started is never the lowest waiting: no cycle, no stall.
+  from pallas_kernels.wo_matmul import schedule as S
+  sched = S.stream_k_schedule(n_tiles, 2, kst, ctas)
+  assert sched.chainable
+  givers = {}
+  for (c,), evs in _fused_sum_events(sched).items():
+    waits = [e for e in evs if e[0] == "sum" and e[2]]
+    assert len(waits) <= 1 and (not waits or evs[-1] is waits[0]), evs
+    for e in evs:
+      if e[0] == "give":
+        givers.setdefault(e[1], []).append(c)
+      elif e[2]:
+        assert min(e[2]) == c + 1 and all(w > c for w in e[2])
+  for (c,), evs in _fused_sum_events(sched).items():  # each wait is on exactly the givers
+    for e in evs:
+      if e[0] == "sum":
+        assert sorted(givers.get(e[1], [])) == e[2]
+  assert S.split_schedule(6, 2, 8, 4).writers(3) == 4 and not S.split_schedule(6, 2, 8, 4).chainable
 
 
 def test_split_schedule_and_errors():
