@@ -215,9 +215,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     kernel compute each group's offset f32(s) * (f32(zp) - 8) from them: the bytes `repack`'s
     offsets would take, a quarter; not yet run on a GPU, so it needs `allow_unverified`.)
     fused_sum: the kernel adds each tile's partial sums and writes y (M, N) itself, where XLA
-      adds the float32 slots, casts and transposes them in a kernel after it (1.9-2.1 us at
-      M = 1, 5% of INT4's call at 8192 x 28672, more at smaller shapes: session 13's
-      `kernel_us`). The CTA holding a tile's slot 0 waits on a semaphore until the tile's
+      adds the float32 slots, casts and transposes them in a kernel after it (H200, 8192 x
+      28672, `kernel_us` of sessions 13-16: 1.6-2.1 us at M = 1, 2.2-2.4 at M = 16, 4.6-6.0
+      at M = 64; 4-7% of the call, more at smaller shapes). The CTA holding a tile's slot 0 waits on a semaphore until the tile's
       other writers have stored theirs (each signals once its store is complete), TMA-loads
       and adds them in the order XLA adds them, and stores y's tile through a transposed
       view of shared memory: the same float32 sums, the same rounding. Needs a stream-K
