@@ -222,8 +222,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       and adds them in the order XLA adds them, and stores y's tile through a transposed
       view of shared memory: the same float32 sums, the same rounding. Needs a stream-K
       schedule (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one
-      slot a tile. Prescaled NVFP4 reads its tensor scale in the kernel (a scalar load) and
-      multiplies the sum as XLA does, 2^8 then s_t. The semaphores
+      slot a tile (by default it is then off where the schedule has K splits). Prescaled
+      NVFP4 reads its tensor scale in the kernel (a scalar load) and multiplies the sum as XLA
+      does, 2^8 then s_t. The semaphores
       (`pl.get_global`) are left at zero by each call. Default (None): on for the cases in
       `FUSED_SUM_VERIFIED`; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
@@ -364,13 +365,14 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if tma_pad is None:
     tma_pad = one_copy
   tma_pad = tma_pad and m < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
-  if fused_sum is None:
-    fused_sum = case(pw) in FUSED_SUM_VERIFIED
+  chainable = schedule.slots == 1 or schedule.chainable
+  if fused_sum is None:  # by default where checked and the schedule allows it, else XLA's sum
+    fused_sum = case(pw) in FUSED_SUM_VERIFIED and chainable
   if fused_sum:
     require_checked(f"fused_sum for {fmt.value} group {g}{variant}",
                     case(pw) in FUSED_SUM_VERIFIED, allow_unverified, reference="the reference",
                     instead="leave fused_sum off (XLA adds the partial sums)")
-    if schedule.slots > 1 and not schedule.chainable:
+    if not chainable:
       raise ValueError(f"fused_sum needs a stream-K schedule (stream_k=...) or one slot a tile; "
                        f"{schedule.slots} K splits could deadlock (schedule.py)")
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,

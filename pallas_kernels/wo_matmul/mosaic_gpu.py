@@ -111,6 +111,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu wo_matmul takes bf16 activations, got {x.dtype}")
   out_dtype = out_dtype or x.dtype
+  if jnp.dtype(out_dtype).itemsize > 4:  # `fused_sum` writes y in at most 4 bytes an element
+    options.setdefault("fused_sum", False)
   p = plan_decode(m, k, pw, **options)
   xp = jnp.pad(x, ((0, p.mp - m), (0, 0))) if p.mp != m and not p.tma_pad else x
 

@@ -247,7 +247,7 @@ def test_e2m1_select_tree_is_the_table():
   np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
 
 
-def test_decode_plan_resolves_the_defaults():
+def test_decode_plan_resolves_the_defaults(monkeypatch):
   # The decode kernel's options as `plan_decode` resolves them (no lowering): the measured
   # defaults of `configs.decode_config`, and the paths that follow from the format and M.
   from pallas_kernels.wo_matmul import decode_plan
@@ -285,6 +285,14 @@ def test_decode_plan_resolves_the_defaults():
   assert dataclasses.is_dataclass(f) and f.schedule.iters > 0
   with pytest.raises(dataclasses.FrozenInstanceError):
     f.steps = 2
+  # fused_sum: off until a GPU checks a case; once checked, on by default only where the
+  # schedule lets slot 0 wait (stream-K, or one slot a tile), never an error on a default path
+  assert not decode_plan.plan_decode(1, 8192, g32).fused_sum
+  monkeypatch.setattr(decode_plan, "FUSED_SUM_VERIFIED", frozenset({decode_plan.case(u128)}))
+  assert decode_plan.plan_decode(1, 8192, u128).fused_sum  # stream-K at M <= 8
+  split = decode_plan.plan_decode(9, 8192, u128)  # (224, 1): one CTA a tile, no K split
+  assert split.fused_sum == (split.schedule.slots == 1)
+  assert not decode_plan.plan_decode(1, 8192, u128, splits=2, stream_k=None).fused_sum
   with pytest.raises(NotImplementedError, match="M <= 64"):
     decode_plan.plan_decode(65, 8192, nvfp4)
   with pytest.raises(ValueError, match="x is \\(M, 4096\\) but W has K=8192"):
