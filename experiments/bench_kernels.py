@@ -128,14 +128,17 @@ GEMM_SWEEP = [dict(tile_m=tm, tile_k=tk, **st) for tm, tk, st in (
     (256, 64, dict(steps=3)), (256, 256, {}), (64, 128, {}))]
 
 
-def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, describe=None):
+def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, describe=None,
+                   on_config=None):
   """(config, timing) of the fastest config of `fn(*inputs, cfg)` over the input sets, or None
   if every config failed (each failure is printed and skipped: the table says what ran).
   `log`, a list, receives every config's median time (or its error); `prepare(cfg, inputs)`,
   if given, turns each input set into what that config runs on, before (outside) the timing.
   `check(cfg)`, if given, is the config's relative error on the correctness inputs: a config
   at 1e-2 or above (or NaN) is logged as wrong and never picked, however fast.
-  `describe(cfg, inputs)`, if given, adds what the config resolves to (a dict) to its log entry."""
+  `describe(cfg, inputs)`, if given, adds what the config resolves to (a dict) to its log entry.
+  `on_config()`, if given, runs after each config (`in_progress`: the results file then holds
+  the configs finished so far, so a run cut off mid-row keeps them)."""
   best = None
   for cfg in configs:
     t0 = time.perf_counter()
@@ -150,6 +153,8 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
       print("config failed", cfg, type(e).__name__, str(e)[:120])
       if log is not None:
         log.append(dict(config=cfg, error=f"{type(e).__name__}: {e}"[:300]))
+      if on_config:
+        on_config()
       continue
     if log is not None:
       # Wall-clock seconds of the check (its compile included) and of the timing (compile,
@@ -174,6 +179,8 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
     # Each config as it finishes: a run cut off before its row is written still shows these.
     print(f"config {cfg}: {t['time_s'] * 1e6:.1f} us, rel err {err}, "
           f"{time.perf_counter() - t0:.0f} s wall", flush=True)
+    if on_config:
+      on_config()
     if best is None or t["time_s"] < best[1]["time_s"]:
       best = (cfg, t)
   return best
@@ -247,7 +254,8 @@ def onehot_check(fn, pw, m: int) -> dict:
 
 
 def _dump(args, res):
-  """Writes what is measured so far (a timed-out run still leaves its rows)."""
+  """Writes what is measured so far (a timed-out run still leaves its rows, and under
+  "in_progress" the row it was in: its baselines and the configs it had timed)."""
   with open(os.path.join(args.out, f"kernels_{args.what}.json"), "w") as f:
     json.dump(res, f, indent=1)
 
@@ -328,6 +336,7 @@ def bench_wo(args, res):
         else:
           configs = [dict()]
         timed = []
+        res["in_progress"] = dict(row, configs_timed=timed)  # filled as each config ends
         def check(cfg):
           C.poison()
           return C.rel_err(jax.jit(lambda x, p: kfun(x, p, **_knobs(cfg), **unv))(
@@ -335,12 +344,14 @@ def bench_wo(args, res):
         best = fastest_config(lambda x, p, cfg: kfun(x, p, **_knobs(cfg), **unv), configs,
                               [(x, p) for *_, p in q_sets], log=timed, prepare=_stored,
                               check=check if len(configs) > 1 else None,
-                              describe=resolved_plan if m <= 64 else None)
+                              describe=resolved_plan if m <= 64 else None,
+                              on_config=lambda: _dump(args, res))
         if len(configs) > 1:
           row["configs_timed"] = timed
         if best is None:
           row["error"] = "every config failed"
           rows.append(row)
+          res.pop("in_progress")
           continue
         cfg, tk = best
         tuned[bucket] = cfg
@@ -378,6 +389,7 @@ def bench_wo(args, res):
           row["x_vs_dequant_gemm"] = row["dequant_gemm_s"] / tk["time_s"]
         row["row_wall_s"] = round(time.perf_counter() - t_row, 1)
         rows.append(row)
+        res.pop("in_progress")
         _dump(args, res)
         print(json.dumps(row), flush=True)
   return rows
@@ -486,12 +498,15 @@ def bench_quant(args, res):
       else:
         cfgs = [dict()]
       timed = []
-      best = fastest_config(lambda x, cfg, sch=sch: qfun(x, sch, **cfg), cfgs, sets, log=timed)
+      res["in_progress"] = dict(row, configs_timed=timed)  # filled as each config ends
+      best = fastest_config(lambda x, cfg, sch=sch: qfun(x, sch, **cfg), cfgs, sets, log=timed,
+                            on_config=lambda: _dump(args, res))
       if len(cfgs) > 1:
         row["configs_timed"] = timed
       if best is None:
         row["error"] = "every config failed"
         rows.append(row)
+        res.pop("in_progress")
         continue
       qtuned[sch], tk = best
       row["config"] = best[0]
@@ -516,6 +531,7 @@ def bench_quant(args, res):
                    given_amax_kernel_us=tg["kernel_us"])
       row["row_wall_s"] = round(time.perf_counter() - t_row, 1)
       rows.append(row)
+      res.pop("in_progress")
       _dump(args, res)
       print(json.dumps(row), flush=True)
   return rows

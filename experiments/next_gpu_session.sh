@@ -12,8 +12,10 @@
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
 # cannot cost the rest of the call. A run cut off keeps the rows it finished (the JSON is
-# rewritten after each); a wo row times all of its configs before it is written, each compiled
-# and checked first (session 17's 4-config rows took over 110 s): give such a run room.
+# rewritten after each) and, since session 19, the row it was in under "in_progress" (its
+# baselines and each config finished); a wo row times all of its configs before it is
+# written, each compiled and checked first (session 17's 4-config rows took over 110 s): give
+# such a run room.
 # Afterwards: copy the JSON into experiments/results/ under the session's names, open the gates
 # the checks allow (the `*VERIFIED` sets: decode_plan.VERIFIED, mosaic_gpu_gemm's
 # MULTIPLIERS_VERIFIED, mosaic_gpu_columns' STATE_ONCE_VERIFIED, ...), run

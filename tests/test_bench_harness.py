@@ -124,3 +124,27 @@ def test_quant_f32_given_amax(bench, monkeypatch, tmp_path):
   assert all(r["bit_exact"] for r in rows)
   assert all(r["row_wall_s"] > 0 for r in rows)
   assert rows[1]["mismatch_given_amax"] == 0 and "given_amax_s" in rows[1]
+
+
+def test_a_row_in_progress_is_on_disk_config_by_config(bench, monkeypatch, tmp_path):
+  # A device call's time limit can cut a row off between configs: after each config the
+  # results file holds the row so far under "in_progress", gone once the row is written.
+  seen = []
+  real_dump = bench._dump  # pylint: disable=protected-access
+
+  def dump(args, res):
+    real_dump(args, res)
+    on_disk = json.loads((tmp_path / f"kernels_{args.what}.json").read_text())
+    if "in_progress" in on_disk:
+      seen.append((args.what, len(on_disk["in_progress"]["configs_timed"])))
+
+  monkeypatch.setattr(bench, "_dump", dump)
+  res = _run(bench, monkeypatch, tmp_path, "--what", "wo", "--formats", "int4", "--m", "1",
+             "--shapes", "512x1024", "--configs",
+             '[{}, {"zero_points": true}, {"tile_n": 128, "gps": 2, "steps": 2}]')
+  assert seen == [("wo", 1), ("wo", 2), ("wo", 3)]  # the failing config counts too
+  assert "in_progress" not in res and len(res["wo_matmul"][0]["configs_timed"]) == 3
+  seen.clear()
+  res = _run(bench, monkeypatch, tmp_path, "--what", "quant", "--schemes", "mxfp4",
+             "--qshapes", "512x256", "--configs", '[{}, {"steps": 3}]')
+  assert seen == [("quant", 1), ("quant", 2)] and "in_progress" not in res
