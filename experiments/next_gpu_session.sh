@@ -82,17 +82,16 @@ case "$part" in
       # 2.2-2.4 at M = 16, 4.6-6.0 at M = 64 (the float32 slots are (slots, N, 64) there), 4-7%
       # of the call; more of it at 4096 x 14336. Stream-K configs only (the defaults here). A
       # config is ~25 s (compile, check, timing): rows of two configs, ~55 s each.
-    run 230 a $B --what wo --formats int4,int8,mxfp4,nvfp4 --m 1 --shapes $S \
+    run 220 a $B --what wo --formats int4,int8,mxfp4,nvfp4 --m 1 --shapes $S \
       --configs '[{}, {"fused_sum": true}]'
-    run 75 b $B --what wo --formats int4 --m 64 --shapes $S --configs '[{}, {"fused_sum": true}]'
+    run 70 b $B --what wo --formats int4 --m 64 --shapes $S --configs '[{}, {"fused_sum": true}]'
     run 150 c $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
       --configs '[{}, {"stream_k": 2}, {"stream_k": 2, "fused_sum": true}]'
-    # INT4 M = 1 with two compute warpgroups a CTA (four issuing wgmmas an SM): at M = 1 the
-    # wgmma's N is 8, and its 3.76 GFLOP at the 137-141 TFLOP/s measured for N = 8 with two
-    # warpgroups an SM (71-74 with one; wgmma_rate_s16.md) is ~27 us of the kernel's ~36
-    run 75 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[
-      {"compute_wgs": 2, "tile_n": 128, "gps": 4, "steps": 2, "stream_k": 2},
-      {"compute_wgs": 2, "tile_n": 128, "gps": 4, "steps": 2, "stream_k": 2, "fused_sum": true}]'
+    # INT4 / MXFP4 M = 1 with two compute warpgroups a CTA (four issuing wgmmas an SM): at M = 1
+    # the wgmma's N is 8, and its 3.76 GFLOP at the 137-141 TFLOP/s measured for N = 8 with two
+    # warpgroups an SM (71-74 with one; wgmma_rate_s16.md) is ~27 us of INT4's ~36 us kernel
+    run 125 d $B --what wo --formats int4,mxfp4 --m 1 --shapes $S \
+      --configs '[{"compute_wgs": 2}, {"compute_wgs": 2, "fused_sum": true}]'
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
