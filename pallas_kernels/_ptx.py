@@ -1,4 +1,5 @@
-"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, as inline PTX.
+"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, and a proxy
+fence, as inline PTX.
 
 Mosaic GPU lowers `a / b` on f32 register arrays to an approximate division on this toolchain
 (29% of random quotients an ulp off on an H100, 28.5% on an H200, jax 0.11.2) and marks its adds and
@@ -92,6 +93,24 @@ def _pointwise(instr: str, layout: str | None, *args: jax.Array) -> jax.Array:
     return mgpu.FragmentedArray(_registers=regs, _layout=arrs[0].layout, _is_signed=None)
 
   return emit(*args)
+
+
+def fence_proxy_async_global() -> None:
+  """`fence.proxy.async.global`: orders this thread's global-memory accesses through the
+  generic proxy (a semaphore's release / acquire) against those through the async proxy (TMA
+  copies), both ways. Between a TMA store's completion and the release that publishes it, and
+  between the acquire and the TMA loads that read it back, as the PTX memory model asks when
+  one location is reached through both proxies (the decode kernel's `fused_sum`)."""
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+
+  @plgpu.inline_mgpu(arg_types=(), return_type=None)
+  def emit(_):
+    llvm.inline_asm(ir.Type.parse("!llvm.void"), [], "fence.proxy.async.global;", "",
+                    has_side_effects=True)
+
+  emit()
 
 
 def div_rn(a, b, *, layout: str | None = None) -> jax.Array:

@@ -65,6 +65,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels import _ptx
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_hi_lo
 from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
@@ -356,12 +357,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
         plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
+        _ptx.fence_proxy_async_global()  # the TMA's writes before the release
         pl.semaphore_signal(sem, 1)
 
       @pl.when(slot == 0)
       def _sum():
         writers = p.schedule.writers(tile)
         pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
+        _ptx.fence_proxy_async_global()  # the acquire before the TMA loads
         total = part
         for sl in range(1, p.schedule.slots):  # a slot past the tile's writers: never read
           plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it

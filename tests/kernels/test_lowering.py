@@ -119,6 +119,7 @@ def test_decode_fused_sum_lowers(name, m, cfg):
   main = text[text.index("func.func public @main"):].splitlines()
   at = next(i for i, ln in enumerate(main) if "mosaic_gpu" in ln)
   assert "semaphore_wait" in main[at] and "semaphore_signal" in main[at]
+  assert "fence.proxy.async.global" in main[at]  # TMA writes / reads against the semaphore
   assert f"tensor<{m}x28672xbf16>" in main[at]  # y, as the kernel writes it
   end = main.index("  }")  # main's body: what XLA runs after the kernel (x's pad and UINT4's
   after = "\n".join(main[at + 1:end])  # group sums come before it)
