@@ -217,16 +217,15 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     fused_sum: the kernel adds each tile's partial sums and writes y (M, N) itself, where XLA
       adds the float32 slots, casts and transposes them in a kernel after it (H200, 8192 x
       28672, `kernel_us` of sessions 13-16: 1.6-2.1 us at M = 1, 2.2-2.4 at M = 16, 4.6-6.0
-      at M = 64; 4-7% of the call, more at smaller shapes). The CTA holding a tile's slot 0 waits on a semaphore until the tile's
-      other writers have stored theirs (each signals once its store is complete), TMA-loads
-      and adds them in the order XLA adds them, and stores y's tile through a transposed
-      view of shared memory: the same float32 sums, the same rounding. Needs a stream-K
-      schedule (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one
-      slot a tile (by default it is then off where the schedule has K splits). Prescaled
-      NVFP4 reads its tensor scale in the kernel (a scalar load) and multiplies the sum as XLA
-      does, 2^8 then s_t. The semaphores
-      (`pl.get_global`) are left at zero by each call. Default (None): on for the cases in
-      `FUSED_SUM_VERIFIED`; elsewhere True needs `allow_unverified` (written in session 19
+      at M = 64; 4-7% of the call, more at smaller shapes). The CTA holding a tile's slot 0
+      waits on a semaphore (`pl.get_global`, left at zero by each call) until the tile's
+      other writers have stored theirs and signalled, TMA-loads and adds them in the order
+      XLA adds them, and stores y's tile through a transposed view of shared memory: the
+      same float32 sums, the same rounding. Prescaled NVFP4 reads its tensor scale in the
+      kernel (a scalar load) and multiplies the sum as XLA does, 2^8 then s_t. Needs a
+      stream-K schedule (`schedule.Schedule.chainable`: no CTA waits on one that cannot run)
+      or one slot a tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
+      schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming

@@ -161,6 +161,7 @@ def stream_k_schedule(n_tiles: int, tile_n: int, kst: int, ctas: int) -> Schedul
   for sl, t in written:
     mask[sl, t] = True
   lengths = np.array([length(c) for c in range(ctas)])
+
   def writers_at(tile):  # the CTAs holding the tile's first and last iterations, and between
     return first_cta((tile + 1) * kst - 1) - first_cta(tile * kst) + 1
 
