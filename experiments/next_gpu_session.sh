@@ -16,7 +16,8 @@
 # baselines and each config finished); a wo row times all of its configs before it is
 # written, each compiled and checked first (session 17's 4-config rows took over 110 s): give
 # such a run room.
-# Afterwards: copy the JSON into experiments/results/ under the session's names, open the gates
+# Afterwards: copy the JSON into experiments/results/ under the session's names, read each
+# config against its row's first with experiments/bench_configs_table.py, open the gates
 # the checks allow (the `*VERIFIED` sets: decode_plan.VERIFIED, mosaic_gpu_gemm's
 # MULTIPLIERS_VERIFIED, mosaic_gpu_columns' STATE_ONCE_VERIFIED, ...), run
 # bench_kernels_report.py, and rewrite this file with what is still owed.

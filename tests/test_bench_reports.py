@@ -91,3 +91,33 @@ def test_wgmma_rate_counts_resident_ctas_and_writes_as_it_goes(monkeypatch, tmp_
   md = (tmp_path / "wgmma_rate.md").read_text()
   assert "| 2 / 1 | 64 | 256 | 500 | 62% | True |" in md and "failed: ValueError" in md
   assert (tmp_path / "wgmma_rate.json").exists()
+
+
+def test_configs_table_compares_each_config_with_the_first(monkeypatch):
+  # The table a gate is opened from: each timed config of a row against the row's first, its
+  # check as its run recorded it, a failed config's error, and a row cut off mid-way.
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+  import bench_configs_table  # pylint: disable=g-import-not-at-top
+  wo = dict(fmt="int4", K=8192, N=28672, M=1, rel_err=1.6e-3, configs_timed=[
+      dict(config={}, time_s=40e-6, rel_err=1.6e-3),
+      dict(config={"fused_sum": True}, time_s=38e-6, rel_err=1.6e-3),
+      dict(config={"fused_sum": True, "splits": 2}, error="ValueError: fused_sum needs"),
+      dict(config={"w_tile": [128, 512]}, time_s=39e-6, rel_err=float("nan"))])
+  quant = dict(scheme="nvfp4 (column-wise)", M=8192, K=8192, kernel_s=150e-6, config={},
+               mismatch_by_config=[dict(config={}, mismatches=[0, 0, 0, 0]),
+                                   dict(config={"state_once": True}, mismatches=[0, 3, 0, 0])],
+               configs_timed=[dict(config={}, time_s=150e-6),
+                              dict(config={"state_once": True}, time_s=140e-6)])
+  cut = dict(fmt="mxfp4", K=8192, N=28672, M=1,
+             configs_timed=[dict(config={}, time_s=48e-6, rel_err=1.7e-3)])
+  res = dict(device="NVIDIA H200", wo_matmul=[wo], fused_quantize=[quant], in_progress=cut)
+  rows = bench_configs_table.config_rows(res)
+  assert rows[1] == ("int4 8192x28672 M=1", '{"fused_sum": true}', "38.0", "0.950x",
+                     "rel err 0.0016")
+  assert rows[2][4].startswith("error: ValueError") and rows[2][2] == "-"
+  assert rows[3][4].endswith("WRONG")  # NaN never passes
+  assert rows[5] == ("nvfp4 (column-wise) 8192x8192", '{"state_once": true}', "140.0",
+                     "0.933x", "[0, 3, 0, 0] mismatches WRONG")
+  assert rows[6][0] == "mxfp4 8192x28672 M=1 (cut off)" and rows[6][3] == "1.000x"
+  text = bench_configs_table.markdown("kernels_wo_x.json", res)
+  assert text.count("\n| ") == 7 + 1  # the header and one line a config
