@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,3 +117,52 @@ def test_unknown_part_is_refused(tmp_path):
   proc = subprocess.run(["bash", SCRIPT, "7"], env=env, capture_output=True, text=True,
                         check=False)
   assert proc.returncode == 2 and "part must be" in proc.stderr
+
+
+def test_decode_configs_plan_with_the_weights_they_run_on(tmp_path, kernel_options, monkeypatch):
+  # Every decode config a part names (M <= 64, explicit or the default) resolves to a plan
+  # (shared memory, tiles, schedule, fused_sum's need for stream-K) on the weight as the
+  # benchmark stores it on a GPU: a config that raised there would spend its minutes recording
+  # an error. Deliberate failures are allowed: zero-point bytes on formats without zero points.
+  del kernel_options  # (puts experiments/ on the path)
+  import bench_kernels as B  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import decode_plan  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import layout as L  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the GPU's storage defaults
+  weights, planned = {}, 0
+  for part in PARTS:
+    (tmp_path / part).mkdir()
+    calls, _, _ = _run_part(part, tmp_path / part)
+    for argv in calls:
+      if os.path.basename(argv[0]) != "bench_kernels.py" or _arg(argv, "--what", "wo") != "wo":
+        continue
+      if "--sweep" in argv:  # the benchmark's own sweep lists record their failures
+        continue
+      ms = [int(m) for m in _arg(argv, "--m").split(",") if int(m) <= 64]
+      shapes = [tuple(map(int, s.split("x"))) for s in _arg(argv, "--shapes").split(",")]
+      for spec in _arg(argv, "--formats").split(","):
+        fmt, grp = B.parse_format(spec)
+        for k, n in shapes:
+          for cfg in json.loads(_arg(argv, "--configs", "[{}]")):
+            storage = json.dumps({c: v for c, v in cfg.items() if c not in B._knobs(cfg)},  # pylint: disable=protected-access
+                                 sort_keys=True)
+            wkey = (spec, k, n, storage)
+            if wkey not in weights:
+              def build(spec=spec, fmt=fmt, grp=grp, k=k, n=n, cfg=cfg):
+                codes, scale, extra = B.make_int4(jax.random.key(0), k, n, fmt, grp or k,
+                                                  B.bf16_scales(spec))
+                pw = L.repack(codes, scale, fmt=fmt, group=grp or k, wgmma_order=False,
+                              scale_bf16=False, **B.repack_kw(fmt, extra))
+                return B._stored(cfg, (None, pw))[1]  # pylint: disable=protected-access
+              try:
+                weights[wkey] = jax.eval_shape(build)
+              except ValueError:
+                assert cfg.get("zero_points") and fmt != "uint4", (part, spec, cfg)
+                weights[wkey] = None
+            if weights[wkey] is None:
+              continue
+            for m in ms:
+              decode_plan.plan_decode(m, k, weights[wkey], **B._knobs(cfg),  # pylint: disable=protected-access
+                                      allow_unverified=True)
+              planned += 1
+  assert planned > 100
