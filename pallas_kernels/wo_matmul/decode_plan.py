@@ -219,9 +219,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       28672, `kernel_us` of sessions 13-16: 1.6-2.1 us at M = 1, 2.2-2.4 at M = 16, 4.6-6.0
       at M = 64; 4-7% of the call, more at smaller shapes). The CTA holding a tile's slot 0
       waits on a semaphore (`pl.get_global`, left at zero by each call) until the tile's
-      other writers have stored theirs and signalled, TMA-loads and adds them in the order
-      XLA adds them, and stores y's tile through a transposed view of shared memory: the
-      same float32 sums, the same rounding. Prescaled NVFP4 reads its tensor scale in the
+      other writers have stored theirs and signalled, TMA-loads and adds them in slot order,
+      and stores y's tile through a transposed view of shared memory: the float32 terms XLA
+      adds (it may associate three or more of them otherwise: a last-bit difference). Prescaled NVFP4 reads its tensor scale in the
       kernel (a scalar load) and multiplies the sum as XLA does, 2^8 then s_t. Needs a
       stream-K schedule (`schedule.Schedule.chainable`: no CTA waits on one that cannot run)
       or one slot a tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the

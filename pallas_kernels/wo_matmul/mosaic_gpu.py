@@ -347,7 +347,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
     def fused_flush(part, tile, slot):
       """`fused_sum`: slots 1.. store their partial sum and signal the tile's semaphore; slot 0
-      waits for them, adds them in slot order (as `Schedule.reduce` does) and writes y."""
+      waits for them, adds them in slot order (`Schedule.reduce`'s terms) and writes y."""
       sem = sems.at[tile * p.compute_wgs + wg]
       rows = tile_rows(tile)
 
