@@ -100,10 +100,10 @@ def quantize_fingerprints() -> dict[str, str]:
       else:
         fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(x, s, **o)
       _record(res, f"quantize|{scheme}|{opts}", fn, x)
-    for opts in ({}, {"steps": 3}, {"tile_k": 64}):
+    for opts in ({}, {"steps": 3}, {"tile_k": 64}, {"state_once": True}, {"piece": 32}):
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
-                  x, s, **o), x)
+                  x, s, allow_unverified=True, **o), x)
   x32 = jax.ShapeDtypeStruct((2048, 4096), jnp.float32)
   for scheme in QUANT_SCHEMES:
     for opts in ({}, {"encode_cols": 8}):
@@ -122,6 +122,11 @@ def gemm_fingerprints() -> dict[str, str]:
               lambda x, p, o=opts: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
                   x, p, allow_unverified=True, **o),
               jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), pw)
+  for preset in ("mxfp4", "nvfp4"):  # the GPU's storage: bf16 multipliers, read as they are
+    _record(res, f"gemm|{preset}|scale_bf16|scale_multipliers",
+            lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
+                x, p, allow_unverified=True, scale_multipliers=True),
+            jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), _weight(preset, {}, True))
   return res
 
 
