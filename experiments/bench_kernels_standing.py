@@ -95,15 +95,48 @@ def quant_table(best) -> list[str]:
   return lines
 
 
-def wo_table(best) -> list[str]:
+def mma_rates(device: str) -> dict[int, float]:
+  """TFLOP/s of the register-A wgmma by N with two 64-row warpgroups an SM (the decode kernel's
+  MMA at M <= 64, N = M padded to 8), from `bench_wgmma_rate.py`'s results on `device`."""
+  rates = {}
+  for path in sorted(glob.glob(os.path.join(RES, "wgmma_rate_*.json"))):
+    with open(path) as f:
+      d = json.load(f)
+    if device not in d.get("device", ""):
+      continue
+    for r in d.get("wgmma_rate", []):
+      if r["rows"] == 64 and r["ctas_per_sm"] == r.get("resident") == 2 and r["correct"]:
+        rates[r["n"]] = max(rates.get(r["n"], 0.0), r["tflops"])
+  return rates
+
+
+def wo_floors_us(r: dict, run: dict, rates: dict[int, float]) -> tuple[float, float | None]:
+  """A weight-only matmul's two measured floors, us: its weight bytes at the run's copy
+  bandwidth, and its MMA: at M <= 64 the decode's wgmma (N = M padded to 8) at the rate
+  measured for that N (None where unmeasured), above it the GEMM's flops at the run's XLA bf16
+  GEMM rate."""
+  load = r["weight_bytes"] / run["copy_Bps"] * 1e6
+  m = r["M"]
+  if m > 64:
+    return load, 2 * m * r["K"] * r["N"] / run["bf16_gemm_flops"] * 1e6
+  mp = max(8, -(-m // 8) * 8)
+  rate = rates.get(mp)
+  return load, None if rate is None else 2 * mp * r["K"] * r["N"] / (rate * 1e12) * 1e6
+
+
+def wo_table(best, runs: dict[str, dict], rates: dict[int, float]) -> list[str]:
   lines = ["| format | K x N | M | us | TB/s | vs XLA bf16 | vs XLA dequant+dot | target "
-           "(achieved / target) | config | run |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "(achieved / target) | floors us (load / MMA) | of the higher floor | config | run |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for (fmt, k, n, m), (r, name) in sorted(best.items(), key=lambda kv: (-kv[0][1] * kv[0][2],
                                                                          kv[0][0], kv[0][3])):
-    lines.append(f"| {fmt} | {k}x{n} | {m} | {r['kernel_s'] * 1e6:.1f} | "
+    load, mma = wo_floors_us(r, runs[name], rates)
+    us = r["kernel_s"] * 1e6
+    floors = f"{load:.1f} / {'-' if mma is None else f'{mma:.1f}'}"
+    lines.append(f"| {fmt} | {k}x{n} | {m} | {us:.1f} | "
                  f"{r['kernel_TBps']:.2f} | {r['x_vs_xla_bf16']:.2f}x | "
-                 f"{r['x_vs_xla_dequant_dot']:.1f}x | {_cell(wo_targets(r))} | "
-                 f"{r.get('config', {})} | {_run(name)} |")
+                 f"{r['x_vs_xla_dequant_dot']:.1f}x | {_cell(wo_targets(r))} | {floors} | "
+                 f"{max(load, mma or 0.0) / us:.0%} | {r.get('config', {})} | {_run(name)} |")
   return lines
 
 
@@ -118,8 +151,13 @@ def standing(device: str) -> list[str]:
         f"{len(runs)} result files, {dates[0]} .. {dates[-1]}, jax {runs[-1][1]['jax_version']}.",
         "", f"### Fused block quantization ({met} of {len(quant)} cases meet every target)", ""]
   md += quant_table(quant)
-  md += ["", f"### Weight-only matmul ({met_wo} of {len(wo)} cases meet every target)", ""]
-  return md + wo_table(wo) + [""]
+  md += ["", f"### Weight-only matmul ({met_wo} of {len(wo)} cases meet every target)", "",
+         "Floors: the weight's bytes at the run's copy bandwidth, and the MMA: at M <= 64 the "
+         "decode's wgmma, whose N is M padded to 8, at the rate `bench_wgmma_rate.py` measured "
+         "for that N with two warpgroups an SM (`wgmma_rate_*.json` of this device; - where "
+         "none ran), above it the GEMM at XLA's bf16 GEMM rate. `of the higher floor`: that "
+         "floor over the time (100% is at the floor).", ""]
+  return md + wo_table(wo, dict(runs), mma_rates(device)) + [""]
 
 
 def page() -> str:

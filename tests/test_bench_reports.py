@@ -61,6 +61,24 @@ def test_best_rows_keeps_the_fastest_checked_run(standing):
   assert given["x_vs_xla"] == pytest.approx(2e-4 / 9.6e-5)
 
 
+def test_wo_floors_load_and_mma(standing):
+  # The decode's floors: its bytes at the copy rate, and its wgmma with N = M padded to 8 at
+  # the rate measured for that N (two warpgroups an SM); prefill: the GEMM at XLA's bf16 rate.
+  run = dict(copy_Bps=4.0e12, bf16_gemm_flops=8.0e14)
+  rates = {8: 140.0, 64: 700.0}
+  r = dict(_wo(m=1), weight_bytes=120e6)
+  load, mma = standing.wo_floors_us(r, run, rates)
+  assert load == pytest.approx(30.0) and mma == pytest.approx(2 * 8 * 8192 * 28672 / 140e6)
+  assert standing.wo_floors_us(dict(r, M=5), run, rates)[1] == pytest.approx(mma)  # N = 8 too
+  assert standing.wo_floors_us(dict(r, M=16), run, rates)[1] is None  # N = 16 unmeasured
+  assert standing.wo_floors_us(dict(r, M=64), run, rates)[1] == pytest.approx(
+      2 * 64 * 8192 * 28672 / 700e6)
+  assert standing.wo_floors_us(dict(r, M=1024), run, rates)[1] == pytest.approx(
+      2 * 1024 * 8192 * 28672 / 8e8)
+  rates = standing.mma_rates("H200")  # session 16's table: N = 8 .. 256, two warpgroups an SM
+  assert 130 < rates[8] < 150 and 700 < rates[64] < 760
+
+
 def test_column_wise_has_its_own_target(standing):
   col = dict(_quant(tbps=2.3), orientation="column-wise")
   assert [(n, ok) for n, ok, _ in standing.quant_targets(col, "column-wise")] == [
