@@ -366,12 +366,16 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
         _ptx.fence_proxy_async_global()  # the acquire before the TMA loads
         total = part
-        for sl in range(1, p.schedule.slots):  # a slot past the tile's writers: never read
+        for sl in range(1, p.schedule.slots):
           plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it
-          plgpu.copy_gmem_to_smem(o_gmem.at[sl, rows], o_smem.at[wg], bars.at[wg])
-          plgpu.barrier_wait(bars.at[wg])
+
+          @pl.when(sl < writers)  # a slot past the tile's writers is neither loaded nor added
+          def _load(sl=sl):
+            plgpu.copy_gmem_to_smem(o_gmem.at[sl, rows], o_smem.at[wg], bars.at[wg])
+            plgpu.barrier_wait(bars.at[wg])
+
           other = plgpu.load(o_smem.at[wg], (), layout=plgpu.Layout.WGMMA, optimized=False)
-          total = total + jnp.where(sl < writers, other, 0.0)  # a select: garbage never leaks
+          total = total + jnp.where(sl < writers, other, 0.0)  # a select: stale data never leaks
         if nvfp4_out:  # as the unfused path's XLA multiplies: 2^8 back (exact), then s_t
           total = total * 2.0**(126 - NVFP4_PRESCALE_LOG2) * ts_gmem[...]
         y = total.astype(out_dtype)
