@@ -4,10 +4,10 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 3, 4, h100-2, 5, 6 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 2c, 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
-# session 5 had one. Where only an H200 comes, part 2. (Sessions 18 and 19 were lent no device.)
+# session 5 had one. Where only an H200 comes, part 2. (Sessions 18, 19 and, until it ran, 20 were lent no device.)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -25,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 2b, 2c, 3, 4, 5, 6, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -57,17 +57,22 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # most needed first, the two leads on the decode targets nearest reach: block-contiguous
-      # weights at M = 1 (INT4 / UINT4 with --load-split, INT8: each pipeline step's tile one
-      # 32 KiB run of memory, where today's box is 128 rows of 256 bytes 4 KiB apart; INT4 M = 1
-      # is load-bound since session 14, its empty-body pipeline at 3.55 TB/s against the 3.64
-      # that 3.2x XLA bf16 needs, and XLA's bf16 GEMV streams whole rows at 4.2); INT8 / FP8 at
-      # M = 32 / 64 with two compute warpgroups (M = 64 runs at ~1.0x XLA bf16 with one,
-      # target 1.8x; INT4 went 103 -> 77 us that way; session 17's run of it was cut off)
-    run 140 a $B --what wo --formats int4,uint4 --m 1 --shapes $S \
+  2)  # most needed first, the leads on the decode targets nearest reach: block-contiguous
+      # weights at M = 1 (INT4 with --load-split: each pipeline step's tile one 32 KiB run of
+      # memory, where today's box is 128 rows of 256 bytes 4 KiB apart; INT4 M = 1 is
+      # load-bound since session 14, its empty-body pipeline at 3.55 TB/s against the 3.64
+      # that 3.2x XLA bf16 needs, and XLA's bf16 GEMV streams whole rows at 4.2); INT4 on FP8
+      # tensor cores at M <= 4 (`fp8_x`, session 20, gated until this checks it: then add
+      # (INT4, 128) to decode_plan.FP8_X_VERIFIED; half the wgmmas of the N = 8 bf16 MMA that
+      # is ~27 of the kernel's ~36 us, and a cheaper decode; its rel_err shows the FP8 MMA's
+      # ~13-bit accumulation, expected near the bf16 path's); INT8 / FP8 at M = 64 with two
+      # compute warpgroups (~1.0x XLA bf16 with one, target 1.8x; INT4 went 103 -> 77 us that
+      # way; session 17's run of it was cut off)
+    run 80 a $B --what wo --formats int4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
-    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S --configs '[{},
+    run 170 b $B --what wo --formats int4 --m 1,4 --shapes $S \
+      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
+    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 64 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
@@ -76,6 +81,16 @@ case "$part" in
     # XLA pass back to bytes ({}; repack's GPU storage), which cost 1-3% at M = 1024 (s10)
     run 110 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes $S \
       --configs '[{}, {"scale_multipliers": true}]'
+    ;;
+  2c)  # the rest of part 2 before session 20: UINT4 / INT8 block-contiguous weights at M = 1,
+      # INT8 / FP8 two compute warpgroups at M = 32
+    run 80 a $B --what wo --formats uint4 --m 1 --shapes $S \
+      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
+    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
     ;;
   2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
       # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED),
@@ -171,6 +186,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 2b, 2c, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -1,6 +1,6 @@
 """How 4-bit codes become values: the NF4 and E2M1 tables, the select trees the portable and TPU
 kernels (and `layout.dequantize`) decode with, and the 32-bit word algorithms the GPU kernels run
-on their registers (`nf4_prmt_words`, `e2m1_pair_bits`), written once over `WordOps` so that the
+on their registers (`nf4_prmt_words`, `e2m1_pair_bits`, `int4_odd_e4m3_words`), written once over `WordOps` so that the
 CPU tests run them with a model of PTX `prmt` (`prmt_reference`) and the kernels as MLIR ops;
 UINT4's zero points back from the stored offsets (`uint4_zero_bf16`).
 """
@@ -247,6 +247,39 @@ def nf4_slot_word_bits(w, ops: WordOps) -> tuple:
               for a, b in NF4_SLOT_PLANES)
     out += [ops.prmt(lo, hi, c(0x5140)), ops.prmt(lo, hi, c(0x7362))]
   return tuple(out)
+
+
+# INT4 as FP8 E4M3 operands (`fp8_x.py`): code c stands for the odd value 2 c + 1 (-15..15),
+# times 2^-9. E4M3's first two binades are evenly spaced (bits 0x01..0x0F are 1..15 x 2^-9,
+# subnormals then the first normals), so sign | (2 m + 1) with m = |2 c + 1| // 2 is the exact
+# E4M3 byte: no table. The odd values are centred on 0, so the -sum(x) / 2 they owe back
+# (c = ((2 c + 1) - 1) / 2) costs no precision where x is biased (`fp8_x.py` says why).
+# Logical column L of an 8-bit wgmma A tile, within each aligned 32 of K, holds the code stored
+# at position FP8_A_ORDER[L]: a register of the WGMMA_8BIT layout holds four consecutive
+# columns, 4 q .. 4 q + 3 of each 16, and lane q loads storage positions 8 q .. 8 q + 7 as one
+# word (WGMMA_UPCAST_4X), whose even codes become the first 16's register, its odd ones the
+# second's.
+FP8_A_ORDER = np.array([8 * ((l % 16) // 4) + 2 * (l % 4) + l // 16 for l in range(32)])
+
+
+def int4_odd_e4m3_words(w, ops: WordOps) -> tuple:
+  """Eight INT4 codes (two's complement, code i in nibble i of the 32-bit `w`) -> (E, O): byte i
+  of E is the E4M3 encoding of (2 c + 1) 2^-9 for code 2 i, byte i of O for code 2 i + 1.
+
+  The sign bit stays (bit 3 of each nibble); the low three bits become m = |2 c + 1| // 2 by an
+  XOR with 7 where the sign is set (c >= 0: m = c; c < 0: m = -c - 1 = ~c); then each byte is
+  sign << 7 | m << 1 | 1. Multiplies by powers of two stand for left shifts (`WordOps` has
+  none). 15 integer ops for eight codes, before the compiler fuses the mask-and-or pairs.
+  """
+  c = ops.const
+  sign = ops.and_(w, c(0x88888888))
+  t = ops.xor(w, ops.mul(ops.shr(sign, c(3)), c(7)))  # nibble: sign << 3 | m
+  one = c(0x01010101)
+  even = ops.or_(ops.or_(ops.and_(ops.mul(t, c(16)), c(0x80808080)),
+                         ops.and_(ops.mul(t, c(2)), c(0x0E0E0E0E))), one)
+  odd = ops.or_(ops.or_(ops.and_(t, c(0x80808080)),
+                        ops.and_(ops.shr(t, c(3)), c(0x0E0E0E0E))), one)
+  return even, odd
 
 
 def uint4_zero_bf16(offset: jax.Array, scale: jax.Array) -> jax.Array:

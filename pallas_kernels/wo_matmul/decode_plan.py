@@ -11,6 +11,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from pallas_kernels.gates import require_checked
+from pallas_kernels.wo_matmul import fp8_x as F8
 from pallas_kernels.wo_matmul import schedule as S
 from pallas_kernels.wo_matmul.configs import decode_config
 from pallas_kernels.wo_matmul.layout import FP4
@@ -40,6 +41,9 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU, and takes it by
 # default. Written in session 19 without a GPU (docs/kernels.md): empty until one checks it.
 FUSED_SUM_VERIFIED: frozenset = frozenset()
+# `case(pw)` keys whose `fp8_x` kernel (INT4 on FP8 tensor cores, `fp8_x.py`) has matched the
+# reference on a GPU. Written in session 20 without a GPU: empty until one checks it.
+FP8_X_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -68,14 +72,18 @@ def xsum_cols(mp: int) -> int:
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
                    scale_rows: int, xsum: bool = True, off_bytes: int = 4,
-                   scale_bytes: int = 4) -> int:
+                   scale_bytes: int = 4, fp8_x: bool = False) -> int:
   """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales (`scale_bytes`
   each: 4 but for a scheme's bf16 scales, counting FP4's 2-byte multipliers as 4), UINT4's
-  offsets or zero points (`off_bytes` each), and its x group sums unless `xsum=False`)."""
+  offsets or zero points (`off_bytes` each), and its x group sums unless `xsum=False`; with
+  `fp8_x`, x in E4M3 bytes and its group sums)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
-  total = sub * mp * tile_k * 2 + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x halves
-  if fmt is WeightFormat.UINT4:
+  x_bytes = 1 if fp8_x else 2
+  total = sub * mp * tile_k * x_bytes + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x
+  if fmt is WeightFormat.UINT4:                                                     # halves
     total += scale_rows * tile_n * off_bytes + (scale_rows * xsum_cols(mp) * 4 if xsum else 0)
+  if fp8_x:
+    total += scale_rows * xsum_cols(mp) * 4
   return total
 
 
@@ -112,11 +120,13 @@ class DecodePlan:
   schedule: S.Schedule
   load_only: bool
   fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
+  fp8_x: bool  # INT4 on FP8 tensor cores: x split in two E4M3 rows, odd-value weights (fp8_x.py)
 
   @property
   def xsum_in(self) -> bool:
-    """UINT4's f32 offset * x-sum term a group, the x group sums computed by XLA."""
-    return self.asym and not self.zero_in_weights
+    """An x-sum term a group, the x group sums computed by XLA: UINT4's f32 offset * x-sum, or
+    `fp8_x`'s S (its weights' odd values owe back half of x's group sum)."""
+    return (self.asym and not self.zero_in_weights) or self.fp8_x
 
 
 def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
@@ -127,7 +137,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 fp4_scale_bytes: bool | None = None, step_wait: bool | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
-                zero_in_weights: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                zero_in_weights: bool = False, fp8_x: bool = False,
+                num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -228,6 +239,13 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
+    fp8_x: INT4 with groups of 128 at M <= 4 on FP8 tensor cores (`fp8_x.py`): each row of x
+      split into two E4M3 rows (hi, lo; exact to amax 2^-17), the codes decoded to the E4M3
+      bytes of their odd values 2 c + 1 (no table), one FP8 wgmma (K = 32) where bf16 takes two,
+      each group's product folded in float32. Not the bf16 path's numerics to the bit (the
+      FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked against the f32
+      reference. No `fused_sum` (XLA adds each token's two columns). Default False; written in
+      session 20 without a GPU, so True needs `allow_unverified` until `FP8_X_VERIFIED` lists it.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -280,6 +298,14 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
+  if fp8_x:
+    F8.check(m, pw)
+    require_checked(f"fp8_x for {fmt.value} group {g}{variant}", case(pw) in FP8_X_VERIFIED,
+                    allow_unverified, reference="the reference", instead="leave fp8_x off")
+    if fused_sum:
+      raise ValueError("fp8_x leaves each token's two columns for XLA to add: no fused_sum")
+    fused_sum = False
+  x_rows = 2 * m if fp8_x else m  # rows of x in shared memory (fp8_x: two a token)
   if k != pw.k:
     raise ValueError(f"x is (M, {k}) but W has K={pw.k}")
   # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
@@ -304,7 +330,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if chunk_wait is None:
     chunk_wait = chunk_fits and fmt is WeightFormat.INT4 and m <= 16
   xsub = 1 if prescale or group_slices else sub  # x copies a chunk
-  mp = max(8, -(-m // 8) * 8)
+  mp = max(8, -(-x_rows // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
   if n % tile_n:
@@ -319,7 +345,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
 
   def steps_fit():
     return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes, scale_bytes)
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes, scale_bytes, fp8_x)
 
   # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
   # M > 32 under the 256-row default) fewer rows.
@@ -346,7 +372,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   fit = steps_fit()
   if fit < 2:
     per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in, off_bytes,
-                              scale_bytes)
+                              scale_bytes, fp8_x)
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
@@ -364,7 +390,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                      "per-channel weights), not NF4 bytes")
   if tma_pad is None:
     tma_pad = one_copy
-  tma_pad = tma_pad and m < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
+  tma_pad = tma_pad and x_rows < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
   chainable = schedule.slots == 1 or schedule.chainable
   if fused_sum is None:  # by default where checked and the schedule allows it, else XLA's sum
     fused_sum = case(pw) in FUSED_SUM_VERIFIED and chainable
@@ -383,4 +409,4 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     tile_n=tile_n, steps=steps, gps=gps,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
-                    load_only=load_only, fused_sum=fused_sum)
+                    load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x)

@@ -66,6 +66,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.wo_matmul import fp8_x as F8
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_hi_lo
 from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
@@ -78,6 +79,7 @@ from pallas_kernels.wo_matmul.decode_plan import CHUNK
 from pallas_kernels.wo_matmul.decode_plan import plan_decode
 from pallas_kernels.wo_matmul.decode_plan import xsum_cols
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
+from pallas_kernels.wo_matmul.registers import int4_odd_e4m3
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import spread_groups
@@ -124,7 +126,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     grp = (jnp.arange(a.shape[1]) % chunk_cols) // group_cols
     return jnp.concatenate([jnp.where(grp == t, a, jnp.zeros_like(a)) for t in range(p.xsub)])
 
-  if p.nf4:  # two x halves, the even and the odd k (the low and high nibbles)
+  if p.fp8_x:  # two E4M3 rows a token, in the A tiles' K order, and their group sums
+    x8, sx, x8_sums = F8.split_x(x, pw, xsum_cols(p.mp))
+    xg = [x8 if p.tma_pad else jnp.pad(x8, ((0, p.mp - x8.shape[0]), (0, 0)))]
+  elif p.nf4:  # two x halves, the even and the odd k (the low and high nibbles)
     xg = [group_copies(h, CHUNK // 2, g // 2) for h in (xp[:, 0::2], xp[:, 1::2])]
   else:
     xg = [group_copies(xp, CHUNK, g)]
@@ -138,7 +143,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
-  if p.xsum_in:
+  if p.fp8_x:
+    extra = [x8_sums]
+  elif p.xsum_in:
     # Per-group row sums of x, float32 (G, xsum_cols): the zero-point term is offset_g *
     # xsum_g. x's rows are padded before the sums, not the sums after: a pad feeding a
     # reduction can fuse into it, where summing then padding took two XLA kernels (1.0 + 1.1 us
@@ -155,6 +162,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   xw = g if p.group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
   x_tf = (plgpu.TilingTransform((8, xw)), plgpu.SwizzleTransform(2 * xw))
+  if p.fp8_x:  # E4M3: 128 of K in a 128-byte swizzle tile, the 8-bit wgmma's K group
+    x_tf = (plgpu.TilingTransform((8, CHUNK)), plgpu.SwizzleTransform(CHUNK))
   w_tf = (plgpu.TilingTransform((8, 64 if p.nf4 else 128)),
           plgpu.SwizzleTransform(128 if p.per_channel else 64))
   wk = CHUNK // 2 if p.nf4 else CHUNK  # weight columns (bytes or int4) per 128 of K
@@ -164,6 +173,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
     off_gmem, xs_gmem = (rest[0], rest[1] if p.xsum_in else None) if p.asym else (None, None)
+    if p.fp8_x:
+      xs_gmem = rest[0]
     ts_gmem = rest[0] if nvfp4_out and p.fused_sum else None
     if p.fused_sum:  # y is an output; the slots' buffer doubles as y's transposed tile
       o_gmem, y_gmem, (o_smem, yt_smem), bars = rest[-4:]
@@ -174,7 +185,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         return refs_and_acc[-1]
       x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
       off_smem = refs_and_acc[nx + 2] if p.asym else None
-      xs_smem = refs_and_acc[nx + 3] if p.xsum_in else None
+      xs_smem = refs_and_acc[nx + 2 + p.asym] if p.xsum_in else None
       acc = refs_and_acc[-1]
       if p.compute_wgs > 1:  # this compute warpgroup's rows of the tile
         r = pl.ds(lax.axis_index("wg") * p.wg_rows, p.wg_rows)
@@ -218,6 +229,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
           return [w.astype(jnp.bfloat16)]
         w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
+        if p.fp8_x:  # E4M3 odd values, relabelled as an 8-bit A tile (x is in its K order)
+          return [int4_odd_e4m3(w)]
         if pw.wgmma_order:  # stored in register order: relabel, no data movement
           w = wgmma_from_upcast_4x(w)
         else:  # relayout while still 4-bit (cheaper shuffles), then the decode to bf16
@@ -256,6 +269,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         gi = j * p.sub + t
         s = plgpu.load(s_smem.at[0 if p.per_channel else gi], (),
                        layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)  # bf16: exact
+        if p.fp8_x:  # sum c x8 = 2^8 (P - S): the 2^8 and s_x come after the sum (`F8.combine`)
+          xs = plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
+          return acc + (part - lax.broadcast_in_dim(xs, part.shape, [1])) * lax.broadcast_in_dim(
+              s, part.shape, [0])
         acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
         if p.xsum_in:
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
@@ -461,6 +478,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       **threads,
   )
   y = p.schedule.reduce(f(*xg, w_in, scale_in, *extra))
+  if p.fp8_x:  # (N, Mp) -> (N, M): each token's two columns, times 2^8 s_x
+    return F8.combine(y, sx).T.astype(out_dtype)
   if nvfp4_out:  # 2^8 back (exact), then s_t
     y = y * 2.0**(126 - NVFP4_PRESCALE_LOG2) * pw.tensor_scale
   return y[:, :m].T.astype(out_dtype)

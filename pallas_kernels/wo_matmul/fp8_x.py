@@ -1,0 +1,139 @@
+"""INT4 decode on FP8 tensor cores (`fp8_x`, an option of the decode kernel, `mosaic_gpu.py`):
+x split into two E4M3 rows, the weights as E4M3 odd values, at M <= 4.
+
+Why: at M <= 4 the decode's wgmma has N = 8 columns whatever M is (`decode_plan`: Mp >= 8),
+and at N = 8 its bf16 MMA alone is ~27 us of INT4 g128's ~36 us kernel at 8192 x 28672 (H200,
+session 19's floors). An FP8 wgmma takes K = 32 an instruction where bf16 takes 16: the same
+columns in half the instructions, and the columns are free: each row of x becomes two,
+
+  x / s_x = hi + lo,   hi = E4M3(x / s_x),   lo = E4M3(x / s_x - hi),
+
+s_x a power of two a row putting its amax in [128, 256). For a bf16 x the split is exact down
+to |x| >= amax 2^-10 (hi keeps 4 of bf16's 8 significant bits, the remainder is an integer
+multiple of x's ulp of magnitude <= 8 ulp, 4 bits); below that lo is rounded to E4M3's
+subnormal step 2^-9 s_x, an error of at most amax 2^-18. The weights become E4M3 too: code c
+(-8..7) stands for the odd value 2 c + 1 times 2^-9, whose byte is built from the nibble with
+no table (`decode.int4_odd_e4m3_words`). Per group g and split row r the kernel's wgmmas give
+
+  P[n, r] = 2^-9 sum_k (2 c_kn + 1) x8_rk,  so  sum_k c_kn x8_rk = 2^8 (P[n, r] - S[g, r]),
+
+with S[g, r] = 2^-9 sum_{k in g} x8_rk, computed here; each group's partial product is folded
+as acc += (P - S) s_g in float32, and y[m] = 2^8 s_x (acc[:, 2m] + acc[:, 2m + 1]).
+
+Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: SageAttention 2;
+DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, K = 128: four
+instructions) and the groups add in float32 (DeepGEMM's promotion). The odd values are why:
+offset codes c + 8 (0..15, a byte by masking alone) owe back 8 sum(x), which for x of one sign
+is ~20x the result, and the FP22 error grows with it (a float64 model of the truncation, x
+positive: 4.8e-3 of the output's RMS against bf16 rounding's 3.9e-3); the odd values are
+centred on 0 and owe back sum(x) / 2, which the result itself contains: 4e-5 there, 3e-4 for
+x centred on 0, below the bf16 output's rounding either way. So this is not the bf16 path's
+numerics to the bit but close to them; an option, checked against the f32 reference.
+
+Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels.wo_matmul.decode import FP8_A_ORDER
+from pallas_kernels.wo_matmul.decode import JNP_WORD_OPS
+from pallas_kernels.wo_matmul.decode import int4_odd_e4m3_words
+from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import group_scales
+from pallas_kernels.wo_matmul.layout import storage_order
+from pallas_kernels.wo_matmul.layout import untile_weight
+
+MAX_M = 4  # two rows of x a token: 2 M <= 8, the wgmma's smallest N
+E4M3 = jnp.float8_e4m3fn
+SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the weights' 2^-9
+OUT_SCALE = 2.0**8  # sum(c x8) = 2^8 (P - S)
+
+
+def check(x_rows: int, pw: PackedWeight) -> None:
+  """Raises unless `fp8_x` applies: INT4 weights with groups of 128, at most MAX_M rows."""
+  if pw.fmt is not WeightFormat.INT4 or pw.group != 128:
+    raise NotImplementedError(f"fp8_x is written for INT4 with groups of 128, not "
+                              f"{pw.fmt.value} group {pw.group}")
+  if x_rows > MAX_M:
+    raise ValueError(f"fp8_x splits each row of x in two for an 8-column wgmma: M <= {MAX_M}, "
+                     f"got M={x_rows} (larger M gains nothing: its columns are not padding)")
+
+
+def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
+  """x (..., K) in the order the kernel's 8-bit A tiles hold K: the weight's storage order
+  (`layout.storage_order`), then `FP8_A_ORDER` within each aligned 32."""
+  xs = storage_order(x, pw)
+  return xs.reshape(*xs.shape[:-1], -1, 32)[..., FP8_A_ORDER].reshape(xs.shape)
+
+
+def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, jax.Array,
+                                                                     jax.Array]:
+  """x (M, K) bf16 -> the kernel's inputs: x8 (2 M, K) E4M3, rows hi_0, lo_0, hi_1, ... in
+  `a_order`; row scales s_x (M,) f32, powers of two; S (K / 128, sum_cols) f32, 2^-9 times
+  each group's sum of each x8 row (columns past 2 M zero)."""
+  m, k = x.shape
+  xf = x.astype(jnp.float32)
+  amax = jnp.max(jnp.abs(xf), axis=1)
+  _, e = jnp.frexp(amax)  # amax in [2^(e-1), 2^e): amax / s_x in [128, 256) for s_x = 2^(e-8)
+  sx = jnp.ldexp(jnp.ones_like(amax), e - 8)
+  xs = xf / sx[:, None]  # exact: a power of two, and |xs| < 256 fits E4M3 (max 448)
+  hi = xs.astype(E4M3)
+  lo = (xs - hi.astype(jnp.float32)).astype(E4M3)
+  x8 = a_order(jnp.stack([hi, lo], axis=1).reshape(2 * m, k), pw)
+  sums = x8.astype(jnp.float32).reshape(2 * m, k // pw.group, pw.group).sum(-1).T * SUM_SCALE
+  sums = jnp.pad(sums, ((0, 0), (0, sum_cols - 2 * m)))
+  return x8, sx, sums
+
+
+def combine(cols: jax.Array, sx: jax.Array) -> jax.Array:
+  """The kernel's (N, Mp) float32 sums -> y^T (N, M): each token's two columns added, times
+  2^8 s_x."""
+  m = sx.shape[0]
+  return (cols[:, 0:2 * m:2] + cols[:, 1:2 * m:2]) * (OUT_SCALE * sx)[None, :]
+
+
+def a_values(pw: PackedWeight) -> jax.Array:
+  """The weights as the kernel's wgmma reads them: (N, K) float32, 2^-9 (2 c + 1) in
+  `a_order`, decoded with `int4_odd_e4m3_words` from the stored 32-bit words (the CPU model of
+  the kernel's registers)."""
+  w = untile_weight(pw).w.astype(jnp.int32) & 15  # (N, K) storage order, nibbles
+  n, k = w.shape
+  words = (w.reshape(n, k // 8, 8).astype(jnp.uint32)
+           << (4 * jnp.arange(8, dtype=jnp.uint32))).sum(-1, dtype=jnp.uint32)
+  even, odd = int4_odd_e4m3_words(words, JNP_WORD_OPS)
+  # byte i of `even` is storage position 2 i of the word, at column 4 q + i of the first 16 of
+  # the 32 (q: the word within the 32); `odd` likewise in the second 16
+  nbytes = lambda v: (v[..., None] >> (8 * jnp.arange(4, dtype=jnp.uint32))) & 0xFF
+  e, o = nbytes(even).reshape(n, k // 32, 16), nbytes(odd).reshape(n, k // 32, 16)
+  codes = jnp.concatenate([e, o], axis=-1).reshape(n, k).astype(jnp.uint8)
+  return jax.lax.bitcast_convert_type(codes, E4M3).astype(jnp.float32)
+
+
+def wo_matmul_fp8_x_twin(x: jax.Array, pw: PackedWeight) -> jax.Array:
+  """The `fp8_x` kernel's arithmetic in jnp (float32, exact products; the GPU's FP8 MMA keeps
+  ~13 bits while it accumulates a group, which this does not model): x (M, K) bf16 ->
+  y (M, N) float32. Checks the split, the weights' bytes, the K order and the group fold
+  together on the CPU."""
+  check(x.shape[0], pw)
+  x8, sx, sums = split_x(x, pw, 2 * x.shape[0])
+  a = a_values(pw)  # (N, K)
+  n, k = a.shape
+  g = pw.group
+  parts = jnp.einsum("ngk,rgk->gnr", a.reshape(n, k // g, g),
+                     x8.astype(jnp.float32).reshape(-1, k // g, g),
+                     precision=jax.lax.Precision.HIGHEST)  # (G, N, 2M)
+  s = group_scales(pw)  # (G, N)
+  cols = ((parts - sums[:, None, :]) * s[:, :, None]).sum(0)
+  return combine(cols, sx).T
+
+
+def max_exact_error(x: np.ndarray) -> float:
+  """The split's error bound for one element of a row of x (float): half of lo's step,
+  2^-10 s_x = 2^(floor(log2 amax) - 17), reached only below amax 2^-10; zero for a zero row."""
+  amax = float(np.max(np.abs(x)))
+  return 0.0 if amax == 0 else 2.0**(np.floor(np.log2(amax)) - 17)
