@@ -240,7 +240,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
     fp8_x: INT4 with groups of 128 at M <= 4 on FP8 tensor cores (`fp8_x.py`): each row of x
-      split into two E4M3 rows (hi, lo; exact to amax 2^-17), the codes decoded to the E4M3
+      split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the codes decoded to the E4M3
       bytes of their odd values 2 c + 1 (no table), one FP8 wgmma (K = 32) where bf16 takes two,
       each group's product folded in float32. Not the bf16 path's numerics to the bit (the
       FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked against the f32

@@ -8,10 +8,11 @@ columns in half the instructions, and the columns are free: each row of x become
 
   x / s_x = hi + lo,   hi = E4M3(x / s_x),   lo = E4M3(x / s_x - hi),
 
-s_x a power of two a row putting its amax in [128, 256). For a bf16 x the split is exact down
-to |x| >= amax 2^-10 (hi keeps 4 of bf16's 8 significant bits, the remainder is an integer
-multiple of x's ulp of magnitude <= 8 ulp, 4 bits); below that lo is rounded to E4M3's
-subnormal step 2^-9 s_x, an error of at most amax 2^-18. The weights become E4M3 too: code c
+s_x a power of two a row putting its amax in [128, 256) (or 2^-126, for rows under 2^-118). For
+a bf16 x the split is exact for |x| >= s_x / 4, which is at most amax 2^-9 (hi keeps 4 of
+bf16's 8 significant bits; the remainder is a multiple of x's ulp of magnitude <= 8 ulp, 4
+bits, and E4M3 holds it while that ulp is at least E4M3's subnormal step 2^-9 s_x); below
+that lo is rounded to the step, an error of at most 2^-10 s_x <= amax 2^-17. The weights become E4M3 too: code c
 (-8..7) stands for the odd value 2 c + 1 times 2^-9, whose byte is built from the nibble with
 no table (`decode.int4_odd_e4m3_words`). Per group g and split row r the kernel's wgmmas give
 
@@ -30,7 +31,9 @@ centred on 0 and owe back sum(x) / 2, which the result itself contains: 4e-5 the
 x centred on 0, below the bf16 output's rounding either way. So this is not the bf16 path's
 numerics to the bit but close to them; an option, checked against the f32 reference.
 
-Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf).
+Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf). x's
+float32 subnormals (|x| < 2^-126, bf16's) count as zeros where XLA flushes them (the CPU does;
+so does the reference's float32 dot there).
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, j
   xf = x.astype(jnp.float32)
   amax = jnp.max(jnp.abs(xf), axis=1)
   _, e = jnp.frexp(amax)  # amax in [2^(e-1), 2^e): amax / s_x in [128, 256) for s_x = 2^(e-8)
-  sx = jnp.ldexp(jnp.ones_like(amax), e - 8)
+  # ... kept a normal float32 (>= 2^-126): XLA may flush a subnormal s_x to zero (the CPU does)
+  sx = jnp.ldexp(jnp.ones_like(amax), jnp.maximum(e - 8, -126))
   xs = xf / sx[:, None]  # exact: a power of two, and |xs| < 256 fits E4M3 (max 448)
   hi = xs.astype(E4M3)
   lo = (xs - hi.astype(jnp.float32)).astype(E4M3)
@@ -134,6 +138,7 @@ def wo_matmul_fp8_x_twin(x: jax.Array, pw: PackedWeight) -> jax.Array:
 
 def max_exact_error(x: np.ndarray) -> float:
   """The split's error bound for one element of a row of x (float): half of lo's step,
-  2^-10 s_x = 2^(floor(log2 amax) - 17), reached only below amax 2^-10; zero for a zero row."""
+  2^-10 s_x (2^(floor(log2 amax) - 17), or 2^-136 for rows under 2^-118), reached only below
+  s_x / 4 <= amax 2^-9; zero for a zero row."""
   amax = float(np.max(np.abs(x)))
-  return 0.0 if amax == 0 else 2.0**(np.floor(np.log2(amax)) - 17)
+  return 0.0 if amax == 0 else 2.0**(max(np.floor(np.log2(amax)) - 7, -126) - 10)

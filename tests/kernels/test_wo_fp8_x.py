@@ -1,0 +1,176 @@
+"""`fp8_x` (INT4 decode on FP8 tensor cores, `pallas_kernels/wo_matmul/fp8_x.py`) on the CPU:
+the weights' E4M3 bytes over every code, their column order against Mosaic's own register
+layouts, the split of x (exact where it claims to be, bounded elsewhere), and the kernel's
+arithmetic end to end (`wo_matmul_fp8_x_twin`) against the float32 reference. The kernel itself
+lowers in test_lowering.py; the GPU benchmark checks it (experiments/next_gpu_session.sh)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mxjax
+from pallas_kernels import wo_matmul as wm
+from pallas_kernels.wo_matmul import decode
+from pallas_kernels.wo_matmul import decode_plan
+from pallas_kernels.wo_matmul import fp8_x as F8
+from tests.kernels.test_wo_matmul import _owners
+
+
+def _weight(k=512, n=256, seed=0, **overrides):
+  w = jax.random.normal(jax.random.key(seed), (k, n), jnp.float32)
+  return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get("int4_g128", **overrides), axis=0))
+
+
+def test_odd_e4m3_bytes_of_every_code_in_every_place():
+  # Each nibble position holds each of the 16 codes (the other nibbles random): byte i of E /
+  # O is the E4M3 encoding of (2 c + 1) 2^-9 for code 2 i / 2 i + 1, as ml_dtypes rounds it.
+  rng = np.random.default_rng(0)
+  w = rng.integers(0, 2**32, size=(8, 16, 64), dtype=np.uint64).astype(np.uint32)
+  for pos in range(8):
+    w[pos] = (w[pos] & ~np.uint32(15 << (4 * pos))) | (np.arange(16, dtype=np.uint32)[:, None]
+                                                        << (4 * pos))
+  even, odd = (np.asarray(v) for v in decode.int4_odd_e4m3_words(jnp.asarray(w),
+                                                                  decode.JNP_WORD_OPS))
+  for pos in range(8):
+    nib = (w[pos] >> (4 * pos)) & 15
+    code = np.where(nib >= 8, nib.astype(np.int64) - 16, nib)
+    want = ((2 * code + 1) * 2.0**-9).astype(ml_dtypes.float8_e4m3fn)
+    assert np.all(want.astype(np.float64) == (2 * code + 1) * 2.0**-9)  # exact: no rounding
+    word = (even if pos % 2 == 0 else odd)[pos]
+    got = ((word >> (8 * (pos // 2))) & 0xFF).astype(np.uint8)
+    np.testing.assert_array_equal(got, want.view(np.uint8))
+
+
+def test_fp8_a_order_matches_the_register_layouts():
+  # What `registers.int4_odd_e4m3` relies on, from Mosaic's own layouts: a thread's WGMMA_8BIT
+  # register (a, c, ..) element i holds column L of its 32, for L = 16 (c % 2) + 4 q + i, the
+  # code its WGMMA_UPCAST_4X register (a, c // 2, ..) holds as element 2 i + c % 2, which is
+  # stored at FP8_A_ORDER[L].
+  from jax.experimental.mosaic.gpu import fragmented_array as fa
+  order = decode.FP8_A_ORDER
+  np.testing.assert_array_equal(np.sort(order), np.arange(32))
+  for rows in (64, 128):
+    a8 = _owners(fa.WGMMA_LAYOUT_8BIT, (rows, 128))
+    up4 = _owners(fa.WGMMA_LAYOUT_UPCAST_4X, (rows, 128))
+    assert len(a8) == len(up4) == rows * 128
+    for (thread, reg, i), (row, col) in a8.items():
+      src = (reg[0], reg[1] // 2) + reg[2:]
+      row_s, pos = up4[(thread, src, 2 * i + reg[1] % 2)]
+      assert (row_s, pos) == (row, 32 * (col // 32) + order[col % 32])
+
+
+# finite bf16 values by their bits (subnormals, both zeros and the largest normals included)
+_BF16 = st.integers(0, 0xFFFF).filter(lambda b: (b >> 7) & 0xFF != 0xFF).map(
+    lambda b: float(np.uint16(b).view(ml_dtypes.bfloat16)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_BF16, min_size=32, max_size=32), st.integers(0, 31), st.integers(0, 12))
+def test_split_is_exact_down_to_amax_2_to_the_minus_9(row, at, spread):
+  # Rows of any bf16 values, and rows whose values lie within 2^spread of one another.
+  x = np.asarray(row, np.float64)
+  if spread < 12 and x[at] != 0:
+    x = np.where(np.abs(x) > 0, np.sign(x) * np.ldexp(np.abs(x[at]), -(np.arange(32) % (spread + 1))),
+                 0.0)
+  x = x.astype(ml_dtypes.bfloat16).astype(np.float64)
+  # f32 subnormals (bf16's, |x| < 2^-126): XLA on the CPU flushes them (so does the reference's
+  # f32 dot there); count them as zeros
+  x = np.where(np.abs(x) < 2.0**-126, 0.0, x)
+  pw = _weight(k=128, n=128)
+  x128 = np.tile(x, 4)[None, :]
+  x8, sx, sums = F8.split_x(jnp.asarray(x128, jnp.bfloat16), pw, 8)
+  x8 = np.asarray(x8.astype(jnp.float32), np.float64)
+  assert x8.shape == (2, 128) and sums.shape == (1, 8)
+  # `a_order` permuted the columns; undo it to compare element by element.
+  inv = np.argsort(np.tile(decode.FP8_A_ORDER, 4) + np.repeat(np.arange(4) * 32, 32))
+  back = (x8[0] + x8[1])[inv] * float(sx[0])
+  amax = np.abs(x).max()
+  big = np.abs(x128[0]) >= float(sx[0]) / 4  # (hi, lo exact from |x / s_x| >= 2^-2)
+  assert amax == 0 or np.all(big[np.abs(x128[0]) >= amax * 2.0**-9])
+  np.testing.assert_array_equal(back[big], x128[0][big])
+  assert np.all(np.abs(back - x128[0]) <= F8.max_exact_error(x))
+  if amax >= 2.0**-118:
+    assert 128 <= amax / float(sx[0]) < 256
+  elif amax > 0:
+    assert float(sx[0]) == 2.0**-126
+  np.testing.assert_allclose(np.asarray(sums)[0, :2], x8.sum(1) * 2.0**-9, rtol=1e-6)
+
+
+def test_split_edges():
+  pw = _weight(k=128, n=128)
+  rows = np.zeros((4, 128), np.float32)
+  rows[1, :] = 2.0**-126  # f32's smallest normals: s_x kept at 2^-126, not 2^-133
+  rows[2, :3] = [2.0**100, -(2.0**100), 2.0**100 * (1 - 2.0**-8)]  # amax a power of two
+  rows[3, :] = np.linspace(-448, 448, 128)
+  x = jnp.asarray(rows, jnp.bfloat16)
+  x8, sx, _ = F8.split_x(x, pw, 8)
+  assert x8.dtype == jnp.float8_e4m3fn
+  back = (np.asarray(x8[0::2].astype(jnp.float32)) + np.asarray(x8[1::2].astype(jnp.float32)))
+  back = back * np.asarray(sx)[:, None]
+  np.testing.assert_array_equal(back[0], 0.0)  # a zero row stays zero
+  want = np.asarray(x.astype(jnp.float32))
+  inv = np.argsort(np.tile(decode.FP8_A_ORDER, 4) + np.repeat(np.arange(4) * 32, 32))
+  np.testing.assert_array_equal(back[:, inv], want)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales"])
+def test_twin_matches_the_reference(m, store):
+  # The kernel's arithmetic in jnp: the split, the odd values' bytes from the stored words,
+  # the K order of A and x, the fold (P - S) s_g and the combine, against x @ dequant(W).
+  pw = _weight(k=1024, n=256, **({"scale": "bf16"} if store == "bf16_scales" else {}))
+  if store in ("wgmma_order", "tiled"):
+    pw = wm.layout.order_for_wgmma(pw)
+  if store == "tiled":
+    pw = wm.layout.tile_weight(pw, 128, 512)
+  x = (jax.random.normal(jax.random.key(m), (m, 1024)) * 7).astype(jnp.bfloat16)
+  ref = np.asarray(wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32), np.float64)
+  y = np.asarray(F8.wo_matmul_fp8_x_twin(x, pw), np.float64)
+  assert y.shape == (m, 256)
+  assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
+  # x of one sign (the odd values owe back sum(x) / 2, which the result contains)
+  xp = jnp.abs(x)
+  ref = np.asarray(wm.wo_matmul_reference(xp, pw, out_dtype=jnp.float32), np.float64)
+  y = np.asarray(F8.wo_matmul_fp8_x_twin(xp, pw), np.float64)
+  assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
+
+
+def test_non_finite_row_gives_nan_in_its_row_only():
+  pw = _weight(k=256, n=128)
+  x = jax.random.normal(jax.random.key(3), (3, 256)).astype(jnp.bfloat16)
+  x = x.at[1, 7].set(jnp.inf)
+  y = np.asarray(F8.wo_matmul_fp8_x_twin(x, pw))
+  assert np.all(np.isnan(y[1])) and np.all(np.isfinite(y[[0, 2]]))
+
+
+def test_plan_gates_and_refuses_what_it_does_not_take():
+  k, n = 8192, 28672
+  int4 = jax.eval_shape(lambda w: _weight_like(w, "int4_g128"), jax.ShapeDtypeStruct((k, n),
+                                                                                      jnp.float32))
+  with pytest.raises(NotImplementedError, match="allow_unverified"):
+    decode_plan.plan_decode(1, k, int4, fp8_x=True)
+  p = decode_plan.plan_decode(3, k, int4, fp8_x=True, allow_unverified=True)
+  assert p.fp8_x and p.xsum_in and p.mp == 8 and p.tma_pad and not p.fused_sum
+  p4 = decode_plan.plan_decode(4, k, int4, fp8_x=True, allow_unverified=True)
+  assert p4.mp == 8 and not p4.tma_pad  # eight rows: x8 goes as it is
+  assert not decode_plan.plan_decode(1, k, int4, allow_unverified=True).fp8_x  # off by default
+  with pytest.raises(ValueError, match="M <= 4"):
+    decode_plan.plan_decode(5, k, int4, fp8_x=True, allow_unverified=True)
+  with pytest.raises(ValueError, match="fused_sum"):
+    decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, allow_unverified=True)
+  for preset, overrides in (("int4_g128", {"block_size": 64}), ("int4_g128_asym", {}),
+                            ("mxfp4", {})):
+    other = jax.eval_shape(lambda w, p=preset, o=overrides: _weight_like(w, p, **o),
+                           jax.ShapeDtypeStruct((k, n), jnp.float32))
+    with pytest.raises(NotImplementedError, match="INT4 with groups of 128"):
+      decode_plan.plan_decode(1, k, other, fp8_x=True, allow_unverified=True)
+
+
+def _weight_like(w, preset, **overrides):
+  return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0))
