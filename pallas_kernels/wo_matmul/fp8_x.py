@@ -25,11 +25,13 @@ Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: S
 DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, K = 128: four
 instructions) and the groups add in float32 (DeepGEMM's promotion). The odd values are why:
 offset codes c + 8 (0..15, a byte by masking alone) owe back 8 sum(x), which for x of one sign
-is ~20x the result, and the FP22 error grows with it (a float64 model of the truncation, x
-positive: 4.8e-3 of the output's RMS against bf16 rounding's 3.9e-3); the odd values are
-centred on 0 and owe back sum(x) / 2, which the result itself contains: 4e-5 there, 3e-4 for
-x centred on 0, below the bf16 output's rounding either way. So this is not the bf16 path's
-numerics to the bit but close to them; an option, checked against the f32 reference.
+is ~20x the result, and the accumulator's error grows with it. Under the project's model of it
+(`mxjax.ops.accumulate`; `experiments/fp8_x_accumulation_model.py`, K = 8192, M = 1) the
+offset codes give 1.8e-3 of the output's RMS for x of one sign, against the bf16 path's own
+rounding error of 3.9e-3; the odd values, centred on 0, owe back sum(x) / 2, which the result
+itself contains: 5.6e-5 there, 3.6e-4 for x centred on 0, and the bf16 output's error is the
+bf16 path's. So this is not the bf16 path's numerics to the bit but close to them; an option,
+checked against the f32 reference.
 
 Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf). x's
 float32 subnormals (|x| < 2^-126, bf16's) count as zeros where XLA flushes them (the CPU does;

@@ -6,6 +6,8 @@ lowers in test_lowering.py; the GPU benchmark checks it (experiments/next_gpu_se
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -174,3 +176,18 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
 
 def _weight_like(w, preset, **overrides):
   return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0))
+
+
+def test_accumulation_model_ranks_the_encodings(monkeypatch):
+  # experiments/fp8_x_accumulation_model.py, the study behind the odd values: under the FP8
+  # accumulator model the odd values stay far below the bf16 path's rounding for every x (and
+  # leave its bf16 result's error as it was), where the offset codes do not for x of one sign.
+  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+  import fp8_x_accumulation_model as study  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(study, "N", 128)
+  monkeypatch.setattr(study, "SEEDS", 2)
+  for dist, err in study.run()["max_err_over_rms"].items():
+    assert err["fp8_x odd, f32"] < err["bf16 path"] / 8, dist
+    assert err["fp8_x odd, bf16"] <= err["bf16 path"] * 1.05, dist
+    if dist != "normal":
+      assert err["fp8_x offset, f32"] > 10 * err["fp8_x odd, f32"], dist
