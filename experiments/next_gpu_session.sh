@@ -83,7 +83,8 @@ case "$part" in
       --configs '[{}, {"scale_multipliers": true}]'
     ;;
   2c)  # the rest of part 2 before session 20: UINT4 / INT8 block-contiguous weights at M = 1,
-      # INT8 / FP8 two compute warpgroups at M = 32
+      # INT8 / FP8 two compute warpgroups at M = 32; and UINT4 on FP8 tensor cores (`fp8_x`:
+      # its offset term folded with the x8 sums; UINT4 g128 M = 1 is 2.51x XLA bf16)
     run 80 a $B --what wo --formats uint4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
     run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
@@ -91,6 +92,8 @@ case "$part" in
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
+    run 170 d $B --what wo --formats uint4 --m 1,4 --shapes $S \
+      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
     ;;
   2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
       # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED),

@@ -82,7 +82,7 @@ def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: in
   total = sub * mp * tile_k * x_bytes + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x
   if fmt is WeightFormat.UINT4:                                                     # halves
     total += scale_rows * tile_n * off_bytes + (scale_rows * xsum_cols(mp) * 4 if xsum else 0)
-  if fp8_x:
+  if fp8_x and fmt is not WeightFormat.UINT4:  # (UINT4's are counted above)
     total += scale_rows * xsum_cols(mp) * 4
   return total
 
@@ -239,7 +239,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
-    fp8_x: INT4 with groups of 128 at M <= 4 on FP8 tensor cores (`fp8_x.py`): each row of x
+    fp8_x: INT4 / UINT4 with groups of 128 at M <= 4 on FP8 tensor cores (`fp8_x.py`): each row of x
       split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the codes decoded to the E4M3
       bytes of their odd values 2 c + 1 (no table), one FP8 wgmma (K = 32) where bf16 takes two,
       each group's product folded in float32. Not the bf16 path's numerics to the bit (the
@@ -304,6 +304,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     allow_unverified, reference="the reference", instead="leave fp8_x off")
     if fused_sum:
       raise ValueError("fp8_x leaves each token's two columns for XLA to add: no fused_sum")
+    if zero_in_weights:
+      raise ValueError("fp8_x takes UINT4's zero points as its offset term, not in the weights")
     fused_sum = False
   x_rows = 2 * m if fp8_x else m  # rows of x in shared memory (fp8_x: two a token)
   if k != pw.k:

@@ -19,7 +19,9 @@ no table (`decode.int4_odd_e4m3_words`). Per group g and split row r the kernel'
   P[n, r] = 2^-9 sum_k (2 c_kn + 1) x8_rk,  so  sum_k c_kn x8_rk = 2^8 (P[n, r] - S[g, r]),
 
 with S[g, r] = 2^-9 sum_{k in g} x8_rk, computed here; each group's partial product is folded
-as acc += (P - S) s_g in float32, and y[m] = 2^8 s_x (acc[:, 2m] + acc[:, 2m + 1]).
+as acc += (P - S) s_g in float32 (UINT4, whose codes are stored as INT4's c = q - 8, also
+subtracts its offset term off_g sum_g(x) = 2^8 s_x 2 off_g S), and y[m] = 2^8 s_x (acc[:, 2m] +
+acc[:, 2m + 1]).
 
 Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: SageAttention 2;
 DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, K = 128: four
@@ -51,6 +53,7 @@ from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import storage_order
+from pallas_kernels.wo_matmul.layout import uint4_offsets
 from pallas_kernels.wo_matmul.layout import untile_weight
 
 MAX_M = 4  # two rows of x a token: 2 M <= 8, the wgmma's smallest N
@@ -60,9 +63,10 @@ OUT_SCALE = 2.0**8  # sum(c x8) = 2^8 (P - S)
 
 
 def check(x_rows: int, pw: PackedWeight) -> None:
-  """Raises unless `fp8_x` applies: INT4 weights with groups of 128, at most MAX_M rows."""
-  if pw.fmt is not WeightFormat.INT4 or pw.group != 128:
-    raise NotImplementedError(f"fp8_x is written for INT4 with groups of 128, not "
+  """Raises unless `fp8_x` applies: INT4 / UINT4 weights with groups of 128, at most MAX_M
+  rows."""
+  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4) or pw.group != 128:
+    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 with groups of 128, not "
                               f"{pw.fmt.value} group {pw.group}")
   if x_rows > MAX_M:
     raise ValueError(f"fp8_x splits each row of x in two for an 8-column wgmma: M <= {MAX_M}, "
@@ -134,8 +138,10 @@ def wo_matmul_fp8_x_twin(x: jax.Array, pw: PackedWeight) -> jax.Array:
                      x8.astype(jnp.float32).reshape(-1, k // g, g),
                      precision=jax.lax.Precision.HIGHEST)  # (G, N, 2M)
   s = group_scales(pw)  # (G, N)
-  cols = ((parts - sums[:, None, :]) * s[:, :, None]).sum(0)
-  return combine(cols, sx).T
+  terms = (parts - sums[:, None, :]) * s[:, :, None]
+  if pw.fmt is WeightFormat.UINT4:  # the zero points: off sum(x), 2 off S in these units
+    terms = terms - 2.0 * uint4_offsets(pw).offset[:, :, None] * sums[:, None, :]
+  return combine(terms.sum(0), sx).T
 
 
 def max_exact_error(x: np.ndarray) -> float:

@@ -143,8 +143,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
-  if p.fp8_x:
-    extra = [x8_sums]
+  if p.fp8_x:  # (UINT4: its offsets first, as below)
+    extra = [pw.offset, x8_sums] if p.asym else [x8_sums]
   elif p.xsum_in:
     # Per-group row sums of x, float32 (G, xsum_cols): the zero-point term is offset_g *
     # xsum_g. x's rows are padded before the sums, not the sums after: a pad feeding a
@@ -173,7 +173,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
     off_gmem, xs_gmem = (rest[0], rest[1] if p.xsum_in else None) if p.asym else (None, None)
-    if p.fp8_x:
+    if p.fp8_x and not p.asym:
       xs_gmem = rest[0]
     ts_gmem = rest[0] if nvfp4_out and p.fused_sum else None
     if p.fused_sum:  # y is an output; the slots' buffer doubles as y's transposed tile
@@ -269,18 +269,21 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         gi = j * p.sub + t
         s = plgpu.load(s_smem.at[0 if p.per_channel else gi], (),
                        layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)  # bf16: exact
+        row = lambda v: lax.broadcast_in_dim(v, part.shape, [1])  # a value a column
         if p.fp8_x:  # sum c x8 = 2^8 (P - S): the 2^8 and s_x come after the sum (`F8.combine`)
-          xs = plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
-          return acc + (part - lax.broadcast_in_dim(xs, part.shape, [1])) * lax.broadcast_in_dim(
-              s, part.shape, [0])
-        acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
-        if p.xsum_in:
+          xs = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
+                              layout=plgpu.Layout.WGMMA.reduce(0)))
+          acc = acc + (part - xs) * lax.broadcast_in_dim(s, part.shape, [0])
+          xterm = 2.0 * xs  # UINT4's off sum(x) = off s_x 2^9 S: 2 off S in these units
+        else:
+          acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
+          xterm = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
+                                 layout=plgpu.Layout.WGMMA.reduce(0))) if p.xsum_in else None
+        if p.asym and p.xsum_in:
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
           if p.zero_points:  # the offset as `repack` rounds it: f32(s) * (f32(zp) - 8)
             off = s * (_zero_points_f32(off) - 8.0)
-          xs = plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (), layout=plgpu.Layout.WGMMA.reduce(0))
-          acc = acc - (lax.broadcast_in_dim(off, part.shape, [0])
-                       * lax.broadcast_in_dim(xs, part.shape, [1]))
+          acc = acc - lax.broadcast_in_dim(off, part.shape, [0]) * xterm
         return acc
 
       def mma(acc_ref, ws, j, t):  # chunk j's weight tiles times x's group copy t

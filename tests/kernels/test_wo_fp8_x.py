@@ -24,9 +24,9 @@ from pallas_kernels.wo_matmul import fp8_x as F8
 from tests.kernels.test_wo_matmul import _owners
 
 
-def _weight(k=512, n=256, seed=0, **overrides):
+def _weight(k=512, n=256, seed=0, preset="int4_g128", **overrides):
   w = jax.random.normal(jax.random.key(seed), (k, n), jnp.float32)
-  return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get("int4_g128", **overrides), axis=0))
+  return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0))
 
 
 def test_odd_e4m3_bytes_of_every_code_in_every_place():
@@ -122,11 +122,16 @@ def test_split_edges():
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
-@pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales"])
+@pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales", "uint4",
+                                   "uint4_zero_points"])
 def test_twin_matches_the_reference(m, store):
   # The kernel's arithmetic in jnp: the split, the odd values' bytes from the stored words,
-  # the K order of A and x, the fold (P - S) s_g and the combine, against x @ dequant(W).
-  pw = _weight(k=1024, n=256, **({"scale": "bf16"} if store == "bf16_scales" else {}))
+  # the K order of A and x, the fold (P - S) s_g (UINT4: - 2 off S) and the combine, against
+  # x @ dequant(W).
+  pw = _weight(k=1024, n=256, preset="int4_g128_asym" if "uint4" in store else "int4_g128",
+               **({"scale": "bf16"} if store == "bf16_scales" else {}))
+  if store == "uint4_zero_points":
+    pw = wm.layout.uint4_zero_points(pw)
   if store in ("wgmma_order", "tiled"):
     pw = wm.layout.order_for_wgmma(pw)
   if store == "tiled":
@@ -166,11 +171,11 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
     decode_plan.plan_decode(5, k, int4, fp8_x=True, allow_unverified=True)
   with pytest.raises(ValueError, match="fused_sum"):
     decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, allow_unverified=True)
-  for preset, overrides in (("int4_g128", {"block_size": 64}), ("int4_g128_asym", {}),
+  for preset, overrides in (("int4_g128", {"block_size": 64}), ("int4_g128_asym", {"block_size": 64}),
                             ("mxfp4", {})):
     other = jax.eval_shape(lambda w, p=preset, o=overrides: _weight_like(w, p, **o),
                            jax.ShapeDtypeStruct((k, n), jnp.float32))
-    with pytest.raises(NotImplementedError, match="INT4 with groups of 128"):
+    with pytest.raises(NotImplementedError, match="INT4 / UINT4 with groups of 128"):
       decode_plan.plan_decode(1, k, other, fp8_x=True, allow_unverified=True)
 
 
