@@ -4,7 +4,7 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 2c, 3, 4, h100-2, 5, 6 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 2c, 2d, 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
 # session 5 had one. Where only an H200 comes, part 2. (Sessions 18, 19 and, until it ran, 20 were lent no device.)
@@ -25,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 2b, 2c, 3, 4, 5, 6, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 2b, 2c, 2d, 3, 4, 5, 6, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -83,8 +83,7 @@ case "$part" in
       --configs '[{}, {"scale_multipliers": true}]'
     ;;
   2c)  # the rest of part 2 before session 20: UINT4 / INT8 block-contiguous weights at M = 1,
-      # INT8 / FP8 two compute warpgroups at M = 32; and UINT4 on FP8 tensor cores (`fp8_x`:
-      # its offset term folded with the x8 sums; UINT4 g128 M = 1 is 2.51x XLA bf16)
+      # INT8 / FP8 two compute warpgroups at M = 32
     run 80 a $B --what wo --formats uint4 --m 1 --shapes $S \
       --configs '[{}, {"w_tile": [128, 512]}]' --load-split
     run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
@@ -92,8 +91,15 @@ case "$part" in
       {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    run 170 d $B --what wo --formats uint4 --m 1,4 --shapes $S \
+    ;;
+  2d)  # `fp8_x` beyond INT4 M <= 4: UINT4 (its offset term folded with the x8 sums; UINT4
+      # g128 M = 1 is 2.51x XLA bf16), and INT4 at M = 16 / 32 / 64, where the split doubles
+      # the wgmma's N (the same FLOPs at FP8's rate; the decode cheaper; M = 32 / 64 are
+      # MMA-bound at 2.25x / 1.59x, targets 2.5x / 2.2x)
+    run 170 a $B --what wo --formats uint4 --m 1,4 --shapes $S \
       --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
+    run 180 b $B --what wo --formats int4 --m 16,32,64 --shapes $S \
+      --configs '[{}, {"fp8_x": true}]'
     ;;
   2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
       # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED),
@@ -189,6 +195,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 2b, 2c, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 2b, 2c, 2d, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

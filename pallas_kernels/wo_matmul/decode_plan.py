@@ -41,8 +41,8 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU, and takes it by
 # default. Written in session 19 without a GPU (docs/kernels.md): empty until one checks it.
 FUSED_SUM_VERIFIED: frozenset = frozenset()
-# `case(pw)` keys whose `fp8_x` kernel (INT4 on FP8 tensor cores, `fp8_x.py`) has matched the
-# reference on a GPU. Written in session 20 without a GPU: empty until one checks it.
+# `case(pw)` keys whose `fp8_x` kernel (INT4 / UINT4 on FP8 tensor cores, `fp8_x.py`) has
+# matched the reference on a GPU. Written in session 20 without a GPU: empty until one checks it.
 FP8_X_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
@@ -120,7 +120,7 @@ class DecodePlan:
   schedule: S.Schedule
   load_only: bool
   fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
-  fp8_x: bool  # INT4 on FP8 tensor cores: x split in two E4M3 rows, odd-value weights (fp8_x.py)
+  fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, odd-value weights (fp8_x.py)
 
   @property
   def xsum_in(self) -> bool:
@@ -239,10 +239,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
-    fp8_x: INT4 / UINT4 with groups of 128 at M <= 4 on FP8 tensor cores (`fp8_x.py`): each row of x
-      split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the codes decoded to the E4M3
-      bytes of their odd values 2 c + 1 (no table), one FP8 wgmma (K = 32) where bf16 takes two,
-      each group's product folded in float32. Not the bf16 path's numerics to the bit (the
+    fp8_x: INT4 / UINT4 with groups of 128 on FP8 tensor cores (`fp8_x.py`): each row of x
+      split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the codes decoded to
+      the E4M3 bytes of their odd values 2 c + 1 (no table), one FP8 wgmma (K = 32) where bf16
+      takes two, each group's product folded in float32. At M <= 4 the two rows fill columns
+      the wgmma pads anyway; above, they double its N. Not the bf16 path's numerics to the bit (the
       FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked against the f32
       reference. No `fused_sum` (XLA adds each token's two columns). Default False; written in
       session 20 without a GPU, so True needs `allow_unverified` until `FP8_X_VERIFIED` lists it.
@@ -299,7 +300,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if fp8_x:
-    F8.check(m, pw)
+    F8.check(pw)
     require_checked(f"fp8_x for {fmt.value} group {g}{variant}", case(pw) in FP8_X_VERIFIED,
                     allow_unverified, reference="the reference", instead="leave fp8_x off")
     if fused_sum:

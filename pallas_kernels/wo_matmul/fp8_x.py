@@ -1,10 +1,13 @@
-"""INT4 decode on FP8 tensor cores (`fp8_x`, an option of the decode kernel, `mosaic_gpu.py`):
-x split into two E4M3 rows, the weights as E4M3 odd values, at M <= 4.
+"""INT4 / UINT4 decode on FP8 tensor cores (`fp8_x`, an option of the decode kernel,
+`mosaic_gpu.py`): x split into two E4M3 rows, the weights as E4M3 odd values.
 
 Why: at M <= 4 the decode's wgmma has N = 8 columns whatever M is (`decode_plan`: Mp >= 8),
 and at N = 8 its bf16 MMA alone is ~27 us of INT4 g128's ~36 us kernel at 8192 x 28672 (H200,
 session 19's floors). An FP8 wgmma takes K = 32 an instruction where bf16 takes 16: the same
-columns in half the instructions, and the columns are free: each row of x becomes two,
+columns in half the instructions, and at M <= 4 the columns are free. (Above, the split
+doubles them: the same FLOPs at FP8's rate, which at N = 64 -> 128 may run nearer the tensor
+cores' peak, and a cheaper decode, against twice the accumulator registers: for the GPU to
+say.) Each row of x becomes two,
 
   x / s_x = hi + lo,   hi = E4M3(x / s_x),   lo = E4M3(x / s_x - hi),
 
@@ -56,21 +59,16 @@ from pallas_kernels.wo_matmul.layout import storage_order
 from pallas_kernels.wo_matmul.layout import uint4_offsets
 from pallas_kernels.wo_matmul.layout import untile_weight
 
-MAX_M = 4  # two rows of x a token: 2 M <= 8, the wgmma's smallest N
 E4M3 = jnp.float8_e4m3fn
 SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the weights' 2^-9
 OUT_SCALE = 2.0**8  # sum(c x8) = 2^8 (P - S)
 
 
-def check(x_rows: int, pw: PackedWeight) -> None:
-  """Raises unless `fp8_x` applies: INT4 / UINT4 weights with groups of 128, at most MAX_M
-  rows."""
+def check(pw: PackedWeight) -> None:
+  """Raises unless `fp8_x` applies: INT4 / UINT4 weights with groups of 128."""
   if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4) or pw.group != 128:
     raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 with groups of 128, not "
                               f"{pw.fmt.value} group {pw.group}")
-  if x_rows > MAX_M:
-    raise ValueError(f"fp8_x splits each row of x in two for an 8-column wgmma: M <= {MAX_M}, "
-                     f"got M={x_rows} (larger M gains nothing: its columns are not padding)")
 
 
 def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
@@ -129,7 +127,7 @@ def wo_matmul_fp8_x_twin(x: jax.Array, pw: PackedWeight) -> jax.Array:
   ~13 bits while it accumulates a group, which this does not model): x (M, K) bf16 ->
   y (M, N) float32. Checks the split, the weights' bytes, the K order and the group fold
   together on the CPU."""
-  check(x.shape[0], pw)
+  check(pw)
   x8, sx, sums = split_x(x, pw, 2 * x.shape[0])
   a = a_values(pw)  # (N, K)
   n, k = a.shape

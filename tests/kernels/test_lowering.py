@@ -127,12 +127,13 @@ def test_decode_fused_sum_lowers(name, m, cfg):
                                          "stablehlo.multiply", "stablehlo.convert"))
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("m", [1, 3, 4, 16, 64])
 @pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2}, {"stream_k": 1, "step_wait": True}])
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym"])
 def test_decode_fp8_x_lowers(m, cfg, name):
   # `fp8_x`: INT4 g128 on FP8 tensor cores, x as two E4M3 rows a token (unpadded under 8 rows:
-  # the TMA fills the tile), the weights as E4M3 odd values, an m64n8k32 e4m3 wgmma; XLA adds
+  # the TMA fills the tile), the weights as E4M3 odd values, an m64nNk32 e4m3 wgmma (N = 2 M, at
+  # least 8); XLA adds
   # each token's two columns after the kernel. Both storage orders (the CPU's K order, the
   # GPU's register order) only change how x is permuted. UINT4 adds its offset term.
   for pw in (_weight_shape(name, 8192, 28672),
@@ -141,8 +142,8 @@ def test_decode_fp8_x_lowers(m, cfg, name):
         x, p, allow_unverified=True, fp8_x=True, **cfg), _x(m, 8192), pw).as_text()
     main = text[text.index("func.func public @main"):].splitlines()
     at = next(i for i, ln in enumerate(main) if "mosaic_gpu" in ln)
-    assert "m64n8k32.f32.e4m3.e4m3" in main[at]
-    assert f"tensor<{max(2 * m, 8) if m == 4 else 2 * m}x8192xf8E4M3FN>" in main[at]
+    assert f"m64n{max(8, 2 * m)}k32.f32.e4m3.e4m3" in main[at]
+    assert f"tensor<{2 * m}x8192xf8E4M3FN>" in main[at]  # padded to 8 rows or not: 2 m
 
 
 def test_decode_fused_sum_takes_four_warpgroups_one_slot_and_f32():
