@@ -132,10 +132,10 @@ def test_decode_fused_sum_lowers(name, m, cfg):
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym"])
 def test_decode_fp8_x_lowers(m, cfg, name):
   # `fp8_x`: INT4 g128 on FP8 tensor cores, x as two E4M3 rows a token (unpadded under 8 rows:
-  # the TMA fills the tile), the weights as E4M3 odd values, an m64nNk32 e4m3 wgmma (N = 2 M, at
-  # least 8); XLA adds
-  # each token's two columns after the kernel. Both storage orders (the CPU's K order, the
-  # GPU's register order) only change how x is permuted. UINT4 adds its offset term.
+  # the TMA fills the tile), the weights as E4M3 odd values, an m64nNk32 e4m3 wgmma (N = 2 M,
+  # at least 8); XLA adds each token's two columns after the kernel. Both storage orders (the
+  # CPU's K order, the GPU's register order) only change how x is permuted. UINT4 adds its
+  # offset term.
   for pw in (_weight_shape(name, 8192, 28672),
              jax.eval_shape(wm.layout.order_for_wgmma, _weight_shape(name, 8192, 28672))):
     text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
