@@ -92,8 +92,11 @@ def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, j
   xs = xf / sx[:, None]  # exact: a power of two, and |xs| < 256 fits E4M3 (max 448)
   hi = xs.astype(E4M3)
   lo = (xs - hi.astype(jnp.float32)).astype(E4M3)
-  x8 = a_order(jnp.stack([hi, lo], axis=1).reshape(2 * m, k), pw)
-  sums = x8.astype(jnp.float32).reshape(2 * m, k // pw.group, pw.group).sum(-1).T * SUM_SCALE
+  rows = jnp.stack([hi, lo], axis=1).reshape(2 * m, k)
+  # the sums before the permutation (within groups: the same sums), so that XLA need not
+  # finish the gather before it reduces
+  sums = rows.astype(jnp.float32).reshape(2 * m, k // pw.group, pw.group).sum(-1).T * SUM_SCALE
+  x8 = a_order(rows, pw)
   sums = jnp.pad(sums, ((0, 0), (0, sum_cols - 2 * m)))
   return x8, sx, sums
 
