@@ -92,13 +92,16 @@ case "$part" in
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
     ;;
-  2d)  # `fp8_x` beyond INT4 M <= 4: UINT4 (its offset term folded with the x8 sums; UINT4
-      # g128 M = 1 is 2.51x XLA bf16), and INT4 at M = 16 / 32 / 64, where the split doubles
+  2d)  # `fp8_x` beyond INT4 g128 M <= 4: UINT4 (its offset term folded with the x8 sums;
+      # UINT4 g128 M = 1 is 2.51x XLA bf16); INT4 at M = 16 / 32 / 64, where the split doubles
       # the wgmma's N (the same FLOPs at FP8's rate; the decode cheaper; M = 32 / 64 are
-      # MMA-bound at 2.25x / 1.59x, targets 2.5x / 2.2x)
+      # MMA-bound at 2.25x / 1.59x, targets 2.5x / 2.2x); INT4 g32 / g64 (group slices, one
+      # K = 32 / 64 wgmma a group; 2.49x / 2.80x at M = 1)
     run 170 a $B --what wo --formats uint4 --m 1,4 --shapes $S \
       --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
     run 180 b $B --what wo --formats int4 --m 16,32,64 --shapes $S \
+      --configs '[{}, {"fp8_x": true}]'
+    run 120 c $B --what wo --formats int4_g32,int4_g64 --m 1 --shapes $S \
       --configs '[{}, {"fp8_x": true}]'
     ;;
   2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,

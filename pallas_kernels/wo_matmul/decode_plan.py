@@ -239,9 +239,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
-    fp8_x: INT4 / UINT4 with groups of 128 on FP8 tensor cores (`fp8_x.py`): each row of x
-      split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the codes decoded to
-      the E4M3 bytes of their odd values 2 c + 1 (no table), one FP8 wgmma (K = 32) where bf16
+    fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices) on FP8 tensor cores (`fp8_x.py`):
+      each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the
+      codes decoded to the E4M3 bytes of their odd values 2 c + 1 (no table), one FP8 wgmma
+      (K = 32) where bf16
       takes two, each group's product folded in float32. At M <= 4 the two rows fill columns
       the wgmma pads anyway; above, they double its N. Not the bf16 path's numerics to the bit (the
       FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked against the f32

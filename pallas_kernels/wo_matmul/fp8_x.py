@@ -65,10 +65,9 @@ OUT_SCALE = 2.0**8  # sum(c x8) = 2^8 (P - S)
 
 
 def check(pw: PackedWeight) -> None:
-  """Raises unless `fp8_x` applies: INT4 / UINT4 weights with groups of 128."""
-  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4) or pw.group != 128:
-    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 with groups of 128, not "
-                              f"{pw.fmt.value} group {pw.group}")
+  """Raises unless `fp8_x` applies: INT4 / UINT4 weights (groups of 32, 64 or 128)."""
+  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4):
+    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4, not {pw.fmt.value}")
 
 
 def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:

@@ -162,8 +162,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   xw = g if p.group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
   x_tf = (plgpu.TilingTransform((8, xw)), plgpu.SwizzleTransform(2 * xw))
-  if p.fp8_x:  # E4M3: 128 of K in a 128-byte swizzle tile, the 8-bit wgmma's K group
-    x_tf = (plgpu.TilingTransform((8, CHUNK)), plgpu.SwizzleTransform(CHUNK))
+  if p.fp8_x:  # E4M3: a chunk (or with group slices, a group) of K in one swizzle tile, the
+    xw = g if p.group_slices else CHUNK  # 8-bit wgmma's K group: a byte an element
+    x_tf = (plgpu.TilingTransform((8, xw)), plgpu.SwizzleTransform(xw))
   w_tf = (plgpu.TilingTransform((8, 64 if p.nf4 else 128)),
           plgpu.SwizzleTransform(128 if p.per_channel else 64))
   wk = CHUNK // 2 if p.nf4 else CHUNK  # weight columns (bytes or int4) per 128 of K

@@ -123,13 +123,16 @@ def test_split_edges():
 
 @pytest.mark.parametrize("m", [1, 3, 4, 16])
 @pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales", "uint4",
-                                   "uint4_zero_points"])
+                                   "uint4_zero_points", "g32", "uint4_g64"])
 def test_twin_matches_the_reference(m, store):
   # The kernel's arithmetic in jnp: the split, the odd values' bytes from the stored words,
   # the K order of A and x, the fold (P - S) s_g (UINT4: - 2 off S) and the combine, against
   # x @ dequant(W).
+  overrides = {"scale": "bf16"} if store == "bf16_scales" else {}
+  if store in ("g32", "uint4_g64"):
+    overrides["block_size"] = int(store[-2:])
   pw = _weight(k=1024, n=256, preset="int4_g128_asym" if "uint4" in store else "int4_g128",
-               **({"scale": "bf16"} if store == "bf16_scales" else {}))
+               **overrides)
   if store == "uint4_zero_points":
     pw = wm.layout.uint4_zero_points(pw)
   if store in ("wgmma_order", "tiled"):
@@ -171,11 +174,10 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
   assert p64.mp == 128  # above M = 4 the split doubles the wgmma's N
   with pytest.raises(ValueError, match="fused_sum"):
     decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, allow_unverified=True)
-  for preset, overrides in (("int4_g128", {"block_size": 64}), ("int4_g128_asym", {"block_size": 64}),
-                            ("mxfp4", {})):
+  for preset, overrides in (("mxfp4", {}), ("nf4_g64", {}), ("int8", {})):
     other = jax.eval_shape(lambda w, p=preset, o=overrides: _weight_like(w, p, **o),
                            jax.ShapeDtypeStruct((k, n), jnp.float32))
-    with pytest.raises(NotImplementedError, match="INT4 / UINT4 with groups of 128"):
+    with pytest.raises(NotImplementedError, match="INT4 / UINT4"):
       decode_plan.plan_decode(1, k, other, fp8_x=True, allow_unverified=True)
 
 
