@@ -242,12 +242,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices) on FP8 tensor cores (`fp8_x.py`):
       each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the
       codes decoded to the E4M3 bytes of their odd values 2 c + 1 (no table), one FP8 wgmma
-      (K = 32) where bf16
-      takes two, each group's product folded in float32. At M <= 4 the two rows fill columns
-      the wgmma pads anyway; above, they double its N. Not the bf16 path's numerics to the bit (the
-      FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked against the f32
-      reference. No `fused_sum` (XLA adds each token's two columns). Default False; written in
-      session 20 without a GPU, so True needs `allow_unverified` until `FP8_X_VERIFIED` lists it.
+      (K = 32) where bf16 takes two, each group's product folded in float32. At M <= 4 the two
+      rows fill columns the wgmma pads anyway; above, they double its N. Not the bf16 path's
+      numerics to the bit (the FP8 MMA accumulates a group in ~13 mantissa bits): close to
+      them, checked against the f32 reference. No `fused_sum` (XLA adds each token's two
+      columns). Default False; written in session 20 without a GPU, so True needs
+      `allow_unverified` until `FP8_X_VERIFIED` lists it.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
