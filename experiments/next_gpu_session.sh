@@ -96,13 +96,15 @@ case "$part" in
       # UINT4 g128 M = 1 is 2.51x XLA bf16); INT4 at M = 16 / 32 / 64, where the split doubles
       # the wgmma's N (the same FLOPs at FP8's rate; the decode cheaper; M = 32 / 64 are
       # MMA-bound at 2.25x / 1.59x, targets 2.5x / 2.2x); INT4 g32 / g64 (group slices, one
-      # K = 32 / 64 wgmma a group; 2.49x / 2.80x at M = 1)
+      # K = 32 / 64 wgmma a group; 2.49x / 2.80x at M = 1); MXFP4 (E2M1 bits moved into
+      # E4M3's, a group a K = 32 wgmma, not prescaled; 2.28x at M = 1)
     run 170 a $B --what wo --formats uint4 --m 1,4 --shapes $S \
       --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
     run 180 b $B --what wo --formats int4 --m 16,32,64 --shapes $S \
       --configs '[{}, {"fp8_x": true}]'
     run 120 c $B --what wo --formats int4_g32,int4_g64 --m 1 --shapes $S \
       --configs '[{}, {"fp8_x": true}]'
+    run 80 d $B --what wo --formats mxfp4 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
     ;;
   2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
       # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED),

@@ -1,6 +1,7 @@
 """How 4-bit codes become values: the NF4 and E2M1 tables, the select trees the portable and TPU
 kernels (and `layout.dequantize`) decode with, and the 32-bit word algorithms the GPU kernels run
-on their registers (`nf4_prmt_words`, `e2m1_pair_bits`, `int4_odd_e4m3_words`), written once over `WordOps` so that the
+on their registers (`nf4_prmt_words`, `e2m1_pair_bits`, `int4_odd_e4m3_words`,
+`e2m1_e4m3_words`), written once over `WordOps` so that the
 CPU tests run them with a model of PTX `prmt` (`prmt_reference`) and the kernels as MLIR ops;
 UINT4's zero points back from the stored offsets (`uint4_zero_bf16`).
 """
@@ -279,6 +280,22 @@ def int4_odd_e4m3_words(w, ops: WordOps) -> tuple:
                          ops.and_(ops.mul(t, c(2)), c(0x0E0E0E0E))), one)
   odd = ops.or_(ops.or_(ops.and_(t, c(0x80808080)),
                         ops.and_(ops.shr(t, c(3)), c(0x0E0E0E0E))), one)
+  return even, odd
+
+
+def e2m1_e4m3_words(w, ops: WordOps) -> tuple:
+  """Eight E2M1 codes (OCP bits s e e m, code i in nibble i of the 32-bit `w`) -> (E, O) as
+  `int4_odd_e4m3_words`: byte i of E (O) is the E4M3 encoding of code 2 i's (2 i + 1's) value
+  times 2^-6, bit for bit.
+
+  No table: E4M3 bits s 0 0 e e m 0 0 are the E2M1 value times 2^-6 exactly, subnormals
+  included (E2M1 0.5 = 0.1 x 2^0 lands on E4M3's subnormal 4 x 2^-9 = 2^-7: both formats'
+  subnormal steps sit one exponent below their first normal). 6 integer ops for eight codes.
+  """
+  c = ops.const
+  even = ops.or_(ops.and_(ops.mul(w, c(16)), c(0x80808080)),
+                 ops.and_(ops.mul(w, c(4)), c(0x1C1C1C1C)))
+  odd = ops.or_(ops.and_(w, c(0x80808080)), ops.and_(ops.shr(w, c(2)), c(0x1C1C1C1C)))
   return even, odd
 
 

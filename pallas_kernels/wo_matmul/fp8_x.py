@@ -1,5 +1,5 @@
-"""INT4 / UINT4 decode on FP8 tensor cores (`fp8_x`, an option of the decode kernel,
-`mosaic_gpu.py`): x split into two E4M3 rows, the weights as E4M3 odd values.
+"""INT4 / UINT4 / MXFP4 decode on FP8 tensor cores (`fp8_x`, an option of the decode kernel,
+`mosaic_gpu.py`): x split into two E4M3 rows, the weights as E4M3 values.
 
 Why: at M <= 4 the decode's wgmma has N = 8 columns whatever M is (`decode_plan`: Mp >= 8),
 and at N = 8 its bf16 MMA alone is ~27 us of INT4 g128's ~36 us kernel at 8192 x 28672 (H200,
@@ -15,20 +15,24 @@ s_x a power of two a row putting its amax in [128, 256) (or 2^-126, for rows und
 a bf16 x the split is exact for |x| >= s_x / 4, which is at most amax 2^-9 (hi keeps 4 of
 bf16's 8 significant bits; the remainder is a multiple of x's ulp of magnitude <= 8 ulp, 4
 bits, and E4M3 holds it while that ulp is at least E4M3's subnormal step 2^-9 s_x); below
-that lo is rounded to the step, an error of at most 2^-10 s_x <= amax 2^-17. The weights become E4M3 too: code c
-(-8..7) stands for the odd value 2 c + 1 times 2^-9, whose byte is built from the nibble with
-no table (`decode.int4_odd_e4m3_words`). Per group g and split row r the kernel's wgmmas give
+that lo is rounded to the step, an error of at most 2^-10 s_x <= amax 2^-17. The weights
+become E4M3 too, each byte built from its nibble with no table: an INT4 code c (-8..7) stands
+for the odd value 2 c + 1 times 2^-9 (`decode.int4_odd_e4m3_words`), an E2M1 code for its value
+times 2^-6, its bits moved into E4M3's (`decode.e2m1_e4m3_words`). For INT4, per group g and
+split row r the kernel's wgmmas give
 
   P[n, r] = 2^-9 sum_k (2 c_kn + 1) x8_rk,  so  sum_k c_kn x8_rk = 2^8 (P[n, r] - S[g, r]),
 
 with S[g, r] = 2^-9 sum_{k in g} x8_rk, computed here; each group's partial product is folded
 as acc += (P - S) s_g in float32 (UINT4, whose codes are stored as INT4's c = q - 8, also
 subtracts its offset term off_g sum_g(x) = 2^8 s_x 2 off_g S), and y[m] = 2^8 s_x (acc[:, 2m] +
-acc[:, 2m + 1]).
+acc[:, 2m + 1]). MXFP4 owes nothing back: acc += P s_g (s_g = 2^(e - 127); 2^-127 is a float32
+subnormal, which a flushing GPU multiply would take as 0) and y[m] = 2^6 s_x (...), its groups
+of 32 one K = 32 wgmma each (`group_slices`).
 
 Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: SageAttention 2;
-DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, K = 128: four
-instructions) and the groups add in float32 (DeepGEMM's promotion). The odd values are why:
+DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, at most
+K = 128: four instructions) and the groups add in float32 (DeepGEMM's promotion). The odd values are why:
 offset codes c + 8 (0..15, a byte by masking alone) owe back 8 sum(x), which for x of one sign
 is ~20x the result, and the accumulator's error grows with it. Under the project's model of it
 (`mxjax.ops.accumulate`; `experiments/fp8_x_accumulation_model.py`, K = 8192, M = 1) the
@@ -51,6 +55,7 @@ import numpy as np
 
 from pallas_kernels.wo_matmul.decode import FP8_A_ORDER
 from pallas_kernels.wo_matmul.decode import JNP_WORD_OPS
+from pallas_kernels.wo_matmul.decode import e2m1_e4m3_words
 from pallas_kernels.wo_matmul.decode import int4_odd_e4m3_words
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
@@ -60,14 +65,32 @@ from pallas_kernels.wo_matmul.layout import uint4_offsets
 from pallas_kernels.wo_matmul.layout import untile_weight
 
 E4M3 = jnp.float8_e4m3fn
-SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the weights' 2^-9
-OUT_SCALE = 2.0**8  # sum(c x8) = 2^8 (P - S)
+SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the integer codes' 2^-9
+INT_FORMATS = (WeightFormat.INT4, WeightFormat.UINT4)
 
 
 def check(pw: PackedWeight) -> None:
-  """Raises unless `fp8_x` applies: INT4 / UINT4 weights (groups of 32, 64 or 128)."""
-  if pw.fmt not in (WeightFormat.INT4, WeightFormat.UINT4):
-    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4, not {pw.fmt.value}")
+  """Raises unless `fp8_x` applies: INT4 / UINT4 (groups of 32, 64 or 128) or MXFP4 weights
+  (NVFP4's groups of 16 are shorter than one FP8 wgmma's K, 32; NF4's table is no E4M3)."""
+  if pw.fmt not in INT_FORMATS + (WeightFormat.MXFP4,):
+    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 / MXFP4, not {pw.fmt.value}")
+
+
+def word_bytes(fmt: WeightFormat):
+  """The word algorithm (`decode.WordOps`) giving the format's codes as E4M3 bytes."""
+  return int4_odd_e4m3_words if fmt in INT_FORMATS else e2m1_e4m3_words
+
+
+def owes_sums(fmt: WeightFormat) -> bool:
+  """Whether the format's E4M3 values owe back S (INT4 / UINT4's odd values: half of x's group
+  sum); E2M1 values are the codes' own."""
+  return fmt in INT_FORMATS
+
+
+def out_scale(fmt: WeightFormat) -> float:
+  """What the folded sums are multiplied by (with s_x): 2^8 for the odd values (sum c x8 =
+  2^8 (P - S)), 2^6 for E2M1 values stored as value 2^-6."""
+  return 2.0**8 if fmt in INT_FORMATS else 2.0**6
 
 
 def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
@@ -100,22 +123,22 @@ def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, j
   return x8, sx, sums
 
 
-def combine(cols: jax.Array, sx: jax.Array) -> jax.Array:
+def combine(cols: jax.Array, sx: jax.Array, fmt: WeightFormat) -> jax.Array:
   """The kernel's (N, Mp) float32 sums -> y^T (N, M): each token's two columns added, times
-  2^8 s_x."""
+  `out_scale(fmt)` s_x."""
   m = sx.shape[0]
-  return (cols[:, 0:2 * m:2] + cols[:, 1:2 * m:2]) * (OUT_SCALE * sx)[None, :]
+  return (cols[:, 0:2 * m:2] + cols[:, 1:2 * m:2]) * (out_scale(fmt) * sx)[None, :]
 
 
 def a_values(pw: PackedWeight) -> jax.Array:
-  """The weights as the kernel's wgmma reads them: (N, K) float32, 2^-9 (2 c + 1) in
-  `a_order`, decoded with `int4_odd_e4m3_words` from the stored 32-bit words (the CPU model of
-  the kernel's registers)."""
+  """The weights as the kernel's wgmma reads them: (N, K) float32 E4M3 values (2^-9 (2 c + 1),
+  or E2M1 values 2^-6) in `a_order`, decoded with `word_bytes` from the stored 32-bit words
+  (the CPU model of the kernel's registers)."""
   w = untile_weight(pw).w.astype(jnp.int32) & 15  # (N, K) storage order, nibbles
   n, k = w.shape
   words = (w.reshape(n, k // 8, 8).astype(jnp.uint32)
            << (4 * jnp.arange(8, dtype=jnp.uint32))).sum(-1, dtype=jnp.uint32)
-  even, odd = int4_odd_e4m3_words(words, JNP_WORD_OPS)
+  even, odd = word_bytes(pw.fmt)(words, JNP_WORD_OPS)
   # byte i of `even` is storage position 2 i of the word, at column 4 q + i of the first 16 of
   # the 32 (q: the word within the 32); `odd` likewise in the second 16
   nbytes = lambda v: (v[..., None] >> (8 * jnp.arange(4, dtype=jnp.uint32))) & 0xFF
@@ -138,10 +161,12 @@ def wo_matmul_fp8_x_twin(x: jax.Array, pw: PackedWeight) -> jax.Array:
                      x8.astype(jnp.float32).reshape(-1, k // g, g),
                      precision=jax.lax.Precision.HIGHEST)  # (G, N, 2M)
   s = group_scales(pw)  # (G, N)
-  terms = (parts - sums[:, None, :]) * s[:, :, None]
+  if owes_sums(pw.fmt):
+    parts = parts - sums[:, None, :]
+  terms = parts * s[:, :, None]
   if pw.fmt is WeightFormat.UINT4:  # the zero points: off sum(x), 2 off S in these units
     terms = terms - 2.0 * uint4_offsets(pw).offset[:, :, None] * sums[:, None, :]
-  return combine(terms.sum(0), sx).T
+  return combine(terms.sum(0), sx, pw.fmt).T
 
 
 def max_exact_error(x: np.ndarray) -> float:

@@ -79,7 +79,7 @@ from pallas_kernels.wo_matmul.decode_plan import CHUNK
 from pallas_kernels.wo_matmul.decode_plan import plan_decode
 from pallas_kernels.wo_matmul.decode_plan import xsum_cols
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
-from pallas_kernels.wo_matmul.registers import int4_odd_e4m3
+from pallas_kernels.wo_matmul.registers import int4_e4m3
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import spread_groups
@@ -143,8 +143,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
-  if p.fp8_x:  # (UINT4: its offsets first, as below)
-    extra = [pw.offset, x8_sums] if p.asym else [x8_sums]
+  if p.fp8_x:  # INT4 / UINT4's sums S (UINT4: its offsets first, as below); MXFP4 none
+    extra = [pw.offset, x8_sums] if p.asym else [x8_sums] if p.xsum_in else []
   elif p.xsum_in:
     # Per-group row sums of x, float32 (G, xsum_cols): the zero-point term is offset_g *
     # xsum_g. x's rows are padded before the sums, not the sums after: a pad feeding a
@@ -174,7 +174,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
     off_gmem, xs_gmem = (rest[0], rest[1] if p.xsum_in else None) if p.asym else (None, None)
-    if p.fp8_x and not p.asym:
+    if p.fp8_x and p.xsum_in and not p.asym:
       xs_gmem = rest[0]
     ts_gmem = rest[0] if nvfp4_out and p.fused_sum else None
     if p.fused_sum:  # y is an output; the slots' buffer doubles as y's transposed tile
@@ -230,8 +230,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
           return [w.astype(jnp.bfloat16)]
         w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-        if p.fp8_x:  # E4M3 odd values, relabelled as an 8-bit A tile (x is in its K order)
-          return [int4_odd_e4m3(w)]
+        if p.fp8_x:  # E4M3 bytes, relabelled as an 8-bit A tile (x is in its K order)
+          return [int4_e4m3(w, F8.word_bytes(p.fmt))]
         if pw.wgmma_order:  # stored in register order: relabel, no data movement
           w = wgmma_from_upcast_4x(w)
         else:  # relayout while still 4-bit (cheaper shuffles), then the decode to bf16
@@ -269,9 +269,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return acc + part
         gi = j * p.sub + t
         s = plgpu.load(s_smem.at[0 if p.per_channel else gi], (),
-                       layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)  # bf16: exact
+                       layout=plgpu.Layout.WGMMA.reduce(1))
+        # (scale bytes reach here only with fp8_x: MXFP4 then folds its groups like INT4)
+        s = scale_bytes_f32(s, p.fmt) if p.fp4_scale_bytes else s.astype(jnp.float32)  # exact
         row = lambda v: lax.broadcast_in_dim(v, part.shape, [1])  # a value a column
-        if p.fp8_x:  # sum c x8 = 2^8 (P - S): the 2^8 and s_x come after the sum (`F8.combine`)
+        if p.fp8_x and p.xsum_in:  # sum c x8 = 2^8 (P - S): 2^8 and s_x come after (`F8.combine`)
           xs = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
                               layout=plgpu.Layout.WGMMA.reduce(0)))
           acc = acc + (part - xs) * lax.broadcast_in_dim(s, part.shape, [0])
@@ -482,8 +484,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       **threads,
   )
   y = p.schedule.reduce(f(*xg, w_in, scale_in, *extra))
-  if p.fp8_x:  # (N, Mp) -> (N, M): each token's two columns, times 2^8 s_x
-    return F8.combine(y, sx).T.astype(out_dtype)
+  if p.fp8_x:  # (N, Mp) -> (N, M): each token's two columns, times 2^8 (MXFP4 2^6) s_x
+    return F8.combine(y, sx, p.fmt).T.astype(out_dtype)
   if nvfp4_out:  # 2^8 back (exact), then s_t
     y = y * 2.0**(126 - NVFP4_PRESCALE_LOG2) * pw.tensor_scale
   return y[:, :m].T.astype(out_dtype)

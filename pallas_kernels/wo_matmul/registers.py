@@ -8,8 +8,9 @@ register array's raw registers through `plgpu.inline_mgpu`:
   multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes), and for NF4 bytes
   `nf4_lut_halves` (f32 table values by byte permutes); the word algorithms themselves live in
   `decode.py` (written over `decode.WordOps`, tested on the CPU with a model of `prmt`);
-- `int4_odd_e4m3`: INT4 codes as the E4M3 bytes of their odd values (`fp8_x.py`), loaded in
-  WGMMA_UPCAST_4X and relabelled as an 8-bit wgmma A operand (WGMMA_8BIT), no data movement;
+- `int4_e4m3`: 4-bit codes as E4M3 bytes (INT4's odd values, E2M1's values: `fp8_x.py`),
+  loaded in WGMMA_UPCAST_4X and relabelled as an 8-bit wgmma A operand (WGMMA_8BIT), no data
+  movement;
 - `spread_groups`: per-group row values (scales) spread over a register tile's columns.
 
 They lower only inside a Mosaic GPU kernel; the CPU tests lower them (`test_lowering.py`) and
@@ -26,7 +27,6 @@ from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import WordOps
 from pallas_kernels.wo_matmul.decode import BF16_2_POW_126
 from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
-from pallas_kernels.wo_matmul.decode import int4_odd_e4m3_words
 from pallas_kernels.wo_matmul.decode import nf4_prmt_words
 from pallas_kernels.wo_matmul.decode import nf4_slot_word_bits
 
@@ -193,17 +193,17 @@ def wgmma_from_upcast_4x(w: jax.Array) -> jax.Array:
   return relabel(w)
 
 
-def int4_odd_e4m3(w: jax.Array) -> jax.Array:
-  """(R, C) INT4 codes loaded in the WGMMA_UPCAST_4X layout -> (R, C) float8_e4m3fn in the
-  WGMMA_8BIT layout (an 8-bit wgmma's A operand): 2^-9 (2 c + 1) for each code c, with column
-  L of each aligned 32 holding the code stored at `decode.FP8_A_ORDER[L]` (x must be in that
-  order: `fp8_x.a_order`).
+def int4_e4m3(w: jax.Array, word_bytes) -> jax.Array:
+  """(R, C) 4-bit codes loaded in the WGMMA_UPCAST_4X layout -> (R, C) float8_e4m3fn in the
+  WGMMA_8BIT layout (an 8-bit wgmma's A operand), each code's E4M3 byte as `word_bytes` makes
+  it (`decode.int4_odd_e4m3_words`: 2^-9 (2 c + 1) for INT4; `decode.e2m1_e4m3_words`: the
+  E2M1 value times 2^-6), with column L of each aligned 32 holding the code stored at
+  `decode.FP8_A_ORDER[L]` (x must be in that order: `fp8_x.a_order`).
 
   Both layouts give a thread the same rows. UPCAST_4X gives lane q of a row quad storage
   positions 8 q .. 8 q + 7 of each 32 as one 32-bit word; WGMMA_8BIT wants it to hold columns
-  4 q .. 4 q + 3 of each 16 in one register. `decode.int4_odd_e4m3_words` turns the word into
-  the bytes of its even codes (the first 16's register) and of its odd codes (the second's):
-  15 integer ops for eight codes, no shuffles, no table.
+  4 q .. 4 q + 3 of each 16 in one register. `word_bytes` turns the word into the bytes of its
+  even codes (the first 16's register) and of its odd codes (the second's): no shuffles.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
@@ -224,7 +224,7 @@ def int4_odd_e4m3(w: jax.Array) -> jax.Array:
       raise NotImplementedError(f"unexpected registers {src.shape} -> {shape} for {w.shape}")
     regs = np.empty(shape, dtype=object)
     for idx in np.ndindex(src.shape):
-      words = int4_odd_e4m3_words(mgpu.utils.bitcast(src[idx], i32), ops)
+      words = word_bytes(mgpu.utils.bitcast(src[idx], i32), ops)
       for half, word in enumerate(words):
         regs[(idx[0], 2 * idx[1] + half) + idx[2:]] = mgpu.utils.bitcast(word, vec4_f8)
     return mgpu.FragmentedArray(_registers=regs, _layout=fa.WGMMA_LAYOUT_8BIT, _is_signed=None)

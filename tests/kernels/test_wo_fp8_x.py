@@ -49,6 +49,25 @@ def test_odd_e4m3_bytes_of_every_code_in_every_place():
     np.testing.assert_array_equal(got, want.view(np.uint8))
 
 
+def test_e2m1_e4m3_bytes_of_every_code_in_every_place():
+  # E2M1 bits moved into E4M3's (s 0 0 e e m 0 0): the value times 2^-6, -0 and the subnormal
+  # 0.5 included.
+  rng = np.random.default_rng(1)
+  w = rng.integers(0, 2**32, size=(8, 16, 64), dtype=np.uint64).astype(np.uint32)
+  for pos in range(8):
+    w[pos] = (w[pos] & ~np.uint32(15 << (4 * pos))) | (np.arange(16, dtype=np.uint32)[:, None]
+                                                        << (4 * pos))
+  even, odd = (np.asarray(v) for v in decode.e2m1_e4m3_words(jnp.asarray(w), decode.JNP_WORD_OPS))
+  for pos in range(8):
+    nib = (w[pos] >> (4 * pos)) & 15
+    value = np.asarray(decode.e2m1_f32(jnp.asarray(nib.astype(np.int32))), np.float64)
+    want = (value * 2.0**-6).astype(ml_dtypes.float8_e4m3fn)
+    assert np.all(want.astype(np.float64) == value * 2.0**-6)  # exact
+    word = (even if pos % 2 == 0 else odd)[pos]
+    got = ((word >> (8 * (pos // 2))) & 0xFF).astype(np.uint8)
+    np.testing.assert_array_equal(got, want.view(np.uint8))
+
+
 def test_fp8_a_order_matches_the_register_layouts():
   # What `registers.int4_odd_e4m3` relies on, from Mosaic's own layouts: a thread's WGMMA_8BIT
   # register (a, c, ..) element i holds column L of its 32, for L = 16 (c % 2) + 4 q + i, the
@@ -123,18 +142,22 @@ def test_split_edges():
 
 @pytest.mark.parametrize("m", [1, 3, 4, 16])
 @pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales", "uint4",
-                                   "uint4_zero_points", "g32", "uint4_g64"])
+                                   "uint4_zero_points", "g32", "uint4_g64", "mxfp4",
+                                   "mxfp4_multipliers"])
 def test_twin_matches_the_reference(m, store):
-  # The kernel's arithmetic in jnp: the split, the odd values' bytes from the stored words,
-  # the K order of A and x, the fold (P - S) s_g (UINT4: - 2 off S) and the combine, against
-  # x @ dequant(W).
+  # The kernel's arithmetic in jnp: the split, the E4M3 bytes from the stored words, the K
+  # order of A and x, the fold (P - S) s_g (UINT4: - 2 off S; MXFP4: P s_g) and the combine,
+  # against x @ dequant(W).
   overrides = {"scale": "bf16"} if store == "bf16_scales" else {}
   if store in ("g32", "uint4_g64"):
     overrides["block_size"] = int(store[-2:])
-  pw = _weight(k=1024, n=256, preset="int4_g128_asym" if "uint4" in store else "int4_g128",
-               **overrides)
+  preset = ("int4_g128_asym" if "uint4" in store else "mxfp4" if "mxfp4" in store
+            else "int4_g128")
+  pw = _weight(k=1024, n=256, preset=preset, **overrides)
   if store == "uint4_zero_points":
     pw = wm.layout.uint4_zero_points(pw)
+  if store == "mxfp4_multipliers":
+    pw = wm.layout.fp4_scales_bf16(pw)
   if store in ("wgmma_order", "tiled"):
     pw = wm.layout.order_for_wgmma(pw)
   if store == "tiled":
@@ -174,10 +197,14 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
   assert p64.mp == 128  # above M = 4 the split doubles the wgmma's N
   with pytest.raises(ValueError, match="fused_sum"):
     decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, allow_unverified=True)
-  for preset, overrides in (("mxfp4", {}), ("nf4_g64", {}), ("int8", {})):
+  mx = jax.eval_shape(lambda w: _weight_like(w, "mxfp4"), jax.ShapeDtypeStruct((k, n),
+                                                                               jnp.float32))
+  pm = decode_plan.plan_decode(1, k, mx, fp8_x=True, allow_unverified=True)
+  assert not pm.prescale and pm.group_slices and pm.per_chunk == 4 and not pm.xsum_in
+  for preset, overrides in (("nvfp4", {}), ("nf4_g64", {}), ("int8", {})):
     other = jax.eval_shape(lambda w, p=preset, o=overrides: _weight_like(w, p, **o),
                            jax.ShapeDtypeStruct((k, n), jnp.float32))
-    with pytest.raises(NotImplementedError, match="INT4 / UINT4"):
+    with pytest.raises(NotImplementedError, match="INT4 / UINT4 / MXFP4"):
       decode_plan.plan_decode(1, k, other, fp8_x=True, allow_unverified=True)
 
 
