@@ -52,7 +52,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from mxjax.formats.rounding import encode
 from pallas_kernels.wo_matmul.decode import FP8_A_ORDER
 from pallas_kernels.wo_matmul.decode import JNP_WORD_OPS
 from pallas_kernels.wo_matmul.decode import e2m1_e4m3_words
@@ -112,8 +114,12 @@ def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, j
   # ... kept a normal float32 (>= 2^-126): XLA may flush a subnormal s_x to zero (the CPU does)
   sx = jnp.ldexp(jnp.ones_like(amax), jnp.maximum(e - 8, -126))
   xs = xf / sx[:, None]  # exact: a power of two, and |xs| < 256 fits E4M3 (max 448)
-  hi = xs.astype(E4M3)
-  lo = (xs - hi.astype(jnp.float32)).astype(E4M3)
+  # mxjax's own E4M3 rounding, not an XLA cast, which on the GPU has rounded differently
+  # inside and outside a fusion (docs/design.md): lo must be x - the hi that is sent. Not
+  # saturating: Inf (and NaN) become NaN, and the NaN reaches the row's output
+  e4m3 = lambda v: lax.bitcast_convert_type(encode(v, "e4m3", saturate=False), E4M3)
+  hi = e4m3(xs)
+  lo = e4m3(xs - hi.astype(jnp.float32))
   rows = jnp.stack([hi, lo], axis=1).reshape(2 * m, k)
   # the sums before the permutation (within groups: the same sums), so that XLA need not
   # finish the gather before it reduces

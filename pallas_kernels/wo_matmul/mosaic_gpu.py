@@ -277,15 +277,17 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           xs = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
                               layout=plgpu.Layout.WGMMA.reduce(0)))
           acc = acc + (part - xs) * lax.broadcast_in_dim(s, part.shape, [0])
-          xterm = 2.0 * xs  # UINT4's off sum(x) = off s_x 2^9 S: 2 off S in these units
         else:
           acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
-          xterm = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
-                                 layout=plgpu.Layout.WGMMA.reduce(0))) if p.xsum_in else None
         if p.asym and p.xsum_in:
           off = plgpu.load(off_smem.at[gi], (), layout=plgpu.Layout.WGMMA.reduce(1))
           if p.zero_points:  # the offset as `repack` rounds it: f32(s) * (f32(zp) - 8)
             off = s * (_zero_points_f32(off) - 8.0)
+          if p.fp8_x:  # off sum(x) = off s_x 2^9 S: 2 off S in these units
+            xterm = 2.0 * xs
+          else:
+            xterm = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
+                                   layout=plgpu.Layout.WGMMA.reduce(0)))
           acc = acc - lax.broadcast_in_dim(off, part.shape, [0]) * xterm
         return acc
 
