@@ -42,7 +42,8 @@ OPTIONS = [{}, {"step_wait": True}, {"step_wait": False}, {"tma_pad": False}, {"
            {"stream_k": 3}, {"splits": 4, "stream_k": None}, {"compute_wgs": 2, "tile_n": 256},
            {"load_only": True}, {"nf4_lut": False}, {"fp4_scale_bytes": True},
            {"steps": 3, "gps": 2}, {"chunk_wait": True, "step_wait": False},
-           {"fused_sum": True, "stream_k": 2}]
+           {"fused_sum": True, "stream_k": 2}, {"fp8_x": True},
+           {"fp8_x": True, "compute_wgs": 2, "tile_n": 256}]
 
 
 def fingerprint(lowered) -> str:
