@@ -29,40 +29,30 @@ def _weight(k=512, n=256, seed=0, preset="int4_g128", **overrides):
   return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0))
 
 
-def test_odd_e4m3_bytes_of_every_code_in_every_place():
+def _int4_values(nib):  # two's complement nibbles -> the odd values 2 c + 1, times 2^-9
+  return (2 * np.where(nib >= 8, nib.astype(np.int64) - 16, nib) + 1) * 2.0**-9
+
+
+def _e2m1_values(nib):  # E2M1 bits -> the values times 2^-6 (-0 and the subnormal 0.5 kept)
+  return np.asarray(decode.e2m1_f32(jnp.asarray(nib.astype(np.int32))), np.float64) * 2.0**-6
+
+
+@pytest.mark.parametrize("words,values", [(decode.int4_odd_e4m3_words, _int4_values),
+                                          (decode.e2m1_e4m3_words, _e2m1_values)],
+                         ids=["int4_odd", "e2m1"])
+def test_e4m3_bytes_of_every_code_in_every_place(words, values):
   # Each nibble position holds each of the 16 codes (the other nibbles random): byte i of E /
-  # O is the E4M3 encoding of (2 c + 1) 2^-9 for code 2 i / 2 i + 1, as ml_dtypes rounds it.
+  # O is the E4M3 encoding of code 2 i's / 2 i + 1's value, exact (ml_dtypes' cast, checked).
   rng = np.random.default_rng(0)
   w = rng.integers(0, 2**32, size=(8, 16, 64), dtype=np.uint64).astype(np.uint32)
   for pos in range(8):
     w[pos] = (w[pos] & ~np.uint32(15 << (4 * pos))) | (np.arange(16, dtype=np.uint32)[:, None]
                                                         << (4 * pos))
-  even, odd = (np.asarray(v) for v in decode.int4_odd_e4m3_words(jnp.asarray(w),
-                                                                  decode.JNP_WORD_OPS))
+  even, odd = (np.asarray(v) for v in words(jnp.asarray(w), decode.JNP_WORD_OPS))
   for pos in range(8):
-    nib = (w[pos] >> (4 * pos)) & 15
-    code = np.where(nib >= 8, nib.astype(np.int64) - 16, nib)
-    want = ((2 * code + 1) * 2.0**-9).astype(ml_dtypes.float8_e4m3fn)
-    assert np.all(want.astype(np.float64) == (2 * code + 1) * 2.0**-9)  # exact: no rounding
-    word = (even if pos % 2 == 0 else odd)[pos]
-    got = ((word >> (8 * (pos // 2))) & 0xFF).astype(np.uint8)
-    np.testing.assert_array_equal(got, want.view(np.uint8))
-
-
-def test_e2m1_e4m3_bytes_of_every_code_in_every_place():
-  # E2M1 bits moved into E4M3's (s 0 0 e e m 0 0): the value times 2^-6, -0 and the subnormal
-  # 0.5 included.
-  rng = np.random.default_rng(1)
-  w = rng.integers(0, 2**32, size=(8, 16, 64), dtype=np.uint64).astype(np.uint32)
-  for pos in range(8):
-    w[pos] = (w[pos] & ~np.uint32(15 << (4 * pos))) | (np.arange(16, dtype=np.uint32)[:, None]
-                                                        << (4 * pos))
-  even, odd = (np.asarray(v) for v in decode.e2m1_e4m3_words(jnp.asarray(w), decode.JNP_WORD_OPS))
-  for pos in range(8):
-    nib = (w[pos] >> (4 * pos)) & 15
-    value = np.asarray(decode.e2m1_f32(jnp.asarray(nib.astype(np.int32))), np.float64)
-    want = (value * 2.0**-6).astype(ml_dtypes.float8_e4m3fn)
-    assert np.all(want.astype(np.float64) == value * 2.0**-6)  # exact
+    value = values((w[pos] >> (4 * pos)) & 15)
+    want = value.astype(ml_dtypes.float8_e4m3fn)
+    assert np.all(want.astype(np.float64) == value)  # exact: no rounding
     word = (even if pos % 2 == 0 else odd)[pos]
     got = ((word >> (8 * (pos // 2))) & 0xFF).astype(np.uint8)
     np.testing.assert_array_equal(got, want.view(np.uint8))
