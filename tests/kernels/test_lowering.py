@@ -127,8 +127,8 @@ def test_decode_fused_sum_lowers(name, m, cfg):
                                          "stablehlo.multiply", "stablehlo.convert"))
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 16, 64])
-@pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2}, {"stream_k": 1, "step_wait": True}])
+@pytest.mark.parametrize("m", [1, 3, 64])
+@pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2, "stream_k": 1, "step_wait": True}])
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "int4_g128-block_size32",
                                   "int4_g128_asym-block_size64-scalebf16", "mxfp4"])
 def test_decode_fp8_x_lowers(m, cfg, name):
