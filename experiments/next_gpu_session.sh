@@ -82,30 +82,6 @@ case "$part" in
     run 110 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes $S \
       --configs '[{}, {"scale_multipliers": true}]'
     ;;
-  2c)  # the rest of part 2 before session 20: UINT4 / INT8 block-contiguous weights at M = 1,
-      # INT8 / FP8 two compute warpgroups at M = 32
-    run 80 a $B --what wo --formats uint4 --m 1 --shapes $S \
-      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
-    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs '[{},
-      {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    ;;
-  2d)  # `fp8_x` beyond INT4 g128 M <= 4: UINT4 (its offset term folded with the x8 sums;
-      # UINT4 g128 M = 1 is 2.51x XLA bf16); INT4 at M = 16 / 32 / 64, where the split doubles
-      # the wgmma's N (the same FLOPs at FP8's rate; the decode cheaper; M = 32 / 64 are
-      # MMA-bound at 2.25x / 1.59x, targets 2.5x / 2.2x); INT4 g32 / g64 (group slices, one
-      # K = 32 / 64 wgmma a group; 2.49x / 2.80x at M = 1); MXFP4 (E2M1 bits moved into
-      # E4M3's, a group a K = 32 wgmma, not prescaled; 2.28x at M = 1)
-    run 170 a $B --what wo --formats uint4 --m 1,4 --shapes $S \
-      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
-    run 180 b $B --what wo --formats int4 --m 16,32,64 --shapes $S \
-      --configs '[{}, {"fp8_x": true}]'
-    run 120 c $B --what wo --formats int4_g32,int4_g64 --m 1 --shapes $S \
-      --configs '[{}, {"fp8_x": true}]'
-    run 80 d $B --what wo --formats mxfp4 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
-    ;;
   2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
       # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED),
       # against today's XLA kernel after it: by `kernel_us` (s13-s16) 1.6-2.1 us at M = 1,
@@ -122,6 +98,30 @@ case "$part" in
     # warpgroups an SM (71-74 with one; wgmma_rate_s16.md) is ~27 us of INT4's ~36 us kernel
     run 125 d $B --what wo --formats int4,mxfp4 --m 1 --shapes $S \
       --configs '[{"compute_wgs": 2}, {"compute_wgs": 2, "fused_sum": true}]'
+    ;;
+  2c)  # the rest of part 2 before session 20: UINT4 / INT8 block-contiguous weights at M = 1,
+      # INT8 / FP8 two compute warpgroups at M = 32
+    run 80 a $B --what wo --formats uint4 --m 1 --shapes $S \
+      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
+    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
+    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
+    ;;
+  2d)  # `fp8_x` beyond INT4 g128 M <= 4: UINT4 (its offset term folded with the x8 sums;
+      # UINT4 g128 M = 1 is 2.51x XLA bf16); INT4 g32 / g64 (group slices, one K = 32 / 64
+      # wgmma a group; 2.49x / 2.80x at M = 1) and MXFP4 (E2M1 bits moved into E4M3's, a
+      # group a K = 32 wgmma; 2.28x); FP8 weights (their bytes the A operand, no decode; 1.62x
+      # at M = 1, 1.10x at M = 64, target 1.8x) and INT4 at M = 64, where the split doubles
+      # the wgmma's N (the same FLOPs at FP8's rate; 1.59x, target 2.2x)
+    run 170 a $B --what wo --formats uint4 --m 1,4 --shapes $S \
+      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
+    run 120 b $B --what wo --formats int4,fp8_e4m3 --m 64 --shapes $S \
+      --configs '[{}, {"fp8_x": true}]'
+    run 180 c $B --what wo --formats int4_g32,int4_g64,mxfp4 --m 1 --shapes $S \
+      --configs '[{}, {"fp8_x": true}]'
+    run 70 d $B --what wo --formats fp8_e4m3 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two

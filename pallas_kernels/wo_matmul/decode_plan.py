@@ -82,7 +82,7 @@ def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: in
   total = sub * mp * tile_k * x_bytes + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x
   if fmt is WeightFormat.UINT4:                                                     # halves
     total += scale_rows * tile_n * off_bytes + (scale_rows * xsum_cols(mp) * 4 if xsum else 0)
-  if fp8_x and fmt is WeightFormat.INT4:  # (UINT4's are counted above; MXFP4 has none)
+  if fp8_x and fmt is WeightFormat.INT4:  # (UINT4's are counted above; others have none)
     total += scale_rows * xsum_cols(mp) * 4
   return total
 
@@ -123,10 +123,17 @@ class DecodePlan:
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, odd-value weights (fp8_x.py)
 
   @property
+  def chain(self) -> bool:
+    """A step's wgmmas chained into the carried accumulator, one wait (prescaled FP4 / NF4 and
+    per-channel weights with `step_wait`); never with `fp8_x`, whose FP8 MMA must not carry a
+    long sum (its products are folded in float32 every chunk or group)."""
+    return self.step_wait and (self.prescale or self.per_channel) and not self.fp8_x
+
+  @property
   def xsum_in(self) -> bool:
     """An x-sum term a group, the x group sums computed by XLA: UINT4's f32 offset * x-sum, or
     `fp8_x`'s S (its weights' odd values owe back half of x's group sum)."""
-    return (self.asym and not self.zero_in_weights) or (self.fp8_x and not self.fp4)
+    return (self.asym and not self.zero_in_weights) or (self.fp8_x and F8.owes_sums(self.fmt))
 
 
 def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
@@ -239,11 +246,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
       without a GPU).
-    fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices) and MXFP4 (one group a K = 32
-      slice; not prescaled) on FP8 tensor cores (`fp8_x.py`): each row of x split into two
-      E4M3 rows (hi, lo; exact to 2^-17 of the row's amax), the codes decoded to E4M3 bytes
-      (INT4: their odd values 2 c + 1; E2M1: its bits moved; no table), one FP8 wgmma (K = 32)
-      where bf16 takes two, each group's product folded in float32. At M <= 4 the two
+    fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices), MXFP4 (one group a K = 32
+      slice; not prescaled) and FP8 (per channel; not chained) on FP8 tensor cores
+      (`fp8_x.py`): each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the
+      row's amax), the codes decoded to E4M3 bytes (INT4: their odd values 2 c + 1; E2M1: its
+      bits moved; no table; FP8: as stored), one FP8 wgmma (K = 32) where bf16 takes two,
+      each group's (chunk's) product folded in float32. At M <= 4 the two
       rows fill columns the wgmma pads anyway; above, they double its N. Not the bf16 path's
       numerics to the bit (the FP8 MMA accumulates a group in ~13 mantissa bits): close to
       them, checked against the f32 reference. No `fused_sum` (XLA adds each token's two

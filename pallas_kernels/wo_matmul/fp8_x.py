@@ -1,5 +1,5 @@
-"""INT4 / UINT4 / MXFP4 decode on FP8 tensor cores (`fp8_x`, an option of the decode kernel,
-`mosaic_gpu.py`): x split into two E4M3 rows, the weights as E4M3 values.
+"""INT4 / UINT4 / MXFP4 / FP8 decode on FP8 tensor cores (`fp8_x`, an option of the decode
+kernel, `mosaic_gpu.py`): x split into two E4M3 rows, the weights as E4M3 values.
 
 Why: at M <= 4 the decode's wgmma has N = 8 columns whatever M is (`decode_plan`: Mp >= 8),
 and at N = 8 its bf16 MMA alone is ~27 us of INT4 g128's ~36 us kernel at 8192 x 28672 (H200,
@@ -28,7 +28,8 @@ as acc += (P - S) s_g in float32 (UINT4, whose codes are stored as INT4's c = q 
 subtracts its offset term off_g sum_g(x) = 2^8 s_x 2 off_g S), and y[m] = 2^8 s_x (acc[:, 2m] +
 acc[:, 2m + 1]). MXFP4 owes nothing back: acc += P s_g (s_g = 2^(e - 127); 2^-127 is a float32
 subnormal, which a flushing GPU multiply would take as 0) and y[m] = 2^6 s_x (...), its groups
-of 32 one K = 32 wgmma each (`group_slices`).
+of 32 one K = 32 wgmma each (`group_slices`). FP8 weights are the A operand as stored (no
+decode, K in order), each chunk's product folded as P s_channel.
 
 Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: SageAttention 2;
 DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, at most
@@ -69,13 +70,16 @@ from pallas_kernels.wo_matmul.layout import untile_weight
 E4M3 = jnp.float8_e4m3fn
 SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the integer codes' 2^-9
 INT_FORMATS = (WeightFormat.INT4, WeightFormat.UINT4)
+FORMATS = INT_FORMATS + (WeightFormat.MXFP4, WeightFormat.FP8)
 
 
 def check(pw: PackedWeight) -> None:
-  """Raises unless `fp8_x` applies: INT4 / UINT4 (groups of 32, 64 or 128) or MXFP4 weights
-  (NVFP4's groups of 16 are shorter than one FP8 wgmma's K, 32; NF4's table is no E4M3)."""
-  if pw.fmt not in INT_FORMATS + (WeightFormat.MXFP4,):
-    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 / MXFP4, not {pw.fmt.value}")
+  """Raises unless `fp8_x` applies: INT4 / UINT4 (groups of 32, 64 or 128), MXFP4 or FP8
+  (per-channel) weights. NVFP4's groups of 16 are shorter than one FP8 wgmma's K, 32; NF4's
+  table and INT8's codes are no E4M3 values (INT8 would take an s8 wgmma and x in int8)."""
+  if pw.fmt not in FORMATS:
+    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 / MXFP4 / FP8, not "
+                              f"{pw.fmt.value}")
 
 
 def word_bytes(fmt: WeightFormat):
@@ -91,13 +95,17 @@ def owes_sums(fmt: WeightFormat) -> bool:
 
 def out_scale(fmt: WeightFormat) -> float:
   """What the folded sums are multiplied by (with s_x): 2^8 for the odd values (sum c x8 =
-  2^8 (P - S)), 2^6 for E2M1 values stored as value 2^-6."""
-  return 2.0**8 if fmt in INT_FORMATS else 2.0**6
+  2^8 (P - S)), 2^6 for E2M1 values stored as value 2^-6, 1 for FP8 weights (their own
+  bytes)."""
+  return {WeightFormat.MXFP4: 2.0**6, WeightFormat.FP8: 1.0}.get(fmt, 2.0**8)
 
 
 def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
-  """x (..., K) in the order the kernel's 8-bit A tiles hold K: the weight's storage order
-  (`layout.storage_order`), then `FP8_A_ORDER` within each aligned 32."""
+  """x (..., K) in the order the kernel's 8-bit A tiles hold K: for 4-bit codes the weight's
+  storage order (`layout.storage_order`), then `FP8_A_ORDER` within each aligned 32; FP8
+  weights load as they are stored, in K order."""
+  if pw.fmt is WeightFormat.FP8:
+    return x
   xs = storage_order(x, pw)
   return xs.reshape(*xs.shape[:-1], -1, 32)[..., FP8_A_ORDER].reshape(xs.shape)
 
@@ -139,7 +147,9 @@ def combine(cols: jax.Array, sx: jax.Array, fmt: WeightFormat) -> jax.Array:
 def a_values(pw: PackedWeight) -> jax.Array:
   """The weights as the kernel's wgmma reads them: (N, K) float32 E4M3 values (2^-9 (2 c + 1),
   or E2M1 values 2^-6) in `a_order`, decoded with `word_bytes` from the stored 32-bit words
-  (the CPU model of the kernel's registers)."""
+  (the CPU model of the kernel's registers); FP8 weights as stored."""
+  if pw.fmt is WeightFormat.FP8:
+    return untile_weight(pw).w.astype(jnp.float32)
   w = untile_weight(pw).w.astype(jnp.int32) & 15  # (N, K) storage order, nibbles
   n, k = w.shape
   words = (w.reshape(n, k // 8, 8).astype(jnp.uint32)

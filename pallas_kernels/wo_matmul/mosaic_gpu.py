@@ -223,6 +223,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           # Byte column c holds k = 2c, 2c + 1: g / 2 byte columns a group.
           s_exp = block_scales(j, g // 2, jnp.float32)
           return [(v * s_exp).astype(jnp.bfloat16) for v in vals]
+        if p.fp8_x and p.fmt is WeightFormat.FP8:  # the stored E4M3 bytes are the A operand
+          w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_8BIT)
+          return [lax.bitcast_convert_type(w, jnp.float8_e4m3fn)]
         if p.per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
@@ -299,7 +302,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
 
       acc_type = plgpu.ACC((p.wg_rows, p.mp), jnp.float32)
-      if p.step_wait and (p.prescale or p.per_channel):  # one chain from the carried sum, one wait
+      if p.chain:  # one chain from the carried sum, one wait
         def chain(acc_ref):
           for j in range(p.gps):
             mma(acc_ref, weights(j), j, 0)
@@ -425,7 +428,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         tile, _, slot = sched_place(i)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
         part = acc
-        if p.per_channel and p.step_wait:  # the channel scales, once on the f32 sum
+        if p.per_channel and p.chain:  # the channel scales, once on the f32 sum
           s_row = refs_and_acc[nx + 1].at[0]
           if p.compute_wgs > 1:  # this warpgroup's channels
             s_row = s_row.at[pl.ds(wg * p.wg_rows, p.wg_rows)]

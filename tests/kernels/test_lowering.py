@@ -130,7 +130,8 @@ def test_decode_fused_sum_lowers(name, m, cfg):
 @pytest.mark.parametrize("m", [1, 3, 64])
 @pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2, "stream_k": 1, "step_wait": True}])
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "int4_g128-block_size32",
-                                  "int4_g128_asym-block_size64-scalebf16", "mxfp4"])
+                                  "int4_g128_asym-block_size64-scalebf16", "mxfp4",
+                                  "fp8_e4m3_rowwise"])
 def test_decode_fp8_x_lowers(m, cfg, name):
   # `fp8_x`: INT4 g128 on FP8 tensor cores, x as two E4M3 rows a token (unpadded under 8 rows:
   # the TMA fills the tile), the weights as E4M3 odd values, an m64nNk32 e4m3 wgmma (N = 2 M,
@@ -138,10 +139,12 @@ def test_decode_fp8_x_lowers(m, cfg, name):
   # CPU's K order, the GPU's register order) only change how x is permuted. UINT4 adds its
   # offset term; groups of 32 / 64 and MXFP4 take one wgmma a group on its K slice
   # (`group_slices`), x in swizzle tiles of one group. MXFP4 also with its bf16 multipliers.
+  # FP8 weights are the A operand as stored (loaded in WGMMA_8BIT), folded every chunk.
   pws = [_weight_shape(name, 8192, 28672)]
-  pws.append(jax.eval_shape(wm.layout.order_for_wgmma, pws[0]))
+  if name != "fp8_e4m3_rowwise":  # (bytes have no register order)
+    pws.append(jax.eval_shape(wm.layout.order_for_wgmma, pws[0]))
   if name == "mxfp4":
-    pws.append(jax.eval_shape(wm.layout.fp4_scales_bf16, pws[1]))
+    pws.append(jax.eval_shape(wm.layout.fp4_scales_bf16, pws[-1]))
   for pw in pws:
     text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
         x, p, allow_unverified=True, fp8_x=True, **cfg), _x(m, 8192), pw).as_text()

@@ -133,16 +133,16 @@ def test_split_edges():
 @pytest.mark.parametrize("m", [1, 3, 4, 16])
 @pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales", "uint4",
                                    "uint4_zero_points", "g32", "uint4_g64", "mxfp4",
-                                   "mxfp4_multipliers"])
+                                   "mxfp4_multipliers", "fp8"])
 def test_twin_matches_the_reference(m, store):
   # The kernel's arithmetic in jnp: the split, the E4M3 bytes from the stored words, the K
-  # order of A and x, the fold (P - S) s_g (UINT4: - 2 off S; MXFP4: P s_g) and the combine,
-  # against x @ dequant(W).
+  # order of A and x, the fold (P - S) s_g (UINT4: - 2 off S; MXFP4: P s_g; FP8: its own
+  # bytes, the channel scale) and the combine, against x @ dequant(W).
   overrides = {"scale": "bf16"} if store == "bf16_scales" else {}
   if store in ("g32", "uint4_g64"):
     overrides["block_size"] = int(store[-2:])
   preset = ("int4_g128_asym" if "uint4" in store else "mxfp4" if "mxfp4" in store
-            else "int4_g128")
+            else "fp8_e4m3_rowwise" if store == "fp8" else "int4_g128")
   pw = _weight(k=1024, n=256, preset=preset, **overrides)
   if store == "uint4_zero_points":
     pw = wm.layout.uint4_zero_points(pw)
@@ -191,6 +191,11 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
                                                                                jnp.float32))
   pm = decode_plan.plan_decode(1, k, mx, fp8_x=True, allow_unverified=True)
   assert not pm.prescale and pm.group_slices and pm.per_chunk == 4 and not pm.xsum_in
+  f8 = jax.eval_shape(lambda w: _weight_like(w, "fp8_e4m3_rowwise"),
+                      jax.ShapeDtypeStruct((k, n), jnp.float32))
+  pf = decode_plan.plan_decode(64, k, f8, fp8_x=True, step_wait=True, allow_unverified=True)
+  assert pf.step_wait and not pf.chain and not pf.xsum_in  # a fresh product every chunk
+  assert decode_plan.plan_decode(64, k, f8, step_wait=True, allow_unverified=True).chain
   for preset, overrides in (("nvfp4", {}), ("nf4_g64", {}), ("int8", {})):
     other = jax.eval_shape(lambda w, p=preset, o=overrides: _weight_like(w, p, **o),
                            jax.ShapeDtypeStruct((k, n), jnp.float32))
