@@ -7,7 +7,7 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 2c, 2d, 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
-# session 5 had one. Where only an H200 comes, part 2. (Sessions 18, 19 and, until it ran, 20 were lent no device.)
+# session 5 had one. Where only an H200 comes, part 2. (Sessions 18-20 were lent no device.)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
