@@ -59,11 +59,15 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
   # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
   # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1.
+  # M = 64: two compute warpgroups and one stream-K CTA an SM (H200, INT8 106.0 -> 84.7 us,
+  # FP8 99.5 -> 82.7; kernels_wo_s20_per_channel_wgs.json, _m32_m64.json). At M = 32 the same
+  # config ran INT8 68.8 / FP8 67.5 us with no same-run baseline: not yet the default there.
+  per_channel_wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, step_wait=True)
   if fmt is WeightFormat.INT8:
-    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if small else dict(
-        tile_n=128, gps=2, steps=4, step_wait=True)
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if small else (
+        per_channel_wide)
   if fmt is WeightFormat.FP8:
-    return dict(tile_n=128, gps=2, steps=3 if small else 4, step_wait=True)
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if small else per_channel_wide
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.

@@ -38,12 +38,18 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 64, "bf16_scales"), (WeightFormat.INT8, "channel", "bf16_scales"),
             (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
             (WeightFormat.UINT4, 128, "zero_points")}
-# `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU, and takes it by
-# default. Written in session 19 without a GPU (docs/kernels.md): empty until one checks it.
+# `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU and is faster, so
+# takes it by default. Written in session 19 without a GPU (docs/kernels.md). H200, 2026-12-05,
+# 8192 x 28672, M = 1 (kernels_wo_s20_fused_sum.json): correct (rel. err as XLA's sum) but
+# slower, INT4 g128 38.5 -> 39.4 us, INT8 65.5 -> 66.4, though it drops the 1.6 / 2.7 us XLA
+# kernel after the decode: none yet.
 FUSED_SUM_VERIFIED: frozenset = frozenset()
-# `case(pw)` keys whose `fp8_x` kernel (INT4 / UINT4 on FP8 tensor cores, `fp8_x.py`) has
-# matched the reference on a GPU. Written in session 20 without a GPU: empty until one checks it.
-FP8_X_VERIFIED: frozenset = frozenset()
+# `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
+# on a GPU (an option, off by default). H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fp8_x*):
+# INT4 g128 M = 1 / 4 correct (rel. err 1.66e-3 against the bf16 path's 1.65e-3) but slower,
+# 38.5 -> 46.4 / 38.9 -> 49.5 us: its kernel 38.3 us against 36.5-37.0 (half the wgmmas bought
+# nothing: M = 1 is not MMA-bound) and six XLA kernels around it, 8.6 us, splitting x.
+FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)

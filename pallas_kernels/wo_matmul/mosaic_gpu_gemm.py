@@ -79,10 +79,12 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
             (WeightFormat.NF4, 64, "slots")}
 # FP4 formats whose bf16 scale multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU storage)
 # this kernel has read as they are (`scale_multipliers`) and matched the reference on a GPU; for
-# them it is the default. Not yet run: until then such a weight's multipliers go back to bytes
-# in an XLA pass each call, which cost 1-3% at M = 1024 (H200, kernels_wo_s10_scale_bf16_prefill:
-# MXFP4 732.0 -> 738.0 us, NVFP4 746.5 -> 765.8).
-MULTIPLIERS_VERIFIED: frozenset[WeightFormat] = frozenset()
+# them it is the default (elsewhere the multipliers would go back to bytes in an XLA pass each
+# call). H200, 2026-12-05, M = 1024, 8192 x 28672 (kernels_wo_s20_gemm_multipliers.json): MXFP4
+# 735.0 -> 648.8 us (0.98x XLA bf16: MXFP4's one bf16 multiply a weight pair in place of the f32
+# round trip), NVFP4 756.4 -> 741.3, the same relative error.
+MULTIPLIERS_VERIFIED: frozenset[WeightFormat] = frozenset({WeightFormat.MXFP4,
+                                                           WeightFormat.NVFP4})
 
 
 def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:

@@ -347,7 +347,9 @@ def test_gemm_scale_multipliers_lower(name, monkeypatch):
   # The GEMM reading FP4 bf16 multipliers as they are (`scale_multipliers`): the scales (the
   # jitted function's third argument) go to the kernel with no XLA op on them, where without it
   # an XLA pass turns them back into bytes. Gated until checked on a GPU; the default once its
-  # format is in MULTIPLIERS_VERIFIED.
+  # format is in MULTIPLIERS_VERIFIED (both, since session 20).
+  assert wm.WeightFormat(name) in mosaic_gpu_gemm.MULTIPLIERS_VERIFIED
+  monkeypatch.setattr(mosaic_gpu_gemm, "MULTIPLIERS_VERIFIED", frozenset())  # as if unchecked
   pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
 
   def operands(**options):  # the kernel call's operands, and the module

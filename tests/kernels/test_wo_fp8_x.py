@@ -176,8 +176,11 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
   k, n = 8192, 28672
   int4 = jax.eval_shape(lambda w: _weight_like(w, "int4_g128"), jax.ShapeDtypeStruct((k, n),
                                                                                       jnp.float32))
+  assert decode_plan.plan_decode(1, k, int4, fp8_x=True).fp8_x  # checked on an H200
+  uint4 = jax.eval_shape(lambda w: _weight_like(w, "int4_g128_asym"),
+                         jax.ShapeDtypeStruct((k, n), jnp.float32))
   with pytest.raises(NotImplementedError, match="allow_unverified"):
-    decode_plan.plan_decode(1, k, int4, fp8_x=True)
+    decode_plan.plan_decode(1, k, uint4, fp8_x=True)
   p = decode_plan.plan_decode(3, k, int4, fp8_x=True, allow_unverified=True)
   assert p.fp8_x and p.xsum_in and p.mp == 8 and p.tma_pad and not p.fused_sum
   p4 = decode_plan.plan_decode(4, k, int4, fp8_x=True, allow_unverified=True)
