@@ -432,6 +432,28 @@ def h200_s17_section() -> list[str]:
           quant_table(piece)]
 
 
+def h200_s20_section() -> list[str]:
+  """Session 20: the gated paths' first GPU checks (two device calls after eleven refused
+  starts): FP4 multipliers in the prefill GEMM, INT8 / FP8 with two compute warpgroups,
+  INT4 on FP8 tensor cores (`fp8_x`), `fused_sum`, block-contiguous weights."""
+  return wo_section(20, (
+      "gemm_multipliers", "per_channel_wgs", "per_channel_m32_m64", "fp8_x", "fp8_x_kernels",
+      "fused_sum"),
+      "Every config checked against the f32 reference in the same run (each JSON's "
+      "`configs_timed`; `bench_configs_table.py` reads them against their row's first). The "
+      "prefill GEMM reading MXFP4 / NVFP4 bf16 multipliers as they are: MXFP4 735.0 -> 648.8 "
+      "us (0.98x XLA bf16), NVFP4 756.4 -> 741.3 (the default since). INT8 M = 64 with two "
+      "compute warpgroups: 106.0 us -> 88.9 / 84.7 / 95.5 (tile_n 256 gps 1 / 128 gps 2 / 128 "
+      "gps 1 six steps), FP8 99.5 -> 86.2 (tile_n 256) and 82.7 (tile_n 128 gps 2, next call); "
+      "M = 32 with that config INT8 68.8, FP8 67.5 (no same-run baseline). `fp8_x` INT4 g128: "
+      "correct (rel. err 1.66e-3, the bf16 path's 1.65e-3) but slower, M = 1 38.5 -> 46.4 us "
+      "(two compute warpgroups 52.3), M = 4 38.9 -> 49.5: its kernel 38.3 us against 36.5-37.0 "
+      "and six XLA kernels splitting x, 8.6 us (`fp8_x_kernels`' kernel_us). `fused_sum` at "
+      "M = 1: correct but slower, INT4 38.5 -> 39.4, INT8 65.5 -> 66.4. Block-contiguous INT4 "
+      "weights (`w_tile` [128, 512], kernels_wo_s20_w_tile.json, its row cut off after both "
+      "configs): 38.1 -> 38.3 us, no gain.")
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -520,6 +542,7 @@ def main():
   md += h200_s14_section()
   md += h200_s15_section()
   md += h200_s17_section()
+  md += h200_s20_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))

@@ -4,10 +4,11 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 2c, 2d, 3, 4, h100-2, 5, 6 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
-# session 5 had one. Where only an H200 comes, part 2. (Sessions 18-20 were lent no device.)
+# session 5 had one. Where only an H200 comes, part 2. (Sessions 18 and 19 were lent no device;
+# session 20 two H200 calls, which ran the part 2 before this one and more.)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -25,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 2b, 2c, 2d, 3, 4, 5, 6, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -57,71 +58,26 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # most needed first, the leads on the decode targets nearest reach: block-contiguous
-      # weights at M = 1 (INT4 with --load-split: each pipeline step's tile one 32 KiB run of
-      # memory, where today's box is 128 rows of 256 bytes 4 KiB apart; INT4 M = 1 is
-      # load-bound since session 14, its empty-body pipeline at 3.55 TB/s against the 3.64
-      # that 3.2x XLA bf16 needs, and XLA's bf16 GEMV streams whole rows at 4.2); INT4 on FP8
-      # tensor cores at M <= 4 (`fp8_x`, session 20, gated until this checks it: then add
-      # (INT4, 128) to decode_plan.FP8_X_VERIFIED; half the wgmmas of the N = 8 bf16 MMA that
-      # is ~27 of the kernel's ~36 us, and a cheaper decode; its rel_err shows the FP8 MMA's
-      # ~13-bit accumulation, expected near the bf16 path's); INT8 / FP8 at M = 64 with two
-      # compute warpgroups (~1.0x XLA bf16 with one, target 1.8x; INT4 went 103 -> 77 us that
-      # way; session 17's run of it was cut off)
-    run 80 a $B --what wo --formats int4 --m 1 --shapes $S \
-      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 170 b $B --what wo --formats int4 --m 1,4 --shapes $S \
-      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
-    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 64 --shapes $S --configs '[{},
-      {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    # The prefill GEMM reading FP4 bf16 multipliers as they are (session 18, gated until this
-    # checks it: then add the formats to mosaic_gpu_gemm.MULTIPLIERS_VERIFIED) against today's
-    # XLA pass back to bytes ({}; repack's GPU storage), which cost 1-3% at M = 1024 (s10)
-    run 110 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes $S \
-      --configs '[{}, {"scale_multipliers": true}]'
+  2)  # after session 20's checks (docs/kernels_sessions.md): INT8 / FP8 at M = 32 with two
+      # compute warpgroups against today's default in the same run (at M = 64 that config took
+      # INT8 106.0 -> 84.7 us and became the default there; at M = 32 it ran 68.8 / 67.5 us
+      # with no baseline); INT4 M = 64 with `fused_sum` (XLA's slot sum there is 4.6-6.0 us;
+      # at M = 1 fused_sum was correct but 0.9 us slower) and `fp8_x` (M = 64 is MMA-bound:
+      # the split doubles N at FP8's rate; at M = 1, which is not MMA-bound, fp8_x's kernel
+      # gained nothing and its XLA split cost 8.6 us); FP8 weights with `fp8_x` (their bytes
+      # the A operand, no decode at all); MXFP4 with `fp8_x` (its decode is the heaviest of
+      # the formats fp8_x takes)
+    run 120 a $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs '[{},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+    run 110 b $B --what wo --formats int4 --m 64 --shapes $S \
+      --configs '[{}, {"fused_sum": true}, {"fp8_x": true}]'
+    run 130 c $B --what wo --formats fp8_e4m3 --m 1,64 --shapes $S --configs '[{}, {"fp8_x": true}]'
+    run 80 d $B --what wo --formats mxfp4 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
     ;;
-  2b)  # the decode kernel adding its tiles' partial sums itself (`fused_sum`, session 19,
-      # gated until this checks it: then add the cases to decode_plan.FUSED_SUM_VERIFIED),
-      # against today's XLA kernel after it: by `kernel_us` (s13-s16) 1.6-2.1 us at M = 1,
-      # 2.2-2.4 at M = 16, 4.6-6.0 at M = 64 (the float32 slots are (slots, N, 64) there), 4-7%
-      # of the call; more of it at 4096 x 14336. Stream-K configs only (the defaults here). A
-      # config is ~25 s (compile, check, timing): rows of two configs, ~55 s each.
-    run 220 a $B --what wo --formats int4,int8,mxfp4,nvfp4 --m 1 --shapes $S \
-      --configs '[{}, {"fused_sum": true}]'
-    run 70 b $B --what wo --formats int4 --m 64 --shapes $S --configs '[{}, {"fused_sum": true}]'
-    run 150 c $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
+  2b)  # stream-K and `fused_sum` at 4096 x 14336, where the fixed costs (the XLA kernels
+      # around the decode) are a larger share of the call
+    run 150 a $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
       --configs '[{}, {"stream_k": 2}, {"stream_k": 2, "fused_sum": true}]'
-    # INT4 / MXFP4 M = 1 with two compute warpgroups a CTA (four issuing wgmmas an SM): at M = 1
-    # the wgmma's N is 8, and its 3.76 GFLOP at the 137-141 TFLOP/s measured for N = 8 with two
-    # warpgroups an SM (71-74 with one; wgmma_rate_s16.md) is ~27 us of INT4's ~36 us kernel
-    run 125 d $B --what wo --formats int4,mxfp4 --m 1 --shapes $S \
-      --configs '[{"compute_wgs": 2}, {"compute_wgs": 2, "fused_sum": true}]'
-    ;;
-  2c)  # the rest of part 2 before session 20: UINT4 / INT8 block-contiguous weights at M = 1,
-      # INT8 / FP8 two compute warpgroups at M = 32
-    run 80 a $B --what wo --formats uint4 --m 1 --shapes $S \
-      --configs '[{}, {"w_tile": [128, 512]}]' --load-split
-    run 100 b $B --what wo --formats int8 --m 1 --shapes $S --configs '[{}, {"w_tile": [64, 256]}]'
-    run 200 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs '[{},
-      {"tile_n": 256, "gps": 1, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1}]'
-    ;;
-  2d)  # `fp8_x` beyond INT4 g128 M <= 4: UINT4 (its offset term folded with the x8 sums;
-      # UINT4 g128 M = 1 is 2.51x XLA bf16); INT4 g32 / g64 (group slices, one K = 32 / 64
-      # wgmma a group; 2.49x / 2.80x at M = 1) and MXFP4 (E2M1 bits moved into E4M3's, a
-      # group a K = 32 wgmma; 2.28x); FP8 weights (their bytes the A operand, no decode; 1.62x
-      # at M = 1, 1.10x at M = 64, target 1.8x) and INT4 at M = 64, where the split doubles
-      # the wgmma's N (the same FLOPs at FP8's rate; 1.59x, target 2.2x)
-    run 170 a $B --what wo --formats uint4 --m 1,4 --shapes $S \
-      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "compute_wgs": 2}]'
-    run 120 b $B --what wo --formats int4,fp8_e4m3 --m 64 --shapes $S \
-      --configs '[{}, {"fp8_x": true}]'
-    run 180 c $B --what wo --formats int4_g32,int4_g64,mxfp4 --m 1 --shapes $S \
-      --configs '[{}, {"fp8_x": true}]'
-    run 70 d $B --what wo --formats fp8_e4m3 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
@@ -200,6 +156,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 2b, 2c, 2d, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
