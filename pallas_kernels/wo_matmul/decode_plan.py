@@ -175,8 +175,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2 or 4:
       warp specialization, a memory warpgroup issuing the TMA copies and the compute
       warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`).
-      Four (session 17, untimed) get 112 registers a thread to two's 232; INT8 / FP8 take it
-      since session 17 (untimed).
+      Four (session 17, untimed) get 112 registers a thread to two's 232; INT8 / FP8 take two
+      since session 17 (H200, session 20, M = 64: INT8 106.0 -> 84.7 us, FP8 99.5 -> 82.7; the
+      default there since).
     nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
       integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
       Default (None): on for prescaled NF4 (H100, 8192 x 28672, M = 1: 155 us against 463 us).
@@ -251,18 +252,19 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one slot a
       tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
       schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
-      without a GPU).
+      without a GPU; session 20's H200 check: correct, but 0.9 us slower at M = 1 for INT4 and
+      INT8, so nothing takes it by default yet).
     fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices), MXFP4 (one group a K = 32
       slice; not prescaled) and FP8 (per channel; not chained) on FP8 tensor cores
       (`fp8_x.py`): each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the
       row's amax), the codes decoded to E4M3 bytes (INT4: their odd values 2 c + 1; E2M1: its
       bits moved; no table; FP8: as stored), one FP8 wgmma (K = 32) where bf16 takes two,
-      each group's (chunk's) product folded in float32. At M <= 4 the two
-      rows fill columns the wgmma pads anyway; above, they double its N. Not the bf16 path's
-      numerics to the bit (the FP8 MMA accumulates a group in ~13 mantissa bits): close to
-      them, checked against the f32 reference. No `fused_sum` (XLA adds each token's two
-      columns). Default False; written in session 20 without a GPU, so True needs
-      `allow_unverified` until `FP8_X_VERIFIED` lists it.
+      each group's (chunk's) product folded in float32. At M <= 4 the two rows fill columns
+      the wgmma pads anyway; above, they double its N. Not the bf16 path's numerics to the
+      bit (the FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked
+      against the f32 reference. No `fused_sum` (XLA adds each token's two columns). Default
+      False: INT4 g128 was correct on an H200 but slower at M = 1 / 4 (`FP8_X_VERIFIED`);
+      the other cases need `allow_unverified` until a GPU checks them.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
