@@ -113,8 +113,8 @@ def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
 def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, jax.Array,
                                                                      jax.Array]:
   """x (M, K) bf16 -> the kernel's inputs: x8 (2 M, K) E4M3, rows hi_0, lo_0, hi_1, ... in
-  `a_order`; row scales s_x (M,) f32, powers of two; S (K / 128, sum_cols) f32, 2^-9 times
-  each group's sum of each x8 row (columns past 2 M zero)."""
+  `a_order`; row scales s_x (M,) f32, powers of two; S (K / group, sum_cols) f32, 2^-9 times
+  each group's sum of each x8 row (columns past 2 M zero; only INT4 / UINT4 read it)."""
   m, k = x.shape
   xf = x.astype(jnp.float32)
   amax = jnp.max(jnp.abs(xf), axis=1)
