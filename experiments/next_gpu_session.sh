@@ -75,9 +75,12 @@ case "$part" in
     run 80 d $B --what wo --formats mxfp4 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
     ;;
   2b)  # stream-K and `fused_sum` at 4096 x 14336, where the fixed costs (the XLA kernels
-      # around the decode) are a larger share of the call
+      # around the decode) are a larger share of the call; and what INT4 M = 1 is bound by
+      # (session 20: not the MMA, not the tile's layout in memory): the empty-body pipeline's
+      # memory counters against XLA's bf16 GEMV's, which streams at ~4.2 TB/s to its 3.55
     run 150 a $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
       --configs '[{}, {"stream_k": 2}, {"stream_k": 2, "fused_sum": true}]'
+    run 150 b python3 experiments/profile_kernels.py --case wo_int4_m1_load_only,xla_bf16_m1
     ;;
   3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
       # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
