@@ -126,7 +126,7 @@ class DecodePlan:
   schedule: S.Schedule
   load_only: bool
   fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
-  fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, odd-value weights (fp8_x.py)
+  fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
 
   @property
   def chain(self) -> bool:
