@@ -173,9 +173,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
   def kernel(*refs):
     x_gmems, (w_gmem, s_gmem), rest = refs[:nx], refs[nx:nx + 2], refs[nx + 2:]
-    off_gmem, xs_gmem = (rest[0], rest[1] if p.xsum_in else None) if p.asym else (None, None)
-    if p.fp8_x and p.xsum_in and not p.asym:
-      xs_gmem = rest[0]
+    off_gmem = rest[0] if p.asym else None  # UINT4's offsets, then any x group sums
+    xs_gmem = rest[int(p.asym)] if p.xsum_in else None
     ts_gmem = rest[0] if nvfp4_out and p.fused_sum else None
     if p.fused_sum:  # y is an output; the slots' buffer doubles as y's transposed tile
       o_gmem, y_gmem, (o_smem, yt_smem), bars = rest[-4:]

@@ -25,8 +25,8 @@ from tests.kernels.test_wo_matmul import _owners
 
 
 def _weight(k=512, n=256, seed=0, preset="int4_g128", **overrides):
-  w = jax.random.normal(jax.random.key(seed), (k, n), jnp.float32)
-  return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0))
+  return _weight_like(jax.random.normal(jax.random.key(seed), (k, n), jnp.float32), preset,
+                      **overrides)
 
 
 def _int4_values(nib):  # two's complement nibbles -> the odd values 2 c + 1, times 2^-9
