@@ -101,10 +101,10 @@ def quantize_fingerprints() -> dict[str, str]:
       else:
         fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(x, s, **o)
       _record(res, f"quantize|{scheme}|{opts}", fn, x)
-    for opts in ({}, {"steps": 3}, {"tile_k": 64}, {"state_once": True}, {"piece": 32}):
+    for opts in ({}, {"steps": 3}, {"tile_k": 64}, {"tile_k": 128}, {"piece": 32}):
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
-                  x, s, allow_unverified=True, **o), x)
+                  x, s, **o), x)
   x32 = jax.ShapeDtypeStruct((2048, 4096), jnp.float32)
   for scheme in QUANT_SCHEMES:
     for opts in ({}, {"encode_cols": 8}):

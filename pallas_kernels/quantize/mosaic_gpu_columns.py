@@ -17,8 +17,8 @@ along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M 
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
-registers on a whole (tile_k, 128) block; since session 17's sweep (`piece=`) FP8 1x128 takes
-whole blocks 64 columns a step (22% faster), INT4 g128 keeps pieces of 16 until swept. Uses TMA and
+registers on a whole (tile_k, 128) block; since the sweeps of sessions 17 and 21 (`piece=`) FP8
+1x128 and INT4 g128 take whole blocks 64 columns a step (`PIECE`, `TILE_K`). Uses TMA and
 register layouts the CPU interpreter cannot run; `portable_columns.py` is its twin (same pieces)
 and the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
@@ -32,9 +32,6 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
-from pallas_kernels.gates import require_checked
-from pallas_kernels.quantize.mosaic_gpu import block_state_once
-from pallas_kernels.quantize.mosaic_gpu import block_state_once_scratch
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
@@ -50,19 +47,17 @@ from pallas_kernels.quantize.schemes import get_scheme
 NUM_SMS_H100 = 132
 COLUMN_SCHEMES = tuple(SCHEMES)
 # Elements of a block encoded at once (the whole block where absent): see the module docstring.
-# FP8 1x128 in whole blocks, with 64 columns a step (`TILE_K`; 128 by default) so the block
-# fits the registers: H200, 8192 x 8192, pieces of 16 / 32 / 64 / whole with tile_k 64: 151.1 /
-# 140.8 / 136.0 / 124.1 us, all bit-exact (kernels_quant_s17_columns_piece.json). INT4 g128's
-# sweep was cut off: pieces of 16 until it runs.
-PIECE = {"int4_g128": 16}
-TILE_K = {"fp8_e4m3_block128": 64}
-# Schemes whose column-wise `state_once` kernel has matched `mxjax.quantize(x.T)` bit for bit on
-# a GPU, and is then their default. Written in session 18 without a GPU: in the WGMMA layout a
-# row of x.T's tile (a block) sits in the four threads of a quad, which all computed its state;
-# NVFP4's (two FMA-corrected divisions, an E4M3 rounding, a PTX div.rn) is about a quarter of
-# the instructions a block row takes here, and the row-wise kernel's NVFP4 went 151.8 -> 139.2
-# us once a thread did it (session 13).
-STATE_ONCE_VERIFIED: frozenset[str] = frozenset()
+# None is split now: FP8 1x128 and INT4 g128 take whole blocks with 64 columns a step (`TILE_K`;
+# 128 by default) so the block fits the registers. H200, 8192 x 8192, all bit-exact, pieces of
+# 16 / 32 / 64 / whole with tile_k 64: FP8 1x128 151.1 / 140.8 / 136.0 / 124.1 us
+# (kernels_quant_s17_columns_piece.json); INT4 g128 (tile_k 128 but the last) 125.1 / 109.8 /
+# 101.4 / 85.5 (kernels_quant_s21_columns_int4_piece.json). tile_k 64 slows the others (NVFP4
+# 159.7 -> 165.2, MXFP4 90.1 -> 98.4; kernels_quant_s21_columns_tile_k.json).
+# (Session 18's block state once a block row, through shared memory, was bit-exact on every
+# scheme but slower on each, NVFP4 159.8 -> 160.5 us, MXFP4 90.1 -> 101.3; removed in session
+# 21, kernels_quant_s21_columns_state_once.json.)
+PIECE: dict[str, int] = {}
+TILE_K = {"fp8_e4m3_block128": 64, "int4_g128": 64}
 
 
 def column_blocks(scheme: str, nb: int | None,
@@ -100,9 +95,8 @@ def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
 def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 tile_k: int | None = None,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
-                                piece: int | None = None, state_once: bool | None = None,
+                                piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
-                                allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -118,14 +112,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     ctas_per_sm: the K range is split so that about this many CTAs run per SM.
     piece: elements of a block encoded at once, a divisor of B (default `PIECE`'s, else B):
       the amax is merged over the pieces, then each piece is reloaded and encoded.
-    state_once: compute each block's state in one thread, through shared memory
-      (`mosaic_gpu.block_state_once`), instead of in the four threads of the quad holding its
-      row; tile_k must then be a multiple of 128. Default (None): on for the schemes in
-      `STATE_ONCE_VERIFIED`; elsewhere True needs `allow_unverified`.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
-    allow_unverified: run a path not yet checked on a GPU (the benchmark passes it and checks
-      the codes bit for bit).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -143,15 +131,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   if m % tm or k % tile_k or tile_k % 64 or tm > 256:
     raise ValueError(f"x {x.shape}: M must be a multiple of B * nb = {tm} (<= 256) and K of "
                      f"tile_k = {tile_k} (a multiple of 64)")
-  if state_once is None:
-    state_once = scheme in STATE_ONCE_VERIFIED
-  if state_once:
-    require_checked(f"{scheme}'s column-wise state_once", scheme in STATE_ONCE_VERIFIED,
-                    allow_unverified, reference="mxjax.quantize(x.T)",
-                    instead="leave state_once off")
-  if state_once and tile_k % 128:
-    raise ValueError(f"state_once spreads a step's block states over the warpgroup's 128 "
-                     f"threads: tile_k={tile_k} must be a multiple of 128")
   m_tiles, k_tiles = m // tm, k // tile_k
   split = 1  # K ranges per row of tiles: enough CTAs for ctas_per_sm on every SM
   while k_tiles % (split * 2) == 0 and m_tiles * split < num_sms * ctas_per_sm:
@@ -179,8 +158,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   if terms is not None:
     extra = [jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms))]
 
-  st_smem = None  # `block_state_once`'s scratch, set in `kernel`
-
   def body(_, *refs):
     x_smems, c_smem, s_smem = refs[:nx], refs[-2], refs[-1]
     t = tuple(refs[nx][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
@@ -193,22 +170,15 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       for p in range(1, pieces):
         ps = tiles(p)
         amax = amax_merge(amax, block_amax(ps[0], ps[-1]))
-      if state_once:  # also stores the block scales
-        state = block_state_once(sch, amax, t, st_smem, s_smem.at[j], scale_dtype)
-      else:
-        state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+      state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
         codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn)
                  if paired else element_encoder(sch, state, fma=_ptx.fma_rn)(xs[0]))
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
-      if not state_once:
-        s_smem.at[j][...] = state[0].astype(scale_dtype)
+      s_smem.at[j][...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):
-    nonlocal st_smem
-    if state_once:
-      *refs, st_smem = refs
     ts_gmem, (c_gmem, s_gmem) = refs[:-2], refs[-2:]
     mi = lax.axis_index("m")
     ki = lax.axis_index("k")
@@ -231,7 +201,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                 jax.ShapeDtypeStruct((m // b, k), scale_dtype)),
       grid=(m_tiles, split),
       grid_names=("m", "k"),
-      scratch_types=[block_state_once_scratch(sch, tile_k)] if state_once else [],
   )
   codes, scale_t = f(x.reshape(m // 2, 2 * k) if paired else x, *extra)
   return column_result(sch, codes, scale_t, s_t)

@@ -21,7 +21,6 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   (H100 sessions 1-5, H200 since session 6; the comments name the runs, whose JSON lists every
   config's time in `configs_timed`).
   """
-  small = m <= 32
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
@@ -59,15 +58,20 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
   # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
   # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1.
-  # M = 64: two compute warpgroups and one stream-K CTA an SM (H200, INT8 106.0 -> 84.7 us,
-  # FP8 99.5 -> 82.7; kernels_wo_s20_per_channel_wgs.json, _m32_m64.json). At M = 32 the same
-  # config ran INT8 68.8 / FP8 67.5 us with no same-run baseline: not yet the default there.
+  # M > 16 (FP8 M > 8): two compute warpgroups and one stream-K CTA an SM (H200, M = 64 INT8
+  # 106.0 -> 84.7 us, FP8 99.5 -> 82.7, kernels_wo_s20_per_channel_wgs.json; M = 32 INT8 90.7
+  # -> 68.9, FP8 81.3 -> 67.6; FP8 M = 16 74.4 -> 63.8, kernels_wo_s21_8bit_m16_m32.json; INT8
+  # M = 16 not yet timed with it). FP8 at M <= 8 on FP8 tensor cores (`fp8_x`: its stored bytes
+  # the A operand, no decode; H200, M = 1 69.3 -> 61.0 us, kernels_wo_s21_fp8_x_fp8.json; M = 16
+  # 74.4 -> 68.2, behind the wide config; M = 64 83.5 -> 106.9, where the split doubles the
+  # wgmma's N).
   per_channel_wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, step_wait=True)
   if fmt is WeightFormat.INT8:
-    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if small else (
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if m <= 16 else (
         per_channel_wide)
   if fmt is WeightFormat.FP8:
-    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if small else per_channel_wide
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=True) if m <= 8 else (
+        per_channel_wide)
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
@@ -79,7 +83,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
     cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
-    return cfg | dict(step_wait=True)
+    # MXFP4 at M <= 8 on FP8 tensor cores (`fp8_x`: E2M1 bits moved into E4M3, no table; H200,
+    # M = 1 47.9 -> 46.1 us, kernels_wo_s21_fp8_x_mxfp4.json)
+    x8 = dict(fp8_x=True) if fmt is WeightFormat.MXFP4 and m <= 8 else {}
+    return cfg | dict(step_wait=True) | x8
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
                                                                            steps=4)

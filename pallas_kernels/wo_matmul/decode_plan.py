@@ -38,18 +38,25 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 64, "bf16_scales"), (WeightFormat.INT8, "channel", "bf16_scales"),
             (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
             (WeightFormat.UINT4, 128, "zero_points")}
-# `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU and is faster, so
-# takes it by default. Written in session 19 without a GPU (docs/kernels.md). H200, 2026-12-05,
-# 8192 x 28672, M = 1 (kernels_wo_s20_fused_sum.json): correct (rel. err as XLA's sum) but
-# slower, INT4 g128 38.5 -> 39.4 us, INT8 65.5 -> 66.4, though it drops the 1.6 / 2.7 us XLA
-# kernel after the decode: none yet.
-FUSED_SUM_VERIFIED: frozenset = frozenset()
+# `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
+# default where `configs.decode_config` says so (none yet). Written in session 19 without a GPU.
+# H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fused_sum.json, kernels_wo_s21_int4_m64.json):
+# correct (rel. err as XLA's sum); INT4 g128 M = 1 38.5 -> 39.4 us, M = 64 68.6 -> 67.1, INT8
+# M = 1 65.5 -> 66.4, though it drops the 1.6-6 us XLA kernel after the decode.
+FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
+                                           (WeightFormat.INT8, "channel")})
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
-# on a GPU (an option, off by default). H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fp8_x*):
-# INT4 g128 M = 1 / 4 correct (rel. err 1.66e-3 against the bf16 path's 1.65e-3) but slower,
-# 38.5 -> 46.4 / 38.9 -> 49.5 us: its kernel 38.3 us against 36.5-37.0 (half the wgmmas bought
-# nothing: M = 1 is not MMA-bound) and six XLA kernels around it, 8.6 us, splitting x.
-FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
+# on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
+# 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3
+# (kernels_wo_s20_fp8_x*.json, kernels_wo_s21_fp8_x_*.json), us without -> with: INT4 g128
+# M = 1 / 4 38.5 -> 46.4 / 38.9 -> 49.5, M = 64 68.6 -> 264.4 (its kernel 38.3 us at M = 1
+# against 36.5-37.0: M = 1 is not MMA-bound; six XLA kernels split x, 8.6 us); INT4 g32 M = 1
+# 43.8 -> 52.6, UINT4 g32 59.6 -> 65.3; MXFP4 M = 1 47.9 -> 46.1 (default at M <= 8); FP8
+# M = 1 69.3 -> 61.0 (default at M <= 8), M = 16 74.4 -> 68.2, M = 32 81.3 -> 82.8, M = 64
+# 83.5 -> 106.9.
+FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
+                                       (WeightFormat.UINT4, 32), (WeightFormat.MXFP4, 32),
+                                       (WeightFormat.FP8, "channel")})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -150,7 +157,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 fp4_scale_bytes: bool | None = None, step_wait: bool | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
-                zero_in_weights: bool = False, fp8_x: bool = False,
+                zero_in_weights: bool = False, fp8_x: bool | None = None,
                 num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
@@ -250,10 +257,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       Prescaled NVFP4 reads its tensor scale in the kernel (a scalar load) and multiplies
       the sum as XLA does, 2^8 then s_t. Needs a stream-K schedule
       (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one slot a
-      tile. Default (None): on for the cases in `FUSED_SUM_VERIFIED` where the
-      schedule allows it; elsewhere True needs `allow_unverified` (written in session 19
-      without a GPU; session 20's H200 check: correct, but 0.9 us slower at M = 1 for INT4 and
-      INT8, so nothing takes it by default yet).
+      tile. Default (None): `configs.decode_config`'s where the schedule allows it (none yet:
+      on an H200 it was correct for INT4 g128 and INT8 but 0.9 us slower at M = 1, 1.5 us
+      faster for INT4 at M = 64); a case not in `FUSED_SUM_VERIFIED` needs
+      `allow_unverified`.
     fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices), MXFP4 (one group a K = 32
       slice; not prescaled) and FP8 (per channel; not chained) on FP8 tensor cores
       (`fp8_x.py`): each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the
@@ -263,8 +270,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       the wgmma pads anyway; above, they double its N. Not the bf16 path's numerics to the
       bit (the FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked
       against the f32 reference. No `fused_sum` (XLA adds each token's two columns). Default
-      False: INT4 g128 was correct on an H200 but slower at M = 1 / 4 (`FP8_X_VERIFIED`);
-      the other cases need `allow_unverified` until a GPU checks them.
+      (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8, where it was faster on an
+      H200) unless `fused_sum` or `zero_in_weights` is asked for; a case not in
+      `FP8_X_VERIFIED` needs `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
@@ -317,6 +325,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
+  if fp8_x is None:
+    fp8_x = (dflt.get("fp8_x", False) and case(pw) in FP8_X_VERIFIED and not fused_sum
+             and not zero_in_weights)
   if fp8_x:
     F8.check(pw)
     require_checked(f"fp8_x for {fmt.value} group {g}{variant}", case(pw) in FP8_X_VERIFIED,
@@ -413,8 +424,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     tma_pad = one_copy
   tma_pad = tma_pad and x_rows < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
   chainable = schedule.slots == 1 or schedule.chainable
-  if fused_sum is None:  # by default where checked and the schedule allows it, else XLA's sum
-    fused_sum = case(pw) in FUSED_SUM_VERIFIED and chainable
+  if fused_sum is None:  # where measured faster, checked and the schedule allows it
+    fused_sum = dflt.get("fused_sum", False) and case(pw) in FUSED_SUM_VERIFIED and chainable
   if fused_sum:
     require_checked(f"fused_sum for {fmt.value} group {g}{variant}",
                     case(pw) in FUSED_SUM_VERIFIED, allow_unverified, reference="the reference",

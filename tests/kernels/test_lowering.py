@@ -624,26 +624,6 @@ def test_quantize_columns_piece_sizes_lower(scheme):
     _compat.lower_for("cuda", lambda x: quantize_columns_mosaic_gpu(x, scheme, piece=48), x)
 
 
-@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
-def test_quantize_columns_state_once_lowers(scheme, monkeypatch):
-  # The column-wise kernel's block state once a block row (`block_state_once`, one row of x.T's
-  # tile a thread, through shared memory) instead of in each thread of its quad: gated until a
-  # GPU checks it, then the default; it needs 128 columns a step.
-  from pallas_kernels.quantize import mosaic_gpu_columns as qc
-  x = jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16)
-  lower = lambda **o: _compat.lower_for("cuda", lambda x: qc.quantize_columns_mosaic_gpu(
-      x, scheme, **o), x).as_text()
-  tile = {"tile_k": 128} if qc.TILE_K.get(scheme, 128) != 128 else {}
-  with pytest.raises(NotImplementedError, match="state_once has not matched"):
-    lower(state_once=True, **tile)
-  once = lower(state_once=True, allow_unverified=True, **tile)
-  assert "block_state_once" in once and "block_state_once" not in lower()
-  with pytest.raises(ValueError, match="tile_k=64 must be a multiple of 128"):
-    lower(state_once=True, allow_unverified=True, tile_k=64)
-  monkeypatch.setattr(qc, "STATE_ONCE_VERIFIED", frozenset({scheme}))
-  assert lower(**tile) == once  # verified: the default, ungated
-
-
 @pytest.mark.parametrize("transpose", [False, True], ids=["rows", "columns"])
 def test_nvfp4_given_tensor_amax_skips_the_pass_over_x(transpose):
   # With `tensor_amax` the GPU NVFP4 kernels (row- and column-wise) run alone: no XLA reduction

@@ -101,7 +101,7 @@ def test_transposed_is_quantize_of_transpose(impl, scheme):
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_column_twin_every_scheme(scheme):
   # The column-wise decomposition for every scheme: blocks of B along M, 4-bit codes paired
-  # along M, FP8 1x128 / INT4 in pieces (amax merged over pieces); special values (zero block,
+  # along M, in the GPU kernel's pieces (`PIECE`; whole blocks now); special values (zero block,
   # f32 subnormals, -0) sit in the first columns, a NaN in one block of column 5.
   x = _data(6, (128, 256), jnp.bfloat16).T  # (256, 128): every block runs down a column
   x = x.at[40, 5].set(jnp.nan)

@@ -192,9 +192,11 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   with pytest.raises(ValueError, match="do not match"):
     wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
                  tile_n=64)
-  # fused_sum: gated until a GPU checks it; stream-K (or one slot a tile) only
-  with pytest.raises(NotImplementedError, match="allow_unverified"):
-    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", fused_sum=True)
+  # fused_sum: gated until a GPU checks the case (INT4 g32 not yet); stream-K (or one slot a
+  # tile) only
+  _, pw32 = _weight("int4_g128", {"block_size": 32})
+  with pytest.raises(NotImplementedError, match="fused_sum for int4 group 32 has not matched"):
+    wm.wo_matmul(x, pw32, implementation="mosaic_gpu", fused_sum=True)
   _, pw_k = _weight("int4_g128", {}, k=1024)  # four K steps: two splits of two
   with pytest.raises(ValueError, match="stream-K"):
     wm.wo_matmul(jnp.ones((4, 1024), jnp.bfloat16), pw_k, implementation="mosaic_gpu",
@@ -247,13 +249,16 @@ def test_e2m1_select_tree_is_the_table():
   np.testing.assert_array_equal(got.view(np.uint32), E2M1_TABLE.view(np.uint32))
 
 
+PER_CHANNEL = ("int8", "fp8_e4m3_rowwise")  # presets stored as bytes, in K order
+
+
 def test_decode_plan_resolves_the_defaults(monkeypatch):
   # The decode kernel's options as `plan_decode` resolves them (no lowering): the measured
   # defaults of `configs.decode_config`, and the paths that follow from the format and M.
   from pallas_kernels.wo_matmul import decode_plan
   from pallas_kernels.wo_matmul.configs import decode_config
   shape = lambda preset, **o: jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
-      w, mxjax.schemes.get(preset, **o), axis=0), wgmma_order=True,
+      w, mxjax.schemes.get(preset, **o), axis=0), wgmma_order=preset not in PER_CHANNEL,
       scale_bf16=True if preset == "nvfp4" else None), jax.ShapeDtypeStruct((8192, 28672),
                                                                              jnp.float32))
   g32, u128, nvfp4 = shape("int4_g128", block_size=32), shape("int4_g128_asym"), shape("nvfp4")
@@ -285,14 +290,27 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert dataclasses.is_dataclass(f) and f.schedule.iters > 0
   with pytest.raises(dataclasses.FrozenInstanceError):
     f.steps = 2
-  # fused_sum: off until a GPU checks a case; once checked, on by default only where the
-  # schedule lets slot 0 wait (stream-K, or one slot a tile), never an error on a default path
+  # fused_sum: by default where the config asks for it, a GPU checked the case and the schedule
+  # lets slot 0 wait (stream-K, or one slot a tile), never an error on a default path
   assert not decode_plan.plan_decode(1, 8192, g32).fused_sum
+  asks = lambda *a, **kw: decode_config(*a, **kw) | dict(fused_sum=True)
+  monkeypatch.setattr(decode_plan, "decode_config", asks)
+  assert not decode_plan.plan_decode(1, 8192, u128).fused_sum  # not yet checked on a GPU
   monkeypatch.setattr(decode_plan, "FUSED_SUM_VERIFIED", frozenset({decode_plan.case(u128)}))
   assert decode_plan.plan_decode(1, 8192, u128).fused_sum  # stream-K at M <= 8
   split = decode_plan.plan_decode(9, 8192, u128)  # (224, 1): one CTA a tile, no K split
   assert split.fused_sum == (split.schedule.slots == 1)
   assert not decode_plan.plan_decode(1, 8192, u128, splits=2, stream_k=None).fused_sum
+  # FP8 / MXFP4 at M <= 8 on FP8 tensor cores (`fp8_x`), unless an option it excludes is asked
+  # for; FP8 above M = 8 and INT8 above 16 with two compute warpgroups
+  fp8, mxfp4, int8 = shape("fp8_e4m3_rowwise"), shape("mxfp4"), shape("int8")
+  assert decode_plan.plan_decode(8, 8192, fp8).fp8_x and not decode_plan.plan_decode(9, 8192,
+                                                                                     fp8).fp8_x
+  assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
+  assert decode_plan.plan_decode(1, 8192, mxfp4).fp8_x
+  assert not decode_plan.plan_decode(1, 8192, fp8, fused_sum=True, allow_unverified=True).fp8_x
+  assert not decode_plan.plan_decode(1, 8192, g32).fp8_x  # INT4 checked, slower: off
+  assert [decode_plan.plan_decode(m, 8192, int8).compute_wgs for m in (16, 17)] == [1, 2]
   with pytest.raises(NotImplementedError, match="M <= 64"):
     decode_plan.plan_decode(65, 8192, nvfp4)
   with pytest.raises(ValueError, match="x is \\(M, 4096\\) but W has K=8192"):
@@ -308,7 +326,7 @@ def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides):
   from pallas_kernels.wo_matmul import decode_plan
   for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192)]:
     for gpu in (False, True):
-      gpu_store = dict(wgmma_order=gpu and preset not in ("int8", "fp8_e4m3_rowwise"),
+      gpu_store = dict(wgmma_order=gpu and preset not in PER_CHANNEL,
                        scale_bf16=gpu and preset in ("mxfp4", "nvfp4", "nf4_g64"))
       pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
           w, mxjax.schemes.get(preset, **overrides), axis=0), **gpu_store),
