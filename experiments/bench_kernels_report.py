@@ -454,6 +454,41 @@ def h200_s20_section() -> list[str]:
       "configs): 38.1 -> 38.3 us, no gain.")
 
 
+def h200_s21_section() -> list[str]:
+  """Session 21: four H200 calls (the H100 refused): 8-bit weights with two compute warpgroups
+  at M = 16 / 32, FP8 tensor cores (`fp8_x`) for FP8, MXFP4 and groups of 32, INT4 g128's
+  column-wise quantize in whole blocks, the column-wise block state once a block row."""
+  md = wo_section(21, (
+      "8bit_m32", "8bit_m16_m32", "fp8_x_fp8", "fp8_x_mxfp4", "fp8_x_g32", "small_stream_k"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first); rows cut off by the "
+      "call's limit keep their configs under `in_progress` and are not in this table. Two "
+      "compute warpgroups (tile_n 128, gps 2, steps 3, stream_k 1): INT8 M = 32 90.7 -> 68.9 "
+      "us, FP8 M = 32 81.3 -> 67.6, FP8 M = 16 74.4 -> 63.8 (the default since: INT8 above "
+      "M = 16, FP8 above 8). `fp8_x`: FP8 M = 1 69.3 -> 61.0 us (1.80x XLA bf16), MXFP4 M = 1 "
+      "47.9 -> 46.1 (both the default at M <= 8 since); slower for FP8 at M = 16 / 32 / 64 "
+      "(behind the wide config; 83.5 -> 106.9 at 64), INT4 g32 M = 1 43.8 -> 52.6, UINT4 g32 "
+      "59.6 -> 65.3, INT4 g128 M = 64 68.6 -> 264.4 (kernels_wo_s21_int4_m64.json, cut off); "
+      "all correct (rel. err 1.66e-3). `fused_sum` INT4 g128 M = 64 68.6 -> 67.1 (same file), "
+      "4096 x 14336 M = 1 with stream_k 2 14.9 -> 15.8; stream_k 2 alone 15.5 -> 14.9 there. "
+      "INT4 M = 64 launch sweep (kernels_wo_s21_int4_m64_sweep.json, cut off before "
+      "compute_wgs 4): the default 69.9 us stays the fastest of four.")
+  cols = [("s21 INT4 pieces", _load("kernels_quant_s21_columns_int4_piece.json")),
+          ("s21 tile_k 64", _load("kernels_quant_s21_columns_tile_k.json")),
+          ("s21 state_once", _load("kernels_quant_s21_columns_state_once.json")),
+          ("s21 64-row tiles", _load("kernels_quant_s21_rows_tile64.json"))]
+  return md + ["", "## Fused block quantization: column-wise pieces, state once, row tiles", "",
+               "Each row its scheme's fastest config, every config bit-exact on the four "
+               "tensors (`configs_timed` and `mismatch_by_config` have each). INT4 g128 "
+               "column-wise in pieces of 16 / 32 / 64 / whole blocks with tile_k 64: 125.1 / "
+               "109.8 / 101.4 / 85.5 us (the default since: 1.36 -> 1.99 TB/s). tile_k 64 for "
+               "NVFP4 / MXFP4 columns: 159.7 -> 165.2, 90.1 -> 98.4. The block state once a "
+               "block row (`state_once`, session 18): NVFP4 159.8 -> 160.5, INT4 124.6 -> "
+               "126.6, MXFP4 90.1 -> 101.3, MXFP8 89.5 -> 101.5 (removed since). Row-wise "
+               "64-row tiles: FP8 1x128 87.6 -> 89.5, INT4 65.7 -> 68.2 (kept at 128).", "",
+               quant_table(cols)]
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -543,6 +578,7 @@ def main():
   md += h200_s15_section()
   md += h200_s17_section()
   md += h200_s20_section()
+  md += h200_s21_section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   roofline(wo + wo2 + wo3 + wo5, quant2 + quant5, copy_bps, gemm, os.path.join(RES, "kernels_roofline.png"))

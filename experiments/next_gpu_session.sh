@@ -4,11 +4,11 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 2b, 3, 4, h100-2, 5, 6 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5, 6 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
-# session 5 had one. Where only an H200 comes, part 2. (Sessions 18 and 19 were lent no device;
-# session 20 two H200 calls, which ran the part 2 before this one and more.)
+# session 5 had one. Where only an H200 comes, part 2. (Session 21 ran the parts 2, 2b and 3
+# before these, on an H200; docs/kernels_sessions.md.)
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -26,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -58,52 +58,41 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # after session 20's checks (docs/kernels_sessions.md): INT8 / FP8 at M = 32 with two
-      # compute warpgroups against today's default in the same run (at M = 64 that config took
-      # INT8 106.0 -> 84.7 us and became the default there; at M = 32 it ran 68.8 / 67.5 us
-      # with no baseline); INT4 M = 64 with `fused_sum` (XLA's slot sum there is 4.6-6.0 us;
-      # at M = 1 fused_sum was correct but 0.9 us slower) and `fp8_x` (M = 64 is MMA-bound:
-      # the split doubles N at FP8's rate; at M = 1, which is not MMA-bound, fp8_x's kernel
-      # gained nothing and its XLA split cost 8.6 us); FP8 weights with `fp8_x` (their bytes
-      # the A operand, no decode at all); MXFP4 with `fp8_x` (its decode is the heaviest of
-      # the formats fp8_x takes)
-    run 120 a $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs '[{},
+  2)  # after session 21's defaults (docs/kernels_sessions.md): INT8 at M = 16 with two compute
+      # warpgroups (the default above 16 since: M = 32 90.7 -> 68.9 us; FP8 M = 16 74.4 ->
+      # 63.8), FP8 / MXFP4 at M = 8 on FP8 tensor cores (`fp8_x`, their default at M <= 8 since,
+      # timed at M = 1 only: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1) against the bf16 path;
+      # `fused_sum` for INT4 at M = 32 / 64 again (M = 64 68.6 -> 67.1 us in one run, M = 1
+      # lost 0.9); INT4 M = 64 with four compute warpgroups (session 21's sweep was cut off
+      # before them)
+    run 90 a $B --what wo --formats int8 --m 16 --shapes $S --configs '[{},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
-    run 110 b $B --what wo --formats int4 --m 64 --shapes $S \
-      --configs '[{}, {"fused_sum": true}, {"fp8_x": true}]'
-    run 130 c $B --what wo --formats fp8_e4m3 --m 1,64 --shapes $S --configs '[{}, {"fp8_x": true}]'
-    run 80 d $B --what wo --formats mxfp4 --m 1 --shapes $S --configs '[{}, {"fp8_x": true}]'
+    run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S --configs '[{}, {"fp8_x": false}]'
+    run 150 c $B --what wo --formats int4 --m 32,64 --shapes $S --configs '[{}, {"fused_sum": true}]'
+    run 150 d $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
+      {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     ;;
-  2b)  # stream-K and `fused_sum` at 4096 x 14336, where the fixed costs (the XLA kernels
-      # around the decode) are a larger share of the call; and what INT4 M = 1 is bound by
-      # (session 20: not the MMA, not the tile's layout in memory): the empty-body pipeline's
-      # memory counters against XLA's bf16 GEMV's, which streams at ~4.2 TB/s to its 3.55
-    run 150 a $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
-      --configs '[{}, {"stream_k": 2}, {"stream_k": 2, "fused_sum": true}]'
-    run 150 b python3 experiments/profile_kernels.py --case wo_int4_m1_load_only,xla_bf16_m1
-    ;;
-  3)  # the M = 64 group-slice sweep with compute_wgs 4; INT4 g128's column-wise pieces; bf16
-      # FP8 1x128 / INT4 quantize with 64-row tiles (at 128 rows their 101 / 85 KB CTAs fit two
-      # an SM of the four / three LAUNCH asks; Mosaic's count, session 17); the column-wise
-      # block state once a block row (session 18, gated until this checks it: then add the
-      # schemes to mosaic_gpu_columns.STATE_ONCE_VERIFIED; NVFP4 columns are 45% of target)
-    run 200 a $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 90 b $B --what quant --transpose --qshapes 8192x8192 --schemes int4_g128 \
-      --configs '[{}, {"piece": 32}, {"piece": 64}, {"piece": 128, "tile_k": 64}]'
-    run 80 c $B --what quant --qshapes 8192x8192 --schemes fp8_e4m3_block128,int4_g128 \
-      --configs '[{}, {"tile_rows": 64}, {"tile_rows": 64, "steps": 3}]'
-    run 110 d $B --what quant --transpose --qshapes 8192x8192 --schemes nvfp4,int4_g128,mxfp4,mxfp8_e4m3 \
-      --configs '[{}, {"state_once": true, "allow_unverified": true}]'
+  3)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); NVFP4's
+      # column-wise launch, never swept on an H200 (1.08 TB/s, 45% of the 2.4 target; the
+      # sweep's configs are bench_kernels.py's); the f32-input quantize's launch, never swept
+      # (INT4 2.12 TB/s, NVFP4 1.61; each config checked bit for bit before it is timed); XLA's
+      # bf16 GEMV's memory section beside INT4 M = 1's empty-body pipeline (3.64 TB/s from DRAM,
+      # 75.8% of peak; session 21's profile of XLA caught an input kernel)
+    run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 120 b $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes nvfp4
+    run 120 c $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,nvfp4 \
+      --configs '[{}, {"steps": 3, "ctas_per_sm": 2}, {"steps": 2, "ctas_per_sm": 2},
+                  {"steps": 4, "ctas_per_sm": 1}]'
+    run 90 d python3 experiments/profile_kernels.py --case xla_bf16_m1,wo_int4_m1_load_only
     ;;
   4)  # the group-slice sweep at M = 32 and UINT4 g64's at M = 64; zero-point bytes and bf16
       # scales at M = 16 / 64 (one run: the zero-point config fails fast on the formats without
-      # zero points, and is recorded so); NVFP4's column-wise launch, never swept on an H200
-      # (1.08 TB/s, 45% of the 2.4 target; the sweep's configs are bench_kernels.py's)
+      # zero points, and is recorded so)
     run 150 a $B --what wo --formats int4,int4_g32,uint4_g32 --m 32 --shapes $S --configs "$sweep"
     run 180 b $B --what wo --formats uint4,uint4_g64,uint4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 \
       --m 16,64 --shapes $S --configs '[{}, {"zero_points": true}]'
     run 90 c $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 120 d $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes nvfp4
     ;;
   5)  # UINT4's stream-K configs; the issue's smaller shapes with today's defaults
     # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
@@ -141,11 +130,6 @@ case "$part" in
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
                   {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
     run 200 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
-    # the f32-input quantize's launch, never swept (INT4 2.12 TB/s, NVFP4 1.61; each config
-    # checked bit for bit on the four test tensors before it is timed)
-    run 120 c $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,nvfp4 \
-      --configs '[{}, {"steps": 3, "ctas_per_sm": 2}, {"steps": 2, "ctas_per_sm": 2},
-                  {"steps": 4, "ctas_per_sm": 1}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
       # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose
@@ -159,6 +143,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 2b, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -54,6 +54,7 @@ def run_case(case: str, launches: int = 3) -> None:
   """Runs the case's kernel `launches` times (under ncu, in the child process)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
 
   what, spec, m, k, n = CASES[case]
   key = jax.random.key(0)
@@ -61,9 +62,10 @@ def run_case(case: str, launches: int = 3) -> None:
     from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
     x = jax.random.normal(key, (m, k), jnp.float32).astype(jnp.bfloat16)
     fn, args = jax.jit(lambda x: QG.quantize_mosaic_gpu(x, spec)), (x,)
-  elif what == "xla":
-    x = jax.random.normal(key, (m, k), jnp.bfloat16)
-    w = jax.random.normal(jax.random.fold_in(key, 1), (k, n), jnp.bfloat16)
+  elif what == "xla":  # inputs made on the host: ncu counts (and skips) every kernel here
+    rng = np.random.default_rng(0)
+    x, w = (jnp.asarray(rng.standard_normal(s, np.float32).astype(jnp.bfloat16))
+            for s in ((m, k), (k, n)))
     fn, args = jax.jit(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.bfloat16)), (x, w)
   else:
     import bench_kernels as B  # pylint: disable=g-import-not-at-top
@@ -106,8 +108,8 @@ def to_markdown(case: str, rows: list[dict]) -> str:
 
 def run_ncu(ncu: str, case: str, args: list[str]) -> subprocess.CompletedProcess:
   """ncu (clocks left alone) over the third launch of the case's Mosaic kernel (for an "xla"
-  case, of any kernel: its call is one), run in a child of this script; `args` say what to
-  collect and print."""
+  case, of any kernel: its inputs come from the host and its call is one kernel), run in a
+  child of this script; `args` say what to collect and print."""
   kernel = "regex:." if CASES[case][0] == "xla" else "regex:mosaic"
   cmd = [ncu, "--clock-control", "none", "--target-processes", "all", "-k", kernel,
          "--launch-skip", "2", "--launch-count", "1", *args,
