@@ -89,7 +89,7 @@ def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: in
   """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales (`scale_bytes`
   each: 4 but for a scheme's bf16 scales, counting FP4's 2-byte multipliers as 4), UINT4's
   offsets or zero points (`off_bytes` each), and its x group sums unless `xsum=False`; with
-  `fp8_x`, x in E4M3 bytes and its group sums)."""
+  `fp8_x`, x in 8-bit bytes and its x operand: INT4's group sums, INT8's chunk multipliers)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
   x_bytes = 1 if fp8_x else 2
   total = sub * mp * tile_k * x_bytes + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x
@@ -97,6 +97,8 @@ def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: in
     total += scale_rows * tile_n * off_bytes + (scale_rows * xsum_cols(mp) * 4 if xsum else 0)
   if fp8_x and fmt is WeightFormat.INT4:  # (UINT4's are counted above; others have none)
     total += scale_rows * xsum_cols(mp) * 4
+  if fp8_x and fmt is WeightFormat.INT8:  # a row of multipliers a chunk
+    total += tile_k // CHUNK * xsum_cols(mp) * 4
   return total
 
 
@@ -144,9 +146,16 @@ class DecodePlan:
 
   @property
   def xsum_in(self) -> bool:
-    """An x-sum term a group, the x group sums computed by XLA: UINT4's f32 offset * x-sum, or
-    `fp8_x`'s S (its weights' odd values owe back half of x's group sum)."""
-    return (self.asym and not self.zero_in_weights) or (self.fp8_x and F8.owes_sums(self.fmt))
+    """An x operand a group, computed by XLA: UINT4's x group sums (its f32 offset * x-sum),
+    `fp8_x`'s S (its weights' odd values owe back half of x's group sum) or INT8's chunk
+    multipliers (`fp8_x.x_terms`)."""
+    return (self.asym and not self.zero_in_weights) or (self.fp8_x and F8.x_terms(self.fmt))
+
+  @property
+  def xs_rows(self) -> int:
+    """Rows of that x operand a pipeline step: one a group, or for per-channel weights (INT8
+    `fp8_x`) one a chunk."""
+    return self.gps if self.per_channel else self.scale_rows
 
 
 def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
@@ -269,8 +278,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       each group's (chunk's) product folded in float32. At M <= 4 the two rows fill columns
       the wgmma pads anyway; above, they double its N. Not the bf16 path's numerics to the
       bit (the FP8 MMA accumulates a group in ~13 mantissa bits): close to them, checked
-      against the f32 reference. No `fused_sum` (XLA adds each token's two columns). Default
-      (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8, where it was faster on an
+      against the f32 reference. INT8 (per channel) likewise on s8 tensor cores: x split into
+      int8 hi / lo rows with a power of two a chunk of 128 (exact to 2^-15 of the chunk's
+      amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
+      row's multiplier, an x operand a chunk). No `fused_sum` (XLA adds each token's two
+      columns). Default (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8, where it was faster on an
       H200) unless `fused_sum` or `zero_in_weights` is asked for; a case not in
       `FP8_X_VERIFIED` needs `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty

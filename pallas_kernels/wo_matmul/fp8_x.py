@@ -1,5 +1,6 @@
-"""INT4 / UINT4 / MXFP4 / FP8 decode on FP8 tensor cores (`fp8_x`, an option of the decode
-kernel, `mosaic_gpu.py`): x split into two E4M3 rows, the weights as E4M3 values.
+"""INT4 / UINT4 / MXFP4 / FP8 decode on FP8 tensor cores, INT8 on s8 ones (`fp8_x`, an option
+of the decode kernel, `mosaic_gpu.py`): x split into two 8-bit rows, the weights as 8-bit values
+of the same type.
 
 Why: at M <= 4 the decode's wgmma has N = 8 columns whatever M is (`decode_plan`: Mp >= 8),
 and at N = 8 its bf16 MMA alone is ~27 us of INT4 g128's ~36 us kernel at 8192 x 28672 (H200,
@@ -31,6 +32,17 @@ subnormal, which a flushing GPU multiply would take as 0) and y[m] = 2^6 s_x (..
 of 32 one K = 32 wgmma each (`group_slices`). FP8 weights are the A operand as stored (no
 decode, K in order), each chunk's product folded as P s_channel.
 
+INT8 weights take the s8 wgmma (int32 accumulators, exact), their bytes the A operand as
+stored, and x in int8: each chunk of 128 of a row gets a power of two 2^e with its amax <=
+127 2^e (`int8_split`), v = RN(x 2^(8 - e)) an integer of at most 15 bits, and
+
+  v = 256 hi + lo,   hi = floor((v + 128) / 256) in [-127, 127],   lo in [-128, 127],
+
+so x = 2^e hi + 2^(e - 8) lo within 2^(e - 9) <= amax_chunk 2^-15 (exact where x is a multiple
+of 2^(e - 8)). Each chunk's int32 product is exact and small (|P| < 2^21, exact in float32) and
+is folded as acc += P t s_channel, t the column's multiplier (2^e for hi, 2^(e - 8) for lo:
+the x operand the INT4 path's S takes), and y[m] = acc[:, 2m] + acc[:, 2m + 1].
+
 Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: SageAttention 2;
 DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, at most
 K = 128: four instructions) and the groups add in float32 (DeepGEMM's promotion). The odd values are why:
@@ -43,7 +55,8 @@ itself contains: 5.6e-5 there, 3.6e-4 for x centred on 0, and the bf16 output's 
 bf16 path's. So this is not the bf16 path's numerics to the bit but close to them; an option,
 checked against the f32 reference.
 
-Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf). x's
+Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf; for
+INT8, the chunk's multipliers are NaN). x's
 float32 subnormals (|x| < 2^-126, bf16's) count as zeros where XLA flushes them (the CPU does;
 so does the reference's float32 dot there).
 """
@@ -70,16 +83,23 @@ from pallas_kernels.wo_matmul.layout import untile_weight
 E4M3 = jnp.float8_e4m3fn
 SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the integer codes' 2^-9
 INT_FORMATS = (WeightFormat.INT4, WeightFormat.UINT4)
-FORMATS = INT_FORMATS + (WeightFormat.MXFP4, WeightFormat.FP8)
+BYTE_FORMATS = (WeightFormat.FP8, WeightFormat.INT8)  # the stored bytes are the A operand
+FORMATS = INT_FORMATS + (WeightFormat.MXFP4,) + BYTE_FORMATS
+# K elements of an INT8 x chunk sharing one power of two: the decode kernel's register tile
+# (`decode_plan.CHUNK`), each chunk's product folded with its multipliers
+INT8_CHUNK = 128
 
 
 def check(pw: PackedWeight) -> None:
-  """Raises unless `fp8_x` applies: INT4 / UINT4 (groups of 32, 64 or 128), MXFP4 or FP8
-  (per-channel) weights. NVFP4's groups of 16 are shorter than one FP8 wgmma's K, 32; NF4's
-  table and INT8's codes are no E4M3 values (INT8 would take an s8 wgmma and x in int8)."""
+  """Raises unless `fp8_x` applies: INT4 / UINT4 (groups of 32, 64 or 128), MXFP4, FP8 or
+  INT8 (per-channel) weights. NVFP4's groups of 16 are shorter than one FP8 wgmma's K, 32;
+  NF4's table values are no E4M3 values."""
   if pw.fmt not in FORMATS:
-    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 / MXFP4 / FP8, not "
+    raise NotImplementedError(f"fp8_x is written for INT4 / UINT4 / MXFP4 / FP8 / INT8, not "
                               f"{pw.fmt.value}")
+  if pw.fmt is WeightFormat.INT8 and pw.k % INT8_CHUNK:
+    raise ValueError(f"fp8_x for INT8 scales x in chunks of {INT8_CHUNK}: K={pw.k} is not a "
+                     "multiple")
 
 
 def word_bytes(fmt: WeightFormat):
@@ -93,29 +113,62 @@ def owes_sums(fmt: WeightFormat) -> bool:
   return fmt in INT_FORMATS
 
 
+def x_terms(fmt: WeightFormat) -> bool:
+  """Whether the kernel reads an x operand a group (chunk) and column from `split_x`: INT4 /
+  UINT4's sums S, INT8's chunk multipliers."""
+  return owes_sums(fmt) or fmt is WeightFormat.INT8
+
+
 def out_scale(fmt: WeightFormat) -> float:
   """What the folded sums are multiplied by (with s_x): 2^8 for the odd values (sum c x8 =
   2^8 (P - S)), 2^6 for E2M1 values stored as value 2^-6, 1 for FP8 weights (their own
-  bytes)."""
-  return {WeightFormat.MXFP4: 2.0**6, WeightFormat.FP8: 1.0}.get(fmt, 2.0**8)
+  bytes) and INT8 (its multipliers folded in the kernel)."""
+  return {WeightFormat.MXFP4: 2.0**6, WeightFormat.FP8: 1.0, WeightFormat.INT8: 1.0}.get(
+      fmt, 2.0**8)
 
 
 def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
   """x (..., K) in the order the kernel's 8-bit A tiles hold K: for 4-bit codes the weight's
-  storage order (`layout.storage_order`), then `FP8_A_ORDER` within each aligned 32; FP8
-  weights load as they are stored, in K order."""
-  if pw.fmt is WeightFormat.FP8:
+  storage order (`layout.storage_order`), then `FP8_A_ORDER` within each aligned 32; FP8 and
+  INT8 weights load as they are stored, in K order."""
+  if pw.fmt in BYTE_FORMATS:
     return x
   xs = storage_order(x, pw)
   return xs.reshape(*xs.shape[:-1], -1, 32)[..., FP8_A_ORDER].reshape(xs.shape)
 
 
+def int8_split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """x (M, K) -> (x8 (2 M, K) int8, rows hi_0, lo_0, hi_1, ...; t (K / INT8_CHUNK, 2 M) f32, the
+  multipliers 2^e / 2^(e - 8) of each chunk's hi / lo row, NaN for a chunk holding Inf or NaN):
+  x = t_hi hi + t_lo lo within 2^(e - 9) <= the chunk's amax 2^-15."""
+  m, k = x.shape
+  xf = x.astype(jnp.float32).reshape(m, k // INT8_CHUNK, INT8_CHUNK)
+  amax = jnp.max(jnp.abs(xf), axis=-1, keepdims=True)
+  _, e0 = jnp.frexp(amax)  # amax < 2^e0 <= 128 2^(e0 - 7): e = e0 - 7 unless amax > 127 2^(e0-7)
+  e = e0 - 7 + (amax > jnp.ldexp(jnp.float32(127.0), e0 - 7)).astype(e0.dtype)
+  e = jnp.clip(e, -118, 127)  # t_lo = 2^(e - 8) a normal float32: tiny chunks lose bits < 2^-126
+  finite = jnp.isfinite(amax)
+  v = jnp.round(jnp.ldexp(jnp.where(finite, xf, 0.0), 8 - e))  # |v| <= 127 * 256 (half-even)
+  hi = jnp.floor((v + 128.0) / 256.0)  # exact: v an integer of at most 15 bits
+  lo = v - 256.0 * hi
+  rows = jnp.stack([hi, lo], axis=1).reshape(2 * m, k).astype(jnp.int8)
+  t = jnp.stack([jnp.ldexp(jnp.ones_like(amax), e), jnp.ldexp(jnp.ones_like(amax), e - 8)],
+                axis=1)  # (M, 2, K / chunk, 1)
+  t = jnp.where(finite[:, None], t, jnp.nan).reshape(2 * m, k // INT8_CHUNK).T
+  return rows, t
+
+
 def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, jax.Array,
                                                                      jax.Array]:
-  """x (M, K) bf16 -> the kernel's inputs: x8 (2 M, K) E4M3, rows hi_0, lo_0, hi_1, ... in
-  `a_order`; row scales s_x (M,) f32, powers of two; S (K / group, sum_cols) f32, 2^-9 times
-  each group's sum of each x8 row (columns past 2 M zero; only INT4 / UINT4 read it)."""
+  """x (M, K) bf16 -> the kernel's inputs: x8 (2 M, K) E4M3 (INT8 weights: int8), rows hi_0,
+  lo_0, hi_1, ... in `a_order`; row scales s_x (M,) f32, powers of two (INT8: ones); the x
+  operand (rows, sum_cols) f32, columns past 2 M zero: for INT4 / UINT4 S (K / group rows),
+  2^-9 times each group's sum of each x8 row; for INT8 the chunks' multipliers (K / 128 rows,
+  `int8_split`); others read none."""
   m, k = x.shape
+  if pw.fmt is WeightFormat.INT8:
+    x8, t = int8_split(x)
+    return x8, jnp.ones((m,), jnp.float32), jnp.pad(t, ((0, 0), (0, sum_cols - 2 * m)))
   xf = x.astype(jnp.float32)
   amax = jnp.max(jnp.abs(xf), axis=1)
   _, e = jnp.frexp(amax)  # amax in [2^(e-1), 2^e): amax / s_x in [128, 256) for s_x = 2^(e-8)
@@ -147,8 +200,8 @@ def combine(cols: jax.Array, sx: jax.Array, fmt: WeightFormat) -> jax.Array:
 def a_values(pw: PackedWeight) -> jax.Array:
   """The weights as the kernel's wgmma reads them: (N, K) float32 E4M3 values (2^-9 (2 c + 1),
   or E2M1 values 2^-6) in `a_order`, decoded with `word_bytes` from the stored 32-bit words
-  (the CPU model of the kernel's registers); FP8 weights as stored."""
-  if pw.fmt is WeightFormat.FP8:
+  (the CPU model of the kernel's registers); FP8 and INT8 weights as stored."""
+  if pw.fmt in BYTE_FORMATS:
     return untile_weight(pw).w.astype(jnp.float32)
   w = untile_weight(pw).w.astype(jnp.int32) & 15  # (N, K) storage order, nibbles
   n, k = w.shape
@@ -172,6 +225,12 @@ def wo_matmul_fp8_x_twin(x: jax.Array, pw: PackedWeight) -> jax.Array:
   x8, sx, sums = split_x(x, pw, 2 * x.shape[0])
   a = a_values(pw)  # (N, K)
   n, k = a.shape
+  if pw.fmt is WeightFormat.INT8:  # exact chunk products, times the chunk's x multipliers
+    parts = jnp.einsum("ngk,rgk->gnr", a.reshape(n, k // INT8_CHUNK, INT8_CHUNK),
+                       x8.astype(jnp.float32).reshape(-1, k // INT8_CHUNK, INT8_CHUNK),
+                       precision=jax.lax.Precision.HIGHEST)  # (G, N, 2M)
+    terms = parts * sums[:, None, :] * group_scales(pw)[0][None, :, None]
+    return combine(terms.sum(0), sx, pw.fmt).T
   g = pw.group
   parts = jnp.einsum("ngk,rgk->gnr", a.reshape(n, k // g, g),
                      x8.astype(jnp.float32).reshape(-1, k // g, g),

@@ -222,9 +222,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           # Byte column c holds k = 2c, 2c + 1: g / 2 byte columns a group.
           s_exp = block_scales(j, g // 2, jnp.float32)
           return [(v * s_exp).astype(jnp.bfloat16) for v in vals]
-        if p.fp8_x and p.fmt is WeightFormat.FP8:  # the stored E4M3 bytes are the A operand
+        if p.fp8_x and p.per_channel:  # the stored bytes are the A operand: E4M3, or s8
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_8BIT)
-          return [lax.bitcast_convert_type(w, jnp.float8_e4m3fn)]
+          return [lax.bitcast_convert_type(w, jnp.float8_e4m3fn) if p.fmt is WeightFormat.FP8
+                  else w]
         if p.per_channel:
           w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
@@ -275,9 +276,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         # (scale bytes reach here only with fp8_x: MXFP4 then folds its groups like INT4)
         s = scale_bytes_f32(s, p.fmt) if p.fp4_scale_bytes else s.astype(jnp.float32)  # exact
         row = lambda v: lax.broadcast_in_dim(v, part.shape, [1])  # a value a column
-        if p.fp8_x and p.xsum_in:  # sum c x8 = 2^8 (P - S): 2^8 and s_x come after (`F8.combine`)
+        if p.fp8_x and p.xsum_in:  # the x operand, a value a column
           xs = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
                               layout=plgpu.Layout.WGMMA.reduce(0)))
+        if p.fp8_x and p.fmt is WeightFormat.INT8:  # the exact s8 product times x's multiplier
+          acc = acc + part.astype(jnp.float32) * xs * lax.broadcast_in_dim(s, part.shape, [0])
+        elif p.fp8_x and p.xsum_in:  # sum c x8 = 2^8 (P - S): 2^8, s_x after (`F8.combine`)
           acc = acc + (part - xs) * lax.broadcast_in_dim(s, part.shape, [0])
         else:
           acc = acc + part * lax.broadcast_in_dim(s, part.shape, [0])
@@ -300,7 +304,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             w_ = lax.slice(w_, (0, t * g), (w_.shape[0], (t + 1) * g))
           plgpu.wgmma(acc_ref, w_, xts[i % len(xts)])
 
-      acc_type = plgpu.ACC((p.wg_rows, p.mp), jnp.float32)
+      s8 = p.fp8_x and p.fmt is WeightFormat.INT8  # the s8 wgmma accumulates in int32
+      acc_type = plgpu.ACC((p.wg_rows, p.mp), jnp.int32 if s8 else jnp.float32)
       if p.chain:  # one chain from the carried sum, one wait
         def chain(acc_ref):
           for j in range(p.gps):
@@ -364,7 +369,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       in_specs.append(plgpu.BlockSpec((p.scale_rows, p.tile_n), lambda i: sched_place(i)[1::-1]))
       gmem.append(off_gmem)
     if p.xsum_in:
-      in_specs.append(plgpu.BlockSpec((p.scale_rows, xsum_cols(p.mp)),
+      in_specs.append(plgpu.BlockSpec((p.xs_rows, xsum_cols(p.mp)),
                                       lambda i: (sched_place(i)[1], 0)))
       gmem.append(xs_gmem)
     wg = lax.axis_index("wg") if p.compute_wgs > 1 else 0

@@ -58,12 +58,13 @@ def test_decode_kernel_lowers_for_cuda(name, m):
 def test_decode_step_wait_lowers(name, m):
   # `step_wait`: prescaled FP4 / NF4 and per-channel weights chain a step's chunks into the
   # carried accumulator (`chain`, a `pl.run_state`) and wait once; group-scaled ones read chunk
-  # j's accumulators after issuing chunk j + 1's (`chunk`, nested scopes).
+  # j's accumulators after issuing chunk j + 1's (`chunk`, nested scopes). The bf16 path:
+  # `fp8_x` (FP8 / MXFP4's default at M <= 8) never chains.
   pw = _weight_shape(name, 8192, 28672)
   chained = name.startswith(("mxfp4", "nvfp4", "nf4", "int8", "fp8"))
   for step_wait in (True, False):
     fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
-                                                      step_wait=step_wait)
+                                                      step_wait=step_wait, fp8_x=False)
     text = _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
     assert ("body.<locals>.chain" in text) == (step_wait and chained)
     assert ("body.<locals>.chunk" in text) == (step_wait and not chained)
@@ -131,7 +132,7 @@ def test_decode_fused_sum_lowers(name, m, cfg):
 @pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2, "stream_k": 1, "step_wait": True}])
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "int4_g128-block_size32",
                                   "int4_g128_asym-block_size64-scalebf16", "mxfp4",
-                                  "fp8_e4m3_rowwise"])
+                                  "fp8_e4m3_rowwise", "int8"])
 def test_decode_fp8_x_lowers(m, cfg, name):
   # `fp8_x`: INT4 g128 on FP8 tensor cores, x as two E4M3 rows a token (unpadded under 8 rows:
   # the TMA fills the tile), the weights as E4M3 odd values, an m64nNk32 e4m3 wgmma (N = 2 M,
@@ -139,9 +140,12 @@ def test_decode_fp8_x_lowers(m, cfg, name):
   # CPU's K order, the GPU's register order) only change how x is permuted. UINT4 adds its
   # offset term; groups of 32 / 64 and MXFP4 take one wgmma a group on its K slice
   # (`group_slices`), x in swizzle tiles of one group. MXFP4 also with its bf16 multipliers.
-  # FP8 weights are the A operand as stored (loaded in WGMMA_8BIT), folded every chunk.
+  # FP8 weights are the A operand as stored (loaded in WGMMA_8BIT), folded every chunk; INT8's
+  # too, on an s8 wgmma with int32 accumulators, x in int8.
   pws = [_weight_shape(name, 8192, 28672)]
-  if name != "fp8_e4m3_rowwise":  # (bytes have no register order)
+  if name == "int8" and cfg:
+    cfg = dict(cfg, tile_n=128)  # (INT8's default tile at M <= 16 has 64 rows)
+  if name not in ("fp8_e4m3_rowwise", "int8"):  # (bytes have no register order)
     pws.append(jax.eval_shape(wm.layout.order_for_wgmma, pws[0]))
   if name == "mxfp4":
     pws.append(jax.eval_shape(wm.layout.fp4_scales_bf16, pws[-1]))
@@ -150,8 +154,9 @@ def test_decode_fp8_x_lowers(m, cfg, name):
         x, p, allow_unverified=True, fp8_x=True, **cfg), _x(m, 8192), pw).as_text()
     main = text[text.index("func.func public @main"):].splitlines()
     at = next(i for i, ln in enumerate(main) if "mosaic_gpu" in ln)
-    assert f"m64n{max(8, 2 * m)}k32.f32.e4m3.e4m3" in main[at]
-    assert f"tensor<{2 * m}x8192xf8E4M3FN>" in main[at]  # padded to 8 rows or not: 2 m
+    mma, x8 = ("s32.s8.s8", "i8") if name == "int8" else ("f32.e4m3.e4m3", "f8E4M3FN")
+    assert f"m64n{max(8, 2 * m)}k32.{mma}" in main[at]
+    assert f"tensor<{2 * m}x8192x{x8}>" in main[at]  # padded to 8 rows or not: 2 m
 
 
 def test_decode_fused_sum_takes_four_warpgroups_one_slot_and_f32():
@@ -278,9 +283,9 @@ def test_nf4_byte_permute_lookup_lowers(m):
 def test_e2m1_bit_decode_lowers(name, m):
   # The decode kernel's and the GEMM's E2M1 decode (`registers.e2m1_bf16`): integer ops on the
   # int4 registers' 32-bit words and PTX mul.rn.bf16x2, not Mosaic's int4 -> bf16 cast (whose PTX
-  # ends in sub.bf16x2).
+  # ends in sub.bf16x2). (MXFP4's default at M <= 8 is `fp8_x`, E2M1 bits into E4M3.)
   pw = _weight_shape(name, 8192, 28672)
-  for fn, m_ in ((mosaic_gpu.wo_matmul_mosaic_gpu, m),
+  for fn, m_ in ((lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False), m),
                  (lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True),
                   16 * m)):
     text = _compat.lower_for("cuda", fn, _x(m_, 8192), pw).as_text()
@@ -299,7 +304,8 @@ def test_wgmma_ordered_weights_lower_without_relayouts(name, monkeypatch):
                       lambda a, lay: casts.append(lay) or layout_cast(a, lay))
   pw = _weight_shape(name, 8192, 28672)
   gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
-  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
+                                                        fp8_x=False)
   for fn, m in ((decode, 1), (decode, 64), (gemm, 1024)):
     ordered = lambda x, p, fn=fn: fn(x, wm.layout.order_for_wgmma(p))
     for f, relayouts in ((fn, True), (ordered, False)):
@@ -331,7 +337,7 @@ def test_fp4_scales_bf16_lower(name, monkeypatch):
                       lambda *a: decodes.append(1) or scale_bytes_f32(*a))
   pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
   assert pw.scale.dtype == jnp.bfloat16
-  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p)
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False)  # the bf16 path
   for m in (1, 16, 64):
     for p, decoded in ((pw, False), (jax.eval_shape(wm.layout.fp4_scales_stored, pw), True)):
       jax.clear_caches()  # lower afresh: a cached trace would call nothing
