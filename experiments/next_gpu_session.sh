@@ -60,15 +60,14 @@ case "$part" in
     ;;
   2)  # after session 21's defaults (docs/kernels_sessions.md): INT8 on s8 tensor cores (`fp8_x`
       # for INT8, written in session 21 and gated: its bytes the A operand, x split into int8
-      # hi / lo rows, exact int32 products; FP8's E4M3 twin of it took M = 1 69.3 -> 61.0 us)
-      # and at M = 16 with two compute warpgroups (the default above 16 since: M = 32 90.7 ->
-      # 68.9 us; FP8 M = 16 74.4 -> 63.8); FP8 / MXFP4 at M = 8 on FP8 tensor cores (`fp8_x`, their default at M <= 8 since,
+      # hi / lo rows, exact int32 products; FP8's E4M3 twin of it took M = 1 69.3 -> 61.0 us,
+      # in FP8's 128-row tiles, which take two CTAs an SM with it); FP8 / MXFP4 at M = 8 on FP8 tensor cores (`fp8_x`, their default at M <= 8 since,
       # timed at M = 1 only: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1) against the bf16 path;
       # `fused_sum` for INT4 at M = 32 / 64 again (M = 64 68.6 -> 67.1 us in one run, M = 1
       # lost 0.9); INT4 M = 64 with four compute warpgroups (session 21's sweep was cut off
       # before them)
-    run 130 a $B --what wo --formats int8 --m 1,16 --shapes $S --configs '[{}, {"fp8_x": true},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+    run 130 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
+      {"fp8_x": true, "tile_n": 128, "steps": 3}]'
     run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S --configs '[{}, {"fp8_x": false}]'
     run 150 c $B --what wo --formats int4 --m 32,64 --shapes $S --configs '[{}, {"fused_sum": true}]'
     run 150 d $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
@@ -95,6 +94,10 @@ case "$part" in
     run 180 b $B --what wo --formats uint4,uint4_g64,uint4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 \
       --m 16,64 --shapes $S --configs '[{}, {"zero_points": true}]'
     run 90 c $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    # INT8 at M = 16 with two compute warpgroups (the default above 16 since session 21: M = 32
+    # 90.7 -> 68.9 us; FP8 M = 16 74.4 -> 63.8)
+    run 90 d $B --what wo --formats int8 --m 16 --shapes $S --configs '[{},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
     ;;
   5)  # UINT4's stream-K configs; the issue's smaller shapes with today's defaults
     # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
