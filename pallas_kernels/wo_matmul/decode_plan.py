@@ -282,9 +282,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       int8 hi / lo rows with a power of two a chunk of 128 (exact to 2^-15 of the chunk's
       amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
       row's multiplier, an x operand a chunk). No `fused_sum` (XLA adds each token's two
-      columns). Default (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8, where it was faster on an
-      H200) unless `fused_sum` or `zero_in_weights` is asked for; a case not in
-      `FP8_X_VERIFIED` needs `allow_unverified`.
+      columns). Default (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8, where it
+      was faster on an H200) unless `fused_sum` or `zero_in_weights` is asked for; a case
+      not in `FP8_X_VERIFIED` needs `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).

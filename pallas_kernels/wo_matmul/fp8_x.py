@@ -56,9 +56,8 @@ bf16 path's. So this is not the bf16 path's numerics to the bit but close to the
 checked against the f32 reference.
 
 Non-finite x: a row holding Inf or NaN gives NaN in its output row (E4M3FN has no Inf; for
-INT8, the chunk's multipliers are NaN). x's
-float32 subnormals (|x| < 2^-126, bf16's) count as zeros where XLA flushes them (the CPU does;
-so does the reference's float32 dot there).
+INT8, the chunk's multipliers are NaN). x's float32 subnormals (|x| < 2^-126, bf16's) count as
+zeros where XLA flushes them (the CPU does; so does the reference's float32 dot there).
 """
 
 from __future__ import annotations

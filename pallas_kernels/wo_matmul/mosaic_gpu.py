@@ -46,6 +46,12 @@ the carried accumulator and wait on them once a step (`step_wait`), so that deco
 overlaps the previous chunk's MMA; group-scaled formats can read chunk j's partial products
 after issuing chunk j + 1's wgmmas instead (UINT4's default at M <= 16).
 
+With `fp8_x` the weights reach the tensor cores as 8-bit values instead of bf16 (`fp8_x.py`):
+INT4 / UINT4 / MXFP4 codes rebuilt as E4M3 bytes, FP8 and INT8 bytes as stored (INT8 on the s8
+wgmma, int32 accumulators), against x split by XLA into two 8-bit rows a token; each group's or
+chunk's product is folded in float32 and XLA adds each token's two columns (the default for FP8
+and MXFP4 at M <= 8, `configs.decode_config`).
+
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
 sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB), or, with
@@ -126,7 +132,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     grp = (jnp.arange(a.shape[1]) % chunk_cols) // group_cols
     return jnp.concatenate([jnp.where(grp == t, a, jnp.zeros_like(a)) for t in range(p.xsub)])
 
-  if p.fp8_x:  # two E4M3 rows a token, in the A tiles' K order, and their group sums
+  if p.fp8_x:  # two 8-bit rows a token, in the A tiles' K order, and their x operand
     x8, sx, x8_sums = F8.split_x(x, pw, xsum_cols(p.mp))
     xg = [x8 if p.tma_pad else jnp.pad(x8, ((0, p.mp - x8.shape[0]), (0, 0)))]
   elif p.nf4:  # two x halves, the even and the odd k (the low and high nibbles)
@@ -143,7 +149,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   extra = []
-  if p.fp8_x:  # INT4 / UINT4's sums S (UINT4: its offsets first, as below); MXFP4 none
+  if p.fp8_x:  # INT4 / UINT4's sums S (UINT4: its offsets first), INT8's multipliers
     extra = [pw.offset, x8_sums] if p.asym else [x8_sums] if p.xsum_in else []
   elif p.xsum_in:
     # Per-group row sums of x, float32 (G, xsum_cols): the zero-point term is offset_g *
@@ -162,7 +168,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   xw = g if p.group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
   x_tf = (plgpu.TilingTransform((8, xw)), plgpu.SwizzleTransform(2 * xw))
-  if p.fp8_x:  # E4M3: a chunk (or with group slices, a group) of K in one swizzle tile, the
+  if p.fp8_x:  # 8-bit: a chunk (or with group slices, a group) of K in one swizzle tile, the
     xw = g if p.group_slices else CHUNK  # 8-bit wgmma's K group: a byte an element
     x_tf = (plgpu.TilingTransform((8, xw)), plgpu.SwizzleTransform(xw))
   w_tf = (plgpu.TilingTransform((8, 64 if p.nf4 else 128)),

@@ -256,6 +256,7 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
     decode_plan.plan_decode(1, k, i8, fp8_x=True)
   pi = decode_plan.plan_decode(16, k, i8, fp8_x=True, allow_unverified=True)
   assert pi.xsum_in and pi.xs_rows == pi.gps and pi.mp == 32  # a row of multipliers a chunk
+  assert F8.INT8_CHUNK == decode_plan.CHUNK  # the chunk the kernel folds is x's scale block
   assert not decode_plan.plan_decode(1, k, i8).fp8_x  # off by default
   for preset, overrides in (("nvfp4", {}), ("nf4_g64", {})):
     other = jax.eval_shape(lambda w, p=preset, o=overrides: _weight_like(w, p, **o),
