@@ -64,15 +64,15 @@ case "$part" in
       # in FP8's 128-row tiles, which take two CTAs an SM with it); FP8 / MXFP4 at M = 8 on FP8 tensor cores (`fp8_x`, their default at M <= 8 since,
       # timed at M = 1 only: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1) against the bf16 path;
       # `fused_sum` for INT4 at M = 32 / 64 again (M = 64 68.6 -> 67.1 us in one run, M = 1
-      # lost 0.9); INT4 M = 64 with four compute warpgroups (session 21's sweep was cut off
-      # before them)
+      # lost 0.9); the prefill GEMM with NVFP4's s_t on the sum (`tensor_scale_out`, session
+      # 21, gated: its weights q * s_b in one bf16 multiply a pair, as MXFP4's multipliers,
+      # which took 735.0 -> 648.8 us; NVFP4 is 741.3, 0.86x XLA bf16, target 0.9x)
     run 130 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
       {"fp8_x": true, "tile_n": 128, "steps": 3}]'
     run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S --configs '[{}, {"fp8_x": false}]'
     run 150 c $B --what wo --formats int4 --m 32,64 --shapes $S --configs '[{}, {"fused_sum": true}]'
-    run 150 d $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
-      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
-      {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
+    run 150 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
+      --configs '[{}, {"tensor_scale_out": true}]'
     ;;
   3)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); NVFP4's
       # column-wise launch, never swept on an H200 (1.08 TB/s, 45% of the 2.4 target; the
@@ -135,6 +135,10 @@ case "$part" in
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
                   {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
     run 200 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
+    # INT4 M = 64 with four compute warpgroups (session 21's sweep was cut off before them)
+    run 120 c $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
+      {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
       # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose

@@ -21,8 +21,11 @@ Numerics: every weight is dequantized as `layout.dequantize_nk` does, in float32
 q * s - offset; NVFP4 s = s_t * s_b; per-channel INT8 / FP8 q * s) and rounded to bf16 once, then
 multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of
 XLA's own dequantize-then-dot) up to summation order. (MXFP4 read from bf16 scale multipliers,
-`scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly.) The portable twin with the same numerics is
-`portable.wo_matmul_portable(..., weights_bf16=True)`.
+`scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly.) The
+portable twin with the same numerics is `portable.wo_matmul_portable(..., weights_bf16=True)`.
+NVFP4 with `tensor_scale_out` departs from it: its weights are q * s_b, exact in bf16, and s_t
+multiplies the float32 sum (the decode kernel's prescaled numerics: no rounding of the weight,
+so nearer the float32 reference than bf16(q * s_b * s_t)).
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU interpreter;
 the GPU benchmark (`experiments/bench_kernels.py --prefill`) checks it against the reference for
@@ -42,6 +45,7 @@ from pallas_kernels import _compat
 from pallas_kernels.gates import require_checked
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.layout import FP4
+from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
 from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import int4_stored
 from pallas_kernels.wo_matmul.layout import PackedWeight
@@ -85,6 +89,11 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
 # round trip), NVFP4 756.4 -> 741.3, the same relative error.
 MULTIPLIERS_VERIFIED: frozenset[WeightFormat] = frozenset({WeightFormat.MXFP4,
                                                            WeightFormat.NVFP4})
+# Whether NVFP4's `tensor_scale_out` (s_t on the f32 sum, the weights q * s_b in one bf16
+# multiply a pair, as MXFP4's multipliers: 735.0 -> 648.8 us there) has matched the reference on
+# a GPU; it is then the default. Written in session 21 without a GPU (NVFP4 M = 1024 is 741.3
+# us, 0.86x XLA bf16, against the 0.9x target).
+TENSOR_SCALE_OUT_VERIFIED = False
 
 
 def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:
@@ -118,7 +127,8 @@ def _smem_bytes(fmt: WeightFormat, tile_m: int, tile_k: int, steps: int, out_byt
 def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = None,
                        tile_k: int | None = None, steps: int | None = None,
                        nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
-                       scale_multipliers: bool | None = None, out_dtype=None,
+                       scale_multipliers: bool | None = None,
+                       tensor_scale_out: bool | None = None, out_dtype=None,
                        allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
@@ -146,6 +156,12 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       NVFP4's are widened (`layout.nvfp4_multiplier_f32`, exact) for the f32 product with s_t.
       Default (None): on for the formats in `MULTIPLIERS_VERIFIED`; elsewhere True needs
       `allow_unverified`.
+    tensor_scale_out: NVFP4 read from its multipliers: the weights q * s_b (s_b = multiplier
+      2^-118, exact) in one bf16 multiply a pair, exact (an E2M1 value times an E4M3 one has
+      at most 6 significant bits), and s_t multiplying the float32 sum before the output is
+      rounded, instead of q * (s_t s_b) in float32 rounded to bf16 a weight. Not the
+      dequantize-then-dot numerics: no weight is rounded. Default (None): on once
+      `TENSOR_SCALE_OUT_VERIFIED`; before, True needs `allow_unverified`.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -167,6 +183,15 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   if scale_multipliers and fp4_scale_bytes:
     raise ValueError("fp4_scale_bytes decodes stored scale bytes; scale_multipliers reads the "
                      "bf16 multipliers: pick one")
+  nvfp4_mult = scale_multipliers and pw.fmt is WeightFormat.NVFP4
+  if tensor_scale_out is None:
+    tensor_scale_out = nvfp4_mult and TENSOR_SCALE_OUT_VERIFIED
+  if tensor_scale_out and not nvfp4_mult:
+    raise ValueError("tensor_scale_out is for NVFP4 read from its bf16 multipliers "
+                     "(scale_multipliers)")
+  if tensor_scale_out:
+    require_checked("NVFP4's tensor_scale_out", TENSOR_SCALE_OUT_VERIFIED, allow_unverified,
+                    reference="the reference", instead="leave it to the default")
   # Row-major W^T (every step reads a (128, tile_k) box); FP4 scales as stored bytes unless the
   # multipliers are read as they are; UINT4's offsets from XLA (prefill: small).
   pw = untile_weight(pw)
@@ -241,12 +266,16 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   row_inputs = {}
   if fmt is WeightFormat.UINT4:
     row_inputs["off"] = pw.offset
-  if (fp4_scale_bytes or scale_multipliers) and fmt is WeightFormat.NVFP4:
+  nvfp4_ts_rows = (fp4_scale_bytes or scale_multipliers) and not tensor_scale_out
+  if nvfp4_ts_rows and fmt is WeightFormat.NVFP4:
     row_inputs["ts"] = jnp.broadcast_to(pw.tensor_scale.astype(jnp.float32), (1, n))
+  # With `tensor_scale_out`, NVFP4's s_t, read once by each warpgroup for its output
+  ts_out = [pw.tensor_scale.astype(jnp.float32)] if tensor_scale_out else []
   wk = chunk // 2 if nf4 else chunk  # W^T columns a chunk spans (NF4: bytes; also x's halves)
   # MXFP4's multipliers are its scales, powers of two: an E2M1 value times one is a bf16 (the
-  # decode kernel's product), so no float32 round trip. NVFP4's s_t s_b is not: f32 there.
-  mx_bf16 = scale_multipliers and fmt is WeightFormat.MXFP4
+  # decode kernel's product), so no float32 round trip. NVFP4's s_t s_b is not: f32 there,
+  # unless s_t goes on the sum (`tensor_scale_out`), when q * s_b is a bf16 too.
+  mx_bf16 = scale_multipliers and (fmt is WeightFormat.MXFP4 or tensor_scale_out)
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
   if int4:  # wk int4 = wk / 2 bytes a row
@@ -297,8 +326,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       return spread_groups(vals, wk, g // 2 if nf4 else g)  # stored columns a group
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
-    if mx_bf16:  # value * 2^(e - 127) in one bf16 multiply: exact, as `dequantize_nk`'s f32
-      return [vals[0] * spread(s_smem, t_rows)]
+    if mx_bf16:  # value * 2^(e - 127) (NVFP4: * s_b) in one bf16 multiply, exact
+      unbias = ((lambda v, _: v * 2.0**-NVFP4_PRESCALE_LOG2)  # s_b 2^118 -> s_b, exact
+                if fmt is WeightFormat.NVFP4 else None)
+      return [vals[0] * spread(s_smem, t_rows, unbias)]
     s = spread(s_smem, t_rows, (lambda v, _: nvfp4_multiplier_f32(v)) if scale_multipliers
                else scale_bytes_f32 if fp4_scale_bytes else None)
     if "ts" in row_smems:
@@ -315,6 +346,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   def kernel(*refs):
     x_gmems, w_gmem, s_gmem = refs[:nx], refs[nx], refs[nx + 1]
     row_gmems = dict(zip(row_inputs, refs[nx + 2:nx + 2 + len(row_inputs)]))
+    ts_gmem = refs[nx + 2 + len(row_inputs)] if tensor_scale_out else None
     y_gmem, o_smem = refs[-2:]
     mi, ni = lax.axis_index("m"), lax.axis_index("n")
     wg = lax.axis_index("wg")
@@ -341,7 +373,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     def compute(pipeline):
       def scoped(acc_ref):
         pipeline(acc_ref)
-        out = acc_ref[...].astype(out_dtype)  # (64 of N, tile_m of M)
+        out = acc_ref[...]  # (64 of N, tile_m of M)
+        if tensor_scale_out:  # NVFP4's s_t on the float32 sum, a scalar load
+          out = out * ts_gmem[...]
+        out = out.astype(out_dtype)
         for e in range(tile_m // EPI):
           piece = lax.slice(out, (0, e * EPI), (WG_ROWS, (e + 1) * EPI))
           piece = plgpu.layout_cast(piece, plgpu.Layout.WGMMA_TRANSPOSED)
@@ -382,5 +417,5 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       thread_name="wg",
       scratch_types=[plgpu.SMEM((2, 2, EPI, WG_ROWS), out_dtype, transforms=o_tf)],
   )
-  y = f(*xs, w_in, s_in, *row_inputs.values())
+  y = f(*xs, w_in, s_in, *row_inputs.values(), *ts_out)
   return y[:m] if m_pad != m else y

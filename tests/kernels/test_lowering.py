@@ -348,6 +348,33 @@ def test_fp4_scales_bf16_lower(name, monkeypatch):
   _compat.lower_for("cuda", gemm, _x(1024, 8192), pw)
 
 
+def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
+  # NVFP4's s_t on the GEMM's float32 sum (`tensor_scale_out`): the weights are q * s_b in bf16
+  # (no float32 widening of the multipliers) and s_t goes to the kernel as a scalar operand,
+  # where without it a broadcast (1, N) row is read every K step. Gated until a GPU checks it.
+  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape("nvfp4", 8192, 28672))
+  widened, real = [], mosaic_gpu_gemm.nvfp4_multiplier_f32
+  monkeypatch.setattr(mosaic_gpu_gemm, "nvfp4_multiplier_f32",
+                      lambda *a: widened.append(1) or real(*a))
+
+  def lower(**options):  # the module, and whether the multipliers were widened
+    widened.clear()
+    jax.clear_caches()  # lower afresh: a cached trace would call nothing
+    fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **options)
+    return _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text(), bool(widened)
+
+  out, out_widened = lower(tensor_scale_out=True, allow_unverified=True)
+  rows, rows_widened = lower()
+  assert not out_widened and rows_widened
+  assert "broadcast_in_dim" in rows and "broadcast_in_dim" not in out  # s_t's (1, N) row
+  with pytest.raises(NotImplementedError, match="tensor_scale_out has not matched"):
+    lower(tensor_scale_out=True)
+  with pytest.raises(ValueError, match="NVFP4 read from its bf16 multipliers"):
+    lower(tensor_scale_out=True, scale_multipliers=False, allow_unverified=True)
+  monkeypatch.setattr(mosaic_gpu_gemm, "TENSOR_SCALE_OUT_VERIFIED", True)
+  assert lower()[0] == out  # verified: the default
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_gemm_scale_multipliers_lower(name, monkeypatch):
   # The GEMM reading FP4 bf16 multipliers as they are (`scale_multipliers`): the scales (the

@@ -745,6 +745,22 @@ def test_mxfp4_value_times_multiplier_is_a_bf16():
   assert np.isinf(b[big]).all() and big.sum() == 2 * (4 + 2)  # +-2, 3, 4, 6 at e = 254; 4, 6 at 253
 
 
+def test_nvfp4_value_times_block_scale_is_a_bf16():
+  # The prefill GEMM's `tensor_scale_out` multiplies NVFP4's bf16 E2M1 values by s_b in bf16 and
+  # puts s_t on the float32 sum: exact when every q * s_b is a bf16, and s_b comes back from its
+  # multiplier s_b 2^118 by a bf16 multiply by 2^-118, for all 16 codes x 254 finite E4M3 codes.
+  import ml_dtypes
+  q = np.arange(16, dtype=np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float64)
+  sb = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+  sb = sb[np.isfinite(sb)]
+  assert sb.size == 254
+  mult = (sb * 2.0**118).astype(ml_dtypes.bfloat16)
+  back = (mult * np.asarray(2.0**-118, ml_dtypes.bfloat16)).astype(np.float64)
+  np.testing.assert_array_equal(back, sb)
+  v = q[:, None] * sb[None, :]
+  np.testing.assert_array_equal(v.astype(ml_dtypes.bfloat16).astype(np.float64), v)
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
   # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
