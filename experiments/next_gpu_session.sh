@@ -4,7 +4,7 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5, 6 (1 ran in session 16)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5, 6, 7 (1 ran in session 16)
 #
 # h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
 # session 5 had one. Where only an H200 comes, part 2. (Session 21 ran the parts 2, 2b and 3
@@ -26,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, 7, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -74,13 +74,15 @@ case "$part" in
     run 150 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
       --configs '[{}, {"tensor_scale_out": true}]'
     ;;
-  3)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); NVFP4's
+  3)  # what INT4 M = 1's weight stream can reach: the decode pipeline with an empty body over
+      # 51 launches (tile rows, chunks a step, depth, stream-K CTAs an SM; session 14 timed
+      # three: 35.3-36.1 us, where 3.2x XLA bf16 needs 34.3 for the whole call); NVFP4's
       # column-wise launch, never swept on an H200 (1.08 TB/s, 45% of the 2.4 target; the
       # sweep's configs are bench_kernels.py's); the f32-input quantize's launch, never swept
       # (INT4 2.12 TB/s, NVFP4 1.61; each config checked bit for bit before it is timed); XLA's
       # bf16 GEMV's memory section beside INT4 M = 1's empty-body pipeline (3.64 TB/s from DRAM,
       # 75.8% of peak; session 21's profile of XLA caught an input kernel)
-    run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 200 a python3 experiments/bench_tma_stream.py --limit-s 160
     run 120 b $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes nvfp4
     run 120 c $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,nvfp4 \
       --configs '[{}, {"steps": 3, "ctas_per_sm": 2}, {"steps": 2, "ctas_per_sm": 2},
@@ -140,6 +142,9 @@ case "$part" in
       {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     ;;
+  7)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only)
+    run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
+    ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
       # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose
       # HBM is 1.4x wider: the standing table of the defaults at the issue's main shapes
@@ -152,6 +157,6 @@ case "$part" in
     run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, 7, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

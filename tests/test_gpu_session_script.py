@@ -21,7 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["1", "2", "3", "4", "5", "6", "h100-1", "h100-2"]
+PARTS = ["1", "2", "3", "4", "5", "6", "7", "h100-1", "h100-2"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 
@@ -91,7 +91,10 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
   assert len(dirs) == len(calls) <= 4 and all(d.startswith(out) for d in dirs)
   for argv in calls:
     script = os.path.basename(argv[0])
-    assert script in ("bench_kernels.py", "bench_wgmma_rate.py", "profile_kernels.py"), argv
+    assert script in ("bench_kernels.py", "bench_wgmma_rate.py", "profile_kernels.py",
+                      "bench_tma_stream.py"), argv
+    if script == "bench_tma_stream.py":  # its own limit ends it inside the part's
+      assert float(_arg(argv, "--limit-s", "220")) + 40 <= limits[calls.index(argv)], argv
     if script == "profile_kernels.py":  # at most 4 cases: 2 files each come back
       cases = _arg(argv, "--case").split(",")
       assert len(cases) <= 4 and set(cases) <= set(kernel_options["profile_cases"]), argv
@@ -114,7 +117,7 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
 
 def test_unknown_part_is_refused(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path))
-  proc = subprocess.run(["bash", SCRIPT, "7"], env=env, capture_output=True, text=True,
+  proc = subprocess.run(["bash", SCRIPT, "8"], env=env, capture_output=True, text=True,
                         check=False)
   assert proc.returncode == 2 and "part must be" in proc.stderr
 

@@ -1,0 +1,142 @@
+"""The decode kernel's streaming ceiling: its TMA pipeline with an empty body, by launch config.
+
+INT4 g128 at M = 1 (8192 x 28672) runs its full kernel in ~36.5 us and its empty-body pipeline
+(`load_only`, the same schedule and TMA copies, no math) in 35.0-36.1 us: 3.3-3.6 TB/s, where
+XLA's bf16 GEMV streams ~4.2 TB/s and the 3.2x XLA target needs 3.64 (docs/kernels.md). Session
+14 timed the empty pipeline under three configs only. This sweeps it over tile rows, chunks a
+step, pipeline depth and stream-K CTAs an SM (each config as `plan_decode` resolves it; a
+config whose resolved plan repeats an earlier one is skipped), so the next change to the
+kernel's launch knows which shapes of TMA traffic reach the bandwidth, and which cannot.
+
+Run on the GPU machine:  PYTHONPATH=.:experiments python3 experiments/bench_tma_stream.py --out $OUT
+Writes tma_stream.json (rewritten after every config, so a run cut off keeps its rows) and
+tma_stream.md: each config's time, TB/s of weight + scale bytes, and fraction of the copy
+bandwidth and of XLA's bf16 GEMV rate measured in the same run (device, date, jax version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import bench_kernels_common as C  # noqa: E402
+from pallas_kernels.wo_matmul import decode_plan as DP  # noqa: E402
+
+K, N = 8192, 28672
+# (tile_n, gps): 16 KiB to 64 KiB of INT4 codes a pipeline step (tile_n x 128 gps / 2 bytes)
+TILES = [(64, 4), (64, 8), (128, 2), (128, 4), (128, 8), (256, 2), (256, 4)]
+STEPS = [2, 3, 4]
+STREAM_K = [1, 2, 3]  # CTAs an SM the stream-K schedule launches
+
+
+def sweep_configs() -> list[dict]:
+  """The swept launch configs, before `plan_decode` resolves them."""
+  return [dict(tile_n=t, gps=g, steps=s, stream_k=k)
+          for (t, g), s, k in itertools.product(TILES, STEPS, STREAM_K)]
+
+
+def resolved(cfg: dict, pw) -> tuple | None:
+  """The plan's launch (tile_n, gps, steps, grid) for `cfg` at M = 1, or None where the
+  config does not plan (it does not fit shared memory, or does not tile N / K)."""
+  try:
+    p = DP.plan_decode(1, K, pw, load_only=True, allow_unverified=True, **cfg)
+  except (ValueError, NotImplementedError):
+    return None
+  return (p.tile_n, p.gps, p.steps, p.schedule.grid)
+
+
+def distinct_configs(pw) -> list[tuple[dict, tuple]]:
+  """Each swept config with its resolved launch, the first of any that resolve alike."""
+  seen, out = set(), []
+  for cfg in sweep_configs():
+    r = resolved(cfg, pw)
+    if r is not None and r not in seen:
+      seen.add(r)
+      out.append((cfg, r))
+  return out
+
+
+def weight(key):
+  """A random INT4 g128 weight in the GPU's storage, as the decode benchmark builds it."""
+  import bench_kernels as B  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import layout as L  # pylint: disable=g-import-not-at-top
+  codes, scale, extra = B.make_int4(key, K, N, "int4", 128)
+  return L.repack(codes, scale, fmt="int4", group=128, **B.repack_kw("int4", extra))
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--out", default="experiments/results")
+  ap.add_argument("--limit-s", type=float, default=220.0,
+                  help="stop starting configs after this many seconds (rows so far are kept)")
+  args = ap.parse_args()
+  from pallas_kernels.wo_matmul import mosaic_gpu as WG  # pylint: disable=g-import-not-at-top
+
+  t0 = time.perf_counter()
+  res = C.header()
+  res["copy_Bps"] = C.copy_bandwidth()
+  pw0 = weight(jax.random.key(0))
+  wbytes = pw0.nbytes  # codes, scales (as `bench_kernels.py` counts them)
+  nsets = C.rotations(wbytes)
+  sets = [(jax.random.normal(jax.random.key(100 + i), (1, K), jnp.bfloat16),
+           pw0 if i == 0 else weight(jax.random.key(i))) for i in range(nsets)]
+  dense = [(x, jax.random.normal(jax.random.key(200 + i), (K, N), jnp.bfloat16))
+           for i, (x, _) in enumerate(sets)]
+  gemv = C.time_op(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.bfloat16), dense)
+  del dense
+  res.update(xla_bf16_gemv_s=gemv["time_s"], xla_bf16_gemv_TBps=K * N * 2 / gemv["time_s"] / 1e12,
+             weight_bytes=wbytes, rows=[])
+  full = C.time_op(lambda x, p: WG.wo_matmul_mosaic_gpu(x, p), sets)  # today's default, whole
+  res["default_full_s"] = full["time_s"]
+  path = os.path.join(args.out, "tma_stream.json")
+  os.makedirs(args.out, exist_ok=True)
+  for cfg, (tile_n, gps, steps, grid) in distinct_configs(sets[0][1]):
+    if time.perf_counter() - t0 > args.limit_s:
+      res["cut_off"] = True
+      break
+    t = C.time_op(lambda x, p, c=cfg: WG.wo_matmul_mosaic_gpu(x, p, load_only=True,
+                                                               allow_unverified=True, **c), sets)
+    res["rows"].append(dict(config=cfg, tile_n=tile_n, gps=gps, steps=steps, ctas=grid[0],
+                            time_s=t["time_s"], spread_s=t["spread_s"],
+                            TBps=wbytes / t["time_s"] / 1e12,
+                            frac_copy=wbytes / t["time_s"] / res["copy_Bps"],
+                            frac_xla_gemv=(wbytes / t["time_s"]) / (K * N * 2 / gemv["time_s"])))
+    print(f"{cfg}: {t['time_s'] * 1e6:.1f} us, {res['rows'][-1]['TBps']:.2f} TB/s", flush=True)
+    with open(path, "w") as f:
+      json.dump(res, f, indent=1)
+  with open(path, "w") as f:
+    json.dump(res, f, indent=1)
+  with open(os.path.join(args.out, "tma_stream.md"), "w") as f:
+    f.write(to_markdown(res))
+
+
+def to_markdown(res: dict) -> str:
+  """The rows, fastest first, under the run's ceilings."""
+  lines = [f"# The decode pipeline's streaming ceiling ({res['device']}, {res['date'][:10]}, "
+           f"jax {res['jax_version']})", "",
+           f"INT4 g128, M = 1, {K} x {N}: {res['weight_bytes'] / 1e6:.1f} MB of codes and "
+           f"scales. Copy bandwidth {res['copy_Bps'] / 1e12:.2f} TB/s; XLA's bf16 GEMV "
+           f"{res['xla_bf16_gemv_s'] * 1e6:.1f} us ({res['xla_bf16_gemv_TBps']:.2f} TB/s of its "
+           f"bf16 weight); today's default kernel, whole, {res['default_full_s'] * 1e6:.1f} us."
+           + (" Cut off by --limit-s before every config ran." if res.get("cut_off") else ""),
+           "", "| tile_n | gps | steps | CTAs | empty pipeline us | TB/s | of copy BW "
+           "| of XLA GEMV's TB/s |", "|---|---|---|---|---|---|---|---|"]
+  for r in sorted(res["rows"], key=lambda r: r["time_s"]):
+    lines.append(f"| {r['tile_n']} | {r['gps']} | {r['steps']} | {r['ctas']} | "
+                 f"{r['time_s'] * 1e6:.1f} | {r['TBps']:.2f} | {r['frac_copy']:.0%} | "
+                 f"{r['frac_xla_gemv']:.0%} |")
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,71 @@
+"""experiments/bench_tma_stream.py on the CPU: its sweep plans and lowers, and a run end to end
+with only the GPU replaced (CUPTI timing, copy bandwidth, and the kernel, by its plan)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments")
+
+
+@pytest.fixture(name="sweep")
+def _sweep(monkeypatch):
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+  import bench_tma_stream  # pylint: disable=g-import-not-at-top
+  return bench_tma_stream
+
+
+def test_the_sweep_resolves_distinct_launches_today_s_among_them(sweep):
+  from pallas_kernels import _compat  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import decode_plan  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import mosaic_gpu  # pylint: disable=g-import-not-at-top
+  pw = jax.eval_shape(sweep.weight, jax.random.key(0))
+  configs = sweep.distinct_configs(pw)
+  launches = [r for _, r in configs]
+  assert len(configs) >= 20 and len(set(launches)) == len(launches)
+  p = decode_plan.plan_decode(1, sweep.K, pw)  # today's default launch is one of them
+  assert (p.tile_n, p.gps, p.steps, p.schedule.grid) in launches
+  x = jax.ShapeDtypeStruct((1, sweep.K), jnp.bfloat16)
+  for cfg, _ in configs[:: len(configs) // 3]:  # a few, whole: the empty-body kernel lowers
+    fn = lambda x, q, c=cfg: mosaic_gpu.wo_matmul_mosaic_gpu(x, q, load_only=True,
+                                                              allow_unverified=True, **c)
+    assert "mosaic_gpu" in _compat.lower_for("cuda", fn, x, pw).as_text()
+
+
+def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
+  import bench_kernels_common as C  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import decode_plan  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import mosaic_gpu  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sweep, "K", 1024)
+  monkeypatch.setattr(sweep, "N", 2048)
+  monkeypatch.setattr(C, "copy_bandwidth", lambda: 4e12)
+  monkeypatch.setattr(C, "rotations", lambda nbytes: 2)
+  calls = []
+
+  def time_op(fn, sets, iters=30):
+    jax.block_until_ready(jax.jit(fn)(*sets[0]))
+    calls.append(1)
+    return dict(time_s=1e-5 * (1 + len(calls) % 3), spread_s=1e-7)
+
+  def kernel(x, pw, **options):  # the plan (so a config the GPU would refuse fails here)
+    p = decode_plan.plan_decode(x.shape[0], x.shape[1], pw, **options)
+    assert options.get("load_only", False) == p.load_only
+    return jnp.zeros((x.shape[0], pw.n), x.dtype)
+
+  monkeypatch.setattr(C, "time_op", time_op)
+  monkeypatch.setattr(mosaic_gpu, "wo_matmul_mosaic_gpu", kernel)
+  monkeypatch.setattr("sys.argv", ["bench_tma_stream.py", "--out", str(tmp_path)])
+  sweep.main()
+  res = json.loads((tmp_path / "tma_stream.json").read_text())
+  want = sweep.distinct_configs(sweep.weight(jax.random.key(0)))
+  assert [r["config"] for r in res["rows"]] == [c for c, _ in want]
+  assert res["default_full_s"] > 0 and res["xla_bf16_gemv_TBps"] > 0
+  assert all(0 < r["TBps"] and 0 < r["frac_copy"] for r in res["rows"])
+  table = (tmp_path / "tma_stream.md").read_text()
+  assert table.count("\n| ") == len(res["rows"]) + 1  # a row each, under the header
