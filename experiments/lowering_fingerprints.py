@@ -128,6 +128,10 @@ def gemm_fingerprints() -> dict[str, str]:
             lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
                 x, p, allow_unverified=True, scale_multipliers=True),
             jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), _weight(preset, {}, True))
+  _record(res, "gemm|nvfp4|scale_bf16|tensor_scale_out",  # s_t on the f32 sum (session 21)
+          lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
+              x, p, allow_unverified=True, tensor_scale_out=True),
+          jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), _weight("nvfp4", {}, True))
   return res
 
 
