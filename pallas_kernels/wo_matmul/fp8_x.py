@@ -45,8 +45,8 @@ the x operand the INT4 path's S takes), and y[m] = acc[:, 2m] + acc[:, 2m + 1].
 
 Numerics: Hopper's FP8 MMA keeps ~13 mantissa bits while it accumulates (FP22: SageAttention 2;
 DeepSeek-V3's report), so each group's product is fresh (one accumulator a group, at most
-K = 128: four instructions) and the groups add in float32 (DeepGEMM's promotion). The odd values are why:
-offset codes c + 8 (0..15, a byte by masking alone) owe back 8 sum(x), which for x of one sign
+K = 128: four instructions) and the groups add in float32 (DeepGEMM's promotion). The odd
+values are why: offset codes c + 8 (0..15, a byte by masking alone) owe back 8 sum(x), which for x of one sign
 is ~20x the result, and the accumulator's error grows with it. Under the project's model of it
 (`mxjax.ops.accumulate`; `experiments/fp8_x_accumulation_model.py`, K = 8192, M = 1) the
 offset codes give 1.8e-3 of the output's RMS for x of one sign, against the bf16 path's own

@@ -20,7 +20,8 @@ the shared-memory right operand (its N dimension is M, padded to a multiple of 8
 
 A CTA's warpgroup owns `tile_n` rows of W^T (with `compute_wgs=2`, two compute warpgroups own
 half each and a third issues the copies). A `plgpu.emit_pipeline` keeps `steps` TMA copies of
-(tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in flight. Per 128-wide chunk of K within a step:
+(tile_n x 128 * gps) int4 weight tiles, their scales and the x tile in flight. Per 128-wide
+chunk of K within a step:
 
   q      = int4 tile -> bf16          (loaded in WGMMA_UPCAST_4X, relaid out to WGMMA, or for a
                                        weight in register order relabelled:
