@@ -96,21 +96,27 @@ def run() -> dict:
               seeds=SEEDS, accumulator=FP8_ACC.describe(), max_err_over_rms=rows)
 
 
-def main() -> None:
-  res = run()
-  out = os.path.join(os.path.dirname(__file__), "results", "fp8_x_accumulation_model")
+def write_results(res: dict, stem: str, title: str, caption: str) -> None:
+  """experiments/results/<stem>.json and .md: `res["max_err_over_rms"]` (x -> path -> error)
+  as a table, under `title` and `caption`."""
+  out = os.path.join(os.path.dirname(__file__), "results", stem)
   with open(out + ".json", "w") as f:
     json.dump(res, f, indent=1)
   names = list(next(iter(res["max_err_over_rms"].values())))
-  lines = [f"# fp8_x under a model of the FP8 MMA accumulator ({res['date']}, jax {res['jax']})",
-           "", f"K = {K}, N = {N}, INT4 g{G}, M = 1; {res['accumulator']}; max |y - exact| / "
-           f"RMS(exact), worst of {SEEDS} seeds (experiments/fp8_x_accumulation_model.py).", "",
+  lines = [f"# {title} ({res['date']}, jax {res['jax']})", "", caption, "",
            "| x | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
   for dist, errs in res["max_err_over_rms"].items():
     lines.append(f"| {dist} | " + " | ".join(f"{errs[n]:.1e}" for n in names) + " |")
   with open(out + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
+
+
+def main() -> None:
+  res = run()
+  write_results(res, "fp8_x_accumulation_model", "fp8_x under a model of the FP8 MMA accumulator",
+                f"K = {K}, N = {N}, INT4 g{G}, M = 1; {res['accumulator']}; max |y - exact| / "
+                f"RMS(exact), worst of {SEEDS} seeds (experiments/fp8_x_accumulation_model.py).")
 
 
 if __name__ == "__main__":

@@ -25,16 +25,19 @@ Writes experiments/results/int8_x_split_error.{json,md}.
 from __future__ import annotations
 
 import datetime
-import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from pallas_kernels.wo_matmul import fp8_x as F8
-from pallas_kernels.wo_matmul import layout as L
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fp8_x_accumulation_model import write_results  # noqa: E402
+from pallas_kernels.wo_matmul import fp8_x as F8  # noqa: E402
+from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 
 K, N = 8192, 512
 SEEDS = 5
@@ -82,19 +85,10 @@ def run() -> dict:
 
 def main() -> None:
   res = run()
-  out = os.path.join(os.path.dirname(__file__), "results", "int8_x_split_error")
-  with open(out + ".json", "w") as f:
-    json.dump(res, f, indent=1)
-  names = list(next(iter(res["max_err_over_rms"].values())))
-  lines = [f"# fp8_x for INT8: the int8 split of x against bf16 output rounding ({res['date']}, "
-           f"jax {res['jax']})", "", f"K = {K}, N = {N}, INT8 per channel, M = 1; max |y - "
-           f"exact| / RMS(exact), worst of {SEEDS} seeds (experiments/int8_x_split_error.py).",
-           "", "| x | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-  for dist, errs in res["max_err_over_rms"].items():
-    lines.append(f"| {dist} | " + " | ".join(f"{errs[n]:.1e}" for n in names) + " |")
-  with open(out + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  write_results(res, "int8_x_split_error",
+                "fp8_x for INT8: the int8 split of x against bf16 output rounding",
+                f"K = {K}, N = {N}, INT8 per channel, M = 1; max |y - exact| / RMS(exact), "
+                f"worst of {SEEDS} seeds (experiments/int8_x_split_error.py).")
 
 
 if __name__ == "__main__":
