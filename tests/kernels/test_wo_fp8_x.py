@@ -6,6 +6,7 @@ lowers in test_lowering.py; the GPU benchmark checks it (experiments/next_gpu_se
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import jax
@@ -269,15 +270,20 @@ def _weight_like(w, preset, **overrides):
   return wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0))
 
 
+def _small_study(monkeypatch, name: str) -> dict:
+  """An error study under experiments/ (`run()`'s max_err_over_rms), at N = 128 and 2 seeds."""
+  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+  study = importlib.import_module(name)
+  monkeypatch.setattr(study, "N", 128)
+  monkeypatch.setattr(study, "SEEDS", 2)
+  return study.run()["max_err_over_rms"]
+
+
 def test_accumulation_model_ranks_the_encodings(monkeypatch):
   # experiments/fp8_x_accumulation_model.py, the study behind the odd values: under the FP8
   # accumulator model the odd values stay far below the bf16 path's rounding for every x (and
   # leave its bf16 result's error as it was), where the offset codes do not for x of one sign.
-  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
-  import fp8_x_accumulation_model as study  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(study, "N", 128)
-  monkeypatch.setattr(study, "SEEDS", 2)
-  for dist, err in study.run()["max_err_over_rms"].items():
+  for dist, err in _small_study(monkeypatch, "fp8_x_accumulation_model").items():
     assert err["fp8_x odd, f32"] < err["bf16 path"] / 8, dist
     assert err["fp8_x odd, bf16"] <= err["bf16 path"] * 1.05, dist
     if dist != "normal":
@@ -288,10 +294,6 @@ def test_int8_split_stays_under_bf16_rounding_with_outliers(monkeypatch):
   # experiments/int8_x_split_error.py, the study behind INT8's x in int8: with outlier
   # activations (1% x30, fixed channels x300) the split's error stays far below the bf16
   # path's output rounding, and leaves its bf16 result's error as it was.
-  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
-  import int8_x_split_error as study  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(study, "N", 128)
-  monkeypatch.setattr(study, "SEEDS", 2)
-  for dist, err in study.run()["max_err_over_rms"].items():
+  for dist, err in _small_study(monkeypatch, "int8_x_split_error").items():
     assert err["int8_x, f32"] < err["bf16 path"] / 8, dist
     assert err["int8_x, bf16"] <= err["bf16 path"] * 1.05, dist
