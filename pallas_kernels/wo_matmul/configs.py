@@ -7,20 +7,37 @@ schedule and wait settings; the measurements behind each choice are cited beside
 
 from __future__ import annotations
 
+import jax
+
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
+# Devices whose FP8 / MXFP4 decode at M <= 8 runs faster on FP8 tensor cores (`fp8_x`), by a
+# substring of `device_kind`. On the H200 (4.8 TB/s) the bf16 path's decode, not HBM, bounds
+# M = 1: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1 (kernels_wo_s21_fp8_x_*.json). On the H100
+# (3.35 TB/s) the bf16 path already streams FP8 at 91% of the copy bandwidth and fp8_x loses:
+# M = 1 FP8 85.2 -> 87.3 us, MXFP4 59.0 -> 61.6; M = 8 85.7 -> 88.5, 59.0 -> 65.8
+# (kernels_wo_s22_h100_fp8_x_m{1,8}.json). Other devices: unmeasured, the bf16 path.
+FP8_X_DEVICES = ("H200",)
+
+
+def device_kind() -> str:
+  """The default device's kind ("NVIDIA H200", "NVIDIA H100 80GB HBM3", "cpu", ...): the
+  device the kernels trace for."""
+  return jax.devices()[0].device_kind
+
 
 def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
-                  group: int | None = None) -> dict:
+                  group: int | None = None, device: str | None = None) -> dict:
   """The decode kernel's launch config for a weight format, N, M and (INT4 / UINT4) scale
   group: the keyword arguments of `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave
-  unset.
+  unset. `device`: a `device_kind` (default: `device_kind()`); it decides `fp8_x` only.
 
   Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
-  (H100 sessions 1-5, H200 since session 6; the comments name the runs, whose JSON lists every
-  config's time in `configs_timed`).
+  (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
+  every config's time in `configs_timed`).
   """
+  fp8_x_pays = any(d in (device_kind() if device is None else device) for d in FP8_X_DEVICES)
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
@@ -30,7 +47,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json).
       return wide | dict(tile_n=128)
     if m > 16:
-      return wide
+      # INT4 g128: the kernel adds the stream-K partial sums (`fused_sum`): H100 M = 32 60.4 ->
+      # 58.5 us, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json); H200 M = 64 68.6
+      # -> 67.1 (kernels_wo_s21_int4_m64.json). At M = 1 it lost (H200 38.5 -> 39.4).
+      return wide | (dict(fused_sum=True) if group in (None, 128) else {})
     if group == 32 and m > 8:
       # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
       # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
@@ -62,15 +82,14 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # 106.0 -> 84.7 us, FP8 99.5 -> 82.7, kernels_wo_s20_per_channel_wgs.json; M = 32 INT8 90.7
   # -> 68.9, FP8 81.3 -> 67.6; FP8 M = 16 74.4 -> 63.8, kernels_wo_s21_8bit_m16_m32.json; INT8
   # M = 16 not yet timed with it). FP8 at M <= 8 on FP8 tensor cores (`fp8_x`: its stored bytes
-  # the A operand, no decode; H200, M = 1 69.3 -> 61.0 us, kernels_wo_s21_fp8_x_fp8.json; M = 16
-  # 74.4 -> 68.2, behind the wide config; M = 64 83.5 -> 106.9, where the split doubles the
-  # wgmma's N).
+  # the A operand, no decode) where that pays (`FP8_X_DEVICES`; H200 M = 16 74.4 -> 68.2, behind
+  # the wide config; M = 64 83.5 -> 106.9, where the split doubles the wgmma's N).
   per_channel_wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, step_wait=True)
   if fmt is WeightFormat.INT8:
     return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if m <= 16 else (
         per_channel_wide)
   if fmt is WeightFormat.FP8:
-    return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=True) if m <= 8 else (
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) if m <= 8 else (
         per_channel_wide)
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
@@ -83,9 +102,9 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
     cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
-    # MXFP4 at M <= 8 on FP8 tensor cores (`fp8_x`: E2M1 bits moved into E4M3, no table; H200,
-    # M = 1 47.9 -> 46.1 us, kernels_wo_s21_fp8_x_mxfp4.json)
-    x8 = dict(fp8_x=True) if fmt is WeightFormat.MXFP4 and m <= 8 else {}
+    # MXFP4 at M <= 8 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
+    # no table; `FP8_X_DEVICES`)
+    x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m <= 8 else {}
     return cfg | dict(step_wait=True) | x8
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,

@@ -39,10 +39,12 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
             (WeightFormat.UINT4, 128, "zero_points")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
-# default where `configs.decode_config` says so (none yet). Written in session 19 without a GPU.
-# H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fused_sum.json, kernels_wo_s21_int4_m64.json):
-# correct (rel. err as XLA's sum); INT4 g128 M = 1 38.5 -> 39.4 us, M = 64 68.6 -> 67.1, INT8
-# M = 1 65.5 -> 66.4, though it drops the 1.6-6 us XLA kernel after the decode.
+# default where `configs.decode_config` says so (INT4 g128 at M > 16). Written in session 19
+# without a GPU. H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fused_sum.json,
+# kernels_wo_s21_int4_m64.json): correct (rel. err as XLA's sum); INT4 g128 M = 1 38.5 -> 39.4
+# us, M = 64 68.6 -> 67.1, INT8 M = 1 65.5 -> 66.4, though it drops the 1.6-6 us XLA kernel
+# after the decode. H100, 2026-12-05: INT4 g128 M = 32 60.4 -> 58.5, M = 64 71.9 -> 68.7
+# (kernels_wo_s22_h100_fused_sum_m*.json).
 FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
                                            (WeightFormat.INT8, "channel")})
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
@@ -53,10 +55,12 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
 # against 36.5-37.0: M = 1 is not MMA-bound; six XLA kernels split x, 8.6 us); INT4 g32 M = 1
 # 43.8 -> 52.6, UINT4 g32 59.6 -> 65.3; MXFP4 M = 1 47.9 -> 46.1 (default at M <= 8); FP8
 # M = 1 69.3 -> 61.0 (default at M <= 8), M = 16 74.4 -> 68.2, M = 32 81.3 -> 82.8, M = 64
-# 83.5 -> 106.9.
+# 83.5 -> 106.9. H100, 2026-12-05 (kernels_wo_s22_h100_*.json), slower there: FP8 M = 1 / 8
+# 85.2 -> 87.3 / 85.7 -> 88.5, MXFP4 59.0 -> 61.6 / 59.0 -> 65.8 (`configs.FP8_X_DEVICES`);
+# INT8 on s8 tensor cores M = 1 87.2 -> 87.7 (rel. err 1.65e-3 both; no default).
 FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
                                        (WeightFormat.UINT4, 32), (WeightFormat.MXFP4, 32),
-                                       (WeightFormat.FP8, "channel")})
+                                       (WeightFormat.FP8, "channel"), (WeightFormat.INT8, "channel")})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -266,10 +270,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       Prescaled NVFP4 reads its tensor scale in the kernel (a scalar load) and multiplies
       the sum as XLA does, 2^8 then s_t. Needs a stream-K schedule
       (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one slot a
-      tile. Default (None): `configs.decode_config`'s where the schedule allows it (none yet:
-      on an H200 it was correct for INT4 g128 and INT8 but 0.9 us slower at M = 1, 1.5 us
-      faster for INT4 at M = 64); a case not in `FUSED_SUM_VERIFIED` needs
-      `allow_unverified`.
+      tile. Default (None): `configs.decode_config`'s where the schedule allows it (INT4 g128
+      at M > 16: 2-5% faster on an H100 and an H200; at M = 1 0.9 us slower on an H200); a
+      case not in `FUSED_SUM_VERIFIED` needs `allow_unverified`.
     fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices), MXFP4 (one group a K = 32
       slice; not prescaled) and FP8 (per channel; not chained) on FP8 tensor cores
       (`fp8_x.py`): each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the
@@ -282,9 +285,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       int8 hi / lo rows with a power of two a chunk of 128 (exact to 2^-15 of the chunk's
       amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
       row's multiplier, an x operand a chunk). No `fused_sum` (XLA adds each token's two
-      columns). Default (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8, where it
-      was faster on an H200) unless `fused_sum` or `zero_in_weights` is asked for; a case
-      not in `FP8_X_VERIFIED` needs `allow_unverified`.
+      columns). Default (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8 on the
+      devices where it was faster, `configs.FP8_X_DEVICES`: the H200, not the H100) unless
+      `fused_sum` or `zero_in_weights` is asked for; a case not in `FP8_X_VERIFIED` needs
+      `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).

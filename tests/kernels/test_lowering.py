@@ -351,7 +351,8 @@ def test_fp4_scales_bf16_lower(name, monkeypatch):
 def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
   # NVFP4's s_t on the GEMM's float32 sum (`tensor_scale_out`): the weights are q * s_b in bf16
   # (no float32 widening of the multipliers) and s_t goes to the kernel as a scalar operand,
-  # where without it a broadcast (1, N) row is read every K step. Gated until a GPU checks it.
+  # where without it a broadcast (1, N) row is read every K step. The default since an H100
+  # checked it (session 22); the gate still refuses it where a GPU has not.
   pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape("nvfp4", 8192, 28672))
   widened, real = [], mosaic_gpu_gemm.nvfp4_multiplier_f32
   monkeypatch.setattr(mosaic_gpu_gemm, "nvfp4_multiplier_f32",
@@ -363,16 +364,17 @@ def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
     fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **options)
     return _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text(), bool(widened)
 
-  out, out_widened = lower(tensor_scale_out=True, allow_unverified=True)
-  rows, rows_widened = lower()
+  out, out_widened = lower(tensor_scale_out=True)
+  rows, rows_widened = lower(tensor_scale_out=False)
   assert not out_widened and rows_widened
   assert "broadcast_in_dim" in rows and "broadcast_in_dim" not in out  # s_t's (1, N) row
-  with pytest.raises(NotImplementedError, match="tensor_scale_out has not matched"):
-    lower(tensor_scale_out=True)
+  assert lower()[0] == out  # verified: the default
   with pytest.raises(ValueError, match="NVFP4 read from its bf16 multipliers"):
     lower(tensor_scale_out=True, scale_multipliers=False, allow_unverified=True)
-  monkeypatch.setattr(mosaic_gpu_gemm, "TENSOR_SCALE_OUT_VERIFIED", True)
-  assert lower()[0] == out  # verified: the default
+  monkeypatch.setattr(mosaic_gpu_gemm, "TENSOR_SCALE_OUT_VERIFIED", False)
+  assert lower()[0] == rows  # unverified: off by default, and asked for, refused
+  with pytest.raises(NotImplementedError, match="tensor_scale_out has not matched"):
+    lower(tensor_scale_out=True)
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
@@ -407,11 +409,12 @@ def test_gemm_scale_multipliers_lower(name, monkeypatch):
   monkeypatch.setattr(mosaic_gpu_gemm, "MULTIPLIERS_VERIFIED", frozenset({pw.fmt}))
   assert operands()[0] == direct  # verified: the default, ungated
   # MXFP4's multipliers multiply the bf16 E2M1 values (exact); NVFP4's are widened to f32
+  # unless s_t goes on the sum (`tensor_scale_out`, NVFP4's default since session 22)
   widened, real = [], mosaic_gpu_gemm.nvfp4_multiplier_f32
   monkeypatch.setattr(mosaic_gpu_gemm, "nvfp4_multiplier_f32",
                       lambda *a: widened.append(1) or real(*a))
   jax.clear_caches()  # trace afresh
-  operands()
+  operands(tensor_scale_out=False)
   assert bool(widened) == (name == "nvfp4")
 
 

@@ -255,6 +255,7 @@ PER_CHANNEL = ("int8", "fp8_e4m3_rowwise")  # presets stored as bytes, in K orde
 def test_decode_plan_resolves_the_defaults(monkeypatch):
   # The decode kernel's options as `plan_decode` resolves them (no lowering): the measured
   # defaults of `configs.decode_config`, and the paths that follow from the format and M.
+  from pallas_kernels.wo_matmul import configs
   from pallas_kernels.wo_matmul import decode_plan
   from pallas_kernels.wo_matmul.configs import decode_config
   shape = lambda preset, **o: jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
@@ -301,14 +302,26 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   split = decode_plan.plan_decode(9, 8192, u128)  # (224, 1): one CTA a tile, no K split
   assert split.fused_sum == (split.schedule.slots == 1)
   assert not decode_plan.plan_decode(1, 8192, u128, splits=2, stream_k=None).fused_sum
-  # FP8 / MXFP4 at M <= 8 on FP8 tensor cores (`fp8_x`), unless an option it excludes is asked
-  # for; FP8 above M = 8 and INT8 above 16 with two compute warpgroups
+  monkeypatch.undo()
+  # INT4 g128 above M = 16 adds its partial sums in the kernel (faster on an H100 and an H200)
+  g128 = shape("int4_g128")
+  assert [decode_plan.plan_decode(m, 8192, g128).fused_sum for m in (16, 17, 64)] == [
+      False, True, True]
+  assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32: not checked on a GPU
+  # FP8 / MXFP4 at M <= 8 on FP8 tensor cores (`fp8_x`) on the devices where that paid (the
+  # H200, not the H100), unless an option it excludes is asked for; FP8 above M = 8 and INT8
+  # above 16 with two compute warpgroups
   fp8, mxfp4, int8 = shape("fp8_e4m3_rowwise"), shape("mxfp4"), shape("int8")
+  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
   assert decode_plan.plan_decode(8, 8192, fp8).fp8_x and not decode_plan.plan_decode(9, 8192,
                                                                                      fp8).fp8_x
   assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
   assert decode_plan.plan_decode(1, 8192, mxfp4).fp8_x
   assert not decode_plan.plan_decode(1, 8192, fp8, fused_sum=True, allow_unverified=True).fp8_x
+  for kind in ("NVIDIA H100 80GB HBM3", "cpu"):
+    monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
+    assert not any(decode_plan.plan_decode(1, 8192, w).fp8_x for w in (fp8, mxfp4)), kind
+  assert configs.decode_config(wm.WeightFormat.FP8, 28672, 1, device="NVIDIA H200")["fp8_x"]
   assert not decode_plan.plan_decode(1, 8192, g32).fp8_x  # INT4 checked, slower: off
   assert [decode_plan.plan_decode(m, 8192, int8).compute_wgs for m in (16, 17)] == [1, 2]
   with pytest.raises(NotImplementedError, match="M <= 64"):
