@@ -17,12 +17,11 @@ import glob
 import json
 import os
 
+from bench_kernels_report import QUANT_COLUMNS_TBPS
 from bench_kernels_report import QUANT_TBPS
 from bench_kernels_report import QUANT_X_XLA
 from bench_kernels_report import RES
 from bench_kernels_report import wo_targets
-
-QUANT_COLUMNS_TBPS = 2.4  # column-wise (transposed) output
 
 
 def load_runs(device: str) -> list[tuple[str, dict]]:

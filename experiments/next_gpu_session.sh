@@ -3,12 +3,13 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
+#   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 (kind nvidia-h200)
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2        # then 3, 4, h100-2, 5, 6, 7 (1 ran in session 16)
 #
-# h100-1 first where an H100 is lent: issue 8 sets its targets on an H100 and no run since
-# session 5 had one. Where only an H200 comes, part 2. (Session 21 ran the parts 2, 2b and 3
-# before these, on an H200; docs/kernels_sessions.md.)
+# Part 2 first on an H200: session 22 checked on the H100 only (the first H100 since session 5)
+# what it turned into defaults or found device-dependent. Then 3, 4, 5, 6, 7 on an H200, and
+# h100-1, h100-2 wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in session
+# 16 (rerun only to re-check); docs/kernels_sessions.md has each session's runs.
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -58,21 +59,20 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # after session 21's defaults (docs/kernels_sessions.md): INT8 on s8 tensor cores (`fp8_x`
-      # for INT8, written in session 21 and gated: its bytes the A operand, x split into int8
-      # hi / lo rows, exact int32 products; FP8's E4M3 twin of it took M = 1 69.3 -> 61.0 us,
-      # in FP8's 128-row tiles, which take two CTAs an SM with it); FP8 / MXFP4 at M = 8 on FP8 tensor cores (`fp8_x`, their default at M <= 8 since,
-      # timed at M = 1 only: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1) against the bf16 path;
-      # `fused_sum` for INT4 at M = 32 / 64 again (M = 64 68.6 -> 67.1 us in one run, M = 1
-      # lost 0.9); the prefill GEMM with NVFP4's s_t on the sum (`tensor_scale_out`, session
-      # 21, gated: its weights q * s_b in one bf16 multiply a pair, as MXFP4's multipliers,
-      # which took 735.0 -> 648.8 us; NVFP4 is 741.3, 0.86x XLA bf16, target 0.9x)
-    run 130 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
+  2)  # On an H200, what session 22 settled on the H100 only (docs/kernels_sessions.md): INT8 on
+      # s8 tensor cores (`fp8_x` for INT8: correct on the H100, 87.2 -> 87.7 us there, where
+      # INT8 M = 1 already streams at 2.69 TB/s; on the H200 INT8 M = 1 is decode-bound as FP8
+      # was, whose `fp8_x` took 69.3 -> 61.0 us); FP8 / MXFP4 at M = 8 with and without `fp8_x`
+      # (the H200's default at M <= 8, timed there at M = 1 only; on the H100 M = 8 lost 85.7 ->
+      # 88.5 / 59.0 -> 65.8); `fused_sum` for INT4 g128 at M = 32 (the default above M = 16
+      # since: H100 60.4 -> 58.5 us, H200 timed at M = 64 only); NVFP4's prefill with s_t on
+      # the sum (`tensor_scale_out`, the default since: H100 750.1 -> 676.6 us)
+    run 150 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
       {"fp8_x": true, "tile_n": 128, "steps": 3}]'
     run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S --configs '[{}, {"fp8_x": false}]'
-    run 150 c $B --what wo --formats int4 --m 32,64 --shapes $S --configs '[{}, {"fused_sum": true}]'
-    run 150 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
-      --configs '[{}, {"tensor_scale_out": true}]'
+    run 130 c $B --what wo --formats int4 --m 32 --shapes $S --configs '[{}, {"fused_sum": false}]'
+    run 120 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
+      --configs '[{}, {"tensor_scale_out": false}]'
     ;;
   3)  # what INT4 M = 1's weight stream can reach: the decode pipeline with an empty body over
       # 51 launches (tile rows, chunks a step, depth, stream-K CTAs an SM; session 14 timed
@@ -145,17 +145,22 @@ case "$part" in
   7)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only)
     run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
     ;;
-  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the device issue 8 sets its targets on;
-      # every run since session 6 was on an H200, whose XLA bf16 GEMV is 1.4x faster and whose
-      # HBM is 1.4x wider: the standing table of the defaults at the issue's main shapes
-    run 330 a $B --what wo --formats int4,int8,fp8_e4m3,mxfp4,nvfp4 --m 1,32,64 --shapes $S
-    run 100 b $B --what quant --qshapes 8192x8192
-    run 110 c $B --what quant --transpose --qshapes 8192x8192
+  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the rest of the standing table
+      # session 22 began (INT4 / INT8 / FP8 / MXFP4 at M = 1 / 32 / 64, NVFP4 M = 1 / 32, g32 /
+      # UINT4 / NF4 at M = 1, prefill and quantize ran): groups, UINT4 and NF4 at M = 16 / 64,
+      # and M = 16 of the rest; NVFP4 M = 64 (cut off in session 22)
+    run 170 a $B --what wo --formats int4_g32,int4_g64 --m 16,64 --shapes $S
+    run 230 b $B --what wo --formats uint4,nf4_g64,nvfp4 --m 16,64 --shapes $S
+    run 170 c $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     ;;
-  h100-2)  # the rest of the H100 table: groups of 32 / 64, UINT4, NF4, M = 16; prefill
-    run 300 a $B --what wo --formats int4_g32,int4_g64,uint4,nf4_g64 --m 1,16,64 --shapes $S
-    run 120 b $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
-    run 150 c $B --what wo --formats int4,mxfp4,nvfp4,nf4_g64 --m 1024 --shapes $S
+  h100-2)  # On an H100: INT8 on s8 tensor cores at M = 4 (cut off in session 22); the smaller
+      # shapes (last timed on an H100 in session 3); the prefill
+      # formats last timed in sessions 2-5 (INT8 0.85x, UINT4 g128 0.69x at M = 1024); the
+      # wgmma rate by N (none on an H100: the standing table's MMA floors are blank there)
+    run 90 a $B --what wo --formats int8 --m 4 --shapes $S --configs '[{}, {"fp8_x": true}]'
+    run 200 b $B --what wo --formats int4,int8,mxfp4,nvfp4 --m 1,64 --shapes 4096x14336
+    run 100 c $B --what wo --formats int8,uint4,int4_g32 --m 1024 --shapes $S
+    run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6, 7, h100-1 or h100-2" >&2; exit 2 ;;
 esac
