@@ -154,13 +154,15 @@ case "$part" in
     run 170 c $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
     ;;
   h100-2)  # On an H100: INT8 on s8 tensor cores at M = 4 (cut off in session 22); the smaller
-      # shapes (last timed on an H100 in session 3); the prefill
-      # formats last timed in sessions 2-5 (INT8 0.85x, UINT4 g128 0.69x at M = 1024); the
-      # wgmma rate by N (none on an H100: the standing table's MMA floors are blank there)
+      # shapes (last timed on an H100 in session 3); the prefill formats last timed in sessions
+      # 2-5 (INT8 0.85x, UINT4 g128 0.69x at M = 1024); INT4 g128 M = 1's launch on the H100 (51.8 us, 3.05x XLA bf16, 95% of the 3.2x target, with the
+      # launch tuned on the H200: stream-K two CTAs an SM, four chunks a step, two deep)
     run 90 a $B --what wo --formats int8 --m 4 --shapes $S --configs '[{}, {"fp8_x": true}]'
     run 200 b $B --what wo --formats int4,int8,mxfp4,nvfp4 --m 1,64 --shapes 4096x14336
     run 100 c $B --what wo --formats int8,uint4,int4_g32 --m 1024 --shapes $S
-    run 90 d python3 experiments/bench_wgmma_rate.py
+    run 110 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[{}, {"stream_k": 3},
+      {"gps": 2, "steps": 4}, {"gps": 2, "steps": 3, "stream_k": 3}, {"tile_n": 64, "gps": 4,
+      "steps": 2, "stream_k": 2}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6, 7, h100-1 or h100-2" >&2; exit 2 ;;
 esac
