@@ -306,8 +306,8 @@ def h200_s9_section() -> list[str]:
 def wo_section(session: int, names: tuple[str, ...], intro: str, device: str = "H200",
                quant_runs: list | None = None) -> list[str]:
   """A session's weight-only matmuls on one device: its `kernels_wo_s<session>_<name>.json` runs
-  as one table and its roofline, with `quant_runs` (default: the H200's session 9 quantize, the
-  last before quantization stopped changing much) in the roofline's right panel."""
+  as one table and its roofline, with `quant_runs` (default: the H200's session 9 quantize run)
+  in the roofline's right panel."""
   runs = [(f"s{session}", _load(f"kernels_wo_s{session}_{n}.json")) for n in names]
   head = runs[0][1]
   copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]

@@ -83,6 +83,12 @@ def test_column_wise_has_its_own_target(standing):
   col = dict(_quant(tbps=2.3), orientation="column-wise")
   assert [(n, ok) for n, ok, _ in standing.quant_targets(col, "column-wise")] == [
       ("2.4 TB/s", False)]
+  import bench_kernels_report  # pylint: disable=g-import-not-at-top  (on the path: `standing`)
+  rows = [dict(col, frac_copy_bw=0.7, xla_TBps=1.0),
+          dict(_quant(tbps=2.5), frac_copy_bw=0.8, xla_TBps=1.0)]
+  table = bench_kernels_report.quant_table([("t", {"fused_quantize": rows})]).splitlines()
+  assert [ln.split(" | ")[-2] for ln in table[2:]] == ["BW MISSED (96%)",
+                                                        "BW MISSED (89%), ratio met"]
 
 
 def test_page_from_the_committed_results(standing):

@@ -60,7 +60,8 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
 # INT8 on s8 tensor cores M = 1 87.2 -> 87.7 (rel. err 1.65e-3 both; no default).
 FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
                                        (WeightFormat.UINT4, 32), (WeightFormat.MXFP4, 32),
-                                       (WeightFormat.FP8, "channel"), (WeightFormat.INT8, "channel")})
+                                       (WeightFormat.FP8, "channel"),
+                                       (WeightFormat.INT8, "channel")})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
