@@ -12,13 +12,13 @@ import jax
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
-# Devices whose FP8 / MXFP4 decode at M <= 8 runs faster on FP8 tensor cores (`fp8_x`), by a
-# substring of `device_kind`. On the H200 (4.8 TB/s) the bf16 path's decode, not HBM, bounds
+# Devices whose FP8 / MXFP4 decode at M <= 8 runs faster on FP8 tensor cores (`fp8_x`), by the
+# start of `device_kind` (a GH200 is not an H200 here: unmeasured). On the H200 (4.8 TB/s) the bf16 path's decode, not HBM, bounds
 # M = 1: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1 (kernels_wo_s21_fp8_x_*.json). On the H100
 # (3.35 TB/s) the bf16 path already streams FP8 at 91% of the copy bandwidth and fp8_x loses:
 # M = 1 FP8 85.2 -> 87.3 us, MXFP4 59.0 -> 61.6; M = 8 85.7 -> 88.5, 59.0 -> 65.8
 # (kernels_wo_s22_h100_fp8_x_m{1,8}.json). Other devices: unmeasured, the bf16 path.
-FP8_X_DEVICES = ("H200",)
+FP8_X_DEVICES = ("NVIDIA H200",)
 
 
 def device_kind() -> str:
@@ -37,7 +37,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
   every config's time in `configs_timed`).
   """
-  fp8_x_pays = any(d in (device_kind() if device is None else device) for d in FP8_X_DEVICES)
+  fp8_x_pays = (device_kind() if device is None else device).startswith(FP8_X_DEVICES)
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)

@@ -318,7 +318,7 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
   assert decode_plan.plan_decode(1, 8192, mxfp4).fp8_x
   assert not decode_plan.plan_decode(1, 8192, fp8, fused_sum=True, allow_unverified=True).fp8_x
-  for kind in ("NVIDIA H100 80GB HBM3", "cpu"):
+  for kind in ("NVIDIA H100 80GB HBM3", "NVIDIA GH200 480GB", "cpu"):
     monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
     assert not any(decode_plan.plan_decode(1, 8192, w).fp8_x for w in (fp8, mxfp4)), kind
   assert configs.decode_config(wm.WeightFormat.FP8, 28672, 1, device="NVIDIA H200")["fp8_x"]
