@@ -91,11 +91,22 @@ def test_column_wise_has_its_own_target(standing):
                                                         "BW MISSED (89%), ratio met"]
 
 
+def test_bandwidth_share_splits_time_by_what_scales(standing):
+  # t = stream + rest on the fast device, stream * bw + rest on the slow one
+  for stream, rest in ((30.0, 0.0), (0.0, 40.0), (25.0, 15.0)):
+    share = standing.bandwidth_share(stream * 1.42 + rest, stream + rest, 1.42)
+    assert share == pytest.approx(stream / (stream + rest))
+
+
 def test_page_from_the_committed_results(standing):
   page = standing.page()
   assert "## NVIDIA H200" in page and "## NVIDIA H100" in page
   rows = [ln for ln in page.splitlines() if ln.startswith("| int4 | 8192x28672 | 1 |")]
   assert len(rows) == 2  # one a device
+  scaling = standing.device_scaling()  # session 22's H100 runs against the H200's
+  assert scaling[0].startswith("## H100 against H200") and any(
+      "| wo_matmul | int4 8192 28672 1 |" in ln for ln in scaling)
+  assert standing.device_scaling(since="2100-01-01") == []
 
 
 def test_wgmma_rate_counts_resident_ctas_and_writes_as_it_goes(monkeypatch, tmp_path):
