@@ -142,8 +142,12 @@ case "$part" in
       {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     ;;
-  7)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only)
+  7)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); the row-wise
+      # quantize kernels by SASS opcode: FP8 1x128 / INT4 / MXFP4 take the same time on the
+      # H100 and the H200 (session 22), so they are bound by their instructions (MXFP4's last
+      # profile, session 12, predates the E2M1 encode by the exponent field; FP8 1x128 never)
     run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 240 b python3 experiments/profile_kernels.py --sass --case quant_fp8_1x128,quant_int4,quant_mxfp4
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the rest of the standing table
       # session 22 began (INT4 / INT8 / FP8 / MXFP4 at M = 1 / 32 / 64, NVFP4 M = 1 / 32, g32 /
