@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 import statistics
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -33,10 +34,13 @@ def time_op(fn: Callable[..., Any], sets: Sequence[tuple], iters: int = 30) -> d
   from jax.experimental.mosaic.gpu import profiler  # pylint: disable=g-import-not-at-top
 
   g = jax.jit(lambda sets: [fn(*s) for s in sets])
+  t0 = time.perf_counter()
   jax.block_until_ready(g(sets))  # compile + warm-up
+  t1 = time.perf_counter()
   jax.block_until_ready(g(sets))
   _, ms = profiler.measure(g, iterations=iters)(sets)
   _, per_kernel = profiler.measure(g, aggregate=False, iterations=1)(sets)
+  t2 = time.perf_counter()
   names = sorted({name for name, _ in per_kernel})
   by_name = {n: sum(t for name, t in per_kernel if name == n) / len(sets) for n in names}
   ms = [m for m in ms if m is not None]
@@ -46,7 +50,10 @@ def time_op(fn: Callable[..., Any], sets: Sequence[tuple], iters: int = 30) -> d
               kernels=names, n_kernels=len(per_kernel) / len(sets),
               # one call's kernels by name, us (from a single timed iteration: a breakdown,
               # not a median): which part of `time_s` XLA's small kernels around a Pallas one take
-              kernel_us={n: round(t * 1e3, 2) for n, t in by_name.items()})
+              kernel_us={n: round(t * 1e3, 2) for n, t in by_name.items()},
+              # wall-clock s of the first call (trace, compile, one run) and of the rest (a
+              # second run and the CUPTI ones): where a device call's minutes go
+              first_call_wall_s=round(t1 - t0, 2), measure_wall_s=round(t2 - t1, 2))
 
 
 def poison(nbytes: int = 4 << 30) -> None:

@@ -105,7 +105,9 @@ def test_wo_configs_checks_and_storages(bench, monkeypatch, tmp_path):
     assert all(t["ctas_per_sm"] >= 1 for t in ok)  # the real kernels' shared memory
     # where the call's minutes went: each config's check and timing, the row's whole
     assert all(t["check_wall_s"] >= 0 and t["time_wall_s"] > 0 for t in ok)
+    assert all(0 <= t["prepare_wall_s"] <= t["time_wall_s"] for t in ok)  # the re-storing's part
     assert r["row_wall_s"] >= sum(t["check_wall_s"] + t["time_wall_s"] for t in ok) - 0.5
+    assert r["baselines_wall_s"] >= 0 and r["check_wall_s"] >= 0
     if r["fmt"] == "uint4":
       zp = timed['{"zero_points": true}']
       assert zp["weight_bytes"] < timed["{}"]["weight_bytes"]  # a byte a group, not four
