@@ -8,8 +8,12 @@
 #
 # Part 2 first on an H200: session 22 checked on the H100 only (the first H100 since session 5)
 # what it turned into defaults or found device-dependent. Then 3, 4, 5, 6, 7 on an H200, and
-# h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in session
-# 16 (rerun only to re-check); docs/kernels_sessions.md has each session's runs.
+# h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in
+# session 16 (rerun only to re-check); docs/kernels_sessions.md has each session's runs.
+#
+# Session 22's H100 walls, to size the limits: a one-config row at 8192 x 28672 took ~25 s at
+# M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 23, FP8 2-4);
+# a prefill row 12-25 s; each run's header (copy bandwidth, GEMM rate) ~10 s.
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -67,11 +71,12 @@ case "$part" in
       # 88.5 / 59.0 -> 65.8); `fused_sum` for INT4 g128 at M = 32 (the default above M = 16
       # since: H100 60.4 -> 58.5 us, H200 timed at M = 64 only); NVFP4's prefill with s_t on
       # the sum (`tensor_scale_out`, the default since: H100 750.1 -> 676.6 us)
-    run 150 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
+    run 190 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
       {"fp8_x": true, "tile_n": 128, "steps": 3}]'
-    run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S --configs '[{}, {"fp8_x": false}]'
-    run 130 c $B --what wo --formats int4 --m 32 --shapes $S --configs '[{}, {"fused_sum": false}]'
-    run 120 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
+    run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S \
+      --configs '[{}, {"fp8_x": false}]'
+    run 120 c $B --what wo --formats int4 --m 32 --shapes $S --configs '[{}, {"fused_sum": false}]'
+    run 80 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
       --configs '[{}, {"tensor_scale_out": false}]'
     ;;
   3)  # what INT4 M = 1's weight stream can reach: the decode pipeline with an empty body over
@@ -89,27 +94,26 @@ case "$part" in
                   {"steps": 4, "ctas_per_sm": 1}]'
     run 90 d python3 experiments/profile_kernels.py --case xla_bf16_m1,wo_int4_m1_load_only
     ;;
-  4)  # the group-slice sweep at M = 32 and UINT4 g64's at M = 64; zero-point bytes and bf16
-      # scales at M = 16 / 64 (one run: the zero-point config fails fast on the formats without
-      # zero points, and is recorded so)
-    run 150 a $B --what wo --formats int4,int4_g32,uint4_g32 --m 32 --shapes $S --configs "$sweep"
-    run 180 b $B --what wo --formats uint4,uint4_g64,uint4_g32,int4_g32-bf16,uint4_g64-bf16,int8-bf16 \
-      --m 16,64 --shapes $S --configs '[{}, {"zero_points": true}]'
-    run 90 c $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    # INT8 at M = 16 with two compute warpgroups (the default above 16 since session 21: M = 32
-    # 90.7 -> 68.9 us; FP8 M = 16 74.4 -> 63.8)
-    run 90 d $B --what wo --formats int8 --m 16 --shapes $S --configs '[{},
+  4)  # (Sized in session 22 by its walls: above; the bf16-scale and UINT4 g32 zero-point rows
+      # and the g32 sweeps at M = 32 did not fit and were dropped, M = 64's first.) INT4 g128's
+      # and UINT4 g64's launch sweeps at M = 32 / 64; INT8 at M = 16 with two compute
+      # warpgroups (the default above 16 since session 21: M = 32 90.7 -> 68.9 us; FP8 M = 16
+      # 74.4 -> 63.8); UINT4 zero-point bytes at M = 16 (checked and slower at M = 1, s16)
+    run 160 a $B --what wo --formats int4 --m 32 --shapes $S --configs "$sweep"
+    run 160 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
+    run 80 c $B --what wo --formats int8 --m 16 --shapes $S --configs '[{},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+    run 150 d $B --what wo --formats uint4,uint4_g64 --m 16 --shapes $S \
+      --configs '[{}, {"zero_points": true}]'
     ;;
   5)  # UINT4's stream-K configs; the issue's smaller shapes with today's defaults
-    # Stream-K with two CTAs an SM for UINT4 g32 at M = 1 and every group at M = 16 (explicit
-    # configs are timed at each M). Spelled out: merged into UINT4's own defaults, INT4's
-    # {"gps": 4, "steps": 2, "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's
-    # count on the CPU, session 16), one CTA an SM. gps 2 / steps 3 takes 89-110 KB, two an
-    # SM; gps 4 with zero-point bytes fits two for g32 at M = 1 only (111 KB; 119-131 KB at
-    # M = 16); step_wait as UINT4 takes it. configs_timed records each config's resolved plan
-    # and CTAs an SM.
-    run 140 a $B --what wo --formats uint4_g32,uint4,uint4_g64 --m 1,16 --shapes $S \
+    # Stream-K with two CTAs an SM for UINT4 g32 / g128 at M = 1 (explicit configs are timed at
+    # each M). Spelled out: merged into UINT4's own defaults, INT4's {"gps": 4, "steps": 2,
+    # "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's count on the CPU, session
+    # 16), one CTA an SM. gps 2 / steps 3 takes 89-110 KB, two an SM; gps 4 with zero-point
+    # bytes fits two for g32 at M = 1 only (111 KB); step_wait as UINT4 takes it.
+    # configs_timed records each config's resolved plan and CTAs an SM.
+    run 140 a $B --what wo --formats uint4_g32,uint4 --m 1 --shapes $S \
       --configs '[{}, {"tile_n": 128, "compute_wgs": 1, "gps": 2, "steps": 3, "stream_k": 2,
                    "step_wait": true},
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
@@ -120,8 +124,8 @@ case "$part" in
     # defaults, which were all tuned at 8192 x 28672 only. At these sizes the fixed costs (the
     # launch, the pipeline's fill, the XLA kernels around the decode kernel) are a third or
     # more of the call: these rows say how much.
-    run 220 b $B --what wo --formats int4,int8,mxfp4,nvfp4,nf4_g64 --m 1,16 \
-      --shapes 4096x14336,4096x4096
+    run 150 b $B --what wo --formats int4,int8,mxfp4,nvfp4,nf4_g64 --m 1 --shapes 4096x14336
+    run 100 d $B --what wo --formats int4,mxfp4,nf4_g64 --m 1 --shapes 4096x4096
     # FP4 / NF4 decode at M = 1 (2.28x / 1.89x XLA bf16, target 3.2x) by SASS opcode, with
     # today's one wgmma wait a step: what the decode spends its issue slots on (never profiled
     # since step_wait, session 12)
@@ -130,9 +134,7 @@ case "$part" in
   6)  # the smaller shapes' launch configs (N < 16384 takes INT4's 64-row tiles without
       # stream-K: never swept on the H200) and prefill there (INT4 4096 x 14336 M = 1024:
       # 0.83x XLA bf16 on the H200 in session 7, target 0.9x; 0.94x on the H100 in session 5)
-    # (4096 x 14336 only: a 4096 x 4096 weight is rotated over ~18 input sets to defeat the L2,
-    # so each config there compiles ~18 kernel copies; part 5 times its defaults)
-    run 240 a $B --what wo --formats int4,mxfp4,int8 --m 1,16 --shapes 4096x14336 \
+    run 200 a $B --what wo --formats int4 --m 1,16 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2},
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
                   {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
@@ -147,26 +149,27 @@ case "$part" in
       # H100 and the H200 (session 22), so they are bound by their instructions (MXFP4's last
       # profile, session 12, predates the E2M1 encode by the exponent field; FP8 1x128 never)
     run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 240 b python3 experiments/profile_kernels.py --sass --case quant_fp8_1x128,quant_int4,quant_mxfp4
+    run 240 b python3 experiments/profile_kernels.py --sass \
+      --case quant_fp8_1x128,quant_int4,quant_mxfp4
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the rest of the standing table
       # session 22 began (INT4 / INT8 / FP8 / MXFP4 at M = 1 / 32 / 64, NVFP4 M = 1 / 32, g32 /
       # UINT4 / NF4 at M = 1, prefill and quantize ran): groups, UINT4 and NF4 at M = 16 / 64,
-      # and M = 16 of the rest; NVFP4 M = 64 (cut off in session 22)
-    run 170 a $B --what wo --formats int4_g32,int4_g64 --m 16,64 --shapes $S
-    run 230 b $B --what wo --formats uint4,nf4_g64,nvfp4 --m 16,64 --shapes $S
-    run 170 c $B --what wo --formats int4,int8,mxfp4 --m 16 --shapes $S
+      # and M = 16 of the rest (12 rows at the ~45 s an M >= 16 row took in session 22)
+    run 200 a $B --what wo --formats int4_g32,int4_g64 --m 16,64 --shapes $S
+    run 200 b $B --what wo --formats uint4,nf4_g64 --m 16,64 --shapes $S
+    run 170 c $B --what wo --formats int4,int8,nvfp4 --m 16 --shapes $S
     ;;
   h100-2)  # On an H100: INT8 on s8 tensor cores at M = 4 (cut off in session 22); the smaller
       # shapes (last timed on an H100 in session 3); the prefill formats last timed in sessions
-      # 2-5 (INT8 0.85x, UINT4 g128 0.69x at M = 1024); INT4 g128 M = 1's launch on the H100 (51.8 us, 3.05x XLA bf16, 95% of the 3.2x target, with the
-      # launch tuned on the H200: stream-K two CTAs an SM, four chunks a step, two deep)
+      # 2-5 (INT8 0.85x, UINT4 g128 0.69x at M = 1024); INT4 g128 M = 1's launch on the H100
+      # (51.8 us, 3.05x XLA bf16, 95% of the 3.2x target, with the launch tuned on the H200:
+      # stream-K two CTAs an SM, four chunks a step, two deep)
     run 90 a $B --what wo --formats int8 --m 4 --shapes $S --configs '[{}, {"fp8_x": true}]'
-    run 200 b $B --what wo --formats int4,int8,mxfp4,nvfp4 --m 1,64 --shapes 4096x14336
+    run 200 b $B --what wo --formats int4,mxfp4,nvfp4 --m 1,64 --shapes 4096x14336
     run 100 c $B --what wo --formats int8,uint4,int4_g32 --m 1024 --shapes $S
-    run 110 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[{}, {"stream_k": 3},
-      {"gps": 2, "steps": 4}, {"gps": 2, "steps": 3, "stream_k": 3}, {"tile_n": 64, "gps": 4,
-      "steps": 2, "stream_k": 2}]'
+    run 120 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[{}, {"stream_k": 3},
+      {"gps": 2, "steps": 4}, {"gps": 2, "steps": 3, "stream_k": 3}]'
     ;;
   h100-3)  # On an H100: the quantize launch (every default was swept on the H200; session 2's
       # H100 sweep had MXFP8 rows at 2.65 TB/s with 3 steps, 3 CTAs an SM, against today's
@@ -175,7 +178,8 @@ case "$part" in
       # pipeline, `load_only_s`: is 51.8 us the stream or the decode?)
     run 220 a $B --what quant --sweep --qshapes 8192x8192 \
       --schemes mxfp8_e4m3,int4_g128,mxfp4,fp8_e4m3_block128
-    run 220 b $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes mxfp8_e4m3,int4_g128,mxfp4
+    run 220 b $B --what quant --transpose --sweep --qshapes 8192x8192 \
+      --schemes mxfp8_e4m3,int4_g128,mxfp4
     run 100 c $B --what wo --formats int4,mxfp4 --m 1 --load-split --shapes $S
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6, 7, h100-1, h100-2 or h100-3" >&2; exit 2 ;;
