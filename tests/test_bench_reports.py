@@ -109,6 +109,17 @@ def test_page_from_the_committed_results(standing):
   assert standing.device_scaling(since="2100-01-01") == []
 
 
+def test_every_session_section_builds_from_the_committed_results(standing, monkeypatch):
+  # Each session's report section reads its result files (a missing or renamed one fails here,
+  # not at the next report); the roofline plots are left alone.
+  del standing  # (puts experiments/ on the path)
+  import bench_kernels_sessions  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(bench_kernels_sessions, "roofline", lambda *a, **k: None)
+  heads = [section()[1] for section in bench_kernels_sessions.SECTIONS]
+  assert heads[0] == "# Session 6: H200" and heads[-1] == "# Session 22: H100"
+  assert len(set(heads)) == len(heads)
+
+
 def test_wgmma_rate_counts_resident_ctas_and_writes_as_it_goes(monkeypatch, tmp_path):
   monkeypatch.syspath_prepend(EXPERIMENTS)
   import bench_kernels_common as C  # pylint: disable=g-import-not-at-top
