@@ -365,7 +365,42 @@ def h100_s22_section() -> list[str]:
                quant_table(quant)]
 
 
+def h200_s23_section() -> list[str]:
+  """Session 23: four H200 calls: session 22's H100 findings re-checked on the H200 (INT8 on s8
+  tensor cores, `fp8_x` at M = 8, `fused_sum` at M = 32, NVFP4's `tensor_scale_out`), the
+  decode's empty-body stream, launch sweeps, the issue's smaller shapes."""
+  md = wo_section(23, (
+      "int8_s8", "fp8_x_m8", "fused_sum_m32", "tensor_scale_out", "int8_m16",
+      "uint4_zero_points_m16", "4096x14336", "4096x4096"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first); rows cut off by the "
+      "call's limit keep their configs under `in_progress` and are not in this table. INT8 on "
+      "s8 tensor cores (`fp8_x`) M = 1 64.8 -> 62.5 us, in FP8's 128-row tiles with three steps "
+      "62.1 (1.76x XLA bf16, target 1.8x); M = 4 66.7 -> 65.4 -> 64.6: the H200's default at "
+      "M <= 4 since. `fp8_x` at M = 8: FP8 69.4 -> 65.8 (kept), MXFP4 47.7 -> 49.9 (its default "
+      "at M = 1 only since). `fused_sum` INT4 g128 M = 32 51.7 -> 51.2 (the default). NVFP4's "
+      "prefill with s_t on the sum (`tensor_scale_out`) 743.7 -> 663.4 us, 0.97x XLA bf16 "
+      "(target 0.9x met). INT8 M = 16 with two compute warpgroups 67.2 -> 66.5 (kept); UINT4 "
+      "zero-point bytes at M = 16 slower (55.2 -> 56.6, g64 51.6 -> 53.0). The smaller shapes "
+      "at M = 1 with today's defaults: 4096 x 14336 INT4 15.5 us (2.72x), NVFP4 16.6 (2.52x), "
+      "MXFP4 17.5 (2.43x), INT8 20.2 (2.10x), NF4 g64 20.5 (2.05x). Launch sweeps cut off "
+      "(kernels_wo_s23_int4_m32_sweep.json, _uint4_g64_m64_sweep, _int4_m64): each default "
+      "the fastest of the configs reached. The decode pipeline with an empty body "
+      "(`tma_stream_s23.md`, 25 launches before its limit): 34.0-39.8 us, at best 3.67 TB/s, "
+      "82% of XLA's bf16 GEMV's 4.49 TB/s read in the same run; the 3.2x target for INT4 M = 1 "
+      "needs 32.7 us, under what the stream alone takes.")
+  quant = [("s23 NVFP4 columns sweep", _load("kernels_quant_s23_nvfp4_columns_sweep.json")),
+           ("s23 f32 in, launch", _load("kernels_quant_s23_f32_launch.json"))]
+  return md + ["", "## Fused block quantization: NVFP4 columns and the f32 input's launch", "",
+               "Each row its scheme's fastest config. NVFP4 column-wise over 14 launches "
+               "(tile_k, blocks a step, steps): the default (128, 4, 2) the fastest at 159.6 us, "
+               "1.08 TB/s. The f32-input quantize (steps, CTAs an SM): INT4 g128 143.3 us for "
+               "the default and for 2 steps / 2 CTAs, NVFP4 189.7 for the default, 16-53% "
+               "slower for the rest; every config bit-exact on the four tensors.", "",
+               quant_table(quant)]
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
-            h100_s22_section)
+            h100_s22_section, h200_s23_section)

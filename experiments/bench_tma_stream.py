@@ -79,7 +79,14 @@ def main() -> None:
   ap.add_argument("--out", default="experiments/results")
   ap.add_argument("--limit-s", type=float, default=220.0,
                   help="stop starting configs after this many seconds (rows so far are kept)")
+  ap.add_argument("--skip-done", default="",
+                  help="a tma_stream.json of an earlier run, cut off: time only the configs it "
+                       "has no row for")
   args = ap.parse_args()
+  done = []
+  if args.skip_done:
+    with open(args.skip_done) as f:
+      done = [r["config"] for r in json.load(f)["rows"]]
   from pallas_kernels.wo_matmul import mosaic_gpu as WG  # pylint: disable=g-import-not-at-top
 
   t0 = time.perf_counter()
@@ -100,7 +107,9 @@ def main() -> None:
   res["default_full_s"] = full["time_s"]
   path = os.path.join(args.out, "tma_stream.json")
   os.makedirs(args.out, exist_ok=True)
-  for cfg, (tile_n, gps, steps, grid) in distinct_configs(sets[0][1]):
+  res["skipped_done"] = args.skip_done or None
+  todo = [(c, r) for c, r in distinct_configs(sets[0][1]) if c not in done]
+  for cfg, (tile_n, gps, steps, grid) in todo:
     if time.perf_counter() - t0 > args.limit_s:
       res["cut_off"] = True
       break
@@ -128,7 +137,9 @@ def to_markdown(res: dict) -> str:
            f"scales. Copy bandwidth {res['copy_Bps'] / 1e12:.2f} TB/s; XLA's bf16 GEMV "
            f"{res['xla_bf16_gemv_s'] * 1e6:.1f} us ({res['xla_bf16_gemv_TBps']:.2f} TB/s of its "
            f"bf16 weight); today's default kernel, whole, {res['default_full_s'] * 1e6:.1f} us."
-           + (" Cut off by --limit-s before every config ran." if res.get("cut_off") else ""),
+           + (" Cut off by --limit-s before every config ran." if res.get("cut_off") else "")
+           + (f" The configs {res['skipped_done']} has rows for were not run."
+              if res.get("skipped_done") else ""),
            "", "| tile_n | gps | steps | CTAs | empty pipeline us | TB/s | of copy BW "
            "| of XLA GEMV's TB/s |", "|---|---|---|---|---|---|---|---|"]
   for r in sorted(res["rows"], key=lambda r: r["time_s"]):

@@ -6,32 +6,35 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 (kind nvidia-h200)
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
 #
-# Part 2 first on an H200: session 22 checked on the H100 only (the first H100 since session 5)
-# what it turned into defaults or found device-dependent. Then 3, 4, 5, 6, 7 on an H200, and
-# h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in
-# session 16 (rerun only to re-check); docs/kernels_sessions.md has each session's runs.
+# Part 2 first on an H200: it finishes what session 23's limits cut off (the empty-body stream
+# sweep, XLA's GEMV profile) and the `fp8_x` thresholds session 23 set between measured M.
+# Then 3, 4, 5, 6 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8 sets
+# its targets on one). 1 ran in session 16 (rerun only to re-check); docs/kernels_sessions.md
+# has each session's runs.
 #
-# Session 22's H100 walls, to size the limits: a one-config row at 8192 x 28672 took ~25 s at
-# M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 23, FP8 2-4);
-# a prefill row 12-25 s; each run's header (copy bandwidth, GEMM rate) ~10 s.
+# Walls, to size the limits (sessions 22-23): a one-config row at 8192 x 28672 takes ~25 s at
+# M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 8-23, FP8 2-4),
+# four compute warpgroups more (session 23: two such configs at M = 64 did not finish in the
+# 90 s left after the default's 28 s); a prefill row 12-25 s; each run's header (copy
+# bandwidth, GEMM rate) ~10 s; an empty-body launch of bench_tma_stream.py ~6.5 s; an ncu
+# profile of two cases more than 90 s.
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
 # cannot cost the rest of the call. A run cut off keeps the rows it finished (the JSON is
 # rewritten after each) and, since session 19, the row it was in under "in_progress" (its
 # baselines and each config finished); a wo row times all of its configs before it is
-# written, each compiled and checked first (session 17's 4-config rows took over 110 s): give
-# such a run room.
+# written, each compiled and checked first: give such a run room.
 # Afterwards: copy the JSON into experiments/results/ under the session's names, read each
 # config against its row's first with experiments/bench_configs_table.py, open the gates
 # the checks allow (the `*VERIFIED` sets: decode_plan.VERIFIED, mosaic_gpu_gemm's
-# MULTIPLIERS_VERIFIED, mosaic_gpu_columns' STATE_ONCE_VERIFIED, ...), run
+# MULTIPLIERS_VERIFIED, ...), set the defaults in pallas_kernels/wo_matmul/configs.py, run
 # bench_kernels_report.py, and rewrite this file with what is still owed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6, 7, h100-1, h100-2 or h100-3}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, h100-1, h100-2 or h100-3}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -63,50 +66,38 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # On an H200, what session 22 settled on the H100 only (docs/kernels_sessions.md): INT8 on
-      # s8 tensor cores (`fp8_x` for INT8: correct on the H100, 87.2 -> 87.7 us there, where
-      # INT8 M = 1 already streams at 2.69 TB/s; on the H200 INT8 M = 1 is decode-bound as FP8
-      # was, whose `fp8_x` took 69.3 -> 61.0 us); FP8 / MXFP4 at M = 8 with and without `fp8_x`
-      # (the H200's default at M <= 8, timed there at M = 1 only; on the H100 M = 8 lost 85.7 ->
-      # 88.5 / 59.0 -> 65.8); `fused_sum` for INT4 g128 at M = 32 (the default above M = 16
-      # since: H100 60.4 -> 58.5 us, H200 timed at M = 64 only); NVFP4's prefill with s_t on
-      # the sum (`tensor_scale_out`, the default since: H100 750.1 -> 676.6 us)
-    run 190 a $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fp8_x": true},
-      {"fp8_x": true, "tile_n": 128, "steps": 3}]'
-    run 110 b $B --what wo --formats fp8_e4m3,mxfp4 --m 8 --shapes $S \
-      --configs '[{}, {"fp8_x": false}]'
-    run 120 c $B --what wo --formats int4 --m 32 --shapes $S --configs '[{}, {"fused_sum": false}]'
-    run 80 d $B --what wo --formats nvfp4 --m 1024 --shapes $S \
-      --configs '[{}, {"tensor_scale_out": false}]'
+  2)  # On an H200, what session 23's limits cut off: the decode pipeline with an empty body
+      # over the launches it did not reach (tile_n 128 with 4 / 8 chunks a step, tile_n 256:
+      # its 25 took 34.0-39.8 us, at best 3.67 TB/s, 82% of XLA's bf16 GEMV's read rate, where
+      # the 3.2x target for INT4 M = 1 needs 32.7 us); XLA's bf16 GEMV's memory section beside
+      # INT4 M = 1's empty-body pipeline (cut off at 90 s). And the `fp8_x` thresholds session 23
+      # set between the M it measured: MXFP4 gained at M = 1 (47.9 -> 46.1 us) and lost at M = 8
+      # (47.7 -> 49.9), so its default is M = 1 only; INT8 gained at M = 1 / 4 (64.8 -> 62.1,
+      # 66.7 -> 64.6 in 128-row tiles), M = 8 untimed
+    run 220 a python3 experiments/bench_tma_stream.py --limit-s 180 \
+      --skip-done experiments/results/tma_stream_s23.json
+    run 170 b python3 experiments/profile_kernels.py --case xla_bf16_m1,wo_int4_m1_load_only
+    run 100 c $B --what wo --formats mxfp4 --m 2,4 --shapes $S --configs '[{}, {"fp8_x": true}]'
+    run 70 d $B --what wo --formats int8 --m 8 --shapes $S \
+      --configs '[{}, {"fp8_x": true, "tile_n": 128, "steps": 3}]'
     ;;
-  3)  # what INT4 M = 1's weight stream can reach: the decode pipeline with an empty body over
-      # 51 launches (tile rows, chunks a step, depth, stream-K CTAs an SM; session 14 timed
-      # three: 35.3-36.1 us, where 3.2x XLA bf16 needs 34.3 for the whole call); NVFP4's
-      # column-wise launch, never swept on an H200 (1.08 TB/s, 45% of the 2.4 target; the
-      # sweep's configs are bench_kernels.py's); the f32-input quantize's launch, never swept
-      # (INT4 2.12 TB/s, NVFP4 1.61; each config checked bit for bit before it is timed); XLA's
-      # bf16 GEMV's memory section beside INT4 M = 1's empty-body pipeline (3.64 TB/s from DRAM,
-      # 75.8% of peak; session 21's profile of XLA caught an input kernel)
-    run 200 a python3 experiments/bench_tma_stream.py --limit-s 160
-    run 120 b $B --what quant --transpose --sweep --qshapes 8192x8192 --schemes nvfp4
-    run 120 c $B --what quant --f32 --qshapes 8192x8192 --schemes int4_g128,nvfp4 \
-      --configs '[{}, {"steps": 3, "ctas_per_sm": 2}, {"steps": 2, "ctas_per_sm": 2},
-                  {"steps": 4, "ctas_per_sm": 1}]'
-    run 90 d python3 experiments/profile_kernels.py --case xla_bf16_m1,wo_int4_m1_load_only
+  3)  # On an H200: INT4 g128 M = 64 (1.59x XLA bf16, target 2.2x, MMA-bound) with four compute
+      # warpgroups (64 rows each, so that two decode while two wait on their wgmmas; 112
+      # registers a thread): cut off twice before them (sessions 21, 23); UINT4 g64 M = 64's
+      # launch sweep past its first two configs (93.6 / 93.9 us, session 23); NF4 / INT8 /
+      # NVFP4 at 4096 x 4096 (NF4's last time there is session 11's; session 23's run reached
+      # INT4 6.6 us, MXFP4 9.5)
+    run 230 a $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
+      {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
+    run 200 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs '[{},
+      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1}]'
+    run 130 c $B --what wo --formats nf4_g64,int8,nvfp4 --m 1 --shapes 4096x4096
     ;;
-  4)  # (Sized in session 22 by its walls: above; the bf16-scale and UINT4 g32 zero-point rows
-      # and the g32 sweeps at M = 32 did not fit and were dropped, M = 64's first.) INT4 g128's
-      # and UINT4 g64's launch sweeps at M = 32 / 64; INT8 at M = 16 with two compute
-      # warpgroups (the default above 16 since session 21: M = 32 90.7 -> 68.9 us; FP8 M = 16
-      # 74.4 -> 63.8); UINT4 zero-point bytes at M = 16 (checked and slower at M = 1, s16)
-    run 160 a $B --what wo --formats int4 --m 32 --shapes $S --configs "$sweep"
-    run 160 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs "$sweep"
-    run 80 c $B --what wo --formats int8 --m 16 --shapes $S --configs '[{},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
-    run 150 d $B --what wo --formats uint4,uint4_g64 --m 16 --shapes $S \
-      --configs '[{}, {"zero_points": true}]'
-    ;;
-  5)  # UINT4's stream-K configs; the issue's smaller shapes with today's defaults
+  4)  # UINT4's stream-K configs and FP4 / NF4 decode by SASS opcode; INT4 M = 32 with four
+      # compute warpgroups
     # Stream-K with two CTAs an SM for UINT4 g32 / g128 at M = 1 (explicit configs are timed at
     # each M). Spelled out: merged into UINT4's own defaults, INT4's {"gps": 4, "steps": 2,
     # "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's count on the CPU, session
@@ -118,38 +109,32 @@ case "$part" in
                    "step_wait": true},
                   {"tile_n": 128, "compute_wgs": 1, "gps": 4, "steps": 2, "stream_k": 2,
                    "step_wait": true, "zero_points": true}]'
-    # Issue 8 sets its decode targets at 4096 x 4096 and 4096 x 14336 too. On the H200 these
-    # were last timed in sessions 7-11 (INT4 4096 x 14336 M = 1: 16.6 us, 1.88 TB/s, 2.54x XLA
-    # bf16; NF4 4096 x 4096: 10.2 us, 1.25x), before tma_pad, step_wait and the stream-K
-    # defaults, which were all tuned at 8192 x 28672 only. At these sizes the fixed costs (the
-    # launch, the pipeline's fill, the XLA kernels around the decode kernel) are a third or
-    # more of the call: these rows say how much.
-    run 150 b $B --what wo --formats int4,int8,mxfp4,nvfp4,nf4_g64 --m 1 --shapes 4096x14336
-    run 100 d $B --what wo --formats int4,mxfp4,nf4_g64 --m 1 --shapes 4096x4096
-    # FP4 / NF4 decode at M = 1 (2.28x / 1.89x XLA bf16, target 3.2x) by SASS opcode, with
+    # FP4 / NF4 decode at M = 1 (2.36x / 1.89x XLA bf16, target 3.2x) by SASS opcode, with
     # today's one wgmma wait a step: what the decode spends its issue slots on (never profiled
     # since step_wait, session 12)
-    run 150 c python3 experiments/profile_kernels.py --sass --case wo_mxfp4_m1,wo_nf4_m1
-    ;;
-  6)  # the smaller shapes' launch configs (N < 16384 takes INT4's 64-row tiles without
-      # stream-K: never swept on the H200) and prefill there (INT4 4096 x 14336 M = 1024:
-      # 0.83x XLA bf16 on the H200 in session 7, target 0.9x; 0.94x on the H100 in session 5)
-    run 200 a $B --what wo --formats int4 --m 1,16 --shapes 4096x14336 \
-      --configs '[{}, {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2},
-                  {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
-                  {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
-    run 200 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
-    # INT4 M = 64 with four compute warpgroups (session 21's sweep was cut off before them)
-    run 120 c $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
+    run 200 b python3 experiments/profile_kernels.py --sass --case wo_mxfp4_m1,wo_nf4_m1
+    # INT4 g128 M = 32 (2.20x, target 2.5x): session 23's sweep reached four of six configs
+    # (the default 51.5 us the fastest)
+    run 200 c $B --what wo --formats int4 --m 32 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     ;;
-  7)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); the row-wise
+  5)  # the smaller shapes' launch configs (N < 16384 takes INT4's 64-row tiles without
+      # stream-K: never swept on the H200; stream_k 2 alone took 15.5 -> 14.9 us in session 21,
+      # and session 23's default ran 15.5 again) and prefill there (INT4 4096 x 14336 M = 1024:
+      # 0.83x XLA bf16 on the H200 in session 7, target 0.9x; 0.94x on the H100 in session 5)
+    run 250 a $B --what wo --formats int4 --m 1,16 --shapes 4096x14336 \
+      --configs '[{}, {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2},
+                  {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
+                  {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
+    run 250 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
+    ;;
+  6)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); the row-wise
       # quantize kernels by SASS opcode: FP8 1x128 / INT4 / MXFP4 take the same time on the
       # H100 and the H200 (session 22), so they are bound by their instructions (MXFP4's last
       # profile, session 12, predates the E2M1 encode by the exponent field; FP8 1x128 never)
-    run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 240 b python3 experiments/profile_kernels.py --sass \
+    run 220 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 300 b python3 experiments/profile_kernels.py --sass \
       --case quant_fp8_1x128,quant_int4,quant_mxfp4
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the rest of the standing table
@@ -185,6 +170,6 @@ case "$part" in
       --schemes mxfp8_e4m3,int4_g128,mxfp4
     run 100 c $B --what wo --formats int4,mxfp4 --m 1 --load-split --shapes $S
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6, 7, h100-1, h100-2 or h100-3" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, h100-1, h100-2 or h100-3" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -69,3 +69,26 @@ def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
   assert all(0 < r["TBps"] and 0 < r["frac_copy"] for r in res["rows"])
   table = (tmp_path / "tma_stream.md").read_text()
   assert table.count("\n| ") == len(res["rows"]) + 1  # a row each, under the header
+
+
+def test_a_run_after_a_cut_off_one_times_only_the_rest(sweep, monkeypatch, tmp_path):
+  # `--skip-done`: a second call finishes the sweep a first one's limit cut off, without
+  # spending its minutes on the configs that already have rows.
+  import bench_kernels_common as C  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import mosaic_gpu  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sweep, "K", 1024)
+  monkeypatch.setattr(sweep, "N", 2048)
+  monkeypatch.setattr(C, "copy_bandwidth", lambda: 4e12)
+  monkeypatch.setattr(C, "rotations", lambda nbytes: 2)
+  monkeypatch.setattr(C, "time_op", lambda fn, sets, iters=30: dict(time_s=1e-5, spread_s=0.0))
+  monkeypatch.setattr(mosaic_gpu, "wo_matmul_mosaic_gpu",
+                      lambda x, pw, **o: jnp.zeros((x.shape[0], pw.n), x.dtype))
+  want = [c for c, _ in sweep.distinct_configs(sweep.weight(jax.random.key(0)))]
+  first = tmp_path / "first.json"
+  first.write_text(json.dumps(dict(rows=[dict(config=c) for c in want[:5]])))
+  monkeypatch.setattr("sys.argv", ["bench_tma_stream.py", "--out", str(tmp_path),
+                                   "--skip-done", str(first)])
+  sweep.main()
+  res = json.loads((tmp_path / "tma_stream.json").read_text())
+  assert [r["config"] for r in res["rows"]] == want[5:]
+  assert "were not run" in (tmp_path / "tma_stream.md").read_text()

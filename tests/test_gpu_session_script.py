@@ -21,7 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["1", "2", "3", "4", "5", "6", "7", "h100-1", "h100-2", "h100-3"]
+PARTS = ["1", "2", "3", "4", "5", "6", "h100-1", "h100-2", "h100-3"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 
@@ -95,6 +95,8 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
                       "bench_tma_stream.py"), argv
     if script == "bench_tma_stream.py":  # its own limit ends it inside the part's
       assert float(_arg(argv, "--limit-s", "220")) + 40 <= limits[calls.index(argv)], argv
+      done = _arg(argv, "--skip-done")  # an earlier run's rows, committed
+      assert not done or os.path.isfile(os.path.join(ROOT, done)), argv
     if script == "profile_kernels.py":  # at most 4 cases: 2 files each come back
       cases = _arg(argv, "--case").split(",")
       assert len(cases) <= 4 and set(cases) <= set(kernel_options["profile_cases"]), argv

@@ -12,12 +12,14 @@ import jax
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
-# Devices whose FP8 / MXFP4 decode at M <= 8 runs faster on FP8 tensor cores (`fp8_x`), by the
-# start of `device_kind` (a GH200 is not an H200 here: unmeasured). On the H200 (4.8 TB/s) the bf16 path's decode, not HBM, bounds
-# M = 1: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1 (kernels_wo_s21_fp8_x_*.json). On the H100
-# (3.35 TB/s) the bf16 path already streams FP8 at 91% of the copy bandwidth and fp8_x loses:
-# M = 1 FP8 85.2 -> 87.3 us, MXFP4 59.0 -> 61.6; M = 8 85.7 -> 88.5, 59.0 -> 65.8
-# (kernels_wo_s22_h100_fp8_x_m{1,8}.json). Other devices: unmeasured, the bf16 path.
+# Devices whose 8-bit and MXFP4 decode at small M runs faster on 8-bit tensor cores (`fp8_x`),
+# by the start of `device_kind` (a GH200 is not an H200 here: unmeasured). On the H200 (4.8 TB/s)
+# the bf16 path's decode, not HBM, bounds M = 1: FP8 69.3 -> 61.0 us, MXFP4 47.9 -> 46.1
+# (kernels_wo_s21_fp8_x_*.json), INT8 on s8 tensor cores 64.8 -> 62.1 (kernels_wo_s23_int8_s8.json).
+# On the H100 (3.35 TB/s) the bf16 path already streams FP8 at 91% of the copy bandwidth and
+# fp8_x loses: M = 1 FP8 85.2 -> 87.3 us, MXFP4 59.0 -> 61.6, INT8 87.2 -> 87.7; M = 8 85.7 ->
+# 88.5, 59.0 -> 65.8 (kernels_wo_s22_h100_fp8_x_m{1,8}.json, kernels_wo_s22_h100_int8_s8.json).
+# Other devices: unmeasured, the bf16 path.
 FP8_X_DEVICES = ("NVIDIA H200",)
 
 
@@ -31,7 +33,8 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
                   group: int | None = None, device: str | None = None) -> dict:
   """The decode kernel's launch config for a weight format, N, M and (INT4 / UINT4) scale
   group: the keyword arguments of `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave
-  unset. `device`: a `device_kind` (default: `device_kind()`); it decides `fp8_x` only.
+  unset. `device`: a `device_kind` (default: `device_kind()`); it decides where `fp8_x` runs
+  (and with it INT8's tile at M <= 4).
 
   Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
   (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
@@ -81,11 +84,16 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # M > 16 (FP8 M > 8): two compute warpgroups and one stream-K CTA an SM (H200, M = 64 INT8
   # 106.0 -> 84.7 us, FP8 99.5 -> 82.7, kernels_wo_s20_per_channel_wgs.json; M = 32 INT8 90.7
   # -> 68.9, FP8 81.3 -> 67.6; FP8 M = 16 74.4 -> 63.8, kernels_wo_s21_8bit_m16_m32.json; INT8
-  # M = 16 not yet timed with it). FP8 at M <= 8 on FP8 tensor cores (`fp8_x`: its stored bytes
-  # the A operand, no decode) where that pays (`FP8_X_DEVICES`; H200 M = 16 74.4 -> 68.2, behind
-  # the wide config; M = 64 83.5 -> 106.9, where the split doubles the wgmma's N).
+  # M = 16: 67.2 -> 66.5, kernels_wo_s23_int8_m16.json, kept). FP8 at M <= 8 on FP8 tensor
+  # cores (`fp8_x`: its stored bytes the A operand, no decode) where that pays (`FP8_X_DEVICES`;
+  # H200 M = 8 69.4 -> 65.8 us, kernels_wo_s23_fp8_x_m8.json; M = 16 74.4 -> 68.2, behind the
+  # wide config; M = 64 83.5 -> 106.9, where the split doubles the wgmma's N). INT8 at M <= 4 on
+  # s8 tensor cores there, in FP8's 128-row tiles with three steps (H200 M = 1 64.8 -> 62.5 ->
+  # 62.1 us, M = 4 66.7 -> 65.4 -> 64.6: default, fp8_x, and this; kernels_wo_s23_int8_s8.json).
   per_channel_wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, step_wait=True)
   if fmt is WeightFormat.INT8:
+    if m <= 4 and fp8_x_pays:
+      return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
     return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if m <= 16 else (
         per_channel_wide)
   if fmt is WeightFormat.FP8:
@@ -102,9 +110,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
     cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
-    # MXFP4 at M <= 8 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
-    # no table; `FP8_X_DEVICES`)
-    x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m <= 8 else {}
+    # MXFP4 at M = 1 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
+    # no table; `FP8_X_DEVICES`). At M = 8 it lost on the H200 too (47.7 -> 49.9 us,
+    # kernels_wo_s23_fp8_x_m8.json); M = 2-7 untimed.
+    x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m == 1 else {}
     return cfg | dict(step_wait=True) | x8
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,

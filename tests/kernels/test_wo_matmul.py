@@ -308,19 +308,23 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert [decode_plan.plan_decode(m, 8192, g128).fused_sum for m in (16, 17, 64)] == [
       False, True, True]
   assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32: not checked on a GPU
-  # FP8 / MXFP4 at M <= 8 on FP8 tensor cores (`fp8_x`) on the devices where that paid (the
-  # H200, not the H100), unless an option it excludes is asked for; FP8 above M = 8 and INT8
-  # above 16 with two compute warpgroups
+  # 8-bit tensor cores (`fp8_x`) on the devices where that paid (the H200, not the H100): FP8
+  # at M <= 8, INT8 at M <= 4 (in 128-row tiles), MXFP4 at M = 1, unless an option it excludes
+  # is asked for; FP8 above M = 8 and INT8 above 16 with two compute warpgroups
   fp8, mxfp4, int8 = shape("fp8_e4m3_rowwise"), shape("mxfp4"), shape("int8")
   monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
-  assert decode_plan.plan_decode(8, 8192, fp8).fp8_x and not decode_plan.plan_decode(9, 8192,
-                                                                                     fp8).fp8_x
+  x8 = lambda m, w: decode_plan.plan_decode(m, 8192, w).fp8_x
+  assert [x8(m, fp8) for m in (8, 9)] == [True, False]
+  assert [x8(m, int8) for m in (1, 4, 5)] == [True, True, False]
+  assert [x8(m, mxfp4) for m in (1, 2, 8)] == [True, False, False]
+  assert decode_plan.plan_decode(4, 8192, int8).tile_n == 128
+  assert decode_plan.plan_decode(5, 8192, int8).tile_n == 64
   assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
-  assert decode_plan.plan_decode(1, 8192, mxfp4).fp8_x
   assert not decode_plan.plan_decode(1, 8192, fp8, fused_sum=True, allow_unverified=True).fp8_x
   for kind in ("NVIDIA H100 80GB HBM3", "NVIDIA GH200 480GB", "cpu"):
     monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
-    assert not any(decode_plan.plan_decode(1, 8192, w).fp8_x for w in (fp8, mxfp4)), kind
+    assert not any(x8(1, w) for w in (fp8, mxfp4, int8)), kind
+    assert decode_plan.plan_decode(1, 8192, int8).tile_n == 64, kind
   assert configs.decode_config(wm.WeightFormat.FP8, 28672, 1, device="NVIDIA H200")["fp8_x"]
   assert not decode_plan.plan_decode(1, 8192, g32).fp8_x  # INT4 checked, slower: off
   assert [decode_plan.plan_decode(m, 8192, int8).compute_wgs for m in (16, 17)] == [1, 2]
@@ -331,11 +335,13 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
 
 
 @pytest.mark.parametrize("preset,overrides", FORMATS, ids=IDS)
-def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides):
+def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides, monkeypatch):
   # The measured defaults (`configs.decode_config`, tuned at 8192 x 28672) resolve to a plan that
   # fits shared memory and tiles N and K for every M <= 64 at the model shapes around them, with
-  # the GPU's storage (register order, bf16 scale multipliers) and without: a default that
-  # raised for some shape would take that shape off the GPU kernel.
+  # the GPU's storage (register order, bf16 scale multipliers) and without, and at M <= 8 with
+  # the H200's `fp8_x` defaults too: a default that raised for some shape would take that shape
+  # off the GPU kernel.
+  from pallas_kernels.wo_matmul import configs
   from pallas_kernels.wo_matmul import decode_plan
   for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192)]:
     for gpu in (False, True):
@@ -344,9 +350,11 @@ def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides):
       pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
           w, mxjax.schemes.get(preset, **overrides), axis=0), **gpu_store),
           jax.ShapeDtypeStruct((k, n), jnp.float32))
-      for m in range(1, 65):
-        p = decode_plan.plan_decode(m, k, pw, allow_unverified=True)
-        assert p.steps >= 2 and n % p.tile_n == 0 and k % p.tile_k == 0, (k, n, gpu, m)
+      for device, ms in (("cpu", range(1, 65)), ("NVIDIA H200", range(1, 9))):
+        monkeypatch.setattr(configs, "device_kind", lambda device=device: device)
+        for m in ms:
+          p = decode_plan.plan_decode(m, k, pw, allow_unverified=True)
+          assert p.steps >= 2 and n % p.tile_n == 0 and k % p.tile_k == 0, (k, n, gpu, m, device)
 
 
 @settings(max_examples=300, deadline=None)
