@@ -136,11 +136,16 @@ def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
   return xs.reshape(*xs.shape[:-1], -1, 32)[..., FP8_A_ORDER].reshape(xs.shape)
 
 
-def int8_split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """x (M, K) -> (x8 (2 M, K) int8, rows hi_0, lo_0, hi_1, ...; t (K / INT8_CHUNK, 2 M) f32, the
-  multipliers 2^e / 2^(e - 8) of each chunk's hi / lo row, NaN for a chunk holding Inf or NaN):
-  x = t_hi hi + t_lo lo within 2^(e - 9) <= the chunk's amax 2^-15."""
+def int8_split(x: jax.Array, cols: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """x (M, K) -> (x8 (2 M, K) int8, rows hi_0, lo_0, hi_1, ...; t (K / INT8_CHUNK, cols) f32,
+  the multipliers 2^e / 2^(e - 8) of each chunk's hi / lo row, NaN for a chunk holding Inf or
+  NaN): x = t_hi hi + t_lo lo within 2^(e - 9) <= the chunk's amax 2^-15. `cols` (even, >= 2 M;
+  default 2 M): t's columns past 2 M are those of zero rows (finite, 2^-7 / 2^-15), for x
+  operand columns the kernel multiplies by zero products."""
   m, k = x.shape
+  cols = 2 * m if cols is None else cols
+  if cols < 2 * m or cols % 2:
+    raise ValueError(f"int8_split: cols={cols} must be even and at least 2 M = {2 * m}")
   xf = x.astype(jnp.float32).reshape(m, k // INT8_CHUNK, INT8_CHUNK)
   amax = jnp.max(jnp.abs(xf), axis=-1, keepdims=True)
   _, e0 = jnp.frexp(amax)  # amax < 2^e0 <= 128 2^(e0 - 7): e = e0 - 7 unless amax > 127 2^(e0-7)
@@ -151,9 +156,14 @@ def int8_split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   hi = jnp.floor((v + 128.0) / 256.0)  # exact: v an integer of at most 15 bits
   lo = v - 256.0 * hi
   rows = jnp.stack([hi, lo], axis=1).reshape(2 * m, k).astype(jnp.int8)
-  t = jnp.stack([jnp.ldexp(jnp.ones_like(amax), e), jnp.ldexp(jnp.ones_like(amax), e - 8)],
-                axis=1)  # (M, 2, K / chunk, 1)
-  t = jnp.where(finite[:, None], t, jnp.nan).reshape(2 * m, k // INT8_CHUNK).T
+  # The multipliers built at their padded width (zero rows' past 2 M), not padded after: a pad
+  # feeding the elementwise build fuses into it, where a pad after the transpose was an XLA
+  # kernel of its own (1.2 us of INT8 M = 1's 62.1, H200, kernels_wo_s23_int8_s8.json)
+  pad = ((0, cols // 2 - m), (0, 0), (0, 0))
+  e, finite = jnp.pad(e, pad, constant_values=-7), jnp.pad(finite, pad, constant_values=True)
+  one = jnp.ones(e.shape, jnp.float32)
+  t = jnp.stack([jnp.ldexp(one, e), jnp.ldexp(one, e - 8)], axis=1)  # (cols / 2, 2, K / chunk, 1)
+  t = jnp.where(finite[:, None], t, jnp.nan).reshape(cols, k // INT8_CHUNK).T
   return rows, t
 
 
@@ -166,8 +176,8 @@ def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, j
   `int8_split`); others read none."""
   m, k = x.shape
   if pw.fmt is WeightFormat.INT8:
-    x8, t = int8_split(x)
-    return x8, jnp.ones((m,), jnp.float32), jnp.pad(t, ((0, 0), (0, sum_cols - 2 * m)))
+    x8, t = int8_split(x, sum_cols)
+    return x8, jnp.ones((m,), jnp.float32), t
   xf = x.astype(jnp.float32)
   amax = jnp.max(jnp.abs(xf), axis=1)
   _, e = jnp.frexp(amax)  # amax in [2^(e-1), 2^e): amax / s_x in [128, 256) for s_x = 2^(e-8)

@@ -222,6 +222,13 @@ def test_int8_split_edges():
   back = t[0, 4] * x8[4, :3] + t[0, 5] * x8[5, :3]
   np.testing.assert_array_equal(back, rows[2, :3])
   assert np.all(np.isnan(t[0, 6:8])) and np.all(np.isfinite(t[1, 6:8]))  # the Inf's chunk
+  # padded to the kernel's x operand width: the same columns, then zero rows' finite ones
+  x8p, tp = F8.int8_split(jnp.asarray(rows, jnp.bfloat16), 16)
+  np.testing.assert_array_equal(np.asarray(x8p, np.int64), x8)
+  np.testing.assert_array_equal(np.asarray(tp, np.float64)[:, :8], t)
+  np.testing.assert_array_equal(np.asarray(tp)[:, 8:], np.tile([2.0**-7, 2.0**-15], (2, 4)))
+  with pytest.raises(ValueError, match="at least 2 M"):
+    F8.int8_split(jnp.asarray(rows, jnp.bfloat16), 6)
 
 
 def test_plan_gates_and_refuses_what_it_does_not_take():
