@@ -8,7 +8,7 @@
 #
 # Part 2 first on an H200: it finishes what session 23's limits cut off (the empty-body stream
 # sweep, XLA's GEMV profile) and the `fp8_x` thresholds session 23 set between measured M.
-# Then 3, 4, 5, 6 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8 sets
+# Then 3, 4, 5, 6, 7 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8 sets
 # its targets on one). 1 ran in session 16 (rerun only to re-check); docs/kernels_sessions.md
 # has each session's runs.
 #
@@ -34,7 +34,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6, h100-1, h100-2 or h100-3}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, 7, h100-1, h100-2 or h100-3}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -85,21 +85,19 @@ case "$part" in
     ;;
   3)  # On an H200: INT4 g128 M = 64 (1.59x XLA bf16, target 2.2x, MMA-bound) with four compute
       # warpgroups (64 rows each, so that two decode while two wait on their wgmmas; 112
-      # registers a thread): cut off twice before them (sessions 21, 23); UINT4 g64 M = 64's
-      # launch sweep past its first two configs (93.6 / 93.9 us, session 23); NF4 / INT8 /
-      # NVFP4 at 4096 x 4096 (NF4's last time there is session 11's; session 23's run reached
-      # INT4 6.6 us, MXFP4 9.5)
-    run 230 a $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
+      # registers a thread): cut off twice before them (sessions 21, 23). And `fused_sum` for
+      # the 8-bit formats at M = 32 / 64 (INT8's checked at M = 1 in session 20, FP8's never):
+      # XLA's kernel after the decode that adds the stream-K slots and transposes y takes 3.3-3.6
+      # us of INT8 / FP8's ~68 at M = 32 and 5.0-5.5 of ~84 at M = 64 (`kernel_us`, sessions
+      # 20-22), where INT4 g128's fused sum gained 1.9 / 3.2 us on the H100
+    run 200 a $B --what wo --formats int4 --m 64 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
-    run 200 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs '[{},
-      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1}]'
+    run 240 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S \
+      --configs '[{}, {"fused_sum": true}]'
     run 130 c $B --what wo --formats nf4_g64,int8,nvfp4 --m 1 --shapes 4096x4096
     ;;
-  4)  # UINT4's stream-K configs and FP4 / NF4 decode by SASS opcode; INT4 M = 32 with four
-      # compute warpgroups
+  4)  # UINT4's stream-K configs; FP4 / NF4 decode by SASS opcode; the FP4 formats' fused sum
     # Stream-K with two CTAs an SM for UINT4 g32 / g128 at M = 1 (explicit configs are timed at
     # each M). Spelled out: merged into UINT4's own defaults, INT4's {"gps": 4, "steps": 2,
     # "stream_k": 2} takes 116-215 KB of shared memory there (Mosaic's count on the CPU, session
@@ -115,11 +113,10 @@ case "$part" in
     # today's one wgmma wait a step: what the decode spends its issue slots on (never profiled
     # since step_wait, session 12)
     run 200 b python3 experiments/profile_kernels.py --sass --case wo_mxfp4_m1,wo_nf4_m1
-    # INT4 g128 M = 32 (2.20x, target 2.5x): session 23's sweep reached four of six configs
-    # (the default 51.5 us the fastest)
-    run 200 c $B --what wo --formats int4 --m 32 --shapes $S --configs '[{},
-      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
-      {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
+    # `fused_sum` for the FP4 formats at M = 32 / 64 (XLA's sum-and-transpose after the decode:
+    # 3.1 us of MXFP4's 61 at M = 32, 5.1 of 75 at M = 64, H100 session 22)
+    run 200 c $B --what wo --formats mxfp4,nvfp4 --m 32,64 --shapes $S \
+      --configs '[{}, {"fused_sum": true}]'
     ;;
   5)  # the smaller shapes' launch configs (N < 16384 takes INT4's 64-row tiles without
       # stream-K: never swept on the H200; stream_k 2 alone took 15.5 -> 14.9 us in session 21,
@@ -138,6 +135,17 @@ case "$part" in
     run 220 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
     run 300 b python3 experiments/profile_kernels.py --sass \
       --case quant_fp8_1x128,quant_int4,quant_mxfp4
+    ;;
+  7)  # INT4 g128 M = 32 (2.20x, target 2.5x) with four compute warpgroups (session 23's sweep
+      # reached four of six configs, the default 51.5 us the fastest); UINT4 g64 M = 64's launch
+      # sweep past its first two configs (93.6 / 93.9 us, session 23)
+    run 230 a $B --what wo --formats int4 --m 32 --shapes $S --configs '[{},
+      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
+      {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
+    run 300 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs '[{},
+      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the rest of the standing table
       # session 22 began (INT4 / INT8 / FP8 / MXFP4 at M = 1 / 32 / 64, NVFP4 M = 1 / 32, g32 /
@@ -172,6 +180,6 @@ case "$part" in
       --schemes mxfp8_e4m3,int4_g128,mxfp4
     run 100 c $B --what wo --formats int4,mxfp4 --m 1 --load-split --shapes $S
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6, h100-1, h100-2 or h100-3" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, 7, h100-1, h100-2 or h100-3" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
