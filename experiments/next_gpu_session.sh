@@ -85,7 +85,7 @@ case "$part" in
     ;;
   3)  # On an H200: INT4 g128 M = 64 (1.59x XLA bf16, target 2.2x, MMA-bound) with four compute
       # warpgroups (64 rows each, so that two decode while two wait on their wgmmas; 112
-      # registers a thread): cut off twice before them (sessions 21, 23). And `fused_sum` for
+      # registers a thread): cut off twice before them (sessions 21, 23). `fused_sum` for
       # the 8-bit formats at M = 32 / 64 (INT8's checked at M = 1 in session 20, FP8's never):
       # XLA's kernel after the decode that adds the stream-K slots and transposes y takes 3.3-3.6
       # us of INT8 / FP8's ~68 at M = 32 and 5.0-5.5 of ~84 at M = 64 (`kernel_us`, sessions
@@ -95,7 +95,10 @@ case "$part" in
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     run 240 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S \
       --configs '[{}, {"fused_sum": true}]'
-    run 130 c $B --what wo --formats nf4_g64,int8,nvfp4 --m 1 --shapes 4096x4096
+    # `configs.FP8_X_MIN_N` (session 23, from MXFP4 4096 x 4096 M = 1: 9.5 us with fp8_x, its
+    # Mosaic kernel 5.4 of them): fp8_x against the bf16 path below it, with the 8-bit split
+    run 130 c $B --what wo --formats mxfp4,int8 --m 1 --shapes 4096x4096 \
+      --configs '[{}, {"fp8_x": true}]'
     ;;
   4)  # UINT4's stream-K configs; FP4 / NF4 decode by SASS opcode; the FP4 formats' fused sum
     # Stream-K with two CTAs an SM for UINT4 g32 / g128 at M = 1 (explicit configs are timed at
@@ -127,6 +130,8 @@ case "$part" in
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 3},
                   {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2}]'
     run 250 b $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
+    # NF4 / NVFP4 at 4096 x 4096 (NF4's last time there is session 11's)
+    run 70 c $B --what wo --formats nf4_g64,nvfp4 --m 1 --shapes 4096x4096
     ;;
   6)  # INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only); the row-wise
       # quantize kernels by SASS opcode: FP8 1x128 / INT4 / MXFP4 take the same time on the

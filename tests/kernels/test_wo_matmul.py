@@ -326,6 +326,10 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
     assert not any(x8(1, w) for w in (fp8, mxfp4, int8)), kind
     assert decode_plan.plan_decode(1, 8192, int8).tile_n == 64, kind
   assert configs.decode_config(wm.WeightFormat.FP8, 28672, 1, device="NVIDIA H200")["fp8_x"]
+  # below `FP8_X_MIN_N` the split's XLA kernels cost more than the decode they save
+  for fmt in (wm.WeightFormat.FP8, wm.WeightFormat.MXFP4, wm.WeightFormat.INT8):
+    assert not configs.decode_config(fmt, 4096, 1, device="NVIDIA H200").get("fp8_x"), fmt
+  assert configs.decode_config(wm.WeightFormat.INT8, 4096, 1, device="NVIDIA H200")["tile_n"] == 64
   assert not decode_plan.plan_decode(1, 8192, g32).fp8_x  # INT4 checked, slower: off
   assert [decode_plan.plan_decode(m, 8192, int8).compute_wgs for m in (16, 17)] == [1, 2]
   with pytest.raises(NotImplementedError, match="M <= 64"):
