@@ -123,19 +123,30 @@ def wo_floors_us(r: dict, run: dict, rates: dict[int, float]) -> tuple[float, fl
   return load, None if rate is None else 2 * mp * r["K"] * r["N"] / (rate * 1e12) * 1e6
 
 
+def around_us(r: dict) -> float | None:
+  """The call's time in XLA kernels around the Mosaic kernel (x splits, pads, the slots' sum
+  and transpose), us, from the profile of one call (`kernel_us`); None where none was taken."""
+  if not r.get("kernel_us"):
+    return None
+  return sum(t for name, t in r["kernel_us"].items() if "mosaic" not in name)
+
+
 def wo_table(best, runs: dict[str, dict], rates: dict[int, float]) -> list[str]:
   lines = ["| format | K x N | M | us | TB/s | vs XLA bf16 | vs XLA dequant+dot | target "
-           "(achieved / target) | floors us (load / MMA) | of the higher floor | config | run |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "(achieved / target) | floors us (load / MMA) | of the higher floor | XLA around us "
+           "| config | run |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for (fmt, k, n, m), (r, name) in sorted(best.items(), key=lambda kv: (-kv[0][1] * kv[0][2],
                                                                          kv[0][0], kv[0][3])):
     load, mma = wo_floors_us(r, runs[name], rates)
     us = r["kernel_s"] * 1e6
     floors = f"{load:.1f} / {'-' if mma is None else f'{mma:.1f}'}"
+    around = around_us(r)
     lines.append(f"| {fmt} | {k}x{n} | {m} | {us:.1f} | "
                  f"{r['kernel_TBps']:.2f} | {r['x_vs_xla_bf16']:.2f}x | "
                  f"{r['x_vs_xla_dequant_dot']:.1f}x | {_cell(wo_targets(r))} | {floors} | "
-                 f"{max(load, mma or 0.0) / us:.0%} | {r.get('config', {})} | {_run(name)} |")
+                 f"{max(load, mma or 0.0) / us:.0%} | {'-' if around is None else f'{around:.1f}'}"
+                 f" | {r.get('config', {})} | {_run(name)} |")
   return lines
 
 
@@ -155,7 +166,10 @@ def standing(device: str) -> list[str]:
          "decode's wgmma, whose N is M padded to 8, at the rate `bench_wgmma_rate.py` measured "
          "for that N with two warpgroups an SM (`wgmma_rate_*.json` of this device; - where "
          "none ran), above it the GEMM at XLA's bf16 GEMM rate. `of the higher floor`: that "
-         "floor over the time (100% is at the floor).", ""]
+         "floor over the time (100% is at the floor). `XLA around us`: the call's time in XLA "
+         "kernels before and after the Mosaic kernel (splitting x, padding, adding the stream-K "
+         "slots and transposing y; from a profile of one call, - where none was taken): time "
+         "no launch config of the kernel can win back.", ""]
   return md + wo_table(wo, dict(runs), mma_rates(device)) + [""]
 
 

@@ -61,6 +61,14 @@ def test_best_rows_keeps_the_fastest_checked_run(standing):
   assert given["x_vs_xla"] == pytest.approx(2e-4 / 9.6e-5)
 
 
+def test_around_us_sums_the_xla_kernels_beside_the_mosaic_one(standing):
+  r = dict(kernel_us={"input_reduce_fusion": 1.25, "kernel_mosaic_gpu_kernel": 56.8,
+                      "loop_slice_fusion_1": 2.0})
+  assert standing.around_us(r) == pytest.approx(3.25)
+  assert standing.around_us(dict(kernel_us={"kernel_mosaic_gpu_kernel": 50.0})) == 0.0
+  assert standing.around_us({}) is None
+
+
 def test_wo_floors_load_and_mma(standing):
   # The decode's floors: its bytes at the copy rate, and its wgmma with N = M padded to 8 at
   # the rate measured for that N (two warpgroups an SM); prefill: the GEMM at XLA's bf16 rate.
