@@ -160,6 +160,11 @@ def wo_section(session: int, names: tuple[str, ...], intro: str, device: str = "
           wo_table(runs, copy_bps), "", f"![roofline {device} s{session}]({png})"]
 
 
+def quant_part(title: str, intro: str, runs: list) -> list[str]:
+  """A session's fused-quantize runs under their own heading: `intro`, then one table."""
+  return ["", f"## Fused block quantization{title}", "", intro, "", quant_table(runs)]
+
+
 def h200_s10_section() -> list[str]:
   """Session 10: FP4 scales as bf16 multipliers (the GPU default since)."""
   return wo_section(10, (
@@ -218,13 +223,14 @@ def h200_s13_section() -> list[str]:
                   "UINT4 / FP4) against XLA's pad before the launch.")
   quant = [("s13 state_once", _load("kernels_quant_s13_state_once.json")),
            ("s13 NVFP4 default", _load("kernels_quant_s13_nvfp4_default.json"))]
-  return md + ["", "## Fused block quantization: the block state once a block", "",
-               "Each scheme's fastest of {} and {'state_once': True}, both bit-exact on the four "
-               "tensors (`configs_timed` has each time: NVFP4 151.8 / 139.2 us, MXFP4 79.5 / "
-               "79.2, MXFP8 63.7 / 62.6, FP8 1x128 87.8 / 93.2); then NVFP4's new default. "
-               "NVFP4's time includes XLA's tensor-amax pass (~33 us); given the amax "
-               "(`given_amax_s` in the JSON) it takes 104.6 us, 1.64 TB/s.", "",
-               quant_table(quant)]
+  return md + quant_part(
+      ": the block state once a block",
+      "Each scheme's fastest of {} and {'state_once': True}, both bit-exact on the four "
+      "tensors (`configs_timed` has each time: NVFP4 151.8 / 139.2 us, MXFP4 79.5 / "
+      "79.2, MXFP8 63.7 / 62.6, FP8 1x128 87.8 / 93.2); then NVFP4's new default. "
+      "NVFP4's time includes XLA's tensor-amax pass (~33 us); given the amax "
+      "(`given_amax_s` in the JSON) it takes 104.6 us, 1.64 TB/s.",
+      quant)
 
 
 def h200_s14_section() -> list[str]:
@@ -252,12 +258,13 @@ def h200_s15_section() -> list[str]:
                   "({}: 224 unequal CTAs, no K split; 52.0 / 50.6 us). Each row the fastest of "
                   "its configs, every config checked (`configs_timed` has each time).")
   quant = [("s15 E2M1 by exponent", _load("kernels_quant_s15_e2m1_exponent.json"))]
-  return md + ["", "## Fused block quantization: E2M1 by the exponent field", "",
-               "MXFP4 / NVFP4, row- and column-wise: the E2M1 binade taken from the exponent "
-               "field against picked by range compares, both bit-exact on the four tensors; "
-               "us by compares / by exponent: MXFP4 rows 79.2 / 72.0, NVFP4 rows 139.1 / 130.9, "
-               "MXFP4 columns 97.4 / 90.1, NVFP4 columns 169.4 / 159.7 (the only encode since).",
-               "", quant_table(quant)]
+  return md + quant_part(
+      ": E2M1 by the exponent field",
+      "MXFP4 / NVFP4, row- and column-wise: the E2M1 binade taken from the exponent "
+      "field against picked by range compares, both bit-exact on the four tensors; "
+      "us by compares / by exponent: MXFP4 rows 79.2 / 72.0, NVFP4 rows 139.1 / 130.9, "
+      "MXFP4 columns 97.4 / 90.1, NVFP4 columns 169.4 / 159.7 (the only encode since).",
+      quant)
 
 
 def h200_s17_section() -> list[str]:
@@ -275,8 +282,8 @@ def h200_s17_section() -> list[str]:
           "", "## Column-wise FP8 1x128: piece size (session 17)", "",
           "8192 x 8192, every config bit-exact; us: pieces of 16 (the default then) 151.1, "
           "32 140.8, 64 136.0, whole blocks with tile_k 64 124.1 (52 KB of shared memory, four "
-          "CTAs an SM, against 101 KB and two). INT4 g128's run was cut off.", "",
-          quant_table(piece)]
+          "CTAs an SM, against 101 KB and two). INT4 g128's run was cut off.",
+                         piece)
 
 
 def h200_s20_section() -> list[str]:
@@ -324,16 +331,17 @@ def h200_s21_section() -> list[str]:
           ("s21 tile_k 64", _load("kernels_quant_s21_columns_tile_k.json")),
           ("s21 state_once", _load("kernels_quant_s21_columns_state_once.json")),
           ("s21 64-row tiles", _load("kernels_quant_s21_rows_tile64.json"))]
-  return md + ["", "## Fused block quantization: column-wise pieces, state once, row tiles", "",
-               "Each row its scheme's fastest config, every config bit-exact on the four "
-               "tensors (`configs_timed` and `mismatch_by_config` have each). INT4 g128 "
-               "column-wise in pieces of 16 / 32 / 64 / whole blocks with tile_k 64: 125.1 / "
-               "109.8 / 101.4 / 85.5 us (the default since: 1.36 -> 1.99 TB/s). tile_k 64 for "
-               "NVFP4 / MXFP4 columns: 159.7 -> 165.2, 90.1 -> 98.4. The block state once a "
-               "block row (`state_once`, session 18): NVFP4 159.8 -> 160.5, INT4 124.6 -> "
-               "126.6, MXFP4 90.1 -> 101.3, MXFP8 89.5 -> 101.5 (removed since). Row-wise "
-               "64-row tiles: FP8 1x128 87.6 -> 89.5, INT4 65.7 -> 68.2 (kept at 128).", "",
-               quant_table(cols)]
+  return md + quant_part(
+      ": column-wise pieces, state once, row tiles",
+      "Each row its scheme's fastest config, every config bit-exact on the four "
+      "tensors (`configs_timed` and `mismatch_by_config` have each). INT4 g128 "
+      "column-wise in pieces of 16 / 32 / 64 / whole blocks with tile_k 64: 125.1 / "
+      "109.8 / 101.4 / 85.5 us (the default since: 1.36 -> 1.99 TB/s). tile_k 64 for "
+      "NVFP4 / MXFP4 columns: 159.7 -> 165.2, 90.1 -> 98.4. The block state once a "
+      "block row (`state_once`, session 18): NVFP4 159.8 -> 160.5, INT4 124.6 -> "
+      "126.6, MXFP4 90.1 -> 101.3, MXFP8 89.5 -> 101.5 (removed since). Row-wise "
+      "64-row tiles: FP8 1x128 87.6 -> 89.5, INT4 65.7 -> 68.2 (kept at 128).",
+      cols)
 
 
 def h100_s22_section() -> list[str]:
@@ -359,10 +367,11 @@ def h100_s22_section() -> list[str]:
       "above M = 16 since). NVFP4's prefill with s_t on the sum (`tensor_scale_out`) 750.1 -> "
       "676.6 us, 0.99x XLA bf16 (target 0.9x; the default since).", device="H100",
       quant_runs=quant)
-  return md + ["", "## Fused block quantization (H100)", "",
-               "The defaults tuned on the H200, bit-exact on the four tensors; the H100's copy "
-               "bandwidth (3.03 TB/s read + write) puts the 2.8 TB/s target at 92% of it.", "",
-               quant_table(quant)]
+  return md + quant_part(
+      " (H100)",
+      "The defaults tuned on the H200, bit-exact on the four tensors; the H100's copy "
+      "bandwidth (3.03 TB/s read + write) puts the 2.8 TB/s target at 92% of it.",
+      quant)
 
 
 def h200_s23_section() -> list[str]:
@@ -391,13 +400,14 @@ def h200_s23_section() -> list[str]:
       "needs 32.7 us, under what the stream alone takes.")
   quant = [("s23 NVFP4 columns sweep", _load("kernels_quant_s23_nvfp4_columns_sweep.json")),
            ("s23 f32 in, launch", _load("kernels_quant_s23_f32_launch.json"))]
-  return md + ["", "## Fused block quantization: NVFP4 columns and the f32 input's launch", "",
-               "Each row its scheme's fastest config. NVFP4 column-wise over 14 launches "
-               "(tile_k, blocks a step, steps): the default (128, 4, 2) the fastest at 159.6 us, "
-               "1.08 TB/s. The f32-input quantize (steps, CTAs an SM): INT4 g128 143.3 us for "
-               "the default and for 2 steps / 2 CTAs, NVFP4 189.7 for the default, 16-53% "
-               "slower for the rest; every config bit-exact on the four tensors.", "",
-               quant_table(quant)]
+  return md + quant_part(
+      ": NVFP4 columns and the f32 input's launch",
+      "Each row its scheme's fastest config. NVFP4 column-wise over 14 launches "
+      "(tile_k, blocks a step, steps): the default (128, 4, 2) the fastest at 159.6 us, "
+      "1.08 TB/s. The f32-input quantize (steps, CTAs an SM): INT4 g128 143.3 us for "
+      "the default and for 2 steps / 2 CTAs, NVFP4 189.7 for the default, 16-53% "
+      "slower for the rest; every config bit-exact on the four tensors.",
+      quant)
 
 
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
