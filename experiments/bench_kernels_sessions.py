@@ -282,8 +282,8 @@ def h200_s17_section() -> list[str]:
           "", "## Column-wise FP8 1x128: piece size (session 17)", "",
           "8192 x 8192, every config bit-exact; us: pieces of 16 (the default then) 151.1, "
           "32 140.8, 64 136.0, whole blocks with tile_k 64 124.1 (52 KB of shared memory, four "
-          "CTAs an SM, against 101 KB and two). INT4 g128's run was cut off.",
-                         piece)
+          "CTAs an SM, against 101 KB and two). INT4 g128's run was cut off.", "",
+          quant_table(piece)]
 
 
 def h200_s20_section() -> list[str]:
