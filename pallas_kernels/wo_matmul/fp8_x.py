@@ -171,9 +171,9 @@ def split_x(x: jax.Array, pw: PackedWeight, sum_cols: int) -> tuple[jax.Array, j
                                                                      jax.Array]:
   """x (M, K) bf16 -> the kernel's inputs: x8 (2 M, K) E4M3 (INT8 weights: int8), rows hi_0,
   lo_0, hi_1, ... in `a_order`; row scales s_x (M,) f32, powers of two (INT8: ones); the x
-  operand (rows, sum_cols) f32, columns past 2 M zero: for INT4 / UINT4 S (K / group rows),
-  2^-9 times each group's sum of each x8 row; for INT8 the chunks' multipliers (K / 128 rows,
-  `int8_split`); others read none."""
+  operand (rows, sum_cols) f32, columns past 2 M those of zero rows: for INT4 / UINT4 S
+  (K / group rows), 2^-9 times each group's sum of each x8 row (zero past 2 M); for INT8 the
+  chunks' multipliers (K / 128 rows, `int8_split`); others read none."""
   m, k = x.shape
   if pw.fmt is WeightFormat.INT8:
     x8, t = int8_split(x, sum_cols)
