@@ -150,3 +150,23 @@ def test_a_row_in_progress_is_on_disk_config_by_config(bench, monkeypatch, tmp_p
   res = _run(bench, monkeypatch, tmp_path, "--what", "quant", "--schemes", "mxfp4",
              "--qshapes", "512x256", "--configs", '[{}, {"steps": 3}]')
   assert seen == [("quant", 1), ("quant", 2)] and "in_progress" not in res
+
+
+def test_rotated_traces_the_op_once_for_every_input_set(monkeypatch):
+  # `time_op` rotates over input sets so that the L2 never holds them; the op is traced and
+  # lowered once for all of them (one function, called once a set), not once a set: with a
+  # Mosaic kernel inside, each trace cost seconds of a device call.
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+  import bench_kernels_common as C  # pylint: disable=g-import-not-at-top
+  traces = []
+
+  def op(x, w):
+    traces.append(1)
+    return x @ w
+
+  sets = [(jnp.full((2, 4), float(i)), jnp.ones((4, 3))) for i in range(5)]
+  g = C.rotated(op)
+  out = g(sets)
+  assert len(traces) == 1
+  np.testing.assert_array_equal([float(o.sum()) for o in out], [24.0 * i for i in range(5)])
+  assert g.lower(sets).as_text().count("call @") == len(sets)  # one function, a call a set
