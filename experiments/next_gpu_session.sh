@@ -17,7 +17,8 @@
 # four compute warpgroups more (session 23: two such configs at M = 64 did not finish in the
 # 90 s left after the default's 28 s); a prefill row 12-25 s; each run's header (copy
 # bandwidth, GEMM rate) ~10 s; an empty-body launch of bench_tma_stream.py ~6.5 s; an ncu
-# profile of two cases more than 90 s.
+# profile of two cases more than 90 s. Each config's first timed call cost its check's compile
+# times the input rotations until session 23's `rotated` (traced once since): walls may drop.
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
