@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
 
 import bench_kernels_common as C  # noqa: E402
 from pallas_kernels.wo_matmul import decode_plan as DP  # noqa: E402
@@ -64,6 +65,17 @@ def distinct_configs(pw) -> list[tuple[dict, tuple]]:
       seen.add(r)
       out.append((cfg, r))
   return out
+
+
+def xla_read(pw) -> list[jax.Array]:
+  """The weight's bytes read once by XLA's own kernels: the codes and the scales as uint32
+  words, XOR-reduced to one a row of codes and one a column of scales (every bit counts, so
+  none can be skipped). What XLA's plain loads reach on these bytes, beside what the decode's
+  TMA pipeline does (its bf16 GEMV reads a weight four times larger)."""
+  n, k = pw.w.shape
+  xor = lambda a, axis: lax.reduce(a, jnp.uint32(0), lax.bitwise_xor, (axis,))
+  words = lax.bitcast_convert_type(pw.w.reshape(n, k // 8, 8), jnp.uint32)
+  return [xor(words, 1), xor(lax.bitcast_convert_type(pw.scale, jnp.uint32), 0)]
 
 
 def weight(key):
@@ -103,6 +115,8 @@ def main() -> None:
   del dense
   res.update(xla_bf16_gemv_s=gemv["time_s"], xla_bf16_gemv_TBps=K * N * 2 / gemv["time_s"] / 1e12,
              weight_bytes=wbytes, rows=[])
+  read = C.time_op(lambda x, p: xla_read(p), sets)
+  res.update(xla_read_s=read["time_s"], xla_read_TBps=wbytes / read["time_s"] / 1e12)
   full = C.time_op(lambda x, p: WG.wo_matmul_mosaic_gpu(x, p), sets)  # today's default, whole
   res["default_full_s"] = full["time_s"]
   path = os.path.join(args.out, "tma_stream.json")
@@ -136,7 +150,10 @@ def to_markdown(res: dict) -> str:
            f"INT4 g128, M = 1, {K} x {N}: {res['weight_bytes'] / 1e6:.1f} MB of codes and "
            f"scales. Copy bandwidth {res['copy_Bps'] / 1e12:.2f} TB/s; XLA's bf16 GEMV "
            f"{res['xla_bf16_gemv_s'] * 1e6:.1f} us ({res['xla_bf16_gemv_TBps']:.2f} TB/s of its "
-           f"bf16 weight); today's default kernel, whole, {res['default_full_s'] * 1e6:.1f} us."
+           f"bf16 weight); "
+           + (f"XLA reading these bytes (`xla_read`) {res['xla_read_s'] * 1e6:.1f} us "
+              f"({res['xla_read_TBps']:.2f} TB/s); " if "xla_read_s" in res else "")
+           + f"today's default kernel, whole, {res['default_full_s'] * 1e6:.1f} us."
            + (" Cut off by --limit-s before every config ran." if res.get("cut_off") else "")
            + (f" The configs {res['skipped_done']} has rows for were not run."
               if res.get("skipped_done") else ""),

@@ -70,13 +70,15 @@ case "$part" in
   2)  # On an H200, what session 23's limits cut off: the decode pipeline with an empty body
       # over the launches it did not reach (tile_n 128 with 4 / 8 chunks a step, tile_n 256:
       # its 25 took 34.0-39.8 us, at best 3.67 TB/s, 82% of XLA's bf16 GEMV's read rate, where
-      # the 3.2x target for INT4 M = 1 needs 32.7 us); XLA's bf16 GEMV's memory section beside
-      # INT4 M = 1's empty-body pipeline (cut off at 90 s). And the `fp8_x` thresholds session 23
-      # set between the M it measured: MXFP4 gained at M = 1 (47.9 -> 46.1 us) and lost at M = 8
-      # (47.7 -> 49.9), so its default is M = 1 only; INT8 gained at M = 1 / 4 (64.8 -> 62.1,
-      # 66.7 -> 64.6 in 128-row tiles), M = 8 untimed. INT8 M = 1 again: its multipliers are
-      # built at the x operand's width since (`fp8_x.int8_split`), where session 23's run had
-      # a pad kernel of 1.2 us after them (`kernel_us`; 1.8x XLA bf16 needs ~60.9 of its 62.1)
+      # the 3.2x target for INT4 M = 1 needs 32.7 us), beside XLA's own read of the same 124.8
+      # MB (`xla_read`, new: what plain loads reach on them at this size); XLA's bf16 GEMV's
+      # memory section beside INT4 M = 1's empty-body pipeline (cut off at 90 s). And the
+      # `fp8_x` thresholds session 23 set between the M it measured: MXFP4 gained at M = 1
+      # (47.9 -> 46.1 us) and lost at M = 8 (47.7 -> 49.9), so its default is M = 1 only; INT8
+      # gained at M = 1 / 4 (64.8 -> 62.1, 66.7 -> 64.6 in 128-row tiles), M = 8 untimed. INT8
+      # M = 1 again: its multipliers are built at the x operand's width since
+      # (`fp8_x.int8_split`), where session 23's run had a pad kernel of 1.2 us after them
+      # (`kernel_us`; 1.8x XLA bf16 needs ~60.9 of its 62.1)
     run 200 a python3 experiments/bench_tma_stream.py --limit-s 160 \
       --skip-done experiments/results/tma_stream_s23.json
     run 160 b python3 experiments/profile_kernels.py --case xla_bf16_m1,wo_int4_m1_load_only

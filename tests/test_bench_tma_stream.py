@@ -3,11 +3,13 @@ with only the GPU replaced (CUPTI timing, copy bandwidth, and the kernel, by its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -65,7 +67,7 @@ def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
   res = json.loads((tmp_path / "tma_stream.json").read_text())
   want = sweep.distinct_configs(sweep.weight(jax.random.key(0)))
   assert [r["config"] for r in res["rows"]] == [c for c, _ in want]
-  assert res["default_full_s"] > 0 and res["xla_bf16_gemv_TBps"] > 0
+  assert res["default_full_s"] > 0 and res["xla_bf16_gemv_TBps"] > 0 and res["xla_read_TBps"] > 0
   assert all(0 < r["TBps"] and 0 < r["frac_copy"] for r in res["rows"])
   table = (tmp_path / "tma_stream.md").read_text()
   assert table.count("\n| ") == len(res["rows"]) + 1  # a row each, under the header
@@ -92,3 +94,20 @@ def test_a_run_after_a_cut_off_one_times_only_the_rest(sweep, monkeypatch, tmp_p
   res = json.loads((tmp_path / "tma_stream.json").read_text())
   assert [r["config"] for r in res["rows"]] == want[5:]
   assert "were not run" in (tmp_path / "tma_stream.md").read_text()
+
+
+def test_xla_read_reads_every_byte_of_the_weight(sweep, monkeypatch):
+  # XLA's read of the decode's bytes (its ceiling beside the TMA pipeline's): a row's result
+  # moves with any one of its codes, the last included, and a column's with any scale.
+  monkeypatch.setattr(sweep, "K", 256)
+  monkeypatch.setattr(sweep, "N", 128)
+  pw = sweep.weight(jax.random.key(0))
+  words, scales = sweep.xla_read(pw)
+  assert words.shape == (128,) and scales.shape == (pw.scale.shape[1],)
+  codes = pw.w.astype(jnp.int32)
+  for row, col in ((5, 255), (6, 0), (127, 100)):
+    flipped = codes.at[row, col].set(jnp.where(codes[row, col] == 7, -8, 7)).astype(jnp.int4)
+    moved, _ = sweep.xla_read(dataclasses.replace(pw, w=flipped))
+    assert [int(r) for r in np.flatnonzero(np.asarray(moved != words))] == [row]
+  _, moved = sweep.xla_read(dataclasses.replace(pw, scale=pw.scale.at[0, 3].add(1.0)))
+  assert [int(c) for c in np.flatnonzero(np.asarray(moved != scales))] == [3]
