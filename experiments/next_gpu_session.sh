@@ -146,14 +146,16 @@ case "$part" in
     ;;
   7)  # INT4 g128 M = 32 (2.20x, target 2.5x) with four compute warpgroups (session 23's sweep
       # reached four of six configs, the default 51.5 us the fastest); UINT4 g64 M = 64's launch
-      # sweep past its first two configs (93.6 / 93.9 us, session 23)
+      # sweep past its first two configs (93.6 / 93.9 us, session 23); the 8-bit prefill on the
+      # H200, never timed there (H100, session 5: INT8 0.85x XLA bf16, FP8 0.93x)
     run 230 a $B --what wo --formats int4 --m 32 --shapes $S --configs '[{},
       {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1},
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
-    run 300 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs '[{},
+    run 260 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs '[{},
       {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
       {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 4, "stream_k": 1}]'
+    run 80 c $B --what wo --formats int8,fp8_e4m3 --m 1024 --shapes $S
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), the rest of the standing table
       # session 22 began (INT4 / INT8 / FP8 / MXFP4 at M = 1 / 32 / 64, NVFP4 M = 1 / 32, g32 /
