@@ -98,7 +98,7 @@ case "$part" in
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     run 240 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S \
       --configs '[{}, {"fused_sum": true}]'
-    # `configs.FP8_X_MIN_N` (session 23, from MXFP4 4096 x 4096 M = 1: 9.5 us with fp8_x, its
+    # `configs.FP8_X_MIN_WEIGHT` (session 23, from MXFP4 4096 x 4096 M = 1: 9.5 us with fp8_x, its
     # Mosaic kernel 5.4 of them): fp8_x against the bf16 path below it, with the 8-bit split
     run 130 c $B --what wo --formats mxfp4,int8 --m 1 --shapes 4096x4096 \
       --configs '[{}, {"fp8_x": true}]'

@@ -21,11 +21,14 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 # 88.5, 59.0 -> 65.8 (kernels_wo_s22_h100_fp8_x_m{1,8}.json, kernels_wo_s22_h100_int8_s8.json).
 # Other devices: unmeasured, the bf16 path.
 FP8_X_DEVICES = ("NVIDIA H200",)
-# ... and N at least this: the split's XLA kernels cost ~4.5-5.5 us a call whatever the shape
-# (`kernel_us`), which only a large weight's decode time repays. H200, M = 1: MXFP4 4096 x 4096
-# 9.5 us with fp8_x, its Mosaic kernel 5.4 of them, where INT4's bf16 path took 6.6 in all
-# (kernels_wo_s23_4096x4096.json); fp8_x was measured faster at N = 28672 only.
-FP8_X_MIN_N = 16384
+# ... and a weight of at least this many elements (K x N): the split's XLA kernels cost ~4.5-5.5
+# us a call whatever the shape (`kernel_us`), the decode they save grows with the weight. H200,
+# M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us for INT8, 8.3 FP8, 1.8 MXFP4
+# (gross ~8 / 13 / 6.5 us, so even at ~1.4e8 / 0.9e8 / 1.8e8 elements); at 4096 x 4096 MXFP4
+# took 9.5 us with fp8_x, its Mosaic kernel 5.4 of them, where INT4's bf16 path took 6.6 in all
+# (kernels_wo_s23_4096x4096.json). 2^27: the 8-bit formats' even point, near MXFP4's; the
+# issue's 4096 x 14336 (5.9e7) falls below it.
+FP8_X_MIN_WEIGHT = 1 << 27
 
 
 def device_kind() -> str:
@@ -35,18 +38,20 @@ def device_kind() -> str:
 
 
 def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
-                  group: int | None = None, device: str | None = None) -> dict:
+                  group: int | None = None, device: str | None = None,
+                  k: int | None = None) -> dict:
   """The decode kernel's launch config for a weight format, N, M and (INT4 / UINT4) scale
   group: the keyword arguments of `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave
-  unset. `device`: a `device_kind` (default: `device_kind()`); with N it decides where `fp8_x`
-  runs (and with it INT8's tile at M <= 4).
+  unset. `device`: a `device_kind` (default: `device_kind()`); with the weight's size (`k`
+  times N) it decides where `fp8_x` runs (and with it INT8's tile at M <= 4); without `k`,
+  never.
 
   Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
   (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
   every config's time in `configs_timed`).
   """
   fp8_x_pays = ((device_kind() if device is None else device).startswith(FP8_X_DEVICES)
-                and n >= FP8_X_MIN_N)
+                and k is not None and k * n >= FP8_X_MIN_WEIGHT)
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)

@@ -300,7 +300,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       shared memory, or a path not yet checked on a GPU without `allow_unverified`.
   """
   n, g = pw.n, pw.group
-  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group)
+  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group, k=k)
   if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
     tn, tk = pw.w_tile
     if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):

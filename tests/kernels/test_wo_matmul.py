@@ -325,11 +325,19 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
     monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
     assert not any(x8(1, w) for w in (fp8, mxfp4, int8)), kind
     assert decode_plan.plan_decode(1, 8192, int8).tile_n == 64, kind
-  assert configs.decode_config(wm.WeightFormat.FP8, 28672, 1, device="NVIDIA H200")["fp8_x"]
-  # below `FP8_X_MIN_N` the split's XLA kernels cost more than the decode they save
+  h200 = lambda fmt, k, n: configs.decode_config(fmt, n, 1, device="NVIDIA H200", k=k)
+  assert h200(wm.WeightFormat.FP8, 8192, 28672)["fp8_x"]
+  # below `FP8_X_MIN_WEIGHT` the split's XLA kernels cost more than the decode they save, and
+  # without K the size is unknown: the bf16 path
   for fmt in (wm.WeightFormat.FP8, wm.WeightFormat.MXFP4, wm.WeightFormat.INT8):
-    assert not configs.decode_config(fmt, 4096, 1, device="NVIDIA H200").get("fp8_x"), fmt
-  assert configs.decode_config(wm.WeightFormat.INT8, 4096, 1, device="NVIDIA H200")["tile_n"] == 64
+    for k, n in ((4096, 4096), (4096, 14336), (14336, 4096), (None, 28672)):
+      assert not h200(fmt, k, n).get("fp8_x"), (fmt, k, n)
+  assert h200(wm.WeightFormat.INT8, 4096, 14336)["tile_n"] == 64
+  short_k = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int8"), axis=0), wgmma_order=False),
+      jax.ShapeDtypeStruct((4096, 28672), jnp.float32))  # N as above, K halved: 1.2e8 elements
+  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
+  assert x8(1, int8) and not decode_plan.plan_decode(1, 4096, short_k).fp8_x
   assert not decode_plan.plan_decode(1, 8192, g32).fp8_x  # INT4 checked, slower: off
   assert [decode_plan.plan_decode(m, 8192, int8).compute_wgs for m in (16, 17)] == [1, 2]
   with pytest.raises(NotImplementedError, match="M <= 64"):
