@@ -98,9 +98,10 @@ case "$part" in
       {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]'
     run 240 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes $S \
       --configs '[{}, {"fused_sum": true}]'
-    # `configs.FP8_X_MIN_WEIGHT` (session 23, from MXFP4 4096 x 4096 M = 1: 9.5 us with fp8_x, its
-    # Mosaic kernel 5.4 of them): fp8_x against the bf16 path below it, with the 8-bit split
-    run 130 c $B --what wo --formats mxfp4,int8 --m 1 --shapes 4096x4096 \
+    # `configs.FP8_X_MIN_WEIGHT` (2^27 elements, session 23, from each format's saving at 8192 x
+    # 28672 against the split's ~5 us; MXFP4 4096 x 4096 M = 1 took 9.5 us with fp8_x, its Mosaic
+    # kernel 5.4): fp8_x against the bf16 path at 4096 x 14336 (5.9e7 elements), below it
+    run 130 c $B --what wo --formats mxfp4,int8,fp8_e4m3 --m 1 --shapes 4096x14336 \
       --configs '[{}, {"fp8_x": true}]'
     ;;
   4)  # UINT4's stream-K configs; FP4 / NF4 decode by SASS opcode; the FP4 formats' fused sum
