@@ -150,6 +150,56 @@ def wo_table(best, runs: dict[str, dict], rates: dict[int, float]) -> list[str]:
   return lines
 
 
+def time_split(device: str, k: int = 8192, n: int = 28672) -> list[dict]:
+  """Where each decode case's time goes (its best checked run at K x N, M <= 64, with a
+  profile of one call): us at the load floor, in the Mosaic kernel above that floor, and in
+  XLA's kernels around it, and the time its XLA bf16 ratio target asks for."""
+  runs = load_runs(device)
+  out = []
+  for (fmt, kk, nn, m), (r, name) in sorted(best_rows(runs, "wo_matmul").items()):
+    around = around_us(r)
+    if (kk, nn) != (k, n) or m > 64 or around is None:
+      continue
+    ratio = [frac for t, _, frac in wo_targets(r) if t.endswith("XLA bf16")]
+    us = r["kernel_s"] * 1e6
+    load, _ = wo_floors_us(r, dict(runs)[name], {})
+    out.append(dict(case=f"{fmt} M={m}", us=us, load_us=min(load, us - around),
+                    kernel_us=us - around, around_us=around,
+                    target_us=us * ratio[0] if ratio else None))
+  return out
+
+
+def time_split_png(rows: list[dict], title: str, path: str) -> None:
+  """`time_split`'s rows as stacked bars, the target a tick on each."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.4))
+  y = range(len(rows))
+  load = [r["load_us"] for r in rows]
+  above = [r["kernel_us"] - r["load_us"] for r in rows]
+  ax.barh(y, load, color="0.75", label="weight bytes at copy bandwidth")
+  ax.barh(y, above, left=load, color="tab:blue", label="Mosaic kernel above that")
+  ax.barh(y, [r["around_us"] for r in rows], left=[r["kernel_us"] for r in rows],
+          color="tab:orange", label="XLA kernels around it")
+  for i, r in enumerate(rows):
+    if r["target_us"] is not None:
+      ax.plot([r["target_us"]] * 2, [i - 0.45, i + 0.45], "k-", lw=2)
+  ax.plot([], [], "k-", lw=2, label="target (its XLA bf16 ratio)")
+  ax.set_yticks(list(y), [r["case"] for r in rows], fontsize=8)
+  ax.invert_yaxis()
+  ax.set_xlabel("us")
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+TIME_SPLIT_PNG = "kernels_time_split_h200.png"
+
+
 def standing(device: str) -> list[str]:
   """The markdown section of one device (a substring of the JSON's `device`): both tables."""
   runs = load_runs(device)
@@ -231,10 +281,17 @@ def page() -> str:
         "its dates line says which).", ""]
   for device in ("H200", "H100"):
     md += standing(device)
+    if device == "H200":
+      md += ["Where the time of each decode case at 8192 x 28672 goes (its best checked run with a "
+             "profile of one call; `time_split`): the weight's bytes at copy bandwidth, the "
+             "Mosaic kernel above that, the XLA kernels around it, and the time its ratio to XLA "
+             "bf16 asks for.", "", f"![where the time goes, H200]({TIME_SPLIT_PNG})", ""]
   return "\n".join(md + device_scaling())
 
 
 def main():
+  time_split_png(time_split("H200"), "H200, 8192 x 28672: where each decode case's time goes",
+                 os.path.join(RES, TIME_SPLIT_PNG))
   text = page()
   with open(os.path.join(RES, "kernels_standing.md"), "w") as f:
     f.write(text)

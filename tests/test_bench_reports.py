@@ -69,6 +69,23 @@ def test_around_us_sums_the_xla_kernels_beside_the_mosaic_one(standing):
   assert standing.around_us({}) is None
 
 
+def test_time_split_adds_up_to_each_case_s_time(standing, tmp_path):
+  # The committed H200 runs: each decode case with a profile, split into its load floor, the
+  # kernel above it and the XLA kernels around it, which add up to its time; the target tick
+  # is the time its XLA bf16 ratio asks for.
+  rows = standing.time_split("H200")
+  cases = {r["case"]: r for r in rows}
+  assert "int4 M=1" in cases and "int8 M=64" in cases
+  for r in rows:
+    assert r["kernel_us"] + r["around_us"] == pytest.approx(r["us"])
+    assert 0 < r["load_us"] <= r["kernel_us"]
+  int4 = cases["int4 M=1"]  # 3.2x XLA bf16 at M = 1, missed: the target is under its time
+  assert int4["target_us"] < int4["us"] and int4["around_us"] > 0
+  path = tmp_path / "split.png"
+  standing.time_split_png(rows, "test", str(path))
+  assert path.stat().st_size > 1000
+
+
 def test_wo_floors_load_and_mma(standing):
   # The decode's floors: its bytes at the copy rate, and its wgmma with N = M padded to 8 at
   # the rate measured for that N (two warpgroups an SM); prefill: the GEMM at XLA's bf16 rate.
