@@ -53,11 +53,13 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
 # (kernels_wo_s20_fp8_x*.json, kernels_wo_s21_fp8_x_*.json), us without -> with: INT4 g128
 # M = 1 / 4 38.5 -> 46.4 / 38.9 -> 49.5, M = 64 68.6 -> 264.4 (its kernel 38.3 us at M = 1
 # against 36.5-37.0: M = 1 is not MMA-bound; six XLA kernels split x, 8.6 us); INT4 g32 M = 1
-# 43.8 -> 52.6, UINT4 g32 59.6 -> 65.3; MXFP4 M = 1 47.9 -> 46.1 (default at M <= 8); FP8
-# M = 1 69.3 -> 61.0 (default at M <= 8), M = 16 74.4 -> 68.2, M = 32 81.3 -> 82.8, M = 64
-# 83.5 -> 106.9. H100, 2026-12-05 (kernels_wo_s22_h100_*.json), slower there: FP8 M = 1 / 8
-# 85.2 -> 87.3 / 85.7 -> 88.5, MXFP4 59.0 -> 61.6 / 59.0 -> 65.8 (`configs.FP8_X_DEVICES`);
-# INT8 on s8 tensor cores M = 1 87.2 -> 87.7 (rel. err 1.65e-3 both; no default).
+# 43.8 -> 52.6, UINT4 g32 59.6 -> 65.3; MXFP4 M = 1 47.9 -> 46.1, M = 8 47.7 -> 49.9 (default
+# at M = 1); FP8 M = 1 69.3 -> 61.0, M = 8 69.4 -> 65.8 (default at M <= 8), M = 16 74.4 ->
+# 68.2, M = 32 81.3 -> 82.8, M = 64 83.5 -> 106.9; INT8 on s8 tensor cores M = 1 64.8 -> 62.5
+# (default at M <= 4, in 128-row tiles: 62.1; kernels_wo_s23_*.json). H100, 2026-12-05
+# (kernels_wo_s22_h100_*.json), slower there: FP8 M = 1 / 8 85.2 -> 87.3 / 85.7 -> 88.5, MXFP4
+# 59.0 -> 61.6 / 59.0 -> 65.8, INT8 M = 1 87.2 -> 87.7 (rel. err 1.65e-3 both)
+# (`configs.FP8_X_DEVICES`).
 FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
                                        (WeightFormat.UINT4, 32), (WeightFormat.MXFP4, 32),
                                        (WeightFormat.FP8, "channel"),
@@ -286,8 +288,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       int8 hi / lo rows with a power of two a chunk of 128 (exact to 2^-15 of the chunk's
       amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
       row's multiplier, an x operand a chunk). No `fused_sum` (XLA adds each token's two
-      columns). Default (None): `configs.decode_config`'s (FP8 and MXFP4 at M <= 8 on the
-      devices where it was faster, `configs.FP8_X_DEVICES`: the H200, not the H100) unless
+      columns). Default (None): `configs.decode_config`'s (FP8 at M <= 8, INT8 at M <= 4,
+      MXFP4 at M = 1, on the devices where it was faster, `configs.FP8_X_DEVICES`: the H200,
+      not the H100; weights of 2^27 elements or more, `configs.FP8_X_MIN_WEIGHT`) unless
       `fused_sum` or `zero_in_weights` is asked for; a case not in `FP8_X_VERIFIED` needs
       `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
