@@ -197,7 +197,7 @@ def time_split_png(rows: list[dict], title: str, path: str) -> None:
   plt.close(fig)
 
 
-TIME_SPLIT_PNG = "kernels_time_split_h200.png"
+TIME_SPLIT_PNG = "kernels_time_split_{}.png"  # by device
 
 
 def standing(device: str) -> list[str]:
@@ -281,17 +281,19 @@ def page() -> str:
         "its dates line says which).", ""]
   for device in ("H200", "H100"):
     md += standing(device)
-    if device == "H200":
-      md += ["Where the time of each decode case at 8192 x 28672 goes (its best checked run with a "
-             "profile of one call; `time_split`): the weight's bytes at copy bandwidth, the "
-             "Mosaic kernel above that, the XLA kernels around it, and the time its ratio to XLA "
-             "bf16 asks for.", "", f"![where the time goes, H200]({TIME_SPLIT_PNG})", ""]
+    md += [f"Where the time of each decode case at 8192 x 28672 goes on the {device} (its best "
+           "checked run with a profile of one call; `time_split`): the weight's bytes at copy "
+           "bandwidth, the Mosaic kernel above that, the XLA kernels around it, and the time its "
+           "ratio to XLA bf16 asks for.", "",
+           f"![where the time goes, {device}]({TIME_SPLIT_PNG.format(device.lower())})", ""]
   return "\n".join(md + device_scaling())
 
 
 def main():
-  time_split_png(time_split("H200"), "H200, 8192 x 28672: where each decode case's time goes",
-                 os.path.join(RES, TIME_SPLIT_PNG))
+  for device in ("H200", "H100"):
+    time_split_png(time_split(device),
+                   f"{device}, 8192 x 28672: where each decode case's time goes",
+                   os.path.join(RES, TIME_SPLIT_PNG.format(device.lower())))
   text = page()
   with open(os.path.join(RES, "kernels_standing.md"), "w") as f:
     f.write(text)
