@@ -223,6 +223,7 @@ def resolved_plan(cfg, inputs) -> dict:
   plan = DP.plan_decode(x.shape[0], x.shape[1], p, **_knobs(cfg), allow_unverified=True)
   return dict(plan=dict(tile_n=plan.tile_n, gps=plan.gps, steps=plan.steps,
                         compute_wgs=plan.compute_wgs, step_wait=plan.step_wait,
+                        fused_sum=plan.fused_sum, fp8_x=plan.fp8_x,
                         grid=list(plan.schedule.grid)))
 
 

@@ -21,14 +21,17 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 # 88.5, 59.0 -> 65.8 (kernels_wo_s22_h100_fp8_x_m{1,8}.json, kernels_wo_s22_h100_int8_s8.json).
 # Other devices: unmeasured, the bf16 path.
 FP8_X_DEVICES = ("NVIDIA H200",)
-# ... and a weight of at least this many elements (K x N): the split's XLA kernels cost ~4.5-5.5
-# us a call whatever the shape (`kernel_us`), the decode they save grows with the weight. H200,
-# M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us for INT8, 8.3 FP8, 1.8 MXFP4
-# (gross ~8 / 13 / 6.5 us, so even at ~1.4e8 / 0.9e8 / 1.8e8 elements); at 4096 x 4096 MXFP4
-# took 9.5 us with fp8_x, its Mosaic kernel 5.4 of them, where INT4's bf16 path took 6.6 in all
-# (kernels_wo_s23_4096x4096.json). 2^27: the 8-bit formats' even point, near MXFP4's; the
-# issue's 4096 x 14336 (5.9e7) falls below it.
-FP8_X_MIN_WEIGHT = 1 << 27
+# ... and a weight of at least this many elements (K x N), by format: the split's XLA kernels
+# cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save grows with the
+# weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us for INT8, 8.3
+# FP8, 1.8 MXFP4; at 4096 x 14336 (5.9e7) INT8 lost (20.1 -> 21.5 us) and MXFP4 (16.3 -> 17.2),
+# FP8 gained (22.8 -> 20.2: FP8's bf16 path decodes more than its bytes suggest;
+# kernels_wo_s24_fp8_x_4096x14336.json); at 4096 x 4096 MXFP4 took 9.5 us with fp8_x, its
+# Mosaic kernel 5.4, where INT4's bf16 path took 6.6 in all (kernels_wo_s23_4096x4096.json).
+# 2^27: the even point the 8-bit formats' and MXFP4's measurements bracket; FP8's the smallest
+# weight it was measured to gain at (below, unmeasured).
+FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
+                    WeightFormat.FP8: 4096 * 14336}
 
 
 def device_kind() -> str:
@@ -51,7 +54,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   every config's time in `configs_timed`).
   """
   fp8_x_pays = ((device_kind() if device is None else device).startswith(FP8_X_DEVICES)
-                and k is not None and k * n >= FP8_X_MIN_WEIGHT)
+                and k is not None and k * n >= FP8_X_MIN_WEIGHT.get(fmt, 1 << 62))
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
@@ -71,8 +74,14 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       return dict(tile_n=128, gps=2, steps=3, stream_k=2)
     # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
     # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
-    return (dict(tile_n=128, gps=4, steps=2, stream_k=2) if n >= 16384
-            else dict(tile_n=64, gps=2, steps=4))
+    if n >= 16384:
+      return dict(tile_n=128, gps=4, steps=2, stream_k=2)
+    # N < 16384 (4096 x 14336, g128, H200): stream-K over two chunks a step, four deep; at M = 1
+    # in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row ones 16.1 -> 15.3
+    # (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of 32 / 64 unmeasured.
+    if group in (None, 128):
+      return dict(tile_n=128 if m <= 8 else 64, gps=2, steps=4, stream_k=2)
+    return dict(tile_n=64, gps=2, steps=4)
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
     # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
     # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a
@@ -84,6 +93,12 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # 50.6 -> 46.3, step_wait off 44.5 / 46.7; kernels_wo_s15_uint4_stream_k.json).
     if m <= 8 and n >= 16384 and group in (64, 128):
       return dict(tile_n=128, gps=4, steps=2, stream_k=2, step_wait=True)
+    # Groups of 32 there: stream-K two chunks a step, three deep, where four chunks a step fit
+    # one CTA an SM (H200, M = 1, 57.6 -> 53.7 us; with zero points stored as bytes, which fit
+    # gps=4 two an SM, 52.7: a layout choice, `layout.uint4_zero_points`;
+    # kernels_wo_s24_uint4_stream_k.json).
+    if m <= 8 and n >= 16384 and group == 32:
+      return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True)
     # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
     # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
     narrow = m <= (8 if group in (32, 64) else 16)
@@ -105,8 +120,12 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.INT8:
     if m <= 4 and fp8_x_pays:
       return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
-    return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True) if m <= 16 else (
-        per_channel_wide)
+    if m <= 16:
+      return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True)
+    # the kernel adds its stream-K partial sums at M > 32 (`fused_sum`; H200 M = 64 84.8 ->
+    # 83.3 us, M = 32 68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json; FP8 0.2-0.3 us either
+    # way, kept off)
+    return per_channel_wide | (dict(fused_sum=True) if m > 32 else {})
   if fmt is WeightFormat.FP8:
     return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) if m <= 8 else (
         per_channel_wide)
@@ -120,11 +139,15 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
-    cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else dict(wide)
-    # MXFP4 at M = 1 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
-    # no table; `FP8_X_DEVICES`). At M = 8 it lost on the H200 too (47.7 -> 49.9 us,
-    # kernels_wo_s23_fp8_x_m8.json); M = 2-7 untimed.
-    x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m == 1 else {}
+    # MXFP4 / NVFP4 above M = 16 add their stream-K partial sums in the kernel (`fused_sum`;
+    # H200 MXFP4 M = 64 74.6 -> 73.6 us, M = 32 58.7 -> 58.9; NVFP4 M = 32 59.8 -> 58.8, M = 64
+    # unmeasured; kernels_wo_s24_fused_sum_fp4.json)
+    cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide | (
+        dict(fused_sum=True) if fmt in FP4 and m > 16 else {})
+    # MXFP4 at M <= 4 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
+    # no table; `FP8_X_DEVICES`): H200 M = 1 47.9 -> 46.1 us, M = 2 47.9 -> 46.9, M = 4 48.0
+    # -> 46.4, M = 8 47.7 -> 49.9 (kernels_wo_s2{3,4}_*fp8_x*.json); M = 5-7 unmeasured.
+    x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m <= 4 else {}
     return cfg | dict(step_wait=True) | x8
   if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
     return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,

@@ -39,14 +39,19 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
             (WeightFormat.UINT4, 128, "zero_points")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
-# default where `configs.decode_config` says so (INT4 g128 at M > 16). Written in session 19
-# without a GPU. H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fused_sum.json,
+# default where `configs.decode_config` says so (INT4 g128, MXFP4 and NVFP4 at M > 16, INT8 at
+# M > 32). Written in session 19 without a GPU. H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fused_sum.json,
 # kernels_wo_s21_int4_m64.json): correct (rel. err as XLA's sum); INT4 g128 M = 1 38.5 -> 39.4
 # us, M = 64 68.6 -> 67.1, INT8 M = 1 65.5 -> 66.4, though it drops the 1.6-6 us XLA kernel
 # after the decode. H100, 2026-12-05: INT4 g128 M = 32 60.4 -> 58.5, M = 64 71.9 -> 68.7
-# (kernels_wo_s22_h100_fused_sum_m*.json).
+# (kernels_wo_s22_h100_fused_sum_m*.json). H200, 2026-12-05, M = 32 / 64, rel. err as XLA's sum
+# (kernels_wo_s24_fused_sum_{8bit,fp4}.json): INT8 68.7 -> 74.1 / 84.8 -> 83.3 us, FP8 66.8 ->
+# 66.6 / 82.5 -> 82.2, MXFP4 58.7 -> 58.9 / 74.6 -> 73.6, NVFP4 (bf16 multipliers) M = 32
+# 59.8 -> 58.8.
 FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
-                                           (WeightFormat.INT8, "channel")})
+                                           (WeightFormat.INT8, "channel"),
+                                           (WeightFormat.FP8, "channel"),
+                                           (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16)})
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3
@@ -273,9 +278,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       Prescaled NVFP4 reads its tensor scale in the kernel (a scalar load) and multiplies
       the sum as XLA does, 2^8 then s_t. Needs a stream-K schedule
       (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one slot a
-      tile. Default (None): `configs.decode_config`'s where the schedule allows it (INT4 g128
-      at M > 16: 2-5% faster on an H100 and an H200; at M = 1 0.9 us slower on an H200); a
-      case not in `FUSED_SUM_VERIFIED` needs `allow_unverified`.
+      tile. Default (None): `configs.decode_config`'s where the schedule allows it (INT4 g128,
+      MXFP4 and NVFP4 at M > 16, INT8 at M > 32: 1-5% faster; INT4 at M = 1 0.9 us slower,
+      INT8 at M = 32 5.4 us, on an H200); a case not in `FUSED_SUM_VERIFIED` needs
+      `allow_unverified`.
     fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices), MXFP4 (one group a K = 32
       slice; not prescaled) and FP8 (per channel; not chained) on FP8 tensor cores
       (`fp8_x.py`): each row of x split into two E4M3 rows (hi, lo; exact to 2^-17 of the
@@ -288,9 +294,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       int8 hi / lo rows with a power of two a chunk of 128 (exact to 2^-15 of the chunk's
       amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
       row's multiplier, an x operand a chunk). No `fused_sum` (XLA adds each token's two
-      columns). Default (None): `configs.decode_config`'s (FP8 at M <= 8, INT8 at M <= 4,
-      MXFP4 at M = 1, on the devices where it was faster, `configs.FP8_X_DEVICES`: the H200,
-      not the H100; weights of 2^27 elements or more, `configs.FP8_X_MIN_WEIGHT`) unless
+      columns). Default (None): `configs.decode_config`'s (FP8 at M <= 8, INT8 and MXFP4 at
+      M <= 4, on the devices where it was faster, `configs.FP8_X_DEVICES`: the H200, not the
+      H100; weights of a format's `configs.FP8_X_MIN_WEIGHT` elements or more) unless
       `fused_sum` or `zero_in_weights` is asked for; a case not in `FP8_X_VERIFIED` needs
       `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty

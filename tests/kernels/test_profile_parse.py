@@ -53,3 +53,24 @@ def test_stall_table_ranks_instructions_by_stall_samples():
   assert md[2] == "| `LDS.128 R4, [R2]` | 62.5% | 50.0% | 1,000 |"
   assert md[3] == "| `@P0 HMUL2.BF16_V2 R4, R4, R6` | 25.0% | 6.2% | 3,000 |"
   assert len(md) == 4
+
+
+def test_longest_launch_keeps_the_slowest_of_several():
+  head = NCU_OUT.splitlines()[2]
+  row = ('"{id}","123","python3","127.0.0.1","{name}","1","7","(128, 1, 1)","(132, 1, 1)","0",'
+         '"9.0","GPU Speed Of Light Throughput","{metric}","{unit}","{value}"')
+  text = "\n".join([head,
+                    row.format(id=0, name="gemv", metric="Duration", unit="ns", value="104,700"),
+                    row.format(id=0, name="gemv", metric="DRAM Throughput", unit="%", value="92"),
+                    row.format(id=1, name="loop_reduce_fusion", metric="Duration", unit="ns",
+                               value="3,200"),
+                    row.format(id=1, name="loop_reduce_fusion", metric="DRAM Throughput",
+                               unit="%", value="1.5")])
+  rows = P.longest_launch(P.parse_details(text))
+  assert {r["kernel"] for r in rows} == {"gemv"}
+  assert [r["value"] for r in rows] == ["104,700", "92"]
+
+
+def test_longest_launch_leaves_one_launch_alone():
+  rows = P.parse_details(NCU_OUT)
+  assert P.longest_launch(rows) == rows

@@ -284,6 +284,13 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   # INT4's stream-K launch at M <= 8 (session 15): 256 equal CTAs, not 224 one-tile CTAs.
   assert (u.tile_n, u.gps, u.steps, u.schedule.grid) == (128, 4, 2, (256,))
   assert decode_plan.plan_decode(9, 8192, u128).schedule.grid == (224, 1)
+  u32_1 = decode_plan.plan_decode(1, 8192, u32)  # g32: two chunks a step fit two CTAs an SM
+  assert (u32_1.tile_n, u32_1.gps, u32_1.steps, u32_1.schedule.grid) == (128, 2, 3, (256,))
+  # INT4 g128 below N = 16384 (session 24, 4096 x 14336): stream-K, 128-row tiles at M <= 8
+  int4 = lambda m, group: decode_config(wm.WeightFormat.INT4, 14336, m, group=group)
+  assert int4(1, 128) == dict(tile_n=128, gps=2, steps=4, stream_k=2)
+  assert int4(16, 128) == dict(tile_n=64, gps=2, steps=4, stream_k=2)
+  assert int4(1, 64) == dict(tile_n=64, gps=2, steps=4)  # groups of 32 / 64: unmeasured
   uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True)
   assert uz.zero_in_weights and not uz.xsum_in
   f = decode_plan.plan_decode(64, 8192, nvfp4)
@@ -303,20 +310,24 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert split.fused_sum == (split.schedule.slots == 1)
   assert not decode_plan.plan_decode(1, 8192, u128, splits=2, stream_k=None).fused_sum
   monkeypatch.undo()
-  # INT4 g128 above M = 16 adds its partial sums in the kernel (faster on an H100 and an H200)
+  # INT4 g128, MXFP4 and NVFP4 above M = 16, INT8 above 32, add their partial sums in the
+  # kernel (faster on an H100 and an H200)
   g128 = shape("int4_g128")
-  assert [decode_plan.plan_decode(m, 8192, g128).fused_sum for m in (16, 17, 64)] == [
-      False, True, True]
+  fs = lambda w, ms: [decode_plan.plan_decode(m, 8192, w).fused_sum for m in ms]
+  assert fs(g128, (16, 17, 64)) == [False, True, True]
+  assert fs(nvfp4, (16, 17, 64)) == fs(shape("mxfp4"), (16, 17, 64)) == [False, True, True]
+  assert fs(shape("int8"), (17, 32, 33, 64)) == [False, False, True, True]
+  assert not any(fs(shape("fp8_e4m3_rowwise"), (32, 64)))  # checked, no faster: off
   assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32: not checked on a GPU
   # 8-bit tensor cores (`fp8_x`) on the devices where that paid (the H200, not the H100): FP8
-  # at M <= 8, INT8 at M <= 4 (in 128-row tiles), MXFP4 at M = 1, unless an option it excludes
+  # at M <= 8, INT8 at M <= 4 (in 128-row tiles), MXFP4 at M <= 4, unless an option it excludes
   # is asked for; FP8 above M = 8 and INT8 above 16 with two compute warpgroups
   fp8, mxfp4, int8 = shape("fp8_e4m3_rowwise"), shape("mxfp4"), shape("int8")
   monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
   x8 = lambda m, w: decode_plan.plan_decode(m, 8192, w).fp8_x
   assert [x8(m, fp8) for m in (8, 9)] == [True, False]
   assert [x8(m, int8) for m in (1, 4, 5)] == [True, True, False]
-  assert [x8(m, mxfp4) for m in (1, 2, 8)] == [True, False, False]
+  assert [x8(m, mxfp4) for m in (1, 4, 5, 8)] == [True, True, False, False]
   assert decode_plan.plan_decode(4, 8192, int8).tile_n == 128
   assert decode_plan.plan_decode(5, 8192, int8).tile_n == 64
   assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
@@ -327,11 +338,13 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
     assert decode_plan.plan_decode(1, 8192, int8).tile_n == 64, kind
   h200 = lambda fmt, k, n: configs.decode_config(fmt, n, 1, device="NVIDIA H200", k=k)
   assert h200(wm.WeightFormat.FP8, 8192, 28672)["fp8_x"]
-  # below `FP8_X_MIN_WEIGHT` the split's XLA kernels cost more than the decode they save, and
-  # without K the size is unknown: the bf16 path
+  # below a format's `FP8_X_MIN_WEIGHT` the split's XLA kernels cost more than the decode they
+  # save (INT8 / MXFP4 at 4096 x 14336; FP8 gains there), and without K the size is unknown:
+  # the bf16 path
   for fmt in (wm.WeightFormat.FP8, wm.WeightFormat.MXFP4, wm.WeightFormat.INT8):
     for k, n in ((4096, 4096), (4096, 14336), (14336, 4096), (None, 28672)):
-      assert not h200(fmt, k, n).get("fp8_x"), (fmt, k, n)
+      want = fmt is wm.WeightFormat.FP8 and k is not None and k * n >= 4096 * 14336
+      assert h200(fmt, k, n).get("fp8_x", False) == want, (fmt, k, n)
   assert h200(wm.WeightFormat.INT8, 4096, 14336)["tile_n"] == 64
   short_k = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get("int8"), axis=0), wgmma_order=False),
