@@ -410,7 +410,38 @@ def h200_s23_section() -> list[str]:
       quant)
 
 
+def h200_s24_section() -> list[str]:
+  """Session 24: four H200 calls: the `fp8_x` thresholds between measured M and below the
+  weight size, `fused_sum` for the 8-bit and FP4 formats at M = 32 / 64, UINT4's stream-K,
+  the smaller shapes' launch, the 8-bit prefill, the rest of the empty-body stream sweep."""
+  return wo_section(24, (
+      "mxfp4_fp8_x_m2_4", "int8_m1_8", "fp8_x_4096x14336", "fused_sum_8bit", "fused_sum_fp4",
+      "uint4_stream_k", "int4_4096x14336_m1", "int4_4096x14336_m16", "4096x4096",
+      "prefill_8bit"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first); rows cut off by the "
+      "call's limit keep their configs under `in_progress` and are not in this table. `fp8_x` "
+      "for MXFP4 at M = 2 / 4: 47.9 -> 46.9, 48.0 -> 46.4 us (the default at M <= 4 since); "
+      "INT8 at M = 8 in 128-row tiles: 64.9 -> 69.9 (kept at M <= 4); INT8 M = 1 62.4 us with "
+      "its multipliers built at the x operand's width (62.1 in session 23: the pad kernel gone, "
+      "two others in its place). Below `FP8_X_MIN_WEIGHT`, at 4096 x 14336: MXFP4 16.3 -> "
+      "17.2, INT8 20.1 -> 21.5 (bf16 path kept), FP8 22.8 -> 20.2 (its own threshold since). "
+      "`fused_sum`: INT8 M = 32 68.7 -> 74.1, M = 64 84.8 -> 83.3 (the default above M = 32); "
+      "FP8 66.8 -> 66.6, 82.5 -> 82.2 (kept off); MXFP4 58.7 -> 58.9, 74.6 -> 73.6; NVFP4 "
+      "M = 32 59.8 -> 58.8 (the FP4 formats' default above M = 16). UINT4 g32 M = 1 stream-K "
+      "57.6 -> 53.7 us (52.7 with zero-point bytes, a layout choice); UINT4 g128 42.9 "
+      "(its default the fastest). INT4 g128 at 4096 x 14336: M = 1 15.3 -> 14.3 us (2.95x), "
+      "M = 16 16.1 -> 15.3, stream-K. 4096 x 4096 M = 1: NF4 g64 8.4 us, NVFP4 7.7. Prefill "
+      "M = 1024 on the H200: INT8 0.85x XLA bf16, FP8 0.92x. INT4 g128 M = 64 with four compute "
+      "warpgroups cut off a third time, 186 s after the default's row "
+      "(kernels_wo_s24_int4_m64_4wg.json; `probe_config.py` says in which phase next). The "
+      "empty-body decode pipeline over the 26 launches session 23 did not reach "
+      "(`tma_stream_s24.md`): 34.6-38.6 us, at best 3.60 TB/s, against XLA reading the same "
+      "124.8 MB in 31.2 us (4.00 TB/s): plain loads reach the 3.2x target's 32.7 us, the TMA "
+      "pipeline does not.")
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
-            h100_s22_section, h200_s23_section)
+            h100_s22_section, h200_s23_section, h200_s24_section)

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["1", "2", "3", "4", "5", "6", "7", "h100-1", "h100-2", "h100-3"]
+PARTS = ["1", "2", "3", "4", "5", "h100-1", "h100-2", "h100-3"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 
@@ -92,7 +92,14 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
   for argv in calls:
     script = os.path.basename(argv[0])
     assert script in ("bench_kernels.py", "bench_wgmma_rate.py", "profile_kernels.py",
-                      "bench_tma_stream.py"), argv
+                      "bench_tma_stream.py", "probe_config.py"), argv
+    if script == "probe_config.py":  # each config's cut-off inside the part's limit
+      configs = json.loads(_arg(argv, "--configs", "[{}]"))
+      assert float(_arg(argv, "--limit-s", "60")) * len(configs) + 20 <= limits[
+          calls.index(argv)], argv
+      WeightFormat(kernel_options["parse"](_arg(argv, "--format", "int4"))[0])
+      for cfg in configs:
+        assert set(cfg) <= kernel_options["decode"], f"part {part}: {cfg}"
     if script == "bench_tma_stream.py":  # its own limit ends it inside the part's
       assert float(_arg(argv, "--limit-s", "220")) + 40 <= limits[calls.index(argv)], argv
       done = _arg(argv, "--skip-done")  # an earlier run's rows, committed
