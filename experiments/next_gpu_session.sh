@@ -8,9 +8,8 @@
 #
 # Part 2 first on an H200: where INT4 g128's four-compute-warpgroup configs hang (cut off in
 # sessions 21, 23 and 24 without a trace: `probe_config.py` logs each phase), XLA's bf16 GEMV
-# profiled as the kernel it is (session 24's capture took a 3.2 us reduce after it), and the
-# defaults session 24 set between measured points (FP8's `fp8_x` threshold, NVFP4's fused sum at
-# M = 64). Then 3, 4, 5 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8
+# profiled as the kernel it is (session 24's capture took a 3.2 us reduce after it), INT8's fused
+# sum on s8 tensor cores (written in session 24, gated) and NVFP4's at M = 64 (its default since). Then 3, 4, 5 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8
 # sets its targets on one). 1 ran in session 16 (rerun only to re-check);
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -82,10 +81,11 @@ case "$part" in
     # XLA's bf16 GEMV at M = 1 (104.7 us, 4.48 TB/s) beside the decode's empty-body pipeline
     # (34.9 us, DRAM 76%, session 24): its call is more than one kernel, the longest kept now
     run 110 b python3 experiments/profile_kernels.py --case xla_bf16_m1
-    # FP8's own `fp8_x` threshold (session 24: 4096 x 14336 gained, 22.8 -> 20.2 us): on at
-    # 14336 x 4096 by it (the same size, N short: unmeasured), off at 4096 x 4096
-    run 90 c $B --what wo --formats fp8_e4m3 --m 1 --shapes 14336x4096,4096x4096 \
-      --configs '[{"fp8_x": false}, {"fp8_x": true}]'
+    # INT8 on s8 tensor cores with the fused sum (written in session 24, gated): the kernel adds
+    # each token's hi and lo columns in registers and writes y, where XLA's kernel after it
+    # took ~2 us of M = 1's 62.4 (the Mosaic kernel 56.2, the split's kernels the rest; 1.8x
+    # XLA bf16 needs 60.9). `fused_sum` at M <= 4 on the H200 takes `fp8_x` with it
+    run 110 c $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fused_sum": true}]'
     # NVFP4 M = 64 with the fused sum, its default above M = 16 since session 24 (M = 32 59.8
     # -> 58.8 us, MXFP4 M = 64 74.6 -> 73.6), cut off there
     run 100 d $B --what wo --formats nvfp4 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
@@ -107,15 +107,20 @@ case "$part" in
     run 300 b python3 experiments/profile_kernels.py --sass \
       --case quant_fp8_1x128,quant_int4,quant_mxfp4
     ;;
-  5)  # Session 24's launch defaults where they were extended past what was measured: INT4 g128's
+  5)  # Session 24's defaults where they were extended past what was measured: INT4 g128's
       # stream-K below N = 16384 (M = 1 15.3 -> 14.3 us in 128-row tiles, M = 16 16.1 -> 15.3
       # in 64-row ones) for groups of 32 / 64, which keep the old launch; UINT4 g32's stream-K
-      # at M <= 8 (M = 1 57.6 -> 53.7) at M = 8, against its old narrow launch
+      # at M <= 8 (M = 1 57.6 -> 53.7) at M = 8, against its old narrow launch; FP8's `fp8_x`
+      # threshold
     run 250 a $B --what wo --formats int4_g32,int4_g64 --m 1,16 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2},
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2}]'
     run 100 b $B --what wo --formats uint4_g32 --m 8 --shapes $S \
       --configs '[{}, {"tile_n": 128, "gps": 2, "steps": 3, "step_wait": true}]'
+    # FP8's own `fp8_x` threshold (session 24: 4096 x 14336 gained, 22.8 -> 20.2 us): on at
+    # 14336 x 4096 by it (the same size, N short: unmeasured), off at 4096 x 4096
+    run 90 c $B --what wo --formats fp8_e4m3 --m 1 --shapes 14336x4096,4096x4096 \
+      --configs '[{"fp8_x": false}, {"fp8_x": true}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): `fused_sum` for INT8 / FP8 at M = 32,
       # where the Mosaic kernel alone is inside 1.8x XLA bf16 (88.5 / 88.3 us against 89.4 /

@@ -89,6 +89,7 @@ from pallas_kernels.wo_matmul.registers import e2m1_bf16
 from pallas_kernels.wo_matmul.registers import int4_e4m3
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
+from pallas_kernels.wo_matmul.registers import pair_sums
 from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
 
@@ -417,6 +418,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           total = total + jnp.where(sl < writers, other, 0.0)  # a select: stale data never leaks
         if nvfp4_out:  # as the unfused path's XLA multiplies: 2^8 back (exact), then s_t
           total = total * 2.0**(126 - NVFP4_PRESCALE_LOG2) * ts_gmem[...]
+        if p.fp8_x:  # INT8 (s_x = 1): token i's hi + lo in columns 2 i and 2 i + 1
+          total = pair_sums(total)
         y = total.astype(out_dtype)
         plgpu.commit_smem()  # yt_smem is o_smem's memory
         for r in range(p.wg_rows // 64):  # 64 rows of the tile (columns of y) at a time
@@ -426,8 +429,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         plgpu.commit_smem()
         for r in range(p.wg_rows // 64):
           cols = pl.ds(tile * p.tile_n + wg * p.wg_rows + r * 64, 64)
-          plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(0, m)],
-                                  y_gmem.at[pl.ds(0, m), cols])
+          if p.fp8_x:  # y's row i is the transposed tile's row 2 i (a token's pair sum)
+            for i in range(m):
+              plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(2 * i, 1)],
+                                      y_gmem.at[pl.ds(i, 1), cols])
+          else:
+            plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(0, m)],
+                                    y_gmem.at[pl.ds(0, m), cols])
 
     def body_and_flush(indices, *refs_and_acc):
       (i,) = indices

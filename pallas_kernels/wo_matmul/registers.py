@@ -11,7 +11,9 @@ register array's raw registers through `plgpu.inline_mgpu`:
 - `int4_e4m3`: 4-bit codes as E4M3 bytes (INT4's odd values, E2M1's values: `fp8_x.py`),
   loaded in WGMMA_UPCAST_4X and relabelled as an 8-bit wgmma A operand (WGMMA_8BIT), no data
   movement;
-- `spread_groups`: per-group row values (scales) spread over a register tile's columns.
+- `spread_groups`: per-group row values (scales) spread over a register tile's columns;
+- `pair_sums`: adjacent column pairs of a float32 accumulator added in place (`fp8_x`'s hi and
+  lo columns of a token).
 
 They lower only inside a Mosaic GPU kernel; the CPU tests lower them (`test_lowering.py`) and
 the GPU benchmark checks the kernels that use them.
@@ -230,6 +232,34 @@ def int4_e4m3(w: jax.Array, word_bytes) -> jax.Array:
     return mgpu.FragmentedArray(_registers=regs, _layout=fa.WGMMA_LAYOUT_8BIT, _is_signed=None)
 
   return decode(w)
+
+
+def pair_sums(acc: jax.Array) -> jax.Array:
+  """(R, C) float32 in the WGMMA layout -> the same shape with columns 2 j and 2 j + 1 both
+  holding their sum: `fp8_x`'s hi and lo columns of a token added where they are. A register
+  holds two adjacent columns of one 8-column tile (`spread_groups`), so each register's pair
+  is added in place: no data moves between threads, and one float32 addition gives what XLA's
+  `fp8_x.combine` gives for INT8 (s_x = 1)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  out = plgpu.ShapeDtypeStruct(acc.shape, jnp.float32, layout=plgpu.Layout.WGMMA)
+
+  @plgpu.inline_mgpu(arg_types=(plgpu.Layout.WGMMA,), return_type=out)
+  def add(_, arr):
+    vec2_f32 = ir.VectorType.get((2,), ir.F32Type.get())
+    regs = np.empty_like(arr.registers)
+    for idx, reg in np.ndenumerate(arr.registers):
+      if reg.type != vec2_f32:
+        raise NotImplementedError(f"pair_sums reads vector<2xf32> registers, got {reg.type}")
+      total = arith.addf(mgpu.utils.vector_slice(reg, slice(0, 1)),
+                         mgpu.utils.vector_slice(reg, slice(1, 2)))
+      regs[idx] = mgpu.utils.vector_concat([total, total])
+    return mgpu.FragmentedArray(_registers=regs, _layout=arr.layout, _is_signed=None)
+
+  return add(acc)
 
 
 def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:

@@ -777,3 +777,26 @@ def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts
   for name, spec, shape in zip(names, specs, shapes):
     blocks = [-(-d // s) for d, s in zip(shape, spec.block_shape)]
     assert len(covered[name]) == math.prod(blocks), name  # every block of the array read
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_decode_int8_fp8_x_fused_sum_lowers(m, monkeypatch):
+  # INT8 on s8 tensor cores with `fused_sum` (session 24): the kernel adds each token's hi and
+  # lo columns in registers (`registers.pair_sums`) and writes y (M, N) itself, no XLA kernel
+  # after it; gated until a GPU checks it.
+  pw = _weight_shape("int8", 8192, 28672)
+  seen = []
+  real = mosaic_gpu.pair_sums
+  monkeypatch.setattr(mosaic_gpu, "pair_sums", lambda a: seen.append(a.shape) or real(a))
+  launch = dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fused_sum=True, allow_unverified=True,
+                                                     **launch)
+  assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
+  assert seen == [(128, 8)]  # one warpgroup's rows of the tile, 2 M columns padded to 8
+  assert jax.eval_shape(fn, _x(m, 8192), pw).shape == (m, 28672)
+  with pytest.raises(NotImplementedError, match="fused_sum with fp8_x for int8"):
+    decode_plan.plan_decode(m, 8192, pw, fused_sum=True, **launch)
+  # FP8 / MXFP4 / INT4 owe s_x on each pair as well: XLA's combine, no fused sum
+  with pytest.raises(ValueError, match="INT8 only"):
+    decode_plan.plan_decode(m, 8192, _weight_shape("fp8_e4m3_rowwise", 8192, 28672),
+                            fused_sum=True, fp8_x=True, allow_unverified=True)
