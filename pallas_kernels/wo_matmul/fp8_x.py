@@ -156,14 +156,17 @@ def int8_split(x: jax.Array, cols: int | None = None) -> tuple[jax.Array, jax.Ar
   hi = jnp.floor((v + 128.0) / 256.0)  # exact: v an integer of at most 15 bits
   lo = v - 256.0 * hi
   rows = jnp.stack([hi, lo], axis=1).reshape(2 * m, k).astype(jnp.int8)
-  # The multipliers built at their padded width (zero rows' past 2 M), not padded after: a pad
-  # feeding the elementwise build fuses into it, where a pad after the transpose was an XLA
-  # kernel of its own (1.2 us of INT8 M = 1's 62.1, H200, kernels_wo_s23_int8_s8.json)
-  pad = ((0, cols // 2 - m), (0, 0), (0, 0))
-  e, finite = jnp.pad(e, pad, constant_values=-7), jnp.pad(finite, pad, constant_values=True)
-  one = jnp.ones(e.shape, jnp.float32)
-  t = jnp.stack([jnp.ldexp(one, e), jnp.ldexp(one, e - 8)], axis=1)  # (cols / 2, 2, K / chunk, 1)
-  t = jnp.where(finite[:, None], t, jnp.nan).reshape(cols, k // INT8_CHUNK).T
+  # The multipliers built at their padded width (zero rows' past 2 M) and in their final
+  # (K / chunk, cols) orientation, elementwise from the exponents (only those are transposed):
+  # column c is token c // 2's hi (c even) or lo multiplier. A pad after the transpose was an
+  # XLA kernel of its own (1.2 us of INT8 M = 1's 62.1, H200, kernels_wo_s23_int8_s8.json);
+  # a stack of hi / lo, a select and a transpose after it took two (0.64 + 0.74 us of 62.4,
+  # kernels_wo_s24_int8_m1_8.json)
+  pad = ((0, cols // 2 - m), (0, 0))
+  e = jnp.repeat(jnp.pad(e[..., 0], pad, constant_values=-7).T, 2, axis=1)  # (K / chunk, cols)
+  finite = jnp.repeat(jnp.pad(finite[..., 0], pad, constant_values=True).T, 2, axis=1)
+  lo_shift = 8 * (lax.broadcasted_iota(jnp.int32, e.shape, 1) % 2)  # t_lo = 2^(e - 8)
+  t = jnp.where(finite, jnp.ldexp(jnp.ones(e.shape, jnp.float32), e - lo_shift), jnp.nan)
   return rows, t
 
 
