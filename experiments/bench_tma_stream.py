@@ -6,7 +6,9 @@ XLA's bf16 GEMV streams ~4.2 TB/s and the 3.2x XLA target needs 3.64 (docs/kerne
 14 timed the empty pipeline under three configs only. This sweeps it over tile rows, chunks a
 step, pipeline depth and stream-K CTAs an SM (each config as `plan_decode` resolves it; a
 config whose resolved plan repeats an earlier one is skipped), so the next change to the
-kernel's launch knows which shapes of TMA traffic reach the bandwidth, and which cannot.
+kernel's launch knows which shapes of TMA traffic reach the bandwidth, and which cannot. Beside
+it, the same bytes read by XLA (`xla_read`) and by plain loads in a Mosaic kernel (`ld_read`, no
+TMA; `--ld-only` times these and the baselines alone).
 
 Run on the GPU machine:  PYTHONPATH=.:experiments python3 experiments/bench_tma_stream.py --out $OUT
 Writes tma_stream.json (rewritten after every config, so a run cut off keeps its rows) and
@@ -78,6 +80,42 @@ def xla_read(pw) -> list[jax.Array]:
   return [xor(words, 1), xor(lax.bitcast_convert_type(pw.scale, jnp.uint32), 0)]
 
 
+# (rows a load block, CTAs): the plain-load read's launches; each CTA reads N / rows / CTAs
+# blocks of (rows, K / 8) code words (32 KB at 8 rows), each thread 16 B a load
+LD_CONFIGS = [(8, 128), (8, 256), (8, 512), (4, 256), (4, 512), (4, 1024)]
+
+
+def ld_read(pw, rows: int = 8, ctas: int = 256, vec: int = 4) -> jax.Array:
+  """The weight's codes read by plain loads in a Mosaic GPU kernel: no TMA, no shared memory,
+  each thread `vec` uint32 words (16 B) a load (`plgpu.load` from global memory in a strided
+  layout), XOR-folded into registers; CTA c reads row blocks c, c + ctas, ... of `rows` rows
+  and writes its fold, (ctas, rows, K / 8) uint32 (4 MB at 8 rows and 256 CTAs, beside the
+  117 MB read). What the GPU's loads reach on these bytes without TMA boxes: `xla_read` reads
+  them at 4.00 TB/s where the decode's TMA pipeline reaches 3.60 (session 24)."""
+  from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
+  from pallas_kernels import _compat  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  n, k = pw.w.shape
+  cols = k // 8
+  if n % (rows * ctas):
+    raise ValueError(f"{ctas} CTAs of {rows}-row blocks do not tile N={n}")
+  per = n // rows // ctas
+  words = lax.bitcast_convert_type(pw.w.reshape(n, cols, 8), jnp.uint32)
+  layout = plgpu.Layout.WG_STRIDED((rows, cols), vec_size=vec)
+
+  def kernel(w_gmem, o_gmem):
+    c = lax.axis_index("c")
+    fold = lambda i, acc: acc ^ plgpu.load(w_gmem.at[pl.ds((c + i * ctas) * rows, rows)], (),
+                                           layout=layout)
+    acc = lax.fori_loop(0, per, fold, plgpu.layout_cast(jnp.zeros((rows, cols), jnp.uint32),
+                                                        layout))
+    o_gmem.at[c][...] = acc
+
+  return _compat.mgpu_kernel(kernel, out_type=jax.ShapeDtypeStruct((ctas, rows, cols),
+                                                                   jnp.uint32),
+                             grid=(ctas,), grid_names=("c",))(words)
+
+
 def weight(key):
   """A random INT4 g128 weight in the GPU's storage, as the decode benchmark builds it."""
   import bench_kernels as B  # pylint: disable=g-import-not-at-top
@@ -91,6 +129,8 @@ def main() -> None:
   ap.add_argument("--out", default="experiments/results")
   ap.add_argument("--limit-s", type=float, default=220.0,
                   help="stop starting configs after this many seconds (rows so far are kept)")
+  ap.add_argument("--ld-only", action="store_true",
+                  help="time the plain-load read (`ld_read`) and the baselines, not the sweep")
   ap.add_argument("--skip-done", default="",
                   help="a tma_stream.json of an earlier run, cut off: time only the configs it "
                        "has no row for")
@@ -122,7 +162,16 @@ def main() -> None:
   path = os.path.join(args.out, "tma_stream.json")
   os.makedirs(args.out, exist_ok=True)
   res["skipped_done"] = args.skip_done or None
-  todo = [(c, r) for c, r in distinct_configs(sets[0][1]) if c not in done]
+  res["ld_rows"] = []
+  for rows, ctas in LD_CONFIGS:  # the plain loads first: a handful of short launches
+    t = C.time_op(lambda x, p, r=rows, c=ctas: ld_read(p, r, c), sets)
+    code_bytes = pw0.w.size // 2
+    res["ld_rows"].append(dict(rows=rows, ctas=ctas, time_s=t["time_s"], spread_s=t["spread_s"],
+                               code_bytes=code_bytes, TBps=code_bytes / t["time_s"] / 1e12))
+    print(f"ld rows {rows} ctas {ctas}: {t['time_s'] * 1e6:.1f} us, "
+          f"{res['ld_rows'][-1]['TBps']:.2f} TB/s of codes", flush=True)
+  todo = [] if args.ld_only else [
+      (c, r) for c, r in distinct_configs(sets[0][1]) if c not in done]
   for cfg, (tile_n, gps, steps, grid) in todo:
     if time.perf_counter() - t0 > args.limit_s:
       res["cut_off"] = True
@@ -163,6 +212,12 @@ def to_markdown(res: dict) -> str:
     lines.append(f"| {r['tile_n']} | {r['gps']} | {r['steps']} | {r['ctas']} | "
                  f"{r['time_s'] * 1e6:.1f} | {r['TBps']:.2f} | {r['frac_copy']:.0%} | "
                  f"{r['frac_xla_gemv']:.0%} |")
+  if res.get("ld_rows"):
+    lines += ["", "The codes alone read by plain loads in a Mosaic GPU kernel (`ld_read`: 16 B a "
+              "thread a load, no TMA, no shared memory; its folds written after):", "",
+              "| rows a block | CTAs | us | TB/s of codes |", "|---|---|---|---|"]
+    lines += [f"| {r['rows']} | {r['ctas']} | {r['time_s'] * 1e6:.1f} | {r['TBps']:.2f} |"
+              for r in sorted(res["ld_rows"], key=lambda r: r["time_s"])]
   return "\n".join(lines) + "\n"
 
 

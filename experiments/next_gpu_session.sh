@@ -9,7 +9,8 @@
 # Part 2 first on an H200: where INT4 g128's four-compute-warpgroup configs hang (cut off in
 # sessions 21, 23 and 24 without a trace: `probe_config.py` logs each phase), XLA's bf16 GEMV
 # profiled as the kernel it is (session 24's capture took a 3.2 us reduce after it), INT8's fused
-# sum on s8 tensor cores (written in session 24, gated) and NVFP4's at M = 64 (its default since). Then 3, 4, 5 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8
+# sum on s8 tensor cores (written in session 24, gated), and the INT4 weight read by plain loads
+# in a Mosaic kernel (no TMA: is the pipeline's load shape what XLA's read beats?). Then 3, 4, 5 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8
 # sets its targets on one). 1 ran in session 16 (rerun only to re-check);
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -86,9 +87,11 @@ case "$part" in
     # took ~2 us of M = 1's 62.4 (the Mosaic kernel 56.2, the split's kernels the rest; 1.8x
     # XLA bf16 needs 60.9). `fused_sum` at M <= 4 on the H200 takes `fp8_x` with it
     run 110 c $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fused_sum": true}]'
-    # NVFP4 M = 64 with the fused sum, its default above M = 16 since session 24 (M = 32 59.8
-    # -> 58.8 us, MXFP4 M = 64 74.6 -> 73.6), cut off there
-    run 100 d $B --what wo --formats nvfp4 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
+    # INT4 g128 M = 1's bytes read by plain loads in a Mosaic kernel (`ld_read`, written in
+    # session 24: 16 B a thread a load, no TMA): XLA's read reached 4.00 TB/s, the decode's TMA
+    # pipeline 3.60 at best over 51 launches; if plain loads reach XLA's rate, the decode's
+    # producer has a load shape to move to
+    run 100 d python3 experiments/bench_tma_stream.py --ld-only --limit-s 60
     ;;
   3)  # On an H200: prefill at the smaller shapes (INT4 4096 x 14336 M = 1024: 0.83x XLA bf16 in
       # session 7, target 0.9x; 0.94x on the H100 in session 5); UINT4 g64 M = 64's launch sweep
@@ -111,7 +114,7 @@ case "$part" in
       # stream-K below N = 16384 (M = 1 15.3 -> 14.3 us in 128-row tiles, M = 16 16.1 -> 15.3
       # in 64-row ones) for groups of 32 / 64, which keep the old launch; UINT4 g32's stream-K
       # at M <= 8 (M = 1 57.6 -> 53.7) at M = 8, against its old narrow launch; FP8's `fp8_x`
-      # threshold
+      # threshold; NVFP4's fused sum at M = 64
     run 250 a $B --what wo --formats int4_g32,int4_g64 --m 1,16 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2},
                   {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2}]'
@@ -121,6 +124,9 @@ case "$part" in
     # 14336 x 4096 by it (the same size, N short: unmeasured), off at 4096 x 4096
     run 90 c $B --what wo --formats fp8_e4m3 --m 1 --shapes 14336x4096,4096x4096 \
       --configs '[{"fp8_x": false}, {"fp8_x": true}]'
+    # NVFP4 M = 64 with the fused sum, its default above M = 16 since session 24 (M = 32 59.8
+    # -> 58.8 us, MXFP4 M = 64 74.6 -> 73.6), cut off there
+    run 100 d $B --what wo --formats nvfp4 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): `fused_sum` for INT8 / FP8 at M = 32,
       # where the Mosaic kernel alone is inside 1.8x XLA bf16 (88.5 / 88.3 us against 89.4 /

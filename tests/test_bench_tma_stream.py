@@ -62,6 +62,7 @@ def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
 
   monkeypatch.setattr(C, "time_op", time_op)
   monkeypatch.setattr(mosaic_gpu, "wo_matmul_mosaic_gpu", kernel)
+  _plain_loads_on_the_cpu(sweep, monkeypatch)
   monkeypatch.setattr("sys.argv", ["bench_tma_stream.py", "--out", str(tmp_path)])
   sweep.main()
   res = json.loads((tmp_path / "tma_stream.json").read_text())
@@ -69,8 +70,32 @@ def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
   assert [r["config"] for r in res["rows"]] == [c for c, _ in want]
   assert res["default_full_s"] > 0 and res["xla_bf16_gemv_TBps"] > 0 and res["xla_read_TBps"] > 0
   assert all(0 < r["TBps"] and 0 < r["frac_copy"] for r in res["rows"])
+  assert [(r["rows"], r["ctas"]) for r in res["ld_rows"]] == sweep.LD_CONFIGS
+  assert all(r["code_bytes"] == 1024 * 2048 // 2 and r["TBps"] > 0 for r in res["ld_rows"])
   table = (tmp_path / "tma_stream.md").read_text()
-  assert table.count("\n| ") == len(res["rows"]) + 1  # a row each, under the header
+  # a row each, under the two tables' headers
+  assert table.count("\n| ") == len(res["rows"]) + len(res["ld_rows"]) + 2
+  monkeypatch.setattr("sys.argv", ["bench_tma_stream.py", "--out", str(tmp_path), "--ld-only"])
+  sweep.main()  # the plain loads and the baselines, no sweep
+  res = json.loads((tmp_path / "tma_stream.json").read_text())
+  assert res["rows"] == [] and len(res["ld_rows"]) == len(sweep.LD_CONFIGS)
+
+
+def _plain_loads_on_the_cpu(sweep, monkeypatch):
+  """`ld_read` is a Mosaic GPU kernel: on the CPU, configs that tile the small weight and an
+  XLA fold of the same words in its place, after the kernel itself is lowered for the GPU."""
+  from pallas_kernels import _compat  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sweep, "LD_CONFIGS", [(8, 128), (4, 256)])
+  real = sweep.ld_read
+
+  def ld_read(pw, rows, ctas):
+    _compat.lower_for("cuda", lambda p: real(p, rows, ctas), pw)
+    n, k = pw.w.shape
+    words = jax.lax.bitcast_convert_type(pw.w.reshape(n, k // 8, 8), jnp.uint32)
+    return jax.lax.reduce(words.reshape(-1, ctas, rows, k // 8), jnp.uint32(0),
+                          jax.lax.bitwise_xor, (0,))
+
+  monkeypatch.setattr(sweep, "ld_read", ld_read)
 
 
 def test_a_run_after_a_cut_off_one_times_only_the_rest(sweep, monkeypatch, tmp_path):
@@ -85,6 +110,7 @@ def test_a_run_after_a_cut_off_one_times_only_the_rest(sweep, monkeypatch, tmp_p
   monkeypatch.setattr(C, "time_op", lambda fn, sets, iters=30: dict(time_s=1e-5, spread_s=0.0))
   monkeypatch.setattr(mosaic_gpu, "wo_matmul_mosaic_gpu",
                       lambda x, pw, **o: jnp.zeros((x.shape[0], pw.n), x.dtype))
+  monkeypatch.setattr(sweep, "LD_CONFIGS", [])
   want = [c for c, _ in sweep.distinct_configs(sweep.weight(jax.random.key(0)))]
   first = tmp_path / "first.json"
   first.write_text(json.dumps(dict(rows=[dict(config=c) for c in want[:5]])))
@@ -111,3 +137,20 @@ def test_xla_read_reads_every_byte_of_the_weight(sweep, monkeypatch):
     assert [int(r) for r in np.flatnonzero(np.asarray(moved != words))] == [row]
   _, moved = sweep.xla_read(dataclasses.replace(pw, scale=pw.scale.at[0, 3].add(1.0)))
   assert [int(c) for c in np.flatnonzero(np.asarray(moved != scales))] == [3]
+
+
+def test_ld_read_lowers_for_every_launch_and_refuses_an_untiled_one(sweep):
+  # The plain-load read (no TMA) at the benchmark's size: each launch lowers for the GPU (its
+  # strided loads from global memory, the fold, the store), and one whose blocks do not tile N
+  # says so instead of reading part of the weight.
+  from pallas_kernels import _compat  # pylint: disable=g-import-not-at-top
+  pw = jax.eval_shape(sweep.weight, jax.random.key(0))
+  for rows, ctas in sweep.LD_CONFIGS:
+    assert sweep.N % (rows * ctas) == 0
+    out = jax.eval_shape(lambda p, r=rows, c=ctas: sweep.ld_read(p, r, c), pw)
+    assert out.shape == (ctas, rows, sweep.K // 8) and out.dtype == jnp.uint32
+    text = _compat.lower_for("cuda", lambda p, r=rows, c=ctas: sweep.ld_read(p, r, c),
+                             pw).as_text()
+    assert "mosaic_gpu" in text
+  with pytest.raises(ValueError, match="do not tile N"):
+    sweep.ld_read(pw, 8, 300)
