@@ -82,11 +82,12 @@ case "$part" in
     # XLA's bf16 GEMV at M = 1 (104.7 us, 4.48 TB/s) beside the decode's empty-body pipeline
     # (34.9 us, DRAM 76%, session 24): its call is more than one kernel, the longest kept now
     run 110 b python3 experiments/profile_kernels.py --case xla_bf16_m1
-    # INT8 on s8 tensor cores with the fused sum (written in session 24, gated): the kernel adds
-    # each token's hi and lo columns in registers and writes y, where XLA's kernel after it
-    # took ~2 us of M = 1's 62.4 (the Mosaic kernel 56.2, the split's kernels the rest; 1.8x
-    # XLA bf16 needs 60.9). `fused_sum` at M <= 4 on the H200 takes `fp8_x` with it
-    run 110 c $B --what wo --formats int8 --m 1,4 --shapes $S --configs '[{}, {"fused_sum": true}]'
+    # 8-bit tensor cores with the fused sum (written in session 24, gated): the kernel adds each
+    # token's hi and lo columns in registers, scales them by s_x and writes y, where XLA's
+    # kernel after it took ~2 us of INT8 M = 1's 62.4 (the Mosaic kernel 56.2, the split's
+    # kernels the rest; 1.8x XLA bf16 needs 60.9) and FP8 M = 8's
+    run 150 c $B --what wo --formats int8,fp8_e4m3 --m 1,8 --shapes $S \
+      --configs '[{}, {"fused_sum": true, "fp8_x": true}]'
     # INT4 g128 M = 1's bytes read by plain loads in a Mosaic kernel (`ld_read`, written in
     # session 24: 16 B a thread a load, no TMA): XLA's read reached 4.00 TB/s, the decode's TMA
     # pipeline 3.60 at best over 51 launches; if plain loads reach XLA's rate, the decode's

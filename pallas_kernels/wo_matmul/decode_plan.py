@@ -69,9 +69,10 @@ FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.I
                                        (WeightFormat.UINT4, 32), (WeightFormat.MXFP4, 32),
                                        (WeightFormat.FP8, "channel"),
                                        (WeightFormat.INT8, "channel")})
-# `case(pw)` keys whose `fp8_x` kernel with `fused_sum` has matched the reference on a GPU:
-# INT8 (its s_x is 1) adds each token's hi and lo columns in registers before it writes y, so
-# no XLA kernel follows the decode. Written in session 24 without a GPU: none yet.
+# `case(pw)` keys whose `fp8_x` kernel with `fused_sum` has matched the reference on a GPU: the
+# kernel adds each token's hi and lo columns in registers (`registers.pair_sums`) and scales
+# them by out_scale s_x before it writes y, so no XLA kernel follows the decode. Written in
+# session 24 without a GPU: none yet.
 FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
@@ -298,11 +299,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       int8 hi / lo rows with a power of two a chunk of 128 (exact to 2^-15 of the chunk's
       amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
       row's multiplier, an x operand a chunk). XLA adds each token's two columns after the
-      kernel; with `fused_sum` (INT8 only, whose s_x is 1; `FP8_X_FUSED_SUM_VERIFIED`) the
-      kernel adds them in registers and writes y itself. Default (None): `configs.decode_config`'s (FP8 at M <= 8, INT8 and MXFP4 at
+      kernel; with `fused_sum` (`FP8_X_FUSED_SUM_VERIFIED`) the kernel adds them in registers,
+      scales them by s_x and writes y itself. Default (None): `configs.decode_config`'s (FP8 at M <= 8, INT8 and MXFP4 at
       M <= 4, on the devices where it was faster, `configs.FP8_X_DEVICES`: the H200, not the
       H100; weights of a format's `configs.FP8_X_MIN_WEIGHT` elements or more) unless
-      `zero_in_weights` or (but for INT8) `fused_sum` is asked for; a case not in `FP8_X_VERIFIED` needs
+      `zero_in_weights` is asked for, or `fused_sum` for a case not in
+      `FP8_X_FUSED_SUM_VERIFIED`; a case not in `FP8_X_VERIFIED` needs
       `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
@@ -356,26 +358,23 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
-  pair_sum = fmt is WeightFormat.INT8  # fp8_x's pairs added in the kernel (`fused_sum`)
   if fp8_x is None:
     fp8_x = (dflt.get("fp8_x", False) and case(pw) in FP8_X_VERIFIED
-             and not (fused_sum and not pair_sum) and not zero_in_weights)
+             and not (fused_sum and case(pw) not in FP8_X_FUSED_SUM_VERIFIED)
+             and not zero_in_weights)
   if fp8_x:
     F8.check(pw)
     require_checked(f"fp8_x for {fmt.value} group {g}{variant}", case(pw) in FP8_X_VERIFIED,
                     allow_unverified, reference="the reference", instead="leave fp8_x off")
-    if fused_sum and not pair_sum:
-      raise ValueError("fp8_x leaves each token's two columns for XLA to add (and to scale by "
-                       "s_x): fused_sum with fp8_x is written for INT8 only; leave one off")
-    if fused_sum:
-      require_checked("fused_sum with fp8_x for int8", case(pw) in FP8_X_FUSED_SUM_VERIFIED,
-                      allow_unverified, reference="the reference",
+    if fused_sum:  # each token's two columns added (and scaled) in the kernel's flush
+      require_checked(f"fused_sum with fp8_x for {fmt.value} group {g}{variant}",
+                      case(pw) in FP8_X_FUSED_SUM_VERIFIED, allow_unverified,
+                      reference="the reference",
                       instead="leave fused_sum off (XLA adds the slots and the pairs)")
     if zero_in_weights:
       raise ValueError("fp8_x takes UINT4's zero points as its offset term, not in the weights")
     if fused_sum is None:
-      fused_sum = (dflt.get("fused_sum", False) and pair_sum
-                   and case(pw) in FP8_X_FUSED_SUM_VERIFIED)
+      fused_sum = dflt.get("fused_sum", False) and case(pw) in FP8_X_FUSED_SUM_VERIFIED
   x_rows = 2 * m if fp8_x else m  # rows of x in shared memory (fp8_x: two a token)
   if k != pw.k:
     raise ValueError(f"x is (M, {k}) but W has K={pw.k}")

@@ -166,6 +166,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   nvfp4_out = p.prescale and p.fmt is WeightFormat.NVFP4  # y * 2^(126 - 8) * s_t after the sum
   if nvfp4_out and p.fused_sum:  # read in the kernel (a scalar load), not by an XLA multiply
     extra = [pw.tensor_scale]
+  if p.fp8_x and p.fused_sum:  # each x operand column's out_scale s_x (zero past 2 M): what
+    # `F8.combine` multiplies a token's pair sum by, read in the kernel's flush
+    col_scale = jnp.repeat(F8.out_scale(p.fmt) * sx, 2)
+    extra = extra + [jnp.pad(col_scale, (0, p.mp - 2 * m))[None, :]]
 
   # Swizzle tiles no wider than one group, so each group's slice is whole tiles.
   xw = g if p.group_slices else 64  # x's swizzle tiles: whole ones in each wgmma's K slice
@@ -184,6 +188,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     off_gmem = rest[0] if p.asym else None  # UINT4's offsets, then any x group sums
     xs_gmem = rest[int(p.asym)] if p.xsum_in else None
     ts_gmem = rest[0] if nvfp4_out and p.fused_sum else None
+    cs_gmem = rest[int(p.asym) + int(p.xsum_in)] if p.fp8_x and p.fused_sum else None
     if p.fused_sum:  # y is an output; the slots' buffer doubles as y's transposed tile
       o_gmem, y_gmem, (o_smem, yt_smem), bars = rest[-4:]
     else:
@@ -418,8 +423,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           total = total + jnp.where(sl < writers, other, 0.0)  # a select: stale data never leaks
         if nvfp4_out:  # as the unfused path's XLA multiplies: 2^8 back (exact), then s_t
           total = total * 2.0**(126 - NVFP4_PRESCALE_LOG2) * ts_gmem[...]
-        if p.fp8_x:  # INT8 (s_x = 1): token i's hi + lo in columns 2 i and 2 i + 1
-          total = pair_sums(total)
+        if p.fp8_x:  # token i's hi + lo in columns 2 i and 2 i + 1, times out_scale s_x
+          # (mp,) floats from global memory: a plain load (TMA-free, never on the hot path)
+          cs = plgpu.load(cs_gmem.at[0], (), layout=plgpu.Layout.WGMMA.reduce(0),
+                          optimized=False)
+          total = pair_sums(total) * lax.broadcast_in_dim(cs, total.shape, [1])
         y = total.astype(out_dtype)
         plgpu.commit_smem()  # yt_smem is o_smem's memory
         for r in range(p.wg_rows // 64):  # 64 rows of the tile (columns of y) at a time

@@ -238,8 +238,8 @@ def pair_sums(acc: jax.Array) -> jax.Array:
   """(R, C) float32 in the WGMMA layout -> the same shape with columns 2 j and 2 j + 1 both
   holding their sum: `fp8_x`'s hi and lo columns of a token added where they are. A register
   holds two adjacent columns of one 8-column tile (`spread_groups`), so each register's pair
-  is added in place: no data moves between threads, and one float32 addition gives what XLA's
-  `fp8_x.combine` gives for INT8 (s_x = 1)."""
+  is added in place: no data moves between threads. The decode's flush then multiplies by
+  out_scale s_x, as `fp8_x.combine` does after the kernel."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top

@@ -779,24 +779,29 @@ def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts
     assert len(covered[name]) == math.prod(blocks), name  # every block of the array read
 
 
-@pytest.mark.parametrize("m", [1, 4])
-def test_decode_int8_fp8_x_fused_sum_lowers(m, monkeypatch):
-  # INT8 on s8 tensor cores with `fused_sum` (session 24): the kernel adds each token's hi and
-  # lo columns in registers (`registers.pair_sums`) and writes y (M, N) itself, no XLA kernel
-  # after it; gated until a GPU checks it.
-  pw = _weight_shape("int8", 8192, 28672)
+@pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise", "mxfp4", "int4_g128"])
+@pytest.mark.parametrize("m", [1, 4, 8])
+def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
+  # 8-bit tensor cores with `fused_sum` (session 24): the kernel adds each token's hi and lo
+  # columns in registers (`registers.pair_sums`), scales them by out_scale s_x (a vector read
+  # from global memory) and writes y (M, N) itself, no XLA kernel after it; gated until a GPU
+  # checks it.
+  pw = _weight_shape(name, 8192, 28672)
   seen = []
   real = mosaic_gpu.pair_sums
   monkeypatch.setattr(mosaic_gpu, "pair_sums", lambda a: seen.append(a.shape) or real(a))
-  launch = dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
+  launch = dict(tile_n=128, gps=2, steps=3, stream_k=2, fp8_x=True)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fused_sum=True, allow_unverified=True,
                                                      **launch)
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
-  assert seen == [(128, 8)]  # one warpgroup's rows of the tile, 2 M columns padded to 8
+  assert seen == [(128, max(8, 2 * m))]  # the tile's rows, 2 M columns padded to 8
   assert jax.eval_shape(fn, _x(m, 8192), pw).shape == (m, 28672)
-  with pytest.raises(NotImplementedError, match="fused_sum with fp8_x for int8"):
+  with pytest.raises(NotImplementedError, match="fused_sum with fp8_x"):
     decode_plan.plan_decode(m, 8192, pw, fused_sum=True, **launch)
-  # FP8 / MXFP4 / INT4 owe s_x on each pair as well: XLA's combine, no fused sum
-  with pytest.raises(ValueError, match="INT8 only"):
-    decode_plan.plan_decode(m, 8192, _weight_shape("fp8_e4m3_rowwise", 8192, 28672),
-                            fused_sum=True, fp8_x=True, allow_unverified=True)
+  # on the H200, where fp8_x is a default: the fused sum asked for alone keeps it off (gated)
+  from pallas_kernels.wo_matmul import configs  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
+  default = name != "int4_g128" and m <= (8 if name.startswith("fp8") else 4)
+  assert decode_plan.plan_decode(m, 8192, pw, stream_k=2).fp8_x == default
+  assert not decode_plan.plan_decode(m, 8192, pw, fused_sum=True, stream_k=2,
+                                     allow_unverified=True).fp8_x

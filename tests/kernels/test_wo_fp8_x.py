@@ -247,8 +247,11 @@ def test_plan_gates_and_refuses_what_it_does_not_take():
   assert not decode_plan.plan_decode(1, k, int4, allow_unverified=True).fp8_x  # off by default
   p64 = decode_plan.plan_decode(64, k, int4, fp8_x=True, allow_unverified=True)
   assert p64.mp == 128  # above M = 4 the split doubles the wgmma's N
-  with pytest.raises(ValueError, match="fused_sum"):
-    decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, allow_unverified=True)
+  # the fused sum with fp8_x (the pairs added and scaled in the kernel, session 24): gated
+  with pytest.raises(NotImplementedError, match="fused_sum with fp8_x"):
+    decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, stream_k=2)
+  assert decode_plan.plan_decode(1, k, int4, fp8_x=True, fused_sum=True, stream_k=2,
+                                 allow_unverified=True).fused_sum
   mx = jax.eval_shape(lambda w: _weight_like(w, "mxfp4"), jax.ShapeDtypeStruct((k, n),
                                                                                jnp.float32))
   pm = decode_plan.plan_decode(1, k, mx, fp8_x=True, allow_unverified=True)
