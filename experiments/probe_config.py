@@ -61,8 +61,8 @@ def phases(fmt_spec: str, m: int, k: int, n: int, config: dict, log: str | None 
   codes, scale, zp = B.make_int4(key, k, n, fmt, grp, B.bf16_scales(fmt_spec))
   pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
                 **B.repack_kw(fmt, zp))
-  x, stored = B._stored(config, (jax.random.normal(jax.random.fold_in(key, 1), (m, k),  # pylint: disable=protected-access
-                                                   jnp.bfloat16), pw))
+  x = jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.bfloat16)
+  x, stored = B._stored(config, (x, pw))  # pylint: disable=protected-access
   jax.block_until_ready((x, stored))
   t = say("inputs", t, plan=B.resolved_plan(config, (x, stored))["plan"])
   knobs = B._knobs(config)  # pylint: disable=protected-access

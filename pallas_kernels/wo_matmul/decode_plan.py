@@ -40,11 +40,11 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 128, "zero_points")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
 # default where `configs.decode_config` says so (INT4 g128, MXFP4 and NVFP4 at M > 16, INT8 at
-# M > 32). Written in session 19 without a GPU. H200, 2026-12-05, 8192 x 28672 (kernels_wo_s20_fused_sum.json,
-# kernels_wo_s21_int4_m64.json): correct (rel. err as XLA's sum); INT4 g128 M = 1 38.5 -> 39.4
-# us, M = 64 68.6 -> 67.1, INT8 M = 1 65.5 -> 66.4, though it drops the 1.6-6 us XLA kernel
-# after the decode. H100, 2026-12-05: INT4 g128 M = 32 60.4 -> 58.5, M = 64 71.9 -> 68.7
-# (kernels_wo_s22_h100_fused_sum_m*.json). H200, 2026-12-05, M = 32 / 64, rel. err as XLA's sum
+# M > 32). Written in session 19 without a GPU. H200, 2026-12-05, 8192 x 28672
+# (kernels_wo_s20_fused_sum.json, kernels_wo_s21_int4_m64.json): correct (rel. err as XLA's
+# sum); INT4 g128 M = 1 38.5 -> 39.4 us, M = 64 68.6 -> 67.1, INT8 M = 1 65.5 -> 66.4, though
+# it drops the 1.6-6 us XLA kernel after the decode. H100, 2026-12-05: INT4 g128 M = 32 60.4
+# -> 58.5, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json). H200, 2026-12-05, M = 32 / 64, rel. err as XLA's sum
 # (kernels_wo_s24_fused_sum_{8bit,fp4}.json): INT8 68.7 -> 74.1 / 84.8 -> 83.3 us, FP8 66.8 ->
 # 66.6 / 82.5 -> 82.2, MXFP4 58.7 -> 58.9 / 74.6 -> 73.6, NVFP4 (bf16 multipliers) M = 32
 # 59.8 -> 58.8.
@@ -300,12 +300,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       amax), its bytes the A operand, exact int32 products folded as P t s_channel (t the
       row's multiplier, an x operand a chunk). XLA adds each token's two columns after the
       kernel; with `fused_sum` (`FP8_X_FUSED_SUM_VERIFIED`) the kernel adds them in registers,
-      scales them by s_x and writes y itself. Default (None): `configs.decode_config`'s (FP8 at M <= 8, INT8 and MXFP4 at
-      M <= 4, on the devices where it was faster, `configs.FP8_X_DEVICES`: the H200, not the
-      H100; weights of a format's `configs.FP8_X_MIN_WEIGHT` elements or more) unless
-      `zero_in_weights` is asked for, or `fused_sum` for a case not in
-      `FP8_X_FUSED_SUM_VERIFIED`; a case not in `FP8_X_VERIFIED` needs
-      `allow_unverified`.
+      scales them by s_x and writes y itself. Default (None): `configs.decode_config`'s (FP8
+      at M <= 8, INT8 and MXFP4 at M <= 4, on the devices where it was faster,
+      `configs.FP8_X_DEVICES`: the H200, not the H100; weights of a format's
+      `configs.FP8_X_MIN_WEIGHT` elements or more) unless `zero_in_weights` is asked for, or
+      `fused_sum` for a case not in `FP8_X_FUSED_SUM_VERIFIED`; a case not in
+      `FP8_X_VERIFIED` needs `allow_unverified`.
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).

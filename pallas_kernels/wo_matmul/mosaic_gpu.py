@@ -51,7 +51,8 @@ With `fp8_x` the weights reach the tensor cores as 8-bit values instead of bf16 
 INT4 / UINT4 / MXFP4 codes rebuilt as E4M3 bytes, FP8 and INT8 bytes as stored (INT8 on the s8
 wgmma, int32 accumulators), against x split by XLA into two 8-bit rows a token; each group's or
 chunk's product is folded in float32 and XLA adds each token's two columns (the H200's default
-for FP8 at M <= 8, INT8 and MXFP4 at M <= 4 on large weights, `configs.decode_config`).
+for FP8 at M <= 8, INT8 and MXFP4 at M <= 4 on large weights, `configs.decode_config`); with
+`fused_sum` the kernel adds them in registers (`registers.pair_sums`) and scales them by s_x.
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
