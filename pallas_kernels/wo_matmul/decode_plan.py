@@ -44,10 +44,10 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
 # (kernels_wo_s20_fused_sum.json, kernels_wo_s21_int4_m64.json): correct (rel. err as XLA's
 # sum); INT4 g128 M = 1 38.5 -> 39.4 us, M = 64 68.6 -> 67.1, INT8 M = 1 65.5 -> 66.4, though
 # it drops the 1.6-6 us XLA kernel after the decode. H100, 2026-12-05: INT4 g128 M = 32 60.4
-# -> 58.5, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json). H200, 2026-12-05, M = 32 / 64, rel. err as XLA's sum
-# (kernels_wo_s24_fused_sum_{8bit,fp4}.json): INT8 68.7 -> 74.1 / 84.8 -> 83.3 us, FP8 66.8 ->
-# 66.6 / 82.5 -> 82.2, MXFP4 58.7 -> 58.9 / 74.6 -> 73.6, NVFP4 (bf16 multipliers) M = 32
-# 59.8 -> 58.8.
+# -> 58.5, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json). H200, 2026-12-05,
+# M = 32 / 64, rel. err as XLA's sum (kernels_wo_s24_fused_sum_{8bit,fp4}.json): INT8 68.7 ->
+# 74.1 / 84.8 -> 83.3 us, FP8 66.8 -> 66.6 / 82.5 -> 82.2, MXFP4 58.7 -> 58.9 / 74.6 -> 73.6,
+# NVFP4 (bf16 multipliers) M = 32 59.8 -> 58.8.
 FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
                                            (WeightFormat.INT8, "channel"),
                                            (WeightFormat.FP8, "channel"),
