@@ -8,10 +8,11 @@
 #
 # Part 2 first on an H200: where INT4 g128's four-compute-warpgroup configs hang (cut off in
 # sessions 21, 23 and 24 without a trace: `probe_config.py` logs each phase), XLA's bf16 GEMV
-# profiled as the kernel it is (session 24's capture took a 3.2 us reduce after it), INT8's fused
-# sum on s8 tensor cores (written in session 24, gated), and the INT4 weight read by plain loads
-# in a Mosaic kernel (no TMA: is the pipeline's load shape what XLA's read beats?). Then 3, 4, 5 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent (issue 8
-# sets its targets on one). 1 ran in session 16 (rerun only to re-check);
+# profiled as the kernel it is (session 24's capture took a 3.2 us reduce after it), the fused
+# sum on 8-bit tensor cores (written in session 24, gated: INT8 M = 1, FP8 M = 8), and the INT4
+# weight read by plain loads in a Mosaic kernel (no TMA: is the pipeline's load shape what XLA's
+# read beats?). Then 3, 4, 5 on an H200, and h100-1, h100-2, h100-3 wherever an H100 is lent
+# (issue 8 sets its targets on one). 1 ran in session 16 (rerun only to re-check);
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-23): a one-config row at 8192 x 28672 takes ~25 s at
@@ -69,9 +70,9 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # On an H200: INT4 g128 M = 64 / 32 with four compute warpgroups (64 rows each, so that
-      # two decode while two wait on their wgmmas) never finished a row: cut off 90-190 s after
-      # the default's (sessions 21, 23, 24), where two warpgroups compile and check in 5 s.
+  2)  # On an H200: INT4 g128 with four compute warpgroups (64 rows each, so that two decode
+      # while two wait on their wgmmas) never finished a row at M = 32 or 64: cut off 90-190 s
+      # after the default's (sessions 21, 23, 24), where two warpgroups compile and check in 5 s.
       # Each config alone, cut off at 55 s, its phases logged (lowered / compiled / ran /
       # checked), with the fused sum (the default above M = 16, written after session 17's
       # four-warpgroup kernel) and without
