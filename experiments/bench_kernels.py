@@ -167,6 +167,10 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
                    check_wall_s=round(t1 - t0, 2), time_wall_s=round(time.perf_counter() - t1, 2),
                    prepare_wall_s=round(t_prep, 2),
                    **{k: t[k] for k in ("first_call_wall_s", "measure_wall_s") if k in t})
+      # each config's own kernels by name (us, one call), not only the best's: what a config
+      # moved between the Mosaic kernel and XLA's around it
+      if "kernel_us" in t:
+        entry["kernel_us"] = t["kernel_us"]
       # A re-storing (zero points, bf16 scales, ...) changes the bytes the kernel reads.
       pws = [a for a in cfg_sets[0] if isinstance(a, L.PackedWeight)]
       if pws:

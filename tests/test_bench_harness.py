@@ -102,6 +102,7 @@ def test_wo_configs_checks_and_storages(bench, monkeypatch, tmp_path):
     assert len(timed) == 3  # every config at every M
     ok = [t for t in timed.values() if "time_s" in t]
     assert all("plan" in t and "describe_error" not in t for t in ok)
+    assert all(t["kernel_us"] and min(t["kernel_us"].values()) > 0 for t in ok)  # each its own
     assert all(t["ctas_per_sm"] >= 1 for t in ok)  # the real kernels' shared memory
     # where the call's minutes went: each config's check and timing, the row's whole
     assert all(t["check_wall_s"] >= 0 and t["time_wall_s"] > 0 for t in ok)
