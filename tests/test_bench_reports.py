@@ -171,7 +171,8 @@ def test_configs_table_compares_each_config_with_the_first(monkeypatch):
   import bench_configs_table  # pylint: disable=g-import-not-at-top
   wo = dict(fmt="int4", K=8192, N=28672, M=1, rel_err=1.6e-3, configs_timed=[
       dict(config={}, time_s=40e-6, rel_err=1.6e-3),
-      dict(config={"fused_sum": True}, time_s=38e-6, rel_err=1.6e-3),
+      dict(config={"fused_sum": True}, time_s=38e-6, rel_err=1.6e-3,
+           kernel_us={"kernel_mosaic_gpu_kernel": 37.2, "loop_broadcast_fusion": 0.3}),
       dict(config={"fused_sum": True, "splits": 2}, error="ValueError: fused_sum needs"),
       dict(config={"w_tile": [128, 512]}, time_s=39e-6, rel_err=float("nan"))])
   quant = dict(scheme="nvfp4 (column-wise)", M=8192, K=8192, kernel_s=150e-6, config={},
@@ -183,12 +184,19 @@ def test_configs_table_compares_each_config_with_the_first(monkeypatch):
              configs_timed=[dict(config={}, time_s=48e-6, rel_err=1.7e-3)])
   res = dict(device="NVIDIA H200", wo_matmul=[wo], fused_quantize=[quant], in_progress=cut)
   rows = bench_configs_table.config_rows(res)
-  assert rows[1] == ("int4 8192x28672 M=1", '{"fused_sum": true}', "38.0", "0.950x",
+  assert rows[1] == ("int4 8192x28672 M=1", '{"fused_sum": true}', "38.0", "0.950x", "0.3",
                      "rel err 0.0016")
-  assert rows[2][4].startswith("error: ValueError") and rows[2][2] == "-"
-  assert rows[3][4].endswith("WRONG")  # NaN never passes
+  assert rows[0][4] == "-"  # no profile recorded for the first config
+  assert rows[2][5].startswith("error: ValueError") and rows[2][2] == "-"
+  assert rows[3][5].endswith("WRONG")  # NaN never passes
   assert rows[5] == ("nvfp4 (column-wise) 8192x8192", '{"state_once": true}', "140.0",
-                     "0.933x", "[0, 3, 0, 0] mismatches WRONG")
+                     "0.933x", "-", "[0, 3, 0, 0] mismatches WRONG")
   assert rows[6][0] == "mxfp4 8192x28672 M=1 (cut off)" and rows[6][3] == "1.000x"
   text = bench_configs_table.markdown("kernels_wo_x.json", res)
   assert text.count("\n| ") == 7 + 1  # the header and one line a config
+  # runs before session 24 profiled only the row's fastest config: its XLA time, the rest -
+  old = dict(fmt="int8", K=8192, N=28672, M=1, config={"fp8_x": True}, kernel_s=62e-6,
+             kernel_us={"kernel_mosaic_gpu_kernel": 56.2, "input_reduce_fusion": 1.25},
+             configs_timed=[dict(config={}, time_s=64e-6, rel_err=1.7e-3),
+                            dict(config={"fp8_x": True}, time_s=62e-6, rel_err=1.7e-3)])
+  assert [r[4] for r in bench_configs_table.config_rows(dict(wo_matmul=[old]))] == ["-", "1.2"]
