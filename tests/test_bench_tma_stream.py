@@ -71,7 +71,8 @@ def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
   assert res["default_full_s"] > 0 and res["xla_bf16_gemv_TBps"] > 0 and res["xla_read_TBps"] > 0
   assert all(0 < r["TBps"] and 0 < r["frac_copy"] for r in res["rows"])
   assert [(r["rows"], r["ctas"]) for r in res["ld_rows"]] == sweep.LD_CONFIGS
-  assert all(r["code_bytes"] == 1024 * 2048 // 2 and r["TBps"] > 0 for r in res["ld_rows"])
+  assert all(r["code_bytes"] == 1024 * 2048 // 2 and r["TBps"] > 0 and r["folds_match"]
+             for r in res["ld_rows"])
   table = (tmp_path / "tma_stream.md").read_text()
   # a row each, under the two tables' headers
   assert table.count("\n| ") == len(res["rows"]) + len(res["ld_rows"]) + 2
@@ -88,12 +89,9 @@ def _plain_loads_on_the_cpu(sweep, monkeypatch):
   monkeypatch.setattr(sweep, "LD_CONFIGS", [(8, 128), (4, 256)])
   real = sweep.ld_read
 
-  def ld_read(pw, rows, ctas):
-    _compat.lower_for("cuda", lambda p: real(p, rows, ctas), pw)
-    n, k = pw.w.shape
-    words = jax.lax.bitcast_convert_type(pw.w.reshape(n, k // 8, 8), jnp.uint32)
-    return jax.lax.reduce(words.reshape(-1, ctas, rows, k // 8), jnp.uint32(0),
-                          jax.lax.bitwise_xor, (0,))
+  def ld_read(pw, rows, ctas, write=False):
+    _compat.lower_for("cuda", lambda p: real(p, rows, ctas, write=write), pw)
+    return sweep.ld_fold(pw, rows, ctas)
 
   monkeypatch.setattr(sweep, "ld_read", ld_read)
 
@@ -154,3 +152,19 @@ def test_ld_read_lowers_for_every_launch_and_refuses_an_untiled_one(sweep):
     assert "mosaic_gpu" in text
   with pytest.raises(ValueError, match="do not tile N"):
     sweep.ld_read(pw, 8, 300)
+
+
+def test_ld_fold_folds_every_word_once(sweep, monkeypatch):
+  # The folds `ld_read` is checked against: CTA c's fold of row block r is the XOR of words
+  # (i * ctas + c) * rows + r over i; flipping one code moves exactly that one.
+  monkeypatch.setattr(sweep, "K", 256)
+  monkeypatch.setattr(sweep, "N", 128)
+  pw = sweep.weight(jax.random.key(0))
+  folds = sweep.ld_fold(pw, 4, 8)  # 128 rows: 4 blocks of 4 rows for each of 8 CTAs
+  assert folds.shape == (8, 4, 32)
+  codes = pw.w.astype(jnp.int32)
+  row = (2 * 8 + 5) * 4 + 3  # block i = 2 of CTA 5, its row 3
+  flipped = codes.at[row, 17].set(jnp.where(codes[row, 17] == 7, -8, 7)).astype(jnp.int4)
+  moved = np.argwhere(np.asarray(sweep.ld_fold(dataclasses.replace(pw, w=flipped), 4, 8)
+                                 != folds))
+  assert [tuple(int(v) for v in m) for m in moved] == [(5, 3, 17 // 8)]
