@@ -77,9 +77,12 @@ def test_a_run_writes_every_row_and_the_table(sweep, monkeypatch, tmp_path):
   # a row each, under the two tables' headers
   assert table.count("\n| ") == len(res["rows"]) + len(res["ld_rows"]) + 2
   monkeypatch.setattr("sys.argv", ["bench_tma_stream.py", "--out", str(tmp_path), "--ld-only"])
-  sweep.main()  # the plain loads and the baselines, no sweep
+  monkeypatch.setattr(sweep, "LD_CONFIGS", [(8, 128), (8, 300), (4, 256)])  # 300: no tiling
+  sweep.main()  # the plain loads and the baselines, no sweep; a failed launch recorded
   res = json.loads((tmp_path / "tma_stream.json").read_text())
-  assert res["rows"] == [] and len(res["ld_rows"]) == len(sweep.LD_CONFIGS)
+  assert res["rows"] == [] and len(res["ld_rows"]) == 3
+  assert "do not tile N" in res["ld_rows"][1]["error"] and res["ld_rows"][2]["folds_match"]
+  assert "do not tile N" in (tmp_path / "tma_stream.md").read_text()
 
 
 def _plain_loads_on_the_cpu(sweep, monkeypatch):
