@@ -91,6 +91,18 @@ def repack_kw(fmt, extra) -> dict:
   return {"uint4": {"zero_point": extra}, "nvfp4": {"tensor_scale": extra}}.get(fmt, {})
 
 
+def k_order_weight(key, k, n, spec: str):
+  """(codes, scale, zero points or tensor scale, PackedWeight) of a random (K, N) weight in the
+  format `spec` ("int4", "uint4_g64", "int8-bf16", ...), packed in K order with its scales as
+  stored: the baselines' storage, from which each config's own is made (`_stored`)."""
+  fmt, grp = parse_format(spec)
+  grp = grp or k
+  codes, scale, extra = make_int4(key, k, n, fmt, grp, bf16_scales(spec))
+  pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
+                **repack_kw(fmt, extra))
+  return codes, scale, extra, pw
+
+
 def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
   """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
   if fmt in ("mxfp4", "nvfp4"):
@@ -282,19 +294,13 @@ def bench_wo(args, res):
       fmt, grp = parse_format(spec)
       grp = grp or k
       key = jax.random.key(hash((k, n, spec)) % 2**31)
-      codes, scale, zp = make_int4(key, k, n, fmt, grp, bf16_scales(spec))
       # K order here (the baselines' storage); each config's own is `_stored`'s.
-      pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
-                     **repack_kw(fmt, zp))
+      *_, pw = k_order_weight(key, k, n, spec)
       # The smaller of a weight's two storages (FP4's stored scale bytes, NF4's bf16 absmax),
       # so that TB/s never counts bytes a layout choice added.
       wbytes = L.nf4_slots(pw).nbytes if fmt == "nf4" else pw.nbytes
       r_q = C.rotations(wbytes)
-      q_sets = []
-      for i in range(r_q):
-        c, s, z = make_int4(jax.random.fold_in(key, i), k, n, fmt, grp, bf16_scales(spec))
-        q_sets.append((c, s, z, L.repack(c, s, fmt=fmt, group=grp, wgmma_order=False,
-                                         scale_bf16=False, **repack_kw(fmt, z))))
+      q_sets = [k_order_weight(jax.random.fold_in(key, i), k, n, spec) for i in range(r_q)]
       r_b = C.rotations(k * n * 2)
       wb_sets = [jax.random.normal(jax.random.fold_in(key, 100 + i), (k, n), jnp.bfloat16)
                  for i in range(r_b)]

@@ -69,15 +69,19 @@ def distinct_configs(pw) -> list[tuple[dict, tuple]]:
   return out
 
 
+def code_words(pw) -> jax.Array:
+  """The INT4 weight's codes (N, K) as (N, K / 8) uint32 words, eight codes a word."""
+  n, k = pw.w.shape
+  return lax.bitcast_convert_type(pw.w.reshape(n, k // 8, 8), jnp.uint32)
+
+
 def xla_read(pw) -> list[jax.Array]:
   """The weight's bytes read once by XLA's own kernels: the codes and the scales as uint32
   words, XOR-reduced to one a row of codes and one a column of scales (every bit counts, so
   none can be skipped). What XLA's plain loads reach on these bytes, beside what the decode's
   TMA pipeline does (its bf16 GEMV reads a weight four times larger)."""
-  n, k = pw.w.shape
   xor = lambda a, axis: lax.reduce(a, jnp.uint32(0), lax.bitwise_xor, (axis,))
-  words = lax.bitcast_convert_type(pw.w.reshape(n, k // 8, 8), jnp.uint32)
-  return [xor(words, 1), xor(lax.bitcast_convert_type(pw.scale, jnp.uint32), 0)]
+  return [xor(code_words(pw), 1), xor(lax.bitcast_convert_type(pw.scale, jnp.uint32), 0)]
 
 
 # (rows a load block, CTAs): the plain-load read's launches; each CTA reads N / rows / CTAs
@@ -101,7 +105,7 @@ def ld_read(pw, rows: int = 8, ctas: int = 256, vec: int = 4, write: bool = Fals
   if n % (rows * ctas):
     raise ValueError(f"{ctas} CTAs of {rows}-row blocks do not tile N={n}")
   per = n // rows // ctas
-  words = lax.bitcast_convert_type(pw.w.reshape(n, cols, 8), jnp.uint32)
+  words = code_words(pw)
   layout = plgpu.Layout.WG_STRIDED((rows, cols), vec_size=vec)
 
   def kernel(w_gmem, flag_gmem, o_gmem):
@@ -122,9 +126,9 @@ def ld_read(pw, rows: int = 8, ctas: int = 256, vec: int = 4, write: bool = Fals
 
 def ld_fold(pw, rows: int, ctas: int) -> jax.Array:
   """`ld_read`'s folds (with `write`) computed by XLA: what the kernel must return."""
-  n, k = pw.w.shape
-  words = lax.bitcast_convert_type(pw.w.reshape(n, k // 8, 8), jnp.uint32)
-  return lax.reduce(words.reshape(-1, ctas, rows, k // 8), jnp.uint32(0), lax.bitwise_xor, (0,))
+  words = code_words(pw)
+  return lax.reduce(words.reshape(-1, ctas, rows, words.shape[1]), jnp.uint32(0),
+                    lax.bitwise_xor, (0,))
 
 
 def weight(key):

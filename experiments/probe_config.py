@@ -39,7 +39,6 @@ def phases(fmt_spec: str, m: int, k: int, n: int, config: dict, log: str | None 
 
   import bench_kernels as B  # pylint: disable=g-import-not-at-top
   import bench_kernels_common as C  # pylint: disable=g-import-not-at-top
-  from pallas_kernels.wo_matmul import layout as L  # pylint: disable=g-import-not-at-top
   from pallas_kernels.wo_matmul import mosaic_gpu as WG  # pylint: disable=g-import-not-at-top
   from pallas_kernels.wo_matmul import reference as WR  # pylint: disable=g-import-not-at-top
 
@@ -55,12 +54,8 @@ def phases(fmt_spec: str, m: int, k: int, n: int, config: dict, log: str | None 
       device=jax.devices()[0].device_kind, jax=jax.__version__)
 
   t = time.perf_counter()
-  fmt, grp = B.parse_format(fmt_spec)
-  grp = grp or k
   key = jax.random.key(0)
-  codes, scale, zp = B.make_int4(key, k, n, fmt, grp, B.bf16_scales(fmt_spec))
-  pw = L.repack(codes, scale, fmt=fmt, group=grp, wgmma_order=False, scale_bf16=False,
-                **B.repack_kw(fmt, zp))
+  *_, pw = B.k_order_weight(key, k, n, fmt_spec)
   x = jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.bfloat16)
   x, stored = B._stored(config, (x, pw))  # pylint: disable=protected-access
   jax.block_until_ready((x, stored))

@@ -54,7 +54,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   every config's time in `configs_timed`).
   """
   fp8_x_pays = ((device_kind() if device is None else device).startswith(FP8_X_DEVICES)
-                and k is not None and k * n >= FP8_X_MIN_WEIGHT.get(fmt, 1 << 62))
+                and fmt in FP8_X_MIN_WEIGHT and k is not None and k * n >= FP8_X_MIN_WEIGHT[fmt])
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
