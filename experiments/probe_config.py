@@ -2,12 +2,14 @@
 
 The benchmark (`bench_kernels.py`) compiles, checks and times each config in one step, so a config
 that never finishes within its `timeout` leaves no trace of why: INT4 g128 with four compute
-warpgroups (`compute_wgs=4`) was cut off after 90-190 s in sessions 21, 23 and 24, where two
-warpgroups take 5 s to compile and check. This runs each config in a child process of its own,
+warpgroups was cut off after 90-190 s in sessions 21, 23 and 24, where two warpgroups take 5 s
+to compile and check. Session 25's probe found it compiled in 6 s and never ran (H100,
+`probe_int4_m64_s25_h100.jsonl`): its register split cannot fit (`decode_plan.register_split`;
+refused since). This runs each config in a child process of its own,
 cut off after `--limit-s`, and the child prints (and logs) each phase as it ends:
 
   PYTHONPATH=.:experiments python3 experiments/probe_config.py --format int4 --m 64 \
-    --configs '[{"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}]' \
+    --configs '[{"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1}]' \
     --limit-s 60 --out $OUT
 
 so that the last phase before a cut-off names the one that hung: `lowered` (Pallas / Mosaic

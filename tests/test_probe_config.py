@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 
 import probe_config as P  # noqa: E402
 
-CFG = {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 4, "stream_k": 1}
+CFG = {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1}
 
 
 def _log(tmp_path):
@@ -23,7 +23,7 @@ def test_probe_names_the_phase_that_failed(tmp_path):
   assert P.probe("int4", 64, "1024x2048", CFG, 120, log) == "inputs"
   start, inputs, end = _log(tmp_path)
   assert start["config"] == CFG and start["device"] == "cpu"
-  assert inputs["plan"]["compute_wgs"] == 4 and inputs["plan"]["tile_n"] == 256
+  assert inputs["plan"]["compute_wgs"] == 2 and inputs["plan"]["tile_n"] == 256
   # the CPU cannot run a Mosaic GPU kernel: lowering raises, and the error says so
   assert end["phase"] == "error" and end["after"] == "inputs"
   assert end["error"].startswith("ValueError") and "interpret" in end["error"]

@@ -19,8 +19,14 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 # On the H100 (3.35 TB/s) the bf16 path already streams FP8 at 91% of the copy bandwidth and
 # fp8_x loses: M = 1 FP8 85.2 -> 87.3 us, MXFP4 59.0 -> 61.6, INT8 87.2 -> 87.7; M = 8 85.7 ->
 # 88.5, 59.0 -> 65.8 (kernels_wo_s22_h100_fp8_x_m{1,8}.json, kernels_wo_s22_h100_int8_s8.json).
+# H100 session 25 again: FP8 M = 1 84.9 -> 85.8 us with the fused pair sum too, 14336 x 4096 27.0
+# -> 28.4, 4096 x 4096 9.8 -> 11.4 (kernels_wo_s25_h100_{fused_sum_fp8_x,fp8_x_small}.json).
 # Other devices: unmeasured, the bf16 path.
 FP8_X_DEVICES = ("NVIDIA H200",)
+# Devices where INT8 adds its stream-K partial sums in the kernel (`fused_sum`) at M = 17-32 as
+# well as above: H100 M = 32 91.8 -> 89.3 us (kernels_wo_s25_h100_fused_sum_m32.json); on the
+# H200 it lost there (68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json)
+INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # ... and a weight of at least this many elements (K x N), by format: the split's XLA kernels
 # cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save grows with the
 # weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us for INT8, 8.3
@@ -53,7 +59,8 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
   every config's time in `configs_timed`).
   """
-  fp8_x_pays = ((device_kind() if device is None else device).startswith(FP8_X_DEVICES)
+  device = device_kind() if device is None else device
+  fp8_x_pays = (device.startswith(FP8_X_DEVICES)
                 and fmt in FP8_X_MIN_WEIGHT and k is not None and k * n >= FP8_X_MIN_WEIGHT[fmt])
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
@@ -68,20 +75,22 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       # 58.5 us, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json); H200 M = 64 68.6
       # -> 67.1 (kernels_wo_s21_int4_m64.json). At M = 1 it lost (H200 38.5 -> 39.4).
       return wide | (dict(fused_sum=True) if group in (None, 128) else {})
-    if group == 32 and m > 8:
-      # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
-      # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
-      return dict(tile_n=128, gps=2, steps=3, stream_k=2)
-    # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
-    # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
     if n >= 16384:
+      if group == 32 and m > 8:
+        # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
+        # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
+        return dict(tile_n=128, gps=2, steps=3, stream_k=2)
+      # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
+      # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
       return dict(tile_n=128, gps=4, steps=2, stream_k=2)
     # N < 16384 (4096 x 14336, g128, H200): stream-K over two chunks a step, four deep; at M = 1
     # in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row ones 16.1 -> 15.3
-    # (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of 32 / 64 unmeasured.
+    # (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of 32 in 64-row ones
+    # (H100, M = 1 22.1 -> 19.9, M = 16 21.3 -> 20.0; 128-row 20.1 / 23.0); groups of 64 gain
+    # nothing (17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s25_h100_groups_4096x14336.json).
     if group in (None, 128):
       return dict(tile_n=128 if m <= 8 else 64, gps=2, steps=4, stream_k=2)
-    return dict(tile_n=64, gps=2, steps=4)
+    return dict(tile_n=64, gps=2, steps=4) | (dict(stream_k=2) if group == 32 else {})
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
     # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
     # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a
@@ -120,15 +129,22 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.INT8:
     if m <= 4 and fp8_x_pays:
       return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
+    if m <= 4 and device.startswith("NVIDIA H100"):
+      # FP8's 128-row tiles without stream-K: H100 M = 4 88.7 -> 86.6 us, M = 1 86.9 -> 86.8
+      # (kernels_wo_s25_h100_int8_m1_4.json)
+      return dict(tile_n=128, gps=2, steps=3, step_wait=True)
     if m <= 16:
       return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True)
     # the kernel adds its stream-K partial sums at M > 32 (`fused_sum`; H200 M = 64 84.8 ->
-    # 83.3 us, M = 32 68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json; FP8 0.2-0.3 us either
-    # way, kept off)
-    return per_channel_wide | (dict(fused_sum=True) if m > 32 else {})
+    # 83.3 us, kernels_wo_s24_fused_sum_8bit.json), and at M > 16 on `INT8_FUSED_SUM_M32_DEVICES`
+    fuse = m > (16 if device.startswith(INT8_FUSED_SUM_M32_DEVICES) else 32)
+    return per_channel_wide | (dict(fused_sum=True) if fuse else {})
   if fmt is WeightFormat.FP8:
+    # above M = 16 with the fused sum: H100 M = 32 92.5 -> 89.4 us
+    # (kernels_wo_s25_h100_fused_sum_m32.json); H200 M = 32 66.8 -> 66.6, M = 64 82.5 -> 82.2
+    # (kernels_wo_s24_fused_sum_8bit.json); M = 9-16 unmeasured, off
     return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) if m <= 8 else (
-        per_channel_wide)
+        per_channel_wide | (dict(fused_sum=True) if m > 16 else {}))
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
@@ -140,8 +156,9 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
     # MXFP4 / NVFP4 above M = 16 add their stream-K partial sums in the kernel (`fused_sum`;
-    # H200 MXFP4 M = 64 74.6 -> 73.6 us, M = 32 58.7 -> 58.9; NVFP4 M = 32 59.8 -> 58.8, M = 64
-    # unmeasured; kernels_wo_s24_fused_sum_fp4.json)
+    # H200 MXFP4 M = 64 74.6 -> 73.6 us, M = 32 58.7 -> 58.9; NVFP4 M = 32 59.8 -> 58.8,
+    # kernels_wo_s24_fused_sum_fp4.json; H100 NVFP4 M = 64 79.0 -> 76.0,
+    # kernels_wo_s25_h100_nvfp4_m64.json)
     cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide | (
         dict(fused_sum=True) if fmt in FP4 and m > 16 else {})
     # MXFP4 at M <= 4 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,

@@ -71,12 +71,41 @@ FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.I
                                        (WeightFormat.INT8, "channel")})
 # `case(pw)` keys whose `fp8_x` kernel with `fused_sum` has matched the reference on a GPU: the
 # kernel adds each token's hi and lo columns in registers (`registers.pair_sums`) and scales
-# them by out_scale s_x before it writes y, so no XLA kernel follows the decode. Written in
-# session 24 without a GPU: none yet.
-FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset()
+# them by out_scale s_x before it writes y, so no XLA kernel follows the decode. H100,
+# 2026-12-05, 8192 x 28672, rel. err as fp8_x's with XLA's sum (1.64-1.67e-3), us bf16 path ->
+# fp8_x with the fused sum (kernels_wo_s25_h100_fused_sum_fp8_x.json): INT8 M = 1 / 8 86.7 ->
+# 86.9 / 87.8 -> 89.9, FP8 84.9 -> 85.8 / 85.2 -> 87.6 (the Mosaic kernel 2.1-2.6 us faster,
+# the split's XLA kernels 3.5-5 us; fp8_x alone at INT8 M = 1 87.4, kernels_wo_s25_h100_int8_m1_4.json).
+# Not a default on the H100, where fp8_x is off; unmeasured on the H200.
+FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
+                                                 (WeightFormat.FP8, "channel")})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
+# Registers a thread the warp-specialized pipeline leaves its memory warpgroup
+# (`plgpu.emit_pipeline_warp_specialized`'s `memory_registers`)
+MEMORY_REGISTERS = 40
+REGISTER_FILE = 65_536  # 32-bit registers an SM (and the most one CTA launches with)
+
+
+def register_split(compute_wgs: int, memory_registers: int = MEMORY_REGISTERS
+                   ) -> tuple[int, int]:
+  """(registers the warpgroups ask for, registers the CTA holds) under Pallas's warp-specialized
+  pipeline, for `compute_wgs` compute warpgroups and one memory warpgroup of 128 threads each.
+
+  The pipeline lowers the memory warpgroup to `memory_registers` a thread (`setmaxnreg.dec`)
+  and raises each compute warpgroup to floor8((512 - memory_registers) / compute_wgs), at most
+  256 (`setmaxnreg.inc`, Pallas's `_compute_registers`). The CTA launches with the registers
+  its threads were compiled for, at most the register file shared out in 8-a-thread steps
+  (floor8(65536 / threads)), and `setmaxnreg.inc` waits until that pool holds what it asks: an
+  ask above the pool never returns. Two compute warpgroups ask 64512 of 64512; four ask 62464
+  (112 a compute thread) of 61440 (96 a thread at 640 threads): every four-warpgroup launch
+  hangs (sessions 21-25, cut off after compiling; the same arithmetic behind tilelang PR 2406's
+  and CUTLASS issue 2007's hangs)."""
+  threads = 128 * (compute_wgs + 1)
+  per_compute = int(min(256, (512 - memory_registers) / compute_wgs) // 8 * 8)
+  asked = 128 * (compute_wgs * per_compute + memory_registers)
+  return asked, REGISTER_FILE // threads // 8 * 8 * threads
 
 
 def case(pw: PackedWeight) -> tuple:
@@ -208,7 +237,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2 or 4:
       warp specialization, a memory warpgroup issuing the TMA copies and the compute
       warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`).
-      Four (session 17, untimed) get 112 registers a thread to two's 232; INT8 / FP8 take two
+      Four are refused: their register split cannot fit (`register_split`). INT8 / FP8 take two
       since session 17 (H200, session 20, M = 64: INT8 106.0 -> 84.7 us, FP8 99.5 -> 82.7; the
       default there since).
     nf4_lut: NF4 (with prescale): look the table up with byte permutes (`nf4_lut_halves`, 22
@@ -447,7 +476,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
   if compute_wgs not in (1, 2, 4):
-    raise ValueError(f"compute_wgs must be 1, 2 or 4, got {compute_wgs}")
+    raise ValueError(f"compute_wgs must be 1 or 2, got {compute_wgs}")
+  if compute_wgs > 1 and (pool := register_split(compute_wgs))[0] > pool[1]:
+    raise ValueError(
+        f"compute_wgs={compute_wgs} would hang the GPU: Pallas's warp-specialized pipeline asks "
+        f"{pool[0]} registers of the {pool[1]} a CTA of {compute_wgs + 1} warpgroups holds "
+        "(`register_split`); use compute_wgs=2")
   if compute_wgs > 1 and tile_n % (64 * compute_wgs):
     raise NotImplementedError(
         f"warp specialization takes tile_n a multiple of {64 * compute_wgs} (64 rows a "

@@ -290,7 +290,11 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   int4 = lambda m, group: decode_config(wm.WeightFormat.INT4, 14336, m, group=group)
   assert int4(1, 128) == dict(tile_n=128, gps=2, steps=4, stream_k=2)
   assert int4(16, 128) == dict(tile_n=64, gps=2, steps=4, stream_k=2)
-  assert int4(1, 64) == dict(tile_n=64, gps=2, steps=4)  # groups of 32 / 64: unmeasured
+  # groups of 32 too, in 64-row tiles (H100, session 25); groups of 64 gained nothing
+  assert int4(1, 32) == int4(16, 32) == dict(tile_n=64, gps=2, steps=4, stream_k=2)
+  assert int4(1, 64) == dict(tile_n=64, gps=2, steps=4)
+  assert decode_config(wm.WeightFormat.INT4, 28672, 16, group=32) == dict(
+      tile_n=128, gps=2, steps=3, stream_k=2)  # N >= 16384: session 14's
   uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True)
   assert uz.zero_in_weights and not uz.xsum_in
   f = decode_plan.plan_decode(64, 8192, nvfp4)
@@ -310,14 +314,17 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert split.fused_sum == (split.schedule.slots == 1)
   assert not decode_plan.plan_decode(1, 8192, u128, splits=2, stream_k=None).fused_sum
   monkeypatch.undo()
-  # INT4 g128, MXFP4 and NVFP4 above M = 16, INT8 above 32, add their partial sums in the
-  # kernel (faster on an H100 and an H200)
+  # INT4 g128, MXFP4, NVFP4 and FP8 above M = 16, INT8 above 32 (above 16 on an H100), add
+  # their partial sums in the kernel (faster on an H100 and an H200)
   g128 = shape("int4_g128")
   fs = lambda w, ms: [decode_plan.plan_decode(m, 8192, w).fused_sum for m in ms]
   assert fs(g128, (16, 17, 64)) == [False, True, True]
   assert fs(nvfp4, (16, 17, 64)) == fs(shape("mxfp4"), (16, 17, 64)) == [False, True, True]
   assert fs(shape("int8"), (17, 32, 33, 64)) == [False, False, True, True]
-  assert not any(fs(shape("fp8_e4m3_rowwise"), (32, 64)))  # checked, no faster: off
+  assert fs(shape("fp8_e4m3_rowwise"), (16, 17, 64)) == [False, True, True]
+  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
+  assert fs(shape("int8"), (16, 17, 32)) == [False, True, True]
+  monkeypatch.undo()
   assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32: not checked on a GPU
   # 8-bit tensor cores (`fp8_x`) on the devices where that paid (the H200, not the H100): FP8
   # at M <= 8, INT8 at M <= 4 (in 128-row tiles), MXFP4 at M <= 4, unless an option it excludes
@@ -331,11 +338,16 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert decode_plan.plan_decode(4, 8192, int8).tile_n == 128
   assert decode_plan.plan_decode(5, 8192, int8).tile_n == 64
   assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
-  assert not decode_plan.plan_decode(1, 8192, fp8, fused_sum=True, allow_unverified=True).fp8_x
+  # fused_sum asked with fp8_x: where a GPU checked the pair (INT8, FP8) both, else the bf16 path
+  assert decode_plan.plan_decode(1, 8192, fp8, fused_sum=True).fp8_x
+  assert not decode_plan.plan_decode(1, 8192, mxfp4, fused_sum=True, allow_unverified=True).fp8_x
   for kind in ("NVIDIA H100 80GB HBM3", "NVIDIA GH200 480GB", "cpu"):
     monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
     assert not any(x8(1, w) for w in (fp8, mxfp4, int8)), kind
-    assert decode_plan.plan_decode(1, 8192, int8).tile_n == 64, kind
+    # INT8 at M <= 4 on the H100: FP8's 128-row tiles, one CTA a tile (session 25)
+    i8 = decode_plan.plan_decode(4, 8192, int8)
+    h100 = kind.startswith("NVIDIA H100")
+    assert (i8.tile_n, i8.schedule.grid) == ((128, (224, 1)) if h100 else (64, (256,))), kind
   h200 = lambda fmt, k, n: configs.decode_config(fmt, n, 1, device="NVIDIA H200", k=k)
   assert h200(wm.WeightFormat.FP8, 8192, 28672)["fp8_x"]
   # below a format's `FP8_X_MIN_WEIGHT` the split's XLA kernels cost more than the decode they
