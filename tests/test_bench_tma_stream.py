@@ -171,3 +171,16 @@ def test_ld_fold_folds_every_word_once(sweep, monkeypatch):
   moved = np.argwhere(np.asarray(sweep.ld_fold(dataclasses.replace(pw, w=flipped), 4, 8)
                                  != folds))
   assert [tuple(int(v) for v in m) for m in moved] == [(5, 3, 17 // 8)]
+
+
+def test_a_read_faster_than_hbm_is_called_out(sweep):
+  # Session 25's H100 run: at 4 rows and 1024 CTAs the loop's known trip count let the compiler
+  # sink the loads under the write flag, and the launch read nothing in 2.0 us; the table says
+  # so rather than quote 57.8 TB/s.
+  path = os.path.join(EXPERIMENTS, "results", "tma_stream_s25_h100.json")
+  with open(path) as f:
+    res = json.load(f)
+  rows = [ln for ln in sweep.to_markdown(res).splitlines() if ln.startswith("| 4 | 1024 |")
+          or ln.startswith("| 8 | 256 |")]
+  assert len(rows) == 2
+  assert all(("not read" in ln) == ln.startswith("| 4 | 1024 |") for ln in rows)
