@@ -441,7 +441,55 @@ def h200_s24_section() -> list[str]:
       "pipeline does not.")
 
 
+def h100_s25_section() -> list[str]:
+  """Session 25: seven H100 calls (an H200 was asked for; an H100 came): the gated fused pair
+  sum on 8-bit tensor cores, where the four-warpgroup configs hang, the plain-load read, the
+  H100's share of the standing table, launch sweeps, the quantize kernels by SASS opcode."""
+  quant = [("s25 row-wise", _load("kernels_quant_s25_h100_rows.json")),
+           ("s25 column-wise", _load("kernels_quant_s25_h100_columns.json"))]
+  md = wo_section(25, (
+      "h100_fused_sum_fp8_x", "h100_fused_sum_m32", "h100_int8_m1_4", "h100_groups_m16_m64",
+      "h100_uint4_nf4", "h100_int4_g32_m64", "h100_nvfp4_m64", "h100_int4_m1_launch",
+      "h100_load_split", "h100_4096x14336", "h100_groups_4096x14336", "h100_fp8_x_small",
+      "h100_prefill_8192", "h100_prefill_small"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first). The fused pair sum on "
+      "8-bit tensor cores (`fused_sum` with `fp8_x`, written in session 24) matches the "
+      "reference as fp8_x with XLA's sum does (rel. err 1.64-1.67e-3): INT8 M = 1 / 8 86.7 -> "
+      "86.9 / 87.8 -> 89.9 us against the bf16 path, FP8 84.9 -> 85.8 / 85.2 -> 87.6 (the "
+      "Mosaic kernel 2.1-2.6 us faster, the x split's XLA kernels 3.5-5 us); verified, a "
+      "default nowhere yet (fp8_x is the H200's only). `fused_sum` at M = 32: INT8 91.8 -> "
+      "89.3 us, FP8 92.5 -> 89.4, both 1.80x XLA bf16 (target 1.8x, met; the default above "
+      "M = 16 since, INT8's on the H100 only, where it lost on the H200). INT8 M = 4 in "
+      "128-row tiles without stream-K 88.7 -> 86.6 (M = 1 86.9 -> 86.8; the H100's default at "
+      "M <= 4). M = 16 / 64: INT4 g32 63.7 / 89.9 us (2.50x / 1.72x), g64 56.5 / 77.4 "
+      "(2.82x / 1.99x), UINT4 g128 60.5 / 84.3 (2.63x / 1.83x), NF4 g64 59.4 / 81.4 (2.68x / "
+      "1.89x); INT4 g32 M = 64's default the fastest of four launches (90.2 us); NVFP4 M = 64 "
+      "with the fused sum 79.0 -> 76.0. INT4 g128 M = 1 51.7 us (3.05x), its default the "
+      "fastest of four launches. 4096 x 14336 M = 1: INT4 17.2 us (2.74x), MXFP4 19.3, NVFP4 "
+      "20.1; INT4 g32 22.1 -> 19.9 in 64-row stream-K tiles (the default since). FP8's fp8_x "
+      "loses at 14336 x 4096 (27.0 -> 28.4) and 4096 x 4096 (9.8 -> 11.4). Prefill M = 1024: "
+      "8192 x 28672 INT8 0.86x XLA bf16, UINT4 0.93x, INT4 g32 0.93x; 4096 x 14336 INT4 0.97x, "
+      "MXFP4 1.05x, NVFP4 1.02x, INT8 0.90x. INT4 g128 M = 64 with four compute warpgroups "
+      "(`probe_int4_m64_s25_h100.jsonl`): each config lowered in 4-6 s and compiled in 0.5, "
+      "then never returned: the pipeline's register split asks 62464 registers of the 61440 a "
+      "640-thread CTA holds (`decode_plan.register_split`; refused since). The codes read by "
+      "plain loads (`tma_stream_s25_h100.md`): 38.7 us, 3.04 TB/s, against XLA's read of codes "
+      "and scales at 2.89 TB/s and the whole default kernel's 2.39.", device="H100",
+      quant_runs=quant)
+  return md + quant_part(
+      " (H100)",
+      "Each row its scheme's fastest launch of the sweep, bit-exact on the four tensors. "
+      "Row-wise MXFP8 takes 75.5 us at (2 steps, 3 CTAs an SM) against the default (2, 4)'s "
+      "81.2 (chosen on the H200 in session 6); the others' defaults are their fastest. By SASS "
+      "opcode (`profile_quant_*_sass_s25_h100.md`): FP8 1x128 LOP3 30%, FFMA 12%, FMNMX and "
+      "FMUL 10% each (41.7 M warp instructions for 67 M elements); INT4 LOP3 17%, FFMA 13%, "
+      "FMUL and FMNMX 11%, IMAD 9% (37.0 M; IMAD 21% of the stall samples); MXFP4 LOP3 20%, "
+      "VIMNMX 11%, SHF 10%, IMAD 10% (46.7 M).",
+      quant)
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
-            h100_s22_section, h200_s23_section, h200_s24_section)
+            h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section)
