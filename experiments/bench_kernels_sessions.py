@@ -481,7 +481,8 @@ def h100_s25_section() -> list[str]:
       " (H100)",
       "Each row its scheme's fastest launch of the sweep, bit-exact on the four tensors. "
       "Row-wise MXFP8 takes 75.5 us at (2 steps, 3 CTAs an SM) against the default (2, 4)'s "
-      "81.2 (chosen on the H200 in session 6); the others' defaults are their fastest. By SASS "
+      "81.2 (chosen on the H200 in session 6; the H100's default since); the others' defaults "
+      "are their fastest. By SASS "
       "opcode (`profile_quant_*_sass_s25_h100.md`): FP8 1x128 LOP3 30%, FFMA 12%, FMNMX and "
       "FMUL 10% each (41.7 M warp instructions for 67 M elements); INT4 LOP3 17%, FFMA 13%, "
       "FMUL and FMNMX 11%, IMAD 9% (37.0 M; IMAD 21% of the stall samples); MXFP4 LOP3 20%, "

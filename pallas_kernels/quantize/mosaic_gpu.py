@@ -37,6 +37,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.devices import device_kind
 from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.portable import bf16_pairs
 from pallas_kernels.quantize.portable import unpair_bf16
@@ -93,6 +94,20 @@ def default_tile_rows(block: int, f32_in: bool = False) -> int:
 # (session 2, kernels_quant_sweep2.json) were (3, 3) for MXFP8 and (2, 4) for MXFP4.
 LAUNCH = {"mxfp8_e4m3": (2, 4), "mxfp4": (2, 4), "fp8_e4m3_block128": (2, 4), "nvfp4": (2, 4),
           "int4_g128": (2, 3)}
+# ... and the H100's own where its sweep of today's kernels differs (bf16 x, 8192^2, session 25,
+# kernels_quant_s25_h100_rows.json: MXFP8 75.5 us at (2, 3) against 81.2 at (2, 4); the other
+# schemes' defaults the fastest there too)
+LAUNCH_H100 = {"mxfp8_e4m3": (2, 3)}
+
+
+def default_launch(scheme: str, f32_in: bool = False, device: str | None = None
+                   ) -> tuple[int, int]:
+  """(pipeline steps, CTAs per SM) for `scheme` on `device` (a `device_kind`; default the
+  default device's): `LAUNCH`, or `LAUNCH_H100` on an H100 for bf16 x (f32 x unmeasured)."""
+  device = device_kind() if device is None else device
+  if not f32_in and device.startswith("NVIDIA H100"):
+    return LAUNCH_H100.get(scheme, LAUNCH[scheme])
+  return LAUNCH[scheme]
 
 
 def block_state_once_scratch(sch, rows: int):
@@ -156,9 +171,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     x: (M, K) bfloat16, or float32 (`f32_body`; a scheme `F32_VERIFIED` does not list needs
       `allow_unverified=True`).
     scheme: "mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4" or "int4_g128".
-    steps: TMA pipeline depth per CTA (default `LAUNCH`).
+    steps: TMA pipeline depth per CTA (default `default_launch`).
     tile_rows: blocks per pipeline step (default by block size).
-    ctas_per_sm: CTAs launched per SM (work is split evenly among them; default `LAUNCH`).
+    ctas_per_sm: CTAs launched per SM (work is split evenly among them; default
+      `default_launch`).
     encode_cols: uint32 pair columns (two elements each) encoded at once, a divisor of B / 2;
       None encodes the whole tile; default `ENCODE_COLS[scheme]`. f32 input: twice as many
       element columns, the same elements.
@@ -201,7 +217,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if state_once:
     require_checked(f"{scheme}'s state_once", scheme in STATE_ONCE_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave state_once off")
-  dflt_steps, dflt_ctas = LAUNCH[scheme]
+  dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
   half = sch.block // 2

@@ -7,8 +7,7 @@ schedule and wait settings; the measurements behind each choice are cited beside
 
 from __future__ import annotations
 
-import jax
-
+from pallas_kernels.devices import device_kind
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
@@ -38,12 +37,6 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # weight it was measured to gain at (below, unmeasured).
 FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
                     WeightFormat.FP8: 4096 * 14336}
-
-
-def device_kind() -> str:
-  """The default device's kind ("NVIDIA H200", "NVIDIA H100 80GB HBM3", "cpu", ...): the
-  device the kernels trace for."""
-  return jax.devices()[0].device_kind
 
 
 def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,

@@ -811,3 +811,29 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
   assert decode_plan.plan_decode(m, 8192, pw, stream_k=2).fp8_x == default
   assert not decode_plan.plan_decode(m, 8192, pw, fused_sum=True, stream_k=2,
                                      allow_unverified=True).fp8_x
+
+
+def test_quantize_launch_by_device(monkeypatch):
+  # (steps, CTAs an SM): the H200's sweep for every device, but the H100's own where its sweep
+  # differed (MXFP8 rows from bf16, session 25), and the default launch is the one the kernel
+  # takes (its grid: the fewest CTAs, at most CTAs an SM x 132 SMs, that share the tiles evenly)
+  launch = mosaic_gpu_quantize.default_launch
+  h100, h200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+  assert launch("mxfp8_e4m3", device=h100) == (2, 3)
+  assert launch("mxfp8_e4m3", device=h200) == launch("mxfp8_e4m3", True, h100) == (2, 4)
+  for scheme in ("mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"):
+    assert launch(scheme, device=h100) == launch(scheme, device=h200), scheme
+  x = jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16)
+  grids, real = {}, _compat.mgpu_kernel
+
+  def recording(*a, **kw):
+    grids[mosaic_gpu_quantize.device_kind()] = kw["grid"]
+    return real(*a, **kw)
+
+  monkeypatch.setattr(_compat, "mgpu_kernel", recording)
+  for kind in (h100, h200):
+    monkeypatch.setattr(mosaic_gpu_quantize, "device_kind", lambda k=kind: k)
+    _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(
+        x, "mxfp8_e4m3"), x)
+  # 8192 tiles of 256 blocks: 32 a CTA within 3 x 132 CTAs, 16 within 4 x 132
+  assert grids == {h100: (256,), h200: (512,)}, grids
