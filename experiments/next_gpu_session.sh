@@ -103,10 +103,18 @@ case "$part" in
   4)  # On an H200: INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only; on the
       # H100 the default, 90.2 us, was the fastest of four, session 25); the row-wise quantize
       # launch on today's kernels (the defaults are session 6's H200 sweep; on the H100 MXFP8
-      # took 75.5 us at 2 steps and 3 CTAs an SM against the default's 81.2, session 25)
-    run 220 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 220 b $B --what quant --sweep --qshapes 8192x8192 \
+      # took 75.5 us at 2 steps and 3 CTAs an SM against the default's 81.2, session 25); the
+      # E4M3 codes by the saturating cast alone (`satfinite`, written in session 25, gated: the
+      # clip's float min / max were 10% of FP8 1x128's instructions), rows and columns, each
+      # config bit for bit on the four tensors
+    run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
+    run 120 b $B --what quant --sweep --qshapes 8192x8192 \
       --schemes mxfp8_e4m3,int4_g128,mxfp4,fp8_e4m3_block128
+    run 100 c $B --what quant --qshapes 8192x8192 --schemes mxfp8_e4m3,fp8_e4m3_block128 \
+      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
+    run 100 d $B --what quant --transpose --qshapes 8192x8192 \
+      --schemes mxfp8_e4m3,fp8_e4m3_block128 \
+      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
     ;;
   5)  # On an H200, the defaults extended past what it measured: INT4's stream-K below N = 16384
       # for groups of 32 (H100 session 25: M = 1 22.1 -> 19.9 us in 64-row tiles, the default
@@ -130,20 +138,25 @@ case "$part" in
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): the standing table's M = 16 rows still
       # owed (INT4 g128, INT8, NVFP4), FP8 M = 16 with the fused sum (its default above M = 16
       # since session 25: M = 32 92.5 -> 89.4 us; M = 9-16 unmeasured), INT8 M = 64 with and
-      # without it (the default above M = 32 from the H200, never timed on an H100), MXFP4's
-      # fused pair sum on 8-bit tensor cores checked (unchecked anywhere; slower here, where
-      # fp8_x is off, but its check is the gate's)
+      # without it (the default above M = 32 from the H200, never timed on an H100), INT4 g128
+      # M = 1 with it (51.7 us, 1.8 of them XLA's sum after the kernel; 3.2x needs 49.4; it lost
+      # on the H200 at M = 1, 38.5 -> 39.4)
     run 160 a $B --what wo --formats int4,int8,nvfp4 --m 16 --shapes $S
     run 90 b $B --what wo --formats fp8_e4m3 --m 16 --shapes $S --configs '[{}, {"fused_sum": true}]'
     run 100 c $B --what wo --formats int8 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
-    run 90 d $B --what wo --formats mxfp4 --m 1 --shapes $S \
-      --configs '[{}, {"fp8_x": true, "fused_sum": true}]'
+    run 90 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[{}, {"fused_sum": true}]'
     ;;
   h100-2)  # On an H100: the decode pipeline's empty-body stream (never run on an H100) beside
       # the plain-load read: INT4 g128 M = 1 takes 51.7 us (3.05x XLA bf16, 95% of the 3.2x
       # target's 49.4), its codes read by plain loads in 38.7 us (session 25): is the TMA
-      # pipeline the gap, as on the H200 (34.0 us at best against XLA's read in 31.2)?
+      # pipeline the gap, as on the H200 (34.0 us at best against XLA's read in 31.2)? Then the
+      # E4M3 codes by the saturating cast alone (`satfinite`, part 4 on an H200), rows, columns
     run 300 a python3 experiments/bench_tma_stream.py --limit-s 250
+    run 100 b $B --what quant --qshapes 8192x8192 --schemes mxfp8_e4m3,fp8_e4m3_block128 \
+      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
+    run 100 c $B --what quant --transpose --qshapes 8192x8192 \
+      --schemes mxfp8_e4m3,fp8_e4m3_block128 \
+      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
 esac

@@ -89,6 +89,30 @@ def default_tile_rows(block: int, f32_in: bool = False) -> int:
   return {16: 256, 32: 256, 128: 128}[block] // (2 if f32_in else 1)
 
 
+# E4M3 schemes whose kernels (rows and columns) have matched `mxjax.quantize` bit for bit on a
+# GPU with each code cast by Mosaic's f32 -> E4M3 cast alone (`satfinite`: PTX's
+# cvt.rn.satfinite.e4m3x2.f32 saturates by itself, so the clip before it, two float min / max an
+# element, goes; FMNMX was 10% of FP8 1x128's instructions, H100 session 25,
+# profile_quant_fp8_1x128_sass_s25_h100.md), and take it by default. Written in session 25
+# without a GPU: none yet.
+SATFINITE_SCHEMES = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
+SATFINITE_VERIFIED: frozenset = frozenset()
+
+
+def satfinite_option(scheme: str, satfinite: bool | None, allow_unverified: bool) -> bool:
+  """Resolves a kernel's `satfinite` option: None is on where `SATFINITE_VERIFIED` lists the
+  scheme; True needs an E4M3 scheme and, unlisted, `allow_unverified`."""
+  if satfinite is None:
+    return scheme in SATFINITE_VERIFIED
+  if satfinite:
+    if scheme not in SATFINITE_SCHEMES:
+      raise ValueError(f"satfinite drops the clip before the E4M3 cast of "
+                       f"{sorted(SATFINITE_SCHEMES)}; {scheme} has no E4M3 codes")
+    require_checked(f"{scheme}'s satfinite", scheme in SATFINITE_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave satfinite off")
+  return satfinite
+
+
 # (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
 # experiments/results/kernels_quant_s6_sweep.json; every scheme bit-exact there). The H100's
 # (session 2, kernels_quant_sweep2.json) were (3, 3) for MXFP8 and (2, 4) for MXFP4.
@@ -162,7 +186,8 @@ def block_state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
-                        pack_nibbles: bool | None = None, allow_unverified: bool = False,
+                        pack_nibbles: bool | None = None, satfinite: bool | None = None,
+                        allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -184,6 +209,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       its instructions. Default (None): `STATE_ONCE_DEFAULT` (NVFP4: 8% faster on an H200); a
       scheme not in `STATE_ONCE_VERIFIED` needs `allow_unverified=True` (the benchmark's
       `--configs` passes it and checks the codes bit for bit).
+    satfinite: E4M3 codes (MXFP8, FP8 1x128) by the saturating cast alone, no clip before it
+      (`satfinite_option`; default where `SATFINITE_VERIFIED` lists the scheme).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -217,6 +244,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if state_once:
     require_checked(f"{scheme}'s state_once", scheme in STATE_ONCE_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave state_once off")
+  satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
@@ -282,7 +310,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
-      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn).astype(out_dtype)
+      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn,
+                                 satfinite=satfinite).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
       # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
@@ -290,7 +319,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
         cs = pl.ds(c * cols, cols)
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
-        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn)
+        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
     store_scales(state, s_smem)
 
@@ -309,7 +338,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       b = jnp.max(magnitude_bits(whole if whole is not None else load(cs)), axis=1)
       bits = b if bits is None else jnp.maximum(bits, b)
     state = tile_state(amax_from_bits(bits), t, s_smem)
-    encode = element_encoder(sch, state, fma=_ptx.fma_rn)
+    encode = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite)
     byte_smem = code_smem[0] if pack_nibbles else p_smem
     for cs in pieces:
       codes = encode(whole if whole is not None else load(cs))

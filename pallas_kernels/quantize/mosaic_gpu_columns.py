@@ -32,6 +32,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.quantize.mosaic_gpu import satfinite_option
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import SCHEMES
@@ -97,6 +98,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
                                 piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
+                                satfinite: bool | None = None, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -114,6 +116,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       the amax is merged over the pieces, then each piece is reloaded and encoded.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
+    satfinite: E4M3 codes by the saturating cast alone (`mosaic_gpu.satfinite_option`; an
+      unverified scheme needs `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -121,6 +125,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   """
   plgpu = _compat.plgpu_module()
   sch, nb, r, pieces = column_blocks(scheme, nb, piece)
+  satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
   if x.ndim != 2 or x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu column-wise quantization takes 2-D bf16, got "
@@ -173,8 +178,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
-        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn)
-                 if paired else element_encoder(sch, state, fma=_ptx.fma_rn)(xs[0]))
+        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn) if paired else
+                 element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite)(xs[0]))
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(scale_dtype)
 

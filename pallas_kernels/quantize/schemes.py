@@ -19,6 +19,7 @@ state has the elements' shape, which the encoders take as is. Numerics follow mx
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -126,9 +127,14 @@ def _rne_bits(v):
   return _bits(v + jnp.float32(1.5 * 2.0**23))
 
 
-def _e4m3_code(y):
-  """E4M3 code (int32, 0..255) of float32 y: RNE, saturating at 448, NaN -> 0x7F | sign."""
-  yc = jnp.clip(y, -E4M3_MAX, E4M3_MAX)
+def _e4m3_code(y, satfinite: bool = False):
+  """E4M3 code (int32, 0..255) of float32 y: RNE, saturating at 448, NaN -> 0x7F | sign.
+
+  `satfinite`: the cast saturates by itself (finite overflow and infinities to +-448, keeping
+  the sign), as Mosaic GPU's f32 -> E4M3 cast, PTX's `cvt.rn.satfinite.e4m3x2.f32`, does: no
+  clip (two float min / max an element). XLA's cast on the CPU does not saturate (overflow
+  gives NaN): there the clip stays."""
+  yc = y if satfinite else jnp.clip(y, -E4M3_MAX, E4M3_MAX)
   c = lax.bitcast_convert_type(yc.astype(jnp.float8_e4m3fn), jnp.uint8).astype(jnp.int32)
   nan_code = jnp.int32(0x7F) | (_signbit(y) << 7)
   return jnp.where(_isnan(y), nan_code, c)
@@ -249,7 +255,7 @@ def div_fma(a, b, rb, fma: Callable):
   return fma(fma(-y, jnp.where(b < jnp.inf, b, jnp.float32(0.0)), a), rb, y)
 
 
-def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
+def quotient_fma(x, s, r, fma: Callable, *, fp8: bool, satfinite: bool = False):
   """E4M3 (fp8) or INT4 code of RN_f32(x / s), by `div_fma`: what `quotient_code` computes,
   for a backend with a true FMA.
 
@@ -259,6 +265,7 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
     r: float32 (rows,) correctly rounded 1 / s.
     fma: float32 a * b + c rounded once.
     fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
+    satfinite: E4M3 by a saturating cast (`_e4m3_code`).
 
   Tests check it against `div_rn` with an exact FMA on bf16 blocks, midpoint ties and random
   float32. Every quotient takes x's sign (s > 0), zeros and the NaN of +-Inf / Inf included, as
@@ -267,7 +274,7 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool):
   q = div_fma(x, _row(s, x), _row(r, x), fma)
   if not fp8:  # INT4 has one zero and maps NaN to 0: no sign to keep
     return _int4_code(q)
-  return _e4m3_code(_copysign(q, x))
+  return _e4m3_code(_copysign(q, x), satfinite)
 
 
 def magnitude_bits(v):
@@ -349,18 +356,20 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
   raise ValueError(name)
 
 
-def element_encoder(scheme: FusedScheme, state: tuple, *,
-                    fma: Callable | None = None) -> Callable:
+def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None = None,
+                    satfinite: bool = False) -> Callable:
   """The per-element encoder of rows with the given `block_state`: float32 (rows, n) -> int32
   codes (rows, n) (E4M3 byte, E2M1 or INT4 nibble).
 
   FP8 1x128 / INT4 divide each element by the block scale: with `fma` (a true fused
   multiply-add) by `quotient_fma`, else by `quotient_code`'s integer midpoint test; the codes
-  are the same. MXFP4 / NVFP4 round to E2M1 by `_e2m1_code`.
+  are the same. MXFP4 / NVFP4 round to E2M1 by `_e2m1_code`. `satfinite`: E4M3 codes (MXFP8,
+  FP8 1x128 with `fma`) by a cast that saturates by itself (`_e4m3_code`); others ignore it.
   """
   name = scheme.name
   if name in ("mxfp8_e4m3", "mxfp4"):
-    code = _e4m3_code if name == "mxfp8_e4m3" else _e2m1_code
+    code = (functools.partial(_e4m3_code, satfinite=satfinite) if name == "mxfp8_e4m3"
+            else _e2m1_code)
     _, f1, f2 = state
 
     def enc(x):
@@ -372,7 +381,7 @@ def element_encoder(scheme: FusedScheme, state: tuple, *,
     def enc(x):
       x = x * _row(lift, x)
       if fma is not None:
-        c = quotient_fma(x, sd, r, fma, fp8=fp8)
+        c = quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite)
       else:
         c = quotient_code(x, sd, r, fp8=fp8)
       return jnp.where(_row(ok, x), c, jnp.int32(0))
@@ -388,10 +397,11 @@ def element_encoder(scheme: FusedScheme, state: tuple, *,
   return enc
 
 
-def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None):
+def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None,
+                 satfinite: bool = False):
   """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
   (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`)."""
-  enc = element_encoder(scheme, state, fma=fma)
+  enc = element_encoder(scheme, state, fma=fma, satfinite=satfinite)
   return enc(xe) | (enc(xo) << scheme.bits)
 
 

@@ -837,3 +837,41 @@ def test_quantize_launch_by_device(monkeypatch):
         x, "mxfp8_e4m3"), x)
   # 8192 tiles of 256 blocks: 32 a CTA within 3 x 132 CTAs, 16 within 4 x 132
   assert grids == {h100: (256,), h200: (512,)}, grids
+
+
+def _primitive_counts(jaxpr, counts=None) -> dict:
+  """Primitive name -> uses in a jaxpr and every jaxpr nested in its equations' parameters."""
+  counts = {} if counts is None else counts
+  for eqn in jaxpr.eqns:
+    counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+    for v in eqn.params.values():
+      for sub in v if isinstance(v, (list, tuple)) else [v]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          _primitive_counts(inner, counts)
+  return counts
+
+
+@pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.SATFINITE_SCHEMES))
+def test_quantize_satfinite_drops_the_clip(scheme):
+  # `satfinite`: the E4M3 codes from Mosaic's cast alone (cvt.rn.satfinite.e4m3x2.f32, which
+  # saturates finite overflow and infinities itself): the clip's float max and min go, one of
+  # each a call of the encoder (the even and the odd elements of a pair, a column piece), in the
+  # row and the column kernel; gated until a GPU matches it with mxjax.quantize
+  from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  for kern in (mosaic_gpu_quantize.quantize_mosaic_gpu, quantize_columns_mosaic_gpu):
+    counts = []
+    for sat in (False, True):
+      fn = lambda x, k=kern, s=sat: k(x, scheme, satfinite=s, allow_unverified=True)
+      counts.append(_primitive_counts(jax.make_jaxpr(fn)(x).jaxpr))
+      assert "cvt.rn.satfinite.e4m3x2.f32" in _compat.lower_for("cuda", fn, x).as_text()
+    fewer = [counts[0].get(p, 0) - counts[1].get(p, 0) for p in ("max", "min")]
+    assert fewer[0] == fewer[1] >= 1, counts
+    assert _primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(x).jaxpr) == (
+        counts[0])  # off by default: no GPU has checked it
+    with pytest.raises(NotImplementedError, match="satfinite has not matched mxjax.quantize"):
+      kern(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, satfinite=True)
+  with pytest.raises(ValueError, match="mxfp4 has no E4M3 codes"):
+    mosaic_gpu_quantize.quantize_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
+                                            satfinite=True)

@@ -404,6 +404,21 @@ def test_small_encoders_exhaustive_over_bf16():
     np.testing.assert_array_equal(got & 15, want & 15, err_msg=code.__name__)
 
 
+def test_e4m3_code_satfinite_is_the_clip_on_every_bf16_in_range():
+  # `satfinite` (the GPU's saturating cast, no clip) changes nothing where the clip is the
+  # identity: every bf16 value and midpoint in [-448, 448], and NaN of either sign (its code
+  # keeps the sign either way). Out of range the cast saturates on the GPU and gives NaN on the
+  # CPU: the GPU benchmark checks that part (`quantize.mosaic_gpu.SATFINITE_VERIFIED`).
+  from tests import reference as R
+  v = np.arange(2**16, dtype=np.uint32) << 16
+  v = np.concatenate([v, v + (1 << 15)]).view(np.float32)
+  v = v[np.isnan(v) | (np.abs(v) <= S.E4M3_MAX)]
+  clip = np.asarray(S._e4m3_code(jnp.asarray(v)))
+  np.testing.assert_array_equal(np.asarray(S._e4m3_code(jnp.asarray(v), satfinite=True)), clip)
+  finite = ~np.isnan(v)
+  np.testing.assert_array_equal(clip[finite], R.round_codes(v[finite], "e4m3") & 0xFF)
+
+
 def _e2m1_code_by_compares(y):
   # An independent E2M1 encode for the test below: the piece of the grid picked by range
   # compares (spacing 1/2 on [0, 2), 1 on [2, 4), 2 on [4, 6]), not from the exponent field as
