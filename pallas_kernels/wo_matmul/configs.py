@@ -26,6 +26,10 @@ FP8_X_DEVICES = ("NVIDIA H200",)
 # well as above: H100 M = 32 91.8 -> 89.3 us (kernels_wo_s25_h100_fused_sum_m32.json); on the
 # H200 it lost there (68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json)
 INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
+# Devices where INT8 at M <= 4 (without `fp8_x`) takes FP8's 128-row tiles without stream-K:
+# H100 M = 4 88.7 -> 86.6 us, M = 1 86.9 -> 86.8 (kernels_wo_s25_h100_int8_m1_4.json); the
+# H200 takes fp8_x there (below its weight threshold: unmeasured, the 64-row stream-K launch)
+INT8_TILE128_DEVICES = ("NVIDIA H100",)
 # ... and a weight of at least this many elements (K x N), by format: the split's XLA kernels
 # cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save grows with the
 # weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us for INT8, 8.3
@@ -122,9 +126,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.INT8:
     if m <= 4 and fp8_x_pays:
       return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
-    if m <= 4 and device.startswith("NVIDIA H100"):
-      # FP8's 128-row tiles without stream-K: H100 M = 4 88.7 -> 86.6 us, M = 1 86.9 -> 86.8
-      # (kernels_wo_s25_h100_int8_m1_4.json)
+    if m <= 4 and device.startswith(INT8_TILE128_DEVICES):
       return dict(tile_n=128, gps=2, steps=3, step_wait=True)
     if m <= 16:
       return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True)

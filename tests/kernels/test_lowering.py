@@ -791,7 +791,7 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
   # 8-bit tensor cores with `fused_sum` (session 24): the kernel adds each token's hi and lo
   # columns in registers (`registers.pair_sums`), scales them by out_scale s_x (a vector read
   # from global memory) and writes y (M, N) itself, no XLA kernel after it; gated until a GPU
-  # checks it.
+  # checks it (INT8 and FP8: session 25, on an H100).
   pw = _weight_shape(name, 8192, 28672)
   seen = []
   real = mosaic_gpu.pair_sums
@@ -802,15 +802,20 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
   assert seen == [(128, max(8, 2 * m))]  # the tile's rows, 2 M columns padded to 8
   assert jax.eval_shape(fn, _x(m, 8192), pw).shape == (m, 28672)
-  with pytest.raises(NotImplementedError, match="fused_sum with fp8_x"):
-    decode_plan.plan_decode(m, 8192, pw, fused_sum=True, **launch)
-  # on the H200, where fp8_x is a default: the fused sum asked for alone keeps it off (gated)
+  checked = name in ("int8", "fp8_e4m3_rowwise")  # `FP8_X_FUSED_SUM_VERIFIED`
+  if checked:
+    assert decode_plan.plan_decode(m, 8192, pw, fused_sum=True, **launch).fused_sum
+  else:
+    with pytest.raises(NotImplementedError, match="fused_sum with fp8_x"):
+      decode_plan.plan_decode(m, 8192, pw, fused_sum=True, **launch)
+  # on the H200, where fp8_x is a default: the fused sum asked for alone keeps it where a GPU
+  # checked the pair, and leaves it off elsewhere
   from pallas_kernels.wo_matmul import configs  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
   default = name != "int4_g128" and m <= (8 if name.startswith("fp8") else 4)
   assert decode_plan.plan_decode(m, 8192, pw, stream_k=2).fp8_x == default
-  assert not decode_plan.plan_decode(m, 8192, pw, fused_sum=True, stream_k=2,
-                                     allow_unverified=True).fp8_x
+  assert decode_plan.plan_decode(m, 8192, pw, fused_sum=True, stream_k=2,
+                                 allow_unverified=True).fp8_x == (default and checked)
 
 
 def test_quantize_launch_by_device(monkeypatch):
