@@ -140,9 +140,11 @@ def _e4m3_code(y, satfinite: bool = False):
   return jnp.where(_isnan(y), nan_code, c)
 
 
-def _int4_code(y):
-  """INT4 two's-complement nibble (int32) of float32 y: clip to [-8, 7], RNE, NaN -> 0."""
-  y = jnp.where(_isnan(y), jnp.float32(0.0), y)
+def _int4_code(y, finite: bool = False):
+  """INT4 two's-complement nibble (int32) of float32 y: clip to [-8, 7], RNE, NaN -> 0.
+  `finite`: the caller keeps no code of a NaN y (`element_encoder`'s masked rows): no test."""
+  if not finite:
+    y = jnp.where(_isnan(y), jnp.float32(0.0), y)
   return _rne_bits(jnp.clip(y, -8.0, 7.0)) & 15
 
 
@@ -255,7 +257,8 @@ def div_fma(a, b, rb, fma: Callable):
   return fma(fma(-y, jnp.where(b < jnp.inf, b, jnp.float32(0.0)), a), rb, y)
 
 
-def quotient_fma(x, s, r, fma: Callable, *, fp8: bool, satfinite: bool = False):
+def quotient_fma(x, s, r, fma: Callable, *, fp8: bool, satfinite: bool = False,
+                 finite: bool = False):
   """E4M3 (fp8) or INT4 code of RN_f32(x / s), by `div_fma`: what `quotient_code` computes,
   for a backend with a true FMA.
 
@@ -266,6 +269,8 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool, satfinite: bool = False):
     fma: float32 a * b + c rounded once.
     fp8: E4M3 (saturating at 448) if True, else INT4 (clip to [-8, 7]).
     satfinite: E4M3 by a saturating cast (`_e4m3_code`).
+    finite: INT4: s is finite wherever the caller keeps the code, so every kept quotient is (x
+      finite below a finite amax): no NaN test (`_int4_code`).
 
   Tests check it against `div_rn` with an exact FMA on bf16 blocks, midpoint ties and random
   float32. Every quotient takes x's sign (s > 0), zeros and the NaN of +-Inf / Inf included, as
@@ -273,7 +278,7 @@ def quotient_fma(x, s, r, fma: Callable, *, fp8: bool, satfinite: bool = False):
   """
   q = div_fma(x, _row(s, x), _row(r, x), fma)
   if not fp8:  # INT4 has one zero and maps NaN to 0: no sign to keep
-    return _int4_code(q)
+    return _int4_code(q, finite)
   return _e4m3_code(_copysign(q, x), satfinite)
 
 
@@ -342,8 +347,10 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
     # NaN blocks: the canonical NaN (`block_amax`'s), as mxjax stores it; max() may drop a NaN
     # and a GPU division returns 0x7FFFFFFF.
     s = jnp.where(_isnan(amax), amax, s)
-    # A zero or NaN scale gives codes 0 (mxjax's answer); an infinite one x * 0, as x / inf.
-    ok = s > 0
+    # A zero or NaN scale gives codes 0 (mxjax's answer); an infinite one x * 0, as x / inf:
+    # for INT4 every such code is 0 too (x / inf = +-0, and Inf / inf a NaN, both code 0), so
+    # INT4 masks those rows as well and its encoder never sees a NaN quotient it keeps.
+    ok = (s > 0) & (s < jnp.inf) if name == "int4_g128" else s > 0
     sd = jnp.where(ok, s, jnp.float32(1.0))
     # `div_fma` needs |x| above ~2^-100 near a rounding midpoint, and 1 / s overflows for a
     # subnormal s (an INT4 block of amax below ~2^-123, on a GPU, which keeps subnormals). Tiny
@@ -380,8 +387,8 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
 
     def enc(x):
       x = x * _row(lift, x)
-      if fma is not None:
-        c = quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite)
+      if fma is not None:  # INT4: `ok` rows have finite scales (`block_state`)
+        c = quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite, finite=not fp8)
       else:
         c = quotient_code(x, sd, r, fp8=fp8)
       return jnp.where(_row(ok, x), c, jnp.int32(0))

@@ -26,6 +26,7 @@ from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.wo_matmul import decode_plan
 from pallas_kernels.wo_matmul import mosaic_gpu
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm
+from tests.kernels.jaxprs import primitive_counts
 from tests.kernels.wo_formats import FORMATS as WO_FORMATS
 from tests.kernels.wo_formats import IDS
 
@@ -844,19 +845,6 @@ def test_quantize_launch_by_device(monkeypatch):
   assert grids == {h100: (256,), h200: (512,)}, grids
 
 
-def _primitive_counts(jaxpr, counts=None) -> dict:
-  """Primitive name -> uses in a jaxpr and every jaxpr nested in its equations' parameters."""
-  counts = {} if counts is None else counts
-  for eqn in jaxpr.eqns:
-    counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
-    for v in eqn.params.values():
-      for sub in v if isinstance(v, (list, tuple)) else [v]:
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          _primitive_counts(inner, counts)
-  return counts
-
-
 @pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.SATFINITE_SCHEMES))
 def test_quantize_satfinite_drops_the_clip(scheme):
   # `satfinite`: the E4M3 codes from Mosaic's cast alone (cvt.rn.satfinite.e4m3x2.f32, which
@@ -869,11 +857,11 @@ def test_quantize_satfinite_drops_the_clip(scheme):
     counts = []
     for sat in (False, True):
       fn = lambda x, k=kern, s=sat: k(x, scheme, satfinite=s, allow_unverified=True)
-      counts.append(_primitive_counts(jax.make_jaxpr(fn)(x).jaxpr))
+      counts.append(primitive_counts(jax.make_jaxpr(fn)(x).jaxpr))
       assert "cvt.rn.satfinite.e4m3x2.f32" in _compat.lower_for("cuda", fn, x).as_text()
     fewer = [counts[0].get(p, 0) - counts[1].get(p, 0) for p in ("max", "min")]
     assert fewer[0] == fewer[1] >= 1, counts
-    assert _primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(x).jaxpr) == (
+    assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(x).jaxpr) == (
         counts[0])  # off by default: no GPU has checked it
     with pytest.raises(NotImplementedError, match="satfinite has not matched mxjax.quantize"):
       kern(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, satfinite=True)

@@ -21,6 +21,7 @@ from pallas_kernels import quantize as pq
 from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import schemes as S
 from pallas_kernels.quantize.testdata import rounding_midpoints
+from tests.kernels.jaxprs import primitive_counts
 
 SCHEMES = sorted(S.SCHEMES)
 CPU_IMPLS = ["xla", "portable"]
@@ -318,6 +319,37 @@ def test_fma_element_path_on_tiny_blocks(scheme):
     np.testing.assert_array_equal(got, codes, err_msg=f"amax 2^{e}")
     np.testing.assert_array_equal(_bits(np.asarray(state[0])),
                                   _bits(np.asarray(want.scale).reshape(-1)))
+
+
+@pytest.mark.parametrize("scheme", ["int4_g128", "fp8_e4m3_block128"])
+def test_fma_element_path_on_special_and_nonfinite_blocks(scheme):
+  # The GPU kernels' element path (block_state + an FMA quotient) on the benchmark's special
+  # and non-finite tensors (zero and subnormal blocks, +-max, NaN of either sign, +-Inf, Inf
+  # beside NaN): mxjax.quantize's codes. INT4 masks the rows of an infinite scale with the zero
+  # and NaN ones (their codes are all 0), so its quotients skip the NaN test.
+  from mxjax.formats.exact import div_rn
+  from pallas_kernels.quantize.testdata import special_values
+  sch = S.get_scheme(scheme)
+  for nonfinite in (False, True):
+    xs = special_values(5, 16, 512, nonfinite=nonfinite)
+    want = _mx(xs, scheme)
+    b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
+    state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
+    got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact)(b))
+    codes = np.asarray(want.codes).view(np.uint8)
+    if scheme == "int4_g128":
+      codes = np.stack([codes & 15, codes >> 4], axis=-1)
+    np.testing.assert_array_equal(got, codes.reshape(got.shape), err_msg=f"{nonfinite=}")
+  if scheme == "int4_g128":  # one NaN test and its select an element fewer
+    count = lambda fin: primitive_counts(jax.make_jaxpr(
+        lambda x, s, r: S.quotient_fma(x, s, r, _fma_traceable, fp8=False, finite=fin))(
+            jnp.ones((2, 4)), jnp.ones((2,)), jnp.ones((2,))).jaxpr)
+    full, fin = count(False), count(True)
+    assert full["ne"] - fin.get("ne", 0) == full["select_n"] - fin.get("select_n", 0) == 1
+
+
+def _fma_traceable(a, b, c):
+  return a * b + c  # a stand-in FMA, for tracing only
 
 
 def test_nvfp4_block_state_with_fma_is_the_same():
