@@ -297,24 +297,30 @@ def test_quotient_fma_is_the_correctly_rounded_quotient(fp8):
   assert (np.asarray(code(xj * rj[:, None])) != want).sum() > 100
 
 
+def _fma_path(xs, scheme):
+  """(codes, state, mxjax's Quantized) of bf16 xs by the GPU kernels' element path
+  (block_state + an exact-FMA quotient) on 128-element rows, mxjax's codes unpacked alike."""
+  from mxjax.formats.exact import div_rn
+  sch = S.get_scheme(scheme)
+  want = _mx(xs, scheme)
+  b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
+  state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
+  got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact)(b))
+  codes = np.asarray(want.codes).view(np.uint8)
+  if scheme == "int4_g128":
+    codes = np.stack([codes & 15, codes >> 4], axis=-1)
+  return got, codes.reshape(got.shape), state, want
+
+
 @pytest.mark.parametrize("scheme", ["int4_g128", "fp8_e4m3_block128"])
 def test_fma_element_path_on_tiny_blocks(scheme):
   # The GPU kernels' element path (block_state + an FMA quotient) on midpoint-tie blocks of
   # amax 2^-90 .. 2^-122: Markstein's correction fails for |x| below ~2^-100 (and 1 / s
   # overflows for the subnormal scales a GPU keeps), unless block_state lifts tiny blocks.
-  from mxjax.formats.exact import div_rn
-  sch = S.get_scheme(scheme)
   x = np.asarray(rounding_midpoints(11, 96, 512), np.float32)
   for e in (-90, -100, -110, -118, -122):
     xs = jnp.asarray(x * np.float32(2.0**e) / np.abs(x).max()).astype(jnp.bfloat16)
-    want = _mx(xs, scheme)
-    b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
-    state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
-    got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact)(b))
-    codes = np.asarray(want.codes).view(np.uint8)
-    if scheme == "int4_g128":
-      codes = np.stack([codes & 15, codes >> 4], axis=-1)
-    codes = codes.reshape(got.shape)
+    got, codes, state, want = _fma_path(xs, scheme)
     assert (codes != 0).sum() > 200, e  # the blocks are not all flushed to zero
     np.testing.assert_array_equal(got, codes, err_msg=f"amax 2^{e}")
     np.testing.assert_array_equal(_bits(np.asarray(state[0])),
@@ -327,19 +333,10 @@ def test_fma_element_path_on_special_and_nonfinite_blocks(scheme):
   # and non-finite tensors (zero and subnormal blocks, +-max, NaN of either sign, +-Inf, Inf
   # beside NaN): mxjax.quantize's codes. INT4 masks the rows of an infinite scale with the zero
   # and NaN ones (their codes are all 0), so its quotients skip the NaN test.
-  from mxjax.formats.exact import div_rn
   from pallas_kernels.quantize.testdata import special_values
-  sch = S.get_scheme(scheme)
   for nonfinite in (False, True):
-    xs = special_values(5, 16, 512, nonfinite=nonfinite)
-    want = _mx(xs, scheme)
-    b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
-    state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
-    got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact)(b))
-    codes = np.asarray(want.codes).view(np.uint8)
-    if scheme == "int4_g128":
-      codes = np.stack([codes & 15, codes >> 4], axis=-1)
-    np.testing.assert_array_equal(got, codes.reshape(got.shape), err_msg=f"{nonfinite=}")
+    got, codes, _, _ = _fma_path(special_values(5, 16, 512, nonfinite=nonfinite), scheme)
+    np.testing.assert_array_equal(got, codes, err_msg=f"{nonfinite=}")
   if scheme == "int4_g128":  # one NaN test and its select an element fewer
     count = lambda fin: primitive_counts(jax.make_jaxpr(
         lambda x, s, r: S.quotient_fma(x, s, r, _fma_traceable, fp8=False, finite=fin))(
