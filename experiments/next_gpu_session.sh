@@ -144,7 +144,8 @@ case "$part" in
       # M = 1 with it (51.7 us, 1.8 of them XLA's sum after the kernel; 3.2x needs 49.4; it lost
       # on the H200 at M = 1, 38.5 -> 39.4)
     run 160 a $B --what wo --formats int4,int8,nvfp4 --m 16 --shapes $S
-    run 90 b $B --what wo --formats fp8_e4m3 --m 16 --shapes $S --configs '[{}, {"fused_sum": true}]'
+    run 90 b $B --what wo --formats fp8_e4m3 --m 16 --shapes $S \
+      --configs '[{}, {"fused_sum": true}]'
     run 100 c $B --what wo --formats int8 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
     run 90 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[{}, {"fused_sum": true}]'
     ;;

@@ -75,8 +75,9 @@ FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.I
 # 2026-12-05, 8192 x 28672, rel. err as fp8_x's with XLA's sum (1.64-1.67e-3), us bf16 path ->
 # fp8_x with the fused sum (kernels_wo_s25_h100_fused_sum_fp8_x.json): INT8 M = 1 / 8 86.7 ->
 # 86.9 / 87.8 -> 89.9, FP8 84.9 -> 85.8 / 85.2 -> 87.6 (the Mosaic kernel 2.1-2.6 us faster,
-# the split's XLA kernels 3.5-5 us; fp8_x alone at INT8 M = 1 87.4, kernels_wo_s25_h100_int8_m1_4.json).
-# Not a default on the H100, where fp8_x is off; unmeasured on the H200.
+# the split's XLA kernels 3.5-5 us; fp8_x alone at INT8 M = 1 87.4,
+# kernels_wo_s25_h100_int8_m1_4.json). Not a default on the H100, where fp8_x is off; unmeasured
+# on the H200.
 FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
                                                  (WeightFormat.FP8, "channel")})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
@@ -475,7 +476,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
-  if compute_wgs not in (1, 2, 4):
+  if compute_wgs not in (1, 2, 4):  # 4 passes here to be refused below, with the arithmetic
     raise ValueError(f"compute_wgs must be 1 or 2, got {compute_wgs}")
   if compute_wgs > 1 and (pool := register_split(compute_wgs))[0] > pool[1]:
     raise ValueError(

@@ -484,7 +484,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       plgpu.emit_pipeline_warp_specialized(
           body_and_flush, grid=(p.schedule.iters,), in_specs=in_specs,
           max_concurrent_steps=depth, num_compute_wgs=p.compute_wgs, wg_axis="wg",
-          memory_registers=MEMORY_REGISTERS, compute_context=lambda pipeline: pipeline(acc0()))(*gmem)
+          memory_registers=MEMORY_REGISTERS,
+          compute_context=lambda pipeline: pipeline(acc0()))(*gmem)
     plgpu.wait_smem_to_gmem(0)
 
   threads = dict(num_threads=p.compute_wgs + 1, thread_name="wg") if p.compute_wgs > 1 else {}
