@@ -116,8 +116,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       the amax is merged over the pieces, then each piece is reloaded and encoded.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
-    satfinite: E4M3 codes by the saturating cast alone (`mosaic_gpu.satfinite_option`; an
-      unverified scheme needs `allow_unverified`).
+    satfinite: E4M3 codes by the saturating cast alone (`mosaic_gpu.satfinite_option`; default
+      where `SATFINITE_DEFAULT` lists the scheme: MXFP8).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the

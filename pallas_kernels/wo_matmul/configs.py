@@ -80,14 +80,14 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
       # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
       return dict(tile_n=128, gps=4, steps=2, stream_k=2)
-    # N < 16384 (4096 x 14336, g128, H200): stream-K over two chunks a step, four deep; at M = 1
-    # in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row ones 16.1 -> 15.3
-    # (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of 32 in 64-row ones
-    # (H100, M = 1 22.1 -> 19.9, M = 16 21.3 -> 20.0; 128-row 20.1 / 23.0); groups of 64 gain
-    # nothing (17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s25_h100_groups_4096x14336.json).
-    if group in (None, 128):
-      return dict(tile_n=128 if m <= 8 else 64, gps=2, steps=4, stream_k=2)
-    return dict(tile_n=64, gps=2, steps=4) | (dict(stream_k=2) if group == 32 else {})
+    # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group;
+    # g128, H200: at M = 1 in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row
+    # ones 16.1 -> 15.3 (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of
+    # 32 the same (H200, M = 1 17.2 -> 16.0 in 128-row tiles, M = 16 16.9 in 64-row ones, 128-row
+    # 20.9; H100 M = 1 22.1 -> 20.1, 64-row 19.9, M = 16 21.3 -> 20.0); groups of 64 in 64-row
+    # tiles at every M (H200 M = 1 / 16 15.3 -> 14.4 / 17.1 -> 15.6, 128-row 14.5 / 16.1; H100
+    # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
+    return dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4, stream_k=2)
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
     # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
     # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a

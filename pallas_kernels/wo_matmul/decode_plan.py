@@ -76,10 +76,14 @@ FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.I
 # fp8_x with the fused sum (kernels_wo_s25_h100_fused_sum_fp8_x.json): INT8 M = 1 / 8 86.7 ->
 # 86.9 / 87.8 -> 89.9, FP8 84.9 -> 85.8 / 85.2 -> 87.6 (the Mosaic kernel 2.1-2.6 us faster,
 # the split's XLA kernels 3.5-5 us; fp8_x alone at INT8 M = 1 87.4,
-# kernels_wo_s25_h100_int8_m1_4.json). Not a default on the H100, where fp8_x is off; unmeasured
-# on the H200.
+# kernels_wo_s25_h100_int8_m1_4.json). Not a default on the H100, where fp8_x is off, nor on the
+# H200, where it is on at small M and the fused sum gains nothing there: H200, 2026-12-06, fp8_x
+# with XLA's sum -> with the fused sum, INT8 M = 1 63.0 -> 64.0 us, FP8 M = 1 / 8 61.8 -> 61.2
+# / 64.8 -> 64.5, MXFP4 g32 M = 1 47.3 -> 49.4 (kernels_wo_s26_{fused_sum_fp8_x,mxfp4_pair}.json;
+# INT8 M = 8, on the bf16 path there, 65.4 -> 67.3 with the fused stream-K sum).
 FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
-                                                 (WeightFormat.FP8, "channel")})
+                                                 (WeightFormat.FP8, "channel"),
+                                                 (WeightFormat.MXFP4, 32)})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)

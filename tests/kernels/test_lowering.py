@@ -792,7 +792,7 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
   # 8-bit tensor cores with `fused_sum` (session 24): the kernel adds each token's hi and lo
   # columns in registers (`registers.pair_sums`), scales them by out_scale s_x (a vector read
   # from global memory) and writes y (M, N) itself, no XLA kernel after it; gated until a GPU
-  # checks it (INT8 and FP8: session 25, on an H100).
+  # checks it (INT8 and FP8: session 25, on an H100; MXFP4: session 26, on an H200).
   pw = _weight_shape(name, 8192, 28672)
   seen = []
   real = mosaic_gpu.pair_sums
@@ -803,7 +803,7 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), pw).as_text()
   assert seen == [(128, max(8, 2 * m))]  # the tile's rows, 2 M columns padded to 8
   assert jax.eval_shape(fn, _x(m, 8192), pw).shape == (m, 28672)
-  checked = name in ("int8", "fp8_e4m3_rowwise")  # `FP8_X_FUSED_SUM_VERIFIED`
+  checked = name in ("int8", "fp8_e4m3_rowwise", "mxfp4")  # `FP8_X_FUSED_SUM_VERIFIED`
   if checked:
     assert decode_plan.plan_decode(m, 8192, pw, fused_sum=True, **launch).fused_sum
   else:
@@ -846,25 +846,30 @@ def test_quantize_launch_by_device(monkeypatch):
 
 
 @pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.SATFINITE_SCHEMES))
-def test_quantize_satfinite_drops_the_clip(scheme):
+def test_quantize_satfinite_drops_the_clip(scheme, monkeypatch):
   # `satfinite`: the E4M3 codes from Mosaic's cast alone (cvt.rn.satfinite.e4m3x2.f32, which
   # saturates finite overflow and infinities itself): the clip's float max and min go, one of
   # each a call of the encoder (the even and the odd elements of a pair, a column piece), in the
-  # row and the column kernel; gated until a GPU matches it with mxjax.quantize
+  # row and the column kernel; on by default for MXFP8 (bit-exact and faster on an H200,
+  # session 26), off for FP8 1x128 (bit-exact, no faster)
   from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   for kern in (mosaic_gpu_quantize.quantize_mosaic_gpu, quantize_columns_mosaic_gpu):
     counts = []
     for sat in (False, True):
-      fn = lambda x, k=kern, s=sat: k(x, scheme, satfinite=s, allow_unverified=True)
+      fn = lambda x, k=kern, s=sat: k(x, scheme, satfinite=s)
       counts.append(primitive_counts(jax.make_jaxpr(fn)(x).jaxpr))
       assert "cvt.rn.satfinite.e4m3x2.f32" in _compat.lower_for("cuda", fn, x).as_text()
     fewer = [counts[0].get(p, 0) - counts[1].get(p, 0) for p in ("max", "min")]
     assert fewer[0] == fewer[1] >= 1, counts
-    assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(x).jaxpr) == (
-        counts[0])  # off by default: no GPU has checked it
-    with pytest.raises(NotImplementedError, match="satfinite has not matched mxjax.quantize"):
-      kern(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, satfinite=True)
+    default = counts[scheme in mosaic_gpu_quantize.SATFINITE_DEFAULT]
+    assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(x).jaxpr) == default
+  assert mosaic_gpu_quantize.SATFINITE_DEFAULT == {"mxfp8_e4m3"}
+  # a scheme no GPU has checked it for is refused unless the caller allows it
+  monkeypatch.setattr(mosaic_gpu_quantize, "SATFINITE_VERIFIED", frozenset())
+  with pytest.raises(NotImplementedError, match="satfinite has not matched mxjax.quantize"):
+    mosaic_gpu_quantize.quantize_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme,
+                                            satfinite=True)
   with pytest.raises(ValueError, match="mxfp4 has no E4M3 codes"):
     mosaic_gpu_quantize.quantize_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
                                             satfinite=True)

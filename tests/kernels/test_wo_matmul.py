@@ -286,13 +286,12 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert decode_plan.plan_decode(9, 8192, u128).schedule.grid == (224, 1)
   u32_1 = decode_plan.plan_decode(1, 8192, u32)  # g32: two chunks a step fit two CTAs an SM
   assert (u32_1.tile_n, u32_1.gps, u32_1.steps, u32_1.schedule.grid) == (128, 2, 3, (256,))
-  # INT4 g128 below N = 16384 (session 24, 4096 x 14336): stream-K, 128-row tiles at M <= 8
+  # INT4 below N = 16384 (4096 x 14336): stream-K, 128-row tiles at M <= 8 for groups of 128
+  # (session 24) and 32 (session 26), 64-row ones for groups of 64 (session 26) and at M = 16
   int4 = lambda m, group: decode_config(wm.WeightFormat.INT4, 14336, m, group=group)
-  assert int4(1, 128) == dict(tile_n=128, gps=2, steps=4, stream_k=2)
-  assert int4(16, 128) == dict(tile_n=64, gps=2, steps=4, stream_k=2)
-  # groups of 32 too, in 64-row tiles (H100, session 25); groups of 64 gained nothing
-  assert int4(1, 32) == int4(16, 32) == dict(tile_n=64, gps=2, steps=4, stream_k=2)
-  assert int4(1, 64) == dict(tile_n=64, gps=2, steps=4)
+  assert int4(1, 128) == int4(8, 32) == dict(tile_n=128, gps=2, steps=4, stream_k=2)
+  assert int4(16, 128) == int4(16, 32) == int4(1, 64) == int4(16, 64) == dict(
+      tile_n=64, gps=2, steps=4, stream_k=2)
   assert decode_config(wm.WeightFormat.INT4, 28672, 16, group=32) == dict(
       tile_n=128, gps=2, steps=3, stream_k=2)  # N >= 16384: session 14's
   uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True)
@@ -338,9 +337,14 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert decode_plan.plan_decode(4, 8192, int8).tile_n == 128
   assert decode_plan.plan_decode(5, 8192, int8).tile_n == 64
   assert decode_plan.plan_decode(9, 8192, fp8).compute_wgs == 2
-  # fused_sum asked with fp8_x: where a GPU checked the pair (INT8, FP8) both, else the bf16 path
+  # fused_sum asked with fp8_x: where a GPU checked the pair (INT8, FP8, MXFP4) both, else the
+  # bf16 path
   assert decode_plan.plan_decode(1, 8192, fp8, fused_sum=True).fp8_x
-  assert not decode_plan.plan_decode(1, 8192, mxfp4, fused_sum=True, allow_unverified=True).fp8_x
+  assert decode_plan.plan_decode(1, 8192, mxfp4, fused_sum=True).fp8_x
+  with monkeypatch.context() as patch:
+    patch.setattr(decode_plan, "FP8_X_FUSED_SUM_VERIFIED", frozenset())
+    assert not decode_plan.plan_decode(1, 8192, mxfp4, fused_sum=True,
+                                       allow_unverified=True).fp8_x
   for kind in ("NVIDIA H100 80GB HBM3", "NVIDIA GH200 480GB", "cpu"):
     monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
     assert not any(x8(1, w) for w in (fp8, mxfp4, int8)), kind
