@@ -214,7 +214,8 @@ def _stored(cfg, inputs):
   the kernels' register order (`layout.order_for_wgmma`); {"scale_bf16": true} FP4 scales as
   bf16 multipliers (`layout.fp4_scales_bf16`), NF4 as slot codes (`layout.nf4_slots`), false
   as stored (the inputs' storage); {"zero_points": true} UINT4's zero points as bytes
-  (`layout.uint4_zero_points`); absent: as `repack` stores it on a GPU.
+  (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
+  (`layout.thread_major`); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
   if cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
@@ -229,6 +230,8 @@ def _stored(cfg, inputs):
     p = L.tile_weight(p, *cfg["w_tile"])
   if cfg.get("zero_points"):
     p = L.uint4_zero_points(p)
+  if cfg.get("w_threads"):
+    p = L.thread_major(p)
   return x, p
 
 
@@ -243,9 +246,12 @@ def resolved_plan(cfg, inputs) -> dict:
                         grid=list(plan.schedule.grid)))
 
 
+# A decode config's keys that choose the weight's storage (`_stored`), not a kernel option
+STORAGE_KEYS = ("w_tile", "wgmma_order", "scale_bf16", "zero_points", "w_threads")
+
+
 def _knobs(cfg):
-  return {k: v for k, v in cfg.items()
-          if k not in ("w_tile", "wgmma_order", "scale_bf16", "zero_points")}
+  return {k: v for k, v in cfg.items() if k not in STORAGE_KEYS}
 
 
 def onehot_check(fn, pw, m: int) -> dict:

@@ -3,22 +3,24 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 (kind nvidia-h200)
+#   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 or an H100
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
 #
-# Part 2 first on an H200: the fused pair sum on 8-bit tensor cores timed where `fp8_x` is the
-# default (verified on the H100 in session 25, slower there, where fp8_x is off), MXFP4's
-# checked, the plain-load read of INT4's codes with its trip count read at run time (session
-# 25's H100 run read 3.04 TB/s), XLA's bf16 GEMV profiled as the kernel it is (cut off at 110 s
-# on the H100). Then 3, 4, 5 on an H200, and h100-1, h100-2 wherever an H100 is lent (issue 8
+# Part 2 first, on whichever device comes: the decode with its codes read by plain loads (a
+# `layout.thread_major` weight, `{"w_threads": true}`; written in session 26 without a GPU,
+# gated by `decode_plan.PLAIN_LOADS_VERIFIED`), with and without `prefetch_codes`, each config
+# checked against the reference before it is timed: the plain-load read of INT4's codes took
+# 27.9 us on the H200 (4.20 TB/s) where the decode's TMA pipeline streams them in 34 at best
+# and the whole decode takes 38.3 (3.2x asks 34.3). Then 3 (its launch sweep, once 2 shows
+# which variant works) on either device, and h100-1, h100-2 wherever an H100 is lent (issue 8
 # sets its targets on one). 1 ran in session 16 (rerun only to re-check);
 # docs/kernels_sessions.md has each session's runs.
 #
-# Walls, to size the limits (sessions 22-25): a one-config row at 8192 x 28672 takes ~25 s at
+# Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
 # M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 8-23, FP8 2-4);
 # a prefill row 12-25 s; each run's header (copy bandwidth, GEMM rate) ~10 s; an empty-body
-# launch of bench_tma_stream.py ~6.5 s; an ncu profile of two cases 100-160 s (XLA's GEMV
-# alone more than 110 s on the H100), three SASS profiles ~100 s.
+# launch of bench_tma_stream.py ~6.5 s; three SASS profiles ~100 s (XLA's bf16 GEMV profiled
+# alone did not finish in 110 s on the H100 or 170 s on the H200: dropped).
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -29,14 +31,14 @@
 # configs before it is written, each compiled and checked first: give such a run room.
 # Afterwards: copy the JSON into experiments/results/ under the session's names, read each
 # config against its row's first with experiments/bench_configs_table.py, open the gates
-# the checks allow (the `*VERIFIED` sets: decode_plan.VERIFIED, mosaic_gpu_gemm's
-# MULTIPLIERS_VERIFIED, ...), set the defaults in pallas_kernels/wo_matmul/configs.py, run
-# bench_kernels_report.py, and rewrite this file with what is still owed.
+# the checks allow (the `*VERIFIED` sets: decode_plan.VERIFIED, PLAIN_LOADS_VERIFIED, ...), set
+# the defaults in pallas_kernels/wo_matmul/configs.py, run bench_kernels_report.py, and rewrite
+# this file with what is still owed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -72,70 +74,30 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # On an H200: the fused pair sum with `fp8_x` (INT8 / FP8 verified on the H100 in session
-      # 25: the Mosaic kernel 2.1-2.6 us faster, the XLA kernel after it gone; fp8_x is the
-      # H200's default at INT8 M <= 4 and FP8 M <= 8, where INT8 M = 1 took 62.4 us: kernel 56.2
-      # + XLA 5.9, and 1.8x XLA bf16 needs 60.9); INT8 M = 8 with the fused sum (the bf16 path)
-    run 170 a $B --what wo --formats int8,fp8_e4m3 --m 1,8 --shapes $S \
-      --configs '[{}, {"fused_sum": true}]'
-    # MXFP4 g32's pair (fp8_x its default at M <= 4 on the H200; named, since fused_sum alone
-    # leaves an unchecked pair for the bf16 path): unchecked, the benchmark
-    # checks it against the reference before it times it
-    run 80 b $B --what wo --formats mxfp4 --m 1 --shapes $S \
-      --configs '[{}, {"fused_sum": true, "fp8_x": true}]'
-    # INT4 g128 M = 1's codes by plain loads, the trip count read at run time (session 25's
-    # H100: 3.04 TB/s, above XLA's read of the same bytes at 2.89; on the H200 XLA read 4.00
-    # and the decode's TMA pipeline 3.60 at best, session 24)
+  2)  # On either device: the plain loads checked and timed against the default (TMA) decode,
+      # alone and a step ahead (`prefetch_codes`), and with two more CTAs an SM where shared
+      # memory no longer holds the weight (the plain-load read's best launch was 256 CTAs)
+    pl='{"w_threads": true}'
+    pf='{"w_threads": true, "prefetch_codes": true}'
+    run 150 a $B --what wo --formats int4 --m 1 --shapes $S \
+      --configs "[{}, $pl, $pf, {\"w_threads\": true, \"stream_k\": 4},
+                  {\"w_threads\": true, \"prefetch_codes\": true, \"gps\": 2}]"
+    run 180 b $B --what wo --formats int4 --m 16,64 --shapes $S --configs "[{}, $pl, $pf]"
+    # the other int4-stored formats at M = 1, the ones bound by their stream (INT4 g32 2.49x,
+    # MXFP4 2.36x, NVFP4 2.24x, UINT4 2.55x on the H200 against the 3.2x target)
+    run 230 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
+      --configs "[{}, $pl, $pf]"
+    ;;
+  3)  # On either device, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs
+      # an SM), at 8192 x 28672 and at 4096 x 14336 (INT4 g128 M = 1: 14.3 us on the H200)
+    run 250 a $B --what wo --formats int4 --m 1 --shapes $S --configs '[
+      {"w_threads": true}, {"w_threads": true, "tile_n": 64},
+      {"w_threads": true, "gps": 2, "stream_k": 3},
+      {"w_threads": true, "prefetch_codes": true, "stream_k": 3},
+      {"w_threads": true, "prefetch_codes": true, "tile_n": 64, "gps": 2}]'
+    run 150 b $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
+      --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
     run 100 c python3 experiments/bench_tma_stream.py --ld-only --limit-s 60
-    # XLA's bf16 GEMV at M = 1 (104.7 us, 4.48 TB/s on the H200) as the kernel it is (the
-    # longest of its call's launches); cut off at 110 s on the H100 in session 25
-    run 170 d python3 experiments/profile_kernels.py --case xla_bf16_m1
-    ;;
-  3)  # On an H200: prefill at the smaller shapes (INT4 4096 x 14336 M = 1024: 0.83x XLA bf16 in
-      # session 7, target 0.9x; 0.94x on the H100 in session 5); UINT4 g64 M = 64's launch sweep
-      # past its first two configs (93.6 / 93.9 us, session 23)
-    run 250 a $B --what wo --formats int4,mxfp4,nvfp4,int8 --m 1024 --shapes 4096x14336,4096x4096
-    run 260 b $B --what wo --formats uint4_g64 --m 64 --shapes $S --configs '[{},
-      {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-      {"tile_n": 256, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
-    ;;
-  4)  # On an H200: INT4 g32's M = 64 group-slice sweep (session 21 reached g128's only; on the
-      # H100 the default, 90.2 us, was the fastest of four, session 25); the row-wise quantize
-      # launch on today's kernels (the defaults are session 6's H200 sweep; on the H100 MXFP8
-      # took 75.5 us at 2 steps and 3 CTAs an SM against the default's 81.2, session 25); the
-      # E4M3 codes by the saturating cast alone (`satfinite`, written in session 25, gated: the
-      # clip's float min / max were 10% of FP8 1x128's instructions), rows and columns, each
-      # config bit for bit on the four tensors; INT4's element path without its NaN test
-      # (session 25, ungated: bit-exact on the CPU) is checked and timed in the sweep (66.8 us
-      # on the H100 before it)
-    run 200 a $B --what wo --formats int4_g32 --m 64 --shapes $S --configs "$sweep"
-    run 120 b $B --what quant --sweep --qshapes 8192x8192 \
-      --schemes mxfp8_e4m3,int4_g128,mxfp4,fp8_e4m3_block128
-    run 100 c $B --what quant --qshapes 8192x8192 --schemes mxfp8_e4m3,fp8_e4m3_block128 \
-      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
-    run 100 d $B --what quant --transpose --qshapes 8192x8192 \
-      --schemes mxfp8_e4m3,fp8_e4m3_block128 \
-      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
-    ;;
-  5)  # On an H200, the defaults extended past what it measured: INT4's stream-K below N = 16384
-      # for groups of 32 (H100 session 25: M = 1 22.1 -> 19.9 us in 64-row tiles, the default
-      # since) and 64 (no gain there); UINT4 g32's stream-K at M <= 8 (M = 1 57.6 -> 53.7) at
-      # M = 8, against its old narrow launch; FP8's `fp8_x` threshold; NVFP4's fused sum at
-      # M = 64 (H100: 79.0 -> 76.0 us)
-    run 250 a $B --what wo --formats int4_g32,int4_g64 --m 1,16 --shapes 4096x14336 \
-      --configs '[{}, {"tile_n": 128, "gps": 2, "steps": 4, "stream_k": 2},
-                  {"tile_n": 64, "gps": 2, "steps": 4, "stream_k": 2}]'
-    run 100 b $B --what wo --formats uint4_g32 --m 8 --shapes $S \
-      --configs '[{}, {"tile_n": 128, "gps": 2, "steps": 3, "step_wait": true}]'
-    # FP8's own `fp8_x` threshold (session 24: 4096 x 14336 gained, 22.8 -> 20.2 us): on at
-    # 14336 x 4096 by it (the same size, N short: unmeasured on the H200; lost on the H100,
-    # where fp8_x is off), off at 4096 x 4096
-    run 90 c $B --what wo --formats fp8_e4m3 --m 1 --shapes 14336x4096,4096x4096 \
-      --configs '[{"fp8_x": false}, {"fp8_x": true}]'
-    # NVFP4 M = 64 with the fused sum, its default above M = 16 since session 24 (M = 32 59.8
-    # -> 58.8 us, MXFP4 M = 64 74.6 -> 73.6), cut off there in session 24
-    run 100 d $B --what wo --formats nvfp4 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): the standing table's M = 16 rows still
       # owed (INT4 g128, INT8, NVFP4), FP8 M = 16 with the fused sum (its default above M = 16
@@ -153,14 +115,15 @@ case "$part" in
       # the plain-load read: INT4 g128 M = 1 takes 51.7 us (3.05x XLA bf16, 95% of the 3.2x
       # target's 49.4), its codes read by plain loads in 38.7 us (session 25): is the TMA
       # pipeline the gap, as on the H200 (34.0 us at best against XLA's read in 31.2)? Then the
-      # E4M3 codes by the saturating cast alone (`satfinite`, part 4 on an H200), rows, columns
+      # E4M3 codes by the saturating cast alone (`satfinite`, MXFP8's default since session 26:
+      # rows 63.8 -> 56.5 us on the H200, FP8 1x128 no faster), against the clip, rows, columns
     run 300 a python3 experiments/bench_tma_stream.py --limit-s 250
     run 100 b $B --what quant --qshapes 8192x8192 --schemes mxfp8_e4m3,fp8_e4m3_block128 \
-      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
+      --configs '[{"satfinite": false}, {"satfinite": true}]'
     run 100 c $B --what quant --transpose --qshapes 8192x8192 \
       --schemes mxfp8_e4m3,fp8_e4m3_block128 \
-      --configs '[{}, {"satfinite": true, "allow_unverified": true}]'
+      --configs '[{"satfinite": false}, {"satfinite": true}]'
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

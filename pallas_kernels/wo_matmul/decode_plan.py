@@ -84,6 +84,12 @@ FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.I
 FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
                                                  (WeightFormat.FP8, "channel"),
                                                  (WeightFormat.MXFP4, 32)})
+# `case(pw)` keys whose decode with the codes read by plain loads (a `layout.thread_major`
+# weight: each warpgroup loads its chunk's codes from global memory as 16-byte vectors, no TMA
+# and no shared memory for them) has matched the reference on a GPU. Written in session 26
+# without one: the codes' read alone by plain loads took 27.9 us (4.20 TB/s) where the
+# decode's TMA pipeline streams them in 34 at best (H200, tma_stream_s2{4,6}.md): none yet.
+PLAIN_LOADS_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -136,12 +142,14 @@ def xsum_cols(mp: int) -> int:
 
 def _smem_per_step(fmt: WeightFormat, tile_n: int, tile_k: int, mp: int, sub: int,
                    scale_rows: int, xsum: bool = True, off_bytes: int = 4,
-                   scale_bytes: int = 4, fp8_x: bool = False) -> int:
-  """Shared-memory bytes one pipeline step holds (x tile, weight tile, scales (`scale_bytes`
-  each: 4 but for a scheme's bf16 scales, counting FP4's 2-byte multipliers as 4), UINT4's
-  offsets or zero points (`off_bytes` each), and its x group sums unless `xsum=False`; with
-  `fp8_x`, x in 8-bit bytes and its x operand: INT4's group sums, INT8's chunk multipliers)."""
+                   scale_bytes: int = 4, fp8_x: bool = False, plain_loads: bool = False) -> int:
+  """Shared-memory bytes one pipeline step holds (x tile, weight tile (none with
+  `plain_loads`), scales (`scale_bytes` each: 4 but for a scheme's bf16 scales, counting FP4's
+  2-byte multipliers as 4), UINT4's offsets or zero points (`off_bytes` each), and its x group
+  sums unless `xsum=False`; with `fp8_x`, x in 8-bit bytes and its x operand: INT4's group
+  sums, INT8's chunk multipliers)."""
   wbytes = tile_n * tile_k if fmt in PER_CHANNEL else tile_n * tile_k // 2
+  wbytes = 0 if plain_loads else wbytes
   x_bytes = 1 if fp8_x else 2
   total = sub * mp * tile_k * x_bytes + wbytes + scale_rows * tile_n * scale_bytes  # NF4: 2 x
   if fmt is WeightFormat.UINT4:                                                     # halves
@@ -187,6 +195,8 @@ class DecodePlan:
   load_only: bool
   fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
+  plain_loads: bool  # the codes by plain loads from a `layout.thread_major` weight, no TMA
+  prefetch_codes: bool  # plain loads a step ahead, the next step's codes in the carry
 
   @property
   def chain(self) -> bool:
@@ -218,7 +228,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
-                num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                prefetch_codes: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -343,6 +353,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
+    prefetch_codes: for a `layout.thread_major` weight (whose codes the kernel reads by plain
+      loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes one step ahead, carried
+      in registers, so that their latency hides behind the step before (default off: written
+      without a GPU, session 26).
     num_sms: used to pick the default split.
 
   Raises:
@@ -351,7 +365,17 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   """
   n, g = pw.n, pw.group
   dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group, k=k)
-  if pw.w_tile is not None:  # a block-contiguous weight fixes the tile (layout.tile_weight)
+  plain_loads = pw.w_threads  # its blocks are read in place, whatever the tile
+  if plain_loads:
+    require_checked(f"plain loads for {pw.fmt.value} group {g}", case(pw) in PLAIN_LOADS_VERIFIED,
+                    allow_unverified, reference="the reference",
+                    instead="store the weight without `layout.thread_major`")
+  if prefetch_codes and not plain_loads:
+    raise ValueError("prefetch_codes loads the next step's codes by plain loads: store the weight "
+                     "with `layout.thread_major`")
+  if prefetch_codes and load_only:
+    raise ValueError("load_only times the TMA pipeline alone; prefetch_codes has none to time")
+  if pw.w_tile is not None and not plain_loads:  # a block-contiguous weight fixes the tile
     tn, tk = pw.w_tile
     if tk % CHUNK or tile_n not in (None, tn) or gps not in (None, tk // CHUNK):
       raise ValueError(f"the weight is stored in ({tn}, {tk}) blocks: tile_n={tile_n}, gps={gps} "
@@ -449,7 +473,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
 
   def steps_fit():
     return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(
-        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes, scale_bytes, fp8_x)
+        fmt, tile_n, CHUNK * gps, mp, xsub, scale_rows, xsum_in, off_bytes, scale_bytes, fp8_x,
+        plain_loads)
 
   # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
   # M > 32 under the 256-row default) fewer rows.
@@ -476,7 +501,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   fit = steps_fit()
   if fit < 2:
     per_step = _smem_per_step(fmt, tile_n, tile_k, mp, xsub, scale_rows, xsum_in, off_bytes,
-                              scale_bytes, fp8_x)
+                              scale_bytes, fp8_x, plain_loads)
     raise ValueError(f"tile_n={tile_n}, gps={gps} at M={m} needs {per_step} bytes of shared "
                      "memory a pipeline step: fewer than 2 steps fit; use a smaller tile_n or gps")
   steps = min(steps, fit)
@@ -518,4 +543,5 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     tile_n=tile_n, steps=steps, gps=gps,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
-                    load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x)
+                    load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x,
+                    plain_loads=plain_loads, prefetch_codes=prefetch_codes)

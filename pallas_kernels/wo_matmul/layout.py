@@ -23,6 +23,8 @@ The kernels want each output column's weights contiguous along K, because they c
 
 Optional re-storings, each a one-time repacking: `tile_weight` (block-contiguous tiles),
 `order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K),
+`thread_major` (that order in 64 x 128 blocks, each block's words in the order a warpgroup's
+plain 16-byte loads hand them to its registers: the GPU decode reads such a weight without TMA),
 `fp4_scales_bf16` (FP4 block scales as the bf16 multipliers the GPU decode kernel applies, so
 it decodes no scale bytes) and `uint4_zero_points` (UINT4's zero points as bytes, 1 a group in
 place of a 4-byte offset, the offset computed where it is used), which every other reader
@@ -85,6 +87,9 @@ class PackedWeight:
   w_tile: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
   # True if each aligned 32 of K of an int4-stored `w` is in `WGMMA_ORDER` (`order_for_wgmma`).
   wgmma_order: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # True if `w` is stored in `THREAD_BLOCK` blocks in `THREAD_WORDS` order (`thread_major`):
+  # the GPU decode kernel then reads its codes by plain loads, no TMA.
+  w_threads: bool = dataclasses.field(default=False, metadata=dict(static=True))
   # MXFP4 / NVFP4 / NF4: True if `scale` holds bf16 multipliers (`fp4_scales_bf16`), not the
   # stored E8M0 / E4M3 scales; for NF4 (`nf4_slots`) the absmax in bf16, `w` int4 slot codes.
   scale_bf16: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -376,6 +381,51 @@ def logical_order(pw: PackedWeight) -> PackedWeight:
   return _permute_k32(pw) if pw.wgmma_order else pw
 
 
+# (rows, K) of an int4-stored weight block whose codes a Mosaic GPU warpgroup reads by plain
+# loads (`thread_major`): 4 KiB, 1024 32-bit words (8 codes each), eight for each of its 128
+# threads.
+THREAD_BLOCK = (64, 128)
+
+
+def _thread_words() -> np.ndarray:
+  """Storage position -> the block's word, row-major (row r, word c: 16 r + c), for a block in
+  `thread_major` order. A WG_STRIDED load of 1024 words with vectors of 4 hands thread t
+  positions 512 i + 4 t + l (i = 0, 1; l = 0..3), and the WGMMA_UPCAST_4X layout that the
+  decode wants its codes in gives thread t = 32 w + 4 a + q (warp w, row a of its quad group,
+  lane q of the quad) in register (c, h) (column tile c = 0..3 of 32 codes, row half h) the
+  word of row 16 w + 8 h + a, K words 4 c + q; storing that word at i = (2 c + h) // 4,
+  l = (2 c + h) % 4 makes each loaded vector lane a register as it is
+  (`registers.upcast_4x_from_words`)."""
+  f = np.arange(1024)
+  i, t, l = f // 512, (f // 4) % 128, f % 4
+  reg = 4 * i + l
+  c, h = reg // 2, reg % 2
+  w, a, q = t // 32, (t % 32) // 4, t % 4
+  return 16 * (16 * w + 8 * h + a) + 4 * c + q
+
+
+THREAD_WORDS = _thread_words()
+
+
+def thread_major(pw: PackedWeight) -> PackedWeight:
+  """Stores an int4-stored weight for the GPU decode's plain loads: in register order
+  (`order_for_wgmma`), block-contiguous in `THREAD_BLOCK` blocks (`tile_weight`), each block's
+  32-bit words in `THREAD_WORDS` order, so that every thread of a warpgroup loads its codes of
+  the block as two aligned 16-byte vectors that need no shuffle (a one-time repacking; every
+  other reader undoes it through `untile_weight`)."""
+  if pw.w_threads:
+    return pw
+  pw = tile_weight(order_for_wgmma(pw), *THREAD_BLOCK)
+  return dataclasses.replace(pw, w=_block_words(pw.w, THREAD_WORDS), w_threads=True)
+
+
+def _block_words(w: jax.Array, order: np.ndarray) -> jax.Array:
+  """Each `THREAD_BLOCK` block of a block-contiguous int4 `w` with its 32-bit words (eight
+  codes each) taken in `order`."""
+  words = w.reshape(-1, 1024, 8)[:, order]
+  return words.reshape(w.shape)
+
+
 def tile_weight(pw: PackedWeight, tile_n: int, tile_k: int) -> PackedWeight:
   """Stores W^T block-contiguous: each (tile_n rows, tile_k of K) block one run of memory,
   blocks in (N tile, K block) order, as `(N / tile_n * K / tile_k * tile_n, tile_k)` (bytes
@@ -392,9 +442,12 @@ def tile_weight(pw: PackedWeight, tile_n: int, tile_k: int) -> PackedWeight:
 
 
 def untile_weight(pw: PackedWeight) -> PackedWeight:
-  """The inverse of `tile_weight` (a no-op for a row-major PackedWeight)."""
+  """The inverse of `tile_weight` and `thread_major` (a no-op for a row-major PackedWeight)."""
   if pw.w_tile is None:
     return pw
+  if pw.w_threads:
+    pw = dataclasses.replace(pw, w=_block_words(pw.w, np.argsort(THREAD_WORDS)),
+                             w_threads=False)
   tile_n, tile_k = pw.w_tile
   tk = pw.w.shape[1]
   cols = tk * pw.k // tile_k

@@ -54,6 +54,13 @@ chunk's product is folded in float32 and XLA adds each token's two columns (the 
 for FP8 at M <= 8, INT8 and MXFP4 at M <= 4 on large weights, `configs.decode_config`); with
 `fused_sum` the kernel adds them in registers (`registers.pair_sums`) and scales them by s_x.
 
+A weight stored by `layout.thread_major` (int4-stored formats) is read without TMA: each
+warpgroup loads its chunks' codes from global memory itself, two 16-byte vectors a thread a
+64 x 128 block, which `registers.upcast_4x_from_words` relabels as the WGMMA_UPCAST_4X array a
+shared-memory load gives; only x and the scales go through the pipeline. With
+`prefetch_codes` each step's codes are loaded in the step before and carried. Gated until a
+GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`).
+
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
 sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB), or, with
@@ -81,6 +88,7 @@ from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
+from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.decode_plan import CHUNK
@@ -93,6 +101,7 @@ from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import pair_sums
 from pallas_kernels.wo_matmul.registers import spread_groups
+from pallas_kernels.wo_matmul.registers import upcast_4x_from_words
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
 
 
@@ -152,6 +161,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     scale_in = group_scales(pw, tensor_scale=not p.prescale)
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
+  if p.plain_loads:  # (N / 64 * K / 128, 1024) 32-bit words: one row a `thread_major` block
+    w_in = lax.bitcast_convert_type(pw.w.reshape(-1, 1024, 8), jnp.uint32)
   extra = []
   if p.fp8_x:  # INT4 / UINT4's sums S (UINT4: its offsets first), INT8's multipliers
     extra = [pw.offset, x8_sums] if p.asym else [x8_sums] if p.xsum_in else []
@@ -195,17 +206,25 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       o_gmem, y_gmem, (o_smem, yt_smem), bars = rest[-4:]
     else:
       o_gmem, o_smem = rest[-2:]
-    def body(_, *refs_and_acc):
+    def body(indices, *refs_and_acc, words=None):
       if p.load_only:
         return refs_and_acc[-1]
-      x_smems, (w_smem, s_smem) = refs_and_acc[:nx], refs_and_acc[nx:nx + 2]
-      off_smem = refs_and_acc[nx + 2] if p.asym else None
-      xs_smem = refs_and_acc[nx + 2 + p.asym] if p.xsum_in else None
+      x_smems, smems = refs_and_acc[:nx], refs_and_acc[nx:-1]
+      if p.plain_loads:  # no weight tile in shared memory: its codes come by plain loads
+        smems = (None, *smems)
+      (w_smem, s_smem), smems = smems[:2], smems[2:]
+      off_smem = smems[0] if p.asym else None
+      xs_smem = smems[p.asym] if p.xsum_in else None
       acc = refs_and_acc[-1]
+      wg_row = lax.axis_index("wg") * p.wg_rows if p.compute_wgs > 1 else 0
       if p.compute_wgs > 1:  # this compute warpgroup's rows of the tile
-        r = pl.ds(lax.axis_index("wg") * p.wg_rows, p.wg_rows)
-        w_smem, s_smem = w_smem.at[r], s_smem.at[:, r]
+        r = pl.ds(wg_row, p.wg_rows)
+        w_smem = None if p.plain_loads else w_smem.at[r]
+        s_smem = s_smem.at[:, r]
         off_smem = off_smem.at[:, r] if p.asym else None
+      if p.plain_loads:  # every chunk's loads issued before any chunk's decode waits on them
+        words = plain_words(indices[0], wg_row) if words is None else words
+        codes = [upcast_4x_from_words(blocks) for blocks in words]
 
       def block_scales(j, group_cols, dtype, times=1.0):  # the chunk's scales * times, spread
         rows = []                                        # over its columns
@@ -247,7 +266,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           if p.fmt is WeightFormat.FP8:  # e4m3 -> f16 (cvt) -> f32 -> bf16: every value exact
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
           return [w.astype(jnp.bfloat16)]
-        w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
+        w = (codes[j] if p.plain_loads else
+             plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X))
         if p.fp8_x:  # E4M3 bytes, relabelled as an 8-bit A tile (x is in its K order)
           return [int4_e4m3(w, F8.word_bytes(p.fmt))]
         if pw.wgmma_order:  # stored in register order: relabel, no data movement
@@ -374,12 +394,25 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       tile, kk, _ = sched_place(i)
       return (tile * p.ksteps_total + kk, 0) if pw.w_tile else (tile, kk)
 
-    in_specs += [
-        plgpu.BlockSpec((p.tile_n, wk * p.gps), w_block, transforms=w_tf),
+    def plain_words(i, wg_row):
+      """Step i's codes for this warpgroup from a `layout.thread_major` weight, loaded: for
+      each chunk j, its 64-row blocks' words, (1024,) uint32 each in the WG_STRIDED layout
+      (two 16-byte vectors a thread; `upcast_4x_from_words` makes them a chunk's codes). Block
+      (row block b, chunk c) is w_gmem[b * K / 128 + c]."""
+      tile, kk, _ = sched_place(i)
+      rb = (tile * p.tile_n + wg_row) // THREAD_BLOCK[0]
+      chunks = k // CHUNK
+      strided = plgpu.Layout.WG_STRIDED((1024,), vec_size=4)
+      return [[plgpu.load(w_gmem.at[(rb + b) * chunks + kk * p.gps + j], (), layout=strided)
+               for b in range(p.wg_rows // THREAD_BLOCK[0])] for j in range(p.gps)]
+
+    w_spec = [] if p.plain_loads else [
+        plgpu.BlockSpec((p.tile_n, wk * p.gps), w_block, transforms=w_tf)]
+    in_specs += w_spec + [
         (plgpu.BlockSpec((1, p.tile_n), lambda i: (0, sched_place(i)[0])) if p.per_channel
          else plgpu.BlockSpec((p.scale_rows, p.tile_n), lambda i: sched_place(i)[1::-1])),
     ]
-    gmem = [*x_gmems, w_gmem, s_gmem]
+    gmem = [*x_gmems, *([] if p.plain_loads else [w_gmem]), s_gmem]
     if p.asym:
       in_specs.append(plgpu.BlockSpec((p.scale_rows, p.tile_n), lambda i: sched_place(i)[1::-1]))
       gmem.append(off_gmem)
@@ -447,9 +480,15 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(0, m)],
                                     y_gmem.at[pl.ds(0, m), cols])
 
-    def body_and_flush(indices, *refs_and_acc):
+    def body_and_flush(indices, *refs_and_carry):
       (i,) = indices
-      acc = body(indices, *refs_and_acc)
+      *refs_and_acc, carry = refs_and_carry
+      if p.prefetch_codes:  # the next step's codes loaded first, in flight while this decodes
+        acc, words = carry
+        nxt = plain_words(jnp.minimum(i + 1, p.schedule.iters - 1), wg * p.wg_rows)
+        acc = body(indices, *refs_and_acc, acc, words=words)
+      else:
+        acc = body(indices, *refs_and_acc, carry)
       last = sched_last(i)
 
       @pl.when(last)
@@ -470,22 +509,26 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, tile_rows(tile)])
 
-      return jnp.where(last, 0.0, acc)  # a select: NaN in one tile cannot leak into the next
+      acc = jnp.where(last, 0.0, acc)  # a select: NaN in one tile cannot leak into the next
+      return (acc, nxt) if p.prefetch_codes else acc
 
     # `fused_sum`'s semaphores, one a (tile, compute warpgroup); every call leaves them at 0
     sems = (pl.get_global(plgpu.SemaphoreType.REGULAR((p.schedule.n_tiles * p.compute_wgs,)))
             if p.fused_sum else None)
-    acc0 = lambda: plgpu.layout_cast(jnp.zeros((p.wg_rows, p.mp), jnp.float32), plgpu.Layout.WGMMA)
+    def carry0():  # the accumulator, and with `prefetch_codes` the first step's codes
+      acc = plgpu.layout_cast(jnp.zeros((p.wg_rows, p.mp), jnp.float32), plgpu.Layout.WGMMA)
+      return (acc, plain_words(jnp.int32(0), wg * p.wg_rows)) if p.prefetch_codes else acc
+
     depth = min(p.steps, p.schedule.iters)
     if p.compute_wgs == 1:
       plgpu.emit_pipeline(body_and_flush, grid=(p.schedule.iters,), in_specs=in_specs,
-                          max_concurrent_steps=depth, init_carry=acc0())(*gmem)
+                          max_concurrent_steps=depth, init_carry=carry0())(*gmem)
     else:
       plgpu.emit_pipeline_warp_specialized(
           body_and_flush, grid=(p.schedule.iters,), in_specs=in_specs,
           max_concurrent_steps=depth, num_compute_wgs=p.compute_wgs, wg_axis="wg",
           memory_registers=MEMORY_REGISTERS,
-          compute_context=lambda pipeline: pipeline(acc0()))(*gmem)
+          compute_context=lambda pipeline: pipeline(carry0()))(*gmem)
     plgpu.wait_smem_to_gmem(0)
 
   threads = dict(num_threads=p.compute_wgs + 1, thread_name="wg") if p.compute_wgs > 1 else {}

@@ -786,6 +786,40 @@ def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts
     assert len(covered[name]) == math.prod(blocks), name  # every block of the array read
 
 
+@pytest.mark.parametrize("name", ["int4_g128", "int4_g128-block_size32", "int4_g128_asym",
+                                  "mxfp4", "nvfp4"])
+@pytest.mark.parametrize("m", [1, 64])
+def test_decode_plain_loads_lower(name, m):
+  # A `layout.thread_major` weight: each warpgroup reads its chunks' codes from global memory
+  # as 16-byte vectors (two a thread a 64 x 128 block, `registers.upcast_4x_from_words`), so
+  # the pipeline copies x and the scales only (two TMA copies traced a spec); gated until a
+  # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`)
+  pw = _weight_shape(name, 8192, 28672)
+  tm = jax.eval_shape(wm.layout.thread_major, pw)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), tm).as_text()
+  counts = [primitive_counts(jax.make_jaxpr(fn)(_x(m, 8192), w).jaxpr)
+            for w in (jax.eval_shape(wm.layout.order_for_wgmma, pw), tm)]
+  assert counts[0]["copy_gmem_to_smem"] - counts[1]["copy_gmem_to_smem"] == 2
+  plan = decode_plan.plan_decode(m, 8192, tm, allow_unverified=True)
+  assert plan.plain_loads and not decode_plan.plan_decode(m, 8192, pw,
+                                                          allow_unverified=True).plain_loads
+  chunks = plan.gps * (plan.wg_rows // 64)  # one relabel a chunk, one load a 64-row block
+  assert counts[1]["inline_mgpu_p"] - counts[0]["inline_mgpu_p"] == plan.gps
+  assert counts[1]["load"] - counts[0]["load"] == chunks - plan.gps
+  with pytest.raises(NotImplementedError, match="plain loads"):
+    decode_plan.plan_decode(m, 8192, tm)
+  # `prefetch_codes`: the first step's codes loaded before the pipeline, each next step's in
+  # the step before (carried), none in the step itself
+  pf = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
+                                                     prefetch_codes=True)
+  assert "mosaic_gpu" in _compat.lower_for("cuda", pf, _x(m, 8192), tm).as_text()
+  assert primitive_counts(jax.make_jaxpr(pf)(_x(m, 8192), tm).jaxpr)["load"] == (
+      counts[1]["load"] + chunks)
+  with pytest.raises(ValueError, match="thread_major"):
+    decode_plan.plan_decode(m, 8192, pw, prefetch_codes=True, allow_unverified=True)
+
+
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise", "mxfp4", "int4_g128"])
 @pytest.mark.parametrize("m", [1, 4, 8])
 def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
