@@ -11,9 +11,9 @@
 # gated by `decode_plan.PLAIN_LOADS_VERIFIED`), with and without `prefetch_codes`, each config
 # checked against the reference before it is timed: the plain-load read of INT4's codes took
 # 27.9 us on the H200 (4.20 TB/s) where the decode's TMA pipeline streams them in 34 at best
-# and the whole decode takes 38.3 (3.2x asks 34.3). Then 3 (its launch sweep, once 2 shows
-# which variant works) on either device, and h100-1, h100-2 wherever an H100 is lent (issue 8
-# sets its targets on one). 1 ran in session 16 (rerun only to re-check);
+# and the whole decode takes 38.3 (3.2x asks 34.3). Then 3 (INT8 / FP8 by plain loads) and 4
+# (the launch sweep, once 2 shows which variant works) on either device, and h100-1, h100-2
+# wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in session 16 (rerun only to re-check);
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -38,7 +38,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -88,7 +88,17 @@ case "$part" in
     run 230 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
       --configs "[{}, $pl, $pf]"
     ;;
-  3)  # On either device, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs
+  3)  # On either device: INT8 / FP8 by plain loads (their codes handed over in UPCAST_2X, as the
+      # TMA path's shared-memory loads do; the bf16 path, fp8_x off): the 8-bit decode misses
+      # 1.8x by its stream at M = 4-16 on the H100 (1.77x, 2.69 TB/s) and INT8 M = 1 on the
+      # H200 (1.76x)
+    pl='[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
+    run 260 a $B --what wo --formats int8 --m 1,16 --shapes $S --configs "$pl"
+    run 140 b $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
+      --configs '[{"fp8_x": false}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
+    run 150 c $B --what wo --formats int8 --m 64 --shapes $S --configs "$pl"
+    ;;
+  4)  # On either device, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs
       # an SM), at 8192 x 28672 and at 4096 x 14336 (INT4 g128 M = 1: 14.3 us on the H200)
     run 250 a $B --what wo --formats int4 --m 1 --shapes $S --configs '[
       {"w_threads": true}, {"w_threads": true, "tile_n": 64},
@@ -124,6 +134,6 @@ case "$part" in
       --schemes mxfp8_e4m3,fp8_e4m3_block128 \
       --configs '[{"satfinite": false}, {"satfinite": true}]'
     ;;
-  *) echo "part must be 1, 2, 3, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -87,7 +87,7 @@ FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # `case(pw)` keys whose decode with the codes read by plain loads (a `layout.thread_major`
 # weight: each warpgroup loads its chunk's codes from global memory as 16-byte vectors, no TMA
 # and no shared memory for them) has matched the reference on a GPU. Written in session 26
-# without one: the codes' read alone by plain loads took 27.9 us (4.20 TB/s) where the
+# without one: INT4's codes read alone by plain loads took 27.9 us (4.20 TB/s) where the
 # decode's TMA pipeline streams them in 34 at best (H200, tma_stream_s2{4,6}.md): none yet.
 PLAIN_LOADS_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
@@ -419,7 +419,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if fp8_x is None:
     fp8_x = (dflt.get("fp8_x", False) and case(pw) in FP8_X_VERIFIED
              and not (fused_sum and case(pw) not in FP8_X_FUSED_SUM_VERIFIED)
-             and not zero_in_weights)
+             and not zero_in_weights and not (plain_loads and per_channel))
+  if fp8_x and plain_loads and per_channel:
+    raise NotImplementedError("fp8_x reads 8-bit weights in the WGMMA_8BIT layout; plain loads "
+                              "(`layout.thread_major`) hand them over in UPCAST_2X: leave fp8_x "
+                              "off")
   if fp8_x:
     F8.check(pw)
     require_checked(f"fp8_x for {fmt.value} group {g}{variant}", case(pw) in FP8_X_VERIFIED,

@@ -23,8 +23,9 @@ The kernels want each output column's weights contiguous along K, because they c
 
 Optional re-storings, each a one-time repacking: `tile_weight` (block-contiguous tiles),
 `order_for_wgmma` (int4 codes in the GPU kernels' register order within each 32 of K),
-`thread_major` (that order in 64 x 128 blocks, each block's words in the order a warpgroup's
-plain 16-byte loads hand them to its registers: the GPU decode reads such a weight without TMA),
+`thread_major` (64 x 128 blocks, int4 codes in that order, each block's words in the order a
+warpgroup's plain 16-byte loads hand them to its registers: the GPU decode reads such a weight
+without TMA),
 `fp4_scales_bf16` (FP4 block scales as the bf16 multipliers the GPU decode kernel applies, so
 it decodes no scale bytes) and `uint4_zero_points` (UINT4's zero points as bytes, 1 a group in
 place of a 4-byte offset, the offset computed where it is used), which every other reader
@@ -381,49 +382,64 @@ def logical_order(pw: PackedWeight) -> PackedWeight:
   return _permute_k32(pw) if pw.wgmma_order else pw
 
 
-# (rows, K) of an int4-stored weight block whose codes a Mosaic GPU warpgroup reads by plain
-# loads (`thread_major`): 4 KiB, 1024 32-bit words (8 codes each), eight for each of its 128
-# threads.
+# (rows, K) of a weight block whose codes a Mosaic GPU warpgroup reads by plain loads
+# (`thread_major`): 64 rows x 128 codes, 16 (4-bit) or 32 (8-bit) 32-bit words a row, eight or
+# sixteen for each of its 128 threads.
 THREAD_BLOCK = (64, 128)
 
 
-def _thread_words() -> np.ndarray:
-  """Storage position -> the block's word, row-major (row r, word c: 16 r + c), for a block in
-  `thread_major` order. A WG_STRIDED load of 1024 words with vectors of 4 hands thread t
-  positions 512 i + 4 t + l (i = 0, 1; l = 0..3), and the WGMMA_UPCAST_4X layout that the
-  decode wants its codes in gives thread t = 32 w + 4 a + q (warp w, row a of its quad group,
-  lane q of the quad) in register (c, h) (column tile c = 0..3 of 32 codes, row half h) the
-  word of row 16 w + 8 h + a, K words 4 c + q; storing that word at i = (2 c + h) // 4,
+def _thread_words(row_words: int, lane_word) -> np.ndarray:
+  """Storage position -> the block's word, row-major (row r, word c: row_words r + c), for a
+  block of `row_words` words a row in `thread_major` order. A WG_STRIDED load of the block
+  with vectors of 4 words hands thread t positions 512 i + 4 t + l (l = 0..3), and the register
+  layout that the decode loads its codes in (WGMMA_UPCAST_4X for 4-bit, UPCAST_2X for 8-bit: a
+  32-bit word a register) gives thread t = 32 w + 4 a + q (warp w, row a of its quad group,
+  lane q of the quad) in register (c, h) (column tile c of four words, row half h) the word of
+  row 16 w + 8 h + a, word 4 c + lane_word(q); storing that word at i = (2 c + h) // 4,
   l = (2 c + h) % 4 makes each loaded vector lane a register as it is
-  (`registers.upcast_4x_from_words`)."""
-  f = np.arange(1024)
+  (`registers.registers_from_words`)."""
+  f = np.arange(64 * row_words)
   i, t, l = f // 512, (f // 4) % 128, f % 4
   reg = 4 * i + l
   c, h = reg // 2, reg % 2
   w, a, q = t // 32, (t % 32) // 4, t % 4
-  return 16 * (16 * w + 8 * h + a) + 4 * c + q
+  return row_words * (16 * w + 8 * h + a) + 4 * c + lane_word(q)
 
 
-THREAD_WORDS = _thread_words()
+# `_thread_words` for 4-bit codes (WGMMA_UPCAST_4X: lane q holds word q of each four) and
+# 8-bit ones (WGMMA_UPCAST_2X: lanes 1 and 2 swapped, word 2 (q % 2) + q // 2)
+THREAD_WORDS = {4: _thread_words(16, lambda q: q),
+                8: _thread_words(32, lambda q: 2 * (q % 2) + q // 2)}
+
+
+def code_bits(pw: PackedWeight) -> int:
+  """Bits a stored code of `pw.w` takes: 4 for int4-stored weights, 8 for INT8 / FP8."""
+  if int4_stored(pw):
+    return 4
+  if pw.fmt in (WeightFormat.INT8, WeightFormat.FP8):
+    return 8
+  raise ValueError(f"{pw.fmt.value} stores its codes as bytes of two (NF4 nibbles); "
+                   "store NF4 as slot codes (`nf4_slots`) for a 4-bit layout")
 
 
 def thread_major(pw: PackedWeight) -> PackedWeight:
-  """Stores an int4-stored weight for the GPU decode's plain loads: in register order
-  (`order_for_wgmma`), block-contiguous in `THREAD_BLOCK` blocks (`tile_weight`), each block's
-  32-bit words in `THREAD_WORDS` order, so that every thread of a warpgroup loads its codes of
-  the block as two aligned 16-byte vectors that need no shuffle (a one-time repacking; every
-  other reader undoes it through `untile_weight`)."""
+  """Stores a weight for the GPU decode's plain loads (int4-stored formats, INT8, FP8): in
+  register order (int4-stored: `order_for_wgmma`), block-contiguous in `THREAD_BLOCK` blocks
+  (`tile_weight`), each block's 32-bit words in `THREAD_WORDS` order, so that every thread of a
+  warpgroup loads its codes of the block as aligned 16-byte vectors that need no shuffle (a
+  one-time repacking; every other reader undoes it through `untile_weight`)."""
   if pw.w_threads:
     return pw
-  pw = tile_weight(order_for_wgmma(pw), *THREAD_BLOCK)
-  return dataclasses.replace(pw, w=_block_words(pw.w, THREAD_WORDS), w_threads=True)
+  bits = code_bits(pw)
+  pw = tile_weight(order_for_wgmma(pw) if bits == 4 else pw, *THREAD_BLOCK)
+  return dataclasses.replace(pw, w=_block_words(pw.w, THREAD_WORDS[bits], bits), w_threads=True)
 
 
-def _block_words(w: jax.Array, order: np.ndarray) -> jax.Array:
-  """Each `THREAD_BLOCK` block of a block-contiguous int4 `w` with its 32-bit words (eight
-  codes each) taken in `order`."""
-  words = w.reshape(-1, 1024, 8)[:, order]
-  return words.reshape(w.shape)
+def _block_words(w: jax.Array, order: np.ndarray, bits: int) -> jax.Array:
+  """Each `THREAD_BLOCK` block of a block-contiguous `w` (codes of `bits` each) with its 32-bit
+  words taken in `order`."""
+  per = 32 // bits
+  return w.reshape(-1, order.size, per)[:, order].reshape(w.shape)
 
 
 def tile_weight(pw: PackedWeight, tile_n: int, tile_k: int) -> PackedWeight:
@@ -446,7 +462,8 @@ def untile_weight(pw: PackedWeight) -> PackedWeight:
   if pw.w_tile is None:
     return pw
   if pw.w_threads:
-    pw = dataclasses.replace(pw, w=_block_words(pw.w, np.argsort(THREAD_WORDS)),
+    bits = code_bits(pw)
+    pw = dataclasses.replace(pw, w=_block_words(pw.w, np.argsort(THREAD_WORDS[bits]), bits),
                              w_threads=False)
   tile_n, tile_k = pw.w_tile
   tk = pw.w.shape[1]

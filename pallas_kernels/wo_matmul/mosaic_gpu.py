@@ -54,10 +54,11 @@ chunk's product is folded in float32 and XLA adds each token's two columns (the 
 for FP8 at M <= 8, INT8 and MXFP4 at M <= 4 on large weights, `configs.decode_config`); with
 `fused_sum` the kernel adds them in registers (`registers.pair_sums`) and scales them by s_x.
 
-A weight stored by `layout.thread_major` (int4-stored formats) is read without TMA: each
-warpgroup loads its chunks' codes from global memory itself, two 16-byte vectors a thread a
-64 x 128 block, which `registers.upcast_4x_from_words` relabels as the WGMMA_UPCAST_4X array a
-shared-memory load gives; only x and the scales go through the pipeline. With
+A weight stored by `layout.thread_major` (int4-stored formats, INT8, FP8) is read without
+TMA: each warpgroup loads its chunks' codes from global memory itself, two (4-bit) or four
+(8-bit) 16-byte vectors a thread a 64 x 128 block, which `registers.registers_from_words`
+relabels as the WGMMA_UPCAST_4X / UPCAST_2X array a shared-memory load gives; only x and the
+scales go through the pipeline. With
 `prefetch_codes` each step's codes are loaded in the step before and carried. Gated until a
 GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`).
 
@@ -89,6 +90,7 @@ from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
 from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
+from pallas_kernels.wo_matmul.layout import code_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.decode_plan import CHUNK
@@ -101,7 +103,7 @@ from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import pair_sums
 from pallas_kernels.wo_matmul.registers import spread_groups
-from pallas_kernels.wo_matmul.registers import upcast_4x_from_words
+from pallas_kernels.wo_matmul.registers import registers_from_words
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
 
 
@@ -161,8 +163,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     scale_in = group_scales(pw, tensor_scale=not p.prescale)
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
-  if p.plain_loads:  # (N / 64 * K / 128, 1024) 32-bit words: one row a `thread_major` block
-    w_in = lax.bitcast_convert_type(pw.w.reshape(-1, 1024, 8), jnp.uint32)
+  bits = code_bits(pw) if p.plain_loads else None
+  if p.plain_loads:  # (N / 64 * K / 128, 64 * 4 * bits) 32-bit words: a row a block
+    w_in = lax.bitcast_convert_type(w_in.reshape(-1, 64 * 4 * bits, 32 // bits), jnp.uint32)
   extra = []
   if p.fp8_x:  # INT4 / UINT4's sums S (UINT4: its offsets first), INT8's multipliers
     extra = [pw.offset, x8_sums] if p.asym else [x8_sums] if p.xsum_in else []
@@ -224,7 +227,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         off_smem = off_smem.at[:, r] if p.asym else None
       if p.plain_loads:  # every chunk's loads issued before any chunk's decode waits on them
         words = plain_words(indices[0], wg_row) if words is None else words
-        codes = [upcast_4x_from_words(blocks) for blocks in words]
+        codes = [registers_from_words(blocks, bits) for blocks in words]
 
       def block_scales(j, group_cols, dtype, times=1.0):  # the chunk's scales * times, spread
         rows = []                                        # over its columns
@@ -261,7 +264,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return [lax.bitcast_convert_type(w, jnp.float8_e4m3fn) if p.fmt is WeightFormat.FP8
                   else w]
         if p.per_channel:
-          w = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
+          w = (codes[j] if p.plain_loads else
+               plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X))
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
           if p.fmt is WeightFormat.FP8:  # e4m3 -> f16 (cvt) -> f32 -> bf16: every value exact
             w = lax.bitcast_convert_type(w, jnp.float8_e4m3fn).astype(jnp.float32)
@@ -396,13 +400,13 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
     def plain_words(i, wg_row):
       """Step i's codes for this warpgroup from a `layout.thread_major` weight, loaded: for
-      each chunk j, its 64-row blocks' words, (1024,) uint32 each in the WG_STRIDED layout
-      (two 16-byte vectors a thread; `upcast_4x_from_words` makes them a chunk's codes). Block
-      (row block b, chunk c) is w_gmem[b * K / 128 + c]."""
+      each chunk j, its 64-row blocks' words, (64 * 4 * bits,) uint32 each in the WG_STRIDED
+      layout (16-byte vectors; `registers_from_words` makes them a chunk's codes). Block (row
+      block b, chunk c) is w_gmem[b * K / 128 + c]."""
       tile, kk, _ = sched_place(i)
       rb = (tile * p.tile_n + wg_row) // THREAD_BLOCK[0]
       chunks = k // CHUNK
-      strided = plgpu.Layout.WG_STRIDED((1024,), vec_size=4)
+      strided = plgpu.Layout.WG_STRIDED((64 * 4 * bits,), vec_size=4)
       return [[plgpu.load(w_gmem.at[(rb + b) * chunks + kk * p.gps + j], (), layout=strided)
                for b in range(p.wg_rows // THREAD_BLOCK[0])] for j in range(p.gps)]
 
@@ -497,7 +501,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # o_smem free again
         part = acc
         if p.per_channel and p.chain:  # the channel scales, once on the f32 sum
-          s_row = refs_and_acc[nx + 1].at[0]
+          s_row = refs_and_acc[nx + (not p.plain_loads)].at[0]  # past x (and W's tile)
           if p.compute_wgs > 1:  # this warpgroup's channels
             s_row = s_row.at[pl.ds(wg * p.wg_rows, p.wg_rows)]
           s = plgpu.load(s_row, (), layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
@@ -515,6 +519,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     # `fused_sum`'s semaphores, one a (tile, compute warpgroup); every call leaves them at 0
     sems = (pl.get_global(plgpu.SemaphoreType.REGULAR((p.schedule.n_tiles * p.compute_wgs,)))
             if p.fused_sum else None)
+
     def carry0():  # the accumulator, and with `prefetch_codes` the first step's codes
       acc = plgpu.layout_cast(jnp.zeros((p.wg_rows, p.mp), jnp.float32), plgpu.Layout.WGMMA)
       return (acc, plain_words(jnp.int32(0), wg * p.wg_rows)) if p.prefetch_codes else acc

@@ -4,8 +4,9 @@ register array's raw registers through `plgpu.inline_mgpu`:
 
 - `wgmma_from_upcast_4x`: int4 codes stored in register order (`layout.WGMMA_ORDER`), loaded
   in the WGMMA_UPCAST_4X layout, relabelled as a WGMMA-layout array with no data movement;
-- `upcast_4x_from_words`: a `layout.thread_major` weight's blocks, loaded from global memory
-  as plain 16-byte vectors, relabelled as the WGMMA_UPCAST_4X array a shared-memory load gives;
+- `registers_from_words`: a `layout.thread_major` weight's blocks, loaded from global memory
+  as plain 16-byte vectors, relabelled as the WGMMA_UPCAST_4X (4-bit) or UPCAST_2X (8-bit)
+  array a shared-memory load gives;
 - the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, one exact bf16
   multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes), and for NF4 bytes
   `nf4_lut_halves` (f32 table values by byte permutes); the word algorithms themselves live in
@@ -197,13 +198,13 @@ def wgmma_from_upcast_4x(w: jax.Array) -> jax.Array:
   return relabel(w)
 
 
-def upcast_4x_from_words(blocks: list[jax.Array]) -> jax.Array:
-  """`layout.thread_major` blocks, each (1024,) uint32 loaded in the WG_STRIDED layout with
-  vectors of 4 (a thread's two aligned 16-byte vectors), -> their (64 x len(blocks), 128) int4
-  codes, block b rows 64 b .. 64 b + 63, in the WGMMA_UPCAST_4X layout, as a shared-memory load
-  of the same block in that layout gives them, with no data movement: the block's storage order
-  (`layout.THREAD_WORDS`) put the word of UPCAST_4X register (c, h) in vector (2 c + h) // 4,
-  lane (2 c + h) % 4."""
+def registers_from_words(blocks: list[jax.Array], bits: int) -> jax.Array:
+  """`layout.thread_major` blocks of `bits`-bit codes, each (64 * 128 * bits / 32,) uint32
+  loaded in the WG_STRIDED layout with vectors of 4 (a thread's aligned 16-byte vectors), ->
+  their (64 x len(blocks), 128) codes, block b rows 64 b .. 64 b + 63, as a shared-memory load
+  of the same blocks gives them: int4 in the WGMMA_UPCAST_4X layout, int8 in WGMMA_UPCAST_2X,
+  with no data movement. The blocks' storage order (`layout.THREAD_WORDS`) put the word of
+  register (c, h) in vector (2 c + h) // 4, lane (2 c + h) % 4."""
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   from jax.experimental.mosaic.gpu import fragmented_array as fa  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
@@ -211,24 +212,28 @@ def upcast_4x_from_words(blocks: list[jax.Array]) -> jax.Array:
   import numpy as np  # pylint: disable=g-import-not-at-top
   plgpu = _compat.plgpu_module()
   shape = (64 * len(blocks), 128)
-  out = plgpu.ShapeDtypeStruct(shape, jnp.int4, layout=plgpu.Layout.WGMMA_UPCAST_4X)
-  strided = plgpu.Layout.WG_STRIDED((1024,), vec_size=4)
+  layout, mgpu_layout, dtype = {
+      4: (plgpu.Layout.WGMMA_UPCAST_4X, fa.WGMMA_LAYOUT_UPCAST_4X, jnp.int4),
+      8: (plgpu.Layout.WGMMA_UPCAST_2X, fa.WGMMA_LAYOUT_UPCAST_2X, jnp.int8)}[bits]
+  out = plgpu.ShapeDtypeStruct(shape, dtype, layout=layout)
+  strided = plgpu.Layout.WG_STRIDED((64 * 4 * bits,), vec_size=4)
 
   @plgpu.inline_mgpu(arg_types=(strided,) * len(blocks), return_type=out)
   def relabel(_, *arrs):
-    regs_shape = fa.WGMMA_LAYOUT_UPCAST_4X.registers_shape(shape)
-    # (row tiles of 64, column tiles of 32, 1, 1, row half, 1, ...): `test_thread_major_*`
-    if regs_shape[1:] != (4, 1, 1, 2, 1, 1, 1, 1):
-      raise NotImplementedError(f"unexpected WGMMA_UPCAST_4X registers {regs_shape}")
-    word = ir.VectorType.get((8,), ir.IntegerType.get_signless(4))
+    regs_shape = mgpu_layout.registers_shape(shape)
+    # (row tiles of 64, column tiles of four words, 1, 1, row half, 1, ...):
+    # `test_thread_major_words_match_the_register_layouts`
+    tiles = 128 * bits // 32 // 4
+    if regs_shape[1:5] != (tiles, 1, 1, 2) or any(d != 1 for d in regs_shape[5:]):
+      raise NotImplementedError(f"unexpected {bits}-bit registers {regs_shape}")
+    word = ir.VectorType.get((32 // bits,), ir.IntegerType.get_signless(bits))
     regs = np.empty(regs_shape, dtype=object)
     for idx in np.ndindex(regs_shape):
       b, c, h = idx[0], idx[1], idx[4]
       vec, lane = divmod(2 * c + h, 4)
       one = mgpu.utils.vector_slice(arrs[b].registers[vec], slice(lane, lane + 1))
       regs[idx] = vector.bitcast(word, one)
-    return mgpu.FragmentedArray(_registers=regs, _layout=fa.WGMMA_LAYOUT_UPCAST_4X,
-                                _is_signed=True)
+    return mgpu.FragmentedArray(_registers=regs, _layout=mgpu_layout, _is_signed=True)
 
   return relabel(*blocks)
 

@@ -787,25 +787,26 @@ def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts
 
 
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128-block_size32", "int4_g128_asym",
-                                  "mxfp4", "nvfp4"])
+                                  "mxfp4", "nvfp4", "int8", "fp8_e4m3_rowwise"])
 @pytest.mark.parametrize("m", [1, 64])
 def test_decode_plain_loads_lower(name, m):
   # A `layout.thread_major` weight: each warpgroup reads its chunks' codes from global memory
-  # as 16-byte vectors (two a thread a 64 x 128 block, `registers.upcast_4x_from_words`), so
-  # the pipeline copies x and the scales only (two TMA copies traced a spec); gated until a
+  # as 16-byte vectors (two or four a thread a 64 x 128 block, `registers.registers_from_words`),
+  # so the pipeline copies x and the scales only (two TMA copies traced a spec); gated until a
   # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`)
   pw = _weight_shape(name, 8192, 28672)
   tm = jax.eval_shape(wm.layout.thread_major, pw)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), tm).as_text()
-  counts = [primitive_counts(jax.make_jaxpr(fn)(_x(m, 8192), w).jaxpr)
-            for w in (jax.eval_shape(wm.layout.order_for_wgmma, pw), tm)]
+  eight = wm.layout.code_bits(pw) == 8
+  base = pw if eight else jax.eval_shape(wm.layout.order_for_wgmma, pw)
+  counts = [primitive_counts(jax.make_jaxpr(fn)(_x(m, 8192), w).jaxpr) for w in (base, tm)]
   assert counts[0]["copy_gmem_to_smem"] - counts[1]["copy_gmem_to_smem"] == 2
   plan = decode_plan.plan_decode(m, 8192, tm, allow_unverified=True)
   assert plan.plain_loads and not decode_plan.plan_decode(m, 8192, pw,
                                                           allow_unverified=True).plain_loads
   chunks = plan.gps * (plan.wg_rows // 64)  # one relabel a chunk, one load a 64-row block
-  assert counts[1]["inline_mgpu_p"] - counts[0]["inline_mgpu_p"] == plan.gps
+  assert counts[1]["inline_mgpu_p"] - counts[0].get("inline_mgpu_p", 0) == plan.gps
   assert counts[1]["load"] - counts[0]["load"] == chunks - plan.gps
   with pytest.raises(NotImplementedError, match="plain loads"):
     decode_plan.plan_decode(m, 8192, tm)
@@ -818,6 +819,9 @@ def test_decode_plain_loads_lower(name, m):
       counts[1]["load"] + chunks)
   with pytest.raises(ValueError, match="thread_major"):
     decode_plan.plan_decode(m, 8192, pw, prefetch_codes=True, allow_unverified=True)
+  if eight:  # 8-bit tensor cores take the WGMMA_8BIT layout, not the plain loads' UPCAST_2X
+    with pytest.raises(NotImplementedError, match="leave fp8_x off"):
+      decode_plan.plan_decode(m, 8192, tm, fp8_x=True, allow_unverified=True)
 
 
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise", "mxfp4", "int4_g128"])

@@ -699,54 +699,65 @@ def test_wgmma_order_matches_the_register_layouts():
       assert (row_s, 32 * (m // 32) + order[m % 32]) == (row, k)
 
 
-def test_thread_major_words_match_the_register_layouts():
-  # What `registers.upcast_4x_from_words` relies on: a WG_STRIDED load of a 1024-word block
-  # with vectors of 4 hands thread t storage positions 512 i + 4 t + l (Mosaic's
+@pytest.mark.parametrize("bits", [4, 8])
+def test_thread_major_words_match_the_register_layouts(bits):
+  # What `registers.registers_from_words` relies on: a WG_STRIDED load of a block's words with
+  # vectors of 4 hands thread t storage positions 512 i + 4 t + l (Mosaic's
   # `WGStridedFragLayout.linear_thread_idxs`), and `layout.THREAD_WORDS` stores there the word
-  # that WGMMA_UPCAST_4X register (c, h) of thread t holds, 2 c + h = 4 i + l, each word eight
-  # codes along K of one row
+  # that register (c, h) of thread t holds in the layout a shared-memory load gives (4-bit:
+  # WGMMA_UPCAST_4X, 8-bit: WGMMA_UPCAST_2X), 2 c + h = 4 i + l, each word 32 / bits codes
+  # along K of one row
   from jax.experimental.mosaic.gpu import fragmented_array as fa
-  up4 = fa.WGMMA_LAYOUT_UPCAST_4X
-  assert up4.registers_shape((64, 128)) == (1, 4, 1, 1, 2, 1, 1, 1, 1)
-  assert up4.registers_shape((128, 128))[0] == 2  # a row block of 64 a register tile
-  order = wm.layout.THREAD_WORDS
-  np.testing.assert_array_equal(np.sort(order), np.arange(1024))
+  layout = {4: fa.WGMMA_LAYOUT_UPCAST_4X, 8: fa.WGMMA_LAYOUT_UPCAST_2X}[bits]
+  per, row_words = 32 // bits, 128 * bits // 32
+  shape = layout.registers_shape((64, 128))
+  assert shape[1:5] == (row_words // 4, 1, 1, 2) and set(shape[5:]) == {1} and shape[0] == 1
+  assert layout.registers_shape((128, 128))[0] == 2  # a row block of 64 a register tile
+  order = wm.layout.THREAD_WORDS[bits]
+  np.testing.assert_array_equal(np.sort(order), np.arange(64 * row_words))
   seen = 0
-  for (thread, reg, e), (row, k) in _owners(up4, (64, 128)).items():
+  for (thread, reg, e), (row, k) in _owners(layout, (64, 128)).items():
     c, h = reg[1], reg[4]
     vec, lane = divmod(2 * c + h, 4)
     pos = 512 * vec + 4 * thread + lane
-    assert divmod(order[pos], 16) == (row, k // 8) and k % 8 == e
+    assert divmod(order[pos], row_words) == (row, k // per) and k % per == e
     seen += 1
   assert seen == 64 * 128
 
 
-@pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "mxfp4", "nvfp4"])
+@pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "mxfp4", "nvfp4", "int8",
+                                  "fp8_e4m3_rowwise"])
 def test_thread_major_weight(name):
-  # `thread_major`: register order, 64 x 128 blocks, each block's words permuted; every reader
-  # undoes it (`untile_weight`), the round trip is exact, and a second call is a no-op
+  # `thread_major`: 64 x 128 blocks (int4 codes in register order), each block's words
+  # permuted; every reader undoes it (`untile_weight`), the round trip is exact, and a second
+  # call is a no-op
   preset, overrides = FORMATS[IDS.index(name)]
   _, pw = _weight(preset, overrides, k=512, n=256)
+  bits = wm.layout.code_bits(pw)
   tm = wm.layout.thread_major(pw)
-  assert tm.w_threads and tm.wgmma_order and tm.w_tile == wm.layout.THREAD_BLOCK
+  assert tm.w_threads and tm.wgmma_order == (bits == 4)
+  assert tm.w_tile == wm.layout.THREAD_BLOCK
   assert wm.layout.thread_major(tm) is tm and tm.w.shape == (256 * 512 // 128, 128)
-  ordered = wm.layout.order_for_wgmma(pw)
+  ordered = wm.layout.order_for_wgmma(pw) if bits == 4 else pw
   back = wm.layout.untile_weight(tm)
   assert not back.w_threads and back.w_tile is None
-  np.testing.assert_array_equal(np.asarray(back.w.astype(jnp.int8)),
-                                np.asarray(ordered.w.astype(jnp.int8)))
-  # block (row block 1, chunk 2), stored word 4 t + l of vector 0: row 16 w + a of the block
+  as_int = lambda p: np.asarray(jax.lax.bitcast_convert_type(p.w, jnp.int8) if bits == 8
+                                else p.w.astype(jnp.int8))
+  np.testing.assert_array_equal(as_int(back), as_int(ordered))
+  # block (row block 1, chunk 2) holds the rows' words of that chunk in THREAD_WORDS order
+  per, row_words = 32 // bits, 128 * bits // 32
   words = lambda p: np.asarray(jax.lax.bitcast_convert_type(
-      p.w.reshape(-1, 8), jnp.uint32)).reshape(-1)
-  blk = words(tm)[(1 * 4 + 2) * 1024:(1 * 4 + 3) * 1024]
-  rows = words(ordered).reshape(256, 64)[64:128, 32:48]  # the block's 64 rows x 16 words
-  np.testing.assert_array_equal(blk, rows.reshape(-1)[wm.layout.THREAD_WORDS])
+      as_int(p).reshape(-1, per) if bits == 8 else p.w.reshape(-1, per), jnp.uint32)).reshape(-1)
+  size = 64 * row_words
+  blk = words(tm)[(1 * 4 + 2) * size:(1 * 4 + 3) * size]
+  rows = words(ordered).reshape(256, 4 * row_words)[64:128, 2 * row_words:3 * row_words]
+  np.testing.assert_array_equal(blk, rows.reshape(-1)[wm.layout.THREAD_WORDS[bits]])
   np.testing.assert_array_equal(np.asarray(wm.dequantize(tm)), np.asarray(wm.dequantize(pw)))
   x = jax.random.normal(jax.random.key(6), (3, 512), jnp.float32).astype(jnp.bfloat16)
   y = wm.wo_matmul(x, tm, implementation="portable", interpret=True, out_dtype=jnp.float32)
   assert _rel(y, wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)) < 1e-5
-  with pytest.raises(ValueError, match="int4-stored"):
-    wm.layout.thread_major(_weight(*FORMATS[IDS.index("int8")], k=512, n=256)[1])
+  with pytest.raises(ValueError, match="nf4_slots"):
+    wm.layout.thread_major(_weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1])
 
 
 @pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128_asym", "mxfp4", "nvfp4"])
