@@ -107,7 +107,8 @@ case "$part" in
       {"w_threads": true, "prefetch_codes": true, "tile_n": 64, "gps": 2}]'
     run 150 b $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
       --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
-    run 100 c python3 experiments/bench_tma_stream.py --ld-only --limit-s 60
+    # both decodes by SASS opcode and stall: what the plain loads changed besides the stream
+    run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): the standing table's M = 16 rows still
       # owed (INT4 g128, INT8, NVFP4), FP8 M = 16 with the fused sum (its default above M = 16
