@@ -16,6 +16,7 @@ from pallas_kernels.wo_matmul import schedule as S
 from pallas_kernels.wo_matmul.configs import decode_config
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
 NUM_SMS_H100 = 132
@@ -217,6 +218,16 @@ class DecodePlan:
     """Rows of that x operand a pipeline step: one a group, or for per-channel weights (INT8
     `fp8_x`) one a chunk."""
     return self.gps if self.per_channel else self.scale_rows
+
+  def code_blocks(self, k: int, tile, kstep, wg_row) -> list[list]:
+    """With `plain_loads`: the `layout.thread_major` blocks (rows of the kernel's (N / 64 *
+    K / 128, words) view) that a warpgroup owning rows [wg_row, wg_row + wg_rows) of `tile`
+    reads at K step `kstep`: for each chunk j of the step, one a 64-row block. Block (row
+    block b, chunk c) is b * K / 128 + c. Ints or traced scalars."""
+    rows = THREAD_BLOCK[0]
+    first = (tile * self.tile_n + wg_row) // rows
+    return [[(first + b) * (k // CHUNK) + kstep * self.gps + j
+             for b in range(self.wg_rows // rows)] for j in range(self.gps)]
 
 
 def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,

@@ -89,7 +89,6 @@ from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
-from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
 from pallas_kernels.wo_matmul.layout import code_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -401,14 +400,12 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     def plain_words(i, wg_row):
       """Step i's codes for this warpgroup from a `layout.thread_major` weight, loaded: for
       each chunk j, its 64-row blocks' words, (64 * 4 * bits,) uint32 each in the WG_STRIDED
-      layout (16-byte vectors; `registers_from_words` makes them a chunk's codes). Block (row
-      block b, chunk c) is w_gmem[b * K / 128 + c]."""
+      layout (16-byte vectors; `registers_from_words` makes them a chunk's codes), from the
+      blocks `DecodePlan.code_blocks` names."""
       tile, kk, _ = sched_place(i)
-      rb = (tile * p.tile_n + wg_row) // THREAD_BLOCK[0]
-      chunks = k // CHUNK
       strided = plgpu.Layout.WG_STRIDED((64 * 4 * bits,), vec_size=4)
-      return [[plgpu.load(w_gmem.at[(rb + b) * chunks + kk * p.gps + j], (), layout=strided)
-               for b in range(p.wg_rows // THREAD_BLOCK[0])] for j in range(p.gps)]
+      return [[plgpu.load(w_gmem.at[blk], (), layout=strided) for blk in chunk]
+              for chunk in p.code_blocks(k, tile, kk, wg_row)]
 
     w_spec = [] if p.plain_loads else [
         plgpu.BlockSpec((p.tile_n, wk * p.gps), w_block, transforms=w_tf)]

@@ -7,6 +7,7 @@ interpret mode, and experiments/bench_kernels.py checks the GPU kernel on the GP
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -758,6 +759,42 @@ def test_thread_major_weight(name):
   assert _rel(y, wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)) < 1e-5
   with pytest.raises(ValueError, match="nf4_slots"):
     wm.layout.thread_major(_weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1])
+
+
+@pytest.mark.parametrize("name,m,opts", [
+    ("int4_g128", 1, {}),  # stream-K, unequal shares that cross N tiles (12 SMs)
+    ("int4_g128-block_size32", 16, {}),  # gps 2
+    ("int4_g128", 64, {}),  # two compute warpgroups of 128 rows: two blocks a chunk
+    ("int8", 1, {"splits": 2}),  # K splits
+    ("mxfp4", 48, {})])
+def test_plain_loads_read_each_block_once(name, m, opts):
+  # The blocks a plain-load decode reads (`DecodePlan.code_blocks`), over every CTA's share of
+  # its schedule and every compute warpgroup: each block of the weight exactly once, at the
+  # step whose tile rows and K chunks it holds; the step a prefetch loads past a share's end
+  # (its index clamped) stays inside the weight (on the GPU a plain load out of bounds reads
+  # another buffer, or faults)
+  from pallas_kernels.wo_matmul import decode_plan
+  k, n = 2048, 4096
+  preset, overrides = FORMATS[IDS.index(name)]
+  pw = jax.eval_shape(lambda w: wm.layout.thread_major(wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, **overrides), axis=0))), jax.ShapeDtypeStruct((k, n),
+                                                                          jnp.float32))
+  plan = decode_plan.plan_decode(m, k, pw, allow_unverified=True, num_sms=12, **opts)
+  sched, chunks, blocks = plan.schedule, k // 128, n // 64 * k // 128
+  seen = np.zeros(blocks, int)
+  for ids in itertools.product(*map(range, sched.grid)):
+    length = sched.iters if sched.lengths is None else sched.lengths[ids[0]]
+    for i in range(sched.iters + 1):
+      tile, kk, _ = sched.place_at(ids, min(i, sched.iters - 1))
+      for wg in range(plan.compute_wgs):
+        for j, chunk in enumerate(plan.code_blocks(k, tile, kk, wg * plan.wg_rows)):
+          for b, blk in enumerate(chunk):
+            assert 0 <= blk < blocks
+            if i < length:
+              assert divmod(blk, chunks) == (
+                  (tile * plan.tile_n + wg * plan.wg_rows) // 64 + b, kk * plan.gps + j)
+              seen[blk] += 1
+  np.testing.assert_array_equal(seen, np.ones(blocks, int))
 
 
 @pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128_asym", "mxfp4", "nvfp4"])
