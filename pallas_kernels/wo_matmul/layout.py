@@ -388,6 +388,11 @@ def logical_order(pw: PackedWeight) -> PackedWeight:
 THREAD_BLOCK = (64, 128)
 
 
+def block_words(bits: int) -> int:
+  """32-bit words in a `THREAD_BLOCK` block of `bits`-bit codes (1024 or 2048)."""
+  return THREAD_BLOCK[0] * THREAD_BLOCK[1] * bits // 32
+
+
 def _thread_words(row_words: int, lane_word) -> np.ndarray:
   """Storage position -> the block's word, row-major (row r, word c: row_words r + c), for a
   block of `row_words` words a row in `thread_major` order. A WG_STRIDED load of the block
@@ -398,7 +403,7 @@ def _thread_words(row_words: int, lane_word) -> np.ndarray:
   row 16 w + 8 h + a, word 4 c + lane_word(q); storing that word at i = (2 c + h) // 4,
   l = (2 c + h) % 4 makes each loaded vector lane a register as it is
   (`registers.registers_from_words`)."""
-  f = np.arange(64 * row_words)
+  f = np.arange(THREAD_BLOCK[0] * row_words)
   i, t, l = f // 512, (f // 4) % 128, f % 4
   reg = 4 * i + l
   c, h = reg // 2, reg % 2
@@ -408,8 +413,8 @@ def _thread_words(row_words: int, lane_word) -> np.ndarray:
 
 # `_thread_words` for 4-bit codes (WGMMA_UPCAST_4X: lane q holds word q of each four) and
 # 8-bit ones (WGMMA_UPCAST_2X: lanes 1 and 2 swapped, word 2 (q % 2) + q // 2)
-THREAD_WORDS = {4: _thread_words(16, lambda q: q),
-                8: _thread_words(32, lambda q: 2 * (q % 2) + q // 2)}
+THREAD_WORDS = {4: _thread_words(block_words(4) // 64, lambda q: q),
+                8: _thread_words(block_words(8) // 64, lambda q: 2 * (q % 2) + q // 2)}
 
 
 def code_bits(pw: PackedWeight) -> int:

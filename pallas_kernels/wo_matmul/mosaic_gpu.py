@@ -88,6 +88,7 @@ from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
+from pallas_kernels.wo_matmul.layout import block_words
 from pallas_kernels.wo_matmul.layout import code_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -102,6 +103,7 @@ from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import pair_sums
 from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import registers_from_words
+from pallas_kernels.wo_matmul.registers import words_layout
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
 
 
@@ -162,8 +164,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   if p.fmt is WeightFormat.FP8:  # loaded as bytes (the int8 layout path), bitcast in registers
     w_in = lax.bitcast_convert_type(pw.w, jnp.int8)
   bits = code_bits(pw) if p.plain_loads else None
-  if p.plain_loads:  # (N / 64 * K / 128, 64 * 4 * bits) 32-bit words: a row a block
-    w_in = lax.bitcast_convert_type(w_in.reshape(-1, 64 * 4 * bits, 32 // bits), jnp.uint32)
+  if p.plain_loads:  # (N / 64 * K / 128, `block_words`) 32-bit words: a row a block
+    w_in = lax.bitcast_convert_type(w_in.reshape(-1, block_words(bits), 32 // bits), jnp.uint32)
   extra = []
   if p.fp8_x:  # INT4 / UINT4's sums S (UINT4: its offsets first), INT8's multipliers
     extra = [pw.offset, x8_sums] if p.asym else [x8_sums] if p.xsum_in else []
@@ -398,11 +400,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
     def plain_words(i, wg_row):
       """Step i's codes for this warpgroup from a `layout.thread_major` weight, loaded: for
-      each chunk j, its 64-row blocks' words, (64 * 4 * bits,) uint32 each in the WG_STRIDED
-      layout (16-byte vectors; `registers_from_words` makes them a chunk's codes), from the
-      blocks `DecodePlan.code_blocks` names."""
+      each chunk j, its 64-row blocks' words, (`block_words`,) uint32 each in `words_layout`
+      (16-byte vectors; `registers_from_words` makes them a chunk's codes), from the blocks
+      `DecodePlan.code_blocks` names."""
       tile, kk, _ = sched_place(i)
-      strided = plgpu.Layout.WG_STRIDED((64 * 4 * bits,), vec_size=4)
+      strided = words_layout(bits)
       return [[plgpu.load(w_gmem.at[blk], (), layout=strided) for blk in chunk]
               for chunk in p.code_blocks(k, tile, kk, wg_row)]
 

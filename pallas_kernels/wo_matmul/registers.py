@@ -34,6 +34,8 @@ from pallas_kernels.wo_matmul.decode import BF16_2_POW_126
 from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
 from pallas_kernels.wo_matmul.decode import nf4_prmt_words
 from pallas_kernels.wo_matmul.decode import nf4_slot_word_bits
+from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
+from pallas_kernels.wo_matmul.layout import block_words
 
 
 def _mlir_word_ops() -> WordOps:
@@ -198,6 +200,12 @@ def wgmma_from_upcast_4x(w: jax.Array) -> jax.Array:
   return relabel(w)
 
 
+def words_layout(bits: int):
+  """The layout a block of `bits`-bit codes' words is loaded in for `registers_from_words`:
+  WG_STRIDED, vectors of four words (16 bytes) a thread."""
+  return _compat.plgpu_module().Layout.WG_STRIDED((block_words(bits),), vec_size=4)
+
+
 def registers_from_words(blocks: list[jax.Array], bits: int) -> jax.Array:
   """`layout.thread_major` blocks of `bits`-bit codes, each (64 * 128 * bits / 32,) uint32
   loaded in the WG_STRIDED layout with vectors of 4 (a thread's aligned 16-byte vectors), ->
@@ -211,19 +219,19 @@ def registers_from_words(blocks: list[jax.Array], bits: int) -> jax.Array:
   from jax._src.lib.mlir.dialects import vector  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   plgpu = _compat.plgpu_module()
-  shape = (64 * len(blocks), 128)
+  rows, cols = THREAD_BLOCK
+  shape = (rows * len(blocks), cols)
   layout, mgpu_layout, dtype = {
       4: (plgpu.Layout.WGMMA_UPCAST_4X, fa.WGMMA_LAYOUT_UPCAST_4X, jnp.int4),
       8: (plgpu.Layout.WGMMA_UPCAST_2X, fa.WGMMA_LAYOUT_UPCAST_2X, jnp.int8)}[bits]
   out = plgpu.ShapeDtypeStruct(shape, dtype, layout=layout)
-  strided = plgpu.Layout.WG_STRIDED((64 * 4 * bits,), vec_size=4)
 
-  @plgpu.inline_mgpu(arg_types=(strided,) * len(blocks), return_type=out)
+  @plgpu.inline_mgpu(arg_types=(words_layout(bits),) * len(blocks), return_type=out)
   def relabel(_, *arrs):
     regs_shape = mgpu_layout.registers_shape(shape)
     # (row tiles of 64, column tiles of four words, 1, 1, row half, 1, ...):
     # `test_thread_major_words_match_the_register_layouts`
-    tiles = 128 * bits // 32 // 4
+    tiles = block_words(bits) // rows // 4
     if regs_shape[1:5] != (tiles, 1, 1, 2) or any(d != 1 for d in regs_shape[5:]):
       raise NotImplementedError(f"unexpected {bits}-bit registers {regs_shape}")
     word = ir.VectorType.get((32 // bits,), ir.IntegerType.get_signless(bits))
