@@ -95,6 +95,7 @@ def probe(fmt_spec: str, m: int, shape: str, config: dict, limit_s: float, log: 
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     raised = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception)\b", ln)]
     end = dict(phase="error", after=last, error=(raised or lines or [""])[-1], config=config)
+    print("\n".join(lines[-25:]), flush=True)  # the traceback's end, for a lowering error
   if end:
     print(json.dumps(end), flush=True)
     with open(log, "a") as f:
