@@ -147,7 +147,8 @@ def int8_split(x: jax.Array, cols: int | None = None) -> tuple[jax.Array, jax.Ar
   if cols < 2 * m or cols % 2:
     raise ValueError(f"int8_split: cols={cols} must be even and at least 2 M = {2 * m}")
   xf = x.astype(jnp.float32).reshape(m, k // INT8_CHUNK, INT8_CHUNK)
-  amax = jnp.max(jnp.abs(xf), axis=-1, keepdims=True)
+  # NaN counted as Inf: a max reduction need not propagate NaN (XLA's CPU dropped one)
+  amax = jnp.max(jnp.where(jnp.isnan(xf), jnp.inf, jnp.abs(xf)), axis=-1, keepdims=True)
   _, e0 = jnp.frexp(amax)  # amax < 2^e0 <= 128 2^(e0 - 7): e = e0 - 7 unless amax > 127 2^(e0-7)
   e = e0 - 7 + (amax > jnp.ldexp(jnp.float32(127.0), e0 - 7)).astype(e0.dtype)
   e = jnp.clip(e, -118, 127)  # t_lo = 2^(e - 8) a normal float32: tiny chunks lose bits < 2^-126

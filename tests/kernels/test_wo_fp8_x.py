@@ -231,6 +231,19 @@ def test_int8_split_edges():
     F8.int8_split(jnp.asarray(rows, jnp.bfloat16), 6)
 
 
+def test_int8_split_nan_chunk_gets_nan_multipliers():
+  # A max reduction need not propagate NaN: XLA's CPU dropped this one (a chunk of ones and
+  # one NaN had amax 1), which left the chunk's multipliers finite and its codes garbage.
+  rows = np.ones((3, 2048), np.float32)
+  rows[1, 300] = np.nan  # token 1, chunk 2
+  x8, t = F8.int8_split(jnp.asarray(rows, jnp.bfloat16))
+  x8, t = np.asarray(x8, np.int64), np.asarray(t)
+  nan = np.zeros(t.shape, bool)
+  nan[2, 2:4] = True
+  np.testing.assert_array_equal(np.isnan(t), nan)
+  np.testing.assert_array_equal(x8[2:4, 256:384], 0)
+
+
 def test_plan_gates_and_refuses_what_it_does_not_take():
   k, n = 8192, 28672
   int4 = jax.eval_shape(lambda w: _weight_like(w, "int4_g128"), jax.ShapeDtypeStruct((k, n),
