@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from pallas_kernels.gates import require_checked
 from pallas_kernels.wo_matmul import fp8_x as F8
 from pallas_kernels.wo_matmul import schedule as S
+from pallas_kernels.wo_matmul import x_split as XS
 from pallas_kernels.wo_matmul.configs import decode_config
 from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
@@ -91,6 +92,11 @@ FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # without one: INT4's codes read alone by plain loads took 27.9 us (4.20 TB/s) where the
 # decode's TMA pipeline streams them in 34 at best (H200, tma_stream_s2{4,6}.md): none yet.
 PLAIN_LOADS_VERIFIED: frozenset = frozenset()
+# `case(pw)` keys whose `fp8_x` decode with x split by one Pallas kernel (`x_split.py`, in place
+# of XLA's five small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
+# reference on a GPU. Written in session 27 without one, bit for bit `fp8_x.int8_split` in the
+# interpreter: none yet.
+SPLIT_KERNEL_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -198,6 +204,7 @@ class DecodePlan:
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
   plain_loads: bool  # the codes by plain loads from a `layout.thread_major` weight, no TMA
   prefetch_codes: bool  # plain loads a step ahead, the next step's codes in the carry
+  split_kernel: bool  # fp8_x INT8: x split by one Pallas kernel (x_split.py), not by XLA
 
   @property
   def chain(self) -> bool:
@@ -239,7 +246,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
-                prefetch_codes: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                prefetch_codes: bool = False, split_kernel: bool | None = None,
+                num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -368,6 +376,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes one step ahead, carried
       in registers, so that their latency hides behind the step before (default off: written
       without a GPU, session 26).
+    split_kernel: with `fp8_x` on INT8 weights, x's int8 rows and multipliers made by one
+      Pallas kernel (`x_split.int8_split_kernel`, M <= 16, K a multiple of 512) instead of
+      XLA's several. Default (None): on where `SPLIT_KERNEL_VERIFIED` holds the case and the
+      kernel takes the shape; asking for it unverified needs `allow_unverified`.
     num_sms: used to pick the default split.
 
   Raises:
@@ -448,6 +460,18 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       raise ValueError("fp8_x takes UINT4's zero points as its offset term, not in the weights")
     if fused_sum is None:
       fused_sum = dflt.get("fused_sum", False) and case(pw) in FP8_X_FUSED_SUM_VERIFIED
+  split_fits = (fp8_x and fmt is WeightFormat.INT8 and m <= XS.MAX_ROWS
+                and k % (XS.CHUNKS * CHUNK) == 0)
+  if split_kernel is None:
+    split_kernel = split_fits and case(pw) in SPLIT_KERNEL_VERIFIED
+  if split_kernel:
+    if not split_fits:
+      raise ValueError(f"split_kernel splits INT8's x for fp8_x at M <= {XS.MAX_ROWS}, K a "
+                       f"multiple of {XS.CHUNKS * CHUNK}; got {fmt.value} fp8_x={fp8_x}, M={m}, "
+                       f"K={k}")
+    require_checked(f"split_kernel for {fmt.value} group {g}{variant}",
+                    case(pw) in SPLIT_KERNEL_VERIFIED, allow_unverified,
+                    reference="the reference", instead="leave split_kernel off (XLA splits x)")
   x_rows = 2 * m if fp8_x else m  # rows of x in shared memory (fp8_x: two a token)
   if k != pw.k:
     raise ValueError(f"x is (M, {k}) but W has K={pw.k}")
@@ -559,4 +583,5 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     tile_k=tile_k, ksteps_total=ksteps_total, scale_rows=scale_rows,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
                     load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x,
-                    plain_loads=plain_loads, prefetch_codes=prefetch_codes)
+                    plain_loads=plain_loads, prefetch_codes=prefetch_codes,
+                    split_kernel=split_kernel)

@@ -105,6 +105,7 @@ from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import registers_from_words
 from pallas_kernels.wo_matmul.registers import words_layout
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
+from pallas_kernels.wo_matmul.x_split import int8_split_kernel
 
 
 def _zero_points_f32(zp: jax.Array) -> jax.Array:
@@ -147,9 +148,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     grp = (jnp.arange(a.shape[1]) % chunk_cols) // group_cols
     return jnp.concatenate([jnp.where(grp == t, a, jnp.zeros_like(a)) for t in range(p.xsub)])
 
-  if p.fp8_x:  # two 8-bit rows a token, in the A tiles' K order, and their x operand
+  if p.split_kernel:  # INT8's rows and multipliers by one kernel (x_split.py)
+    x8, x8_sums = int8_split_kernel(x, xsum_cols(p.mp))
+    sx = jnp.ones((m,), jnp.float32)
+  elif p.fp8_x:  # two 8-bit rows a token, in the A tiles' K order, and their x operand
     x8, sx, x8_sums = F8.split_x(x, pw, xsum_cols(p.mp))
-    xg = [x8 if p.tma_pad else jnp.pad(x8, ((0, p.mp - x8.shape[0]), (0, 0)))]
+  if p.fp8_x:
+    pad = 0 if p.tma_pad else p.mp - x8.shape[0]
+    xg = [jnp.pad(x8, ((0, pad), (0, 0))) if pad else x8]
   elif p.nf4:  # two x halves, the even and the odd k (the low and high nibbles)
     xg = [group_copies(h, CHUNK // 2, g // 2) for h in (xp[:, 0::2], xp[:, 1::2])]
   else:

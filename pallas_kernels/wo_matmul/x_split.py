@@ -1,0 +1,132 @@
+"""INT8's x split for the s8 decode (`fp8_x.int8_split`) as one Pallas kernel.
+
+Why: with `fp8_x` on INT8 weights the decode's Mosaic kernel alone is inside the 1.8x target
+(H200, 8192 x 28672, M = 1: 56.2 us against 60.9), and what misses it is XLA's split of x before
+it, five small kernels of ~5.9 us in all (session 24's profile, docs/kernels.md): fewer kernels,
+not smaller ones. This is the same arithmetic in one launch, a plain `pl.pallas_call` (Mosaic GPU
+on the GPU, the interpreter on the CPU) writing both of the decode's inputs in their final form:
+x8's hi / lo rows and the multipliers t at the decode's padded width, transposed.
+
+Each program takes `CHUNKS` chunks of 128 of every row (an (M, 512) block): per chunk and row the
+amax, its power of two 2^e from the float32 bits (no frexp), v = RN(x 2^(8 - e)), hi = floor((v
++ 128) / 256) by an arithmetic shift, lo = v - 256 hi. Its t block is CHUNKS x cols float32
+(cols a multiple of 32: 128 elements at least, the fewest a Mosaic GPU store of a
+WG_STRIDED array takes), assembled by selects against `slots`, an iota input (Mosaic GPU wants a
+layout for an in-kernel iota, which the interpreter has no use for). Bit for bit
+`fp8_x.int8_split` (tests/kernels/test_x_split.py, in the interpreter); on the GPU gated by
+`decode_plan.SPLIT_KERNEL_VERIFIED` until the benchmark checks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.fp8_x import INT8_CHUNK
+
+CHUNKS = 4  # chunks of 128 a program: its t block, CHUNKS x 32 float32, is 128 elements
+MAX_ROWS = 16  # the kernel unrolls its rows (M x CHUNKS row-chunks a program)
+# x and x8 seen as (rows, K / 256, 256): a TMA copy moves at most 256 elements a dimension
+_ROW = 256
+_PER_ROW = _ROW // INT8_CHUNK
+_MANT = 0x7FFFFF
+_ABOVE_127 = 0x7E0000  # amax's mantissa field above 127/64 - 1: amax > 127 2^(e0 - 7)
+
+
+def _pow2(e: jax.Array) -> jax.Array:
+  """2^e as float32 for an int32 e in [-126, 127], from its bits (exact; no exp2)."""
+  return lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+
+
+def _exponent(amax: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A chunk's amax (float32, >= 0, any shape: elementwise) -> (e, finite): its power of two
+  2^e, as `fp8_x.int8_split` finds it (that frexp's exponent e0 is the biased exponent E - 126
+  here), and whether the chunk is finite. Elementwise on an array the amax is broadcast to,
+  not on the scalar: Mosaic GPU's Warpgroup lowering has no scalar bitcast."""
+  bits = lax.bitcast_convert_type(amax, jnp.int32)
+  biased = bits >> 23  # amax >= 0: the sign bit is clear
+  e = biased - 133 + ((bits & _MANT) > _ABOVE_127).astype(jnp.int32)
+  e = jnp.where(amax == 0, -7, jnp.clip(e, -118, 127))  # frexp(0) = (0, 0): e0 - 7 = -7
+  return e, biased != 255
+
+
+def _codes(xf: jax.Array, amax: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A row-chunk (1, 1, 128) float32 and its amax broadcast to it -> (hi, lo) int32: v = RN(x
+  2^(8 - e)), hi = floor((v + 128) / 256) by an arithmetic shift, lo = v - 256 hi; zeros for
+  a chunk that holds Inf or NaN."""
+  e, finite = _exponent(amax)
+  v = lax.round(jnp.where(finite, xf, 0.0) * _pow2(8 - e), lax.RoundingMethod.TO_NEAREST_EVEN)
+  vi = v.astype(jnp.int32)  # |v| <= 127 * 256: exact
+  hi = (vi + 128) >> 8
+  return hi, vi - (hi << 8)
+
+
+def _multipliers(amax: jax.Array, lo: jax.Array) -> jax.Array:
+  """A chunk's amax broadcast to t's block -> its multipliers there: 2^e where `lo` is false
+  (the hi row's column), 2^(e - 8) where true; NaN for a chunk that holds Inf or NaN."""
+  e, finite = _exponent(amax)
+  return jnp.where(finite, _pow2(e - jnp.where(lo, 8, 0)), jnp.float32(jnp.nan))
+
+
+def _kernel(x_ref, slots_ref, x8_ref, t_ref, *, m: int):
+  slots = slots_ref[...]  # (CHUNKS, cols): c * cols + column
+  cols = slots.shape[1]
+  lo = (slots & 1) == 1  # odd columns: lo rows'
+  # columns past 2 M are zero rows': e = -7 there, as `int8_split` pads them
+  t = jnp.where(lo, jnp.float32(2.0**-15), jnp.float32(2.0**-7))
+  for c in range(CHUNKS):
+    at = (c // _PER_ROW, slice(c % _PER_ROW * INT8_CHUNK, (c % _PER_ROW + 1) * INT8_CHUNK))
+    for r in range(m):
+      xf = x_ref[r:r + 1, at[0]:at[0] + 1, at[1]].astype(jnp.float32)
+      # NaN counted as Inf, as `int8_split` does: a max need not propagate NaN
+      amax = jnp.max(jnp.where(jnp.isnan(xf), jnp.inf, jnp.abs(xf)))
+      hi, lo_codes = _codes(xf, jnp.broadcast_to(amax, xf.shape))
+      x8_ref[2 * r:2 * r + 1, at[0]:at[0] + 1, at[1]] = hi.astype(jnp.int8)
+      x8_ref[2 * r + 1:2 * r + 2, at[0]:at[0] + 1, at[1]] = lo_codes.astype(jnp.int8)
+      t = jnp.where((slots >> 1) == (c * cols + 2 * r) >> 1,
+                    _multipliers(jnp.broadcast_to(amax, slots.shape), lo), t)
+  t_ref[...] = t
+
+
+def int8_split_kernel(x: jax.Array, cols: int, *, interpret: Any = False
+                      ) -> tuple[jax.Array, jax.Array]:
+  """`fp8_x.int8_split(x, cols)` in one kernel: x (M, K) bf16 or f32 -> (x8 (2 M, K) int8,
+  rows hi_0, lo_0, hi_1, ...; t (K / 128, cols) float32, the multipliers of each chunk's hi /
+  lo row, NaN for a chunk holding Inf or NaN, columns past 2 M those of zero rows).
+
+  Args:
+    x: (M, K), M <= `MAX_ROWS`, K a multiple of 128 * `CHUNKS`.
+    cols: t's columns: even, at least 2 M, a multiple of 32 (`decode_plan.xsum_cols`).
+    interpret: run in the Pallas interpreter (the CPU).
+  """
+  m, k = x.shape
+  span = INT8_CHUNK * CHUNKS
+  if m > MAX_ROWS:
+    raise NotImplementedError(f"int8_split_kernel unrolls its rows: M={m} > {MAX_ROWS}; use "
+                              "fp8_x.int8_split (XLA)")
+  if k % span:
+    raise ValueError(f"int8_split_kernel takes K in blocks of {span} (chunks of {INT8_CHUNK}, "
+                     f"{CHUNKS} a program): K={k} is not a multiple; use fp8_x.int8_split")
+  if cols < 2 * m or cols % 32:
+    raise ValueError(f"int8_split_kernel: cols={cols} must be a multiple of 32 and at least "
+                     f"2 M = {2 * m}")
+  slots = np.arange(CHUNKS * cols, dtype=np.int32).reshape(CHUNKS, cols)  # a constant
+  rows = (CHUNKS // _PER_ROW, _ROW)  # a program's K as rows of 256 (free reshapes)
+  x8, t = _compat.pallas_call(
+      lambda *refs: _kernel(*refs, m=m),
+      grid=(k // span,),
+      in_specs=[pl.BlockSpec((m, *rows), lambda j: (0, j, 0)),
+                pl.BlockSpec((CHUNKS, cols), lambda j: (0, 0))],
+      out_specs=[pl.BlockSpec((2 * m, *rows), lambda j: (0, j, 0)),
+                 pl.BlockSpec((CHUNKS, cols), lambda j: (j, 0))],
+      out_shape=[jax.ShapeDtypeStruct((2 * m, k // _ROW, _ROW), jnp.int8),
+                 jax.ShapeDtypeStruct((k // INT8_CHUNK, cols), jnp.float32)],
+      interpret=interpret,
+  )(x.reshape(m, k // _ROW, _ROW), slots)
+  return x8.reshape(2 * m, k), t

@@ -1,0 +1,123 @@
+"""INT8's x split as one kernel (`pallas_kernels/wo_matmul/x_split.py`): bit for bit
+`fp8_x.int8_split` in the Pallas interpreter, over random rows and the edges (zero, tiny, Inf and
+NaN chunks, amax at and around 127 2^e, ties); its refusals; and its lowering for the GPU, alone
+and in front of the decode, with nothing of XLA's left between x and the decode kernel."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mxjax
+from pallas_kernels import _compat
+from pallas_kernels import wo_matmul as wm
+from pallas_kernels.wo_matmul import decode_plan
+from pallas_kernels.wo_matmul import fp8_x as F8
+from pallas_kernels.wo_matmul import mosaic_gpu
+from pallas_kernels.wo_matmul import x_split as XS
+
+
+def _assert_same(x, cols):
+  got = XS.int8_split_kernel(jnp.asarray(x), cols, interpret=True)
+  want = F8.int8_split(jnp.asarray(x), cols)
+  np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+  np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))  # NaN == NaN here
+
+
+def _edge_rows(m: int, k: int) -> np.ndarray:
+  """(m, k) float32 rows of bf16 values, each chunk of 128 one kind of edge."""
+  rng = np.random.default_rng(m)
+  x = rng.standard_normal((m, k)).astype(np.float32)
+  x *= np.exp2(rng.integers(-30, 30, (m, k // 128, 1))).repeat(128, -1).reshape(m, k)
+  x[0, 0:128] = 0.0  # an all-zero chunk: e = -7
+  x[0, 128:256] = 127.0 * 2.0**-3  # amax 127 2^e exactly: hi = 127, lo = 0
+  x[0, 256:384] = 2.0**-120  # a tiny chunk: e held at -118
+  x[0, 384:512] = np.float32(ml_dtypes.bfloat16(127.5 * 2.0**5))  # amax just above 127 2^e
+  x[-1, 512:640] = 2.0**5 * (np.arange(128) % 4 + 0.5) / 256  # ties of x 2^(8 - e): to even
+  x[-1, 700] = np.inf
+  x[-1, 900] = np.nan
+  x[-1, 1000] = -np.inf
+  return np.asarray(x.astype(ml_dtypes.bfloat16))
+
+
+@pytest.mark.parametrize("m,cols", [(1, 32), (2, 32), (3, 32), (4, 32), (16, 32), (5, 64)])
+def test_matches_int8_split_on_the_edges(m, cols):
+  _assert_same(_edge_rows(m, 2048), cols)
+
+
+_BF16 = st.integers(0, 0xFFFF).filter(lambda b: (b >> 7) & 0xFF != 0xFF).map(
+    lambda b: np.uint16(b).view(ml_dtypes.bfloat16))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_BF16, min_size=2 * 512, max_size=2 * 512), st.integers(0, 40))
+def test_matches_int8_split_on_any_bf16_rows(vals, shift):
+  # any finite bf16 values, scaled so that whole chunks sit at one magnitude too
+  x = np.asarray(vals, ml_dtypes.bfloat16).reshape(2, 512).astype(np.float32)
+  x = np.where(np.abs(x) < 2.0**-126, 0.0, x)  # f32 subnormals: XLA's CPU flushes them
+  x[1] = x[1] * 2.0**-shift
+  _assert_same(x.astype(ml_dtypes.bfloat16), 32)
+
+
+def test_refuses_what_it_does_not_take():
+  x = jnp.zeros((2, 1024), jnp.bfloat16)
+  with pytest.raises(ValueError, match="K=640 is not a multiple"):
+    XS.int8_split_kernel(jnp.zeros((2, 640), jnp.bfloat16), 32)
+  with pytest.raises(ValueError, match="multiple of 32"):
+    XS.int8_split_kernel(x, 16)
+  with pytest.raises(NotImplementedError, match="M=17"):
+    XS.int8_split_kernel(jnp.zeros((17, 1024), jnp.bfloat16), 64)
+
+
+def _int8(k=8192, n=28672):
+  return jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int8"), axis=0)), jax.ShapeDtypeStruct((k, n), jnp.float32))
+
+
+def test_plan_gates_split_kernel():
+  pw = _int8()
+  plan = lambda m=1, **o: decode_plan.plan_decode(m, 8192, pw, fp8_x=True, **o)
+  assert not plan().split_kernel  # not verified on a GPU: off by default
+  with pytest.raises(NotImplementedError, match="split_kernel for int8"):
+    plan(split_kernel=True)
+  assert plan(split_kernel=True, allow_unverified=True).split_kernel
+  with pytest.raises(ValueError, match="split_kernel splits INT8's x"):
+    decode_plan.plan_decode(1, 8192, pw, fp8_x=False, split_kernel=True, allow_unverified=True)
+  with pytest.raises(ValueError, match="M=17"):
+    plan(17, split_kernel=True, allow_unverified=True)
+
+
+def _ops(text: str) -> list[str]:
+  """main's operations in order, each Mosaic GPU kernel as MOSAIC."""
+  main = text[text.index("func.func public @main"):].splitlines()
+  ops = []
+  for line in main:
+    if "mosaic_gpu" in line:
+      ops.append("MOSAIC")
+    elif (op := re.search(r"stablehlo\.\w+|call @\w+", line)):
+      ops.append(op.group(0))
+  return ops
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_decode_with_split_kernel_lowers_with_no_xla_kernel_before_it(m):
+  x = jax.ShapeDtypeStruct((m, 8192), jnp.bfloat16)
+  alone = _compat.lower_for("cuda", lambda x: XS.int8_split_kernel(x, 32), x).as_text()
+  assert _ops(alone).count("MOSAIC") == 1
+  fn = lambda x, p, sk: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
+                                                        fp8_x=True, split_kernel=sk)
+  ops = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, True), x, _int8()).as_text())
+  first, second = [i for i, op in enumerate(ops) if op == "MOSAIC"][:2]
+  # before the decode: the split kernel, free reshapes and constants (no fusion to run)
+  assert set(ops[:second]) - {"MOSAIC"} <= {"stablehlo.constant", "stablehlo.reshape",
+                                            "stablehlo.broadcast_in_dim"}
+  assert first < second
+  xla = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, False), x, _int8()).as_text())
+  assert "stablehlo.reduce" in xla[:xla.index("MOSAIC")]  # XLA's split: its amax, then more
