@@ -11,10 +11,11 @@
 # gated by `decode_plan.PLAIN_LOADS_VERIFIED`), with and without `prefetch_codes`, each config
 # checked against the reference before it is timed: the plain-load read of INT4's codes took
 # 27.9 us on the H200 (4.20 TB/s) where the decode's TMA pipeline streams them in 34 at best
-# and the whole decode takes 38.3 (3.2x asks 34.3). Then 3 (INT8 / FP8 by plain loads) and 4
-# (the launch sweep, once 2 shows which variant works) on either device, and h100-1, h100-2
-# wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in session 16 (rerun only to re-check);
-# docs/kernels_sessions.md has each session's runs.
+# and the whole decode takes 38.3 (3.2x asks 34.3). Then 3 (INT8 by plain loads, INT8's x
+# split by one kernel, INT4 M = 16 / 64 by plain loads), 4 (the launch sweep, once 2 shows which
+# variant works) and 5 (FP8 by plain loads, INT8 M = 64, the split at M = 4) on either device,
+# and h100-1, h100-2 wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in
+# session 16 (rerun only to re-check); docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
 # M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 8-23, FP8 2-4);
@@ -38,7 +39,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, h100-1 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -74,29 +75,35 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # On either device: the plain loads checked and timed against the default (TMA) decode,
-      # alone and a step ahead (`prefetch_codes`), and with two more CTAs an SM where shared
-      # memory no longer holds the weight (the plain-load read's best launch was 256 CTAs)
+  2)  # On either device: first a probe of each path written without a GPU, at 4096 x 14336
+      # (each phase logged: lowered, compiled, ran, checked; a failure's traceback printed),
+      # then the plain loads checked and timed against the default (TMA) decode, alone and a
+      # step ahead (`prefetch_codes`), and with two more CTAs an SM where shared memory no
+      # longer holds the weight (the plain-load read's best launch was 256 CTAs)
     pl='{"w_threads": true}'
     pf='{"w_threads": true, "prefetch_codes": true}'
+    run 110 p python3 experiments/probe_config.py --format int4 --m 1 --shape 4096x14336 \
+      --configs "[$pl, $pf]" --limit-s 45
     run 150 a $B --what wo --formats int4 --m 1 --shapes $S \
       --configs "[{}, $pl, $pf, {\"w_threads\": true, \"stream_k\": 4},
                   {\"w_threads\": true, \"prefetch_codes\": true, \"gps\": 2}]"
-    run 180 b $B --what wo --formats int4 --m 16,64 --shapes $S --configs "[{}, $pl, $pf]"
     # the other int4-stored formats at M = 1, the ones bound by their stream (INT4 g32 2.49x,
     # MXFP4 2.36x, NVFP4 2.24x, UINT4 2.55x on the H200 against the 3.2x target)
     run 230 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
       --configs "[{}, $pl, $pf]"
     ;;
-  3)  # On either device: INT8 / FP8 by plain loads (their codes handed over in UPCAST_2X, as the
-      # TMA path's shared-memory loads do; the bf16 path, fp8_x off): the 8-bit decode misses
-      # 1.8x by its stream at M = 4-16 on the H100 (1.77x, 2.69 TB/s) and INT8 M = 1 on the
-      # H200 (1.76x)
+  3)  # On either device: INT8 by plain loads (its codes handed over in UPCAST_2X, as the TMA
+      # path's shared-memory loads do; the bf16 path, fp8_x off) and, on the s8 path (`fp8_x`),
+      # x split by one kernel (`split_kernel`, x_split.py, session 27) in place of XLA's five
+      # (5.9 us of INT8 M = 1's 62.1 on the H200, where the Mosaic kernel alone takes 56.2
+      # against the 60.9 that 1.8x asks); INT4 by plain loads at M = 16 / 64
     pl='[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
-    run 260 a $B --what wo --formats int8 --m 1,16 --shapes $S --configs "$pl"
-    run 140 b $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
-      --configs '[{"fp8_x": false}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
-    run 150 c $B --what wo --formats int8 --m 64 --shapes $S --configs "$pl"
+    run 40 p python3 experiments/probe_config.py --format int8 --m 1 --shape 4096x14336 \
+      --configs '[{"fp8_x": true, "split_kernel": true}]' --limit-s 20
+    run 120 a $B --what wo --formats int8 --m 1 --shapes $S \
+      --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}, {"fp8_x": false}]'
+    run 180 b $B --what wo --formats int8 --m 1,16 --shapes $S --configs "$pl"
+    run 180 c $B --what wo --formats int4 --m 16,64 --shapes $S --configs "$pl"
     ;;
   4)  # On either device, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs
       # an SM), at 8192 x 28672 and at 4096 x 14336 (INT4 g128 M = 1: 14.3 us on the H200)
@@ -109,6 +116,15 @@ case "$part" in
       --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
     # both decodes by SASS opcode and stall: what the plain loads changed besides the stream
     run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
+    ;;
+  5)  # On either device: FP8 by plain loads (fp8_x off), INT8 M = 64 by plain loads, and the
+      # split kernel at M = 4 (INT8's s8 path is the H200's default at M <= 4)
+    run 140 a $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
+      --configs '[{"fp8_x": false}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
+    run 150 b $B --what wo --formats int8 --m 64 --shapes $S \
+      --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
+    run 120 c $B --what wo --formats int8 --m 4 --shapes $S \
+      --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): the standing table's M = 16 rows still
       # owed (INT4 g128, INT8, NVFP4), FP8 M = 16 with the fused sum (its default above M = 16
@@ -135,6 +151,6 @@ case "$part" in
       --schemes mxfp8_e4m3,fp8_e4m3_block128 \
       --configs '[{"satfinite": false}, {"satfinite": true}]'
     ;;
-  *) echo "part must be 1, 2, 3, 4, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
