@@ -93,14 +93,15 @@ case "$part" in
       --configs "[{}, $pl, $pf]"
     ;;
   3)  # On either device: INT8 by plain loads (its codes handed over in UPCAST_2X, as the TMA
-      # path's shared-memory loads do; the bf16 path, fp8_x off) and, on the s8 path (`fp8_x`),
-      # x split by one kernel (`split_kernel`, x_split.py, session 27) in place of XLA's five
-      # (5.9 us of INT8 M = 1's 62.1 on the H200, where the Mosaic kernel alone takes 56.2
-      # against the 60.9 that 1.8x asks); INT4 by plain loads at M = 16 / 64
+      # path's shared-memory loads do; the bf16 path, fp8_x off) and, on the 8-bit tensor
+      # cores (`fp8_x`), INT8's and FP8's x split by one kernel (`split_kernel`, x_split.py,
+      # session 27) in place of XLA's several (5.9 us of INT8 M = 1's 62.1 on the H200, where
+      # the Mosaic kernel alone takes 56.2 against the 60.9 that 1.8x asks); INT4 by plain
+      # loads at M = 16 / 64
     pl='[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
     run 40 p python3 experiments/probe_config.py --format int8 --m 1 --shape 4096x14336 \
       --configs '[{"fp8_x": true, "split_kernel": true}]' --limit-s 20
-    run 120 a $B --what wo --formats int8 --m 1 --shapes $S \
+    run 120 a $B --what wo --formats int8,fp8_e4m3 --m 1 --shapes $S \
       --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}, {"fp8_x": false}]'
     run 180 b $B --what wo --formats int8 --m 1,16 --shapes $S --configs "$pl"
     run 180 c $B --what wo --formats int4 --m 16,64 --shapes $S --configs "$pl"
@@ -118,12 +119,12 @@ case "$part" in
     run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
     ;;
   5)  # On either device: FP8 by plain loads (fp8_x off), INT8 M = 64 by plain loads, and the
-      # split kernel at M = 4 (INT8's s8 path is the H200's default at M <= 4)
+      # split kernels at M = 4 (`fp8_x` is the H200's default there for INT8 and FP8)
     run 140 a $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
       --configs '[{"fp8_x": false}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
     run 150 b $B --what wo --formats int8 --m 64 --shapes $S \
       --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
-    run 120 c $B --what wo --formats int8 --m 4 --shapes $S \
+    run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
       --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
     ;;
   h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): the standing table's M = 16 rows still

@@ -93,9 +93,9 @@ FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # decode's TMA pipeline streams them in 34 at best (H200, tma_stream_s2{4,6}.md): none yet.
 PLAIN_LOADS_VERIFIED: frozenset = frozenset()
 # `case(pw)` keys whose `fp8_x` decode with x split by one Pallas kernel (`x_split.py`, in place
-# of XLA's five small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
-# reference on a GPU. Written in session 27 without one, bit for bit `fp8_x.int8_split` in the
-# interpreter: none yet.
+# of XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
+# reference on a GPU. Written in session 27 without one (INT8 and FP8), bit for bit XLA's split
+# in the interpreter: none yet.
 SPLIT_KERNEL_VERIFIED: frozenset = frozenset()
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
@@ -204,7 +204,7 @@ class DecodePlan:
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
   plain_loads: bool  # the codes by plain loads from a `layout.thread_major` weight, no TMA
   prefetch_codes: bool  # plain loads a step ahead, the next step's codes in the carry
-  split_kernel: bool  # fp8_x INT8: x split by one Pallas kernel (x_split.py), not by XLA
+  split_kernel: bool  # fp8_x INT8 / FP8: x split by one Pallas kernel (x_split.py), not by XLA
 
   @property
   def chain(self) -> bool:
@@ -376,9 +376,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes one step ahead, carried
       in registers, so that their latency hides behind the step before (default off: written
       without a GPU, session 26).
-    split_kernel: with `fp8_x` on INT8 weights, x's int8 rows and multipliers made by one
-      Pallas kernel (`x_split.int8_split_kernel`, M <= 16, K a multiple of 512) instead of
-      XLA's several. Default (None): on where `SPLIT_KERNEL_VERIFIED` holds the case and the
+    split_kernel: with `fp8_x` on INT8 or FP8 weights, x's 8-bit rows and their multipliers
+      or scales made by one Pallas kernel (`x_split.split`: INT8 at M <= 16, K a multiple of
+      512; FP8 at K a multiple of 256) instead of XLA's several. Default (None): on where `SPLIT_KERNEL_VERIFIED` holds the case and the
       kernel takes the shape; asking for it unverified needs `allow_unverified`.
     num_sms: used to pick the default split.
 
@@ -460,15 +460,14 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       raise ValueError("fp8_x takes UINT4's zero points as its offset term, not in the weights")
     if fused_sum is None:
       fused_sum = dflt.get("fused_sum", False) and case(pw) in FP8_X_FUSED_SUM_VERIFIED
-  split_fits = (fp8_x and fmt is WeightFormat.INT8 and m <= XS.MAX_ROWS
-                and k % (XS.CHUNKS * CHUNK) == 0)
+  split_fits = fp8_x and XS.fits(fmt, m, k)
   if split_kernel is None:
     split_kernel = split_fits and case(pw) in SPLIT_KERNEL_VERIFIED
   if split_kernel:
     if not split_fits:
-      raise ValueError(f"split_kernel splits INT8's x for fp8_x at M <= {XS.MAX_ROWS}, K a "
-                       f"multiple of {XS.CHUNKS * CHUNK}; got {fmt.value} fp8_x={fp8_x}, M={m}, "
-                       f"K={k}")
+      raise ValueError(f"split_kernel splits x for fp8_x on INT8 (M <= {XS.MAX_ROWS}, K a "
+                       f"multiple of {XS.CHUNKS * CHUNK}) or FP8 (K a multiple of 256) weights; "
+                       f"got {fmt.value} fp8_x={fp8_x}, M={m}, K={k}")
     require_checked(f"split_kernel for {fmt.value} group {g}{variant}",
                     case(pw) in SPLIT_KERNEL_VERIFIED, allow_unverified,
                     reference="the reference", instead="leave split_kernel off (XLA splits x)")

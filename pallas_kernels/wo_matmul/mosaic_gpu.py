@@ -105,7 +105,7 @@ from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import registers_from_words
 from pallas_kernels.wo_matmul.registers import words_layout
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
-from pallas_kernels.wo_matmul.x_split import int8_split_kernel
+from pallas_kernels.wo_matmul.x_split import split as x_split
 
 
 def _zero_points_f32(zp: jax.Array) -> jax.Array:
@@ -148,9 +148,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     grp = (jnp.arange(a.shape[1]) % chunk_cols) // group_cols
     return jnp.concatenate([jnp.where(grp == t, a, jnp.zeros_like(a)) for t in range(p.xsub)])
 
-  if p.split_kernel:  # INT8's rows and multipliers by one kernel (x_split.py)
-    x8, x8_sums = int8_split_kernel(x, xsum_cols(p.mp))
-    sx = jnp.ones((m,), jnp.float32)
+  if p.split_kernel:  # INT8 / FP8's rows and multipliers or scales by one kernel
+    x8, sx, x8_sums = x_split(x, p.fmt, xsum_cols(p.mp))
   elif p.fp8_x:  # two 8-bit rows a token, in the A tiles' K order, and their x operand
     x8, sx, x8_sums = F8.split_x(x, pw, xsum_cols(p.mp))
   if p.fp8_x:

@@ -1,20 +1,29 @@
-"""INT8's x split for the s8 decode (`fp8_x.int8_split`) as one Pallas kernel.
+"""The `fp8_x` decode's split of x for the byte formats (INT8, FP8), each as one Pallas kernel.
 
 Why: with `fp8_x` on INT8 weights the decode's Mosaic kernel alone is inside the 1.8x target
 (H200, 8192 x 28672, M = 1: 56.2 us against 60.9), and what misses it is XLA's split of x before
 it, five small kernels of ~5.9 us in all (session 24's profile, docs/kernels.md): fewer kernels,
-not smaller ones. This is the same arithmetic in one launch, a plain `pl.pallas_call` (Mosaic GPU
-on the GPU, the interpreter on the CPU) writing both of the decode's inputs in their final form:
-x8's hi / lo rows and the multipliers t at the decode's padded width, transposed.
+not smaller ones; FP8's split takes 3-6. Each kernel here is the same arithmetic in one launch, a
+plain `pl.pallas_call` (Mosaic GPU on the GPU, the interpreter on the CPU) writing the decode's
+inputs in their final form. The byte formats only: their weights are the A operand as stored, in
+K order, where the 4-bit ones want x permuted within each 32 (`fp8_x.a_order`), a gather.
 
-Each program takes `CHUNKS` chunks of 128 of every row (an (M, 512) block): per chunk and row the
-amax, its power of two 2^e from the float32 bits (no frexp), v = RN(x 2^(8 - e)), hi = floor((v
-+ 128) / 256) by an arithmetic shift, lo = v - 256 hi. Its t block is CHUNKS x cols float32
-(cols a multiple of 32: 128 elements at least, the fewest a Mosaic GPU store of a
-WG_STRIDED array takes), assembled by selects against `slots`, an iota input (Mosaic GPU wants a
-layout for an in-kernel iota, which the interpreter has no use for). Bit for bit
-`fp8_x.int8_split` (tests/kernels/test_x_split.py, in the interpreter); on the GPU gated by
-`decode_plan.SPLIT_KERNEL_VERIFIED` until the benchmark checks it.
+`int8_split_kernel` (`fp8_x.int8_split`): each program takes `CHUNKS` chunks of 128 of every
+row (an (M, 2, 256) block): per chunk and row the amax, its power of two 2^e from the float32
+bits (no frexp), v = RN(x 2^(8 - e)), hi = floor((v + 128) / 256) by an arithmetic shift, lo = v
+- 256 hi. Its t block is CHUNKS x cols float32 (cols a multiple of 32: 128 elements at least,
+the fewest a Mosaic GPU store of a WG_STRIDED array takes), assembled by selects against
+`slots`, an iota input (Mosaic GPU wants a layout for an in-kernel iota, which the interpreter
+has no use for).
+
+`e4m3_split_kernel` (`fp8_x.split_x` for FP8 weights): a program a row, the whole row (1,
+K / 256, 256): its amax, s_x = 2^(e - 8) from the bits, hi = E4M3(x / s_x), lo = E4M3(x / s_x
+- hi) by the cast (|x / s_x| < 256: no overflow; a non-finite x made NaN first, as the
+reference's non-saturating encode makes it), and s_x.
+
+Both bit for bit the XLA split in the interpreter (tests/kernels/test_x_split.py; FP8's rows
+holding Inf or NaN aside, where only the NaN that reaches the output is the contract); on the
+GPU gated by `decode_plan.SPLIT_KERNEL_VERIFIED` until the benchmark checks them.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.fp8_x import E4M3
 from pallas_kernels.wo_matmul.fp8_x import INT8_CHUNK
+from pallas_kernels.wo_matmul.layout import WeightFormat
 
 CHUNKS = 4  # chunks of 128 a program: its t block, CHUNKS x 32 float32, is 128 elements
 MAX_ROWS = 16  # the kernel unrolls its rows (M x CHUNKS row-chunks a program)
@@ -130,3 +141,72 @@ def int8_split_kernel(x: jax.Array, cols: int, *, interpret: Any = False
       interpret=interpret,
   )(x.reshape(m, k // _ROW, _ROW), slots)
   return x8.reshape(2 * m, k), t
+
+
+def _sx_exponent(amax: jax.Array) -> jax.Array:
+  """A row's amax (float32 >= 0, broadcast to any shape: elementwise) -> the exponent of its
+  s_x: amax in [2^(e - 1), 2^e) for e = E - 126, s_x = 2^(e - 8) held a normal float32, and
+  2^-8 for a zero row (frexp(0)'s e = 0, as `fp8_x.split_x` has it)."""
+  bits = lax.bitcast_convert_type(amax, jnp.int32)
+  return jnp.where(bits == 0, -8, jnp.maximum((bits >> 23) - 134, -126))
+
+
+def _e4m3_kernel(x_ref, x8_ref, sx_ref):
+  xf = x_ref[...].astype(jnp.float32)  # (1, K / 256, 256): one row
+  amax = jnp.max(jnp.where(jnp.isnan(xf), jnp.inf, jnp.abs(xf)))
+  xs = xf * _pow2(-_sx_exponent(jnp.broadcast_to(amax, xf.shape)))  # exact: |xs| < 256
+  finite = jnp.abs(xs) < jnp.inf  # (Mosaic GPU lowers no is_finite)
+  hi = jnp.where(finite, xs, jnp.float32(jnp.nan)).astype(E4M3)
+  x8_ref[0:1] = hi
+  x8_ref[1:2] = (xs - hi.astype(jnp.float32)).astype(E4M3)
+  sx_ref[...] = _pow2(_sx_exponent(jnp.broadcast_to(amax, sx_ref.shape)))
+
+
+def e4m3_split_kernel(x: jax.Array, *, interpret: Any = False) -> tuple[jax.Array, jax.Array]:
+  """`fp8_x.split_x`'s rows and scales for FP8 weights in one kernel: x (M, K) bf16 -> (x8
+  (2 M, K) float8_e4m3fn, rows hi_0, lo_0, hi_1, ...; s_x (M,) float32, each row's power of two,
+  x_m = s_x (hi + lo) within 2^-10 s_x). A row holding Inf or NaN gets NaN codes.
+
+  Args:
+    x: (M, K), K a multiple of 256 (at most 65536: a TMA copy's 256 rows of 256).
+    interpret: run in the Pallas interpreter (the CPU).
+  """
+  m, k = x.shape
+  if k % _ROW or k // _ROW > 256:
+    raise ValueError(f"e4m3_split_kernel takes a row of K = 256 r (r <= 256) in one program: "
+                     f"K={k}; use fp8_x.split_x")
+  x8, sx = _compat.pallas_call(
+      _e4m3_kernel,
+      grid=(m,),
+      in_specs=[pl.BlockSpec((1, k // _ROW, _ROW), lambda r: (r, 0, 0))],
+      out_specs=[pl.BlockSpec((2, k // _ROW, _ROW), lambda r: (r, 0, 0)),
+                 pl.BlockSpec((1, 128), lambda r: (r, 0))],
+      out_shape=[jax.ShapeDtypeStruct((2 * m, k // _ROW, _ROW), E4M3),
+                 jax.ShapeDtypeStruct((m, 128), jnp.float32)],
+      interpret=interpret,
+  )(x.reshape(m, k // _ROW, _ROW))
+  return x8.reshape(2 * m, k), sx[:, 0]
+
+
+def fits(fmt: WeightFormat, m: int, k: int) -> bool:
+  """Whether `split` takes an (M, K) x for `fmt`'s weights: INT8 at M <= `MAX_ROWS`, K a
+  multiple of 512; FP8 at K = 256 r, r <= 256."""
+  if fmt is WeightFormat.INT8:
+    return m <= MAX_ROWS and k % (INT8_CHUNK * CHUNKS) == 0
+  return fmt is WeightFormat.FP8 and k % _ROW == 0 and k // _ROW <= 256
+
+
+def split(x: jax.Array, fmt: WeightFormat, cols: int, *, interpret: Any = False
+          ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """`fp8_x.split_x(x, pw, cols)` by one kernel for INT8 / FP8 weights (`fits`): (x8 (2 M, K),
+  s_x (M,) float32 (INT8: ones), INT8's multipliers t (K / 128, cols), None for FP8, which
+  reads no x operand)."""
+  m, k = x.shape
+  if not fits(fmt, m, k):
+    raise ValueError(f"x_split takes INT8 (M <= {MAX_ROWS}, K a multiple of "
+                     f"{INT8_CHUNK * CHUNKS}) or FP8 (K a multiple of {_ROW}) weights; got "
+                     f"{fmt.value}, M={m}, K={k}: use fp8_x.split_x")
+  if fmt is WeightFormat.INT8:
+    x8, t = int8_split_kernel(x, cols, interpret=interpret)
+    return x8, jnp.ones((m,), jnp.float32), t
+  return (*e4m3_split_kernel(x, interpret=interpret), None)

@@ -1,7 +1,9 @@
-"""INT8's x split as one kernel (`pallas_kernels/wo_matmul/x_split.py`): bit for bit
-`fp8_x.int8_split` in the Pallas interpreter, over random rows and the edges (zero, tiny, Inf and
-NaN chunks, amax at and around 127 2^e, ties); its refusals; and its lowering for the GPU, alone
-and in front of the decode, with nothing of XLA's left between x and the decode kernel."""
+"""The `fp8_x` split of x as one kernel (`pallas_kernels/wo_matmul/x_split.py`): for INT8 bit
+for bit `fp8_x.int8_split` in the Pallas interpreter, over random rows and the edges (zero,
+tiny, Inf and NaN chunks, amax at and around 127 2^e, ties); for FP8 bit for bit
+`fp8_x.split_x` on finite rows, NaN codes in a row holding Inf or NaN; the refusals; and the
+lowering for the GPU, alone and in front of the decode, with nothing of XLA's left between x
+and the decode kernel."""
 
 from __future__ import annotations
 
@@ -66,6 +68,42 @@ def test_matches_int8_split_on_any_bf16_rows(vals, shift):
   _assert_same(x.astype(ml_dtypes.bfloat16), 32)
 
 
+def _fp8(k=8192, n=28672):
+  return jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("fp8_e4m3_rowwise"), axis=0)), jax.ShapeDtypeStruct((k, n), jnp.float32))
+
+
+def _assert_e4m3_same(x):
+  """The kernel against `split_x` row by row: finite rows bit for bit (codes and s_x); a row
+  holding Inf or NaN with a NaN code in its hi row (the NaN that reaches its output)."""
+  x8, sx = XS.e4m3_split_kernel(jnp.asarray(x), interpret=True)
+  want8, wantsx, _ = F8.split_x(jnp.asarray(x), _fp8(k=x.shape[1], n=128), 32)
+  got = np.asarray(x8).view(np.uint8).reshape(-1, 2, x.shape[1])
+  want = np.asarray(want8).view(np.uint8).reshape(-1, 2, x.shape[1])
+  finite = np.all(np.isfinite(np.asarray(x, np.float32)), axis=1)
+  np.testing.assert_array_equal(got[finite], want[finite])
+  np.testing.assert_array_equal(np.asarray(sx)[finite], np.asarray(wantsx)[finite])
+  assert np.all(np.any((got[~finite, 0] & 0x7F) == 0x7F, axis=-1))  # E4M3FN's NaN codes
+
+
+def test_e4m3_split_matches_split_x_on_the_edges():
+  x = _edge_rows(6, 2048)
+  x[1] = 0.0  # a zero row: s_x = 2^-8
+  x[2] = np.float32(ml_dtypes.bfloat16(2.0**-120)) * (np.arange(2048) % 3)  # s_x held at 2^-126
+  x[3, 7] = np.float32(ml_dtypes.bfloat16(2.0**100))  # amax a power of two: s_x 2^93
+  x[4, :128] = 255.75 * 2.0**-4  # amax / s_x just under 256
+  _assert_e4m3_same(x.astype(ml_dtypes.bfloat16))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_BF16, min_size=3 * 256, max_size=3 * 256), st.integers(0, 40))
+def test_e4m3_split_matches_split_x_on_any_bf16_rows(vals, shift):
+  x = np.asarray(vals, ml_dtypes.bfloat16).reshape(3, 256).astype(np.float32)
+  x = np.where(np.abs(x) < 2.0**-126, 0.0, x)  # f32 subnormals: XLA's CPU flushes them
+  x[1] = x[1] * 2.0**-shift
+  _assert_e4m3_same(x.astype(ml_dtypes.bfloat16))
+
+
 def test_refuses_what_it_does_not_take():
   x = jnp.zeros((2, 1024), jnp.bfloat16)
   with pytest.raises(ValueError, match="K=640 is not a multiple"):
@@ -74,6 +112,10 @@ def test_refuses_what_it_does_not_take():
     XS.int8_split_kernel(x, 16)
   with pytest.raises(NotImplementedError, match="M=17"):
     XS.int8_split_kernel(jnp.zeros((17, 1024), jnp.bfloat16), 64)
+  with pytest.raises(ValueError, match="K=640"):
+    XS.e4m3_split_kernel(jnp.zeros((2, 640), jnp.bfloat16))
+  with pytest.raises(ValueError, match="got int4, M=1"):
+    XS.split(jnp.zeros((1, 1024), jnp.bfloat16), wm.WeightFormat.INT4, 32)
 
 
 def _int8(k=8192, n=28672):
@@ -88,10 +130,13 @@ def test_plan_gates_split_kernel():
   with pytest.raises(NotImplementedError, match="split_kernel for int8"):
     plan(split_kernel=True)
   assert plan(split_kernel=True, allow_unverified=True).split_kernel
-  with pytest.raises(ValueError, match="split_kernel splits INT8's x"):
+  with pytest.raises(ValueError, match="split_kernel splits x for fp8_x"):
     decode_plan.plan_decode(1, 8192, pw, fp8_x=False, split_kernel=True, allow_unverified=True)
   with pytest.raises(ValueError, match="M=17"):
     plan(17, split_kernel=True, allow_unverified=True)
+  fp8 = decode_plan.plan_decode(17, 8192, _fp8(), fp8_x=True, split_kernel=True,
+                                allow_unverified=True)
+  assert fp8.split_kernel  # FP8's kernel takes a row a program: any M
 
 
 def _ops(text: str) -> list[str]:
@@ -107,17 +152,22 @@ def _ops(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("m", [1, 4])
-def test_decode_with_split_kernel_lowers_with_no_xla_kernel_before_it(m):
+@pytest.mark.parametrize("weight", [_int8, _fp8])
+def test_decode_with_split_kernel_lowers_with_no_xla_kernel_before_it(m, weight):
   x = jax.ShapeDtypeStruct((m, 8192), jnp.bfloat16)
-  alone = _compat.lower_for("cuda", lambda x: XS.int8_split_kernel(x, 32), x).as_text()
+  fmt = weight().fmt
+  alone = _compat.lower_for("cuda", lambda x: XS.split(x, fmt, 32), x).as_text()
   assert _ops(alone).count("MOSAIC") == 1
   fn = lambda x, p, sk: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
                                                         fp8_x=True, split_kernel=sk)
-  ops = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, True), x, _int8()).as_text())
+  ops = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, True), x, weight()).as_text())
   first, second = [i for i, op in enumerate(ops) if op == "MOSAIC"][:2]
-  # before the decode: the split kernel, free reshapes and constants (no fusion to run)
-  assert set(ops[:second]) - {"MOSAIC"} <= {"stablehlo.constant", "stablehlo.reshape",
-                                            "stablehlo.broadcast_in_dim"}
+  # before the decode: the split kernel, free reshapes and bitcasts (FP8's weight bytes) and
+  # constants; FP8's s_x sliced out of its (M, 128) block, which only the sum after the decode
+  # reads (a slice XLA fuses into it)
+  assert set(ops[:second]) - {"MOSAIC"} <= {
+      "stablehlo.constant", "stablehlo.reshape", "stablehlo.broadcast_in_dim",
+      "stablehlo.bitcast_convert", *(["stablehlo.slice"] if fmt is wm.WeightFormat.FP8 else [])}
   assert first < second
-  xla = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, False), x, _int8()).as_text())
+  xla = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, False), x, weight()).as_text())
   assert "stablehlo.reduce" in xla[:xla.index("MOSAIC")]  # XLA's split: its amax, then more
