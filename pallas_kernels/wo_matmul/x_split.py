@@ -3,10 +3,11 @@
 Why: with `fp8_x` on INT8 weights the decode's Mosaic kernel alone is inside the 1.8x target
 (H200, 8192 x 28672, M = 1: 56.2 us against 60.9), and what misses it is XLA's split of x before
 it, five small kernels of ~5.9 us in all (session 24's profile, docs/kernels.md): fewer kernels,
-not smaller ones; FP8's split takes 3-6. Each kernel here is the same arithmetic in one launch, a
-plain `pl.pallas_call` (Mosaic GPU on the GPU, the interpreter on the CPU) writing the decode's
-inputs in their final form. The byte formats only: their weights are the A operand as stored, in
-K order, where the 4-bit ones want x permuted within each 32 (`fp8_x.a_order`), a gather.
+not smaller ones; FP8's split takes 3-6. Each kernel here is the same arithmetic in one launch,
+writing the decode's inputs in their final form: one body over refs, run as a Mosaic GPU kernel
+on the GPU and as a plain `pl.pallas_call` in the interpreter on the CPU (`_call`). The byte
+formats only: their weights are the A operand as stored, in K order, where the 4-bit ones want
+x permuted within each 32 (`fp8_x.a_order`), a gather.
 
 `int8_split_kernel` (`fp8_x.int8_split`): each program takes `CHUNKS` chunks of 128 of every
 row (an (M, 2, 256) block): per chunk and row the amax, its power of two 2^e from the float32
@@ -14,7 +15,9 @@ bits (no frexp), v = RN(x 2^(8 - e)), hi = floor((v + 128) / 256) by an arithmet
 - 256 hi. Its t block is CHUNKS x cols float32 (cols a multiple of 32: 128 elements at least,
 the fewest a Mosaic GPU store of a WG_STRIDED array takes), assembled by selects against
 `slots`, an iota input (Mosaic GPU wants a layout for an in-kernel iota, which the interpreter
-has no use for).
+has no use for). A reduction's scalar is broadcast before any bit work on it (`_exponent`):
+Mosaic GPU's Warpgroup lowering cannot bitcast a scalar, and the body keeps to what both of
+its lowerings take.
 
 `e4m3_split_kernel` (`fp8_x.split_x` for FP8 weights): a program a row, the whole row (1,
 K / 256, 256): its amax, s_x = 2^(e - 8) from the bits, hi = E4M3(x / s_x), lo = E4M3(x / s_x
@@ -50,6 +53,28 @@ _MANT = 0x7FFFFF
 _ABOVE_127 = 0x7E0000  # amax's mantissa field above 127/64 - 1: amax > 127 2^(e0 - 7)
 
 
+def _call(body, programs: int, in_specs, out_specs, out_shape, interpret: Any):
+  """`body` (refs in, refs out) over `programs` programs of one block each: a plain
+  `pl.pallas_call` in the interpreter; on the GPU a Mosaic GPU kernel of a CTA a program, its
+  blocks brought in and out by TMA (`plgpu.emit_pipeline` of one step). Not a plain
+  `pallas_call` there: jax 0.11.2 lowers that to Triton (session 27, H100), which has no
+  `round` and wants power-of-two blocks."""
+  if interpret:
+    return _compat.pallas_call(body, grid=(programs,), in_specs=in_specs, out_specs=out_specs,
+                               out_shape=out_shape, interpret=interpret)
+  plgpu = _compat.plgpu_module()
+
+  def kernel(*refs):
+    c = lax.axis_index("c")
+    spec = lambda s: plgpu.BlockSpec(s.block_shape, lambda _: s.index_map(c))
+    plgpu.emit_pipeline(lambda _, *blocks: body(*blocks), grid=(1,),
+                        in_specs=[spec(s) for s in in_specs],
+                        out_specs=[spec(s) for s in out_specs])(*refs)
+
+  return _compat.mgpu_kernel(kernel, out_type=tuple(out_shape), grid=(programs,),
+                             grid_names=("c",))
+
+
 def _pow2(e: jax.Array) -> jax.Array:
   """2^e as float32 for an int32 e in [-126, 127], from its bits (exact; no exp2)."""
   return lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
@@ -58,8 +83,7 @@ def _pow2(e: jax.Array) -> jax.Array:
 def _exponent(amax: jax.Array) -> tuple[jax.Array, jax.Array]:
   """A chunk's amax (float32, >= 0, any shape: elementwise) -> (e, finite): its power of two
   2^e, as `fp8_x.int8_split` finds it (that frexp's exponent e0 is the biased exponent E - 126
-  here), and whether the chunk is finite. Elementwise on an array the amax is broadcast to,
-  not on the scalar: Mosaic GPU's Warpgroup lowering has no scalar bitcast."""
+  here), and whether the chunk is finite."""
   bits = lax.bitcast_convert_type(amax, jnp.int32)
   biased = bits >> 23  # amax >= 0: the sign bit is clear
   e = biased - 133 + ((bits & _MANT) > _ABOVE_127).astype(jnp.int32)
@@ -129,16 +153,16 @@ def int8_split_kernel(x: jax.Array, cols: int, *, interpret: Any = False
                      f"2 M = {2 * m}")
   slots = np.arange(CHUNKS * cols, dtype=np.int32).reshape(CHUNKS, cols)  # a constant
   rows = (CHUNKS // _PER_ROW, _ROW)  # a program's K as rows of 256 (free reshapes)
-  x8, t = _compat.pallas_call(
+  x8, t = _call(
       lambda *refs: _kernel(*refs, m=m),
-      grid=(k // span,),
-      in_specs=[pl.BlockSpec((m, *rows), lambda j: (0, j, 0)),
-                pl.BlockSpec((CHUNKS, cols), lambda j: (0, 0))],
-      out_specs=[pl.BlockSpec((2 * m, *rows), lambda j: (0, j, 0)),
-                 pl.BlockSpec((CHUNKS, cols), lambda j: (j, 0))],
-      out_shape=[jax.ShapeDtypeStruct((2 * m, k // _ROW, _ROW), jnp.int8),
-                 jax.ShapeDtypeStruct((k // INT8_CHUNK, cols), jnp.float32)],
-      interpret=interpret,
+      k // span,
+      [pl.BlockSpec((m, *rows), lambda j: (0, j, 0)),
+       pl.BlockSpec((CHUNKS, cols), lambda j: (0, 0))],
+      [pl.BlockSpec((2 * m, *rows), lambda j: (0, j, 0)),
+       pl.BlockSpec((CHUNKS, cols), lambda j: (j, 0))],
+      [jax.ShapeDtypeStruct((2 * m, k // _ROW, _ROW), jnp.int8),
+       jax.ShapeDtypeStruct((k // INT8_CHUNK, cols), jnp.float32)],
+      interpret,
   )(x.reshape(m, k // _ROW, _ROW), slots)
   return x8.reshape(2 * m, k), t
 
@@ -175,15 +199,15 @@ def e4m3_split_kernel(x: jax.Array, *, interpret: Any = False) -> tuple[jax.Arra
   if k % _ROW or k // _ROW > 256:
     raise ValueError(f"e4m3_split_kernel takes a row of K = 256 r (r <= 256) in one program: "
                      f"K={k}; use fp8_x.split_x")
-  x8, sx = _compat.pallas_call(
+  x8, sx = _call(
       _e4m3_kernel,
-      grid=(m,),
-      in_specs=[pl.BlockSpec((1, k // _ROW, _ROW), lambda r: (r, 0, 0))],
-      out_specs=[pl.BlockSpec((2, k // _ROW, _ROW), lambda r: (r, 0, 0)),
-                 pl.BlockSpec((1, 128), lambda r: (r, 0))],
-      out_shape=[jax.ShapeDtypeStruct((2 * m, k // _ROW, _ROW), E4M3),
-                 jax.ShapeDtypeStruct((m, 128), jnp.float32)],
-      interpret=interpret,
+      m,
+      [pl.BlockSpec((1, k // _ROW, _ROW), lambda r: (r, 0, 0))],
+      [pl.BlockSpec((2, k // _ROW, _ROW), lambda r: (r, 0, 0)),
+       pl.BlockSpec((1, 128), lambda r: (r, 0))],
+      [jax.ShapeDtypeStruct((2 * m, k // _ROW, _ROW), E4M3),
+       jax.ShapeDtypeStruct((m, 128), jnp.float32)],
+      interpret,
   )(x.reshape(m, k // _ROW, _ROW))
   return x8.reshape(2 * m, k), sx[:, 0]
 

@@ -171,3 +171,13 @@ def test_decode_with_split_kernel_lowers_with_no_xla_kernel_before_it(m, weight)
   assert first < second
   xla = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, False), x, weight()).as_text())
   assert "stablehlo.reduce" in xla[:xla.index("MOSAIC")]  # XLA's split: its amax, then more
+
+
+def test_gpu_path_is_a_mosaic_kernel_whatever_pallas_call_defaults_to():
+  # jax 0.11.2 on the GPU machine lowered a plain `pallas_call` through Pallas-Triton (session
+  # 27), as jax_pallas_use_mosaic_gpu=False does here: the split must not depend on that default
+  x = jax.ShapeDtypeStruct((1, 8192), jnp.bfloat16)
+  with jax._src.config.jax_pallas_use_mosaic_gpu(False):  # pylint: disable=protected-access
+    for fmt in (wm.WeightFormat.INT8, wm.WeightFormat.FP8):
+      text = _compat.lower_for("cuda", lambda x, f=fmt: XS.split(x, f, 32), x).as_text()
+      assert _ops(text).count("MOSAIC") == 1 and "triton" not in text
