@@ -26,6 +26,9 @@ FP8_X_DEVICES = ("NVIDIA H200",)
 # well as above: H100 M = 32 91.8 -> 89.3 us (kernels_wo_s25_h100_fused_sum_m32.json); on the
 # H200 it lost there (68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json)
 INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
+# Devices where FP8 adds its partial sums in the kernel at M = 9-16 as well as above: H100
+# M = 16 88.1 -> 86.2 us (kernels_wo_s27_h100_fp8_m16_fused_sum.json); the H200 unmeasured
+FP8_FUSED_SUM_M16_DEVICES = ("NVIDIA H100",)
 # Devices where INT8 at M <= 4 (without `fp8_x`) takes FP8's 128-row tiles without stream-K:
 # H100 M = 4 88.7 -> 86.6 us, M = 1 86.9 -> 86.8 (kernels_wo_s25_h100_int8_m1_4.json); the
 # H200 takes fp8_x there (below its weight threshold: unmeasured, the 64-row stream-K launch)
@@ -137,9 +140,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.FP8:
     # above M = 16 with the fused sum: H100 M = 32 92.5 -> 89.4 us
     # (kernels_wo_s25_h100_fused_sum_m32.json); H200 M = 32 66.8 -> 66.6, M = 64 82.5 -> 82.2
-    # (kernels_wo_s24_fused_sum_8bit.json); M = 9-16 unmeasured, off
+    # (kernels_wo_s24_fused_sum_8bit.json); at M = 9-16 on `FP8_FUSED_SUM_M16_DEVICES`
+    fuse = m > (8 if device.startswith(FP8_FUSED_SUM_M16_DEVICES) else 16)
     return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) if m <= 8 else (
-        per_channel_wide | (dict(fused_sum=True) if m > 16 else {}))
+        per_channel_wide | (dict(fused_sum=True) if fuse else {}))
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.

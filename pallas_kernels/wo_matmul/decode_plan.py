@@ -89,9 +89,17 @@ FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # `case(pw)` keys whose decode with the codes read by plain loads (a `layout.thread_major`
 # weight: each warpgroup loads its chunk's codes from global memory as 16-byte vectors, no TMA
 # and no shared memory for them) has matched the reference on a GPU. Written in session 26
-# without one: INT4's codes read alone by plain loads took 27.9 us (4.20 TB/s) where the
-# decode's TMA pipeline streams them in 34 at best (H200, tma_stream_s2{4,6}.md): none yet.
-PLAIN_LOADS_VERIFIED: frozenset = frozenset()
+# without one; H100, 2026-12-06, jax 0.11.2, 8192 x 28672, rel. err as the TMA decode's
+# (1.65-1.67e-3), us TMA -> plain loads -> plain loads a step ahead (`prefetch_codes`;
+# kernels_wo_s27_h100_plain_*.json): M = 1 INT4 g128 51.9 -> 64.6 -> 52.3, INT4 g32 60.8 ->
+# 68.9 -> 58.3, MXFP4 58.8 -> 74.3 -> 62.9, NVFP4 64.1 -> 77.1 -> 63.9, UINT4 56.0 -> 67.7 ->
+# 55.6, INT8 86.6 -> 99.1 -> 85.7; M = 16 INT4 54.5 -> 66.4 -> 54.6, INT8 89.9 -> 116.7 ->
+# 97.6; INT4 M = 64 68.5 -> 87.1 -> 75.6. A layout the caller picks (`layout.thread_major`),
+# not a default: it pays for INT4 g32 at M = 1 (-4%) and ties or loses elsewhere on the H100.
+PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
+                                             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
+                                             (WeightFormat.UINT4, 128),
+                                             (WeightFormat.INT8, "channel")})
 # `case(pw)` keys whose `fp8_x` decode with x split by one Pallas kernel (`x_split.py`, in place
 # of XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
 # reference on a GPU. Written in session 27 without one (INT8 and FP8), bit for bit XLA's split
@@ -246,7 +254,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
-                prefetch_codes: bool = False, split_kernel: bool | None = None,
+                prefetch_codes: bool | None = None, split_kernel: bool | None = None,
                 num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
@@ -374,8 +382,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       the tiles and computing on them (`bench_kernels.py --load-split`).
     prefetch_codes: for a `layout.thread_major` weight (whose codes the kernel reads by plain
       loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes one step ahead, carried
-      in registers, so that their latency hides behind the step before (default off: written
-      without a GPU, session 26).
+      in registers, so that their latency hides behind the step before. Default (None): on
+      for such a weight (without it the plain loads were 13-30% slower in every case timed,
+      H100, session 27).
     split_kernel: with `fp8_x` on INT8 or FP8 weights, x's 8-bit rows and their multipliers
       or scales made by one Pallas kernel (`x_split.split`: INT8 at M <= 16, K a multiple of
       512; FP8 at K a multiple of 256) instead of XLA's several. Default (None): on where `SPLIT_KERNEL_VERIFIED` holds the case and the
@@ -393,6 +402,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     require_checked(f"plain loads for {pw.fmt.value} group {g}", case(pw) in PLAIN_LOADS_VERIFIED,
                     allow_unverified, reference="the reference",
                     instead="store the weight without `layout.thread_major`")
+  if prefetch_codes is None:
+    prefetch_codes = plain_loads and not load_only
   if prefetch_codes and not plain_loads:
     raise ValueError("prefetch_codes loads the next step's codes by plain loads: store the weight "
                      "with `layout.thread_major`")

@@ -793,10 +793,11 @@ def test_decode_plain_loads_lower(name, m):
   # A `layout.thread_major` weight: each warpgroup reads its chunks' codes from global memory
   # as 16-byte vectors (two or four a thread a 64 x 128 block, `registers.registers_from_words`),
   # so the pipeline copies x and the scales only (two TMA copies traced a spec); gated until a
-  # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`)
+  # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`: all of these but FP8, H100, session 27)
   pw = _weight_shape(name, 8192, 28672)
   tm = jax.eval_shape(wm.layout.thread_major, pw)
-  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
+                                                     prefetch_codes=False)
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), tm).as_text()
   eight = wm.layout.code_bits(pw) == 8
   base = pw if eight else jax.eval_shape(wm.layout.order_for_wgmma, pw)
@@ -808,12 +809,14 @@ def test_decode_plain_loads_lower(name, m):
   chunks = plan.gps * (plan.wg_rows // 64)  # one relabel a chunk, one load a 64-row block
   assert counts[1]["inline_mgpu_p"] - counts[0].get("inline_mgpu_p", 0) == plan.gps
   assert counts[1]["load"] - counts[0]["load"] == chunks - plan.gps
-  with pytest.raises(NotImplementedError, match="plain loads"):
-    decode_plan.plan_decode(m, 8192, tm)
-  # `prefetch_codes`: the first step's codes loaded before the pipeline, each next step's in
-  # the step before (carried), none in the step itself
-  pf = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
-                                                     prefetch_codes=True)
+  if decode_plan.case(pw) in decode_plan.PLAIN_LOADS_VERIFIED:
+    assert decode_plan.plan_decode(m, 8192, tm).prefetch_codes  # the default with plain loads
+  else:
+    with pytest.raises(NotImplementedError, match="plain loads"):
+      decode_plan.plan_decode(m, 8192, tm)
+  # `prefetch_codes` (the default): the first step's codes loaded before the pipeline, each
+  # next step's in the step before (carried), none in the step itself
+  pf = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
   assert "mosaic_gpu" in _compat.lower_for("cuda", pf, _x(m, 8192), tm).as_text()
   assert primitive_counts(jax.make_jaxpr(pf)(_x(m, 8192), tm).jaxpr)["load"] == (
       counts[1]["load"] + chunks)

@@ -314,8 +314,8 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert split.fused_sum == (split.schedule.slots == 1)
   assert not decode_plan.plan_decode(1, 8192, u128, splits=2, stream_k=None).fused_sum
   monkeypatch.undo()
-  # INT4 g128, MXFP4, NVFP4 and FP8 above M = 16, INT8 above 32 (above 16 on an H100), add
-  # their partial sums in the kernel (faster on an H100 and an H200)
+  # INT4 g128, MXFP4, NVFP4 and FP8 above M = 16 (FP8 above 8 on an H100), INT8 above 32
+  # (above 16 on an H100), add their partial sums in the kernel (faster on an H100 and an H200)
   g128 = shape("int4_g128")
   fs = lambda w, ms: [decode_plan.plan_decode(m, 8192, w).fused_sum for m in ms]
   assert fs(g128, (16, 17, 64)) == [False, True, True]
@@ -324,6 +324,7 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert fs(shape("fp8_e4m3_rowwise"), (16, 17, 64)) == [False, True, True]
   monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
   assert fs(shape("int8"), (16, 17, 32)) == [False, True, True]
+  assert fs(shape("fp8_e4m3_rowwise"), (8, 9, 16)) == [False, True, True]
   monkeypatch.undo()
   assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32: not checked on a GPU
   # 8-bit tensor cores (`fp8_x`) on the devices where that paid (the H200, not the H100): FP8
