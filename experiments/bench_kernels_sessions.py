@@ -530,8 +530,45 @@ def h200_s26_section() -> list[str]:
       quant)
 
 
+def h100_s27_section() -> list[str]:
+  """Session 27: four H100 calls (after eleven refused starts): the decode by plain loads
+  checked and timed, INT8's x split by one kernel (lowered by Triton: rewritten), the H100's
+  M = 16 rows, the fused sums and the saturating cast there."""
+  quant = [("s27 satfinite rows", _load("kernels_quant_s27_h100_satfinite_rows.json")),
+           ("s27 satfinite columns", _load("kernels_quant_s27_h100_satfinite_columns.json"))]
+  md = wo_section(27, (
+      "h100_plain_int4_m1", "h100_plain_m1", "h100_plain_int8", "h100_plain_int4_m16_64",
+      "h100_plain_4096x14336", "h100_m16", "h100_fp8_m16_fused_sum", "h100_int8_m64_fused_sum",
+      "h100_int4_m1_fused_sum"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first). The decode with its "
+      "codes read by plain loads (a `layout.thread_major` weight, written in session 26 "
+      "without a GPU) matches the reference as the TMA decode does for INT4 g128 / g32, "
+      "MXFP4, NVFP4, UINT4 and INT8 (rel. err 1.65-1.67e-3; `PLAIN_LOADS_VERIFIED` since), "
+      "us TMA -> plain -> plain a step ahead (`prefetch_codes`, its default since): M = 1 "
+      "INT4 g128 51.9 -> 64.6 -> 52.3, INT4 g32 60.8 -> 68.9 -> 58.3, MXFP4 58.8 -> 74.3 -> "
+      "62.9, NVFP4 64.1 -> 77.1 -> 63.9, UINT4 56.0 -> 67.7 -> 55.6, INT8 86.6 -> 99.1 -> "
+      "85.7; M = 16 INT4 54.5 -> 66.4 -> 54.6, INT8 89.9 -> 116.7 -> 97.6; INT4 M = 64 68.5 "
+      "-> 87.1 -> 75.6; 4096 x 14336 M = 1 INT4 17.2 -> 20.3 -> 17.3, MXFP4 19.0 -> 22.2 -> "
+      "20.4. The plain loads' own read ran at 3.04 TB/s here (session 25), the whole TMA "
+      "decode at 2.40: the stream is not what the plain-load decode gains, at least on the "
+      "H100. The H100's M = 16 rows: INT4 g128 54.4 us (2.93x XLA bf16), INT8 90.1 (1.76x), "
+      "NVFP4 65.5 (2.43x). The fused sum: FP8 M = 16 88.1 -> 86.2 us (the H100's default at "
+      "M = 9-16 since), INT8 M = 64 98.1 without it -> 93.2 with (the default, confirmed), "
+      "INT4 g128 M = 1 52.1 -> 52.4 (off). INT8's x split as one kernel (`x_split.py`, "
+      "`probe_int8_m1_split_s27_h100.jsonl`) never lowered: jax 0.11.2 took the plain "
+      "`pallas_call` to Pallas-Triton, which has no `round`; it is a `plgpu.kernel` since, "
+      "unchecked.", device="H100", quant_runs=quant)
+  return md + quant_part(
+      ": the saturating E4M3 cast (H100)",
+      "`satfinite` (MXFP8's default since session 26, from the H200), bit-exact on the H100 "
+      "too, Mosaic kernel us without / with: MXFP8 rows 74.7 / 74.1, columns 90.6 / 84.9; "
+      "FP8 1x128 rows 89.4 / 90.8, columns 124.8 / 126.0 (no gain, as on the H200).",
+      quant)
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
             h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
-            h200_s26_section)
+            h200_s26_section, h100_s27_section)
