@@ -3,19 +3,20 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 or an H100
+#   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 (or an H100)
 #   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
 #
-# Part 2 first, on whichever device comes: the decode with its codes read by plain loads (a
-# `layout.thread_major` weight, `{"w_threads": true}`; written in session 26 without a GPU,
-# gated by `decode_plan.PLAIN_LOADS_VERIFIED`), with and without `prefetch_codes`, each config
-# checked against the reference before it is timed: the plain-load read of INT4's codes took
-# 27.9 us on the H200 (4.20 TB/s) where the decode's TMA pipeline streams them in 34 at best
-# and the whole decode takes 38.3 (3.2x asks 34.3). Then 3 (INT8 by plain loads, INT8's x
-# split by one kernel, INT4 M = 16 / 64 by plain loads), 4 (the launch sweep, once 2 shows which
-# variant works) and 5 (FP8 by plain loads, INT8 M = 64, the split at M = 4) on either device,
-# and h100-1, h100-2 wherever an H100 is lent (issue 8 sets its targets on one). 1 ran in
-# session 16 (rerun only to re-check); docs/kernels_sessions.md has each session's runs.
+# Part 2 first, on an H200: the decode with its codes read by plain loads (a
+# `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default since session
+# 27), correct on the H100 for six formats and level there with the TMA decode (INT4 g128 M = 1
+# 51.9 -> 52.3 us): on the H200 the TMA pipeline itself is the gap (34.0 us at best against
+# 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3). Then 3 (the 8-bit decode's x
+# split by one kernel, `split_kernel`, unchecked: its first version never lowered on the H100,
+# INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep, SASS) and 5
+# (FP8 by plain loads, INT8 M = 64, the split at M = 4) on either device; h100-1 (the split
+# kernel and FP8's plain loads) and h100-2 (the empty-body stream) wherever an H100 is lent
+# (issue 8 sets its targets on one). 1 ran in session 16 (rerun only to re-check);
+# docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
 # M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 8-23, FP8 2-4);
@@ -75,30 +76,26 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # On either device: first a probe of each path written without a GPU, at 4096 x 14336
-      # (each phase logged: lowered, compiled, ran, checked; a failure's traceback printed),
-      # then the plain loads checked and timed against the default (TMA) decode, alone and a
-      # step ahead (`prefetch_codes`), and with two more CTAs an SM where shared memory no
-      # longer holds the weight (the plain-load read's best launch was 256 CTAs)
+  2)  # On the H200 (on an H100, whose rows session 27 took, only to re-check): the plain loads
+      # against the default (TMA) decode, a step ahead (the default) and not, and with more
+      # CTAs an SM or chunks a step where shared memory no longer holds the weight (the
+      # plain-load read's best launch was 256 CTAs)
     pl='{"w_threads": true}'
-    pf='{"w_threads": true, "prefetch_codes": true}'
-    run 110 p python3 experiments/probe_config.py --format int4 --m 1 --shape 4096x14336 \
-      --configs "[$pl, $pf]" --limit-s 45
-    run 150 a $B --what wo --formats int4 --m 1 --shapes $S \
-      --configs "[{}, $pl, $pf, {\"w_threads\": true, \"stream_k\": 4},
-                  {\"w_threads\": true, \"prefetch_codes\": true, \"gps\": 2}]"
+    run 200 a $B --what wo --formats int4 --m 1 --shapes $S \
+      --configs "[{}, $pl, {\"w_threads\": true, \"prefetch_codes\": false},
+                  {\"w_threads\": true, \"stream_k\": 4}, {\"w_threads\": true, \"gps\": 2}]"
     # the other int4-stored formats at M = 1, the ones bound by their stream (INT4 g32 2.49x,
     # MXFP4 2.36x, NVFP4 2.24x, UINT4 2.55x on the H200 against the 3.2x target)
-    run 230 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
-      --configs "[{}, $pl, $pf]"
+    run 200 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
+      --configs "[{}, $pl]"
+    run 150 d $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 --configs "[{}, $pl]"
     ;;
-  3)  # On either device: INT8 by plain loads (its codes handed over in UPCAST_2X, as the TMA
-      # path's shared-memory loads do; the bf16 path, fp8_x off) and, on the 8-bit tensor
-      # cores (`fp8_x`), INT8's and FP8's x split by one kernel (`split_kernel`, x_split.py,
-      # session 27) in place of XLA's several (5.9 us of INT8 M = 1's 62.1 on the H200, where
-      # the Mosaic kernel alone takes 56.2 against the 60.9 that 1.8x asks); INT4 by plain
-      # loads at M = 16 / 64
-    pl='[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
+  3)  # On either device: the 8-bit decode's x split by one kernel (`split_kernel`, x_split.py,
+      # session 27; a `plgpu.kernel` since its plain `pallas_call` went to Triton on the H100)
+      # in place of XLA's several (5.9 us of INT8 M = 1's 62.1 on the H200, where the Mosaic
+      # kernel alone takes 56.2 against the 60.9 that 1.8x asks); INT8 and INT4 by plain loads
+      # at M = 16 / 64
+    pl='[{}, {"w_threads": true}]'
     run 40 p python3 experiments/probe_config.py --format int8 --m 1 --shape 4096x14336 \
       --configs '[{"fp8_x": true, "split_kernel": true}]' --limit-s 20
     run 120 a $B --what wo --formats int8,fp8_e4m3 --m 1 --shapes $S \
@@ -107,50 +104,39 @@ case "$part" in
     run 180 c $B --what wo --formats int4 --m 16,64 --shapes $S --configs "$pl"
     ;;
   4)  # On either device, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs
-      # an SM), at 8192 x 28672 and at 4096 x 14336 (INT4 g128 M = 1: 14.3 us on the H200)
+      # an SM) and both decodes by SASS opcode and stall: what the plain loads changed besides
+      # the stream
     run 250 a $B --what wo --formats int4 --m 1 --shapes $S --configs '[
       {"w_threads": true}, {"w_threads": true, "tile_n": 64},
-      {"w_threads": true, "gps": 2, "stream_k": 3},
-      {"w_threads": true, "prefetch_codes": true, "stream_k": 3},
-      {"w_threads": true, "prefetch_codes": true, "tile_n": 64, "gps": 2}]'
-    run 150 b $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 \
-      --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
-    # both decodes by SASS opcode and stall: what the plain loads changed besides the stream
+      {"w_threads": true, "gps": 2, "stream_k": 3}, {"w_threads": true, "stream_k": 3},
+      {"w_threads": true, "tile_n": 64, "gps": 2}]'
     run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
     ;;
-  5)  # On either device: FP8 by plain loads (fp8_x off), INT8 M = 64 by plain loads, and the
-      # split kernels at M = 4 (`fp8_x` is the H200's default there for INT8 and FP8)
+  5)  # On either device: FP8 by plain loads (fp8_x off; FP8 is the one format of the six
+      # lowered that no GPU has checked), INT8 M = 64 by plain loads, and the split kernels at
+      # M = 4 (`fp8_x` is the H200's default there for INT8 and FP8)
     run 140 a $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
-      --configs '[{"fp8_x": false}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
-    run 150 b $B --what wo --formats int8 --m 64 --shapes $S \
-      --configs '[{}, {"w_threads": true}, {"w_threads": true, "prefetch_codes": true}]'
+      --configs '[{"fp8_x": false}, {"w_threads": true}]'
+    run 150 b $B --what wo --formats int8 --m 64 --shapes $S --configs '[{}, {"w_threads": true}]'
     run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
       --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
     ;;
-  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1): the standing table's M = 16 rows still
-      # owed (INT4 g128, INT8, NVFP4), FP8 M = 16 with the fused sum (its default above M = 16
-      # since session 25: M = 32 92.5 -> 89.4 us; M = 9-16 unmeasured), INT8 M = 64 with and
-      # without it (the default above M = 32 from the H200, never timed on an H100), INT4 g128
-      # M = 1 with it (51.7 us, 1.8 of them XLA's sum after the kernel; 3.2x needs 49.4; it lost
-      # on the H200 at M = 1, 38.5 -> 39.4)
-    run 160 a $B --what wo --formats int4,int8,nvfp4 --m 16 --shapes $S
-    run 90 b $B --what wo --formats fp8_e4m3 --m 16 --shapes $S \
-      --configs '[{}, {"fused_sum": true}]'
-    run 100 c $B --what wo --formats int8 --m 64 --shapes $S --configs '[{}, {"fused_sum": false}]'
-    run 90 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[{}, {"fused_sum": true}]'
+  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), where fp8_x is off by default: the
+      # split kernels (the decode with fp8_x on, XLA's split against the kernel's), FP8 by
+      # plain loads
+    run 40 p python3 experiments/probe_config.py --format int8 --m 1 --shape 4096x14336 \
+      --configs '[{"fp8_x": true, "split_kernel": true}]' --limit-s 20
+    run 160 a $B --what wo --formats int8,fp8_e4m3 --m 1,4 --shapes $S \
+      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
+    run 140 b $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
+      --configs '[{}, {"w_threads": true}]'
     ;;
   h100-2)  # On an H100: the decode pipeline's empty-body stream (never run on an H100) beside
-      # the plain-load read: INT4 g128 M = 1 takes 51.7 us (3.05x XLA bf16, 95% of the 3.2x
-      # target's 49.4), its codes read by plain loads in 38.7 us (session 25): is the TMA
-      # pipeline the gap, as on the H200 (34.0 us at best against XLA's read in 31.2)? Then the
-      # E4M3 codes by the saturating cast alone (`satfinite`, MXFP8's default since session 26:
-      # rows 63.8 -> 56.5 us on the H200, FP8 1x128 no faster), against the clip, rows, columns
+      # the plain-load read: INT4 g128 M = 1 takes 51.9 us (3.04x XLA bf16, 95% of the 3.2x
+      # target's 49.4), its codes read by plain loads in 38.7 us (session 25), and the decode
+      # by plain loads a step ahead no faster (52.3, session 27): is the TMA pipeline the gap
+      # there at all (on the H200 it is: 34.0 us at best against XLA's read in 31.2)?
     run 300 a python3 experiments/bench_tma_stream.py --limit-s 250
-    run 100 b $B --what quant --qshapes 8192x8192 --schemes mxfp8_e4m3,fp8_e4m3_block128 \
-      --configs '[{"satfinite": false}, {"satfinite": true}]'
-    run 100 c $B --what quant --transpose --qshapes 8192x8192 \
-      --schemes mxfp8_e4m3,fp8_e4m3_block128 \
-      --configs '[{"satfinite": false}, {"satfinite": true}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
 esac
