@@ -531,15 +531,15 @@ def h200_s26_section() -> list[str]:
 
 
 def h100_s27_section() -> list[str]:
-  """Session 27: four H100 calls (after eleven refused starts): the decode by plain loads
-  checked and timed, INT8's x split by one kernel (lowered by Triton: rewritten), the H100's
-  M = 16 rows, the fused sums and the saturating cast there."""
+  """Session 27: six H100 calls (after eleven refused starts): the decode by plain loads
+  checked and timed, the 8-bit decode's x split by one kernel, the H100's M = 16 rows, the
+  fused sums and the saturating cast there."""
   quant = [("s27 satfinite rows", _load("kernels_quant_s27_h100_satfinite_rows.json")),
            ("s27 satfinite columns", _load("kernels_quant_s27_h100_satfinite_columns.json"))]
   md = wo_section(27, (
       "h100_plain_int4_m1", "h100_plain_m1", "h100_plain_int8", "h100_plain_int4_m16_64",
       "h100_plain_4096x14336", "h100_m16", "h100_fp8_m16_fused_sum", "h100_int8_m64_fused_sum",
-      "h100_int4_m1_fused_sum"),
+      "h100_int4_m1_fused_sum", "h100_split_kernel", "h100_split_vs_default"),
       "Every config checked against the f32 reference in the same run (`configs_timed`; "
       "`bench_configs_table.py` reads them against their row's first). The decode with its "
       "codes read by plain loads (a `layout.thread_major` weight, written in session 26 "
@@ -555,10 +555,12 @@ def h100_s27_section() -> list[str]:
       "H100. The H100's M = 16 rows: INT4 g128 54.4 us (2.93x XLA bf16), INT8 90.1 (1.76x), "
       "NVFP4 65.5 (2.43x). The fused sum: FP8 M = 16 88.1 -> 86.2 us (the H100's default at "
       "M = 9-16 since), INT8 M = 64 98.1 without it -> 93.2 with (the default, confirmed), "
-      "INT4 g128 M = 1 52.1 -> 52.4 (off). INT8's x split as one kernel (`x_split.py`, "
-      "`probe_int8_m1_split_s27_h100.jsonl`) never lowered: jax 0.11.2 took the plain "
-      "`pallas_call` to Pallas-Triton, which has no `round`; it is a `plgpu.kernel` since, "
-      "unchecked.", device="H100", quant_runs=quant)
+      "INT4 g128 M = 1 52.1 -> 52.4 (off). The 8-bit decode's x split as one kernel "
+      "(`x_split.py`): its first version never lowered (jax 0.11.2 took the plain "
+      "`pallas_call` to Pallas-Triton, which has no `round`); as a `plgpu.kernel` it matches "
+      "XLA's split, and with fp8_x at M = 1 takes INT8 86.0 -> 84.4 us, FP8 84.2 -> 83.4 (the "
+      "default with fp8_x since; fp8_x itself stays off on the H100: INT8 85.0 / FP8 82.4 on "
+      "the bf16 path in the same run).", device="H100", quant_runs=quant)
   return md + quant_part(
       ": the saturating E4M3 cast (H100)",
       "`satfinite` (MXFP8's default since session 26, from the H200), bit-exact on the H100 "

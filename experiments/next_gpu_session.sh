@@ -11,10 +11,10 @@
 # 27), correct on the H100 for six formats and level there with the TMA decode (INT4 g128 M = 1
 # 51.9 -> 52.3 us): on the H200 the TMA pipeline itself is the gap (34.0 us at best against
 # 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3). Then 3 (the 8-bit decode's x
-# split by one kernel, `split_kernel`, unchecked: its first version never lowered on the H100,
-# INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep, SASS) and 5
-# (FP8 by plain loads, INT8 M = 64, the split at M = 4) on either device; h100-1 (the split
-# kernel and FP8's plain loads) and h100-2 (the empty-body stream) wherever an H100 is lent
+# split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at
+# M = 16 / 64), 4 (the plain loads' launch sweep, SASS) and 5 (FP8 by plain loads, INT8 M = 64,
+# the split at M = 4); h100-1 (fp8_x with the split kernel at M = 4 / 8, FP8's plain loads)
+# and h100-2 (the empty-body stream) wherever an H100 is lent
 # (issue 8 sets its targets on one). 1 ran in session 16 (rerun only to re-check);
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -90,16 +90,14 @@ case "$part" in
       --configs "[{}, $pl]"
     run 150 d $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 --configs "[{}, $pl]"
     ;;
-  3)  # On either device: the 8-bit decode's x split by one kernel (`split_kernel`, x_split.py,
-      # session 27; a `plgpu.kernel` since its plain `pallas_call` went to Triton on the H100)
-      # in place of XLA's several (5.9 us of INT8 M = 1's 62.1 on the H200, where the Mosaic
-      # kernel alone takes 56.2 against the 60.9 that 1.8x asks); INT8 and INT4 by plain loads
-      # at M = 16 / 64
+  3)  # On the H200: the 8-bit decode's x split by one kernel (`split_kernel`, x_split.py,
+      # session 27: correct on the H100 and the default with fp8_x since, INT8 M = 1 86.0 ->
+      # 84.4 us there) against XLA's split (5.9 us of INT8 M = 1's 62.1 on the H200, where the
+      # Mosaic kernel alone takes 56.2 against the 60.9 that 1.8x asks); INT8 and INT4 by plain
+      # loads at M = 16 / 64
     pl='[{}, {"w_threads": true}]'
-    run 40 p python3 experiments/probe_config.py --format int8 --m 1 --shape 4096x14336 \
-      --configs '[{"fp8_x": true, "split_kernel": true}]' --limit-s 20
     run 120 a $B --what wo --formats int8,fp8_e4m3 --m 1 --shapes $S \
-      --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}, {"fp8_x": false}]'
+      --configs '[{}, {"fp8_x": true, "split_kernel": false}, {"fp8_x": false}]'
     run 180 b $B --what wo --formats int8 --m 1,16 --shapes $S --configs "$pl"
     run 180 c $B --what wo --formats int4 --m 16,64 --shapes $S --configs "$pl"
     ;;
@@ -119,15 +117,14 @@ case "$part" in
       --configs '[{"fp8_x": false}, {"w_threads": true}]'
     run 150 b $B --what wo --formats int8 --m 64 --shapes $S --configs '[{}, {"w_threads": true}]'
     run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
-      --configs '[{"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
+      --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
     ;;
-  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), where fp8_x is off by default: the
-      # split kernels (the decode with fp8_x on, XLA's split against the kernel's), FP8 by
-      # plain loads
-    run 40 p python3 experiments/probe_config.py --format int8 --m 1 --shape 4096x14336 \
-      --configs '[{"fp8_x": true, "split_kernel": true}]' --limit-s 20
-    run 160 a $B --what wo --formats int8,fp8_e4m3 --m 1,4 --shapes $S \
-      --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
+  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), where fp8_x is off by default: fp8_x
+      # with the split kernel (its default with fp8_x since session 27) at M = 4 and 8, beside
+      # the bf16 path (M = 1 level there: INT8 85.0 -> 84.7 us, FP8 82.4 -> 83.4); FP8 by plain
+      # loads
+    run 160 a $B --what wo --formats int8,fp8_e4m3 --m 4,8 --shapes $S \
+      --configs '[{}, {"fp8_x": true}]'
     run 140 b $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
       --configs '[{}, {"w_threads": true}]'
     ;;

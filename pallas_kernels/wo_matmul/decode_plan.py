@@ -100,11 +100,17 @@ PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFo
                                              (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
                                              (WeightFormat.UINT4, 128),
                                              (WeightFormat.INT8, "channel")})
-# `case(pw)` keys whose `fp8_x` decode with x split by one Pallas kernel (`x_split.py`, in place
-# of XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
-# reference on a GPU. Written in session 27 without one (INT8 and FP8), bit for bit XLA's split
-# in the interpreter: none yet.
-SPLIT_KERNEL_VERIFIED: frozenset = frozenset()
+# `case(pw)` keys whose `fp8_x` decode with x split by one kernel (`x_split.py`, in place of
+# XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
+# reference on a GPU, and where it is the default with fp8_x. H100, 2026-12-06, jax 0.11.2,
+# 8192 x 28672, M = 1, rel. err as XLA's split's (1.66-1.67e-3), us fp8_x with XLA's split ->
+# with the kernel (kernels_wo_s27_h100_split_kernel.json): INT8 86.0 -> 84.4, FP8 84.2 -> 83.4
+# (the XLA time around the decode 5.4 / 4.7 -> 1.8). Not enough to turn fp8_x on for the H100
+# (INT8 85.0 on the bf16 path against 84.7, FP8 82.4 against 83.4, same run:
+# kernels_wo_s27_h100_split_vs_default.json); on the H200, where fp8_x is the default at small
+# M, the kernel's gain is still to be timed.
+SPLIT_KERNEL_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
+                                              (WeightFormat.FP8, "channel")})
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
 SMEM_BYTES = 232_448  # Hopper's opt-in shared memory per block
 CHUNK = 128  # K elements per register tile (one wgmma operand)
@@ -387,8 +393,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       H100, session 27).
     split_kernel: with `fp8_x` on INT8 or FP8 weights, x's 8-bit rows and their multipliers
       or scales made by one Pallas kernel (`x_split.split`: INT8 at M <= 16, K a multiple of
-      512; FP8 at K a multiple of 256) instead of XLA's several. Default (None): on where `SPLIT_KERNEL_VERIFIED` holds the case and the
-      kernel takes the shape; asking for it unverified needs `allow_unverified`.
+      512; FP8 at K a multiple of 256) instead of XLA's several. Default (None): on where
+      `SPLIT_KERNEL_VERIFIED` holds the case (INT8 and FP8, H100, session 27: 1.6 / 0.8 us
+      faster at M = 1) and the kernel takes the shape; asking for it unverified needs
+      `allow_unverified`.
     num_sms: used to pick the default split.
 
   Raises:

@@ -123,13 +123,19 @@ def _int8(k=8192, n=28672):
       w, mxjax.schemes.get("int8"), axis=0)), jax.ShapeDtypeStruct((k, n), jnp.float32))
 
 
-def test_plan_gates_split_kernel():
+def test_plan_gates_split_kernel(monkeypatch):
   pw = _int8()
   plan = lambda m=1, **o: decode_plan.plan_decode(m, 8192, pw, fp8_x=True, **o)
-  assert not plan().split_kernel  # not verified on a GPU: off by default
+  assert plan().split_kernel and plan(16).split_kernel  # verified (H100, session 27): default
+  assert not plan(17).split_kernel  # past the kernel's rows: XLA's split
+  assert not plan(split_kernel=False).split_kernel
+  assert not decode_plan.plan_decode(1, 8192, pw, fp8_x=False).split_kernel
+  monkeypatch.setattr(decode_plan, "SPLIT_KERNEL_VERIFIED", frozenset())
+  assert not plan().split_kernel  # unverified: off by default, refused unless allowed
   with pytest.raises(NotImplementedError, match="split_kernel for int8"):
     plan(split_kernel=True)
   assert plan(split_kernel=True, allow_unverified=True).split_kernel
+  monkeypatch.undo()
   with pytest.raises(ValueError, match="split_kernel splits x for fp8_x"):
     decode_plan.plan_decode(1, 8192, pw, fp8_x=False, split_kernel=True, allow_unverified=True)
   with pytest.raises(ValueError, match="M=17"):
