@@ -25,8 +25,9 @@ K / 256, 256): its amax, s_x = 2^(e - 8) from the bits, hi = E4M3(x / s_x), lo =
 reference's non-saturating encode makes it), and s_x.
 
 Both bit for bit the XLA split in the interpreter (tests/kernels/test_x_split.py; FP8's rows
-holding Inf or NaN aside, where only the NaN that reaches the output is the contract); on the
-GPU gated by `decode_plan.SPLIT_KERNEL_VERIFIED` until the benchmark checks them.
+holding Inf or NaN aside, where only the NaN that reaches the output is the contract), and the
+decode's result unchanged with them on the H100 (session 27: INT8 M = 1 86.0 -> 84.4 us, FP8
+84.2 -> 83.4; `decode_plan.SPLIT_KERNEL_VERIFIED`).
 """
 
 from __future__ import annotations
