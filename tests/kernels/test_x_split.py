@@ -58,14 +58,19 @@ _BF16 = st.integers(0, 0xFFFF).filter(lambda b: (b >> 7) & 0xFF != 0xFF).map(
     lambda b: np.uint16(b).view(ml_dtypes.bfloat16))
 
 
+def _bf16_rows(vals, rows: int, shift: int) -> np.ndarray:
+  """Any finite bf16 values as `rows` rows, the second scaled by 2^-shift (so that whole
+  chunks sit at one small magnitude too); float32 subnormals zero, as XLA's CPU flushes them."""
+  x = np.asarray(vals, ml_dtypes.bfloat16).reshape(rows, -1).astype(np.float32)
+  x = np.where(np.abs(x) < 2.0**-126, 0.0, x)
+  x[1] = x[1] * 2.0**-shift
+  return x.astype(ml_dtypes.bfloat16)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(_BF16, min_size=2 * 512, max_size=2 * 512), st.integers(0, 40))
 def test_matches_int8_split_on_any_bf16_rows(vals, shift):
-  # any finite bf16 values, scaled so that whole chunks sit at one magnitude too
-  x = np.asarray(vals, ml_dtypes.bfloat16).reshape(2, 512).astype(np.float32)
-  x = np.where(np.abs(x) < 2.0**-126, 0.0, x)  # f32 subnormals: XLA's CPU flushes them
-  x[1] = x[1] * 2.0**-shift
-  _assert_same(x.astype(ml_dtypes.bfloat16), 32)
+  _assert_same(_bf16_rows(vals, 2, shift), 32)
 
 
 def _fp8(k=8192, n=28672):
@@ -98,10 +103,7 @@ def test_e4m3_split_matches_split_x_on_the_edges():
 @settings(max_examples=25, deadline=None)
 @given(st.lists(_BF16, min_size=3 * 256, max_size=3 * 256), st.integers(0, 40))
 def test_e4m3_split_matches_split_x_on_any_bf16_rows(vals, shift):
-  x = np.asarray(vals, ml_dtypes.bfloat16).reshape(3, 256).astype(np.float32)
-  x = np.where(np.abs(x) < 2.0**-126, 0.0, x)  # f32 subnormals: XLA's CPU flushes them
-  x[1] = x[1] * 2.0**-shift
-  _assert_e4m3_same(x.astype(ml_dtypes.bfloat16))
+  _assert_e4m3_same(_bf16_rows(vals, 3, shift))
 
 
 def test_refuses_what_it_does_not_take():
