@@ -218,7 +218,7 @@ class DecodePlan:
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
   plain_loads: bool  # the codes by plain loads from a `layout.thread_major` weight, no TMA
   prefetch_codes: bool  # plain loads a step ahead, the next step's codes in the carry
-  split_kernel: bool  # fp8_x INT8 / FP8: x split by one Pallas kernel (x_split.py), not by XLA
+  split_kernel: bool  # fp8_x INT8 / FP8 / MXFP4: x split by one kernel (x_split.py), not XLA
 
   @property
   def chain(self) -> bool:
@@ -391,9 +391,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       in registers, so that their latency hides behind the step before. Default (None): on
       for such a weight (without it the plain loads were 13-30% slower in every case timed,
       H100, session 27).
-    split_kernel: with `fp8_x` on INT8 or FP8 weights, x's 8-bit rows and their multipliers
-      or scales made by one Pallas kernel (`x_split.split`: INT8 at M <= 16, K a multiple of
-      512; FP8 at K a multiple of 256) instead of XLA's several. Default (None): on where
+    split_kernel: with `fp8_x` on INT8, FP8 or MXFP4 weights, x's 8-bit rows and their
+      multipliers or scales made by one Pallas kernel (`x_split.split`: INT8 at M <= 16, K a
+      multiple of 512; FP8 and MXFP4 at K a multiple of 256; MXFP4's x permuted by XLA first)
+      instead of XLA's several. Default (None): on where
       `SPLIT_KERNEL_VERIFIED` holds the case (INT8 and FP8, H100, session 27: 1.6 / 0.8 us
       faster at M = 1) and the kernel takes the shape; asking for it unverified needs
       `allow_unverified`.
@@ -485,8 +486,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if split_kernel:
     if not split_fits:
       raise ValueError(f"split_kernel splits x for fp8_x on INT8 (M <= {XS.MAX_ROWS}, K a "
-                       f"multiple of {XS.CHUNKS * CHUNK}) or FP8 (K a multiple of 256) weights; "
-                       f"got {fmt.value} fp8_x={fp8_x}, M={m}, K={k}")
+                       f"multiple of {XS.CHUNKS * CHUNK}), FP8 or MXFP4 (K a multiple of 256) "
+                       f"weights; got {fmt.value} fp8_x={fp8_x}, M={m}, K={k}")
     require_checked(f"split_kernel for {fmt.value} group {g}{variant}",
                     case(pw) in SPLIT_KERNEL_VERIFIED, allow_unverified,
                     reference="the reference", instead="leave split_kernel off (XLA splits x)")

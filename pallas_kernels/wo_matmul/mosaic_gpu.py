@@ -148,8 +148,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     grp = (jnp.arange(a.shape[1]) % chunk_cols) // group_cols
     return jnp.concatenate([jnp.where(grp == t, a, jnp.zeros_like(a)) for t in range(p.xsub)])
 
-  if p.split_kernel:  # INT8 / FP8's rows and multipliers or scales by one kernel
-    x8, sx, x8_sums = x_split(x, p.fmt, xsum_cols(p.mp))
+  if p.split_kernel:  # INT8 / FP8 / MXFP4's rows and multipliers or scales by one kernel
+    x8, sx, x8_sums = x_split(x, pw, xsum_cols(p.mp))
   elif p.fp8_x:  # two 8-bit rows a token, in the A tiles' K order, and their x operand
     x8, sx, x8_sums = F8.split_x(x, pw, xsum_cols(p.mp))
   if p.fp8_x:

@@ -1,4 +1,4 @@
-"""The `fp8_x` decode's split of x for the byte formats (INT8, FP8), each as one Pallas kernel.
+"""The `fp8_x` decode's split of x for INT8, FP8 and MXFP4 weights as one Pallas kernel.
 
 Why: with `fp8_x` on INT8 weights the decode's Mosaic kernel alone is inside the 1.8x target
 (H200, 8192 x 28672, M = 1: 56.2 us against 60.9), and what misses it is XLA's split of x before
@@ -6,8 +6,9 @@ it, five small kernels of ~5.9 us in all (session 24's profile, docs/kernels.md)
 not smaller ones; FP8's split takes 3-6. Each kernel here is the same arithmetic in one launch,
 writing the decode's inputs in their final form: one body over refs, run as a Mosaic GPU kernel
 on the GPU and as a plain `pl.pallas_call` in the interpreter on the CPU (`_call`). The byte
-formats only: their weights are the A operand as stored, in K order, where the 4-bit ones want
-x permuted within each 32 (`fp8_x.a_order`), a gather.
+formats' weights are the A operand as stored, in K order; the 4-bit ones want x permuted within
+each 32 (`fp8_x.a_order`), a gather XLA does before the kernel for MXFP4 (two kernels where
+there were 3-6). INT4 / UINT4, whose fold also wants x's group sums, keep XLA's split.
 
 `int8_split_kernel` (`fp8_x.int8_split`): each program takes `CHUNKS` chunks of 128 of every
 row (an (M, 2, 256) block): per chunk and row the amax, its power of two 2^e from the float32
@@ -19,7 +20,7 @@ has no use for). A reduction's scalar is broadcast before any bit work on it (`_
 Mosaic GPU's Warpgroup lowering cannot bitcast a scalar, and the body keeps to what both of
 its lowerings take.
 
-`e4m3_split_kernel` (`fp8_x.split_x` for FP8 weights): a program a row, the whole row (1,
+`e4m3_split_kernel` (`fp8_x.split_x` for FP8 / MXFP4 weights): a program a row, the whole row (1,
 K / 256, 256): its amax, s_x = 2^(e - 8) from the bits, hi = E4M3(x / s_x), lo = E4M3(x / s_x
 - hi) by the cast (|x / s_x| < 256: no overflow; a non-finite x made NaN first, as the
 reference's non-saturating encode makes it), and s_x.
@@ -27,7 +28,7 @@ reference's non-saturating encode makes it), and s_x.
 Both bit for bit the XLA split in the interpreter (tests/kernels/test_x_split.py; FP8's rows
 holding Inf or NaN aside, where only the NaN that reaches the output is the contract), and the
 decode's result unchanged with them on the H100 (session 27: INT8 M = 1 86.0 -> 84.4 us, FP8
-84.2 -> 83.4; `decode_plan.SPLIT_KERNEL_VERIFIED`).
+84.2 -> 83.4; `decode_plan.SPLIT_KERNEL_VERIFIED`; MXFP4 unchecked).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.fp8_x import E4M3
 from pallas_kernels.wo_matmul.fp8_x import INT8_CHUNK
+from pallas_kernels.wo_matmul.fp8_x import a_order
+from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 
 CHUNKS = 4  # chunks of 128 a program: its t block, CHUNKS x 32 float32, is 128 elements
@@ -215,23 +218,25 @@ def e4m3_split_kernel(x: jax.Array, *, interpret: Any = False) -> tuple[jax.Arra
 
 def fits(fmt: WeightFormat, m: int, k: int) -> bool:
   """Whether `split` takes an (M, K) x for `fmt`'s weights: INT8 at M <= `MAX_ROWS`, K a
-  multiple of 512; FP8 at K = 256 r, r <= 256."""
+  multiple of 512; FP8 and MXFP4 at K = 256 r, r <= 256."""
   if fmt is WeightFormat.INT8:
     return m <= MAX_ROWS and k % (INT8_CHUNK * CHUNKS) == 0
-  return fmt is WeightFormat.FP8 and k % _ROW == 0 and k // _ROW <= 256
+  return fmt in (WeightFormat.FP8, WeightFormat.MXFP4) and k % _ROW == 0 and k // _ROW <= 256
 
 
-def split(x: jax.Array, fmt: WeightFormat, cols: int, *, interpret: Any = False
+def split(x: jax.Array, pw: PackedWeight, cols: int, *, interpret: Any = False
           ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-  """`fp8_x.split_x(x, pw, cols)` by one kernel for INT8 / FP8 weights (`fits`): (x8 (2 M, K),
-  s_x (M,) float32 (INT8: ones), INT8's multipliers t (K / 128, cols), None for FP8, which
-  reads no x operand)."""
+  """`fp8_x.split_x(x, pw, cols)` by one kernel for INT8 / FP8 / MXFP4 weights (`fits`): (x8
+  (2 M, K) in the weights' K order, s_x (M,) float32 (INT8: ones), INT8's multipliers t
+  (K / 128, cols), None for FP8 and MXFP4, which read no x operand). MXFP4's x is put in its
+  weights' order first (`fp8_x.a_order`, one XLA gather): the split is elementwise given the
+  row's amax, which the permutation keeps, so the rows come out as `split_x` permutes them."""
   m, k = x.shape
-  if not fits(fmt, m, k):
+  if not fits(pw.fmt, m, k):
     raise ValueError(f"x_split takes INT8 (M <= {MAX_ROWS}, K a multiple of "
-                     f"{INT8_CHUNK * CHUNKS}) or FP8 (K a multiple of {_ROW}) weights; got "
-                     f"{fmt.value}, M={m}, K={k}: use fp8_x.split_x")
-  if fmt is WeightFormat.INT8:
+                     f"{INT8_CHUNK * CHUNKS}), FP8 or MXFP4 (K a multiple of {_ROW}) weights; got "
+                     f"{pw.fmt.value}, M={m}, K={k}: use fp8_x.split_x")
+  if pw.fmt is WeightFormat.INT8:
     x8, t = int8_split_kernel(x, cols, interpret=interpret)
     return x8, jnp.ones((m,), jnp.float32), t
-  return (*e4m3_split_kernel(x, interpret=interpret), None)
+  return (*e4m3_split_kernel(a_order(x, pw), interpret=interpret), None)

@@ -73,9 +73,14 @@ def test_matches_int8_split_on_any_bf16_rows(vals, shift):
   _assert_same(_bf16_rows(vals, 2, shift), 32)
 
 
-def _fp8(k=8192, n=28672):
+def _weight(scheme: str, k: int = 8192, n: int = 28672):
+  """A PackedWeight of `scheme` (shapes only)."""
   return jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
-      w, mxjax.schemes.get("fp8_e4m3_rowwise"), axis=0)), jax.ShapeDtypeStruct((k, n), jnp.float32))
+      w, mxjax.schemes.get(scheme), axis=0)), jax.ShapeDtypeStruct((k, n), jnp.float32))
+
+
+def _fp8(k=8192, n=28672):
+  return _weight("fp8_e4m3_rowwise", k, n)
 
 
 def _assert_e4m3_same(x):
@@ -117,12 +122,15 @@ def test_refuses_what_it_does_not_take():
   with pytest.raises(ValueError, match="K=640"):
     XS.e4m3_split_kernel(jnp.zeros((2, 640), jnp.bfloat16))
   with pytest.raises(ValueError, match="got int4, M=1"):
-    XS.split(jnp.zeros((1, 1024), jnp.bfloat16), wm.WeightFormat.INT4, 32)
+    XS.split(jnp.zeros((1, 1024), jnp.bfloat16), _weight("int4_g128", k=1024), 32)
 
 
 def _int8(k=8192, n=28672):
-  return jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
-      w, mxjax.schemes.get("int8"), axis=0)), jax.ShapeDtypeStruct((k, n), jnp.float32))
+  return _weight("int8", k, n)
+
+
+def _mxfp4(k=8192, n=28672):  # in the GPU's register order, as `repack` stores it there
+  return jax.eval_shape(wm.layout.order_for_wgmma, _weight("mxfp4", k, n))
 
 
 def test_plan_gates_split_kernel(monkeypatch):
@@ -145,6 +153,11 @@ def test_plan_gates_split_kernel(monkeypatch):
   fp8 = decode_plan.plan_decode(17, 8192, _fp8(), fp8_x=True, split_kernel=True,
                                 allow_unverified=True)
   assert fp8.split_kernel  # FP8's kernel takes a row a program: any M
+  mx = lambda **o: decode_plan.plan_decode(1, 8192, _mxfp4(), fp8_x=True, **o)
+  assert not mx().split_kernel  # MXFP4: unchecked on a GPU
+  with pytest.raises(NotImplementedError, match="split_kernel for mxfp4"):
+    mx(split_kernel=True)
+  assert mx(split_kernel=True, allow_unverified=True).split_kernel
 
 
 def _ops(text: str) -> list[str]:
@@ -160,22 +173,25 @@ def _ops(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("m", [1, 4])
-@pytest.mark.parametrize("weight", [_int8, _fp8])
+@pytest.mark.parametrize("weight", [_int8, _fp8, _mxfp4])
 def test_decode_with_split_kernel_lowers_with_no_xla_kernel_before_it(m, weight):
   x = jax.ShapeDtypeStruct((m, 8192), jnp.bfloat16)
   fmt = weight().fmt
-  alone = _compat.lower_for("cuda", lambda x: XS.split(x, fmt, 32), x).as_text()
+  alone = _compat.lower_for("cuda", lambda x: XS.split(x, weight(), 32), x).as_text()
   assert _ops(alone).count("MOSAIC") == 1
   fn = lambda x, p, sk: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
                                                         fp8_x=True, split_kernel=sk)
   ops = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, True), x, weight()).as_text())
   first, second = [i for i, op in enumerate(ops) if op == "MOSAIC"][:2]
   # before the decode: the split kernel, free reshapes and bitcasts (FP8's weight bytes) and
-  # constants; FP8's s_x sliced out of its (M, 128) block, which only the sum after the decode
-  # reads (a slice XLA fuses into it)
+  # constants; s_x sliced out of its (M, 128) block, which only the sum after the decode reads
+  # (a slice XLA fuses into it); for MXFP4 x's permutation to the weights' order (one gather)
+  e4m3 = fmt is not wm.WeightFormat.INT8
   assert set(ops[:second]) - {"MOSAIC"} <= {
       "stablehlo.constant", "stablehlo.reshape", "stablehlo.broadcast_in_dim",
-      "stablehlo.bitcast_convert", *(["stablehlo.slice"] if fmt is wm.WeightFormat.FP8 else [])}
+      "stablehlo.bitcast_convert", *(["stablehlo.slice"] if e4m3 else []),
+      *(["stablehlo.gather", "stablehlo.add", "stablehlo.select"]  # (indices: constants)
+        if fmt is wm.WeightFormat.MXFP4 else [])}
   assert first < second
   xla = _ops(_compat.lower_for("cuda", lambda x, p: fn(x, p, False), x, weight()).as_text())
   assert "stablehlo.reduce" in xla[:xla.index("MOSAIC")]  # XLA's split: its amax, then more
@@ -186,6 +202,24 @@ def test_gpu_path_is_a_mosaic_kernel_whatever_pallas_call_defaults_to():
   # 27), as jax_pallas_use_mosaic_gpu=False does here: the split must not depend on that default
   x = jax.ShapeDtypeStruct((1, 8192), jnp.bfloat16)
   with jax._src.config.jax_pallas_use_mosaic_gpu(False):  # pylint: disable=protected-access
-    for fmt in (wm.WeightFormat.INT8, wm.WeightFormat.FP8):
-      text = _compat.lower_for("cuda", lambda x, f=fmt: XS.split(x, f, 32), x).as_text()
+    for pw in (_int8(), _fp8(), _mxfp4()):
+      text = _compat.lower_for("cuda", lambda x, p=pw: XS.split(x, p, 32), x).as_text()
       assert _ops(text).count("MOSAIC") == 1 and "triton" not in text
+
+
+@pytest.mark.parametrize("order", [False, True])
+def test_mxfp4_split_matches_split_x(order):
+  # MXFP4's x permuted to its weights' order (storage order, then FP8_A_ORDER in each 32) before
+  # the E4M3 split: the same rows as `split_x`, which splits and then permutes, in the CPU's K
+  # order and the GPU's register order
+  w = jax.random.normal(jax.random.key(0), (1024, 128), jnp.float32)
+  pw = wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get("mxfp4"), axis=0))
+  if order:
+    pw = wm.layout.order_for_wgmma(pw)
+  x = jnp.asarray(_edge_rows(3, 1024))
+  x = jnp.where(jnp.isfinite(x), x, 1.0)  # finite rows: bit for bit
+  x8, sx, none = XS.split(x, pw, 32, interpret=True)
+  want8, wantsx, _ = F8.split_x(x, pw, 32)
+  assert none is None
+  np.testing.assert_array_equal(np.asarray(x8).view(np.uint8), np.asarray(want8).view(np.uint8))
+  np.testing.assert_array_equal(np.asarray(sx), np.asarray(wantsx))
