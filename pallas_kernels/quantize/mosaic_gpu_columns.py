@@ -59,6 +59,14 @@ COLUMN_SCHEMES = tuple(SCHEMES)
 # 21, kernels_quant_s21_columns_state_once.json.)
 PIECE: dict[str, int] = {}
 TILE_K = {"fp8_e4m3_block128": 64, "int4_g128": 64}
+# INT4's quotients each tested for NaN (`schemes.element_encoder`'s `int4_nan_test`) by default
+# here. Session 26 dropped the test from the shared element path (its rows of a NaN quotient
+# are masked anyway; H200 rows 64.4 -> 62.8 us); the H100's INT4 g128 columns at 8192 x 8192,
+# the same launch (tile_k 64, one block a step, 2 steps), took 86.8 / 86.5 us with it
+# (sessions 22 / 25) and 96.2 without (session 28, kernels_quant_s28_h100_columns.json), while
+# the rows ran 66.8 -> 64.2 and every other column scheme the same. Both bit-exact; the A/B
+# in one run is queued (experiments/next_gpu_session.sh).
+INT4_NAN_TEST = True
 
 
 def column_blocks(scheme: str, nb: int | None,
@@ -98,7 +106,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 nb: int | None = None, steps: int = 2, ctas_per_sm: int = 2,
                                 piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
-                                satfinite: bool | None = None, allow_unverified: bool = False,
+                                satfinite: bool | None = None, int4_nan_test: bool | None = None,
+                                allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -118,6 +127,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       (`reference.tensor_terms`).
     satfinite: E4M3 codes by the saturating cast alone (`mosaic_gpu.satfinite_option`; default
       where `SATFINITE_DEFAULT` lists the scheme: MXFP8).
+    int4_nan_test: INT4 g128: test each quotient for NaN (default `INT4_NAN_TEST`); the same
+      codes either way.
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -127,6 +138,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   sch, nb, r, pieces = column_blocks(scheme, nb, piece)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
+  if int4_nan_test is not None and scheme != "int4_g128":
+    raise ValueError(f"int4_nan_test is an int4_g128 option; {scheme} has no INT4 quotients: "
+                     f"leave it unset")
+  int4_nan_test = INT4_NAN_TEST if int4_nan_test is None else int4_nan_test
   if x.ndim != 2 or x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu column-wise quantization takes 2-D bf16, got "
                               f"{x.dtype}{x.shape}")
@@ -178,7 +193,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
-        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn) if paired else
+        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test)
+                 if paired else
                  element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite)(xs[0]))
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(scale_dtype)

@@ -364,7 +364,7 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
 
 
 def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None = None,
-                    satfinite: bool = False) -> Callable:
+                    satfinite: bool = False, int4_nan_test: bool = False) -> Callable:
   """The per-element encoder of rows with the given `block_state`: float32 (rows, n) -> int32
   codes (rows, n) (E4M3 byte, E2M1 or INT4 nibble).
 
@@ -372,6 +372,9 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
   multiply-add) by `quotient_fma`, else by `quotient_code`'s integer midpoint test; the codes
   are the same. MXFP4 / NVFP4 round to E2M1 by `_e2m1_code`. `satfinite`: E4M3 codes (MXFP8,
   FP8 1x128 with `fma`) by a cast that saturates by itself (`_e4m3_code`); others ignore it.
+  `int4_nan_test`: INT4 with `fma` tests each quotient for NaN, although the rows that could
+  give one are masked (`block_state`): the same codes, one select an element more, which a
+  kernel may still compile to faster code (the column-wise GPU kernel: `INT4_NAN_TEST`).
   """
   name = scheme.name
   if name in ("mxfp8_e4m3", "mxfp4"):
@@ -388,7 +391,8 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
     def enc(x):
       x = x * _row(lift, x)
       if fma is not None:  # INT4: `ok` rows have finite scales (`block_state`)
-        c = quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite, finite=not fp8)
+        c = quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite,
+                         finite=not (fp8 or int4_nan_test))
       else:
         c = quotient_code(x, sd, r, fp8=fp8)
       return jnp.where(_row(ok, x), c, jnp.int32(0))
@@ -405,10 +409,11 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
 
 
 def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None,
-                 satfinite: bool = False):
+                 satfinite: bool = False, int4_nan_test: bool = False):
   """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
   (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`)."""
-  enc = element_encoder(scheme, state, fma=fma, satfinite=satfinite)
+  enc = element_encoder(scheme, state, fma=fma, satfinite=satfinite,
+                        int4_nan_test=int4_nan_test)
   return enc(xe) | (enc(xo) << scheme.bits)
 
 

@@ -94,12 +94,15 @@ FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # kernels_wo_s27_h100_plain_*.json): M = 1 INT4 g128 51.9 -> 64.6 -> 52.3, INT4 g32 60.8 ->
 # 68.9 -> 58.3, MXFP4 58.8 -> 74.3 -> 62.9, NVFP4 64.1 -> 77.1 -> 63.9, UINT4 56.0 -> 67.7 ->
 # 55.6, INT8 86.6 -> 99.1 -> 85.7; M = 16 INT4 54.5 -> 66.4 -> 54.6, INT8 89.9 -> 116.7 ->
-# 97.6; INT4 M = 64 68.5 -> 87.1 -> 75.6. A layout the caller picks (`layout.thread_major`),
-# not a default: it pays for INT4 g32 at M = 1 (-4%) and ties or loses elsewhere on the H100.
+# 97.6; INT4 M = 64 68.5 -> 87.1 -> 75.6. FP8 (session 28, H100, kernels_wo_s28_h100_plain_fp8
+# .json): rel. err as the TMA decode's, M = 1 82.9 -> 81.2 us, M = 16 84.0 -> 91.6. A layout the
+# caller picks (`layout.thread_major`), not a default: it pays for INT4 g32 at M = 1 (-3 to -4%)
+# and FP8 at M = 1 (-2%), and ties or loses elsewhere on the H100.
 PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
                                              (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
                                              (WeightFormat.UINT4, 128),
-                                             (WeightFormat.INT8, "channel")})
+                                             (WeightFormat.INT8, "channel"),
+                                             (WeightFormat.FP8, "channel")})
 # `case(pw)` keys whose `fp8_x` decode with x split by one kernel (`x_split.py`, in place of
 # XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
 # reference on a GPU, and where it is the default with fp8_x. H100, 2026-12-06, jax 0.11.2,

@@ -59,8 +59,8 @@ TMA: each warpgroup loads its chunks' codes from global memory itself, two (4-bi
 (8-bit) 16-byte vectors a thread a 64 x 128 block, which `registers.registers_from_words`
 relabels as the WGMMA_UPCAST_4X / UPCAST_2X array a shared-memory load gives; only x and the
 scales go through the pipeline. With `prefetch_codes` (the default there) each step's codes
-are loaded in the step before and carried. Checked on the H100 for six formats (session 27,
-`decode_plan.PLAIN_LOADS_VERIFIED`); FP8 still gated.
+are loaded in the step before and carried. Checked on the H100 for seven formats (sessions
+27-28, `decode_plan.PLAIN_LOADS_VERIFIED`).
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial

@@ -787,14 +787,15 @@ def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts
     assert len(covered[name]) == math.prod(blocks), name  # every block of the array read
 
 
-@pytest.mark.parametrize("name", ["int4_g128", "int4_g128-block_size32", "int4_g128_asym",
-                                  "mxfp4", "nvfp4", "int8", "fp8_e4m3_rowwise"])
+@pytest.mark.parametrize("name", ["int4_g128", "int4_g128-block_size32", "int4_g128-block_size64",
+                                  "int4_g128_asym", "mxfp4", "nvfp4", "int8", "fp8_e4m3_rowwise"])
 @pytest.mark.parametrize("m", [1, 64])
 def test_decode_plain_loads_lower(name, m):
   # A `layout.thread_major` weight: each warpgroup reads its chunks' codes from global memory
   # as 16-byte vectors (two or four a thread a 64 x 128 block, `registers.registers_from_words`),
   # so the pipeline copies x and the scales only (two TMA copies traced a spec); gated until a
-  # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`: all of these but FP8, H100, session 27)
+  # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`: all of these but INT4 g64, H100,
+  # sessions 27-28)
   pw = _weight_shape(name, 8192, 28672)
   tm = jax.eval_shape(wm.layout.thread_major, pw)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
@@ -885,6 +886,24 @@ def test_quantize_launch_by_device(monkeypatch):
         x, "mxfp8_e4m3"), x)
   # 8192 tiles of 256 blocks: 32 a CTA within 3 x 132 CTAs, 16 within 4 x 132
   assert grids == {h100: (256,), h200: (512,)}, grids
+
+
+def test_quantize_columns_int4_nan_test():
+  # The column kernel's INT4 quotients keep their NaN test by default (`INT4_NAN_TEST`: 86.5
+  # us with it on the H100, 96.2 without): one NaN compare and select an element more, in each
+  # of a pair's two encoder calls; the row kernel has none; other schemes refuse the option
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  count = lambda **o: primitive_counts(jax.make_jaxpr(
+      lambda x: cols.quantize_columns_mosaic_gpu(x, "int4_g128", **o))(x).jaxpr)
+  on, off = count(int4_nan_test=True), count(int4_nan_test=False)
+  assert on["ne"] - off.get("ne", 0) == on["select_n"] - off["select_n"] == 2, (on, off)
+  assert count() == (on if cols.INT4_NAN_TEST else off)
+  fn = lambda x: cols.quantize_columns_mosaic_gpu(x, "int4_g128", int4_nan_test=False)
+  assert "mosaic_gpu" in _compat.lower_for("cuda", fn, x).as_text()
+  with pytest.raises(ValueError, match="int4_nan_test is an int4_g128 option"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
+                                     int4_nan_test=True)
 
 
 @pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.SATFINITE_SCHEMES))

@@ -7,6 +7,8 @@ kernel's tests (TPU interpret mode) are in test_quantize_tpu.py.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -297,15 +299,16 @@ def test_quotient_fma_is_the_correctly_rounded_quotient(fp8):
   assert (np.asarray(code(xj * rj[:, None])) != want).sum() > 100
 
 
-def _fma_path(xs, scheme):
+def _fma_path(xs, scheme, **options):
   """(codes, state, mxjax's Quantized) of bf16 xs by the GPU kernels' element path
-  (block_state + an exact-FMA quotient) on 128-element rows, mxjax's codes unpacked alike."""
+  (block_state + an exact-FMA quotient, `element_encoder`'s `options`) on 128-element rows,
+  mxjax's codes unpacked alike."""
   from mxjax.formats.exact import div_rn
   sch = S.get_scheme(scheme)
   want = _mx(xs, scheme)
   b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
   state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
-  got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact)(b))
+  got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact, **options)(b))
   codes = np.asarray(want.codes).view(np.uint8)
   if scheme == "int4_g128":
     codes = np.stack([codes & 15, codes >> 4], axis=-1)
@@ -332,11 +335,13 @@ def test_fma_element_path_on_special_and_nonfinite_blocks(scheme):
   # The GPU kernels' element path (block_state + an FMA quotient) on the benchmark's special
   # and non-finite tensors (zero and subnormal blocks, +-max, NaN of either sign, +-Inf, Inf
   # beside NaN): mxjax.quantize's codes. INT4 masks the rows of an infinite scale with the zero
-  # and NaN ones (their codes are all 0), so its quotients skip the NaN test.
+  # and NaN ones (their codes are all 0), so its quotients skip the NaN test, unless asked to
+  # keep it (`int4_nan_test`, the column kernel's default): the same codes either way.
   from pallas_kernels.quantize.testdata import special_values
-  for nonfinite in (False, True):
-    got, codes, _, _ = _fma_path(special_values(5, 16, 512, nonfinite=nonfinite), scheme)
-    np.testing.assert_array_equal(got, codes, err_msg=f"{nonfinite=}")
+  for nonfinite, nan_test in itertools.product((False, True), (False, True)):
+    got, codes, _, _ = _fma_path(special_values(5, 16, 512, nonfinite=nonfinite), scheme,
+                                 int4_nan_test=nan_test)
+    np.testing.assert_array_equal(got, codes, err_msg=f"{nonfinite=} {nan_test=}")
   if scheme == "int4_g128":  # one NaN test and its select an element fewer
     count = lambda fin: primitive_counts(jax.make_jaxpr(
         lambda x, s, r: S.quotient_fma(x, s, r, _fma_traceable, fp8=False, finite=fin))(
