@@ -569,8 +569,56 @@ def h100_s27_section() -> list[str]:
       quant)
 
 
+def h100_s28_section() -> list[str]:
+  """Session 28: six H100 calls: the queue's H100 parts (FP8's plain loads, fp8_x at M = 4 / 8,
+  the empty-body stream, the plain loads' launch and SASS), part 2 re-run there, and the H100's
+  stale quantize and NF4 / UINT4 g64 rows."""
+  quant = [("s28 rows", _load("kernels_quant_s28_h100_rows.json")),
+           ("s28 columns", _load("kernels_quant_s28_h100_columns.json"))]
+  md = wo_section(28, (
+      "h100_plain_int4_m1", "h100_plain_m1", "h100_plain_4096x14336", "h100_plain_launch",
+      "h100_int4_m1_fused_sum", "h100_plain_fp8", "h100_fp8_x_m4_m8", "h100_int8_m64_plain",
+      "h100_nf4_uint4_g64"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first). FP8 by plain loads "
+      "matches the reference (`PLAIN_LOADS_VERIFIED` since): M = 1 82.9 -> 81.2 us (1.89x XLA "
+      "bf16), M = 16 84.0 -> 91.6. The other formats, TMA -> plain loads a step ahead, M = 1: "
+      "INT4 g128 50.3 -> 50.7 (without the step ahead 63.8; four CTAs an SM 52.3), INT4 g32 "
+      "58.2 -> 56.6, MXFP4 56.9 -> 61.4, NVFP4 62.7 -> 62.3, UINT4 55.1 -> 54.0; 4096 x 14336 "
+      "INT4 16.6 -> 17.0, MXFP4 18.7 -> 20.0; INT8 M = 64 90.9 -> 108.4. The plain loads' "
+      "launch at INT4 g128 M = 1: two chunks a step on three CTAs an SM by stream-K 50.1 us "
+      "(3.07x; the Mosaic kernel 47.9 and XLA's slot sum 2.3), 64-row tiles 54.4, stream-K "
+      "alone 60.1; the fused sum there 51.1, on the TMA default 50.7 (50.3 without). fp8_x at "
+      "M = 4 / 8 (with the split kernel) loses on the H100: INT8 84.8 -> 88.9 / 85.5 -> 94.6, "
+      "FP8 82.7 -> 85.2 / 82.9 -> 84.3; the bf16 path's INT8 M = 4 / 8 1.79x / 1.80x XLA bf16 "
+      "in this run. The stale rows at today's defaults: NF4 g32 / g128 M = 1 61.5 / 59.9 us "
+      "(2.50x / 2.57x; session 3's byte layout took 435-458), M = 64 83.8 / 81.8; UINT4 g64 "
+      "M = 1 59.0 (2.61x), M = 64 95.4. The decode pipeline's empty-body stream on the H100 "
+      "(`tma_stream_s28_h100.md`): 45.0 us at best (2.77 TB/s, 91% of the copy bandwidth; "
+      "64-row tiles, eight groups a step, three steps, 128 CTAs), 46.9 at the INT4 default's "
+      "launch, against the whole default kernel at 48.1 (50.2 with XLA around it), XLA's read "
+      "of the same bytes 43.4 and the plain loads' read 38.7 (3.03 TB/s): on the H100 too the "
+      "TMA pipeline is most of the gap to 3.2x (48.0 us in this run). SASS (`profile_wo_int4_"
+      "m1*_sass_s28_h100.md`): the same 16.6-16.7 M warp instructions in both decodes, "
+      "LOP3 / PRMT / HADD2 two thirds of them; the plain-load decode's stall samples sit 34% on "
+      "IMAD (waiting on its loads), the TMA decode's 10% on the wgmma wait.",
+      device="H100", quant_runs=quant)
+  return md + quant_part(
+      ": every scheme at today's defaults (H100)",
+      "Both shapes, rows and columns, all bit-exact on the four tensors. Rows, 8192 x 8192 / "
+      "4096 x 14336: MXFP8 72.4 / 64.0 us (2.81 / 2.78 TB/s: the 2.8 TB/s target met at 8192 "
+      "x 8192, 99% at the other; 2.53x XLA), FP8 1x128 89.5 / 79.9, MXFP4 73.5 / 65.1, NVFP4 "
+      "143.8 / 127.7 (the standing 4096 x 14336 row was session 3's 471.5), INT4 g128 64.2 / "
+      "57.0 (2.65 / 2.61 TB/s). Columns: MXFP8 85.0 / 75.6 (2.39 / 2.35 TB/s), FP8 1x128 "
+      "124.9 / 110.1, MXFP4 90.7 / 80.8, NVFP4 173.2 / 154.0, INT4 g128 96.2 / 85.8: INT4's "
+      "columns 11% slower than sessions 22 and 25 at the same launch (86.8 / 86.5), the one "
+      "change between them session 26's INT4 element path without its NaN test; the column "
+      "kernel keeps the test since (`mosaic_gpu_columns.INT4_NAN_TEST`), the A/B queued.",
+      quant)
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
             h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
-            h200_s26_section, h100_s27_section)
+            h200_s26_section, h100_s27_section, h100_s28_section)

@@ -3,19 +3,20 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh 2        # on an H200 (or an H100)
-#   OUT=... bash experiments/next_gpu_session.sh h100-1   # on an H100 (kind nvidia-h100-x1)
+#   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
+#   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #
 # Part 2 first, on an H200: the decode with its codes read by plain loads (a
-# `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default since session
-# 27), correct on the H100 for six formats and level there with the TMA decode (INT4 g128 M = 1
-# 51.9 -> 52.3 us): on the H200 the TMA pipeline itself is the gap (34.0 us at best against
-# 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3). Then 3 (the 8-bit decode's x
+# `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
+# H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
+# 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
+# against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise
+# INT4 quantize with and without its NaN test (`int4_nan_test`). Then 3 (the 8-bit decode's x
 # split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at
-# M = 16 / 64), 4 (the plain loads' launch sweep, SASS) and 5 (FP8 by plain loads, INT8 M = 64,
-# the split at M = 4); h100-1 (fp8_x with the split kernel at M = 4 / 8, FP8's plain loads)
-# and h100-2 (the empty-body stream) wherever an H100 is lent
-# (issue 8 sets its targets on one). 1 ran in session 16 (rerun only to re-check);
+# M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200) and 5 (FP8 by plain
+# loads, the split at M = 4), all on the H200; `h100` wherever an H100 is lent: the column-wise
+# INT4 quantize's NaN-test A/B there, where its default lost 11% (session 28). 1 ran in session
+# 16 (rerun only to re-check); the H100's parts of session 27's queue ran in session 28.
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -40,7 +41,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, h100-1 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -76,19 +77,23 @@ case "$part" in
       --m 1 --shapes $S
     run 90 d python3 experiments/bench_wgmma_rate.py
     ;;
-  2)  # On the H200 (on an H100, whose rows session 27 took, only to re-check): the plain loads
+  2)  # On the H200 (on an H100, whose rows session 28 took, only to re-check): the plain loads
       # against the default (TMA) decode, a step ahead (the default) and not, and with more
       # CTAs an SM or chunks a step where shared memory no longer holds the weight (the
       # plain-load read's best launch was 256 CTAs)
     pl='{"w_threads": true}'
-    run 200 a $B --what wo --formats int4 --m 1 --shapes $S \
+    run 170 a $B --what wo --formats int4 --m 1 --shapes $S \
       --configs "[{}, $pl, {\"w_threads\": true, \"prefetch_codes\": false},
                   {\"w_threads\": true, \"stream_k\": 4}, {\"w_threads\": true, \"gps\": 2}]"
+    # the column-wise INT4 quantize with its NaN test (the default since session 28) and
+    # without (session 26's element path): 86.5 -> 96.2 us on the H100 across sessions
+    run 60 b $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192 \
+      --configs '[{}, {"int4_nan_test": false}]'
     # the other int4-stored formats at M = 1, the ones bound by their stream (INT4 g32 2.49x,
     # MXFP4 2.36x, NVFP4 2.24x, UINT4 2.55x on the H200 against the 3.2x target)
-    run 200 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
+    run 170 c $B --what wo --formats int4_g32,mxfp4,nvfp4,uint4 --m 1 --shapes $S \
       --configs "[{}, $pl]"
-    run 150 d $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 --configs "[{}, $pl]"
+    run 130 d $B --what wo --formats int4,mxfp4 --m 1 --shapes 4096x14336 --configs "[{}, $pl]"
     ;;
   3)  # On the H200: the 8-bit decode's x split by one kernel (`split_kernel`, x_split.py,
       # session 27: correct on the H100 and the default with fp8_x since, INT8 M = 1 86.0 ->
@@ -105,40 +110,30 @@ case "$part" in
     run 90 d $B --what wo --formats mxfp4 --m 1 --shapes $S \
       --configs '[{}, {"fp8_x": true}, {"fp8_x": true, "split_kernel": true}]'
     ;;
-  4)  # On either device, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs
-      # an SM) and both decodes by SASS opcode and stall: what the plain loads changed besides
-      # the stream
+  4)  # On the H200, after part 2: the plain loads' launch (tile rows, chunks a step, CTAs an SM)
+      # and both decodes by SASS opcode and stall (on the H100, session 28: two chunks a step on
+      # three CTAs an SM the best, 50.1 us; the plain decode's stall samples 34% on the IMAD
+      # that waits for its loads)
     run 250 a $B --what wo --formats int4 --m 1 --shapes $S --configs '[
       {"w_threads": true}, {"w_threads": true, "tile_n": 64},
       {"w_threads": true, "gps": 2, "stream_k": 3}, {"w_threads": true, "stream_k": 3},
       {"w_threads": true, "tile_n": 64, "gps": 2}]'
     run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
     ;;
-  5)  # On either device: FP8 by plain loads (fp8_x off; FP8 is the one format of the six
-      # lowered that no GPU has checked), INT8 M = 64 by plain loads, and the split kernels at
-      # M = 4 (`fp8_x` is the H200's default there for INT8 and FP8)
+  5)  # On the H200: FP8 by plain loads (correct on the H100, session 28: M = 1 82.9 -> 81.2 us,
+      # M = 16 84.0 -> 91.6) with fp8_x off, and the split kernels at M = 4 (`fp8_x` is the
+      # H200's default there for INT8 and FP8)
     run 140 a $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
       --configs '[{"fp8_x": false}, {"w_threads": true}]'
-    run 150 b $B --what wo --formats int8 --m 64 --shapes $S --configs '[{}, {"w_threads": true}]'
     run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
       --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
     ;;
-  h100-1)  # On an H100 (`run` with kind nvidia-h100-x1), where fp8_x is off by default: fp8_x
-      # with the split kernel (its default with fp8_x since session 27) at M = 4 and 8, beside
-      # the bf16 path (M = 1 level there: INT8 85.0 -> 84.7 us, FP8 82.4 -> 83.4); FP8 by plain
-      # loads
-    run 160 a $B --what wo --formats int8,fp8_e4m3 --m 4,8 --shapes $S \
-      --configs '[{}, {"fp8_x": true}]'
-    run 140 b $B --what wo --formats fp8_e4m3 --m 1,16 --shapes $S \
-      --configs '[{}, {"w_threads": true}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1): the column-wise INT4 quantize with its
+      # NaN test (the default since session 28) and without, at both shapes: 86.5 us (session
+      # 25) -> 96.2 (session 28) at 8192 x 8192 after session 26 dropped the test
+    run 150 a $B --what quant --transpose --schemes int4_g128 \
+      --configs '[{}, {"int4_nan_test": false}]'
     ;;
-  h100-2)  # On an H100: the decode pipeline's empty-body stream (never run on an H100) beside
-      # the plain-load read: INT4 g128 M = 1 takes 51.9 us (3.04x XLA bf16, 95% of the 3.2x
-      # target's 49.4), its codes read by plain loads in 38.7 us (session 25), and the decode
-      # by plain loads a step ahead no faster (52.3, session 27): is the TMA pipeline the gap
-      # there at all (on the H200 it is: 34.0 us at best against XLA's read in 31.2)?
-    run 300 a python3 experiments/bench_tma_stream.py --limit-s 250
-    ;;
-  *) echo "part must be 1, 2, 3, 4, 5, h100-1 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
