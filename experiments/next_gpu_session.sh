@@ -15,7 +15,8 @@
 # split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at
 # M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200) and 5 (FP8 by plain
 # loads, the split at M = 4), all on the H200; `h100` wherever an H100 is lent: the column-wise
-# INT4 quantize's NaN-test A/B there, where its default lost 11% (session 28). 1 ran in session
+# INT4 quantize's NaN-test A/B there, where its default lost 11% (session 28), and the plain
+# loads two steps ahead. 1 ran in session
 # 16 (rerun only to re-check); the H100's parts of session 27's queue ran in session 28.
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -119,6 +120,10 @@ case "$part" in
       {"w_threads": true, "gps": 2, "stream_k": 3}, {"w_threads": true, "stream_k": 3},
       {"w_threads": true, "tile_n": 64, "gps": 2}]'
     run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
+    # the codes two steps ahead (`prefetch_codes: 2`, session 28, unchecked)
+    run 140 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[
+      {"w_threads": true}, {"w_threads": true, "prefetch_codes": 2},
+      {"w_threads": true, "gps": 2, "prefetch_codes": 2}]'
     ;;
   5)  # On the H200: FP8 by plain loads (correct on the H100, session 28: M = 1 82.9 -> 81.2 us,
       # M = 16 84.0 -> 91.6) with fp8_x off, and the split kernels at M = 4 (`fp8_x` is the
@@ -133,6 +138,13 @@ case "$part" in
       # 25) -> 96.2 (session 28) at 8192 x 8192 after session 26 dropped the test
     run 150 a $B --what quant --transpose --schemes int4_g128 \
       --configs '[{}, {"int4_nan_test": false}]'
+    # the plain loads' codes two steps ahead (`prefetch_codes: 2`, written in session 28
+    # without a GPU), against one (the best launch 50.0-50.1 us, its stall samples 34% on the
+    # instruction that waits for the loads) and the TMA default (50.3)
+    pl2='"w_threads": true, "prefetch_codes": 2'
+    run 220 b $B --what wo --formats int4,int4_g32 --m 1 --shapes $S --configs "[{},
+      {\"w_threads\": true, \"gps\": 2, \"stream_k\": 3}, {$pl2, \"gps\": 2, \"stream_k\": 3},
+      {$pl2, \"gps\": 2}, {$pl2}]"
     ;;
   *) echo "part must be 1, 2, 3, 4, 5 or h100" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import code_bits
 
 NUM_SMS_H100 = 132
 
@@ -103,6 +104,21 @@ PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFo
                                              (WeightFormat.UINT4, 128),
                                              (WeightFormat.INT8, "channel"),
                                              (WeightFormat.FP8, "channel")})
+# Steps ahead that `prefetch_codes` has been checked at on a GPU (one: sessions 27-28, H100).
+# Two or more (session 28, written without a GPU) are for the stall it left on the H100: the
+# plain decode's samples sit 34% on the instruction that consumes its loads
+# (profile_wo_int4_m1_plain_sass_s28_h100.md), 50.0 us against the loads' own 38.7.
+PREFETCH_VERIFIED_STEPS = 1
+# Codes carried a thread beyond which the decode, the accumulator and x would spill: half of
+# the 255 a thread may hold (INT4, 128-row tiles of four chunks, one step ahead: 64).
+PREFETCH_MAX_REGISTERS = 128
+
+
+def prefetch_registers(steps_ahead: int, gps: int, wg_rows: int, bits: int) -> int:
+  """32-bit registers a thread that `steps_ahead` steps of a warpgroup's codes take: a 64 x 128
+  block is 4 (4-bit) or 8 (8-bit) KiB over 128 threads, 8 or 16 words each."""
+  return steps_ahead * gps * (wg_rows // THREAD_BLOCK[0]) * (THREAD_BLOCK[0] * CHUNK * bits
+                                                              // 32 // 128)
 # `case(pw)` keys whose `fp8_x` decode with x split by one kernel (`x_split.py`, in place of
 # XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
 # reference on a GPU, and where it is the default with fp8_x. H100, 2026-12-06, jax 0.11.2,
@@ -220,7 +236,7 @@ class DecodePlan:
   fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
   plain_loads: bool  # the codes by plain loads from a `layout.thread_major` weight, no TMA
-  prefetch_codes: bool  # plain loads a step ahead, the next step's codes in the carry
+  prefetch_codes: int  # plain loads this many steps ahead, those steps' codes in the carry
   split_kernel: bool  # fp8_x INT8 / FP8 / MXFP4: x split by one kernel (x_split.py), not XLA
 
   @property
@@ -263,7 +279,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 chunk_wait: bool | None = None, group_slices: bool | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
-                prefetch_codes: bool | None = None, split_kernel: bool | None = None,
+                prefetch_codes: bool | int | None = None, split_kernel: bool | None = None,
                 num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
@@ -390,10 +406,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
     prefetch_codes: for a `layout.thread_major` weight (whose codes the kernel reads by plain
-      loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes one step ahead, carried
-      in registers, so that their latency hides behind the step before. Default (None): on
-      for such a weight (without it the plain loads were 13-30% slower in every case timed,
-      H100, session 27).
+      loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes this many steps ahead
+      (True: one), carried in registers, so that their latency hides behind the steps before.
+      Default (None): one for such a weight (without it the plain loads were 13-30% slower in
+      every case timed, H100, session 27); more than `PREFETCH_VERIFIED_STEPS` needs
+      `allow_unverified`, and the carried codes (`prefetch_registers`) may take at most
+      `PREFETCH_MAX_REGISTERS` registers a thread.
     split_kernel: with `fp8_x` on INT8, FP8 or MXFP4 weights, x's 8-bit rows and their
       multipliers or scales made by one Pallas kernel (`x_split.split`: INT8 at M <= 16, K a
       multiple of 512; FP8 and MXFP4 at K a multiple of 256; MXFP4's x permuted by XLA first)
@@ -416,6 +434,13 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     instead="store the weight without `layout.thread_major`")
   if prefetch_codes is None:
     prefetch_codes = plain_loads and not load_only
+  prefetch_codes = int(prefetch_codes)
+  if prefetch_codes < 0:
+    raise ValueError(f"prefetch_codes is a count of steps ahead (0 or more), not {prefetch_codes}")
+  if prefetch_codes > PREFETCH_VERIFIED_STEPS:
+    require_checked(f"plain loads {prefetch_codes} steps ahead", False, allow_unverified,
+                    reference="the reference",
+                    instead=f"use prefetch_codes <= {PREFETCH_VERIFIED_STEPS}")
   if prefetch_codes and not plain_loads:
     raise ValueError("prefetch_codes loads the next step's codes by plain loads: store the weight "
                      "with `layout.thread_major`")
@@ -578,6 +603,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
         f"warp specialization takes tile_n a multiple of {64 * compute_wgs} (64 rows a "
         f"compute warpgroup; got {fmt.value}, tile_n={tile_n})")
   wg_rows = tile_n // compute_wgs
+  carried = prefetch_registers(prefetch_codes, gps, wg_rows, code_bits(pw)) if prefetch_codes else 0
+  if carried > PREFETCH_MAX_REGISTERS:
+    raise ValueError(
+        f"prefetch_codes={prefetch_codes} carries {carried} registers a thread of codes "
+        f"({prefetch_codes} steps x {gps} chunks x {wg_rows // THREAD_BLOCK[0]} 64-row blocks), "
+        f"more than {PREFETCH_MAX_REGISTERS}: fewer steps ahead, or a smaller gps or tile_n")
 
   one_copy = xsub == 1 and not nf4
   if tma_pad and not one_copy:

@@ -58,9 +58,9 @@ A weight stored by `layout.thread_major` (int4-stored formats, INT8, FP8) is rea
 TMA: each warpgroup loads its chunks' codes from global memory itself, two (4-bit) or four
 (8-bit) 16-byte vectors a thread a 64 x 128 block, which `registers.registers_from_words`
 relabels as the WGMMA_UPCAST_4X / UPCAST_2X array a shared-memory load gives; only x and the
-scales go through the pipeline. With `prefetch_codes` (the default there) each step's codes
-are loaded in the step before and carried. Checked on the H100 for seven formats (sessions
-27-28, `decode_plan.PLAIN_LOADS_VERIFIED`).
+scales go through the pipeline. With `prefetch_codes` (one by default there) each step's
+codes are loaded that many steps before and carried. Checked on the H100 for seven formats
+(sessions 27-28, `decode_plan.PLAIN_LOADS_VERIFIED`), one step ahead.
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
@@ -491,10 +491,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     def body_and_flush(indices, *refs_and_carry):
       (i,) = indices
       *refs_and_acc, carry = refs_and_carry
-      if p.prefetch_codes:  # the next step's codes loaded first, in flight while this decodes
-        acc, words = carry
-        nxt = plain_words(jnp.minimum(i + 1, p.schedule.iters - 1), wg * p.wg_rows)
-        acc = body(indices, *refs_and_acc, acc, words=words)
+      if p.prefetch_codes:  # step i + d's codes loaded first, in flight while this decodes
+        acc, ahead = carry  # steps i .. i + d - 1's codes, loaded in the steps before
+        nxt = plain_words(jnp.minimum(i + p.prefetch_codes, p.schedule.iters - 1),
+                          wg * p.wg_rows)
+        acc = body(indices, *refs_and_acc, acc, words=ahead[0])
       else:
         acc = body(indices, *refs_and_acc, carry)
       last = sched_last(i)
@@ -518,15 +519,19 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, tile_rows(tile)])
 
       acc = jnp.where(last, 0.0, acc)  # a select: NaN in one tile cannot leak into the next
-      return (acc, nxt) if p.prefetch_codes else acc
+      return (acc, (*ahead[1:], nxt)) if p.prefetch_codes else acc
 
     # `fused_sum`'s semaphores, one a (tile, compute warpgroup); every call leaves them at 0
     sems = (pl.get_global(plgpu.SemaphoreType.REGULAR((p.schedule.n_tiles * p.compute_wgs,)))
             if p.fused_sum else None)
 
-    def carry0():  # the accumulator, and with `prefetch_codes` the first step's codes
+    def carry0():  # the accumulator, and with `prefetch_codes` = d the first d steps' codes
       acc = plgpu.layout_cast(jnp.zeros((p.wg_rows, p.mp), jnp.float32), plgpu.Layout.WGMMA)
-      return (acc, plain_words(jnp.int32(0), wg * p.wg_rows)) if p.prefetch_codes else acc
+      if not p.prefetch_codes:
+        return acc
+      last = p.schedule.iters - 1  # a share shorter than d re-reads its last step (the L2's)
+      return acc, tuple(plain_words(jnp.int32(min(d, last)), wg * p.wg_rows)
+                        for d in range(p.prefetch_codes))
 
     depth = min(p.steps, p.schedule.iters)
     if p.compute_wgs == 1:

@@ -829,6 +829,36 @@ def test_decode_plain_loads_lower(name, m):
       decode_plan.plan_decode(m, 8192, tm, fp8_x=True, allow_unverified=True)
 
 
+@pytest.mark.parametrize("name", ["int4_g128", "int8"])
+def test_decode_prefetch_steps_ahead(name):
+  # `prefetch_codes=d`: the first d steps' codes loaded before the pipeline, each step's loads
+  # d steps ahead of their decode (one set a step, as with d = 1); more than one step ahead is
+  # gated until a GPU checks it, and a carry past `PREFETCH_MAX_REGISTERS` is refused
+  tm = jax.eval_shape(wm.layout.thread_major, _weight_shape(name, 8192, 28672))
+  bits = wm.layout.code_bits(tm)
+  loads = {}
+  for d in (0, 1, 2):
+    fn = lambda x, p, d=d: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, prefetch_codes=d, gps=2,
+                                                            allow_unverified=True)
+    assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(1, 8192), tm).as_text()
+    loads[d] = primitive_counts(jax.make_jaxpr(fn)(_x(1, 8192), tm).jaxpr)["load"]
+  plan = decode_plan.plan_decode(1, 8192, tm, gps=2, prefetch_codes=2, allow_unverified=True)
+  chunks = plan.gps * (plan.wg_rows // 64)
+  assert plan.prefetch_codes == 2 and loads[2] - loads[1] == loads[1] - loads[0] == chunks
+  assert decode_plan.plan_decode(1, 8192, tm, prefetch_codes=True).prefetch_codes == 1
+  with pytest.raises(NotImplementedError, match="plain loads 2 steps ahead"):
+    decode_plan.plan_decode(1, 8192, tm, gps=2, prefetch_codes=2)
+  # registers a thread: a 64 x 128 block is 8 (4-bit) or 16 (8-bit) words over 128 threads
+  assert decode_plan.prefetch_registers(1, 4, 128, 4) == 64  # INT4's default launch
+  per = decode_plan.prefetch_registers(1, plan.gps, plan.wg_rows, bits)
+  assert per == plan.gps * (plan.wg_rows // 64) * (8 if bits == 4 else 16)
+  too_many = decode_plan.PREFETCH_MAX_REGISTERS // per + 1
+  with pytest.raises(ValueError, match="registers a thread of codes"):
+    decode_plan.plan_decode(1, 8192, tm, gps=2, prefetch_codes=too_many, allow_unverified=True)
+  with pytest.raises(ValueError, match="count of steps ahead"):
+    decode_plan.plan_decode(1, 8192, tm, prefetch_codes=-1)
+
+
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise", "mxfp4", "int4_g128"])
 @pytest.mark.parametrize("m", [1, 4, 8])
 def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
