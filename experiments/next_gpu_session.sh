@@ -142,9 +142,12 @@ case "$part" in
     # without a GPU), against one (the best launch 50.0-50.1 us, its stall samples 34% on the
     # instruction that waits for the loads) and the TMA default (50.3)
     pl2='"w_threads": true, "prefetch_codes": 2'
-    run 220 b $B --what wo --formats int4,int4_g32 --m 1 --shapes $S --configs "[{},
+    # and one CTA a 128-row tile (224 on 132 SMs, which the empty-body stream does not mind:
+    # 128 CTAs were its best) writing y itself (`fused_sum` with one slot: no wait, no XLA
+    # kernel after; XLA's sum and transpose take 1.7-2.3 us of the 50.3 at M = 1)
+    run 260 b $B --what wo --formats int4,int4_g32 --m 1 --shapes $S --configs "[{},
       {\"w_threads\": true, \"gps\": 2, \"stream_k\": 3}, {$pl2, \"gps\": 2, \"stream_k\": 3},
-      {$pl2, \"gps\": 2}, {$pl2}]"
+      {$pl2, \"gps\": 2}, {$pl2}, {\"splits\": 1}, {\"splits\": 1, \"fused_sum\": true}]"
     # INT8 at M = 4 / 16 with y written by the kernel (`fused_sum`: at M = 4 one slot a tile, no
     # wait; at M = 16 stream-K): 1.79x / 1.77x XLA bf16 with XLA's sum and transpose after the
     # kernel (1.6 / 2.7 us), against the 1.8x target; FP8's fused sum at M = 16 took 1.9 us off
