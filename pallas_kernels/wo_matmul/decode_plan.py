@@ -375,7 +375,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       waits on a semaphore (`pl.get_global`, left at zero by each call) until the tile's
       other writers have stored theirs and signalled, TMA-loads and adds them in slot order,
       and stores y's tile through a transposed view of shared memory: the float32 terms XLA
-      adds (it may associate three or more of them otherwise: a last-bit difference).
+      adds (it may associate three or more of them otherwise: a last-bit difference). With
+      one slot a tile (`splits=1`) every CTA writes its tile at once: no semaphore.
       Prescaled NVFP4 reads its tensor scale in the kernel (a scalar load) and multiplies
       the sum as XLA does, 2^8 then s_t. Needs a stream-K schedule
       (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one slot a

@@ -66,7 +66,8 @@ Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one C
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial
 sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB), or, with
 `fused_sum` (stream-K), the CTA holding a tile's first slot waits on a semaphore for the
-others, adds them and writes y itself (`schedule.py` says why this cannot deadlock).
+others, adds them and writes y itself (`schedule.py` says why this cannot deadlock); with one
+slot a tile (`splits=1`) each CTA writes its tile of y at once, no semaphore in the kernel.
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
 interpreter; `portable.py` is its twin with the same numerics, and the GPU benchmark checks
@@ -435,24 +436,29 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
     def fused_flush(part, tile, slot):
       """`fused_sum`: slots 1.. store their partial sum and signal the tile's semaphore; slot 0
-      waits for them, adds them in slot order (`Schedule.reduce`'s terms) and writes y."""
-      sem = sems.at[tile * p.compute_wgs + wg]
+      waits for them, adds them in slot order (`Schedule.reduce`'s terms) and writes y. With
+      one slot a tile (a split schedule of one CTA a tile) slot 0 writes y at once: no
+      semaphore, no wait, no fence."""
+      shared = p.schedule.slots > 1
+      sem = sems.at[tile * p.compute_wgs + wg] if shared else None
       rows = tile_rows(tile)
 
-      @pl.when(slot > 0)
-      def _give():
-        o_smem.at[wg][...] = part
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
-        plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
-        _ptx.fence_proxy_async_global()  # the TMA's writes before the release
-        pl.semaphore_signal(sem, 1)
+      if shared:  # with one slot a tile every CTA holds slot 0
+        @pl.when(slot > 0)
+        def _give():
+          o_smem.at[wg][...] = part
+          plgpu.commit_smem()
+          plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
+          plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
+          _ptx.fence_proxy_async_global()  # the TMA's writes before the release
+          pl.semaphore_signal(sem, 1)
 
       @pl.when(slot == 0)
       def _sum():
         writers = p.schedule.writers(tile)
-        pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
-        _ptx.fence_proxy_async_global()  # the acquire before the TMA loads
+        if shared:
+          pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
+          _ptx.fence_proxy_async_global()  # the acquire before the TMA loads
         total = part
         for sl in range(1, p.schedule.slots):
           plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it
@@ -523,7 +529,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
     # `fused_sum`'s semaphores, one a (tile, compute warpgroup); every call leaves them at 0
     sems = (pl.get_global(plgpu.SemaphoreType.REGULAR((p.schedule.n_tiles * p.compute_wgs,)))
-            if p.fused_sum else None)
+            if p.fused_sum and p.schedule.slots > 1 else None)
 
     def carry0():  # the accumulator, and with `prefetch_codes` = d the first d steps' codes
       acc = plgpu.layout_cast(jnp.zeros((p.wg_rows, p.mp), jnp.float32), plgpu.Layout.WGMMA)

@@ -163,12 +163,17 @@ def test_decode_fp8_x_lowers(m, cfg, name):
 
 def test_decode_fused_sum_takes_two_warpgroups_one_slot_and_f32():
   pw = _weight_shape("int4_g128", 8192, 28672)
-  for cfg in ({"stream_k": 1, "tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2},
-              {"splits": 1, "tile_n": 64},  # one slot a tile: no waits, any schedule
-              {"stream_k": 1, "out_dtype": jnp.float32}):  # y in f32: the whole buffer
+  for m, cfg in ((16, {"stream_k": 1, "tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2}),
+                 (16, {"splits": 1, "tile_n": 64}),  # one slot a tile: any schedule
+                 (1, {"splits": 1}),
+                 (16, {"stream_k": 1, "out_dtype": jnp.float32})):  # y in f32: the whole buffer
     text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-        x, p, allow_unverified=True, fused_sum=True, **cfg), _x(16, 8192), pw).as_text()
-    assert f"tensor<16x28672x{'f32' if 'out_dtype' in cfg else 'bf16'}>" in text
+        x, p, allow_unverified=True, fused_sum=True, **cfg), _x(m, 8192), pw).as_text()
+    assert f"tensor<{m}x28672x{'f32' if 'out_dtype' in cfg else 'bf16'}>" in text
+    # with one slot a tile each CTA writes y at once: no semaphore, wait or fence
+    one_slot = "splits" in cfg
+    assert ("semaphore_wait" in text) != one_slot and ("semaphore_signal" in text) != one_slot
+    assert ("fence.proxy.async.global" in text) != one_slot
 
 
 @pytest.mark.parametrize("group", [32, 128])
