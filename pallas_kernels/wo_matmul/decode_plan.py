@@ -113,12 +113,6 @@ PREFETCH_VERIFIED_STEPS = 1
 # the 255 a thread may hold (INT4, 128-row tiles of four chunks, one step ahead: 64).
 PREFETCH_MAX_REGISTERS = 128
 
-
-def prefetch_registers(steps_ahead: int, gps: int, wg_rows: int, bits: int) -> int:
-  """32-bit registers a thread that `steps_ahead` steps of a warpgroup's codes take: a 64 x 128
-  block is 4 (4-bit) or 8 (8-bit) KiB over 128 threads, 8 or 16 words each."""
-  return steps_ahead * gps * (wg_rows // THREAD_BLOCK[0]) * (THREAD_BLOCK[0] * CHUNK * bits
-                                                              // 32 // 128)
 # `case(pw)` keys whose `fp8_x` decode with x split by one kernel (`x_split.py`, in place of
 # XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
 # reference on a GPU, and where it is the default with fp8_x. H100, 2026-12-06, jax 0.11.2,
@@ -137,6 +131,13 @@ CHUNK = 128  # K elements per register tile (one wgmma operand)
 # (`plgpu.emit_pipeline_warp_specialized`'s `memory_registers`)
 MEMORY_REGISTERS = 40
 REGISTER_FILE = 65_536  # 32-bit registers an SM (and the most one CTA launches with)
+
+
+def prefetch_registers(steps_ahead: int, gps: int, wg_rows: int, bits: int) -> int:
+  """32-bit registers a thread that `steps_ahead` steps of a warpgroup's codes take: a 64 x 128
+  block is 4 (4-bit) or 8 (8-bit) KiB over 128 threads, 8 or 16 words each."""
+  return steps_ahead * gps * (wg_rows // THREAD_BLOCK[0]) * (THREAD_BLOCK[0] * CHUNK * bits
+                                                              // 32 // 128)
 
 
 def register_split(compute_wgs: int, memory_registers: int = MEMORY_REGISTERS
