@@ -1,0 +1,109 @@
+"""Which decode paths have matched the reference on a GPU, and the runs that showed it.
+
+Each set holds `decode_plan.case(pw)` keys (format, group or "channel", variant); `plan_decode`
+runs a path outside its set only with `allow_unverified=True` (`gates.require_checked`), which
+the benchmark passes, checking every config it times. A path joins its set when a benchmark run
+on a GPU matched the reference; the comment beside each set names the runs
+(`experiments/results/`), their device and date, and what they timed.
+"""
+
+from __future__ import annotations
+
+from pallas_kernels.wo_matmul.layout import WeightFormat
+
+# What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
+# `case(pw)` keys. Others need allow_unverified.
+VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4, 128),
+            (WeightFormat.UINT4, 32), (WeightFormat.UINT4, 64), (WeightFormat.UINT4, 128),
+            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
+            (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
+            # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
+            (WeightFormat.NF4, 64, "slots"),
+            # H200, 2026-12-05, 8192 x 28672, M = 1, rel. err 1.6-1.7e-3
+            # (kernels_wo_s16_bf16_scales.json, kernels_wo_s16_zero_points*.json): a scheme's
+            # bf16 scales (INT4 g32 44.3 -> 40.9 us, g128 38.1, UINT4 g64 45.1, INT8 64.8), and
+            # UINT4 zero points as bytes (correct, one-hot rows exact at g128, but slower: g128
+            # 44.4 -> 45.8, g64 46.5 -> 47.5, g32 60.3 -> 61.4 us; not `repack`'s default)
+            (WeightFormat.INT4, 32, "bf16_scales"), (WeightFormat.INT4, 128, "bf16_scales"),
+            (WeightFormat.UINT4, 64, "bf16_scales"), (WeightFormat.INT8, "channel", "bf16_scales"),
+            (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
+            (WeightFormat.UINT4, 128, "zero_points")}
+# `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
+# default where `configs.decode_config` says so (INT4 g128, MXFP4 and NVFP4 at M > 16, INT8 at
+# M > 32). Written in session 19 without a GPU. H200, 2026-12-05, 8192 x 28672
+# (kernels_wo_s20_fused_sum.json, kernels_wo_s21_int4_m64.json): correct (rel. err as XLA's
+# sum); INT4 g128 M = 1 38.5 -> 39.4 us, M = 64 68.6 -> 67.1, INT8 M = 1 65.5 -> 66.4, though
+# it drops the 1.6-6 us XLA kernel after the decode. H100, 2026-12-05: INT4 g128 M = 32 60.4
+# -> 58.5, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json). H200, 2026-12-05,
+# M = 32 / 64, rel. err as XLA's sum (kernels_wo_s24_fused_sum_{8bit,fp4}.json): INT8 68.7 ->
+# 74.1 / 84.8 -> 83.3 us, FP8 66.8 -> 66.6 / 82.5 -> 82.2, MXFP4 58.7 -> 58.9 / 74.6 -> 73.6,
+# NVFP4 (bf16 multipliers) M = 32 59.8 -> 58.8.
+FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128),
+                                           (WeightFormat.INT8, "channel"),
+                                           (WeightFormat.FP8, "channel"),
+                                           (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16)})
+# `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
+# on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
+# 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3
+# (kernels_wo_s20_fp8_x*.json, kernels_wo_s21_fp8_x_*.json), us without -> with: INT4 g128
+# M = 1 / 4 38.5 -> 46.4 / 38.9 -> 49.5, M = 64 68.6 -> 264.4 (its kernel 38.3 us at M = 1
+# against 36.5-37.0: M = 1 is not MMA-bound; six XLA kernels split x, 8.6 us); INT4 g32 M = 1
+# 43.8 -> 52.6, UINT4 g32 59.6 -> 65.3; MXFP4 M = 1 47.9 -> 46.1, M = 8 47.7 -> 49.9 (default
+# at M = 1); FP8 M = 1 69.3 -> 61.0, M = 8 69.4 -> 65.8 (default at M <= 8), M = 16 74.4 ->
+# 68.2, M = 32 81.3 -> 82.8, M = 64 83.5 -> 106.9; INT8 on s8 tensor cores M = 1 64.8 -> 62.5
+# (default at M <= 4, in 128-row tiles: 62.1; kernels_wo_s23_*.json). H100, 2026-12-05
+# (kernels_wo_s22_h100_*.json), slower there: FP8 M = 1 / 8 85.2 -> 87.3 / 85.7 -> 88.5, MXFP4
+# 59.0 -> 61.6 / 59.0 -> 65.8, INT8 M = 1 87.2 -> 87.7 (rel. err 1.65e-3 both)
+# (`configs.FP8_X_DEVICES`).
+FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
+                                       (WeightFormat.UINT4, 32), (WeightFormat.MXFP4, 32),
+                                       (WeightFormat.FP8, "channel"),
+                                       (WeightFormat.INT8, "channel")})
+# `case(pw)` keys whose `fp8_x` kernel with `fused_sum` has matched the reference on a GPU: the
+# kernel adds each token's hi and lo columns in registers (`registers.pair_sums`) and scales
+# them by out_scale s_x before it writes y, so no XLA kernel follows the decode. H100,
+# 2026-12-05, 8192 x 28672, rel. err as fp8_x's with XLA's sum (1.64-1.67e-3), us bf16 path ->
+# fp8_x with the fused sum (kernels_wo_s25_h100_fused_sum_fp8_x.json): INT8 M = 1 / 8 86.7 ->
+# 86.9 / 87.8 -> 89.9, FP8 84.9 -> 85.8 / 85.2 -> 87.6 (the Mosaic kernel 2.1-2.6 us faster,
+# the split's XLA kernels 3.5-5 us; fp8_x alone at INT8 M = 1 87.4,
+# kernels_wo_s25_h100_int8_m1_4.json). Not a default on the H100, where fp8_x is off, nor on the
+# H200, where it is on at small M and the fused sum gains nothing there: H200, 2026-12-06, fp8_x
+# with XLA's sum -> with the fused sum, INT8 M = 1 63.0 -> 64.0 us, FP8 M = 1 / 8 61.8 -> 61.2
+# / 64.8 -> 64.5, MXFP4 g32 M = 1 47.3 -> 49.4 (kernels_wo_s26_{fused_sum_fp8_x,mxfp4_pair}.json;
+# INT8 M = 8, on the bf16 path there, 65.4 -> 67.3 with the fused stream-K sum).
+FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
+                                                 (WeightFormat.FP8, "channel"),
+                                                 (WeightFormat.MXFP4, 32)})
+# `case(pw)` keys whose decode with the codes read by plain loads (a `layout.thread_major`
+# weight: each warpgroup loads its chunk's codes from global memory as 16-byte vectors, no TMA
+# and no shared memory for them) has matched the reference on a GPU. Written in session 26
+# without one; H100, 2026-12-06, jax 0.11.2, 8192 x 28672, rel. err as the TMA decode's
+# (1.65-1.67e-3), us TMA -> plain loads -> plain loads a step ahead (`prefetch_codes`;
+# kernels_wo_s27_h100_plain_*.json): M = 1 INT4 g128 51.9 -> 64.6 -> 52.3, INT4 g32 60.8 ->
+# 68.9 -> 58.3, MXFP4 58.8 -> 74.3 -> 62.9, NVFP4 64.1 -> 77.1 -> 63.9, UINT4 56.0 -> 67.7 ->
+# 55.6, INT8 86.6 -> 99.1 -> 85.7; M = 16 INT4 54.5 -> 66.4 -> 54.6, INT8 89.9 -> 116.7 ->
+# 97.6; INT4 M = 64 68.5 -> 87.1 -> 75.6. FP8 (session 28, H100, kernels_wo_s28_h100_plain_fp8
+# .json): rel. err as the TMA decode's, M = 1 82.9 -> 81.2 us, M = 16 84.0 -> 91.6. A layout the
+# caller picks (`layout.thread_major`), not a default: it pays for INT4 g32 at M = 1 (-3 to -4%)
+# and FP8 at M = 1 (-2%), and ties or loses elsewhere on the H100.
+PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
+                                             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
+                                             (WeightFormat.UINT4, 128),
+                                             (WeightFormat.INT8, "channel"),
+                                             (WeightFormat.FP8, "channel")})
+# Steps ahead that `prefetch_codes` has been checked at on a GPU (one: sessions 27-28, H100).
+# Two or more (session 28, written without a GPU) are for the stall it left on the H100: the
+# plain decode's samples sit 34% on the instruction that consumes its loads
+# (profile_wo_int4_m1_plain_sass_s28_h100.md), 50.0 us against the loads' own 38.7.
+PREFETCH_VERIFIED_STEPS = 1
+# `case(pw)` keys whose `fp8_x` decode with x split by one kernel (`x_split.py`, in place of
+# XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
+# reference on a GPU, and where it is the default with fp8_x. H100, 2026-12-06, jax 0.11.2,
+# 8192 x 28672, M = 1, rel. err as XLA's split's (1.66-1.67e-3), us fp8_x with XLA's split ->
+# with the kernel (kernels_wo_s27_h100_split_kernel.json): INT8 86.0 -> 84.4, FP8 84.2 -> 83.4
+# (the XLA time around the decode 5.4 / 4.7 -> 1.8). Not enough to turn fp8_x on for the H100
+# (INT8 85.0 on the bf16 path against 84.7, FP8 82.4 against 83.4, same run:
+# kernels_wo_s27_h100_split_vs_default.json); on the H200, where fp8_x is the default at small
+# M, the kernel's gain is still to be timed.
+SPLIT_KERNEL_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
+                                              (WeightFormat.FP8, "channel")})
