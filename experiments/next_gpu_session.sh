@@ -15,8 +15,9 @@
 # split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at
 # M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200) and 5 (FP8 by plain
 # loads, the split at M = 4), all on the H200; `h100` wherever an H100 is lent: the column-wise
-# INT4 quantize's NaN-test A/B there, where its default lost 11% (session 28), the plain
-# loads two steps ahead, and INT8's fused sum at M = 4 / 16 (1.79x / 1.77x against 1.8x). 1 ran in session
+# INT4 quantize's NaN-test A/B there, where its default lost 11% (session 28), and the plain
+# loads two steps ahead; then `h100-2`: INT8's fused sum at M = 4 / 16 (1.79x / 1.77x against
+# 1.8x) and INT4 M = 1 at the empty-body stream's best launches. 1 ran in session
 # 16 (rerun only to re-check); the H100's parts of session 27's queue ran in session 28.
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -42,7 +43,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5 or h100}"
+part="${1:?which part: 1, 2, 3, 4, 5, h100 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -148,11 +149,22 @@ case "$part" in
     run 260 b $B --what wo --formats int4,int4_g32 --m 1 --shapes $S --configs "[{},
       {\"w_threads\": true, \"gps\": 2, \"stream_k\": 3}, {$pl2, \"gps\": 2, \"stream_k\": 3},
       {$pl2, \"gps\": 2}, {$pl2}, {\"splits\": 1}, {\"splits\": 1, \"fused_sum\": true}]"
-    # INT8 at M = 4 / 16 with y written by the kernel (`fused_sum`: at M = 4 one slot a tile, no
-    # wait; at M = 16 stream-K): 1.79x / 1.77x XLA bf16 with XLA's sum and transpose after the
-    # kernel (1.6 / 2.7 us), against the 1.8x target; FP8's fused sum at M = 16 took 1.9 us off
-    run 150 c $B --what wo --formats int8 --m 4,16 --shapes $S --configs '[{}, {"fused_sum": true}]'
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5 or h100" >&2; exit 2 ;;
+  h100-2)  # On an H100, after `h100`: INT8 at M = 4 / 16 with y written by the kernel
+      # (`fused_sum`: at M = 4 one slot a tile, no wait; at M = 16 stream-K): 1.79x / 1.77x XLA
+      # bf16 with XLA's sum and transpose after the kernel (1.6 / 2.7 us), against the 1.8x
+      # target; FP8's fused sum at M = 16 took 1.9 us off
+    run 150 a $B --what wo --formats int8 --m 4,16 --shapes $S --configs '[{}, {"fused_sum": true}]'
+    # INT4 g128 M = 1's TMA decode at the empty-body stream's best launches on the H100
+    # (`tma_stream_s28_h100.md`: 64-row tiles, eight chunks a step, three steps, 128 CTAs 45.0
+    # us against 46.9 at the default's launch; the decode adds ~1.2 us to its launch's stream
+    # there), and with two compute warpgroups on 128 CTAs
+    run 150 b $B --what wo --formats int4 --m 1 --shapes $S --configs '[{},
+      {"tile_n": 64, "gps": 8, "steps": 3, "stream_k": 1},
+      {"tile_n": 64, "gps": 8, "steps": 3, "stream_k": 2},
+      {"tile_n": 64, "gps": 4, "steps": 4, "stream_k": 2},
+      {"tile_n": 128, "gps": 4, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+    ;;
+  *) echo "part must be 1, 2, 3, 4, 5, h100 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
