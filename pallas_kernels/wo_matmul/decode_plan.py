@@ -344,9 +344,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     instead="store the weight without `layout.thread_major`")
   if prefetch_codes is None:
     prefetch_codes = plain_loads and not load_only
+  if not isinstance(prefetch_codes, int) or prefetch_codes < 0:  # (a bool is an int: 0 or 1)
+    raise ValueError(f"prefetch_codes is a count of steps ahead (0 or more), not "
+                     f"{prefetch_codes!r}")
   prefetch_codes = int(prefetch_codes)
-  if prefetch_codes < 0:
-    raise ValueError(f"prefetch_codes is a count of steps ahead (0 or more), not {prefetch_codes}")
   if prefetch_codes > PREFETCH_VERIFIED_STEPS:
     require_checked(f"plain loads {prefetch_codes} steps ahead", False, allow_unverified,
                     reference="the reference",

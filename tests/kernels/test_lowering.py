@@ -860,8 +860,9 @@ def test_decode_prefetch_steps_ahead(name):
   too_many = decode_plan.PREFETCH_MAX_REGISTERS // per + 1
   with pytest.raises(ValueError, match="registers a thread of codes"):
     decode_plan.plan_decode(1, 8192, tm, gps=2, prefetch_codes=too_many, allow_unverified=True)
-  with pytest.raises(ValueError, match="count of steps ahead"):
-    decode_plan.plan_decode(1, 8192, tm, prefetch_codes=-1)
+  for bad in (-1, 1.5):
+    with pytest.raises(ValueError, match="count of steps ahead"):
+      decode_plan.plan_decode(1, 8192, tm, prefetch_codes=bad)
 
 
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise", "mxfp4", "int4_g128"])
