@@ -19,6 +19,7 @@ from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import block_words
 from pallas_kernels.wo_matmul.layout import code_bits
 from pallas_kernels.wo_matmul.verified import FP8_X_FUSED_SUM_VERIFIED
 from pallas_kernels.wo_matmul.verified import FP8_X_VERIFIED
@@ -44,8 +45,7 @@ PREFETCH_MAX_REGISTERS = 128
 def prefetch_registers(steps_ahead: int, gps: int, wg_rows: int, bits: int) -> int:
   """32-bit registers a thread that `steps_ahead` steps of a warpgroup's codes take: a 64 x 128
   block is 4 (4-bit) or 8 (8-bit) KiB over 128 threads, 8 or 16 words each."""
-  return steps_ahead * gps * (wg_rows // THREAD_BLOCK[0]) * (THREAD_BLOCK[0] * CHUNK * bits
-                                                              // 32 // 128)
+  return steps_ahead * gps * (wg_rows // THREAD_BLOCK[0]) * block_words(bits) // 128
 
 
 def register_split(compute_wgs: int, memory_registers: int = MEMORY_REGISTERS
