@@ -26,22 +26,34 @@ FP8_X_DEVICES = ("NVIDIA H200",)
 # well as above: H100 M = 32 91.8 -> 89.3 us (kernels_wo_s25_h100_fused_sum_m32.json); on the
 # H200 it lost there (68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json)
 INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
-# Devices where FP8 adds its partial sums in the kernel at M = 9-16 as well as above: H100
-# M = 16 88.1 -> 86.2 us (kernels_wo_s27_h100_fp8_m16_fused_sum.json); the H200 unmeasured
-FP8_FUSED_SUM_M16_DEVICES = ("NVIDIA H100",)
-# Devices where INT8 at M <= 4 (without `fp8_x`) takes FP8's 128-row tiles without stream-K:
-# H100 M = 4 88.7 -> 86.6 us, M = 1 86.9 -> 86.8 (kernels_wo_s25_h100_int8_m1_4.json); the
-# H200 takes fp8_x there (below its weight threshold: unmeasured, the 64-row stream-K launch)
-INT8_TILE128_DEVICES = ("NVIDIA H100",)
-# ... and a weight of at least this many elements (K x N), by format: the split's XLA kernels
-# cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save grows with the
-# weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us for INT8, 8.3
-# FP8, 1.8 MXFP4; at 4096 x 14336 (5.9e7) INT8 lost (20.1 -> 21.5 us) and MXFP4 (16.3 -> 17.2),
-# FP8 gained (22.8 -> 20.2: FP8's bf16 path decodes more than its bytes suggest;
-# kernels_wo_s24_fp8_x_4096x14336.json); at 4096 x 4096 MXFP4 took 9.5 us with fp8_x, its
-# Mosaic kernel 5.4, where INT4's bf16 path took 6.6 in all (kernels_wo_s23_4096x4096.json).
-# 2^27: the even point the 8-bit formats' and MXFP4's measurements bracket; FP8's the smallest
-# weight it was measured to gain at (below, unmeasured).
+# Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs) that writes its tile of y
+# itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the decode) for INT4
+# (groups of 128 / 32) at M <= 16 on N >= 16384 (groups of 32 at M <= 8), INT8 at M <= 16 and FP8
+# at M <= 16. H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K
+# over 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile,
+# all with XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 /
+# 48.3 / 47.7 (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16
+# 53.0 -> 50.2; g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M =
+# 1 84.8 -> 82.6, M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16
+# 87.5 -> 84.3 / 89.7 -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 ->
+# 83.1, M = 16 (one compute warpgroup: two need stream-K, `decode_plan`) 86.2 -> 84.5 against the
+# wide config with its fused stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). Not taken:
+# UINT4 g128 / NVFP4 / INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 ->
+# 61.0, 52.3 -> 52.0), MXFP4 (56.5 -> 58.1), INT4 at 4096 x 14336 (its own launch: 16.6 -> 16.5).
+# INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6 us. The H200 unmeasured (its
+# INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with XLA's sum:
+# kernels_wo_s7_int4_stream_k.json).
+ONE_SLOT_DEVICES = ("NVIDIA H100",)
+ONE_SLOT = dict(splits=1, fused_sum=True)
+# `fp8_x` on `FP8_X_DEVICES` takes a weight of at least this many elements (K x N), by format: the
+# split's XLA kernels cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save
+# grows with the weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us
+# for INT8, 8.3 FP8, 1.8 MXFP4; at 4096 x 14336 (5.9e7) INT8 lost (20.1 -> 21.5 us) and MXFP4
+# (16.3 -> 17.2), FP8 gained (22.8 -> 20.2: FP8's bf16 path decodes more than its bytes suggest;
+# kernels_wo_s24_fp8_x_4096x14336.json); at 4096 x 4096 MXFP4 took 9.5 us with fp8_x, its Mosaic
+# kernel 5.4, where INT4's bf16 path took 6.6 in all (kernels_wo_s23_4096x4096.json). 2^27: the
+# even point the 8-bit formats' and MXFP4's measurements bracket; FP8's the smallest weight it was
+# measured to gain at (below, unmeasured).
 FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
                     WeightFormat.FP8: 4096 * 14336}
 
@@ -81,7 +93,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
         # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
         return dict(tile_n=128, gps=2, steps=3, stream_k=2)
       # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
-      # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json).
+      # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json); one slot a tile,
+      # fused, on `ONE_SLOT_DEVICES` (groups of 32 reach here at M <= 8).
+      if group in (None, 32, 128) and device.startswith(ONE_SLOT_DEVICES):
+        return dict(tile_n=128, gps=4, steps=2) | ONE_SLOT
       return dict(tile_n=128, gps=4, steps=2, stream_k=2)
     # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group;
     # g128, H200: at M = 1 in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row
@@ -129,8 +144,8 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.INT8:
     if m <= 4 and fp8_x_pays:
       return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
-    if m <= 4 and device.startswith(INT8_TILE128_DEVICES):
-      return dict(tile_n=128, gps=2, steps=3, step_wait=True)
+    if m <= 16 and device.startswith(ONE_SLOT_DEVICES):
+      return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
     if m <= 16:
       return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True)
     # the kernel adds its stream-K partial sums at M > 32 (`fused_sum`; H200 M = 64 84.8 ->
@@ -140,10 +155,12 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.FP8:
     # above M = 16 with the fused sum: H100 M = 32 92.5 -> 89.4 us
     # (kernels_wo_s25_h100_fused_sum_m32.json); H200 M = 32 66.8 -> 66.6, M = 64 82.5 -> 82.2
-    # (kernels_wo_s24_fused_sum_8bit.json); at M = 9-16 on `FP8_FUSED_SUM_M16_DEVICES`
-    fuse = m > (8 if device.startswith(FP8_FUSED_SUM_M16_DEVICES) else 16)
-    return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) if m <= 8 else (
-        per_channel_wide | (dict(fused_sum=True) if fuse else {}))
+    # (kernels_wo_s24_fused_sum_8bit.json); one slot a tile at M <= 16 on `ONE_SLOT_DEVICES`
+    one_slot = device.startswith(ONE_SLOT_DEVICES) and not fp8_x_pays
+    if m > (16 if one_slot else 8):
+      return per_channel_wide | (dict(fused_sum=True) if m > 16 else {})
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) | (
+        ONE_SLOT if one_slot else {})
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
     # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.

@@ -513,6 +513,13 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise NotImplementedError(
         f"warp specialization takes tile_n a multiple of {64 * compute_wgs} (64 rows a "
         f"compute warpgroup; got {fmt.value}, tile_n={tile_n})")
+  if compute_wgs > 1 and per_channel and stream_k is None:
+    # A per-channel CTA's scales stay put while it walks K (one N tile a CTA), and Pallas's
+    # warp-specialized pipeline takes only inputs that move with its steps: Mosaic refused
+    # FP8 M = 16 with splits=1 on the H100 ("Only inputs with a dependency on the grid").
+    raise NotImplementedError(
+        f"compute_wgs={compute_wgs} for per-channel {fmt.value} needs a stream-K schedule: "
+        "pass stream_k=... instead of splits, or compute_wgs=1")
   wg_rows = tile_n // compute_wgs
   carried = prefetch_registers(prefetch_codes, gps, wg_rows, code_bits(pw)) if prefetch_codes else 0
   if carried > PREFETCH_MAX_REGISTERS:

@@ -199,10 +199,10 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   with pytest.raises(ValueError, match="do not match"):
     wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
                  tile_n=64)
-  # fused_sum: gated until a GPU checks the case (INT4 g32 not yet); stream-K (or one slot a
+  # fused_sum: gated until a GPU checks the case (UINT4 g32 not yet); stream-K (or one slot a
   # tile) only
-  _, pw32 = _weight("int4_g128", {"block_size": 32})
-  with pytest.raises(NotImplementedError, match="fused_sum for int4 group 32 has not matched"):
+  _, pw32 = _weight("int4_g128_asym", {"block_size": 32})
+  with pytest.raises(NotImplementedError, match="fused_sum for uint4 group 32 has not matched"):
     wm.wo_matmul(x, pw32, implementation="mosaic_gpu", fused_sum=True)
   _, pw_k = _weight("int4_g128", {}, k=1024)  # four K steps: two splits of two
   with pytest.raises(ValueError, match="stream-K"):
@@ -313,7 +313,8 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert not decode_plan.plan_decode(1, 8192, g32).fused_sum
   asks = lambda *a, **kw: decode_config(*a, **kw) | dict(fused_sum=True)
   monkeypatch.setattr(decode_plan, "decode_config", asks)
-  assert not decode_plan.plan_decode(1, 8192, u128).fused_sum  # not yet checked on a GPU
+  monkeypatch.setattr(decode_plan, "FUSED_SUM_VERIFIED", frozenset())
+  assert not decode_plan.plan_decode(1, 8192, u128).fused_sum  # not checked on a GPU
   monkeypatch.setattr(decode_plan, "FUSED_SUM_VERIFIED", frozenset({decode_plan.case(u128)}))
   assert decode_plan.plan_decode(1, 8192, u128).fused_sum  # stream-K at M <= 8
   split = decode_plan.plan_decode(9, 8192, u128)  # (224, 1): one CTA a tile, no K split
@@ -329,10 +330,21 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert fs(shape("int8"), (17, 32, 33, 64)) == [False, False, True, True]
   assert fs(shape("fp8_e4m3_rowwise"), (16, 17, 64)) == [False, True, True]
   monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
-  assert fs(shape("int8"), (16, 17, 32)) == [False, True, True]
-  assert fs(shape("fp8_e4m3_rowwise"), (8, 9, 16)) == [False, True, True]
+  assert fs(shape("int8"), (16, 17, 32)) == [True, True, True]
+  assert fs(shape("fp8_e4m3_rowwise"), (8, 9, 16)) == [True, True, True]
+  # ... where at small M one CTA a 128-row tile writes y itself (`configs.ONE_SLOT_DEVICES`):
+  # INT4 g128, INT8 and FP8 at M <= 16, INT4 g32 at M <= 8; not UINT4 or MXFP4 (no gain)
+  def one_slot(m, w):
+    p = decode_plan.plan_decode(m, 8192, w)
+    return p.schedule.grid == (224, 1) and p.tile_n == 128 and p.fused_sum
+  assert [one_slot(m, g128) for m in (1, 16, 17)] == [True, True, False]
+  assert [one_slot(m, g32) for m in (1, 8, 9)] == [True, True, False]
+  assert [one_slot(m, shape("int8")) for m in (1, 16, 17)] == [True, True, False]
+  assert [one_slot(m, shape("fp8_e4m3_rowwise")) for m in (16, 17)] == [True, False]
+  assert not one_slot(1, u128) and not one_slot(1, shape("mxfp4"))
   monkeypatch.undo()
-  assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32: not checked on a GPU
+  assert not any(one_slot(1, w) for w in (g128, g32, shape("int8")))  # elsewhere: stream-K
+  assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32 above M = 16: XLA's sum
   # 8-bit tensor cores (`fp8_x`) on the devices where that paid (the H200, not the H100): FP8
   # at M <= 8, INT8 at M <= 4 (in 128-row tiles), MXFP4 at M <= 4, unless an option it excludes
   # is asked for; FP8 above M = 8 and INT8 above 16 with two compute warpgroups
@@ -377,6 +389,12 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert x8(1, int8) and not decode_plan.plan_decode(1, 4096, short_k).fp8_x
   assert not decode_plan.plan_decode(1, 8192, g32).fp8_x  # INT4 checked, slower: off
   assert [decode_plan.plan_decode(m, 8192, int8).compute_wgs for m in (16, 17)] == [1, 2]
+  # two compute warpgroups on a per-channel weight need stream-K (Mosaic refused one CTA a
+  # tile: its scales do not move with the pipeline's steps)
+  with pytest.raises(NotImplementedError, match="needs a stream-K schedule"):
+    decode_plan.plan_decode(16, 8192, fp8, splits=1)
+  assert decode_plan.plan_decode(16, 8192, fp8, splits=1, compute_wgs=1).schedule.grid == (
+      224, 1)
   with pytest.raises(NotImplementedError, match="M <= 64"):
     decode_plan.plan_decode(65, 8192, nvfp4)
   with pytest.raises(ValueError, match="x is \\(M, 4096\\) but W has K=8192"):
@@ -388,8 +406,8 @@ def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides, monkeypat
   # The measured defaults (`configs.decode_config`, tuned at 8192 x 28672) resolve to a plan that
   # fits shared memory and tiles N and K for every M <= 64 at the model shapes around them, with
   # the GPU's storage (register order, bf16 scale multipliers) and without, and at M <= 8 with
-  # the H200's `fp8_x` defaults too: a default that raised for some shape would take that shape
-  # off the GPU kernel.
+  # the H200's `fp8_x` defaults too, at M <= 16 with the H100's one-slot ones: a default that
+  # raised for some shape would take that shape off the GPU kernel.
   from pallas_kernels.wo_matmul import configs
   from pallas_kernels.wo_matmul import decode_plan
   for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192)]:
@@ -399,7 +417,8 @@ def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides, monkeypat
       pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
           w, mxjax.schemes.get(preset, **overrides), axis=0), **gpu_store),
           jax.ShapeDtypeStruct((k, n), jnp.float32))
-      for device, ms in (("cpu", range(1, 65)), ("NVIDIA H200", range(1, 9))):
+      for device, ms in (("cpu", range(1, 65)), ("NVIDIA H200", range(1, 9)),
+                         ("NVIDIA H100 80GB HBM3", range(1, 17))):
         monkeypatch.setattr(configs, "device_kind", lambda device=device: device)
         for m in ms:
           p = decode_plan.plan_decode(m, k, pw, allow_unverified=True)
