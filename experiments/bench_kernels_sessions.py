@@ -617,8 +617,53 @@ def h100_s28_section() -> list[str]:
       quant)
 
 
+def h100_s29_section() -> list[str]:
+  """Session 29: five H100 calls: the queue's `h100` and `h100-2` parts, then one CTA a tile
+  writing y itself (`splits=1` with `fused_sum`) across formats and M, and the defaults it
+  became checked against the ones they replaced."""
+  quant = [("s29 columns", _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))]
+  md = wo_section(29, (
+      "h100_int4_m1", "h100_int8_fused_sum", "h100_int4_m1_tma_launch", "h100_one_slot",
+      "h100_one_slot_launch", "h100_one_slot_4096x14336", "h100_one_slot_int4_m1_m8",
+      "h100_one_slot_int8_m1_m4", "h100_one_slot_uint4_nvfp4_g64", "h100_one_slot_int4_m16",
+      "h100_one_slot_8bit", "h100_defaults_int4", "h100_defaults_int8", "h100_defaults_fp8"),
+      "Every config checked against the f32 reference in the same run (`configs_timed`; "
+      "`bench_configs_table.py` reads them against their row's first). One CTA a 128-row "
+      "tile (224 on 132 SMs) that writes its tile of y itself (`splits=1` with `fused_sum`, "
+      "written in session 28 without a GPU: no float32 slots, no semaphore, no XLA kernel "
+      "after) matches the reference and beats stream-K with XLA's sum for INT4 and the 8-bit "
+      "formats, the H100's default for them since (`configs.ONE_SLOT_DEVICES`). INT4 g128 "
+      "M = 1 50.3 -> 48.3 / 48.1 / 47.7 us in three runs and 50.6 -> 47.5 (3.30x XLA bf16) "
+      "in a fourth, M = 8 48.3, M = 16 53.0 -> 50.2 (3.12x); INT4 g32 M = 1 59.2 -> 57.1 / "
+      "58.6 -> 56.8; INT8 M = 1 84.8 -> 82.6 (1.86x), M = 4 85.4 -> 83.2 (1.82x: the 1.8x "
+      "target met), M = 8 85.7 -> 82.9, M = 16 87.5 -> 84.3 (1.85x); FP8 M = 1 82.3 -> 79.7 "
+      "(1.92x), M = 8 82.8 -> 80.5, M = 16 (one compute warpgroup) 86.2 -> 84.5. The last "
+      "call (`h100_defaults_*`) ran the new defaults against the old on another H100, ~1% "
+      "slower throughout (copy 3.03 TB/s against 3.05): INT4 M = 1 / 16 51.9 -> 49.6 / 54.9 "
+      "-> 51.7, INT8 M = 8 / 16 87.7 -> 84.8 / 89.7 -> 86.2, FP8 M = 1 / 8 85.0 -> 82.5 / "
+      "85.4 -> 83.1. Not taken: UINT4 g128 (54.5 -> 53.6, 54.6 -> 54.5), NVFP4 (62.9 -> 61.4, "
+      "61.6 -> 61.0), INT4 g64 (52.3 -> 52.0), MXFP4 (56.5 -> 58.1), INT4 / NF4 / MXFP4 at "
+      "4096 x 14336 (16.6 -> 16.5, 21.0 -> 22.2, 18.4 -> 19.2). With the plain loads "
+      "(`layout.thread_major`) one slot a tile gives INT4 g32 53.4 us (2.87x), UINT4 51.3 "
+      "(3.00x), NVFP4 60.9. Two compute warpgroups on one CTA a tile failed to lower for FP8 "
+      "at M = 16 (Mosaic: \"Only inputs with a dependency on the grid\": a per-channel CTA's "
+      "scales do not move with the pipeline's steps): `plan_decode` refuses it since. Codes two "
+      "steps ahead (`prefetch_codes: 2`) match the reference but lose (INT4 M = 1 51.4 against "
+      "49.9 a step ahead). INT8's fused stream-K sum at M = 16: 87.9 -> 87.5. The TMA decode at "
+      "the empty-body stream's best launches loses: 64-row tiles, eight chunks a step, three "
+      "steps 55.7 / 59.7 us (one / two CTAs an SM) against 50.4.",
+      device="H100", quant_runs=quant)
+  return md + quant_part(
+      ": INT4 column-wise, the NaN test A/B (H100)",
+      "The column-wise INT4 quantize with its NaN test (the default since session 28) and "
+      "without (session 26's element path): 86.4 -> 96.1 us at 8192 x 8192, 77.0 -> 85.7 at "
+      "4096 x 14336, bit-exact both: the test is what took 11% off session 26's columns, kept.",
+      quant)
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
             h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
-            h200_s26_section, h100_s27_section, h100_s28_section)
+            h200_s26_section, h100_s27_section, h100_s28_section,
+            h100_s29_section)
