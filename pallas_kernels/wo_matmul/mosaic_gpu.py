@@ -60,7 +60,8 @@ TMA: each warpgroup loads its chunks' codes from global memory itself, two (4-bi
 relabels as the WGMMA_UPCAST_4X / UPCAST_2X array a shared-memory load gives; only x and the
 scales go through the pipeline. With `prefetch_codes` (one by default there) each step's
 codes are loaded that many steps before and carried. Checked on the H100 for seven formats
-(sessions 27-28, `decode_plan.PLAIN_LOADS_VERIFIED`), one step ahead.
+(sessions 27-28, `decode_plan.PLAIN_LOADS_VERIFIED`), one step ahead; two (session 29) were
+slower.
 
 Which CTA runs which (N tile, K step) iterations is a `schedule.Schedule`: one CTA per N tile and
 K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iterations). Partial

@@ -97,11 +97,13 @@ PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFo
                                              (WeightFormat.UINT4, 128),
                                              (WeightFormat.INT8, "channel"),
                                              (WeightFormat.FP8, "channel")})
-# Steps ahead that `prefetch_codes` has been checked at on a GPU (one: sessions 27-28, H100).
-# Two or more (session 28, written without a GPU) are for the stall it left on the H100: the
-# plain decode's samples sit 34% on the instruction that consumes its loads
-# (profile_wo_int4_m1_plain_sass_s28_h100.md), 50.0 us against the loads' own 38.7.
-PREFETCH_VERIFIED_STEPS = 1
+# Steps ahead that `prefetch_codes` has been checked at on a GPU: one (sessions 27-28, H100);
+# two (session 29, H100, 2026-12-06, jax 0.11.2, 8192 x 28672, M = 1, INT4 g128 / g32, rel.
+# err as a step ahead's, kernels_wo_s29_h100_{int4_m1,one_slot_launch}.json): written for the
+# stall the plain decode left (its samples 34% on the instruction that consumes its loads,
+# profile_wo_int4_m1_plain_sass_s28_h100.md), and slower: INT4 g128 51.4 us against 49.9 a step
+# ahead (two chunks a step, three CTAs an SM: 63.6 against 49.9), g32 59.4 against 58.6 (TMA).
+PREFETCH_VERIFIED_STEPS = 2
 # `case(pw)` keys whose `fp8_x` decode with x split by one kernel (`x_split.py`, in place of
 # XLA's several small kernels, ~5.9 us of INT8 M = 1's 62.1 on the H200) has matched the
 # reference on a GPU, and where it is the default with fp8_x. H100, 2026-12-06, jax 0.11.2,
