@@ -11,14 +11,16 @@
 # H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
 # 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
 # against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise
-# INT4 quantize with and without its NaN test (`int4_nan_test`). Then 3 (the 8-bit decode's x
-# split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at
-# M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200) and 5 (FP8 by plain
-# loads, the split at M = 4), all on the H200; `h100` wherever an H100 is lent: the column-wise
-# INT4 quantize's NaN-test A/B there, where its default lost 11% (session 28), and the plain
-# loads two steps ahead; then `h100-2`: INT8's fused sum at M = 4 / 16 (1.79x / 1.77x against
-# 1.8x) and INT4 M = 1 at the empty-body stream's best launches. 1 ran in session
-# 16 (rerun only to re-check); the H100's parts of session 27's queue ran in session 28.
+# INT4 quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is worth
+# 11%, session 29). Then 3 (the 8-bit decode's x split by one kernel against XLA's where fp8_x
+# is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep
+# and SASS on the H200), 5 (FP8 by plain loads, the split at M = 4) and 6 (one CTA a tile
+# writing y itself, the H100's default for INT4 and the 8-bit formats at M <= 16 since session
+# 29), all on the H200; `h100` wherever an H100 is lent: the plain loads with one slot a tile
+# for the formats where they led at M = 1 (INT4 g32 53.4 us against 56.8 by TMA, UINT4 51.3
+# against 53.6: session 29), at M = 1 and 8, to decide whether `repack` stores that layout on
+# an H100. 1 ran in session 16 (rerun only to re-check); the H100's parts of session 28's queue
+# ran in session 29.
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -43,7 +45,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, h100 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -121,7 +123,8 @@ case "$part" in
       {"w_threads": true, "gps": 2, "stream_k": 3}, {"w_threads": true, "stream_k": 3},
       {"w_threads": true, "tile_n": 64, "gps": 2}]'
     run 160 c python3 experiments/profile_kernels.py --case wo_int4_m1,wo_int4_m1_plain --sass
-    # the codes two steps ahead (`prefetch_codes: 2`, session 28, unchecked)
+    # the codes two steps ahead (`prefetch_codes: 2`: correct on the H100 and slower there,
+    # INT4 g128 M = 1 51.4 us against 49.9, session 29)
     run 140 d $B --what wo --formats int4 --m 1 --shapes $S --configs '[
       {"w_threads": true}, {"w_threads": true, "prefetch_codes": 2},
       {"w_threads": true, "gps": 2, "prefetch_codes": 2}]'
@@ -134,37 +137,23 @@ case "$part" in
     run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
       --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1): the column-wise INT4 quantize with its
-      # NaN test (the default since session 28) and without, at both shapes: 86.5 us (session
-      # 25) -> 96.2 (session 28) at 8192 x 8192 after session 26 dropped the test
-    run 150 a $B --what quant --transpose --schemes int4_g128 \
-      --configs '[{}, {"int4_nan_test": false}]'
-    # the plain loads' codes two steps ahead (`prefetch_codes: 2`, written in session 28
-    # without a GPU), against one (the best launch 50.0-50.1 us, its stall samples 34% on the
-    # instruction that waits for the loads) and the TMA default (50.3)
-    pl2='"w_threads": true, "prefetch_codes": 2'
-    # and one CTA a 128-row tile (224 on 132 SMs, which the empty-body stream does not mind:
-    # 128 CTAs were its best) writing y itself (`fused_sum` with one slot: no wait, no XLA
-    # kernel after; XLA's sum and transpose take 1.7-2.3 us of the 50.3 at M = 1)
-    run 260 b $B --what wo --formats int4,int4_g32 --m 1 --shapes $S --configs "[{},
-      {\"w_threads\": true, \"gps\": 2, \"stream_k\": 3}, {$pl2, \"gps\": 2, \"stream_k\": 3},
-      {$pl2, \"gps\": 2}, {$pl2}, {\"splits\": 1}, {\"splits\": 1, \"fused_sum\": true}]"
+  6)  # On the H200: one CTA a 128-row tile writing its tile of y itself (`splits=1` with
+      # `fused_sum`), the H100's default at M <= 16 for INT4 g128 / g32 (M <= 8), INT8 and FP8
+      # since session 29 (INT4 M = 1 50.3 -> 47.5-48.3 us, INT8 M = 16 87.5 -> 84.3, FP8 M = 1
+      # 82.3 -> 79.7 there: `configs.ONE_SLOT_DEVICES`), against the H200's defaults (stream-K
+      # with XLA's sum; fp8_x for INT8 at M <= 4 and FP8 at M <= 8); FP8 at M = 16 on one compute
+      # warpgroup (two need stream-K)
+    one='"splits": 1, "fused_sum": true'
+    run 200 a $B --what wo --formats int4,int4_g32 --m 1,16 --shapes $S --configs "[{}, {$one}]"
+    run 200 b $B --what wo --formats int8,fp8_e4m3 --m 1,16 --shapes $S --configs "[{},
+      {$one, \"tile_n\": 128, \"gps\": 2, \"steps\": 3, \"step_wait\": true,
+       \"compute_wgs\": 1, \"fp8_x\": false}]"
     ;;
-  h100-2)  # On an H100, after `h100`: INT8 at M = 4 / 16 with y written by the kernel
-      # (`fused_sum`: at M = 4 one slot a tile, no wait; at M = 16 stream-K): 1.79x / 1.77x XLA
-      # bf16 with XLA's sum and transpose after the kernel (1.6 / 2.7 us), against the 1.8x
-      # target; FP8's fused sum at M = 16 took 1.9 us off
-    run 150 a $B --what wo --formats int8 --m 4,16 --shapes $S --configs '[{}, {"fused_sum": true}]'
-    # INT4 g128 M = 1's TMA decode at the empty-body stream's best launches on the H100
-    # (`tma_stream_s28_h100.md`: 64-row tiles, eight chunks a step, three steps, 128 CTAs 45.0
-    # us against 46.9 at the default's launch; the decode adds ~1.2 us to its launch's stream
-    # there), and with two compute warpgroups on 128 CTAs
-    run 150 b $B --what wo --formats int4 --m 1 --shapes $S --configs '[{},
-      {"tile_n": 64, "gps": 8, "steps": 3, "stream_k": 1},
-      {"tile_n": 64, "gps": 8, "steps": 3, "stream_k": 2},
-      {"tile_n": 64, "gps": 4, "steps": 4, "stream_k": 2},
-      {"tile_n": 128, "gps": 4, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1): the plain loads with one slot a tile
+      # against the TMA decode (one slot a tile too where that is the default), M = 1 and 8
+    run 280 a $B --what wo --formats int4_g32,uint4,nvfp4,int4 --m 1,8 --shapes $S \
+      --configs '[{}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, h100 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
