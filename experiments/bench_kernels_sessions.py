@@ -618,15 +618,16 @@ def h100_s28_section() -> list[str]:
 
 
 def h100_s29_section() -> list[str]:
-  """Session 29: five H100 calls: the queue's `h100` and `h100-2` parts, then one CTA a tile
-  writing y itself (`splits=1` with `fused_sum`) across formats and M, and the defaults it
-  became checked against the ones they replaced."""
+  """Session 29: eight H100 calls: the queue's `h100` and `h100-2` parts, then one CTA a tile
+  writing y itself (`splits=1` with `fused_sum`) across formats and M, the defaults it became
+  checked against the ones they replaced, with plain loads, and on two compute warpgroups."""
   quant = [("s29 columns", _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))]
   md = wo_section(29, (
       "h100_int4_m1", "h100_int8_fused_sum", "h100_int4_m1_tma_launch", "h100_one_slot",
       "h100_one_slot_launch", "h100_one_slot_4096x14336", "h100_one_slot_int4_m1_m8",
       "h100_one_slot_int8_m1_m4", "h100_one_slot_uint4_nvfp4_g64", "h100_one_slot_int4_m16",
-      "h100_one_slot_8bit", "h100_defaults_int4", "h100_defaults_int8", "h100_defaults_fp8"),
+      "h100_one_slot_8bit", "h100_defaults_int4", "h100_defaults_int8", "h100_defaults_fp8",
+      "h100_plain_one_slot", "h100_one_slot_wgs2_m32_m64"),
       "Every config checked against the f32 reference in the same run (`configs_timed`; "
       "`bench_configs_table.py` reads them against their row's first). One CTA a 128-row "
       "tile (224 on 132 SMs) that writes its tile of y itself (`splits=1` with `fused_sum`, "
@@ -645,9 +646,14 @@ def h100_s29_section() -> list[str]:
       "61.6 -> 61.0), INT4 g64 (52.3 -> 52.0), MXFP4 (56.5 -> 58.1), INT4 / NF4 / MXFP4 at "
       "4096 x 14336 (16.6 -> 16.5, 21.0 -> 22.2, 18.4 -> 19.2). With the plain loads "
       "(`layout.thread_major`) one slot a tile gives INT4 g32 53.4 us (2.87x), UINT4 51.3 "
-      "(3.00x), NVFP4 60.9. Two compute warpgroups on one CTA a tile failed to lower for FP8 "
-      "at M = 16 (Mosaic: \"Only inputs with a dependency on the grid\": a per-channel CTA's "
-      "scales do not move with the pipeline's steps): `plan_decode` refuses it since. Codes two "
+      "(3.00x), NVFP4 60.9; at M = 1 / 8 in a later call (`h100_plain_one_slot`) against the "
+      "TMA default: INT4 g32 62.9 -> 55.7 / 57.8 -> 55.2, UINT4 55.8 -> 52.4 / 56.3 -> 52.6, "
+      "NVFP4 64.8 -> 62.3 / 63.6 -> 61.9, INT4 g128 level. Two compute warpgroups on one CTA a "
+      "tile failed to lower for FP8 at M = 16 (Mosaic: \"Only inputs with a dependency on the "
+      "grid\": a per-channel CTA's scales do not move with the pipeline's steps); with the "
+      "scales' index map reading the step it ran correct (`h100_one_slot_wgs2_m32_m64`): INT8 "
+      "M = 32 / 64 87.3 -> 85.8 / 90.9 -> 94.5, FP8 86.8 -> 83.7 / 90.9 -> 90.7 against the "
+      "wide default, not a default from one run. Codes two "
       "steps ahead (`prefetch_codes: 2`) match the reference but lose (INT4 M = 1 51.4 against "
       "49.9 a step ahead). INT8's fused stream-K sum at M = 16: 87.9 -> 87.5. The TMA decode at "
       "the empty-body stream's best launches loses: 64-row tiles, eight chunks a step, three "

@@ -16,11 +16,10 @@
 # is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep
 # and SASS on the H200), 5 (FP8 by plain loads, the split at M = 4) and 6 (one CTA a tile
 # writing y itself, the H100's default for INT4 and the 8-bit formats at M <= 16 since session
-# 29), all on the H200; `h100` wherever an H100 is lent: the plain loads with one slot a tile
-# for the formats where they led at M = 1 (INT4 g32 53.4 us against 56.8 by TMA, UINT4 51.3
-# against 53.6: session 29), at M = 1 and 8, to decide whether `repack` stores that layout on
-# an H100. 1 ran in session 16 (rerun only to re-check); the H100's parts of session 28's queue
-# ran in session 29.
+# 29), all on the H200; `h100` wherever an H100 is lent: INT8 / FP8 at M = 32 with one slot a
+# tile on two compute warpgroups again (one run, session 29), and UINT4 by plain loads with one
+# slot a tile. 1 ran in session 16 (rerun only to re-check); the H100's parts of session 28's
+# queue ran in session 29.
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -142,17 +141,23 @@ case "$part" in
       # since session 29 (INT4 M = 1 50.3 -> 47.5-48.3 us, INT8 M = 16 87.5 -> 84.3, FP8 M = 1
       # 82.3 -> 79.7 there: `configs.ONE_SLOT_DEVICES`), against the H200's defaults (stream-K
       # with XLA's sum; fp8_x for INT8 at M <= 4 and FP8 at M <= 8); FP8 at M = 16 on one compute
-      # warpgroup (two need stream-K)
+      # warpgroup, as on the H100
     one='"splits": 1, "fused_sum": true'
     run 200 a $B --what wo --formats int4,int4_g32 --m 1,16 --shapes $S --configs "[{}, {$one}]"
     run 200 b $B --what wo --formats int8,fp8_e4m3 --m 1,16 --shapes $S --configs "[{},
       {$one, \"tile_n\": 128, \"gps\": 2, \"steps\": 3, \"step_wait\": true,
        \"compute_wgs\": 1, \"fp8_x\": false}]"
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1): the plain loads with one slot a tile
-      # against the TMA decode (one slot a tile too where that is the default), M = 1 and 8
-    run 280 a $B --what wo --formats int4_g32,uint4,nvfp4,int4 --m 1,8 --shapes $S \
-      --configs '[{}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1): INT8 / FP8 at M = 32 with one slot a
+      # tile on two compute warpgroups (correct, session 29: 87.3 -> 85.8 / 86.8 -> 83.7 us in
+      # one run, the one-call profile level) against the wide default, to decide the default
+    run 150 a $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S \
+      --configs '[{}, {"splits": 1, "fused_sum": true}]'
+    # UINT4 by plain loads with stream-K (its default launch) and with one slot a tile (52.4 /
+    # 52.6 us at M = 1 / 8, session 29; the TMA default 55.8 / 56.3 in that run): whether a
+    # `layout.thread_major` weight should take one slot there
+    run 180 b $B --what wo --formats uint4 --m 1,8 --shapes $S \
+      --configs '[{}, {"w_threads": true}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac

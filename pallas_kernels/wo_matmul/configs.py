@@ -36,7 +36,7 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # 53.0 -> 50.2; g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M =
 # 1 84.8 -> 82.6, M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16
 # 87.5 -> 84.3 / 89.7 -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 ->
-# 83.1, M = 16 (one compute warpgroup: two need stream-K, `decode_plan`) 86.2 -> 84.5 against the
+# 83.1, M = 16 (one compute warpgroup) 86.2 -> 84.5 against the
 # wide config with its fused stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). Not taken:
 # UINT4 g128 / NVFP4 / INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 ->
 # 61.0, 52.3 -> 52.0), MXFP4 (56.5 -> 58.1), INT4 at 4096 x 14336 (its own launch: 16.6 -> 16.5).

@@ -27,6 +27,7 @@ from pallas_kernels.wo_matmul.verified import FUSED_SUM_VERIFIED
 from pallas_kernels.wo_matmul.verified import PLAIN_LOADS_VERIFIED
 from pallas_kernels.wo_matmul.verified import PREFETCH_VERIFIED_STEPS
 from pallas_kernels.wo_matmul.verified import SPLIT_KERNEL_VERIFIED
+from pallas_kernels.wo_matmul.verified import SPLIT_WGS_VERIFIED
 from pallas_kernels.wo_matmul.verified import VERIFIED
 
 NUM_SMS_H100 = 132
@@ -515,12 +516,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
         f"warp specialization takes tile_n a multiple of {64 * compute_wgs} (64 rows a "
         f"compute warpgroup; got {fmt.value}, tile_n={tile_n})")
   if compute_wgs > 1 and per_channel and stream_k is None:
-    # A per-channel CTA's scales stay put while it walks K (one N tile a CTA), and Pallas's
-    # warp-specialized pipeline takes only inputs that move with its steps: Mosaic refused
-    # FP8 M = 16 with splits=1 on the H100 ("Only inputs with a dependency on the grid").
-    raise NotImplementedError(
-        f"compute_wgs={compute_wgs} for per-channel {fmt.value} needs a stream-K schedule: "
-        "pass stream_k=... instead of splits, or compute_wgs=1")
+    # one N tile a CTA: its channel scales' index map reads the step only for Pallas's sake
+    # (`mosaic_gpu.channel_block`; without it Mosaic refused FP8 M = 16 with splits=1 on the
+    # H100, session 29)
+    require_checked(f"compute_wgs={compute_wgs} on K splits for per-channel {fmt.value}",
+                    case(pw) in SPLIT_WGS_VERIFIED, allow_unverified, reference="the reference",
+                    instead="pass stream_k=... instead of splits, or compute_wgs=1")
   wg_rows = tile_n // compute_wgs
   carried = prefetch_registers(prefetch_codes, gps, wg_rows, code_bits(pw)) if prefetch_codes else 0
   if carried > PREFETCH_MAX_REGISTERS:

@@ -418,8 +418,17 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
     w_spec = [] if p.plain_loads else [
         plgpu.BlockSpec((p.tile_n, wk * p.gps), w_block, transforms=w_tf)]
+    def channel_block(i):
+      # + i * 0 with two compute warpgroups: a CTA of the split schedule keeps its tile's
+      # channel scales while it walks K, and Pallas's warp-specialized pipeline refuses an
+      # input whose index map ignores the step ("Only inputs with a dependency on the grid");
+      # read from i, the same block is fetched each step (tile_n * 4 bytes beside the step's
+      # weight tile). One warpgroup's pipeline takes the scales once.
+      tile = sched_place(i)[0]
+      return 0, tile + i * 0 if p.compute_wgs > 1 else tile
+
     in_specs += w_spec + [
-        (plgpu.BlockSpec((1, p.tile_n), lambda i: (0, sched_place(i)[0])) if p.per_channel
+        (plgpu.BlockSpec((1, p.tile_n), channel_block) if p.per_channel
          else plgpu.BlockSpec((p.scale_rows, p.tile_n), lambda i: sched_place(i)[1::-1])),
     ]
     gmem = [*x_gmems, *([] if p.plain_loads else [w_gmem]), s_gmem]

@@ -129,6 +129,20 @@ def test_decode_fused_sum_lowers(name, m, cfg):
                                          "stablehlo.multiply", "stablehlo.convert"))
 
 
+@pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise"])
+def test_decode_per_channel_wgs_on_splits_lowers(name):
+  # Two compute warpgroups with one N tile a CTA on a per-channel weight: the channel scales'
+  # block is the same every step, and Pallas's warp-specialized pipeline refuses an input whose
+  # index map ignores the step unless `mosaic_gpu.channel_block` reads it; one slot a tile, so
+  # the CTA writes y with no semaphore.
+  pw = _weight_shape(name, 8192, 28672)
+  text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+      x, p, splits=1, fused_sum=True, compute_wgs=2, stream_k=None), _x(32, 8192), pw).as_text()
+  main = text[text.index("func.func public @main"):].splitlines()
+  kernel = next(ln for ln in main if "mosaic_gpu" in ln)
+  assert "semaphore_wait" not in kernel and "tensor<32x28672xbf16>" in kernel
+
+
 @pytest.mark.parametrize("m", [1, 3, 64])
 @pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2, "stream_k": 1, "step_wait": True}])
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "int4_g128-block_size32",
