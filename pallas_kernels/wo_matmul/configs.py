@@ -36,13 +36,14 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # 53.0 -> 50.2; g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M =
 # 1 84.8 -> 82.6, M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16
 # 87.5 -> 84.3 / 89.7 -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 ->
-# 83.1, M = 16 (one compute warpgroup) 86.2 -> 84.5 against the
-# wide config with its fused stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). Not taken:
-# UINT4 g128 / NVFP4 / INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 ->
-# 61.0, 52.3 -> 52.0), MXFP4 (56.5 -> 58.1), INT4 at 4096 x 14336 (its own launch: 16.6 -> 16.5).
-# INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6 us. The H200 unmeasured (its
-# INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with XLA's sum:
-# kernels_wo_s7_int4_stream_k.json).
+# 83.1, M = 16 (one compute warpgroup) 86.2 -> 84.5 against the wide config with its fused
+# stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). Not taken: UINT4 g128 / NVFP4 / INT4 g64
+# M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4
+# (56.5 -> 58.1), INT4 at 4096 x 14336 (its own launch: 16.6 -> 16.5); INT8 / FP8 at M = 32 on two
+# compute warpgroups (87.3 -> 85.8 / 86.8 -> 83.7, one run, its one-call profile level:
+# `verified.SPLIT_WGS_VERIFIED`). INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6
+# us. The H200 unmeasured (its INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with
+# XLA's sum: kernels_wo_s7_int4_stream_k.json).
 ONE_SLOT_DEVICES = ("NVIDIA H100",)
 ONE_SLOT = dict(splits=1, fused_sum=True)
 # `fp8_x` on `FP8_X_DEVICES` takes a weight of at least this many elements (K x N), by format: the
