@@ -6,20 +6,20 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #
-# Part 2 first, on an H200: the decode with its codes read by plain loads (a
-# `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
-# H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
-# 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
-# against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise
-# INT4 quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is worth
-# 11%, session 29). Then 3 (the 8-bit decode's x split by one kernel against XLA's where fp8_x
-# is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep
-# and SASS on the H200), 5 (FP8 by plain loads, the split at M = 4) and 6 (one CTA a tile
-# writing y itself, the H100's default for INT4 and the 8-bit formats at M <= 16 since session
-# 29), all on the H200; `h100` wherever an H100 is lent: INT8 / FP8 at M = 32 with one slot a
-# tile on two compute warpgroups again (one run, session 29), and UINT4 by plain loads with one
-# slot a tile. 1 ran in session 16 (rerun only to re-check); the H100's parts of session 28's
-# queue ran in session 29.
+# Part 2 first, on an H200: the decode with its codes read by plain loads (a `layout.thread_major`
+# weight, `{"w_threads": true}`, a step ahead by default), correct on the H100 for seven formats
+# (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1 50.3 -> 50.7 us, session
+# 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best against 27.9 by plain
+# loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4 quantize with and
+# without its NaN test (`int4_nan_test`; on the H100 the test is worth 11%, session 29). Then 3
+# (the 8-bit decode's x split by one kernel against XLA's where fp8_x is the default, INT8 / INT4
+# by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8
+# by plain loads, the split at M = 4) and 6 (one CTA a tile writing y itself, the H100's default
+# for INT4 and the 8-bit formats at M <= 16 since session 29), all on the H200; `h100` wherever an
+# H100 is lent: INT8 / FP8 at M = 32 with one slot a tile on two compute warpgroups again (one
+# run, session 29), UINT4 by plain loads with one slot a tile, and INT4 M = 16's one-slot launch.
+# 1 ran in session 16 (rerun only to re-check); the H100's parts of session 28's queue ran in
+# session 29.
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -158,6 +158,10 @@ case "$part" in
     # `layout.thread_major` weight should take one slot there
     run 180 b $B --what wo --formats uint4 --m 1,8 --shapes $S \
       --configs '[{}, {"w_threads": true}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
+    # INT4 g128 at M = 16, one slot a tile (50.2 us, 3.12x against 3.2x; M = 1 47.5-49.6): the
+    # launch around it, and by plain loads
+    run 150 c $B --what wo --formats int4 --m 16 --shapes $S --configs '[{}, {"steps": 3},
+      {"gps": 2, "steps": 4}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
