@@ -17,9 +17,9 @@
 # by plain loads, the split at M = 4) and 6 (one CTA a tile writing y itself, the H100's default
 # for INT4 and the 8-bit formats at M <= 16 since session 29), all on the H200; `h100` wherever an
 # H100 is lent: INT8 / FP8 at M = 32 with one slot a tile on two compute warpgroups again (one
-# run, session 29), UINT4 by plain loads with one slot a tile, and INT4 M = 16's one-slot launch.
-# 1 ran in session 16 (rerun only to re-check); the H100's parts of session 28's queue ran in
-# session 29.
+# run, session 29), UINT4 by plain loads with one slot a tile, and INT4 M = 16's one-slot launch;
+# then `h100-2`: INT8 / FP8 M = 64's launch. 1 ran in session 16 (rerun only to re-check); the
+# H100's parts of session 28's queue ran in session 29.
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -44,7 +44,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6 or h100}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, h100 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -163,6 +163,12 @@ case "$part" in
     run 150 c $B --what wo --formats int4 --m 16 --shapes $S --configs '[{}, {"steps": 3},
       {"gps": 2, "steps": 4}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
+  h100-2)  # On an H100, after `h100`: INT8 / FP8 at M = 64, 1.68x / 1.69x XLA bf16 against 1.8x
+      # (the wide config: two compute warpgroups, one stream-K CTA an SM, fused sum; the H200's
+      # sweep of session 20 chose it), around that launch on the H100
+    run 260 a $B --what wo --formats int8,fp8_e4m3 --m 64 --shapes $S --configs '[{},
+      {"steps": 4}, {"stream_k": 2}, {"gps": 1, "steps": 6}]'
+    ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
