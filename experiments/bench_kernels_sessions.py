@@ -638,7 +638,7 @@ def h100_s29_section() -> list[str]:
       "in a fourth, M = 8 48.3, M = 16 53.0 -> 50.2 (3.12x); INT4 g32 M = 1 59.2 -> 57.1 / "
       "58.6 -> 56.8; INT8 M = 1 84.8 -> 82.6 (1.86x), M = 4 85.4 -> 83.2 (1.82x: the 1.8x "
       "target met), M = 8 85.7 -> 82.9, M = 16 87.5 -> 84.3 (1.85x); FP8 M = 1 82.3 -> 79.7 "
-      "(1.92x), M = 8 82.8 -> 80.5, M = 16 (one compute warpgroup) 86.2 -> 84.5. The last "
+      "(1.92x), M = 8 82.8 -> 80.5, M = 16 (one compute warpgroup) 86.2 -> 84.5. The sixth "
       "call (`h100_defaults_*`) ran the new defaults against the old on another H100, ~1% "
       "slower throughout (copy 3.03 TB/s against 3.05): INT4 M = 1 / 16 51.9 -> 49.6 / 54.9 "
       "-> 51.7, INT8 M = 8 / 16 87.7 -> 84.8 / 89.7 -> 86.2, FP8 M = 1 / 8 85.0 -> 82.5 / "
