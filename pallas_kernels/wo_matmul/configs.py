@@ -142,13 +142,21 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # s8 tensor cores there, in FP8's 128-row tiles with three steps (H200 M = 1 64.8 -> 62.5 ->
   # 62.1 us, M = 4 66.7 -> 65.4 -> 64.6: default, fp8_x, and this; kernels_wo_s23_int8_s8.json).
   per_channel_wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, step_wait=True)
+  # One slot a tile (`ONE_SLOT_DEVICES`) needs the tiles to fill the SMs: at N = 4096 its 32
+  # CTAs took INT8 M = 1 19.2 us where the bf16 dot takes 15.6 (H100,
+  # kernels_wo_s30_h100_small_shapes.json); at M = 17-32 on the wide config's two compute
+  # warpgroups (`verified.SPLIT_WGS_VERIFIED`).
+  one_slot = (device.startswith(ONE_SLOT_DEVICES) and n >= 16384 and not fp8_x_pays)
+  wide_one_slot = {k: v for k, v in per_channel_wide.items() if k != "stream_k"} | ONE_SLOT
   if fmt is WeightFormat.INT8:
     if m <= 4 and fp8_x_pays:
       return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True, fp8_x=True)
-    if m <= 16 and device.startswith(ONE_SLOT_DEVICES):
+    if m <= 16 and one_slot:
       return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
     if m <= 16:
       return dict(tile_n=64, gps=2, steps=4, stream_k=2, step_wait=True)
+    if m <= 32 and one_slot:
+      return wide_one_slot
     # the kernel adds its stream-K partial sums at M > 32 (`fused_sum`; H200 M = 64 84.8 ->
     # 83.3 us, kernels_wo_s24_fused_sum_8bit.json), and at M > 16 on `INT8_FUSED_SUM_M32_DEVICES`
     fuse = m > (16 if device.startswith(INT8_FUSED_SUM_M32_DEVICES) else 32)
@@ -157,7 +165,8 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # above M = 16 with the fused sum: H100 M = 32 92.5 -> 89.4 us
     # (kernels_wo_s25_h100_fused_sum_m32.json); H200 M = 32 66.8 -> 66.6, M = 64 82.5 -> 82.2
     # (kernels_wo_s24_fused_sum_8bit.json); one slot a tile at M <= 16 on `ONE_SLOT_DEVICES`
-    one_slot = device.startswith(ONE_SLOT_DEVICES) and not fp8_x_pays
+    if 16 < m <= 32 and one_slot:
+      return wide_one_slot
     if m > (16 if one_slot else 8):
       return per_channel_wide | (dict(fused_sum=True) if m > 16 else {})
     return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) | (

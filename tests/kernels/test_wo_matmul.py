@@ -325,15 +325,21 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert fs(shape("int8"), (16, 17, 32)) == [True, True, True]
   assert fs(shape("fp8_e4m3_rowwise"), (8, 9, 16)) == [True, True, True]
   # ... where at small M one CTA a 128-row tile writes y itself (`configs.ONE_SLOT_DEVICES`):
-  # INT4 g128, INT8 and FP8 at M <= 16, INT4 g32 at M <= 8; not UINT4 or MXFP4 (no gain)
+  # INT4 g128 at M <= 16, INT4 g32 at M <= 8, INT8 and FP8 at M <= 32 (on two compute
+  # warpgroups above 16); not UINT4 or MXFP4 (no gain), nor where N's tiles leave SMs idle
   def one_slot(m, w):
     p = decode_plan.plan_decode(m, 8192, w)
     return p.schedule.grid == (224, 1) and p.tile_n == 128 and p.fused_sum
+  int8, fp8 = shape("int8"), shape("fp8_e4m3_rowwise")
   assert [one_slot(m, g128) for m in (1, 16, 17)] == [True, True, False]
   assert [one_slot(m, g32) for m in (1, 8, 9)] == [True, True, False]
-  assert [one_slot(m, shape("int8")) for m in (1, 16, 17)] == [True, True, False]
-  assert [one_slot(m, shape("fp8_e4m3_rowwise")) for m in (16, 17)] == [True, False]
+  assert [one_slot(m, int8) for m in (1, 16, 17, 32, 33)] == [True, True, True, True, False]
+  assert [one_slot(m, fp8) for m in (16, 17, 32, 33)] == [True, True, True, False]
+  assert [decode_plan.plan_decode(m, 8192, w).compute_wgs
+          for m in (16, 17) for w in (int8, fp8)] == [1, 1, 2, 2]
   assert not one_slot(1, u128) and not one_slot(1, shape("mxfp4"))
+  for fmt in (wm.WeightFormat.INT8, wm.WeightFormat.FP8):
+    assert "splits" not in decode_config(fmt, 4096, 1) | decode_config(fmt, 4096, 32)
   monkeypatch.undo()
   assert not any(one_slot(1, w) for w in (g128, g32, shape("int8")))  # elsewhere: stream-K
   assert not decode_plan.plan_decode(32, 8192, g32).fused_sum  # g32 above M = 16: XLA's sum
