@@ -26,10 +26,11 @@ FP8_X_DEVICES = ("NVIDIA H200",)
 # well as above: H100 M = 32 91.8 -> 89.3 us (kernels_wo_s25_h100_fused_sum_m32.json); on the
 # H200 it lost there (68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json)
 INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
-# Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs) that writes its tile of y
-# itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the decode) for INT4
-# (groups of 128 / 32) at M <= 16 on N >= 16384 (groups of 32 at M <= 8), INT8 at M <= 16 and FP8
-# at M <= 16. H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K
+# Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs at N = 28672) that writes
+# its tile of y itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the
+# decode), where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 groups of 128 at M <= 16
+# (groups of 32 at M <= 8 and N >= 16384), INT8 and FP8 at M <= 32 (two compute warpgroups above
+# M = 16). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K
 # over 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile,
 # all with XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 /
 # 48.3 / 47.7 (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16
@@ -37,15 +38,21 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # 1 84.8 -> 82.6, M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16
 # 87.5 -> 84.3 / 89.7 -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 ->
 # 83.1, M = 16 (one compute warpgroup) 86.2 -> 84.5 against the wide config with its fused
-# stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). Not taken: UINT4 g128 / NVFP4 / INT4 g64
-# M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4
-# (56.5 -> 58.1), INT4 at 4096 x 14336 (its own launch: 16.6 -> 16.5); INT8 / FP8 at M = 32 on two
-# compute warpgroups (87.3 -> 85.8 / 86.8 -> 83.7, one run, its one-call profile level:
-# `verified.SPLIT_WGS_VERIFIED`). INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6
-# us. The H200 unmeasured (its INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with
-# XLA's sum: kernels_wo_s7_int4_stream_k.json).
+# stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). At M = 32 on two compute warpgroups
+# against the wide config (stream-K, fused sum), three runs (sessions 29-30,
+# kernels_wo_s30_h100_8bit_m32*.json): INT8 87.3 -> 85.8 / 89.5 -> 87.5 / 87.3 -> 85.6, FP8
+# 86.8 -> 83.7 / 88.9 -> 85.8 / 87.1 -> 83.8; at M = 64 not (INT8 90.9 -> 94.5, FP8 90.9 ->
+# 90.7). At 4096 x 14336 (112 tiles; session 30, kernels_wo_s30_h100_small_shapes*.json): INT8
+# M = 1 25.7 -> 22.3, M = 16 26.7 -> 23.0, FP8 26.5 -> 22.3 / 26.3 -> 22.9 against stream-K;
+# INT4 g128 M = 1 17.2 -> 16.7 / 17.3 -> 16.8, M = 16 (64-row tiles) 17.3 -> 15.7 / 17.1 ->
+# 15.7. At 4096 x 4096 (32 tiles) it halves the speed: INT8 M = 1 9.5 -> 19.2, FP8 9.7 -> 17.9.
+# Not taken: UINT4 g128 / NVFP4 / INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 ->
+# 61.4 / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4 (56.5 -> 58.1). INT8's 128-row tiles alone at M <= 4
+# (session 25): 88.7 -> 86.6 us. The H200 unmeasured (its INT4 M = 1 took stream-K over 224
+# tiles, 48.1 -> 47.2 us, with XLA's sum: kernels_wo_s7_int4_stream_k.json).
 ONE_SLOT_DEVICES = ("NVIDIA H100",)
 ONE_SLOT = dict(splits=1, fused_sum=True)
+ONE_SLOT_MIN_N = 14336
 # `fp8_x` on `FP8_X_DEVICES` takes a weight of at least this many elements (K x N), by format: the
 # split's XLA kernels cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save
 # grows with the weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us
@@ -99,14 +106,18 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       if group in (None, 32, 128) and device.startswith(ONE_SLOT_DEVICES):
         return dict(tile_n=128, gps=4, steps=2) | ONE_SLOT
       return dict(tile_n=128, gps=4, steps=2, stream_k=2)
-    # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group;
+    # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group
+    # (groups of 128: one slot a tile on `ONE_SLOT_DEVICES` from `ONE_SLOT_MIN_N`);
     # g128, H200: at M = 1 in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row
     # ones 16.1 -> 15.3 (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of
     # 32 the same (H200, M = 1 17.2 -> 16.0 in 128-row tiles, M = 16 16.9 in 64-row ones, 128-row
     # 20.9; H100 M = 1 22.1 -> 20.1, 64-row 19.9, M = 16 21.3 -> 20.0); groups of 64 in 64-row
     # tiles at every M (H200 M = 1 / 16 15.3 -> 14.4 / 17.1 -> 15.6, 128-row 14.5 / 16.1; H100
     # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
-    return dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4, stream_k=2)
+    cfg = dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4)
+    if group in (None, 128) and n >= ONE_SLOT_MIN_N and device.startswith(ONE_SLOT_DEVICES):
+      return cfg | ONE_SLOT
+    return cfg | dict(stream_k=2)
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
     # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
     # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a
@@ -142,11 +153,9 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # s8 tensor cores there, in FP8's 128-row tiles with three steps (H200 M = 1 64.8 -> 62.5 ->
   # 62.1 us, M = 4 66.7 -> 65.4 -> 64.6: default, fp8_x, and this; kernels_wo_s23_int8_s8.json).
   per_channel_wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, step_wait=True)
-  # One slot a tile (`ONE_SLOT_DEVICES`) needs the tiles to fill the SMs: at N = 4096 its 32
-  # CTAs took INT8 M = 1 19.2 us where the bf16 dot takes 15.6 (H100,
-  # kernels_wo_s30_h100_small_shapes.json); at M = 17-32 on the wide config's two compute
-  # warpgroups (`verified.SPLIT_WGS_VERIFIED`).
-  one_slot = (device.startswith(ONE_SLOT_DEVICES) and n >= 16384 and not fp8_x_pays)
+  # one slot a tile (`ONE_SLOT_DEVICES`), at M = 17-32 on the wide config's two compute
+  # warpgroups (`verified.SPLIT_WGS_VERIFIED`)
+  one_slot = device.startswith(ONE_SLOT_DEVICES) and n >= ONE_SLOT_MIN_N and not fp8_x_pays
   wide_one_slot = {k: v for k, v in per_channel_wide.items() if k != "stream_k"} | ONE_SLOT
   if fmt is WeightFormat.INT8:
     if m <= 4 and fp8_x_pays:
@@ -164,7 +173,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.FP8:
     # above M = 16 with the fused sum: H100 M = 32 92.5 -> 89.4 us
     # (kernels_wo_s25_h100_fused_sum_m32.json); H200 M = 32 66.8 -> 66.6, M = 64 82.5 -> 82.2
-    # (kernels_wo_s24_fused_sum_8bit.json); one slot a tile at M <= 16 on `ONE_SLOT_DEVICES`
+    # (kernels_wo_s24_fused_sum_8bit.json); one slot a tile at M <= 32 on `ONE_SLOT_DEVICES`
     if 16 < m <= 32 and one_slot:
       return wide_one_slot
     if m > (16 if one_slot else 8):

@@ -292,8 +292,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       (`schedule.Schedule.chainable`: no CTA waits on one that cannot run) or one slot a
       tile. Default (None): `configs.decode_config`'s where the schedule allows it (INT4 g128,
       MXFP4 and NVFP4 at M > 16, INT8 at M > 32: 1-5% faster; INT4 at M = 1 0.9 us slower,
-      INT8 at M = 32 5.4 us, on an H200; on an H100 with one slot a tile for INT4 and the
-      8-bit formats at M <= 16, 3-4% faster: `configs.ONE_SLOT_DEVICES`); a case not in
+      INT8 at M = 32 5.4 us, on an H200; on an H100 with one slot a tile for INT4 at M <= 16
+      and the 8-bit formats at M <= 32, 2-4% faster: `configs.ONE_SLOT_DEVICES`); a case not in
       `FUSED_SUM_VERIFIED` needs `allow_unverified`.
     fp8_x: INT4 / UINT4 (groups of 32 / 64 by group slices), MXFP4 (one group a K = 32
       slice; not prescaled) and FP8 (per channel; not chained) on FP8 tensor cores
