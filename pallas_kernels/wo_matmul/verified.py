@@ -122,7 +122,8 @@ SPLIT_KERNEL_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # (`mosaic_gpu.channel_block`, session 29). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, rel.
 # err as stream-K's (1.66e-3), us the wide default (stream-K, one CTA an SM, fused sum) -> one
 # slot a tile (kernels_wo_s29_h100_one_slot_wgs2_m32_m64.json): INT8 M = 32 87.3 -> 85.8, M =
-# 64 90.9 -> 94.5; FP8 M = 32 86.8 -> 83.7, M = 64 90.9 -> 90.7. Not a default: one run, and
-# the profile of one call had the M = 32 kernels level (INT8 87.5 -> 88.5 us, FP8 86.0 -> 85.1).
+# 64 90.9 -> 94.5; FP8 M = 32 86.8 -> 83.7, M = 64 90.9 -> 90.7. The H100's default at M = 32
+# since session 30, after two more runs at M = 32 agreed (INT8 89.5 -> 87.5 / 87.3 -> 85.6, FP8
+# 88.9 -> 85.8 / 87.1 -> 83.8: `configs.ONE_SLOT_DEVICES`).
 SPLIT_WGS_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
                                            (WeightFormat.FP8, "channel")})
