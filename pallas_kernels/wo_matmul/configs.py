@@ -26,33 +26,34 @@ FP8_X_DEVICES = ("NVIDIA H200",)
 # well as above: H100 M = 32 91.8 -> 89.3 us (kernels_wo_s25_h100_fused_sum_m32.json); on the
 # H200 it lost there (68.7 -> 74.1, kernels_wo_s24_fused_sum_8bit.json)
 INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
-# Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs at N = 28672) that writes
-# its tile of y itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the
-# decode), where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 groups of 128 at M <= 16
-# (groups of 32 at M <= 8 and N >= 16384), INT8 and FP8 at M <= 32 (two compute warpgroups above
-# M = 16). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K
-# over 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile,
-# all with XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 /
-# 48.3 / 47.7 (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16
-# 53.0 -> 50.2; g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M =
-# 1 84.8 -> 82.6, M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16
-# 87.5 -> 84.3 / 89.7 -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 ->
-# 83.1, M = 16 (one compute warpgroup) 86.2 -> 84.5 against the wide config with its fused
-# stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). At M = 32 on two compute warpgroups
-# against the wide config (stream-K, fused sum), three runs (sessions 29-30,
-# kernels_wo_s30_h100_8bit_m32*.json): INT8 87.3 -> 85.8 / 89.5 -> 87.5 / 87.3 -> 85.6, FP8
-# 86.8 -> 83.7 / 88.9 -> 85.8 / 87.1 -> 83.8; at M = 64 not (INT8 90.9 -> 94.5, FP8 90.9 ->
-# 90.7). At 4096 x 14336 (112 tiles; session 30, kernels_wo_s30_h100_small_shapes*.json): INT8
-# M = 1 25.7 -> 22.3, M = 16 26.7 -> 23.0, FP8 26.5 -> 22.3 / 26.3 -> 22.9 against stream-K;
-# INT4 g128 M = 1 17.2 -> 16.7 / 17.3 -> 16.8, M = 16 (64-row tiles) 17.3 -> 15.7 / 17.1 ->
-# 15.7. At 4096 x 4096 (32 tiles) it halves the speed: INT8 M = 1 9.5 -> 19.2, FP8 9.7 -> 17.9.
-# Not taken: UINT4 g128 / NVFP4 / INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 ->
-# 61.4 / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4 (56.5 -> 58.1). INT8's 128-row tiles alone at M <= 4
-# (session 25): 88.7 -> 86.6 us. The H200 unmeasured (its INT4 M = 1 took stream-K over 224
-# tiles, 48.1 -> 47.2 us, with XLA's sum: kernels_wo_s7_int4_stream_k.json).
+# Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs at N = 28672) that writes its
+# tile of y itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the decode),
+# where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 at M <= 16 (at N >= 16384 groups of 128
+# and of 32 at M <= 8, below every group), INT8 and FP8 at M <= 32 (two compute warpgroups above M =
+# 16). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K over 256
+# CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile, all with
+# XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 / 48.3 / 47.7
+# (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16 53.0 -> 50.2;
+# g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M = 1 84.8 -> 82.6,
+# M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16 87.5 -> 84.3 / 89.7
+# -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 -> 83.1, M = 16 (one
+# compute warpgroup) 86.2 -> 84.5 against the wide config with its fused stream-K sum (session 27:
+# 88.1 -> 86.2 over XLA's sum). At M = 32 on two compute warpgroups against the wide config
+# (stream-K, fused sum), three runs (sessions 29-30, kernels_wo_s30_h100_8bit_m32*.json): INT8 87.3
+# -> 85.8 / 89.5 -> 87.5 / 87.3 -> 85.6, FP8 86.8 -> 83.7 / 88.9 -> 85.8 / 87.1 -> 83.8; at M = 64
+# not (INT8 90.9 -> 94.5, FP8 90.9 -> 90.7). At 4096 x 14336 (112 tiles; session 30,
+# kernels_wo_s30_h100_small_shapes*.json): INT8 M = 1 25.7 -> 22.3, M = 16 26.7 -> 23.0, FP8 26.5 ->
+# 22.3 / 26.3 -> 22.9 against stream-K; INT4 g128 M = 1 17.2 -> 16.7 / 17.3 -> 16.8, M = 16 (64-row
+# tiles) 17.3 -> 15.7 / 17.1 -> 15.7; g32 M = 1 / 16 19.9 -> 18.0 / 20.0 -> 18.4, g64 (64-row tiles)
+# 16.9 -> 16.0 / 17.9 -> 15.9 (one run). At 4096 x 4096 (32 tiles) it halves the speed: INT8 M = 1
+# 9.5 -> 19.2, FP8 9.7 -> 17.9, INT4 g128 7.5 -> 15.8. Not taken: UINT4 g128 / NVFP4 / INT4 g64 M =
+# 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4 (56.5 ->
+# 58.1). INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6 us. The H200 unmeasured
+# (its INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with XLA's sum:
+# kernels_wo_s7_int4_stream_k.json).
 ONE_SLOT_DEVICES = ("NVIDIA H100",)
 ONE_SLOT = dict(splits=1, fused_sum=True)
-ONE_SLOT_MIN_N = 14336
+ONE_SLOT_MIN_N = 14336  # the smallest N measured to gain; 4096 < N < 14336 unmeasured
 # `fp8_x` on `FP8_X_DEVICES` takes a weight of at least this many elements (K x N), by format: the
 # split's XLA kernels cost ~4.5-6 us a call whatever the shape (`kernel_us`), the decode they save
 # grows with the weight. H200, M = 1, at 8192 x 28672 (2.3e8) the saving net of them was 2.7 us
@@ -107,7 +108,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
         return dict(tile_n=128, gps=4, steps=2) | ONE_SLOT
       return dict(tile_n=128, gps=4, steps=2, stream_k=2)
     # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group
-    # (groups of 128: one slot a tile on `ONE_SLOT_DEVICES` from `ONE_SLOT_MIN_N`);
+    # (one slot a tile on `ONE_SLOT_DEVICES` from `ONE_SLOT_MIN_N`);
     # g128, H200: at M = 1 in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row
     # ones 16.1 -> 15.3 (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of
     # 32 the same (H200, M = 1 17.2 -> 16.0 in 128-row tiles, M = 16 16.9 in 64-row ones, 128-row
@@ -115,7 +116,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # tiles at every M (H200 M = 1 / 16 15.3 -> 14.4 / 17.1 -> 15.6, 128-row 14.5 / 16.1; H100
     # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
     cfg = dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4)
-    if group in (None, 128) and n >= ONE_SLOT_MIN_N and device.startswith(ONE_SLOT_DEVICES):
+    if n >= ONE_SLOT_MIN_N and device.startswith(ONE_SLOT_DEVICES):
       return cfg | ONE_SLOT
     return cfg | dict(stream_k=2)
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
