@@ -667,9 +667,40 @@ def h100_s29_section() -> list[str]:
       quant)
 
 
+def h100_s30_section() -> list[str]:
+  """Session 30: six H100 calls (no H200 came): the queue's `h100` and `h100-2` parts, one
+  CTA a tile at 4096 x 14336 and 4096 x 4096, plain loads at M = 16 / 64, INT8 / FP8 M = 32."""
+  return wo_section(30, (
+      "h100_8bit_m32", "h100_uint4_plain_one_slot", "h100_int4_m16_launch",
+      "h100_8bit_m64_launch", "h100_small_shapes", "h100_plain_m1", "h100_small_shapes_8bit",
+      "h100_plain_m16_m64", "h100_8bit_m32_default", "h100_small_shapes_4096",
+      "h100_small_shapes_int4", "h100_small_shapes_int4_groups"),
+      "Every config checked against the f32 reference in the same run. Session 29's default "
+      "of one CTA a 128-row tile for INT8 / FP8 took no account of N: at 4096 x 4096 (32 tiles "
+      "on 132 SMs) INT8 M = 1 ran 19.2 us, 0.81x XLA bf16 (`h100_small_shapes`, run with "
+      "session 29's defaults), against 9.5 by stream-K (1.66x). One slot now needs N >= 14336 "
+      "(`configs.ONE_SLOT_MIN_N`), where it wins for every format measured: 4096 x 14336 INT8 "
+      "M = 1 25.7 -> 22.3 us (2.09x), M = 16 26.7 -> 23.0, FP8 26.5 -> 22.3 / 26.3 -> 22.9, "
+      "INT4 g128 17.2 -> 16.7 / 17.3 -> 16.8 (M = 1, two runs), 17.3 -> 15.7 / 17.1 -> 15.7 "
+      "(M = 16), g32 19.9 -> 18.0 / 20.0 -> 18.4, g64 16.9 -> 16.0 / 17.9 -> 15.9 (the INT4 "
+      "groups' defaults there since). INT8 / FP8 at M = 32 on two compute warpgroups with one "
+      "slot a tile, a second and third run after session 29's: 89.5 -> 87.5 / 87.3 -> 85.6 and "
+      "88.9 -> 85.8 / 87.1 -> 83.8 (1.85x / 1.89x: the 1.8x target met), the default since. "
+      "M = 64 still misses (93.1 / 93.5 us, 1.66x / 1.65x against 1.8x): three steps, four, "
+      "two stream-K CTAs an SM and one chunk a step six deep all tie or lose. Plain loads "
+      "(`layout.thread_major`): UINT4 M = 1 / 8 56.3 -> 55.3 -> 52.5 / 56.4 -> 55.5 -> 53.1 "
+      "(TMA, plain, plain with one slot: 3.02x), M = 16 58.8 -> 57.2, M = 64 84.4 -> 86.0; INT4 "
+      "g32 M = 1 62.7 -> 55.5 (2.84x), M = 16 61.5 -> 62.6, M = 64 89.9 -> 101.4: a layout that "
+      "wins at decode and loses at M = 64, left to the caller. MXFP4 / NF4 lose with it (60.1 -> "
+      "62.7, 60.2 -> 67.9), NVFP4 ties. INT4 g128 M = 16: plain loads with one slot 50.9 "
+      "against 51.9 (3.12x), three steps 58.1, two chunks a step four deep 55.7.",
+      device="H100", quant_runs=[("s29 columns",
+                                  _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))])
+
+
 SECTIONS = (h200_section, h200_s7_section, h200_s8_section, h200_s9_section, h200_s10_section,
             h200_s11_section, h200_s12_section, h200_s13_section, h200_s14_section,
             h200_s15_section, h200_s17_section, h200_s20_section, h200_s21_section,
             h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section,
-            h100_s29_section)
+            h100_s29_section, h100_s30_section)

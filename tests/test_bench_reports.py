@@ -141,7 +141,7 @@ def test_every_session_section_builds_from_the_committed_results(standing, monke
   import bench_kernels_sessions  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(bench_kernels_sessions, "roofline", lambda *a, **k: None)
   heads = [section()[1] for section in bench_kernels_sessions.SECTIONS]
-  assert heads[0] == "# Session 6: H200" and heads[-1] == "# Session 29: H100"
+  assert heads[0] == "# Session 6: H200" and heads[-1] == "# Session 30: H100"
   assert len(set(heads)) == len(heads)
 
 
