@@ -15,11 +15,10 @@
 # (the 8-bit decode's x split by one kernel against XLA's where fp8_x is the default, INT8 / INT4
 # by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8
 # by plain loads, the split at M = 4) and 6 (one CTA a tile writing y itself, the H100's default
-# for INT4 and the 8-bit formats at M <= 16 since session 29), all on the H200; `h100` wherever an
-# H100 is lent: INT8 / FP8 at M = 32 with one slot a tile on two compute warpgroups again (one
-# run, session 29), UINT4 by plain loads with one slot a tile, and INT4 M = 16's one-slot launch;
-# then `h100-2`: INT8 / FP8 M = 64's launch. 1 ran in session 16 (rerun only to re-check); the
-# H100's parts of session 28's queue ran in session 29.
+# for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all
+# on the H200; `h100` wherever an H100 is lent: today's defaults at 4096 x 14336 for the formats
+# whose rows there date from sessions 3-25. The H100's parts of session 29's queue ran in session
+# 30; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -44,7 +43,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6, h100 or h100-2}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -137,38 +136,26 @@ case "$part" in
       --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
     ;;
   6)  # On the H200: one CTA a 128-row tile writing its tile of y itself (`splits=1` with
-      # `fused_sum`), the H100's default at M <= 16 for INT4 g128 / g32 (M <= 8), INT8 and FP8
-      # since session 29 (INT4 M = 1 50.3 -> 47.5-48.3 us, INT8 M = 16 87.5 -> 84.3, FP8 M = 1
-      # 82.3 -> 79.7 there: `configs.ONE_SLOT_DEVICES`), against the H200's defaults (stream-K
-      # with XLA's sum; fp8_x for INT8 at M <= 4 and FP8 at M <= 8); FP8 at M = 16 on one compute
-      # warpgroup, as on the H100
+      # `fused_sum`), the H100's default at M <= 16 for INT4 g128 / g32 (M <= 8) and at M <= 32
+      # for INT8 and FP8 since sessions 29-30 (INT4 M = 1 50.3 -> 47.5-48.3 us, INT8 M = 16 87.5
+      # -> 84.3, M = 32 87.3 -> 85.6, FP8 M = 1 82.3 -> 79.7 there: `configs.ONE_SLOT_DEVICES`),
+      # against the H200's defaults (stream-K with XLA's sum; fp8_x for INT8 at M <= 4 and FP8 at
+      # M <= 8); FP8 at M = 16 on one compute warpgroup and at M = 32 on two, as on the H100
     one='"splits": 1, "fused_sum": true'
     run 200 a $B --what wo --formats int4,int4_g32 --m 1,16 --shapes $S --configs "[{}, {$one}]"
     run 200 b $B --what wo --formats int8,fp8_e4m3 --m 1,16 --shapes $S --configs "[{},
       {$one, \"tile_n\": 128, \"gps\": 2, \"steps\": 3, \"step_wait\": true,
        \"compute_wgs\": 1, \"fp8_x\": false}]"
+    run 150 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs "[{}, {$one}]"
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1): INT8 / FP8 at M = 32 with one slot a
-      # tile on two compute warpgroups (correct, session 29: 87.3 -> 85.8 / 86.8 -> 83.7 us in
-      # one run, the one-call profile level) against the wide default, to decide the default
-    run 150 a $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S \
-      --configs '[{}, {"splits": 1, "fused_sum": true}]'
-    # UINT4 by plain loads with stream-K (its default launch) and with one slot a tile (52.4 /
-    # 52.6 us at M = 1 / 8, session 29; the TMA default 55.8 / 56.3 in that run): whether a
-    # `layout.thread_major` weight should take one slot there
-    run 180 b $B --what wo --formats uint4 --m 1,8 --shapes $S \
-      --configs '[{}, {"w_threads": true}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
-    # INT4 g128 at M = 16, one slot a tile (50.2 us, 3.12x against 3.2x; M = 1 47.5-49.6): the
-    # launch around it, and by plain loads
-    run 150 c $B --what wo --formats int4 --m 16 --shapes $S --configs '[{}, {"steps": 3},
-      {"gps": 2, "steps": 4}, {"w_threads": true, "splits": 1, "fused_sum": true}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1): today's defaults at 4096 x 14336, M = 1 /
+      # 16, for the formats whose rows there are old (UINT4 / MXFP4 / NVFP4 / NF4 from sessions
+      # 3-25) and INT4 g128 with its one slot a tile (session 30's default there), each against
+      # plain loads
+    run 250 a $B --what wo --formats int4,uint4,mxfp4,nvfp4 --m 1,16 --shapes 4096x14336 \
+      --configs '[{}, {"w_threads": true}]'
+    run 120 b $B --what wo --formats nf4,fp8_e4m3,int8 --m 1 --shapes 4096x14336
     ;;
-  h100-2)  # On an H100, after `h100`: INT8 / FP8 at M = 64, 1.68x / 1.69x XLA bf16 against 1.8x
-      # (the wide config: two compute warpgroups, one stream-K CTA an SM, fused sum; the H200's
-      # sweep of session 20 chose it), around that launch on the H100
-    run 260 a $B --what wo --formats int8,fp8_e4m3 --m 64 --shapes $S --configs '[{},
-      {"steps": 4}, {"stream_k": 2}, {"gps": 1, "steps": 6}]'
-    ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
