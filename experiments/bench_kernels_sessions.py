@@ -668,13 +668,13 @@ def h100_s29_section() -> list[str]:
 
 
 def h100_s30_section() -> list[str]:
-  """Session 30: six H100 calls (no H200 came): the queue's `h100` and `h100-2` parts, one
+  """Session 30: seven H100 calls (no H200 came): the queue's `h100` and `h100-2` parts, one
   CTA a tile at 4096 x 14336 and 4096 x 4096, plain loads at M = 16 / 64, INT8 / FP8 M = 32."""
   return wo_section(30, (
       "h100_8bit_m32", "h100_uint4_plain_one_slot", "h100_int4_m16_launch",
       "h100_8bit_m64_launch", "h100_small_shapes", "h100_plain_m1", "h100_small_shapes_8bit",
       "h100_plain_m16_m64", "h100_8bit_m32_default", "h100_small_shapes_4096",
-      "h100_small_shapes_int4", "h100_small_shapes_int4_groups"),
+      "h100_small_shapes_int4", "h100_small_shapes_int4_groups", "h100_formats_4096x14336"),
       "Every config checked against the f32 reference in the same run. Session 29's default "
       "of one CTA a 128-row tile for INT8 / FP8 took no account of N: at 4096 x 4096 (32 tiles "
       "on 132 SMs) INT8 M = 1 ran 19.2 us, 0.81x XLA bf16 (`h100_small_shapes`, run with "
@@ -693,7 +693,9 @@ def h100_s30_section() -> list[str]:
       "g32 M = 1 62.7 -> 55.5 (2.84x), M = 16 61.5 -> 62.6, M = 64 89.9 -> 101.4: a layout that "
       "wins at decode and loses at M = 64, left to the caller. MXFP4 / NF4 lose with it (60.1 -> "
       "62.7, 60.2 -> 67.9), NVFP4 ties. INT4 g128 M = 16: plain loads with one slot 50.9 "
-      "against 51.9 (3.12x), three steps 58.1, two chunks a step four deep 55.7.",
+      "against 51.9 (3.12x), three steps 58.1, two chunks a step four deep 55.7. At 4096 x "
+      "14336 the plain loads lose for UINT4 / MXFP4 / NVFP4 (M = 1 18.8 -> 19.0, 19.1 -> 19.9, "
+      "20.0 -> 20.3; M = 16 1-6%).",
       device="H100", quant_runs=[("s29 columns",
                                   _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))])
 

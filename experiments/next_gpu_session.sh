@@ -16,8 +16,8 @@
 # by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8
 # by plain loads, the split at M = 4) and 6 (one CTA a tile writing y itself, the H100's default
 # for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all
-# on the H200; `h100` wherever an H100 is lent: today's defaults at 4096 x 14336 for the formats
-# whose rows there date from sessions 3-25. The H100's parts of session 29's queue ran in session
+# on the H200; `h100` wherever an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336
+# and INT4 / NF4's defaults there. The H100's parts of session 29's queue ran in session
 # 30; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -148,13 +148,13 @@ case "$part" in
        \"compute_wgs\": 1, \"fp8_x\": false}]"
     run 150 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs "[{}, {$one}]"
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1): today's defaults at 4096 x 14336, M = 1 /
-      # 16, for the formats whose rows there are old (UINT4 / MXFP4 / NVFP4 / NF4 from sessions
-      # 3-25) and INT4 g128 with its one slot a tile (session 30's default there), each against
-      # plain loads
-    run 250 a $B --what wo --formats int4,uint4,mxfp4,nvfp4 --m 1,16 --shapes 4096x14336 \
-      --configs '[{}, {"w_threads": true}]'
-    run 120 b $B --what wo --formats nf4,fp8_e4m3,int8 --m 1 --shapes 4096x14336
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1): at 4096 x 14336, M = 1 / 16, one slot a
+      # tile for UINT4 and NVFP4 (INT4 and the 8-bit formats gained 2-16% there in session 30;
+      # MXFP4 / NF4 lost in session 29), and INT4 / NF4 at today's defaults (plain loads lost
+      # there for UINT4 / MXFP4 / NVFP4: session 30)
+    run 200 a $B --what wo --formats uint4,nvfp4 --m 1,16 --shapes 4096x14336 \
+      --configs '[{}, {"splits": 1, "fused_sum": true}]'
+    run 120 b $B --what wo --formats int4,nf4 --m 1,16 --shapes 4096x14336
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
