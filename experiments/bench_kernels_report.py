@@ -4,7 +4,8 @@ that experiments/bench_kernels.py wrote on the GPU machine. Runs anywhere (no GP
   python experiments/bench_kernels_report.py   # reads/writes experiments/results/kernels_*
 
 Sessions 1-5 (H100) are written here; each later session's section is a function in
-`bench_kernels_sessions.py` (a new session adds one there and to its `SECTIONS`).
+`bench_kernels_sessions.py` (sessions 6-21) or `bench_kernels_sessions_since22.py` (a new
+session adds one there and to its `SECTIONS`), most of them built by `wo_section`.
 """
 
 from __future__ import annotations
@@ -175,6 +176,34 @@ def roofline(wo_runs, quant_runs, copy_bps, gemm_flops, path):
   fig.savefig(path, dpi=120)
 
 
+def wo_section(session: int, names: tuple[str, ...], intro: str, device: str = "H200",
+               quant_runs: list | None = None) -> list[str]:
+  """A session's weight-only matmuls on one device: its `kernels_wo_s<session>_<name>.json` runs
+  as one table and its roofline, with `quant_runs` (default: the H200's session 9 quantize run)
+  in the roofline's right panel."""
+  runs = [(f"s{session}", _load(f"kernels_wo_s{session}_{n}.json")) for n in names]
+  head = runs[0][1]
+  copy_bps, gemm = head["copy_Bps"], head["bf16_gemm_flops"]
+  png = f"kernels_roofline_{device.lower()}_s{session}.png"
+  quant_runs = quant_runs or [("s9 div.rn", _load("kernels_quant_s9_div_rn.json"))]
+  roofline(runs, quant_runs, copy_bps, gemm, os.path.join(RES, png))
+  return ["", f"# Session {session}: {device}", "", intro, "", "## Weight-only matmul", "",
+          wo_table(runs, copy_bps), "", f"![roofline {device} s{session}]({png})"]
+
+
+def quant_part(title: str, intro: str, runs: list) -> list[str]:
+  """A session's fused-quantize runs under their own heading: `intro`, then one table."""
+  return ["", f"## Fused block quantization{title}", "", intro, "", quant_table(runs)]
+
+
+def session_sections() -> tuple:
+  """Every later session's section function, sessions 6 on, in order."""
+  # pylint: disable=g-import-not-at-top  (they import this module)
+  import bench_kernels_sessions
+  import bench_kernels_sessions_since22
+  return bench_kernels_sessions.SECTIONS + bench_kernels_sessions_since22.SECTIONS
+
+
 def main():
   quant = [("final", _load("kernels_quant.json"))]
   recheck = [("recheck", _load("kernels_quant_recheck.json"))]
@@ -252,8 +281,7 @@ def main():
       "",
       "![roofline](kernels_roofline.png)",
   ]
-  import bench_kernels_sessions  # pylint: disable=g-import-not-at-top  (it imports this module)
-  for section in bench_kernels_sessions.SECTIONS:
+  for section in session_sections():
     md += section()
   with open(os.path.join(RES, "kernels_report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
