@@ -16,8 +16,9 @@
 # by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8
 # by plain loads, the split at M = 4) and 6 (one CTA a tile writing y itself, the H100's default
 # for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all
-# on the H200; `h100` wherever an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336
-# and INT4 / NF4's defaults there. The H100's parts of session 29's queue ran in session
+# on the H200; `h100` wherever an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336,
+# INT4 / NF4's defaults there and INT4's launch there (2.80x at M = 1 against 3.2x). The issue's
+# targets are the H100's: when only H100s come (sessions 27-30), `h100` is the part to run. The H100's parts of session 29's queue ran in session
 # 30; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -155,6 +156,11 @@ case "$part" in
     run 200 a $B --what wo --formats uint4,nvfp4 --m 1,16 --shapes 4096x14336 \
       --configs '[{}, {"splits": 1, "fused_sum": true}]'
     run 120 b $B --what wo --formats int4,nf4 --m 1,16 --shapes 4096x14336
+    # INT4 g128 at 4096 x 14336, M = 1 (16.7 us, 2.80x, one slot a tile over 112 CTAs: the
+    # largest decode miss at the issue's shapes), around its launch: three steps, four chunks a
+    # step, 64-row tiles (224 CTAs), K split in two (224 CTAs, XLA's sum)
+    run 150 c $B --what wo --formats int4 --m 1 --shapes 4096x14336 --configs '[{},
+      {"steps": 3}, {"gps": 4, "steps": 2}, {"tile_n": 64}, {"splits": 2}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac

@@ -136,13 +136,18 @@ def test_decode_configs_plan_with_the_weights_they_run_on(tmp_path, kernel_optio
   # (shared memory, tiles, schedule, fused_sum's need for stream-K) on the weight as the
   # benchmark stores it on a GPU: a config that raised there would spend its minutes recording
   # an error. Deliberate failures are allowed: zero-point bytes on formats without zero points.
+  # Each part is planned on the device it names (the defaults a config adds to differ by device:
+  # `configs.ONE_SLOT_DEVICES`, `FP8_X_DEVICES`).
   del kernel_options  # (puts experiments/ on the path)
   import bench_kernels as B  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import configs  # pylint: disable=g-import-not-at-top
   from pallas_kernels.wo_matmul import decode_plan  # pylint: disable=g-import-not-at-top
   from pallas_kernels.wo_matmul import layout as L  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the GPU's storage defaults
   weights, planned = {}, 0
   for part in PARTS:
+    device = "NVIDIA H100 80GB HBM3" if part.startswith("h100") else "NVIDIA H200"
+    monkeypatch.setattr(configs, "device_kind", lambda device=device: device)
     (tmp_path / part).mkdir()
     calls, _, _ = _run_part(part, tmp_path / part)
     for argv in calls:
