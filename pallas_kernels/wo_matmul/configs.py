@@ -69,12 +69,12 @@ FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
 
 def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
                   group: int | None = None, device: str | None = None,
-                  k: int | None = None) -> dict:
+                  k: int | None = None, w_threads: bool = False) -> dict:
   """The decode kernel's launch config for a weight format, N, M and (INT4 / UINT4) scale
   group: the keyword arguments of `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave
   unset. `device`: a `device_kind` (default: `device_kind()`); with the weight's size (`k`
   times N) it decides where `fp8_x` runs (and with it INT8's tile at M <= 4); without `k`,
-  never.
+  never. `w_threads`: the weight is stored for plain loads (`layout.thread_major`).
 
   Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
   (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
@@ -128,7 +128,13 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # At M <= 8 (one 8-row x tile), N >= 16384, groups of 64 / 128: INT4's stream-K launch (256
     # equal CTAs, not 224 unequal tiles on 132 SMs; H200, M = 1, g128 52.0 -> 44.3 us, g64
     # 50.6 -> 46.3, step_wait off 44.5 / 46.7; kernels_wo_s15_uint4_stream_k.json).
+    # A `layout.thread_major` weight (groups of 128) takes one slot a tile there on
+    # `ONE_SLOT_DEVICES`: H100, 8192 x 28672, M = 1 / 8, plain loads by stream-K -> one slot
+    # 55.3 -> 52.5 / 55.5 -> 53.1 us (kernels_wo_s30_h100_uint4_plain_one_slot.json; session 29
+    # 52.4 / 52.6 against the TMA decode's 55.8 / 56.3, kernels_wo_s29_h100_plain_one_slot.json).
     if m <= 8 and n >= 16384 and group in (64, 128):
+      if w_threads and group == 128 and device.startswith(ONE_SLOT_DEVICES):
+        return dict(tile_n=128, gps=4, steps=2, step_wait=True) | ONE_SLOT
       return dict(tile_n=128, gps=4, steps=2, stream_k=2, step_wait=True)
     # Groups of 32 there: stream-K two chunks a step, three deep, where four chunks a step fit
     # one CTA an SM (H200, M = 1, 57.6 -> 53.7 us; with zero points stored as bytes, which fit

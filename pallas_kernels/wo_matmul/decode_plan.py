@@ -338,7 +338,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       shared memory, or a path not yet checked on a GPU without `allow_unverified`.
   """
   n, g = pw.n, pw.group
-  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group, k=k)
+  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group, k=k, w_threads=pw.w_threads)
   plain_loads = pw.w_threads  # its blocks are read in place, whatever the tile
   if plain_loads:
     require_checked(f"plain loads for {pw.fmt.value} group {g}", case(pw) in PLAIN_LOADS_VERIFIED,

@@ -347,6 +347,9 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert [decode_plan.plan_decode(m, 8192, w).compute_wgs
           for m in (16, 17) for w in (int8, fp8)] == [1, 1, 2, 2]
   assert not one_slot(1, u128) and not one_slot(1, shape("mxfp4"))
+  # ... and UINT4 g128 at M <= 8 when stored for plain loads (session 30)
+  u128_plain = jax.eval_shape(wm.layout.thread_major, u128)
+  assert [one_slot(m, u128_plain) for m in (1, 8, 9)] == [True, True, False]
   for fmt in (wm.WeightFormat.INT8, wm.WeightFormat.FP8):
     assert "splits" not in decode_config(fmt, 4096, 1) | decode_config(fmt, 4096, 32)
   monkeypatch.undo()
