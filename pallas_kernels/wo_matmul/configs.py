@@ -28,10 +28,11 @@ FP8_X_DEVICES = ("NVIDIA H200",)
 INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs at N = 28672) that writes its
 # tile of y itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the decode),
-# where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 at M <= 16 (at N >= 16384 groups of 128
-# and of 32 at M <= 8, below every group), INT8 and FP8 at M <= 32 (two compute warpgroups above M =
-# 16). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K over 256
-# CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile, all with
+# where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 at M <= 16 (at N >= 16384 groups of
+# 128, and of 32 at M <= 8; at 14336 <= N < 16384 every group), INT8 and FP8 at M <= 32 (two compute
+# warpgroups above M = 16), UINT4 g128 at M <= 8 when stored for plain loads (`layout.thread_major`;
+# below). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K over
+# 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile, all with
 # XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 / 48.3 / 47.7
 # (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16 53.0 -> 50.2;
 # g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M = 1 84.8 -> 82.6,
@@ -46,10 +47,10 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # 22.3 / 26.3 -> 22.9 against stream-K; INT4 g128 M = 1 17.2 -> 16.7 / 17.3 -> 16.8, M = 16 (64-row
 # tiles) 17.3 -> 15.7 / 17.1 -> 15.7; g32 M = 1 / 16 19.9 -> 18.0 / 20.0 -> 18.4, g64 (64-row tiles)
 # 16.9 -> 16.0 / 17.9 -> 15.9 (one run). At 4096 x 4096 (32 tiles) it halves the speed: INT8 M = 1
-# 9.5 -> 19.2, FP8 9.7 -> 17.9, INT4 g128 7.5 -> 15.8. Not taken: UINT4 g128 / NVFP4 / INT4 g64 M =
-# 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4 (56.5 ->
-# 58.1). INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6 us. The H200 unmeasured
-# (its INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with XLA's sum:
+# 9.5 -> 19.2, FP8 9.7 -> 17.9, INT4 g128 7.5 -> 15.8. Not taken (TMA decode): UINT4 g128 / NVFP4 /
+# INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 -> 61.0, 52.3 -> 52.0),
+# MXFP4 (56.5 -> 58.1). INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6 us. The H200
+# unmeasured (its INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with XLA's sum:
 # kernels_wo_s7_int4_stream_k.json).
 ONE_SLOT_DEVICES = ("NVIDIA H100",)
 ONE_SLOT = dict(splits=1, fused_sum=True)

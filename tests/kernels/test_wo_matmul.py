@@ -7,8 +7,8 @@ interpret mode, and experiments/bench_kernels.py checks the GPU kernel on the GP
 from __future__ import annotations
 
 import dataclasses
-import math
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
