@@ -9,17 +9,18 @@
 # Part 2 first, on an H200: the decode with its codes read by plain loads (a `layout.thread_major`
 # weight, `{"w_threads": true}`, a step ahead by default), correct on the H100 for seven formats
 # (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1 50.3 -> 50.7 us, session
-# 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best against 27.9 by plain
-# loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4 quantize with and
-# without its NaN test (`int4_nan_test`; on the H100 the test is worth 11%, session 29). Then 3
-# (the 8-bit decode's x split by one kernel against XLA's where fp8_x is the default, INT8 / INT4
-# by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8
-# by plain loads, the split at M = 4) and 6 (one CTA a tile writing y itself, the H100's default
-# for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all
-# on the H200; `h100` wherever an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336,
-# INT4 / NF4's defaults there and INT4's launch there (2.80x at M = 1 against 3.2x). The issue's
-# targets are the H100's: when only H100s come (sessions 27-30), `h100` is the part to run. The H100's parts of session 29's queue ran in session
-# 30; 1 ran in session 16 (rerun only to re-check).
+# 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best against 27.9 by plain loads;
+# the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4 quantize with and without its NaN
+# test (`int4_nan_test`; on the H100 the test is worth 11%, session 29). Then 3 (the 8-bit decode's
+# x split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at M =
+# 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split
+# at M = 4) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200; `h100` wherever
+# an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336, INT4 / NF4's defaults there
+# and INT4's launch there (2.80x at M = 1 against 3.2x), INT8 M = 64's SASS profile. The issue's
+# targets are the H100's: when only H100s come (sessions 27-30), `h100` is the part to run. The
+# H100's parts of session 29's queue ran in session 30; 1 ran in session 16 (rerun only to
+# re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -153,14 +154,17 @@ case "$part" in
       # tile for UINT4 and NVFP4 (INT4 and the 8-bit formats gained 2-16% there in session 30;
       # MXFP4 / NF4 lost in session 29), and INT4 / NF4 at today's defaults (plain loads lost
       # there for UINT4 / MXFP4 / NVFP4: session 30)
-    run 200 a $B --what wo --formats uint4,nvfp4 --m 1,16 --shapes 4096x14336 \
+    run 180 a $B --what wo --formats uint4,nvfp4 --m 1,16 --shapes 4096x14336 \
       --configs '[{}, {"splits": 1, "fused_sum": true}]'
     run 120 b $B --what wo --formats int4,nf4 --m 1,16 --shapes 4096x14336
     # INT4 g128 at 4096 x 14336, M = 1 (16.7 us, 2.80x, one slot a tile over 112 CTAs: the
     # largest decode miss at the issue's shapes), around its launch: three steps, four chunks a
     # step, 64-row tiles (224 CTAs), K split in two (224 CTAs, XLA's sum)
-    run 150 c $B --what wo --formats int4 --m 1 --shapes 4096x14336 --configs '[{},
+    run 120 c $B --what wo --formats int4 --m 1 --shapes 4096x14336 --configs '[{},
       {"steps": 3}, {"gps": 4, "steps": 2}, {"tile_n": 64}, {"splits": 2}]'
+    # INT8 at M = 64 (1.66x against 1.8x; no launch closes it: session 30) beside M = 1 (met),
+    # by SASS opcode and stall
+    run 120 d python3 experiments/profile_kernels.py --case wo_int8_m1,wo_int8_m64 --sass
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
