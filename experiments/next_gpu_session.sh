@@ -17,8 +17,9 @@
 # at M = 4) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
 # 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200; `h100` wherever
 # an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336, INT4 / NF4's defaults there
-# and INT4's launch there (2.80x at M = 1 against 3.2x), INT8 M = 64's SASS profile. The issue's
-# targets are the H100's: when only H100s come (sessions 27-30), `h100` is the part to run. The
+# and INT4's launch there (2.80x at M = 1 against 3.2x), INT8 M = 64's SASS profile; then `h100-2`
+# (4096 x 4096 with the stream-K sum in the kernel, INT8's prefill launch). The issue's targets are
+# the H100's: when only H100s come (sessions 27-30), `h100` and `h100-2` are the parts to run. The
 # H100's parts of session 29's queue ran in session 30; 1 ran in session 16 (rerun only to
 # re-check).
 # docs/kernels_sessions.md has each session's runs.
@@ -45,7 +46,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: 1, 2, 3, 4, 5, 6 or h100}"
+part="${1:?which part: 1, 2, 3, 4, 5, 6, h100 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -166,6 +167,16 @@ case "$part" in
     # by SASS opcode and stall
     run 120 d python3 experiments/profile_kernels.py --case wo_int8_m1,wo_int8_m64 --sass
     ;;
-  *) echo "part must be 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
+  h100-2)  # On an H100, after `h100`: 4096 x 4096, where XLA's sum of the stream-K slots is 1.2-1.4
+      # us of INT4's 7.5 / INT8's 9.5 (session 30): the kernel adding them itself (`fused_sum`,
+      # checked for these formats; FP8, whose default there is 8 K splits, on stream-K with it);
+      # and INT8's prefill (0.86x XLA bf16 at M = 1024 against 0.9x,
+      # session 25) around its launch (default 256 rows of x a CTA, 128 of K a step)
+    run 200 a $B --what wo --formats int4,int8,fp8_e4m3 --m 1,16 --shapes 4096x4096 \
+      --configs '[{}, {"fused_sum": true, "stream_k": 2}]'
+    run 200 b $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{},
+      {"tile_m": 128}, {"tile_k": 256, "tile_m": 128}, {"steps": 3}]'
+    ;;
+  *) echo "part must be 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
