@@ -176,6 +176,10 @@ case "$part" in
       --configs '[{}, {"fused_sum": true, "stream_k": 2}]'
     run 200 b $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{},
       {"tile_m": 128}, {"tile_k": 256, "tile_m": 128}, {"steps": 3}]'
+    # INT4 g128 at M = 8 / 16, 3.17x / 3.12x against 3.2x (one slot a tile, 128-row tiles, four
+    # chunks a step, two deep): 64-row tiles (448 CTAs), plain loads, two chunks three deep
+    run 150 c $B --what wo --formats int4 --m 8,16 --shapes $S --configs '[{}, {"tile_n": 64},
+      {"w_threads": true}, {"gps": 2, "steps": 3}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac
