@@ -22,7 +22,7 @@ from pallas_kernels import wo_matmul as wm
 from pallas_kernels.wo_matmul import decode
 from pallas_kernels.wo_matmul import decode_plan
 from pallas_kernels.wo_matmul import fp8_x as F8
-from tests.kernels.test_wo_matmul import _owners
+from tests.kernels.test_wo_layout import _owners
 
 
 def _weight(k=512, n=256, seed=0, preset="int4_g128", **overrides):

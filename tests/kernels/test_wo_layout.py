@@ -1,0 +1,405 @@
+"""The weight layouts the GPU kernels read (`layout.py`): register order, plain-load blocks
+(`thread_major`), block-contiguous tiles, FP4 scale multipliers and NF4 slot codes, each
+checked against Mosaic GPU's own register layouts or against `mxjax.dequantize`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mxjax
+from pallas_kernels import wo_matmul as wm
+from tests.kernels.wo_formats import FORMATS
+from tests.kernels.wo_formats import IDS
+from tests.kernels.wo_formats import rel
+from tests.kernels.wo_formats import weight
+
+
+def _owners(layout, shape):
+  """{(thread, register index, vector element): (row, col)} of a Mosaic GPU TiledLayout, from
+  its own tiling (`Tiling.untile_indices`) and its warp / lane / vector dims, delinearized
+  first-major as `TiledLayout._delinearize_index` does."""
+  tiled = layout.tiling.tile_shape(shape)
+  nd = len(tiled)
+  warp, lane = [d % nd for d in layout.warp_dims], [d % nd for d in layout.lane_dims]
+  vec = layout.vector_dim % nd
+  linear = lambda t, ds: int(np.ravel_multi_index([t[d] for d in ds], [tiled[d] for d in ds]))
+  out = {}
+  for t in np.ndindex(tiled):
+    reg = tuple(0 if i in warp + lane + [vec] else t[i] for i in range(nd))
+    out[(32 * linear(t, warp) + linear(t, lane), reg, t[vec])] = layout.tiling.untile_indices(t)
+  return out
+
+
+def test_wgmma_order_matches_the_register_layouts():
+  # What `registers.wgmma_from_upcast_4x` relies on, from Mosaic's own layout definitions:
+  # a thread's WGMMA_UPCAST_4X register (a, j // 4, ..) element 2 (j % 4) + e holds, for a
+  # weight stored in WGMMA_ORDER, the (row, K) that its WGMMA register (a, j, ..) holds as
+  # element e. The layout model is first checked against the thread maps Mosaic's source draws.
+  from jax.experimental.mosaic.gpu import fragmented_array as fa
+  wgmma = _owners(fa.WGMMA_LAYOUT, (64, 128))
+  row0 = {c: t for (t, _, _), (r, c) in wgmma.items() if r == 0 and c < 8}
+  assert [row0[c] for c in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
+  row1 = {c: t for (t, _, _), (r, c) in wgmma.items() if r == 1 and c < 8}
+  assert [row1[c] for c in range(8)] == [4, 4, 5, 5, 6, 6, 7, 7]
+  up2 = _owners(fa.WGMMA_LAYOUT_UPCAST_2X, (64, 128))
+  row0 = {c: t for (t, _, _), (r, c) in up2.items() if r == 0 and c < 16}
+  assert [row0[c] for c in range(16)] == [0] * 4 + [2] * 4 + [1] * 4 + [3] * 4
+  order = wm.layout.WGMMA_ORDER
+  np.testing.assert_array_equal(order[order], np.arange(32))  # a permutation, its own inverse
+  for rows in (64, 128):
+    wgmma = _owners(fa.WGMMA_LAYOUT, (rows, 128))
+    up4 = _owners(fa.WGMMA_LAYOUT_UPCAST_4X, (rows, 128))
+    for (thread, reg, e), (row, k) in wgmma.items():
+      src = (reg[0], reg[1] // 4) + reg[2:]
+      row_s, m = up4[(thread, src, 2 * (reg[1] % 4) + e)]
+      assert (row_s, 32 * (m // 32) + order[m % 32]) == (row, k)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_thread_major_words_match_the_register_layouts(bits):
+  # What `registers.registers_from_words` relies on: a WG_STRIDED load of a block's words with
+  # vectors of 4 hands thread t storage positions 512 i + 4 t + l (Mosaic's
+  # `WGStridedFragLayout.linear_thread_idxs`), and `layout.THREAD_WORDS` stores there the word
+  # that register (c, h) of thread t holds in the layout a shared-memory load gives (4-bit:
+  # WGMMA_UPCAST_4X, 8-bit: WGMMA_UPCAST_2X), 2 c + h = 4 i + l, each word 32 / bits codes
+  # along K of one row
+  from jax.experimental.mosaic.gpu import fragmented_array as fa
+  layout = {4: fa.WGMMA_LAYOUT_UPCAST_4X, 8: fa.WGMMA_LAYOUT_UPCAST_2X}[bits]
+  per, row_words = 32 // bits, 128 * bits // 32
+  shape = layout.registers_shape((64, 128))
+  assert shape[1:5] == (row_words // 4, 1, 1, 2) and set(shape[5:]) == {1} and shape[0] == 1
+  assert layout.registers_shape((128, 128))[0] == 2  # a row block of 64 a register tile
+  order = wm.layout.THREAD_WORDS[bits]
+  np.testing.assert_array_equal(np.sort(order), np.arange(64 * row_words))
+  seen = 0
+  for (thread, reg, e), (row, k) in _owners(layout, (64, 128)).items():
+    c, h = reg[1], reg[4]
+    vec, lane = divmod(2 * c + h, 4)
+    pos = 512 * vec + 4 * thread + lane
+    assert divmod(order[pos], row_words) == (row, k // per) and k % per == e
+    seen += 1
+  assert seen == 64 * 128
+
+
+@pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "mxfp4", "nvfp4", "int8",
+                                  "fp8_e4m3_rowwise"])
+def test_thread_major_weight(name):
+  # `thread_major`: 64 x 128 blocks (int4 codes in register order), each block's words
+  # permuted; every reader undoes it (`untile_weight`), the round trip is exact, and a second
+  # call is a no-op
+  preset, overrides = FORMATS[IDS.index(name)]
+  _, pw = weight(preset, overrides, k=512, n=256)
+  bits = wm.layout.code_bits(pw)
+  tm = wm.layout.thread_major(pw)
+  assert tm.w_threads and tm.wgmma_order == (bits == 4)
+  assert tm.w_tile == wm.layout.THREAD_BLOCK
+  assert wm.layout.thread_major(tm) is tm and tm.w.shape == (256 * 512 // 128, 128)
+  ordered = wm.layout.order_for_wgmma(pw) if bits == 4 else pw
+  back = wm.layout.untile_weight(tm)
+  assert not back.w_threads and back.w_tile is None
+  as_int = lambda p: np.asarray(jax.lax.bitcast_convert_type(p.w, jnp.int8) if bits == 8
+                                else p.w.astype(jnp.int8))
+  np.testing.assert_array_equal(as_int(back), as_int(ordered))
+  # block (row block 1, chunk 2) holds the rows' words of that chunk in THREAD_WORDS order
+  per, row_words = 32 // bits, 128 * bits // 32
+  words = lambda p: np.asarray(jax.lax.bitcast_convert_type(
+      as_int(p).reshape(-1, per) if bits == 8 else p.w.reshape(-1, per), jnp.uint32)).reshape(-1)
+  size = 64 * row_words
+  blk = words(tm)[(1 * 4 + 2) * size:(1 * 4 + 3) * size]
+  rows = words(ordered).reshape(256, 4 * row_words)[64:128, 2 * row_words:3 * row_words]
+  np.testing.assert_array_equal(blk, rows.reshape(-1)[wm.layout.THREAD_WORDS[bits]])
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(tm)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(6), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  y = wm.wo_matmul(x, tm, implementation="portable", interpret=True, out_dtype=jnp.float32)
+  assert rel(y, wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)) < 1e-5
+  with pytest.raises(ValueError, match="nf4_slots"):
+    wm.layout.thread_major(weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1])
+
+
+@pytest.mark.parametrize("name,m,opts", [
+    ("int4_g128", 1, {}),  # stream-K, unequal shares that cross N tiles (12 SMs)
+    ("int4_g128-block_size32", 16, {}),  # gps 2
+    ("int4_g128", 64, {}),  # two compute warpgroups of 128 rows: two blocks a chunk
+    ("int8", 1, {"splits": 2}),  # K splits
+    ("mxfp4", 48, {})])
+def test_plain_loads_read_each_block_once(name, m, opts):
+  # The blocks a plain-load decode reads (`DecodePlan.code_blocks`), over every CTA's share of
+  # its schedule and every compute warpgroup: each block of the weight exactly once, at the
+  # step whose tile rows and K chunks it holds; the step a prefetch loads past a share's end
+  # (its index clamped) stays inside the weight (on the GPU a plain load out of bounds reads
+  # another buffer, or faults)
+  from pallas_kernels.wo_matmul import decode_plan
+  k, n = 2048, 4096
+  preset, overrides = FORMATS[IDS.index(name)]
+  pw = jax.eval_shape(lambda w: wm.layout.thread_major(wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get(preset, **overrides), axis=0))), jax.ShapeDtypeStruct((k, n),
+                                                                          jnp.float32))
+  plan = decode_plan.plan_decode(m, k, pw, allow_unverified=True, num_sms=12, **opts)
+  sched, chunks, blocks = plan.schedule, k // 128, n // 64 * k // 128
+  seen = np.zeros(blocks, int)
+  for ids in itertools.product(*map(range, sched.grid)):
+    length = sched.iters if sched.lengths is None else sched.lengths[ids[0]]
+    for i in range(sched.iters + 1):
+      tile, kk, _ = sched.place_at(ids, min(i, sched.iters - 1))
+      for wg in range(plan.compute_wgs):
+        for j, chunk in enumerate(plan.code_blocks(k, tile, kk, wg * plan.wg_rows)):
+          for b, blk in enumerate(chunk):
+            assert 0 <= blk < blocks
+            if i < length:
+              assert divmod(blk, chunks) == (
+                  (tile * plan.tile_n + wg * plan.wg_rows) // 64 + b, kk * plan.gps + j)
+              seen[blk] += 1
+  np.testing.assert_array_equal(seen, np.ones(blocks, int))
+
+
+@pytest.mark.parametrize("name", ["int4_g128-block_size32", "int4_g128_asym", "mxfp4", "nvfp4"])
+def test_wgmma_ordered_weight(name):
+  # order_for_wgmma permutes each aligned 32 of K of an int4-stored weight; every path that
+  # reads W^T in K order undoes it, with or without block tiles, and the round trip is exact.
+  preset, overrides = FORMATS[IDS.index(name)]
+  _, pw = weight(preset, overrides, k=512, n=256)
+  ow = wm.layout.order_for_wgmma(pw)
+  assert ow.wgmma_order and wm.layout.order_for_wgmma(ow) is ow
+  nib = lambda p: np.asarray(p.w.astype(jnp.int8)).reshape(256, 16, 32)
+  np.testing.assert_array_equal(nib(ow), nib(pw)[:, :, wm.layout.WGMMA_ORDER])
+  back = wm.layout.logical_order(ow)
+  assert not back.wgmma_order
+  np.testing.assert_array_equal(nib(back), nib(pw))
+  tiled = wm.layout.tile_weight(ow, 128, 256)
+  assert tiled.wgmma_order and tiled.w_tile == (128, 256)
+  for p in (ow, tiled):
+    np.testing.assert_array_equal(np.asarray(wm.dequantize(p)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(5), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
+  y = wm.wo_matmul(x, tiled, implementation="portable", interpret=True, out_dtype=jnp.float32)
+  assert rel(y, ref) < 1e-5
+  # The prefill path dequantizes in storage order (no int4 permutation) and permutes x to match.
+  stored = wm.layout.dequantize_nk(tiled, stored_order=True)
+  in_k_order = wm.layout.dequantize_nk(pw)
+  np.testing.assert_array_equal(np.asarray(stored),
+                                np.asarray(wm.layout.storage_order(in_k_order, ow)))
+  y = wm.wo_matmul(x, ow, implementation="dequant_gemm", out_dtype=jnp.float32)
+  assert rel(y, wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)) < 1e-6
+  nf4 = weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1]
+  with pytest.raises(ValueError, match="int4-stored"):
+    wm.layout.order_for_wgmma(nf4)
+
+
+def test_repack_stores_register_order_on_a_gpu(monkeypatch):
+  # On a GPU backend `repack` stores int4-stored weights in WGMMA_ORDER (the decode kernel
+  # then skips a relayout: checked on an H200, 2026-12-04), K order elsewhere and for NF4 and
+  # the 8-bit formats; `wgmma_order=` overrides. The GPU default runs the kernels either way.
+  q, pw = weight("int4_g128", {}, k=512, n=256)
+  assert not pw.wgmma_order  # this CPU backend
+  assert wm.repack_qarray(q, wgmma_order=True).wgmma_order
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  ow = wm.repack_qarray(q)
+  assert ow.wgmma_order
+  np.testing.assert_array_equal(np.asarray(ow.w.astype(jnp.int8)),
+                                np.asarray(wm.layout.order_for_wgmma(pw).w.astype(jnp.int8)))
+  assert not wm.repack_qarray(q, wgmma_order=False).wgmma_order
+  for name in ("int8", "fp8_e4m3_rowwise"):
+    assert not wm.repack_qarray(weight(*FORMATS[IDS.index(name)], k=512, n=256)[0]).wgmma_order
+  nf4 = wm.repack_qarray(weight("nf4_g64", {}, k=512, n=256)[0])  # as slot codes
+  assert nf4.wgmma_order and nf4.scale_bf16
+  x = jnp.ones((1, 512), jnp.bfloat16)
+  assert wm.api.default_implementation(x, ow) == "mosaic_gpu"
+  assert wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), ow) == \
+      wm.api.default_implementation(jnp.ones((128, 512), jnp.bfloat16), pw)
+
+
+@pytest.mark.parametrize("preset,overrides", [FORMATS[0], FORMATS[4], FORMATS[6], FORMATS[7]],
+                         ids=[IDS[0], IDS[4], IDS[6], IDS[7]])
+def test_block_contiguous_weight(preset, overrides):
+  # tile_weight stores each (tile_n, tile_k) block of W^T as one run of memory; every path
+  # that reads W^T row-major untiles it, and the round trip is exact.
+  _, pw = weight(preset, overrides, k=512, n=256)
+  tw = wm.layout.tile_weight(pw, 128, 256)
+  assert tw.w_tile == (128, 256) and tw.w.shape == (256 * 512 // 256, 256 * pw.w.shape[1] // 512)
+  first = np.asarray(tw.w[:128].astype(jnp.float32))  # block (0, 0) comes first, whole
+  np.testing.assert_array_equal(first, np.asarray(pw.w[:128, :tw.w.shape[1]].astype(jnp.float32)))
+  back = wm.layout.untile_weight(tw)
+  np.testing.assert_array_equal(np.asarray(back.w.astype(jnp.float32)),
+                                np.asarray(pw.w.astype(jnp.float32)))
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(tw)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(4), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)
+  y = wm.wo_matmul(x, tw, implementation="portable", interpret=True, out_dtype=jnp.float32)
+  assert rel(y, ref) < 1e-5
+  with pytest.raises(ValueError, match="does not tile"):
+    wm.layout.tile_weight(pw, 96, 256)
+
+
+def test_nvfp4_multipliers_decode_every_byte():
+  # The GEMM's read of NVFP4's bf16 scale multipliers (scale_multipliers) against the stored
+  # bytes' decode, bit for bit, for all 256 E4M3 codes: subnormals, zeros, negatives and NaNs.
+  b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8)
+  _, pw = weight("nvfp4", {}, k=512, n=256)
+  stored = jax.lax.bitcast_convert_type(b, jnp.float8_e4m3fn)[None]
+  mult = wm.layout.fp4_scales_bf16(dataclasses.replace(pw, scale=stored)).scale
+  got = np.asarray(wm.layout.nvfp4_multiplier_f32(mult), np.float32)[0]
+  want = np.asarray(wm.layout.scale_bytes_f32(b, wm.WeightFormat.NVFP4), np.float32)
+  nan = np.isnan(want)
+  assert np.array_equal(np.isnan(got), nan) and nan.sum() == 2
+  np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
+  assert (want[1:8] > 0).all() and (want[1:8] < 2.0**-6).all()  # the subnormals came through
+
+
+def test_mxfp4_value_times_multiplier_is_a_bf16():
+  # The prefill GEMM multiplies MXFP4's bf16 E2M1 values by the bf16 multipliers 2^(e - 127)
+  # directly (scale_multipliers), where the byte path rounds q * s from float32: the same weight
+  # when every product is a bf16 (or overflows both ways), for all 16 codes x 255 exponents.
+  import ml_dtypes
+  q = np.arange(16, dtype=np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float64)
+  e = np.arange(255)
+  v = q[:, None] * np.ldexp(1.0, e - 127)[None, :]
+  with np.errstate(over="ignore"):  # the overflows are the point of `big` below
+    b = v.astype(ml_dtypes.bfloat16).astype(np.float64)
+  big = np.abs(v) >= 2.0**128  # past bf16's (and float32's) largest: inf either way
+  np.testing.assert_array_equal(b[~big], v[~big])
+  assert np.isinf(b[big]).all() and big.sum() == 2 * (4 + 2)  # +-2, 3, 4, 6 at e = 254; 4, 6 at 253
+
+
+def test_nvfp4_value_times_block_scale_is_a_bf16():
+  # The prefill GEMM's `tensor_scale_out` multiplies NVFP4's bf16 E2M1 values by s_b in bf16 and
+  # puts s_t on the float32 sum: exact when every q * s_b is a bf16, and s_b comes back from its
+  # multiplier s_b 2^118 by a bf16 multiply by 2^-118, for all 16 codes x 254 finite E4M3 codes.
+  import ml_dtypes
+  q = np.arange(16, dtype=np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float64)
+  sb = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+  sb = sb[np.isfinite(sb)]
+  assert sb.size == 254
+  mult = (sb * 2.0**118).astype(ml_dtypes.bfloat16)
+  back = (mult * np.asarray(2.0**-118, ml_dtypes.bfloat16)).astype(np.float64)
+  np.testing.assert_array_equal(back, sb)
+  v = q[:, None] * sb[None, :]
+  np.testing.assert_array_equal(v.astype(ml_dtypes.bfloat16).astype(np.float64), v)
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_fp4_scales_bf16(name, monkeypatch):
+  # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
+  # for every one of the 256 scale codes (column c of the scales holds code c: E8M0's 0 =
+  # 2^-127, a bf16 subnormal, and 255 = NaN; E4M3's subnormals, negatives and NaNs), and every
+  # other reader sees the same weight.
+  from pallas_kernels.wo_matmul import configs
+  from pallas_kernels.wo_matmul import mosaic_gpu
+  _, pw = weight(name, {}, k=512, n=256)
+  codes = jnp.broadcast_to(jnp.arange(256, dtype=jnp.uint8), pw.scale.shape)
+  pw = dataclasses.replace(pw, scale=codes if name == "mxfp4" else jax.lax.bitcast_convert_type(
+      codes, jnp.float8_e4m3fn))
+  b = wm.layout.fp4_scales_bf16(pw)
+  assert b.scale_bf16 and b.scale.dtype == jnp.bfloat16 and b.nbytes > pw.nbytes
+  want = np.asarray(wm.layout.group_scales(pw, tensor_scale=False), np.float64)
+  if name == "nvfp4":
+    want = want * 2.0**mosaic_gpu.NVFP4_PRESCALE_LOG2
+  got = np.asarray(b.scale.astype(jnp.float32), np.float64)
+  if name == "mxfp4":  # the CPU flushes f32 subnormals: compare 2^-127's bf16 bits instead
+    assert (np.asarray(b.scale).view(np.uint16)[:, 0] == 0x0040).all()
+    want[:, 0] = got[:, 0]
+  np.testing.assert_array_equal(got, want)
+  back = wm.layout.fp4_scales_stored(b)
+  np.testing.assert_array_equal(np.asarray(back.scale).view(np.uint8),
+                                np.asarray(pw.scale).view(np.uint8))
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(b)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(2), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  for impl in ("portable", "dequant_gemm"):
+    y = wm.wo_matmul(x, wm.layout.tile_weight(b, 128, 256), implementation=impl,
+                     interpret=impl == "portable", out_dtype=jnp.float32)
+    ref = wm.wo_matmul(x, pw, implementation=impl, interpret=impl == "portable",
+                       out_dtype=jnp.float32)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref))
+  _, int4 = weight("int4_g128", {}, k=512, n=256)
+  with pytest.raises(ValueError, match="MXFP4 / NVFP4"):
+    wm.layout.fp4_scales_bf16(int4)
+  # The GPU's default storage (checked on an H200), which the GPU kernel reads there; on the
+  # CPU `repack` keeps the stored bytes.
+  q, _ = weight(name, {}, k=512, n=256)
+  assert not wm.repack_qarray(q).scale_bf16
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert wm.repack_qarray(q).scale_bf16 and wm.repack_qarray(q).wgmma_order
+  assert not wm.repack_qarray(q, scale_bf16=False).scale_bf16
+  assert not wm.layout.default_scale_bf16(int4.fmt)
+  assert wm.api.default_implementation(x, b) == "mosaic_gpu"
+  # NVFP4's bf16 multipliers take the two-warpgroup config from M = 9 (H200: 55.5 us against
+  # 68.0 at M = 16); MXFP4's, and stored bytes, from M = 17.
+  wide = [configs.decode_config(pw.fmt, 28672, 16, sb).get("compute_wgs") == 2
+          for sb in (True, False)]
+  assert wide == [name == "nvfp4", False]
+
+
+def test_nf4_slot_words_are_the_bf16_table():
+  # The GPU kernels' NF4 decode (`nf4_slot_word_bits`, prmt modelled on the CPU): every
+  # combination of four codes in each half of the word, the other half random; every output
+  # pair is the slots' bf16 bits, which are the NF4 table rounded to bf16 (zero as -0).
+  import ml_dtypes
+  d = wm.decode
+  np.testing.assert_array_equal(
+      d.NF4_SLOT_BF16_BITS[d.NF4_SLOT_OF_CODE].view(ml_dtypes.bfloat16).astype(np.float32),
+      d.NF4_TABLE.astype(ml_dtypes.bfloat16).astype(np.float32))
+  assert sorted(d.NF4_SLOT_OF_CODE) == list(range(16))
+  rng = np.random.default_rng(0)
+  every = np.arange(2**16, dtype=np.uint32)
+  other = rng.integers(0, 2**16, 2**16, dtype=np.uint32)
+  for w in (every | other << 16, other | every << 16):
+    pairs = d.nf4_slot_word_bits(jnp.asarray(w), d.JNP_WORD_OPS)
+    for p, got in enumerate(pairs):
+      lo, hi = (d.NF4_SLOT_BF16_BITS[(w >> (8 * p + 4 * h)) & 15].astype(np.uint32)
+                for h in (0, 1))
+      np.testing.assert_array_equal(np.asarray(got), lo | hi << 16)
+  slots = jnp.arange(16, dtype=jnp.uint32)
+  np.testing.assert_array_equal(np.asarray(d.nf4_slot_f32(slots)).view(np.uint32),
+                                d.NF4_SLOT_BF16_BITS.astype(np.uint32) << 16)
+
+
+def test_nf4_slots(monkeypatch):
+  # NF4 as slot codes with bf16 absmax (`layout.nf4_slots`): the weight is bf16(table) *
+  # bf16(absmax) (float64 check from the codes), rounded once to bf16 by the kernels that round
+  # (bitsandbytes' GEMV weight); register order, tiling and every CPU kernel read it.
+  import ml_dtypes
+  q, pw = weight("nf4_g64", {}, k=512, n=256)
+  sl = wm.layout.nf4_slots(pw)
+  assert sl.scale_bf16 and sl.w.dtype == jnp.int4 and sl.w.shape == (256, 512)
+  assert sl.nbytes == pw.nbytes - pw.scale.size * 2
+  codes = np.asarray(wm.layout.unpack_k(q.codes))  # (K, N) NF4 codes
+  table = wm.decode.NF4_TABLE.astype(ml_dtypes.bfloat16).astype(np.float64)
+  absmax = np.asarray(q.scale, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+  want = table[codes] * np.repeat(absmax, 64, axis=0)
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(sl), np.float64), want)
+  ordered = wm.layout.order_for_wgmma(sl)
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(ordered), np.float64), want)
+  x = jax.random.normal(jax.random.key(3), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  ref = wm.wo_matmul_reference(x, sl, out_dtype=jnp.float32)
+  assert rel(ref, x.astype(jnp.float32) @ mxjax.dequantize(q)) < 1e-2  # bf16 rounding only
+  for p in (sl, ordered, wm.layout.tile_weight(ordered, 128, 256)):
+    y = wm.wo_matmul(x, p, implementation="portable", interpret=True, out_dtype=jnp.float32)
+    assert rel(y, ref) < 1e-5
+  y = wm.wo_matmul(x, ordered, implementation="mosaic_tpu", interpret=True, out_dtype=jnp.float32)
+  assert rel(y, ref) < 1e-5
+  # The rounding kernels' weight, through one-hot rows: RN_bf16 of the exact product.
+  eye = jnp.eye(512, dtype=jnp.bfloat16)[:8]
+  for impl, kw in (("portable", dict(interpret=True, weights_bf16=True)), ("dequant_gemm", {})):
+    rows = np.asarray(wm.wo_matmul(eye, ordered, implementation=impl, out_dtype=jnp.float32,
+                                   **kw))
+    np.testing.assert_array_equal(rows, want[:8].astype(ml_dtypes.bfloat16).astype(np.float32))
+  with pytest.raises(ValueError, match="slot codes are for NF4"):
+    wm.layout.nf4_slots(weight("int4_g128", {}, k=512, n=256)[1])
+  with pytest.raises(ValueError, match="slot codes"):
+    wm.layout.order_for_wgmma(pw)
+  assert wm.layout.fp4_scales_stored(sl) is sl
+  # The GPU's default storage; the kernels take it only where checked on a GPU.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  g = wm.repack_qarray(q)
+  assert g.scale_bf16 and g.wgmma_order
+  assert not wm.repack_qarray(q, scale_bf16=False).scale_bf16
+  from pallas_kernels.wo_matmul import decode_plan
+  assert decode_plan.case(g) == (wm.WeightFormat.NF4, 64, "slots")
+  want_impl = "mosaic_gpu" if decode_plan.case(g) in decode_plan.VERIFIED else "xla"
+  assert wm.api.default_implementation(x, g) == want_impl
