@@ -167,11 +167,11 @@ case "$part" in
     # by SASS opcode and stall
     run 120 d python3 experiments/profile_kernels.py --case wo_int8_m1,wo_int8_m64 --sass
     ;;
-  h100-2)  # On an H100, after `h100`: 4096 x 4096, where XLA's sum of the stream-K slots is 1.2-1.4
-      # us of INT4's 7.5 / INT8's 9.5 (session 30): the kernel adding them itself (`fused_sum`,
-      # checked for these formats; FP8, whose default there is 8 K splits, on stream-K with it);
-      # and INT8's prefill (0.86x XLA bf16 at M = 1024 against 0.9x,
-      # session 25) around its launch (default 256 rows of x a CTA, 128 of K a step)
+  h100-2)  # On an H100, after `h100`: 4096 x 4096, where XLA's sum of the stream-K slots is
+      # 1.2-1.4 us of INT4's 7.5 / INT8's 9.5 (session 30): the kernel adding them itself
+      # (`fused_sum`, checked for these formats; FP8, whose default there is 8 K splits, on
+      # stream-K with it); and INT8's prefill (0.86x XLA bf16 at M = 1024 against 0.9x, session
+      # 25) around its launch (default 256 rows of x a CTA, 128 of K a step)
     run 200 a $B --what wo --formats int4,int8,fp8_e4m3 --m 1,16 --shapes 4096x4096 \
       --configs '[{}, {"fused_sum": true, "stream_k": 2}]'
     run 200 b $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{},
