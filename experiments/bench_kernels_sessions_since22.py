@@ -368,6 +368,26 @@ def h100_s30_section() -> list[str]:
                                   _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))])
 
 
+def h100_s31_section() -> list[str]:
+  """Session 31: the queue's `h100` and `h100-2` parts on an H100 (no H200 came)."""
+  return wo_section(31, (
+      "h100_one_slot_fp4_4096x14336", "h100_int4_nf4_4096x14336", "h100_int4_launch_4096x14336",
+      "h100_fused_sum_4096x4096", "h100_int8_prefill", "h100_int4_m8_m16"),
+      "Every config checked against the f32 reference in the same run. At 4096 x 14336 one "
+      "slot a tile loses for UINT4 (M = 1 / 16 18.0 -> 18.8 / 19.3 -> 20.5 us) and NVFP4 "
+      "M = 16 (21.1 -> 29.6), wins for NVFP4 M = 1 (19.9 -> 18.1, one run); INT4 g128's "
+      "defaults there 16.5 / 15.4 us (2.80x XLA bf16 both), NF4's 21.0 / 21.7 (2.20x / "
+      "1.99x). INT4 M = 1's launch there: 64-row tiles 15.1 us (3.07x) against 16.5, four "
+      "chunks a step two deep 16.1, three steps 16.7, two splits 16.5. At 4096 x 4096 the "
+      "stream-K sum in the kernel (`fused_sum`) loses for every format (INT4 7.5 -> 10.0, "
+      "INT8 9.4 -> 11.0, FP8 9.7 -> 12.7 at M = 1). INT8 prefill M = 1024: 767.9 us (0.87x), "
+      "128-row tiles 994, three steps 768.4. INT4 g128 at 8192 x 28672 M = 8 / 16: plain "
+      "loads 48.3 / 49.8 against 48.6 / 49.8, 64-row tiles 49.1 / 64.6, three steps 50.1 / "
+      "50.8: no launch closes 3.2x there.",
+      device="H100", quant_runs=[("s29 columns",
+                                  _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))])
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
-            h100_s30_section)
+            h100_s30_section, h100_s31_section)
