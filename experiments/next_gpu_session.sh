@@ -16,12 +16,12 @@
 # 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split
 # at M = 4) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
 # 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200; `h100` wherever
-# an H100 is lent: one slot a tile for UINT4 / NVFP4 at 4096 x 14336, INT4 / NF4's defaults there
-# and INT4's launch there (2.80x at M = 1 against 3.2x), INT8 M = 64's SASS profile; then `h100-2`
-# (4096 x 4096 with the stream-K sum in the kernel, INT8's prefill launch). The issue's targets are
-# the H100's: when only H100s come (sessions 27-30), `h100` and `h100-2` are the parts to run. The
-# H100's parts of session 29's queue ran in session 30; 1 ran in session 16 (rerun only to
-# re-check).
+# an H100 is lent: at 4096 x 14336 INT4 in 64-row tiles (M = 1 15.1 us against 16.5, session 31)
+# at M = 8 and for groups of 32, NVFP4 / UINT4 / NF4's launches, INT8 / FP8 at 4096 x 4096 over
+# four K chunks; then `h100-2` (64-row tiles with one slot a tile for INT8 / FP8 / MXFP4 / UINT4
+# at 4096 x 14336). The issue's targets are the H100's: when only H100s come (sessions 27-31),
+# `h100` and `h100-2` are the parts to run. The H100's parts of session 30's queue ran in session
+# 31; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -151,35 +151,34 @@ case "$part" in
        \"compute_wgs\": 1, \"fp8_x\": false}]"
     run 150 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs "[{}, {$one}]"
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1): at 4096 x 14336, M = 1 / 16, one slot a
-      # tile for UINT4 and NVFP4 (INT4 and the 8-bit formats gained 2-16% there in session 30;
-      # MXFP4 / NF4 lost in session 29), and INT4 / NF4 at today's defaults (plain loads lost
-      # there for UINT4 / MXFP4 / NVFP4: session 30)
-    run 180 a $B --what wo --formats uint4,nvfp4 --m 1,16 --shapes 4096x14336 \
-      --configs '[{}, {"splits": 1, "fused_sum": true}]'
-    run 120 b $B --what wo --formats int4,nf4 --m 1,16 --shapes 4096x14336
-    # INT4 g128 at 4096 x 14336, M = 1 (16.7 us, 2.80x, one slot a tile over 112 CTAs: the
-    # largest decode miss at the issue's shapes), around its launch: three steps, four chunks a
-    # step, 64-row tiles (224 CTAs), K split in two (224 CTAs, XLA's sum)
-    run 120 c $B --what wo --formats int4 --m 1 --shapes 4096x14336 --configs '[{},
-      {"steps": 3}, {"gps": 4, "steps": 2}, {"tile_n": 64}, {"splits": 2}]'
-    # INT8 at M = 64 (1.66x against 1.8x; no launch closes it: session 30) beside M = 1 (met),
-    # by SASS opcode and stall
-    run 120 d python3 experiments/profile_kernels.py --case wo_int8_m1,wo_int8_m64 --sass
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), 4096 x 14336 and 4096 x 4096 (session
+      # 31 ran the previous `h100` / `h100-2`). INT4 M = 1 in 64-row tiles (224 CTAs with one
+      # slot a tile) took 15.1 us against 16.5 in 128-row ones (112 CTAs on 132 SMs): again, at
+      # M = 8 and for groups of 32, before it becomes the default
+    run 110 a $B --what wo --formats int4,int4_g32 --m 1,8 --shapes 4096x14336 \
+      --configs '[{}, {"tile_n": 64}]'
+    # NVFP4 one slot a tile won at M = 1 (19.9 -> 18.1, one run), lost at M = 16 (29.6 against
+    # 21.1); NVFP4 / UINT4 M = 16 take the wide config, 256-row tiles (56 CTAs): 128-row ones
+    run 120 b $B --what wo --formats nvfp4,uint4 --m 1,4,16 --shapes 4096x14336 \
+      --configs '[{}, {"splits": 1, "fused_sum": true}, {"tile_n": 128}]'
+    # NF4 (2.20x / 1.99x at M = 1 / 16): M = 1 stream-K over four chunks, two steps; M = 16
+    # the wide config (56 CTAs)
+    run 120 c $B --what wo --formats nf4 --m 1,16 --shapes 4096x14336 --configs '[{},
+      {"steps": 4, "stream_k": 2}, {"tile_n": 128, "gps": 2, "steps": 4, "splits": 1,
+       "fused_sum": true}, {"tile_n": 128}]'
+    # INT8 / FP8 at 4096 x 4096 M = 1 (1.69x / 1.62x against 1.8x; 64-row tiles, stream-K
+    # over two: 128 CTAs): four K chunks (256 CTAs), two steps, 128-row tiles
+    run 120 d $B --what wo --formats int8,fp8_e4m3 --m 1 --shapes 4096x4096 --configs '[{},
+      {"stream_k": 4}, {"stream_k": 4, "steps": 2}, {"tile_n": 128, "stream_k": 4}]'
     ;;
-  h100-2)  # On an H100, after `h100`: 4096 x 4096, where XLA's sum of the stream-K slots is
-      # 1.2-1.4 us of INT4's 7.5 / INT8's 9.5 (session 30): the kernel adding them itself
-      # (`fused_sum`, checked for these formats; FP8, whose default there is 8 K splits, on
-      # stream-K with it); and INT8's prefill (0.86x XLA bf16 at M = 1024 against 0.9x, session
-      # 25) around its launch (default 256 rows of x a CTA, 128 of K a step)
-    run 200 a $B --what wo --formats int4,int8,fp8_e4m3 --m 1,16 --shapes 4096x4096 \
-      --configs '[{}, {"fused_sum": true, "stream_k": 2}]'
-    run 200 b $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{},
-      {"tile_m": 128}, {"tile_k": 256, "tile_m": 128}, {"steps": 3}]'
-    # INT4 g128 at M = 8 / 16, 3.17x / 3.12x against 3.2x (one slot a tile, 128-row tiles, four
-    # chunks a step, two deep): 64-row tiles (448 CTAs), plain loads, two chunks three deep
-    run 150 c $B --what wo --formats int4 --m 8,16 --shapes $S --configs '[{}, {"tile_n": 64},
-      {"w_threads": true}, {"gps": 2, "steps": 3}]'
+  h100-2)  # On an H100, after `h100`: one slot a tile in 64-row tiles at 4096 x 14336 for the
+      # formats measured there only in 128-row ones (INT8 / FP8 22.3 us, one slot the default;
+      # MXFP4 / UINT4 lost with 128-row tiles, sessions 29 and 31)
+    one='"splits": 1, "fused_sum": true'
+    run 200 a $B --what wo --formats int8,fp8_e4m3 --m 1,16 --shapes 4096x14336 \
+      --configs '[{}, {"tile_n": 64}]'
+    run 200 b $B --what wo --formats mxfp4,uint4 --m 1 --shapes 4096x14336 \
+      --configs "[{}, {$one, \"tile_n\": 64}]"
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac
