@@ -16,12 +16,13 @@
 # 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split
 # at M = 4) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
 # 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200; `h100` wherever
-# an H100 is lent: at 4096 x 14336 INT4 in 64-row tiles (M = 1 15.1 us against 16.5, session 31)
-# at M = 8 and for groups of 32, NVFP4 / UINT4 / NF4's launches, INT8 / FP8 at 4096 x 4096 over
-# four K chunks; then `h100-2` (64-row tiles with one slot a tile for INT8 / FP8 / MXFP4 / UINT4
-# at 4096 x 14336). The issue's targets are the H100's: when only H100s come (sessions 27-31),
-# `h100` and `h100-2` are the parts to run. The H100's parts of session 30's queue ran in session
-# 31; 1 ran in session 16 (rerun only to re-check).
+# an H100 is lent: at 4096 x 14336 INT4 in 64-row tiles (M = 1 15.1 us against 16.5, session
+# 31; g128's default at M <= 8 since) at M = 8 and for groups of 32, NVFP4 / UINT4 / NF4's
+# launches, INT8 / FP8 at 4096 x 4096 over four K chunks; then `h100-2` (64-row tiles with one
+# slot a tile for INT8 / FP8 / MXFP4 / UINT4 at 4096 x 14336). The issue's targets are the
+# H100's: when only H100s come (sessions 27-31), `h100` and `h100-2` are the parts to run. The
+# H100's parts of session 30's queue ran in session 31; 1 ran in session 16 (rerun only to
+# re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -153,10 +154,10 @@ case "$part" in
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), 4096 x 14336 and 4096 x 4096 (session
       # 31 ran the previous `h100` / `h100-2`). INT4 M = 1 in 64-row tiles (224 CTAs with one
-      # slot a tile) took 15.1 us against 16.5 in 128-row ones (112 CTAs on 132 SMs): again, at
-      # M = 8 and for groups of 32, before it becomes the default
+      # slot a tile) took 15.1 us against 16.5 in 128-row ones (112 CTAs on 132 SMs), g128's
+      # default at M <= 8 since: checked at M = 8, and for groups of 32 (still 128-row tiles)
     run 110 a $B --what wo --formats int4,int4_g32 --m 1,8 --shapes 4096x14336 \
-      --configs '[{}, {"tile_n": 64}]'
+      --configs '[{}, {"tile_n": 128}, {"tile_n": 64}]'
     # NVFP4 one slot a tile won at M = 1 (19.9 -> 18.1, one run), lost at M = 16 (29.6 against
     # 21.1); NVFP4 / UINT4 M = 16 take the wide config, 256-row tiles (56 CTAs): 128-row ones
     run 120 b $B --what wo --formats nvfp4,uint4 --m 1,4,16 --shapes 4096x14336 \

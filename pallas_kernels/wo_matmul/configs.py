@@ -118,7 +118,12 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
     cfg = dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4)
     if n >= ONE_SLOT_MIN_N and device.startswith(ONE_SLOT_DEVICES):
-      return cfg | ONE_SLOT
+      # One slot a tile: 128-row tiles are 112 CTAs on 132 SMs, 64-row ones 224 (four an SM).
+      # g128 M = 1 (H100, session 31, kernels_wo_s31_h100_int4_launch_4096x14336.json): 16.5
+      # -> 15.1 us, the 128-row tiles 16.5-16.8 in four runs (sessions 30-31); M <= 8 runs
+      # the same kernel (x padded to 8 rows). Groups of 32 at M <= 8 unmeasured in 64-row
+      # tiles with one slot: 128-row ones still.
+      return cfg | ONE_SLOT | (dict(tile_n=64) if group == 128 else {})
     return cfg | dict(stream_k=2)
   if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
     # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:

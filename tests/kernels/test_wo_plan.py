@@ -64,10 +64,12 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert decode_config(wm.WeightFormat.INT4, 28672, 16, group=32) == dict(
       tile_n=128, gps=2, steps=3, stream_k=2)  # N >= 16384: session 14's
   # ... on an H100 every group takes one slot a tile there (session 30), where N's tiles fill
-  # the SMs (`configs.ONE_SLOT_MIN_N`)
+  # the SMs (`configs.ONE_SLOT_MIN_N`), groups of 128 in 64-row tiles (session 31)
   h100 = lambda n, m, group: decode_config(wm.WeightFormat.INT4, n, m, group=group,
                                            device="NVIDIA H100 80GB HBM3")
-  assert h100(14336, 1, 128) == dict(tile_n=128, gps=2, steps=4) | configs.ONE_SLOT
+  assert h100(14336, 1, 128) == h100(14336, 8, 128) == dict(
+      tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
+  assert h100(14336, 1, 32) == dict(tile_n=128, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(14336, 16, 128) == dict(tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(14336, 1, 64) == dict(tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(4096, 1, 128) == int4(1, 128) and h100(4096, 1, 32) == int4(1, 32)
