@@ -132,6 +132,10 @@ def gemm_fingerprints() -> dict[str, str]:
           lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
               x, p, allow_unverified=True, tensor_scale_out=True),
           jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), _weight("nvfp4", {}, True))
+  _record(res, "gemm|int8|int8_bf16",  # the codes to f32 through bf16 (session 31)
+          lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
+              x, p, allow_unverified=True, int8_bf16=True),
+          jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16), _weight("int8", {}))
   return res
 
 

@@ -14,15 +14,16 @@
 # test (`int4_nan_test`; on the H100 the test is worth 11%, session 29). Then 3 (the 8-bit decode's
 # x split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at M =
 # 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split
-# at M = 4) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
-# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200; `h100` wherever
-# an H100 is lent: at 4096 x 14336 INT4 in 64-row tiles (M = 1 15.1 us against 16.5, session
-# 31; g128's default at M <= 8 since) at M = 8 and for groups of 32, NVFP4 / UINT4 / NF4's
-# launches, INT8 / FP8 at 4096 x 4096 over four K chunks; then `h100-2` (64-row tiles with one
-# slot a tile for INT8 / FP8 / MXFP4 / UINT4 at 4096 x 14336). The issue's targets are the
-# H100's: when only H100s come (sessions 27-31), `h100` and `h100-2` are the parts to run. The
-# H100's parts of session 30's queue ran in session 31; 1 ran in session 16 (rerun only to
-# re-check).
+# at M = 4, INT8's prefill through the bf16 cast) and 6 (one CTA a tile writing y itself, the
+# H100's default for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since
+# sessions 29-30), all on the H200; `h100` wherever an H100 is lent: at 4096 x 14336 INT4 in 64-row
+# tiles (M = 1 15.1 us against 16.5, session 31; g128's default at M <= 8 since) at M = 8 and for
+# groups of 32, NVFP4 / UINT4 / NF4's launches, INT8 / FP8 at 4096 x 4096 over four K chunks; then
+# `h100-2` (64-row tiles with one slot a tile for INT8 / FP8 / MXFP4 / UINT4 at 4096 x 14336; INT8's
+# prefill with its codes through the bf16 cast, `int8_bf16`, written in session 31 and gated). The
+# issue's targets are the H100's: when only H100s come (sessions 27-31), `h100` and `h100-2` are the
+# parts to run. The H100's parts of session 30's queue ran in session 31; 1 ran in session 16 (rerun
+# only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -138,6 +139,9 @@ case "$part" in
       --configs '[{"fp8_x": false}, {"w_threads": true}]'
     run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
       --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
+    # INT8's prefill with its codes to f32 through the bf16 cast (`int8_bf16`, gated; H200
+    # session 24: 753.0 us, 0.85x)
+    run 120 d $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{}, {"int8_bf16": true}]'
     ;;
   6)  # On the H200: one CTA a 128-row tile writing its tile of y itself (`splits=1` with
       # `fused_sum`), the H100's default at M <= 16 for INT4 g128 / g32 (M <= 8) and at M <= 32
@@ -180,6 +184,10 @@ case "$part" in
       --configs '[{}, {"tile_n": 64}]'
     run 200 b $B --what wo --formats mxfp4,uint4 --m 1 --shapes 4096x14336 \
       --configs "[{}, {$one, \"tile_n\": 64}]"
+    # INT8's prefill (0.87x XLA bf16 against 0.9x) with its codes to f32 through the bf16 cast
+    # (`int8_bf16`, session 31, gated: mosaic_gpu_gemm.INT8_BF16_VERIFIED) in place of an I2F
+    # conversion a code
+    run 120 c $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{}, {"int8_bf16": true}]'
     ;;
   *) echo "part must be 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac

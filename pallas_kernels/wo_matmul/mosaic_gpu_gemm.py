@@ -95,6 +95,16 @@ MULTIPLIERS_VERIFIED: frozenset[WeightFormat] = frozenset({WeightFormat.MXFP4,
 # 8192 x 28672 (kernels_wo_s22_h100_tensor_scale_out.json): 750.1 -> 676.6 us (0.99x XLA bf16,
 # target 0.9x), rel. err 2.3e-3 -> 1.7e-3 (no weight rounded to bf16).
 TENSOR_SCALE_OUT_VERIFIED = True
+# Whether INT8's codes reaching float32 through bf16 (`int8_bf16`: Mosaic's int8 -> bf16 cast,
+# a byte permute, two ANDs and a bf16x2 subtract a pair, then bf16 -> f32, both exact) has
+# matched the reference on a GPU; it is then the default. Without it each code is converted by
+# one integer-to-float conversion (`arith.sitofp`, I2F), once for every (weight, M tile): INT8
+# M = 1024 at 8192 x 28672 is 9.4e8 of them, ~250 us of the conversion pipe at the 16 a clock
+# an SM that the CUDA guide gives most conversions on compute capability 9.0 (FP32 adds: 128;
+# unmeasured here), against the call's 768 us (H100, 0.87x XLA bf16; FP8, whose codes convert
+# in pairs, 713). Written in session 31 without a GPU; the decode kernel's INT8 path has used
+# the bf16 cast throughout.
+INT8_BF16_VERIFIED = False
 
 
 def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:
@@ -129,8 +139,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
                        tile_k: int | None = None, steps: int | None = None,
                        nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
                        scale_multipliers: bool | None = None,
-                       tensor_scale_out: bool | None = None, out_dtype=None,
-                       allow_unverified: bool = False) -> jax.Array:
+                       tensor_scale_out: bool | None = None, int8_bf16: bool | None = None,
+                       out_dtype=None, allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
 
   Args:
@@ -163,6 +173,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       rounded, instead of q * (s_t s_b) in float32 rounded to bf16 a weight. Not the
       dequantize-then-dot numerics: no weight is rounded. Default (None): on once
       `TENSOR_SCALE_OUT_VERIFIED`; before, True needs `allow_unverified`.
+    int8_bf16: INT8 codes to float32 through Mosaic's int8 -> bf16 cast (integer ops and a
+      bf16x2 subtract) instead of one I2F conversion a code; the same values (every int8 is a
+      bf16). Default (None): on for INT8 once `INT8_BF16_VERIFIED`; before, True needs
+      `allow_unverified`.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
@@ -192,6 +206,13 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
                      "(scale_multipliers)")
   if tensor_scale_out:
     require_checked("NVFP4's tensor_scale_out", TENSOR_SCALE_OUT_VERIFIED, allow_unverified,
+                    reference="the reference", instead="leave it to the default")
+  if int8_bf16 is None:
+    int8_bf16 = pw.fmt is WeightFormat.INT8 and INT8_BF16_VERIFIED
+  if int8_bf16 and pw.fmt is not WeightFormat.INT8:
+    raise ValueError(f"int8_bf16 converts INT8 codes; the weight is {pw.fmt.value}")
+  if int8_bf16:
+    require_checked("INT8's int8_bf16", INT8_BF16_VERIFIED, allow_unverified,
                     reference="the reference", instead="leave it to the default")
   # Row-major W^T (every step reads a (128, tile_k) box); FP4 scales as stored bytes unless the
   # multipliers are read as they are; UINT4's offsets from XLA (prefill: small).
@@ -316,6 +337,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         vals = [nf4_f32(b & 15), nf4_f32(b >> 4)]
       elif fmt is WeightFormat.FP8:
         vals = [lax.bitcast_convert_type(b, jnp.float8_e4m3fn).astype(jnp.float32)]
+      elif int8_bf16:
+        vals = [b.astype(jnp.bfloat16).astype(jnp.float32)]
       else:
         vals = [b.astype(jnp.float32)]
 

@@ -398,6 +398,32 @@ def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
     lower(tensor_scale_out=True)
 
 
+def test_gemm_int8_bf16_lowers(monkeypatch):
+  # INT8's codes to float32 through Mosaic's int8 -> bf16 cast (`int8_bf16`: a byte permute,
+  # two ANDs and a bf16x2 subtract a pair) in place of one integer-to-float conversion a code.
+  # Written without a GPU (session 31): off by default and refused unasked-for until a GPU has
+  # matched it (`INT8_BF16_VERIFIED`), the default once one has.
+  pw = _weight_shape("int8", 8192, 28672)
+
+  def lower(**options):
+    jax.clear_caches()  # lower afresh
+    fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **options)
+    return _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text()
+
+  via_bf16 = lower(int8_bf16=True, allow_unverified=True)
+  direct = lower(allow_unverified=True)
+  assert "sub.bf16x2" in via_bf16 and "sitofp" not in via_bf16
+  assert "sitofp" in direct and "sub.bf16x2" not in direct
+  with pytest.raises(NotImplementedError, match="int8_bf16 has not matched"):
+    lower(int8_bf16=True)
+  with pytest.raises(ValueError, match="int8_bf16 converts INT8 codes"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
+        x, p, int8_bf16=True, allow_unverified=True), _x(1024, 8192),
+        _weight_shape("fp8_e4m3_rowwise", 8192, 28672))
+  monkeypatch.setattr(mosaic_gpu_gemm, "INT8_BF16_VERIFIED", True)
+  assert lower(allow_unverified=True) == via_bf16  # verified: the default
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_gemm_scale_multipliers_lower(name, monkeypatch):
   # The GEMM reading FP4 bf16 multipliers as they are (`scale_multipliers`): the scales (the
