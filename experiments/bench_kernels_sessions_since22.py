@@ -378,12 +378,13 @@ def h100_s31_section() -> list[str]:
       "M = 16 (21.1 -> 29.6), wins for NVFP4 M = 1 (19.9 -> 18.1, one run); INT4 g128's "
       "defaults there 16.5 / 15.4 us (2.80x XLA bf16 both), NF4's 21.0 / 21.7 (2.20x / "
       "1.99x). INT4 M = 1's launch there: 64-row tiles 15.1 us (3.07x) against 16.5, four "
-      "chunks a step two deep 16.1, three steps 16.7, two splits 16.5 (64-row tiles the default for g128 at M <= 8 since). At 4096 x 4096 the "
-      "stream-K sum in the kernel (`fused_sum`) loses for every format (INT4 7.5 -> 10.0, "
-      "INT8 9.4 -> 11.0, FP8 9.7 -> 12.7 at M = 1). INT8 prefill M = 1024: 767.9 us (0.87x), "
-      "128-row tiles 994, three steps 768.4. INT4 g128 at 8192 x 28672 M = 8 / 16: plain "
-      "loads 48.3 / 49.8 against 48.6 / 49.8, 64-row tiles 49.1 / 64.6, three steps 50.1 / "
-      "50.8: no launch closes 3.2x there.",
+      "chunks a step two deep 16.1, three steps 16.7, two splits 16.5 (64-row tiles the "
+      "default for g128 at M <= 8 since). At 4096 x 4096 the stream-K sum in the kernel "
+      "(`fused_sum`) loses for every format (INT4 7.5 -> 10.0, INT8 9.4 -> 11.0, FP8 9.7 -> "
+      "12.7 at M = 1). INT8 prefill M = 1024: 767.9 us (0.87x), 128-row tiles 994.3, three "
+      "steps 768.4. INT4 g128 at 8192 x 28672 M = 8 / 16: plain loads 48.3 / 49.8 against "
+      "48.6 / 49.8, 64-row tiles 49.1 / 64.6, three steps 50.1 / 50.8: no launch closes 3.2x "
+      "there.",
       device="H100", quant_runs=[("s29 columns",
                                   _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))])
 

@@ -102,8 +102,8 @@ TENSOR_SCALE_OUT_VERIFIED = True
 # M = 1024 at 8192 x 28672 is 9.4e8 of them, ~250 us of the conversion pipe at the 16 a clock
 # an SM that the CUDA guide gives most conversions on compute capability 9.0 (FP32 adds: 128;
 # unmeasured here), against the call's 768 us (H100, 0.87x XLA bf16; FP8, whose codes convert
-# in pairs, 713). Written in session 31 without a GPU; the decode kernel's INT8 path has used
-# the bf16 cast throughout.
+# in pairs, 713). Written in session 31 without a GPU; the decode kernel's INT8 path takes the
+# same cast.
 INT8_BF16_VERIFIED = False
 
 
