@@ -55,8 +55,10 @@ def _like(v, ref: jax.Array) -> jax.Array:
   return jnp.where(ref == ref, jnp.float32(v), jnp.float32(v))  # a splat in ref's layout
 
 
-def _pointwise(instr: str, layout: str | None, *args: jax.Array) -> jax.Array:
-  """`instr d, a, b, ...;` on every f32 element of equally shaped register arrays."""
+def _pointwise(instr: str, layout: str | None, *args: jax.Array,
+               out_dtype=jnp.float32) -> jax.Array:
+  """`instr d, a, b, ...;` on every element of equally shaped f32 register arrays; d is f32,
+  or int32 (`out_dtype`: a 32-bit integer register)."""
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import vector  # pylint: disable=g-import-not-at-top
@@ -65,16 +67,20 @@ def _pointwise(instr: str, layout: str | None, *args: jax.Array) -> jax.Array:
   ref = next(a for a in args if getattr(a, "shape", ()) != ())
   args = tuple(_like(a, ref) for a in args)
   lay = _layout(layout, len(ref.shape))
-  out = plgpu.ShapeDtypeStruct(ref.shape, jnp.float32, layout=lay)
+  integer = jnp.dtype(out_dtype) == jnp.int32
+  if not integer and jnp.dtype(out_dtype) != jnp.float32:
+    raise ValueError(f"out_dtype must be float32 or int32, not {out_dtype}")
+  out = plgpu.ShapeDtypeStruct(ref.shape, out_dtype, layout=lay)
   operands = ", ".join(f"${i}" for i in range(len(args) + 1))
-  constraints = "=f" + ",f" * len(args)
+  asm = instr if "$0" in instr else f"{instr} {operands};"
+  constraints = ("=r" if integer else "=f") + ",f" * len(args)
 
   @plgpu.inline_mgpu(arg_types=(lay,) * len(args), return_type=out)
   def emit(_, *arrs):
-    f32 = ir.F32Type.get()
+    res_type = ir.IntegerType.get_signless(32) if integer else ir.F32Type.get()
 
     def scalar(*vals):
-      return llvm.inline_asm(f32, list(vals), f"{instr} {operands};", constraints)
+      return llvm.inline_asm(res_type, list(vals), asm, constraints)
 
     def at(reg, i):
       return vector.extract(reg, dynamic_position=[], static_position=ir.DenseI64ArrayAttr.get([i]))
@@ -85,12 +91,14 @@ def _pointwise(instr: str, layout: str | None, *args: jax.Array) -> jax.Array:
       if not isinstance(reg.type, ir.VectorType):
         regs[idx] = scalar(*ins)
         continue
-      res = llvm.mlir_undef(reg.type)
-      for i in range(ir.VectorType(reg.type).shape[0]):
+      vec = ir.VectorType(reg.type)
+      res = llvm.mlir_undef(ir.VectorType.get(vec.shape, res_type) if integer else reg.type)
+      for i in range(vec.shape[0]):
         res = vector.insert(scalar(*(at(r, i) for r in ins)), res, dynamic_position=[],
                             static_position=ir.DenseI64ArrayAttr.get([i]))
       regs[idx] = res
-    return mgpu.FragmentedArray(_registers=regs, _layout=arrs[0].layout, _is_signed=None)
+    return mgpu.FragmentedArray(_registers=regs, _layout=arrs[0].layout,
+                                _is_signed=True if integer else None)
 
   return emit(*args)
 
@@ -117,6 +125,14 @@ def div_rn(a, b, *, layout: str | None = None) -> jax.Array:
   """Correctly rounded float32 a / b (`div.rn.f32`, subnormals kept); either operand may be a
   scalar."""
   return _pointwise("div.rn.f32", layout, a, b)
+
+
+def e4m3_pair(lo, hi, *, layout: str | None = None) -> jax.Array:
+  """int32 `code(lo) | code(hi) << 8` of float32 arrays lo, hi: their E4M3 codes from one
+  `cvt.rn.satfinite.e4m3x2.f32` a pair (round to nearest even, finite overflow and infinities
+  to +-448 with their sign; a NaN to the instruction's NaN code), the packed b16 widened."""
+  return _pointwise("{ .reg .b16 t; cvt.rn.satfinite.e4m3x2.f32 t, $2, $1; cvt.u32.u16 $0, t; }",
+                    layout, lo, hi, out_dtype=jnp.int32)
 
 
 def fma_rn(a, b, c, *, layout: str | None = None) -> jax.Array:

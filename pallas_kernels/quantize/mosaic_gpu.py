@@ -119,6 +119,38 @@ def satfinite_option(scheme: str, satfinite: bool | None, allow_unverified: bool
   return satfinite
 
 
+# E4M3 codes by the saturating cast alone, NaN included (`cast_nan`, session 32, written without
+# a GPU): no NaN test, select and NaN code an element; the sign bit is OR'd in from the value
+# (FP8 1x128: from x, for the quotient's copysign). Row-wise from bf16 the codes come a pair per
+# PTX cvt (`_ptx.e4m3_pair`), already packed as the uint16 the kernel stores, where Mosaic's
+# cast packs a pair, unpacks it to one code an int32 and the encoder packs the pair again. The
+# same codes as mxjax's if the cast turns a NaN into 0x7F or 0x7F with its sign (CPU models of
+# both: tests/kernels/test_quantize.py), which PTX's ISA does not say: `CAST_NAN_VERIFIED` lists
+# the schemes whose kernels, rows and columns, a GPU has matched with it; none yet.
+CAST_NAN_VERIFIED: frozenset[str] = frozenset()
+CAST_NAN_DEFAULT: frozenset[str] = frozenset()
+
+
+def cast_nan_option(scheme: str, cast_nan: bool | None, satfinite: bool | None,
+                    allow_unverified: bool) -> bool:
+  """Resolves a kernel's `cast_nan` option: None is on where `CAST_NAN_DEFAULT` lists the
+  scheme (and `satfinite` is not False); True needs an E4M3 scheme, the saturating cast (it
+  refuses satfinite=False) and, unless `CAST_NAN_VERIFIED` lists the scheme,
+  `allow_unverified`."""
+  if cast_nan is None:
+    return scheme in CAST_NAN_DEFAULT and satfinite is not False
+  if cast_nan:
+    if scheme not in SATFINITE_SCHEMES:
+      raise ValueError(f"cast_nan takes the E4M3 codes of {sorted(SATFINITE_SCHEMES)} from "
+                       f"the cast alone; {scheme} has no E4M3 codes")
+    if satfinite is False:
+      raise ValueError("cast_nan takes the saturating cast's codes and satfinite=False asks "
+                       "for the clip before it: leave one of them unset")
+    require_checked(f"{scheme}'s cast_nan", scheme in CAST_NAN_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave cast_nan off")
+  return cast_nan
+
+
 # (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
 # experiments/results/kernels_quant_s6_sweep.json; every scheme bit-exact there). The H100's
 # (session 2, kernels_quant_sweep2.json) were (3, 3) for MXFP8 and (2, 4) for MXFP4.
@@ -193,7 +225,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
-                        allow_unverified: bool = False,
+                        cast_nan: bool | None = None, allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -217,6 +249,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       `--configs` passes it and checks the codes bit for bit).
     satfinite: E4M3 codes (MXFP8, FP8 1x128) by the saturating cast alone, no clip before it
       (`satfinite_option`; default where `SATFINITE_DEFAULT` lists the scheme: MXFP8).
+    cast_nan: E4M3 codes by the saturating cast alone, NaN included, no NaN test; from bf16 a
+      pair per PTX cvt (`cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -250,7 +284,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if state_once:
     require_checked(f"{scheme}'s state_once", scheme in STATE_ONCE_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave state_once off")
+  cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
+  # (bf16 pairs) the codes a pair per cvt, already packed
+  cast_pair = _ptx.e4m3_pair if cast_nan else None
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
@@ -316,8 +353,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
-      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn,
-                                 satfinite=satfinite).astype(out_dtype)
+      p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
+                                 cast_pair=cast_pair).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
       # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
@@ -325,7 +362,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
         cs = pl.ds(c * cols, cols)
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
-        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite)
+        codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
+                             cast_pair=cast_pair)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
     store_scales(state, s_smem)
 
@@ -344,7 +382,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       b = jnp.max(magnitude_bits(whole if whole is not None else load(cs)), axis=1)
       bits = b if bits is None else jnp.maximum(bits, b)
     state = tile_state(amax_from_bits(bits), t, s_smem)
-    encode = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite)
+    encode = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
+                             cast_nan=cast_nan)
     byte_smem = code_smem[0] if pack_nibbles else p_smem
     for cs in pieces:
       codes = encode(whole if whole is not None else load(cs))

@@ -32,6 +32,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
@@ -108,7 +109,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
-                                allow_unverified: bool = False,
+                                cast_nan: bool | None = None, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -130,6 +131,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       where `SATFINITE_DEFAULT` lists the scheme: MXFP8).
     int4_nan_test: INT4 g128: test each quotient for NaN (default `INT4_NAN_TEST`); the same
       codes either way.
+    cast_nan: E4M3 codes by the saturating cast alone, NaN included, no NaN test an element
+      (`mosaic_gpu.cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -137,6 +140,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   """
   plgpu = _compat.plgpu_module()
   sch, nb, r, pieces = column_blocks(scheme, nb, piece)
+  cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
   if int4_nan_test is not None and scheme != "int4_g128":
@@ -196,7 +200,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
         codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test)
                  if paired else
-                 element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite)(xs[0]))
+                 element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
+                                 cast_nan=cast_nan)(xs[0]))
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
       s_smem.at[j][...] = state[0].astype(scale_dtype)
 

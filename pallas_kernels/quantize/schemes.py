@@ -140,6 +140,18 @@ def _e4m3_code(y, satfinite: bool = False):
   return jnp.where(_isnan(y), nan_code, c)
 
 
+def _e4m3_cast(v):
+  """E4M3 code (int32, 0..255) of float32 v by the cast alone: no clip, no NaN test. On Mosaic
+  GPU the cast is `cvt.rn.satfinite.e4m3x2.f32`; XLA's on the CPU gives NaN above 464 (use only
+  in range there)."""
+  return lax.bitcast_convert_type(v.astype(jnp.float8_e4m3fn), jnp.uint8).astype(jnp.int32)
+
+
+def _sign_at(s, bit: int):
+  """s's sign bit (float32 s) moved to bit `bit` of an int32 (0 elsewhere)."""
+  return (_bits(s) >> (31 - bit)) & (1 << bit)
+
+
 def _int4_code(y, finite: bool = False):
   """INT4 two's-complement nibble (int32) of float32 y: clip to [-8, 7], RNE, NaN -> 0.
   `finite`: the caller keeps no code of a NaN y (`element_encoder`'s masked rows): no test."""
@@ -363,8 +375,32 @@ def block_state(scheme: FusedScheme, amax, ts: tuple | None = None, *, div: Call
   raise ValueError(name)
 
 
+def _e4m3_scaled(scheme: FusedScheme, state: tuple, fma: Callable | None):
+  """For `cast_nan`: (f, keep), f(x) = (v, s) with v the float32 an E4M3 scheme's element x is
+  cast from and s the float32 whose sign bit its code takes; keep (rows,) the rows whose codes
+  stand (None: every row; elsewhere the code is 0)."""
+  if scheme.name == "mxfp8_e4m3":
+    _, f1, f2 = state
+
+    def scaled(x):
+      v = (x * _row(f1, x)) * _row(f2, x)
+      return v, v
+    return scaled, None
+  if fma is None:
+    raise ValueError("cast_nan divides by the FMA-corrected quotient: pass fma")
+  _, sd, r, ok, lift = state
+
+  def scaled(x):
+    # div_fma's quotient of -0 is +0 and of Inf * 0 a NaN of any sign: the code's sign is x's
+    # (`quotient_fma` copies it over), here OR'd into the code
+    x = x * _row(lift, x)
+    return div_fma(x, _row(sd, x), _row(r, x), fma), x
+  return scaled, ok
+
+
 def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None = None,
-                    satfinite: bool = False, int4_nan_test: bool = False) -> Callable:
+                    satfinite: bool = False, int4_nan_test: bool = False,
+                    cast_nan: bool = False) -> Callable:
   """The per-element encoder of rows with the given `block_state`: float32 (rows, n) -> int32
   codes (rows, n) (E4M3 byte, E2M1 or INT4 nibble).
 
@@ -375,8 +411,22 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
   `int4_nan_test`: INT4 with `fma` tests each quotient for NaN, although the rows that could
   give one are masked (`block_state`): the same codes, one select an element more, which a
   kernel may still compile to faster code (the column-wise GPU kernel: `INT4_NAN_TEST`).
+  `cast_nan`: E4M3 codes (MXFP8, FP8 1x128 with `fma`) by the cast alone, NaN included: no NaN
+  test; the sign bit OR'd in from the value (`_e4m3_scaled`). The same codes where the cast
+  saturates (`satfinite`) and turns a NaN into 0x7F or 0x7F with its sign: a GPU checks that
+  (`quantize.mosaic_gpu.CAST_NAN_VERIFIED`).
   """
   name = scheme.name
+  if cast_nan:
+    if name not in ("mxfp8_e4m3", "fp8_e4m3_block128"):
+      raise ValueError(f"cast_nan is for E4M3 codes; {name} has none")
+    scaled, keep = _e4m3_scaled(scheme, state, fma)
+
+    def enc(x):
+      v, sgn = scaled(x)
+      c = _e4m3_cast(v) | _sign_at(sgn, 7)
+      return c if keep is None else jnp.where(_row(keep, x), c, jnp.int32(0))
+    return enc
   if name in ("mxfp8_e4m3", "mxfp4"):
     code = (functools.partial(_e4m3_code, satfinite=satfinite) if name == "mxfp8_e4m3"
             else _e2m1_code)
@@ -409,9 +459,21 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
 
 
 def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None,
-                 satfinite: bool = False, int4_nan_test: bool = False):
+                 satfinite: bool = False, int4_nan_test: bool = False,
+                 cast_pair: Callable | None = None):
   """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
-  (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`)."""
+  (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`).
+
+  `cast_pair`: E4M3 schemes, `cast_nan`'s codes a pair at a time: cast_pair(lo, hi) gives
+  int32 code(lo) | code(hi) << 8 (on Mosaic GPU `_ptx.e4m3_pair`, one PTX cvt a pair), so the
+  codes are never unpacked to one an int32 and packed again."""
+  if cast_pair is not None:
+    if scheme.bits != 8:
+      raise ValueError(f"cast_pair is for E4M3 codes; {scheme.name} has none")
+    scaled, keep = _e4m3_scaled(scheme, state, fma)
+    (ve, se), (vo, so) = scaled(xe), scaled(xo)
+    pair = cast_pair(ve, vo) | _sign_at(se, 7) | _sign_at(so, 15)
+    return pair if keep is None else jnp.where(_row(keep, xe), pair, jnp.int32(0))
   enc = element_encoder(scheme, state, fma=fma, satfinite=satfinite,
                         int4_nan_test=int4_nan_test)
   return enc(xe) | (enc(xo) << scheme.bits)

@@ -1011,3 +1011,34 @@ def test_quantize_satfinite_drops_the_clip(scheme, monkeypatch):
   with pytest.raises(ValueError, match="mxfp4 has no E4M3 codes"):
     mosaic_gpu_quantize.quantize_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
                                             satfinite=True)
+
+
+@pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.SATFINITE_SCHEMES))
+def test_quantize_cast_nan_lowers_without_the_nan_test(scheme):
+  # `cast_nan`: the E4M3 codes by the saturating cast alone, NaN included (no NaN compare and
+  # select an element); row-wise from bf16 a pair per PTX cvt (`_ptx.e4m3_pair`) in place of
+  # Mosaic's cast. Rows (bf16, f32) and columns lower; gated until a GPU matches it.
+  from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  x32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
+  rows = mosaic_gpu_quantize.quantize_mosaic_gpu
+  for kern, xx, paired in ((rows, x, True), (rows, x32, False),
+                           (quantize_columns_mosaic_gpu, x, False)):
+    on = lambda x, k=kern: k(x, scheme, cast_nan=True, allow_unverified=True)
+    off = lambda x, k=kern: k(x, scheme, satfinite=True, allow_unverified=True)
+    c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(xx).jaxpr) for f in (on, off))
+    assert c_on.get("ne", 0) < c_off["ne"], (c_on, c_off)
+    text = _compat.lower_for("cuda", on, xx).as_text()
+    assert ("cvt.rn.satfinite.e4m3x2.f32 t, $2, $1" in text) == paired
+    assert "cvt.rn.satfinite.e4m3x2.f32" in text
+    default = c_on if scheme in mosaic_gpu_quantize.CAST_NAN_DEFAULT else primitive_counts(
+        jax.make_jaxpr(lambda x, k=kern: k(x, scheme, cast_nan=False))(xx).jaxpr)
+    assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(xx).jaxpr) == default
+  with pytest.raises(NotImplementedError, match="cast_nan has not matched mxjax.quantize"):
+    rows(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, cast_nan=True)
+  with pytest.raises(ValueError, match="leave one of them unset"):
+    rows(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, cast_nan=True, satfinite=False,
+         allow_unverified=True)
+  with pytest.raises(ValueError, match="int4_g128 has no E4M3 codes"):
+    quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "int4_g128",
+                                cast_nan=True, allow_unverified=True)

@@ -465,6 +465,57 @@ def _e2m1_code_by_compares(y):
   return ((S._rne_bits(a * k) & 7) + off) | (S._signbit(y) << 3)
 
 
+def _e4m3_satfinite_model(nan_sign: bool):
+  """The GPU's saturating E4M3 cast (cvt.rn.satfinite.e4m3x2.f32) as a CPU model: RNE, +-Inf
+  and finite overflow to +-448, a NaN to 0x7F, or with `nan_sign` 0x7F with its sign (which
+  one the hardware gives the GPU check says: `CAST_NAN_VERIFIED`)."""
+  def cast(v):
+    c = S._e4m3_code(v)  # clip, then the cast: satfinite's codes off NaN
+    sign = S._sign_at(v, 7) if nan_sign else jnp.int32(0)
+    return jnp.where(v != v, jnp.int32(0x7F) | sign, c)
+  return cast
+
+
+@pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128"])
+def test_cast_nan_codes_are_mxjax_codes(scheme, monkeypatch):
+  # `cast_nan`: E4M3 codes by the saturating cast alone, NaN included, the sign OR'd in from the
+  # value (FP8 1x128: from x, as `quotient_fma`'s copysign gives it), one element at a time (the
+  # column kernel) or a pair per cast (`cast_pair`, the row kernel's `_ptx.e4m3_pair`): with
+  # the cast modelled either way a NaN may come out, every code is mxjax.quantize's, on ties,
+  # special and non-finite blocks (the rows of an infinite FP8 1x128 scale give Inf / Inf).
+  from mxjax.formats.exact import div_rn
+  from pallas_kernels.quantize.testdata import special_values
+  sch = S.get_scheme(scheme)
+  xs = [rounding_midpoints(11, 48, 512), special_values(5, 16, 512),
+        special_values(6, 16, 512, nonfinite=True)]
+  for x, nan_sign in itertools.product(xs, (False, True)):
+    cast = _e4m3_satfinite_model(nan_sign)
+    b = jnp.asarray(np.asarray(x, np.float32).reshape(-1, sch.block))
+    xe, xo = b[:, 0::2], b[:, 1::2]
+    state = S.block_state(sch, S.block_amax(xe, xo), div=div_rn)
+    codes = np.asarray(_mx(x, scheme).codes).view(np.uint8).reshape(b.shape).astype(np.int32)
+    want = codes[:, 0::2] | codes[:, 1::2] << 8
+    np.testing.assert_array_equal(np.asarray(S.block_encode(sch, state, xe, xo, fma=_fma_exact)),
+                                  want)
+    pair = lambda lo, hi, c=cast: c(lo) | c(hi) << 8
+    got = S.block_encode(sch, state, xe, xo, fma=_fma_exact, cast_pair=pair)
+    np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"pairs, {nan_sign=}")
+    with monkeypatch.context() as m:
+      m.setattr(S, "_e4m3_cast", cast)
+      enc = S.element_encoder(sch, state, fma=_fma_exact, cast_nan=True)
+      np.testing.assert_array_equal(np.asarray(enc(b)), codes, err_msg=f"elements, {nan_sign=}")
+  # no NaN test and no select of it an element (MXFP8), no copysign (FP8 1x128)
+  count = lambda **o: primitive_counts(jax.make_jaxpr(
+      lambda b: S.element_encoder(sch, state, fma=_fma_traceable, **o)(b))(b).jaxpr)
+  plain, cast = count(satfinite=True), count(cast_nan=True)
+  assert cast.get("ne", 0) < plain["ne"], (plain, cast)
+  assert cast.get("select_n", 0) < plain["select_n"], (plain, cast)
+  with pytest.raises(ValueError, match="cast_nan is for E4M3 codes"):
+    S.element_encoder(S.get_scheme("mxfp4"), state, cast_nan=True)
+  with pytest.raises(ValueError, match="cast_pair is for E4M3 codes"):
+    S.block_encode(S.get_scheme("int4_g128"), state, xe, xo, cast_pair=pair)
+
+
 def test_e2m1_code_on_every_float32():
   # The kernels' E2M1 encode (`_e2m1_code`, by the exponent field) against the encode by range
   # compares on all 2^32 float32 bit patterns, NaN payloads, infinities, zeros and subnormals of
