@@ -3,10 +3,13 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
+#   OUT=... bash experiments/next_gpu_session.sh q      # first, on whichever GPU comes
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #
-# Part 2 first, on an H200: the decode with its codes read by plain loads (a `layout.thread_major`
+# Part q first, on any GPU (a few minutes): the E4M3 quantize codes by the cast alone
+# (`cast_nan`, session 32), whose correctness hangs on how the GPU's cast encodes a NaN. Then,
+# on an H200, part 2: the decode with its codes read by plain loads (a `layout.thread_major`
 # weight, `{"w_threads": true}`, a step ahead by default), correct on the H100 for seven formats
 # (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1 50.3 -> 50.7 us, session
 # 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best against 27.9 by plain loads;
