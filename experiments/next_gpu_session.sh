@@ -172,6 +172,9 @@ case "$part" in
     run 120 b $B --what quant --transpose --schemes $e4m3 --qshapes 8192x8192,4096x14336 \
       --configs "$qc"
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 --configs "$qc"
+    # MXFP4 / UINT4 g64 M = 16 at today's defaults: the H100's rows are from sessions 3-5
+    # (103.5 / 107.4 us, against 53.1 / 51.6 on the H200 since)
+    run 120 d $B --what wo --formats mxfp4,uint4_g64 --m 16 --shapes $S
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), 4096 x 14336 and 4096 x 4096 (session
       # 31 ran the previous `h100` / `h100-2`). INT4 M = 1 in 64-row tiles (224 CTAs with one
