@@ -68,6 +68,13 @@ FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
                     WeightFormat.FP8: 4096 * 14336}
 
 
+def _one_slot_64(device: str, n: int) -> bool:
+  """Whether the 4-bit decode at M <= 16 runs one slot a tile in 64-row tiles: on
+  `ONE_SLOT_DEVICES` where N's 128-row tiles are too few to fill the SMs with one slot each
+  (ONE_SLOT_MIN_N <= N < 16384: 112 tiles on 132 SMs, 224 in 64-row ones)."""
+  return device.startswith(ONE_SLOT_DEVICES) and ONE_SLOT_MIN_N <= n < 16384
+
+
 def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
                   group: int | None = None, device: str | None = None,
                   k: int | None = None, w_threads: bool = False) -> dict:
@@ -117,7 +124,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # tiles at every M (H200 M = 1 / 16 15.3 -> 14.4 / 17.1 -> 15.6, 128-row 14.5 / 16.1; H100
     # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
     cfg = dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4)
-    if n >= ONE_SLOT_MIN_N and device.startswith(ONE_SLOT_DEVICES):
+    if _one_slot_64(device, n):
       # One slot a tile: 128-row tiles are 112 CTAs on 132 SMs, 64-row ones 224 (four an SM).
       # g128 M = 1 (H100, session 31, kernels_wo_s31_h100_int4_launch_4096x14336.json): 16.5
       # -> 15.1 us, the 128-row tiles 16.5-16.8 in four runs (sessions 30-31); M <= 8 runs
@@ -151,6 +158,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
     # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
     narrow = m <= (8 if group in (32, 64) else 16)
+    if narrow and group in (None, 128) and _one_slot_64(device, n):
+      # H100, 4096 x 14336, M = 1 / 8 / 16: 18.9 -> 17.3 / 19.3 -> 17.5 / 20.2 -> 18.9 us
+      # (kernels_wo_s32_h100_one_slot64_{m1_m8,m16,mxfp4_uint4}.json)
+      return dict(tile_n=64, gps=2, steps=3, step_wait=True) | ONE_SLOT
     return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
@@ -201,6 +212,17 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
     # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
     narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
+    if m <= 16 and _one_slot_64(device, n) and (fmt in FP4 or group == 128):
+      # H100, 4096 x 14336 (kernels_wo_s32_h100_one_slot64_*.json, nvfp4_uint4_launch,
+      # nf4_launch): one slot a tile in 64-row tiles on one compute warpgroup, where the wide
+      # config (M = 16) had two: MXFP4 M = 1 / 8 / 16 18.9 -> 17.5 / 19.1 -> 17.4 / 20.7 ->
+      # 18.1 us, NVFP4 20.0 -> 17.2 / 20.2 -> 17.3 / 21.6 -> 17.8 (128-row tiles: M = 1 / 4
+      # 20.1 -> 18.3 / 21.3 -> 18.4, M = 16 21.7 -> 29.3), NF4 g128 M = 16 21.9 -> 20.7 and
+      # 21.8 -> 20.8. NF4 at M <= 8 stream-K over two chunks four deep instead: 21.4 -> 20.1
+      # (one slot 21.1 -> 20.6 in another run).
+      if fmt is WeightFormat.NF4 and narrow:
+        return dict(tile_n=128, gps=2, steps=4, stream_k=2)
+      return dict(tile_n=64, gps=2, steps=4 if narrow else 3, step_wait=True) | ONE_SLOT
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
     # MXFP4 / NVFP4 above M = 16 add their stream-K partial sums in the kernel (`fused_sum`;

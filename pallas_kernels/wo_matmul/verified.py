@@ -19,6 +19,11 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
             # H200, 2026-12-04: M = 1 / 16 / 64, rel. err 2.8-2.9e-3, one-hot rows exact
             (WeightFormat.NF4, 64, "slots"),
+            # H100, 2026-12-06 (sessions 29-32), 4096 x 14336 M = 1 / 16 and 8192 x 28672
+            # M = 1, rel. err 2.32-2.37e-3 in nine runs (kernels_wo_s29_h100_one_slot_4096x14336,
+            # s30_h100_plain_m1, s31_h100_int4_nf4_4096x14336, s32_h100_nf4_launch and
+            # s32_h100_one_slot64_*.json)
+            (WeightFormat.NF4, 128, "slots"),
             # H200, 2026-12-05, 8192 x 28672, M = 1, rel. err 1.6-1.7e-3
             # (kernels_wo_s16_bf16_scales.json, kernels_wo_s16_zero_points*.json): a scheme's
             # bf16 scales (INT4 g32 44.3 -> 40.9 us, g128 38.1, UINT4 g64 45.1, INT8 64.8), and
@@ -43,12 +48,16 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
 # -> one slot fused (kernels_wo_s29_h100_{int4_m1,one_slot}.json): INT4 g128 50.3 -> 48.3 /
 # 50.3 -> 48.1, INT4 g32 58.6 -> 56.8 / 59.2 -> 57.1, INT4 g64 52.3 -> 52.0, UINT4 g128 54.5 ->
 # 53.6, NVFP4 62.9 -> 61.4, MXFP4 56.5 -> 58.1; with plain loads (`layout.thread_major`) INT4
-# g32 53.4, UINT4 51.3 (kernels_wo_s29_h100_one_slot_uint4_nvfp4_g64.json for g64).
+# g32 53.4, UINT4 51.3 (kernels_wo_s29_h100_one_slot_uint4_nvfp4_g64.json for g64). NF4 g128
+# slot codes, H100, 2026-12-06, 4096 x 14336, M = 1 / 16, one slot a tile fused, rel. err as
+# XLA's sum (2.83-2.89e-3 on the config check) in four runs (kernels_wo_s32_h100_nf4_launch.json,
+# kernels_wo_s32_h100_one_slot64_cw1_*.json).
 FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 64),
                                            (WeightFormat.INT4, 32), (WeightFormat.UINT4, 128),
                                            (WeightFormat.INT8, "channel"),
                                            (WeightFormat.FP8, "channel"),
-                                           (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16)})
+                                           (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
+                                           (WeightFormat.NF4, 128, "slots")})
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3

@@ -401,8 +401,8 @@ def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
 def test_gemm_int8_bf16_lowers(monkeypatch):
   # INT8's codes to float32 through Mosaic's int8 -> bf16 cast (`int8_bf16`: a byte permute,
   # two ANDs and a bf16x2 subtract a pair) in place of one integer-to-float conversion a code.
-  # Written without a GPU (session 31): off by default and refused unasked-for until a GPU has
-  # matched it (`INT8_BF16_VERIFIED`), the default once one has.
+  # Written without a GPU (session 31), refused unasked-for until a GPU matched it
+  # (`INT8_BF16_VERIFIED`: H100, session 32), the default since.
   pw = _weight_shape("int8", 8192, 28672)
 
   def lower(**options):
@@ -410,18 +410,19 @@ def test_gemm_int8_bf16_lowers(monkeypatch):
     fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **options)
     return _compat.lower_for("cuda", fn, _x(1024, 8192), pw).as_text()
 
-  via_bf16 = lower(int8_bf16=True, allow_unverified=True)
-  direct = lower(allow_unverified=True)
+  via_bf16 = lower(int8_bf16=True)
+  direct = lower(int8_bf16=False)
   assert "sub.bf16x2" in via_bf16 and "sitofp" not in via_bf16
   assert "sitofp" in direct and "sub.bf16x2" not in direct
-  with pytest.raises(NotImplementedError, match="int8_bf16 has not matched"):
-    lower(int8_bf16=True)
+  assert mosaic_gpu_gemm.INT8_BF16_VERIFIED and lower() == via_bf16  # verified: the default
   with pytest.raises(ValueError, match="int8_bf16 converts INT8 codes"):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(
         x, p, int8_bf16=True, allow_unverified=True), _x(1024, 8192),
         _weight_shape("fp8_e4m3_rowwise", 8192, 28672))
-  monkeypatch.setattr(mosaic_gpu_gemm, "INT8_BF16_VERIFIED", True)
-  assert lower(allow_unverified=True) == via_bf16  # verified: the default
+  monkeypatch.setattr(mosaic_gpu_gemm, "INT8_BF16_VERIFIED", False)
+  with pytest.raises(NotImplementedError, match="int8_bf16 has not matched"):
+    lower(int8_bf16=True)
+  assert lower() == direct  # unverified: off
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
@@ -995,13 +996,14 @@ def test_quantize_satfinite_drops_the_clip(scheme, monkeypatch):
   for kern in (mosaic_gpu_quantize.quantize_mosaic_gpu, quantize_columns_mosaic_gpu):
     counts = []
     for sat in (False, True):
-      fn = lambda x, k=kern, s=sat: k(x, scheme, satfinite=s)
+      fn = lambda x, k=kern, s=sat: k(x, scheme, satfinite=s, cast_nan=False)
       counts.append(primitive_counts(jax.make_jaxpr(fn)(x).jaxpr))
       assert "cvt.rn.satfinite.e4m3x2.f32" in _compat.lower_for("cuda", fn, x).as_text()
     fewer = [counts[0].get(p, 0) - counts[1].get(p, 0) for p in ("max", "min")]
     assert fewer[0] == fewer[1] >= 1, counts
     default = counts[scheme in mosaic_gpu_quantize.SATFINITE_DEFAULT]
-    assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(x).jaxpr) == default
+    assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme, cast_nan=False))(
+        x).jaxpr) == default
   assert mosaic_gpu_quantize.SATFINITE_DEFAULT == {"mxfp8_e4m3"}
   # a scheme no GPU has checked it for is refused unless the caller allows it
   monkeypatch.setattr(mosaic_gpu_quantize, "SATFINITE_VERIFIED", frozenset())
@@ -1014,10 +1016,11 @@ def test_quantize_satfinite_drops_the_clip(scheme, monkeypatch):
 
 
 @pytest.mark.parametrize("scheme", sorted(mosaic_gpu_quantize.SATFINITE_SCHEMES))
-def test_quantize_cast_nan_lowers_without_the_nan_test(scheme):
+def test_quantize_cast_nan_lowers_without_the_nan_test(scheme, monkeypatch):
   # `cast_nan`: the E4M3 codes by the saturating cast alone, NaN included (no NaN compare and
   # select an element); row-wise from bf16 a pair per PTX cvt (`_ptx.e4m3_pair`) in place of
-  # Mosaic's cast. Rows (bf16, f32) and columns lower; gated until a GPU matches it.
+  # Mosaic's cast. Rows (bf16, f32) and columns lower; bit-exact and faster on the H100
+  # (session 32), the default since; refused unasked-for where no GPU has matched it.
   from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   x32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
@@ -1025,7 +1028,7 @@ def test_quantize_cast_nan_lowers_without_the_nan_test(scheme):
   for kern, xx, paired in ((rows, x, True), (rows, x32, False),
                            (quantize_columns_mosaic_gpu, x, False)):
     on = lambda x, k=kern: k(x, scheme, cast_nan=True, allow_unverified=True)
-    off = lambda x, k=kern: k(x, scheme, satfinite=True, allow_unverified=True)
+    off = lambda x, k=kern: k(x, scheme, satfinite=True, cast_nan=False)
     c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(xx).jaxpr) for f in (on, off))
     assert c_on.get("ne", 0) < c_off["ne"], (c_on, c_off)
     text = _compat.lower_for("cuda", on, xx).as_text()
@@ -1034,6 +1037,7 @@ def test_quantize_cast_nan_lowers_without_the_nan_test(scheme):
     default = c_on if scheme in mosaic_gpu_quantize.CAST_NAN_DEFAULT else primitive_counts(
         jax.make_jaxpr(lambda x, k=kern: k(x, scheme, cast_nan=False))(xx).jaxpr)
     assert primitive_counts(jax.make_jaxpr(lambda x, k=kern: k(x, scheme))(xx).jaxpr) == default
+  monkeypatch.setattr(mosaic_gpu_quantize, "CAST_NAN_VERIFIED", frozenset())
   with pytest.raises(NotImplementedError, match="cast_nan has not matched mxjax.quantize"):
     rows(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, cast_nan=True)
   with pytest.raises(ValueError, match="leave one of them unset"):

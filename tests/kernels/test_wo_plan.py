@@ -73,6 +73,34 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert h100(14336, 16, 128) == dict(tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(14336, 1, 64) == dict(tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(4096, 1, 128) == int4(1, 128) and h100(4096, 1, 32) == int4(1, 32)
+  # ... and the other 4-bit formats at M <= 16 (session 32): one slot in 64-row tiles on one
+  # compute warpgroup (NVFP4 / NF4 g128 at M = 16 too, where the wide config had two); NF4 at
+  # M <= 8 stream-K over two chunks, four deep; N >= 16384 and other devices unchanged
+  dev = dict(device="NVIDIA H100 80GB HBM3")
+  one64 = lambda steps, **kw: dict(tile_n=64, gps=2, steps=steps, step_wait=True, **kw) | (
+      configs.ONE_SLOT)
+  cfg = lambda fmt, m, group, n=14336, **kw: decode_config(fmt, n, m, **kw, group=group)
+  for m in (1, 8, 16):
+    assert cfg(wm.WeightFormat.MXFP4, m, 32, scale_bf16=True, **dev) == one64(4)
+    assert cfg(wm.WeightFormat.UINT4, m, 128, **dev) == one64(3)
+    assert cfg(wm.WeightFormat.NVFP4, m, 16, scale_bf16=True, **dev) == one64(4 if m <= 8 else 3)
+  assert cfg(wm.WeightFormat.NF4, 1, 128, scale_bf16=True, **dev) == dict(
+      tile_n=128, gps=2, steps=4, stream_k=2)
+  assert cfg(wm.WeightFormat.NF4, 16, 128, scale_bf16=True, **dev) == one64(3)
+  for fmt, group in ((wm.WeightFormat.NF4, 64), (wm.WeightFormat.UINT4, 64)):
+    assert cfg(fmt, 1, group, scale_bf16=fmt is wm.WeightFormat.NF4, **dev) == cfg(
+        fmt, 1, group, scale_bf16=fmt is wm.WeightFormat.NF4)  # unmeasured: as elsewhere
+  for fmt, group in ((wm.WeightFormat.MXFP4, 32), (wm.WeightFormat.NVFP4, 16)):
+    assert cfg(fmt, 1, group, n=28672, scale_bf16=True, **dev) == cfg(
+        fmt, 1, group, n=28672, scale_bf16=True)
+    assert cfg(fmt, 1, group, scale_bf16=True, device="NVIDIA H200")["tile_n"] == 128
+  with monkeypatch.context() as patch:  # the plan: one CTA a 64-row tile, fused, one warpgroup
+    patch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
+    for preset in ("nvfp4", "mxfp4"):
+      w = wm.repack_qarray(mxjax.quantize(jnp.ones((4096, 14336)), preset, axis=0))
+      p16 = decode_plan.plan_decode(16, 4096, w)
+      assert (p16.tile_n, p16.compute_wgs, p16.fused_sum, p16.schedule.grid) == (
+          64, 1, True, (224, 1)), p16
   uz = decode_plan.plan_decode(1, 8192, u128, zero_in_weights=True)
   assert uz.zero_in_weights and not uz.xsum_in
   f = decode_plan.plan_decode(64, 8192, nvfp4)
