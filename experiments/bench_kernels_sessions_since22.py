@@ -389,6 +389,44 @@ def h100_s31_section() -> list[str]:
                                   _load("kernels_quant_s29_h100_int4_columns_nan_test.json"))])
 
 
+def h100_s32_section() -> list[str]:
+  """Session 32: seven H100 calls (after three refused starts): the E4M3 codes by the cast
+  alone (`cast_nan`, written that session), the queue's `h100` and `h100-2` parts, and one
+  slot a tile in 64-row tiles for the other 4-bit formats at 4096 x 14336."""
+  quant = [("s32 cast_nan rows", _load("kernels_quant_s32_h100_cast_nan_rows.json")),
+           ("s32 cast_nan rows", _load("kernels_quant_s32_h100_cast_nan_rows2.json")),
+           ("s32 cast_nan columns", _load("kernels_quant_s32_h100_cast_nan_columns.json")),
+           ("s32 cast_nan f32", _load("kernels_quant_s32_h100_cast_nan_f32.json"))]
+  md = wo_section(32, (
+      "h100_int4_tile64_4096x14336", "h100_nvfp4_uint4_launch", "h100_nf4_launch",
+      "h100_8bit_4096x4096", "h100_8bit_tile64_4096x14336", "h100_one_slot64_mxfp4_uint4",
+      "h100_one_slot64_m1_m8", "h100_one_slot64_m16", "h100_one_slot64_cw1_m16",
+      "h100_one_slot64_cw1_m1_m16", "h100_int8_bf16_prefill", "h100_mxfp4_uint4_g64_m16"),
+      "Every config checked against the f32 reference in the same run. At 4096 x 14336, one "
+      "slot a tile in 64-row tiles (224 CTAs; on one compute warpgroup where the wide config "
+      "had two) against the defaults, us: MXFP4 M = 1 / 8 / 16 18.9 -> 17.5 / 19.1 -> 17.4 / "
+      "20.7 -> 18.1, NVFP4 20.0 -> 17.2 / 20.2 -> 17.3 / 21.6 -> 17.8, UINT4 18.9 -> 17.3 / "
+      "19.3 -> 17.5 / 20.2 -> 18.9, NF4 g128 M = 16 21.9 -> 20.7 (M = 1 21.1 -> 20.6; "
+      "stream-K over two chunks four deep 21.4 -> 20.1): the defaults there since. INT4 g32 "
+      "loses in 64-row tiles (M = 1 17.5 -> 19.1), INT8 / FP8 too (22.9 -> 23.6, 22.7 -> "
+      "23.2); INT4 g128's 64-row default re-checked at M = 1 / 8 (15.0 / 15.0 against 16.6 / "
+      "16.7 in 128-row tiles). 4096 x 4096 INT8 / FP8 M = 1: the defaults 9.5 / 9.6 us "
+      "(1.66x), four K chunks 9.7-10.7. INT8 prefill M = 1024 with its codes through the bf16 "
+      "cast (`int8_bf16`, session 31): correct, 814.4 -> 793.1 us (the default since). The "
+      "H100's MXFP4 / UINT4 g64 M = 16 rows at 8192 x 28672, stale since sessions 3-5: 61.7 / "
+      "66.0 us (2.58x / 2.41x), against 103.5 / 107.4.", device="H100", quant_runs=quant)
+  return md + quant_part(
+      ": the E4M3 codes by the cast alone (H100)",
+      "`cast_nan` (written in session 32 before the calls): no NaN test, select or NaN code "
+      "an element, the sign OR'd in, and row-wise from bf16 one PTX cvt a pair already packed "
+      "as stored; bit-exact on all four tensors (so the H100's cvt gives a NaN 0x7F or keeps "
+      "its sign). Mosaic kernel us, today's default -> cast_nan: FP8 1x128 rows 89.4 -> 76.6 "
+      "(repeat 89.7 -> 76.6) and 79.6 -> 68.5 at 4096 x 14336, columns 125.2 -> 113.7 and "
+      "110.3 -> 100.9, f32 rows 122.0 -> 118.8; MXFP8 rows 74.0 -> 73.8, columns 85.1 -> 82.4 "
+      "(2.47 TB/s, the 2.4 target met) and 76.3 -> 74.4, f32 rows 119.2 -> 118.3. The default "
+      "for both since.", quant)
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
-            h100_s30_section, h100_s31_section)
+            h100_s30_section, h100_s31_section, h100_s32_section)

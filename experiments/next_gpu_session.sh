@@ -3,30 +3,25 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh q      # first, on whichever GPU comes
-#   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
+#   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# Part q first, on any GPU (a few minutes): the E4M3 quantize codes by the cast alone
-# (`cast_nan`, session 32), whose correctness hangs on how the GPU's cast encodes a NaN. Then,
-# on an H200, part 2: the decode with its codes read by plain loads (a `layout.thread_major`
-# weight, `{"w_threads": true}`, a step ahead by default), correct on the H100 for seven formats
-# (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1 50.3 -> 50.7 us, session
-# 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best against 27.9 by plain loads;
-# the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4 quantize with and without its NaN
-# test (`int4_nan_test`; on the H100 the test is worth 11%, session 29). Then 3 (the 8-bit decode's
-# x split by one kernel against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at M =
-# 16 / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split
-# at M = 4, INT8's prefill through the bf16 cast) and 6 (one CTA a tile writing y itself, the
-# H100's default for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since
-# sessions 29-30), all on the H200; `h100` wherever an H100 is lent: at 4096 x 14336 INT4 in 64-row
-# tiles (M = 1 15.1 us against 16.5, session 31; g128's default at M <= 8 since) at M = 8 and for
-# groups of 32, NVFP4 / UINT4 / NF4's launches, INT8 / FP8 at 4096 x 4096 over four K chunks; then
-# `h100-2` (64-row tiles with one slot a tile for INT8 / FP8 / MXFP4 / UINT4 at 4096 x 14336; INT8's
-# prefill with its codes through the bf16 cast, `int8_bf16`, written in session 31 and gated). The
-# issue's targets are the H100's: when only H100s come (sessions 27-31), `h100` and `h100-2` are the
-# parts to run. The H100's parts of session 30's queue ran in session 31; 1 ran in session 16 (rerun
-# only to re-check).
+# The issue's targets are the H100's, and only H100s came in sessions 27-32: `h100` first where
+# one is lent (NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
+# 4-bit formats at 8192 x 28672 M = 16, the quantize baselines for INT4 / MXFP4 rows). On an
+# H200: q (the E4M3 codes by the cast alone, `cast_nan`, the default since session 32 from the
+# H100's check, re-checked there), then 2: the decode with its codes read by plain loads (a
+# `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
+# H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
+# 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
+# against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4
+# quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is worth 11%,
+# session 29). Then 3 (the 8-bit decode's x split by one kernel against XLA's where fp8_x is the
+# default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS
+# on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
+# bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and
+# the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session
+# 31's `h100` / `h100-2` parts ran in session 32; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -51,7 +46,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, h100 or h100-2}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 
@@ -142,9 +137,9 @@ case "$part" in
       --configs '[{"fp8_x": false}, {"w_threads": true}]'
     run 120 c $B --what wo --formats int8,fp8_e4m3 --m 4 --shapes $S \
       --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
-    # INT8's prefill with its codes to f32 through the bf16 cast (`int8_bf16`, gated; H200
-    # session 24: 753.0 us, 0.85x)
-    run 120 d $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{}, {"int8_bf16": true}]'
+    # INT8's prefill with its codes to f32 through the bf16 cast (`int8_bf16`, the default since
+    # session 32: H100 814.4 -> 793.1 us) and without (H200 session 24: 753.0 us, 0.85x)
+    run 120 d $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{}, {"int8_bf16": false}]'
     ;;
   6)  # On the H200: one CTA a 128-row tile writing its tile of y itself (`splits=1` with
       # `fused_sum`), the H100's default at M <= 16 for INT4 g128 / g32 (M <= 8) and at M <= 32
@@ -159,56 +154,34 @@ case "$part" in
        \"compute_wgs\": 1, \"fp8_x\": false}]"
     run 150 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs "[{}, {$one}]"
     ;;
-  q)  # First, on whichever GPU comes (a few minutes): the E4M3 quantize codes by the cast alone
-      # (`cast_nan`, session 32, gated: quantize.mosaic_gpu.CAST_NAN_VERIFIED): no NaN test an
-      # element, row-wise a pair per PTX cvt; correct only if the cast turns a NaN into 0x7F (or
-      # 0x7F with its sign), which the four check tensors (NaN of either sign, +-Inf) settle.
-      # Against today's codes (MXFP8: satfinite; FP8 1x128: the clip) and satfinite alone: rows
-      # (H100 session 28: MXFP8 2.81 TB/s, met; FP8 1x128 2.27 against 2.8), columns (MXFP8
-      # 2.39, FP8 1x128 1.63 against 2.4), f32 rows
-    qc='[{}, {"satfinite": true}, {"cast_nan": true, "allow_unverified": true}]'
+  q)  # On an H200 (a few minutes): the E4M3 quantize codes by the cast alone (`cast_nan`,
+      # session 32: bit-exact on the H100 and the default since, FP8 1x128 rows 89.4 -> 76.6 us,
+      # MXFP8 columns 85.1 -> 82.4 there), re-checked bit for bit where it has not run, against
+      # it off: rows and columns at both shapes, f32 rows
+    qc='[{}, {"cast_nan": false}]'
     e4m3=mxfp8_e4m3,fp8_e4m3_block128
     run 120 a $B --what quant --schemes $e4m3 --qshapes 8192x8192,4096x14336 --configs "$qc"
     run 120 b $B --what quant --transpose --schemes $e4m3 --qshapes 8192x8192,4096x14336 \
       --configs "$qc"
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 --configs "$qc"
-    # MXFP4 / UINT4 g64 M = 16 at today's defaults: the H100's rows are from sessions 3-5
-    # (103.5 / 107.4 us, against 53.1 / 51.6 on the H200 since)
-    run 120 d $B --what wo --formats mxfp4,uint4_g64 --m 16 --shapes $S
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), 4096 x 14336 and 4096 x 4096 (session
-      # 31 ran the previous `h100` / `h100-2`). INT4 M = 1 in 64-row tiles (224 CTAs with one
-      # slot a tile) took 15.1 us against 16.5 in 128-row ones (112 CTAs on 132 SMs), g128's
-      # default at M <= 8 since: checked at M = 8, and for groups of 32 (still 128-row tiles)
-    run 110 a $B --what wo --formats int4,int4_g32 --m 1,8 --shapes 4096x14336 \
-      --configs '[{}, {"tile_n": 128}, {"tile_n": 64}]'
-    # NVFP4 one slot a tile won at M = 1 (19.9 -> 18.1, one run), lost at M = 16 (29.6 against
-    # 21.1); NVFP4 / UINT4 M = 16 take the wide config, 256-row tiles (56 CTAs): 128-row ones
-    run 120 b $B --what wo --formats nvfp4,uint4 --m 1,4,16 --shapes 4096x14336 \
-      --configs '[{}, {"splits": 1, "fused_sum": true}, {"tile_n": 128}]'
-    # NF4 (2.20x / 1.99x at M = 1 / 16): M = 1 stream-K over four chunks, two steps; M = 16
-    # the wide config (56 CTAs)
-    run 120 c $B --what wo --formats nf4 --m 1,16 --shapes 4096x14336 --configs '[{},
-      {"steps": 4, "stream_k": 2}, {"tile_n": 128, "gps": 2, "steps": 4, "splits": 1,
-       "fused_sum": true}, {"tile_n": 128}]'
-    # INT8 / FP8 at 4096 x 4096 M = 1 (1.69x / 1.62x against 1.8x; 64-row tiles, stream-K
-    # over two: 128 CTAs): four K chunks (256 CTAs), two steps, 128-row tiles
-    run 120 d $B --what wo --formats int8,fp8_e4m3 --m 1 --shapes 4096x4096 --configs '[{},
-      {"stream_k": 4}, {"stream_k": 4, "steps": 2}, {"tile_n": 128, "stream_k": 4}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1). Session 32 made one slot a tile in 64-row
+      # tiles the H100's default at 4096 x 14336 for MXFP4 / NVFP4 / UINT4 g128 / NF4 g128 at
+      # M <= 16 (NF4 M <= 8: stream-K over two chunks four deep, 21.4 -> 20.1 us; one slot 21.1
+      # -> 20.6 in another run): the two side by side at M = 1 (M <= 8 runs the same kernel), for
+      # NF4 g128 and the groups of 64 never run there (NF4 g64 is bitsandbytes' and the issue's)
+    one64='"splits": 1, "fused_sum": true, "tile_n": 64, "compute_wgs": 1'
+    run 170 a $B --what wo --formats nf4,nf4_g64,uint4_g64 --m 1 --shapes 4096x14336 \
+      --configs "[{}, {$one64}, {\"steps\": 4, \"stream_k\": 2}]"
+    # the 4-bit formats at 8192 x 28672 M = 16, 2.4-2.7x against 3.2x (MXFP4 61.7 us, UINT4 g64
+    # 66.0, NVFP4 65.5): one slot a tile in 128-row tiles on one compute warpgroup (224 tiles;
+    # INT4 g128's default there since session 29)
+    one='"splits": 1, "fused_sum": true, "tile_n": 128, "compute_wgs": 1'
+    run 240 b $B --what wo --formats mxfp4,nvfp4,uint4 --m 16 --shapes $S --configs "[{}, {$one}]"
+    # the quantize schemes that miss 2.8 TB/s row-wise by least, at today's defaults (INT4 g128
+    # 2.65, MXFP4 2.31 in session 28): a baseline for the next change to their element paths
+    run 60 c $B --what quant --schemes int4_g128,mxfp4 --qshapes 8192x8192
     ;;
-  h100-2)  # On an H100, after `h100`: one slot a tile in 64-row tiles at 4096 x 14336 for the
-      # formats measured there only in 128-row ones (INT8 / FP8 22.3 us, one slot the default;
-      # MXFP4 / UINT4 lost with 128-row tiles, sessions 29 and 31)
-    one='"splits": 1, "fused_sum": true'
-    run 200 a $B --what wo --formats int8,fp8_e4m3 --m 1,16 --shapes 4096x14336 \
-      --configs '[{}, {"tile_n": 64}]'
-    run 200 b $B --what wo --formats mxfp4,uint4 --m 1 --shapes 4096x14336 \
-      --configs "[{}, {$one, \"tile_n\": 64}]"
-    # INT8's prefill (0.87x XLA bf16 against 0.9x) with its codes to f32 through the bf16 cast
-    # (`int8_bf16`, session 31, gated: mosaic_gpu_gemm.INT8_BF16_VERIFIED) in place of an I2F
-    # conversion a code
-    run 120 c $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{}, {"int8_bf16": true}]'
-    ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
