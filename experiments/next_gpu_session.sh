@@ -8,7 +8,7 @@
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-32: `h100` first where
 # one is lent (NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
-# 4-bit formats at 8192 x 28672 M = 16, the quantize baselines for INT4 / MXFP4 rows). On an
+# 4-bit formats at 8192 x 28672 M = 16, the row-wise quantize launch after `cast_nan`). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, the default since session 32 from the
 # H100's check, re-checked there), then 2: the decode with its codes read by plain loads (a
 # `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
@@ -178,9 +178,12 @@ case "$part" in
     # INT4 g128's default there since session 29)
     one='"splits": 1, "fused_sum": true, "tile_n": 128, "compute_wgs": 1'
     run 240 b $B --what wo --formats mxfp4,nvfp4,uint4 --m 16 --shapes $S --configs "[{}, {$one}]"
-    # the quantize schemes that miss 2.8 TB/s row-wise by least, at today's defaults (INT4 g128
-    # 2.65, MXFP4 2.31 in session 28): a baseline for the next change to their element paths
-    run 60 c $B --what quant --schemes int4_g128,mxfp4 --qshapes 8192x8192
+    # the row-wise quantize launch (steps 2-4 x 1-4 CTAs an SM), swept on the H100 in session
+    # 25 before `cast_nan` took ~25% of FP8 1x128's instructions away (89.4 -> 76.6 us, 2.66
+    # TB/s against 2.8), with the schemes that miss 2.8 by least beside it (INT4 g128 2.65,
+    # MXFP4 2.31)
+    run 120 c $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
+      --sweep
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
