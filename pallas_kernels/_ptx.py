@@ -1,18 +1,20 @@
-"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, and a proxy
-fence, as inline PTX.
+"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, a packed E4M3
+pair cast, and a proxy fence, as inline PTX.
 
 Mosaic GPU lowers `a / b` on f32 register arrays to an approximate division on this toolchain
 (29% of random quotients an ulp off on an H100, 28.5% on an H200, jax 0.11.2) and marks its adds and
 multiplies `contract`, so `a * b + c` may or may not become one fused multiply-add. Kernels that
 promise bit-exactness need both operations as IEEE 754 defines them; these emit the PTX
-instructions directly, one per element:
+instructions directly, one per element (per pair for `e4m3_pair`):
 
 - `div_rn`: `div.rn.f32`, the correctly rounded quotient, subnormal inputs and results kept,
   as XLA's own GPU division keeps them (which mxjax's reference takes for subnormal operands
   and results): an INT4 block of amax below 2^-123 has a subnormal scale, and a flushing
   division (`.ftz`, used until 2026-12-04) zeroed it where the reference did not;
 - `fma_rn`: `fma.rn.f32`, `a * b + c` rounded once, subnormals kept (the remainder of a
-  division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`).
+  division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`);
+- `e4m3_pair`: two E4M3 codes from one `cvt.rn.satfinite.e4m3x2.f32`, left packed as the
+  instruction gives them (`quantize.schemes.block_encode`'s `cast_pair`).
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
 (`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it, or any
@@ -57,8 +59,9 @@ def _like(v, ref: jax.Array) -> jax.Array:
 
 def _pointwise(instr: str, layout: str | None, *args: jax.Array,
                out_dtype=jnp.float32) -> jax.Array:
-  """`instr d, a, b, ...;` on every element of equally shaped f32 register arrays; d is f32,
-  or int32 (`out_dtype`: a 32-bit integer register)."""
+  """`instr d, a, b, ...;` on every element of equally shaped f32 register arrays (an `instr`
+  that names its operands, $0 the result, is emitted as it is); d is f32, or int32
+  (`out_dtype`: a 32-bit integer register)."""
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import vector  # pylint: disable=g-import-not-at-top

@@ -121,10 +121,10 @@ def satfinite_option(scheme: str, satfinite: bool | None, allow_unverified: bool
 
 # E4M3 codes by the saturating cast alone, NaN included (`cast_nan`, session 32): no NaN test,
 # select and NaN code an element; the sign bit is OR'd in from the value (FP8 1x128: from x,
-# for the quotient's copysign). Row-wise from bf16 the codes come a pair per
-# PTX cvt (`_ptx.e4m3_pair`), already packed as the uint16 the kernel stores, where Mosaic's
-# cast packs a pair, unpacks it to one code an int32 and the encoder packs the pair again. The
-# same codes as mxjax's if the cast turns a NaN into 0x7F or 0x7F with its sign (CPU models of
+# for the quotient's copysign). Row-wise from bf16 the codes come a pair per PTX cvt
+# (`_ptx.e4m3_pair`), already packed as the uint16 the kernel stores, where Mosaic's cast packs
+# a pair, unpacks it to one code an int32 and the encoder packs the pair again. The same codes
+# as mxjax's if the cast turns a NaN into 0x7F or 0x7F with its sign (CPU models of
 # both: tests/kernels/test_quantize.py), which PTX's ISA does not say: `CAST_NAN_VERIFIED` lists
 # the schemes whose kernels, rows and columns, a GPU has matched with it. H100, 2026-12-06, jax
 # 0.11.2, bit-exact on the random, special, tie and NaN/Inf tensors (NaN of either sign, +-Inf,
