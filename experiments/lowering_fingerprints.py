@@ -70,7 +70,8 @@ def fingerprint(lowered) -> str:
 GEMM_OPTIONS = [{}, {"tile_m": 256, "tile_k": 64}, {"steps": 2}, {"nf4_lut": False}]
 QUANT_SCHEMES = ["mxfp8_e4m3", "mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"]
 QUANT_OPTIONS = [{}, {"state_once": True}, {"state_once": False}, {"encode_cols": None},
-                 {"steps": 3, "ctas_per_sm": 2}, {"tensor_amax": True}, {"cast_nan": True}]
+                 {"steps": 3, "ctas_per_sm": 2}, {"tensor_amax": True}, {"cast_nan": True},
+                 {"pair_amax": True}]
 
 
 def _record(res: dict, key: str, fn, *args) -> None:

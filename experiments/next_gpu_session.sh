@@ -7,7 +7,8 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-32: `h100` first where
-# one is lent (NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
+# one is lent (the quantize block amax from bf16 pair words, `pair_amax`, written in session 32
+# and gated; NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
 # 4-bit formats at 8192 x 28672 M = 16, the row-wise quantize launch after `cast_nan`). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, the default since session 32 from the
 # H100's check, re-checked there), then 2: the decode with its codes read by plain loads (a
@@ -170,19 +171,23 @@ case "$part" in
       # M <= 16 (NF4 M <= 8: stream-K over two chunks four deep, 21.4 -> 20.1 us; one slot 21.1
       # -> 20.6 in another run): the two side by side at M = 1 (M <= 8 runs the same kernel), for
       # NF4 g128 and the groups of 64 never run there (NF4 g64 is bitsandbytes' and the issue's)
+    # first the block amax of bf16 x from its pair words (`pair_amax`, session 32, gated:
+    # quantize.mosaic_gpu.PAIR_AMAX_VERIFIED), every scheme row-wise, against today's defaults
+    run 100 a $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128 \
+      --qshapes 8192x8192 --configs '[{}, {"pair_amax": true, "allow_unverified": true}]'
     one64='"splits": 1, "fused_sum": true, "tile_n": 64, "compute_wgs": 1'
-    run 170 a $B --what wo --formats nf4,nf4_g64,uint4_g64 --m 1 --shapes 4096x14336 \
+    run 150 b $B --what wo --formats nf4,nf4_g64,uint4_g64 --m 1 --shapes 4096x14336 \
       --configs "[{}, {$one64}, {\"steps\": 4, \"stream_k\": 2}]"
     # the 4-bit formats at 8192 x 28672 M = 16, 2.4-2.7x against 3.2x (MXFP4 61.7 us, UINT4 g64
     # 66.0, NVFP4 65.5): one slot a tile in 128-row tiles on one compute warpgroup (224 tiles;
     # INT4 g128's default there since session 29)
     one='"splits": 1, "fused_sum": true, "tile_n": 128, "compute_wgs": 1'
-    run 240 b $B --what wo --formats mxfp4,nvfp4,uint4 --m 16 --shapes $S --configs "[{}, {$one}]"
+    run 200 c $B --what wo --formats mxfp4,nvfp4,uint4 --m 16 --shapes $S --configs "[{}, {$one}]"
     # the row-wise quantize launch (steps 2-4 x 1-4 CTAs an SM), swept on the H100 in session
     # 25 before `cast_nan` took ~25% of FP8 1x128's instructions away (89.4 -> 76.6 us, 2.66
     # TB/s against 2.8), with the schemes that miss 2.8 by least beside it (INT4 g128 2.65,
     # MXFP4 2.31)
-    run 120 c $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
+    run 90 d $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
       --sweep
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;

@@ -138,6 +138,57 @@ def e4m3_pair(lo, hi, *, layout: str | None = None) -> jax.Array:
                     layout, lo, hi, out_dtype=jnp.int32)
 
 
+def bf16_pairs_amax_bits(words: jax.Array) -> jax.Array:
+  """Each row's max |x| of a (rows, n) uint32 array of bf16 pairs (rows a multiple of 64, n of
+  8; Mosaic's WGMMA layout, as the quantize kernel loads them): int32 (rows,) in the ROW
+  layout, the float32 bit pattern of that magnitude (its bf16 bits << 16; a NaN stays above
+  +Inf, as `quantize.schemes.magnitude_bits` orders them).
+
+  Each thread clears its words' two sign bits (one AND a word) and maxes them two halves at a
+  time (`max.u16x2`, one a word) over its columns, folds the two halves of the result once a
+  row, and Mosaic reduces across the quad that shares the row. The unpaired halves take two
+  ANDs, two maxes and two quad reductions for the same value (`schemes.block_amax`).
+  """
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import vector  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+  rows, n = words.shape
+  tile, row = _layout(TILE, 2), _layout(ROW, 1)
+  out = plgpu.ShapeDtypeStruct((rows,), jnp.int32, layout=row)
+
+  @plgpu.inline_mgpu(arg_types=(tile,), return_type=out)
+  def emit(_, arr):
+    i32 = ir.IntegerType.get_signless(32)
+    regs = arr.registers
+    small_shape = arr.layout.registers_shape((rows, 8))
+    # the column tiles of 8 are the registers' second axis; one of them is a (rows, 8) array
+    if (regs.shape[:1] + regs.shape[2:] != small_shape[:1] + small_shape[2:]
+        or small_shape[1] != 1 or regs.shape[1] * 8 != n):
+      raise NotImplementedError(f"bf16_pairs_amax_bits: registers {regs.shape} of a {rows} x {n} "
+                                f"array are not laid out as this jax's were written for")
+    const = lambda v: arith.constant(i32, v)
+    u16x2_max = lambda a, b: llvm.inline_asm(i32, [a, b], "max.u16x2 $0, $1, $2;", "=r,r,r")
+    small = np.empty(small_shape, dtype=object)
+    for idx in np.ndindex(*small_shape):
+      acc = None
+      for j in range(regs.shape[1]):
+        reg = regs[idx[:1] + (j,) + idx[2:]]
+        for lane in range(ir.VectorType(reg.type).shape[0]):
+          w = arith.andi(vector.extract(reg, dynamic_position=[],
+                                        static_position=ir.DenseI64ArrayAttr.get([lane])),
+                         const(0x7FFF7FFF))
+          acc = w if acc is None else u16x2_max(acc, w)
+      top = arith.maxui(arith.shrui(acc, const(16)), arith.andi(acc, const(0xFFFF)))
+      small[idx] = vector.broadcast(regs.flat[0].type, arith.shli(top, const(16)))
+    part = mgpu.FragmentedArray(_registers=small, _layout=arr.layout, _is_signed=True)
+    return part.reduce("max", axis=1)
+
+  return emit(words)
+
+
 def fma_rn(a, b, c, *, layout: str | None = None) -> jax.Array:
   """float32 a * b + c rounded once (`fma.rn.f32`); scalars broadcast to the array operand."""
   return _pointwise("fma.rn.f32", layout, a, b, c)

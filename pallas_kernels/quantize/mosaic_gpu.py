@@ -158,6 +158,15 @@ def cast_nan_option(scheme: str, cast_nan: bool | None, satfinite: bool | None,
   return cast_nan
 
 
+# The block amax of bf16 x from its pair words (`pair_amax`, session 32, written without a GPU):
+# both halves' sign bits cleared by one AND a word and maxed two at a time (`max.u16x2`,
+# `_ptx.bf16_pairs_amax_bits`), one quad reduction a row, where `schemes.block_amax` takes two
+# ANDs, two integer maxes and two quad reductions a word pair (~1 of the 12-17 instructions an
+# element). The same amax by construction; `PAIR_AMAX_VERIFIED` lists the schemes whose kernel
+# a GPU has matched with it: none yet.
+PAIR_AMAX_VERIFIED: frozenset[str] = frozenset()
+
+
 # (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
 # experiments/results/kernels_quant_s6_sweep.json; every scheme bit-exact there). The H100's
 # (session 2, kernels_quant_sweep2.json) were (3, 3) for MXFP8 and (2, 4) for MXFP4.
@@ -232,7 +241,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
-                        cast_nan: bool | None = None, allow_unverified: bool = False,
+                        cast_nan: bool | None = None, pair_amax: bool = False,
+                        allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -258,6 +268,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       (`satfinite_option`; default where `SATFINITE_DEFAULT` lists the scheme: MXFP8).
     cast_nan: E4M3 codes by the saturating cast alone, NaN included, no NaN test; from bf16 a
       pair per PTX cvt (`cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
+    pair_amax: bf16 x: each block's amax from its bf16 pair words, two halves a `max.u16x2`
+      (`PAIR_AMAX_VERIFIED` lists the schemes checked; others need `allow_unverified`).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -291,6 +303,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if state_once:
     require_checked(f"{scheme}'s state_once", scheme in STATE_ONCE_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave state_once off")
+  if pair_amax:
+    if f32_in:
+      raise ValueError("pair_amax reads bf16 pair words; x is float32: leave it off")
+    require_checked(f"{scheme}'s pair_amax", scheme in PAIR_AMAX_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave pair_amax off")
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   # (bf16 pairs) the codes a pair per cvt, already packed
@@ -354,9 +371,12 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
 
   def body(_, x_smem, *refs):
     *ts_smem, p_smem, s_smem = refs
-    xe, xo = unpair_bf16(plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False))
+    words = plgpu.load(x_smem, (), layout=plgpu.Layout.WGMMA, optimized=False)
+    xe, xo = unpair_bf16(words)
     t = tuple(ts_smem[0][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
-    state = tile_state(block_amax(xe, xo), t, s_smem)
+    amax = (amax_from_bits(_ptx.bf16_pairs_amax_bits(words)) if pair_amax
+            else block_amax(xe, xo))
+    state = tile_state(amax, t, s_smem)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:

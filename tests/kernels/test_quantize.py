@@ -516,6 +516,34 @@ def test_cast_nan_codes_are_mxjax_codes(scheme, monkeypatch):
     S.block_encode(S.get_scheme("int4_g128"), state, xe, xo, cast_pair=pair)
 
 
+def test_pair_amax_arithmetic_is_block_amax():
+  # `_ptx.bf16_pairs_amax_bits` (the row kernel's `pair_amax`) in numpy: each pair word's two
+  # sign bits cleared, the halves maxed as unsigned 16-bit numbers (any order: `max.u16x2`
+  # across a thread's words, then a quad's), the two halves folded, << 16. Integer order of the
+  # cleared bf16 bits is the order of |x|, NaN of either sign above +Inf: `block_amax`'s bits
+  # for blocks of every bf16 value, special ones packed in.
+  from pallas_kernels.quantize.portable import bf16_pairs, unpair_bf16
+  rng = np.random.default_rng(7)
+  specials = np.array([0x7FC0, 0xFFC0, 0x7F81, 0x7F80, 0xFF80, 0x0001, 0x8001, 0x8000, 0x0000,
+                       0x7F7F, 0xFF7F], np.uint16)
+  bits = rng.integers(0, 2**16, (512, 64), dtype=np.uint16)
+  sprinkled = rng.random(bits.shape) < 0.02
+  bits[sprinkled] = rng.choice(specials, int(sprinkled.sum()))
+  for i, v in enumerate(specials):  # rows holding one special among small values, or only it
+    bits[i, :] = 0x0001 if i % 2 else 0x8000
+    bits[i, (i * 7) % 64] = v
+  bits[len(specials):len(specials) + 8] = 0  # all-zero blocks
+  x = jnp.asarray(bits.view(jnp.bfloat16))
+  words = np.asarray(bf16_pairs(x, 64))
+  m = (words & np.uint32(0x7FFF7FFF)).reshape(words.shape[0], -1, 4)  # 4 threads share a row
+  hi, lo = (m >> 16).max(axis=1), (m & 0xFFFF).max(axis=1)  # each thread's u16x2 max ...
+  acc = np.maximum(hi, lo).max(axis=1)  # ... its halves folded, then the quad's max
+  got = S.amax_from_bits(jnp.asarray((acc << 16).astype(np.int32)))
+  want = S.block_amax(*unpair_bf16(jnp.asarray(words)))
+  np.testing.assert_array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+  assert np.isnan(np.asarray(want)).sum() >= 3 and np.isinf(np.asarray(want)).sum() >= 2
+
+
 def test_e2m1_code_on_every_float32():
   # The kernels' E2M1 encode (`_e2m1_code`, by the exponent field) against the encode by range
   # compares on all 2^32 float32 bit patterns, NaN payloads, infinities, zeros and subnormals of
