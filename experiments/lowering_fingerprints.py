@@ -103,7 +103,7 @@ def quantize_fingerprints() -> dict[str, str]:
         fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(x, s, **o)
       _record(res, f"quantize|{scheme}|{opts}", fn, x)
     for opts in ({}, {"steps": 3}, {"tile_k": 64}, {"tile_k": 128}, {"piece": 32},
-                 {"cast_nan": True}):
+                 {"cast_nan": True}, {"pair_amax": True}):
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
                   x, s, allow_unverified=True, **o), x)

@@ -7,9 +7,10 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-32: `h100` first where
-# one is lent (the quantize block amax from bf16 pair words, `pair_amax`, written in session 32
-# and gated; NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
-# 4-bit formats at 8192 x 28672 M = 16, the row-wise quantize launch after `cast_nan`). On an
+# one is lent (the row kernel's block amax from bf16 pair words, `pair_amax`, written in session
+# 32 and gated; NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
+# 4-bit formats at 8192 x 28672 M = 16), then `h100-2` (the column kernel's `pair_amax`, the
+# row-wise quantize launch after `cast_nan`). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, the default since session 32 from the
 # H100's check, re-checked there), then 2: the decode with its codes read by plain loads (a
 # `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
@@ -47,9 +48,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6 or h100}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, h100 or h100-2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
+ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
 
 # The decode launch configs swept with groups of 32 / 64 at M = 32 / 64 (docs/kernels.md; four
 # compute warpgroups are refused since session 25: `decode_plan.register_split`)
@@ -140,7 +142,8 @@ case "$part" in
       --configs '[{}, {"fp8_x": true, "split_kernel": false}]'
     # INT8's prefill with its codes to f32 through the bf16 cast (`int8_bf16`, the default since
     # session 32: H100 814.4 -> 793.1 us) and without (H200 session 24: 753.0 us, 0.85x)
-    run 120 d $B --what wo --formats int8 --m 1024 --shapes $S --configs '[{}, {"int8_bf16": false}]'
+    run 120 d $B --what wo --formats int8 --m 1024 --shapes $S \
+      --configs '[{}, {"int8_bf16": false}]'
     ;;
   6)  # On the H200: one CTA a 128-row tile writing its tile of y itself (`splits=1` with
       # `fused_sum`), the H100's default at M <= 16 for INT4 g128 / g32 (M <= 8) and at M <= 32
@@ -173,7 +176,7 @@ case "$part" in
       # NF4 g128 and the groups of 64 never run there (NF4 g64 is bitsandbytes' and the issue's)
     # first the block amax of bf16 x from its pair words (`pair_amax`, session 32, gated:
     # quantize.mosaic_gpu.PAIR_AMAX_VERIFIED), every scheme row-wise, against today's defaults
-    run 100 a $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128 \
+    run 100 a $B --what quant --schemes $ALL_SCHEMES \
       --qshapes 8192x8192 --configs '[{}, {"pair_amax": true, "allow_unverified": true}]'
     one64='"splits": 1, "fused_sum": true, "tile_n": 64, "compute_wgs": 1'
     run 150 b $B --what wo --formats nf4,nf4_g64,uint4_g64 --m 1 --shapes 4096x14336 \
@@ -183,13 +186,19 @@ case "$part" in
     # INT4 g128's default there since session 29)
     one='"splits": 1, "fused_sum": true, "tile_n": 128, "compute_wgs": 1'
     run 200 c $B --what wo --formats mxfp4,nvfp4,uint4 --m 16 --shapes $S --configs "[{}, {$one}]"
+    ;;
+  h100-2)  # On an H100, after `h100`: the column kernel's block amax on the bf16 tile
+      # (`pair_amax`, session 32, gated: mosaic_gpu_columns.PAIR_AMAX_COLUMNS_VERIFIED), every
+      # scheme, against today's defaults
+    run 100 a $B --what quant --transpose --schemes $ALL_SCHEMES \
+      --qshapes 8192x8192 --configs '[{}, {"pair_amax": true, "allow_unverified": true}]'
     # the row-wise quantize launch (steps 2-4 x 1-4 CTAs an SM), swept on the H100 in session
     # 25 before `cast_nan` took ~25% of FP8 1x128's instructions away (89.4 -> 76.6 us, 2.66
     # TB/s against 2.8), with the schemes that miss 2.8 by least beside it (INT4 g128 2.65,
     # MXFP4 2.31)
-    run 90 d $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
+    run 90 b $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
       --sweep
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

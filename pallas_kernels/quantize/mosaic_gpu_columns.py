@@ -32,6 +32,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
+from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
 from pallas_kernels.quantize.reference import Quantized
@@ -69,6 +70,23 @@ TILE_K = {"fp8_e4m3_block128": 64, "int4_g128": 64}
 # 2026-12-06, jax 0.11.2, kernels_quant_s29_h100_int4_columns_nan_test.json), bit-exact both:
 # with the test 86.4 / 77.0 us at 8192 x 8192 / 4096 x 14336, without 96.1 / 85.7.
 INT4_NAN_TEST = True
+# The block amax from the bf16 tile itself (`pair_amax`, session 32, written without a GPU): |x|
+# and its max on bf16, two a time (Mosaic's `max.NaN.bf16x2`, which keeps a NaN), before the
+# widening to f32, where `schemes.block_amax` takes an AND and an integer max an element on
+# the widened tile. `PAIR_AMAX_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it:
+# none yet.
+PAIR_AMAX_COLUMNS_VERIFIED: frozenset[str] = frozenset()
+
+
+def _bf16_block_amax(tiles: list) -> jax.Array:
+  """Per-row max |x| (rows,) float32 of bf16 tiles (one, or the even and odd rows' two), NaN
+  canonical as `schemes.block_amax` gives it. On Mosaic GPU only: its bf16 max keeps a NaN
+  (`max.NaN.bf16x2`); XLA's CPU float max may drop one."""
+  m = jnp.max(jnp.abs(tiles[0]), axis=1)
+  for t in tiles[1:]:
+    m = jnp.maximum(m, jnp.max(jnp.abs(t), axis=1))
+  m = m.astype(jnp.float32)
+  return jnp.where(m != m, jnp.float32(jnp.nan), m)
 
 
 def column_blocks(scheme: str, nb: int | None,
@@ -109,7 +127,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
-                                cast_nan: bool | None = None, allow_unverified: bool = False,
+                                cast_nan: bool | None = None, pair_amax: bool = False,
+                                allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -133,6 +152,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       codes either way.
     cast_nan: E4M3 codes by the saturating cast alone, NaN included, no NaN test an element
       (`mosaic_gpu.cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
+    pair_amax: the block amax on the bf16 tile, two elements a max (`_bf16_block_amax`;
+      `PAIR_AMAX_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -142,6 +163,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   sch, nb, r, pieces = column_blocks(scheme, nb, piece)
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
+  if pair_amax:
+    require_checked(f"{scheme}'s column-wise pair_amax", scheme in PAIR_AMAX_COLUMNS_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="leave pair_amax off")
   tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
   if int4_nan_test is not None and scheme != "int4_g128":
     raise ValueError(f"int4_nan_test is an int4_g128 option; {scheme} has no INT4 quotients: "
@@ -168,10 +192,11 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   pr = r // pieces  # rows of each input tile a piece
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
 
-  def load_t(ref):  # x rows -> x.T's (tile_k, rows) tile, f32, WGMMA layout
+  def load_t(ref, f32=True):  # x rows -> x.T's (tile_k, rows) tile, WGMMA layout
     xt = plgpu.load(_compat.transpose_ref(ref, (1, 0)), (),
                     layout=plgpu.Layout.WGMMA_TRANSPOSED, optimized=False)
-    return plgpu.layout_cast(xt, plgpu.Layout.WGMMA).astype(jnp.float32)
+    xt = plgpu.layout_cast(xt, plgpu.Layout.WGMMA)
+    return xt.astype(jnp.float32) if f32 else xt
 
   # 4-bit: x viewed (free) as (M / 2, 2 K), rows 2i and 2i + 1 side by side, so the even and
   # the odd rows of x are two column ranges of one array: two contiguous tiles, no strides.
@@ -187,14 +212,19 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     x_smems, c_smem, s_smem = refs[:nx], refs[-2], refs[-1]
     t = tuple(refs[nx][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
     for j in range(nb):
-      def tiles(p, j=j):  # piece p of block j: (tile_k, pr) rows of x.T, per input tile
-        return [load_t(xs_.at[pl.ds(j * r + p * pr, pr), :]) for xs_ in x_smems]
+      def tiles(p, j=j, f32=True):  # piece p of block j: (tile_k, pr) rows of x.T, per input tile
+        return [load_t(xs_.at[pl.ds(j * r + p * pr, pr), :], f32) for xs_ in x_smems]
 
-      xs = tiles(0)
-      amax = block_amax(xs[0], xs[-1])
+      def piece_amax(p):  # (its amax, its f32 tiles)
+        if not pair_amax:
+          xs = tiles(p)
+          return block_amax(xs[0], xs[-1]), xs
+        ts = tiles(p, f32=False)
+        return _bf16_block_amax(ts), [v.astype(jnp.float32) for v in ts]
+
+      amax, xs = piece_amax(0)
       for p in range(1, pieces):
-        ps = tiles(p)
-        amax = amax_merge(amax, block_amax(ps[0], ps[-1]))
+        amax = amax_merge(amax, piece_amax(p)[0])
       state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live

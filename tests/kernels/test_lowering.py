@@ -1049,9 +1049,9 @@ def test_quantize_cast_nan_lowers_without_the_nan_test(scheme, monkeypatch):
 
 
 def test_quantize_pair_amax_lowers(monkeypatch):
-  # `pair_amax` (session 32, written without a GPU): the block amax of bf16 x from its pair
-  # words, two halves a `max.u16x2` (`_ptx.bf16_pairs_amax_bits`), one quad reduction a row
-  # where `block_amax` takes two; gated until a GPU matches it; f32 x refuses it.
+  # `pair_amax` (session 32, written without a GPU): the row kernel's block amax of bf16 x from
+  # its pair words, two halves a `max.u16x2` (`_ptx.bf16_pairs_amax_bits`), one quad reduction
+  # a row where `block_amax` takes two; gated until a GPU matches it; f32 x refuses it.
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   rows = mosaic_gpu_quantize.quantize_mosaic_gpu
   for scheme in ("mxfp8_e4m3", "int4_g128", "nvfp4"):
@@ -1060,6 +1060,19 @@ def test_quantize_pair_amax_lowers(monkeypatch):
                    for f in (on, lambda x, s=scheme: rows(x, s)))
     assert c_on.get("reduce_max", 0) == c_off["reduce_max"] - 2, (scheme, c_on, c_off)
     assert "max.u16x2 $0, $1, $2;" in _compat.lower_for("cuda", on, x).as_text()
+  # the column kernel's: |x| and its max on the bf16 tile (max.NaN.bf16x2), one AND and one
+  # integer max an element fewer on the widened tile
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  for scheme in ("mxfp8_e4m3", "int4_g128", "fp8_e4m3_block128"):
+    on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_amax=True,
+                                                              allow_unverified=True)
+    c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr) for f in (
+        on, lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s)))
+    assert c_on["abs"] > c_off.get("abs", 0) and c_on["and"] < c_off["and"], (scheme, c_on, c_off)
+    assert "max.NaN.bf16x2" in _compat.lower_for("cuda", on, x).as_text()
+  with pytest.raises(NotImplementedError, match="pair_amax has not matched mxjax.quantize"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
+                                     pair_amax=True)
   with pytest.raises(NotImplementedError, match="pair_amax has not matched mxjax.quantize"):
     rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_amax=True)
   with pytest.raises(ValueError, match="pair_amax reads bf16 pair words"):

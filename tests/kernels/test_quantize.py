@@ -544,6 +544,27 @@ def test_pair_amax_arithmetic_is_block_amax():
   assert np.isnan(np.asarray(want)).sum() >= 3 and np.isinf(np.asarray(want)).sum() >= 2
 
 
+def test_column_pair_amax_is_block_amax_off_nan():
+  # The column kernel's `pair_amax` (`_bf16_block_amax`: |x| and its max on the bf16 tiles,
+  # then widened) is `block_amax` of the widened tiles for every non-NaN bf16, Inf, subnormals,
+  # zeros of either sign included; a NaN it keeps through Mosaic's max.NaN.bf16x2, which the
+  # GPU check covers (XLA's CPU max may drop one).
+  from pallas_kernels.quantize.mosaic_gpu_columns import _bf16_block_amax
+  rng = np.random.default_rng(9)
+  bits = rng.integers(0, 2**16, (256, 64), dtype=np.uint16)
+  bits[:8, :] = rng.choice(np.array([0x0001, 0x8001, 0x8000, 0x0000, 0x7F80, 0xFF80, 0x7F7F],
+                                    np.uint16), (8, 64))
+  bits[8:16, :] = 0x8000
+  x = bits.view(jnp.bfloat16).astype(np.float32)
+  x[np.isnan(x)] = 1.0
+  t = jnp.asarray(x, jnp.bfloat16)
+  for tiles in ([t], [t[:, :32], t[:, 32:]]):
+    got = np.asarray(_bf16_block_amax(tiles))
+    even, odd = tiles if len(tiles) == 2 else tiles * 2
+    want = np.asarray(S.block_amax(even.astype(jnp.float32), odd.astype(jnp.float32)))
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_e2m1_code_on_every_float32():
   # The kernels' E2M1 encode (`_e2m1_code`, by the exponent field) against the encode by range
   # compares on all 2^32 float32 bit patterns, NaN payloads, infinities, zeros and subnormals of
