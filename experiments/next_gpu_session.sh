@@ -10,7 +10,7 @@
 # one is lent (the row kernel's block amax from bf16 pair words, `pair_amax`, written in session
 # 32 and gated; NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
 # 4-bit formats at 8192 x 28672 M = 16), then `h100-2` (the column kernel's `pair_amax`, the
-# row-wise quantize launch after `cast_nan`). On an
+# row-wise quantize launch after `cast_nan`, INT4's `pair_mask`). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, the default since session 32 from the
 # H100's check, re-checked there), then 2: the decode with its codes read by plain loads (a
 # `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
@@ -198,6 +198,16 @@ case "$part" in
     # MXFP4 2.31)
     run 90 b $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
       --sweep
+    # INT4's masked rows zeroed a packed pair at a time (`pair_mask`, session 32, gated:
+    # quantize.mosaic_gpu.PAIR_MASK_VERIFIED), alone and with `pair_amax`, rows (2.65 TB/s
+    # against 2.8) and columns (1.97 against 2.4)
+    pm='{"pair_mask": true, "allow_unverified": true}'
+    pa='{"pair_amax": true, "allow_unverified": true}'
+    both='{"pair_mask": true, "pair_amax": true, "allow_unverified": true}'
+    run 60 c $B --what quant --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
+      --configs "[{}, $pm, $pa, $both]"
+    run 60 d $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
+      --configs "[{}, $pm, $pa, $both]"
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
 esac

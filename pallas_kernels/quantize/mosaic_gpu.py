@@ -138,6 +138,16 @@ CAST_NAN_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 CAST_NAN_DEFAULT = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 
 
+def check_pair_mask(scheme: str, allow_unverified: bool) -> None:
+  """Refuses `pair_mask` outside INT4 g128, and unless `PAIR_MASK_VERIFIED` or
+  `allow_unverified`."""
+  if scheme != "int4_g128":
+    raise ValueError(f"pair_mask is an int4_g128 option (its masked rows); {scheme} has none: "
+                     f"leave it off")
+  require_checked("int4_g128's pair_mask", PAIR_MASK_VERIFIED, allow_unverified,
+                  reference="mxjax.quantize", instead="leave pair_mask off")
+
+
 def cast_nan_option(scheme: str, cast_nan: bool | None, satfinite: bool | None,
                     allow_unverified: bool) -> bool:
   """Resolves a kernel's `cast_nan` option: None is on where `CAST_NAN_DEFAULT` lists the
@@ -165,6 +175,11 @@ def cast_nan_option(scheme: str, cast_nan: bool | None, satfinite: bool | None,
 # element). The same amax by construction; `PAIR_AMAX_VERIFIED` lists the schemes whose kernel
 # a GPU has matched with it: none yet.
 PAIR_AMAX_VERIFIED: frozenset[str] = frozenset()
+# INT4's masked rows (zero, NaN, infinite scales) zeroed once a packed code pair, by an AND with
+# a per-row 0xFF / 0 (`pair_mask`, `schemes.block_encode`; session 32, written without a GPU),
+# not by a select an element: the same codes by construction (CPU-tested with an exact FMA);
+# whether a GPU matches it, the rows' kernel and the columns', `PAIR_MASK_VERIFIED` says.
+PAIR_MASK_VERIFIED = False
 
 
 # (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
@@ -242,7 +257,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
                         cast_nan: bool | None = None, pair_amax: bool = False,
-                        allow_unverified: bool = False,
+                        pair_mask: bool = False, allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -270,6 +285,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       pair per PTX cvt (`cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
     pair_amax: bf16 x: each block's amax from its bf16 pair words, two halves a `max.u16x2`
       (`PAIR_AMAX_VERIFIED` lists the schemes checked; others need `allow_unverified`).
+    pair_mask: INT4 g128 from bf16: masked rows zeroed a packed pair at a time
+      (`PAIR_MASK_VERIFIED`, else `allow_unverified`).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -308,6 +325,11 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       raise ValueError("pair_amax reads bf16 pair words; x is float32: leave it off")
     require_checked(f"{scheme}'s pair_amax", scheme in PAIR_AMAX_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave pair_amax off")
+  if pair_mask:
+    check_pair_mask(scheme, allow_unverified)
+    if f32_in:
+      raise ValueError("pair_mask packs bf16 pairs; x is float32 (its codes leave one a byte): "
+                       "leave it off")
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   # (bf16 pairs) the codes a pair per cvt, already packed
@@ -381,7 +403,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
       p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
-                                 cast_pair=cast_pair).astype(out_dtype)
+                                 cast_pair=cast_pair, pair_mask=pair_mask).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
       # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
@@ -390,7 +412,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
         codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
-                             cast_pair=cast_pair)
+                             cast_pair=cast_pair, pair_mask=pair_mask)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
     store_scales(state, s_smem)
 

@@ -34,6 +34,7 @@ from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
+from pallas_kernels.quantize.mosaic_gpu import check_pair_mask
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
@@ -128,7 +129,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 tensor_amax: jax.Array | None = None,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
                                 cast_nan: bool | None = None, pair_amax: bool = False,
-                                allow_unverified: bool = False,
+                                pair_mask: bool = False, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -154,6 +155,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       (`mosaic_gpu.cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
     pair_amax: the block amax on the bf16 tile, two elements a max (`_bf16_block_amax`;
       `PAIR_AMAX_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
+    pair_mask: INT4 g128: masked rows zeroed a packed pair at a time
+      (`mosaic_gpu.PAIR_MASK_VERIFIED`, else `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -163,6 +166,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   sch, nb, r, pieces = column_blocks(scheme, nb, piece)
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
+  if pair_mask:
+    check_pair_mask(scheme, allow_unverified)
   if pair_amax:
     require_checked(f"{scheme}'s column-wise pair_amax", scheme in PAIR_AMAX_COLUMNS_VERIFIED,
                     allow_unverified, reference="mxjax.quantize", instead="leave pair_amax off")
@@ -228,7 +233,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
-        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test)
+        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test,
+                              pair_mask=pair_mask)
                  if paired else
                  element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
                                  cast_nan=cast_nan)(xs[0]))

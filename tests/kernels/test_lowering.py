@@ -1077,3 +1077,24 @@ def test_quantize_pair_amax_lowers(monkeypatch):
     rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_amax=True)
   with pytest.raises(ValueError, match="pair_amax reads bf16 pair words"):
     rows(jnp.zeros((1024, 1024), jnp.float32), "mxfp4", pair_amax=True, allow_unverified=True)
+
+
+def test_quantize_int4_pair_mask_lowers(monkeypatch):
+  # `pair_mask` (session 32, written without a GPU): INT4's masked rows zeroed a packed pair at a
+  # time by an AND, the rows' kernel and the columns'; gated until a GPU matches it; refused for
+  # other schemes and for f32 x
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  rows = mosaic_gpu_quantize.quantize_mosaic_gpu
+  for kern in (rows, cols.quantize_columns_mosaic_gpu):
+    on = lambda x, k=kern: k(x, "int4_g128", pair_mask=True, allow_unverified=True)
+    c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr)
+                   for f in (on, lambda x, k=kern: k(x, "int4_g128")))
+    assert c_on["select_n"] < c_off["select_n"], (c_on, c_off)
+    assert "mosaic_gpu" in _compat.lower_for("cuda", on, x).as_text()
+    with pytest.raises(NotImplementedError, match="pair_mask has not matched mxjax.quantize"):
+      kern(jnp.zeros((1024, 1024), jnp.bfloat16), "int4_g128", pair_mask=True)
+    with pytest.raises(ValueError, match="pair_mask is an int4_g128 option"):
+      kern(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_mask=True, allow_unverified=True)
+  with pytest.raises(ValueError, match="pair_mask packs bf16 pairs"):
+    rows(jnp.zeros((1024, 1024), jnp.float32), "int4_g128", pair_mask=True, allow_unverified=True)

@@ -350,6 +350,34 @@ def test_fma_element_path_on_special_and_nonfinite_blocks(scheme):
     assert full["ne"] - fin.get("ne", 0) == full["select_n"] - fin.get("select_n", 0) == 1
 
 
+def test_int4_pair_mask_gives_the_same_codes():
+  # `pair_mask`: INT4's masked rows (zero, NaN and infinite scales) zeroed once a packed pair by
+  # an AND with a per-row 0xFF / 0, instead of a select an element: the same packed codes on
+  # ties, special and non-finite blocks, with and without the NaN test, with an exact FMA (the
+  # GPU kernels') and without (the CPU paths' integer quotient test)
+  from mxjax.formats.exact import div_rn
+  from pallas_kernels.quantize.testdata import special_values
+  sch = S.get_scheme("int4_g128")
+  xs = [rounding_midpoints(11, 48, 512), special_values(5, 16, 512),
+        special_values(6, 16, 512, nonfinite=True)]
+  for x, nan_test, fma in itertools.product(xs, (False, True), (_fma_exact, None)):
+    b = jnp.asarray(np.asarray(x, np.float32).reshape(-1, 128))
+    xe, xo = b[:, 0::2], b[:, 1::2]
+    state = S.block_state(sch, S.block_amax(xe, xo), div=div_rn)
+    want = S.block_encode(sch, state, xe, xo, fma=fma, int4_nan_test=nan_test)
+    got = S.block_encode(sch, state, xe, xo, fma=fma, int4_nan_test=nan_test, pair_mask=True)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert not np.asarray(state[3]).all()  # the non-finite tensor has masked rows
+  count = lambda **o: primitive_counts(jax.make_jaxpr(lambda e, o_: S.block_encode(
+      sch, state, e, o_, fma=_fma_traceable, **o))(xe, xo).jaxpr)
+  plain, masked = count(), count(pair_mask=True)
+  # the two selects an element (even, odd) go; one a row (the mask) comes
+  assert masked["select_n"] == plain["select_n"] - 1 and masked["and"] > plain["and"], (
+      plain, masked)
+  with pytest.raises(ValueError, match="pair_mask zeroes INT4's masked rows"):
+    S.block_encode(S.get_scheme("mxfp4"), state, xe, xo, pair_mask=True)
+
+
 def _fma_traceable(a, b, c):
   return a * b + c  # a stand-in FMA, for tracing only
 
