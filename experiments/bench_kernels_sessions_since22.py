@@ -427,6 +427,58 @@ def h100_s32_section() -> list[str]:
       "for both since.", quant)
 
 
+def h100_s33_section() -> list[str]:
+  """Session 33: five H100 calls: the queue's `h100` and `h100-2` parts, a repeat of the block
+  amax from bf16 pair words (`pair_amax`, written in session 32), NVFP4's encoder with one
+  select an element (written that session) against the tree before it, and the new decode
+  defaults against the old in one run."""
+  quant = [("s33 pair_amax rows", _load("kernels_quant_s33_h100_pair_amax_rows.json")),
+           ("s33 pair_amax rows", _load("kernels_quant_s33_h100_pair_amax_rows2.json")),
+           ("s33 pair_amax columns", _load("kernels_quant_s33_h100_pair_amax_columns.json")),
+           ("s33 pair_amax columns", _load("kernels_quant_s33_h100_pair_amax_columns2.json")),
+           ("s33 INT4 pair_mask rows", _load("kernels_quant_s33_h100_int4_pair_mask_rows.json")),
+           ("s33 INT4 pair_mask columns",
+            _load("kernels_quant_s33_h100_int4_pair_mask_columns.json")),
+           ("s33 rows launch sweep", _load("kernels_quant_s33_h100_rows_sweep.json")),
+           ("s33 NVFP4 one select", _load("kernels_quant_s33_h100_nvfp4_select_rows.json")),
+           ("s33 NVFP4 before", _load("kernels_quant_s33_h100_nvfp4_select_rows_before.json")),
+           ("s33 NVFP4 one select", _load("kernels_quant_s33_h100_nvfp4_select_rows2.json")),
+           ("s33 NVFP4 one select",
+            _load("kernels_quant_s33_h100_nvfp4_select_columns.json")),
+           ("s33 NVFP4 before", _load("kernels_quant_s33_h100_nvfp4_select_columns_before.json")),
+           ("s33 NVFP4 before",
+            _load("kernels_quant_s33_h100_nvfp4_select_columns_before2.json"))]
+  md = wo_section(33, ("h100_nf4_uint4_g64_4096x14336", "h100_fp4_uint4_m16_one_slot",
+                      "h100_g64_defaults", "h100_nvfp4_m16_ab", "h100_uint4_m16_ab"),
+      "Every config checked against the f32 reference in the same run. 4096 x 14336 M = 1, "
+      "groups of 64: UINT4 one slot a 64-row tile 19.8 -> 17.6 us, NF4 stream-K over two "
+      "chunks four deep 21.7 -> 20.5 (the launches their groups of 128 take; the defaults "
+      "since); NF4 g128's default re-timed 19.7. 8192 x 28672 M = 16, one slot a 128-row tile "
+      "on one compute warpgroup: NVFP4 63.4 -> 60.0 (from the wide config), UINT4 g128 59.2 "
+      "-> 56.8 (XLA's pass over the slot gone; the defaults since), MXFP4 59.7 -> 59.5 "
+      "(kept). The new defaults in a later run: g64 17.7 / 20.4; NVFP4 / UINT4 M = 16 63.3 / "
+      "59.0, and against the old defaults in one run 65.5 -> 63.3 / 61.0 -> 58.5 (this "
+      "card's times drift a few % from run to run).", device="H100", quant_runs=quant)
+  return md + quant_part(
+      ": the block amax from bf16 pair words, INT4's pair mask (H100)",
+      "`pair_amax` (written in session 32): bit-exact on all four tensors, rows and columns, "
+      "every scheme. Rows, Mosaic kernel us without -> with (8192 x 8192 twice, 4096 x 14336): "
+      "MXFP4 73.4 -> 70.4, 73.4 -> 70.6, 65.0 -> 62.3; INT4 63.8 -> 62.2, 64.1 -> 62.6, 57.0 -> "
+      "55.3; NVFP4 143.4 -> 141.1, 143.5 -> 141.2, 127.5 -> 125.4; FP8 1x128 and MXFP8 level: "
+      "the default for every scheme since. Columns: FP8 1x128 113.5 -> 110.8, 113.5 -> 110.9, "
+      "100.8 -> 98.2 (its default since); MXFP8 82.4 -> 84.7, 73.9 -> 76.0, MXFP4 90.5 -> "
+      "95.4, NVFP4 172.8 -> 180.5 slower, INT4 level (off for them). INT4's masked rows zeroed "
+      "a packed pair at a time (`pair_mask`): bit-exact, level alone (rows 63.9 -> 64.1, 56.8 "
+      "-> 56.7; columns 86.4 -> 86.0, 76.8 -> 76.7) and slower with `pair_amax` (62.4 -> "
+      "64.4, 55.4 -> 57.3): removed. The rows' launch sweep (steps 2-4 x 1-4 CTAs an SM) "
+      "finds the defaults the fastest: FP8 1x128 76.9 (2, 4), INT4 63.8 (2, 3), MXFP4 73.5 "
+      "(2, 4). NVFP4's encoder with one integer select an element where an unusable block "
+      "scale zeroes the codes (in place of a NaN test and two float selects), against the tree "
+      "before it in the same call, bit-exact: rows 141.9 -> 135.9 / 136.1 at 8192 x 8192, "
+      "126.1 -> 120.9 / 120.8 at 4096 x 14336 (1.27 TB/s); columns 172.8 / 173.6 -> 170.3, "
+      "153.6 / 154.2 -> 151.4.", quant)
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
-            h100_s30_section, h100_s31_section, h100_s32_section)
+            h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section)

@@ -6,13 +6,12 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-32: `h100` first where
-# one is lent (the row kernel's block amax from bf16 pair words, `pair_amax`, written in session
-# 32 and gated; NF4's launch at 4096 x 14336 and its groups of 64 there, one slot a tile for the
-# 4-bit formats at 8192 x 28672 M = 16), then `h100-2` (the column kernel's `pair_amax`, the
-# row-wise quantize launch after `cast_nan`, INT4's `pair_mask`). On an
-# H200: q (the E4M3 codes by the cast alone, `cast_nan`, the default since session 32 from the
-# H100's check, re-checked there), then 2: the decode with its codes read by plain loads (a
+# The issue's targets are the H100's, and only H100s came in sessions 27-33: `h100` first where
+# one is lent (the column kernel's E4M3 codes two along M a PTX cvt, `pair_cast`, written in
+# session 33 and gated). On an
+# H200: q (the E4M3 codes by the cast alone, `cast_nan`, and the block amax from bf16 pair
+# words, `pair_amax`, the defaults since sessions 32-33 from the H100's checks, re-checked
+# there), then 2: the decode with its codes read by plain loads (a
 # `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
 # H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
 # 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
@@ -23,7 +22,7 @@
 # on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and
 # the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session
-# 31's `h100` / `h100-2` parts ran in session 32; 1 ran in session 16 (rerun only to re-check).
+# 32's `h100` / `h100-2` parts ran in session 33; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -48,7 +47,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, h100 or h100-2}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -159,56 +158,30 @@ case "$part" in
     run 150 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs "[{}, {$one}]"
     ;;
   q)  # On an H200 (a few minutes): the E4M3 quantize codes by the cast alone (`cast_nan`,
-      # session 32: bit-exact on the H100 and the default since, FP8 1x128 rows 89.4 -> 76.6 us,
-      # MXFP8 columns 85.1 -> 82.4 there), re-checked bit for bit where it has not run, against
-      # it off: rows and columns at both shapes, f32 rows
-    qc='[{}, {"cast_nan": false}]'
+      # session 32) and the row kernel's block amax from bf16 pair words (`pair_amax`, session
+      # 33), the defaults since their H100 checks (FP8 1x128 rows 89.4 -> 76.6 us, MXFP4 73.4 ->
+      # 70.4 there), re-checked bit for bit where they have not run, against each off: rows
+      # and columns at both shapes, f32 rows
+    qc='[{}, {"cast_nan": false}, {"pair_amax": false}]'
     e4m3=mxfp8_e4m3,fp8_e4m3_block128
-    run 120 a $B --what quant --schemes $e4m3 --qshapes 8192x8192,4096x14336 --configs "$qc"
+    run 150 a $B --what quant --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336 \
+      --configs "$qc"
     run 120 b $B --what quant --transpose --schemes $e4m3 --qshapes 8192x8192,4096x14336 \
       --configs "$qc"
-    run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 --configs "$qc"
+    run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
+      --configs '[{}, {"cast_nan": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1). Session 32 made one slot a tile in 64-row
-      # tiles the H100's default at 4096 x 14336 for MXFP4 / NVFP4 / UINT4 g128 / NF4 g128 at
-      # M <= 16 (NF4 M <= 8: stream-K over two chunks four deep, 21.4 -> 20.1 us; one slot 21.1
-      # -> 20.6 in another run): the two side by side at M = 1 (M <= 8 runs the same kernel), for
-      # NF4 g128 and the groups of 64 never run there (NF4 g64 is bitsandbytes' and the issue's)
-    # first the block amax of bf16 x from its pair words (`pair_amax`, session 32, gated:
-    # quantize.mosaic_gpu.PAIR_AMAX_VERIFIED), every scheme row-wise, against today's defaults
-    run 100 a $B --what quant --schemes $ALL_SCHEMES \
-      --qshapes 8192x8192 --configs '[{}, {"pair_amax": true, "allow_unverified": true}]'
-    one64='"splits": 1, "fused_sum": true, "tile_n": 64, "compute_wgs": 1'
-    run 150 b $B --what wo --formats nf4,nf4_g64,uint4_g64 --m 1 --shapes 4096x14336 \
-      --configs "[{}, {$one64}, {\"steps\": 4, \"stream_k\": 2}]"
-    # the 4-bit formats at 8192 x 28672 M = 16, 2.4-2.7x against 3.2x (MXFP4 61.7 us, UINT4 g64
-    # 66.0, NVFP4 65.5): one slot a tile in 128-row tiles on one compute warpgroup (224 tiles;
-    # INT4 g128's default there since session 29)
-    one='"splits": 1, "fused_sum": true, "tile_n": 128, "compute_wgs": 1'
-    run 200 c $B --what wo --formats mxfp4,nvfp4,uint4 --m 16 --shapes $S --configs "[{}, {$one}]"
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1): the column kernel's E4M3 codes two
+      # along M a PTX cvt (`pair_cast`, session 33, gated:
+      # mosaic_gpu_columns.PAIR_CAST_COLUMNS_VERIFIED; FP8 1x128 columns 1.84 TB/s, MXFP8 2.41-2.47,
+      # against 2.4), against today's defaults, and with the bf16-tile amax for MXFP8
+      # (`pair_amax`, 3% slower alone there in session 33)
+    pc='{"pair_cast": true, "allow_unverified": true}'
+    run 150 a $B --what quant --transpose --schemes mxfp8_e4m3,fp8_e4m3_block128 \
+      --qshapes 8192x8192,4096x14336 --configs "[{}, $pc, {}]"
+    run 90 b $B --what quant --transpose --schemes mxfp8_e4m3 --qshapes 8192x8192 \
+      --configs '[{}, {"pair_cast": true, "pair_amax": true, "allow_unverified": true}]'
     ;;
-  h100-2)  # On an H100, after `h100`: the column kernel's block amax on the bf16 tile
-      # (`pair_amax`, session 32, gated: mosaic_gpu_columns.PAIR_AMAX_COLUMNS_VERIFIED), every
-      # scheme, against today's defaults
-    run 100 a $B --what quant --transpose --schemes $ALL_SCHEMES \
-      --qshapes 8192x8192 --configs '[{}, {"pair_amax": true, "allow_unverified": true}]'
-    # the row-wise quantize launch (steps 2-4 x 1-4 CTAs an SM), swept on the H100 in session
-    # 25 before `cast_nan` took ~25% of FP8 1x128's instructions away (89.4 -> 76.6 us, 2.66
-    # TB/s against 2.8), with the schemes that miss 2.8 by least beside it (INT4 g128 2.65,
-    # MXFP4 2.31)
-    run 90 b $B --what quant --schemes fp8_e4m3_block128,int4_g128,mxfp4 --qshapes 8192x8192 \
-      --sweep
-    # INT4's masked rows zeroed a packed pair at a time (`pair_mask`, session 32, gated:
-    # quantize.mosaic_gpu.PAIR_MASK_VERIFIED), alone and with `pair_amax`, rows (2.65 TB/s
-    # against 2.8) and columns (1.97 against 2.4)
-    pm='{"pair_mask": true, "allow_unverified": true}'
-    pa='{"pair_amax": true, "allow_unverified": true}'
-    both='{"pair_mask": true, "pair_amax": true, "allow_unverified": true}'
-    run 60 c $B --what quant --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
-      --configs "[{}, $pm, $pa, $both]"
-    run 60 d $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
-      --configs "[{}, $pm, $pa, $both]"
-    ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, h100 or h100-2" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

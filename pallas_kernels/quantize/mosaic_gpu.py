@@ -48,6 +48,7 @@ from pallas_kernels.quantize.reference import nibbles_from_words
 from pallas_kernels.quantize.reference import pairs_from_bytes
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
+from pallas_kernels.quantize.schemes import SCHEMES
 from pallas_kernels.quantize.schemes import amax_from_bits
 from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
@@ -138,16 +139,6 @@ CAST_NAN_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 CAST_NAN_DEFAULT = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 
 
-def check_pair_mask(scheme: str, allow_unverified: bool) -> None:
-  """Refuses `pair_mask` outside INT4 g128, and unless `PAIR_MASK_VERIFIED` or
-  `allow_unverified`."""
-  if scheme != "int4_g128":
-    raise ValueError(f"pair_mask is an int4_g128 option (its masked rows); {scheme} has none: "
-                     f"leave it off")
-  require_checked("int4_g128's pair_mask", PAIR_MASK_VERIFIED, allow_unverified,
-                  reference="mxjax.quantize", instead="leave pair_mask off")
-
-
 def cast_nan_option(scheme: str, cast_nan: bool | None, satfinite: bool | None,
                     allow_unverified: bool) -> bool:
   """Resolves a kernel's `cast_nan` option: None is on where `CAST_NAN_DEFAULT` lists the
@@ -168,18 +159,32 @@ def cast_nan_option(scheme: str, cast_nan: bool | None, satfinite: bool | None,
   return cast_nan
 
 
-# The block amax of bf16 x from its pair words (`pair_amax`, session 32, written without a GPU):
-# both halves' sign bits cleared by one AND a word and maxed two at a time (`max.u16x2`,
-# `_ptx.bf16_pairs_amax_bits`), one quad reduction a row, where `schemes.block_amax` takes two
-# ANDs, two integer maxes and two quad reductions a word pair (~1 of the 12-17 instructions an
-# element). The same amax by construction; `PAIR_AMAX_VERIFIED` lists the schemes whose kernel
-# a GPU has matched with it: none yet.
-PAIR_AMAX_VERIFIED: frozenset[str] = frozenset()
-# INT4's masked rows (zero, NaN, infinite scales) zeroed once a packed code pair, by an AND with
-# a per-row 0xFF / 0 (`pair_mask`, `schemes.block_encode`; session 32, written without a GPU),
-# not by a select an element: the same codes by construction (CPU-tested with an exact FMA);
-# whether a GPU matches it, the rows' kernel and the columns', `PAIR_MASK_VERIFIED` says.
-PAIR_MASK_VERIFIED = False
+# The block amax of bf16 x from its pair words (`pair_amax`, session 32): both halves' sign bits
+# cleared by one AND a word and maxed two at a time (`max.u16x2`, `_ptx.bf16_pairs_amax_bits`),
+# one quad reduction a row, where `schemes.block_amax` takes two ANDs, two integer maxes and two
+# quad reductions a word pair. The same amax by construction; `PAIR_AMAX_VERIFIED` lists the
+# schemes whose kernel a GPU has matched with it. H100, 2026-12-06, jax 0.11.2, bit-exact on the
+# random, special, tie and NaN/Inf tensors; Mosaic kernel us without / with, two runs at 8192 x
+# 8192 and one at 4096 x 14336 (kernels_quant_s33_h100_pair_amax_{rows,rows2}.json): MXFP4 73.4
+# / 70.4, 73.4 / 70.6, 65.0 / 62.3; INT4 63.8 / 62.2, 64.1 / 62.6, 57.0 / 55.3; NVFP4 143.4 /
+# 141.1, 143.5 / 141.2, 127.5 / 125.4; FP8 1x128 77.2 / 76.9, 77.0 / 76.9, 68.4 / 68.4; MXFP8
+# 73.6 / 73.6, 74.0 / 73.5, 64.0 / 64.0. Never slower: on for every scheme (`PAIR_AMAX_DEFAULT`).
+PAIR_AMAX_VERIFIED = frozenset(SCHEMES)
+PAIR_AMAX_DEFAULT = frozenset(SCHEMES)
+
+
+def pair_amax_option(scheme: str, pair_amax: bool | None, f32_in: bool, *, default: frozenset,
+                     verified: frozenset, allow_unverified: bool, kernel: str = "") -> bool:
+  """Resolves a kernel's `pair_amax` option: None is on for bf16 x where `default` lists the
+  scheme; True needs bf16 x and, unless `verified` lists the scheme, `allow_unverified`."""
+  if pair_amax is None:
+    return scheme in default and not f32_in
+  if pair_amax:
+    if f32_in:
+      raise ValueError("pair_amax reads bf16 pair words; x is float32: leave it off")
+    require_checked(f"{scheme}'s {kernel}pair_amax", scheme in verified, allow_unverified,
+                    reference="mxjax.quantize", instead="leave pair_amax off")
+  return pair_amax
 
 
 # (pipeline steps, CTAs per SM): the H200 sweep's best at 8192^2 (steps 2-4 x 1-4 CTAs an SM,
@@ -256,8 +261,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         tile_rows: int | None = None, ctas_per_sm: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
-                        cast_nan: bool | None = None, pair_amax: bool = False,
-                        pair_mask: bool = False, allow_unverified: bool = False,
+                        cast_nan: bool | None = None, pair_amax: bool | None = None,
+                        allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -284,9 +289,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     cast_nan: E4M3 codes by the saturating cast alone, NaN included, no NaN test; from bf16 a
       pair per PTX cvt (`cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
     pair_amax: bf16 x: each block's amax from its bf16 pair words, two halves a `max.u16x2`
-      (`PAIR_AMAX_VERIFIED` lists the schemes checked; others need `allow_unverified`).
-    pair_mask: INT4 g128 from bf16: masked rows zeroed a packed pair at a time
-      (`PAIR_MASK_VERIFIED`, else `allow_unverified`).
+      (`pair_amax_option`; default where `PAIR_AMAX_DEFAULT` lists the scheme).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -320,16 +323,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   if state_once:
     require_checked(f"{scheme}'s state_once", scheme in STATE_ONCE_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave state_once off")
-  if pair_amax:
-    if f32_in:
-      raise ValueError("pair_amax reads bf16 pair words; x is float32: leave it off")
-    require_checked(f"{scheme}'s pair_amax", scheme in PAIR_AMAX_VERIFIED, allow_unverified,
-                    reference="mxjax.quantize", instead="leave pair_amax off")
-  if pair_mask:
-    check_pair_mask(scheme, allow_unverified)
-    if f32_in:
-      raise ValueError("pair_mask packs bf16 pairs; x is float32 (its codes leave one a byte): "
-                       "leave it off")
+  pair_amax = pair_amax_option(scheme, pair_amax, f32_in, default=PAIR_AMAX_DEFAULT,
+                               verified=PAIR_AMAX_VERIFIED, allow_unverified=allow_unverified)
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   # (bf16 pairs) the codes a pair per cvt, already packed
@@ -403,7 +398,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
       p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
-                                 cast_pair=cast_pair, pair_mask=pair_mask).astype(out_dtype)
+                                 cast_pair=cast_pair).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
       # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
@@ -412,7 +407,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
         xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
                                         optimized=False))
         codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
-                             cast_pair=cast_pair, pair_mask=pair_mask)
+                             cast_pair=cast_pair)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
     store_scales(state, s_smem)
 

@@ -34,7 +34,7 @@ from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
-from pallas_kernels.quantize.mosaic_gpu import check_pair_mask
+from pallas_kernels.quantize.mosaic_gpu import pair_amax_option
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
@@ -71,12 +71,24 @@ TILE_K = {"fp8_e4m3_block128": 64, "int4_g128": 64}
 # 2026-12-06, jax 0.11.2, kernels_quant_s29_h100_int4_columns_nan_test.json), bit-exact both:
 # with the test 86.4 / 77.0 us at 8192 x 8192 / 4096 x 14336, without 96.1 / 85.7.
 INT4_NAN_TEST = True
-# The block amax from the bf16 tile itself (`pair_amax`, session 32, written without a GPU): |x|
-# and its max on bf16, two a time (Mosaic's `max.NaN.bf16x2`, which keeps a NaN), before the
-# widening to f32, where `schemes.block_amax` takes an AND and an integer max an element on
-# the widened tile. `PAIR_AMAX_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it:
-# none yet.
-PAIR_AMAX_COLUMNS_VERIFIED: frozenset[str] = frozenset()
+# The block amax from the bf16 tile itself (`pair_amax`, session 32): |x| and its max on bf16,
+# two a time (Mosaic's `max.NaN.bf16x2`, which keeps a NaN), before the widening to f32, where
+# `schemes.block_amax` takes an AND and an integer max an element on the widened tile.
+# `PAIR_AMAX_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it. H100, 2026-12-06,
+# jax 0.11.2, bit-exact on every test tensor; Mosaic kernel us without / with at 8192 x 8192
+# (two runs) and 4096 x 14336 (kernels_quant_s33_h100_pair_amax_{columns,columns2}.json): FP8
+# 1x128 113.5 / 110.8, 113.5 / 110.9, 100.8 / 98.2; MXFP8 82.4 / 84.7, 82.3 / 84.7, 73.9 /
+# 76.0; INT4 86.5 / 86.7, 86.7 / 86.8, 76.9 / 77.0; MXFP4 90.5 / 95.4; NVFP4 172.8 / 180.5. On
+# for FP8 1x128 alone (`PAIR_AMAX_COLUMNS_DEFAULT`).
+PAIR_AMAX_COLUMNS_VERIFIED = frozenset(SCHEMES)
+PAIR_AMAX_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
+# The E4M3 codes two along M a PTX cvt (`pair_cast`, session 33, written without a GPU): x
+# viewed as (M / 2, 2 K) as for the 4-bit schemes, the even and odd rows' codes cast a pair by
+# `_ptx.e4m3_pair` (`cast_nan`'s codes), already the uint16 word of two adjacent code bytes,
+# where one code an element goes through Mosaic's cast, its unpacking and a byte store. The
+# same codes by construction (the row kernel's pair cast, checked on the H100 in session 32);
+# `PAIR_CAST_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it: none yet.
+PAIR_CAST_COLUMNS_VERIFIED: frozenset[str] = frozenset()
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -90,16 +102,17 @@ def _bf16_block_amax(tiles: list) -> jax.Array:
   return jnp.where(m != m, jnp.float32(jnp.nan), m)
 
 
-def column_blocks(scheme: str, nb: int | None,
-                  piece: int | None = None) -> tuple[FusedScheme, int, int, int]:
+def column_blocks(scheme: str, nb: int | None, piece: int | None = None,
+                  pairs: bool = False) -> tuple[FusedScheme, int, int, int]:
   """(scheme, nb, rows of each input tile a block, pieces a block) for the column-wise kernels;
   nb defaults to 64 rows of x a step (one block for B = 128), piece (elements of a block
-  encoded at once) to `PIECE`'s, else the whole block."""
+  encoded at once) to `PIECE`'s, else the whole block. `pairs`: an 8-bit scheme's codes made
+  two along M (`pair_cast`), from the even and odd rows' two tiles as the 4-bit schemes'."""
   if scheme not in COLUMN_SCHEMES:
     raise NotImplementedError(f"the column-wise kernels take {COLUMN_SCHEMES}, not {scheme!r}")
   sch = get_scheme(scheme)
   nb = max(1, 64 // sch.block) if nb is None else nb
-  nx = 2 if sch.bits == 4 else 1
+  nx = 2 if sch.bits == 4 or pairs else 1
   r = sch.block // nx
   piece = PIECE.get(scheme, sch.block) if piece is None else piece
   # a piece is rows of x.T's tile: 8-row multiples (the WGMMA layout's columns), each input
@@ -112,7 +125,11 @@ def column_blocks(scheme: str, nb: int | None,
 
 def column_result(sch: FusedScheme, codes: jax.Array, scale_t: jax.Array,
                   s_t: jax.Array | None) -> Quantized:
-  """Kernel outputs (codes (K, M) or (K, M / 2) bytes, scales (M / B, K)) -> mxjax's layout."""
+  """Kernel outputs (codes (K, M) or (K, M / 2) bytes, or an 8-bit scheme's (K, M / 2) uint16
+  words of two codes, the even m's low: little-endian bytes; scales (M / B, K)) -> mxjax's
+  layout."""
+  if codes.dtype == jnp.uint16:
+    codes = lax.bitcast_convert_type(codes, jnp.uint8).reshape(codes.shape[0], -1)
   if sch.bits == 8:
     codes = lax.bitcast_convert_type(codes, jnp.float8_e4m3fn)
   scale = scale_t.T
@@ -128,8 +145,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 piece: int | None = None,
                                 tensor_amax: jax.Array | None = None,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
-                                cast_nan: bool | None = None, pair_amax: bool = False,
-                                pair_mask: bool = False, allow_unverified: bool = False,
+                                cast_nan: bool | None = None, pair_amax: bool | None = None,
+                                pair_cast: bool = False, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -154,23 +171,28 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     cast_nan: E4M3 codes by the saturating cast alone, NaN included, no NaN test an element
       (`mosaic_gpu.cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
     pair_amax: the block amax on the bf16 tile, two elements a max (`_bf16_block_amax`;
-      `PAIR_AMAX_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
-    pair_mask: INT4 g128: masked rows zeroed a packed pair at a time
-      (`mosaic_gpu.PAIR_MASK_VERIFIED`, else `allow_unverified`).
+      `mosaic_gpu.pair_amax_option`; default where `PAIR_AMAX_COLUMNS_DEFAULT` lists the scheme).
+    pair_cast: E4M3 schemes with `cast_nan`: the codes two along M a PTX cvt, stored as uint16
+      words (`PAIR_CAST_COLUMNS_VERIFIED` lists the schemes checked; others need
+      `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
     low nibble), scale (K, M / B) in the scheme's dtype, and NVFP4's tensor scale.
   """
   plgpu = _compat.plgpu_module()
-  sch, nb, r, pieces = column_blocks(scheme, nb, piece)
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast)
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
+  if pair_cast:
+    if not cast_nan:
+      raise ValueError(f"pair_cast casts cast_nan's E4M3 codes a pair at a time; {scheme} runs "
+                       f"without cast_nan here: leave pair_cast off")
+    require_checked(f"{scheme}'s column-wise pair_cast", scheme in PAIR_CAST_COLUMNS_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="leave pair_cast off")
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
-  if pair_mask:
-    check_pair_mask(scheme, allow_unverified)
-  if pair_amax:
-    require_checked(f"{scheme}'s column-wise pair_amax", scheme in PAIR_AMAX_COLUMNS_VERIFIED,
-                    allow_unverified, reference="mxjax.quantize", instead="leave pair_amax off")
+  pair_amax = pair_amax_option(scheme, pair_amax, False, default=PAIR_AMAX_COLUMNS_DEFAULT,
+                               verified=PAIR_AMAX_COLUMNS_VERIFIED,
+                               allow_unverified=allow_unverified, kernel="column-wise ")
   tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
   if int4_nan_test is not None and scheme != "int4_g128":
     raise ValueError(f"int4_nan_test is an int4_g128 option; {scheme} has no INT4 quotients: "
@@ -192,8 +214,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   per = k_tiles // split
   span = per * tile_k
 
-  paired = sch.bits == 4
-  cw = b // 2 if paired else b  # code bytes per block along M
+  paired = sch.bits == 4 or pair_cast
+  # per block along M: code bytes, or (pair_cast) uint16 words of two codes
+  cw = b // 2 if paired else b
+  c_dtype = jnp.uint16 if pair_cast else jnp.uint8
   pr = r // pieces  # rows of each input tile a piece
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
 
@@ -203,8 +227,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     xt = plgpu.layout_cast(xt, plgpu.Layout.WGMMA)
     return xt.astype(jnp.float32) if f32 else xt
 
-  # 4-bit: x viewed (free) as (M / 2, 2 K), rows 2i and 2i + 1 side by side, so the even and
-  # the odd rows of x are two column ranges of one array: two contiguous tiles, no strides.
+  # 4-bit and pair_cast: x viewed (free) as (M / 2, 2 K), rows 2i and 2i + 1 side by side, so
+  # the even and the odd rows of x are two column ranges of one array: two contiguous tiles.
   nx = 2 if paired else 1
   rows = tm // nx  # rows of each input tile
   # NVFP4's tensor terms, from one XLA reduction (x and x.T share it) or the given amax
@@ -234,11 +258,11 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
         codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test,
-                              pair_mask=pair_mask)
+                              cast_pair=_ptx.e4m3_pair if pair_cast else None)
                  if paired else
                  element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
                                  cast_nan=cast_nan)(xs[0]))
-        c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(jnp.uint8)
+        c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(c_dtype)
       s_smem.at[j][...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):
@@ -260,7 +284,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
 
   f = _compat.mgpu_kernel(
       kernel,
-      out_type=(jax.ShapeDtypeStruct((k, m * cw // b), jnp.uint8),
+      out_type=(jax.ShapeDtypeStruct((k, m * cw // b), c_dtype),
                 jax.ShapeDtypeStruct((m // b, k), scale_dtype)),
       grid=(m_tiles, split),
       grid_names=("m", "k"),

@@ -11,6 +11,7 @@ of the free (M / 2, 2 K) view), transposes each B-row block, and runs the shared
 from __future__ import annotations
 
 from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,9 @@ from pallas_kernels.quantize.schemes import element_encoder
 def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
                               nb: int | None = None, piece: int | None = None,
                               interpret: Any = False,
-                              tensor_amax: jax.Array | None = None) -> Quantized:
+                              tensor_amax: jax.Array | None = None,
+                              cast_pair: Callable | None = None,
+                              fma: Callable | None = None) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of `x` (M, K) by the column-wise kernel's decomposition.
 
   Args:
@@ -43,20 +46,25 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
     interpret: run in the Pallas interpreter.
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
       (`reference.tensor_terms`).
+    cast_pair, fma: E4M3 schemes, the GPU kernel's `pair_cast` decomposition: the codes two
+      along M by cast_pair(lo, hi) -> int32 code(lo) | code(hi) << 8 (on the GPU
+      `_ptx.e4m3_pair`; here a model of it), left as uint16 words; `fma` a fused multiply-add
+      for FP8 1x128's quotient (`schemes.block_encode`).
 
   Returns:
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
   """
-  sch, nb, r, pieces = column_blocks(scheme, nb, piece)
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=cast_pair is not None)
   m, k = x.shape
   b = sch.block
   tm = b * nb
   tile_k = min(tile_k, k)
   if m % tm or k % tile_k:
     raise ValueError(f"x {x.shape}: M must be a multiple of B * nb = {tm} and K of {tile_k}")
-  paired = sch.bits == 4
+  paired = sch.bits == 4 or cast_pair is not None
   nx = 2 if paired else 1
-  cw = b // nx  # code bytes per block along M
+  c_dtype = jnp.uint16 if cast_pair is not None else jnp.uint8
+  cw = b // nx  # code bytes (or uint16 words of two) per block along M
   rows, pr = tm // nx, r // pieces
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
   xin = x.astype(jnp.float32)
@@ -82,8 +90,9 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
       state = block_state(sch, amax, t, div=div_rn)
       for p in range(pieces):
         xs = tiles(p)
-        codes = block_encode(sch, state, *xs) if paired else element_encoder(sch, state)(xs[0])
-        c_ref[:, pl.ds(j * cw + p * pr, pr)] = codes.astype(jnp.uint8)
+        codes = (block_encode(sch, state, *xs, fma=fma, cast_pair=cast_pair) if paired
+                 else element_encoder(sch, state)(xs[0]))
+        c_ref[:, pl.ds(j * cw + p * pr, pr)] = codes.astype(c_dtype)
       s_ref[pl.ds(j, 1), :] = state[0].astype(scale_dtype).reshape(1, tile_k)
 
   in_specs = [pl.BlockSpec((1, NVFP4_TERMS), lambda i, kk: (0, 0))]
@@ -91,7 +100,7 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
                for h in range(nx)]
   codes, scale_t = _compat.pallas_call(
       kernel,
-      out_shape=(jax.ShapeDtypeStruct((k, m * cw // b), jnp.uint8),
+      out_shape=(jax.ShapeDtypeStruct((k, m * cw // b), c_dtype),
                  jax.ShapeDtypeStruct((m // b, k), scale_dtype)),
       grid=(m // tm, kt),
       in_specs=in_specs,

@@ -398,22 +398,6 @@ def _e4m3_scaled(scheme: FusedScheme, state: tuple, fma: Callable | None):
   return scaled, ok
 
 
-def _quotient_codes(scheme: FusedScheme, state: tuple, fma: Callable | None, satfinite: bool,
-                    int4_nan_test: bool):
-  """FP8 1x128 / INT4: (codes, ok), codes(x) the elements' codes of x / s before the rows that
-  are not `ok` (zero, NaN, infinite INT4 scales) are zeroed; their codes there are any."""
-  _, sd, r, ok, lift = state
-  fp8 = scheme.name == "fp8_e4m3_block128"
-
-  def codes(x):
-    x = x * _row(lift, x)
-    if fma is not None:  # INT4: `ok` rows have finite scales (`block_state`)
-      return quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite,
-                          finite=not (fp8 or int4_nan_test))
-    return quotient_code(x, sd, r, fp8=fp8)
-  return codes, ok
-
-
 def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None = None,
                     satfinite: bool = False, int4_nan_test: bool = False,
                     cast_nan: bool = False) -> Callable:
@@ -451,36 +435,38 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
     def enc(x):
       return code((x * _row(f1, x)) * _row(f2, x))
   elif name in ("fp8_e4m3_block128", "int4_g128"):
-    codes, ok = _quotient_codes(scheme, state, fma, satfinite, int4_nan_test)
+    _, sd, r, ok, lift = state
+    fp8 = name == "fp8_e4m3_block128"
 
     def enc(x):
-      c = codes(x)
+      x = x * _row(lift, x)
+      if fma is not None:  # INT4: `ok` rows have finite scales (`block_state`)
+        c = quotient_fma(x, sd, r, fma, fp8=fp8, satfinite=satfinite,
+                         finite=not (fp8 or int4_nan_test))
+      else:
+        c = quotient_code(x, sd, r, fp8=fp8)
       return jnp.where(_row(ok, x), c, jnp.int32(0))
   else:
     _, r, good = state
 
     def enc(x):
-      y = x * _row(r, x)
-      # mxjax substitutes a positive NaN (which encodes to +0) where the scale is unusable.
-      y = jnp.where(_row(good, x), y,
-                    jnp.where(_isnan(x), jnp.float32(jnp.nan), jnp.float32(0.0)))
-      return _e2m1_code(y)
+      # mxjax substitutes a positive NaN where the scale is unusable, 0 elsewhere in the block:
+      # both encode to +0, so the block's codes are 0: one integer select, not a NaN test and
+      # two float selects an element (session 33; H100 Mosaic kernels, rows 141.9 -> 135.9 us
+      # at 8192 x 8192, columns 172.8 -> 170.3: kernels_quant_s33_h100_nvfp4_select_*.json)
+      return jnp.where(_row(good, x), _e2m1_code(x * _row(r, x)), jnp.int32(0))
   return enc
 
 
 def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None,
                  satfinite: bool = False, int4_nan_test: bool = False,
-                 cast_pair: Callable | None = None, pair_mask: bool = False):
+                 cast_pair: Callable | None = None):
   """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
   (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`).
 
   `cast_pair`: E4M3 schemes, `cast_nan`'s codes a pair at a time: cast_pair(lo, hi) gives
   int32 code(lo) | code(hi) << 8 (on Mosaic GPU `_ptx.e4m3_pair`, one PTX cvt a pair), so the
-  codes are never unpacked to one an int32 and packed again.
-
-  `pair_mask`: INT4, the rows that are not `ok` zeroed once a packed pair, by an AND with a
-  per-row 0xFF / 0 (which the pack's OR may share an instruction with), not by a select an
-  element; the same codes."""
+  codes are never unpacked to one an int32 and packed again."""
   if cast_pair is not None:
     if scheme.bits != 8:
       raise ValueError(f"cast_pair is for E4M3 codes; {scheme.name} has none")
@@ -488,13 +474,6 @@ def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | N
     (ve, se), (vo, so) = scaled(xe), scaled(xo)
     pair = cast_pair(ve, vo) | _sign_at(se, 7) | _sign_at(so, 15)
     return pair if keep is None else jnp.where(_row(keep, xe), pair, jnp.int32(0))
-  if pair_mask:
-    if scheme.name != "int4_g128":
-      raise ValueError(f"pair_mask zeroes INT4's masked rows a byte at a time; {scheme.name} "
-                       f"masks its codes otherwise")
-    codes, ok = _quotient_codes(scheme, state, fma, satfinite, int4_nan_test)
-    keep = jnp.where(ok, jnp.int32(0xFF), jnp.int32(0))
-    return (codes(xe) | (codes(xo) << 4)) & _row(keep, xe)
   enc = element_encoder(scheme, state, fma=fma, satfinite=satfinite,
                         int4_nan_test=int4_nan_test)
   return enc(xe) | (enc(xo) << scheme.bits)

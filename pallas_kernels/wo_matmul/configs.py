@@ -158,10 +158,16 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
     # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
     narrow = m <= (8 if group in (32, 64) else 16)
-    if narrow and group in (None, 128) and _one_slot_64(device, n):
-      # H100, 4096 x 14336, M = 1 / 8 / 16: 18.9 -> 17.3 / 19.3 -> 17.5 / 20.2 -> 18.9 us
-      # (kernels_wo_s32_h100_one_slot64_{m1_m8,m16,mxfp4_uint4}.json)
+    if narrow and group in (None, 64, 128) and _one_slot_64(device, n):
+      # H100, 4096 x 14336, g128 M = 1 / 8 / 16: 18.9 -> 17.3 / 19.3 -> 17.5 / 20.2 -> 18.9 us
+      # (kernels_wo_s32_h100_one_slot64_{m1_m8,m16,mxfp4_uint4}.json); g64 M = 1 19.8 -> 17.6
+      # (kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
       return dict(tile_n=64, gps=2, steps=3, step_wait=True) | ONE_SLOT
+    if 8 < m <= 16 and group in (None, 128) and device.startswith(ONE_SLOT_DEVICES) and (
+        n >= 16384):
+      # one slot a tile: H100, 8192 x 28672, M = 16, 59.2 -> 56.8 us and 61.0 -> 58.5, XLA's
+      # pass over the slot gone (kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,uint4_m16_ab}.json)
+      return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
     return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
@@ -212,6 +218,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
     # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
     narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
+    if fmt is WeightFormat.NF4 and narrow and group == 64 and _one_slot_64(device, n):
+      # NF4 g64 the same launch as g128 there (below): H100, 4096 x 14336, M = 1, 21.7 -> 20.5
+      # us (kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
+      return dict(tile_n=128, gps=2, steps=4, stream_k=2)
     if m <= 16 and _one_slot_64(device, n) and (fmt in FP4 or group == 128):
       # H100, 4096 x 14336 (kernels_wo_s32_h100_one_slot64_*.json, nvfp4_uint4_launch,
       # nf4_launch): one slot a tile in 64-row tiles on one compute warpgroup, where the wide
@@ -225,6 +235,12 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       return dict(tile_n=64, gps=2, steps=4 if narrow else 3, step_wait=True) | ONE_SLOT
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
+    if fmt is WeightFormat.NVFP4 and not narrow and m <= 16 and (
+        device.startswith(ONE_SLOT_DEVICES) and n >= 16384):
+      # one slot a tile on one compute warpgroup in place of the wide config: H100, 8192 x
+      # 28672, M = 16, 63.4 -> 60.0 us and 65.5 -> 63.3 (MXFP4, narrow there, 59.7 -> 59.5:
+      # kept; kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,nvfp4_m16_ab}.json)
+      return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
     # MXFP4 / NVFP4 above M = 16 add their stream-K partial sums in the kernel (`fused_sum`;
     # H200 MXFP4 M = 64 74.6 -> 73.6 us, M = 32 58.7 -> 58.9; NVFP4 M = 32 59.8 -> 58.8,
     # kernels_wo_s24_fused_sum_fp4.json; H100 NVFP4 M = 64 79.0 -> 76.0,

@@ -51,9 +51,12 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
 # g32 53.4, UINT4 51.3 (kernels_wo_s29_h100_one_slot_uint4_nvfp4_g64.json for g64). NF4 g128
 # slot codes, H100, 2026-12-06, 4096 x 14336, M = 1 / 16, one slot a tile fused, rel. err as
 # XLA's sum (2.83-2.89e-3 on the config check) in four runs (kernels_wo_s32_h100_nf4_launch.json,
-# kernels_wo_s32_h100_one_slot64_cw1_*.json).
+# kernels_wo_s32_h100_one_slot64_cw1_*.json). UINT4 g64, H100, 2026-12-06, 4096 x 14336, M = 1,
+# one slot a 64-row tile, rel. err 1.66e-3 as the default's
+# (kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json).
 FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 64),
                                            (WeightFormat.INT4, 32), (WeightFormat.UINT4, 128),
+                                           (WeightFormat.UINT4, 64),
                                            (WeightFormat.INT8, "channel"),
                                            (WeightFormat.FP8, "channel"),
                                            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),

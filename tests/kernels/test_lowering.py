@@ -1048,28 +1048,62 @@ def test_quantize_cast_nan_lowers_without_the_nan_test(scheme, monkeypatch):
                                 cast_nan=True, allow_unverified=True)
 
 
+def test_quantize_columns_pair_cast_lowers(monkeypatch):
+  # `pair_cast` (session 33, written without a GPU): the column kernel's E4M3 codes two along M
+  # a `cvt.rn.satfinite.e4m3x2.f32` (`_ptx.e4m3_pair`, where Mosaic's cast unpacks its pair),
+  # left as uint16 words; gated until a GPU matches it, and
+  # only with cast_nan's codes
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  for scheme in ("mxfp8_e4m3", "fp8_e4m3_block128"):
+    on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_cast=True,
+                                                              allow_unverified=True)
+    assert jax.eval_shape(on, x).codes.shape == (1024, 1024)
+    text = _compat.lower_for("cuda", on, x).as_text()
+    pair_asm = "cvt.rn.satfinite.e4m3x2.f32 t, $2, $1; cvt.u32.u16 $0, t;"  # `_ptx.e4m3_pair`
+    assert pair_asm in text, scheme
+    assert pair_asm not in _compat.lower_for(
+        "cuda", lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s), x).as_text()
+  with pytest.raises(NotImplementedError, match="pair_cast has not matched mxjax.quantize"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp8_e4m3",
+                                     pair_cast=True)
+  for scheme, opts in (("mxfp8_e4m3", dict(cast_nan=False)), ("int4_g128", {})):
+    with pytest.raises(ValueError, match="leave pair_cast off"):
+      cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme,
+                                       pair_cast=True, allow_unverified=True, **opts)
+
+
 def test_quantize_pair_amax_lowers(monkeypatch):
-  # `pair_amax` (session 32, written without a GPU): the row kernel's block amax of bf16 x from
-  # its pair words, two halves a `max.u16x2` (`_ptx.bf16_pairs_amax_bits`), one quad reduction
-  # a row where `block_amax` takes two; gated until a GPU matches it; f32 x refuses it.
+  # `pair_amax` (session 32; the default since session 33's H100 check): the row kernel's block
+  # amax of bf16 x from its pair words, two halves a `max.u16x2` (`_ptx.bf16_pairs_amax_bits`),
+  # one quad reduction a row where `block_amax` takes two; f32 x goes without and refuses it.
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   rows = mosaic_gpu_quantize.quantize_mosaic_gpu
   for scheme in ("mxfp8_e4m3", "int4_g128", "nvfp4"):
-    on = lambda x, s=scheme: rows(x, s, pair_amax=True, allow_unverified=True)
+    off = lambda x, s=scheme: rows(x, s, pair_amax=False)
     c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr)
-                   for f in (on, lambda x, s=scheme: rows(x, s)))
+                   for f in (lambda x, s=scheme: rows(x, s), off))
     assert c_on.get("reduce_max", 0) == c_off["reduce_max"] - 2, (scheme, c_on, c_off)
-    assert "max.u16x2 $0, $1, $2;" in _compat.lower_for("cuda", on, x).as_text()
+    assert "max.u16x2 $0, $1, $2;" in _compat.lower_for("cuda", lambda x, s=scheme: rows(x, s),
+                                                         x).as_text()
+    assert "max.u16x2" not in _compat.lower_for("cuda", off, x).as_text()
+  x32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
+  assert "max.u16x2" not in _compat.lower_for(
+      "cuda", lambda x: rows(x, "mxfp4", allow_unverified=True), x32).as_text()
   # the column kernel's: |x| and its max on the bf16 tile (max.NaN.bf16x2), one AND and one
-  # integer max an element fewer on the widened tile
+  # integer max an element fewer on the widened tile; the default for FP8 1x128 alone
   from pallas_kernels.quantize import mosaic_gpu_columns as cols
   for scheme in ("mxfp8_e4m3", "int4_g128", "fp8_e4m3_block128"):
-    on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_amax=True,
-                                                              allow_unverified=True)
+    on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_amax=True)
+    dflt = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s)
     c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr) for f in (
-        on, lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s)))
+        on, lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_amax=False)))
     assert c_on["abs"] > c_off.get("abs", 0) and c_on["and"] < c_off["and"], (scheme, c_on, c_off)
     assert "max.NaN.bf16x2" in _compat.lower_for("cuda", on, x).as_text()
+    assert (primitive_counts(jax.make_jaxpr(dflt)(x).jaxpr)
+            == (c_on if scheme == "fp8_e4m3_block128" else c_off)), scheme
+  monkeypatch.setattr(mosaic_gpu_quantize, "PAIR_AMAX_VERIFIED", frozenset())
+  monkeypatch.setattr(cols, "PAIR_AMAX_COLUMNS_VERIFIED", frozenset())
   with pytest.raises(NotImplementedError, match="pair_amax has not matched mxjax.quantize"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
                                      pair_amax=True)
@@ -1077,24 +1111,3 @@ def test_quantize_pair_amax_lowers(monkeypatch):
     rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_amax=True)
   with pytest.raises(ValueError, match="pair_amax reads bf16 pair words"):
     rows(jnp.zeros((1024, 1024), jnp.float32), "mxfp4", pair_amax=True, allow_unverified=True)
-
-
-def test_quantize_int4_pair_mask_lowers(monkeypatch):
-  # `pair_mask` (session 32, written without a GPU): INT4's masked rows zeroed a packed pair at a
-  # time by an AND, the rows' kernel and the columns'; gated until a GPU matches it; refused for
-  # other schemes and for f32 x
-  from pallas_kernels.quantize import mosaic_gpu_columns as cols
-  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
-  rows = mosaic_gpu_quantize.quantize_mosaic_gpu
-  for kern in (rows, cols.quantize_columns_mosaic_gpu):
-    on = lambda x, k=kern: k(x, "int4_g128", pair_mask=True, allow_unverified=True)
-    c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr)
-                   for f in (on, lambda x, k=kern: k(x, "int4_g128")))
-    assert c_on["select_n"] < c_off["select_n"], (c_on, c_off)
-    assert "mosaic_gpu" in _compat.lower_for("cuda", on, x).as_text()
-    with pytest.raises(NotImplementedError, match="pair_mask has not matched mxjax.quantize"):
-      kern(jnp.zeros((1024, 1024), jnp.bfloat16), "int4_g128", pair_mask=True)
-    with pytest.raises(ValueError, match="pair_mask is an int4_g128 option"):
-      kern(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_mask=True, allow_unverified=True)
-  with pytest.raises(ValueError, match="pair_mask packs bf16 pairs"):
-    rows(jnp.zeros((1024, 1024), jnp.float32), "int4_g128", pair_mask=True, allow_unverified=True)

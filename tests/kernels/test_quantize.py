@@ -133,6 +133,27 @@ def test_column_twin_piece_sizes(scheme):
     quantize_columns_portable(x, scheme, piece=24, interpret=True)
 
 
+@pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128"])
+def test_column_twin_pair_cast(scheme):
+  # The column kernel's `pair_cast` decomposition: x viewed (M / 2, 2 K), the even and odd
+  # rows' E4M3 codes cast a pair at a time and left as uint16 words (even m in the low byte):
+  # mxjax's codes of x.T on ties and special values, with the GPU's cast modelled (its NaN
+  # positive, as the GPU's arithmetic makes it; x86's default NaN is negative, which the
+  # NaN-sign model would carry: `test_cast_nan_codes_are_mxjax_codes` covers the NaN models)
+  # and an exact FMA called back from numpy.
+  from pallas_kernels.quantize.portable_columns import quantize_columns_portable
+  from pallas_kernels.quantize.testdata import special_values
+  x = jnp.concatenate([rounding_midpoints(8, 64, 256), special_values(
+      2, 64, 256, nonfinite=True).astype(jnp.bfloat16)]).T  # (256, 128): x.T's rows are these
+  cast = _e4m3_satfinite_model(False)
+  fma = lambda a, b, c: jax.pure_callback(
+      _fma_exact, jax.ShapeDtypeStruct(jnp.broadcast_shapes(a.shape, b.shape, c.shape),
+                                       jnp.float32), a, b, c, vmap_method="broadcast_all")
+  got = quantize_columns_portable(x, scheme, interpret=True, fma=fma,
+                                  cast_pair=lambda lo, hi: cast(lo) | cast(hi) << 8)
+  assert_same(got, _mx(x.T, scheme))
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
 def test_bit_exact_on_rounding_midpoints(impl, scheme):
@@ -348,34 +369,6 @@ def test_fma_element_path_on_special_and_nonfinite_blocks(scheme):
             jnp.ones((2, 4)), jnp.ones((2,)), jnp.ones((2,))).jaxpr)
     full, fin = count(False), count(True)
     assert full["ne"] - fin.get("ne", 0) == full["select_n"] - fin.get("select_n", 0) == 1
-
-
-def test_int4_pair_mask_gives_the_same_codes():
-  # `pair_mask`: INT4's masked rows (zero, NaN and infinite scales) zeroed once a packed pair by
-  # an AND with a per-row 0xFF / 0, instead of a select an element: the same packed codes on
-  # ties, special and non-finite blocks, with and without the NaN test, with an exact FMA (the
-  # GPU kernels') and without (the CPU paths' integer quotient test)
-  from mxjax.formats.exact import div_rn
-  from pallas_kernels.quantize.testdata import special_values
-  sch = S.get_scheme("int4_g128")
-  xs = [rounding_midpoints(11, 48, 512), special_values(5, 16, 512),
-        special_values(6, 16, 512, nonfinite=True)]
-  for x, nan_test, fma in itertools.product(xs, (False, True), (_fma_exact, None)):
-    b = jnp.asarray(np.asarray(x, np.float32).reshape(-1, 128))
-    xe, xo = b[:, 0::2], b[:, 1::2]
-    state = S.block_state(sch, S.block_amax(xe, xo), div=div_rn)
-    want = S.block_encode(sch, state, xe, xo, fma=fma, int4_nan_test=nan_test)
-    got = S.block_encode(sch, state, xe, xo, fma=fma, int4_nan_test=nan_test, pair_mask=True)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-  assert not np.asarray(state[3]).all()  # the non-finite tensor has masked rows
-  count = lambda **o: primitive_counts(jax.make_jaxpr(lambda e, o_: S.block_encode(
-      sch, state, e, o_, fma=_fma_traceable, **o))(xe, xo).jaxpr)
-  plain, masked = count(), count(pair_mask=True)
-  # the two selects an element (even, odd) go; one a row (the mask) comes
-  assert masked["select_n"] == plain["select_n"] - 1 and masked["and"] > plain["and"], (
-      plain, masked)
-  with pytest.raises(ValueError, match="pair_mask zeroes INT4's masked rows"):
-    S.block_encode(S.get_scheme("mxfp4"), state, xe, xo, pair_mask=True)
 
 
 def _fma_traceable(a, b, c):

@@ -87,9 +87,25 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert cfg(wm.WeightFormat.NF4, 1, 128, scale_bf16=True, **dev) == dict(
       tile_n=128, gps=2, steps=4, stream_k=2)
   assert cfg(wm.WeightFormat.NF4, 16, 128, scale_bf16=True, **dev) == one64(3)
+  # groups of 64 at M <= 8 (session 33): UINT4 as its g128, NF4 as its g128 (stream-K)
+  assert cfg(wm.WeightFormat.UINT4, 1, 64, **dev) == one64(3)
+  assert cfg(wm.WeightFormat.NF4, 8, 64, scale_bf16=True, **dev) == dict(
+      tile_n=128, gps=2, steps=4, stream_k=2)
   for fmt, group in ((wm.WeightFormat.NF4, 64), (wm.WeightFormat.UINT4, 64)):
-    assert cfg(fmt, 1, group, scale_bf16=fmt is wm.WeightFormat.NF4, **dev) == cfg(
-        fmt, 1, group, scale_bf16=fmt is wm.WeightFormat.NF4)  # unmeasured: as elsewhere
+    assert cfg(fmt, 16, group, scale_bf16=fmt is wm.WeightFormat.NF4, **dev) == cfg(
+        fmt, 16, group, scale_bf16=fmt is wm.WeightFormat.NF4)  # unmeasured: as elsewhere
+  # 8192 x 28672 at M = 9-16 (session 33): NVFP4 (bf16 multipliers, the wide config elsewhere)
+  # and UINT4 g128 one slot a 128-row tile on one compute warpgroup; MXFP4 and M <= 8 unchanged
+  one128 = dict(tile_n=128, gps=2, steps=3, step_wait=True) | configs.ONE_SLOT
+  for m in (9, 16):
+    assert cfg(wm.WeightFormat.NVFP4, m, 16, n=28672, scale_bf16=True, **dev) == one128
+    assert cfg(wm.WeightFormat.UINT4, m, 128, n=28672, **dev) == one128
+    assert cfg(wm.WeightFormat.NVFP4, m, 16, n=28672, scale_bf16=True)["compute_wgs"] == 2
+  for m in (1, 16):
+    assert cfg(wm.WeightFormat.MXFP4, m, 32, n=28672, scale_bf16=True, **dev) == cfg(
+        wm.WeightFormat.MXFP4, m, 32, n=28672, scale_bf16=True)
+  assert cfg(wm.WeightFormat.UINT4, 8, 128, n=28672, **dev)["stream_k"] == 2
+  assert cfg(wm.WeightFormat.UINT4, 17, 128, n=28672, **dev)["compute_wgs"] == 2
   for fmt, group in ((wm.WeightFormat.MXFP4, 32), (wm.WeightFormat.NVFP4, 16)):
     assert cfg(fmt, 1, group, n=28672, scale_bf16=True, **dev) == cfg(
         fmt, 1, group, n=28672, scale_bf16=True)
@@ -146,9 +162,12 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert [decode_plan.plan_decode(m, 8192, w).compute_wgs
           for m in (16, 17) for w in (int8, fp8)] == [1, 1, 2, 2]
   assert not one_slot(1, u128) and not one_slot(1, shape("mxfp4"))
-  # ... and UINT4 g128 at M <= 8 when stored for plain loads (session 30)
+  # ... and UINT4 g128 at M <= 8 when stored for plain loads (session 30), at M = 9-16 either
+  # way (session 33), NVFP4 there too
   u128_plain = jax.eval_shape(wm.layout.thread_major, u128)
-  assert [one_slot(m, u128_plain) for m in (1, 8, 9)] == [True, True, False]
+  assert [one_slot(m, u128_plain) for m in (1, 8, 9, 17)] == [True, True, True, False]
+  assert [one_slot(m, u128) for m in (8, 9, 16, 17)] == [False, True, True, False]
+  assert [one_slot(m, nvfp4) for m in (8, 16, 17)] == [False, True, False]
   for fmt in (wm.WeightFormat.INT8, wm.WeightFormat.FP8):
     assert "splits" not in decode_config(fmt, 4096, 1) | decode_config(fmt, 4096, 32)
   monkeypatch.undo()
