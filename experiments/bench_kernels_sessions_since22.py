@@ -428,10 +428,11 @@ def h100_s32_section() -> list[str]:
 
 
 def h100_s33_section() -> list[str]:
-  """Session 33: five H100 calls: the queue's `h100` and `h100-2` parts, a repeat of the block
+  """Session 33: six H100 calls: the queue's `h100` and `h100-2` parts, a repeat of the block
   amax from bf16 pair words (`pair_amax`, written in session 32), NVFP4's encoder with one
-  select an element (written that session) against the tree before it, and the new decode
-  defaults against the old in one run."""
+  select an element (written that session) against the tree before it, the new decode defaults
+  against the old in one run, and the E4M3 code pairs of `pair_cast` / `pair_signs` (written
+  that session)."""
   quant = [("s33 pair_amax rows", _load("kernels_quant_s33_h100_pair_amax_rows.json")),
            ("s33 pair_amax rows", _load("kernels_quant_s33_h100_pair_amax_rows2.json")),
            ("s33 pair_amax columns", _load("kernels_quant_s33_h100_pair_amax_columns.json")),
@@ -447,7 +448,11 @@ def h100_s33_section() -> list[str]:
             _load("kernels_quant_s33_h100_nvfp4_select_columns.json")),
            ("s33 NVFP4 before", _load("kernels_quant_s33_h100_nvfp4_select_columns_before.json")),
            ("s33 NVFP4 before",
-            _load("kernels_quant_s33_h100_nvfp4_select_columns_before2.json"))]
+            _load("kernels_quant_s33_h100_nvfp4_select_columns_before2.json")),
+           ("s33 pair_cast columns", _load("kernels_quant_s33_h100_pair_cast_columns.json")),
+           ("s33 pair_cast columns",
+            _load("kernels_quant_s33_h100_pair_cast_amax_columns.json")),
+           ("s33 pair_signs rows", _load("kernels_quant_s33_h100_pair_signs_rows.json"))]
   md = wo_section(33, ("h100_nf4_uint4_g64_4096x14336", "h100_fp4_uint4_m16_one_slot",
                       "h100_g64_defaults", "h100_nvfp4_m16_ab", "h100_uint4_m16_ab"),
       "Every config checked against the f32 reference in the same run. 4096 x 14336 M = 1, "
@@ -476,7 +481,12 @@ def h100_s33_section() -> list[str]:
       "scale zeroes the codes (in place of a NaN test and two float selects), against the tree "
       "before it in the same call, bit-exact: rows 141.9 -> 135.9 / 136.1 at 8192 x 8192, "
       "126.1 -> 120.9 / 120.8 at 4096 x 14336 (1.27 TB/s); columns 172.8 / 173.6 -> 170.3, "
-      "153.6 / 154.2 -> 151.4.", quant)
+      "153.6 / 154.2 -> 151.4. Written later that session and timed in a sixth call: the "
+      "column kernel's E4M3 codes two along M a PTX cvt (`pair_cast`), bit-exact, FP8 1x128 "
+      "110.8 -> 93.2 us at 8192 x 8192, 98.3 -> 83.2 at 4096 x 14336 (2.18 TB/s; its default "
+      "since), MXFP8 82.5 -> 83.8 / 73.5 -> 73.5 (off); the row kernel's code pairs signed from "
+      "x's bf16 pair words (`pair_signs`), bit-exact, FP8 1x128 76.6 -> 74.8 (2.72 TB/s) / 68.1 "
+      "-> 66.4 (its default since), MXFP8 level.", quant)
 
 
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,

@@ -71,7 +71,7 @@ GEMM_OPTIONS = [{}, {"tile_m": 256, "tile_k": 64}, {"steps": 2}, {"nf4_lut": Fal
 QUANT_SCHEMES = ["mxfp8_e4m3", "mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"]
 QUANT_OPTIONS = [{}, {"state_once": True}, {"state_once": False}, {"encode_cols": None},
                  {"steps": 3, "ctas_per_sm": 2}, {"tensor_amax": True}, {"cast_nan": True},
-                 {"pair_amax": True}, {"pair_amax": False}]
+                 {"pair_amax": True}, {"pair_amax": False}, {"pair_signs": True}]
 
 
 def _record(res: dict, key: str, fn, *args) -> None:
@@ -103,7 +103,8 @@ def quantize_fingerprints() -> dict[str, str]:
         fn = lambda x, s=scheme, o=o: quantize_gpu.quantize_mosaic_gpu(x, s, **o)
       _record(res, f"quantize|{scheme}|{opts}", fn, x)
     for opts in ({}, {"steps": 3}, {"tile_k": 64}, {"tile_k": 128}, {"piece": 32},
-                 {"cast_nan": True}, {"pair_amax": True}, {"pair_amax": False}):
+                 {"cast_nan": True}, {"pair_amax": True}, {"pair_amax": False},
+                 {"pair_cast": True}):
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
                   x, s, allow_unverified=True, **o), x)

@@ -14,7 +14,8 @@ instructions directly, one per element (per pair for `e4m3_pair`):
 - `fma_rn`: `fma.rn.f32`, `a * b + c` rounded once, subnormals kept (the remainder of a
   division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`);
 - `e4m3_pair`: two E4M3 codes from one `cvt.rn.satfinite.e4m3x2.f32`, left packed as the
-  instruction gives them (`quantize.schemes.block_encode`'s `cast_pair`).
+  instruction gives them (`quantize.schemes.block_encode`'s `cast_pair`), and
+  `bf16_pair_signs`, the sign bits of a bf16 pair word where that pair of codes keeps them.
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
 (`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it, or any
@@ -59,9 +60,9 @@ def _like(v, ref: jax.Array) -> jax.Array:
 
 def _pointwise(instr: str, layout: str | None, *args: jax.Array,
                out_dtype=jnp.float32) -> jax.Array:
-  """`instr d, a, b, ...;` on every element of equally shaped f32 register arrays (an `instr`
-  that names its operands, $0 the result, is emitted as it is); d is f32, or int32
-  (`out_dtype`: a 32-bit integer register)."""
+  """`instr d, a, b, ...;` on every element of equally shaped f32 or 32-bit integer register
+  arrays (an `instr` that names its operands, $0 the result, is emitted as it is); d is f32, or
+  int32 (`out_dtype`: a 32-bit integer register)."""
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import vector  # pylint: disable=g-import-not-at-top
@@ -76,7 +77,8 @@ def _pointwise(instr: str, layout: str | None, *args: jax.Array,
   out = plgpu.ShapeDtypeStruct(ref.shape, out_dtype, layout=lay)
   operands = ", ".join(f"${i}" for i in range(len(args) + 1))
   asm = instr if "$0" in instr else f"{instr} {operands};"
-  constraints = ("=r" if integer else "=f") + ",f" * len(args)
+  constraints = ("=r" if integer else "=f") + "".join(
+      ",r" if jnp.issubdtype(a.dtype, jnp.integer) else ",f" for a in args)
 
   @plgpu.inline_mgpu(arg_types=(lay,) * len(args), return_type=out)
   def emit(_, *arrs):
@@ -136,6 +138,14 @@ def e4m3_pair(lo, hi, *, layout: str | None = None) -> jax.Array:
   to +-448 with their sign; a NaN to the instruction's NaN code), the packed b16 widened."""
   return _pointwise("{ .reg .b16 t; cvt.rn.satfinite.e4m3x2.f32 t, $2, $1; cvt.u32.u16 $0, t; }",
                     layout, lo, hi, out_dtype=jnp.int32)
+
+
+def bf16_pair_signs(words: jax.Array, *, layout: str | None = None) -> jax.Array:
+  """int32 of uint32 bf16 pair words (low half the even element): the two halves' sign bits
+  at bits 7 and 15, 0 elsewhere, where a packed E4M3 code pair (`e4m3_pair`) keeps its signs:
+  one byte permute and one AND a word (`prmt` takes bytes 1 and 3, the halves' high bytes)."""
+  return _pointwise("{ prmt.b32 $0, $1, $1, 0x31; and.b32 $0, $0, 0x8080; }", layout, words,
+                    out_dtype=jnp.int32)
 
 
 def bf16_pairs_amax_bits(words: jax.Array) -> jax.Array:

@@ -173,6 +173,18 @@ PAIR_AMAX_VERIFIED = frozenset(SCHEMES)
 PAIR_AMAX_DEFAULT = frozenset(SCHEMES)
 
 
+# The E4M3 code pairs' sign bits from x's bf16 pair words (`pair_signs`, session 33): one byte
+# permute and one AND a word (`_ptx.bf16_pair_signs`) in place of a shift and an AND an element
+# on the scaled values. mxjax's E4M3 code takes x's sign whatever the scale (ties, -0, NaN and
+# Inf of either sign: tests/kernels/test_quantize.py), so the codes are the same where the
+# GPU's scaled values keep x's sign. H100, 2026-12-06, jax 0.11.2, bit-exact on every test
+# tensor (kernels_quant_s33_h100_pair_signs_rows.json), Mosaic kernel us without (twice) / with
+# at 8192 x 8192 and 4096 x 14336: FP8 1x128 76.6, 76.9 / 74.8 (2.72 TB/s) and 68.1, 68.4 / 66.4;
+# MXFP8 73.8, 74.3 / 74.2 and 65.0, 65.0 / 65.2: on for FP8 1x128 (`PAIR_SIGNS_DEFAULT`).
+PAIR_SIGNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
+PAIR_SIGNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
+
+
 def pair_amax_option(scheme: str, pair_amax: bool | None, f32_in: bool, *, default: frozenset,
                      verified: frozenset, allow_unverified: bool, kernel: str = "") -> bool:
   """Resolves a kernel's `pair_amax` option: None is on for bf16 x where `default` lists the
@@ -262,7 +274,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
                         cast_nan: bool | None = None, pair_amax: bool | None = None,
-                        allow_unverified: bool = False,
+                        pair_signs: bool | None = None, allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -290,6 +302,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       pair per PTX cvt (`cast_nan_option`; default where `CAST_NAN_DEFAULT` lists the scheme).
     pair_amax: bf16 x: each block's amax from its bf16 pair words, two halves a `max.u16x2`
       (`pair_amax_option`; default where `PAIR_AMAX_DEFAULT` lists the scheme).
+    pair_signs: bf16 x with `cast_nan`: the code pairs' sign bits from x's pair words (default
+      where `PAIR_SIGNS_DEFAULT` lists the scheme; `PAIR_SIGNS_VERIFIED` lists the schemes
+      checked, others need `allow_unverified`).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -329,6 +344,14 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   # (bf16 pairs) the codes a pair per cvt, already packed
   cast_pair = _ptx.e4m3_pair if cast_nan else None
+  if pair_signs is None:
+    pair_signs = cast_pair is not None and not f32_in and scheme in PAIR_SIGNS_DEFAULT
+  if pair_signs:
+    if f32_in or not cast_nan:
+      raise ValueError("pair_signs ORs bf16 pair words' sign bits into cast_nan's code pairs: "
+                       "it needs bf16 x and cast_nan")
+    require_checked(f"{scheme}'s pair_signs", scheme in PAIR_SIGNS_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave pair_signs off")
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
@@ -397,17 +420,19 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
     if cols == half:
+      signs = _ptx.bf16_pair_signs(words) if pair_signs else None
       p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
-                                 cast_pair=cast_pair).astype(out_dtype)
+                                 cast_pair=cast_pair, signs=signs).astype(out_dtype)
     else:
       # Encode `cols` pair columns at a time: with the integer quotient test (before the FMA
       # correction) ~20 arrays were live, and a whole (128, 64) tile spilled (3.5x slower).
       for c in range(half // cols):
         cs = pl.ds(c * cols, cols)
-        xe, xo = unpair_bf16(plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA,
-                                        optimized=False))
+        w = plgpu.load(x_smem.at[:, cs], (), layout=plgpu.Layout.WGMMA, optimized=False)
+        xe, xo = unpair_bf16(w)
         codes = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
-                             cast_pair=cast_pair)
+                             cast_pair=cast_pair, signs=_ptx.bf16_pair_signs(w) if pair_signs
+                             else None)
         p_smem.at[:, cs][...] = codes.astype(out_dtype)
     store_scales(state, s_smem)
 

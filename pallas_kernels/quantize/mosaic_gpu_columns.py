@@ -82,13 +82,16 @@ INT4_NAN_TEST = True
 # for FP8 1x128 alone (`PAIR_AMAX_COLUMNS_DEFAULT`).
 PAIR_AMAX_COLUMNS_VERIFIED = frozenset(SCHEMES)
 PAIR_AMAX_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
-# The E4M3 codes two along M a PTX cvt (`pair_cast`, session 33, written without a GPU): x
-# viewed as (M / 2, 2 K) as for the 4-bit schemes, the even and odd rows' codes cast a pair by
-# `_ptx.e4m3_pair` (`cast_nan`'s codes), already the uint16 word of two adjacent code bytes,
-# where one code an element goes through Mosaic's cast, its unpacking and a byte store. The
-# same codes by construction (the row kernel's pair cast, checked on the H100 in session 32);
-# `PAIR_CAST_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it: none yet.
-PAIR_CAST_COLUMNS_VERIFIED: frozenset[str] = frozenset()
+# The E4M3 codes two along M a PTX cvt (`pair_cast`, session 33): x viewed as (M / 2, 2 K) as
+# for the 4-bit schemes, the even and odd rows' codes cast a pair by `_ptx.e4m3_pair`
+# (`cast_nan`'s codes), already the uint16 word of two adjacent code bytes, where one code an
+# element goes through Mosaic's cast, its unpacking and a byte store. H100, 2026-12-06, jax
+# 0.11.2, bit-exact on every test tensor (kernels_quant_s33_h100_pair_cast_columns.json), Mosaic
+# kernel us without / with at 8192 x 8192 and 4096 x 14336 (each without timed twice): FP8
+# 1x128 110.8 / 93.2 and 98.3 / 83.2 (2.18 TB/s), MXFP8 82.5 / 83.8 and 73.5 / 73.5 (with
+# `pair_amax` too 83.7): on for FP8 1x128 (`PAIR_CAST_COLUMNS_DEFAULT`).
+PAIR_CAST_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
+PAIR_CAST_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -146,7 +149,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 tensor_amax: jax.Array | None = None,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
                                 cast_nan: bool | None = None, pair_amax: bool | None = None,
-                                pair_cast: bool = False, allow_unverified: bool = False,
+                                pair_cast: bool | None = None, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -173,16 +176,18 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     pair_amax: the block amax on the bf16 tile, two elements a max (`_bf16_block_amax`;
       `mosaic_gpu.pair_amax_option`; default where `PAIR_AMAX_COLUMNS_DEFAULT` lists the scheme).
     pair_cast: E4M3 schemes with `cast_nan`: the codes two along M a PTX cvt, stored as uint16
-      words (`PAIR_CAST_COLUMNS_VERIFIED` lists the schemes checked; others need
-      `allow_unverified`).
+      words (default where `PAIR_CAST_COLUMNS_DEFAULT` lists the scheme and cast_nan is on;
+      `PAIR_CAST_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
     low nibble), scale (K, M / B) in the scheme's dtype, and NVFP4's tensor scale.
   """
   plgpu = _compat.plgpu_module()
-  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast)
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
+  if pair_cast is None:
+    pair_cast = cast_nan and scheme in PAIR_CAST_COLUMNS_DEFAULT
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast)
   if pair_cast:
     if not cast_nan:
       raise ValueError(f"pair_cast casts cast_nan's E4M3 codes a pair at a time; {scheme} runs "

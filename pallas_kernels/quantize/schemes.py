@@ -460,19 +460,25 @@ def element_encoder(scheme: FusedScheme, state: tuple, *, fma: Callable | None =
 
 def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | None = None,
                  satfinite: bool = False, int4_nan_test: bool = False,
-                 cast_pair: Callable | None = None):
+                 cast_pair: Callable | None = None, signs=None):
   """Packed code pairs, int32 (rows, n): (even | odd << bits), of a tile or a column slice of it
   (xe, xo float32 (rows, n)), from the rows' `block_state` (see `element_encoder`).
 
   `cast_pair`: E4M3 schemes, `cast_nan`'s codes a pair at a time: cast_pair(lo, hi) gives
   int32 code(lo) | code(hi) << 8 (on Mosaic GPU `_ptx.e4m3_pair`, one PTX cvt a pair), so the
-  codes are never unpacked to one an int32 and packed again."""
+  codes are never unpacked to one an int32 and packed again. `signs`: with `cast_pair`, int32
+  (rows, n) holding each pair's sign bits at bits 7 and 15 (the elements' own: mxjax's E4M3
+  code takes x's sign whatever the scale; on Mosaic GPU `_ptx.bf16_pair_signs` of x's bf16
+  pair words), OR'd in where by default the scaled values' are."""
   if cast_pair is not None:
     if scheme.bits != 8:
       raise ValueError(f"cast_pair is for E4M3 codes; {scheme.name} has none")
     scaled, keep = _e4m3_scaled(scheme, state, fma)
     (ve, se), (vo, so) = scaled(xe), scaled(xo)
-    pair = cast_pair(ve, vo) | _sign_at(se, 7) | _sign_at(so, 15)
+    if signs is None:
+      pair = cast_pair(ve, vo) | _sign_at(se, 7) | _sign_at(so, 15)
+    else:
+      pair = cast_pair(ve, vo) | signs
     return pair if keep is None else jnp.where(_row(keep, xe), pair, jnp.int32(0))
   enc = element_encoder(scheme, state, fma=fma, satfinite=satfinite,
                         int4_nan_test=int4_nan_test)

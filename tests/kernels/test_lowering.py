@@ -1019,14 +1019,16 @@ def test_quantize_satfinite_drops_the_clip(scheme, monkeypatch):
 def test_quantize_cast_nan_lowers_without_the_nan_test(scheme, monkeypatch):
   # `cast_nan`: the E4M3 codes by the saturating cast alone, NaN included (no NaN compare and
   # select an element); row-wise from bf16 a pair per PTX cvt (`_ptx.e4m3_pair`) in place of
-  # Mosaic's cast. Rows (bf16, f32) and columns lower; bit-exact and faster on the H100
-  # (session 32), the default since; refused unasked-for where no GPU has matched it.
+  # Mosaic's cast (and column-wise where `pair_cast` is the default). Rows (bf16, f32) and
+  # columns lower; bit-exact and faster on the H100 (session 32), the default since; refused
+  # unasked-for where no GPU has matched it.
   from pallas_kernels.quantize.mosaic_gpu_columns import quantize_columns_mosaic_gpu
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   x32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
   rows = mosaic_gpu_quantize.quantize_mosaic_gpu
+  from pallas_kernels.quantize.mosaic_gpu_columns import PAIR_CAST_COLUMNS_DEFAULT
   for kern, xx, paired in ((rows, x, True), (rows, x32, False),
-                           (quantize_columns_mosaic_gpu, x, False)):
+                           (quantize_columns_mosaic_gpu, x, scheme in PAIR_CAST_COLUMNS_DEFAULT)):
     on = lambda x, k=kern: k(x, scheme, cast_nan=True, allow_unverified=True)
     off = lambda x, k=kern: k(x, scheme, satfinite=True, cast_nan=False)
     c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(xx).jaxpr) for f in (on, off))
@@ -1049,10 +1051,10 @@ def test_quantize_cast_nan_lowers_without_the_nan_test(scheme, monkeypatch):
 
 
 def test_quantize_columns_pair_cast_lowers(monkeypatch):
-  # `pair_cast` (session 33, written without a GPU): the column kernel's E4M3 codes two along M
-  # a `cvt.rn.satfinite.e4m3x2.f32` (`_ptx.e4m3_pair`, where Mosaic's cast unpacks its pair),
-  # left as uint16 words; gated until a GPU matches it, and
-  # only with cast_nan's codes
+  # `pair_cast` (session 33): the column kernel's E4M3 codes two along M a
+  # `cvt.rn.satfinite.e4m3x2.f32` (`_ptx.e4m3_pair`, where Mosaic's cast unpacks its pair),
+  # left as uint16 words; FP8 1x128's default, only with cast_nan's codes, gated by the GPU's
+  # check
   from pallas_kernels.quantize import mosaic_gpu_columns as cols
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   for scheme in ("mxfp8_e4m3", "fp8_e4m3_block128"):
@@ -1062,8 +1064,12 @@ def test_quantize_columns_pair_cast_lowers(monkeypatch):
     text = _compat.lower_for("cuda", on, x).as_text()
     pair_asm = "cvt.rn.satfinite.e4m3x2.f32 t, $2, $1; cvt.u32.u16 $0, t;"  # `_ptx.e4m3_pair`
     assert pair_asm in text, scheme
-    assert pair_asm not in _compat.lower_for(
-        "cuda", lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s), x).as_text()
+    assert pair_asm not in _compat.lower_for("cuda", lambda x, s=scheme: (
+        cols.quantize_columns_mosaic_gpu(x, s, pair_cast=False)), x).as_text()
+    dflt = _compat.lower_for("cuda", lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s),
+                             x).as_text()
+    assert (pair_asm in dflt) == (scheme == "fp8_e4m3_block128"), scheme
+  monkeypatch.setattr(cols, "PAIR_CAST_COLUMNS_VERIFIED", frozenset())
   with pytest.raises(NotImplementedError, match="pair_cast has not matched mxjax.quantize"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp8_e4m3",
                                      pair_cast=True)
@@ -1111,3 +1117,28 @@ def test_quantize_pair_amax_lowers(monkeypatch):
     rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_amax=True)
   with pytest.raises(ValueError, match="pair_amax reads bf16 pair words"):
     rows(jnp.zeros((1024, 1024), jnp.float32), "mxfp4", pair_amax=True, allow_unverified=True)
+
+
+def test_quantize_pair_signs_lowers(monkeypatch):
+  # `pair_signs` (session 33): cast_nan's code pairs take their sign bits from x's bf16 pair
+  # words, one `prmt` and one AND a word; FP8 1x128's default, gated by the GPU's check
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  rows = mosaic_gpu_quantize.quantize_mosaic_gpu
+  for scheme in ("mxfp8_e4m3", "fp8_e4m3_block128"):
+    for opts in ({}, {"encode_cols": 8}):
+      on = lambda x, s=scheme, o=opts: rows(x, s, pair_signs=True, allow_unverified=True, **o)
+      assert "prmt.b32 $0, $1, $1, 0x31;" in _compat.lower_for("cuda", on, x).as_text()
+      off = lambda x, s=scheme, o=opts: rows(x, s, pair_signs=False, **o)
+      assert "prmt.b32" not in _compat.lower_for("cuda", off, x).as_text()
+      dflt = _compat.lower_for("cuda", lambda x, s=scheme, o=opts: rows(x, s, **o), x)
+      assert ("prmt.b32" in dflt.as_text()) == (scheme == "fp8_e4m3_block128"), scheme
+      c_on, c_off = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr) for f in (on, off))
+      shifts = lambda c: c.get("shift_right_logical", 0) + c.get("shift_right_arithmetic", 0)
+      assert shifts(c_on) < shifts(c_off), (c_on, c_off)
+  monkeypatch.setattr(mosaic_gpu_quantize, "PAIR_SIGNS_VERIFIED", frozenset())
+  with pytest.raises(NotImplementedError, match="pair_signs has not matched mxjax.quantize"):
+    rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp8_e4m3", pair_signs=True)
+  for scheme, dt, opts in (("mxfp4", jnp.bfloat16, {}), ("mxfp8_e4m3", jnp.float32, {}),
+                           ("mxfp8_e4m3", jnp.bfloat16, {"cast_nan": False})):
+    with pytest.raises(ValueError, match="it needs bf16 x and cast_nan"):
+      rows(jnp.zeros((1024, 1024), dt), scheme, pair_signs=True, allow_unverified=True, **opts)

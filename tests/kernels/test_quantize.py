@@ -497,6 +497,30 @@ def _e4m3_satfinite_model(nan_sign: bool):
   return cast
 
 
+def _prmt(a, b, selector: int):
+  """PTX `prmt.b32 d, a, b, selector` (default mode) on uint32 numpy arrays: d's byte i is byte
+  (selector >> 4 i) & 7 of the eight bytes {b, a} (a's bytes 0-3, b's 4-7), its sign
+  replicated where bit 3 of that nibble is set."""
+  data = np.asarray(a, np.uint64) | np.asarray(b, np.uint64) << np.uint64(32)
+  d = np.zeros(np.shape(a), np.uint64)
+  for i in range(4):
+    nib = (selector >> (4 * i)) & 15
+    byte = (data >> np.uint64(8 * (nib & 7))) & np.uint64(0xFF)
+    if nib & 8:
+      byte = np.where(byte & np.uint64(0x80), np.uint64(0xFF), np.uint64(0))
+    d |= byte << np.uint64(8 * i)
+  return d.astype(np.uint32)
+
+
+def test_bf16_pair_signs_selector():
+  # `_ptx.bf16_pair_signs`' permute (bytes 1 and 3 of the word to 0 and 1) and mask leave the
+  # two bf16 halves' sign bits at bits 7 and 15, on every sign and byte pattern
+  w = np.random.default_rng(3).integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32)
+  want = ((w >> 8) & 0x80) | ((w >> 16) & 0x8000)
+  np.testing.assert_array_equal(_prmt(w, w, 0x31) & 0x8080, want)
+  assert _prmt(np.uint32(0x80008000), np.uint32(0), 0x31) & 0x8080 == 0x8080
+
+
 @pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128"])
 def test_cast_nan_codes_are_mxjax_codes(scheme, monkeypatch):
   # `cast_nan`: E4M3 codes by the saturating cast alone, NaN included, the sign OR'd in from the
@@ -521,6 +545,12 @@ def test_cast_nan_codes_are_mxjax_codes(scheme, monkeypatch):
     pair = lambda lo, hi, c=cast: c(lo) | c(hi) << 8
     got = S.block_encode(sch, state, xe, xo, fma=_fma_exact, cast_pair=pair)
     np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"pairs, {nan_sign=}")
+    # `pair_signs`: the signs from x's bf16 pair words (mxjax's code takes x's sign whatever
+    # the scale), by `_ptx.bf16_pair_signs`' byte permute modelled on the words
+    words = np.asarray(xe.view(jnp.uint32) >> 16 | (xo.view(jnp.uint32) >> 16) << 16)
+    signs = jnp.asarray(_prmt(words, words, 0x31) & 0x8080, jnp.int32)
+    got = S.block_encode(sch, state, xe, xo, fma=_fma_exact, cast_pair=pair, signs=signs)
+    np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"pair signs, {nan_sign=}")
     with monkeypatch.context() as m:
       m.setattr(S, "_e4m3_cast", cast)
       enc = S.element_encoder(sch, state, fma=_fma_exact, cast_nan=True)
