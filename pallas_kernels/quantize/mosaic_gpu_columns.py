@@ -13,7 +13,9 @@ scales as (M / B, K), transposed by XLA (1/B of the data).
 4-bit schemes (MXFP4, NVFP4, INT4 g128) pack two codes along M: the kernel views x (free) as
 (M / 2, 2 K), so the even and the odd rows of x are two contiguous column ranges, loads them as
 two tiles (Mosaic GPU has no strided smem slices), and gets the row-wise kernel's pair split
-along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). NVFP4's
+along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). FP8 1x128
+takes the same split (`pair_cast`): its codes are cast two at a time, one PTX cvt a pair,
+already the little-endian uint16 of two adjacent code bytes. NVFP4's
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
