@@ -104,7 +104,7 @@ def quantize_fingerprints() -> dict[str, str]:
       _record(res, f"quantize|{scheme}|{opts}", fn, x)
     for opts in ({}, {"steps": 3}, {"tile_k": 64}, {"tile_k": 128}, {"piece": 32},
                  {"cast_nan": True}, {"pair_amax": True}, {"pair_amax": False},
-                 {"pair_cast": True}):
+                 {"pair_cast": True}, {"pair_cast": True, "pair_signs": True}):
       _record(res, f"quantize columns|{scheme}|{opts}",
               lambda x, s=scheme, o=opts: quantize_columns_gpu.quantize_columns_mosaic_gpu(
                   x, s, allow_unverified=True, **o), x)

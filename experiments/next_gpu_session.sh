@@ -8,7 +8,8 @@
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-33: `h100` first where
 # one is lent (the column kernel's launch with its E4M3 codes two along M, `pair_cast`, FP8
-# 1x128's default since session 33). On an
+# 1x128's default since session 33, and their sign bits by a byte permute, `pair_signs`,
+# written in session 33 and gated). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, and the block amax from bf16 pair
 # words, `pair_amax`, the defaults since sessions 32-33 from the H100's checks, re-checked
 # there), then 2: the decode with its codes read by plain loads (a
@@ -171,7 +172,7 @@ case "$part" in
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
       --configs '[{}, {"cast_nan": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: the column kernel's launch
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~6 minutes: the column kernel's launch
       # with the E4M3 codes two along M (`pair_cast`, session 33: FP8 1x128's default, 110.8 ->
       # 93.2 us, 2.18 TB/s against 2.4; MXFP8 level, 2.41-2.47), whose tiles hold half the rows
       # of each input view: blocks a step, columns a step, pipeline depth
@@ -182,6 +183,11 @@ case "$part" in
     run 150 b $B --what quant --transpose --schemes fp8_e4m3_block128 \
       --qshapes 8192x8192,4096x14336 --configs '[{}, {"tile_k": 128}, {"steps": 3},
                   {"ctas_per_sm": 3}, {"pair_cast": false}]'
+    # the pairs' sign bits from x's own by a byte permute (`pair_signs`, session 33, gated:
+    # mosaic_gpu_columns.PAIR_SIGNS_COLUMNS_VERIFIED; the row kernel's gained 2.5% for FP8)
+    ps='"pair_signs": true, "allow_unverified": true'
+    run 120 c $B --what quant --transpose --schemes fp8_e4m3_block128,mxfp8_e4m3 \
+      --qshapes 8192x8192,4096x14336 --configs "[{}, {$pc, $ps}, {$pc}]"
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac

@@ -15,7 +15,8 @@ instructions directly, one per element (per pair for `e4m3_pair`):
   division, `x - q * s`, is then exact: see `quantize.schemes.div_fma`);
 - `e4m3_pair`: two E4M3 codes from one `cvt.rn.satfinite.e4m3x2.f32`, left packed as the
   instruction gives them (`quantize.schemes.block_encode`'s `cast_pair`), and
-  `bf16_pair_signs`, the sign bits of a bf16 pair word where that pair of codes keeps them.
+  `bf16_pair_signs` / `f32_pair_signs`, the sign bits of a bf16 pair word (of two float32
+  arrays) where that pair of codes keeps them.
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
 (`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it, or any
@@ -146,6 +147,15 @@ def bf16_pair_signs(words: jax.Array, *, layout: str | None = None) -> jax.Array
   one byte permute and one AND a word (`prmt` takes bytes 1 and 3, the halves' high bytes)."""
   return _pointwise("{ prmt.b32 $0, $1, $1, 0x31; and.b32 $0, $0, 0x8080; }", layout, words,
                     out_dtype=jnp.int32)
+
+
+def f32_pair_signs(lo_bits: jax.Array, hi_bits: jax.Array, *,
+                   layout: str | None = None) -> jax.Array:
+  """int32 of two int32 arrays of float32 bit patterns: lo's sign bit at bit 7 and hi's at bit
+  15, 0 elsewhere (`bf16_pair_signs` for a pair held as two float32 arrays): one byte permute
+  (`prmt` takes byte 3 of each, their high bytes) and one AND a pair."""
+  return _pointwise("{ prmt.b32 $0, $1, $2, 0x73; and.b32 $0, $0, 0x8080; }", layout, lo_bits,
+                    hi_bits, out_dtype=jnp.int32)
 
 
 def bf16_pairs_amax_bits(words: jax.Array) -> jax.Array:

@@ -94,6 +94,12 @@ PAIR_AMAX_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
 # `pair_amax` too 83.7): on for FP8 1x128 (`PAIR_CAST_COLUMNS_DEFAULT`).
 PAIR_CAST_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 PAIR_CAST_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
+# With `pair_cast`, the code pairs' sign bits from x's own (the even and odd rows' float32 bit
+# patterns), one byte permute and one AND a pair (`_ptx.f32_pair_signs`), in place of a shift
+# and an AND an element on the scaled values: the row kernel's `pair_signs` (session 33,
+# bit-exact on the H100 and FP8 1x128's default there) on two arrays; written without a GPU,
+# `PAIR_SIGNS_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it: none yet.
+PAIR_SIGNS_COLUMNS_VERIFIED: frozenset[str] = frozenset()
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -151,7 +157,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 tensor_amax: jax.Array | None = None,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
                                 cast_nan: bool | None = None, pair_amax: bool | None = None,
-                                pair_cast: bool | None = None, allow_unverified: bool = False,
+                                pair_cast: bool | None = None, pair_signs: bool = False,
+                                allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -180,6 +187,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     pair_cast: E4M3 schemes with `cast_nan`: the codes two along M a PTX cvt, stored as uint16
       words (default where `PAIR_CAST_COLUMNS_DEFAULT` lists the scheme and cast_nan is on;
       `PAIR_CAST_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
+    pair_signs: with `pair_cast`, the code pairs' sign bits from x's own by a byte permute
+      (`PAIR_SIGNS_COLUMNS_VERIFIED` lists the schemes checked, others need
+      `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -196,6 +206,12 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                        f"without cast_nan here: leave pair_cast off")
     require_checked(f"{scheme}'s column-wise pair_cast", scheme in PAIR_CAST_COLUMNS_VERIFIED,
                     allow_unverified, reference="mxjax.quantize", instead="leave pair_cast off")
+  if pair_signs:
+    if not pair_cast:
+      raise ValueError("pair_signs ORs x's sign bits into pair_cast's code pairs: it needs "
+                       "pair_cast (an E4M3 scheme with cast_nan)")
+    require_checked(f"{scheme}'s column-wise pair_signs", scheme in PAIR_SIGNS_COLUMNS_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="leave pair_signs off")
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   pair_amax = pair_amax_option(scheme, pair_amax, False, default=PAIR_AMAX_COLUMNS_DEFAULT,
                                verified=PAIR_AMAX_COLUMNS_VERIFIED,
@@ -264,8 +280,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
+        signs = (_ptx.f32_pair_signs(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs))
+                 if pair_signs else None)
         codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test,
-                              cast_pair=_ptx.e4m3_pair if pair_cast else None)
+                              cast_pair=_ptx.e4m3_pair if pair_cast else None, signs=signs)
                  if paired else
                  element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
                                  cast_nan=cast_nan)(xs[0]))

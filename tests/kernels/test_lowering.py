@@ -1077,6 +1077,19 @@ def test_quantize_columns_pair_cast_lowers(monkeypatch):
     with pytest.raises(ValueError, match="leave pair_cast off"):
       cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme,
                                        pair_cast=True, allow_unverified=True, **opts)
+  # with it, the pairs' sign bits from x's own by one `prmt` (`pair_signs`; gated)
+  monkeypatch.undo()
+  for scheme in ("mxfp8_e4m3", "fp8_e4m3_block128"):
+    on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_cast=True,
+                                                              pair_signs=True,
+                                                              allow_unverified=True)
+    assert "prmt.b32 $0, $1, $2, 0x73;" in _compat.lower_for("cuda", on, x).as_text(), scheme
+  with pytest.raises(NotImplementedError, match="pair_signs has not matched mxjax.quantize"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "fp8_e4m3_block128",
+                                     pair_signs=True)
+  with pytest.raises(ValueError, match="it needs pair_cast"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "fp8_e4m3_block128",
+                                     pair_cast=False, pair_signs=True, allow_unverified=True)
 
 
 def test_quantize_pair_amax_lowers(monkeypatch):

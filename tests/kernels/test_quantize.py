@@ -512,13 +512,17 @@ def _prmt(a, b, selector: int):
   return d.astype(np.uint32)
 
 
-def test_bf16_pair_signs_selector():
+def test_pair_signs_selectors():
   # `_ptx.bf16_pair_signs`' permute (bytes 1 and 3 of the word to 0 and 1) and mask leave the
-  # two bf16 halves' sign bits at bits 7 and 15, on every sign and byte pattern
-  w = np.random.default_rng(3).integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32)
+  # two bf16 halves' sign bits at bits 7 and 15, on every sign and byte pattern; and
+  # `_ptx.f32_pair_signs`' (byte 3 of each of two float32 words) the two floats' signs there
+  rng = np.random.default_rng(3)
+  w, v = (rng.integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32) for _ in range(2))
   want = ((w >> 8) & 0x80) | ((w >> 16) & 0x8000)
   np.testing.assert_array_equal(_prmt(w, w, 0x31) & 0x8080, want)
   assert _prmt(np.uint32(0x80008000), np.uint32(0), 0x31) & 0x8080 == 0x8080
+  np.testing.assert_array_equal(_prmt(w, v, 0x73) & 0x8080,
+                                ((w >> 24) & 0x80) | ((v >> 16) & 0x8000))
 
 
 @pytest.mark.parametrize("scheme", ["mxfp8_e4m3", "fp8_e4m3_block128"])
