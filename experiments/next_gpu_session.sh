@@ -9,7 +9,8 @@
 # The issue's targets are the H100's, and only H100s came in sessions 27-33: `h100` first where
 # one is lent (the column kernel's launch with its E4M3 codes two along M, `pair_cast`, FP8
 # 1x128's default since session 33, and their sign bits by a byte permute, `pair_signs`,
-# written in session 33 and gated). On an
+# written in session 33 and gated; the row kernel's block state once a block, `state_once`,
+# never timed there). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, and the block amax from bf16 pair
 # words, `pair_amax`, the defaults since sessions 32-33 from the H100's checks, re-checked
 # there), then 2: the decode with its codes read by plain loads (a
@@ -172,7 +173,7 @@ case "$part" in
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
       --configs '[{}, {"cast_nan": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~6 minutes: the column kernel's launch
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: the column kernel's launch
       # with the E4M3 codes two along M (`pair_cast`, session 33: FP8 1x128's default, 110.8 ->
       # 93.2 us, 2.18 TB/s against 2.4; MXFP8 level, 2.41-2.47), whose tiles hold half the rows
       # of each input view: blocks a step, columns a step, pipeline depth
@@ -188,6 +189,11 @@ case "$part" in
     ps='"pair_signs": true, "allow_unverified": true'
     run 120 c $B --what quant --transpose --schemes fp8_e4m3_block128,mxfp8_e4m3 \
       --qshapes 8192x8192,4096x14336 --configs "[{}, {$pc, $ps}, {$pc}]"
+    # the row kernel's block state once a block (`state_once`, NVFP4's default from the H200's
+    # check in session 13: 151.8 -> 139.2 us there, MXFP8 63.7 -> 62.6), never timed on the
+    # H100, where MXFP8 rows miss 2.8 TB/s by 1% at 4096 x 14336
+    run 100 d $B --what quant --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336 \
+      --configs '[{}, {"state_once": true, "allow_unverified": true}, {"state_once": false}]'
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac
