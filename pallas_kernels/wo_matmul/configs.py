@@ -218,9 +218,10 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
     # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
     narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
-    if fmt is WeightFormat.NF4 and narrow and group == 64 and _one_slot_64(device, n):
-      # NF4 g64 the same launch as g128 there (below): H100, 4096 x 14336, M = 1, 21.7 -> 20.5
-      # us (kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
+    if fmt is WeightFormat.NF4 and narrow and group in (64, 128) and _one_slot_64(device, n):
+      # NF4 at M <= 8 there: stream-K over two chunks four deep (H100, 4096 x 14336, g128
+      # 21.4 -> 20.1 us, one slot 21.1 -> 20.6 in another run, kernels_wo_s32_h100_nf4_launch;
+      # g64 21.7 -> 20.5, kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
       return dict(tile_n=128, gps=2, steps=4, stream_k=2)
     if m <= 16 and _one_slot_64(device, n) and (fmt in FP4 or group == 128):
       # H100, 4096 x 14336 (kernels_wo_s32_h100_one_slot64_*.json, nvfp4_uint4_launch,
@@ -228,10 +229,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       # config (M = 16) had two: MXFP4 M = 1 / 8 / 16 18.9 -> 17.5 / 19.1 -> 17.4 / 20.7 ->
       # 18.1 us, NVFP4 20.0 -> 17.2 / 20.2 -> 17.3 / 21.6 -> 17.8 (128-row tiles: M = 1 / 4
       # 20.1 -> 18.3 / 21.3 -> 18.4, M = 16 21.7 -> 29.3), NF4 g128 M = 16 21.9 -> 20.7 and
-      # 21.8 -> 20.8. NF4 at M <= 8 stream-K over two chunks four deep instead: 21.4 -> 20.1
-      # (one slot 21.1 -> 20.6 in another run).
-      if fmt is WeightFormat.NF4 and narrow:
-        return dict(tile_n=128, gps=2, steps=4, stream_k=2)
+      # 21.8 -> 20.8 (NF4 at M <= 8 takes the stream-K launch above).
       return dict(tile_n=64, gps=2, steps=4 if narrow else 3, step_wait=True) | ONE_SLOT
     if narrow and fmt is WeightFormat.NF4:
       return dict(tile_n=128, gps=2, steps=2, stream_k=4)
