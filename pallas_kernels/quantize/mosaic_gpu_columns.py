@@ -64,6 +64,13 @@ COLUMN_SCHEMES = tuple(SCHEMES)
 # 21, kernels_quant_s21_columns_state_once.json.)
 PIECE: dict[str, int] = {}
 TILE_K = {"fp8_e4m3_block128": 64, "int4_g128": 64}
+# With `pair_cast` each input tile holds half a block's rows, and FP8 1x128 takes 128 columns a
+# step again: H100, 2026-12-06, jax 0.11.2, bit-exact (kernels_quant_s34_h100_fp8_columns_
+# launch.json), us at tile_k 64 / 128, 8192 x 8192: 93.0 / 91.0, 4096 x 14336: 82.9 / 81.5;
+# three steps (93.8) or three CTAs an SM (93.0) gained nothing. MXFP8's pair_cast was slower at
+# each launch tried (82.6 without; 85.1, nb 4 93.2, nb 4 tile_k 64 88.2, steps 3 83.1;
+# kernels_quant_s34_h100_mxfp8_pair_cast_launch.json).
+TILE_K_PAIR_CAST = {"fp8_e4m3_block128": 128}
 # INT4's quotients each tested for NaN (`schemes.element_encoder`'s `int4_nan_test`) by default
 # here. Session 26 dropped the test from the shared element path (its rows of a NaN quotient
 # are masked anyway; H200 rows 64.4 -> 62.8 us); the H100's INT4 g128 columns at 8192 x 8192,
@@ -97,9 +104,13 @@ PAIR_CAST_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
 # With `pair_cast`, the code pairs' sign bits from x's own (the even and odd rows' float32 bit
 # patterns), one byte permute and one AND a pair (`_ptx.f32_pair_signs`), in place of a shift
 # and an AND an element on the scaled values: the row kernel's `pair_signs` (session 33,
-# bit-exact on the H100 and FP8 1x128's default there) on two arrays; written without a GPU,
-# `PAIR_SIGNS_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it: none yet.
-PAIR_SIGNS_COLUMNS_VERIFIED: frozenset[str] = frozenset()
+# bit-exact on the H100 and FP8 1x128's default there) on two arrays.
+# `PAIR_SIGNS_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it. H100, 2026-12-06,
+# jax 0.11.2, bit-exact on every test tensor and slower (kernels_quant_s34_h100_pair_signs_
+# columns.json), Mosaic kernel us with `pair_cast`, without / with it, at 8192 x 8192 and
+# 4096 x 14336: FP8 1x128 93.0 / 101.4 and 83.0 / 89.9, MXFP8 84.6 / 86.1 and 74.7 / 75.5: off
+# by default.
+PAIR_SIGNS_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -165,8 +176,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   Args:
     x: (M, K) bfloat16; blocks of B run along M.
     scheme: any of `schemes.SCHEMES`.
-    tile_k: columns of x (rows of x.T) per pipeline step, a multiple of 64 (default `TILE_K`'s,
-      else 128).
+    tile_k: columns of x (rows of x.T) per pipeline step, a multiple of 64 (default
+      `TILE_K_PAIR_CAST`'s with pair_cast, `TILE_K`'s without, else 128).
     nb: B-row blocks per pipeline step (the TMA box is (B nb, tile_k), at most 256 rows);
       default 64 rows of x (one block for B = 128).
     steps: TMA pipeline depth per CTA. The defaults (tile_k 128, nb 2, steps 2) were the best of
@@ -216,7 +227,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   pair_amax = pair_amax_option(scheme, pair_amax, False, default=PAIR_AMAX_COLUMNS_DEFAULT,
                                verified=PAIR_AMAX_COLUMNS_VERIFIED,
                                allow_unverified=allow_unverified, kernel="column-wise ")
-  tile_k = TILE_K.get(scheme, 128) if tile_k is None else tile_k
+  if tile_k is None:
+    tile_k = (TILE_K_PAIR_CAST if pair_cast else TILE_K).get(scheme, 128)
   if int4_nan_test is not None and scheme != "int4_g128":
     raise ValueError(f"int4_nan_test is an int4_g128 option; {scheme} has no INT4 quotients: "
                      f"leave it unset")

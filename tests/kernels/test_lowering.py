@@ -1077,13 +1077,15 @@ def test_quantize_columns_pair_cast_lowers(monkeypatch):
     with pytest.raises(ValueError, match="leave pair_cast off"):
       cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme,
                                        pair_cast=True, allow_unverified=True, **opts)
-  # with it, the pairs' sign bits from x's own by one `prmt` (`pair_signs`; gated)
+  # with it, the pairs' sign bits from x's own by one `prmt` (`pair_signs`; checked, off by
+  # default)
   monkeypatch.undo()
   for scheme in ("mxfp8_e4m3", "fp8_e4m3_block128"):
     on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, pair_cast=True,
                                                               pair_signs=True,
                                                               allow_unverified=True)
     assert "prmt.b32 $0, $1, $2, 0x73;" in _compat.lower_for("cuda", on, x).as_text(), scheme
+  monkeypatch.setattr(cols, "PAIR_SIGNS_COLUMNS_VERIFIED", frozenset())
   with pytest.raises(NotImplementedError, match="pair_signs has not matched mxjax.quantize"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "fp8_e4m3_block128",
                                      pair_signs=True)
