@@ -173,27 +173,19 @@ case "$part" in
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
       --configs '[{}, {"cast_nan": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: the column kernel's launch
-      # with the E4M3 codes two along M (`pair_cast`, session 33: FP8 1x128's default, 110.8 ->
-      # 93.2 us, 2.18 TB/s against 2.4; MXFP8 level, 2.41-2.47), whose tiles hold half the rows
-      # of each input view: blocks a step, columns a step, pipeline depth
-    pc='"pair_cast": true'
-    run 150 a $B --what quant --transpose --schemes mxfp8_e4m3 --qshapes 8192x8192,4096x14336 \
-      --configs "[{}, {$pc}, {$pc, \"nb\": 4}, {$pc, \"tile_k\": 64, \"nb\": 4},
-                  {$pc, \"steps\": 3}]"
-    run 150 b $B --what quant --transpose --schemes fp8_e4m3_block128 \
-      --qshapes 8192x8192,4096x14336 --configs '[{}, {"tile_k": 128}, {"steps": 3},
-                  {"ctas_per_sm": 3}, {"pair_cast": false}]'
-    # the pairs' sign bits from x's own by a byte permute (`pair_signs`, session 33, gated:
-    # mosaic_gpu_columns.PAIR_SIGNS_COLUMNS_VERIFIED; the row kernel's gained 2.5% for FP8)
-    ps='"pair_signs": true, "allow_unverified": true'
-    run 120 c $B --what quant --transpose --schemes fp8_e4m3_block128,mxfp8_e4m3 \
-      --qshapes 8192x8192,4096x14336 --configs "[{}, {$pc, $ps}, {$pc}]"
-    # the row kernel's block state once a block (`state_once`, NVFP4's default from the H200's
-    # check in session 13: 151.8 -> 139.2 us there, MXFP8 63.7 -> 62.6), never timed on the
-    # H100, where MXFP8 rows miss 2.8 TB/s by 1% at 4096 x 14336
-    run 100 d $B --what quant --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336 \
-      --configs '[{}, {"state_once": true, "allow_unverified": true}, {"state_once": false}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~5 minutes: the column kernel's 4-bit
+      # codes four along M (`quad_pack`, session 34, gated: x viewed (M / 4, 4 K), two packed
+      # bytes a uint16 word; MXFP4 90.5 us, 1.88 TB/s, INT4 g128 86.5, 1.97, against 2.4), with
+      # four tiles' launches; then the column kernels by SASS opcode and stall (none profiled
+      # yet), MXFP8 (2.47 TB/s) beside the two
+    qp='"quad_pack": true, "allow_unverified": true'
+    run 120 a $B --what quant --transpose --schemes mxfp4 --qshapes 8192x8192,4096x14336 \
+      --configs "[{}, {$qp}, {$qp, \"nb\": 4}, {$qp, \"steps\": 3}, {$qp, \"tile_k\": 64}]"
+    run 120 b $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
+      --configs "[{}, {$qp}, {$qp, \"tile_k\": 128}, {$qp, \"steps\": 3}]"
+    run 200 c python3 experiments/profile_kernels.py \
+      --case quant_t_mxfp8,quant_t_mxfp4,quant_t_int4 \
+      --sass
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac

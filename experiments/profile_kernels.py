@@ -31,7 +31,8 @@ SECTIONS = ("SpeedOfLight", "MemoryWorkloadAnalysis", "ComputeWorkloadAnalysis",
             "Occupancy", "SchedulerStats", "WarpStateStats", "InstructionStats")
 NCU_PATHS = ("ncu", "/opt/nvidia/nsight-compute/2025.3.1/ncu")
 # case: (what, format or scheme, M, K, N) -- wo_matmul cases run the default config of
-# `wo_matmul_mosaic_gpu` / `wo_gemm_mosaic_gpu`; quant cases `quantize_mosaic_gpu` on (M, K);
+# `wo_matmul_mosaic_gpu` / `wo_gemm_mosaic_gpu`; quant cases `quantize_mosaic_gpu` on (M, K),
+# quant_t cases `quantize_columns_mosaic_gpu` (the column-wise kernel, its defaults);
 # "xla" XLA's own bf16 dot of (M, K) x (K, N), the decode's baseline: its call is more than one
 # kernel (session 24: the third launch was a 3.2 us `loop_reduce_fusion`), so several launches
 # are captured and the longest reported (`longest_launch`).
@@ -57,6 +58,11 @@ CASES = {
     "quant_int4": ("quant", "int4_g128", 8192, 8192, None),
     # the same time on the H100 and the H200 (session 22): bound by instructions, not HBM
     "quant_fp8_1x128": ("quant", "fp8_e4m3_block128", 8192, 8192, None),
+    # the column-wise kernels below 2.4 TB/s on the H100 (session 33: MXFP4 1.88, INT4 1.97)
+    # beside MXFP8's, which meets it (2.47)
+    "quant_t_mxfp8": ("quant_t", "mxfp8_e4m3", 8192, 8192, None),
+    "quant_t_mxfp4": ("quant_t", "mxfp4", 8192, 8192, None),
+    "quant_t_int4": ("quant_t", "int4_g128", 8192, 8192, None),
 }
 
 
@@ -68,10 +74,12 @@ def run_case(case: str, launches: int = 3) -> None:
 
   what, spec, m, k, n = CASES[case]
   key = jax.random.key(0)
-  if what == "quant":
+  if what in ("quant", "quant_t"):
     from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
+    from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
+    kern = QG.quantize_mosaic_gpu if what == "quant" else QC.quantize_columns_mosaic_gpu
     x = jax.random.normal(key, (m, k), jnp.float32).astype(jnp.bfloat16)
-    fn, args = jax.jit(lambda x: QG.quantize_mosaic_gpu(x, spec)), (x,)
+    fn, args = jax.jit(lambda x: kern(x, spec)), (x,)
   elif what == "xla":  # inputs made on the host: ncu counts (and skips) every kernel here
     rng = np.random.default_rng(0)
     x, w = (jnp.asarray(rng.standard_normal(s, np.float32).astype(jnp.bfloat16))

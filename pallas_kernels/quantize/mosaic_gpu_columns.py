@@ -15,7 +15,9 @@ scales as (M / B, K), transposed by XLA (1/B of the data).
 two tiles (Mosaic GPU has no strided smem slices), and gets the row-wise kernel's pair split
 along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). FP8 1x128
 takes the same split (`pair_cast`): its codes are cast two at a time, one PTX cvt a pair,
-already the little-endian uint16 of two adjacent code bytes. NVFP4's
+already the little-endian uint16 of two adjacent code bytes. MXFP4 and INT4 g128 can go one
+step further (`quad_pack`): x viewed as (M / 4, 4 K), four tiles (rows 4i .. 4i + 3), two
+packed bytes made into one little-endian uint16 word of four codes. NVFP4's
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
@@ -26,6 +28,8 @@ and the GPU benchmark checks it bit for bit against `mxjax.quantize(x.T)`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +115,13 @@ PAIR_CAST_COLUMNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
 # 4096 x 14336: FP8 1x128 93.0 / 101.4 and 83.0 / 89.9, MXFP8 84.6 / 86.1 and 74.7 / 75.5: off
 # by default.
 PAIR_SIGNS_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
+# 4-bit codes four along M (`quad_pack`, session 34): x viewed as (M / 4, 4 K), each block's
+# rows in four tiles of B / 4 (so B >= 32: MXFP4, INT4 g128), the codes of rows 4i, 4i + 1 and
+# 4i + 2, 4i + 3 packed as two bytes of one uint16 word, stored a word where `pair` views store
+# a byte. Written without a GPU; `QUAD_PACK_VERIFIED` lists the schemes a GPU has matched with
+# it: none yet.
+QUAD_PACK_SCHEMES = ("mxfp4", "int4_g128")
+QUAD_PACK_VERIFIED: frozenset[str] = frozenset()
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -124,17 +135,37 @@ def _bf16_block_amax(tiles: list) -> jax.Array:
   return jnp.where(m != m, jnp.float32(jnp.nan), m)
 
 
+def input_views(sch: FusedScheme, pairs: bool = False, quads: bool = False) -> int:
+  """Row classes of x the column-wise kernels read as separate tiles (x viewed as (M / n, n K)):
+  1; 2 for 4-bit codes or `pairs` (an 8-bit scheme's codes two along M, `pair_cast`); 4 with
+  `quads` (4-bit codes four along M, `quad_pack`)."""
+  if quads:
+    if sch.name not in QUAD_PACK_SCHEMES:
+      raise ValueError(f"quad_pack packs 4-bit codes of blocks of 32 or more along M "
+                       f"({QUAD_PACK_SCHEMES}); {sch.name} has none: leave it off")
+    return 4
+  return 2 if sch.bits == 4 or pairs else 1
+
+
+def tiles_amax(xs: list) -> jax.Array:
+  """`schemes.block_amax` over the rows of one, two or four float32 tiles (rows, n)."""
+  amax = block_amax(xs[0], xs[1 % len(xs)])
+  for i in range(2, len(xs), 2):
+    amax = amax_merge(amax, block_amax(xs[i], xs[i + 1]))
+  return amax
+
+
 def column_blocks(scheme: str, nb: int | None, piece: int | None = None,
-                  pairs: bool = False) -> tuple[FusedScheme, int, int, int]:
+                  pairs: bool = False, quads: bool = False) -> tuple[FusedScheme, int, int, int]:
   """(scheme, nb, rows of each input tile a block, pieces a block) for the column-wise kernels;
   nb defaults to 64 rows of x a step (one block for B = 128), piece (elements of a block
-  encoded at once) to `PIECE`'s, else the whole block. `pairs`: an 8-bit scheme's codes made
-  two along M (`pair_cast`), from the even and odd rows' two tiles as the 4-bit schemes'."""
+  encoded at once) to `PIECE`'s, else the whole block. `pairs` / `quads`: as in
+  `input_views`."""
   if scheme not in COLUMN_SCHEMES:
     raise NotImplementedError(f"the column-wise kernels take {COLUMN_SCHEMES}, not {scheme!r}")
   sch = get_scheme(scheme)
   nb = max(1, 64 // sch.block) if nb is None else nb
-  nx = 2 if sch.bits == 4 or pairs else 1
+  nx = input_views(sch, pairs, quads)
   r = sch.block // nx
   piece = PIECE.get(scheme, sch.block) if piece is None else piece
   # a piece is rows of x.T's tile: 8-row multiples (the WGMMA layout's columns), each input
@@ -169,7 +200,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
                                 cast_nan: bool | None = None, pair_amax: bool | None = None,
                                 pair_cast: bool | None = None, pair_signs: bool = False,
-                                allow_unverified: bool = False,
+                                quad_pack: bool = False, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -201,6 +232,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     pair_signs: with `pair_cast`, the code pairs' sign bits from x's own by a byte permute
       (`PAIR_SIGNS_COLUMNS_VERIFIED` lists the schemes checked, others need
       `allow_unverified`).
+    quad_pack: MXFP4 / INT4 g128: the codes four along M from four input tiles, stored as
+      uint16 words (`QUAD_PACK_VERIFIED` lists the schemes checked, others need
+      `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -210,7 +244,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   if pair_cast is None:
     pair_cast = cast_nan and scheme in PAIR_CAST_COLUMNS_DEFAULT
-  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast)
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast, quads=quad_pack)
+  if quad_pack:
+    require_checked(f"{scheme}'s column-wise quad_pack", scheme in QUAD_PACK_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="leave quad_pack off")
   if pair_cast:
     if not cast_nan:
       raise ValueError(f"pair_cast casts cast_nan's E4M3 codes a pair at a time; {scheme} runs "
@@ -249,10 +286,13 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   per = k_tiles // split
   span = per * tile_k
 
-  paired = sch.bits == 4 or pair_cast
-  # per block along M: code bytes, or (pair_cast) uint16 words of two codes
-  cw = b // 2 if paired else b
-  c_dtype = jnp.uint16 if pair_cast else jnp.uint8
+  # x viewed (free) as (M / nx, nx K): rows nx i + h side by side for h < nx, so each row
+  # class of x is a column range of one array: nx contiguous tiles
+  nx = input_views(sch, pair_cast, quad_pack)
+  # per block along M: code bytes (one or two codes), or uint16 words of two (pair_cast) or
+  # four (quad_pack) codes
+  cw = b // nx
+  c_dtype = jnp.uint16 if pair_cast or quad_pack else jnp.uint8
   pr = r // pieces  # rows of each input tile a piece
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
 
@@ -262,9 +302,6 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     xt = plgpu.layout_cast(xt, plgpu.Layout.WGMMA)
     return xt.astype(jnp.float32) if f32 else xt
 
-  # 4-bit and pair_cast: x viewed (free) as (M / 2, 2 K), rows 2i and 2i + 1 side by side, so
-  # the even and the odd rows of x are two column ranges of one array: two contiguous tiles.
-  nx = 2 if paired else 1
   rows = tm // nx  # rows of each input tile
   # NVFP4's tensor terms, from one XLA reduction (x and x.T share it) or the given amax
   s_t, terms = tensor_terms(sch, x, tensor_amax)
@@ -282,7 +319,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       def piece_amax(p):  # (its amax, its f32 tiles)
         if not pair_amax:
           xs = tiles(p)
-          return block_amax(xs[0], xs[-1]), xs
+          return tiles_amax(xs), xs
         ts = tiles(p, f32=False)
         return _bf16_block_amax(ts), [v.astype(jnp.float32) for v in ts]
 
@@ -294,11 +331,14 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
         signs = (_ptx.f32_pair_signs(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs))
                  if pair_signs else None)
-        codes = (block_encode(sch, state, *xs, fma=_ptx.fma_rn, int4_nan_test=int4_nan_test,
-                              cast_pair=_ptx.e4m3_pair if pair_cast else None, signs=signs)
-                 if paired else
-                 element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
-                                 cast_nan=cast_nan)(xs[0]))
+        if nx == 1:
+          codes = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
+                                  cast_nan=cast_nan)(xs[0])
+        else:
+          enc = functools.partial(block_encode, sch, state, fma=_ptx.fma_rn,
+                                  int4_nan_test=int4_nan_test,
+                                  cast_pair=_ptx.e4m3_pair if pair_cast else None, signs=signs)
+          codes = enc(*xs[:2]) if nx == 2 else enc(*xs[:2]) | (enc(*xs[2:]) << 8)
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(c_dtype)
       s_smem.at[j][...] = state[0].astype(scale_dtype)
 
@@ -326,5 +366,5 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       grid=(m_tiles, split),
       grid_names=("m", "k"),
   )
-  codes, scale_t = f(x.reshape(m // 2, 2 * k) if paired else x, *extra)
+  codes, scale_t = f(x.reshape(m // nx, nx * k), *extra)
   return column_result(sch, codes, scale_t, s_t)

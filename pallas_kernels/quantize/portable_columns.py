@@ -2,7 +2,7 @@
 
 The same decomposition in a plain `pl.pallas_call`: a grid over (M tiles, K tiles); each step
 reads a (B nb, tile_k) tile of x (4-bit schemes: the even and the odd rows as two column ranges
-of the free (M / 2, 2 K) view), transposes each B-row block, and runs the shared block math
+of the free (M / 2, 2 K) view; four row classes with `quad_pack`), transposes each B-row block, and runs the shared block math
 (`block_state`, `element_encoder` / `block_encode`) on rows of x.T, in the GPU kernel's pieces
 (`PIECE`: the amax merged over pieces, then each piece encoded); codes leave as (K, M) or
 (K, M / 2) bytes and scales as (M / B, K), transposed by XLA.
@@ -21,11 +21,12 @@ from mxjax.formats.exact import div_rn
 from pallas_kernels import _compat
 from pallas_kernels.quantize.mosaic_gpu_columns import column_blocks
 from pallas_kernels.quantize.mosaic_gpu_columns import column_result
+from pallas_kernels.quantize.mosaic_gpu_columns import input_views
+from pallas_kernels.quantize.mosaic_gpu_columns import tiles_amax
 from pallas_kernels.quantize.reference import Quantized
 from pallas_kernels.quantize.reference import tensor_terms
 from pallas_kernels.quantize.schemes import NVFP4_TERMS
 from pallas_kernels.quantize.schemes import amax_merge
-from pallas_kernels.quantize.schemes import block_amax
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
@@ -36,7 +37,8 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
                               interpret: Any = False,
                               tensor_amax: jax.Array | None = None,
                               cast_pair: Callable | None = None,
-                              fma: Callable | None = None) -> Quantized:
+                              fma: Callable | None = None,
+                              quad_pack: bool = False) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of `x` (M, K) by the column-wise kernel's decomposition.
 
   Args:
@@ -50,25 +52,27 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
       along M by cast_pair(lo, hi) -> int32 code(lo) | code(hi) << 8 (on the GPU
       `_ptx.e4m3_pair`; here a model of it), left as uint16 words; `fma` a fused multiply-add
       for FP8 1x128's quotient (`schemes.block_encode`).
+    quad_pack: MXFP4 / INT4 g128, the GPU kernel's `quad_pack`: four row classes of x as four
+      tiles, the codes of rows 4i .. 4i + 3 one uint16 word.
 
   Returns:
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
   """
-  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=cast_pair is not None)
+  pairs = cast_pair is not None
+  sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pairs, quads=quad_pack)
   m, k = x.shape
   b = sch.block
   tm = b * nb
   tile_k = min(tile_k, k)
   if m % tm or k % tile_k:
     raise ValueError(f"x {x.shape}: M must be a multiple of B * nb = {tm} and K of {tile_k}")
-  paired = sch.bits == 4 or cast_pair is not None
-  nx = 2 if paired else 1
-  c_dtype = jnp.uint16 if cast_pair is not None else jnp.uint8
-  cw = b // nx  # code bytes (or uint16 words of two) per block along M
+  nx = input_views(sch, pairs, quad_pack)
+  c_dtype = jnp.uint16 if pairs or quad_pack else jnp.uint8
+  cw = b // nx  # code bytes (or uint16 words of two or four codes) per block along M
   rows, pr = tm // nx, r // pieces
   scale_dtype = jnp.float32 if sch.scale_dtype == jnp.float32 else jnp.uint8
   xin = x.astype(jnp.float32)
-  xin = xin.reshape(m // 2, 2 * k) if paired else xin
+  xin = xin.reshape(m // nx, nx * k)
   kt = k // tile_k
   s_t, terms = tensor_terms(sch, x, tensor_amax)
   ts = jnp.zeros((1, NVFP4_TERMS), jnp.float32)
@@ -85,13 +89,16 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
       amax = None
       for p in range(pieces):
         xs = tiles(p)
-        a = block_amax(xs[0], xs[-1])
+        a = tiles_amax(xs)
         amax = a if amax is None else amax_merge(amax, a)
       state = block_state(sch, amax, t, div=div_rn)
       for p in range(pieces):
         xs = tiles(p)
-        codes = (block_encode(sch, state, *xs, fma=fma, cast_pair=cast_pair) if paired
-                 else element_encoder(sch, state)(xs[0]))
+        if nx == 1:
+          codes = element_encoder(sch, state)(xs[0])
+        else:
+          enc = lambda xe, xo: block_encode(sch, state, xe, xo, fma=fma, cast_pair=cast_pair)
+          codes = enc(*xs[:2]) if nx == 2 else enc(*xs[:2]) | (enc(*xs[2:]) << 8)
         c_ref[:, pl.ds(j * cw + p * pr, pr)] = codes.astype(c_dtype)
       s_ref[pl.ds(j, 1), :] = state[0].astype(scale_dtype).reshape(1, tile_k)
 

@@ -1094,6 +1094,30 @@ def test_quantize_columns_pair_cast_lowers(monkeypatch):
                                      pair_cast=False, pair_signs=True, allow_unverified=True)
 
 
+def test_quantize_columns_quad_pack_lowers():
+  # `quad_pack` (session 34): MXFP4 / INT4 g128 codes four along M from four input tiles of the
+  # (M / 4, 4 K) view, left as uint16 words (two packed bytes); gated by the GPU's check
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  for scheme in cols.QUAD_PACK_SCHEMES:
+    on = lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s, quad_pack=True,
+                                                              allow_unverified=True)
+    assert jax.eval_shape(on, x).codes.shape == (1024, 512)
+    call = next(ln for ln in _compat.lower_for("cuda", on, x).as_text().splitlines()
+                if "custom_call" in ln)
+    assert "tensor<256x4096xbf16>" in call and "tensor<1024x256xui16>" in call, call
+    dflt = next(ln for ln in _compat.lower_for("cuda", lambda x, s=scheme: (
+        cols.quantize_columns_mosaic_gpu(x, s)), x).as_text().splitlines() if "custom_call" in ln)
+    assert "tensor<512x2048xbf16>" in dflt and "ui16" not in dflt, dflt
+    if scheme not in cols.QUAD_PACK_VERIFIED:
+      with pytest.raises(NotImplementedError, match="quad_pack has not matched mxjax.quantize"):
+        cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme,
+                                         quad_pack=True)
+  with pytest.raises(ValueError, match="leave it off"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "nvfp4",
+                                     quad_pack=True, allow_unverified=True)
+
+
 def test_quantize_pair_amax_lowers(monkeypatch):
   # `pair_amax` (session 32; the default since session 33's H100 check): the row kernel's block
   # amax of bf16 x from its pair words, two halves a `max.u16x2` (`_ptx.bf16_pairs_amax_bits`),

@@ -154,6 +154,26 @@ def test_column_twin_pair_cast(scheme):
   assert_same(got, _mx(x.T, scheme))
 
 
+@pytest.mark.parametrize("scheme", ["mxfp4", "int4_g128"])
+def test_column_twin_quad_pack(scheme):
+  # The column kernel's `quad_pack` decomposition: x viewed (M / 4, 4 K), rows 4i .. 4i + 3 in
+  # four tiles, two packed bytes one uint16 word: mxjax's codes of x.T on ties, special values
+  # and a NaN block, whole blocks and (INT4 g128) in pieces; NVFP4's blocks of 16 are refused.
+  from pallas_kernels.quantize.portable_columns import quantize_columns_portable
+  from pallas_kernels.quantize.testdata import special_values
+  x = jnp.concatenate([rounding_midpoints(8, 64, 256), special_values(
+      2, 64, 256, nonfinite=True).astype(jnp.bfloat16)]).T  # (256, 128): x.T's rows are these
+  x = x.at[77, 9].set(jnp.nan)
+  want = _mx(x.T, scheme)
+  for piece in (None, 32, 64) if scheme == "int4_g128" else (None,):
+    got = quantize_columns_portable(x, scheme, piece=piece, quad_pack=True, interpret=True)
+    assert_same(got, want)
+  with pytest.raises(ValueError, match="piece=16 must divide B"):
+    quantize_columns_portable(x, "int4_g128", piece=16, quad_pack=True, interpret=True)
+  with pytest.raises(ValueError, match="leave it off"):
+    quantize_columns_portable(x, "nvfp4", quad_pack=True, interpret=True)
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
 def test_bit_exact_on_rounding_midpoints(impl, scheme):
