@@ -489,6 +489,52 @@ def h100_s33_section() -> list[str]:
       "-> 66.4 (its default since), MXFP8 level.", quant)
 
 
+def h100_s34_section() -> list[str]:
+  """Session 34: quantize checks on the H100 (the queue's `q` part, asked of an H200, ran on an
+  H100): `cast_nan` and `pair_amax` against each off on rows, columns and f32 rows; the column
+  kernel's `pair_cast` launches and `pair_signs`; the row kernel's `state_once` on every
+  scheme."""
+  quant = [("s34 cast_nan / pair_amax rows",
+            _load("kernels_quant_s34_h100_cast_nan_pair_amax_rows.json")),
+           ("s34 cast_nan / pair_amax columns",
+            _load("kernels_quant_s34_h100_cast_nan_pair_amax_columns.json")),
+           ("s34 cast_nan f32 rows", _load("kernels_quant_s34_h100_cast_nan_f32.json")),
+           ("s34 MXFP8 pair_cast launch",
+            _load("kernels_quant_s34_h100_mxfp8_pair_cast_launch.json")),
+           ("s34 FP8 columns launch", _load("kernels_quant_s34_h100_fp8_columns_launch.json")),
+           ("s34 columns pair_signs", _load("kernels_quant_s34_h100_pair_signs_columns.json")),
+           ("s34 state_once rows", _load("kernels_quant_s34_h100_state_once_rows.json")),
+           ("s34 quad_pack columns", _load("kernels_quant_s34_h100_quad_pack_mxfp4.json")),
+           ("s34 quad_pack columns", _load("kernels_quant_s34_h100_quad_pack_int4.json"))]
+  return ["", "# Session 34: H100", "", "Fused quantization only; no weight-only runs."] + (
+      quant_part(
+          ": re-checks, launches and gated paths (H100)",
+          "Every config bit-exact on the four tensors. The defaults against each option off, "
+          "us a call (NVFP4's with its XLA amax pass; columns: the Mosaic kernel) at 8192 x "
+          "8192 / 4096 x 14336: rows FP8 1x128 without `cast_nan` "
+          "74.8 -> 87.7 / 66.5 -> 78.4, MXFP4 without `pair_amax` 70.8 -> 73.9 / 62.8 -> 65.4, "
+          "INT4 62.8 -> 64.4, NVFP4 135.9 -> 138.3, the E4M3 schemes' `pair_amax` level; columns "
+          "FP8 1x128 without `cast_nan` 91.7 -> 124.6, without `pair_amax` -> 99.4; f32 rows "
+          "MXFP8 level (117.0 / 117.4), FP8 1x128 without `cast_nan` 119.0 -> 124.6. FP8 1x128 columns' launch: "
+          "tile_k 128 93.0 -> 91.0 / 82.9 -> 81.5 (its default with `pair_cast` since), three "
+          "steps or three CTAs an SM level; MXFP8's `pair_cast` slower at every launch tried "
+          "(82.6 without; 83.1-93.2 with). The columns' `pair_signs` (written in session 33): "
+          "bit-exact and slower, FP8 1x128 93.0 -> 101.4, MXFP8 84.6 -> 86.1 (checked, off). "
+          "The row kernel's `state_once`, first timed on the H100: NVFP4 147.4 -> 135.3 (its "
+          "default), the others level or up to 2% slower (FP8 1x128 74.8 -> 76.0); INT4 g128 "
+          "matched too (every scheme checked since). Written during the session and checked in "
+          "a third call: the column kernel's 4-bit codes four along M (`quad_pack`: x viewed "
+          "(M / 4, 4 K), two packed bytes a uint16 word), bit-exact; INT4 g128 86.5 -> 84.0 / "
+          "76.8 -> 74.7 (its default since; three steps 85.3, tile_k 128 93.8), MXFP4 90.5 -> "
+          "96.9 / 80.3 -> 85.6 and slower at every launch tried (off). SASS by opcode of the "
+          "column kernels at their defaults then (`profile_quant_t_*_sass_s34_h100.md`), thread "
+          "instructions an element: MXFP8 15.7 (PRMT 19%, 23% of the stall samples; SHFL 13% "
+          "of them), INT4 g128 19.8 (LOP3 13%, FFMA 12%, FMUL 10%, FMNMX 10%; PRMT 19% of the "
+          "stalls), MXFP4 23.8 (LOP3 17%, IMAD 12%, SHF 10%, FMUL 8%, VIMNMX 8%): the E2M1 "
+          "encode, as in the rows.", quant))
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
-            h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section)
+            h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
+            h100_s34_section)

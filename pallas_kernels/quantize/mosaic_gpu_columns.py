@@ -16,7 +16,7 @@ two tiles (Mosaic GPU has no strided smem slices), and gets the row-wise kernel'
 along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). FP8 1x128
 takes the same split (`pair_cast`): its codes are cast two at a time, one PTX cvt a pair,
 already the little-endian uint16 of two adjacent code bytes. MXFP4 and INT4 g128 can go one
-step further (`quad_pack`): x viewed as (M / 4, 4 K), four tiles (rows 4i .. 4i + 3), two
+step further (`quad_pack`, INT4's default): x viewed as (M / 4, 4 K), four tiles (rows 4i .. 4i + 3), two
 packed bytes made into one little-endian uint16 word of four codes. NVFP4's
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
@@ -118,10 +118,15 @@ PAIR_SIGNS_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 # 4-bit codes four along M (`quad_pack`, session 34): x viewed as (M / 4, 4 K), each block's
 # rows in four tiles of B / 4 (so B >= 32: MXFP4, INT4 g128), the codes of rows 4i, 4i + 1 and
 # 4i + 2, 4i + 3 packed as two bytes of one uint16 word, stored a word where `pair` views store
-# a byte. Written without a GPU; `QUAD_PACK_VERIFIED` lists the schemes a GPU has matched with
-# it: none yet.
+# a byte. `QUAD_PACK_VERIFIED` lists the schemes a GPU has matched with it. H100, 2026-12-06,
+# jax 0.11.2, bit-exact on every test tensor (kernels_quant_s34_h100_quad_pack_{mxfp4,int4}
+# .json), us without / with at 8192 x 8192 and 4096 x 14336: INT4 g128 86.5 / 84.0 and 76.8 /
+# 74.7 (three steps 85.3, tile_k 128 93.8), the default for it (`QUAD_PACK_DEFAULT`); MXFP4
+# 90.5 / 96.9 and 80.3 / 85.6, slower at each launch tried (nb 4 111.5, steps 3 100.4, tile_k
+# 64 104.9): off.
 QUAD_PACK_SCHEMES = ("mxfp4", "int4_g128")
-QUAD_PACK_VERIFIED: frozenset[str] = frozenset()
+QUAD_PACK_VERIFIED = frozenset(QUAD_PACK_SCHEMES)
+QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -200,7 +205,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
                                 cast_nan: bool | None = None, pair_amax: bool | None = None,
                                 pair_cast: bool | None = None, pair_signs: bool = False,
-                                quad_pack: bool = False, allow_unverified: bool = False,
+                                quad_pack: bool | None = None, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -233,8 +238,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       (`PAIR_SIGNS_COLUMNS_VERIFIED` lists the schemes checked, others need
       `allow_unverified`).
     quad_pack: MXFP4 / INT4 g128: the codes four along M from four input tiles, stored as
-      uint16 words (`QUAD_PACK_VERIFIED` lists the schemes checked, others need
-      `allow_unverified`).
+      uint16 words (default where `QUAD_PACK_DEFAULT` lists the scheme; `QUAD_PACK_VERIFIED`
+      lists the schemes checked, others need `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -244,6 +249,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   cast_nan = cast_nan_option(scheme, cast_nan, satfinite, allow_unverified)
   if pair_cast is None:
     pair_cast = cast_nan and scheme in PAIR_CAST_COLUMNS_DEFAULT
+  if quad_pack is None:
+    quad_pack = scheme in QUAD_PACK_DEFAULT
   sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast, quads=quad_pack)
   if quad_pack:
     require_checked(f"{scheme}'s column-wise quad_pack", scheme in QUAD_PACK_VERIFIED,

@@ -969,14 +969,17 @@ def test_quantize_launch_by_device(monkeypatch):
 def test_quantize_columns_int4_nan_test():
   # The column kernel's INT4 quotients keep their NaN test by default (`INT4_NAN_TEST`: 86.5
   # us with it on the H100, 96.2 without): one NaN compare and select an element more, in each
-  # of a pair's two encoder calls; the row kernel has none; other schemes refuse the option
+  # encoder call (a pair's two; four with `quad_pack`); the row kernel has none; other schemes
+  # refuse the option
   from pallas_kernels.quantize import mosaic_gpu_columns as cols
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   count = lambda **o: primitive_counts(jax.make_jaxpr(
       lambda x: cols.quantize_columns_mosaic_gpu(x, "int4_g128", **o))(x).jaxpr)
-  on, off = count(int4_nan_test=True), count(int4_nan_test=False)
-  assert on["ne"] - off.get("ne", 0) == on["select_n"] - off["select_n"] == 2, (on, off)
-  assert count() == (on if cols.INT4_NAN_TEST else off)
+  for quads, calls in ((False, 2), (True, 4)):
+    on, off = (count(int4_nan_test=t, quad_pack=quads) for t in (True, False))
+    assert on["ne"] - off.get("ne", 0) == on["select_n"] - off["select_n"] == calls, (on, off)
+    if quads == ("int4_g128" in cols.QUAD_PACK_DEFAULT):
+      assert count() == (on if cols.INT4_NAN_TEST else off)
   fn = lambda x: cols.quantize_columns_mosaic_gpu(x, "int4_g128", int4_nan_test=False)
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, x).as_text()
   with pytest.raises(ValueError, match="int4_nan_test is an int4_g128 option"):
@@ -1094,9 +1097,10 @@ def test_quantize_columns_pair_cast_lowers(monkeypatch):
                                      pair_cast=False, pair_signs=True, allow_unverified=True)
 
 
-def test_quantize_columns_quad_pack_lowers():
+def test_quantize_columns_quad_pack_lowers(monkeypatch):
   # `quad_pack` (session 34): MXFP4 / INT4 g128 codes four along M from four input tiles of the
-  # (M / 4, 4 K) view, left as uint16 words (two packed bytes); gated by the GPU's check
+  # (M / 4, 4 K) view, left as uint16 words (two packed bytes); INT4's default since the H100's
+  # check, gated by it
   from pallas_kernels.quantize import mosaic_gpu_columns as cols
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   for scheme in cols.QUAD_PACK_SCHEMES:
@@ -1106,13 +1110,17 @@ def test_quantize_columns_quad_pack_lowers():
     call = next(ln for ln in _compat.lower_for("cuda", on, x).as_text().splitlines()
                 if "custom_call" in ln)
     assert "tensor<256x4096xbf16>" in call and "tensor<1024x256xui16>" in call, call
-    dflt = next(ln for ln in _compat.lower_for("cuda", lambda x, s=scheme: (
-        cols.quantize_columns_mosaic_gpu(x, s)), x).as_text().splitlines() if "custom_call" in ln)
-    assert "tensor<512x2048xbf16>" in dflt and "ui16" not in dflt, dflt
-    if scheme not in cols.QUAD_PACK_VERIFIED:
-      with pytest.raises(NotImplementedError, match="quad_pack has not matched mxjax.quantize"):
-        cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme,
-                                         quad_pack=True)
+    off = next(ln for ln in _compat.lower_for("cuda", lambda x, s=scheme: (
+        cols.quantize_columns_mosaic_gpu(x, s, quad_pack=False)), x).as_text().splitlines()
+        if "custom_call" in ln)
+    assert "tensor<512x2048xbf16>" in off and "ui16" not in off, off
+    dflt = _compat.lower_for("cuda", lambda x, s=scheme: cols.quantize_columns_mosaic_gpu(x, s),
+                             x).as_text()
+    assert ("tensor<1024x256xui16>" in dflt) == (scheme in cols.QUAD_PACK_DEFAULT), scheme
+  monkeypatch.setattr(cols, "QUAD_PACK_VERIFIED", frozenset())
+  with pytest.raises(NotImplementedError, match="quad_pack has not matched mxjax.quantize"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
+                                     quad_pack=True)
   with pytest.raises(ValueError, match="leave it off"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "nvfp4",
                                      quad_pack=True, allow_unverified=True)
