@@ -6,11 +6,9 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-33: `h100` first where
-# one is lent (the column kernel's launch with its E4M3 codes two along M, `pair_cast`, FP8
-# 1x128's default since session 33, and their sign bits by a byte permute, `pair_signs`,
-# written in session 33 and gated; the row kernel's block state once a block, `state_once`,
-# never timed there). On an
+# The issue's targets are the H100's, and only H100s came in sessions 27-34: `h100` first where
+# one is lent (the column kernel's INT4 launch with its codes four along M, `quad_pack`, the
+# default since session 34; every column scheme at the defaults). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, and the block amax from bf16 pair
 # words, `pair_amax`, the defaults since sessions 32-33 from the H100's checks, re-checked
 # there), then 2: the decode with its codes read by plain loads (a
@@ -24,7 +22,8 @@
 # on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and
 # the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session
-# 32's `h100` / `h100-2` parts ran in session 33; 1 ran in session 16 (rerun only to re-check).
+# 33's `h100` part and `q` (on an H100) ran in session 34; 1 ran in session 16 (rerun only to
+# re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
