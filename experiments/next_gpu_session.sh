@@ -172,13 +172,20 @@ case "$part" in
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
       --configs '[{}, {"cast_nan": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: INT4 g128's column launch
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~5 minutes: INT4 g128's column launch
       # with its codes four along M (`quad_pack`, its default since session 34: 86.5 -> 84.0
       # us, 2.02 TB/s against 2.4), whose four tiles hold a quarter of a block's rows each:
-      # two blocks a step, CTAs an SM; then every column scheme at today's defaults
+      # two blocks a step, CTAs an SM; every column scheme at today's defaults; MXFP4's E2M1
+      # pairs
     run 120 a $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"nb": 2}, {"ctas_per_sm": 3}, {"ctas_per_sm": 1}, {"quad_pack": false}]'
     run 120 b $B --what quant --transpose --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336
+    # MXFP4's row codes two elements an operation on the bf16 pair words (`pair_e2m1`, session
+    # 34, gated: `_ptx.e2m1_pairs`; 70.4 us, 2.41 TB/s against 2.8), with and without the
+    # block state once a block
+    e2='"pair_e2m1": true, "allow_unverified": true'
+    run 90 c $B --what quant --schemes mxfp4 --qshapes 8192x8192,4096x14336 \
+      --configs "[{}, {$e2}, {$e2, \"state_once\": true}]"
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac

@@ -158,6 +158,39 @@ def f32_pair_signs(lo_bits: jax.Array, hi_bits: jax.Array, *,
                     hi_bits, out_dtype=jnp.int32)
 
 
+# `e2m1_pairs`' instructions, a pair word at a time; comments give each step's value per half.
+E2M1_PAIRS_ASM = " ".join((
+    "{ .reg .b32 v, a, t, k, m, c;",
+    "mul.rn.bf16x2 v, $1, $2; mul.rn.bf16x2 v, v, $3;",  # x 2^e1 2^e2: exact where it matters
+    "and.b32 a, v, 0x7FFF7FFF; add.u32 a, a, 0x007F007F;",  # |v| + 127, no carry out of a half
+    "mov.b32 c, 0x007F007F; max.s16x2 a, a, c;",  # a NaN's half is negative as s16: -> 127
+    "mov.b32 c, 0x413F413F; min.u16x2 a, a, c;",  # at most 6.0 (0x40C0) + 127
+    "sub.u32 a, a, 0x007F007F;",  # min(|v|, 6), a NaN 0
+    "shr.u32 t, a, 7; and.b32 t, t, 0x00FF00FF; mov.b32 c, 0x007F007F; max.u16x2 t, t, c;",
+    "mov.b32 k, 0x00FF00FF; sub.u32 k, k, t; shl.b32 k, k, 7;",  # t = 127 + e; k = 2^(1 - e)
+    "shl.b32 m, t, 1; add.u32 m, m, 0x42424242;",  # bf16 192 + 2e
+    "fma.rn.bf16x2 a, a, k, m; and.b32 a, a, 0x00070007;",  # RNE(|v| 2^(1 - e)) + 2e, mod 8
+    "shr.u32 t, $1, 12; and.b32 t, t, 0x00080008; or.b32 a, a, t;",  # x's signs at bits 3, 19
+    "shr.u32 t, a, 12; or.b32 a, a, t; and.b32 $0, a, 0xFF; }"))  # even | odd << 4
+
+
+def e2m1_pairs(words: jax.Array, k1: jax.Array, k2: jax.Array, *,
+               layout: str | None = None) -> jax.Array:
+  """int32 packed E2M1 code byte (even | odd << 4) of each uint32 bf16 pair word (low half the
+  even element) scaled by k1 k2, both int32 words of one bf16 power of two in each half (the MX
+  block's `2^e1`, `2^e2`): `schemes._e2m1_code` two elements a 32-bit operation.
+
+  Both products are exact wherever the code is not 0 (bf16 has float32's exponent range, and
+  a product that leaves the normal range leaves a value far below 1/4); the clamp to 6, a
+  NaN's code 0 and the binade e = clip(exponent, 0, 2) are integer SIMD on the halves
+  (`max.s16x2`, `min.u16x2`, `max.u16x2`), and one `fma.rn.bf16x2` rounds |v| 2^(1 - e) into
+  the last bits of the magic number 192 + 2e (ulp 1 in bf16, as 1.5 * 2^23 in float32); the
+  sign bits are x's own, a NaN's included, as mxjax keeps them. Written without a GPU;
+  `tests/kernels/test_quantize.py` runs these instructions' numpy model on every bf16 value at
+  every block scale."""
+  return _pointwise(E2M1_PAIRS_ASM, layout, words, k1, k2, out_dtype=jnp.int32)
+
+
 def bf16_pairs_amax_bits(words: jax.Array) -> jax.Array:
   """Each row's max |x| of a (rows, n) uint32 array of bf16 pairs (rows a multiple of 64, n of
   8; Mosaic's WGMMA layout, as the quantize kernel loads them): int32 (rows,) in the ROW

@@ -56,6 +56,7 @@ from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
 from pallas_kernels.quantize.schemes import magnitude_bits
+from pallas_kernels.quantize.schemes import pair_scale_word
 
 NUM_SMS_H100 = 132
 # Pair columns encoded at once (None: the whole tile), by scheme; see `body`. H200, 8192 x 8192
@@ -186,6 +187,16 @@ PAIR_AMAX_DEFAULT = frozenset(SCHEMES)
 # MXFP8 73.8, 74.3 / 74.2 and 65.0, 65.0 / 65.2: on for FP8 1x128 (`PAIR_SIGNS_DEFAULT`).
 PAIR_SIGNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 PAIR_SIGNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
+# MXFP4's E2M1 codes two elements an operation on the bf16 pair words (`pair_e2m1`, session 34,
+# `_ptx.e2m1_pairs`): the block's two power-of-two factors applied by `mul.rn.bf16x2`, the clamp,
+# NaN and binade by 16x2 integer SIMD, the rounding by one `fma.rn.bf16x2`, the pair packed in
+# the register, where the float32 path widens each half and spends ~11 instructions an element
+# (the SASS: E2M1 is most of MXFP4's 24 instructions an element). Its algorithm runs on the CPU
+# on every bf16 value at every scale through a model of the instructions
+# (tests/kernels/test_e2m1_pairs.py); written without a GPU, `PAIR_E2M1_VERIFIED` lists the
+# schemes a GPU has matched with it: none yet.
+PAIR_E2M1_SCHEMES = ("mxfp4",)
+PAIR_E2M1_VERIFIED: frozenset[str] = frozenset()
 
 
 def pair_amax_option(scheme: str, pair_amax: bool | None, f32_in: bool, *, default: frozenset,
@@ -277,7 +288,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         encode_cols: int | None = -1, state_once: bool | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
                         cast_nan: bool | None = None, pair_amax: bool | None = None,
-                        pair_signs: bool | None = None, allow_unverified: bool = False,
+                        pair_signs: bool | None = None, pair_e2m1: bool = False,
+                        allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
   """Fused block quantization of bf16 or f32 `x` (M, K) along K on a Hopper GPU.
@@ -308,6 +320,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     pair_signs: bf16 x with `cast_nan`: the code pairs' sign bits from x's pair words (default
       where `PAIR_SIGNS_DEFAULT` lists the scheme; `PAIR_SIGNS_VERIFIED` lists the schemes
       checked, others need `allow_unverified`).
+    pair_e2m1: bf16 x, MXFP4: the E2M1 codes two elements an operation on x's pair words
+      (`_ptx.e2m1_pairs`; `PAIR_E2M1_VERIFIED` lists the schemes checked, others need
+      `allow_unverified`).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
@@ -355,6 +370,12 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                        "it needs bf16 x and cast_nan")
     require_checked(f"{scheme}'s pair_signs", scheme in PAIR_SIGNS_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave pair_signs off")
+  if pair_e2m1:
+    if f32_in or scheme not in PAIR_E2M1_SCHEMES:
+      raise ValueError(f"pair_e2m1 encodes MXFP4 codes from bf16 pair words; {scheme} with "
+                       f"{x.dtype} x has none: leave it off")
+    require_checked(f"{scheme}'s pair_e2m1", scheme in PAIR_E2M1_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave pair_e2m1 off")
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
@@ -422,7 +443,10 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     state = tile_state(amax, t, s_smem)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
-    if cols == half:
+    if pair_e2m1:  # the whole tile: no float32 halves
+      k1, k2 = (lax.broadcast_in_dim(pair_scale_word(f), words.shape, [0]) for f in state[1:])
+      p_smem[...] = _ptx.e2m1_pairs(words, k1, k2).astype(out_dtype)
+    elif cols == half:
       signs = _ptx.bf16_pair_signs(words) if pair_signs else None
       p_smem[...] = block_encode(sch, state, xe, xo, fma=_ptx.fma_rn, satfinite=satfinite,
                                  cast_pair=cast_pair, signs=signs).astype(out_dtype)

@@ -72,6 +72,14 @@ def _exp2i(e):
   return _f32((e + 127) << 23)
 
 
+def pair_scale_word(f):
+  """int32 (rows,) words holding float32 (rows,) powers of two (`block_state`'s MX factors,
+  2^-64 .. 2^64: exact in bf16) as bf16 in both halves: the scale operand of the E2M1 pair
+  encoder (`_ptx.e2m1_pairs`)."""
+  h = _bits(f) >> 16
+  return h | (h << 16)
+
+
 def _isnan(a):
   return a != a
 
