@@ -185,9 +185,9 @@ def e2m1_pairs(words: jax.Array, k1: jax.Array, k2: jax.Array, *,
   NaN's code 0 and the binade e = clip(exponent, 0, 2) are integer SIMD on the halves
   (`max.s16x2`, `min.u16x2`, `max.u16x2`), and one `fma.rn.bf16x2` rounds |v| 2^(1 - e) into
   the last bits of the magic number 192 + 2e (ulp 1 in bf16, as 1.5 * 2^23 in float32); the
-  sign bits are x's own, a NaN's included, as mxjax keeps them. Written without a GPU;
-  `tests/kernels/test_quantize.py` runs these instructions' numpy model on every bf16 value at
-  every block scale."""
+  sign bits are x's own, a NaN's included, as mxjax keeps them. `tests/kernels/
+  test_e2m1_pairs.py` runs these instructions' numpy model on every bf16 value at every block
+  scale; the H100 matched the kernel bit for bit (`quantize.mosaic_gpu.PAIR_E2M1_VERIFIED`)."""
   return _pointwise(E2M1_PAIRS_ASM, layout, words, k1, k2, out_dtype=jnp.int32)
 
 

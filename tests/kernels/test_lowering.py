@@ -1127,11 +1127,11 @@ def test_quantize_columns_quad_pack_lowers(monkeypatch):
                                      quad_pack=True, allow_unverified=True)
 
 
-def test_quantize_pair_e2m1_lowers():
+def test_quantize_pair_e2m1_lowers(monkeypatch):
   # `pair_e2m1` (session 34): MXFP4's row codes two elements an operation on the bf16 pair
   # words (`_ptx.e2m1_pairs`, whose algorithm tests/kernels/test_e2m1_pairs.py runs on the CPU):
-  # the asm in the kernel, one code byte a word out as before; gated by the GPU's check; bf16
-  # MXFP4 only
+  # the asm in the kernel, one code byte a word out as before; bf16 MXFP4's default since the
+  # H100's check, gated by it
   x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
   rows = mosaic_gpu_quantize.quantize_mosaic_gpu
   on = lambda x: rows(x, "mxfp4", pair_e2m1=True, allow_unverified=True)
@@ -1140,11 +1140,16 @@ def test_quantize_pair_e2m1_lowers():
   assert _ptx.E2M1_PAIRS_ASM in text
   call = next(ln for ln in text.splitlines() if "custom_call" in ln)
   assert "tensor<32768x16xui8>" in call, call
-  assert _ptx.E2M1_PAIRS_ASM not in _compat.lower_for("cuda", lambda x: rows(x, "mxfp4"),
-                                                      x).as_text()
-  if "mxfp4" not in mosaic_gpu_quantize.PAIR_E2M1_VERIFIED:
-    with pytest.raises(NotImplementedError, match="pair_e2m1 has not matched mxjax.quantize"):
-      rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_e2m1=True)
+  assert _ptx.E2M1_PAIRS_ASM not in _compat.lower_for(
+      "cuda", lambda x: rows(x, "mxfp4", pair_e2m1=False), x).as_text()
+  dflt = _compat.lower_for("cuda", lambda x: rows(x, "mxfp4"), x).as_text()
+  assert (_ptx.E2M1_PAIRS_ASM in dflt) == ("mxfp4" in mosaic_gpu_quantize.PAIR_E2M1_DEFAULT)
+  f32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)  # f32 x: the float32 encoder
+  assert _ptx.E2M1_PAIRS_ASM not in _compat.lower_for(
+      "cuda", lambda x: rows(x, "mxfp4", allow_unverified=True), f32).as_text()
+  monkeypatch.setattr(mosaic_gpu_quantize, "PAIR_E2M1_VERIFIED", frozenset())
+  with pytest.raises(NotImplementedError, match="pair_e2m1 has not matched mxjax.quantize"):
+    rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_e2m1=True)
   for scheme, dtype in (("nvfp4", jnp.bfloat16), ("mxfp4", jnp.float32)):
     with pytest.raises(ValueError, match="leave it off"):
       rows(jnp.zeros((1024, 1024), dtype), scheme, pair_e2m1=True, allow_unverified=True)
