@@ -7,8 +7,8 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-34: `h100` first where
-# one is lent (the column kernel's INT4 launch with its codes four along M, `quad_pack`, the
-# default since session 34; every column scheme at the defaults). On an
+# one is lent (MXFP4's E2M1 pairs, `pair_e2m1`, in the column kernel, written in session 34
+# and gated; the row kernel's launch with them). On an
 # H200: q (the E4M3 codes by the cast alone, `cast_nan`, and the block amax from bf16 pair
 # words, `pair_amax`, the defaults since sessions 32-33 from the H100's checks, re-checked
 # there), then 2: the decode with its codes read by plain loads (a
@@ -160,32 +160,31 @@ case "$part" in
     ;;
   q)  # On an H200 (a few minutes): the E4M3 quantize codes by the cast alone (`cast_nan`,
       # session 32) and the row kernel's block amax from bf16 pair words (`pair_amax`, session
-      # 33), the defaults since their H100 checks (FP8 1x128 rows 89.4 -> 76.6 us, MXFP4 73.4 ->
-      # 70.4 there), re-checked bit for bit where they have not run, against each off: rows
+      # 33) and MXFP4's E2M1 codes two elements an operation (`pair_e2m1`, session 34), the
+      # defaults since their H100 checks (FP8 1x128 rows 89.4 -> 76.6 us, MXFP4 73.4 -> 70.4 ->
+      # 64.4 there), re-checked bit for bit where they have not run, against each off: rows
       # and columns at both shapes, f32 rows
     qc='[{}, {"cast_nan": false}, {"pair_amax": false}]'
     e4m3=mxfp8_e4m3,fp8_e4m3_block128
     run 150 a $B --what quant --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336 \
-      --configs "$qc"
+      --configs '[{}, {"cast_nan": false}, {"pair_amax": false}, {"pair_e2m1": false}]'
     run 120 b $B --what quant --transpose --schemes $e4m3 --qshapes 8192x8192,4096x14336 \
       --configs "$qc"
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
       --configs '[{}, {"cast_nan": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~5 minutes: INT4 g128's column launch
-      # with its codes four along M (`quad_pack`, its default since session 34: 86.5 -> 84.0
-      # us, 2.02 TB/s against 2.4), whose four tiles hold a quarter of a block's rows each:
-      # two blocks a step, CTAs an SM; every column scheme at today's defaults; MXFP4's E2M1
-      # pairs
-    run 120 a $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192,4096x14336 \
-      --configs '[{}, {"nb": 2}, {"ctas_per_sm": 3}, {"ctas_per_sm": 1}, {"quad_pack": false}]'
-    run 120 b $B --what quant --transpose --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336
-    # MXFP4's row codes two elements an operation on the bf16 pair words (`pair_e2m1`, session
-    # 34, gated: `_ptx.e2m1_pairs`; 70.4 us, 2.41 TB/s against 2.8), with and without the
-    # block state once a block
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: MXFP4's E2M1 codes two
+      # elements an operation (`pair_e2m1`, session 34: the row kernel's default since, 70.4 ->
+      # 64.4 us there, 2.64 TB/s against 2.8) in the column kernel (gated: the even and odd row
+      # tiles made into pair words by one `prmt`; MXFP4 columns 90.5 us, 1.88 TB/s against
+      # 2.4), alone and with the bf16 block amax; then the row kernel's launch with it
+      # (pipeline steps x CTAs an SM; (2, 4) the default, swept before it in session 33)
     e2='"pair_e2m1": true, "allow_unverified": true'
-    run 90 c $B --what quant --schemes mxfp4 --qshapes 8192x8192,4096x14336 \
-      --configs "[{}, {$e2}, {$e2, \"state_once\": true}]"
+    run 90 a $B --what quant --transpose --schemes mxfp4 --qshapes 8192x8192,4096x14336 \
+      --configs "[{}, {$e2}, {$e2, \"pair_amax\": true}, {$e2, \"tile_k\": 64}]"
+    run 120 b $B --what quant --schemes mxfp4 --qshapes 8192x8192,4096x14336 --configs '[{},
+      {"steps": 3}, {"ctas_per_sm": 3}, {"steps": 3, "ctas_per_sm": 3}, {"ctas_per_sm": 2},
+      {"steps": 4, "ctas_per_sm": 2}]'
     ;;
   *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
 esac

@@ -191,6 +191,15 @@ def e2m1_pairs(words: jax.Array, k1: jax.Array, k2: jax.Array, *,
   return _pointwise(E2M1_PAIRS_ASM, layout, words, k1, k2, out_dtype=jnp.int32)
 
 
+def bf16_pair_word(lo_bits: jax.Array, hi_bits: jax.Array, *,
+                   layout: str | None = None) -> jax.Array:
+  """int32 bf16 pair words (lo's bf16 in the low half) of two int32 arrays of float32 bit
+  patterns of bf16 values (widened exactly): one byte permute, `(lo >> 16) | (hi & 0xFFFF0000)`;
+  the column kernel's even and odd row tiles made into `e2m1_pairs`' words."""
+  return _pointwise("prmt.b32 $0, $1, $2, 0x7632;", layout, lo_bits, hi_bits,
+                    out_dtype=jnp.int32)
+
+
 def bf16_pairs_amax_bits(words: jax.Array) -> jax.Array:
   """Each row's max |x| of a (rows, n) uint32 array of bf16 pairs (rows a multiple of 64, n of
   8; Mosaic's WGMMA layout, as the quantize kernel loads them): int32 (rows,) in the ROW

@@ -39,6 +39,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
+from pallas_kernels.quantize.mosaic_gpu import PAIR_E2M1_SCHEMES
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
 from pallas_kernels.quantize.mosaic_gpu import pair_amax_option
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
@@ -53,6 +54,7 @@ from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
+from pallas_kernels.quantize.schemes import pair_scale_word
 
 NUM_SMS_H100 = 132
 COLUMN_SCHEMES = tuple(SCHEMES)
@@ -125,6 +127,13 @@ PAIR_SIGNS_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 # 90.5 / 96.9 and 80.3 / 85.6, slower at each launch tried (nb 4 111.5, steps 3 100.4, tile_k
 # 64 104.9): off.
 QUAD_PACK_SCHEMES = ("mxfp4", "int4_g128")
+# MXFP4's E2M1 codes two elements an operation (`pair_e2m1`, session 34): the even and odd row
+# tiles' bf16 values made into pair words by one byte permute (`_ptx.bf16_pair_word`), then the
+# row kernel's `_ptx.e2m1_pairs` (bit-exact on the H100 there, 70.4 -> 64.4 us). Written
+# without a GPU; `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it: none
+# yet (and `PAIR_E2M1_COLUMNS_DEFAULT` those it is on for).
+PAIR_E2M1_COLUMNS_VERIFIED: frozenset[str] = frozenset()
+PAIR_E2M1_COLUMNS_DEFAULT: frozenset[str] = frozenset()
 QUAD_PACK_VERIFIED = frozenset(QUAD_PACK_SCHEMES)
 QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 
@@ -205,7 +214,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 satfinite: bool | None = None, int4_nan_test: bool | None = None,
                                 cast_nan: bool | None = None, pair_amax: bool | None = None,
                                 pair_cast: bool | None = None, pair_signs: bool = False,
-                                quad_pack: bool | None = None, allow_unverified: bool = False,
+                                quad_pack: bool | None = None, pair_e2m1: bool | None = None,
+                                allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -240,6 +250,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     quad_pack: MXFP4 / INT4 g128: the codes four along M from four input tiles, stored as
       uint16 words (default where `QUAD_PACK_DEFAULT` lists the scheme; `QUAD_PACK_VERIFIED`
       lists the schemes checked, others need `allow_unverified`).
+    pair_e2m1: MXFP4: the E2M1 codes two elements an operation on bf16 pair words
+      (`_ptx.e2m1_pairs`; default where `PAIR_E2M1_COLUMNS_DEFAULT` lists the scheme;
+      `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -251,6 +264,14 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     pair_cast = cast_nan and scheme in PAIR_CAST_COLUMNS_DEFAULT
   if quad_pack is None:
     quad_pack = scheme in QUAD_PACK_DEFAULT
+  if pair_e2m1 is None:
+    pair_e2m1 = scheme in PAIR_E2M1_COLUMNS_DEFAULT
+  if pair_e2m1:
+    if scheme not in PAIR_E2M1_SCHEMES:
+      raise ValueError(f"pair_e2m1 encodes MXFP4 codes from bf16 pair words; {scheme} has none: "
+                       f"leave it off")
+    require_checked(f"{scheme}'s column-wise pair_e2m1", scheme in PAIR_E2M1_COLUMNS_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="leave pair_e2m1 off")
   sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast, quads=quad_pack)
   if quad_pack:
     require_checked(f"{scheme}'s column-wise quad_pack", scheme in QUAD_PACK_VERIFIED,
@@ -341,6 +362,11 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
         if nx == 1:
           codes = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
                                   cast_nan=cast_nan)(xs[0])
+        elif pair_e2m1:
+          words = _ptx.bf16_pair_word(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs))
+          k1, k2 = (lax.broadcast_in_dim(pair_scale_word(f), words.shape, [0])
+                    for f in state[1:])
+          codes = _ptx.e2m1_pairs(words, k1, k2)
         else:
           enc = functools.partial(block_encode, sch, state, fma=_ptx.fma_rn,
                                   int4_nan_test=int4_nan_test,

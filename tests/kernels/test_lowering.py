@@ -1155,6 +1155,28 @@ def test_quantize_pair_e2m1_lowers(monkeypatch):
       rows(jnp.zeros((1024, 1024), dtype), scheme, pair_e2m1=True, allow_unverified=True)
 
 
+def test_quantize_columns_pair_e2m1_lowers():
+  # The column kernel's `pair_e2m1` (session 34, gated): the even and odd row tiles made into
+  # bf16 pair words by one `prmt`, then the row kernel's E2M1 pair asm; codes out as before
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+  on = lambda x: cols.quantize_columns_mosaic_gpu(x, "mxfp4", pair_e2m1=True,
+                                                  allow_unverified=True)
+  assert jax.eval_shape(on, x).codes.shape == (1024, 512)
+  text = _compat.lower_for("cuda", on, x).as_text()
+  assert _ptx.E2M1_PAIRS_ASM in text and "prmt.b32 $0, $1, $2, 0x7632;" in text
+  dflt = _compat.lower_for("cuda", lambda x: cols.quantize_columns_mosaic_gpu(x, "mxfp4"),
+                           x).as_text()
+  assert (_ptx.E2M1_PAIRS_ASM in dflt) == ("mxfp4" in cols.PAIR_E2M1_COLUMNS_DEFAULT)
+  if "mxfp4" not in cols.PAIR_E2M1_COLUMNS_VERIFIED:
+    with pytest.raises(NotImplementedError, match="pair_e2m1 has not matched mxjax.quantize"):
+      cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
+                                       pair_e2m1=True)
+  with pytest.raises(ValueError, match="leave it off"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "nvfp4",
+                                     pair_e2m1=True, allow_unverified=True)
+
+
 def test_quantize_pair_amax_lowers(monkeypatch):
   # `pair_amax` (session 32; the default since session 33's H100 check): the row kernel's block
   # amax of bf16 x from its pair words, two halves a `max.u16x2` (`_ptx.bf16_pairs_amax_bits`),
