@@ -75,8 +75,10 @@ def run_case(case: str, launches: int = 3) -> None:
   what, spec, m, k, n = CASES[case]
   key = jax.random.key(0)
   if what in ("quant", "quant_t"):
-    from pallas_kernels.quantize import mosaic_gpu as QG  # pylint: disable=g-import-not-at-top
-    from pallas_kernels.quantize import mosaic_gpu_columns as QC  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from pallas_kernels.quantize import mosaic_gpu as QG
+    from pallas_kernels.quantize import mosaic_gpu_columns as QC
+    # pylint: enable=g-import-not-at-top
     kern = QG.quantize_mosaic_gpu if what == "quant" else QC.quantize_columns_mosaic_gpu
     x = jax.random.normal(key, (m, k), jnp.float32).astype(jnp.bfloat16)
     fn, args = jax.jit(lambda x: kern(x, spec)), (x,)

@@ -16,8 +16,8 @@ two tiles (Mosaic GPU has no strided smem slices), and gets the row-wise kernel'
 along M: the packed byte is `even | odd << 4` elementwise; codes leave as (K, M / 2). FP8 1x128
 takes the same split (`pair_cast`): its codes are cast two at a time, one PTX cvt a pair,
 already the little-endian uint16 of two adjacent code bytes. MXFP4 and INT4 g128 can go one
-step further (`quad_pack`, INT4's default): x viewed as (M / 4, 4 K), four tiles (rows 4i .. 4i + 3), two
-packed bytes made into one little-endian uint16 word of four codes. NVFP4's
+step further (`quad_pack`, INT4's default): x viewed as (M / 4, 4 K), four tiles (rows 4i ..
+4i + 3), two packed bytes made into one little-endian uint16 word of four codes. NVFP4's
 tensor amax is an XLA reduction first (the same for x and x.T), its terms an input. FP8 1x128
 and INT4 g128 work on a block in pieces of `PIECE` elements (amax over the pieces, then each
 piece encoded): the integer quotient test this kernel used before the PTX FMAs spilled
@@ -127,6 +127,8 @@ PAIR_SIGNS_COLUMNS_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128"})
 # 90.5 / 96.9 and 80.3 / 85.6, slower at each launch tried (nb 4 111.5, steps 3 100.4, tile_k
 # 64 104.9): off.
 QUAD_PACK_SCHEMES = ("mxfp4", "int4_g128")
+QUAD_PACK_VERIFIED = frozenset(QUAD_PACK_SCHEMES)
+QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 # MXFP4's E2M1 codes two elements an operation (`pair_e2m1`, session 34): the even and odd row
 # tiles' bf16 values made into pair words by one byte permute (`_ptx.bf16_pair_word`), then the
 # row kernel's `_ptx.e2m1_pairs` (bit-exact on the H100 there, 70.4 -> 64.4 us). Written
@@ -134,8 +136,6 @@ QUAD_PACK_SCHEMES = ("mxfp4", "int4_g128")
 # yet (and `PAIR_E2M1_COLUMNS_DEFAULT` those it is on for).
 PAIR_E2M1_COLUMNS_VERIFIED: frozenset[str] = frozenset()
 PAIR_E2M1_COLUMNS_DEFAULT: frozenset[str] = frozenset()
-QUAD_PACK_VERIFIED = frozenset(QUAD_PACK_SCHEMES)
-QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -270,6 +270,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     if scheme not in PAIR_E2M1_SCHEMES:
       raise ValueError(f"pair_e2m1 encodes MXFP4 codes from bf16 pair words; {scheme} has none: "
                        f"leave it off")
+    if quad_pack:
+      raise ValueError("pair_e2m1 makes pair words of the even and odd row tiles; quad_pack "
+                       "reads four: leave one of them off")
     require_checked(f"{scheme}'s column-wise pair_e2m1", scheme in PAIR_E2M1_COLUMNS_VERIFIED,
                     allow_unverified, reference="mxjax.quantize", instead="leave pair_e2m1 off")
   sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pair_cast, quads=quad_pack)
@@ -363,7 +366,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
           codes = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
                                   cast_nan=cast_nan)(xs[0])
         elif pair_e2m1:
-          words = _ptx.bf16_pair_word(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs))
+          words = _ptx.bf16_pair_word(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs[:2]))
           k1, k2 = (lax.broadcast_in_dim(pair_scale_word(f), words.shape, [0])
                     for f in state[1:])
           codes = _ptx.e2m1_pairs(words, k1, k2)

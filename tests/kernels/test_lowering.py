@@ -1175,6 +1175,9 @@ def test_quantize_columns_pair_e2m1_lowers():
   with pytest.raises(ValueError, match="leave it off"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "nvfp4",
                                      pair_e2m1=True, allow_unverified=True)
+  with pytest.raises(ValueError, match="leave one of them off"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
+                                     pair_e2m1=True, quad_pack=True, allow_unverified=True)
 
 
 def test_quantize_pair_amax_lowers(monkeypatch):
