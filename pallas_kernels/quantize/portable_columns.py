@@ -15,6 +15,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
 from mxjax.formats.exact import div_rn
@@ -30,6 +31,7 @@ from pallas_kernels.quantize.schemes import amax_merge
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
+from pallas_kernels.quantize.schemes import pair_scale_word
 
 
 def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_k: int = 128,
@@ -38,7 +40,8 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
                               tensor_amax: jax.Array | None = None,
                               cast_pair: Callable | None = None,
                               fma: Callable | None = None,
-                              quad_pack: bool = False) -> Quantized:
+                              quad_pack: bool = False,
+                              e2m1_pair: Callable | None = None) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of `x` (M, K) by the column-wise kernel's decomposition.
 
   Args:
@@ -54,6 +57,9 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
       for FP8 1x128's quotient (`schemes.block_encode`).
     quad_pack: MXFP4 / INT4 g128, the GPU kernel's `quad_pack`: four row classes of x as four
       tiles, the codes of rows 4i .. 4i + 3 one uint16 word.
+    e2m1_pair: MXFP4, the GPU kernel's `pair_e2m1`: the even and odd row tiles made into bf16
+      pair words, their code bytes by e2m1_pair(words, k1, k2) (on the GPU `_ptx.e2m1_pairs`;
+      here a model of it), k1 / k2 the block factors as `schemes.pair_scale_word`s.
 
   Returns:
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
@@ -96,6 +102,12 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
         xs = tiles(p)
         if nx == 1:
           codes = element_encoder(sch, state)(xs[0])
+        elif e2m1_pair is not None:
+          lo, hi = (lax.bitcast_convert_type(v, jnp.uint32) for v in xs[:2])
+          words = (lo >> 16) | (hi & jnp.uint32(0xFFFF0000))
+          k1, k2 = (jnp.broadcast_to(pair_scale_word(f)[:, None], words.shape)
+                    for f in state[1:])
+          codes = e2m1_pair(words, k1, k2)
         else:
           enc = lambda xe, xo: block_encode(sch, state, xe, xo, fma=fma, cast_pair=cast_pair)
           codes = enc(*xs[:2]) if nx == 2 else enc(*xs[:2]) | (enc(*xs[2:]) << 8)

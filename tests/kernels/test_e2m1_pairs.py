@@ -3,13 +3,15 @@
 The kernel's instructions only lower on the CPU, so their algorithm runs here through a numpy
 model of each PTX instruction (`e2m1_pairs_model`, step for step as `_ptx.E2M1_PAIRS_ASM`): on
 every bf16 value at every MX block scale against `schemes._e2m1_code`'s float32 codes, and
-end to end against `mxjax.quantize` on ties, special values and NaN / Inf blocks. The GPU
+end to end against `mxjax.quantize` on ties, special values and NaN / Inf blocks, row-wise and
+through the column kernel's twin (`pair_e2m1` there, gated). The GPU
 benchmark checks the kernel itself bit for bit (`mosaic_gpu.PAIR_E2M1_VERIFIED`: matched on the
 H100 in session 34).
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -152,3 +154,22 @@ def test_asm_is_the_models_instructions():
                  "mov.b32", "max.u16x2", "mov.b32", "sub.u32", "shl.b32", "shl.b32", "add.u32",
                  "fma.rn.bf16x2", "and.b32", "shr.u32", "and.b32", "or.b32", "shr.u32",
                  "or.b32", "and.b32"], ops
+
+
+def test_column_twin_pair_e2m1():
+  # The column kernel's `pair_e2m1` decomposition: its even and odd row tiles made into pair
+  # words (the low half the even row, as `_ptx.bf16_pair_word`'s permute), each row of x.T's
+  # factors as scale words, the model's code bytes where the GPU runs the asm: mxjax's codes of
+  # x.T on ties, special values and NaN / Inf blocks (subnormals to +-0: XLA's CPU flushes them)
+  from pallas_kernels.quantize.portable_columns import quantize_columns_portable
+  x = jnp.concatenate([rounding_midpoints(8, 64, 256), special_values(
+      2, 64, 256, nonfinite=True).astype(jnp.bfloat16)]).T  # (256, 128): x.T's rows are these
+  x = x.at[77, 9].set(-jnp.nan).at[70, 9].set(-jnp.inf)
+  x = jnp.where(jnp.abs(x.astype(jnp.float32)) < np.finfo(np.float32).tiny, x * 0, x)
+  model = lambda w, a, b: jax.pure_callback(
+      lambda *v: e2m1_pairs_model(*(np.asarray(u) for u in v)).reshape(np.shape(v[0])),
+      jax.ShapeDtypeStruct(w.shape, jnp.int32), w, a, b, vmap_method="broadcast_all")
+  got = quantize_columns_portable(x, "mxfp4", interpret=True, e2m1_pair=model)
+  want = mxjax.quantize(x.T, "mxfp4")
+  np.testing.assert_array_equal(np.asarray(got.codes), np.asarray(want.codes))
+  np.testing.assert_array_equal(np.asarray(got.scale), np.asarray(want.scale))
