@@ -2,11 +2,10 @@
 
 The kernel's instructions only lower on the CPU, so their algorithm runs here through a numpy
 model of each PTX instruction (`e2m1_pairs_model`, step for step as `_ptx.E2M1_PAIRS_ASM`): on
-every bf16 value at every MX block scale against `schemes._e2m1_code`'s float32 codes, and
-end to end against `mxjax.quantize` on ties, special values and NaN / Inf blocks, row-wise and
-through the column kernel's twin (`pair_e2m1` there, gated). The GPU
-benchmark checks the kernel itself bit for bit (`mosaic_gpu.PAIR_E2M1_VERIFIED`: matched on the
-H100 in session 34).
+every bf16 value at every MX block scale against the E2M1 grid in float64, and end to end
+against `mxjax.quantize` on ties, special values and NaN / Inf blocks, row-wise and through the
+column kernel's twin (`pair_e2m1` there, gated). The GPU benchmark checks the kernel itself bit
+for bit (`mosaic_gpu.PAIR_E2M1_VERIFIED`: matched on the H100 in session 34).
 """
 
 from __future__ import annotations
