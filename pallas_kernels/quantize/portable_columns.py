@@ -2,10 +2,10 @@
 
 The same decomposition in a plain `pl.pallas_call`: a grid over (M tiles, K tiles); each step
 reads a (B nb, tile_k) tile of x (4-bit schemes: the even and the odd rows as two column ranges
-of the free (M / 2, 2 K) view; four row classes with `quad_pack`), transposes each B-row block, and runs the shared block math
-(`block_state`, `element_encoder` / `block_encode`) on rows of x.T, in the GPU kernel's pieces
-(`PIECE`: the amax merged over pieces, then each piece encoded); codes leave as (K, M) or
-(K, M / 2) bytes and scales as (M / B, K), transposed by XLA.
+of the free (M / 2, 2 K) view; four row classes with `quad_pack`), transposes each B-row block,
+and runs the shared block math (`block_state`, `element_encoder` / `block_encode`) on rows of
+x.T, in the GPU kernel's pieces (`PIECE`: the amax merged over pieces, then each piece encoded);
+codes leave as (K, M) or (K, M / 2) bytes and scales as (M / B, K), transposed by XLA.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
   """
   pairs = cast_pair is not None
+  if e2m1_pair is not None and (quad_pack or scheme != "mxfp4"):
+    raise ValueError("e2m1_pair makes MXFP4's even and odd row tiles into pair words: MXFP4 "
+                     "without quad_pack only")
   sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pairs, quads=quad_pack)
   m, k = x.shape
   b = sch.block
