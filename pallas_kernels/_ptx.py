@@ -158,20 +158,39 @@ def f32_pair_signs(lo_bits: jax.Array, hi_bits: jax.Array, *,
                     hi_bits, out_dtype=jnp.int32)
 
 
-# `e2m1_pairs`' instructions, a pair word at a time; comments give each step's value per half.
+def _e2m1_core(signs: str) -> str:
+  """The E2M1 encode of the bf16 pair word in register v (comments give each step per half):
+  into $0 the packed code byte, each code's sign bit from bit 15 / 31 of register `signs`."""
+  return " ".join((
+      "and.b32 a, v, 0x7FFF7FFF; add.u32 a, a, 0x007F007F;",  # |v| + 127, no carry out of a half
+      "mov.b32 c, 0x007F007F; max.s16x2 a, a, c;",  # a NaN's half is negative as s16: -> 127
+      "mov.b32 c, 0x413F413F; min.u16x2 a, a, c;",  # at most 6.0 (0x40C0) + 127
+      "sub.u32 a, a, 0x007F007F;",  # min(|v|, 6), a NaN 0
+      "shr.u32 t, a, 7; and.b32 t, t, 0x00FF00FF; mov.b32 c, 0x007F007F; max.u16x2 t, t, c;",
+      "mov.b32 k, 0x00FF00FF; sub.u32 k, k, t; shl.b32 k, k, 7;",  # t = 127 + e; k = 2^(1 - e)
+      "shl.b32 m, t, 1; add.u32 m, m, 0x42424242;",  # bf16 192 + 2e
+      "fma.rn.bf16x2 a, a, k, m; and.b32 a, a, 0x00070007;",  # RNE(|v| 2^(1 - e)) + 2e, mod 8
+      f"shr.u32 t, {signs}, 12; and.b32 t, t, 0x00080008; or.b32 a, a, t;",  # signs: bits 3, 19
+      "shr.u32 t, a, 12; or.b32 a, a, t; and.b32 $0, a, 0xFF;"))  # even | odd << 4
+
+
+# `e2m1_pairs`' instructions, a pair word at a time: the word scaled by the MX block's two
+# powers of two (exact wherever the code is not 0), then the core with x's own signs.
 E2M1_PAIRS_ASM = " ".join((
     "{ .reg .b32 v, a, t, k, m, c;",
-    "mul.rn.bf16x2 v, $1, $2; mul.rn.bf16x2 v, v, $3;",  # x 2^e1 2^e2: exact where it matters
-    "and.b32 a, v, 0x7FFF7FFF; add.u32 a, a, 0x007F007F;",  # |v| + 127, no carry out of a half
-    "mov.b32 c, 0x007F007F; max.s16x2 a, a, c;",  # a NaN's half is negative as s16: -> 127
-    "mov.b32 c, 0x413F413F; min.u16x2 a, a, c;",  # at most 6.0 (0x40C0) + 127
-    "sub.u32 a, a, 0x007F007F;",  # min(|v|, 6), a NaN 0
-    "shr.u32 t, a, 7; and.b32 t, t, 0x00FF00FF; mov.b32 c, 0x007F007F; max.u16x2 t, t, c;",
-    "mov.b32 k, 0x00FF00FF; sub.u32 k, k, t; shl.b32 k, k, 7;",  # t = 127 + e; k = 2^(1 - e)
-    "shl.b32 m, t, 1; add.u32 m, m, 0x42424242;",  # bf16 192 + 2e
-    "fma.rn.bf16x2 a, a, k, m; and.b32 a, a, 0x00070007;",  # RNE(|v| 2^(1 - e)) + 2e, mod 8
-    "shr.u32 t, $1, 12; and.b32 t, t, 0x00080008; or.b32 a, a, t;",  # x's signs at bits 3, 19
-    "shr.u32 t, a, 12; or.b32 a, a, t; and.b32 $0, a, 0xFF; }"))  # even | odd << 4
+    "mul.rn.bf16x2 v, $1, $2; mul.rn.bf16x2 v, v, $3;",
+    _e2m1_core("$1"), "}"))
+
+# `e2m1_scaled_pairs`' instructions: each float32 element times the factor (float32, as the
+# reference rounds it), the two products rounded to odd into one bf16 pair word (their high
+# halves by one permute, each half's last bit set where its low half is not 0: `min.u16x2`
+# with 1), then the core with the products' signs.
+E2M1_SCALED_PAIRS_ASM = " ".join((
+    "{ .reg .b32 v, a, t, k, m, c, e, o;",
+    "mul.rn.f32 e, $1, $3; mul.rn.f32 o, $2, $3;",
+    "prmt.b32 v, e, o, 0x7632; prmt.b32 t, e, o, 0x5410;",  # high halves; low halves
+    "mov.b32 c, 0x00010001; min.u16x2 t, t, c; or.b32 v, v, t;",  # round to odd
+    _e2m1_core("v"), "}"))
 
 
 def e2m1_pairs(words: jax.Array, k1: jax.Array, k2: jax.Array, *,
@@ -189,6 +208,23 @@ def e2m1_pairs(words: jax.Array, k1: jax.Array, k2: jax.Array, *,
   test_e2m1_pairs.py` runs these instructions' numpy model on every bf16 value at every block
   scale; the H100 matched the kernel bit for bit (`quantize.mosaic_gpu.PAIR_E2M1_VERIFIED`)."""
   return _pointwise(E2M1_PAIRS_ASM, layout, words, k1, k2, out_dtype=jnp.int32)
+
+
+def e2m1_scaled_pairs(lo: jax.Array, hi: jax.Array, r: jax.Array, *,
+                      layout: str | None = None) -> jax.Array:
+  """int32 packed E2M1 code byte (code(lo r) | code(hi r) << 4) of float32 arrays lo, hi and
+  float32 factors r (NVFP4's inv_t / s_b, a block's): `schemes._e2m1_code(RN_f32(x r))` two
+  elements a 32-bit operation after the products.
+
+  Each product is rounded to float32 as the reference rounds it, then to bf16 by round to odd
+  (truncated, the last bit set where any bit was dropped): every E2M1 grid point and rounding
+  midpoint, 6 and the binade edges 1, 2 and 4 have at most 3 significant bits, so a value
+  rounded to odd with bf16's 8 lies on the same side of each of them as the float32 product,
+  and on one exactly when the product is: `e2m1_pairs`' encode then gives the float32 codes.
+  A NaN keeps a NaN (its sticky bit), an infinity stays one. The signs are the products'
+  (x's, r > 0). `tests/kernels/test_e2m1_pairs.py` runs a model of these instructions against
+  the E2M1 grid in float64 on every bf16 value at many factors and NVFP4 block states."""
+  return _pointwise(E2M1_SCALED_PAIRS_ASM, layout, lo, hi, r, out_dtype=jnp.int32)
 
 
 def bf16_pair_word(lo_bits: jax.Array, hi_bits: jax.Array, *,

@@ -56,6 +56,7 @@ from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
 from pallas_kernels.quantize.schemes import magnitude_bits
+from pallas_kernels.quantize.schemes import nvfp4_pair_codes
 from pallas_kernels.quantize.schemes import pair_scale_word
 
 NUM_SMS_H100 = 132
@@ -197,10 +198,13 @@ PAIR_SIGNS_DEFAULT = frozenset({"fp8_e4m3_block128"})
 # with it. H100, 2026-12-06, jax 0.11.2, bit-exact on every test tensor
 # (kernels_quant_s34_h100_pair_e2m1_rows.json), us without / with at 8192 x 8192 and 4096 x
 # 14336: 70.4 / 64.4 (2.64 TB/s) and 62.5 / 56.7 (with `state_once` too 65.0 / 57.1): on for
-# bf16 MXFP4 (`PAIR_E2M1_DEFAULT`).
-PAIR_E2M1_SCHEMES = ("mxfp4",)
-PAIR_E2M1_VERIFIED = frozenset(PAIR_E2M1_SCHEMES)
-PAIR_E2M1_DEFAULT = frozenset(PAIR_E2M1_SCHEMES)
+# bf16 MXFP4 (`PAIR_E2M1_DEFAULT`). NVFP4's (session 35, `_ptx.e2m1_scaled_pairs`): each
+# element times the block's float32 factor as the reference rounds it, the two products rounded
+# to odd into one bf16 pair word, then the same encode (tests/kernels/test_e2m1_pairs.py runs
+# its model on every bf16 value at many factors): written without a GPU, unchecked.
+PAIR_E2M1_SCHEMES = ("mxfp4", "nvfp4")
+PAIR_E2M1_VERIFIED = frozenset({"mxfp4"})
+PAIR_E2M1_DEFAULT = frozenset({"mxfp4"})
 
 
 def pair_amax_option(scheme: str, pair_amax: bool | None, f32_in: bool, *, default: frozenset,
@@ -324,8 +328,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     pair_signs: bf16 x with `cast_nan`: the code pairs' sign bits from x's pair words (default
       where `PAIR_SIGNS_DEFAULT` lists the scheme; `PAIR_SIGNS_VERIFIED` lists the schemes
       checked, others need `allow_unverified`).
-    pair_e2m1: bf16 x, MXFP4: the E2M1 codes two elements an operation on x's pair words
-      (`_ptx.e2m1_pairs`; default for bf16 x where `PAIR_E2M1_DEFAULT` lists the scheme;
+    pair_e2m1: bf16 x, MXFP4 / NVFP4: the E2M1 codes two elements an operation, on x's pair
+      words (MXFP4, `_ptx.e2m1_pairs`) or on the scaled elements' pairs rounded to odd (NVFP4,
+      `_ptx.e2m1_scaled_pairs`; default for bf16 x where `PAIR_E2M1_DEFAULT` lists the scheme;
       `PAIR_E2M1_VERIFIED` lists the schemes checked, others need `allow_unverified`).
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
@@ -378,8 +383,8 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     pair_e2m1 = not f32_in and scheme in PAIR_E2M1_DEFAULT
   if pair_e2m1:
     if f32_in or scheme not in PAIR_E2M1_SCHEMES:
-      raise ValueError(f"pair_e2m1 encodes MXFP4 codes from bf16 pair words; {scheme} with "
-                       f"{x.dtype} x has none: leave it off")
+      raise ValueError(f"pair_e2m1 encodes E2M1 codes (MXFP4, NVFP4) of bf16 x two at a time; "
+                       f"{scheme} with {x.dtype} x has none: leave it off")
     require_checked(f"{scheme}'s pair_e2m1", scheme in PAIR_E2M1_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave pair_e2m1 off")
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
@@ -449,7 +454,9 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     state = tile_state(amax, t, s_smem)
     if flat_out:
       p_smem = p_smem.reshape(tr, half)
-    if pair_e2m1:  # the whole tile: no float32 halves
+    if pair_e2m1 and sch.two_level:
+      p_smem[...] = nvfp4_pair_codes(state, xe, xo, _ptx.e2m1_scaled_pairs).astype(out_dtype)
+    elif pair_e2m1:  # the whole tile: no float32 halves
       k1, k2 = (lax.broadcast_in_dim(pair_scale_word(f), words.shape, [0]) for f in state[1:])
       p_smem[...] = _ptx.e2m1_pairs(words, k1, k2).astype(out_dtype)
     elif cols == half:

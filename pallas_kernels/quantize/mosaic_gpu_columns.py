@@ -54,6 +54,7 @@ from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
 from pallas_kernels.quantize.schemes import get_scheme
+from pallas_kernels.quantize.schemes import nvfp4_pair_codes
 from pallas_kernels.quantize.schemes import pair_scale_word
 
 NUM_SMS_H100 = 132
@@ -132,8 +133,9 @@ QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 # MXFP4's E2M1 codes two elements an operation (`pair_e2m1`, session 34): the even and odd row
 # tiles' bf16 values made into pair words by one byte permute (`_ptx.bf16_pair_word`), then the
 # row kernel's `_ptx.e2m1_pairs` (bit-exact on the H100 there, 70.4 -> 64.4 us). Written
-# without a GPU; `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it: none
-# yet (and `PAIR_E2M1_COLUMNS_DEFAULT` those it is on for).
+# without a GPU; NVFP4's the row kernel's `_ptx.e2m1_scaled_pairs` on the even and odd row
+# tiles (session 35). `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it:
+# none yet (and `PAIR_E2M1_COLUMNS_DEFAULT` those it is on for).
 PAIR_E2M1_COLUMNS_VERIFIED: frozenset[str] = frozenset()
 PAIR_E2M1_COLUMNS_DEFAULT: frozenset[str] = frozenset()
 
@@ -250,8 +252,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     quad_pack: MXFP4 / INT4 g128: the codes four along M from four input tiles, stored as
       uint16 words (default where `QUAD_PACK_DEFAULT` lists the scheme; `QUAD_PACK_VERIFIED`
       lists the schemes checked, others need `allow_unverified`).
-    pair_e2m1: MXFP4: the E2M1 codes two elements an operation on bf16 pair words
-      (`_ptx.e2m1_pairs`; default where `PAIR_E2M1_COLUMNS_DEFAULT` lists the scheme;
+    pair_e2m1: MXFP4 / NVFP4: the E2M1 codes two elements an operation, on bf16 pair words
+      (MXFP4, `_ptx.e2m1_pairs`) or the scaled even and odd rows' pairs rounded to odd (NVFP4,
+      `_ptx.e2m1_scaled_pairs`; default where `PAIR_E2M1_COLUMNS_DEFAULT` lists the scheme;
       `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
 
   Returns:
@@ -268,8 +271,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
     pair_e2m1 = scheme in PAIR_E2M1_COLUMNS_DEFAULT
   if pair_e2m1:
     if scheme not in PAIR_E2M1_SCHEMES:
-      raise ValueError(f"pair_e2m1 encodes MXFP4 codes from bf16 pair words; {scheme} has none: "
-                       f"leave it off")
+      raise ValueError(f"pair_e2m1 encodes E2M1 codes (MXFP4, NVFP4) two at a time; {scheme} "
+                       f"has none: leave it off")
     if quad_pack:
       raise ValueError("pair_e2m1 makes pair words of the even and odd row tiles; quad_pack "
                        "reads four: leave one of them off")
@@ -365,6 +368,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
         if nx == 1:
           codes = element_encoder(sch, state, fma=_ptx.fma_rn, satfinite=satfinite,
                                   cast_nan=cast_nan)(xs[0])
+        elif pair_e2m1 and sch.two_level:
+          codes = nvfp4_pair_codes(state, xs[0], xs[1], _ptx.e2m1_scaled_pairs)
         elif pair_e2m1:
           words = _ptx.bf16_pair_word(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs[:2]))
           k1, k2 = (lax.broadcast_in_dim(pair_scale_word(f), words.shape, [0])

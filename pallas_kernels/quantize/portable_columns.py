@@ -31,6 +31,7 @@ from pallas_kernels.quantize.schemes import amax_merge
 from pallas_kernels.quantize.schemes import block_encode
 from pallas_kernels.quantize.schemes import block_state
 from pallas_kernels.quantize.schemes import element_encoder
+from pallas_kernels.quantize.schemes import nvfp4_pair_codes
 from pallas_kernels.quantize.schemes import pair_scale_word
 
 
@@ -57,17 +58,19 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
       for FP8 1x128's quotient (`schemes.block_encode`).
     quad_pack: MXFP4 / INT4 g128, the GPU kernel's `quad_pack`: four row classes of x as four
       tiles, the codes of rows 4i .. 4i + 3 one uint16 word.
-    e2m1_pair: MXFP4, the GPU kernel's `pair_e2m1`: the even and odd row tiles made into bf16
-      pair words, their code bytes by e2m1_pair(words, k1, k2) (on the GPU `_ptx.e2m1_pairs`;
-      here a model of it), k1 / k2 the block factors as `schemes.pair_scale_word`s.
+    e2m1_pair: MXFP4 / NVFP4, the GPU kernel's `pair_e2m1`: MXFP4's even and odd row tiles
+      made into bf16 pair words, their code bytes by e2m1_pair(words, k1, k2) (on the GPU
+      `_ptx.e2m1_pairs`; here a model of it), k1 / k2 the block factors as
+      `schemes.pair_scale_word`s; NVFP4's by e2m1_pair(even, odd, r) (`_ptx.e2m1_scaled_pairs`,
+      `schemes.nvfp4_pair_codes`), r the blocks' factors.
 
   Returns:
     Quantized in mxjax's layout for x.T (`mosaic_gpu_columns.column_result`).
   """
   pairs = cast_pair is not None
-  if e2m1_pair is not None and (quad_pack or scheme != "mxfp4"):
-    raise ValueError("e2m1_pair makes MXFP4's even and odd row tiles into pair words: MXFP4 "
-                     "without quad_pack only")
+  if e2m1_pair is not None and (quad_pack or scheme not in ("mxfp4", "nvfp4")):
+    raise ValueError("e2m1_pair encodes the even and odd row tiles' E2M1 codes a pair at a "
+                     "time: MXFP4 or NVFP4 without quad_pack only")
   sch, nb, r, pieces = column_blocks(scheme, nb, piece, pairs=pairs, quads=quad_pack)
   m, k = x.shape
   b = sch.block
@@ -105,6 +108,8 @@ def quantize_columns_portable(x: jax.Array, scheme: str = "mxfp8_e4m3", *, tile_
         xs = tiles(p)
         if nx == 1:
           codes = element_encoder(sch, state)(xs[0])
+        elif e2m1_pair is not None and sch.two_level:
+          codes = nvfp4_pair_codes(state, xs[0], xs[1], e2m1_pair)
         elif e2m1_pair is not None:
           lo, hi = (lax.bitcast_convert_type(v, jnp.uint32) for v in xs[:2])
           words = (lo >> 16) | (hi & jnp.uint32(0xFFFF0000))

@@ -493,6 +493,22 @@ def block_encode(scheme: FusedScheme, state: tuple, xe, xo, *, fma: Callable | N
   return enc(xe) | (enc(xo) << scheme.bits)
 
 
+def nvfp4_pair_codes(state: tuple, xe, xo, scaled_pairs: Callable):
+  """NVFP4's packed code bytes, int32 (rows, n): code(xe) | code(xo) << 4, two elements an
+  operation: scaled_pairs(xe, xo, r) gives the E2M1 code byte of RN_f32(xe r), RN_f32(xo r)
+  (on Mosaic GPU `_ptx.e2m1_scaled_pairs`), r the block's inv_t / s_b from `block_state`; the
+  codes of blocks without a usable scale 0, as `element_encoder`'s.
+
+  Args:
+    state: NVFP4's `block_state` (rows,) arrays.
+    xe, xo: float32 (rows, n) even / odd elements of each row's block (x.T's rows: the column
+      kernel's even and odd row tiles).
+    scaled_pairs: (xe, xo, r broadcast to (rows, n)) -> int32 packed code bytes.
+  """
+  _, r, good = state
+  return jnp.where(_row(good, xe), scaled_pairs(xe, xo, _row(r, xe)), jnp.int32(0))
+
+
 def block_quantize(scheme: FusedScheme, xe, xo, ts: tuple | None = None, *, div: Callable):
   """Quantizes a tile of blocks: `block_encode(block_state(block_amax))`.
 

@@ -53,19 +53,16 @@ def _simd(op, *words):
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN and Inf halves are cast quietly
-def e2m1_pairs_model(words, k1, k2):
-  """numpy model of `_ptx.E2M1_PAIRS_ASM`, one line an instruction group: uint32 (n,) pair
-  words and scale words -> int32 packed code bytes."""
+def _core_model(v, signs):
+  """numpy model of `_ptx._e2m1_core`, one line an instruction group: uint32 pair words v and
+  the words whose bits 15 / 31 give the codes' signs -> int32 packed code bytes."""
   u = lambda c: np.uint32(c)
-  mul = lambda a, b: _simd(lambda x, y: _bf16_rn(_bf16(x) * _bf16(y)), a, b)
   fma = lambda a, b, c: _simd(lambda x, y, z: _bf16_rn(_bf16(x) * _bf16(y) + _bf16(z)), a, b, c)
   s16max = lambda a, b: _simd(lambda x, y: np.maximum(x.view(np.int16), y.view(np.int16))
                               .view(np.uint16), a, b)
   u16min = lambda a, b: _simd(np.minimum, a, b)
   u16max = lambda a, b: _simd(np.maximum, a, b)
-  w = words.astype(np.uint32)
-  full = lambda c: np.full_like(w, c)
-  v = mul(mul(w, k1.astype(np.uint32)), k2.astype(np.uint32))
+  full = lambda c: np.full_like(v, c)
   a = (v & u(0x7FFF7FFF)) + u(0x007F007F)
   a = s16max(a, full(0x007F007F))
   a = u16min(a, full(0x413F413F))
@@ -74,9 +71,33 @@ def e2m1_pairs_model(words, k1, k2):
   k = (u(0x00FF00FF) - t) << u(7)
   m = (t << u(1)) + u(0x42424242)
   a = fma(a, k, m) & u(0x00070007)
-  a = a | ((w >> u(12)) & u(0x00080008))
+  a = a | ((signs >> u(12)) & u(0x00080008))
   a = a | (a >> u(12))
   return (a & u(0xFF)).astype(np.int32)
+
+
+@np.errstate(invalid="ignore", over="ignore")
+def e2m1_pairs_model(words, k1, k2):
+  """numpy model of `_ptx.E2M1_PAIRS_ASM`: uint32 (n,) pair words and scale words -> int32
+  packed code bytes (the two bf16x2 multiplies, then the core with x's signs)."""
+  mul = lambda a, b: _simd(lambda x, y: _bf16_rn(_bf16(x) * _bf16(y)), a, b)
+  w = words.astype(np.uint32)
+  v = mul(mul(w, k1.astype(np.uint32)), k2.astype(np.uint32))
+  return _core_model(v, w)
+
+
+@np.errstate(invalid="ignore", over="ignore")
+def e2m1_scaled_pairs_model(lo, hi, r):
+  """numpy model of `_ptx.E2M1_SCALED_PAIRS_ASM`: float32 lo, hi, r -> int32 packed code bytes
+  (the float32 products, their high halves by `prmt`, each half's last bit set where its low
+  half is not 0 by `min.u16x2` with 1, then the core with the products' signs)."""
+  u = lambda c: np.uint32(c)
+  e, o = ((np.asarray(a, np.float32) * np.asarray(r, np.float32)).view(np.uint32)
+          for a in (lo, hi))
+  v = (e >> u(16)) | (o & u(0xFFFF0000))  # prmt 0x7632
+  t = (e & u(0xFFFF)) | (o << u(16))  # prmt 0x5410
+  v = v | _simd(np.minimum, t, np.full_like(t, 0x00010001))
+  return _core_model(v, v)
 
 
 def _split(e):
@@ -144,15 +165,100 @@ def test_matches_mxjax_quantize(data):
                                 np.asarray(want.codes))
 
 
-def test_asm_is_the_models_instructions():
-  # The model above walks these instructions in this order (a changed asm string fails here
-  # until the model is changed with it).
-  ops = [s.split()[0] for s in _ptx.E2M1_PAIRS_ASM.strip("{} ").split(";")[1:] if s.strip()]
-  assert ops == ["mul.rn.bf16x2", "mul.rn.bf16x2", "and.b32", "add.u32", "mov.b32",
-                 "max.s16x2", "mov.b32", "min.u16x2", "sub.u32", "shr.u32", "and.b32",
-                 "mov.b32", "max.u16x2", "mov.b32", "sub.u32", "shl.b32", "shl.b32", "add.u32",
-                 "fma.rn.bf16x2", "and.b32", "shr.u32", "and.b32", "or.b32", "shr.u32",
-                 "or.b32", "and.b32"], ops
+CORE_OPS = ["and.b32", "add.u32", "mov.b32", "max.s16x2", "mov.b32", "min.u16x2", "sub.u32",
+            "shr.u32", "and.b32", "mov.b32", "max.u16x2", "mov.b32", "sub.u32", "shl.b32",
+            "shl.b32", "add.u32", "fma.rn.bf16x2", "and.b32", "shr.u32", "and.b32", "or.b32",
+            "shr.u32", "or.b32", "and.b32"]
+
+
+@pytest.mark.parametrize("asm, front, signs", [
+    (_ptx.E2M1_PAIRS_ASM, ["mul.rn.bf16x2", "mul.rn.bf16x2"], "$1"),
+    (_ptx.E2M1_SCALED_PAIRS_ASM, ["mul.rn.f32", "mul.rn.f32", "prmt.b32", "prmt.b32",
+                                  "mov.b32", "min.u16x2", "or.b32"], "v")])
+def test_asm_is_the_models_instructions(asm, front, signs):
+  # The models above walk these instructions in this order, the signs from the register each
+  # model takes them from (a changed asm string fails here until its model is changed with it).
+  steps = [s.split() for s in asm.strip("{} ").split(";")[1:] if s.strip()]
+  assert [s[0] for s in steps] == front + CORE_OPS, steps
+  assert steps[len(front) + 18][2] == f"{signs},", steps  # `shr.u32 t, <signs>, 12`
+  if "prmt.b32" in front:  # the high halves, then the low halves: (e >> 16) | (o & ~0xFFFF) ...
+    assert [s[-1] for s in steps if s[0] == "prmt.b32"] == ["0x7632", "0x5410"]
+
+
+def _scaled_pairs_reference(lo, hi, r):
+  """The float32 encoder's codes (`schemes._e2m1_code` of RN_f32(x r)), by the grid in float64:
+  packed code bytes of float32 lo, hi at float32 factor r."""
+  with np.errstate(invalid="ignore", over="ignore"):
+    v = [np.asarray(a, np.float32) * np.float32(r) for a in (lo, hi)]
+  c = [_e2m1_reference(p.astype(np.float64), np.signbit(p).astype(np.int64)) for p in v]
+  return c[0] | (c[1] << 4)
+
+
+def _nvfp4_factors():
+  """float32 factors r the NVFP4 encoder meets: RN(inv_t / s_b) over every positive E4M3 s_b
+  at inv_t = 1 and at random inv_t, and powers of two (exact ties wherever x sits on one)."""
+  sb = np.arange(1, 127, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+  rng = np.random.default_rng(35)
+  inv_t = np.float32(2.0) ** rng.uniform(-40, 40, 110).astype(np.float32)
+  picks = rng.integers(0, sb.size, inv_t.size)
+  return np.concatenate([np.float32(1.0) / sb, inv_t / sb[picks],
+                         np.float32(2.0) ** np.arange(-30, 31, 3, dtype=np.float32)])
+
+
+def test_scaled_pairs_every_bf16_value_at_many_factors():
+  # NVFP4's pairs (`_ptx.e2m1_scaled_pairs`): the products rounded to odd into bf16 keep their
+  # side of every E2M1 midpoint, so the codes are the float32 encoder's. Every bf16 value (as
+  # the even and as the odd element) at each factor, subnormals (kept, as on the GPU),
+  # infinities and NaNs (their products' signs; NVFP4 masks NaN blocks) included.
+  lo = np.arange(1 << 16, dtype=np.uint32)
+  hi = (lo * np.uint32(40503) + np.uint32(7)) & M16
+  xs = [(h << np.uint32(16)).view(np.float32) for h in (lo, hi)]
+  bad = 0
+  for r in _nvfp4_factors():
+    got = e2m1_scaled_pairs_model(*xs, r)
+    bad += int(np.sum(got != _scaled_pairs_reference(*xs, r)))
+  assert bad == 0
+
+
+def test_scaled_pairs_midpoint_neighbours():
+  # float32 products one ulp either side of each E2M1 midpoint and grid point (and on them),
+  # where rounding to bf16 by nearest would land on the midpoint and tie wrongly
+  pts = np.array([0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6], np.float32)
+  v = np.concatenate([np.nextafter(pts, np.float32(0)), pts, np.nextafter(pts, np.float32(9))])
+  v = np.concatenate([v, -v]).astype(np.float32)
+  got = e2m1_scaled_pairs_model(v, v[::-1].copy(), np.float32(1.0))
+  np.testing.assert_array_equal(got, _scaled_pairs_reference(v, v[::-1], np.float32(1.0)))
+
+
+def _model_callback(model):
+  """A numpy model as a jnp function of equally shaped arrays (for the jitted twin)."""
+  return lambda *a: jax.pure_callback(
+      lambda *v: model(*(np.asarray(u) for u in v)).reshape(np.shape(v[0])),
+      jax.ShapeDtypeStruct(a[0].shape, jnp.int32), *a, vmap_method="broadcast_all")
+
+
+def _finite_nvfp4_data():
+  """bf16 (64, 256) ties and special values, finite (a NaN or Inf anywhere makes NVFP4's
+  tensor scale useless: every code 0), subnormals to +-0 (XLA's CPU flushes them)."""
+  x = jnp.concatenate([rounding_midpoints(3, 32, 256),
+                       special_values(4, 32, 256).astype(jnp.bfloat16)])
+  return jnp.where(jnp.abs(x.astype(jnp.float32)) < np.finfo(np.float32).tiny, x * 0, x)
+
+
+def test_nvfp4_pairs_match_mxjax_quantize():
+  # End to end, row-wise: NVFP4's block states (`block_state` with the tensor terms), the
+  # model's codes through `nvfp4_pair_codes` against mxjax's NVFP4 codes
+  from mxjax.formats.exact import div_rn
+  x = _finite_nvfp4_data()
+  sch = S.get_scheme("nvfp4")
+  xe, xo = unpair_bf16(bf16_pairs(x, sch.block))  # (blocks, 8) each
+  _, *ts = S.tensor_scale_terms(jnp.max(jnp.abs(x.astype(jnp.float32))), div=div_rn)
+  state = S.block_state(sch, S.block_amax(xe, xo), tuple(ts), div=div_rn)
+  got = S.nvfp4_pair_codes(state, xe, xo, _model_callback(e2m1_scaled_pairs_model))
+  want = mxjax.quantize(x, "nvfp4")
+  np.testing.assert_array_equal(np.asarray(got).astype(np.uint8).reshape(want.codes.shape),
+                                np.asarray(want.codes))
+
 
 
 def test_column_twin_pair_e2m1():
@@ -165,10 +271,20 @@ def test_column_twin_pair_e2m1():
       2, 64, 256, nonfinite=True).astype(jnp.bfloat16)]).T  # (256, 128): x.T's rows are these
   x = x.at[77, 9].set(-jnp.nan).at[70, 9].set(-jnp.inf)
   x = jnp.where(jnp.abs(x.astype(jnp.float32)) < np.finfo(np.float32).tiny, x * 0, x)
-  model = lambda w, a, b: jax.pure_callback(
-      lambda *v: e2m1_pairs_model(*(np.asarray(u) for u in v)).reshape(np.shape(v[0])),
-      jax.ShapeDtypeStruct(w.shape, jnp.int32), w, a, b, vmap_method="broadcast_all")
-  got = quantize_columns_portable(x, "mxfp4", interpret=True, e2m1_pair=model)
+  got = quantize_columns_portable(x, "mxfp4", interpret=True,
+                                  e2m1_pair=_model_callback(e2m1_pairs_model))
   want = mxjax.quantize(x.T, "mxfp4")
   np.testing.assert_array_equal(np.asarray(got.codes), np.asarray(want.codes))
   np.testing.assert_array_equal(np.asarray(got.scale), np.asarray(want.scale))
+
+
+def test_column_twin_pair_e2m1_nvfp4():
+  # The column kernel's NVFP4 `pair_e2m1`: the even and odd row tiles and each row of x.T's
+  # factor through the scaled pairs' model: mxjax's codes and scales of x.T
+  from pallas_kernels.quantize.portable_columns import quantize_columns_portable
+  x = _finite_nvfp4_data().T  # (256, 64)
+  got = quantize_columns_portable(x, "nvfp4", tile_k=64, interpret=True,
+                                  e2m1_pair=_model_callback(e2m1_scaled_pairs_model))
+  want = mxjax.quantize(x.T, "nvfp4")
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

@@ -1147,10 +1147,19 @@ def test_quantize_pair_e2m1_lowers(monkeypatch):
   f32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)  # f32 x: the float32 encoder
   assert _ptx.E2M1_PAIRS_ASM not in _compat.lower_for(
       "cuda", lambda x: rows(x, "mxfp4", allow_unverified=True), f32).as_text()
+  # NVFP4's (session 35): the scaled pairs' asm, the float32 encoder's gone, codes as before
+  nv = lambda x: rows(x, "nvfp4", pair_e2m1=True, allow_unverified=True)
+  text = _compat.lower_for("cuda", nv, x).as_text()
+  assert _ptx.E2M1_SCALED_PAIRS_ASM in text and _ptx.E2M1_PAIRS_ASM not in text
+  assert jax.eval_shape(nv, x).codes.shape == (1024, 512)
+  nv_dflt = _compat.lower_for("cuda", lambda x: rows(x, "nvfp4"), x).as_text()
+  assert ((_ptx.E2M1_SCALED_PAIRS_ASM in nv_dflt)
+          == ("nvfp4" in mosaic_gpu_quantize.PAIR_E2M1_DEFAULT))
   monkeypatch.setattr(mosaic_gpu_quantize, "PAIR_E2M1_VERIFIED", frozenset())
-  with pytest.raises(NotImplementedError, match="pair_e2m1 has not matched mxjax.quantize"):
-    rows(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4", pair_e2m1=True)
-  for scheme, dtype in (("nvfp4", jnp.bfloat16), ("mxfp4", jnp.float32)):
+  for scheme in mosaic_gpu_quantize.PAIR_E2M1_SCHEMES:
+    with pytest.raises(NotImplementedError, match="pair_e2m1 has not matched mxjax.quantize"):
+      rows(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, pair_e2m1=True)
+  for scheme, dtype in (("mxfp8_e4m3", jnp.bfloat16), ("mxfp4", jnp.float32)):
     with pytest.raises(ValueError, match="leave it off"):
       rows(jnp.zeros((1024, 1024), dtype), scheme, pair_e2m1=True, allow_unverified=True)
 
@@ -1172,8 +1181,14 @@ def test_quantize_columns_pair_e2m1_lowers():
     with pytest.raises(NotImplementedError, match="pair_e2m1 has not matched mxjax.quantize"):
       cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
                                        pair_e2m1=True)
+  # NVFP4's (session 35): the even and odd row tiles straight into the scaled pairs' asm
+  nv = cols.quantize_columns_mosaic_gpu
+  text = _compat.lower_for("cuda", lambda x: nv(x, "nvfp4", pair_e2m1=True,
+                                                allow_unverified=True), x).as_text()
+  assert _ptx.E2M1_SCALED_PAIRS_ASM in text and "0x7632;" not in text.replace(
+      _ptx.E2M1_SCALED_PAIRS_ASM, "")
   with pytest.raises(ValueError, match="leave it off"):
-    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "nvfp4",
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "int4_g128",
                                      pair_e2m1=True, allow_unverified=True)
   with pytest.raises(ValueError, match="leave one of them off"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), "mxfp4",
