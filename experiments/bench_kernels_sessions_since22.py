@@ -545,7 +545,45 @@ def h100_s34_section() -> list[str]:
           "2.19, INT4 2.02 / 1.99, MXFP4 1.88 / 1.83, NVFP4 1.01 / 1.00.", quant))
 
 
+
+def h100_s35_section() -> list[str]:
+  """Session 35: quantize on the H100 in three calls: the E2M1 codes two elements an operation
+  (`pair_e2m1`) in MXFP4's column kernel (written in session 34) and NVFP4's row and column
+  kernels (written this session), the launches with them, and the SASS of the three."""
+  quant = [("s35 pair_e2m1 MXFP4 columns",
+            _load("kernels_quant_s35_h100_pair_e2m1_mxfp4_columns.json")),
+           ("s35 pair_e2m1 NVFP4 rows", _load("kernels_quant_s35_h100_pair_e2m1_nvfp4_rows.json")),
+           ("s35 pair_e2m1 NVFP4 columns",
+            _load("kernels_quant_s35_h100_pair_e2m1_nvfp4_columns.json")),
+           ("s35 MXFP4 rows launch", _load("kernels_quant_s35_h100_mxfp4_rows_launch.json")),
+           ("s35 MXFP4 columns launch",
+            _load("kernels_quant_s35_h100_mxfp4_columns_launch.json")),
+           ("s35 NVFP4 columns launch",
+            _load("kernels_quant_s35_h100_nvfp4_columns_launch.json")),
+           ("s35 NVFP4 rows launch", _load("kernels_quant_s35_h100_nvfp4_rows_launch.json"))]
+  return ["", "# Session 35: H100", "", "Fused quantization only; no weight-only runs."] + (
+      quant_part(
+          ": E2M1 pairs in the column kernel and for NVFP4 (H100)",
+          "Every config bit-exact on the four tensors. us a call (NVFP4's with its XLA amax "
+          "pass; columns: the Mosaic kernel) at 8192 x 8192 / 4096 x 14336. MXFP4's column "
+          "codes two elements an operation (`pair_e2m1`: the even and odd row tiles made into "
+          "bf16 pair words by one `prmt`, then the row kernel's `_ptx.e2m1_pairs`): 90.5 -> "
+          "78.2 / 80.4 -> 69.9 (2.17 / 2.13 TB/s; with the bf16 block amax 84.7 / 76.1, tile_k "
+          "64 87.7 / 77.8), its default since. NVFP4's (`_ptx.e2m1_scaled_pairs`: each element "
+          "times the block's float32 factor as the reference rounds it, the two products "
+          "rounded to odd into one bf16 pair word, then the same encode): rows 135.6 -> 130.1 "
+          "/ 121.1 -> 116.1 (given the amax 83.0 / 74.0, 2.07 TB/s, against 88.0 / 78.5), "
+          "columns 170.5 -> 165.3 / 151.2 -> 147.0 (given the amax 117.2, 1.47 TB/s, against "
+          "122.1); the default for both since. Launches with them: MXFP4 rows (2, 3) 62.0 / "
+          "55.1 against (2, 4) 66.7 / 58.1 (the H100's default since; (2, 2) 62.0 / 55.2, three "
+          "steps slower); MXFP4 and NVFP4 columns and NVFP4 rows: the defaults the fastest "
+          "(NVFP4 columns' 4096 x 14336 row cut off by the call's limit after its configs: "
+          "level). SASS by opcode at the defaults (`profile_quant_{nvfp4,t_nvfp4,t_mxfp4}"
+          "_sass_s35_h100.md`), thread instructions an element: MXFP4 columns 19.4 (23.8 in "
+          "session 34; VIMNMX 19% and PRMT 16% of the stall samples, SHFL 12%), NVFP4 rows 24.3 "
+          "(LOP3 18%, VIMNMX 12%), NVFP4 columns 29.6.", quant))
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
             h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
-            h100_s34_section)
+            h100_s34_section, h100_s35_section)

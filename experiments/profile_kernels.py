@@ -63,6 +63,7 @@ CASES = {
     "quant_t_mxfp8": ("quant_t", "mxfp8_e4m3", 8192, 8192, None),
     "quant_t_mxfp4": ("quant_t", "mxfp4", 8192, 8192, None),
     "quant_t_int4": ("quant_t", "int4_g128", 8192, 8192, None),
+    "quant_t_nvfp4": ("quant_t", "nvfp4", 8192, 8192, None),
 }
 
 
