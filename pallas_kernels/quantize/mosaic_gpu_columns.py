@@ -40,6 +40,8 @@ from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import PAIR_E2M1_SCHEMES
+from pallas_kernels.quantize.mosaic_gpu import block_state_once
+from pallas_kernels.quantize.mosaic_gpu import block_state_once_scratch
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
 from pallas_kernels.quantize.mosaic_gpu import pair_amax_option
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
@@ -66,9 +68,6 @@ COLUMN_SCHEMES = tuple(SCHEMES)
 # (kernels_quant_s17_columns_piece.json); INT4 g128 (tile_k 128 but the last) 125.1 / 109.8 /
 # 101.4 / 85.5 (kernels_quant_s21_columns_int4_piece.json). tile_k 64 slows the others (NVFP4
 # 159.7 -> 165.2, MXFP4 90.1 -> 98.4; kernels_quant_s21_columns_tile_k.json).
-# (Session 18's block state once a block row, through shared memory, was bit-exact on every
-# scheme but slower on each, NVFP4 159.8 -> 160.5 us, MXFP4 90.1 -> 101.3; removed in session
-# 21, kernels_quant_s21_columns_state_once.json.)
 PIECE: dict[str, int] = {}
 TILE_K = {"fp8_e4m3_block128": 64, "int4_g128": 64}
 # With `pair_cast` each input tile holds half a block's rows, and FP8 1x128 takes 128 columns a
@@ -142,6 +141,18 @@ QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 # 170.5 / 165.3 and 151.2 / 147.0 (with the bf16 amax 171.9 / 152.9): on for both.
 PAIR_E2M1_COLUMNS_VERIFIED = frozenset(PAIR_E2M1_SCHEMES)
 PAIR_E2M1_COLUMNS_DEFAULT = frozenset(PAIR_E2M1_SCHEMES)
+# Each block's state computed once, by one thread, through shared memory (`state_once`: the row
+# kernel's `mosaic_gpu.block_state_once`), not by the four threads of the quad that share a row
+# of x.T's tile. In the column kernel a thread holds only 4 elements of an NVFP4 block (two in
+# each of the even and odd row tiles), so its state (two FMA-corrected divisions, an E4M3
+# rounding, a div.rn) is a quarter of its work (SASS, session 35: NVFP4 columns 29.6 thread
+# instructions an element against MXFP4's 19.4). Session 18's version of this was bit-exact and
+# no faster on the H200 (NVFP4 159.8 -> 160.5 us, MXFP4 90.1 -> 101.3; removed in session 21,
+# kernels_quant_s21_columns_state_once.json); rewritten on the row kernel's helper in session 35
+# for today's leaner kernel, gated: `STATE_ONCE_COLUMNS_VERIFIED` lists the schemes a GPU has
+# matched with it (none yet), `STATE_ONCE_COLUMNS_DEFAULT` those it is on for.
+STATE_ONCE_COLUMNS_VERIFIED: frozenset[str] = frozenset()
+STATE_ONCE_COLUMNS_DEFAULT: frozenset[str] = frozenset()
 
 
 def _bf16_block_amax(tiles: list) -> jax.Array:
@@ -221,7 +232,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                 cast_nan: bool | None = None, pair_amax: bool | None = None,
                                 pair_cast: bool | None = None, pair_signs: bool = False,
                                 quad_pack: bool | None = None, pair_e2m1: bool | None = None,
-                                allow_unverified: bool = False,
+                                state_once: bool | None = None, allow_unverified: bool = False,
                                 num_sms: int = NUM_SMS_H100) -> Quantized:
   """`mxjax.quantize(x.T, scheme)` of bf16 `x` (M, K) on a Hopper GPU, in one pass.
 
@@ -260,6 +271,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       (MXFP4, `_ptx.e2m1_pairs`) or the scaled even and odd rows' pairs rounded to odd (NVFP4,
       `_ptx.e2m1_scaled_pairs`; default where `PAIR_E2M1_COLUMNS_DEFAULT` lists the scheme;
       `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
+    state_once: each block's state computed by one thread through shared memory (the row
+      kernel's `block_state_once`; tile_k a multiple of 128; default where
+      `STATE_ONCE_COLUMNS_DEFAULT` lists the scheme; `STATE_ONCE_COLUMNS_VERIFIED` lists the
+      schemes checked, others need `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
@@ -298,6 +313,11 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                        "pair_cast (an E4M3 scheme with cast_nan)")
     require_checked(f"{scheme}'s column-wise pair_signs", scheme in PAIR_SIGNS_COLUMNS_VERIFIED,
                     allow_unverified, reference="mxjax.quantize", instead="leave pair_signs off")
+  if state_once is None:
+    state_once = scheme in STATE_ONCE_COLUMNS_DEFAULT
+  if state_once:
+    require_checked(f"{scheme}'s column-wise state_once", scheme in STATE_ONCE_COLUMNS_VERIFIED,
+                    allow_unverified, reference="mxjax.quantize", instead="leave state_once off")
   satfinite = satfinite_option(scheme, satfinite, allow_unverified)
   pair_amax = pair_amax_option(scheme, pair_amax, False, default=PAIR_AMAX_COLUMNS_DEFAULT,
                                verified=PAIR_AMAX_COLUMNS_VERIFIED,
@@ -317,6 +337,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   if m % tm or k % tile_k or tile_k % 64 or tm > 256:
     raise ValueError(f"x {x.shape}: M must be a multiple of B * nb = {tm} (<= 256) and K of "
                      f"tile_k = {tile_k} (a multiple of 64)")
+  if state_once and tile_k % 128:
+    raise ValueError(f"state_once spreads a step's block states over the warpgroup's 128 "
+                     f"threads: tile_k must be a multiple of 128, not {tile_k}")
   m_tiles, k_tiles = m // tm, k // tile_k
   split = 1  # K ranges per row of tiles: enough CTAs for ctas_per_sm on every SM
   while k_tiles % (split * 2) == 0 and m_tiles * split < num_sms * ctas_per_sm:
@@ -347,6 +370,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   if terms is not None:
     extra = [jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms))]
 
+  st_smem = None  # `block_state_once`'s scratch, set in `kernel`
+
   def body(_, *refs):
     x_smems, c_smem, s_smem = refs[:nx], refs[-2], refs[-1]
     t = tuple(refs[nx][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
@@ -364,7 +389,10 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       amax, xs = piece_amax(0)
       for p in range(1, pieces):
         amax = amax_merge(amax, piece_amax(p)[0])
-      state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
+      if state_once:  # the scales stored by it
+        state = block_state_once(sch, amax, t, st_smem, s_smem.at[j], scale_dtype)
+      else:
+        state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
         xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
         signs = (_ptx.f32_pair_signs(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs))
@@ -385,9 +413,13 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                                   cast_pair=_ptx.e4m3_pair if pair_cast else None, signs=signs)
           codes = enc(*xs[:2]) if nx == 2 else enc(*xs[:2]) | (enc(*xs[2:]) << 8)
         c_smem.at[:, pl.ds(j * cw + p * pr, pr)][...] = codes.astype(c_dtype)
-      s_smem.at[j][...] = state[0].astype(scale_dtype)
+      if not state_once:
+        s_smem.at[j][...] = state[0].astype(scale_dtype)
 
   def kernel(x_gmem, *refs):
+    nonlocal st_smem
+    if state_once:
+      *refs, st_smem = refs
     ts_gmem, (c_gmem, s_gmem) = refs[:-2], refs[-2:]
     mi = lax.axis_index("m")
     ki = lax.axis_index("k")
@@ -410,6 +442,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                 jax.ShapeDtypeStruct((m // b, k), scale_dtype)),
       grid=(m_tiles, split),
       grid_names=("m", "k"),
+      scratch_types=[block_state_once_scratch(sch, tile_k)] if state_once else [],
   )
   codes, scale_t = f(x.reshape(m // nx, nx * k), *extra)
   return column_result(sch, codes, scale_t, s_t)

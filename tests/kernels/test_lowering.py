@@ -701,6 +701,31 @@ def test_quantize_state_once_lowers(scheme):
   assert ("block_state_once" in dflt) == (scheme in mosaic_gpu_quantize.STATE_ONCE_DEFAULT)
 
 
+@pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
+def test_quantize_columns_state_once_lowers(scheme):
+  # The column kernel's `state_once` (session 35, gated): each block's state in one thread
+  # through shared memory, as the row kernel's; the scales stored by it; 128 columns a step
+  from pallas_kernels.quantize import mosaic_gpu_columns as cols
+  x = _x(1024, 1024)
+  tile_k = 128
+  gpu = lambda x: cols.quantize_columns_mosaic_gpu(x, scheme, tile_k=tile_k, state_once=True)
+  if scheme not in cols.STATE_ONCE_COLUMNS_VERIFIED:
+    with pytest.raises(NotImplementedError, match="allow_unverified"):
+      _compat.lower_for("cuda", gpu, x)
+    gpu = lambda x: cols.quantize_columns_mosaic_gpu(x, scheme, tile_k=tile_k, state_once=True,
+                                                     allow_unverified=True)
+  assert jax.eval_shape(gpu, x).codes.shape == jax.eval_shape(
+      lambda x: cols.quantize_columns_mosaic_gpu(x, scheme, tile_k=tile_k), x).codes.shape
+  text = _compat.lower_for("cuda", gpu, x).as_text()
+  assert "block_state_once" in text
+  dflt = _compat.lower_for("cuda", lambda x: cols.quantize_columns_mosaic_gpu(x, scheme),
+                           x).as_text()
+  assert ("block_state_once" in dflt) == (scheme in cols.STATE_ONCE_COLUMNS_DEFAULT)
+  with pytest.raises(ValueError, match="multiple of 128"):
+    cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, tile_k=64,
+                                     state_once=True, allow_unverified=True)
+
+
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
 def test_quantize_columns_piece_sizes_lower(scheme):
   # The column-wise kernel with larger pieces of a block (`piece=`, session 17's GPU sweep): it
