@@ -968,13 +968,16 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
 
 def test_quantize_launch_by_device(monkeypatch):
   # (steps, CTAs an SM): the H200's sweep for every device, but the H100's own where its sweep
-  # differed (MXFP8 rows from bf16, session 25), and the default launch is the one the kernel
+  # differed (MXFP8 rows from bf16, session 25; MXFP4's with `pair_e2m1`, session 35), and the
+  # default launch is the one the kernel
   # takes (its grid: the fewest CTAs, at most CTAs an SM x 132 SMs, that share the tiles evenly)
   launch = mosaic_gpu_quantize.default_launch
   h100, h200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
   assert launch("mxfp8_e4m3", device=h100) == (2, 3)
   assert launch("mxfp8_e4m3", device=h200) == launch("mxfp8_e4m3", True, h100) == (2, 4)
-  for scheme in ("mxfp4", "nvfp4", "fp8_e4m3_block128", "int4_g128"):
+  assert launch("mxfp4", device=h100) == (2, 3)
+  assert launch("mxfp4", device=h200) == launch("mxfp4", True, h100) == (2, 4)
+  for scheme in ("nvfp4", "fp8_e4m3_block128", "int4_g128"):
     assert launch(scheme, device=h100) == launch(scheme, device=h200), scheme
   x = jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16)
   grids, real = {}, _compat.mgpu_kernel
@@ -1233,9 +1236,9 @@ def test_quantize_pair_amax_lowers(monkeypatch):
     assert c_on.get("reduce_max", 0) == c_off["reduce_max"] - 2, (scheme, c_on, c_off)
     assert "max.u16x2 $0, $1, $2;" in _compat.lower_for("cuda", lambda x, s=scheme: rows(x, s),
                                                          x).as_text()
-    assert "max.u16x2" not in _compat.lower_for("cuda", off, x).as_text()
+    assert "max.u16x2 $0, $1, $2;" not in _compat.lower_for("cuda", off, x).as_text()
   x32 = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
-  assert "max.u16x2" not in _compat.lower_for(
+  assert "max.u16x2 $0, $1, $2;" not in _compat.lower_for(
       "cuda", lambda x: rows(x, "mxfp4", allow_unverified=True), x32).as_text()
   # the column kernel's: |x| and its max on the bf16 tile (max.NaN.bf16x2), one AND and one
   # integer max an element fewer on the widened tile; the default for FP8 1x128 alone
