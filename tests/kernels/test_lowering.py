@@ -969,8 +969,8 @@ def test_decode_fp8_x_fused_sum_lowers(name, m, monkeypatch):
 def test_quantize_launch_by_device(monkeypatch):
   # (steps, CTAs an SM): the H200's sweep for every device, but the H100's own where its sweep
   # differed (MXFP8 rows from bf16, session 25; MXFP4's with `pair_e2m1`, session 35), and the
-  # default launch is the one the kernel
-  # takes (its grid: the fewest CTAs, at most CTAs an SM x 132 SMs, that share the tiles evenly)
+  # default launch is the one the kernel takes (its grid: the fewest CTAs, at most CTAs an SM x
+  # 132 SMs, that share the tiles evenly)
   launch = mosaic_gpu_quantize.default_launch
   h100, h200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
   assert launch("mxfp8_e4m3", device=h100) == (2, 3)
