@@ -6,12 +6,11 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-34: `h100` first where
-# one is lent (MXFP4's E2M1 pairs, `pair_e2m1`, in the column kernel, written in session 34
-# and gated; the row kernel's launch with them). On an
-# H200: q (the E4M3 codes by the cast alone, `cast_nan`, and the block amax from bf16 pair
-# words, `pair_amax`, the defaults since sessions 32-33 from the H100's checks, re-checked
-# there), then 2: the decode with its codes read by plain loads (a
+# The issue's targets are the H100's, and only H100s came in sessions 27-35: `h100` first where
+# one is lent (the column kernel's block state once a block, `state_once`, written in session 35
+# and gated; MXFP4's row tile). On an H200: q (the E4M3 codes by the cast alone, `cast_nan`, the
+# block amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation,
+# `pair_e2m1`, the defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with its codes read by plain loads (a
 # `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
 # H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
 # 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
@@ -22,8 +21,8 @@
 # on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and
 # the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session
-# 33's `h100` part and `q` (on an H100) ran in session 34; 1 ran in session 16 (rerun only to
-# re-check).
+# 34's `h100` part ran in session 35, 33's and `q` (on an H100) in session 34; 1 ran in session
+# 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
