@@ -6,23 +6,23 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-35: `h100` first where
-# one is lent (the column kernel's block state once a block, `state_once`, written in session 35
-# and gated; MXFP4's row tile). On an H200: q (the E4M3 codes by the cast alone, `cast_nan`, the
-# block amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation,
-# `pair_e2m1`, the defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with its codes read by plain loads (a
-# `layout.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on the
-# H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
-# 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
-# against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4
-# quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is worth 11%,
-# session 29). Then 3 (the 8-bit decode's x split by one kernel against XLA's where fp8_x is the
-# default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS
-# on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
-# bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and
-# the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session
-# 34's `h100` part ran in session 35, 33's and `q` (on an H100) in session 34; 1 ran in session
-# 16 (rerun only to re-check).
+# The issue's targets are the H100's, and only H100s came in sessions 27-35: `h100` first where one
+# is lent (the column kernel's block state once a block, `state_once`, written in session 35 and
+# gated; MXFP4's row tile). On an H200: q (the E4M3 codes by the cast alone, `cast_nan`, the block
+# amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
+# defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with
+# its codes read by plain loads (a `layout.thread_major` weight, `{"w_threads": true}`, a step ahead
+# by default), correct on the H100 for seven formats (sessions 27-28) and level there with the TMA
+# decode (INT4 g128 M = 1 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the
+# gap (34.0 us at best against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the
+# column-wise INT4 quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is
+# worth 11%, session 29). Then 3 (the 8-bit decode's x split by one kernel against XLA's where fp8_x
+# is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and
+# SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
+# bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 34's
+# `h100` part ran in session 35, 33's and `q` (on an H100) in session 34; 1 ran in session 16 (rerun
+# only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -173,11 +173,12 @@ case "$part" in
       --configs '[{}, {"cast_nan": false}]'
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: the column kernel's block
-      # state once a block through shared memory (`state_once`, session 35, gated: NVFP4's
-      # columns spend 29.6 thread instructions an element against MXFP4's 19.4, a quarter of
-      # them the state the four threads of a quad each compute), NVFP4 first, then the schemes
-      # whose default tile_k is 128 and INT4 at 128; then MXFP4's row tile (98% of 2.8 TB/s at
-      # 8192 x 8192 with (2, 3), session 35)
+      # state once a block through shared memory, a step's blocks in one round trip (`state_once`,
+      # session 35, gated: NVFP4's columns spend 29.6 thread instructions an element against MXFP4's
+      # 19.4, a quarter of them the state the four threads of a quad each compute; session 18's
+      # version, one round trip a block, was no faster on the H200), NVFP4 first, then the schemes
+      # whose default tile_k is 128 and INT4 at 128; then MXFP4's row tile (98% of 2.8 TB/s at 8192
+      # x 8192 with (2, 3), session 35)
     so='"state_once": true, "allow_unverified": true'
     run 90 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs "[{}, {$so}]"

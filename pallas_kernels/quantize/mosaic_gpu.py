@@ -267,10 +267,20 @@ def block_state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
   strided layout). Two warpgroup barriers (`commit_smem`) a step; `st_smem` (1 + parts, rows)
   float32, row 0 the amax (read by all before any state row is written).
   """
+  return block_states_once(sch, [amax], ts, st_smem, s_smem, scale_dtype)[0]
+
+
+def block_states_once(sch, amaxes, ts, st_smem, s_smem, scale_dtype) -> list[tuple]:
+  """`block_state_once` for several vectors of blocks at once, with its two barriers: the
+  column kernel's blocks of a step (`amaxes`, n (rows,) vectors; `st_smem` (1 + parts, n rows),
+  `s_smem` the n rows' scales, flat). With n > 1 each state's first part (the scale, stored
+  here) is None: the encoder does not read it."""
   plgpu = _compat.plgpu_module()
-  rows = amax.shape[0]
-  lay = plgpu.Layout.WG_STRIDED((rows,), rows // 128)
-  st_smem.at[0][...] = amax
+  n, rows = len(amaxes), amaxes[0].shape[0]
+  at = lambda i, j: st_smem.at[i] if n == 1 else st_smem.at[i, pl.ds(j * rows, rows)]
+  lay = plgpu.Layout.WG_STRIDED((n * rows,), n * rows // 128)
+  for j, amax in enumerate(amaxes):
+    at(0, j)[...] = amax
   plgpu.commit_smem()
   state = block_state(sch, plgpu.load(st_smem.at[0], (), layout=lay), ts,
                       div=functools.partial(_ptx.div_rn, layout=lay),
@@ -285,15 +295,18 @@ def block_state_once(sch, amax, ts, st_smem, s_smem, scale_dtype) -> tuple:
       v = lax.bitcast_convert_type(v, jnp.float32)
     st_smem.at[1 + i][...] = v
   plgpu.commit_smem()
-  out = [state[0]]  # the encoder does not read the stored scale
-  for i, kind in enumerate(kinds):
-    v = plgpu.load(st_smem.at[1 + i], (), layout=plgpu.Layout.WGMMA.reduce(1))
-    if kind == jnp.bool_:
-      v = v > 0
-    elif kind != jnp.float32:
-      v = lax.bitcast_convert_type(v, kind)
-    out.append(v)
-  return tuple(out)
+  states = []
+  for j in range(n):
+    out = [state[0] if n == 1 else None]
+    for i, kind in enumerate(kinds):
+      v = plgpu.load(at(1 + i, j), (), layout=plgpu.Layout.WGMMA.reduce(1))
+      if kind == jnp.bool_:
+        v = v > 0
+      elif kind != jnp.float32:
+        v = lax.bitcast_convert_type(v, kind)
+      out.append(v)
+    states.append(tuple(out))
+  return states
 
 
 def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,

@@ -40,7 +40,7 @@ from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import PAIR_E2M1_SCHEMES
-from pallas_kernels.quantize.mosaic_gpu import block_state_once
+from pallas_kernels.quantize.mosaic_gpu import block_states_once
 from pallas_kernels.quantize.mosaic_gpu import block_state_once_scratch
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
 from pallas_kernels.quantize.mosaic_gpu import pair_amax_option
@@ -142,15 +142,16 @@ QUAD_PACK_DEFAULT = frozenset({"int4_g128"})
 PAIR_E2M1_COLUMNS_VERIFIED = frozenset(PAIR_E2M1_SCHEMES)
 PAIR_E2M1_COLUMNS_DEFAULT = frozenset(PAIR_E2M1_SCHEMES)
 # Each block's state computed once, by one thread, through shared memory (`state_once`: the row
-# kernel's `mosaic_gpu.block_state_once`), not by the four threads of the quad that share a row
-# of x.T's tile. In the column kernel a thread holds only 4 elements of an NVFP4 block (two in
-# each of the even and odd row tiles), so its state (two FMA-corrected divisions, an E4M3
-# rounding, a div.rn) is a quarter of its work (SASS, session 35: NVFP4 columns 29.6 thread
-# instructions an element against MXFP4's 19.4). Session 18's version of this was bit-exact and
-# no faster on the H200 (NVFP4 159.8 -> 160.5 us, MXFP4 90.1 -> 101.3; removed in session 21,
-# kernels_quant_s21_columns_state_once.json); rewritten on the row kernel's helper in session 35
-# for today's leaner kernel, gated: `STATE_ONCE_COLUMNS_VERIFIED` lists the schemes a GPU has
-# matched with it (none yet), `STATE_ONCE_COLUMNS_DEFAULT` those it is on for.
+# kernel's helper, `mosaic_gpu.block_states_once`, a step's blocks in one round trip of two
+# barriers), not by the four threads of the quad that share a row of x.T's tile. In the column
+# kernel a thread holds only 4 elements of an NVFP4 block (two in each of the even and odd row
+# tiles), so its state (two FMA-corrected divisions, an E4M3 rounding, a div.rn) is a quarter of its
+# work (SASS, session 35: NVFP4 columns 29.6 thread instructions an element against MXFP4's 19.4).
+# Session 18's version, one round trip a block, was bit-exact and no faster on the H200 (NVFP4 159.8
+# -> 160.5 us, MXFP4 90.1 -> 101.3; removed in session 21,
+# kernels_quant_s21_columns_state_once.json); written again in session 35 for today's leaner kernel,
+# gated: `STATE_ONCE_COLUMNS_VERIFIED` lists the schemes a GPU has matched with it (none yet),
+# `STATE_ONCE_COLUMNS_DEFAULT` those it is on for.
 STATE_ONCE_COLUMNS_VERIFIED: frozenset[str] = frozenset()
 STATE_ONCE_COLUMNS_DEFAULT: frozenset[str] = frozenset()
 
@@ -271,8 +272,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       (MXFP4, `_ptx.e2m1_pairs`) or the scaled even and odd rows' pairs rounded to odd (NVFP4,
       `_ptx.e2m1_scaled_pairs`; default where `PAIR_E2M1_COLUMNS_DEFAULT` lists the scheme;
       `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
-    state_once: each block's state computed by one thread through shared memory (the row
-      kernel's `block_state_once`; tile_k a multiple of 128; default where
+    state_once: each block's state computed by one thread through shared memory, a step's
+      blocks together (`mosaic_gpu.block_states_once`; nb * tile_k a multiple of 128; default
+      where
       `STATE_ONCE_COLUMNS_DEFAULT` lists the scheme; `STATE_ONCE_COLUMNS_VERIFIED` lists the
       schemes checked, others need `allow_unverified`).
 
@@ -337,9 +339,9 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   if m % tm or k % tile_k or tile_k % 64 or tm > 256:
     raise ValueError(f"x {x.shape}: M must be a multiple of B * nb = {tm} (<= 256) and K of "
                      f"tile_k = {tile_k} (a multiple of 64)")
-  if state_once and tile_k % 128:
+  if state_once and (nb * tile_k) % 128:
     raise ValueError(f"state_once spreads a step's block states over the warpgroup's 128 "
-                     f"threads: tile_k must be a multiple of 128, not {tile_k}")
+                     f"threads: nb * tile_k must be a multiple of 128, not {nb} * {tile_k}")
   m_tiles, k_tiles = m // tm, k // tile_k
   split = 1  # K ranges per row of tiles: enough CTAs for ctas_per_sm on every SM
   while k_tiles % (split * 2) == 0 and m_tiles * split < num_sms * ctas_per_sm:
@@ -370,31 +372,40 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
   if terms is not None:
     extra = [jnp.zeros((32,), jnp.float32).at[:NVFP4_TERMS].set(jnp.stack(terms))]
 
-  st_smem = None  # `block_state_once`'s scratch, set in `kernel`
+  st_smem = None  # `block_states_once`' scratch, set in `kernel`
 
   def body(_, *refs):
     x_smems, c_smem, s_smem = refs[:nx], refs[-2], refs[-1]
     t = tuple(refs[nx][i] for i in range(NVFP4_TERMS)) if sch.two_level else None
-    for j in range(nb):
-      def tiles(p, j=j, f32=True):  # piece p of block j: (tile_k, pr) rows of x.T, per input tile
-        return [load_t(xs_.at[pl.ds(j * r + p * pr, pr), :], f32) for xs_ in x_smems]
 
-      def piece_amax(p):  # (its amax, its f32 tiles)
-        if not pair_amax:
-          xs = tiles(p)
-          return tiles_amax(xs), xs
-        ts = tiles(p, f32=False)
-        return _bf16_block_amax(ts), [v.astype(jnp.float32) for v in ts]
+    def tiles(j, p, f32=True):  # piece p of block j: (tile_k, pr) rows of x.T, per input tile
+      return [load_t(xs_.at[pl.ds(j * r + p * pr, pr), :], f32) for xs_ in x_smems]
 
-      amax, xs = piece_amax(0)
+    def piece_amax(j, p):  # (its amax, its f32 tiles)
+      if not pair_amax:
+        xs = tiles(j, p)
+        return tiles_amax(xs), xs
+      ts = tiles(j, p, f32=False)
+      return _bf16_block_amax(ts), [v.astype(jnp.float32) for v in ts]
+
+    def block_amax_tiles(j):  # block j's amax, and its first piece's f32 tiles
+      amax, xs = piece_amax(j, 0)
       for p in range(1, pieces):
-        amax = amax_merge(amax, piece_amax(p)[0])
-      if state_once:  # the scales stored by it
-        state = block_state_once(sch, amax, t, st_smem, s_smem.at[j], scale_dtype)
+        amax = amax_merge(amax, piece_amax(j, p)[0])
+      return amax, xs
+
+    if state_once:  # every block's amax first, their states in one round trip (scales stored)
+      firsts = [block_amax_tiles(j) for j in range(nb)]
+      states = block_states_once(sch, [a for a, _ in firsts], t, st_smem,
+                                 s_smem.reshape(nb * tile_k), scale_dtype)
+    for j in range(nb):
+      if state_once:
+        (_, xs), state = firsts[j], states[j]
       else:
+        amax, xs = block_amax_tiles(j)
         state = block_state(sch, amax, t, div=_ptx.div_rn, fma=_ptx.fma_rn)
       for p in range(pieces):
-        xs = xs if pieces == 1 else tiles(p)  # reloaded: a block's pieces are not kept live
+        xs = xs if pieces == 1 else tiles(j, p)  # reloaded: a block's pieces are not kept live
         signs = (_ptx.f32_pair_signs(*(lax.bitcast_convert_type(v, jnp.int32) for v in xs))
                  if pair_signs else None)
         if nx == 1:
@@ -442,7 +453,7 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
                 jax.ShapeDtypeStruct((m // b, k), scale_dtype)),
       grid=(m_tiles, split),
       grid_names=("m", "k"),
-      scratch_types=[block_state_once_scratch(sch, tile_k)] if state_once else [],
+      scratch_types=[block_state_once_scratch(sch, nb * tile_k)] if state_once else [],
   )
   codes, scale_t = f(x.reshape(m // nx, nx * k), *extra)
   return column_result(sch, codes, scale_t, s_t)

@@ -704,7 +704,8 @@ def test_quantize_state_once_lowers(scheme):
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
 def test_quantize_columns_state_once_lowers(scheme):
   # The column kernel's `state_once` (session 35, gated): each block's state in one thread
-  # through shared memory, as the row kernel's; the scales stored by it; 128 columns a step
+  # through shared memory, a step's blocks in one round trip (two barriers a step, where the
+  # encode alone has none); the scales stored by it
   from pallas_kernels.quantize import mosaic_gpu_columns as cols
   x = _x(1024, 1024)
   tile_k = 128
@@ -717,13 +718,18 @@ def test_quantize_columns_state_once_lowers(scheme):
   assert jax.eval_shape(gpu, x).codes.shape == jax.eval_shape(
       lambda x: cols.quantize_columns_mosaic_gpu(x, scheme, tile_k=tile_k), x).codes.shape
   text = _compat.lower_for("cuda", gpu, x).as_text()
-  assert "block_state_once" in text
+  assert "block_states_once" in text
+  off = lambda x: cols.quantize_columns_mosaic_gpu(x, scheme, tile_k=tile_k, state_once=False)
+  on_c, off_c = (primitive_counts(jax.make_jaxpr(f)(x).jaxpr).get("commit_smem", 0)
+                 for f in (gpu, off))
+  assert on_c == off_c + 2, (on_c, off_c)  # two a step, whatever the blocks a step
   dflt = _compat.lower_for("cuda", lambda x: cols.quantize_columns_mosaic_gpu(x, scheme),
                            x).as_text()
-  assert ("block_state_once" in dflt) == (scheme in cols.STATE_ONCE_COLUMNS_DEFAULT)
+  assert ("block_states_once" in dflt) == (scheme in cols.STATE_ONCE_COLUMNS_DEFAULT)
   with pytest.raises(ValueError, match="multiple of 128"):
     cols.quantize_columns_mosaic_gpu(jnp.zeros((1024, 1024), jnp.bfloat16), scheme, tile_k=64,
-                                     state_once=True, allow_unverified=True)
+                                     nb=1, state_once=True,
+                                     allow_unverified=True)
 
 
 @pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128"])
