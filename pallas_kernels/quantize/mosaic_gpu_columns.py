@@ -40,8 +40,8 @@ from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
 from pallas_kernels.quantize.mosaic_gpu import PAIR_E2M1_SCHEMES
-from pallas_kernels.quantize.mosaic_gpu import block_states_once
 from pallas_kernels.quantize.mosaic_gpu import block_state_once_scratch
+from pallas_kernels.quantize.mosaic_gpu import block_states_once
 from pallas_kernels.quantize.mosaic_gpu import cast_nan_option
 from pallas_kernels.quantize.mosaic_gpu import pair_amax_option
 from pallas_kernels.quantize.mosaic_gpu import satfinite_option
@@ -274,9 +274,8 @@ def quantize_columns_mosaic_gpu(x: jax.Array, scheme: str = "mxfp8_e4m3", *,
       `PAIR_E2M1_COLUMNS_VERIFIED` lists the schemes checked, others need `allow_unverified`).
     state_once: each block's state computed by one thread through shared memory, a step's
       blocks together (`mosaic_gpu.block_states_once`; nb * tile_k a multiple of 128; default
-      where
-      `STATE_ONCE_COLUMNS_DEFAULT` lists the scheme; `STATE_ONCE_COLUMNS_VERIFIED` lists the
-      schemes checked, others need `allow_unverified`).
+      where `STATE_ONCE_COLUMNS_DEFAULT` lists the scheme; `STATE_ONCE_COLUMNS_VERIFIED` lists
+      the schemes checked, others need `allow_unverified`).
 
   Returns:
     Quantized with codes (K, M) float8_e4m3fn (8-bit) or (K, M / 2) uint8 (4-bit, even m in the
