@@ -1,11 +1,14 @@
-"""`_ptx.e2m1_pairs`, the MXFP4 row kernel's E2M1 codes two elements an operation (`pair_e2m1`).
+"""`_ptx.e2m1_pairs` and `_ptx.e2m1_scaled_pairs`: the quantize kernels' E2M1 codes two elements
+an operation (`pair_e2m1`), MXFP4's on x's bf16 pair words and NVFP4's on the scaled elements
+rounded to odd into bf16 pairs.
 
-The kernel's instructions only lower on the CPU, so their algorithm runs here through a numpy
-model of each PTX instruction (`e2m1_pairs_model`, step for step as `_ptx.E2M1_PAIRS_ASM`): on
-every bf16 value at every MX block scale against the E2M1 grid in float64, and end to end
-against `mxjax.quantize` on ties, special values and NaN / Inf blocks, row-wise and through the
-column kernel's twin (`pair_e2m1` there, gated). The GPU benchmark checks the kernel itself bit
-for bit (`mosaic_gpu.PAIR_E2M1_VERIFIED`: matched on the H100 in session 34).
+The kernels' instructions only lower on the CPU, so their algorithms run here through numpy
+models of each PTX instruction (`e2m1_pairs_model`, `e2m1_scaled_pairs_model`, step for step as
+the asm strings): on every bf16 value at every MX block scale (at many NVFP4 factors) against
+the E2M1 grid in float64, and end to end against `mxjax.quantize` on ties, special values and
+NaN / Inf blocks, row-wise and through the column kernel's twin. The GPU benchmark checks the
+kernels themselves bit for bit (`mosaic_gpu.PAIR_E2M1_VERIFIED`, `mosaic_gpu_columns.
+PAIR_E2M1_COLUMNS_VERIFIED`: matched on the H100 in sessions 34-35).
 """
 
 from __future__ import annotations
