@@ -158,11 +158,12 @@ case "$part" in
     run 150 c $B --what wo --formats int8,fp8_e4m3 --m 32 --shapes $S --configs "[{}, {$one}]"
     ;;
   q)  # On an H200 (a few minutes): the E4M3 quantize codes by the cast alone (`cast_nan`,
-      # session 32) and the row kernel's block amax from bf16 pair words (`pair_amax`, session
-      # 33) and MXFP4's E2M1 codes two elements an operation (`pair_e2m1`, session 34), the
-      # defaults since their H100 checks (FP8 1x128 rows 89.4 -> 76.6 us, MXFP4 73.4 -> 70.4 ->
-      # 64.4 there), re-checked bit for bit where they have not run, against each off: rows
-      # and columns at both shapes, f32 rows
+      # session 32), the row kernel's block amax from bf16 pair words (`pair_amax`, session 33)
+      # and the E2M1 codes two elements an operation (`pair_e2m1`: MXFP4 rows session 34, MXFP4
+      # columns and NVFP4 session 35), the defaults since their H100 checks (FP8 1x128 rows 89.4
+      # -> 76.6 us, MXFP4 73.4 -> 70.4 -> 64.4, MXFP4 columns 90.5 -> 78.2 there), re-checked
+      # bit for bit where they have not run, against each off: rows and columns at both shapes,
+      # f32 rows
     qc='[{}, {"cast_nan": false}, {"pair_amax": false}]'
     e4m3=mxfp8_e4m3,fp8_e4m3_block128
     run 150 a $B --what quant --schemes $ALL_SCHEMES --qshapes 8192x8192,4096x14336 \
@@ -171,6 +172,8 @@ case "$part" in
       --configs "$qc"
     run 90 c $B --what quant --f32 --schemes $e4m3 --qshapes 8192x8192 \
       --configs '[{}, {"cast_nan": false}]'
+    run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
+      --configs '[{}, {"pair_e2m1": false}]'
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: the column kernel's block
       # state once a block through shared memory, a step's blocks in one round trip (`state_once`,

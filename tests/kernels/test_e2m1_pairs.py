@@ -264,6 +264,30 @@ def test_nvfp4_pairs_match_mxjax_quantize():
 
 
 
+@pytest.mark.parametrize("scale", [1.0, 1 / 3, 1e-3])
+def test_nvfp4_pairs_given_tensor_amax(scale):
+  # A given tensor amax (mxjax's static amax) keeps NaN / Inf blocks beside finite ones (a NaN
+  # block's codes 0, an Inf one's +-6 with its other elements scaled by 448's factor) and, a
+  # third or a thousandth of the true amax, saturates scaled values above 6: the pairs' clamp and
+  # NaN paths
+  import dataclasses
+  from mxjax.formats.exact import div_rn
+  x = special_values(5, 32, 256, nonfinite=True).astype(jnp.bfloat16)
+  x = jnp.where(jnp.abs(x.astype(jnp.float32)) < np.finfo(np.float32).tiny, x * 0, x)
+  finite = jnp.where(jnp.isfinite(x), jnp.abs(x.astype(jnp.float32)), 0)
+  amax = float(jnp.max(finite)) * scale
+  sch = S.get_scheme("nvfp4")
+  xe, xo = unpair_bf16(bf16_pairs(x, sch.block))
+  _, *ts = S.tensor_scale_terms(jnp.float32(amax), div=div_rn)
+  state = S.block_state(sch, S.block_amax(xe, xo), tuple(ts), div=div_rn)
+  got = S.nvfp4_pair_codes(state, xe, xo, _model_callback(e2m1_scaled_pairs_model))
+  static = dataclasses.replace(mxjax.schemes.get("nvfp4"),
+                               scale_choice=mxjax.schemes.ScaleChoice.STATIC, static_amax=amax)
+  want = mxjax.quantize(x, static)
+  np.testing.assert_array_equal(np.asarray(got).astype(np.uint8).reshape(want.codes.shape),
+                                np.asarray(want.codes))
+
+
 def test_column_twin_pair_e2m1():
   # The column kernel's `pair_e2m1` decomposition: its even and odd row tiles made into pair
   # words (the low half the even row, as `_ptx.bf16_pair_word`'s permute), each row of x.T's
