@@ -1,5 +1,5 @@
-"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, a packed E4M3
-pair cast, and a proxy fence, as inline PTX.
+"""IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, packed E4M3 and
+E2M1 pair encoders, bf16 pair-word helpers and a proxy fence, as inline PTX.
 
 Mosaic GPU lowers `a / b` on f32 register arrays to an approximate division on this toolchain
 (29% of random quotients an ulp off on an H100, 28.5% on an H200, jax 0.11.2) and marks its adds and
@@ -16,7 +16,10 @@ instructions directly, one per element (per pair for `e4m3_pair`):
 - `e4m3_pair`: two E4M3 codes from one `cvt.rn.satfinite.e4m3x2.f32`, left packed as the
   instruction gives them (`quantize.schemes.block_encode`'s `cast_pair`), and
   `bf16_pair_signs` / `f32_pair_signs`, the sign bits of a bf16 pair word (of two float32
-  arrays) where that pair of codes keeps them.
+  arrays) where that pair of codes keeps them;
+- `e2m1_pairs` / `e2m1_scaled_pairs`: two E2M1 codes a 32-bit operation, on bf16 pair words
+  (MXFP4's power-of-two scales) or on float32 products rounded to odd into them (NVFP4's), with
+  `bf16_pair_word` and `bf16_pairs_amax_bits` to make and reduce such words.
 
 They run only inside a Mosaic GPU kernel body, on arrays in a register layout given by `layout`
 (`TILE`: Mosaic's WGMMA layout of a 2-D tile, `ROW`: a per-row vector reduced from it, or any
