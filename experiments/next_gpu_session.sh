@@ -47,7 +47,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6 or h100}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, h100 or l2}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -193,6 +193,17 @@ case "$part" in
       {"tile_rows": 128}, {"tile_rows": 128, "ctas_per_sm": 4}, {"tile_rows": 128, "steps": 3},
       {"tile_rows": 128, "ctas_per_sm": 6}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6 or h100" >&2; exit 2 ;;
+  l2)  # On an H100 (or an H200), ~3 minutes: NVFP4's tensor amax by the Mosaic pass sweeping x
+      # from its start (`amax_pass`, session 36, gated) and the block pass in bands from x's end
+      # (`tile_order`), reading first what the L2 may still hold from the amax pass; each order
+      # alone with XLA's pass; then the band order against the slabs for two one-pass schemes
+    am='"amax_pass": "mosaic_gpu", "allow_unverified": true'
+    run 150 a $B --what quant --schemes nvfp4 --qshapes 8192x8192,4096x14336 --configs "[{},
+      {\"tile_order\": \"bands\"}, {\"tile_order\": \"bands_reversed\"}, {$am},
+      {$am, \"tile_order\": \"bands\"}, {$am, \"tile_order\": \"bands_reversed\"}]"
+    run 80 b $B --what quant --schemes mxfp4,int4_g128 --qshapes 8192x8192 \
+      --configs '[{}, {"tile_order": "bands"}, {"tile_order": "bands_reversed"}]'
+    ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, h100 or l2" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

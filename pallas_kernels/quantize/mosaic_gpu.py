@@ -20,10 +20,10 @@ the kernel (`reference.pairs_from_bytes`, a pass over the code bytes). Bit-exact
 every scheme (`F32_VERIFIED`, session 16; with `pack_nibbles`, session 17).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
-(`steps` in flight). NVFP4's tensor amax is a separate XLA reduction (the first of its two
-passes). This kernel uses TMA and Mosaic GPU register layouts: the CPU interpreter cannot run
-it, so CI tests `portable.py` and the GPU benchmark checks this kernel bit-for-bit against
-`mxjax.quantize`.
+(`steps` in flight; `tile_order.py`: which tiles when). NVFP4's tensor amax is a separate pass
+(the first of its two: XLA's reduction, or `tensor_amax.py`'s kernel). This kernel uses TMA and
+Mosaic GPU register layouts: the CPU interpreter cannot run it, so CI tests `portable.py` and
+the GPU benchmark checks this kernel bit-for-bit against `mxjax.quantize`.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ from pallas_kernels.quantize.schemes import get_scheme
 from pallas_kernels.quantize.schemes import magnitude_bits
 from pallas_kernels.quantize.schemes import nvfp4_pair_codes
 from pallas_kernels.quantize.schemes import pair_scale_word
+from pallas_kernels.quantize.tensor_amax import tensor_amax_mosaic_gpu
+from pallas_kernels.quantize.tile_order import check_order
+from pallas_kernels.quantize.tile_order import split_tiles
+from pallas_kernels.quantize.tile_order import tile_index
 
 NUM_SMS_H100 = 132
 # Pair columns encoded at once (None: the whole tile), by scheme; see `body`. H200, 8192 x 8192
@@ -87,6 +91,14 @@ F32_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4", "
 # tensors (H200, 2026-12-05, 8192 x 8192, kernels_quant_s17_f32_pack.json), us with the XLA
 # pass / in the kernel: INT4 164.2 / 143.4, MXFP4 127.9 / 93.2, NVFP4 221.7 / 190.7.
 F32_PACK_VERIFIED = frozenset({"mxfp4", "nvfp4", "int4_g128"})
+
+
+# NVFP4's tensor amax by the Mosaic GPU pass (`tensor_amax.py`, session 36) instead of XLA's
+# reduction, and the block pass in another tile order (`tile_order.py`: "bands_reversed" reads
+# first the bands the amax pass read last, while the L2 may still hold them): written without a
+# GPU, unchecked (the amax pass needs allow_unverified=True; the benchmark passes it and checks
+# the codes bit for bit). The order changes no value, only what each CTA reads when.
+AMAX_PASS_VERIFIED = False
 
 
 def default_tile_rows(block: int, f32_in: bool = False) -> int:
@@ -315,6 +327,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
                         cast_nan: bool | None = None, pair_amax: bool | None = None,
                         pair_signs: bool | None = None, pair_e2m1: bool | None = None,
+                        tile_order: str = "slabs", amax_pass: str = "xla",
                         allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
@@ -353,6 +366,13 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     pack_nibbles: f32 x, 4-bit scheme: pack the codes two a byte in the kernel (through a
       shared-memory scratch) instead of an XLA pass over code bytes after it. Default (None):
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
+    tile_order: which tiles each CTA reads when (`tile_order.TILE_ORDERS`; the same codes in
+      any order): "slabs" (a contiguous run a CTA), "bands" / "bands_reversed" (the grid sweeps
+      x from its start / end).
+    amax_pass: NVFP4 without `tensor_amax`: its tensor amax by "xla" (one reduction) or
+      "mosaic_gpu" (`tensor_amax.tensor_amax_mosaic_gpu`, sweeping x from its start: with
+      tile_order="bands_reversed" the block pass starts where it ended; needs
+      allow_unverified until `AMAX_PASS_VERIFIED`).
     allow_unverified: run an option not yet checked bit for bit on a GPU (the benchmark's
       `--configs` passes it and checks the codes).
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
@@ -405,6 +425,17 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                        f"{scheme} with {x.dtype} x has none: leave it off")
     require_checked(f"{scheme}'s pair_e2m1", scheme in PAIR_E2M1_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave pair_e2m1 off")
+  check_order(tile_order)
+  if amax_pass not in ("xla", "mosaic_gpu"):
+    raise ValueError(f"amax_pass must be 'xla' or 'mosaic_gpu', got {amax_pass!r}")
+  if amax_pass == "mosaic_gpu":
+    if not sch.two_level or f32_in:
+      raise ValueError(f"amax_pass='mosaic_gpu' is NVFP4's tensor amax over bf16 x; {scheme} "
+                       f"with {x.dtype} x has none: leave it 'xla'")
+    require_checked("the Mosaic GPU tensor amax pass", AMAX_PASS_VERIFIED, allow_unverified,
+                    reference="mxjax.quantize", instead="leave amax_pass='xla'")
+    if tensor_amax is None:  # a given amax needs no pass
+      tensor_amax = tensor_amax_mosaic_gpu(x, num_sms=num_sms)
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm
@@ -421,11 +452,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
     raise ValueError(f"state_once spreads a tile's block states over the warpgroup's 128 "
                      f"threads: tile_rows={tr} must be a multiple of 128")
   ntiles = rows // tr
-  target = num_sms * ctas_per_sm
-  # Tiles per CTA: the smallest divisor of ntiles that keeps the CTAs within `target`, so the
-  # CTAs fill the SMs evenly (4096x14336 had 224 CTAs on 132 SMs with powers of two).
-  per = next(p for p in range(-(-ntiles // target), ntiles + 1) if ntiles % p == 0)
-  ctas = ntiles // per
+  per, ctas = split_tiles(ntiles, num_sms * ctas_per_sm)
   # Codes leave as pairs (bf16 x; f32 x with pack_nibbles), or one byte an element
   byte_codes = f32_in and not pack_nibbles
   out_dtype = jnp.uint8 if byte_codes or sch.bits == 4 else jnp.uint16
@@ -443,8 +470,6 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
   # (code bytes, B >= 16 a row, never do).
   flat_out = out_cols * jnp.dtype(out_dtype).itemsize < 16
   p_shape = (rows * out_cols,) if flat_out else (rows, out_cols)
-  p_spec = (plgpu.BlockSpec((tr * out_cols,), lambda i: (i,)) if flat_out
-            else plgpu.BlockSpec((tr, out_cols), lambda i: (i, 0)))
 
   st_smem = None  # `block_state_once`'s scratch, set in `kernel`: the amax, then the state's parts
   code_smem = None  # `pack_nibbles`' scratch, set in `kernel`: (bytes, words) views of it
@@ -531,16 +556,25 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       *refs, st_smem = refs
     *ts_gmem, p_gmem, s_gmem = refs
     c = lax.axis_index("c")
-    sl = pl.ds(c * per * tr, per * tr)
-    psl = pl.ds(c * per * tr * half, per * tr * half) if flat_out else sl
+    if tile_order == "slabs":  # each CTA its run of x, a view of it (the lowering timed since)
+      sl = pl.ds(c * per * tr, per * tr)
+      psl = pl.ds(c * per * tr * half, per * tr * half) if flat_out else sl
+      tile = lambda i: i
+      gmem = (x_gmem.at[sl], *ts_gmem, p_gmem.at[psl], s_gmem.at[sl])
+    else:
+      tile = lambda i: tile_index(tile_order, i, c, per, ctas)
+      gmem = (x_gmem, *ts_gmem, p_gmem, s_gmem)
+    spec = plgpu.BlockSpec
+    p_spec = (spec((tr * out_cols,), lambda i: (tile(i),)) if flat_out
+              else spec((tr, out_cols), lambda i: (tile(i), 0)))
     plgpu.emit_pipeline(
         f32_body if f32_in else body,
         grid=(per,),
-        in_specs=[plgpu.BlockSpec((tr, in_cols), lambda i: (i, 0))]
-        + [plgpu.BlockSpec((32,), lambda i: (0,))] * len(ts_gmem),
-        out_specs=[p_spec, plgpu.BlockSpec((tr,), lambda i: (i,))],
+        in_specs=[spec((tr, in_cols), lambda i: (tile(i), 0))]
+        + [spec((32,), lambda i: (0,))] * len(ts_gmem),
+        out_specs=[p_spec, spec((tr,), lambda i: (tile(i),))],
         max_concurrent_steps=min(steps, per),
-    )(x_gmem.at[sl], *ts_gmem, p_gmem.at[psl], s_gmem.at[sl])
+    )(*gmem)
 
   f = _compat.mgpu_kernel(
       kernel,
