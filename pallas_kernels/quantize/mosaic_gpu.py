@@ -21,7 +21,7 @@ every scheme (`F32_VERIFIED`, session 16; with `pack_nibbles`, session 17).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight; `tile_order.py`: which tiles when). NVFP4's tensor amax is a separate pass
-(the first of its two: XLA's reduction, or `tensor_amax.py`'s kernel). This kernel uses TMA and
+(the first of its two, an XLA reduction). This kernel uses TMA and
 Mosaic GPU register layouts: the CPU interpreter cannot run it, so CI tests `portable.py` and
 the GPU benchmark checks this kernel bit-for-bit against `mxjax.quantize`.
 """
@@ -58,7 +58,6 @@ from pallas_kernels.quantize.schemes import get_scheme
 from pallas_kernels.quantize.schemes import magnitude_bits
 from pallas_kernels.quantize.schemes import nvfp4_pair_codes
 from pallas_kernels.quantize.schemes import pair_scale_word
-from pallas_kernels.quantize.tensor_amax import tensor_amax_mosaic_gpu
 from pallas_kernels.quantize.tile_order import check_order
 from pallas_kernels.quantize.tile_order import split_tiles
 from pallas_kernels.quantize.tile_order import tile_index
@@ -93,12 +92,15 @@ F32_VERIFIED = frozenset({"mxfp8_e4m3", "fp8_e4m3_block128", "mxfp4", "nvfp4", "
 F32_PACK_VERIFIED = frozenset({"mxfp4", "nvfp4", "int4_g128"})
 
 
-# NVFP4's tensor amax by the Mosaic GPU pass (`tensor_amax.py`, session 36) instead of XLA's
-# reduction, and the block pass in another tile order (`tile_order.py`: "bands_reversed" reads
-# first the bands the amax pass read last, while the L2 may still hold them): written without a
-# GPU, unchecked (the amax pass needs allow_unverified=True; the benchmark passes it and checks
-# the codes bit for bit). The order changes no value, only what each CTA reads when.
-AMAX_PASS_VERIFIED = False
+def default_tile_order(sch, tensor_amax: jax.Array | None, f32_in: bool = False) -> str:
+  """The row kernel's tile order (`tile_order.py`): NVFP4 over bf16 x after its amax pass (no
+  given `tensor_amax`) sweeps x from its end, "bands_reversed": 1.2-1.8% faster than "slabs" on an
+  H100 at 8192 x 8192 and 4096 x 14336 after XLA's amax pass and after a Mosaic one (session 36,
+  kernels_quant_s36_h100_nvfp4_order.json; "bands" from x's start level with "slabs"). Every
+  other case "slabs" (INT4 g128 4% slower in bands, MXFP4 level; f32 x untimed). Every order
+  bit-exact there for NVFP4, MXFP4 and INT4 g128 (it moves no value, only when each tile is
+  read)."""
+  return "bands_reversed" if sch.two_level and tensor_amax is None and not f32_in else "slabs"
 
 
 def default_tile_rows(block: int, f32_in: bool = False) -> int:
@@ -327,7 +329,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                         pack_nibbles: bool | None = None, satfinite: bool | None = None,
                         cast_nan: bool | None = None, pair_amax: bool | None = None,
                         pair_signs: bool | None = None, pair_e2m1: bool | None = None,
-                        tile_order: str = "slabs", amax_pass: str = "xla",
+                        tile_order: str | None = None,
                         allow_unverified: bool = False,
                         tensor_amax: jax.Array | None = None,
                         num_sms: int = NUM_SMS_H100) -> Quantized:
@@ -368,11 +370,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
       on where `F32_PACK_VERIFIED` lists the scheme; elsewhere it needs `allow_unverified`.
     tile_order: which tiles each CTA reads when (`tile_order.TILE_ORDERS`; the same codes in
       any order): "slabs" (a contiguous run a CTA), "bands" / "bands_reversed" (the grid sweeps
-      x from its start / end).
-    amax_pass: NVFP4 without `tensor_amax`: its tensor amax by "xla" (one reduction) or
-      "mosaic_gpu" (`tensor_amax.tensor_amax_mosaic_gpu`, sweeping x from its start: with
-      tile_order="bands_reversed" the block pass starts where it ended; needs
-      allow_unverified until `AMAX_PASS_VERIFIED`).
+      x from its start / end). Default `default_tile_order`.
     allow_unverified: run an option not yet checked bit for bit on a GPU (the benchmark's
       `--configs` passes it and checks the codes).
     tensor_amax: NVFP4's tensor amax (float32 scalar) instead of a pass over x
@@ -425,17 +423,7 @@ def quantize_mosaic_gpu(x: jax.Array, scheme: str, *, steps: int | None = None,
                        f"{scheme} with {x.dtype} x has none: leave it off")
     require_checked(f"{scheme}'s pair_e2m1", scheme in PAIR_E2M1_VERIFIED, allow_unverified,
                     reference="mxjax.quantize", instead="leave pair_e2m1 off")
-  check_order(tile_order)
-  if amax_pass not in ("xla", "mosaic_gpu"):
-    raise ValueError(f"amax_pass must be 'xla' or 'mosaic_gpu', got {amax_pass!r}")
-  if amax_pass == "mosaic_gpu":
-    if not sch.two_level or f32_in:
-      raise ValueError(f"amax_pass='mosaic_gpu' is NVFP4's tensor amax over bf16 x; {scheme} "
-                       f"with {x.dtype} x has none: leave it 'xla'")
-    require_checked("the Mosaic GPU tensor amax pass", AMAX_PASS_VERIFIED, allow_unverified,
-                    reference="mxjax.quantize", instead="leave amax_pass='xla'")
-    if tensor_amax is None:  # a given amax needs no pass
-      tensor_amax = tensor_amax_mosaic_gpu(x, num_sms=num_sms)
+  tile_order = check_order(tile_order or default_tile_order(sch, tensor_amax, f32_in))
   dflt_steps, dflt_ctas = default_launch(scheme, f32_in)
   steps = dflt_steps if steps is None else steps
   ctas_per_sm = dflt_ctas if ctas_per_sm is None else ctas_per_sm

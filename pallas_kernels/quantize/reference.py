@@ -88,8 +88,9 @@ def nvfp4_tensor_terms(x: jax.Array, tensor_amax: jax.Array | None = None):
   """NVFP4 tensor terms (`schemes.tensor_scale_terms`) from one XLA reduction over |x|, or
   from `tensor_amax` (a float32 scalar) without reading x.
 
-  The amax is `tensor_amax_reference`'s (NaN anywhere makes it NaN, as in mxjax), the
-  canonical NaN if NaN.
+  The reduction is an integer max of the sign-cleared bits (of bf16 x as stored, 2 bytes an
+  element): float order for magnitudes, with every NaN above +Inf, so a NaN anywhere makes the
+  tensor amax NaN, as in mxjax (XLA's CPU float max-reduction can drop a NaN), in one pass.
   """
   if tensor_amax is not None:
     amax = jnp.asarray(tensor_amax, jnp.float32)
@@ -98,22 +99,14 @@ def nvfp4_tensor_terms(x: jax.Array, tensor_amax: jax.Array | None = None):
                        f"{amax.shape}")
     amax = amax.reshape(())
   else:
-    amax = tensor_amax_reference(x)
+    if x.dtype == jnp.bfloat16:
+      bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32) & 0x7FFF
+      top = jnp.max(bits) << 16
+    else:
+      top = jnp.max(lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF)
+    amax = lax.bitcast_convert_type(top, jnp.float32)
   amax = jnp.where(amax != amax, jnp.float32(jnp.nan), amax)
   return tensor_scale_terms(amax, div=div_rn)
-
-
-def tensor_amax_reference(x: jax.Array) -> jax.Array:
-  """max |x| over all of x as a float32 scalar, by one XLA integer max-reduction of the
-  sign-cleared bits (of bf16 x as stored, 2 bytes an element): float order for magnitudes, with
-  every NaN above +Inf, so a NaN anywhere makes it NaN (XLA's CPU float max-reduction can drop
-  a NaN)."""
-  if x.dtype == jnp.bfloat16:
-    bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32) & 0x7FFF
-    top = jnp.max(bits) << 16
-  else:
-    top = jnp.max(lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF)
-  return lax.bitcast_convert_type(top, jnp.float32)
 
 
 def tensor_terms(scheme: FusedScheme, x: jax.Array, tensor_amax: jax.Array | None = None):

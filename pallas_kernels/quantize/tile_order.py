@@ -9,9 +9,12 @@ steps over `per * ctas` tiles of rows. Three orders:
   sweeps x from its start to its end;
 - "bands_reversed": the same sweep from x's end to its start.
 
-NVFP4 reads x twice, its tensor amax first (`tensor_amax.py`): a forward sweep of the amax pass
-followed by a reversed sweep of the block pass reads first what the amax pass read last, which
-may still sit in the L2 (50 MB on an H100 against 134 MB of x at 8192 x 8192).
+NVFP4 reads x twice, its tensor amax first (an XLA reduction): a block pass sweeping from x's end
+reads first what that pass read last, which may still sit in the L2 (50 MB on an H100 against
+134 MB of x at 8192 x 8192). On an H100 (session 36) that order took 1.2-1.8% off NVFP4's two
+passes, the forward sweep none (`mosaic_gpu.default_tile_order`). A Mosaic GPU amax pass sweeping
+x forwards was written and timed beside it, and dropped: 2 us slower than XLA's reduction, which
+reads x at 3.1 TB/s, as fast as the device copies.
 """
 
 from __future__ import annotations

@@ -623,7 +623,7 @@ def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, monkeypatch):
   monkeypatch.setattr(plgpu, "emit_pipeline", recording)
   x = jax.ShapeDtypeStruct((1024, 512), dtype)
   _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(
-      x, scheme, allow_unverified=True), x)
+      x, scheme, allow_unverified=True, tile_order="slabs"), x)  # bands: test_tile_order.py
   assert shares and all(len(s) == 3 and len(set(s)) == 1 and s[0] < 1 for s in shares), shares
 
 

@@ -1,0 +1,82 @@
+"""The row kernel's tile orders (`quantize/tile_order.py`): every tile read once, bands in
+address order, and the kernel indexing x, codes and scales with the one order."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from pallas_kernels import _compat
+from pallas_kernels.quantize import mosaic_gpu
+from pallas_kernels.quantize import tile_order
+
+
+@pytest.mark.parametrize("order", tile_order.TILE_ORDERS)
+@pytest.mark.parametrize("per,ctas", [(1, 1), (1, 7), (5, 1), (3, 4), (6, 264)])
+def test_every_tile_read_once(order, per, ctas):
+  seen = [tile_order.tile_index(order, i, c, per, ctas)
+          for c, i in itertools.product(range(ctas), range(per))]
+  assert sorted(seen) == list(range(per * ctas))
+
+
+def test_band_orders_sweep_x_from_either_end():
+  per, ctas = 4, 3
+  band = lambda order, i: sorted(tile_order.tile_index(order, i, c, per, ctas)
+                                 for c in range(ctas))
+  assert band("bands", 0) == [0, 1, 2] and band("bands", 3) == [9, 10, 11]
+  assert band("bands_reversed", 0) == [9, 10, 11] and band("bands_reversed", 3) == [0, 1, 2]
+  # slabs: CTA 1 reads 4..7 in order
+  assert [tile_order.tile_index("slabs", i, 1, per, ctas) for i in range(per)] == [4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("ntiles,target", [(4096, 264), (1792, 264), (7, 264), (97, 8)])
+def test_split_tiles_divides_and_fits(ntiles, target):
+  per, ctas = tile_order.split_tiles(ntiles, target)
+  assert per * ctas == ntiles and ctas <= target
+  assert all(ntiles % p for p in range(-(-ntiles // target), per))  # the fewest tiles a CTA
+
+
+def test_orders_refused_clearly():
+  with pytest.raises(ValueError, match="tile_order must be one of"):
+    tile_order.check_order("backwards")
+  with pytest.raises(ValueError, match="at least one tile"):
+    tile_order.split_tiles(0, 4)
+  x = jax.ShapeDtypeStruct((1024, 512), jnp.bfloat16)
+  with pytest.raises(ValueError, match="tile_order must be one of"):
+    _compat.lower_for("cuda", lambda a: mosaic_gpu.quantize_mosaic_gpu(
+        a, "nvfp4", tile_order="backwards"), x)
+
+
+def test_default_order_sweeps_from_the_end_after_an_amax_pass():
+  get = mosaic_gpu.get_scheme
+  assert mosaic_gpu.default_tile_order(get("nvfp4"), None) == "bands_reversed"
+  assert mosaic_gpu.default_tile_order(get("nvfp4"), jnp.float32(2.0)) == "slabs"  # no pass
+  assert mosaic_gpu.default_tile_order(get("nvfp4"), None, f32_in=True) == "slabs"  # untimed
+  for scheme in ("mxfp8_e4m3", "mxfp4", "fp8_e4m3_block128", "int4_g128"):
+    assert mosaic_gpu.default_tile_order(get(scheme), None) == "slabs"
+
+
+@pytest.mark.parametrize("order", ["bands", "bands_reversed"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
+@pytest.mark.parametrize("scheme", ["nvfp4", "mxfp8_e4m3", "int4_g128"])
+def test_row_kernel_band_orders_lower_on_whole_arrays(scheme, dtype, order, monkeypatch):
+  # In a band order every CTA's pipeline indexes x, the codes and the scales whole (one
+  # `tile_index` for all three); "slabs" keeps its views of each CTA's run (the lowering timed
+  # since session 1: `test_lowering.test_quantize_ctas_write_the_rows_they_read`).
+  plgpu = _compat.plgpu_module()
+  shares, emit = [], plgpu.emit_pipeline
+
+  def recording(*args, **kwargs):
+    inner = emit(*args, **kwargs)
+
+    def call(*refs):
+      shares.append([r.shape == getattr(r, "ref", r).shape for r in refs if r.shape != (32,)])
+      return inner(*refs)
+    return call
+
+  monkeypatch.setattr(plgpu, "emit_pipeline", recording)
+  x = jax.ShapeDtypeStruct((1024, 512), dtype)
+  _compat.lower_for("cuda", lambda a: mosaic_gpu.quantize_mosaic_gpu(
+      a, scheme, tile_order=order, allow_unverified=True), x)
+  assert shares == [[True, True, True]], shares
