@@ -583,7 +583,28 @@ def h100_s35_section() -> list[str]:
           "session 34; VIMNMX 19% and PRMT 16% of the stall samples, SHFL 12%), NVFP4 rows 24.3 "
           "(LOP3 18%, VIMNMX 12%), NVFP4 columns 29.6.", quant))
 
+
+def h100_s36_section() -> list[str]:
+  """Session 36: quantize on the H100 in one call: the row kernel's tile orders (`tile_order.py`)
+  for NVFP4 after its amax pass (XLA's, and a Mosaic GPU amax pass written that session, then
+  dropped) and for MXFP4 / INT4 g128."""
+  quant = [("s36 NVFP4 rows tile order", _load("kernels_quant_s36_h100_nvfp4_order.json")),
+           ("s36 MXFP4 / INT4 rows tile order", _load("kernels_quant_s36_h100_rows_order.json"))]
+  return ["", "# Session 36: H100", "", "Fused quantization only; no weight-only runs."] + (
+      quant_part(
+          ": the row kernel's tile order, and a Mosaic amax pass (H100)",
+          "Every config bit-exact on the four tensors. us a call at 8192 x 8192 / 4096 x 14336 "
+          "(NVFP4 with its amax pass). NVFP4, the block pass in bands from x's end after XLA's "
+          "amax pass (`tile_order=\"bands_reversed\"`: step i of every CTA reads band per - 1 - "
+          "i) 129.4 -> 127.9 / 115.5 -> 113.5, from x's start 129.7 / 115.4 (level): the "
+          "default since. The amax pass as a Mosaic GPU kernel (bf16 pair words' row maxima "
+          "carried through each CTA's pipeline, bands from x's start) 131.4 / 117.1 in slabs, "
+          "130.3 / 115.5 in reversed bands: 2 us slower than XLA's reduction, which reads x at "
+          "3.0-3.1 TB/s (43-45 us at 8192 x 8192): dropped. One-pass schemes at 8192 x 8192, "
+          "slabs / bands / reversed bands: MXFP4 60.5 / 60.3 / 60.2 (level, within the noise; "
+          "the table's best), INT4 g128 62.3 / 65.1 / 64.5 (slabs kept).", quant))
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
             h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
-            h100_s34_section, h100_s35_section)
+            h100_s34_section, h100_s35_section, h100_s36_section)
