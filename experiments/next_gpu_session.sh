@@ -6,9 +6,11 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-35: `h100` first where one
+# The issue's targets are the H100's, and only H100s came in sessions 27-36: `h100` first where one
 # is lent (the column kernel's block state once a block, `state_once`, written in session 35 and
-# gated; MXFP4's row tile). On an H200: q (the E4M3 codes by the cast alone, `cast_nan`, the block
+# gated; MXFP4's row tile; not run in session 36, when one call came), then `l2` (NVFP4's row
+# block pass sweeping x from its end after the amax pass, the default since session 36 on one
+# run's 1.2-1.8%, re-timed against the slabs). On an H200: q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
 # defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with
 # its codes read by plain loads (a `layout.thread_major` weight, `{"w_threads": true}`, a step ahead
