@@ -21,9 +21,9 @@ every scheme (`F32_VERIFIED`, session 16; with `pack_nibbles`, session 17).
 
 Each CTA runs a `plgpu.emit_pipeline` over its share of row tiles with TMA loads and stores
 (`steps` in flight; `tile_order.py`: which tiles when). NVFP4's tensor amax is a separate pass
-(the first of its two, an XLA reduction). This kernel uses TMA and
-Mosaic GPU register layouts: the CPU interpreter cannot run it, so CI tests `portable.py` and
-the GPU benchmark checks this kernel bit-for-bit against `mxjax.quantize`.
+(the first of its two, an XLA reduction). This kernel uses TMA and Mosaic GPU register layouts:
+the CPU interpreter cannot run it, so CI tests `portable.py` and the GPU benchmark checks this
+kernel bit-for-bit against `mxjax.quantize`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which tile of x a persistent CTA reads at each pipeline step, and how the tiles split over CTAs.
 
-The row-wise quantize kernel and the tensor amax pass run `ctas` CTAs, each a pipeline of `per`
-steps over `per * ctas` tiles of rows. Three orders:
+The row-wise quantize kernel (`mosaic_gpu.py`) runs `ctas` CTAs, each a pipeline of `per` steps
+over `per * ctas` tiles of rows. Three orders:
 
 - "slabs": CTA c reads tiles c * per .. (c + 1) * per - 1, a contiguous run of x (the row
   kernel's order since session 1);
