@@ -585,14 +585,22 @@ def h100_s35_section() -> list[str]:
 
 
 def h100_s36_section() -> list[str]:
-  """Session 36: quantize on the H100 in one call: the row kernel's tile orders (`tile_order.py`)
-  for NVFP4 after its amax pass (XLA's, and a Mosaic GPU amax pass written that session, then
-  dropped) and for MXFP4 / INT4 g128."""
+  """Session 36: quantize on the H100 in four calls: the row kernel's tile orders
+  (`tile_order.py`) for NVFP4 after its amax pass (XLA's, and a Mosaic GPU amax pass written that
+  session, then dropped) and for MXFP4 / INT4 g128, the NVFP4 order re-timed, the column kernel's
+  `state_once` (written in session 35) and MXFP4's row tile."""
   quant = [("s36 NVFP4 rows tile order", _load("kernels_quant_s36_h100_nvfp4_order.json")),
-           ("s36 MXFP4 / INT4 rows tile order", _load("kernels_quant_s36_h100_rows_order.json"))]
+           ("s36 MXFP4 / INT4 rows tile order", _load("kernels_quant_s36_h100_rows_order.json")),
+           ("s36 NVFP4 rows tile order again", _load("kernels_quant_s36_h100_nvfp4_order2.json")),
+           ("s36 state_once NVFP4 columns",
+            _load("kernels_quant_s36_h100_state_once_nvfp4_columns.json")),
+           ("s36 state_once columns", _load("kernels_quant_s36_h100_state_once_columns.json")),
+           ("s36 state_once INT4 columns",
+            _load("kernels_quant_s36_h100_state_once_int4_columns.json")),
+           ("s36 MXFP4 rows tile", _load("kernels_quant_s36_h100_mxfp4_rows_tile.json"))]
   return ["", "# Session 36: H100", "", "Fused quantization only; no weight-only runs."] + (
       quant_part(
-          ": the row kernel's tile order, and a Mosaic amax pass (H100)",
+          ": tile orders, a Mosaic amax pass, the column state once a block (H100)",
           "Every config bit-exact on the four tensors. us a call at 8192 x 8192 / 4096 x 14336 "
           "(NVFP4 with its amax pass). NVFP4, the block pass in bands from x's end after XLA's "
           "amax pass (`tile_order=\"bands_reversed\"`: step i of every CTA reads band per - 1 - "
@@ -602,7 +610,15 @@ def h100_s36_section() -> list[str]:
           "130.3 / 115.5 in reversed bands: 2 us slower than XLA's reduction, which reads x at "
           "3.0-3.1 TB/s (43-45 us at 8192 x 8192): dropped. One-pass schemes at 8192 x 8192, "
           "slabs / bands / reversed bands: MXFP4 60.5 / 60.3 / 60.2 (level, within the noise; "
-          "the table's best), INT4 g128 62.3 / 65.1 / 64.5 (slabs kept).", quant))
+          "the table's best), INT4 g128 62.3 / 65.1 / 64.5 (slabs kept). Re-timed, each order "
+          "twice: reversed bands 128.4 / 128.3 and 113.9 / 114.1 against slabs 130.4 / 130.2 and "
+          "115.9 / 116.1. The column kernel's block state once a block through shared memory "
+          "(`state_once`, a step's blocks in one round trip): bit-exact for every scheme; NVFP4 "
+          "165.3 -> 158.4 / 146.9 -> 141.0 (its default since), MXFP8 82.4 -> 90.1, FP8 1x128 "
+          "91.1 -> 91.2, MXFP4 78.3 -> 86.1, INT4 g128 at tile_k 128 93.1 -> 94.7 (84.3 at its "
+          "default tile_k): off there. MXFP4 rows in 128-row tiles: 1-13% slower than the "
+          "default's 256 at every launch tried (default 62.1 / 55.3 in this call: 2.5% of "
+          "run-to-run spread against the first call's 60.5).", quant))
 
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,

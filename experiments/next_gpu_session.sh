@@ -7,10 +7,9 @@
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-36: `h100` first where one
-# is lent (the column kernel's block state once a block, `state_once`, written in session 35 and
-# gated; MXFP4's row tile; not run in session 36, when one call came), then `l2` (NVFP4's row
-# block pass sweeping x from its end after the amax pass, the default since session 36 on one
-# run's 1.2-1.8%, re-timed against the slabs). On an H200: q (the E4M3 codes by the cast alone, `cast_nan`, the block
+# is lent (NVFP4's column launch and SASS with `state_once`, its default since session 36). On an
+# H200: 7 (session 36's NVFP4 defaults: the row pass sweeping x from its end, the column state
+# once a block), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
 # defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with
 # its codes read by plain loads (a `layout.thread_major` weight, `{"w_threads": true}`, a step ahead
@@ -23,8 +22,8 @@
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
 # 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 34's
-# `h100` part ran in session 35, 33's and `q` (on an H100) in session 34; 1 ran in session 16 (rerun
-# only to re-check).
+# `h100` part ran in session 35, 35's in 36, 33's and `q` (on an H100) in session 34; 1 ran in
+# session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -49,7 +48,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, h100 or l2}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -177,31 +176,22 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: the column kernel's block
-      # state once a block through shared memory, a step's blocks in one round trip (`state_once`,
-      # session 35, gated: NVFP4's columns spend 29.6 thread instructions an element against MXFP4's
-      # 19.4, a quarter of them the state the four threads of a quad each compute; session 18's
-      # version, one round trip a block, was no faster on the H200), NVFP4 first, then the schemes
-      # whose default tile_k is 128 and INT4 at 128; then MXFP4's row tile (98% of 2.8 TB/s at 8192
-      # x 8192 with (2, 3), session 35)
-    so='"state_once": true, "allow_unverified": true'
-    run 90 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
-      --configs "[{}, {$so}]"
-    run 70 b $B --what quant --transpose --schemes mxfp8_e4m3,fp8_e4m3_block128,mxfp4 \
-      --qshapes 8192x8192 --configs "[{}, {$so}]"
-    run 40 d $B --what quant --transpose --schemes int4_g128 --qshapes 8192x8192 \
-      --configs "[{}, {\"tile_k\": 128}, {\"tile_k\": 128, $so}]"
-    run 60 c $B --what quant --schemes mxfp4 --qshapes 8192x8192,4096x14336 --configs '[{},
-      {"tile_rows": 128}, {"tile_rows": 128, "ctas_per_sm": 4}, {"tile_rows": 128, "steps": 3},
-      {"tile_rows": 128, "ctas_per_sm": 6}]'
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~3 minutes: NVFP4's column launch with the
+      # block state once a block through shared memory (`state_once`, its default since session
+      # 36: 165.3 -> 158.4 us at 8192 x 8192), swept again since the state no longer costs each
+      # thread of a quad, and its SASS (29.6 thread instructions an element without it, session 35)
+    run 120 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192 --configs '[{},
+      {"nb": 8}, {"tile_k": 256}, {"steps": 3}, {"ctas_per_sm": 3}, {"tile_k": 64, "nb": 8}]'
+    run 100 c python3 experiments/profile_kernels.py --case quant_t_nvfp4 --sass
     ;;
-  l2)  # On an H100 (or an H200), ~1 minute: NVFP4's block pass sweeping x from its end after the
-      # amax pass (`tile_order="bands_reversed"`, the default since session 36, where it took
-      # 1.2-1.8% off against the slabs: kernels_quant_s36_h100_nvfp4_order.json) re-timed, each
-      # order twice, to see the gain above the noise
-    run 90 a $B --what quant --schemes nvfp4 --qshapes 8192x8192,4096x14336 --configs '[{},
-      {"tile_order": "slabs"}, {"tile_order": "bands_reversed"}, {"tile_order": "slabs"}]'
+  7)  # On the H200, ~2 minutes: session 36's H100 defaults re-checked there: NVFP4's row block pass
+      # sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us) and its
+      # column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), each against off
+    run 90 a $B --what quant --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
+      --configs '[{}, {"tile_order": "slabs"}]'
+    run 90 b $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
+      --configs '[{}, {"state_once": false}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, h100 or l2" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
