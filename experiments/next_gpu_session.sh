@@ -176,13 +176,18 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~3 minutes: NVFP4's column launch with the
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~4 minutes: NVFP4's column launch with the
       # block state once a block through shared memory (`state_once`, its default since session
       # 36: 165.3 -> 158.4 us at 8192 x 8192), swept again since the state no longer costs each
-      # thread of a quad, and its SASS (29.6 thread instructions an element without it, session 35)
+      # thread of a quad, and its SASS (29.6 thread instructions an element without it, session 35);
+      # then the E4M3 row schemes in the band orders
     run 120 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192 --configs '[{},
       {"nb": 8}, {"tile_k": 256}, {"steps": 3}, {"ctas_per_sm": 3}, {"tile_k": 64, "nb": 8}]'
     run 100 c python3 experiments/profile_kernels.py --case quant_t_nvfp4 --sass
+    # the E4M3 row schemes 1-3% short of 2.8 TB/s in the band orders (MXFP4 0.3-0.5% faster in
+    # them in session 36, within the noise; INT4 g128 4% slower)
+    run 80 b $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192,4096x14336 \
+      --configs '[{}, {"tile_order": "bands"}, {"tile_order": "bands_reversed"}]'
     ;;
   7)  # On the H200, ~2 minutes: session 36's H100 defaults re-checked there: NVFP4's row block pass
       # sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us) and its
