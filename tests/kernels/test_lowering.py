@@ -601,12 +601,14 @@ def test_quantize_kernels_lower(scheme, transpose):
     assert ("div.rn.f32" in text) == divides and ("fma.rn.f32" in text) == divides
 
 
+@pytest.mark.parametrize("order", ["slabs", "bands", "bands_reversed"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))
-def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, monkeypatch):
-  # Each CTA's pipeline gets slices of x, the codes and the scales; all must be the same share
-  # of their arrays, or a CTA writes other rows than it read (the f32 NVFP4 kernel once sliced
-  # its (rows, 16) code bytes as if they were the bf16 kernel's flat output: 8x too far).
+def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, order, monkeypatch):
+  # "slabs": each CTA's pipeline gets slices of x, the codes and the scales; all must be the
+  # same share of their arrays, or a CTA writes other rows than it read (the f32 NVFP4 kernel
+  # once sliced its (rows, 16) code bytes as if they were the bf16 kernel's flat output: 8x too
+  # far). The band orders (`tile_order.py`) index all three whole, by one `tile_index`.
   plgpu = _compat.plgpu_module()
   shares = []
   emit = plgpu.emit_pipeline
@@ -616,15 +618,18 @@ def test_quantize_ctas_write_the_rows_they_read(scheme, dtype, monkeypatch):
 
     def call(*refs):
       big = [r for r in refs if r.shape != (32,)]  # NVFP4's tensor terms: whole, every CTA
-      shares.append([math.prod(r.shape) / math.prod(r.ref.shape) for r in big])
+      shares.append([math.prod(r.shape) / math.prod(getattr(r, "ref", r).shape) for r in big])
       return inner(*refs)
     return call
 
   monkeypatch.setattr(plgpu, "emit_pipeline", recording)
   x = jax.ShapeDtypeStruct((1024, 512), dtype)
   _compat.lower_for("cuda", lambda x: mosaic_gpu_quantize.quantize_mosaic_gpu(
-      x, scheme, allow_unverified=True, tile_order="slabs"), x)  # bands: test_tile_order.py
-  assert shares and all(len(s) == 3 and len(set(s)) == 1 and s[0] < 1 for s in shares), shares
+      x, scheme, allow_unverified=True, tile_order=order), x)
+  if order == "slabs":
+    assert shares and all(len(s) == 3 and len(set(s)) == 1 and s[0] < 1 for s in shares), shares
+  else:
+    assert shares == [[1.0, 1.0, 1.0]], shares
 
 
 @pytest.mark.parametrize("scheme", sorted(qapi.GPU_STATUS))

@@ -1,5 +1,6 @@
 """The row kernel's tile orders (`quantize/tile_order.py`): every tile read once, bands in
-address order, and the kernel indexing x, codes and scales with the one order."""
+address order, the default order (the kernel indexing x, codes and scales with one order:
+`test_lowering.test_quantize_ctas_write_the_rows_they_read`)."""
 
 import itertools
 
@@ -55,28 +56,3 @@ def test_default_order_sweeps_from_the_end_after_an_amax_pass():
   assert mosaic_gpu.default_tile_order(get("nvfp4"), None, f32_in=True) == "slabs"  # untimed
   for scheme in ("mxfp8_e4m3", "mxfp4", "fp8_e4m3_block128", "int4_g128"):
     assert mosaic_gpu.default_tile_order(get(scheme), None) == "slabs"
-
-
-@pytest.mark.parametrize("order", ["bands", "bands_reversed"])
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
-@pytest.mark.parametrize("scheme", ["nvfp4", "mxfp8_e4m3", "int4_g128"])
-def test_row_kernel_band_orders_lower_on_whole_arrays(scheme, dtype, order, monkeypatch):
-  # In a band order every CTA's pipeline indexes x, the codes and the scales whole (one
-  # `tile_index` for all three); "slabs" keeps its views of each CTA's run (the lowering timed
-  # since session 1: `test_lowering.test_quantize_ctas_write_the_rows_they_read`).
-  plgpu = _compat.plgpu_module()
-  shares, emit = [], plgpu.emit_pipeline
-
-  def recording(*args, **kwargs):
-    inner = emit(*args, **kwargs)
-
-    def call(*refs):
-      shares.append([r.shape == getattr(r, "ref", r).shape for r in refs if r.shape != (32,)])
-      return inner(*refs)
-    return call
-
-  monkeypatch.setattr(plgpu, "emit_pipeline", recording)
-  x = jax.ShapeDtypeStruct((1024, 512), dtype)
-  _compat.lower_for("cuda", lambda a: mosaic_gpu.quantize_mosaic_gpu(
-      a, scheme, tile_order=order, allow_unverified=True), x)
-  assert shares == [[True, True, True]], shares
