@@ -188,6 +188,10 @@ case "$part" in
     # them in session 36, within the noise; INT4 g128 4% slower)
     run 80 b $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"tile_order": "bands"}, {"tile_order": "bands_reversed"}]'
+    # the FP4 decode at M = 1 by SASS opcode on the H100's bf16 path (MXFP4 56.5 us and NVFP4
+    # 60.9 against INT4 g128's 47.5 on the same load floor: which instructions the E2M1 decode
+    # and the block scales add; the only FP4 SASS so far is the H200's fp8_x path, session 24)
+    run 140 d python3 experiments/profile_kernels.py --case wo_mxfp4_m1,wo_nvfp4_m1 --sass
     ;;
   7)  # On the H200, ~2 minutes: session 36's H100 defaults re-checked there: NVFP4's row block pass
       # sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us) and its
