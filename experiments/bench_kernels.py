@@ -213,12 +213,16 @@ def _stored(cfg, inputs):
   (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
   the kernels' register order (`layout.order_for_wgmma`); {"scale_bf16": true} FP4 scales as
   bf16 multipliers (`layout.fp4_scales_bf16`), NF4 as slot codes (`layout.nf4_slots`), false
-  as stored (the inputs' storage); {"zero_points": true} UINT4's zero points as bytes
+  as stored (the inputs' storage); {"mx_fold": true} MXFP4's multipliers folded with the E2M1
+  decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`; false: not, whatever the default);
+  {"zero_points": true} UINT4's zero points as bytes
   (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
   (`layout.thread_major`); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
-  if cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
+  if "mx_fold" in cfg:
+    p = L.fp4_scales_bf16(p, mx_fold=cfg["mx_fold"])
+  elif cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
     p = L.scales_bf16(p)
   else:
     p = L.fp4_scales_stored(p)
@@ -247,7 +251,7 @@ def resolved_plan(cfg, inputs) -> dict:
 
 
 # A decode config's keys that choose the weight's storage (`_stored`), not a kernel option
-STORAGE_KEYS = ("w_tile", "wgmma_order", "scale_bf16", "zero_points", "w_threads")
+STORAGE_KEYS = ("w_tile", "wgmma_order", "scale_bf16", "mx_fold", "zero_points", "w_threads")
 
 
 def _knobs(cfg):

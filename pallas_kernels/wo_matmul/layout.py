@@ -39,7 +39,8 @@ weights in that register order when it runs on a GPU (the decode kernel then ski
 The repacking runs once per weight (a transpose and, for UINT4, a re-centring). E2M1 keeps its
 OCP bits because they are already almost a bf16: the GPU kernels move the sign to bit 15 and
 the magnitude to bits 6-8 of a 16-bit half and multiply by 2^126 (`decode.e2m1_pair_bits`), four
-integer ops and one bf16 multiply for two codes.
+integer ops and one bf16 multiply for two codes; a multiplier that carries the 2^126 (NVFP4's
+always, MXFP4's with `fp4_scales_bf16(mx_fold=True)`) makes that multiply the scaling too.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ class PackedWeight:
   # MXFP4 / NVFP4 / NF4: True if `scale` holds bf16 multipliers (`fp4_scales_bf16`), not the
   # stored E8M0 / E4M3 scales; for NF4 (`nf4_slots`) the absmax in bf16, `w` int4 slot codes.
   scale_bf16: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # MXFP4 with bf16 multipliers: True if they carry the E2M1 bit decode's 2^126 (2^(e - 1) for
+  # E8M0 code e, every e <= `MX_FOLD_MAX_CODE`: `fp4_scales_bf16`), so that one multiply a pair
+  # decodes and scales, as NVFP4's multipliers always do.
+  mx_fold: bool = dataclasses.field(default=False, metadata=dict(static=True))
   # UINT4: True if `offset` holds the uint8 zero points (`uint4_zero_points`), not the float32
   # offsets s (zp - 8).
   zero_points: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -238,22 +243,55 @@ def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
 NVFP4_PRESCALE_LOG2 = 118
 
 
-def fp4_scales_bf16(pw: PackedWeight) -> PackedWeight:
+# MXFP4's folded multipliers (`fp4_scales_bf16(mx_fold=True)`): the block scale 2^(e - 127)
+# times the E2M1 bit decode's 2^126 is 2^(e - 1), a bf16 (2^-1 .. 2^127) for E8M0 codes
+# e <= 128, i.e. scales up to 2: every weight whose largest |value| is at most 12.
+MX_FOLD_MAX_CODE = 128
+# Whether `fp4_scales_bf16` folds MXFP4's multipliers by default where they fit: off until the
+# folded decode has matched the reference on a GPU (`verified.py`'s (MXFP4, 32, "mx_fold")).
+MX_FOLD_BY_DEFAULT = False
+
+
+def fp4_scales_bf16(pw: PackedWeight, mx_fold: bool | None = None) -> PackedWeight:
   """Stores MXFP4 / NVFP4 block scales as the bf16 numbers the GPU decode kernel multiplies the
   decoded E2M1 bits (value / 2^126) by: 2^(e - 127) (MXFP4; 2^-127 a bf16 subnormal, 0xFF NaN)
   and s_b 2^118 (NVFP4), each exact, 2 bytes a group in place of 1 (+6% / +11% of the weight's
-  bytes). The kernel then decodes no scale bytes; `fp4_scales_stored` undoes it."""
+  bytes). The kernel then decodes no scale bytes; `fp4_scales_stored` undoes it.
+
+  mx_fold: MXFP4: store 2^(e - 1) instead, the scale times the bit decode's 2^126, so that the
+    kernels decode and scale a pair of codes in one bf16 multiply, exactly (every E2M1 value
+    times 2^(e - 127) is a bf16), as NVFP4's s_b 2^118 lets them. Only for codes
+    e <= `MX_FOLD_MAX_CODE` (2^(e - 1) overflows bf16 past it; 255, NaN, among them), which
+    needs the scales' values: True raises for other scales or traced ones; None folds
+    concrete scales that fit when `MX_FOLD_BY_DEFAULT`, else not.
+  """
   if pw.fmt not in FP4:
     raise ValueError(f"bf16 scale multipliers are for MXFP4 / NVFP4, not {pw.fmt.value}")
-  if pw.scale_bf16:
+  if mx_fold and pw.fmt is not WeightFormat.MXFP4:
+    raise ValueError(f"mx_fold folds MXFP4's E8M0 scales; {pw.fmt.value}'s multipliers always "
+                     "carry the decode's 2^126")
+  if pw.scale_bf16 and (mx_fold is None or mx_fold == pw.mx_fold):
     return pw
+  pw = fp4_scales_stored(pw)
   if pw.fmt is WeightFormat.NVFP4:
     s = (scale_values(pw.scale, pw.fmt) * 2.0**NVFP4_PRESCALE_LOG2).astype(jnp.bfloat16)
+    return dataclasses.replace(pw, scale=s, scale_bf16=True)
+  e = pw.scale.astype(jnp.uint16)
+  concrete = not isinstance(e, jax.core.Tracer)
+  fits = concrete and bool(jnp.all(e <= MX_FOLD_MAX_CODE))
+  if mx_fold and not fits:
+    why = (f"the largest is {int(jnp.max(e))}" if concrete else
+           "these are traced: fold outside jit, or pass mx_fold=False")
+    raise ValueError(f"mx_fold needs the values of the E8M0 scale codes, every one <= "
+                     f"{MX_FOLD_MAX_CODE} (scales up to 2): {why}")
+  if mx_fold is None:
+    mx_fold = MX_FOLD_BY_DEFAULT and fits
+  if mx_fold:  # 2^(e - 1): biased exponent e + 126, every one normal
+    bits = (e + 126) << 7
   else:  # built from the bits, so no backend flushes the subnormal 2^-127
-    e = pw.scale.astype(jnp.uint16)
     bits = jnp.where(e == 0, jnp.uint16(0x0040), jnp.where(e == 255, jnp.uint16(0x7FC0), e << 7))
-    s = jax.lax.bitcast_convert_type(bits, jnp.bfloat16)
-  return dataclasses.replace(pw, scale=s, scale_bf16=True)
+  s = jax.lax.bitcast_convert_type(bits.astype(jnp.uint16), jnp.bfloat16)
+  return dataclasses.replace(pw, scale=s, scale_bf16=True, mx_fold=bool(mx_fold))
 
 
 def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
@@ -264,10 +302,11 @@ def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
   if pw.fmt is WeightFormat.NVFP4:
     s = pw.scale.astype(jnp.float32) * 2.0**-NVFP4_PRESCALE_LOG2
     scale = s.astype(jnp.float8_e4m3fn)
-  else:  # the biased exponent field: 0 for the subnormal 2^-127, 255 for NaN
+  else:  # the biased exponent field: 0 for the subnormal 2^-127, 255 for NaN; folded, e + 126
     bits = jax.lax.bitcast_convert_type(pw.scale, jnp.uint16)
-    scale = ((bits >> 7) & 0xFF).astype(jnp.uint8)
-  return dataclasses.replace(pw, scale=scale, scale_bf16=False)
+    scale = ((bits >> 7) & 0xFF) - (126 if pw.mx_fold else 0)
+    scale = scale.astype(jnp.uint8)
+  return dataclasses.replace(pw, scale=scale, scale_bf16=False, mx_fold=False)
 
 
 def nvfp4_multiplier_f32(m: jax.Array) -> jax.Array:

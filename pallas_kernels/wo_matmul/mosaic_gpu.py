@@ -39,7 +39,8 @@ chunk of K within a step:
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
 scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
 (a power of two or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its
-output 2^8 s_t: `NVFP4_PRESCALE_LOG2`); for NF4 slot codes bf16(table) * bf16(absmax) rounded
+output 2^8 s_t: `NVFP4_PRESCALE_LOG2`; NVFP4's multiply is the E2M1 decode's own, as MXFP4's is
+with folded multipliers, `layout.fp4_scales_bf16(mx_fold=True)`); for NF4 slot codes bf16(table) * bf16(absmax) rounded
 once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
 weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose
 scales then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into
@@ -302,6 +303,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if p.prescale and p.fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact
           return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, 2.0**NVFP4_PRESCALE_LOG2))]
+        if pw.mx_fold:  # one multiply by 2^(e - 1): value * 2^(e - 127), exact
+          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16))]
         w = e2m1_bf16(w)
         if p.prescale:  # exact in bf16
           w = w * block_scales(j, g, jnp.bfloat16)

@@ -21,7 +21,8 @@ Numerics: every weight is dequantized as `layout.dequantize_nk` does, in float32
 q * s - offset; NVFP4 s = s_t * s_b; per-channel INT8 / FP8 q * s) and rounded to bf16 once, then
 multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of
 XLA's own dequantize-then-dot) up to summation order. (MXFP4 read from bf16 scale multipliers,
-`scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly.) The
+`scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly; with
+folded multipliers, `layout.fp4_scales_bf16(mx_fold=True)`, that multiply is the E2M1 decode's.) The
 portable twin with the same numerics is `portable.wo_matmul_portable(..., weights_bf16=True)`.
 NVFP4 with `tensor_scale_out` departs from it: its weights are q * s_b, exact in bf16, and s_t
 multiplies the float32 sum (the decode kernel's prescaled numerics: no rounding of the weight,
@@ -300,6 +301,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   # decode kernel's product), so no float32 round trip. NVFP4's s_t s_b is not: f32 there,
   # unless s_t goes on the sum (`tensor_scale_out`), when q * s_b is a bf16 too.
   mx_bf16 = scale_multipliers and (fmt is WeightFormat.MXFP4 or tensor_scale_out)
+  mx_fold = scale_multipliers and pw.mx_fold  # multipliers 2^(e - 1): the E2M1 decode's multiply
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
   if int4:  # wk int4 = wk / 2 bytes a row
@@ -322,8 +324,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       else:
         q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
         q = plgpu.layout_cast(q, wgmma_layout)
-      if fmt in FP4:
-        q = e2m1_bf16(q)  # E2M1 bits -> bf16 values, exact
+      if fmt in FP4:  # E2M1 bits -> bf16 values, exact (folded: with the scale, below)
+        q = q if mx_fold else e2m1_bf16(q)
       elif slots:  # the bf16 table's values; times the bf16 absmax (in f32: exact) below
         q = nf4_slots_bf16(q)
       else:
@@ -352,6 +354,8 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       return spread_groups(vals, wk, g // 2 if nf4 else g)  # stored columns a group
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
+    if mx_fold:  # value / 2^126 * 2^(e - 1) = value * 2^(e - 127), one bf16 multiply, exact
+      return [e2m1_bf16(vals[0], spread(s_smem, t_rows))]
     if mx_bf16:  # value * 2^(e - 127) (NVFP4: * s_b) in one bf16 multiply, exact
       unbias = ((lambda v, _: v * 2.0**-NVFP4_PRESCALE_LOG2)  # s_b 2^118 -> s_b, exact
                 if fmt is WeightFormat.NVFP4 else None)

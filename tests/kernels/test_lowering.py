@@ -370,6 +370,33 @@ def test_fp4_scales_bf16_lower(name, monkeypatch):
   _compat.lower_for("cuda", gemm, _x(1024, 8192), pw)
 
 
+def test_mxfp4_folded_multipliers_lower():
+  # MXFP4's multipliers folded with the E2M1 decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`):
+  # the decode (M = 1 / 16 / 64) and the GEMM scale the codes in the decode's own multiply,
+  # with no bf16 multiply after it, where unfolded multipliers take one; refused unverified,
+  # and on FP8 tensor cores (`fp8_x` scales the f32 sums).
+  import dataclasses
+  import re
+  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape("mxfp4", 8192, 28672))
+  fold = dataclasses.replace(pw, mx_fold=True)
+  bf16_muls = lambda text: len(re.findall(r"arith.mulf.*bf16", text))
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
+  gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
+  for fn, m in [(decode, 1), (decode, 16), (decode, 64), (gemm, 1024)]:
+    counts = []
+    for p in (pw, fold):
+      jax.clear_caches()
+      text = _compat.lower_for("cuda", fn, _x(m, 8192), p).as_text()
+      counts.append((text.count("mul.rn.bf16x2"), bf16_muls(text)))
+    assert counts == [(1, 1), (1, 0)], (m, counts)
+  with pytest.raises(NotImplementedError, match=r"mxfp4 group 32 \(mx fold\)"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p), _x(1, 8192),
+                      fold)
+  with pytest.raises(ValueError, match="fp8_x scales each group"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+        x, p, fp8_x=True, allow_unverified=True), _x(1, 8192), fold)
+
+
 def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
   # NVFP4's s_t on the GEMM's float32 sum (`tensor_scale_out`): the weights are q * s_b in bf16
   # (no float32 widening of the multipliers) and s_t goes to the kernel as a scalar operand,

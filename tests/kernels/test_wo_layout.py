@@ -283,6 +283,51 @@ def test_nvfp4_value_times_block_scale_is_a_bf16():
   np.testing.assert_array_equal(v.astype(ml_dtypes.bfloat16).astype(np.float64), v)
 
 
+def test_mxfp4_folded_multipliers(monkeypatch):
+  # MXFP4's multipliers folded with the E2M1 decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`):
+  # 2^(e - 1) for every code e <= MX_FOLD_MAX_CODE (column c holds code c, 2^-127 included),
+  # the stored codes back from them, every reader's weight and product unchanged; refused for
+  # larger codes (2^(e - 1) is no bf16 past 2^127; 255 is NaN) and for traced scales.
+  top = wm.layout.MX_FOLD_MAX_CODE
+  _, pw = weight("mxfp4", {}, k=512, n=256)  # every code in the first 129 columns
+  codes = jnp.broadcast_to(jnp.arange(pw.n, dtype=jnp.int32) % (top + 1), pw.scale.shape)
+  pw = dataclasses.replace(pw, scale=codes.astype(jnp.uint8))
+  f = wm.layout.fp4_scales_bf16(pw, mx_fold=True)
+  assert f.mx_fold and f.scale_bf16 and f.scale.dtype == jnp.bfloat16
+  from pallas_kernels.wo_matmul.decode_plan import case
+  assert case(f) == (wm.WeightFormat.MXFP4, 32, "mx_fold")
+  np.testing.assert_array_equal(np.asarray(f.scale).view(np.uint16),
+                                (np.asarray(codes) + 126) << 7)
+  for back in (wm.layout.fp4_scales_stored(f),
+               wm.layout.fp4_scales_stored(wm.layout.fp4_scales_bf16(f, mx_fold=False))):
+    assert not back.mx_fold and not back.scale_bf16
+    np.testing.assert_array_equal(np.asarray(back.scale), np.asarray(pw.scale))
+  plain = wm.layout.fp4_scales_bf16(f, mx_fold=False)  # refolding goes through the codes
+  assert not plain.mx_fold and wm.layout.fp4_scales_bf16(plain, mx_fold=True).mx_fold
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(f)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(3), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  for impl in ("portable", "dequant_gemm"):
+    run = lambda p: np.asarray(wm.wo_matmul(x, p, implementation=impl, out_dtype=jnp.float32,
+                                            interpret=impl == "portable"))
+    np.testing.assert_array_equal(run(f), run(pw))
+  for code in (top + 1, 254, 255):
+    big = dataclasses.replace(pw, scale=pw.scale.at[0, 0].set(code))
+    with pytest.raises(ValueError, match=f"<= {top}.*the largest is {code}"):
+      wm.layout.fp4_scales_bf16(big, mx_fold=True)
+    assert not wm.layout.fp4_scales_bf16(big).mx_fold
+  with pytest.raises(ValueError, match="traced"):
+    jax.jit(lambda p: wm.layout.fp4_scales_bf16(p, mx_fold=True))(pw)
+  assert not jax.eval_shape(wm.layout.fp4_scales_bf16, pw).mx_fold
+  _, nv = weight("nvfp4", {}, k=512, n=256)
+  with pytest.raises(ValueError, match="always"):
+    wm.layout.fp4_scales_bf16(nv, mx_fold=True)
+  # The default folds (concrete scales that fit) once a GPU has checked the folded decode.
+  assert not wm.layout.fp4_scales_bf16(pw).mx_fold
+  monkeypatch.setattr(wm.layout, "MX_FOLD_BY_DEFAULT", True)
+  assert wm.layout.fp4_scales_bf16(pw).mx_fold
+  assert not jax.eval_shape(wm.layout.fp4_scales_bf16, pw).mx_fold
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
   # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways

@@ -382,6 +382,30 @@ def test_e2m1_pair_bits_times_2_126_is_the_table(part):
                                   wm.decode.E2M1_TABLE[codes].view(np.uint32))
 
 
+def test_e2m1_pair_bits_times_folded_multiplier_is_value_times_scale():
+  # MXFP4's folded multipliers (`fp4_scales_bf16(mx_fold=True)`): the decode's one bf16 multiply
+  # of the pair bits (value / 2^126) by 2^(e - 1) gives value * 2^(e - 127) exactly, for every
+  # code and every E8M0 code e <= MX_FOLD_MAX_CODE (the product, exact in float64 here, is a
+  # bf16, so the GPU's round-to-nearest returns it: subnormals down to 2^-128 included).
+  import ml_dtypes
+  codes = np.arange(16, dtype=np.uint32)
+  bits = np.asarray(wm.decode.e2m1_pair_bits(jnp.asarray(codes | (codes << 4)), 0,
+                                             wm.decode.JNP_WORD_OPS))
+  val = (bits & 0xFFFF).astype(np.uint16).view(ml_dtypes.bfloat16).astype(np.float64)
+  e = np.arange(wm.layout.MX_FOLD_MAX_CODE + 1)
+  _, pw = weight("mxfp4", {}, k=64, n=e.size)
+  scale = jnp.broadcast_to(jnp.asarray(e, jnp.uint8), pw.scale.shape)
+  pw = wm.layout.fp4_scales_stored(dataclasses.replace(pw, scale=scale))
+  mult = np.asarray(wm.layout.fp4_scales_bf16(pw, mx_fold=True).scale)[0]
+  assert mult.dtype == ml_dtypes.bfloat16
+  np.testing.assert_array_equal(mult.astype(np.float64), np.ldexp(1.0, e - 1))
+  prod = val[:, None] * mult.astype(np.float64)[None, :]
+  want = wm.decode.E2M1_TABLE.astype(np.float64)[:, None] * np.ldexp(1.0, e - 127)[None, :]
+  np.testing.assert_array_equal(prod, want)
+  np.testing.assert_array_equal(prod.astype(ml_dtypes.bfloat16).astype(np.float64), want)
+  assert np.signbit(prod[8]).all()  # -0 stays -0
+
+
 def test_nf4_lookups():
   # The GPU kernel's NF4 lookups (select trees); unprescaled: two bf16 terms per code from one select tree; hi is the table
   # rounded to bf16, hi + lo within 2^-17 of the f32 table (float64 check, every code).
