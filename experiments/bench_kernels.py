@@ -215,6 +215,8 @@ def _stored(cfg, inputs):
   bf16 multipliers (`layout.fp4_scales_bf16`), NF4 as slot codes (`layout.nf4_slots`), false
   as stored (the inputs' storage); {"mx_fold": true} MXFP4's multipliers folded with the E2M1
   decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`; false: not, whatever the default);
+  {"halves": true} E2M1 codes in register order with each pair split over a word's halves
+  (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`);
   {"zero_points": true} UINT4's zero points as bytes
   (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
   (`layout.thread_major`); absent: as `repack` stores it on a GPU.
@@ -227,7 +229,7 @@ def _stored(cfg, inputs):
   else:
     p = L.fp4_scales_stored(p)
   if cfg.get("wgmma_order", L.default_wgmma_order(p)):
-    p = L.order_for_wgmma(p)
+    p = L.order_for_wgmma(p, halves=cfg.get("halves"))
   else:
     p = L.logical_order(p)
   if "w_tile" in cfg:
@@ -251,7 +253,8 @@ def resolved_plan(cfg, inputs) -> dict:
 
 
 # A decode config's keys that choose the weight's storage (`_stored`), not a kernel option
-STORAGE_KEYS = ("w_tile", "wgmma_order", "scale_bf16", "mx_fold", "zero_points", "w_threads")
+STORAGE_KEYS = ("w_tile", "wgmma_order", "halves", "scale_bf16", "mx_fold", "zero_points",
+                "w_threads")
 
 
 def _knobs(cfg):

@@ -176,28 +176,31 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: MXFP4's multipliers folded
-      # with the E2M1 decode's 2^126 (`mx_fold`, session 37: one bf16 multiply a code pair in
-      # place of two; unchecked) against today's, decode and prefill; the FP4 decode at M = 1
-      # by SASS opcode on the H100's bf16 path (MXFP4 56.5 us and NVFP4 60.9 against INT4
-      # g128's 47.5: what the E2M1 decode and the block scales add; the only FP4 SASS so far is
-      # the H200's fp8_x path, session 24); then the E4M3 row schemes in the band orders
-    mx='[{}, {"mx_fold": true}]'
-    run 150 e $B --what wo --formats mxfp4 --m 1,16 --shapes $S --configs "$mx"
-    run 90 f $B --what wo --formats mxfp4 --m 1,1024 --shapes 4096x14336 --configs "$mx"
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9 minutes: the FP4 decode's two session-37
+      # paths, unchecked: MXFP4's multipliers folded with the E2M1 decode's 2^126 (`mx_fold`: one
+      # bf16 multiply a code pair in place of two) and the E2M1 codes in the halves order
+      # (`halves`: a pair isolated by one AND, nine logic ops a word in place of thirteen),
+      # alone and together, decode and prefill; then the FP4 decode at M = 1 by SASS opcode on
+      # the H100's bf16 path (MXFP4 56.5 us and NVFP4 60.9 against INT4 g128's 47.5: what the
+      # E2M1 decode and the block scales add; the only FP4 SASS so far is the H200's fp8_x path)
+    run 230 e $B --what wo --formats mxfp4 --m 1,16 --shapes $S --configs '[{},
+      {"mx_fold": true}, {"halves": true}, {"mx_fold": true, "halves": true}]'
+    run 70 g $B --what wo --formats nvfp4 --m 1 --shapes $S --configs '[{}, {"halves": true}]'
+    run 90 f $B --what wo --formats mxfp4 --m 1,1024 --shapes 4096x14336 \
+      --configs '[{}, {"mx_fold": true, "halves": true}]'
     run 140 d python3 experiments/profile_kernels.py --case wo_mxfp4_m1,wo_nvfp4_m1 --sass
-    # the E4M3 row schemes 1-3% short of 2.8 TB/s in the band orders (MXFP4 0.3-0.5% faster in
-    # them in session 36, within the noise; INT4 g128 4% slower)
-    run 80 b $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192,4096x14336 \
-      --configs '[{}, {"tile_order": "bands"}, {"tile_order": "bands_reversed"}]'
     ;;
-  h100b)  # On an H100, ~4 minutes: NVFP4's column launch with the block state once a block
+  h100b)  # On an H100, ~5 minutes: the E4M3 row schemes 1-3% short of 2.8 TB/s in the band orders
+      # (MXFP4 0.3-0.5% faster in them in session 36, within the noise; INT4 g128 4% slower);
+      # NVFP4's column launch with the block state once a block
       # through shared memory (`state_once`, its default since session 36: 165.3 -> 158.4 us at
       # 8192 x 8192), swept again since the state no longer costs each thread of a quad, and
       # its SASS (29.6 thread instructions an element without it, session 35)
     run 120 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192 --configs '[{},
       {"nb": 8}, {"tile_k": 256}, {"steps": 3}, {"ctas_per_sm": 3}, {"tile_k": 64, "nb": 8}]'
     run 100 c python3 experiments/profile_kernels.py --case quant_t_nvfp4 --sass
+    run 80 b $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192,4096x14336 \
+      --configs '[{}, {"tile_order": "bands"}, {"tile_order": "bands_reversed"}]'
     ;;
   7)  # On the H200, ~2 minutes: session 36's H100 defaults re-checked there: NVFP4's row block pass
       # sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us) and its

@@ -172,6 +172,27 @@ def e2m1_pair_bits(w, part: int, ops: WordOps):
   return ops.and_(ops.mul(u, c(0x1040)), c(0x81C081C0))
 
 
+def e2m1_halves_words(w, ops: WordOps) -> list:
+  """The four pairs of a 32-bit word of E2M1 codes in `layout.HALVES_ORDER` (pair j in nibbles
+  j and 4 + j: one code in each 16-bit half) as bf16x2 words, each half the code's value /
+  2^126, bit for bit as `e2m1_pair_bits` gives them from the byte-pair order.
+
+  An AND isolates pair j (0, 1) in place, at bits 4 j .. 4 j + 3 of each half, and an IMAD by
+  2^(6 - 4 j) + 2^(12 - 4 j) copies the code to bits 6-9 and 12-15 (the copies do not
+  overlap, so no carry crosses them); the mask keeps the magnitude at 6-8 and the sign at 15.
+  Pairs 2 and 3 do the same from the word shifted down a byte. Nine logic ops (ANDs and one
+  shift) and four IMADs a word, against `e2m1_pair_bits`' thirteen and four: the `prmt` that
+  gathers a pair from one byte goes."""
+  c = ops.const
+  words = []
+  for src in (w, ops.shr(w, c(8))):
+    for j in range(2):
+      u = ops.and_(src, c(0x000F000F << (4 * j)))
+      words.append(ops.and_(ops.mul(u, c((1 << (6 - 4 * j)) + (1 << (12 - 4 * j)))),
+                            c(0x81C081C0)))
+  return words
+
+
 # NF4 in "slot codes", the codes the GPU kernels decode to bf16 with byte permutes alone
 # (`nf4_slot_word_bits`). Slot s = 8 b + j stands for one NF4 code; the two codes of a j
 # (b = 0, 1) are chosen so that their bf16 table values agree in the top bit of each byte: the

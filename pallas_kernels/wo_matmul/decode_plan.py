@@ -75,15 +75,14 @@ def case(pw: PackedWeight) -> tuple:
   "bf16_scales" for scales whose scheme stores them in bf16 (`ScaleFormat.BF16`; not FP4's
   bf16 multipliers, `layout.fp4_scales_bf16`), "zero_points" for UINT4 zero points stored as
   bytes (`layout.uint4_zero_points`), "mx_fold" for MXFP4 multipliers that carry the E2M1
-  decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`)."""
+  decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`), "halves" for E2M1 codes in
+  `layout.HALVES_ORDER`."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
   if pw.fmt is WeightFormat.NF4 and pw.scale_bf16:
     return key + ("slots",)
-  if pw.mx_fold:
-    return key + ("mx_fold",)
-  if pw.scale.dtype == jnp.bfloat16 and not pw.scale_bf16:
-    key += ("bf16_scales",)
-  return key + ("zero_points",) if pw.zero_points else key
+  flags = {"bf16_scales": pw.scale.dtype == jnp.bfloat16 and not pw.scale_bf16,
+           "zero_points": pw.zero_points, "mx_fold": pw.mx_fold, "halves": pw.halves_order}
+  return key + tuple(name for name, on in flags.items() if on)
 
 
 def xsum_cols(mp: int) -> int:
@@ -407,6 +406,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise ValueError("fp8_x scales each group's f32 sum by its block scale, not by a folded "
                      "multiplier: store the MXFP4 scales with layout.fp4_scales_bf16(pw, "
                      "mx_fold=False), or leave fp8_x off")
+  if fp8_x and pw.halves_order:
+    raise ValueError("fp8_x rebuilds E4M3 bytes from the byte-pair register order: store the "
+                     "weight with layout.order_for_wgmma(pw, halves=False), or leave fp8_x off")
   if fp8_x is None:
     fp8_x = (dflt.get("fp8_x", False) and case(pw) in FP8_X_VERIFIED
              and not (fused_sum and case(pw) not in FP8_X_FUSED_SUM_VERIFIED)

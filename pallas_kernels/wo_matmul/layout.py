@@ -89,6 +89,9 @@ class PackedWeight:
   w_tile: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
   # True if each aligned 32 of K of an int4-stored `w` is in `WGMMA_ORDER` (`order_for_wgmma`).
   wgmma_order: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # MXFP4 / NVFP4 in register order: True if each 32-bit word holds register j's two codes in
+  # nibbles j and 4 + j, one in each 16-bit half (`HALVES_ORDER`, `order_for_wgmma(halves=True)`).
+  halves_order: bool = dataclasses.field(default=False, metadata=dict(static=True))
   # True if `w` is stored in `THREAD_BLOCK` blocks in `THREAD_WORDS` order (`thread_major`):
   # the GPU decode kernel then reads its codes by plain loads, no TMA.
   w_threads: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -393,32 +396,68 @@ WGMMA_ORDER = np.array([8 * ((m % 8) // 2) + 2 * (m // 8) + m % 2 for m in range
 INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, WeightFormat.NVFP4)
 
 
-def _permute_k32(pw: PackedWeight) -> PackedWeight:
-  """Applies `WGMMA_ORDER` to each aligned 32 of K (its own inverse), flipping `wgmma_order`."""
+# `WGMMA_ORDER` with each 32-bit word's nibbles reordered for E2M1 codes: register j's two codes
+# (WGMMA_ORDER's nibbles 2 j, 2 j + 1: byte j) in nibbles j and 4 + j, one in each 16-bit half,
+# where the decode isolates both with one AND and places them with one IMAD
+# (`decode.e2m1_halves_pair_bits`; the byte-pair order takes a `prmt` and a shift more).
+HALVES_ORDER = np.array([WGMMA_ORDER[8 * (m // 8) + 2 * (m % 4) + (m % 8) // 4]
+                         for m in range(32)])
+
+
+def k32_order(pw: PackedWeight) -> np.ndarray | None:
+  """Storage position -> K offset within each aligned 32 of K for `pw`'s codes (`WGMMA_ORDER`,
+  `HALVES_ORDER`), or None for a weight stored in K order."""
+  if not pw.wgmma_order:
+    return None
+  return HALVES_ORDER if pw.halves_order else WGMMA_ORDER
+
+
+def _reorder_k32(a: jax.Array, order: np.ndarray) -> jax.Array:
+  """a (..., K) -> a[..., 32 b + order[m]] at 32 b + m: K order to the storage `order` describes
+  (pass `np.argsort(order)` for the way back). An index with the constant table, not the
+  equivalent transpose of a (4, 4, 2) view: on an H200 XLA ran the gather at copy speed (11 us
+  for 16 MB of bf16) and the transpose at 0.2 TB/s (159 us)."""
+  return a.reshape(*a.shape[:-1], -1, 32)[..., order].reshape(a.shape)
+
+
+def _k32_restored(pw: PackedWeight, wgmma_order: bool, halves: bool) -> PackedWeight:
+  """`pw`'s codes with each aligned 32 of K in the order the flags name (`k32_order`)."""
   tiles = pw.w_tile
   pw = untile_weight(pw)
-  w = _swap_jq(pw.w.astype(jnp.int8))
-  pw = dataclasses.replace(pw, w=w.astype(jnp.int4),
-                           wgmma_order=not pw.wgmma_order)
+  w = pw.w.astype(jnp.int8)
+  if pw.wgmma_order:  # back to K order first
+    w = _reorder_k32(w, np.argsort(k32_order(pw)))
+  pw = dataclasses.replace(pw, wgmma_order=wgmma_order, halves_order=halves)
+  if wgmma_order:
+    w = _reorder_k32(w, k32_order(pw))
+  pw = dataclasses.replace(pw, w=w.astype(jnp.int4))
   return pw if tiles is None else tile_weight(pw, *tiles)
 
 
-def order_for_wgmma(pw: PackedWeight) -> PackedWeight:
+def order_for_wgmma(pw: PackedWeight, halves: bool | None = None) -> PackedWeight:
   """Stores an int4-stored weight (INT4, UINT4, MXFP4, NVFP4, NF4 slot codes) with each aligned
   32 of K in `WGMMA_ORDER`, so that the GPU kernels load it straight into their register layout
   (a one-time repacking, like `tile_weight`). Every other path reads it through
-  `logical_order`."""
+  `logical_order`.
+
+  halves: MXFP4 / NVFP4: in `HALVES_ORDER` (each register's code pair split over the word's
+  16-bit halves), which the GPU kernels' E2M1 decode takes in fewer integer ops; None keeps a
+  weight already in register order as it is, else False."""
   if not int4_stored(pw):
     raise ValueError(f"WGMMA order is for int4-stored formats (NF4 as slot codes: `nf4_slots`),"
                      f" not {pw.fmt.value}")
   if pw.k % 32:
     raise ValueError(f"WGMMA order permutes aligned 32s of K: K={pw.k}")
-  return pw if pw.wgmma_order else _permute_k32(pw)
+  if halves and pw.fmt not in FP4:
+    raise ValueError(f"the halves order is for E2M1 codes (MXFP4 / NVFP4), not {pw.fmt.value}")
+  if pw.wgmma_order and halves in (None, pw.halves_order):
+    return pw
+  return _k32_restored(pw, True, bool(halves))
 
 
 def logical_order(pw: PackedWeight) -> PackedWeight:
   """The inverse of `order_for_wgmma` (a no-op for a weight in K order)."""
-  return _permute_k32(pw) if pw.wgmma_order else pw
+  return _k32_restored(pw, False, False) if pw.wgmma_order else pw
 
 
 # (rows, K) of a weight block whose codes a Mosaic GPU warpgroup reads by plain loads
@@ -546,22 +585,17 @@ def dequantize_nk(pw: PackedWeight, *, stored_order: bool = False) -> jax.Array:
 
 def _per_element(v: jax.Array, pw: PackedWeight) -> jax.Array:
   """Per-group values (G, N) -> (N, K), each element's group's, in `pw`'s storage order."""
-  if not pw.wgmma_order or pw.group % 32 == 0:  # groups of whole 32s: the order stays inside
+  order = k32_order(pw)
+  if order is None or pw.group % 32 == 0:  # groups of whole 32s: the order stays inside
     return jnp.repeat(v.T, pw.group, axis=1)
-  k = 32 * (np.arange(pw.k) // 32) + WGMMA_ORDER[np.arange(pw.k) % 32]
+  k = 32 * (np.arange(pw.k) // 32) + order[np.arange(pw.k) % 32]
   return v.T[:, k // pw.group]
 
 
 def storage_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
   """x (..., K) with its last axis in the order `pw` stores K (see `dequantize_nk`)."""
-  return _swap_jq(x) if pw.wgmma_order else x
-
-
-def _swap_jq(a: jax.Array) -> jax.Array:
-  """`WGMMA_ORDER` applied to each aligned 32 of a's last axis (its own inverse). An index with
-  the constant table, not the equivalent transpose of the (4, 4, 2) view: on an H200 XLA ran
-  the gather at copy speed (11 us for 16 MB of bf16) and the transpose at 0.2 TB/s (159 us)."""
-  return a.reshape(*a.shape[:-1], -1, 32)[..., WGMMA_ORDER].reshape(a.shape)
+  order = k32_order(pw)
+  return x if order is None else _reorder_k32(x, order)
 
 
 def dequantize(pw: PackedWeight) -> jax.Array:

@@ -302,10 +302,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if p.prescale and p.fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact
-          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, 2.0**NVFP4_PRESCALE_LOG2))]
+          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, 2.0**NVFP4_PRESCALE_LOG2),
+                            halves=pw.halves_order)]
         if pw.mx_fold:  # one multiply by 2^(e - 1): value * 2^(e - 127), exact
-          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16))]
-        w = e2m1_bf16(w)
+          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16), halves=pw.halves_order)]
+        w = e2m1_bf16(w, halves=pw.halves_order)
         if p.prescale:  # exact in bf16
           w = w * block_scales(j, g, jnp.bfloat16)
         return [w]

@@ -325,7 +325,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
         q = plgpu.layout_cast(q, wgmma_layout)
       if fmt in FP4:  # E2M1 bits -> bf16 values, exact (folded: with the scale, below)
-        q = q if mx_fold else e2m1_bf16(q)
+        q = q if mx_fold else e2m1_bf16(q, halves=pw.halves_order)
       elif slots:  # the bf16 table's values; times the bf16 absmax (in f32: exact) below
         q = nf4_slots_bf16(q)
       else:
@@ -355,7 +355,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
     if mx_fold:  # value / 2^126 * 2^(e - 1) = value * 2^(e - 127), one bf16 multiply, exact
-      return [e2m1_bf16(vals[0], spread(s_smem, t_rows))]
+      return [e2m1_bf16(vals[0], spread(s_smem, t_rows), halves=pw.halves_order)]
     if mx_bf16:  # value * 2^(e - 127) (NVFP4: * s_b) in one bf16 multiply, exact
       unbias = ((lambda v, _: v * 2.0**-NVFP4_PRESCALE_LOG2)  # s_b 2^118 -> s_b, exact
                 if fmt is WeightFormat.NVFP4 else None)

@@ -7,8 +7,8 @@ register array's raw registers through `plgpu.inline_mgpu`:
 - `registers_from_words`: a `layout.thread_major` weight's blocks, loaded from global memory
   as plain 16-byte vectors, relabelled as the WGMMA_UPCAST_4X (4-bit) or UPCAST_2X (8-bit)
   array a shared-memory load gives;
-- the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, one exact bf16
-  multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes), and for NF4 bytes
+- the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, in the byte-pair
+  or the halves order, one exact bf16 multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes), and for NF4 bytes
   `nf4_lut_halves` (f32 table values by byte permutes); the word algorithms themselves live in
   `decode.py` (written over `decode.WordOps`, tested on the CPU with a model of `prmt`);
 - `int4_e4m3`: 4-bit codes as E4M3 bytes (INT4's odd values, E2M1's values: `fp8_x.py`),
@@ -31,6 +31,7 @@ from jax import lax
 from pallas_kernels import _compat
 from pallas_kernels.wo_matmul.decode import WordOps
 from pallas_kernels.wo_matmul.decode import BF16_2_POW_126
+from pallas_kernels.wo_matmul.decode import e2m1_halves_words
 from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
 from pallas_kernels.wo_matmul.decode import nf4_prmt_words
 from pallas_kernels.wo_matmul.decode import nf4_slot_word_bits
@@ -86,19 +87,21 @@ def nf4_lut_halves(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   return lookup(codes)
 
 
-def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
+def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None, halves: bool = False) -> jax.Array:
   """(rows, C) E2M1 codes (their OCP bits as int4) in the WGMMA register layout -> bf16 values in
   the same layout: the E2M1 values, bit for bit (-0 kept), or, given `mult` ((rows, C) bf16, the
   same layout), the E2M1 values / 2^126 times `mult` (one rounding; exact where the product is a
   bf16).
 
   `decode.e2m1_pair_bits` turns a register's word and the pair's place in it into the pair's
-  bf16 bits / 2^126 (4 integer ops, tested on the CPU over every code pair), and one PTX
+  bf16 bits / 2^126 (4 integer ops, tested on the CPU over every code pair), or, for a weight
+  stored in `layout.HALVES_ORDER` (`halves`), `decode.e2m1_halves_words` (3), and one PTX
   `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes: it keeps the subnormal that code 1 (0.5)
   passes through.
   """
-  return _int4_pairs_bf16(q, lambda w, ops: [e2m1_pair_bits(w, p, ops) for p in range(4)], mult,
-                         BF16_2_POW_126 * 0x10001)
+  words = (e2m1_halves_words if halves else
+           lambda w, ops: [e2m1_pair_bits(w, p, ops) for p in range(4)])
+  return _int4_pairs_bf16(q, words, mult, BF16_2_POW_126 * 0x10001)
 
 
 def nf4_slots_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:

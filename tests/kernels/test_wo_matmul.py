@@ -382,6 +382,52 @@ def test_e2m1_pair_bits_times_2_126_is_the_table(part):
                                   wm.decode.E2M1_TABLE[codes].view(np.uint32))
 
 
+@pytest.mark.parametrize("part", range(4))
+def test_e2m1_halves_words_match_the_pair_bits(part):
+  # The E2M1 decode of a word in the halves order (`decode.e2m1_halves_words`: pair j in nibbles
+  # j and 4 + j) against `e2m1_pair_bits` of the same codes in the byte-pair order (pair j in
+  # byte j), bit for bit: every code pair at every place, the other six codes random.
+  rng = np.random.default_rng(10 + part)
+  pairs = np.arange(256, dtype=np.uint32)
+  other = rng.integers(0, 2**32, size=256, dtype=np.uint32) & ~np.uint32(0xFF << (8 * part))
+  std = other | (pairs << (8 * part))  # nibble 2 j + e: code e of pair j
+  nib = lambda w, i: (w >> (4 * i)) & 15
+  halves = sum(nib(std, 2 * j + e) << (4 * (4 * e + j)) for j in range(4) for e in range(2))
+  got = wm.decode.e2m1_halves_words(jnp.asarray(halves, jnp.uint32), wm.decode.JNP_WORD_OPS)
+  for j in range(4):
+    want = wm.decode.e2m1_pair_bits(jnp.asarray(std), j, wm.decode.JNP_WORD_OPS)
+    np.testing.assert_array_equal(np.asarray(got[j]), np.asarray(want))
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_e2m1_register_words_hold_their_k_offsets(halves):
+  # What the GPU kernels' E2M1 decode sees: a weight in register order (`order_for_wgmma`, and
+  # with `halves` the halves order), each thread's 32-bit word (storage positions 8 q .. 8 q + 7
+  # of each 32 of K, little-endian nibbles), decoded pair by pair; pair j's two halves must be
+  # K offsets 8 j + 2 q and 8 j + 2 q + 1, the WGMMA layout's register j
+  # (`registers.wgmma_from_upcast_4x`). Checked against the K-order weight's E2M1 values.
+  import ml_dtypes
+  _, pw = weight("mxfp4", {}, k=128, n=8)
+  pw = wm.layout.fp4_scales_stored(wm.layout.logical_order(pw))
+  stored = wm.layout.order_for_wgmma(pw, halves=halves)
+  assert stored.halves_order == halves and stored.wgmma_order
+  codes = np.asarray(stored.w.astype(jnp.int8)).astype(np.uint32) & 15  # (N, K) storage order
+  words = sum(codes.reshape(8, -1, 8)[..., i] << (4 * i) for i in range(8))  # (N, K / 8)
+  ops = wm.decode.JNP_WORD_OPS
+  dec = (wm.decode.e2m1_halves_words(jnp.asarray(words), ops) if halves else
+         [wm.decode.e2m1_pair_bits(jnp.asarray(words), j, ops) for j in range(4)])
+  logical = np.asarray(pw.w.astype(jnp.int8)).astype(np.int64) & 15
+  table = wm.decode.E2M1_TABLE
+  for j, bits in enumerate(dec):
+    bits = np.asarray(bits)
+    for e in range(2):
+      v = ((bits >> (16 * e)) & 0xFFFF).astype(np.uint16).view(ml_dtypes.bfloat16)
+      v = v.astype(np.float64) * 2.0**126
+      word = np.arange(words.shape[1])
+      k = 32 * (word // 4) + 8 * j + 2 * (word % 4) + e
+      np.testing.assert_array_equal(v, table[logical[:, k]].astype(np.float64))
+
+
 def test_e2m1_pair_bits_times_folded_multiplier_is_value_times_scale():
   # MXFP4's folded multipliers (`fp4_scales_bf16(mx_fold=True)`): the decode's one bf16 multiply
   # of the pair bits (value / 2^126) by 2^(e - 1) gives value * 2^(e - 127) exactly, for every
