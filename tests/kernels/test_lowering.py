@@ -397,6 +397,34 @@ def test_mxfp4_folded_multipliers_lower():
         x, p, fp8_x=True, allow_unverified=True), _x(1, 8192), fold)
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_e2m1_halves_order_lowers(name, monkeypatch):
+  # E2M1 codes in the halves order (`layout.HALVES_ORDER`): the decode (M = 1 / 16, by TMA and
+  # by plain loads) and the GEMM build their pairs with `decode.e2m1_halves_words`, not the
+  # byte-pair order's `e2m1_pair_bits`; refused where a GPU has not checked it.
+  import dataclasses
+  from pallas_kernels.wo_matmul import registers
+  calls = []
+  for fn_name in ("e2m1_halves_words", "e2m1_pair_bits"):
+    real = getattr(registers, fn_name)
+    monkeypatch.setattr(registers, fn_name,
+                        lambda *a, real=real, fn_name=fn_name: calls.append(fn_name) or real(*a))
+  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
+  halves = dataclasses.replace(pw, halves_order=True)
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
+  gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
+  threads = jax.eval_shape(wm.layout.thread_major, halves)
+  for fn, m, p in [(decode, 1, halves), (decode, 16, halves), (decode, 1, threads),
+                   (gemm, 1024, halves), (decode, 1, pw)]:
+    calls.clear()
+    jax.clear_caches()
+    _compat.lower_for("cuda", fn, _x(m, 8192), p)
+    assert set(calls) == {"e2m1_halves_words" if p.halves_order else "e2m1_pair_bits"}, (m, p)
+  with pytest.raises(NotImplementedError, match="halves"):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p), _x(1, 8192),
+                      halves)
+
+
 def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
   # NVFP4's s_t on the GEMM's float32 sum (`tensor_scale_out`): the weights are q * s_b in bf16
   # (no float32 widening of the multipliers) and s_t goes to the kernel as a scalar operand,

@@ -192,6 +192,51 @@ def test_wgmma_ordered_weight(name):
     wm.layout.order_for_wgmma(nf4)
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_halves_ordered_weight(name):
+  # E2M1 codes in the halves order (`order_for_wgmma(halves=True)`: `HALVES_ORDER`, register j's
+  # pair in nibbles j and 4 + j of each word): the same permutation of each aligned 32 of K as
+  # the table says, undone by every reader in K order (NVFP4's groups of 16 index their scales
+  # through it), kept by `thread_major` and block tiles, and refused for other formats and for
+  # the FP8 tensor-core decode (which reads the byte-pair order).
+  _, pw = weight(name, {}, k=512, n=256)
+  pw = wm.layout.logical_order(pw)
+  order = wm.layout.HALVES_ORDER
+  assert sorted(order) == list(range(32))
+  assert [order[8 * q + 4 * e + j] for q in range(4) for j in range(4) for e in range(2)] == [
+      wm.layout.WGMMA_ORDER[8 * q + 2 * j + e] for q in range(4) for j in range(4)
+      for e in range(2)]
+  hw = wm.layout.order_for_wgmma(pw, halves=True)
+  assert hw.wgmma_order and hw.halves_order and wm.layout.order_for_wgmma(hw) is hw
+  nib = lambda p: np.asarray(p.w.astype(jnp.int8)).reshape(256, 16, 32)
+  np.testing.assert_array_equal(nib(hw), nib(pw)[:, :, order])
+  for other in (wm.layout.order_for_wgmma(hw, halves=False),
+                wm.layout.order_for_wgmma(wm.layout.order_for_wgmma(pw), halves=True)):
+    want = nib(pw)[:, :, order if other.halves_order else wm.layout.WGMMA_ORDER]
+    np.testing.assert_array_equal(nib(other), want)
+  back = wm.layout.logical_order(hw)
+  assert not back.wgmma_order and not back.halves_order
+  np.testing.assert_array_equal(nib(back), nib(pw))
+  x = jax.random.normal(jax.random.key(6), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  threads = wm.layout.thread_major(hw)
+  assert threads.halves_order and threads.w_threads
+  for p in (hw, wm.layout.tile_weight(hw, 128, 256), threads):
+    np.testing.assert_array_equal(np.asarray(wm.dequantize(p)), np.asarray(wm.dequantize(pw)))
+    for impl in ("portable", "dequant_gemm"):
+      run = lambda q: np.asarray(wm.wo_matmul(x, q, implementation=impl, out_dtype=jnp.float32,
+                                              interpret=impl == "portable"))
+      assert rel(run(p), run(pw)) < 1e-6
+  np.testing.assert_array_equal(
+      np.asarray(wm.layout.dequantize_nk(hw, stored_order=True)),
+      np.asarray(wm.layout.storage_order(wm.layout.dequantize_nk(pw), hw)))
+  int4 = weight("int4_g128", {}, k=512, n=256)[1]
+  with pytest.raises(ValueError, match="E2M1"):
+    wm.layout.order_for_wgmma(int4, halves=True)
+  with pytest.raises(ValueError, match="halves=False"):
+    from pallas_kernels.wo_matmul import decode_plan
+    decode_plan.plan_decode(1, 512, hw, fp8_x=True, allow_unverified=True)
+
+
 def test_repack_stores_register_order_on_a_gpu(monkeypatch):
   # On a GPU backend `repack` stores int4-stored weights in WGMMA_ORDER (the decode kernel
   # then skips a relayout: checked on an H200, 2026-12-04), K order elsewhere and for NF4 and
