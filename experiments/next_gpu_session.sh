@@ -176,7 +176,7 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9 minutes: the FP4 decode's two session-37
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~7 minutes: the FP4 decode's two session-37
       # paths, unchecked: MXFP4's multipliers folded with the E2M1 decode's 2^126 (`mx_fold`: one
       # bf16 multiply a code pair in place of two) and the E2M1 codes in the halves order
       # (`halves`: a pair isolated by one AND, nine logic ops a word in place of thirteen),
@@ -186,16 +186,17 @@ case "$part" in
     run 230 e $B --what wo --formats mxfp4 --m 1,16 --shapes $S --configs '[{},
       {"mx_fold": true}, {"halves": true}, {"mx_fold": true, "halves": true}]'
     run 70 g $B --what wo --formats nvfp4 --m 1 --shapes $S --configs '[{}, {"halves": true}]'
-    run 90 f $B --what wo --formats mxfp4 --m 1,1024 --shapes 4096x14336 \
-      --configs '[{}, {"mx_fold": true, "halves": true}]'
     run 140 d python3 experiments/profile_kernels.py --case wo_mxfp4_m1,wo_nvfp4_m1 --sass
     ;;
-  h100b)  # On an H100, ~5 minutes: the E4M3 row schemes 1-3% short of 2.8 TB/s in the band orders
+  h100b)  # On an H100, ~7 minutes: the FP4 decode's session-37 paths together at 4096 x 14336
+      # and in the prefill GEMM; the E4M3 row schemes 1-3% short of 2.8 TB/s in the band orders
       # (MXFP4 0.3-0.5% faster in them in session 36, within the noise; INT4 g128 4% slower);
       # NVFP4's column launch with the block state once a block
       # through shared memory (`state_once`, its default since session 36: 165.3 -> 158.4 us at
       # 8192 x 8192), swept again since the state no longer costs each thread of a quad, and
       # its SASS (29.6 thread instructions an element without it, session 35)
+    run 90 f $B --what wo --formats mxfp4 --m 1,1024 --shapes 4096x14336 \
+      --configs '[{}, {"mx_fold": true, "halves": true}]'
     run 120 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192 --configs '[{},
       {"nb": 8}, {"tile_k": 256}, {"steps": 3}, {"ctas_per_sm": 3}, {"tile_k": 64, "nb": 8}]'
     run 100 c python3 experiments/profile_kernels.py --case quant_t_nvfp4 --sass
