@@ -248,7 +248,7 @@ NVFP4_PRESCALE_LOG2 = 118
 
 # MXFP4's folded multipliers (`fp4_scales_bf16(mx_fold=True)`): the block scale 2^(e - 127)
 # times the E2M1 bit decode's 2^126 is 2^(e - 1), a bf16 (2^-1 .. 2^127) for E8M0 codes
-# e <= 128, i.e. scales up to 2: every weight whose largest |value| is at most 12.
+# e <= 128, i.e. scales up to 2: every block amax below 16 under OCP's scale rule.
 MX_FOLD_MAX_CODE = 128
 # Whether `fp4_scales_bf16` folds MXFP4's multipliers by default where they fit: off until the
 # folded decode has matched the reference on a GPU (`verified.py`'s (MXFP4, 32, "mx_fold")).
@@ -399,7 +399,7 @@ INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, Weight
 # `WGMMA_ORDER` with each 32-bit word's nibbles reordered for E2M1 codes: register j's two codes
 # (WGMMA_ORDER's nibbles 2 j, 2 j + 1: byte j) in nibbles j and 4 + j, one in each 16-bit half,
 # where the decode isolates both with one AND and places them with one IMAD
-# (`decode.e2m1_halves_pair_bits`; the byte-pair order takes a `prmt` and a shift more).
+# (`decode.e2m1_halves_words`; the byte-pair order takes a `prmt` a pair more).
 HALVES_ORDER = np.array([WGMMA_ORDER[8 * (m // 8) + 2 * (m % 4) + (m % 8) // 4]
                          for m in range(32)])
 

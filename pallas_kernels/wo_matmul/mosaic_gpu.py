@@ -36,17 +36,17 @@ chunk of K within a step:
                                        `layout.uint4_zero_points`; with `zero_in_weights`,
                                        q - zp in bf16 instead)
 
-MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block
-scales in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1
-(a power of two or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its
-output 2^8 s_t: `NVFP4_PRESCALE_LOG2`; NVFP4's multiply is the E2M1 decode's own, as MXFP4's is
-with folded multipliers, `layout.fp4_scales_bf16(mx_fold=True)`); for NF4 slot codes bf16(table) * bf16(absmax) rounded
-once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
-weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose
-scales then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into
-the carried accumulator and wait on them once a step (`step_wait`), so that decoding a chunk
-overlaps the previous chunk's MMA; group-scaled formats can read chunk j's partial products
-after issuing chunk j + 1's wgmmas instead (UINT4's default at M <= 16).
+MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block scales
+in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1 (a power of two
+or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its output 2^8 s_t:
+`NVFP4_PRESCALE_LOG2`; NVFP4's multiply is the E2M1 decode's own, as MXFP4's is with folded
+multipliers, `layout.fp4_scales_bf16(mx_fold=True)`); for NF4 slot codes bf16(table) * bf16(absmax)
+rounded once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
+weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose scales
+then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into the carried
+accumulator and wait on them once a step (`step_wait`), so that decoding a chunk overlaps the
+previous chunk's MMA; group-scaled formats can read chunk j's partial products after issuing
+chunk j + 1's wgmmas instead (UINT4's default at M <= 16).
 
 With `fp8_x` the weights reach the tensor cores as 8-bit values instead of bf16 (`fp8_x.py`):
 INT4 / UINT4 / MXFP4 codes rebuilt as E4M3 bytes, FP8 and INT8 bytes as stored (INT8 on the s8

@@ -19,14 +19,14 @@ so W comes from HBM about once and x (M x K bf16) from the L2.
 
 Numerics: every weight is dequantized as `layout.dequantize_nk` does, in float32 (q * s; UINT4
 q * s - offset; NVFP4 s = s_t * s_b; per-channel INT8 / FP8 q * s) and rounded to bf16 once, then
-multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of
-XLA's own dequantize-then-dot) up to summation order. (MXFP4 read from bf16 scale multipliers,
+multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of XLA's
+own dequantize-then-dot) up to summation order. (MXFP4 read from bf16 scale multipliers,
 `scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly; with
 folded multipliers, `layout.fp4_scales_bf16(mx_fold=True)`, that multiply is the E2M1 decode's.) The
-portable twin with the same numerics is `portable.wo_matmul_portable(..., weights_bf16=True)`.
-NVFP4 with `tensor_scale_out` departs from it: its weights are q * s_b, exact in bf16, and s_t
-multiplies the float32 sum (the decode kernel's prescaled numerics: no rounding of the weight,
-so nearer the float32 reference than bf16(q * s_b * s_t)).
+portable twin with the same numerics is `portable.wo_matmul_portable(..., weights_bf16=True)`. NVFP4
+with `tensor_scale_out` departs from it: its weights are q * s_b, exact in bf16, and s_t multiplies
+the float32 sum (the decode kernel's prescaled numerics: no rounding of the weight, so nearer the
+float32 reference than bf16(q * s_b * s_t)).
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU interpreter;
 the GPU benchmark (`experiments/bench_kernels.py --prefill`) checks it against the reference for

@@ -7,10 +7,11 @@ register array's raw registers through `plgpu.inline_mgpu`:
 - `registers_from_words`: a `layout.thread_major` weight's blocks, loaded from global memory
   as plain 16-byte vectors, relabelled as the WGMMA_UPCAST_4X (4-bit) or UPCAST_2X (8-bit)
   array a shared-memory load gives;
-- the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, in the byte-pair
-  or the halves order, one exact bf16 multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes), and for NF4 bytes
-  `nf4_lut_halves` (f32 table values by byte permutes); the word algorithms themselves live in
-  `decode.py` (written over `decode.WordOps`, tested on the CPU with a model of `prmt`);
+- the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, in the byte-pair or
+  the halves order, one exact bf16 multiply), `nf4_slots_bf16` (NF4 slot codes by byte permutes),
+  and for NF4 bytes `nf4_lut_halves` (f32 table values by byte permutes); the word algorithms
+  themselves live in `decode.py` (written over `decode.WordOps`, tested on the CPU with a model of
+  `prmt`);
 - `int4_e4m3`: 4-bit codes as E4M3 bytes (INT4's odd values, E2M1's values: `fp8_x.py`),
   loaded in WGMMA_UPCAST_4X and relabelled as an 8-bit wgmma A operand (WGMMA_8BIT), no data
   movement;
