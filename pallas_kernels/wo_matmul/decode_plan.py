@@ -85,6 +85,19 @@ def case(pw: PackedWeight) -> tuple:
   return key + tuple(name for name, on in flags.items() if on)
 
 
+# `case` variants that change only how the decode turns a chunk's codes into bf16 registers,
+# bit for bit the same registers as their base case's (tests/kernels/test_wo_matmul.py checks
+# both on the CPU over every code): the gates of what follows the decode (the fused sum, plain
+# loads, the schedule) take their base case's (`base_case`); the decode path itself is gated on
+# the full key (`VERIFIED`).
+DECODE_VARIANTS = ("mx_fold", "halves")
+
+
+def base_case(pw: PackedWeight) -> tuple:
+  """`case(pw)` without its `DECODE_VARIANTS`."""
+  return tuple(c for c in case(pw) if c not in DECODE_VARIANTS)
+
+
 def xsum_cols(mp: int) -> int:
   """Columns of UINT4's x group sums (f32, one row a group): x's Mp rows padded to a multiple
   of 32, so each row is whole 128-byte units (a TMA copy moves a multiple of 128 bytes; 40 or
@@ -343,7 +356,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group, k=k, w_threads=pw.w_threads)
   plain_loads = pw.w_threads  # its blocks are read in place, whatever the tile
   if plain_loads:
-    require_checked(f"plain loads for {pw.fmt.value} group {g}", case(pw) in PLAIN_LOADS_VERIFIED,
+    require_checked(f"plain loads for {pw.fmt.value} group {g}",
+                    base_case(pw) in PLAIN_LOADS_VERIFIED,
                     allow_unverified, reference="the reference",
                     instead="store the weight without `layout.thread_major`")
   if prefetch_codes is None:
@@ -529,7 +543,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     # (`mosaic_gpu.channel_block`; without it Mosaic refused FP8 M = 16 with splits=1 on the
     # H100, session 29)
     require_checked(f"compute_wgs={compute_wgs} on K splits for per-channel {fmt.value}",
-                    case(pw) in SPLIT_WGS_VERIFIED, allow_unverified, reference="the reference",
+                    base_case(pw) in SPLIT_WGS_VERIFIED, allow_unverified,
+                    reference="the reference",
                     instead="pass stream_k=... instead of splits, or compute_wgs=1")
   wg_rows = tile_n // compute_wgs
   carried = prefetch_registers(prefetch_codes, gps, wg_rows, code_bits(pw)) if prefetch_codes else 0
@@ -548,10 +563,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   tma_pad = tma_pad and x_rows < 8  # Mosaic's TMA tiling takes a row count under 8 or a multiple
   chainable = schedule.slots == 1 or schedule.chainable
   if fused_sum is None:  # where measured faster, checked and the schedule allows it
-    fused_sum = dflt.get("fused_sum", False) and case(pw) in FUSED_SUM_VERIFIED and chainable
+    fused_sum = (dflt.get("fused_sum", False) and base_case(pw) in FUSED_SUM_VERIFIED
+                 and chainable)
   if fused_sum:
     require_checked(f"fused_sum for {fmt.value} group {g}{variant}",
-                    case(pw) in FUSED_SUM_VERIFIED, allow_unverified, reference="the reference",
+                    base_case(pw) in FUSED_SUM_VERIFIED, allow_unverified,
+                    reference="the reference",
                     instead="leave fused_sum off (XLA adds the partial sums)")
     if not chainable:
       raise ValueError(f"fused_sum needs a stream-K schedule (stream_k=...) or one slot a tile; "

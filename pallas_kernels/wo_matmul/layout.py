@@ -139,10 +139,12 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
     group: block size along K (K for per-channel).
     zero_point: (K // group, N) uint8, UINT4 only.
     tensor_scale: float32 scalar, NVFP4 only.
-    wgmma_order: store the codes in the GPU kernels' register order (`order_for_wgmma`); None:
-      on a GPU backend for the int4-stored formats with 32 | K (`default_wgmma_order`).
+    wgmma_order: store the codes in the GPU kernels' register order (`order_for_wgmma`; MXFP4
+      in its halves order, `HALVES_BY_DEFAULT`); None: on a GPU backend for the int4-stored
+      formats with 32 | K (`default_wgmma_order`).
     scale_bf16: MXFP4 / NVFP4: store the block scales as the GPU decode's bf16 multipliers
-      (`fp4_scales_bf16`, same values); NF4: int4 slot codes and bf16 absmax (`nf4_slots`,
+      (`fp4_scales_bf16`, same values; MXFP4's folded where its scales allow and are concrete,
+      `MX_FOLD_BY_DEFAULT`); NF4: int4 slot codes and bf16 absmax (`nf4_slots`,
       bitsandbytes' GEMV numerics); None: on a GPU backend (`default_scale_bf16`).
 
   Returns:
@@ -181,7 +183,8 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
     pw = scales_bf16(pw)
   if wgmma_order is None:
     wgmma_order = default_wgmma_order(pw)
-  return order_for_wgmma(pw) if wgmma_order else pw
+  halves = pw.fmt in HALVES_BY_DEFAULT and e2m1_decode_on_bf16()
+  return order_for_wgmma(pw, halves=halves) if wgmma_order else pw
 
 
 def default_wgmma_order(pw: PackedWeight) -> bool:
@@ -250,9 +253,19 @@ NVFP4_PRESCALE_LOG2 = 118
 # times the E2M1 bit decode's 2^126 is 2^(e - 1), a bf16 (2^-1 .. 2^127) for E8M0 codes
 # e <= 128, i.e. scales up to 2: every block amax below 16 under OCP's scale rule.
 MX_FOLD_MAX_CODE = 128
-# Whether `fp4_scales_bf16` folds MXFP4's multipliers by default where they fit: off until the
-# folded decode has matched the reference on a GPU (`verified.py`'s (MXFP4, 32, "mx_fold")).
-MX_FOLD_BY_DEFAULT = False
+# Whether `fp4_scales_bf16` folds MXFP4's multipliers by default where they fit: since the folded
+# decode matched the reference on an H100 and was faster there (session 37, `verified.py`'s
+# (MXFP4, 32, "mx_fold"): 1-2% alone, 3-7% with `HALVES_BY_DEFAULT`).
+MX_FOLD_BY_DEFAULT = True
+
+
+def e2m1_decode_on_bf16() -> bool:
+  """Whether the device the kernels trace for decodes MXFP4 at small M on bf16 tensor cores, so
+  that `repack`'s MXFP4 defaults take the folded multipliers and the halves order: not on the
+  devices of `configs.FP8_X_DEVICES` (the H200), whose default there (`fp8_x`) rebuilds E4M3
+  bytes from the byte-pair order and scales the f32 sums, and so refuses both."""
+  from pallas_kernels.wo_matmul import configs  # pylint: disable=g-import-not-at-top
+  return not configs.device_kind().startswith(configs.FP8_X_DEVICES)
 
 
 def fp4_scales_bf16(pw: PackedWeight, mx_fold: bool | None = None) -> PackedWeight:
@@ -266,7 +279,7 @@ def fp4_scales_bf16(pw: PackedWeight, mx_fold: bool | None = None) -> PackedWeig
     times 2^(e - 127) is a bf16), as NVFP4's s_b 2^118 lets them. Only for codes
     e <= `MX_FOLD_MAX_CODE` (2^(e - 1) overflows bf16 past it; 255, NaN, among them), which
     needs the scales' values: True raises for other scales or traced ones; None folds
-    concrete scales that fit when `MX_FOLD_BY_DEFAULT`, else not.
+    concrete scales that fit when `MX_FOLD_BY_DEFAULT` and `e2m1_decode_on_bf16()`, else not.
   """
   if pw.fmt not in FP4:
     raise ValueError(f"bf16 scale multipliers are for MXFP4 / NVFP4, not {pw.fmt.value}")
@@ -288,7 +301,7 @@ def fp4_scales_bf16(pw: PackedWeight, mx_fold: bool | None = None) -> PackedWeig
     raise ValueError(f"mx_fold needs the values of the E8M0 scale codes, every one <= "
                      f"{MX_FOLD_MAX_CODE} (scales up to 2): {why}")
   if mx_fold is None:
-    mx_fold = MX_FOLD_BY_DEFAULT and fits
+    mx_fold = MX_FOLD_BY_DEFAULT and fits and e2m1_decode_on_bf16()
   if mx_fold:  # 2^(e - 1): biased exponent e + 126, every one normal
     bits = (e + 126) << 7
   else:  # built from the bits, so no backend flushes the subnormal 2^-127
@@ -402,6 +415,11 @@ INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, Weight
 # (`decode.e2m1_halves_words`; the byte-pair order takes a `prmt` a pair more).
 HALVES_ORDER = np.array([WGMMA_ORDER[8 * (m // 8) + 2 * (m % 4) + (m % 8) // 4]
                          for m in range(32)])
+# Formats `repack` stores in the halves order when it stores register order: MXFP4, whose decode
+# it made 2-4% faster on an H100 with folded multipliers (session 37: M = 1 59.5 -> 57.5 us, M =
+# 16 61.8 -> 59.1; `verified.py`); not NVFP4 (M = 1 1-2% faster, its other shapes not measured
+# like for like).
+HALVES_BY_DEFAULT = (WeightFormat.MXFP4,)  # (where `e2m1_decode_on_bf16()`)
 
 
 def k32_order(pw: PackedWeight) -> np.ndarray | None:

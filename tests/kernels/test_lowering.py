@@ -389,9 +389,11 @@ def test_mxfp4_folded_multipliers_lower():
       text = _compat.lower_for("cuda", fn, _x(m, 8192), p).as_text()
       counts.append((text.count("mul.rn.bf16x2"), bf16_muls(text)))
     assert counts == [(1, 1), (1, 0)], (m, counts)
-  with pytest.raises(NotImplementedError, match=r"mxfp4 group 32 \(mx fold\)"):
-    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p), _x(1, 8192),
-                      fold)
+  with pytest.MonkeyPatch.context() as patch:  # (checked on an H100 since session 37)
+    patch.setattr(decode_plan, "VERIFIED", decode_plan.VERIFIED - {decode_plan.case(fold)})
+    with pytest.raises(NotImplementedError, match=r"mxfp4 group 32 \(mx fold\)"):
+      _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p),
+                        _x(1, 8192), fold)
   with pytest.raises(ValueError, match="fp8_x scales each group"):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
         x, p, fp8_x=True, allow_unverified=True), _x(1, 8192), fold)
@@ -420,6 +422,7 @@ def test_e2m1_halves_order_lowers(name, monkeypatch):
     jax.clear_caches()
     _compat.lower_for("cuda", fn, _x(m, 8192), p)
     assert set(calls) == {"e2m1_halves_words" if p.halves_order else "e2m1_pair_bits"}, (m, p)
+  monkeypatch.setattr(decode_plan, "VERIFIED", decode_plan.VERIFIED - {decode_plan.case(halves)})
   with pytest.raises(NotImplementedError, match="halves"):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p), _x(1, 8192),
                       halves)

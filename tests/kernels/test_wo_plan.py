@@ -176,8 +176,10 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   # 8-bit tensor cores (`fp8_x`) on the devices where that paid (the H200, not the H100): FP8
   # at M <= 8, INT8 at M <= 4 (in 128-row tiles), MXFP4 at M <= 4, unless an option it excludes
   # is asked for; FP8 above M = 8 and INT8 above 16 with two compute warpgroups
-  fp8, mxfp4, int8 = shape("fp8_e4m3_rowwise"), shape("mxfp4"), shape("int8")
   monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
+  # (MXFP4 stored as `repack` stores it there: byte-pair order, unfolded multipliers)
+  fp8, mxfp4, int8 = shape("fp8_e4m3_rowwise"), shape("mxfp4"), shape("int8")
+  assert not mxfp4.halves_order and not mxfp4.mx_fold
   x8 = lambda m, w: decode_plan.plan_decode(m, 8192, w).fp8_x
   assert [x8(m, fp8) for m in (8, 9)] == [True, False]
   assert [x8(m, int8) for m in (1, 4, 5)] == [True, True, False]
