@@ -620,7 +620,51 @@ def h100_s36_section() -> list[str]:
           "default's 256 at every launch tried (default 62.1 / 55.3 in this call: 2.5% of "
           "run-to-run spread against the first call's 60.5).", quant))
 
+def h100_s37_section() -> list[str]:
+  """Session 37: three H100 calls (after eleven starts failed or were refused): the FP4
+  decode's two session-37 paths (MXFP4's multipliers folded with the E2M1 decode's 2^126, E2M1
+  codes in the halves order) against the defaults, decode and prefill; the FP4 decode and
+  NVFP4's column quantize by SASS opcode; NVFP4's column launch with its block state once a
+  block; the E4M3 row schemes in the band orders."""
+  quant = [("s37 E4M3 rows tile order", _load("kernels_quant_s37_h100_e4m3_rows_order.json")),
+           ("s37 NVFP4 columns launch",
+            _load("kernels_quant_s37_h100_nvfp4_columns_launch.json"))]
+  md = wo_section(37, (
+      "h100_fp4_decode", "h100_fp4_decode2", "h100_fp4_decode3", "h100_nvfp4_halves",
+      "h100_nvfp4_halves2", "h100_nvfp4_halves3"),
+      "Every config checked against the f32 reference in the same run, rel. err as the "
+      "default's in every row (1.65-1.67e-3). us a call at 8192 x 28672. MXFP4's bf16 "
+      "multipliers folded with the E2M1 bit decode's 2^126 (`mx_fold`: 2^(e - 1), so the "
+      "decode's one `mul.rn.bf16x2` scales too; E8M0 codes <= 128) and its codes in the halves "
+      "order (`halves`: each register's pair in a word's two 16-bit halves, an AND and an IMAD "
+      "a pair, no `prmt`): M = 1 59.5 -> 58.8 (fold) / 58.4 (halves) / 57.5 (both), again 59.1 "
+      "-> 56.9; M = 8 58.7 -> 57.1; M = 16 61.8 -> 60.6 / 60.6 / 59.1; 4096 x 14336 M = 1 17.6 "
+      "-> 16.4 (both, without the fused sum the default had: the variant's gate left it off, "
+      "`decode_plan.base_case` since); prefill M = 1024 at 4096 x 14336 187.7 -> 181.2. Both "
+      "the GPU default for MXFP4 since where its decode runs on bf16 tensor cores (not the "
+      "H200, where `fp8_x` reads neither). NVFP4 in the halves order M = 1 63.7 -> 62.3 and "
+      "63.2 -> 62.5; M = 16 63.7 -> 64.4 and 4096 x 14336 M = 1 17.4 -> 18.6 without the fused "
+      "sum its default had: not a default. SASS at M = 1 (`profile_wo_{mxfp4,nvfp4}_m1_sass_"
+      "s37_h100.md`, the defaults before this session): MXFP4 29.5 M warp instructions, LOP3 "
+      "25%, HMUL2 25% (two a pair: the bit decode's 2^126 and the scale), IMAD 14%, PRMT 12%, "
+      "HGMMA 3%; NVFP4 26.7 M, one HMUL2 a pair (13.7%). Folding and the halves order take out "
+      "one HMUL2 and one PRMT a pair, a quarter of MXFP4's instructions, for 3-4% of its time: "
+      "the decode is not bound by issue alone.", device="H100", quant_runs=quant)
+  return md + quant_part(
+      ": E4M3 rows in bands, NVFP4's column launch (H100)",
+      "Every config bit-exact on the four tensors. us a call at 8192 x 8192 / 4096 x 14336. "
+      "Row tile orders slabs / bands / reversed bands: MXFP8 73.5 / 71.7 / 71.8 and 65.1 / "
+      "63.0 / 63.1 (2.84 / 2.83 TB/s in bands: the 2.8 target met at both shapes), FP8 1x128 "
+      "74.7 / 74.4 / 74.4 and 66.6 / 65.2 / 65.2 (2.74 / 2.73): bands the default for both "
+      "since. NVFP4's columns with the block state once a block (the default since session "
+      "36): 158.2 at its default launch, 158.5-169.6 at five others (nb 8, tile_k 256 or 64, "
+      "three steps, three CTAs an SM): the default kept; SASS "
+      "(`profile_quant_t_nvfp4_sass_s37_h100.md`) 24.9 thread instructions an element "
+      "(29.6 before `state_once`), VIMNMX 13% and PRMT 9% of them, PRMT 16% of the stall "
+      "samples.", quant)
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
             h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
-            h100_s34_section, h100_s35_section, h100_s36_section)
+            h100_s34_section, h100_s35_section, h100_s36_section, h100_s37_section)

@@ -6,10 +6,11 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-36: `h100` first where one
-# is lent (NVFP4's column launch and SASS with `state_once`, its default since session 36). On an
-# H200: 7 (session 36's NVFP4 defaults: the row pass sweeping x from its end, the column state
-# once a block), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
+# The issue's targets are the H100's, and only H100s came in sessions 27-37: `h100` first where one
+# is lent (MXFP4's folded multipliers in the halves order, its default since session 37, against
+# the old storage at every M; NVFP4 in the halves order with its fused sum). On an H200: 7
+# (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
+# block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
 # defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with
 # its codes read by plain loads (a `layout.thread_major` weight, `{"w_threads": true}`, a step ahead
@@ -21,9 +22,9 @@
 # is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
-# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 34's
-# `h100` part ran in session 35, 35's in 36, 33's and `q` (on an H100) in session 34; 1 ran in
-# session 16 (rerun only to re-check).
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 36's
+# `h100` part ran in session 37, 35's in 36, 34's in 35, 33's and `q` (on an H100) in session 34;
+# 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -48,7 +49,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -176,41 +177,33 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~7 minutes: the FP4 decode's two session-37
-      # paths, unchecked: MXFP4's multipliers folded with the E2M1 decode's 2^126 (`mx_fold`: one
-      # bf16 multiply a code pair in place of two) and the E2M1 codes in the halves order
-      # (`halves`: a pair isolated by one AND, nine logic ops a word in place of thirteen),
-      # alone and together, decode and prefill; then the FP4 decode at M = 1 by SASS opcode on
-      # the H100's bf16 path (MXFP4 56.5 us and NVFP4 60.9 against INT4 g128's 47.5: what the
-      # E2M1 decode and the block scales add; the only FP4 SASS so far is the H200's fp8_x path)
-    run 230 e $B --what wo --formats mxfp4 --m 1,16 --shapes $S --configs '[{},
-      {"mx_fold": true}, {"halves": true}, {"mx_fold": true, "halves": true}]'
-    run 70 g $B --what wo --formats nvfp4 --m 1 --shapes $S --configs '[{}, {"halves": true}]'
-    run 140 d python3 experiments/profile_kernels.py --case wo_mxfp4_m1,wo_nvfp4_m1 --sass
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: MXFP4's new default (folded
+      # multipliers in the halves order, session 37: M = 1 59.5 -> 57.5 us) against the old one
+      # at every M and at 4096 x 14336 with the fused sum its launch there takes (session 37 ran
+      # it without: 17.6 -> 16.4), and NVFP4 in the halves order where session 37 lost its fused
+      # sum (M = 16 63.7 -> 64.4, 4096 x 14336 M = 1 17.4 -> 18.6): a default for NVFP4 too?
+    old='[{}, {"mx_fold": false, "halves": false}]'
+    run 200 a $B --what wo --formats mxfp4 --m 1,16,64 --shapes $S --configs "$old"
+    run 80 b $B --what wo --formats mxfp4 --m 1,16 --shapes 4096x14336 --configs "$old"
+    run 150 c $B --what wo --formats nvfp4 --m 1,16 --shapes $S,4096x14336 \
+      --configs '[{}, {"halves": true}]'
     ;;
-  h100b)  # On an H100, ~7 minutes: the FP4 decode's session-37 paths together at 4096 x 14336
-      # and in the prefill GEMM; the E4M3 row schemes 1-3% short of 2.8 TB/s in the band orders
-      # (MXFP4 0.3-0.5% faster in them in session 36, within the noise; INT4 g128 4% slower);
-      # NVFP4's column launch with the block state once a block
-      # through shared memory (`state_once`, its default since session 36: 165.3 -> 158.4 us at
-      # 8192 x 8192), swept again since the state no longer costs each thread of a quad, and
-      # its SASS (29.6 thread instructions an element without it, session 35)
-    run 90 f $B --what wo --formats mxfp4 --m 1,1024 --shapes 4096x14336 \
-      --configs '[{}, {"mx_fold": true, "halves": true}]'
-    run 120 a $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192 --configs '[{},
-      {"nb": 8}, {"tile_k": 256}, {"steps": 3}, {"ctas_per_sm": 3}, {"tile_k": 64, "nb": 8}]'
-    run 100 c python3 experiments/profile_kernels.py --case quant_t_nvfp4 --sass
-    run 80 b $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192,4096x14336 \
-      --configs '[{}, {"tile_order": "bands"}, {"tile_order": "bands_reversed"}]'
-    ;;
-  7)  # On the H200, ~2 minutes: session 36's H100 defaults re-checked there: NVFP4's row block pass
-      # sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us) and its
-      # column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), each against off
+  7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
+      # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
+      # its column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), the E4M3 row
+      # schemes in bands (H100 MXFP8 73.5 -> 71.7), each against off; and MXFP4's folded
+      # multipliers in the halves order (H100 M = 1 59.5 -> 57.5, the default there) against the
+      # H200's default, the byte-pair order on FP8 tensor cores (`fp8_x`) at M <= 4, which reads
+      # neither (`layout.e2m1_decode_on_bf16`): whether the H200 should store MXFP4 that way too
     run 90 a $B --what quant --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"tile_order": "slabs"}]'
     run 90 b $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"state_once": false}]'
+    run 60 c $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192 \
+      --configs '[{}, {"tile_order": "slabs"}]'
+    run 150 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
+      --configs '[{}, {"mx_fold": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
