@@ -34,16 +34,17 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.UINT4, 32, "zero_points"), (WeightFormat.UINT4, 64, "zero_points"),
             (WeightFormat.UINT4, 128, "zero_points"),
             # H100, 2026-12-07 (session 37), jax 0.11.2, 8192 x 28672, rel. err as the
-            # default's (1.65-1.66e-3) in every row (kernels_wo_s37_h100_fp4_decode*.json,
-            # kernels_wo_s37_h100_nvfp4_halves*.json), us default -> variant: MXFP4's multipliers folded with the E2M1 decode's 2^126
-            # (`layout.fp4_scales_bf16(mx_fold=True)`) M = 1 59.5 -> 58.8, M = 16 61.8 -> 60.6;
-            # E2M1 codes in the halves order (`layout.HALVES_ORDER`) M = 1 59.5 -> 58.4, M = 16
-            # 61.8 -> 60.6; both M = 1 59.5 -> 57.5 and 59.1 -> 56.9 (two calls), M = 8 58.7 ->
-            # 57.1, M = 16 61.8 -> 59.1, 4096 x 14336 M = 1 17.6 -> 16.4 (the GPU default for
-            # MXFP4 since, `layout.HALVES_BY_DEFAULT`, `MX_FOLD_BY_DEFAULT`); NVFP4 in the
-            # halves order M = 1 63.7 -> 62.3 and 63.2 -> 62.5, M = 16 63.7 -> 64.4 and 4096 x
-            # 14336 M = 1 17.4 -> 18.6 without the fused sum its default had (the base case's
-            # gate then left it off, `decode_plan.base_case`): not a default.
+            # default's (1.65-1.67e-3) in every row (kernels_wo_s37_h100_fp4_decode*.json,
+            # kernels_wo_s37_h100_nvfp4_halves*.json), us default -> variant: MXFP4's
+            # multipliers folded with the E2M1 decode's 2^126 (`layout.fp4_scales_bf16(
+            # mx_fold=True)`) M = 1 59.5 -> 58.8, M = 16 61.8 -> 60.6; E2M1 codes in the halves
+            # order (`layout.HALVES_ORDER`) M = 1 59.5 -> 58.4, M = 16 61.8 -> 60.6; both M = 1
+            # 59.5 -> 57.5 and 59.1 -> 56.9 (two calls), M = 8 58.7 -> 57.1, M = 16 61.8 ->
+            # 59.1, 4096 x 14336 M = 1 17.6 -> 16.4 (the GPU default for MXFP4 since,
+            # `layout.HALVES_BY_DEFAULT`, `MX_FOLD_BY_DEFAULT`); NVFP4 in the halves order M = 1
+            # 63.7 -> 62.3 and 63.2 -> 62.5, M = 16 63.7 -> 64.4 and 4096 x 14336 M = 1 17.4 ->
+            # 18.6, those two without the fused sum the default had (the full key then closed
+            # its gate; `decode_plan.base_case` since): not a default.
             (WeightFormat.MXFP4, 32, "mx_fold"), (WeightFormat.MXFP4, 32, "halves"),
             (WeightFormat.MXFP4, 32, "mx_fold", "halves"), (WeightFormat.NVFP4, 16, "halves")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
