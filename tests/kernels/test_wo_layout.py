@@ -214,17 +214,16 @@ def test_repack_stores_mxfp4_for_its_decode(monkeypatch):
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_halves_ordered_weight(name):
   # E2M1 codes in the halves order (`order_for_wgmma(halves=True)`: `HALVES_ORDER`, register j's
-  # pair in nibbles j and 4 + j of each word): the same permutation of each aligned 32 of K as
-  # the table says, undone by every reader in K order (NVFP4's groups of 16 index their scales
-  # through it), kept by `thread_major` and block tiles, and refused for other formats and for
-  # the FP8 tensor-core decode (which reads the byte-pair order).
+  # pair in nibbles j and 4 + j of each word; what the kernels' decode reads from it:
+  # test_wo_matmul.test_e2m1_register_words_hold_their_k_offsets): the permutation of each
+  # aligned 32 of K the table says, undone by every reader in K order (NVFP4's groups of 16
+  # index their scales through it), kept by `thread_major` and block tiles, and refused for
+  # other formats and for the FP8 tensor-core decode (which reads the byte-pair order).
+  from pallas_kernels.wo_matmul import decode_plan
   _, pw = weight(name, {}, k=512, n=256)
   pw = wm.layout.logical_order(pw)
   order = wm.layout.HALVES_ORDER
   assert sorted(order) == list(range(32))
-  assert [order[8 * q + 4 * e + j] for q in range(4) for j in range(4) for e in range(2)] == [
-      wm.layout.WGMMA_ORDER[8 * q + 2 * j + e] for q in range(4) for j in range(4)
-      for e in range(2)]
   hw = wm.layout.order_for_wgmma(pw, halves=True)
   assert hw.wgmma_order and hw.halves_order and wm.layout.order_for_wgmma(hw) is hw
   nib = lambda p: np.asarray(p.w.astype(jnp.int8)).reshape(256, 16, 32)
@@ -252,7 +251,6 @@ def test_halves_ordered_weight(name):
   with pytest.raises(ValueError, match="E2M1"):
     wm.layout.order_for_wgmma(int4, halves=True)
   with pytest.raises(ValueError, match="halves=False"):
-    from pallas_kernels.wo_matmul import decode_plan
     decode_plan.plan_decode(1, 512, hw, fp8_x=True, allow_unverified=True)
 
 
