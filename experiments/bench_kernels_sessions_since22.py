@@ -621,7 +621,7 @@ def h100_s36_section() -> list[str]:
           "run-to-run spread against the first call's 60.5).", quant))
 
 def h100_s37_section() -> list[str]:
-  """Session 37: three H100 calls (after eleven starts failed or were refused): the FP4
+  """Session 37: three H100 calls (after nine starts failed or were refused): the FP4
   decode's two session-37 paths (MXFP4's multipliers folded with the E2M1 decode's 2^126, E2M1
   codes in the halves order) against the defaults, decode and prefill; the FP4 decode and
   NVFP4's column quantize by SASS opcode; NVFP4's column launch with its block state once a
