@@ -301,11 +301,10 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
-        if p.prescale and p.fmt is WeightFormat.NVFP4:  # one multiply: value * s_b / 2^8, exact
-          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, 2.0**NVFP4_PRESCALE_LOG2),
-                            halves=pw.halves_order)]
-        if pw.mx_fold:  # one multiply by 2^(e - 1): value * 2^(e - 127), exact
-          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16), halves=pw.halves_order)]
+        if p.prescale and (p.fmt is WeightFormat.NVFP4 or pw.mx_fold):
+          # one multiply: value * s_b / 2^8 (NVFP4), value * 2^(e - 127) (folded MXFP4), exact
+          times = 2.0**NVFP4_PRESCALE_LOG2 if p.fmt is WeightFormat.NVFP4 else 1.0
+          return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, times), halves=pw.halves_order)]
         w = e2m1_bf16(w, halves=pw.halves_order)
         if p.prescale:  # exact in bf16
           w = w * block_scales(j, g, jnp.bfloat16)

@@ -306,7 +306,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   # decode kernel's product), so no float32 round trip. NVFP4's s_t s_b is not: f32 there,
   # unless s_t goes on the sum (`tensor_scale_out`), when q * s_b is a bf16 too.
   mx_bf16 = scale_multipliers and (fmt is WeightFormat.MXFP4 or tensor_scale_out)
-  mx_fold = scale_multipliers and pw.mx_fold  # multipliers 2^(e - 1): the E2M1 decode's multiply
+  mx_fold = pw.mx_fold  # multipliers 2^(e - 1), read as they are: the E2M1 decode's multiply
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
   if int4:  # wk int4 = wk / 2 bytes a row
