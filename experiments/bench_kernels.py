@@ -216,13 +216,17 @@ def _stored(cfg, inputs):
   as stored (the inputs' storage); {"mx_fold": true} MXFP4's multipliers folded with the E2M1
   decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`; false: not, whatever the default);
   {"halves": true} E2M1 codes in register order with each pair split over a word's halves
-  (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`);
+  (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`); {"byte_multipliers": true} FP4
+  scales as their bytes, each its multiplier by one IMAD in the kernels
+  (`layout.fp4_byte_multipliers`);
   {"zero_points": true} UINT4's zero points as bytes
   (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
   (`layout.thread_major`); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
-  if "mx_fold" in cfg:
+  if cfg.get("byte_multipliers"):
+    p = L.fp4_byte_multipliers(p)
+  elif "mx_fold" in cfg:
     p = L.fp4_scales_bf16(p, mx_fold=cfg["mx_fold"])
   elif cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
     p = L.scales_bf16(p)
@@ -253,8 +257,8 @@ def resolved_plan(cfg, inputs) -> dict:
 
 
 # A decode config's keys that choose the weight's storage (`_stored`), not a kernel option
-STORAGE_KEYS = ("w_tile", "wgmma_order", "halves", "scale_bf16", "mx_fold", "zero_points",
-                "w_threads")
+STORAGE_KEYS = ("w_tile", "wgmma_order", "halves", "scale_bf16", "mx_fold", "byte_multipliers",
+                "zero_points", "w_threads")
 
 
 def _knobs(cfg):

@@ -76,12 +76,14 @@ def case(pw: PackedWeight) -> tuple:
   bf16 multipliers, `layout.fp4_scales_bf16`), "zero_points" for UINT4 zero points stored as
   bytes (`layout.uint4_zero_points`), "mx_fold" for MXFP4 multipliers that carry the E2M1
   decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`), "halves" for E2M1 codes in
-  `layout.HALVES_ORDER`."""
+  `layout.HALVES_ORDER`, "byte_multipliers" for FP4 scale bytes that are each their multiplier
+  up to one IMAD (`layout.fp4_byte_multipliers`)."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
   if pw.fmt is WeightFormat.NF4 and pw.scale_bf16:
     return key + ("slots",)
   flags = {"bf16_scales": pw.scale.dtype == jnp.bfloat16 and not pw.scale_bf16,
-           "zero_points": pw.zero_points, "mx_fold": pw.mx_fold, "halves": pw.halves_order}
+           "zero_points": pw.zero_points, "mx_fold": pw.mx_fold, "halves": pw.halves_order,
+           "byte_multipliers": pw.byte_multipliers}
   return key + tuple(name for name, on in flags.items() if on)
 
 
@@ -90,7 +92,7 @@ def case(pw: PackedWeight) -> tuple:
 # both on the CPU over every code): the gates of what follows the decode (the fused sum, plain
 # loads, the schedule) take their base case's (`base_case`); the decode path itself is gated on
 # the full key (`VERIFIED`).
-DECODE_VARIANTS = ("mx_fold", "halves")
+DECODE_VARIANTS = ("mx_fold", "halves", "byte_multipliers")
 
 
 def base_case(pw: PackedWeight) -> tuple:
@@ -242,7 +244,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131). A weight whose scales are
       stored as bf16 multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU default) has nothing
       to decode: the kernel loads them as they are (H200, M = 1: MXFP4 50.6 us against 65.1,
-      NVFP4 53.3 against 59.1; kernels_wo_s10_*.json).
+      NVFP4 53.3 against 59.1; kernels_wo_s10_*.json). Bytes marked as each their multiplier
+      up to one IMAD (`layout.fp4_byte_multipliers`) are decoded so, with no float work.
     step_wait: wait on the wgmmas once a pipeline step, not once a chunk, so that decoding chunk
       j + 1 overlaps chunk j's MMA. Prescaled MXFP4 / NVFP4 / NF4 and per-channel INT8 / FP8
       chain every chunk into one accumulator that starts from the carried sum (per-channel
@@ -353,7 +356,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       shared memory, or a path not yet checked on a GPU without `allow_unverified`.
   """
   n, g = pw.n, pw.group
-  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16, pw.group, k=k, w_threads=pw.w_threads)
+  # (byte multipliers make the bf16 multipliers' registers: their launch configs)
+  dflt = decode_config(pw.fmt, n, m, pw.scale_bf16 or pw.byte_multipliers, pw.group, k=k,
+                       w_threads=pw.w_threads)
   plain_loads = pw.w_threads  # its blocks are read in place, whatever the tile
   if plain_loads:
     require_checked(f"plain loads for {pw.fmt.value} group {g}",

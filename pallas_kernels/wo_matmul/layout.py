@@ -102,6 +102,10 @@ class PackedWeight:
   # E8M0 code e, every e <= `MX_FOLD_MAX_CODE`: `fp4_scales_bf16`), so that one multiply a pair
   # decodes and scales, as NVFP4's multipliers always do.
   mx_fold: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # MXFP4 / NVFP4 with stored scale bytes: True if each byte's bf16 multiplier (MXFP4's folded,
+  # 2^(e - 1); NVFP4's s_b 2^118) is one integer multiply-add of it (`BYTE_MULTIPLIERS`,
+  # `fp4_byte_multipliers`), so that the GPU decode reads a byte a group and no scale decode.
+  byte_multipliers: bool = dataclasses.field(default=False, metadata=dict(static=True))
   # UINT4: True if `offset` holds the uint8 zero points (`uint4_zero_points`), not the float32
   # offsets s (zp - 8).
   zero_points: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -291,7 +295,7 @@ def fp4_scales_bf16(pw: PackedWeight, mx_fold: bool | None = None) -> PackedWeig
   pw = fp4_scales_stored(pw)
   if pw.fmt is WeightFormat.NVFP4:
     s = (scale_values(pw.scale, pw.fmt) * 2.0**NVFP4_PRESCALE_LOG2).astype(jnp.bfloat16)
-    return dataclasses.replace(pw, scale=s, scale_bf16=True)
+    return dataclasses.replace(pw, scale=s, scale_bf16=True, byte_multipliers=False)
   e = pw.scale.astype(jnp.uint16)
   concrete = not isinstance(e, jax.core.Tracer)
   fits = concrete and bool(jnp.all(e <= MX_FOLD_MAX_CODE))
@@ -307,12 +311,14 @@ def fp4_scales_bf16(pw: PackedWeight, mx_fold: bool | None = None) -> PackedWeig
   else:  # built from the bits, so no backend flushes the subnormal 2^-127
     bits = jnp.where(e == 0, jnp.uint16(0x0040), jnp.where(e == 255, jnp.uint16(0x7FC0), e << 7))
   s = jax.lax.bitcast_convert_type(bits.astype(jnp.uint16), jnp.bfloat16)
-  return dataclasses.replace(pw, scale=s, scale_bf16=True, mx_fold=bool(mx_fold))
+  return dataclasses.replace(pw, scale=s, scale_bf16=True, mx_fold=bool(mx_fold),
+                             byte_multipliers=False)
 
 
 def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
-  """The inverse of `fp4_scales_bf16` (a no-op for stored scales, and for NF4 slot codes, whose
-  bf16 absmax has no stored form to go back to): E8M0 bytes / E4M3 again."""
+  """The inverse of `fp4_scales_bf16` (a no-op for stored scales, `fp4_byte_multipliers`'
+  included, and for NF4 slot codes, whose bf16 absmax has no stored form to go back to): E8M0
+  bytes / E4M3 again."""
   if not pw.scale_bf16 or pw.fmt is WeightFormat.NF4:
     return pw
   if pw.fmt is WeightFormat.NVFP4:
@@ -323,6 +329,73 @@ def fp4_scales_stored(pw: PackedWeight) -> PackedWeight:
     scale = ((bits >> 7) & 0xFF) - (126 if pw.mx_fold else 0)
     scale = scale.astype(jnp.uint8)
   return dataclasses.replace(pw, scale=scale, scale_bf16=False, mx_fold=False)
+
+
+# The bf16 multiplier of a stored scale byte b as one integer multiply-add, b * mul + add (its
+# bit pattern; `fp4_byte_multipliers`): MXFP4's folded 2^(e - 1) is the biased exponent e + 126
+# (every code e <= `MX_FOLD_MAX_CODE`); NVFP4's s_b 2^118 is the E4M3 byte's exponent and
+# mantissa moved to bf16's (b << 4) with 238 added to the exponent (every normal E4M3 code,
+# 0x08 .. 0x7E: a subnormal's leading bit is implicit in neither). For a register's pair of one
+# group, b * (mul * 0x10001) + add * 0x10001: one IMAD a scale, as many instructions as the
+# bf16 multiplier's own duplication into a pair.
+BYTE_MULTIPLIERS = {WeightFormat.MXFP4: (128, 126 << 7), WeightFormat.NVFP4: (16, 238 << 7)}
+
+
+def byte_multiplier_bits(b: jax.Array, fmt: WeightFormat) -> jax.Array:
+  """Stored scale bytes (uint8) -> the bf16 multipliers' bits (uint16) by `BYTE_MULTIPLIERS`'
+  multiply-add: `fp4_scales_bf16`'s (MXFP4's folded) wherever `byte_multipliers_fit` holds."""
+  mul, add = BYTE_MULTIPLIERS[fmt]
+  return (b.astype(jnp.uint32) * mul + add).astype(jnp.uint16)
+
+
+def byte_multipliers_fit(pw: PackedWeight) -> str | None:
+  """Why `pw`'s stored FP4 scale bytes are not each their multiplier by `BYTE_MULTIPLIERS`'
+  multiply-add, or None if they are: MXFP4 codes above `MX_FOLD_MAX_CODE` (NaN's 255 among
+  them), NVFP4 codes that are not normal E4M3 (subnormal, NaN or negative) except zero scales of
+  blocks whose codes are all +-0 (their multiplier, 2^111, then multiplies zeros). Needs the
+  values: traced scales do not fit."""
+  pw = fp4_scales_stored(pw)
+  if pw.fmt not in FP4:
+    return f"scale bytes are MXFP4's or NVFP4's, not {pw.fmt.value}'s"
+  b = pw.scale
+  if isinstance(b, jax.core.Tracer) or isinstance(pw.w, jax.core.Tracer):
+    return "the scales are traced: store them outside jit"
+  b = np.asarray(jax.lax.bitcast_convert_type(b, jnp.uint8))
+  if pw.fmt is WeightFormat.MXFP4:
+    big = int(b.max(initial=0))
+    return (None if big <= MX_FOLD_MAX_CODE else
+            f"an E8M0 code above {MX_FOLD_MAX_CODE} (the largest is {big}): 2^(e - 1) is no bf16")
+  bad = ~(((b >= 0x08) & (b <= 0x7E)) | (b == 0))
+  if bad.any():
+    return (f"{int(bad.sum())} E4M3 scale codes are subnormal, NaN or negative (the first "
+            f"0x{int(b[bad][0]):02x})")
+  zero = b == 0
+  if zero.any():
+    w = np.asarray(logical_order(untile_weight(pw)).w.astype(jnp.int8))  # (N, K), K order
+    live = (w & 7).reshape(pw.n, -1, pw.group).any(axis=-1).T  # (G, N): a nonzero code
+    if (zero & live).any():
+      return f"{int((zero & live).sum())} zero scales have nonzero codes in their blocks"
+  return None
+
+
+def fp4_byte_multipliers(pw: PackedWeight) -> PackedWeight:
+  """Stores MXFP4 / NVFP4 scales as their bytes, marked as each its bf16 multiplier by one
+  integer multiply-add (`BYTE_MULTIPLIERS`): the GPU decode then reads 1 byte a group where
+  `fp4_scales_bf16` reads 2 (-5% / -10% of an MXFP4 / NVFP4 weight's bytes) and makes the
+  multiplier pair with the one IMAD the bf16 multiplier's duplication takes. Every other reader
+  takes the bytes as stored. Raises where `byte_multipliers_fit` gives a reason (scales outside
+  its range, or traced)."""
+  why = byte_multipliers_fit(pw)
+  if why is not None:
+    raise ValueError(f"byte multipliers need every scale byte in range: {why}; keep "
+                     f"fp4_scales_bf16's multipliers")
+  return dataclasses.replace(fp4_scales_stored(pw), byte_multipliers=True)
+
+
+def fp4_plain_bytes(pw: PackedWeight) -> PackedWeight:
+  """`pw` with stored FP4 scale bytes, unmarked (`fp4_scales_stored`, and no
+  `byte_multipliers`): the GPU kernels then decode them in float32 (`scale_bytes_f32`)."""
+  return dataclasses.replace(fp4_scales_stored(pw), byte_multipliers=False)
 
 
 def nvfp4_multiplier_f32(m: jax.Array) -> jax.Array:

@@ -40,7 +40,8 @@ MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights b
 in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1 (a power of two
 or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its output 2^8 s_t:
 `NVFP4_PRESCALE_LOG2`; NVFP4's multiply is the E2M1 decode's own, as MXFP4's is with folded
-multipliers, `layout.fp4_scales_bf16(mx_fold=True)`); for NF4 slot codes bf16(table) * bf16(absmax)
+multipliers, `layout.fp4_scales_bf16(mx_fold=True)`, or scale bytes that are each their multiplier
+up to one IMAD, `layout.fp4_byte_multipliers`); for NF4 slot codes bf16(table) * bf16(absmax)
 rounded once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
 weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose scales
 then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into the carried
@@ -93,6 +94,7 @@ from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
 from pallas_kernels.wo_matmul.layout import block_words
+from pallas_kernels.wo_matmul.layout import BYTE_MULTIPLIERS
 from pallas_kernels.wo_matmul.layout import code_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -188,6 +190,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     extra = [pw.offset, xsum]
   elif p.asym:
     extra = [pw.offset]
+  # FP4 scale bytes each their multiplier by one IMAD (`layout.fp4_byte_multipliers`)
+  byte_pairs = BYTE_MULTIPLIERS[p.fmt] if p.fp4_scale_bytes and pw.byte_multipliers else None
   nvfp4_out = p.prescale and p.fmt is WeightFormat.NVFP4  # y * 2^(126 - 8) * s_t after the sum
   if nvfp4_out and p.fused_sum:  # read in the kernel (a scalar load), not by an XLA multiply
     extra = [pw.tensor_scale]
@@ -242,13 +246,16 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         rows = []                                        # over its columns
         for t in range(p.sub):
           st = plgpu.load(s_smem.at[j * p.sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
+          if byte_pairs:  # bytes, each its multiplier (`times` included) by one IMAD
+            rows.append(st)
+            continue
           if pw.scale_bf16:  # stored as used, `times` included
             rows.append(st)
             continue
           if p.fp4_scale_bytes:
             st = scale_bytes_f32(st, p.fmt)
           rows.append((st * times if times != 1.0 else st).astype(dtype))
-        return spread_groups(rows, wk, group_cols)
+        return spread_groups(rows, wk, group_cols, byte_pairs)
 
       def weights(j):  # chunk j (128 of K) of W^T as bf16 register tiles
         ks = pl.ds(j * wk, wk)
@@ -301,7 +308,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
-        if p.prescale and (p.fmt is WeightFormat.NVFP4 or pw.mx_fold):
+        if p.prescale and (p.fmt is WeightFormat.NVFP4 or pw.mx_fold or byte_pairs):
           # one multiply: value * s_b / 2^8 (NVFP4), value * 2^(e - 127) (folded MXFP4), exact
           times = 2.0**NVFP4_PRESCALE_LOG2 if p.fmt is WeightFormat.NVFP4 else 1.0
           return [e2m1_bf16(w, block_scales(j, g, jnp.bfloat16, times), halves=pw.halves_order)]

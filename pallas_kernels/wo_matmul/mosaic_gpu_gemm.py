@@ -51,6 +51,7 @@ from pallas_kernels.wo_matmul.layout import INT4_STORED
 from pallas_kernels.wo_matmul.layout import int4_stored
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.layout import BYTE_MULTIPLIERS
 from pallas_kernels.wo_matmul.layout import nvfp4_multiplier_f32
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
 from pallas_kernels.wo_matmul.layout import group_scales
@@ -167,7 +168,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
       order `group_scales` uses) instead of an XLA pass widening them to f32; same values.
       Default (None): on for MXFP4 / NVFP4 scales stored as bytes, and for bf16 multipliers
-      that `scale_multipliers` leaves (they go back to bytes in XLA first).
+      that `scale_multipliers` leaves (they go back to bytes in XLA first). Bytes marked as each
+      their multiplier up to one IMAD (`layout.fp4_byte_multipliers`) become the multipliers
+      so (`registers.spread_groups`' byte pairs), as in the decode kernel: one bf16 multiply a
+      code pair, and NVFP4's s_t (with the multiplier's 2^8) on the f32 sum.
     scale_multipliers: MXFP4 / NVFP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`,
       `repack`'s GPU storage): read them as they are instead of an XLA pass back to the bytes
       each call; same weights. MXFP4's multiply the bf16 E2M1 values directly (exact: a power
@@ -235,7 +239,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`layout.nf4_slots`)
   nf4 = fmt is WeightFormat.NF4 and not slots  # nibble bytes: even / odd k halves
   int4 = int4_stored(pw)
-  require_checked(f"the mosaic_gpu_gemm path for {fmt.value} group {g}", case(pw) in VERIFIED,
+  variant = "".join(f" ({c.replace('_', ' ')})" for c in case(pw)[2:])
+  require_checked(f"the mosaic_gpu_gemm path for {fmt.value} group {g}{variant}",
+                  case(pw) in VERIFIED,
                   allow_unverified, reference="the reference", instead="use 'dequant_gemm'")
   if x.dtype != jnp.bfloat16:
     raise NotImplementedError(f"mosaic_gpu_gemm takes bf16 activations, got {x.dtype}")
@@ -296,17 +302,24 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   row_inputs = {}
   if fmt is WeightFormat.UINT4:
     row_inputs["off"] = pw.offset
-  nvfp4_ts_rows = (fp4_scale_bytes or scale_multipliers) and not tensor_scale_out
+  # Scale bytes that are each their multiplier up to one IMAD: the one-multiply decode, as for
+  # folded multipliers; NVFP4's weights then carry s_b / 2^8 and its output 2^8 s_t
+  byte_pairs = BYTE_MULTIPLIERS[fmt] if fp4_scale_bytes and pw.byte_multipliers else None
+  s_t_out = tensor_scale_out or (byte_pairs is not None and fmt is WeightFormat.NVFP4)
+  nvfp4_ts_rows = (fp4_scale_bytes or scale_multipliers) and not s_t_out
   if nvfp4_ts_rows and fmt is WeightFormat.NVFP4:
     row_inputs["ts"] = jnp.broadcast_to(pw.tensor_scale.astype(jnp.float32), (1, n))
   # With `tensor_scale_out`, NVFP4's s_t, read once by each warpgroup for its output
-  ts_out = [pw.tensor_scale.astype(jnp.float32)] if tensor_scale_out else []
+  ts_out = ([pw.tensor_scale.astype(jnp.float32)
+             * (2.0**(126 - NVFP4_PRESCALE_LOG2) if byte_pairs else 1.0)] if s_t_out else [])
   wk = chunk // 2 if nf4 else chunk  # W^T columns a chunk spans (NF4: bytes; also x's halves)
   # MXFP4's multipliers are its scales, powers of two: an E2M1 value times one is a bf16 (the
   # decode kernel's product), so no float32 round trip. NVFP4's s_t s_b is not: f32 there,
   # unless s_t goes on the sum (`tensor_scale_out`), when q * s_b is a bf16 too.
   mx_bf16 = scale_multipliers and (fmt is WeightFormat.MXFP4 or tensor_scale_out)
-  mx_fold = pw.mx_fold  # multipliers 2^(e - 1), read as they are: the E2M1 decode's multiply
+  # multipliers that carry the E2M1 decode's 2^126 (MXFP4's 2^(e - 1), NVFP4's s_b 2^118: folded
+  # ones, read as they are, or byte multipliers): the E2M1 decode's multiply scales too
+  one_multiply = pw.mx_fold or byte_pairs is not None
 
   x_tf = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
   if int4:  # wk int4 = wk / 2 bytes a row
@@ -330,12 +343,12 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit
         q = plgpu.layout_cast(q, wgmma_layout)
       if fmt in FP4:  # E2M1 bits -> bf16 values, exact (folded: with the scale, below)
-        q = q if mx_fold else e2m1_bf16(q, halves=pw.halves_order)
+        q = q if one_multiply else e2m1_bf16(q, halves=pw.halves_order)
       elif slots:  # the bf16 table's values; times the bf16 absmax (in f32: exact) below
         q = nf4_slots_bf16(q)
       else:
         q = q.astype(jnp.bfloat16)  # Mosaic's fast i4 cast
-      vals = [q if mx_bf16 else q.astype(jnp.float32)]
+      vals = [q if mx_bf16 or one_multiply else q.astype(jnp.float32)]
     else:
       b = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_2X)
       b = plgpu.layout_cast(b, wgmma_layout)
@@ -351,16 +364,18 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       else:
         vals = [b.astype(jnp.float32)]
 
-    def spread(ref, t_rows, decode=None):  # each group's per-row values, over the chunk
-      vals = []
+    def spread(ref, t_rows, decode=None, byte_pairs=None):  # each group's per-row values,
+      vals = []                                               # over the chunk
       for r in t_rows:
         v = plgpu.load(ref.at[r], (), layout=wgmma_layout.reduce(1))
         vals.append(decode(v, fmt) if decode else v)
-      return spread_groups(vals, wk, g // 2 if nf4 else g)  # stored columns a group
+      return spread_groups(vals, wk, g // 2 if nf4 else g, byte_pairs)  # stored columns a group
 
     t_rows = (0,) if per_channel else rows_of_chunk[j]
-    if mx_fold:  # value / 2^126 * 2^(e - 1) = value * 2^(e - 127), one bf16 multiply, exact
-      return [e2m1_bf16(vals[0], spread(s_smem, t_rows), halves=pw.halves_order)]
+    if one_multiply:  # value / 2^126 * 2^(e - 1) = value * 2^(e - 127) (NVFP4's: value * s_b
+      # / 2^8), one bf16 multiply, exact
+      return [e2m1_bf16(vals[0], spread(s_smem, t_rows, byte_pairs=byte_pairs),
+                        halves=pw.halves_order)]
     if mx_bf16:  # value * 2^(e - 127) (NVFP4: * s_b) in one bf16 multiply, exact
       unbias = ((lambda v, _: v * 2.0**-NVFP4_PRESCALE_LOG2)  # s_b 2^118 -> s_b, exact
                 if fmt is WeightFormat.NVFP4 else None)
@@ -381,7 +396,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   def kernel(*refs):
     x_gmems, w_gmem, s_gmem = refs[:nx], refs[nx], refs[nx + 1]
     row_gmems = dict(zip(row_inputs, refs[nx + 2:nx + 2 + len(row_inputs)]))
-    ts_gmem = refs[nx + 2 + len(row_inputs)] if tensor_scale_out else None
+    ts_gmem = refs[nx + 2 + len(row_inputs)] if s_t_out else None
     y_gmem, o_smem = refs[-2:]
     mi, ni = lax.axis_index("m"), lax.axis_index("n")
     wg = lax.axis_index("wg")
@@ -409,7 +424,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       def scoped(acc_ref):
         pipeline(acc_ref)
         out = acc_ref[...]  # (64 of N, tile_m of M)
-        if tensor_scale_out:  # NVFP4's s_t on the float32 sum, a scalar load
+        if s_t_out:  # NVFP4's s_t on the float32 sum, a scalar load
           out = out * ts_gmem[...]
         out = out.astype(out_dtype)
         for e in range(tile_m // EPI):

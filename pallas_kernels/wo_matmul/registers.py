@@ -317,7 +317,8 @@ def pair_sums(acc: jax.Array) -> jax.Array:
   return add(acc)
 
 
-def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> jax.Array:
+def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int,
+                  byte_pairs: tuple[int, int] | None = None) -> jax.Array:
   """A chunk's per-group row values -> one (R, cols) WGMMA register array: group_rows[t], (R,)
   in the WGMMA row layout, fills columns [t * group_cols, (t + 1) * group_cols).
 
@@ -327,17 +328,22 @@ def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> ja
   broadcast of its group's row values (`plgpu.inline_mgpu`). It replaced selects on a column
   iota (up to 7 a register for NVFP4's 8 groups of 16), which the compiler had already folded:
   the same time on the H200 (session 7), with the mapping now stated rather than recovered.
+
+  byte_pairs: (mul, add) for uint8 rows of FP4 scale bytes (`layout.BYTE_MULTIPLIERS`): the
+  output is bf16, each register the pair word b * (mul * 0x10001) + add * 0x10001 of its
+  group's byte b, one integer multiply-add a row value (`layout.byte_multiplier_bits`, twice).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   plgpu = _compat.plgpu_module()
   shape = (group_rows[0].shape[0], cols)
-  if len(group_rows) == 1:
+  if byte_pairs is None and len(group_rows) == 1:
     return lax.broadcast_in_dim(group_rows[0], shape, [0])
   if group_cols % 8 or len(group_rows) * group_cols != cols:
     raise ValueError(f"{len(group_rows)} groups of {group_cols} columns (a multiple of 8) must "
                      f"fill the {cols} columns")
-  out = plgpu.ShapeDtypeStruct(shape, group_rows[0].dtype, layout=plgpu.Layout.WGMMA)
+  dtype = jnp.bfloat16 if byte_pairs else group_rows[0].dtype
+  out = plgpu.ShapeDtypeStruct(shape, dtype, layout=plgpu.Layout.WGMMA)
   row = plgpu.Layout.WGMMA.reduce(1)
 
   @plgpu.inline_mgpu(arg_types=(row,) * len(group_rows), return_type=out)
@@ -346,9 +352,30 @@ def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int) -> ja
     regs = np.empty_like(full[0].registers)
     if regs.shape[1] * 8 != cols:  # (row tiles, column tiles of 8, ...): see WGMMA_LAYOUT
       raise NotImplementedError(f"unexpected WGMMA register array {regs.shape} for {shape}")
+    words = {}  # a broadcast repeats each row register: one multiply-add a row value
     for idx in np.ndindex(regs.shape):
-      regs[idx] = full[idx[1] * 8 // group_cols].registers[idx]
+      reg = full[idx[1] * 8 // group_cols].registers[idx]
+      if byte_pairs is not None:
+        if id(reg) not in words:
+          words[id(reg)] = _byte_pair_word(reg, *byte_pairs)
+        reg = words[id(reg)]
+      regs[idx] = reg
     return mgpu.FragmentedArray(_registers=regs, _layout=full[0].layout,
-                                _is_signed=full[0].is_signed)
+                                _is_signed=None if byte_pairs else full[0].is_signed)
 
   return spread(*group_rows)
+
+
+def _byte_pair_word(reg, mul: int, add: int):
+  """A vector<2xi8> register holding one byte b twice -> the vector<2xbf16> register whose
+  word is b * (mul * 0x10001) + add * 0x10001 (b < 256 and mul * 255 + add < 2^16: no carry
+  between the halves)."""
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import arith, vector  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
+  i32 = ir.IntegerType.get_signless(32)
+  b = arith.extui(i32, vector.extract(reg, [], [0]))
+  w = arith.addi(arith.muli(b, mgpu.utils.c(mul * 0x10001, i32)),
+                 mgpu.utils.c(add * 0x10001, i32))
+  one = vector.broadcast(ir.VectorType.get((1,), i32), w)
+  return mgpu.utils.bitcast(one, ir.VectorType.get((2,), ir.BF16Type.get()))

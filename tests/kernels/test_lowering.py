@@ -400,6 +400,37 @@ def test_mxfp4_folded_multipliers_lower():
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_fp4_byte_multipliers_lower(name, monkeypatch):
+  # FP4 scale bytes marked as each their multiplier up to one IMAD
+  # (`layout.fp4_byte_multipliers`): the decode (M = 1 / 16 / 64) and the GEMM make the
+  # multiplier pairs from the bytes (`registers._byte_pair_word`) and decode no scale byte in
+  # float32 (`scale_bytes_f32`), which the unmarked bytes take; refused until a GPU checks it.
+  import dataclasses
+  from pallas_kernels.wo_matmul import registers
+  calls = []
+  for mod, fn_name in ((mosaic_gpu, "scale_bytes_f32"), (mosaic_gpu_gemm, "scale_bytes_f32"),
+                       (registers, "_byte_pair_word")):
+    real = getattr(mod, fn_name)
+    monkeypatch.setattr(mod, fn_name,
+                        lambda *a, real=real, fn_name=fn_name: calls.append(fn_name) or real(*a))
+  pw = jax.eval_shape(wm.layout.fp4_scales_stored, _weight_shape(name, 8192, 28672))
+  marked = dataclasses.replace(pw, byte_multipliers=True)
+  decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
+  gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
+  for fn, m in [(decode, 1), (decode, 16), (decode, 64), (gemm, 1024)]:
+    for p in (marked, pw):
+      calls.clear()
+      jax.clear_caches()
+      _compat.lower_for("cuda", fn, _x(m, 8192), p)
+      want = "_byte_pair_word" if p.byte_multipliers else "scale_bytes_f32"
+      assert set(calls) == {want}, (m, p.byte_multipliers, set(calls))
+  for fn, m in ((lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False), 1),
+                (lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p), 1024)):
+    with pytest.raises(NotImplementedError, match=f"{name} group .. .*byte multipliers"):
+      _compat.lower_for("cuda", fn, _x(m, 8192), marked)
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_e2m1_halves_order_lowers(name, monkeypatch):
   # E2M1 codes in the halves order (`layout.HALVES_ORDER`): the decode (M = 1 / 16, by TMA and
   # by plain loads) and the GEMM build their pairs with `decode.e2m1_halves_words`, not the

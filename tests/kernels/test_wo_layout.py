@@ -389,6 +389,78 @@ def test_mxfp4_folded_multipliers(monkeypatch):
   assert not wm.layout.fp4_scales_bf16(pw).mx_fold
 
 
+def test_byte_multiplier_bits_every_code():
+  # `layout.BYTE_MULTIPLIERS`: one integer multiply-add turns a stored scale byte into its bf16
+  # multiplier's bits, `fp4_scales_bf16`'s own (MXFP4's folded 2^(e - 1)), for every code in
+  # range: E8M0 0 .. 128, E4M3's normals 0x08 .. 0x7E (s_b 2^118 exactly, in float64); and
+  # the pair word of a byte, b * (mul * 0x10001) + add * 0x10001, is those bits in both halves
+  # for every byte (no carry between them).
+  import ml_dtypes
+  e = jnp.arange(wm.layout.MX_FOLD_MAX_CODE + 1, dtype=jnp.uint8)[:, None]
+  pw = wm.PackedWeight(w=jnp.zeros((1, 32), jnp.int4), scale=e, offset=None, tensor_scale=None,
+                       fmt=wm.WeightFormat.MXFP4, group=32, k=32, n=1)
+  mult = wm.layout.fp4_scales_bf16(pw, mx_fold=True).scale
+  np.testing.assert_array_equal(
+      np.asarray(wm.layout.byte_multiplier_bits(e, pw.fmt)), np.asarray(mult).view(np.uint16))
+  b = np.arange(0x08, 0x7F, dtype=np.uint8)
+  sb = b.view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+  bits = np.asarray(wm.layout.byte_multiplier_bits(jnp.asarray(b), wm.WeightFormat.NVFP4))
+  np.testing.assert_array_equal(bits.view(ml_dtypes.bfloat16).astype(np.float64), sb * 2.0**118)
+  nv = dataclasses.replace(pw, scale=jnp.asarray(b.view(ml_dtypes.float8_e4m3fn))[:, None],
+                           tensor_scale=jnp.float32(1.0), fmt=wm.WeightFormat.NVFP4, group=16,
+                           k=16, w=jnp.zeros((1, 16), jnp.int4))
+  np.testing.assert_array_equal(np.asarray(wm.layout.fp4_scales_bf16(nv).scale).view(np.uint16)
+                                [:, 0], bits)
+  every = np.arange(256, dtype=np.uint32)
+  for fmt, (mul, add) in wm.layout.BYTE_MULTIPLIERS.items():
+    word = every * (mul * 0x10001) + add * 0x10001
+    low = np.asarray(wm.layout.byte_multiplier_bits(jnp.asarray(every.astype(np.uint8)), fmt))
+    np.testing.assert_array_equal(word, low.astype(np.uint32) * 0x10001, err_msg=fmt.value)
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_fp4_byte_multipliers(name):
+  # Scale bytes marked as each their multiplier up to one IMAD (`fp4_byte_multipliers`): a
+  # weight quantized by mxjax fits (NVFP4's all-zero blocks included: zero scales over zero
+  # codes), in either code order; every reader sees the stored weight; the bf16 multipliers
+  # and the plain bytes drop the mark; codes out of range, a zero scale over a nonzero code
+  # (in the halves order, so the check reads K order) and traced scales are refused.
+  w = jax.random.normal(jax.random.key(5), (512, 256), jnp.float32).at[:32, :3].set(0.0)
+  pw = wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(name), axis=0), scale_bf16=False)
+  pw = wm.layout.order_for_wgmma(pw, halves=True)
+  b = wm.layout.fp4_byte_multipliers(pw)
+  assert b.byte_multipliers and not b.scale_bf16 and b.scale.dtype == pw.scale.dtype
+  from pallas_kernels.wo_matmul.decode_plan import base_case, case
+  assert case(b)[-1] == "byte_multipliers" and base_case(b) == base_case(pw)
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(b)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(3), (3, 512), jnp.float32).astype(jnp.bfloat16)
+  for impl in ("portable", "dequant_gemm", "xla"):
+    run = lambda p: np.asarray(wm.wo_matmul(x, p, implementation=impl, out_dtype=jnp.float32,
+                                            interpret=impl == "portable"))
+    np.testing.assert_array_equal(run(b), run(pw))
+  assert not wm.layout.fp4_scales_bf16(b).byte_multipliers
+  assert wm.layout.fp4_scales_stored(b).byte_multipliers  # still the stored bytes
+  assert not wm.layout.fp4_plain_bytes(b).byte_multipliers
+  assert wm.layout.fp4_byte_multipliers(wm.layout.fp4_scales_bf16(pw)).byte_multipliers
+  bad = ((129, 255) if name == "mxfp4" else (0x05, 0x7F, 0x88))
+  for code in bad:
+    scale = jax.lax.bitcast_convert_type(pw.scale, jnp.uint8).at[3, 7].set(code)
+    off = dataclasses.replace(pw, scale=jax.lax.bitcast_convert_type(scale, pw.scale.dtype))
+    with pytest.raises(ValueError, match="in range: an E8M0 code above 128|subnormal, NaN"):
+      wm.layout.fp4_byte_multipliers(off)
+  if name == "nvfp4":  # a nonzero code where the scale is 0: K 16 of column 1, block 1
+    assert float(pw.scale.astype(jnp.float32)[1, 1]) == 0.0
+    codes = wm.layout.logical_order(pw).w.astype(jnp.int8).at[1, 16].set(2).astype(jnp.int4)
+    live = wm.layout.order_for_wgmma(dataclasses.replace(wm.layout.logical_order(pw),
+                                                         w=codes), halves=True)
+    with pytest.raises(ValueError, match="1 zero scales have nonzero codes"):
+      wm.layout.fp4_byte_multipliers(live)
+    neg0 = codes.astype(jnp.int8).at[1, 16].set(-8).astype(jnp.int4)  # -0: fits
+    wm.layout.fp4_byte_multipliers(dataclasses.replace(wm.layout.logical_order(pw), w=neg0))
+  with pytest.raises(ValueError, match="traced"):
+    jax.jit(wm.layout.fp4_byte_multipliers)(pw)
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16(name, monkeypatch):
   # FP4 block scales stored as the bf16 multipliers the GPU decode applies: exact both ways
