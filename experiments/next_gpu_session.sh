@@ -6,9 +6,11 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-37: `h100` first where one
-# is lent (MXFP4's folded multipliers in the halves order, its default since session 37, against
-# the old storage at every M; NVFP4 in the halves order with its fused sum). On an H200: 7
+# The issue's targets are the H100's, and only H100s came in sessions 27-37: `h100b` first where
+# one is lent (FP4 scale bytes each their multiplier by one IMAD, `layout.fp4_byte_multipliers`,
+# session 38, against the bf16 multipliers; correct on any GPU), then `h100` (MXFP4's folded
+# multipliers in the halves order, its default since session 37, against the old storage at
+# every M; NVFP4 in the halves order with its fused sum). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
