@@ -134,6 +134,25 @@ def test_page_from_the_committed_results(standing):
   assert standing.device_scaling(since="2100-01-01") == []
 
 
+def test_stream_asks_counts_the_stored_bytes(standing):
+  # What 3.2x asks of the stream: a storage's bytes as the decode reads them (FP4's bf16
+  # multipliers 2 bytes a group, their bytes 1; INT4's float32 scales 4), against the H100's
+  # committed runs (copy ~3.03 TB/s, XLA bf16 GEMV ~158 us at 8192 x 28672).
+  codes = 8192 * 28672 // 2
+  groups = lambda g: 8192 // g * 28672
+  for preset, storage, want in [("nvfp4", "bf16", codes + 2 * groups(16)),
+                                ("nvfp4", "bytes", codes + groups(16)),
+                                ("mxfp4", "bf16", codes + 2 * groups(32)),
+                                ("int4_g128", "bytes", codes + 4 * groups(128))]:
+    assert standing.stored_bytes(preset, {}, storage, 8192, 28672) == want, (preset, storage)
+  md = standing.stream_asks()
+  assert md[0] == "## What 3.2x asks of the 4-bit decode's stream (H100, M = 1)"
+  row = next(ln for ln in md if ln.startswith("| NVFP4 (bf16 multipliers) |"))
+  cell = row.split("|")[2].strip()  # 8192 x 28672: the stream alone takes ~98%
+  assert cell.startswith("146.8, 48.") and 95 <= int(cell[-4:-2]) <= 100, cell
+  assert standing.stream_asks(since="2100-01-01") == []
+
+
 def test_every_session_section_builds_from_the_committed_results(standing, monkeypatch):
   # Each session's report section reads its result files (a missing or renamed one fails here,
   # not at the next report); the roofline plots are left alone.
