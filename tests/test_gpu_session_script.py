@@ -174,10 +174,9 @@ def test_decode_configs_plan_with_the_weights_they_run_on(tmp_path, kernel_optio
                 # (folding and byte multipliers read the scales' values, which eval_shape
                 # does not have: marked after)
                 fold = {"mx_fold": False} if cfg.get("mx_fold") else {}
-                marks = {"byte_multipliers": False} if cfg.get("byte_multipliers") else {}
+                marks = ({"byte_multipliers": False, "scale_bf16": False}
+                         if cfg.get("byte_multipliers") else {})
                 pw = B._stored({**cfg, **fold, **marks}, (None, pw))[1]  # pylint: disable=protected-access
-                if marks:
-                  pw = L.fp4_plain_bytes(pw)
                 return dataclasses.replace(pw, mx_fold=bool(fold), byte_multipliers=bool(marks))
               try:
                 weights[wkey] = jax.eval_shape(build)

@@ -392,12 +392,6 @@ def fp4_byte_multipliers(pw: PackedWeight) -> PackedWeight:
   return dataclasses.replace(fp4_scales_stored(pw), byte_multipliers=True)
 
 
-def fp4_plain_bytes(pw: PackedWeight) -> PackedWeight:
-  """`pw` with stored FP4 scale bytes, unmarked (`fp4_scales_stored`, and no
-  `byte_multipliers`): the GPU kernels then decode them in float32 (`scale_bytes_f32`)."""
-  return dataclasses.replace(fp4_scales_stored(pw), byte_multipliers=False)
-
-
 def nvfp4_multiplier_f32(m: jax.Array) -> jax.Array:
   """NVFP4 block scales s_b from their bf16 multipliers s_b 2^118 (`fp4_scales_bf16`) ->
   float32, exactly: `scale_bytes_f32` of the stored E4M3 bytes, with no pass back to them. Every

@@ -423,7 +423,7 @@ def test_fp4_byte_multipliers(name):
   # Scale bytes marked as each their multiplier up to one IMAD (`fp4_byte_multipliers`): a
   # weight quantized by mxjax fits (NVFP4's all-zero blocks included: zero scales over zero
   # codes), in either code order; every reader sees the stored weight; the bf16 multipliers
-  # and the plain bytes drop the mark; codes out of range, a zero scale over a nonzero code
+  # drop the mark; codes out of range, a zero scale over a nonzero code
   # (in the halves order, so the check reads K order) and traced scales are refused.
   w = jax.random.normal(jax.random.key(5), (512, 256), jnp.float32).at[:32, :3].set(0.0)
   pw = wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(name), axis=0), scale_bf16=False)
@@ -440,7 +440,6 @@ def test_fp4_byte_multipliers(name):
     np.testing.assert_array_equal(run(b), run(pw))
   assert not wm.layout.fp4_scales_bf16(b).byte_multipliers
   assert wm.layout.fp4_scales_stored(b).byte_multipliers  # still the stored bytes
-  assert not wm.layout.fp4_plain_bytes(b).byte_multipliers
   assert wm.layout.fp4_byte_multipliers(wm.layout.fp4_scales_bf16(pw)).byte_multipliers
   bad = ((129, 255) if name == "mxfp4" else (0x05, 0x7F, 0x88))
   for code in bad:
