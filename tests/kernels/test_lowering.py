@@ -46,6 +46,17 @@ def _x(m, k):
   return jax.ShapeDtypeStruct((m, k), jnp.bfloat16)
 
 
+def _record_calls(monkeypatch, targets) -> list[str]:
+  """The names of `targets`' functions ((module, name) pairs), appended each time one is
+  called while the test lowers a kernel (the functions still run)."""
+  calls = []
+  for mod, fn_name in targets:
+    real = getattr(mod, fn_name)
+    monkeypatch.setattr(mod, fn_name,
+                        lambda *a, real=real, fn_name=fn_name: calls.append(fn_name) or real(*a))
+  return calls
+
+
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("m", [1, 16, 64])
 def test_decode_kernel_lowers_for_cuda(name, m):
@@ -407,12 +418,9 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
   # float32 (`scale_bytes_f32`), which the unmarked bytes take; refused until a GPU checks it.
   import dataclasses
   from pallas_kernels.wo_matmul import registers
-  calls = []
-  for mod, fn_name in ((mosaic_gpu, "scale_bytes_f32"), (mosaic_gpu_gemm, "scale_bytes_f32"),
-                       (registers, "_byte_pair_word")):
-    real = getattr(mod, fn_name)
-    monkeypatch.setattr(mod, fn_name,
-                        lambda *a, real=real, fn_name=fn_name: calls.append(fn_name) or real(*a))
+  calls = _record_calls(monkeypatch, [(mosaic_gpu, "scale_bytes_f32"),
+                                      (mosaic_gpu_gemm, "scale_bytes_f32"),
+                                      (registers, "_byte_pair_word")])
   pw = jax.eval_shape(wm.layout.fp4_scales_stored, _weight_shape(name, 8192, 28672))
   marked = dataclasses.replace(pw, byte_multipliers=True)
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
@@ -437,11 +445,8 @@ def test_e2m1_halves_order_lowers(name, monkeypatch):
   # byte-pair order's `e2m1_pair_bits`; refused where a GPU has not checked it.
   import dataclasses
   from pallas_kernels.wo_matmul import registers
-  calls = []
-  for fn_name in ("e2m1_halves_words", "e2m1_pair_bits"):
-    real = getattr(registers, fn_name)
-    monkeypatch.setattr(registers, fn_name,
-                        lambda *a, real=real, fn_name=fn_name: calls.append(fn_name) or real(*a))
+  calls = _record_calls(monkeypatch, [(registers, "e2m1_halves_words"),
+                                      (registers, "e2m1_pair_bits")])
   pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
   halves = dataclasses.replace(pw, halves_order=True)
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
