@@ -194,8 +194,8 @@ case "$part" in
       # (`layout.fp4_byte_multipliers`, session 38: 1 byte a group read where the multipliers take
       # 2, -5% of MXFP4's bytes and -10% of NVFP4's; the same instructions) against the
       # multipliers, decode and prefill. NVFP4 with bf16 multipliers reads 146.8 MB at 8192 x
-      # 28672: 48.4 us at the H100's copy bandwidth, 98% of the 49.4 that 3.2x asks; its bytes
-      # 43.6 us (MXFP4 43.6 -> 41.2)
+      # 28672: 48.5 us at the H100's copy bandwidth, 98% of the 49.3 that 3.2x asks; its bytes
+      # 43.6 us (MXFP4 43.6 -> 41.2; kernels_standing.md, "What 3.2x asks")
     bm='[{}, {"byte_multipliers": true}]'
     run 150 a $B --what wo --formats mxfp4 --m 1,16 --shapes $S,4096x14336 --configs "$bm"
     run 200 b $B --what wo --formats nvfp4 --m 1,16 --shapes $S,4096x14336 \
