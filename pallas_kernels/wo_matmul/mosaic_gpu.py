@@ -246,10 +246,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         rows = []                                        # over its columns
         for t in range(p.sub):
           st = plgpu.load(s_smem.at[j * p.sub + t], (), layout=plgpu.Layout.WGMMA.reduce(1))
-          if byte_pairs:  # bytes, each its multiplier (`times` included) by one IMAD
-            rows.append(st)
-            continue
-          if pw.scale_bf16:  # stored as used, `times` included
+          # stored as used, or bytes each their multiplier by one IMAD: `times` included
+          if pw.scale_bf16 or byte_pairs:
             rows.append(st)
             continue
           if p.fp4_scale_bytes:
