@@ -620,6 +620,7 @@ def h100_s36_section() -> list[str]:
           "default's 256 at every launch tried (default 62.1 / 55.3 in this call: 2.5% of "
           "run-to-run spread against the first call's 60.5).", quant))
 
+
 def h100_s37_section() -> list[str]:
   """Session 37: three H100 calls (after nine starts failed or were refused): the FP4
   decode's two session-37 paths (MXFP4's multipliers folded with the E2M1 decode's 2^126, E2M1
