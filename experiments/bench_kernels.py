@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 import bench_kernels_common as C  # noqa: E402
 from bench_kernels_report import worst_err  # noqa: E402
+from mxjax.formats.exact import div_rn  # noqa: E402
 from pallas_kernels.wo_matmul import decode as D  # noqa: E402
 from pallas_kernels.wo_matmul import decode_plan as DP  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
@@ -81,6 +82,8 @@ def _make_int4(key, k, n, fmt, group):
                                                                  1.5) / 64, None
   codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
   scale = jax.random.uniform(k2, (k // group, n), jnp.float32, 0.5, 1.5) / 64
+  if fmt == "int4":  # as mxjax scales a bf16 weight: RN(a / 7) of a bf16 amax a
+    scale = div_rn((scale * 7).astype(jnp.bfloat16).astype(jnp.float32), 7.0)
   zp = None
   if fmt == "uint4":
     zp = jax.random.randint(k3, (k // group, n), 0, 16, jnp.int32).astype(jnp.uint8)
@@ -218,7 +221,8 @@ def _stored(cfg, inputs):
   {"halves": true} E2M1 codes in register order with each pair split over a word's halves
   (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`); {"byte_multipliers": true} FP4
   scales as their bytes, each its multiplier by one IMAD in the kernels
-  (`layout.fp4_byte_multipliers`);
+  (`layout.fp4_byte_multipliers`); {"amax_scales": true} INT4 scales as the bf16 amaxes they
+  are RN(a / 7) of (`layout.int4_amax_scales`);
   {"zero_points": true} UINT4's zero points as bytes
   (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
   (`layout.thread_major`); absent: as `repack` stores it on a GPU.
@@ -240,6 +244,8 @@ def _stored(cfg, inputs):
     p = L.tile_weight(p, *cfg["w_tile"])
   if cfg.get("zero_points"):
     p = L.uint4_zero_points(p)
+  if cfg.get("amax_scales"):
+    p = L.int4_amax_scales(p)
   if cfg.get("w_threads"):
     p = L.thread_major(p)
   return x, p
@@ -258,7 +264,7 @@ def resolved_plan(cfg, inputs) -> dict:
 
 # A decode config's keys that choose the weight's storage (`_stored`), not a kernel option
 STORAGE_KEYS = ("w_tile", "wgmma_order", "halves", "scale_bf16", "mx_fold", "byte_multipliers",
-                "zero_points", "w_threads")
+                "zero_points", "amax_scales", "w_threads")
 
 
 def _knobs(cfg):

@@ -8,7 +8,8 @@
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-37: `h100b` first where
 # one is lent (FP4 scale bytes each their multiplier by one IMAD, `layout.fp4_byte_multipliers`,
-# session 38, against the bf16 multipliers; correct on any GPU), then `h100` (MXFP4's folded
+# session 38, against the bf16 multipliers; correct on any GPU), `h100c` (INT4 scales as bf16
+# amaxes, `layout.int4_amax_scales`, session 39; any GPU too), then `h100` (MXFP4's folded
 # multipliers in the halves order, its default since session 37, against the old storage at
 # every M; NVFP4 in the halves order with its fused sum). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
@@ -51,7 +52,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -202,6 +203,16 @@ case "$part" in
       --configs '[{}, {"byte_multipliers": true}, {"byte_multipliers": true, "halves": true}]'
     run 120 c $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes 4096x14336 --configs "$bm"
     ;;
+  h100c)  # On an H100, ~7 minutes: INT4 scales stored as the bf16 amaxes they are RN(a / 7) of
+      # (`layout.int4_amax_scales`, session 39: 2 bytes a group in place of 4, each scale
+      # rebuilt in the kernel by a multiply and two FMAs; correct on any GPU) against the float32
+      # scales: g32 reads 132.1 -> 117.4 MB at 8192 x 28672, 98% -> 88% of the time 3.2x allows
+      # at the H100's copy bandwidth (g64 -6%, g128 -3%)
+    am='[{}, {"amax_scales": true}]'
+    run 200 a $B --what wo --formats int4_g32,int4_g64 --m 1,16 --shapes $S --configs "$am"
+    run 110 b $B --what wo --formats int4 --m 1,16 --shapes $S --configs "$am"
+    run 120 c $B --what wo --formats int4_g32,int4 --m 1,16 --shapes 4096x14336 --configs "$am"
+    ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
       # its column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), the E4M3 row
@@ -218,6 +229,6 @@ case "$part" in
     run 150 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

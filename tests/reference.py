@@ -172,3 +172,18 @@ def mx_dequant(x, name: str, block: int, rule: str = "floor") -> np.ndarray:
     elems = round_values(xb / np.where(np.isnan(scale), 1.0, scale)[..., None], name)
   with np.errstate(over="ignore"):
     return flush_subnormals((elems * scale[..., None]).reshape(x.shape).astype(np.float32))
+
+
+def fma_f32(a, b, c):
+  """float32 a * b + c rounded once, in numpy: the product is exact in float64, the sum is
+  rounded to odd there (TwoSum error, then the odd neighbour), and rounding that to float32 is
+  correct (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008)."""
+  a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
+  with np.errstate(invalid="ignore", over="ignore"):
+    p = a * b
+    t = p + c
+    bb = t - p
+    err = (p - (t - bb)) + (c - bb)
+    inexact = (err != 0) & ((t.view(np.int64) & 1) == 0) & np.isfinite(err)
+    t = np.where(inexact, np.nextafter(t, np.where(err > 0, np.inf, -np.inf)), t)
+    return t.astype(np.float32)

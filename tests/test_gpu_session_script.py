@@ -22,7 +22,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["q", "1", "2", "3", "4", "5", "6", "7", "h100", "h100b"]
+PARTS = ["q", "1", "2", "3", "4", "5", "6", "7", "h100", "h100b", "h100c"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 
@@ -171,12 +171,16 @@ def test_decode_configs_plan_with_the_weights_they_run_on(tmp_path, kernel_optio
                                                   B.bf16_scales(spec))
                 pw = L.repack(codes, scale, fmt=fmt, group=grp or k, wgmma_order=False,
                               scale_bf16=False, **B.repack_kw(fmt, extra))
-                # (folding and byte multipliers read the scales' values, which eval_shape
-                # does not have: marked after)
+                # (folding, byte multipliers and amax scales read the scales' values, which
+                # eval_shape does not have: marked after)
                 fold = {"mx_fold": False} if cfg.get("mx_fold") else {}
                 marks = ({"byte_multipliers": False, "scale_bf16": False}
                          if cfg.get("byte_multipliers") else {})
-                pw = B._stored({**cfg, **fold, **marks}, (None, pw))[1]  # pylint: disable=protected-access
+                amax = {"amax_scales": False} if cfg.get("amax_scales") else {}
+                pw = B._stored({**cfg, **fold, **marks, **amax}, (None, pw))[1]  # pylint: disable=protected-access
+                if amax:
+                  pw = dataclasses.replace(pw, scale=pw.scale.astype(jax.numpy.bfloat16),
+                                           amax_scales=True)
                 return dataclasses.replace(pw, mx_fold=bool(fold), byte_multipliers=bool(marks))
               try:
                 weights[wkey] = jax.eval_shape(build)

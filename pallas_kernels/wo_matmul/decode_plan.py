@@ -77,22 +77,25 @@ def case(pw: PackedWeight) -> tuple:
   bytes (`layout.uint4_zero_points`), "mx_fold" for MXFP4 multipliers that carry the E2M1
   decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`), "halves" for E2M1 codes in
   `layout.HALVES_ORDER`, "byte_multipliers" for FP4 scale bytes that are each their multiplier
-  up to one IMAD (`layout.fp4_byte_multipliers`)."""
+  up to one IMAD (`layout.fp4_byte_multipliers`), "amax_scales" for INT4 scales stored as the
+  bf16 amaxes they are RN(a / 7) of (`layout.int4_amax_scales`)."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
   if pw.fmt is WeightFormat.NF4 and pw.scale_bf16:
     return key + ("slots",)
-  flags = {"bf16_scales": pw.scale.dtype == jnp.bfloat16 and not pw.scale_bf16,
+  flags = {"bf16_scales": (pw.scale.dtype == jnp.bfloat16 and not pw.scale_bf16
+                          and not pw.amax_scales),
            "zero_points": pw.zero_points, "mx_fold": pw.mx_fold, "halves": pw.halves_order,
-           "byte_multipliers": pw.byte_multipliers}
+           "byte_multipliers": pw.byte_multipliers, "amax_scales": pw.amax_scales}
   return key + tuple(name for name, on in flags.items() if on)
 
 
-# `case` variants that change only how the decode turns a chunk's codes into bf16 registers,
-# bit for bit the same registers as their base case's (tests/kernels/test_wo_matmul.py checks
-# both on the CPU over every code): the gates of what follows the decode (the fused sum, plain
-# loads, the schedule) take their base case's (`base_case`); the decode path itself is gated on
-# the full key (`VERIFIED`).
-DECODE_VARIANTS = ("mx_fold", "halves", "byte_multipliers")
+# `case` variants that change only how the decode turns a chunk's codes into bf16 registers, or
+# its stored scales into float32 ones, bit for bit the same registers and scales as their base
+# case's (tests/kernels/test_wo_matmul.py and test_wo_layout.py check both on the CPU over every
+# code and scale): the gates of what follows the decode (the fused sum, plain loads, the
+# schedule) take their base case's (`base_case`); the decode path itself is gated on the full
+# key (`VERIFIED`).
+DECODE_VARIANTS = ("mx_fold", "halves", "byte_multipliers", "amax_scales")
 
 
 def base_case(pw: PackedWeight) -> tuple:
@@ -496,7 +499,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                               f"of {mp} rows, over a 256-row TMA box; use M <= {256 // xsub}")
 
   off_bytes = 1 if pw.zero_points else 4
-  scale_bytes = 2 if "bf16_scales" in case(pw) else 4
+  scale_bytes = 2 if {"bf16_scales", "amax_scales"} & set(case(pw)) else 4
 
   def steps_fit():
     return (SMEM_BYTES - 1024 - tile_n * mp * 4) // _smem_per_step(

@@ -50,8 +50,11 @@ import enum
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
+from mxjax.formats.exact import div_rn
+from pallas_kernels.quantize.schemes import div_fma
 from pallas_kernels.wo_matmul.decode import NF4_SLOT_OF_CODE
 from pallas_kernels.wo_matmul.decode import NF4_TABLE
 from pallas_kernels.wo_matmul.decode import e2m1_f32
@@ -109,6 +112,9 @@ class PackedWeight:
   # UINT4: True if `offset` holds the uint8 zero points (`uint4_zero_points`), not the float32
   # offsets s (zp - 8).
   zero_points: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  # INT4: True if `scale` holds each group's amax a in bf16 (`int4_amax_scales`), the scale
+  # being RN_f32(a / 7), which the readers compute (`int4_scales_f32`, `amax_scale_f32`).
+  amax_scales: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   @property
   def nbytes(self) -> int:
@@ -243,7 +249,7 @@ def scale_bytes_f32(b: jax.Array, fmt: WeightFormat) -> jax.Array:
 def group_scales(pw: PackedWeight, *, tensor_scale: bool = True) -> jax.Array:
   """The per-group scales (G, N) as float32 (`scale_values`; NVFP4 without s_t if not
   `tensor_scale`)."""
-  pw = fp4_scales_stored(pw)
+  pw = int4_scales_f32(fp4_scales_stored(pw))
   return scale_values(pw.scale, pw.fmt, pw.tensor_scale if tensor_scale else None)
 
 
@@ -458,6 +464,89 @@ def uint4_offsets(pw: PackedWeight) -> PackedWeight:
     return pw
   off = pw.scale.astype(jnp.float32) * (pw.offset.astype(jnp.float32) - 8.0)
   return dataclasses.replace(pw, offset=off, zero_points=False)
+
+
+# INT4's scale is RN_f32(amax / 7) (`mxjax.quantize`, with the schemes' amax floor of 0), and a
+# bf16 weight's group amax is a bf16: 2 bytes a group determine the 4-byte scale
+# (`int4_amax_scales`; 8192 x 28672 g32: 132.1 -> 117.4 MB, 98% -> 88% of the time 3.2x allows
+# at copy bandwidth, `kernels_standing.md`). The GPU decode rebuilds each scale with
+# `schemes.div_fma` by the constant RN(1 / 7): a multiply and two FMAs, RN(a / 7) exactly for
+# every bf16 a with |a| >= `AMAX_MIN` and for 0 (tests run all of them): wherever the scale is a
+# normal float32; below, the quotient is subnormal and may be off by an ulp (refused).
+INT4_MAX = 7.0
+INV_INT4_MAX = np.float32(1.0 / np.float64(INT4_MAX))  # RN_f32(1 / 7): float64 rounds it once
+AMAX_MIN = 7 * 2.0**-126
+
+
+def amax_scale_f32(a: jax.Array, fma) -> jax.Array:
+  """INT4 scales RN_f32(a / 7) (float32, a's shape) from bf16 group amaxes a, by `div_fma` with
+  `fma` (float32 p * q + r rounded once; `_ptx.fma_rn` on Mosaic GPU): exact for finite a with
+  |a| >= `AMAX_MIN` or a = 0, and NaN for NaN (`amax_scales_fit` keeps to those)."""
+  return div_fma(a.astype(jnp.float32), jnp.float32(INT4_MAX), INV_INT4_MAX, fma)
+
+
+def _amax_candidates(s) -> np.ndarray:
+  """The bf16 nearest 7 s (numpy, s's shape; 7 s exact in float64): a where s = RN(a / 7)."""
+  return (np.asarray(s).astype(np.float64) * INT4_MAX).astype(ml_dtypes.bfloat16)
+
+
+def amax_scales_fit(pw: PackedWeight) -> str | None:
+  """Why `pw`'s INT4 float32 scales are not each RN_f32(a / 7) of a bf16 a within
+  `amax_scale_f32`'s range, or None if they are (NaN scales, of NaN blocks, included). Weights
+  mxjax quantized from bf16 fit, a being the group's amax (or 0 where the quotient was
+  flushed); from float32, or with an amax floor that is no bf16 / 7, or with an infinite scale
+  (a block holding an Inf) or a subnormal one (`AMAX_MIN`), they do not. Needs the values:
+  traced scales do not fit."""
+  if pw.fmt is not WeightFormat.INT4:
+    return f"amax scales are INT4's (RN(amax / 7)), not {pw.fmt.value}'s"
+  if pw.amax_scales:
+    return None
+  if pw.scale.dtype != jnp.float32:
+    return f"the scales are {pw.scale.dtype}, not the float32 RN(amax / 7) of a bf16 amax"
+  if isinstance(pw.scale, jax.core.Tracer):
+    return "the scales are traced: store them outside jit"
+  s = np.asarray(pw.scale)
+  a = _amax_candidates(s)
+  mag = np.abs(a.astype(np.float32))
+  if np.isinf(mag).any():
+    return "an infinite scale (a block holding an Inf)"
+  tiny = (mag < AMAX_MIN) & (mag > 0)
+  if tiny.any():
+    return (f"{int(tiny.sum())} subnormal scales (amax below 7 * 2^-126, the smallest "
+            f"{float(mag[tiny].min())!r}), which the decode's FMA division does not round "
+            "exactly")
+  back = np.asarray(div_rn(jnp.asarray(a, jnp.float32), INT4_MAX))
+  # distinct bf16 a give distinct quotients (a / 7 moves by ulp_bf16(a) / 7 >> ulp_f32), so the
+  # stored scale is RN(a / 7) for the bf16 nearest 7 s if for any
+  same = (back.view(np.uint32) == s.view(np.uint32)) | (np.isnan(back) & np.isnan(s))
+  if not same.all():
+    return (f"{int((~same).sum())} scales are no RN(a / 7) of a bf16 amax a (the first "
+            f"{float(s[~same][0])!r}): quantized from float32, or with an amax floor")
+  return None
+
+
+def int4_amax_scales(pw: PackedWeight) -> PackedWeight:
+  """Stores INT4's float32 group scales as the bf16 group amaxes a they were computed from
+  (scale = RN_f32(a / 7)): 2 bytes a group in place of 4 (-11% of a g32 weight's bytes, -6% at
+  g64, -3% at g128), every value unchanged. The GPU decode computes each scale from its amax
+  (`amax_scale_f32`); every other reader takes the float32 scales (`int4_scales_f32`). Raises
+  where `amax_scales_fit` gives a reason."""
+  why = amax_scales_fit(pw)
+  if why is not None:
+    raise ValueError(f"amax scales need every INT4 scale to be RN(a / 7) of a bf16 amax a: "
+                     f"{why}; keep the float32 scales")
+  if pw.amax_scales:
+    return pw
+  return dataclasses.replace(pw, scale=jnp.asarray(_amax_candidates(pw.scale)), amax_scales=True)
+
+
+def int4_scales_f32(pw: PackedWeight) -> PackedWeight:
+  """The inverse of `int4_amax_scales` (a no-op for other weights): float32 scales
+  RN(a / 7), as `mxjax.quantize` computed them."""
+  if not pw.amax_scales:
+    return pw
+  return dataclasses.replace(pw, scale=div_rn(pw.scale.astype(jnp.float32), INT4_MAX),
+                             amax_scales=False)
 
 
 def int4_stored(pw: PackedWeight) -> bool:

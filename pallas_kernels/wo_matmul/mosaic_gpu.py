@@ -79,6 +79,8 @@ this kernel against the reference for every shape it times.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -95,6 +97,7 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
 from pallas_kernels.wo_matmul.layout import block_words
 from pallas_kernels.wo_matmul.layout import BYTE_MULTIPLIERS
+from pallas_kernels.wo_matmul.layout import amax_scale_f32
 from pallas_kernels.wo_matmul.layout import code_bits
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
@@ -330,6 +333,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
                        layout=plgpu.Layout.WGMMA.reduce(1))
         # (scale bytes reach here only with fp8_x: MXFP4 then folds its groups like INT4)
         s = scale_bytes_f32(s, p.fmt) if p.fp4_scale_bytes else s.astype(jnp.float32)  # exact
+        if pw.amax_scales:  # INT4's bf16 amax a: the scale RN(a / 7) by a multiply and two FMAs
+          s = amax_scale_f32(s, functools.partial(_ptx.fma_rn, layout=_ptx.ROW))
         row = lambda v: lax.broadcast_in_dim(v, part.shape, [1])  # a value a column
         if p.fp8_x and p.xsum_in:  # the x operand, a value a column
           xs = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),

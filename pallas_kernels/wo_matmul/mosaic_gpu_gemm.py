@@ -54,6 +54,7 @@ from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import BYTE_MULTIPLIERS
 from pallas_kernels.wo_matmul.layout import nvfp4_multiplier_f32
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
+from pallas_kernels.wo_matmul.layout import int4_scales_f32
 from pallas_kernels.wo_matmul.layout import group_scales
 from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.layout import uint4_offsets
@@ -230,6 +231,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   # multipliers are read as they are; UINT4's offsets from XLA (prefill: small).
   pw = untile_weight(pw)
   pw = uint4_offsets(pw if scale_multipliers else fp4_scales_stored(pw))
+  pw = int4_scales_f32(pw)  # INT4's amax scales (`layout.int4_amax_scales`) too: small
   if "bf16_scales" in case(pw):  # a scheme's bf16 scales, widened as `group_scales` would
     pw = dataclasses.replace(pw, scale=pw.scale.astype(jnp.float32))
   m, k = x.shape

@@ -26,6 +26,7 @@ from pallas_kernels.wo_matmul.layout import FP4
 from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import WeightFormat
 from pallas_kernels.wo_matmul.layout import fp4_scales_stored
+from pallas_kernels.wo_matmul.layout import int4_scales_f32
 from pallas_kernels.wo_matmul.layout import logical_order
 from pallas_kernels.wo_matmul.layout import scale_values
 from pallas_kernels.wo_matmul.layout import uint4_offsets
@@ -64,8 +65,9 @@ def wo_matmul_portable(x: jax.Array, pw: PackedWeight, *, tile_n: int = 128, til
   Returns:
     (M, N) of out_dtype (default x.dtype).
   """
-  # This kernel reads W^T row-major, in K order, with the stored scales and UINT4's offsets.
-  pw = uint4_offsets(fp4_scales_stored(logical_order(untile_weight(pw))))
+  # This kernel reads W^T row-major, in K order, with the stored scales (INT4's float32 ones)
+  # and UINT4's offsets.
+  pw = int4_scales_f32(uint4_offsets(fp4_scales_stored(logical_order(untile_weight(pw)))))
   m, k = x.shape
   n, g, fmt = pw.n, pw.group, pw.fmt
   per_channel = g == k

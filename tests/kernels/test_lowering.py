@@ -438,6 +438,39 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
       _compat.lower_for("cuda", fn, _x(m, 8192), marked)
 
 
+@pytest.mark.parametrize("group", [32, 128])
+def test_int4_amax_scales_lower(group, monkeypatch):
+  # INT4 scales stored as bf16 amaxes (`layout.int4_amax_scales`): the decode (M = 1 / 16 / 64,
+  # and on 8-bit tensor cores, `fp8_x`) computes each scale from its amax in the kernel
+  # (`layout.amax_scale_f32`, by `fma.rn.f32`), where float32 scales take none; the GEMM
+  # takes the float32 scales XLA computes (`int4_scales_f32`); the decode is refused until a
+  # GPU checks it, the GEMM not (it reads the float32 scales it was checked with).
+  import dataclasses
+  calls = _record_calls(monkeypatch, [(mosaic_gpu, "amax_scale_f32")])
+  pw = _weight_shape(f"int4_g128-block_size{group}" if group != 128 else "int4_g128", 8192,
+                     28672)
+  marked = dataclasses.replace(pw, scale=jax.ShapeDtypeStruct(pw.scale.shape, jnp.bfloat16),
+                               amax_scales=True)
+  decode = lambda x, p, **o: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, **o)
+  gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p)
+  for fn, m, opts in [(decode, 1, {}), (decode, 16, {}), (decode, 64, {}),
+                      (decode, 1, {"fp8_x": True})]:
+    for p in (marked, pw):
+      calls.clear()
+      jax.clear_caches()
+      text = _compat.lower_for("cuda", lambda x, p: fn(x, p, **opts), _x(m, 8192), p).as_text()
+      assert bool(calls) == p.amax_scales and ("fma.rn.f32" in text) == p.amax_scales, (m, opts)
+  _compat.lower_for("cuda", gemm, _x(1024, 8192), marked)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # what `wo_matmul` picks there
+  assert wm.api.default_implementation(_x(1024, 8192), marked) == "mosaic_gpu_gemm"
+  assert wm.api.default_implementation(_x(1, 8192), marked) == "xla"
+  assert wm.api.default_implementation(_x(1, 8192), pw) == "mosaic_gpu"
+  monkeypatch.undo()
+  with pytest.raises(NotImplementedError, match=f"int4 group {group} .amax scales."):
+    _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p), _x(1, 8192),
+                      marked)
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_e2m1_halves_order_lowers(name, monkeypatch):
   # E2M1 codes in the halves order (`layout.HALVES_ORDER`): the decode (M = 1 / 16, by TMA and

@@ -24,6 +24,7 @@ from pallas_kernels.quantize import api as qapi
 from pallas_kernels.quantize import schemes as S
 from pallas_kernels.quantize.testdata import rounding_midpoints
 from tests.kernels.jaxprs import primitive_counts
+from tests.reference import fma_f32
 
 SCHEMES = sorted(S.SCHEMES)
 CPU_IMPLS = ["xla", "portable"]
@@ -147,7 +148,7 @@ def test_column_twin_pair_cast(scheme):
       2, 64, 256, nonfinite=True).astype(jnp.bfloat16)]).T  # (256, 128): x.T's rows are these
   cast = _e4m3_satfinite_model(False)
   fma = lambda a, b, c: jax.pure_callback(
-      _fma_exact, jax.ShapeDtypeStruct(jnp.broadcast_shapes(a.shape, b.shape, c.shape),
+      fma_f32, jax.ShapeDtypeStruct(jnp.broadcast_shapes(a.shape, b.shape, c.shape),
                                        jnp.float32), a, b, c, vmap_method="broadcast_all")
   got = quantize_columns_portable(x, scheme, interpret=True, fma=fma,
                                   cast_pair=lambda lo, hi: cast(lo) | cast(hi) << 8)
@@ -232,7 +233,7 @@ def test_quotient_fma_gives_infinite_elements_their_sign():
   # The GPU's element encoder (an FMA quotient) on a block with an infinite scale (r = 0).
   x = jnp.array([[np.inf, -np.inf, 3.0, -3.0, 0.0, -0.0]], jnp.float32)
   s, r = jnp.array([np.inf], jnp.float32), jnp.array([0.0], jnp.float32)
-  codes = np.asarray(S.quotient_fma(x, s, r, _fma_exact, fp8=True))
+  codes = np.asarray(S.quotient_fma(x, s, r, fma_f32, fp8=True))
   assert codes.tolist() == [[0x7F, 0xFF, 0x00, 0x80, 0x00, 0x80]]
   np.testing.assert_array_equal(codes, np.asarray(S.quotient_code(x, s, r, fp8=True)))
 
@@ -253,21 +254,6 @@ def test_default_implementation_is_inspectable(monkeypatch):
   assert "do not tile" in pq.api.gpu_unsupported(x[:2, :64], "mxfp8_e4m3")
   assert pq.api.default_implementation("int4_g128", True, x[:64]) == "xla"  # M < 128
   assert pq.api.default_implementation("mxfp8_e4m3", True, x[:64]) == "mosaic_gpu"
-
-
-def _fma_exact(a, b, c):
-  """float32 a * b + c rounded once, in numpy: the product is exact in float64, the sum is
-  rounded to odd there (TwoSum error, then the odd neighbour), and rounding that to float32 is
-  correct (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008)."""
-  a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
-  with np.errstate(invalid="ignore", over="ignore"):
-    p = a * b
-    t = p + c
-    bb = t - p
-    err = (p - (t - bb)) + (c - bb)
-    inexact = (err != 0) & ((t.view(np.int64) & 1) == 0) & np.isfinite(err)
-    t = np.where(inexact, np.nextafter(t, np.where(err > 0, np.inf, -np.inf)), t)
-    return jnp.asarray(t.astype(np.float32))
 
 
 def _quotient_cases():
@@ -309,7 +295,7 @@ def test_div_fma_is_correctly_rounded(a, b):
   a = np.where(np.abs(a) < 2.0**-100, np.float32(0), a).astype(np.float32)
   b = np.float32(b)
   rb = np.float32(1.0 / np.float64(b))
-  got = np.asarray(S.div_fma(jnp.asarray(a), b, rb, _fma_exact))
+  got = np.asarray(S.div_fma(jnp.asarray(a), b, rb, fma_f32))
   with np.errstate(over="ignore"):
     want = (a.astype(np.float64) / np.float64(b)).astype(np.float32)
   finite = np.isfinite(want)
@@ -326,7 +312,7 @@ def test_quotient_fma_is_the_correctly_rounded_quotient(fp8):
   x, s = _quotient_cases()
   r = (1.0 / s.astype(np.float64)).astype(np.float32)
   xj, sj, rj = jnp.asarray(x), jnp.asarray(s), jnp.asarray(r)
-  got = np.asarray(S.quotient_fma(xj, sj, rj, _fma_exact, fp8=fp8))
+  got = np.asarray(S.quotient_fma(xj, sj, rj, fma_f32, fp8=fp8))
   want = np.asarray(S.quotient_code(xj, sj, rj, fp8=fp8))
   bad = np.argwhere(got != want)
   assert bad.size == 0, [(x[i, j], s[i], got[i, j], want[i, j]) for i, j in bad[:5]]
@@ -349,7 +335,7 @@ def _fma_path(xs, scheme, **options):
   want = _mx(xs, scheme)
   b = jnp.asarray(np.asarray(xs, np.float32).reshape(-1, 128))
   state = S.block_state(sch, S.block_amax(b[:, 0::2], b[:, 1::2]), div=div_rn)
-  got = np.asarray(S.element_encoder(sch, state, fma=_fma_exact, **options)(b))
+  got = np.asarray(S.element_encoder(sch, state, fma=fma_f32, **options)(b))
   codes = np.asarray(want.codes).view(np.uint8)
   if scheme == "int4_g128":
     codes = np.stack([codes & 15, codes >> 4], axis=-1)
@@ -409,7 +395,7 @@ def test_nvfp4_block_state_with_fma_is_the_same():
     _, *ts = S.tensor_scale_terms(jnp.float32(t), div=div_rn)
     nvfp4 = S.get_scheme("nvfp4")
     want = S.block_state(nvfp4, jnp.asarray(a), ts, div=div_rn)
-    got = S.block_state(nvfp4, jnp.asarray(a), ts, div=div_rn, fma=_fma_exact)
+    got = S.block_state(nvfp4, jnp.asarray(a), ts, div=div_rn, fma=fma_f32)
     for g, w in zip(got, want):
       np.testing.assert_array_equal(_bits(np.asarray(g)), _bits(np.asarray(w)), err_msg=str(t))
 
@@ -567,20 +553,20 @@ def test_cast_nan_codes_are_mxjax_codes(scheme, monkeypatch):
     state = S.block_state(sch, S.block_amax(xe, xo), div=div_rn)
     codes = np.asarray(_mx(x, scheme).codes).view(np.uint8).reshape(b.shape).astype(np.int32)
     want = codes[:, 0::2] | codes[:, 1::2] << 8
-    np.testing.assert_array_equal(np.asarray(S.block_encode(sch, state, xe, xo, fma=_fma_exact)),
+    np.testing.assert_array_equal(np.asarray(S.block_encode(sch, state, xe, xo, fma=fma_f32)),
                                   want)
     pair = lambda lo, hi, c=cast: c(lo) | c(hi) << 8
-    got = S.block_encode(sch, state, xe, xo, fma=_fma_exact, cast_pair=pair)
+    got = S.block_encode(sch, state, xe, xo, fma=fma_f32, cast_pair=pair)
     np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"pairs, {nan_sign=}")
     # `pair_signs`: the signs from x's bf16 pair words (mxjax's code takes x's sign whatever
     # the scale), by `_ptx.bf16_pair_signs`' byte permute modelled on the words
     words = np.asarray(xe.view(jnp.uint32) >> 16 | (xo.view(jnp.uint32) >> 16) << 16)
     signs = jnp.asarray(_prmt(words, words, 0x31) & 0x8080, jnp.int32)
-    got = S.block_encode(sch, state, xe, xo, fma=_fma_exact, cast_pair=pair, signs=signs)
+    got = S.block_encode(sch, state, xe, xo, fma=fma_f32, cast_pair=pair, signs=signs)
     np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"pair signs, {nan_sign=}")
     with monkeypatch.context() as m:
       m.setattr(S, "_e4m3_cast", cast)
-      enc = S.element_encoder(sch, state, fma=_fma_exact, cast_nan=True)
+      enc = S.element_encoder(sch, state, fma=fma_f32, cast_nan=True)
       np.testing.assert_array_equal(np.asarray(enc(b)), codes, err_msg=f"elements, {nan_sign=}")
   # no NaN test and no select of it an element (MXFP8), no copysign (FP8 1x128)
   count = lambda **o: primitive_counts(jax.make_jaxpr(

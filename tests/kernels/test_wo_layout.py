@@ -19,6 +19,7 @@ from tests.kernels.wo_formats import FORMATS
 from tests.kernels.wo_formats import IDS
 from tests.kernels.wo_formats import rel
 from tests.kernels.wo_formats import weight
+from tests.reference import fma_f32
 
 
 def _owners(layout, shape):
@@ -458,6 +459,96 @@ def test_fp4_byte_multipliers(name):
     wm.layout.fp4_byte_multipliers(dataclasses.replace(wm.layout.logical_order(pw), w=neg0))
   with pytest.raises(ValueError, match="traced"):
     jax.jit(wm.layout.fp4_byte_multipliers)(pw)
+
+
+def test_amax_scale_f32_every_bf16():
+  # The decode's INT4 scale from a bf16 amax, `div_fma` by RN(1 / 7) with an exact FMA: RN(a / 7)
+  # (float64 division rounded once to float32: exact, 53 >= 2 * 24 + 2) for every finite bf16
+  # a with |a| >= AMAX_MIN and for +-0; NaN for NaN; and AMAX_MIN is tight (a smaller a fails).
+  from fractions import Fraction
+  r = wm.layout.INV_INT4_MAX
+  near = [r, *np.nextafter(r, np.array([0, 1], np.float32))]
+  assert min(near, key=lambda v: abs(Fraction(float(v)) - Fraction(1, 7))) == r
+  bits = np.arange(0, 0x10000, dtype=np.uint32)
+  a = (bits << 16).view(np.float32)
+  got = np.asarray(wm.layout.amax_scale_f32(jnp.asarray(a).astype(jnp.bfloat16), fma_f32))
+  with np.errstate(invalid="ignore"):
+    want = (a.astype(np.float64) / 7.0).astype(np.float32)
+  fits = np.isfinite(a) & ((np.abs(a) >= wm.layout.AMAX_MIN) | (a == 0))
+  np.testing.assert_array_equal(got[fits].view(np.uint32) & 0x7FFFFFFF,
+                                want[fits].view(np.uint32) & 0x7FFFFFFF)
+  assert np.isnan(got[np.isnan(a)]).all()
+  off = got.view(np.uint32) != want.view(np.uint32)
+  assert off[~fits & np.isfinite(a)].any()
+  assert np.abs(a[off & np.isfinite(a)]).max() >= wm.layout.AMAX_MIN / 2
+
+
+def _int4_bf16_weight(group, k=512, n=256):
+  """(w (K, N) bf16, PackedWeight) of an INT4 weight quantized from bf16, with an all-zero
+  block, a block whose amax is a power of two, and one of tiny (normal) values."""
+  w = jax.random.normal(jax.random.key(7), (k, n), jnp.float32)
+  w = w.at[:group, 0].set(0.0).at[group:2 * group, 1].set(0.25).at[0, 2].set(-4.0)
+  w = w.at[:group, 3].multiply(2.0**-100).astype(jnp.bfloat16)
+  scheme = mxjax.schemes.get("int4_g128", block_size=group)
+  return w, wm.repack_qarray(mxjax.quantize(w, scheme, axis=0))
+
+
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_int4_amax_scales(group):
+  # INT4 scales stored as the bf16 amaxes they are RN(a / 7) of (`int4_amax_scales`): each is
+  # the group's max |w| in bf16 (numpy), the float32 scales come back bit for bit, 2 bytes a
+  # group go, and every reader sees the same weight, in K order or register order.
+  w, pw = _int4_bf16_weight(group)
+  a = wm.layout.int4_amax_scales(pw)
+  assert a.amax_scales and a.scale.dtype == jnp.bfloat16
+  amax = np.abs(np.asarray(w, np.float32)).reshape(-1, group, w.shape[1]).max(axis=1)
+  np.testing.assert_array_equal(np.asarray(a.scale, np.float32), amax)
+  np.testing.assert_array_equal(np.asarray(wm.layout.int4_scales_f32(a).scale).view(np.uint32),
+                                np.asarray(pw.scale).view(np.uint32))
+  assert pw.nbytes - a.nbytes == 2 * pw.scale.size
+  from pallas_kernels.wo_matmul.decode_plan import base_case, case
+  assert case(a)[-1] == "amax_scales" and base_case(a) == base_case(pw)
+  assert "bf16_scales" not in case(a)
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(a)), np.asarray(wm.dequantize(pw)))
+  x = jax.random.normal(jax.random.key(3), (3, w.shape[0]), jnp.float32).astype(jnp.bfloat16)
+  for p0 in (pw, wm.layout.order_for_wgmma(pw)):
+    p1 = wm.layout.int4_amax_scales(p0)
+    for impl in ("portable", "dequant_gemm", "xla"):
+      run = lambda p: np.asarray(wm.wo_matmul(x, p, implementation=impl, out_dtype=jnp.float32,
+                                              interpret=impl == "portable"))
+      np.testing.assert_array_equal(run(p1), run(p0))
+  assert wm.layout.int4_amax_scales(a) is a
+
+
+def test_int4_amax_scales_refused():
+  # What cannot be stored as bf16 amaxes says why: scales quantized from float32, an amax floor,
+  # an Inf block, amaxes below AMAX_MIN, a scheme's bf16 scales, other formats, traced scales.
+  w, pw = _int4_bf16_weight(32)
+  def refused(p, match):
+    assert wm.layout.amax_scales_fit(p) is not None
+    with pytest.raises(ValueError, match=match):
+      wm.layout.int4_amax_scales(p)
+  f32 = jax.random.normal(jax.random.key(1), (256, 128), jnp.float32)
+  int4 = lambda v, **o: wm.repack_qarray(mxjax.quantize(
+      v, mxjax.schemes.get("int4_g128", block_size=32, **o), axis=0))
+  refused(int4(f32), "no RN.a / 7. of a bf16 amax")
+  zero = f32.astype(jnp.bfloat16).at[:32, 0].set(0.0)
+  refused(int4(zero, amax_floor=1e-4), "1 scales are no RN")
+  assert wm.layout.amax_scales_fit(int4(zero)) is None
+  refused(int4(zero.at[5, 5].set(jnp.inf)), "infinite scale")
+  sub = np.asarray(int4(zero).scale).copy()
+  sub[0, 6] = np.float32(2.0**-126 / 7)  # a subnormal RN(a / 7), as a GPU's division keeps it
+  refused(dataclasses.replace(pw, scale=jnp.asarray(sub)), "1 subnormal scales")
+  # the smallest amax that fits (its scale 2^-126); a scale flushed to 0 is a = 0's
+  assert wm.layout.amax_scales_fit(int4(zero.at[:32, 6].set(7 * 2.0**-126))) is None
+  assert wm.layout.amax_scales_fit(int4(zero.at[:32, 6].set(2.0**-126))) is None
+  nan = int4(zero.at[3, 4].set(jnp.nan))
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(wm.layout.int4_amax_scales(nan))),
+                                np.asarray(wm.dequantize(nan)))
+  refused(int4(zero, scale="bf16"), "the scales are bfloat16")
+  refused(weight("mxfp4", {})[1], "INT4's")
+  with pytest.raises(ValueError, match="traced"):
+    jax.jit(wm.layout.int4_amax_scales)(pw)
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
