@@ -272,10 +272,11 @@ def device_scaling(since: str = H100_SINCE) -> list[str]:
 # "zero_points" for UINT4's as bytes), for `stream_asks`
 STREAM_STORAGES = [
     ("INT4 g128", "int4_g128", {}, "bytes"),
-    ("INT4 g128, bf16 scales", "int4_g128", {"scale": "bf16"}, "bytes"),
+    ("INT4 g128, bf16 scales or amaxes", "int4_g128", {"scale": "bf16"}, "bytes"),
     ("INT4 g64", "int4_g128", {"block_size": 64}, "bytes"),
     ("INT4 g32", "int4_g128", {"block_size": 32}, "bytes"),
-    ("INT4 g32, bf16 scales", "int4_g128", {"block_size": 32, "scale": "bf16"}, "bytes"),
+    ("INT4 g32, bf16 scales or amaxes", "int4_g128", {"block_size": 32, "scale": "bf16"},
+     "bytes"),
     ("UINT4 g128 (f32 offsets)", "int4_g128_asym", {}, "bytes"),
     ("UINT4 g128 (zero point bytes)", "int4_g128_asym", {}, "zero_points"),
     ("NF4 g64 (slot codes, bf16 absmax)", "nf4_g64", {}, "bf16"),

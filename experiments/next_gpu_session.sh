@@ -206,7 +206,7 @@ case "$part" in
   h100c)  # On an H100, ~7 minutes: INT4 scales stored as the bf16 amaxes they are RN(a / 7) of
       # (`layout.int4_amax_scales`, session 39: 2 bytes a group in place of 4, each scale
       # rebuilt in the kernel by a multiply and two FMAs; correct on any GPU) against the float32
-      # scales: g32 reads 132.1 -> 117.4 MB at 8192 x 28672, 98% -> 88% of the time 3.2x allows
+      # scales: g32 reads 146.8 -> 132.1 MB at 8192 x 28672, 98% -> 88% of the time 3.2x allows
       # at the H100's copy bandwidth (g64 -6%, g128 -3%)
     am='[{}, {"amax_scales": true}]'
     run 200 a $B --what wo --formats int4_g32,int4_g64 --m 1,16 --shapes $S --configs "$am"

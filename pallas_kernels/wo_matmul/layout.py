@@ -468,7 +468,7 @@ def uint4_offsets(pw: PackedWeight) -> PackedWeight:
 
 # INT4's scale is RN_f32(amax / 7) (`mxjax.quantize`, with the schemes' amax floor of 0), and a
 # bf16 weight's group amax is a bf16: 2 bytes a group determine the 4-byte scale
-# (`int4_amax_scales`; 8192 x 28672 g32: 132.1 -> 117.4 MB, 98% -> 88% of the time 3.2x allows
+# (`int4_amax_scales`; 8192 x 28672 g32: 146.8 -> 132.1 MB, 98% -> 88% of the time 3.2x allows
 # at copy bandwidth, `kernels_standing.md`). The GPU decode rebuilds each scale with
 # `schemes.div_fma` by the constant RN(1 / 7): a multiply and two FMAs, RN(a / 7) exactly for
 # every bf16 a with |a| >= `AMAX_MIN` and for 0 (tests run all of them): wherever the scale is a
@@ -527,7 +527,7 @@ def amax_scales_fit(pw: PackedWeight) -> str | None:
 
 def int4_amax_scales(pw: PackedWeight) -> PackedWeight:
   """Stores INT4's float32 group scales as the bf16 group amaxes a they were computed from
-  (scale = RN_f32(a / 7)): 2 bytes a group in place of 4 (-11% of a g32 weight's bytes, -6% at
+  (scale = RN_f32(a / 7)): 2 bytes a group in place of 4 (-10% of a g32 weight's bytes, -6% at
   g64, -3% at g128), every value unchanged. The GPU decode computes each scale from its amax
   (`amax_scale_f32`); every other reader takes the float32 scales (`int4_scales_f32`). Raises
   where `amax_scales_fit` gives a reason."""
