@@ -8,8 +8,9 @@
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-37: `h100b` first where
 # one is lent (FP4 scale bytes each their multiplier by one IMAD, `layout.fp4_byte_multipliers`,
-# session 38, against the bf16 multipliers; correct on any GPU), `h100c` (INT4 scales as bf16
-# amaxes, `layout.int4_amax_scales`, session 39; any GPU too), then `h100` (MXFP4's folded
+# session 38, against the bf16 multipliers, and INT4 scales as bf16 amaxes,
+# `layout.int4_amax_scales`, session 39; both correct on any GPU), `h100c` (the same at 4096 x
+# 14336 and in the prefill), then `h100` (MXFP4's folded
 # multipliers in the halves order, its default since session 37, against the old storage at
 # every M; NVFP4 in the halves order with its fused sum). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
@@ -191,27 +192,31 @@ case "$part" in
     run 150 c $B --what wo --formats nvfp4 --m 1,16 --shapes $S,4096x14336 \
       --configs '[{}, {"halves": true}]'
     ;;
-  h100b)  # On an H100, ~8 minutes: FP4 scale bytes each their bf16 multiplier by one IMAD
-      # (`layout.fp4_byte_multipliers`, session 38: 1 byte a group read where the multipliers take
-      # 2, -5% of MXFP4's bytes and -10% of NVFP4's; the same instructions) against the
-      # multipliers, decode and prefill. NVFP4 with bf16 multipliers reads 146.8 MB at 8192 x
-      # 28672: 48.5 us at the H100's copy bandwidth, 98% of the 49.3 that 3.2x asks; its bytes
-      # 43.6 us (MXFP4 43.6 -> 41.2; kernels_standing.md, "What 3.2x asks")
+  h100b)  # On an H100, ~7 minutes: the two smaller scale storages checked and timed at 8192 x
+      # 28672 (correct on any GPU). FP4 scale bytes each their bf16 multiplier by one IMAD
+      # (`layout.fp4_byte_multipliers`, session 38: 1 byte a group read where the multipliers
+      # take 2, -5% of MXFP4's bytes and -10% of NVFP4's; the same instructions) against the
+      # multipliers: NVFP4 with bf16 multipliers reads 146.8 MB, 48.5 us at the H100's copy
+      # bandwidth, 98% of the 49.3 that 3.2x asks; its bytes 43.6 us (MXFP4 43.6 -> 41.2;
+      # kernels_standing.md, "What 3.2x asks"). INT4 scales as the bf16 amaxes they are
+      # RN(a / 7) of (`layout.int4_amax_scales`, session 39: 2 bytes a group in place of 4, each
+      # scale rebuilt in the kernel by a multiply and two FMAs) against the float32 scales: g32
+      # 146.8 -> 132.1 MB (98% -> 88%), g128 -3%
     bm='[{}, {"byte_multipliers": true}]'
-    run 150 a $B --what wo --formats mxfp4 --m 1,16 --shapes $S,4096x14336 --configs "$bm"
-    run 200 b $B --what wo --formats nvfp4 --m 1,16 --shapes $S,4096x14336 \
+    run 150 a $B --what wo --formats mxfp4 --m 1,16 --shapes $S --configs "$bm"
+    run 150 b $B --what wo --formats nvfp4 --m 1,16 --shapes $S \
       --configs '[{}, {"byte_multipliers": true}, {"byte_multipliers": true, "halves": true}]'
-    run 120 c $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes 4096x14336 --configs "$bm"
+    run 140 c $B --what wo --formats int4_g32,int4 --m 1,16 --shapes $S \
+      --configs '[{}, {"amax_scales": true}]'
     ;;
-  h100c)  # On an H100, ~7 minutes: INT4 scales stored as the bf16 amaxes they are RN(a / 7) of
-      # (`layout.int4_amax_scales`, session 39: 2 bytes a group in place of 4, each scale
-      # rebuilt in the kernel by a multiply and two FMAs; correct on any GPU) against the float32
-      # scales: g32 reads 146.8 -> 132.1 MB at 8192 x 28672, 98% -> 88% of the time 3.2x allows
-      # at the H100's copy bandwidth (g64 -6%, g128 -3%)
+  h100c)  # On an H100, ~8 minutes: the rest of `h100b`'s storages: at 4096 x 14336, INT4 g64, and
+      # the FP4 bytes in the prefill GEMM
+    bm='[{}, {"byte_multipliers": true}]'
     am='[{}, {"amax_scales": true}]'
-    run 200 a $B --what wo --formats int4_g32,int4_g64 --m 1,16 --shapes $S --configs "$am"
-    run 110 b $B --what wo --formats int4 --m 1,16 --shapes $S --configs "$am"
-    run 120 c $B --what wo --formats int4_g32,int4 --m 1,16 --shapes 4096x14336 --configs "$am"
+    run 130 a $B --what wo --formats mxfp4,nvfp4 --m 1,16 --shapes 4096x14336 --configs "$bm"
+    run 110 b $B --what wo --formats int4_g32,int4 --m 1,16 --shapes 4096x14336 --configs "$am"
+    run 120 c $B --what wo --formats int4_g64 --m 1,16 --shapes $S --configs "$am"
+    run 120 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes 4096x14336 --configs "$bm"
     ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
