@@ -441,10 +441,10 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
 @pytest.mark.parametrize("group", [32, 128])
 def test_int4_amax_scales_lower(group, monkeypatch):
   # INT4 scales stored as bf16 amaxes (`layout.int4_amax_scales`): the decode (M = 1 / 16 / 64,
-  # and on 8-bit tensor cores, `fp8_x`) computes each scale from its amax in the kernel
-  # (`layout.amax_scale_f32`, by `fma.rn.f32`), where float32 scales take none; the GEMM
-  # takes the float32 scales XLA computes (`int4_scales_f32`); the decode is refused until a
-  # GPU checks it, the GEMM not (it reads the float32 scales it was checked with).
+  # on 8-bit tensor cores, `fp8_x`, and by plain loads) computes each scale from its amax in
+  # the kernel (`layout.amax_scale_f32`, by `fma.rn.f32`), where float32 scales take none; the
+  # GEMM takes the float32 scales XLA computes (`int4_scales_f32`); the decode is refused until
+  # a GPU checks it, the GEMM not (it reads the float32 scales it was checked with).
   import dataclasses
   calls = _record_calls(monkeypatch, [(mosaic_gpu, "amax_scale_f32")])
   pw = _weight_shape(f"int4_g128-block_size{group}" if group != 128 else "int4_g128", 8192,
@@ -453,9 +453,10 @@ def test_int4_amax_scales_lower(group, monkeypatch):
                                amax_scales=True)
   decode = lambda x, p, **o: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, **o)
   gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p)
+  threads = jax.eval_shape(wm.layout.thread_major, marked)  # the decode by plain loads
   for fn, m, opts in [(decode, 1, {}), (decode, 16, {}), (decode, 64, {}),
                       (decode, 1, {"fp8_x": True})]:
-    for p in (marked, pw):
+    for p in (marked, pw) + ((threads,) if m == 1 and not opts else ()):
       calls.clear()
       jax.clear_caches()
       text = _compat.lower_for("cuda", lambda x, p: fn(x, p, **opts), _x(m, 8192), p).as_text()
