@@ -6,11 +6,10 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-37: `h100b` first where
-# one is lent (FP4 scale bytes each their multiplier by one IMAD, `layout.fp4_byte_multipliers`,
-# session 38, against the bf16 multipliers, and INT4 scales as bf16 amaxes,
-# `layout.int4_amax_scales`, session 39; both correct on any GPU), `h100c` (the same at 4096 x
-# 14336 and in the prefill), then `h100` (MXFP4's folded
+# The issue's targets are the H100's, and only H100s came in sessions 27-39 (none in 38):
+# `h100b` first where one is lent (the smaller scale storages checked in session 39, FP4 scale
+# bytes and INT4 bf16 amaxes, at 4096 x 14336, NVFP4's bytes in the halves order and the
+# prefill GEMM's byte path: whether they become `repack`'s defaults), then `h100` (MXFP4's folded
 # multipliers in the halves order, its default since session 37, against the old storage at
 # every M; NVFP4 in the halves order with its fused sum). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
@@ -53,7 +52,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -192,31 +191,19 @@ case "$part" in
     run 150 c $B --what wo --formats nvfp4 --m 1,16 --shapes $S,4096x14336 \
       --configs '[{}, {"halves": true}]'
     ;;
-  h100b)  # On an H100, ~7 minutes: the two smaller scale storages checked and timed at 8192 x
-      # 28672 (correct on any GPU). FP4 scale bytes each their bf16 multiplier by one IMAD
-      # (`layout.fp4_byte_multipliers`, session 38: 1 byte a group read where the multipliers
-      # take 2, -5% of MXFP4's bytes and -10% of NVFP4's; the same instructions) against the
-      # multipliers: NVFP4 with bf16 multipliers reads 146.8 MB, 48.5 us at the H100's copy
-      # bandwidth, 98% of the 49.3 that 3.2x asks; its bytes 43.6 us (MXFP4 43.6 -> 41.2;
-      # kernels_standing.md, "What 3.2x asks"). INT4 scales as the bf16 amaxes they are
-      # RN(a / 7) of (`layout.int4_amax_scales`, session 39: 2 bytes a group in place of 4, each
-      # scale rebuilt in the kernel by a multiply and two FMAs) against the float32 scales: g32
-      # 146.8 -> 132.1 MB (98% -> 88%), g128 -3%
-    bm='[{}, {"byte_multipliers": true}]'
-    run 150 a $B --what wo --formats mxfp4 --m 1,16 --shapes $S --configs "$bm"
-    run 150 b $B --what wo --formats nvfp4 --m 1,16 --shapes $S \
-      --configs '[{}, {"byte_multipliers": true}, {"byte_multipliers": true, "halves": true}]'
-    run 140 c $B --what wo --formats int4_g32,int4 --m 1,16 --shapes $S \
+  h100b)  # On an H100, ~8 minutes: the two smaller scale storages where session 39's three short
+      # calls did not reach, to decide `repack`'s defaults. At 8192 x 28672 both were faster
+      # at every M timed (FP4 scale bytes each their multiplier by one IMAD,
+      # `layout.fp4_byte_multipliers`: MXFP4 in the halves order M = 1 56.3 -> 53.4 us, NVFP4
+      # 61.1 -> 58.5; INT4 scales as bf16 amaxes, `layout.int4_amax_scales`: g32 57.7 -> 53.8,
+      # g128 48.2 -> 47.5), at 4096 x 14336 INT4 g32 M = 1 slower (17.4 -> 18.0, one run); the
+      # prefill GEMM's byte path and NVFP4's bytes in the halves order are unchecked
+    hb='[{}, {"byte_multipliers": true, "halves": true}]'
+    run 130 a $B --what wo --formats mxfp4,nvfp4 --m 1,16 --shapes 4096x14336 --configs "$hb"
+    run 100 b $B --what wo --formats int4_g32,int4 --m 1,16 --shapes 4096x14336 \
       --configs '[{}, {"amax_scales": true}]'
-    ;;
-  h100c)  # On an H100, ~8 minutes: the rest of `h100b`'s storages: at 4096 x 14336, INT4 g64, and
-      # the FP4 bytes in the prefill GEMM
-    bm='[{}, {"byte_multipliers": true}]'
-    am='[{}, {"amax_scales": true}]'
-    run 130 a $B --what wo --formats mxfp4,nvfp4 --m 1,16 --shapes 4096x14336 --configs "$bm"
-    run 110 b $B --what wo --formats int4_g32,int4 --m 1,16 --shapes 4096x14336 --configs "$am"
-    run 120 c $B --what wo --formats int4_g64 --m 1,16 --shapes $S --configs "$am"
-    run 120 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes 4096x14336 --configs "$bm"
+    run 120 c $B --what wo --formats nvfp4 --m 1,16 --shapes $S --configs "$hb"
+    run 120 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes 4096x14336 --configs "$hb"
     ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
@@ -234,6 +221,6 @@ case "$part" in
     run 150 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

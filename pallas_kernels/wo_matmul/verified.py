@@ -46,7 +46,21 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             # 18.6, those two without the fused sum the default had (the full key then closed
             # its gate; `decode_plan.base_case` since): not a default.
             (WeightFormat.MXFP4, 32, "mx_fold"), (WeightFormat.MXFP4, 32, "halves"),
-            (WeightFormat.MXFP4, 32, "mx_fold", "halves"), (WeightFormat.NVFP4, 16, "halves")}
+            (WeightFormat.MXFP4, 32, "mx_fold", "halves"), (WeightFormat.NVFP4, 16, "halves"),
+            # H100, 2026-12-07 (session 39), jax 0.11.2, 8192 x 28672, rel. err as the
+            # default's in every row (kernels_wo_s39_h100_*.json), us default -> variant: FP4
+            # scale bytes each their multiplier by one IMAD (`layout.fp4_byte_multipliers`)
+            # MXFP4 M = 1 56.4 -> 55.0 (byte-pair order), with the halves order M = 1 56.3 ->
+            # 53.4, M = 16 58.5 -> 56.2; NVFP4 M = 1 61.1 -> 58.5, M = 16 60.0 -> 57.7; INT4
+            # scales as bf16 amaxes (`layout.int4_amax_scales`) g32 M = 1 57.5 -> 54.3 and
+            # 57.7 -> 53.8, M = 16 61.7 -> 58.0; g64 M = 1 52.5 -> 51.4; g128 M = 1 48.2 ->
+            # 47.5, M = 16 50.5 -> 49.0; at 4096 x 14336 M = 1 g32 17.4 -> 18.0, g128 15.0 ->
+            # 15.1 (not `repack`'s default yet: `next_gpu_session.sh h100c`).
+            (WeightFormat.MXFP4, 32, "byte_multipliers"),
+            (WeightFormat.MXFP4, 32, "halves", "byte_multipliers"),
+            (WeightFormat.NVFP4, 16, "byte_multipliers"),
+            (WeightFormat.INT4, 32, "amax_scales"), (WeightFormat.INT4, 64, "amax_scales"),
+            (WeightFormat.INT4, 128, "amax_scales")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
 # default where `configs.decode_config` says so (INT4 g128, MXFP4 and NVFP4 at M > 16, INT8 at
 # M > 32). Written in session 19 without a GPU. H200, 2026-12-05, 8192 x 28672

@@ -415,7 +415,8 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
   # FP4 scale bytes marked as each their multiplier up to one IMAD
   # (`layout.fp4_byte_multipliers`): the decode (M = 1 / 16 / 64) and the GEMM make the
   # multiplier pairs from the bytes (`registers._byte_pair_word`) and decode no scale byte in
-  # float32 (`scale_bytes_f32`), which the unmarked bytes take; refused until a GPU checks it.
+  # float32 (`scale_bytes_f32`), which the unmarked bytes take; refused where a GPU has not
+  # checked it (the decode on an H100 in session 39, the GEMM not yet).
   import dataclasses
   from pallas_kernels.wo_matmul import registers
   calls = _record_calls(monkeypatch, [(mosaic_gpu, "scale_bytes_f32"),
@@ -432,6 +433,10 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
       _compat.lower_for("cuda", fn, _x(m, 8192), p)
       want = "_byte_pair_word" if p.byte_multipliers else "scale_bytes_f32"
       assert set(calls) == {want}, (m, p.byte_multipliers, set(calls))
+  # the decode checked on an H100 (session 39), the GEMM not yet
+  _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False),
+                    _x(1, 8192), marked)
+  monkeypatch.setattr(decode_plan, "VERIFIED", decode_plan.VERIFIED - {decode_plan.case(marked)})
   for fn, m in ((lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False), 1),
                 (lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p), 1024)):
     with pytest.raises(NotImplementedError, match=f"{name} group .. .*byte multipliers"):
@@ -443,8 +448,9 @@ def test_int4_amax_scales_lower(group, monkeypatch):
   # INT4 scales stored as bf16 amaxes (`layout.int4_amax_scales`): the decode (M = 1 / 16 / 64,
   # on 8-bit tensor cores, `fp8_x`, and by plain loads) computes each scale from its amax in
   # the kernel (`layout.amax_scale_f32`, by `fma.rn.f32`), where float32 scales take none; the
-  # GEMM takes the float32 scales XLA computes (`int4_scales_f32`); the decode is refused until
-  # a GPU checks it, the GEMM not (it reads the float32 scales it was checked with).
+  # GEMM takes the float32 scales XLA computes (`int4_scales_f32`); the decode is refused where
+  # a GPU has not checked it (an H100 has since session 39), the GEMM never (it reads the
+  # float32 scales it was checked with).
   import dataclasses
   calls = _record_calls(monkeypatch, [(mosaic_gpu, "amax_scale_f32")])
   pw = _weight_shape(f"int4_g128-block_size{group}" if group != 128 else "int4_g128", 8192,
@@ -464,9 +470,10 @@ def test_int4_amax_scales_lower(group, monkeypatch):
   _compat.lower_for("cuda", gemm, _x(1024, 8192), marked)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # what `wo_matmul` picks there
   assert wm.api.default_implementation(_x(1024, 8192), marked) == "mosaic_gpu_gemm"
+  assert wm.api.default_implementation(_x(1, 8192), marked) == "mosaic_gpu"  # (session 39)
+  monkeypatch.setattr(decode_plan, "VERIFIED", decode_plan.VERIFIED - {decode_plan.case(marked)})
   assert wm.api.default_implementation(_x(1, 8192), marked) == "xla"
   assert wm.api.default_implementation(_x(1, 8192), pw) == "mosaic_gpu"
-  monkeypatch.undo()
   with pytest.raises(NotImplementedError, match=f"int4 group {group} .amax scales."):
     _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p), _x(1, 8192),
                       marked)
