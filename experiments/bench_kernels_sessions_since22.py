@@ -666,7 +666,7 @@ def h100_s37_section() -> list[str]:
 
 
 def h100_s39_section() -> list[str]:
-  """Session 39: three short H100 calls (after twelve starts failed): the two smaller scale
+  """Session 39: three short H100 calls (after thirteen starts failed): the two smaller scale
   storages, FP4 scale bytes each their multiplier by one IMAD (session 38) and INT4 scales as
   the bf16 amaxes they are RN(a / 7) of (session 39), against the defaults."""
   return wo_section(39, (
