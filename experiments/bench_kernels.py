@@ -83,7 +83,8 @@ def _make_int4(key, k, n, fmt, group):
   codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
   scale = jax.random.uniform(k2, (k // group, n), jnp.float32, 0.5, 1.5) / 64
   if fmt == "int4":  # as mxjax scales a bf16 weight: RN(a / 7) of a bf16 amax a
-    scale = div_rn((scale * 7).astype(jnp.bfloat16).astype(jnp.float32), 7.0)
+    scale = div_rn((scale * L.INT4_MAX).astype(jnp.bfloat16).astype(jnp.float32),
+                   L.INT4_MAX)
   zp = None
   if fmt == "uint4":
     zp = jax.random.randint(k3, (k // group, n), 0, 16, jnp.int32).astype(jnp.uint8)

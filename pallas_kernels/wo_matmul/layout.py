@@ -485,9 +485,33 @@ def amax_scale_f32(a: jax.Array, fma) -> jax.Array:
   return div_fma(a.astype(jnp.float32), jnp.float32(INT4_MAX), INV_INT4_MAX, fma)
 
 
-def _amax_candidates(s) -> np.ndarray:
-  """The bf16 nearest 7 s (numpy, s's shape; 7 s exact in float64): a where s = RN(a / 7)."""
-  return (np.asarray(s).astype(np.float64) * INT4_MAX).astype(ml_dtypes.bfloat16)
+def _bf16_amaxes(pw: PackedWeight) -> tuple[np.ndarray | None, str | None]:
+  """(a, None): the bf16 amaxes (numpy) whose RN_f32(a / 7) are `pw`'s float32 INT4 scales,
+  within `amax_scale_f32`'s range; or (None, why not)."""
+  if pw.fmt is not WeightFormat.INT4:
+    return None, f"amax scales are INT4's (RN(amax / 7)), not {pw.fmt.value}'s"
+  if pw.scale.dtype != jnp.float32:
+    return None, f"the scales are {pw.scale.dtype}, not the float32 RN(amax / 7) of a bf16 amax"
+  if isinstance(pw.scale, jax.core.Tracer):
+    return None, "the scales are traced: store them outside jit"
+  s = np.asarray(pw.scale)
+  # the one candidate a scale can come from: the bf16 nearest 7 s (7 s exact in float64), since
+  # distinct bf16 a give distinct quotients (a / 7 moves by ulp_bf16(a) / 7 >> ulp_f32)
+  a = (s.astype(np.float64) * INT4_MAX).astype(ml_dtypes.bfloat16)
+  mag = np.abs(a.astype(np.float32))
+  if np.isinf(mag).any():
+    return None, "an infinite scale (a block holding an Inf)"
+  tiny = (mag < AMAX_MIN) & (mag > 0)
+  if tiny.any():
+    return None, (f"{int(tiny.sum())} subnormal scales (amax below 7 * 2^-126, the smallest "
+                  f"{float(mag[tiny].min())!r}), which the decode's FMA division does not "
+                  "round exactly")
+  back = np.asarray(div_rn(jnp.asarray(a, jnp.float32), INT4_MAX))
+  same = (back.view(np.uint32) == s.view(np.uint32)) | (np.isnan(back) & np.isnan(s))
+  if not same.all():
+    return None, (f"{int((~same).sum())} scales are no RN(a / 7) of a bf16 amax a (the first "
+                  f"{float(s[~same][0])!r}): quantized from float32, or with an amax floor")
+  return a, None
 
 
 def amax_scales_fit(pw: PackedWeight) -> str | None:
@@ -497,32 +521,7 @@ def amax_scales_fit(pw: PackedWeight) -> str | None:
   flushed); from float32, or with an amax floor that is no bf16 / 7, or with an infinite scale
   (a block holding an Inf) or a subnormal one (`AMAX_MIN`), they do not. Needs the values:
   traced scales do not fit."""
-  if pw.fmt is not WeightFormat.INT4:
-    return f"amax scales are INT4's (RN(amax / 7)), not {pw.fmt.value}'s"
-  if pw.amax_scales:
-    return None
-  if pw.scale.dtype != jnp.float32:
-    return f"the scales are {pw.scale.dtype}, not the float32 RN(amax / 7) of a bf16 amax"
-  if isinstance(pw.scale, jax.core.Tracer):
-    return "the scales are traced: store them outside jit"
-  s = np.asarray(pw.scale)
-  a = _amax_candidates(s)
-  mag = np.abs(a.astype(np.float32))
-  if np.isinf(mag).any():
-    return "an infinite scale (a block holding an Inf)"
-  tiny = (mag < AMAX_MIN) & (mag > 0)
-  if tiny.any():
-    return (f"{int(tiny.sum())} subnormal scales (amax below 7 * 2^-126, the smallest "
-            f"{float(mag[tiny].min())!r}), which the decode's FMA division does not round "
-            "exactly")
-  back = np.asarray(div_rn(jnp.asarray(a, jnp.float32), INT4_MAX))
-  # distinct bf16 a give distinct quotients (a / 7 moves by ulp_bf16(a) / 7 >> ulp_f32), so the
-  # stored scale is RN(a / 7) for the bf16 nearest 7 s if for any
-  same = (back.view(np.uint32) == s.view(np.uint32)) | (np.isnan(back) & np.isnan(s))
-  if not same.all():
-    return (f"{int((~same).sum())} scales are no RN(a / 7) of a bf16 amax a (the first "
-            f"{float(s[~same][0])!r}): quantized from float32, or with an amax floor")
-  return None
+  return None if pw.amax_scales else _bf16_amaxes(pw)[1]
 
 
 def int4_amax_scales(pw: PackedWeight) -> PackedWeight:
@@ -531,13 +530,13 @@ def int4_amax_scales(pw: PackedWeight) -> PackedWeight:
   g64, -3% at g128), every value unchanged. The GPU decode computes each scale from its amax
   (`amax_scale_f32`); every other reader takes the float32 scales (`int4_scales_f32`). Raises
   where `amax_scales_fit` gives a reason."""
-  why = amax_scales_fit(pw)
+  if pw.amax_scales:
+    return pw
+  a, why = _bf16_amaxes(pw)
   if why is not None:
     raise ValueError(f"amax scales need every INT4 scale to be RN(a / 7) of a bf16 amax a: "
                      f"{why}; keep the float32 scales")
-  if pw.amax_scales:
-    return pw
-  return dataclasses.replace(pw, scale=jnp.asarray(_amax_candidates(pw.scale)), amax_scales=True)
+  return dataclasses.replace(pw, scale=jnp.asarray(a), amax_scales=True)
 
 
 def int4_scales_f32(pw: PackedWeight) -> PackedWeight:
