@@ -222,14 +222,16 @@ def _stored(cfg, inputs):
   {"halves": true} E2M1 codes in register order with each pair split over a word's halves
   (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`); {"byte_multipliers": true} FP4
   scales as their bytes, each its multiplier by one IMAD in the kernels
-  (`layout.fp4_byte_multipliers`); {"amax_scales": true} INT4 scales as the bf16 amaxes they
+  (`layout.fp4_byte_multipliers`; false: bf16 multipliers, as {"scale_bf16": true}; a
+  "scale_bf16" or "mx_fold" key alone turns the default bytes off too); {"amax_scales": true} INT4 scales as the bf16 amaxes they
   are RN(a / 7) of (`layout.int4_amax_scales`);
   {"zero_points": true} UINT4's zero points as bytes
   (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
   (`layout.thread_major`); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
-  if cfg.get("byte_multipliers"):
+  explicit_scales = "scale_bf16" in cfg or "mx_fold" in cfg
+  if cfg.get("byte_multipliers", not explicit_scales and L.default_byte_multipliers(p)):
     p = L.fp4_byte_multipliers(p)
   elif "mx_fold" in cfg:
     p = L.fp4_scales_bf16(p, mx_fold=cfg["mx_fold"])
@@ -238,7 +240,7 @@ def _stored(cfg, inputs):
   else:
     p = L.fp4_scales_stored(p)
   if cfg.get("wgmma_order", L.default_wgmma_order(p)):
-    p = L.order_for_wgmma(p, halves=cfg.get("halves"))
+    p = L.order_for_wgmma(p, halves=cfg.get("halves", L.default_halves(p.fmt)))
   else:
     p = L.logical_order(p)
   if "w_tile" in cfg:

@@ -137,7 +137,8 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
            zero_point: jax.Array | None = None,
            tensor_scale: jax.Array | None = None,
            wgmma_order: bool | None = None,
-           scale_bf16: bool | None = None) -> PackedWeight:
+           scale_bf16: bool | None = None,
+           byte_multipliers: bool | None = None) -> PackedWeight:
   """Repacks mxjax's (K, N)-logical quantized weight into the kernels' layout.
 
   Args:
@@ -155,7 +156,12 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
     scale_bf16: MXFP4 / NVFP4: store the block scales as the GPU decode's bf16 multipliers
       (`fp4_scales_bf16`, same values; MXFP4's folded where its scales allow and are concrete,
       `MX_FOLD_BY_DEFAULT`); NF4: int4 slot codes and bf16 absmax (`nf4_slots`,
-      bitsandbytes' GEMV numerics); None: on a GPU backend (`default_scale_bf16`).
+      bitsandbytes' GEMV numerics); None: on a GPU backend (`default_scale_bf16`) unless the
+      scale bytes are stored as byte multipliers.
+    byte_multipliers: MXFP4 / NVFP4: keep the scale bytes, marked as each its GPU multiplier by
+      one integer multiply-add (`fp4_byte_multipliers`; raises for scales outside its range or
+      with scale_bf16=True); None: where `default_byte_multipliers` holds and scale_bf16 is
+      None.
 
   Returns:
     PackedWeight.
@@ -187,14 +193,18 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
   ts = None if tensor_scale is None else jnp.asarray(tensor_scale, jnp.float32)
   pw = PackedWeight(w=w, scale=scale, offset=offset, tensor_scale=ts, fmt=fmt, group=group,
                     k=k, n=n)
-  if scale_bf16 is None:
-    scale_bf16 = default_scale_bf16(fmt)
-  if scale_bf16:
+  if byte_multipliers and scale_bf16:
+    raise ValueError("byte_multipliers keeps the scale bytes; scale_bf16=True stores bf16 "
+                     "multipliers: pass one of them")
+  if byte_multipliers is None:
+    byte_multipliers = scale_bf16 is None and default_byte_multipliers(pw)
+  if byte_multipliers:
+    pw = fp4_byte_multipliers(pw)
+  elif scale_bf16 or scale_bf16 is None and default_scale_bf16(fmt):
     pw = scales_bf16(pw)
   if wgmma_order is None:
     wgmma_order = default_wgmma_order(pw)
-  halves = pw.fmt in HALVES_BY_DEFAULT and e2m1_decode_on_bf16()
-  return order_for_wgmma(pw, halves=halves) if wgmma_order else pw
+  return order_for_wgmma(pw, halves=default_halves(fmt)) if wgmma_order else pw
 
 
 def default_wgmma_order(pw: PackedWeight) -> bool:
@@ -219,6 +229,23 @@ def default_scale_bf16(fmt: WeightFormat) -> bool:
   +3%) and decodes NF4 by byte permutes. Elsewhere the stored bytes are smaller and as fast."""
   return jax.default_backend() in ("gpu", "cuda") and fmt in (
       WeightFormat.MXFP4, WeightFormat.NVFP4, WeightFormat.NF4)
+
+
+def default_byte_multipliers(pw: PackedWeight) -> bool:
+  """Whether `repack` stores FP4 block scales as byte multipliers (`fp4_byte_multipliers`) by
+  default: for MXFP4 / NVFP4 on a GPU backend whose decode runs on bf16 tensor cores
+  (`e2m1_decode_on_bf16`), where every scale fits (`byte_multipliers_fit`: concrete scales
+  only, so under jit the bf16 multipliers stay). H100, session 40, with `default_halves`: 3-10%
+  faster than the bf16 multipliers at M = 1 .. 256 and 2-3% in the prefill GEMM at M = 1024
+  (`verified.py`); the weight 5% / 10% smaller."""
+  return (jax.default_backend() in ("gpu", "cuda") and pw.fmt in FP4
+          and e2m1_decode_on_bf16() and byte_multipliers_fit(pw) is None)
+
+
+def default_halves(fmt: WeightFormat) -> bool:
+  """Whether `repack` stores a weight it puts in register order in `HALVES_ORDER`: the
+  `HALVES_BY_DEFAULT` formats where `e2m1_decode_on_bf16()`."""
+  return fmt in HALVES_BY_DEFAULT and e2m1_decode_on_bf16()
 
 
 def scale_values(s: jax.Array, fmt: WeightFormat, tensor_scale=None) -> jax.Array:
@@ -570,11 +597,12 @@ INT4_STORED = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.MXFP4, Weight
 # (`decode.e2m1_halves_words`; the byte-pair order takes a `prmt` a pair more).
 HALVES_ORDER = np.array([WGMMA_ORDER[8 * (m // 8) + 2 * (m % 4) + (m % 8) // 4]
                          for m in range(32)])
-# Formats `repack` stores in the halves order when it stores register order: MXFP4, whose decode
-# it made 2-4% faster on an H100 with folded multipliers (session 37: M = 1 59.5 -> 57.5 us, M =
-# 16 61.8 -> 59.1; `verified.py`); not NVFP4 (M = 1 1-2% faster, its other shapes not measured
-# like for like).
-HALVES_BY_DEFAULT = (WeightFormat.MXFP4,)  # (where `e2m1_decode_on_bf16()`)
+# Formats `repack` stores in the halves order when it stores register order (`default_halves`):
+# MXFP4, whose decode it made 2-4% faster on an H100 with folded multipliers (session 37: M = 1
+# 59.5 -> 57.5 us, M = 16 61.8 -> 59.1), and NVFP4 (session 40, H100, bf16 multipliers: 8192 x
+# 28672 M = 1 61.2 -> 60.2, M = 16 60.5 -> 59.0; 4096 x 14336 M = 1 17.4 -> 16.1, M = 16 17.6 ->
+# 16.4; `verified.py`).
+HALVES_BY_DEFAULT = (WeightFormat.MXFP4, WeightFormat.NVFP4)
 
 
 def k32_order(pw: PackedWeight) -> np.ndarray | None:
@@ -776,10 +804,10 @@ def dequantize(pw: PackedWeight) -> jax.Array:
   return dequantize_nk(pw).T
 
 
-def repack_qarray(q, *, wgmma_order: bool | None = None,
-                  scale_bf16: bool | None = None) -> PackedWeight:
-  """Repacks an `mxjax.QArray` weight (logical (K, N), quantized along K = axis 0); `wgmma_order`
-  and `scale_bf16` as in `repack`.
+def repack_qarray(q, *, wgmma_order: bool | None = None, scale_bf16: bool | None = None,
+                  byte_multipliers: bool | None = None) -> PackedWeight:
+  """Repacks an `mxjax.QArray` weight (logical (K, N), quantized along K = axis 0); `wgmma_order`,
+  `scale_bf16` and `byte_multipliers` as in `repack`.
 
   Read through its fields only (this package imports nothing of mxjax beyond its formats).
 
@@ -817,4 +845,5 @@ def repack_qarray(q, *, wgmma_order: bool | None = None,
     raise NotImplementedError(f"no weight-only kernel layout for {sch.describe()}")
   ts = None if q.tensor_scale is None else q.tensor_scale.reshape(())
   return repack(q.codes, q.scale, fmt=fmt, group=group, zero_point=q.zero_point,
-                tensor_scale=ts, wgmma_order=wgmma_order, scale_bf16=scale_bf16)
+                tensor_scale=ts, wgmma_order=wgmma_order, scale_bf16=scale_bf16,
+                byte_multipliers=byte_multipliers)

@@ -88,7 +88,15 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
             # halves order (`layout.fp4_scales_bf16(mx_fold=True)`, `layout.HALVES_ORDER`, the
             # GPU default since) 187.7 -> 181.2 us, rel. err as the default's
             # (kernels_wo_s37_h100_fp4_decode3.json)
-            (WeightFormat.MXFP4, 32, "mx_fold", "halves")}
+            (WeightFormat.MXFP4, 32, "mx_fold", "halves"),
+            # H100, 2026-12-07 (session 40), FP4 scale bytes each their multiplier by one IMAD
+            # (`layout.fp4_byte_multipliers`) in the halves order, against the bf16 multipliers
+            # in the byte-pair order, rel. err as theirs: M = 1024, 4096 x 14336 MXFP4 184.3 ->
+            # 181.2 us, NVFP4 191.8 -> 185.9; M = 256, 8192 x 28672 MXFP4 178.4 -> 173.3, NVFP4
+            # 184.9 -> 179.4 (kernels_wo_s40_h100_fp4_bytes_gemm.json,
+            # kernels_wo_s40_h100_fp4_bytes_m64_256.json)
+            (WeightFormat.MXFP4, 32, "halves", "byte_multipliers"),
+            (WeightFormat.NVFP4, 16, "halves", "byte_multipliers")}
 # FP4 formats whose bf16 scale multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU storage)
 # this kernel has read as they are (`scale_multipliers`) and matched the reference on a GPU; for
 # them it is the default (elsewhere the multipliers would go back to bytes in an XLA pass each

@@ -55,12 +55,22 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             # scales as bf16 amaxes (`layout.int4_amax_scales`) g32 M = 1 57.5 -> 54.3 and
             # 57.7 -> 53.8, M = 16 61.7 -> 58.0; g64 M = 1 52.5 -> 51.4; g128 M = 1 48.2 ->
             # 47.5, M = 16 50.5 -> 49.0; at 4096 x 14336 M = 1 g32 17.4 -> 18.0, g128 15.0 ->
-            # 15.1 (not `repack`'s default yet: `next_gpu_session.sh h100c`).
+            # 15.1.
             (WeightFormat.MXFP4, 32, "byte_multipliers"),
             (WeightFormat.MXFP4, 32, "halves", "byte_multipliers"),
             (WeightFormat.NVFP4, 16, "byte_multipliers"),
             (WeightFormat.INT4, 32, "amax_scales"), (WeightFormat.INT4, 64, "amax_scales"),
-            (WeightFormat.INT4, 128, "amax_scales")}
+            (WeightFormat.INT4, 128, "amax_scales"),
+            # H100, 2026-12-07 (session 40), jax 0.11.2, rel. err as the default's in every row
+            # (kernels_wo_s40_h100_*.json), us bf16 multipliers in the byte-pair order (MXFP4's
+            # folded) -> byte multipliers in the halves order: 4096 x 14336 M = 1 MXFP4 16.6 ->
+            # 15.1, NVFP4 17.4 -> 16.1, M = 16 17.5 -> 15.7 / 17.7 -> 16.8; 8192 x 28672 NVFP4
+            # M = 1 61.3 -> 55.7, M = 16 60.0 -> 54.2, M = 64 MXFP4 72.4 -> 68.1, NVFP4 73.9 ->
+            # 70.7: `repack`'s GPU default for both since (`layout.default_byte_multipliers`,
+            # `HALVES_BY_DEFAULT`). INT4's amax scales there: 4096 x 14336 g32 M = 1 / 16 17.4 ->
+            # 17.9 / 18.1 -> 18.7, g128 15.1 -> 15.1 / 15.7 -> 16.1; 8192 x 28672 M = 64 g32
+            # 89.7 -> 90.7, g128 67.2 -> 67.9: not a default (opt-in, `layout.int4_amax_scales`).
+            (WeightFormat.NVFP4, 16, "halves", "byte_multipliers")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
 # default where `configs.decode_config` says so (INT4 g128, MXFP4 and NVFP4 at M > 16, INT8 at
 # M > 32). Written in session 19 without a GPU. H200, 2026-12-05, 8192 x 28672

@@ -587,13 +587,37 @@ def test_fp4_scales_bf16(name, monkeypatch):
   _, int4 = weight("int4_g128", {}, k=512, n=256)
   with pytest.raises(ValueError, match="MXFP4 / NVFP4"):
     wm.layout.fp4_scales_bf16(int4)
-  # The GPU's default storage (checked on an H200), which the GPU kernel reads there; on the
-  # CPU `repack` keeps the stored bytes.
+  # The GPU's default storage, which the GPU kernels read there: where the decode runs on bf16
+  # tensor cores, the scale bytes as byte multipliers in the halves order (H100, session 40),
+  # both kernels' paths open; bf16 multipliers where the bytes do not fit (traced, out of
+  # range), or asked for, or on the H200 (`configs.FP8_X_DEVICES`), in the byte-pair order
+  # there. On the CPU `repack` keeps the stored bytes.
+  from pallas_kernels.wo_matmul import decode_plan, mosaic_gpu_gemm
   q, _ = weight(name, {}, k=512, n=256)
-  assert not wm.repack_qarray(q).scale_bf16
+  cpu = wm.repack_qarray(q)
+  assert not (cpu.scale_bf16 or cpu.byte_multipliers or cpu.wgmma_order)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert wm.repack_qarray(q).scale_bf16 and wm.repack_qarray(q).wgmma_order
-  assert not wm.repack_qarray(q, scale_bf16=False).scale_bf16
+  gpu = wm.repack_qarray(q)
+  assert gpu.byte_multipliers and gpu.halves_order and gpu.wgmma_order and not gpu.scale_bf16
+  assert decode_plan.case(gpu) in decode_plan.VERIFIED
+  assert decode_plan.case(gpu) in mosaic_gpu_gemm.VERIFIED
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(gpu)), np.asarray(wm.dequantize(cpu)))
+  assert wm.api.default_implementation(x, gpu) == "mosaic_gpu"
+  assert wm.api.default_implementation(jnp.zeros((256, 512), jnp.bfloat16),
+                                       gpu) == "mosaic_gpu_gemm"
+  assert jax.eval_shape(wm.repack_qarray, q).scale_bf16  # traced scales: multipliers
+  asked = wm.repack_qarray(q, scale_bf16=True)
+  assert asked.scale_bf16 and not asked.byte_multipliers
+  kept = wm.repack_qarray(q, scale_bf16=False)
+  assert not (kept.scale_bf16 or kept.byte_multipliers)
+  with pytest.raises(ValueError, match="pass one of them"):
+    wm.repack_qarray(q, scale_bf16=True, byte_multipliers=True)
+  bad = pw.scale.at[0, 0].set(200 if name == "mxfp4" else jnp.float8_e4m3fn(2.0**-9))
+  assert wm.layout.byte_multipliers_fit(dataclasses.replace(pw, scale=bad)) is not None
+  assert not wm.layout.default_byte_multipliers(dataclasses.replace(pw, scale=bad))
+  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
+  h200 = wm.repack_qarray(q)
+  assert h200.scale_bf16 and not (h200.byte_multipliers or h200.halves_order or h200.mx_fold)
   assert not wm.layout.default_scale_bf16(int4.fmt)
   assert wm.api.default_implementation(x, b) == "mosaic_gpu"
   # NVFP4's bf16 multipliers take the two-warpgroup config from M = 9 (H200: 55.5 us against
