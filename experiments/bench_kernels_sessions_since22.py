@@ -683,11 +683,38 @@ def h100_s39_section() -> list[str]:
       "58.0; g64 M = 1 52.5 -> 51.4; g128 M = 1 48.2 -> 47.5, M = 16 50.5 -> 49.0; at 4096 x "
       "14336 M = 1 g32 17.4 -> 18.0, g128 15.0 -> 15.1. Both storages' decode gates opened; "
       "neither is `repack`'s default yet (the small shape, the other M and the prefill GEMM's "
-      "byte path are unmeasured: `next_gpu_session.sh h100c`).", device="H100")
+      "byte path are unmeasured: `next_gpu_session.sh h100b`, run in session 40).", device="H100")
+
+
+def h100_s40_section() -> list[str]:
+  """Session 40: four H100 calls (the first start succeeded): the smaller scale storages at
+  the other shapes and M, and the prefill GEMM's byte path; FP4 byte multipliers in the halves
+  order became `repack`'s GPU default, checked through `wo_matmul`'s own default path."""
+  return wo_section(40, (
+      "h100_fp4_bytes_4096x14336", "h100_nvfp4_bytes_halves", "h100_fp4_bytes_m64_256",
+      "h100_fp4_bytes_gemm", "h100_mxfp4_new_default", "h100_nvfp4_new_default",
+      "h100_nvfp4_halves", "h100_mxfp4_old_storage", "h100_mxfp4_old_storage_4096x14336",
+      "h100_int4_amax_4096x14336", "h100_int4_amax_m64_256"),
+      "Every config checked against the f32 reference in the same run, rel. err as the "
+      "default's in every row. us a call. FP4 scale bytes each their multiplier by one IMAD "
+      "in the halves order, against the bf16 multipliers in the byte-pair order (MXFP4's "
+      "folded; the bench's `{}` until this session: it did not take `repack`'s halves order): "
+      "4096 x 14336 M = 1 MXFP4 16.6 -> 15.1, NVFP4 17.4 -> 16.1, M = 16 17.5 -> 15.7 / 17.7 -> "
+      "16.8; 8192 x 28672 NVFP4 M = 1 61.3 -> 55.7, M = 16 60.0 -> 54.2; M = 64 MXFP4 72.4 -> "
+      "68.1, NVFP4 73.9 -> 70.7; M = 256 (prefill GEMM) 178.4 -> 173.3 / 184.9 -> 179.4; M = "
+      "1024 at 4096 x 14336 184.3 -> 181.2 / 191.8 -> 185.9. Against the defaults before "
+      "(MXFP4 folded in the halves order, NVFP4 bf16 multipliers in the byte-pair order), the "
+      "new default (`{}` in the new_default rows): MXFP4 M = 1 54.8 -> 54.1, M = 16 57.7 -> "
+      "56.6; NVFP4 61.4 -> 56.6, 59.2 -> 53.8. NVFP4's halves order alone: 61.2 -> 60.2, "
+      "60.5 -> 59.0, at 4096 x 14336 17.4 -> 16.1, 17.6 -> 16.4. INT4's bf16 amax scales "
+      "stay opt-in: 4096 x 14336 g32 M = 1 / 16 17.4 -> 17.9 / 18.1 -> 18.7, g128 15.1 -> "
+      "15.1 / 15.7 -> 16.1; 8192 x 28672 M = 64 g32 89.7 -> 90.7, g128 67.2 -> 67.9; the "
+      "prefill GEMM widens them in XLA first (M = 256 g32 194.1 -> 236.0, g128 194.8 -> "
+      "206.1).", device="H100")
 
 
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
             h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
             h100_s34_section, h100_s35_section, h100_s36_section, h100_s37_section,
-            h100_s39_section)
+            h100_s39_section, h100_s40_section)

@@ -6,12 +6,10 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-39 (none in 38):
-# `h100b` first where one is lent (the smaller scale storages checked in session 39, FP4 scale
-# bytes and INT4 bf16 amaxes, at 4096 x 14336, NVFP4's bytes in the halves order and the
-# prefill GEMM's byte path: whether they become `repack`'s defaults), then `h100` (MXFP4's folded
-# multipliers in the halves order, its default since session 37, against the old storage at
-# every M; NVFP4 in the halves order with its fused sum). On an H200: 7
+# The issue's targets are the H100's, and only H100s came in sessions 27-40 (none in 38):
+# `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
+# multiplier in the halves order, at the M not yet timed: 8 and 32 at 8192 x 28672, 8 and 64 at
+# 4096 x 14336, against the storages before). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
@@ -25,8 +23,9 @@
 # is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
-# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 36's
-# `h100` part ran in session 37, 35's in 36, 34's in 35, 33's and `q` (on an H100) in session 34;
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 39's
+# `h100` and `h100b` parts ran in session 40, 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q`
+# (on an H100) in session 34;
 # 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -52,7 +51,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7 or h100}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -180,30 +179,16 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: MXFP4's new default (folded
-      # multipliers in the halves order, session 37: M = 1 59.5 -> 57.5 us) against the old one
-      # at every M and at 4096 x 14336 with the fused sum its launch there takes (session 37 ran
-      # it without: 17.6 -> 16.4), and NVFP4 in the halves order where session 37 lost its fused
-      # sum (M = 16 63.7 -> 64.4, 4096 x 14336 M = 1 17.4 -> 18.6): a default for NVFP4 too?
-    old='[{}, {"mx_fold": false, "halves": false}]'
-    run 200 a $B --what wo --formats mxfp4 --m 1,16,64 --shapes $S --configs "$old"
-    run 80 b $B --what wo --formats mxfp4 --m 1,16 --shapes 4096x14336 --configs "$old"
-    run 150 c $B --what wo --formats nvfp4 --m 1,16 --shapes $S,4096x14336 \
-      --configs '[{}, {"halves": true}]'
-    ;;
-  h100b)  # On an H100, ~8 minutes: the two smaller scale storages where session 39's three short
-      # calls did not reach, to decide `repack`'s defaults. At 8192 x 28672 both were faster
-      # at every M timed (FP4 scale bytes each their multiplier by one IMAD,
-      # `layout.fp4_byte_multipliers`: MXFP4 in the halves order M = 1 56.3 -> 53.4 us, NVFP4
-      # 61.1 -> 58.5; INT4 scales as bf16 amaxes, `layout.int4_amax_scales`: g32 57.7 -> 53.8,
-      # g128 48.2 -> 47.5), at 4096 x 14336 INT4 g32 M = 1 slower (17.4 -> 18.0, one run); the
-      # prefill GEMM's byte path and NVFP4's bytes in the halves order are unchecked
-    hb='[{}, {"byte_multipliers": true, "halves": true}]'
-    run 130 a $B --what wo --formats mxfp4,nvfp4 --m 1,16 --shapes 4096x14336 --configs "$hb"
-    run 100 b $B --what wo --formats int4_g32,int4 --m 1,16 --shapes 4096x14336 \
-      --configs '[{}, {"amax_scales": true}]'
-    run 120 c $B --what wo --formats nvfp4 --m 1,16 --shapes $S --configs "$hb"
-    run 120 d $B --what wo --formats mxfp4,nvfp4 --m 1024 --shapes 4096x14336 --configs "$hb"
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~7 minutes: FP4's GPU default since
+      # session 40 (scale bytes each their multiplier by one IMAD in the halves order,
+      # `layout.default_byte_multipliers`: 8192 x 28672 NVFP4 M = 1 61.4 -> 56.6 us, MXFP4 54.8 ->
+      # 54.1 against the defaults before) at the M it was not timed at, against MXFP4's old
+      # default (bf16 multipliers, folded, halves order: {"byte_multipliers": false}) and
+      # NVFP4's (bf16 multipliers in the byte-pair order; MXFP4's old storage before session 37):
+      # NVFP4 M = 32 missed 2.5x by 8% (70.1 us)
+    old='[{}, {"byte_multipliers": false}, {"byte_multipliers": false, "halves": false}]'
+    run 270 a $B --what wo --formats mxfp4,nvfp4 --m 8,32 --shapes $S --configs "$old"
+    run 120 b $B --what wo --formats mxfp4,nvfp4 --m 8,64 --shapes 4096x14336 --configs "$old"
     ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
@@ -211,16 +196,17 @@ case "$part" in
       # schemes in bands (H100 MXFP8 73.5 -> 71.7), each against off; and MXFP4's folded
       # multipliers in the halves order (H100 M = 1 59.5 -> 57.5, the default there) against the
       # H200's default, the byte-pair order on FP8 tensor cores (`fp8_x`) at M <= 4, which reads
-      # neither (`layout.e2m1_decode_on_bf16`): whether the H200 should store MXFP4 that way too
+      # neither (`layout.e2m1_decode_on_bf16`), and the H100's default since session 40 (scale
+      # bytes each their multiplier, halves order): whether the H200 should store MXFP4 so too
     run 90 a $B --what quant --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"tile_order": "slabs"}]'
     run 90 b $B --what quant --transpose --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"state_once": false}]'
     run 60 c $B --what quant --schemes mxfp8_e4m3,fp8_e4m3_block128 --qshapes 8192x8192 \
       --configs '[{}, {"tile_order": "slabs"}]'
-    run 150 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
-      --configs '[{}, {"mx_fold": true, "halves": true}]'
+    run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
+      --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7 or h100" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
