@@ -694,7 +694,8 @@ def h100_s40_section() -> list[str]:
       "h100_fp4_bytes_4096x14336", "h100_nvfp4_bytes_halves", "h100_fp4_bytes_m64_256",
       "h100_fp4_bytes_gemm", "h100_mxfp4_new_default", "h100_nvfp4_new_default",
       "h100_nvfp4_halves", "h100_mxfp4_old_storage", "h100_mxfp4_old_storage_4096x14336",
-      "h100_int4_amax_4096x14336", "h100_int4_amax_m64_256"),
+      "h100_int4_amax_4096x14336", "h100_int4_amax_m64_256", "h100_fp4_default_m8_32",
+      "h100_fp4_default_4096x14336"),
       "Every config checked against the f32 reference in the same run, rel. err as the "
       "default's in every row. us a call. FP4 scale bytes each their multiplier by one IMAD "
       "in the halves order, against the bf16 multipliers in the byte-pair order (MXFP4's "
@@ -710,7 +711,10 @@ def h100_s40_section() -> list[str]:
       "stay opt-in: 4096 x 14336 g32 M = 1 / 16 17.4 -> 17.9 / 18.1 -> 18.7, g128 15.1 -> "
       "15.1 / 15.7 -> 16.1; 8192 x 28672 M = 64 g32 89.7 -> 90.7, g128 67.2 -> 67.9; the "
       "prefill GEMM widens them in XLA first (M = 256 g32 194.1 -> 236.0, g128 194.8 -> "
-      "206.1).", device="H100")
+      "206.1). The new default at the other M (`next_gpu_session.sh h100`, rewritten), against "
+      "MXFP4's old default / NVFP4's: 8192 x 28672 M = 8 MXFP4 54.5 -> 53.5, NVFP4 60.8 -> "
+      "55.5; M = 32 59.1 -> 56.2 / 64.7 -> 58.9; 4096 x 14336 M = 8 15.0 -> 15.3 (2% slower) "
+      "/ 17.0 -> 15.7, M = 64 MXFP4 28.4 -> 28.2 (NVFP4's row cut off).", device="H100")
 
 
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,

@@ -8,8 +8,8 @@
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-40 (none in 38):
 # `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
-# multiplier in the halves order, at the M not yet timed: 8 and 32 at 8192 x 28672, 8 and 64 at
-# 4096 x 14336, against the storages before). On an H200: 7
+# multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before).
+# On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
@@ -24,7 +24,7 @@
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
 # 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 39's
-# `h100` and `h100b` parts ran in session 40, 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q`
+# `h100` and `h100b` parts ran in session 40 (and its own `h100`, once more), 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q`
 # (on an H100) in session 34;
 # 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
@@ -179,16 +179,16 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~7 minutes: FP4's GPU default since
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~3 minutes: FP4's GPU default since
       # session 40 (scale bytes each their multiplier by one IMAD in the halves order,
-      # `layout.default_byte_multipliers`: 8192 x 28672 NVFP4 M = 1 61.4 -> 56.6 us, MXFP4 54.8 ->
-      # 54.1 against the defaults before) at the M it was not timed at, against MXFP4's old
-      # default (bf16 multipliers, folded, halves order: {"byte_multipliers": false}) and
-      # NVFP4's (bf16 multipliers in the byte-pair order; MXFP4's old storage before session 37):
-      # NVFP4 M = 32 missed 2.5x by 8% (70.1 us)
+      # `layout.default_byte_multipliers`) where session 40 did not time it against the storages
+      # before (MXFP4's: bf16 multipliers, folded, halves order, {"byte_multipliers": false};
+      # NVFP4's: bf16 multipliers in the byte-pair order): 4096 x 14336 M = 32 and NVFP4's M =
+      # 64 (cut off). At 8192 x 28672 it won at every M (NVFP4 M = 32 64.7 -> 58.9 us, 2.70x);
+      # at 4096 x 14336 M = 8 MXFP4 lost 2% (15.0 -> 15.3)
     old='[{}, {"byte_multipliers": false}, {"byte_multipliers": false, "halves": false}]'
-    run 270 a $B --what wo --formats mxfp4,nvfp4 --m 8,32 --shapes $S --configs "$old"
-    run 120 b $B --what wo --formats mxfp4,nvfp4 --m 8,64 --shapes 4096x14336 --configs "$old"
+    run 100 a $B --what wo --formats mxfp4,nvfp4 --m 32 --shapes 4096x14336 --configs "$old"
+    run 80 b $B --what wo --formats nvfp4 --m 64 --shapes 4096x14336 --configs "$old"
     ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),

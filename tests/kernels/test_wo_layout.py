@@ -193,23 +193,22 @@ def test_wgmma_ordered_weight(name):
     wm.layout.order_for_wgmma(nf4)
 
 
-def test_repack_stores_mxfp4_for_its_decode(monkeypatch):
-  # On a GPU backend `repack` stores MXFP4 with folded multipliers in the halves order where
-  # its small-M decode runs on bf16 tensor cores (the H100: 3-7% faster, session 37), and as
-  # before where it runs on FP8 tensor cores (`configs.FP8_X_DEVICES`: the H200, whose `fp8_x`
-  # reads neither); NVFP4 keeps the byte-pair order.
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_repack_stores_fp4_for_its_decode(name, monkeypatch):
+  # On a GPU backend `repack` stores MXFP4 / NVFP4 for the decode the device runs at small M:
+  # where it runs on bf16 tensor cores (the H100), the scale bytes as byte multipliers and the
+  # codes in the halves order (session 40: 1-9% faster than the storages before); where it runs
+  # on FP8 tensor cores (`configs.FP8_X_DEVICES`: the H200, whose `fp8_x` reads neither), bf16
+  # multipliers (MXFP4's unfolded) in the byte-pair order. Every reader sees the same weight.
   from pallas_kernels.wo_matmul import configs
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  q, _ = weight("mxfp4", {}, k=512, n=256)
+  q, _ = weight(name, {}, k=512, n=256)
   for kind, fast in (("NVIDIA H100 80GB HBM3", True), ("NVIDIA H200", False)):
     monkeypatch.setattr(configs, "device_kind", lambda kind=kind: kind)
     pw = wm.repack_qarray(q)
-    assert (pw.wgmma_order, pw.scale_bf16, pw.halves_order, pw.mx_fold) == (True, True, fast,
-                                                                            fast), kind
+    assert (pw.wgmma_order, pw.byte_multipliers, pw.scale_bf16, pw.halves_order,
+            pw.mx_fold) == (True, fast, not fast, fast, False), kind
     np.testing.assert_array_equal(np.asarray(wm.dequantize(pw)), np.asarray(mxjax.dequantize(q)))
-  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
-  nv = wm.repack_qarray(weight("nvfp4", {}, k=512, n=256)[0])
-  assert nv.wgmma_order and not nv.halves_order and not nv.mx_fold
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
@@ -588,10 +587,10 @@ def test_fp4_scales_bf16(name, monkeypatch):
   with pytest.raises(ValueError, match="MXFP4 / NVFP4"):
     wm.layout.fp4_scales_bf16(int4)
   # The GPU's default storage, which the GPU kernels read there: where the decode runs on bf16
-  # tensor cores, the scale bytes as byte multipliers in the halves order (H100, session 40),
-  # both kernels' paths open; bf16 multipliers where the bytes do not fit (traced, out of
-  # range), or asked for, or on the H200 (`configs.FP8_X_DEVICES`), in the byte-pair order
-  # there. On the CPU `repack` keeps the stored bytes.
+  # tensor cores, the scale bytes as byte multipliers in the halves order (H100, session 40;
+  # test_repack_stores_fp4_for_its_decode), both kernels' paths open; bf16 multipliers where
+  # the bytes do not fit (traced, out of range) or are asked for. On the CPU `repack` keeps the
+  # stored bytes.
   from pallas_kernels.wo_matmul import decode_plan, mosaic_gpu_gemm
   q, _ = weight(name, {}, k=512, n=256)
   cpu = wm.repack_qarray(q)
@@ -615,9 +614,6 @@ def test_fp4_scales_bf16(name, monkeypatch):
   bad = pw.scale.at[0, 0].set(200 if name == "mxfp4" else jnp.float8_e4m3fn(2.0**-9))
   assert wm.layout.byte_multipliers_fit(dataclasses.replace(pw, scale=bad)) is not None
   assert not wm.layout.default_byte_multipliers(dataclasses.replace(pw, scale=bad))
-  monkeypatch.setattr(configs, "device_kind", lambda: "NVIDIA H200")
-  h200 = wm.repack_qarray(q)
-  assert h200.scale_bf16 and not (h200.byte_multipliers or h200.halves_order or h200.mx_fold)
   assert not wm.layout.default_scale_bf16(int4.fmt)
   assert wm.api.default_implementation(x, b) == "mosaic_gpu"
   # NVFP4's bf16 multipliers take the two-warpgroup config from M = 9 (H200: 55.5 us against
