@@ -223,8 +223,8 @@ def _stored(cfg, inputs):
   (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`); {"byte_multipliers": true} FP4
   scales as their bytes, each its multiplier by one IMAD in the kernels
   (`layout.fp4_byte_multipliers`; false: bf16 multipliers, as {"scale_bf16": true}; a
-  "scale_bf16" or "mx_fold" key alone turns the default bytes off too); {"amax_scales": true} INT4 scales as the bf16 amaxes they
-  are RN(a / 7) of (`layout.int4_amax_scales`);
+  "scale_bf16" or "mx_fold" key alone turns the default bytes off too); {"amax_scales": true}
+  INT4 scales as the bf16 amaxes they are RN(a / 7) of (`layout.int4_amax_scales`);
   {"zero_points": true} UINT4's zero points as bytes
   (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
   (`layout.thread_major`); absent: as `repack` stores it on a GPU.

@@ -27,8 +27,8 @@ def default_implementation(x: jax.Array | None = None, pw: PackedWeight | None =
     from pallas_kernels.wo_matmul import decode_plan, mosaic_gpu_gemm
     key = None if pw is None else decode_plan.case(pw)
     bf16 = x is not None and x.dtype == jax.numpy.bfloat16
-    if x is not None and x.shape[0] > PREFILL_M:  # (the GEMM widens INT4's amax scales itself
-      # where its own rebuild is unchecked: `amax_in_kernel`)
+    if x is not None and x.shape[0] > PREFILL_M:  # (XLA widens INT4's amax scales for the GEMM
+      # where its in-kernel rebuild, `amax_in_kernel`, is unchecked)
       key = key and tuple(c for c in key if c != "amax_scales")
       return "mosaic_gpu_gemm" if bf16 and key in mosaic_gpu_gemm.VERIFIED else "dequant_gemm"
     return "mosaic_gpu" if bf16 and key in decode_plan.VERIFIED else "xla"
