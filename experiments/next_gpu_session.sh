@@ -9,7 +9,8 @@
 # The issue's targets are the H100's, and only H100s came in sessions 27-40 (none in 38):
 # `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
 # multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before;
-# the prefill GEMM rebuilding INT4's bf16 amax scales itself). On an H200: 7
+# the prefill GEMM rebuilding INT4's bf16 amax scales itself), then `h100c` (the 4096 x 14336
+# rows at M = 32 / 64 last timed with older kernels, and 4096 x 4096). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
@@ -51,7 +52,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7 or h100}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100c}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -195,6 +196,15 @@ case "$part" in
     run 170 c $B --what wo --formats int4_g32,int4 --m 256,1024 --shapes $S \
       --configs '[{}, {"amax_scales": true}, {"amax_scales": true, "amax_in_kernel": true}]'
     ;;
+  h100c)  # On an H100, ~8 minutes: the 4096 x 14336 rows at M = 32 / 64 last timed in sessions
+      # 3-25 (INT4 g64 M = 64 48.8 us, UINT4 g32 88.6, NF4 g64 153.0, FP8 37.2: kernels of
+      # then), with today's defaults and the M = 32 / 64 launch sweep (`$sweep`); 2.2x at M = 64
+      # asks ~22 us there, the weight's stream 10-15 us: where does the rest go?
+    run 300 a $B --what wo --formats int4,int4_g64,uint4,uint4_g32,nf4_g64 --m 32,64 \
+      --shapes 4096x14336 --configs "$sweep"
+    run 110 b $B --what wo --formats fp8_e4m3,int8 --m 32,64 --shapes 4096x14336
+    run 110 c $B --what wo --formats int4,mxfp4,nvfp4 --m 1,16,64 --shapes 4096x4096
+    ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
       # its column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), the E4M3 row
@@ -212,6 +222,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7 or h100" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100c" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
