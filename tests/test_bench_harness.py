@@ -171,3 +171,27 @@ def test_rotated_traces_the_op_once_for_every_input_set(monkeypatch):
   assert len(traces) == 1
   np.testing.assert_array_equal([float(o.sum()) for o in out], [24.0 * i for i in range(5)])
   assert g.lower(sets).as_text().count("call @") == len(sets)  # one function, a call a set
+
+
+@pytest.mark.parametrize("device", ["NVIDIA H100 80GB HBM3", "NVIDIA H200"])
+def test_default_config_stores_the_weight_as_repack_does(bench, monkeypatch, device):
+  # A config's absent storage keys mean `repack`'s GPU storage: `{}` times the weight a user
+  # gets (sessions 37-39's `{}` kept MXFP4 in the byte-pair order while `repack` stored the
+  # halves order). Every kernel format, on a device whose small-M decode runs on bf16 tensor
+  # cores and on one that runs it on FP8 ones.
+  from pallas_kernels.wo_matmul import configs  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import layout as L  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(configs, "device_kind", lambda: device)
+  key = jax.random.key(0)
+  for spec in ("int4", "int4_g32", "uint4_g64", "mxfp4", "nvfp4", "nf4_g64", "int8", "fp8_e4m3"):
+    codes, scale, extra, base = bench.k_order_weight(key, 256, 256, spec)
+    fmt, grp = bench.parse_format(spec)
+    want = L.repack(codes, scale, fmt=fmt, group=grp or 256, **bench.repack_kw(fmt, extra))
+    _, got = bench._stored({}, (None, base))  # pylint: disable=protected-access
+    flags = lambda p: (p.wgmma_order, p.halves_order, p.scale_bf16, p.mx_fold,
+                       p.byte_multipliers, p.scale.dtype, p.w.dtype)
+    assert flags(got) == flags(want), spec
+    for a, b in ((got.w, want.w), (got.scale, want.scale)):  # the stored bits, in storage order
+      bits = lambda v: np.asarray(v.astype(jnp.int8) if v.dtype == jnp.int4 else v).view(np.uint8)
+      np.testing.assert_array_equal(bits(a), bits(b), err_msg=spec)
