@@ -193,5 +193,9 @@ def test_default_config_stores_the_weight_as_repack_does(bench, monkeypatch, dev
                        p.byte_multipliers, p.scale.dtype, p.w.dtype)
     assert flags(got) == flags(want), spec
     for a, b in ((got.w, want.w), (got.scale, want.scale)):  # the stored bits, in storage order
-      bits = lambda v: np.asarray(v.astype(jnp.int8) if v.dtype == jnp.int4 else v).view(np.uint8)
-      np.testing.assert_array_equal(bits(a), bits(b), err_msg=spec)
+      np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=spec)
+
+
+def _bits(v: jax.Array) -> np.ndarray:
+  """An array's stored bytes (int4: one a value), to compare storages bit for bit."""
+  return np.asarray(v.astype(jnp.int8) if v.dtype == jnp.int4 else v).view(np.uint8)
