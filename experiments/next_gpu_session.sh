@@ -10,7 +10,8 @@
 # `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
 # multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before;
 # the prefill GEMM rebuilding INT4's bf16 amax scales itself), then `h100c` (the 4096 x 14336
-# rows at M = 32 / 64 last timed with older kernels, and 4096 x 4096). On an H200: 7
+# rows at M = 32 / 64 last timed with older kernels, and 4096 x 4096) and `h100d` (the same at
+# 8192 x 28672: NF4 g64 M = 32 last timed in session 3). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
@@ -52,7 +53,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100c}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100, h100c or h100d}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -205,6 +206,13 @@ case "$part" in
     run 110 b $B --what wo --formats fp8_e4m3,int8 --m 32,64 --shapes 4096x14336
     run 110 c $B --what wo --formats int4,mxfp4,nvfp4 --m 1,16,64 --shapes 4096x4096
     ;;
+  h100d)  # On an H100, ~7 minutes: the 8192 x 28672 rows at M = 32 last timed in session 3 or
+      # never on an H100 (NF4 g64 M = 32 457.6 us there, 0.35x: the kernel of then; UINT4 68.8;
+      # INT4 g32 / g64 untimed), with today's defaults; and the launch sweep where M = 64 is
+      # near 2.2x (NVFP4 70.7 us, 98%; UINT4 84.3, 83%)
+    run 220 a $B --what wo --formats nf4_g64,uint4,int4_g32,int4_g64 --m 32 --shapes $S
+    run 240 b $B --what wo --formats nvfp4,uint4 --m 64 --shapes $S --configs "$sweep"
+    ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
       # its column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), the E4M3 row
@@ -222,6 +230,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100c" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100, h100c or h100d" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
