@@ -687,7 +687,7 @@ def h100_s39_section() -> list[str]:
 
 
 def h100_s40_section() -> list[str]:
-  """Session 40: four H100 calls (the first start succeeded): the smaller scale storages at
+  """Session 40: seven H100 calls (every start succeeded): the smaller scale storages at
   the other shapes and M, and the prefill GEMM's byte path; FP4 byte multipliers in the halves
   order became `repack`'s GPU default, checked through `wo_matmul`'s own default path."""
   return wo_section(40, (
@@ -695,7 +695,7 @@ def h100_s40_section() -> list[str]:
       "h100_fp4_bytes_gemm", "h100_mxfp4_new_default", "h100_nvfp4_new_default",
       "h100_nvfp4_halves", "h100_mxfp4_old_storage", "h100_mxfp4_old_storage_4096x14336",
       "h100_int4_amax_4096x14336", "h100_int4_amax_m64_256", "h100_fp4_default_m8_32",
-      "h100_fp4_default_4096x14336"),
+      "h100_fp4_default_4096x14336", "h100_int4_amax_gemm", "h100_int4_g64_gemm"),
       "Every config checked against the f32 reference in the same run, rel. err as the "
       "default's in every row. us a call. FP4 scale bytes each their multiplier by one IMAD "
       "in the halves order, against the bf16 multipliers in the byte-pair order (MXFP4's "
@@ -714,7 +714,11 @@ def h100_s40_section() -> list[str]:
       "206.1). The new default at the other M (`next_gpu_session.sh h100`, rewritten), against "
       "MXFP4's old default / NVFP4's: 8192 x 28672 M = 8 MXFP4 54.5 -> 53.5, NVFP4 60.8 -> "
       "55.5; M = 32 59.1 -> 56.2 / 64.7 -> 58.9; 4096 x 14336 M = 8 15.0 -> 15.3 (2% slower) "
-      "/ 17.0 -> 15.7, M = 64 MXFP4 28.4 -> 28.2 (NVFP4's row cut off).", device="H100")
+      "/ 17.0 -> 15.7, M = 64 MXFP4 28.4 -> 28.2 (NVFP4's row cut off). The prefill GEMM "
+      "rebuilding INT4's amax scales itself (`amax_in_kernel`, written that session) against "
+      "XLA widening them (float32 scales): M = 256 g32 237.9 -> 200.7 (195.5), g128 207.6 -> "
+      "195.9 (195.6), M = 1024 g64 733.2 -> 723.2 (707.7; dequant_gemm 951.7, the GEMM's INT4 "
+      "g64 gate opened).", device="H100")
 
 
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,

@@ -8,8 +8,8 @@
 #
 # The issue's targets are the H100's, and only H100s came in sessions 27-40 (none in 38):
 # `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
-# multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before;
-# the prefill GEMM rebuilding INT4's bf16 amax scales itself), then `h100c` (the 4096 x 14336
+# multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before),
+# then `h100c` (the 4096 x 14336
 # rows at M = 32 / 64 last timed with older kernels, and 4096 x 4096) and `h100d` (the same at
 # 8192 x 28672: NF4 g64 M = 32 last timed in session 3). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
@@ -181,7 +181,7 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~6 minutes: FP4's GPU default since
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~3 minutes: FP4's GPU default since
       # session 40 (scale bytes each their multiplier by one IMAD in the halves order,
       # `layout.default_byte_multipliers`) where session 40 did not time it against the storages
       # before (MXFP4's: bf16 multipliers, folded, halves order, {"byte_multipliers": false};
@@ -191,11 +191,6 @@ case "$part" in
     old='[{}, {"byte_multipliers": false}, {"byte_multipliers": false, "halves": false}]'
     run 100 a $B --what wo --formats mxfp4,nvfp4 --m 32 --shapes 4096x14336 --configs "$old"
     run 80 b $B --what wo --formats nvfp4 --m 64 --shapes 4096x14336 --configs "$old"
-    # The prefill GEMM rebuilding INT4's bf16 amax scales itself (`amax_in_kernel`, session 40,
-    # written without a GPU), against float32 scales and against XLA widening the amaxes first
-    # (M = 256 g32 194.1 -> 236.0 us, g128 194.8 -> 206.1): correct, and as fast as float32?
-    run 170 c $B --what wo --formats int4_g32,int4 --m 256,1024 --shapes $S \
-      --configs '[{}, {"amax_scales": true}, {"amax_scales": true, "amax_in_kernel": true}]'
     ;;
   h100c)  # On an H100, ~8 minutes: the 4096 x 14336 rows at M = 32 / 64 last timed in sessions
       # 3-25 (INT4 g64 M = 64 48.8 us, UINT4 g32 88.6, NF4 g64 153.0, FP8 37.2: kernels of

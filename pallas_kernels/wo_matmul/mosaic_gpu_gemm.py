@@ -80,7 +80,7 @@ BYTE_CODES = (WeightFormat.INT8, WeightFormat.FP8)
 # them at M > 64; others need allow_unverified=True. H100, 2026-11-23, K = 8192, N = 28672,
 # M = 1024 (experiments/results/kernels_wo_s5_gemm_*.md): 0.79-0.94x XLA's bf16 dot, 1.2-1.5x
 # dequant_gemm; INT4 g128 also at M = 128-512 and 4096 (tied with dequant_gemm there) and at
-# 4096 x 14336. Groups not listed (INT4 g64, UINT4 g32 / g128) have not run.
+# 4096 x 14336. Groups not listed (UINT4 g32 / g128) have not run.
 VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UINT4, 64),
             (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16), (WeightFormat.NF4, 64),
             (WeightFormat.INT8, "channel"), (WeightFormat.FP8, "channel"),
@@ -99,7 +99,15 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
             # 184.9 -> 179.4 (kernels_wo_s40_h100_fp4_bytes_gemm.json,
             # kernels_wo_s40_h100_fp4_bytes_m64_256.json)
             (WeightFormat.MXFP4, 32, "halves", "byte_multipliers"),
-            (WeightFormat.NVFP4, 16, "halves", "byte_multipliers")}
+            (WeightFormat.NVFP4, 16, "halves", "byte_multipliers"),
+            # H100, 2026-12-07 (session 40), 8192 x 28672, rel. err as the float32 scales'
+            # (2.17e-3): INT4 g64 at M = 1024 707.7 us (0.94x XLA bf16's 664.3; dequant_gemm
+            # 951.7); INT4's bf16 amax scales rebuilt in the kernel (`amax_in_kernel`) against
+            # XLA widening them first and against float32 scales: M = 256 g32 237.9 -> 200.7
+            # (float32 195.5), g128 207.6 -> 195.9 (195.6); M = 1024 g64 733.2 -> 723.2 (707.7)
+            # (kernels_wo_s40_h100_int4_amax_gemm.json, kernels_wo_s40_h100_int4_g64_gemm.json)
+            (WeightFormat.INT4, 64), (WeightFormat.INT4, 32, "amax_scales"),
+            (WeightFormat.INT4, 64, "amax_scales"), (WeightFormat.INT4, 128, "amax_scales")}
 # FP4 formats whose bf16 scale multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU storage)
 # this kernel has read as they are (`scale_multipliers`) and matched the reference on a GPU; for
 # them it is the default (elsewhere the multipliers would go back to bytes in an XLA pass each
@@ -206,8 +214,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       bytes a group and rebuild each scale RN(a / 7) where the kernel spreads the scales
       (`layout.amax_scale_f32`, by `fma.rn.f32`, as the decode kernel does), instead of an XLA
       pass widening them to float32 first (H100, M = 256, 8192 x 28672: 38 us of XLA a call at
-      g32, 11 at g128; session 40). The same scales. Default (None): on where `VERIFIED` holds
-      the case (with its "amax_scales"); True elsewhere needs `allow_unverified`.
+      g32, 11 at g128; in the kernel the call takes 200.7 / 195.9 us against float32 scales'
+      195.5 / 195.6; session 40). The same scales. Default (None): on where `VERIFIED` holds
+      the case (with its "amax_scales": INT4 g32 / g64 / g128); True elsewhere needs
+      `allow_unverified`.
     out_dtype: bf16 (default: x.dtype) or float32.
     allow_unverified: run a (format, group) not yet checked on a GPU (`VERIFIED`); the
       benchmark passes it and checks the result.
