@@ -9,9 +9,9 @@
 # The issue's targets are the H100's, and only H100s came in sessions 27-40 (none in 38):
 # `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
 # multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before),
-# then `h100c` (the 4096 x 14336
-# rows at M = 32 / 64 last timed with older kernels, and 4096 x 4096) and `h100d` (the same at
-# 8192 x 28672: NF4 g64 M = 32 last timed in session 3). On an H200: 7
+# then `h100c` (the 4096 x 14336 rows at M = 32 / 64 last timed with older kernels, and 4096 x
+# 4096) and `h100d` (the same at 8192 x 28672: NF4 g64 M = 32 last timed in session 3). On an
+# H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
