@@ -196,9 +196,9 @@ def repack(codes: jax.Array, scale: jax.Array, *, fmt: WeightFormat | str, group
   if byte_multipliers and scale_bf16:
     raise ValueError("byte_multipliers keeps the scale bytes; scale_bf16=True stores bf16 "
                      "multipliers: pass one of them")
-  if byte_multipliers is None:
-    byte_multipliers = scale_bf16 is None and default_byte_multipliers(pw)
-  if byte_multipliers:
+  if byte_multipliers is None and scale_bf16 is None and default_byte_multipliers(pw):
+    pw = _marked_byte_multipliers(pw)  # (their fit checked once, by the default)
+  elif byte_multipliers:
     pw = fp4_byte_multipliers(pw)
   elif scale_bf16 or scale_bf16 is None and default_scale_bf16(fmt):
     pw = scales_bf16(pw)
@@ -424,6 +424,11 @@ def fp4_byte_multipliers(pw: PackedWeight) -> PackedWeight:
   if why is not None:
     raise ValueError(f"byte multipliers need every scale byte in range: {why}; keep "
                      f"fp4_scales_bf16's multipliers")
+  return _marked_byte_multipliers(pw)
+
+
+def _marked_byte_multipliers(pw: PackedWeight) -> PackedWeight:
+  """`fp4_byte_multipliers` of a weight whose `byte_multipliers_fit` is known to hold."""
   return dataclasses.replace(fp4_scales_stored(pw), byte_multipliers=True)
 
 
