@@ -24,13 +24,16 @@ import numpy as np  # noqa: E402
 import bench_kernels_common as C  # noqa: E402
 from bench_kernels_report import worst_err  # noqa: E402
 from mxjax.formats.exact import div_rn  # noqa: E402
+from pallas_kernels.wo_matmul import code_order as CO  # noqa: E402
 from pallas_kernels.wo_matmul import decode as D  # noqa: E402
 from pallas_kernels.wo_matmul import decode_plan as DP  # noqa: E402
 from pallas_kernels.wo_matmul import layout as L  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu as WG  # noqa: E402
 from pallas_kernels.wo_matmul import mosaic_gpu_gemm as WGG  # noqa: E402
+from pallas_kernels.wo_matmul import packed_weight as PK  # noqa: E402
 from pallas_kernels.wo_matmul import prefill as PF  # noqa: E402
 from pallas_kernels.wo_matmul import reference as WR  # noqa: E402
+from pallas_kernels.wo_matmul import scales as SS  # noqa: E402
 
 SHAPES = [(8192, 28672), (4096, 4096), (4096, 14336)]
 DECODE_M = [1, 2, 4, 8, 16, 32, 64]
@@ -83,8 +86,8 @@ def _make_int4(key, k, n, fmt, group):
   codes = jax.random.randint(k1, (k // 2, n), 0, 256, jnp.int32).astype(jnp.uint8)
   scale = jax.random.uniform(k2, (k // group, n), jnp.float32, 0.5, 1.5) / 64
   if fmt == "int4":  # as mxjax scales a bf16 weight: RN(a / 7) of a bf16 amax a
-    scale = div_rn((scale * L.INT4_MAX).astype(jnp.bfloat16).astype(jnp.float32),
-                   L.INT4_MAX)
+    scale = div_rn((scale * SS.INT4_MAX).astype(jnp.bfloat16).astype(jnp.float32),
+                   SS.INT4_MAX)
   zp = None
   if fmt == "uint4":
     zp = jax.random.randint(k3, (k // group, n), 0, 16, jnp.int32).astype(jnp.uint8)
@@ -110,7 +113,7 @@ def k_order_weight(key, k, n, spec: str):
 def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
   """XLA's own path from mxjax's storage ((K/2, N) packed uint8, f32 scales): dequant, bf16 dot."""
   if fmt in ("mxfp4", "nvfp4"):
-    v = jnp.asarray(D.E2M1_TABLE)[L.unpack_k(codes).astype(jnp.int32)]
+    v = jnp.asarray(D.E2M1_TABLE)[PK.unpack_k(codes).astype(jnp.int32)]
     if fmt == "mxfp4":
       s = jnp.ldexp(jnp.float32(1), scale.astype(jnp.int32) - 127)
     else:
@@ -118,13 +121,13 @@ def xla_int4_dequant_dot(x, codes, scale, zp, group=128, fmt="int4"):
     w = v * jnp.repeat(s, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if fmt == "nf4":  # the table lookup (a gather), as mxjax.dequantize does
-    w = jnp.asarray(D.NF4_TABLE)[L.unpack_k(codes).astype(jnp.int32)] * jnp.repeat(
+    w = jnp.asarray(D.NF4_TABLE)[PK.unpack_k(codes).astype(jnp.int32)] * jnp.repeat(
         scale, group, axis=0)
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
   if codes.dtype in (jnp.int8, jnp.float8_e4m3fn):  # per-channel INT8 / FP8
     w = codes.astype(jnp.float32) * scale
     return jnp.dot(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32).astype(x.dtype)
-  q = L.unpack_k(codes).astype(jnp.int32)
+  q = PK.unpack_k(codes).astype(jnp.int32)
   if zp is None:
     q = jnp.where(q >= 8, q - 16, q).astype(jnp.float32)
     w = q * jnp.repeat(scale, group, axis=0)
@@ -188,7 +191,7 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
       if "kernel_us" in t:
         entry["kernel_us"] = t["kernel_us"]
       # A re-storing (zero points, bf16 scales, ...) changes the bytes the kernel reads.
-      pws = [a for a in cfg_sets[0] if isinstance(a, L.PackedWeight)]
+      pws = [a for a in cfg_sets[0] if isinstance(a, PK.PackedWeight)]
       if pws:
         entry["weight_bytes"] = pws[0].nbytes
       # Shared memory as Mosaic sizes it, and so the CTAs an SM can hold: a stream-K config
@@ -214,43 +217,43 @@ def fastest_config(fn, configs, sets, log=None, prepare=None, check=None, descri
 
 def _stored(cfg, inputs):
   """A config's weight storage: {"w_tile": [tile_n, tile_k]} stores it block-contiguous
-  (`layout.tile_weight`); {"wgmma_order": false} in K order (`layout.logical_order`), true in
-  the kernels' register order (`layout.order_for_wgmma`); {"scale_bf16": true} FP4 scales as
-  bf16 multipliers (`layout.fp4_scales_bf16`), NF4 as slot codes (`layout.nf4_slots`), false
-  as stored (the inputs' storage); {"mx_fold": true} MXFP4's multipliers folded with the E2M1
+  (`code_order.tile_weight`); {"wgmma_order": false} in K order (`code_order.logical_order`),
+  true in the kernels' register order (`code_order.order_for_wgmma`); {"scale_bf16": true} FP4
+  scales as bf16 multipliers (`scales.fp4_scales_bf16`), NF4 as slot codes (`scales.nf4_slots`),
+  false as stored (the inputs' storage); {"mx_fold": true} MXFP4's multipliers folded with the E2M1
   decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`; false: not, whatever the default);
   {"halves": true} E2M1 codes in register order with each pair split over a word's halves
-  (`order_for_wgmma(halves=True)`, `layout.HALVES_ORDER`); {"byte_multipliers": true} FP4
+  (`order_for_wgmma(halves=True)`, `code_order.HALVES_ORDER`); {"byte_multipliers": true} FP4
   scales as their bytes, each its multiplier by one IMAD in the kernels
-  (`layout.fp4_byte_multipliers`; false: bf16 multipliers, as {"scale_bf16": true}; a
+  (`scales.fp4_byte_multipliers`; false: bf16 multipliers, as {"scale_bf16": true}; a
   "scale_bf16" or "mx_fold" key alone turns the default bytes off too); {"amax_scales": true}
-  INT4 scales as the bf16 amaxes they are RN(a / 7) of (`layout.int4_amax_scales`);
+  INT4 scales as the bf16 amaxes they are RN(a / 7) of (`scales.int4_amax_scales`);
   {"zero_points": true} UINT4's zero points as bytes
-  (`layout.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
-  (`layout.thread_major`); absent: as `repack` stores it on a GPU.
+  (`scales.uint4_zero_points`); {"w_threads": true} for the decode's plain loads
+  (`code_order.thread_major`); absent: as `repack` stores it on a GPU.
   One-time repackings, done here outside the timing."""
   x, p = inputs
   explicit_scales = "scale_bf16" in cfg or "mx_fold" in cfg
   if cfg.get("byte_multipliers", not explicit_scales and L.default_byte_multipliers(p)):
-    p = L.fp4_byte_multipliers(p)
+    p = SS.fp4_byte_multipliers(p)
   elif "mx_fold" in cfg:
-    p = L.fp4_scales_bf16(p, mx_fold=cfg["mx_fold"])
+    p = SS.fp4_scales_bf16(p, mx_fold=cfg["mx_fold"])
   elif cfg.get("scale_bf16", L.default_scale_bf16(p.fmt)):
     p = L.scales_bf16(p)
   else:
-    p = L.fp4_scales_stored(p)
+    p = SS.fp4_scales_stored(p)
   if cfg.get("wgmma_order", L.default_wgmma_order(p)):
-    p = L.order_for_wgmma(p, halves=cfg.get("halves", L.default_halves(p.fmt)))
+    p = CO.order_for_wgmma(p, halves=cfg.get("halves", L.default_halves(p.fmt)))
   else:
-    p = L.logical_order(p)
+    p = CO.logical_order(p)
   if "w_tile" in cfg:
-    p = L.tile_weight(p, *cfg["w_tile"])
+    p = CO.tile_weight(p, *cfg["w_tile"])
   if cfg.get("zero_points"):
-    p = L.uint4_zero_points(p)
+    p = SS.uint4_zero_points(p)
   if cfg.get("amax_scales"):
-    p = L.int4_amax_scales(p)
+    p = SS.int4_amax_scales(p)
   if cfg.get("w_threads"):
-    p = L.thread_major(p)
+    p = CO.thread_major(p)
   return x, p
 
 
@@ -282,7 +285,7 @@ def onehot_check(fn, pw, m: int) -> dict:
   the mismatching elements and the worst |difference| / max |W|. NF4 slot codes: the kernel's
   weight is that weight rounded to bf16 once (bitsandbytes' GEMV weight), compared as such."""
   want = np.asarray(L.dequantize(pw))
-  if pw.fmt is L.WeightFormat.NF4 and pw.scale_bf16:
+  if pw.fmt is PK.WeightFormat.NF4 and pw.scale_bf16:
     want = want.astype(jnp.bfloat16).astype(np.float32)
   k = want.shape[0]
   rng = np.random.default_rng(0)
@@ -324,7 +327,7 @@ def bench_wo(args, res):
       *_, pw = k_order_weight(key, k, n, spec)
       # The smaller of a weight's two storages (FP4's stored scale bytes, NF4's bf16 absmax),
       # so that TB/s never counts bytes a layout choice added.
-      wbytes = L.nf4_slots(pw).nbytes if fmt == "nf4" else pw.nbytes
+      wbytes = SS.nf4_slots(pw).nbytes if fmt == "nf4" else pw.nbytes
       r_q = C.rotations(wbytes)
       q_sets = [k_order_weight(jax.random.fold_in(key, i), k, n, spec) for i in range(r_q)]
       r_b = C.rotations(k * n * 2)

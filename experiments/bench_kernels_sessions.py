@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 
-from bench_kernels_report import RES
 from bench_kernels_report import _load
 from bench_kernels_report import quant_part
 from bench_kernels_report import quant_table
+from bench_kernels_report import RES
 from bench_kernels_report import roofline
 from bench_kernels_report import wo_section
 from bench_kernels_report import wo_table
@@ -129,7 +129,7 @@ def h200_s9_section() -> list[str]:
       "",
       "# Session 9: H200",
       "",
-      "Weights stored in the kernels' register order (`layout.WGMMA_ORDER`), each row the "
+      "Weights stored in the kernels' register order (`code_order.WGMMA_ORDER`), each row the "
       "faster of K order ({}) and register order ({'wgmma_order': True}), both checked (the JSON's "
       "`configs_timed` has each time); since then `repack` stores register order on a GPU "
       "(so in the last runs, `default_4096x14336` and `default_m64`, {} is register order). "
@@ -154,7 +154,7 @@ def h200_s10_section() -> list[str]:
       "scale_bf16", "scale_bf16_m16", "scale_bf16_m32", "nvfp4_m8", "nvfp4_m16_sweep",
       "scale_bf16_prefill", "default"),
       "MXFP4 / NVFP4 block scales stored as the decode's bf16 multipliers "
-      "(`layout.fp4_scales_bf16`), each row the faster of the stored bytes ({} or "
+      "(`scales.fp4_scales_bf16`), each row the faster of the stored bytes ({} or "
       "{'scale_bf16': False}) and the multipliers ({'scale_bf16': True}; the JSON's "
       "`configs_timed` has each time); `nvfp4_m16_sweep` tries NVFP4's configs at M = 16 with "
       "them; in `default`, {} is `repack`'s GPU default since (multipliers, register order). "
@@ -167,7 +167,7 @@ def h200_s11_section() -> list[str]:
   return wo_section(11, (
       "nf4_m1", "nf4_m8", "nf4_m16", "nf4_m64", "nf4_prefill", "ctas_m1", "ctas_m16",
       "nf4_tables_m1", "nf4_tables_m16", "nf4_tables_m64", "mxfp4_fold", "shapes"),
-      "NF4 g64 as int4 slot codes with bf16 absmax (`layout.nf4_slots`, {} or "
+      "NF4 g64 as int4 slot codes with bf16 absmax (`scales.nf4_slots`, {} or "
       "{'scale_bf16': True}) against the byte layout ({'scale_bf16': False}); `ctas_*` try "
       "three and four CTAs an SM (stream-K with shares one step apart); `nf4_tables_*` a "
       "variant since removed that read the decode's table words from memory "

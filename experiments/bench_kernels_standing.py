@@ -294,11 +294,12 @@ def stored_bytes(preset: str, overrides: dict, storage: str, k: int, n: int) -> 
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import mxjax  # pylint: disable=g-import-not-at-top
   from pallas_kernels.wo_matmul import layout  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import scales  # pylint: disable=g-import-not-at-top
 
   def build(w):
     q = mxjax.quantize(w, mxjax.schemes.get(preset, **overrides), axis=0)
     pw = layout.repack_qarray(q, wgmma_order=False, scale_bf16=storage == "bf16")
-    return layout.uint4_zero_points(pw) if storage == "zero_points" else pw
+    return scales.uint4_zero_points(pw) if storage == "zero_points" else pw
 
   return jax.eval_shape(build, jax.ShapeDtypeStruct((k, n), jnp.float32)).nbytes
 

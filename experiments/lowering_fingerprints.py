@@ -84,7 +84,7 @@ def _record(res: dict, key: str, fn, *args) -> None:
 
 def _weight(preset, overrides, scale_bf16=None):
   overrides = dict(overrides)
-  store = wm.layout.uint4_zero_points if overrides.pop("zero_points", False) else lambda p: p
+  store = wm.scales.uint4_zero_points if overrides.pop("zero_points", False) else lambda p: p
   return jax.eval_shape(lambda w: store(wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get(preset, **overrides), axis=0), scale_bf16=scale_bf16)),
       jax.ShapeDtypeStruct((4096, 4096), jnp.float32))

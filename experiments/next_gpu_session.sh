@@ -16,7 +16,7 @@
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
 # defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with
-# its codes read by plain loads (a `layout.thread_major` weight, `{"w_threads": true}`, a step ahead
+# its codes read by plain loads (a `code_order.thread_major` weight, `{"w_threads": true}`, a step ahead
 # by default), correct on the H100 for seven formats (sessions 27-28) and level there with the TMA
 # decode (INT4 g128 M = 1 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the
 # gap (34.0 us at best against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the
@@ -214,7 +214,7 @@ case "$part" in
       # schemes in bands (H100 MXFP8 73.5 -> 71.7), each against off; and MXFP4's folded
       # multipliers in the halves order (H100 M = 1 59.5 -> 57.5, the default there) against the
       # H200's default, the byte-pair order on FP8 tensor cores (`fp8_x`) at M <= 4, which reads
-      # neither (`layout.e2m1_decode_on_bf16`), and the H100's default since session 40 (scale
+      # neither (`scales.e2m1_decode_on_bf16`), and the H100's default since session 40 (scale
       # bytes each their multiplier, halves order): whether the H200 should store MXFP4 so too
     run 90 a $B --what quant --schemes nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"tile_order": "slabs"}]'

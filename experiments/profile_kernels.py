@@ -39,7 +39,7 @@ NCU_PATHS = ("ncu", "/opt/nvidia/nsight-compute/2025.3.1/ncu")
 CASES = {
     "wo_int4_m1": ("wo", "int4", 1, 8192, 28672),
     "wo_int4_m1_load_only": ("wo_load_only", "int4", 1, 8192, 28672),
-    # the codes by plain loads (`layout.thread_major`), beside the TMA pipeline's default
+    # the codes by plain loads (`code_order.thread_major`), beside the TMA pipeline's default
     "wo_int4_m1_plain": ("wo_plain", "int4", 1, 8192, 28672),
     # XLA's bf16 GEMV streams its 470 MB at ~4.2 TB/s where the decode's empty-body pipeline
     # reaches 3.55: their memory sections side by side say what the TMA boxes do differently
@@ -90,6 +90,7 @@ def run_case(case: str, launches: int = 3) -> None:
     fn, args = jax.jit(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.bfloat16)), (x, w)
   else:
     import bench_kernels as B  # pylint: disable=g-import-not-at-top
+    from pallas_kernels.wo_matmul import code_order as CO  # pylint: disable=g-import-not-at-top
     from pallas_kernels.wo_matmul import layout as L  # pylint: disable=g-import-not-at-top
     from pallas_kernels.wo_matmul import mosaic_gpu as WG  # pylint: disable=g-import-not-at-top
     from pallas_kernels.wo_matmul import mosaic_gpu_gemm as WGG  # pylint: disable=g-import-not-at-top
@@ -97,7 +98,7 @@ def run_case(case: str, launches: int = 3) -> None:
     codes, scale, extra = B.make_int4(key, k, n, fmt, grp or k)
     pw = L.repack(codes, scale, fmt=fmt, group=grp or k, **B.repack_kw(fmt, extra))
     if what == "wo_plain":
-      pw = L.thread_major(pw)
+      pw = CO.thread_major(pw)
     x = jax.random.normal(jax.random.fold_in(key, 1), (m, k), jnp.bfloat16)
     kw = dict(allow_unverified=True, load_only=True) if what == "wo_load_only" else dict(
         allow_unverified=True)

@@ -84,7 +84,7 @@ def kernel_options():
 @pytest.mark.parametrize("part", PARTS)
 def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options):
   from pallas_kernels.quantize.schemes import SCHEMES  # pylint: disable=g-import-not-at-top
-  from pallas_kernels.wo_matmul.layout import WeightFormat  # pylint: disable=g-import-not-at-top
+  from pallas_kernels.wo_matmul import WeightFormat  # pylint: disable=g-import-not-at-top
   calls, limits, out = _run_part(part, tmp_path)
   assert calls and len(limits) == len(calls)
   assert sum(limits) + MARGIN_S <= CALL_S, f"part {part}: limits {limits} overrun the call"

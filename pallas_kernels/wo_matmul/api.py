@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
 from pallas_kernels.wo_matmul.portable import wo_matmul_portable
 from pallas_kernels.wo_matmul.prefill import wo_matmul_dequant_gemm
 from pallas_kernels.wo_matmul.reference import wo_matmul_reference

@@ -8,8 +8,8 @@ schedule and wait settings; the measurements behind each choice are cited beside
 from __future__ import annotations
 
 from pallas_kernels.devices import device_kind
-from pallas_kernels.wo_matmul.layout import FP4
-from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.packed_weight import FP4
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
 
 # Devices whose 8-bit and MXFP4 decode at small M runs faster on 8-bit tensor cores (`fp8_x`),
 # by the start of `device_kind` (a GH200 is not an H200 here: unmeasured). On the H200 (4.8 TB/s)
@@ -29,9 +29,9 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs at N = 28672) that writes its
 # tile of y itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the decode),
 # where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 at M <= 16 (at N >= 16384 groups of
-# 128, and of 32 at M <= 8; at 14336 <= N < 16384 every group), INT8 and FP8 at M <= 32 (two compute
-# warpgroups above M = 16), UINT4 g128 at M <= 8 when stored for plain loads (`layout.thread_major`;
-# below). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K over
+# 128, and of 32 at M <= 8; at 14336 <= N < 16384 every group), INT8 and FP8 at M <= 32 (two
+# compute warpgroups above M = 16), UINT4 g128 at M <= 8 when stored for plain loads
+# (`code_order.thread_major`; below). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K over
 # 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile, all with
 # XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 / 48.3 / 47.7
 # (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16 53.0 -> 50.2;
@@ -82,7 +82,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   group: the keyword arguments of `mosaic_gpu.wo_matmul_mosaic_gpu` that its callers leave
   unset. `device`: a `device_kind` (default: `device_kind()`); with the weight's size (`k`
   times N) it decides where `fp8_x` runs (and with it INT8's tile at M <= 4); without `k`,
-  never. `w_threads`: the weight is stored for plain loads (`layout.thread_major`).
+  never. `w_threads`: the weight is stored for plain loads (`code_order.thread_major`).
 
   Each value is the best of a GPU sweep at K = 8192, N = 28672 that also matched the reference
   (H100 sessions 1-5 and 22, H200 since session 6; the comments name the runs, whose JSON lists
@@ -141,7 +141,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # At M <= 8 (one 8-row x tile), N >= 16384, groups of 64 / 128: INT4's stream-K launch (256
     # equal CTAs, not 224 unequal tiles on 132 SMs; H200, M = 1, g128 52.0 -> 44.3 us, g64
     # 50.6 -> 46.3, step_wait off 44.5 / 46.7; kernels_wo_s15_uint4_stream_k.json).
-    # A `layout.thread_major` weight (groups of 128) takes one slot a tile there on
+    # A `code_order.thread_major` weight (groups of 128) takes one slot a tile there on
     # `ONE_SLOT_DEVICES`: H100, 8192 x 28672, M = 1 / 8, plain loads by stream-K -> one slot
     # 55.3 -> 52.5 / 55.5 -> 53.1 us (kernels_wo_s30_h100_uint4_plain_one_slot.json; session 29
     # 52.4 / 52.6 against the TMA decode's 55.8 / 56.3, kernels_wo_s29_h100_plain_one_slot.json).
@@ -151,7 +151,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       return dict(tile_n=128, gps=4, steps=2, stream_k=2, step_wait=True)
     # Groups of 32 there: stream-K two chunks a step, three deep, where four chunks a step fit
     # one CTA an SM (H200, M = 1, 57.6 -> 53.7 us; with zero points stored as bytes, which fit
-    # gps=4 two an SM, 52.7: a layout choice, `layout.uint4_zero_points`;
+    # gps=4 two an SM, 52.7: a layout choice, `scales.uint4_zero_points`;
     # kernels_wo_s24_uint4_stream_k.json).
     if m <= 8 and n >= 16384 and group == 32:
       return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True)

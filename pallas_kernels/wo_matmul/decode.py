@@ -173,7 +173,7 @@ def e2m1_pair_bits(w, part: int, ops: WordOps):
 
 
 def e2m1_halves_words(w, ops: WordOps) -> list:
-  """The four pairs of a 32-bit word of E2M1 codes in `layout.HALVES_ORDER` (pair j in nibbles
+  """The four pairs of a 32-bit word of E2M1 codes in `code_order.HALVES_ORDER` (pair j in nibbles
   j and 4 + j: one code in each 16-bit half) as bf16x2 words, each half the code's value /
   2^126, bit for bit as `e2m1_pair_bits` gives them from the byte-pair order.
 

@@ -14,13 +14,13 @@ from pallas_kernels.gates import require_checked
 from pallas_kernels.wo_matmul import fp8_x as F8
 from pallas_kernels.wo_matmul import schedule as S
 from pallas_kernels.wo_matmul import x_split as XS
+from pallas_kernels.wo_matmul.code_order import block_words
+from pallas_kernels.wo_matmul.code_order import code_bits
+from pallas_kernels.wo_matmul.code_order import THREAD_BLOCK
 from pallas_kernels.wo_matmul.configs import decode_config
-from pallas_kernels.wo_matmul.layout import FP4
-from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
-from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import block_words
-from pallas_kernels.wo_matmul.layout import code_bits
+from pallas_kernels.wo_matmul.packed_weight import FP4
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
 from pallas_kernels.wo_matmul.verified import FP8_X_FUSED_SUM_VERIFIED
 from pallas_kernels.wo_matmul.verified import FP8_X_VERIFIED
 from pallas_kernels.wo_matmul.verified import FUSED_SUM_VERIFIED
@@ -71,14 +71,14 @@ def register_split(compute_wgs: int, memory_registers: int = MEMORY_REGISTERS
 
 def case(pw: PackedWeight) -> tuple:
   """A weight's key in `VERIFIED` (and the GEMM's): (format, group), the group "channel" for
-  per-channel scales, and appended "slots" for NF4 slot codes (`layout.nf4_slots`),
+  per-channel scales, and appended "slots" for NF4 slot codes (`scales.nf4_slots`),
   "bf16_scales" for scales whose scheme stores them in bf16 (`ScaleFormat.BF16`; not FP4's
-  bf16 multipliers, `layout.fp4_scales_bf16`), "zero_points" for UINT4 zero points stored as
-  bytes (`layout.uint4_zero_points`), "mx_fold" for MXFP4 multipliers that carry the E2M1
+  bf16 multipliers, `scales.fp4_scales_bf16`), "zero_points" for UINT4 zero points stored as
+  bytes (`scales.uint4_zero_points`), "mx_fold" for MXFP4 multipliers that carry the E2M1
   decode's 2^126 (`fp4_scales_bf16(mx_fold=True)`), "halves" for E2M1 codes in
-  `layout.HALVES_ORDER`, "byte_multipliers" for FP4 scale bytes that are each their multiplier
-  up to one IMAD (`layout.fp4_byte_multipliers`), "amax_scales" for INT4 scales stored as the
-  bf16 amaxes they are RN(a / 7) of (`layout.int4_amax_scales`)."""
+  `code_order.HALVES_ORDER`, "byte_multipliers" for FP4 scale bytes that are each their multiplier
+  up to one IMAD (`scales.fp4_byte_multipliers`), "amax_scales" for INT4 scales stored as the
+  bf16 amaxes they are RN(a / 7) of (`scales.int4_amax_scales`)."""
   key = (pw.fmt, "channel" if pw.fmt in PER_CHANNEL else pw.group)
   if pw.fmt is WeightFormat.NF4 and pw.scale_bf16:
     return key + ("slots",)
@@ -137,7 +137,7 @@ class DecodePlan:
   fmt: WeightFormat
   per_channel: bool  # INT8 / FP8: one scale a column, applied to the f32 sum
   fp4: bool  # MXFP4 / NVFP4
-  slots: bool  # NF4 as int4 slot codes (`layout.nf4_slots`)
+  slots: bool  # NF4 as int4 slot codes (`scales.nf4_slots`)
   nf4: bool  # NF4 as nibble bytes: even / odd k halves, each with its half of x
   asym: bool  # UINT4: zero points
   sub: int  # groups a 128-wide register tile (chunk)
@@ -165,7 +165,7 @@ class DecodePlan:
   load_only: bool
   fused_sum: bool  # slot 0's CTA adds the tile's partial sums and writes y (no XLA pass)
   fp8_x: bool  # FP8 tensor cores: x split in two E4M3 rows, the weights as E4M3 (fp8_x.py)
-  plain_loads: bool  # the codes by plain loads from a `layout.thread_major` weight, no TMA
+  plain_loads: bool  # the codes by plain loads from a `code_order.thread_major` weight, no TMA
   prefetch_codes: int  # plain loads this many steps ahead, those steps' codes in the carry
   split_kernel: bool  # fp8_x INT8 / FP8 / MXFP4: x split by one kernel (x_split.py), not XLA
 
@@ -190,7 +190,7 @@ class DecodePlan:
     return self.gps if self.per_channel else self.scale_rows
 
   def code_blocks(self, k: int, tile, kstep, wg_row) -> list[list]:
-    """With `plain_loads`: the `layout.thread_major` blocks (rows of the kernel's (N / 64 *
+    """With `plain_loads`: the `code_order.thread_major` blocks (rows of the kernel's (N / 64 *
     K / 128, words) view) that a warpgroup owning rows [wg_row, wg_row + wg_rows) of `tile`
     reads at K step `kstep`: for each chunk j of the step, one a 64-row block. Block (row
     block b, chunk c) is b * K / 128 + c. Ints or traced scalars."""
@@ -241,14 +241,14 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       integer ops for four codes) instead of the 15-select tree; same f32 values, bit for bit.
       Default (None): on for prescaled NF4 (H100, 8192 x 28672, M = 1: 155 us against 463 us).
     fp4_scale_bytes: prescaled MXFP4 / NVFP4: TMA the stored scale bytes (E8M0, E4M3) and
-      decode them in registers (`layout.scale_bytes_f32`), instead of XLA widening them to f32 on
+      decode them in registers (`scales.scale_bytes_f32`), instead of XLA widening them to f32 on
       every call (which reads 1 and writes 4 bytes a group before the kernel reads the 4).
       Default (None): on for prescaled FP4 (H100, 8192 x 28672, M = 1: MXFP4 100 us against
       104, NVFP4 103 against 123; M = 16 MXFP4 104 against 131). A weight whose scales are
-      stored as bf16 multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU default) has nothing
+      stored as bf16 multipliers (`scales.fp4_scales_bf16`, `repack`'s GPU default) has nothing
       to decode: the kernel loads them as they are (H200, M = 1: MXFP4 50.6 us against 65.1,
       NVFP4 53.3 against 59.1; kernels_wo_s10_*.json). Bytes marked as each their multiplier
-      up to one IMAD (`layout.fp4_byte_multipliers`) are decoded so, with no float work.
+      up to one IMAD (`scales.fp4_byte_multipliers`) are decoded so, with no float work.
     step_wait: wait on the wgmmas once a pipeline step, not once a chunk, so that decoding chunk
       j + 1 overlaps chunk j's MMA. Prescaled MXFP4 / NVFP4 / NF4 and per-channel INT8 / FP8
       chain every chunk into one accumulator that starts from the carried sum (per-channel
@@ -296,7 +296,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       relative error) but slower at five of six points. H200, 2026-12-04, 8192 x 28672, us without /
       with, M = 1: g128 52.1 / 53.4, g64 51.4 / 56.2, g32 60.6 / 67.2; M = 16: g128 56.8 /
       54.6, g64 58.6 / 59.6, g32 74.9 / 82.3 (kernels_wo_s14_zero_in_weights.json).
-    (A UINT4 weight with its zero points stored as bytes, `layout.uint4_zero_points`, has the
+    (A UINT4 weight with its zero points stored as bytes, `scales.uint4_zero_points`, has the
     kernel compute each group's offset f32(s) * (f32(zp) - 8) from them: the bytes `repack`'s
     offsets would take, a quarter; not yet run on a GPU, so it needs `allow_unverified`.)
     fused_sum: the kernel adds each tile's partial sums and writes y (M, N) itself, where XLA
@@ -338,7 +338,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     load_only: a diagnostic, not a matmul: the same schedule and TMA pipeline with an empty
       body (the output is zeros), so the benchmark can split a config's time into streaming
       the tiles and computing on them (`bench_kernels.py --load-split`).
-    prefetch_codes: for a `layout.thread_major` weight (whose codes the kernel reads by plain
+    prefetch_codes: for a `code_order.thread_major` weight (whose codes the kernel reads by plain
       loads, no TMA: `PLAIN_LOADS_VERIFIED`), load each step's codes this many steps ahead
       (True: one), carried in registers, so that their latency hides behind the steps before.
       Default (None): one for such a weight (without it the plain loads were 13-30% slower in
@@ -367,7 +367,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     require_checked(f"plain loads for {pw.fmt.value} group {g}",
                     base_case(pw) in PLAIN_LOADS_VERIFIED,
                     allow_unverified, reference="the reference",
-                    instead="store the weight without `layout.thread_major`")
+                    instead="store the weight without `code_order.thread_major`")
   if prefetch_codes is None:
     prefetch_codes = plain_loads and not load_only
   if not isinstance(prefetch_codes, int) or prefetch_codes < 0:  # (a bool is an int: 0 or 1)
@@ -380,7 +380,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     instead=f"use prefetch_codes <= {PREFETCH_VERIFIED_STEPS}")
   if prefetch_codes and not plain_loads:
     raise ValueError("prefetch_codes loads the next step's codes by plain loads: store the weight "
-                     "with `layout.thread_major`")
+                     "with `code_order.thread_major`")
   if prefetch_codes and load_only:
     raise ValueError("load_only times the TMA pipeline alone; prefetch_codes has none to time")
   if pw.w_tile is not None and not plain_loads:  # a block-contiguous weight fixes the tile
@@ -397,7 +397,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   fmt = pw.fmt
   per_channel = fmt in PER_CHANNEL
   fp4 = fmt in FP4
-  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`layout.nf4_slots`)
+  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`scales.nf4_slots`)
   nf4 = fmt is WeightFormat.NF4 and not slots  # nibble bytes: even / odd k halves
   if per_channel and g != pw.k:
     raise NotImplementedError(f"mosaic_gpu {fmt.value} takes per-channel scales, not group {g}")
@@ -426,19 +426,19 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if fp8_x and pw.mx_fold:
     raise ValueError("fp8_x scales each group's f32 sum by its block scale, not by a folded "
-                     "multiplier: store the MXFP4 scales with layout.fp4_scales_bf16(pw, "
+                     "multiplier: store the MXFP4 scales with scales.fp4_scales_bf16(pw, "
                      "mx_fold=False), or leave fp8_x off")
   if fp8_x and pw.halves_order:
     raise ValueError("fp8_x rebuilds E4M3 bytes from the byte-pair register order: store the "
-                     "weight with layout.order_for_wgmma(pw, halves=False), or leave fp8_x off")
+                     "weight with code_order.order_for_wgmma(pw, halves=False), or leave fp8_x off")
   if fp8_x is None:
     fp8_x = (dflt.get("fp8_x", False) and case(pw) in FP8_X_VERIFIED
              and not (fused_sum and case(pw) not in FP8_X_FUSED_SUM_VERIFIED)
              and not zero_in_weights and not (plain_loads and per_channel))
   if fp8_x and plain_loads and per_channel:
     raise NotImplementedError("fp8_x reads 8-bit weights in the WGMMA_8BIT layout; plain loads "
-                              "(`layout.thread_major`) hand them over in UPCAST_2X: leave fp8_x "
-                              "off")
+                              "(`code_order.thread_major`) hand them over in UPCAST_2X: leave "
+                              "fp8_x off")
   if fp8_x:
     F8.check(pw)
     require_checked(f"fp8_x for {fmt.value} group {g}{variant}", case(pw) in FP8_X_VERIFIED,

@@ -68,16 +68,16 @@ import numpy as np
 from jax import lax
 
 from mxjax.formats.rounding import encode
-from pallas_kernels.wo_matmul.decode import FP8_A_ORDER
-from pallas_kernels.wo_matmul.decode import JNP_WORD_OPS
+from pallas_kernels.wo_matmul.code_order import storage_order
+from pallas_kernels.wo_matmul.code_order import untile_weight
 from pallas_kernels.wo_matmul.decode import e2m1_e4m3_words
+from pallas_kernels.wo_matmul.decode import FP8_A_ORDER
 from pallas_kernels.wo_matmul.decode import int4_odd_e4m3_words
-from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import group_scales
-from pallas_kernels.wo_matmul.layout import storage_order
-from pallas_kernels.wo_matmul.layout import uint4_offsets
-from pallas_kernels.wo_matmul.layout import untile_weight
+from pallas_kernels.wo_matmul.decode import JNP_WORD_OPS
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
+from pallas_kernels.wo_matmul.scales import group_scales
+from pallas_kernels.wo_matmul.scales import uint4_offsets
 
 E4M3 = jnp.float8_e4m3fn
 SUM_SCALE = 2.0**-9  # S = 2^-9 sum(x8): the integer codes' 2^-9
@@ -128,7 +128,7 @@ def out_scale(fmt: WeightFormat) -> float:
 
 def a_order(x: jax.Array, pw: PackedWeight) -> jax.Array:
   """x (..., K) in the order the kernel's 8-bit A tiles hold K: for 4-bit codes the weight's
-  storage order (`layout.storage_order`), then `FP8_A_ORDER` within each aligned 32; FP8 and
+  storage order (`code_order.storage_order`), then `FP8_A_ORDER` within each aligned 32; FP8 and
   INT8 weights load as they are stored, in K order."""
   if pw.fmt in BYTE_FORMATS:
     return x

@@ -5,7 +5,7 @@ per 16 and a tensor scale), or INT8 / FP8 E4M3 with per-channel scales (int8 -> 
 WGMMA_UPCAST_2X layout; e4m3 bytes bitcast in registers and converted e4m3 -> f16 -> f32 -> bf16,
 exact). E2M1 keeps its OCP bits and is decoded from the 32-bit words of int4 registers by four
 integer ops and one exact bf16 multiply a pair of codes (`e2m1_bf16`). NF4 stored as int4 slot
-codes (`layout.nf4_slots`, `repack`'s GPU default) is decoded the same way, by byte permutes
+codes (`scales.nf4_slots`, `repack`'s GPU default) is decoded the same way, by byte permutes
 (`nf4_slots_bf16`: 19 integer ops for eight codes) and one bf16 multiply by the absmax; NF4
 bytes are split into nibbles (even / odd k halves, each with its half of x) and looked up by
 byte permutes in f32 (`nf4_lut_halves`), a select tree (`decode.nf4_f32`) or as two bf16 terms
@@ -33,15 +33,15 @@ chunk of K within a step:
     acc += part * s_g[:, None]        (scale applied exactly in f32, as the reference does)
     acc -= offset_g[:, None] * xsum_g[None, :]     (UINT4 only: zero point folded into an offset,
                                        read as stored or made here from zero-point bytes,
-                                       `layout.uint4_zero_points`; with `zero_in_weights`,
+                                       `scales.uint4_zero_points`; with `zero_in_weights`,
                                        q - zp in bf16 instead)
 
 MXFP4 / NVFP4 / NF4 (`prescale`, default) instead multiply the decoded weights by their block scales
 in registers and run one wgmma per chunk into `acc` directly: exact in bf16 for E2M1 (a power of two
 or an E4M3 value times an E2M1 value; NVFP4's weights carry s_b / 2^8, its output 2^8 s_t:
 `NVFP4_PRESCALE_LOG2`; NVFP4's multiply is the E2M1 decode's own, as MXFP4's is with folded
-multipliers, `layout.fp4_scales_bf16(mx_fold=True)`, or scale bytes that are each their multiplier
-up to one IMAD, `layout.fp4_byte_multipliers`); for NF4 slot codes bf16(table) * bf16(absmax)
+multipliers, `scales.fp4_scales_bf16(mx_fold=True)`, or scale bytes that are each their multiplier
+up to one IMAD, `scales.fp4_byte_multipliers`); for NF4 slot codes bf16(table) * bf16(absmax)
 rounded once (bitsandbytes' GEMV weight), for NF4 bytes the f32 product rounded once to bf16 (the
 weight bitsandbytes' dequantization gives in bf16). These and per-channel INT8 / FP8 (whose scales
 then multiply the f32 sum when a tile is written out) chain all of a step's wgmmas into the carried
@@ -56,7 +56,7 @@ chunk's product is folded in float32 and XLA adds each token's two columns (the 
 for FP8 at M <= 8, INT8 and MXFP4 at M <= 4 on large weights, `configs.decode_config`); with
 `fused_sum` the kernel adds them in registers (`registers.pair_sums`) and scales them by s_x.
 
-A weight stored by `layout.thread_major` (int4-stored formats, INT8, FP8) is read without
+A weight stored by `code_order.thread_major` (int4-stored formats, INT8, FP8) is read without
 TMA: each warpgroup loads its chunks' codes from global memory itself, two (4-bit) or four
 (8-bit) 16-byte vectors a thread a 64 x 128 block, which `registers.registers_from_words`
 relabels as the WGMMA_UPCAST_4X / UPCAST_2X array a shared-memory load gives; only x and the
@@ -89,31 +89,31 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.wo_matmul import fp8_x as F8
+from pallas_kernels.wo_matmul.code_order import block_words
+from pallas_kernels.wo_matmul.code_order import code_bits
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_hi_lo
 from pallas_kernels.wo_matmul.decode import uint4_zero_bf16
-from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
-from pallas_kernels.wo_matmul.layout import block_words
-from pallas_kernels.wo_matmul.layout import BYTE_MULTIPLIERS
-from pallas_kernels.wo_matmul.layout import amax_scale_f32
-from pallas_kernels.wo_matmul.layout import code_bits
-from pallas_kernels.wo_matmul.layout import group_scales
-from pallas_kernels.wo_matmul.layout import scale_bytes_f32
 from pallas_kernels.wo_matmul.decode_plan import CHUNK
 from pallas_kernels.wo_matmul.decode_plan import MEMORY_REGISTERS
 from pallas_kernels.wo_matmul.decode_plan import plan_decode
 from pallas_kernels.wo_matmul.decode_plan import xsum_cols
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
 from pallas_kernels.wo_matmul.registers import int4_e4m3
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import pair_sums
-from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import registers_from_words
-from pallas_kernels.wo_matmul.registers import words_layout
+from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
+from pallas_kernels.wo_matmul.registers import words_layout
+from pallas_kernels.wo_matmul.scales import amax_scale_f32
+from pallas_kernels.wo_matmul.scales import BYTE_MULTIPLIERS
+from pallas_kernels.wo_matmul.scales import group_scales
+from pallas_kernels.wo_matmul.scales import NVFP4_PRESCALE_LOG2
+from pallas_kernels.wo_matmul.scales import scale_bytes_f32
 from pallas_kernels.wo_matmul.x_split import split as x_split
 
 
@@ -130,7 +130,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
 
   Args:
     x: (M, K) bf16 activations, M <= 64.
-    pw: PackedWeight (layout.py).
+    pw: PackedWeight (`layout.repack`).
     out_dtype: default x.dtype.
     **options: the kernel's tile, pipeline, schedule and decode options, all defaulted
       (`decode_plan.plan_decode` documents each; `configs.decode_config` holds the measured
@@ -193,7 +193,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
     extra = [pw.offset, xsum]
   elif p.asym:
     extra = [pw.offset]
-  # FP4 scale bytes each their multiplier by one IMAD (`layout.fp4_byte_multipliers`)
+  # FP4 scale bytes each their multiplier by one IMAD (`scales.fp4_byte_multipliers`)
   byte_pairs = BYTE_MULTIPLIERS[p.fmt] if p.fp4_scale_bytes and pw.byte_multipliers else None
   nvfp4_out = p.prescale and p.fmt is WeightFormat.NVFP4  # y * 2^(126 - 8) * s_t after the sum
   if nvfp4_out and p.fused_sum:  # read in the kernel (a scalar load), not by an XLA multiply
@@ -420,7 +420,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       return (tile * p.ksteps_total + kk, 0) if pw.w_tile else (tile, kk)
 
     def plain_words(i, wg_row):
-      """Step i's codes for this warpgroup from a `layout.thread_major` weight, loaded: for
+      """Step i's codes for this warpgroup from a `code_order.thread_major` weight, loaded: for
       each chunk j, its 64-row blocks' words, (`block_words`,) uint32 each in `words_layout`
       (16-byte vectors; `registers_from_words` makes them a chunk's codes), from the blocks
       `DecodePlan.code_blocks` names."""

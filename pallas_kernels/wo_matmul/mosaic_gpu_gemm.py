@@ -22,7 +22,7 @@ q * s - offset; NVFP4 s = s_t * s_b; per-channel INT8 / FP8 q * s) and rounded t
 multiplied in bf16 with float32 accumulation: the numerics of `wo_matmul_dequant_gemm` (and of XLA's
 own dequantize-then-dot) up to summation order. (MXFP4 read from bf16 scale multipliers,
 `scale_multipliers`, takes q * 2^(e - 127) in one bf16 multiply: the same weight, exactly; with
-folded multipliers, `layout.fp4_scales_bf16(mx_fold=True)`, that multiply is the E2M1 decode's.) The
+folded multipliers, `scales.fp4_scales_bf16(mx_fold=True)`, that multiply is the E2M1 decode's.) The
 portable twin with the same numerics is `portable.wo_matmul_portable(..., weights_bf16=True)`. NVFP4
 with `tensor_scale_out` departs from it: its weights are q * s_b, exact in bf16, and s_t multiplies
 the float32 sum (the decode kernel's prescaled numerics: no rounding of the weight, so nearer the
@@ -46,28 +46,28 @@ from jax.experimental import pallas as pl
 from pallas_kernels import _compat
 from pallas_kernels import _ptx
 from pallas_kernels.gates import require_checked
+from pallas_kernels.wo_matmul.code_order import untile_weight
 from pallas_kernels.wo_matmul.decode import nf4_f32
-from pallas_kernels.wo_matmul.layout import FP4
-from pallas_kernels.wo_matmul.layout import amax_scale_f32
-from pallas_kernels.wo_matmul.layout import NVFP4_PRESCALE_LOG2
-from pallas_kernels.wo_matmul.layout import INT4_STORED
-from pallas_kernels.wo_matmul.layout import int4_stored
-from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import BYTE_MULTIPLIERS
-from pallas_kernels.wo_matmul.layout import nvfp4_multiplier_f32
-from pallas_kernels.wo_matmul.layout import fp4_scales_stored
-from pallas_kernels.wo_matmul.layout import int4_scales_f32
-from pallas_kernels.wo_matmul.layout import group_scales
-from pallas_kernels.wo_matmul.layout import scale_bytes_f32
-from pallas_kernels.wo_matmul.layout import uint4_offsets
-from pallas_kernels.wo_matmul.layout import untile_weight
 from pallas_kernels.wo_matmul.decode_plan import case
+from pallas_kernels.wo_matmul.packed_weight import FP4
+from pallas_kernels.wo_matmul.packed_weight import INT4_STORED
+from pallas_kernels.wo_matmul.packed_weight import int4_stored
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
 from pallas_kernels.wo_matmul.registers import e2m1_bf16
 from pallas_kernels.wo_matmul.registers import nf4_lut_halves
 from pallas_kernels.wo_matmul.registers import nf4_slots_bf16
 from pallas_kernels.wo_matmul.registers import spread_groups
 from pallas_kernels.wo_matmul.registers import wgmma_from_upcast_4x
+from pallas_kernels.wo_matmul.scales import amax_scale_f32
+from pallas_kernels.wo_matmul.scales import BYTE_MULTIPLIERS
+from pallas_kernels.wo_matmul.scales import fp4_scales_stored
+from pallas_kernels.wo_matmul.scales import group_scales
+from pallas_kernels.wo_matmul.scales import int4_scales_f32
+from pallas_kernels.wo_matmul.scales import nvfp4_multiplier_f32
+from pallas_kernels.wo_matmul.scales import NVFP4_PRESCALE_LOG2
+from pallas_kernels.wo_matmul.scales import scale_bytes_f32
+from pallas_kernels.wo_matmul.scales import uint4_offsets
 
 WG_ROWS = 64  # rows of W^T a compute warpgroup owns: one wgmma's M
 TILE_N = 2 * WG_ROWS  # two compute warpgroups a CTA
@@ -88,12 +88,12 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
             # the byte path's 840.1, rel. err 2.9e-3
             (WeightFormat.NF4, 64, "slots"),
             # H100, 2026-12-07, M = 1024, 4096 x 14336: MXFP4 with folded multipliers in the
-            # halves order (`layout.fp4_scales_bf16(mx_fold=True)`, `layout.HALVES_ORDER`, the
+            # halves order (`scales.fp4_scales_bf16(mx_fold=True)`, `code_order.HALVES_ORDER`, the
             # GPU default since) 187.7 -> 181.2 us, rel. err as the default's
             # (kernels_wo_s37_h100_fp4_decode3.json)
             (WeightFormat.MXFP4, 32, "mx_fold", "halves"),
             # H100, 2026-12-07 (session 40), FP4 scale bytes each their multiplier by one IMAD
-            # (`layout.fp4_byte_multipliers`) in the halves order, against the bf16 multipliers
+            # (`scales.fp4_byte_multipliers`) in the halves order, against the bf16 multipliers
             # in the byte-pair order, rel. err as theirs: M = 1024, 4096 x 14336 MXFP4 184.3 ->
             # 181.2 us, NVFP4 191.8 -> 185.9; M = 256, 8192 x 28672 MXFP4 178.4 -> 173.3, NVFP4
             # 184.9 -> 179.4 (kernels_wo_s40_h100_fp4_bytes_gemm.json,
@@ -108,7 +108,7 @@ VERIFIED = {(WeightFormat.INT4, 128), (WeightFormat.INT4, 32), (WeightFormat.UIN
             # (kernels_wo_s40_h100_int4_amax_gemm.json, kernels_wo_s40_h100_int4_g64_gemm.json)
             (WeightFormat.INT4, 64), (WeightFormat.INT4, 32, "amax_scales"),
             (WeightFormat.INT4, 64, "amax_scales"), (WeightFormat.INT4, 128, "amax_scales")}
-# FP4 formats whose bf16 scale multipliers (`layout.fp4_scales_bf16`, `repack`'s GPU storage)
+# FP4 formats whose bf16 scale multipliers (`scales.fp4_scales_bf16`, `repack`'s GPU storage)
 # this kernel has read as they are (`scale_multipliers`) and matched the reference on a GPU; for
 # them it is the default (elsewhere the multipliers would go back to bytes in an XLA pass each
 # call). H200, 2026-12-05, M = 1024, 8192 x 28672 (kernels_wo_s20_gemm_multipliers.json): MXFP4
@@ -175,7 +175,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
 
   Args:
     x: (M, K) bf16 activations; M is padded up to a multiple of tile_m (the pad is sliced off).
-    pw: PackedWeight (layout.py) of any format: INT4 / UINT4 / NF4 groups, MXFP4, NVFP4,
+    pw: PackedWeight (`layout.repack`) of any format: INT4 / UINT4 / NF4 groups, MXFP4, NVFP4,
       INT8 / FP8 per channel. N must be a multiple of 128.
     tile_m: rows of x (columns of y^T) per CTA, a multiple of 64 up to 256 (one wgmma's N);
       default min(256, M rounded up to 64).
@@ -186,18 +186,18 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     nf4_lut: NF4: the byte-permute table lookup (`registers.nf4_lut_halves`) instead of the
       select tree; same values. Default (None): on for NF4.
     fp4_scale_bytes: MXFP4 / NVFP4: read the stored scale bytes and decode them in registers
-      (`layout.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
+      (`scales.scale_bytes_f32`; NVFP4's s_t comes as one row and multiplies s_b in f32, the
       order `group_scales` uses) instead of an XLA pass widening them to f32; same values.
       Default (None): on for MXFP4 / NVFP4 scales stored as bytes, and for bf16 multipliers
       that `scale_multipliers` leaves (they go back to bytes in XLA first). Bytes marked as each
-      their multiplier up to one IMAD (`layout.fp4_byte_multipliers`) become the multipliers
+      their multiplier up to one IMAD (`scales.fp4_byte_multipliers`) become the multipliers
       so (`registers.spread_groups`' byte pairs), as in the decode kernel: one bf16 multiply a
       code pair, and NVFP4's s_t (with the multiplier's 2^8) on the f32 sum.
-    scale_multipliers: MXFP4 / NVFP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`,
+    scale_multipliers: MXFP4 / NVFP4 scales stored as bf16 multipliers (`scales.fp4_scales_bf16`,
       `repack`'s GPU storage): read them as they are instead of an XLA pass back to the bytes
       each call; same weights. MXFP4's multiply the bf16 E2M1 values directly (exact: a power
       of two, and subnormal products kept, as `mul.rn.bf16x2` keeps them in the E2M1 decode);
-      NVFP4's are widened (`layout.nvfp4_multiplier_f32`, exact) for the f32 product with s_t.
+      NVFP4's are widened (`scales.nvfp4_multiplier_f32`, exact) for the f32 product with s_t.
       Default (None): on for the formats in `MULTIPLIERS_VERIFIED`; elsewhere True needs
       `allow_unverified`.
     tensor_scale_out: NVFP4 read from its multipliers: the weights q * s_b (s_b = multiplier
@@ -210,9 +210,9 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       bf16x2 subtract) instead of one I2F conversion a code; the same values (every int8 is a
       bf16). Default (None): on for INT8 once `INT8_BF16_VERIFIED`; before, True needs
       `allow_unverified`.
-    amax_in_kernel: INT4 scales stored as bf16 amaxes (`layout.int4_amax_scales`): read the 2
+    amax_in_kernel: INT4 scales stored as bf16 amaxes (`scales.int4_amax_scales`): read the 2
       bytes a group and rebuild each scale RN(a / 7) where the kernel spreads the scales
-      (`layout.amax_scale_f32`, by `fma.rn.f32`, as the decode kernel does), instead of an XLA
+      (`scales.amax_scale_f32`, by `fma.rn.f32`, as the decode kernel does), instead of an XLA
       pass widening them to float32 first (H100, M = 256, 8192 x 28672: 38 us of XLA a call at
       g32, 11 at g128; in the kernel the call takes 200.7 / 195.9 us against float32 scales'
       195.5 / 195.6; session 40). The same scales. Default (None): on where `VERIFIED` holds
@@ -231,7 +231,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     scale_multipliers = multipliers and pw.fmt in MULTIPLIERS_VERIFIED
   if scale_multipliers and not multipliers:
     raise ValueError(f"scale_multipliers reads MXFP4 / NVFP4 scales stored as bf16 multipliers "
-                     f"(layout.fp4_scales_bf16); this {pw.fmt.value} weight has "
+                     f"(scales.fp4_scales_bf16); this {pw.fmt.value} weight has "
                      f"{pw.scale.dtype} scales")
   if scale_multipliers:
     require_checked(f"{pw.fmt.value}'s scale_multipliers", pw.fmt in MULTIPLIERS_VERIFIED,
@@ -263,7 +263,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     amax_in_kernel = pw.amax_scales and case(pw) in VERIFIED
   if amax_in_kernel and not pw.amax_scales:
     raise ValueError("amax_in_kernel reads INT4 scales stored as bf16 amaxes "
-                     "(layout.int4_amax_scales); this weight's scales are not")
+                     "(scales.int4_amax_scales); this weight's scales are not")
   if not amax_in_kernel:  # INT4's amax scales widened by XLA, the case checked without them
     pw = int4_scales_f32(pw)
   if "bf16_scales" in case(pw):  # a scheme's bf16 scales, widened as `group_scales` would
@@ -272,7 +272,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   n, g, fmt = pw.n, pw.group, pw.fmt
   out_dtype = jnp.dtype(out_dtype or x.dtype)
   per_channel = fmt in BYTE_CODES
-  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`layout.nf4_slots`)
+  slots = fmt is WeightFormat.NF4 and pw.scale_bf16  # int4 slot codes (`scales.nf4_slots`)
   nf4 = fmt is WeightFormat.NF4 and not slots  # nibble bytes: even / odd k halves
   int4 = int4_stored(pw)
   variant = "".join(f" ({c.replace('_', ' ')})" for c in case(pw)[2:])
@@ -376,7 +376,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     wgmma_layout = plgpu.Layout.WGMMA
     if int4:
       q = plgpu.load(w_smem.at[:, ks], (), layout=plgpu.Layout.WGMMA_UPCAST_4X)
-      if pw.wgmma_order:  # stored in register order (`layout.order_for_wgmma`)
+      if pw.wgmma_order:  # stored in register order (`code_order.order_for_wgmma`)
         q = wgmma_from_upcast_4x(q)
       else:
         q = plgpu.layout_cast(q, plgpu.Layout.WGMMA_UPCAST_2X)  # cheaper shuffles while 4-bit

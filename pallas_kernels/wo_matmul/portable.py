@@ -19,23 +19,23 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.code_order import logical_order
+from pallas_kernels.wo_matmul.code_order import untile_weight
 from pallas_kernels.wo_matmul.decode import e2m1_f32
 from pallas_kernels.wo_matmul.decode import nf4_f32
 from pallas_kernels.wo_matmul.decode import nf4_slot_f32
-from pallas_kernels.wo_matmul.layout import FP4
-from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
-from pallas_kernels.wo_matmul.layout import fp4_scales_stored
-from pallas_kernels.wo_matmul.layout import int4_scales_f32
-from pallas_kernels.wo_matmul.layout import logical_order
-from pallas_kernels.wo_matmul.layout import scale_values
-from pallas_kernels.wo_matmul.layout import uint4_offsets
-from pallas_kernels.wo_matmul.layout import untile_weight
+from pallas_kernels.wo_matmul.packed_weight import FP4
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
+from pallas_kernels.wo_matmul.scales import fp4_scales_stored
+from pallas_kernels.wo_matmul.scales import int4_scales_f32
+from pallas_kernels.wo_matmul.scales import scale_values
+from pallas_kernels.wo_matmul.scales import uint4_offsets
 
 
 def _decode_block(w: jax.Array, fmt: WeightFormat, nf4_slots: bool) -> jax.Array:
   """Kernel-layout weight block (tn, tk) [(tn, tk // 2) for NF4 bytes] -> f32 element values."""
-  if nf4_slots:  # int4 slot codes -> the bf16 table's values (`layout.nf4_slots`)
+  if nf4_slots:  # int4 slot codes -> the bf16 table's values (`scales.nf4_slots`)
     return nf4_slot_f32(w.astype(jnp.int32) & 15)
   if fmt is WeightFormat.NF4:
     lo, hi = w & 15, w >> 4

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.code_order import storage_order
 from pallas_kernels.wo_matmul.layout import dequantize_nk
-from pallas_kernels.wo_matmul.layout import storage_order
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
 
 
 def wo_matmul_dequant_gemm(x: jax.Array, pw: PackedWeight, *, out_dtype=None) -> jax.Array:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.wo_matmul.layout import PackedWeight
 from pallas_kernels.wo_matmul.layout import dequantize
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
 
 
 def wo_matmul_reference(x: jax.Array, pw: PackedWeight, *, out_dtype=None) -> jax.Array:

@@ -2,9 +2,9 @@
 `mosaic_gpu.py`, and the prefill GEMM, `mosaic_gpu_gemm.py`), each working on a Mosaic GPU
 register array's raw registers through `plgpu.inline_mgpu`:
 
-- `wgmma_from_upcast_4x`: int4 codes stored in register order (`layout.WGMMA_ORDER`), loaded
+- `wgmma_from_upcast_4x`: int4 codes stored in register order (`code_order.WGMMA_ORDER`), loaded
   in the WGMMA_UPCAST_4X layout, relabelled as a WGMMA-layout array with no data movement;
-- `registers_from_words`: a `layout.thread_major` weight's blocks, loaded from global memory
+- `registers_from_words`: a `code_order.thread_major` weight's blocks, loaded from global memory
   as plain 16-byte vectors, relabelled as the WGMMA_UPCAST_4X (4-bit) or UPCAST_2X (8-bit)
   array a shared-memory load gives;
 - the 4-bit decodes from those registers' 32-bit words: `e2m1_bf16` (E2M1 bits, in the byte-pair or
@@ -30,14 +30,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from pallas_kernels import _compat
-from pallas_kernels.wo_matmul.decode import WordOps
+from pallas_kernels.wo_matmul.code_order import block_words
+from pallas_kernels.wo_matmul.code_order import THREAD_BLOCK
 from pallas_kernels.wo_matmul.decode import BF16_2_POW_126
 from pallas_kernels.wo_matmul.decode import e2m1_halves_words
 from pallas_kernels.wo_matmul.decode import e2m1_pair_bits
 from pallas_kernels.wo_matmul.decode import nf4_prmt_words
 from pallas_kernels.wo_matmul.decode import nf4_slot_word_bits
-from pallas_kernels.wo_matmul.layout import THREAD_BLOCK
-from pallas_kernels.wo_matmul.layout import block_words
+from pallas_kernels.wo_matmul.decode import WordOps
 
 
 def _mlir_word_ops() -> WordOps:
@@ -96,7 +96,7 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None, halves: bool = False)
 
   `decode.e2m1_pair_bits` turns a register's word and the pair's place in it into the pair's
   bf16 bits / 2^126 (4 integer ops, tested on the CPU over every code pair), or, for a weight
-  stored in `layout.HALVES_ORDER` (`halves`), `decode.e2m1_halves_words` (3), and one PTX
+  stored in `code_order.HALVES_ORDER` (`halves`), `decode.e2m1_halves_words` (3), and one PTX
   `mul.rn.bf16x2` by 2^126 (or by `mult`) finishes: it keeps the subnormal that code 1 (0.5)
   passes through.
   """
@@ -106,7 +106,7 @@ def e2m1_bf16(q: jax.Array, mult: jax.Array | None = None, halves: bool = False)
 
 
 def nf4_slots_bf16(q: jax.Array, mult: jax.Array | None = None) -> jax.Array:
-  """(rows, C) NF4 slot codes (`layout.nf4_slots`, as int4) in the WGMMA register layout -> the
+  """(rows, C) NF4 slot codes (`scales.nf4_slots`, as int4) in the WGMMA register layout -> the
   bf16 table values (`decode.nf4_slot_f32`) in the same layout, or, given `mult` ((rows, C)
   bf16, the bf16 absmax spread over its group), RN_bf16(value * mult): bitsandbytes' GEMV
   weight. `decode.nf4_slot_word_bits` (byte permutes, tested on the CPU over every code pair)
@@ -170,7 +170,7 @@ def _int4_pairs_bf16(q: jax.Array, word_bits, mult: jax.Array | None,
 
 
 def wgmma_from_upcast_4x(w: jax.Array) -> jax.Array:
-  """(R, C) int4 loaded in the WGMMA_UPCAST_4X layout from a weight in `layout.WGMMA_ORDER`
+  """(R, C) int4 loaded in the WGMMA_UPCAST_4X layout from a weight in `code_order.WGMMA_ORDER`
   -> the same values as a WGMMA-layout array, with no data movement.
 
   Both layouts give a thread the same rows; in each aligned 32 columns of storage, UPCAST_4X
@@ -211,11 +211,11 @@ def words_layout(bits: int):
 
 
 def registers_from_words(blocks: list[jax.Array], bits: int) -> jax.Array:
-  """`layout.thread_major` blocks of `bits`-bit codes, each (64 * 128 * bits / 32,) uint32
+  """`code_order.thread_major` blocks of `bits`-bit codes, each (64 * 128 * bits / 32,) uint32
   loaded in the WG_STRIDED layout with vectors of 4 (a thread's aligned 16-byte vectors), ->
   their (64 x len(blocks), 128) codes, block b rows 64 b .. 64 b + 63, as a shared-memory load
   of the same blocks gives them: int4 in the WGMMA_UPCAST_4X layout, int8 in WGMMA_UPCAST_2X,
-  with no data movement. The blocks' storage order (`layout.THREAD_WORDS`) put the word of
+  with no data movement. The blocks' storage order (`code_order.THREAD_WORDS`) put the word of
   register (c, h) in vector (2 c + h) // 4, lane (2 c + h) % 4."""
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top
   from jax.experimental.mosaic.gpu import fragmented_array as fa  # pylint: disable=g-import-not-at-top
@@ -329,9 +329,9 @@ def spread_groups(group_rows: list[jax.Array], cols: int, group_cols: int,
   iota (up to 7 a register for NVFP4's 8 groups of 16), which the compiler had already folded:
   the same time on the H200 (session 7), with the mapping now stated rather than recovered.
 
-  byte_pairs: (mul, add) for uint8 rows of FP4 scale bytes (`layout.BYTE_MULTIPLIERS`): the
+  byte_pairs: (mul, add) for uint8 rows of FP4 scale bytes (`scales.BYTE_MULTIPLIERS`): the
   output is bf16, each register the pair word b * (mul * 0x10001) + add * 0x10001 of its
-  group's byte b, one integer multiply-add a row value (`layout.byte_multiplier_bits`, twice).
+  group's byte b, one integer multiply-add a row value (`scales.byte_multiplier_bits`, twice).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental.mosaic import gpu as mgpu  # pylint: disable=g-import-not-at-top

@@ -3,7 +3,7 @@
 The kernel body is the portable twin's (`portable.py`): a (M tile, N tile, K step) grid, the K
 axis sequential ("arbitrary") and accumulated in the resident output block, each quantization
 group's partial product scaled in float32. Weights are decoded in VMEM (int4 / int8 / fp8 by
-casts, E2M1 and NF4 by select trees), so every format of `layout.WeightFormat` runs. Up to
+casts, E2M1 and NF4 by select trees), so every format of `packed_weight.WeightFormat` runs. Up to
 `MAX_TILE_M` rows of x form one block; above, x is taken `MAX_TILE_M` rows at a time (its rows
 padded with zeros to a multiple, their outputs dropped), so the x and output blocks in VMEM stay
 bounded at prefill M.
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.wo_matmul.layout import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
 from pallas_kernels.wo_matmul.portable import wo_matmul_portable
 
 # Rows of x a step takes at most: at tile_k 256 / tile_n 128, x and y blocks of 256 KiB each.

@@ -9,7 +9,7 @@ on a GPU matched the reference; the comment beside each set names the runs
 
 from __future__ import annotations
 
-from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
 
 # What has run and matched the reference on an H100 (experiments/results/kernels_wo*.json):
 # `case(pw)` keys. Others need allow_unverified.
@@ -36,9 +36,9 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             # H100, 2026-12-07 (session 37), jax 0.11.2, 8192 x 28672, rel. err as the
             # default's (1.65-1.67e-3) in every row (kernels_wo_s37_h100_fp4_decode*.json,
             # kernels_wo_s37_h100_nvfp4_halves*.json), us default -> variant: MXFP4's
-            # multipliers folded with the E2M1 decode's 2^126 (`layout.fp4_scales_bf16(
+            # multipliers folded with the E2M1 decode's 2^126 (`scales.fp4_scales_bf16(
             # mx_fold=True)`) M = 1 59.5 -> 58.8, M = 16 61.8 -> 60.6; E2M1 codes in the halves
-            # order (`layout.HALVES_ORDER`) M = 1 59.5 -> 58.4, M = 16 61.8 -> 60.6; both M = 1
+            # order (`code_order.HALVES_ORDER`) M = 1 59.5 -> 58.4, M = 16 61.8 -> 60.6; both M = 1
             # 59.5 -> 57.5 and 59.1 -> 56.9 (two calls), M = 8 58.7 -> 57.1, M = 16 61.8 ->
             # 59.1, 4096 x 14336 M = 1 17.6 -> 16.4 (the GPU default for MXFP4 since,
             # `layout.HALVES_BY_DEFAULT`, `MX_FOLD_BY_DEFAULT`); NVFP4 in the halves order M = 1
@@ -49,10 +49,10 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             (WeightFormat.MXFP4, 32, "mx_fold", "halves"), (WeightFormat.NVFP4, 16, "halves"),
             # H100, 2026-12-07 (session 39), jax 0.11.2, 8192 x 28672, rel. err as the
             # default's in every row (kernels_wo_s39_h100_*.json), us default -> variant: FP4
-            # scale bytes each their multiplier by one IMAD (`layout.fp4_byte_multipliers`)
+            # scale bytes each their multiplier by one IMAD (`scales.fp4_byte_multipliers`)
             # MXFP4 M = 1 56.4 -> 55.0 (byte-pair order), with the halves order M = 1 56.3 ->
             # 53.4, M = 16 58.5 -> 56.2; NVFP4 M = 1 61.1 -> 58.5, M = 16 60.0 -> 57.7; INT4
-            # scales as bf16 amaxes (`layout.int4_amax_scales`) g32 M = 1 57.5 -> 54.3 and
+            # scales as bf16 amaxes (`scales.int4_amax_scales`) g32 M = 1 57.5 -> 54.3 and
             # 57.7 -> 53.8, M = 16 61.7 -> 58.0; g64 M = 1 52.5 -> 51.4; g128 M = 1 48.2 ->
             # 47.5, M = 16 50.5 -> 49.0; at 4096 x 14336 M = 1 g32 17.4 -> 18.0, g128 15.0 ->
             # 15.1.
@@ -69,7 +69,7 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
             # 70.7: `repack`'s GPU default for both since (`layout.default_byte_multipliers`,
             # `HALVES_BY_DEFAULT`). INT4's amax scales there: 4096 x 14336 g32 M = 1 / 16 17.4 ->
             # 17.9 / 18.1 -> 18.7, g128 15.1 -> 15.1 / 15.7 -> 16.1; 8192 x 28672 M = 64 g32
-            # 89.7 -> 90.7, g128 67.2 -> 67.9: not a default (opt-in, `layout.int4_amax_scales`).
+            # 89.7 -> 90.7, g128 67.2 -> 67.9: not a default (opt-in, `scales.int4_amax_scales`).
             (WeightFormat.NVFP4, 16, "halves", "byte_multipliers")}
 # `case(pw)` keys whose `fused_sum` kernel has matched the reference on a GPU; a case takes it by
 # default where `configs.decode_config` says so (INT4 g128, MXFP4 and NVFP4 at M > 16, INT8 at
@@ -85,7 +85,7 @@ VERIFIED = {(WeightFormat.INT4, 32), (WeightFormat.INT4, 64), (WeightFormat.INT4
 # 0.11.2, 8192 x 28672, M = 1, rel. err as XLA's sum (1.65-1.67e-3), us stream-K with XLA's sum
 # -> one slot fused (kernels_wo_s29_h100_{int4_m1,one_slot}.json): INT4 g128 50.3 -> 48.3 /
 # 50.3 -> 48.1, INT4 g32 58.6 -> 56.8 / 59.2 -> 57.1, INT4 g64 52.3 -> 52.0, UINT4 g128 54.5 ->
-# 53.6, NVFP4 62.9 -> 61.4, MXFP4 56.5 -> 58.1; with plain loads (`layout.thread_major`) INT4
+# 53.6, NVFP4 62.9 -> 61.4, MXFP4 56.5 -> 58.1; with plain loads (`code_order.thread_major`) INT4
 # g32 53.4, UINT4 51.3 (kernels_wo_s29_h100_one_slot_uint4_nvfp4_g64.json for g64). NF4 g128
 # slot codes, H100, 2026-12-06, 4096 x 14336, M = 1 / 16, one slot a tile fused, rel. err as
 # XLA's sum (2.83-2.89e-3 on the config check) in four runs (kernels_wo_s32_h100_nf4_launch.json,
@@ -131,7 +131,7 @@ FP8_X_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.I
 FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
                                                  (WeightFormat.FP8, "channel"),
                                                  (WeightFormat.MXFP4, 32)})
-# `case(pw)` keys whose decode with the codes read by plain loads (a `layout.thread_major`
+# `case(pw)` keys whose decode with the codes read by plain loads (a `code_order.thread_major`
 # weight: each warpgroup loads its chunk's codes from global memory as 16-byte vectors, no TMA
 # and no shared memory for them) has matched the reference on a GPU. Written in session 26
 # without one; H100, 2026-12-06, jax 0.11.2, 8192 x 28672, rel. err as the TMA decode's
@@ -141,7 +141,7 @@ FP8_X_FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT8, "channel"),
 # 55.6, INT8 86.6 -> 99.1 -> 85.7; M = 16 INT4 54.5 -> 66.4 -> 54.6, INT8 89.9 -> 116.7 ->
 # 97.6; INT4 M = 64 68.5 -> 87.1 -> 75.6. FP8 (session 28, H100, kernels_wo_s28_h100_plain_fp8
 # .json): rel. err as the TMA decode's, M = 1 82.9 -> 81.2 us, M = 16 84.0 -> 91.6. A layout the
-# caller picks (`layout.thread_major`), not a default: it pays for INT4 g32 at M = 1 (-3 to -4%)
+# caller picks (`code_order.thread_major`), not a default: it pays for INT4 g32 at M = 1 (-3 to -4%)
 # and FP8 at M = 1 (-2%), and ties or loses elsewhere on the H100.
 PLAIN_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightFormat.INT4, 32),
                                              (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),

@@ -42,11 +42,11 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import _compat
+from pallas_kernels.wo_matmul.fp8_x import a_order
 from pallas_kernels.wo_matmul.fp8_x import E4M3
 from pallas_kernels.wo_matmul.fp8_x import INT8_CHUNK
-from pallas_kernels.wo_matmul.fp8_x import a_order
-from pallas_kernels.wo_matmul.layout import PackedWeight
-from pallas_kernels.wo_matmul.layout import WeightFormat
+from pallas_kernels.wo_matmul.packed_weight import PackedWeight
+from pallas_kernels.wo_matmul.packed_weight import WeightFormat
 
 CHUNKS = 4  # chunks of 128 a program: its t block, CHUNKS x 32 float32, is 128 elements
 MAX_ROWS = 16  # the kernel unrolls its rows (M x CHUNKS row-chunks a program)

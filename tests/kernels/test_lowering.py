@@ -173,9 +173,9 @@ def test_decode_fp8_x_lowers(m, cfg, name):
   if name == "int8" and cfg:
     cfg = dict(cfg, tile_n=128)  # (INT8's default tile at M <= 16 has 64 rows)
   if name not in ("fp8_e4m3_rowwise", "int8"):  # (bytes have no register order)
-    pws.append(jax.eval_shape(wm.layout.order_for_wgmma, pws[0]))
+    pws.append(jax.eval_shape(wm.code_order.order_for_wgmma, pws[0]))
   if name == "mxfp4":
-    pws.append(jax.eval_shape(wm.layout.fp4_scales_bf16, pws[-1]))
+    pws.append(jax.eval_shape(wm.scales.fp4_scales_bf16, pws[-1]))
   for pw in pws:
     text = _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
         x, p, allow_unverified=True, fp8_x=True, **cfg), _x(m, 8192), pw).as_text()
@@ -240,11 +240,11 @@ def test_decode_uint4_lowers_at_every_m_above_32(m):
 @pytest.mark.parametrize("group", [32, 64, 128])
 @pytest.mark.parametrize("m", [1, 16, 64])
 def test_decode_uint4_zero_points_lower(group, m):
-  # UINT4 zero points stored as bytes (`layout.uint4_zero_points`): the kernel reads a uint8
+  # UINT4 zero points stored as bytes (`scales.uint4_zero_points`): the kernel reads a uint8
   # (G, N) operand in place of the f32 offsets and makes each offset f32(s) * (f32(zp) - 8) in
   # registers (`_zero_points_f32`), with the x-sum term and with `zero_in_weights`; checked on
   # the GPU in session 16 (correct; slower than the f32 offsets at M = 1, so not the default).
-  pw = jax.eval_shape(lambda w: wm.layout.uint4_zero_points(wm.repack_qarray(mxjax.quantize(
+  pw = jax.eval_shape(lambda w: wm.scales.uint4_zero_points(wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get("int4_g128_asym", block_size=group), axis=0))),
       jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
   operands = f"tensor<{8192 // group}x28672xf32>, tensor<{8192 // group}x28672xui8>"
@@ -327,7 +327,7 @@ def test_e2m1_bit_decode_lowers(name, m):
 
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "mxfp4", "nvfp4"])
 def test_wgmma_ordered_weights_lower_without_relayouts(name, monkeypatch):
-  # A weight in the kernels' register order (`layout.order_for_wgmma`) is relabelled from its
+  # A weight in the kernels' register order (`code_order.order_for_wgmma`) is relabelled from its
   # 32-bit loads (`registers.wgmma_from_upcast_4x`) in the decode kernel (M = 1, and the
   # two-warpgroup M = 64 config) and the GEMM: no int4 relayout through WGMMA_UPCAST_2X, which
   # K order needs.
@@ -340,7 +340,7 @@ def test_wgmma_ordered_weights_lower_without_relayouts(name, monkeypatch):
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
                                                         fp8_x=False)
   for fn, m in ((decode, 1), (decode, 64), (gemm, 1024)):
-    ordered = lambda x, p, fn=fn: fn(x, wm.layout.order_for_wgmma(p))
+    ordered = lambda x, p, fn=fn: fn(x, wm.code_order.order_for_wgmma(p))
     for f, relayouts in ((fn, True), (ordered, False)):
       jax.clear_caches()  # lower afresh: a cached trace would make no casts at all
       casts.clear()
@@ -361,18 +361,18 @@ def test_fp4_scale_bytes_lower(name, m):
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_scales_bf16_lower(name, monkeypatch):
-  # FP4 scales stored as bf16 multipliers (`layout.fp4_scales_bf16`): the decode kernel (M = 1,
+  # FP4 scales stored as bf16 multipliers (`scales.fp4_scales_bf16`): the decode kernel (M = 1,
   # and M = 16 / 64, NVFP4's two-warpgroup config from M = 9) loads them as they are, with no
   # scale-byte decode (`scale_bytes_f32`, which the stored bytes take); the GEMM takes the stored
   # bytes back.
   decodes, scale_bytes_f32 = [], mosaic_gpu.scale_bytes_f32
   monkeypatch.setattr(mosaic_gpu, "scale_bytes_f32",
                       lambda *a: decodes.append(1) or scale_bytes_f32(*a))
-  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
+  pw = jax.eval_shape(wm.scales.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
   assert pw.scale.dtype == jnp.bfloat16
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False)  # the bf16 path
   for m in (1, 16, 64):
-    for p, decoded in ((pw, False), (jax.eval_shape(wm.layout.fp4_scales_stored, pw), True)):
+    for p, decoded in ((pw, False), (jax.eval_shape(wm.scales.fp4_scales_stored, pw), True)):
       jax.clear_caches()  # lower afresh: a cached trace would call nothing
       decodes.clear()
       text = _compat.lower_for("cuda", decode, _x(m, 8192), p).as_text()
@@ -388,7 +388,7 @@ def test_mxfp4_folded_multipliers_lower():
   # and on FP8 tensor cores (`fp8_x` scales the f32 sums).
   import dataclasses
   import re
-  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape("mxfp4", 8192, 28672))
+  pw = jax.eval_shape(wm.scales.fp4_scales_bf16, _weight_shape("mxfp4", 8192, 28672))
   fold = dataclasses.replace(pw, mx_fold=True)
   bf16_muls = lambda text: len(re.findall(r"arith.mulf.*bf16", text))
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
@@ -413,7 +413,7 @@ def test_mxfp4_folded_multipliers_lower():
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_fp4_byte_multipliers_lower(name, monkeypatch):
   # FP4 scale bytes marked as each their multiplier up to one IMAD
-  # (`layout.fp4_byte_multipliers`): the decode (M = 1 / 16 / 64) and the GEMM make the
+  # (`scales.fp4_byte_multipliers`): the decode (M = 1 / 16 / 64) and the GEMM make the
   # multiplier pairs from the bytes (`registers._byte_pair_word`) and decode no scale byte in
   # float32 (`scale_bytes_f32`), which the unmarked bytes take; refused where a GPU has not
   # checked it (the decode on an H100 in session 39, the GEMM not yet).
@@ -422,7 +422,7 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
   calls = _record_calls(monkeypatch, [(mosaic_gpu, "scale_bytes_f32"),
                                       (mosaic_gpu_gemm, "scale_bytes_f32"),
                                       (registers, "_byte_pair_word")])
-  pw = jax.eval_shape(wm.layout.fp4_scales_stored, _weight_shape(name, 8192, 28672))
+  pw = jax.eval_shape(wm.scales.fp4_scales_stored, _weight_shape(name, 8192, 28672))
   marked = dataclasses.replace(pw, byte_multipliers=True)
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
   gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
@@ -445,9 +445,9 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
 
 @pytest.mark.parametrize("group", [32, 64, 128])
 def test_int4_amax_scales_lower(group, monkeypatch):
-  # INT4 scales stored as bf16 amaxes (`layout.int4_amax_scales`): the decode (M = 1 / 16 / 64,
+  # INT4 scales stored as bf16 amaxes (`scales.int4_amax_scales`): the decode (M = 1 / 16 / 64,
   # on 8-bit tensor cores, `fp8_x`, and by plain loads) computes each scale from its amax in
-  # the kernel (`layout.amax_scale_f32`, by `fma.rn.f32`), where float32 scales take none; the
+  # the kernel (`scales.amax_scale_f32`, by `fma.rn.f32`), where float32 scales take none; the
   # GEMM rebuilds them too (`amax_in_kernel`, session 40) where a GPU has checked it, else
   # takes the float32 scales XLA computes (`int4_scales_f32`); the decode is refused where a
   # GPU has not checked it (an H100 has since session 39).
@@ -460,7 +460,7 @@ def test_int4_amax_scales_lower(group, monkeypatch):
                                amax_scales=True)
   decode = lambda x, p, **o: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True, **o)
   gemm = lambda x, p, **o: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **o)
-  threads = jax.eval_shape(wm.layout.thread_major, marked)  # the decode by plain loads
+  threads = jax.eval_shape(wm.code_order.thread_major, marked)  # the decode by plain loads
   for fn, m, opts in [(decode, 1, {}), (decode, 16, {}), (decode, 64, {}),
                       (decode, 1, {"fp8_x": True})]:
     for p in (marked, pw) + ((threads,) if m == 1 and not opts else ()):
@@ -501,18 +501,18 @@ def test_int4_amax_scales_lower(group, monkeypatch):
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_e2m1_halves_order_lowers(name, monkeypatch):
-  # E2M1 codes in the halves order (`layout.HALVES_ORDER`): the decode (M = 1 / 16, by TMA and
+  # E2M1 codes in the halves order (`code_order.HALVES_ORDER`): the decode (M = 1 / 16, by TMA and
   # by plain loads) and the GEMM build their pairs with `decode.e2m1_halves_words`, not the
   # byte-pair order's `e2m1_pair_bits`; refused where a GPU has not checked it.
   import dataclasses
   from pallas_kernels.wo_matmul import registers
   calls = _record_calls(monkeypatch, [(registers, "e2m1_halves_words"),
                                       (registers, "e2m1_pair_bits")])
-  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
+  pw = jax.eval_shape(wm.scales.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
   halves = dataclasses.replace(pw, halves_order=True)
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, fp8_x=False, allow_unverified=True)
   gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
-  threads = jax.eval_shape(wm.layout.thread_major, halves)
+  threads = jax.eval_shape(wm.code_order.thread_major, halves)
   for fn, m, p in [(decode, 1, halves), (decode, 16, halves), (decode, 1, threads),
                    (gemm, 1024, halves), (decode, 1, pw)]:
     calls.clear()
@@ -530,7 +530,7 @@ def test_gemm_nvfp4_tensor_scale_out_lowers(monkeypatch):
   # (no float32 widening of the multipliers) and s_t goes to the kernel as a scalar operand,
   # where without it a broadcast (1, N) row is read every K step. The default since an H100
   # checked it (session 22); the gate still refuses it where a GPU has not.
-  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape("nvfp4", 8192, 28672))
+  pw = jax.eval_shape(wm.scales.fp4_scales_bf16, _weight_shape("nvfp4", 8192, 28672))
   widened, real = [], mosaic_gpu_gemm.nvfp4_multiplier_f32
   monkeypatch.setattr(mosaic_gpu_gemm, "nvfp4_multiplier_f32",
                       lambda *a: widened.append(1) or real(*a))
@@ -589,7 +589,7 @@ def test_gemm_scale_multipliers_lower(name, monkeypatch):
   # format is in MULTIPLIERS_VERIFIED (both, since session 20).
   assert wm.WeightFormat(name) in mosaic_gpu_gemm.MULTIPLIERS_VERIFIED
   monkeypatch.setattr(mosaic_gpu_gemm, "MULTIPLIERS_VERIFIED", frozenset())  # as if unchecked
-  pw = jax.eval_shape(wm.layout.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
+  pw = jax.eval_shape(wm.scales.fp4_scales_bf16, _weight_shape(name, 8192, 28672))
 
   def operands(**options):  # the kernel call's operands, and the module
     fn = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, **options)
@@ -624,9 +624,9 @@ def test_gemm_scale_multipliers_lower(name, monkeypatch):
 
 @pytest.mark.parametrize("m", [1, 16, 64])
 def test_nf4_slots_lower(m):
-  # NF4 slot codes (`layout.nf4_slots`, register order as `repack` stores them on a GPU): the
+  # NF4 slot codes (`scales.nf4_slots`, register order as `repack` stores them on a GPU): the
   # decode kernel's byte-permute decode and bf16 absmax multiply, and the GEMM's decode.
-  pw = jax.eval_shape(lambda p: wm.layout.order_for_wgmma(wm.layout.nf4_slots(p)),
+  pw = jax.eval_shape(lambda p: wm.code_order.order_for_wgmma(wm.scales.nf4_slots(p)),
                       _weight_shape("nf4_g64", 8192, 28672))
   decode = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True)
   gemm = lambda x, p: mosaic_gpu_gemm.wo_gemm_mosaic_gpu(x, p, allow_unverified=True)
@@ -1030,18 +1030,18 @@ def test_decode_pipeline_reads_the_blocks_of_its_schedule(preset, group, m, opts
                                   "int4_g128_asym", "mxfp4", "nvfp4", "int8", "fp8_e4m3_rowwise"])
 @pytest.mark.parametrize("m", [1, 64])
 def test_decode_plain_loads_lower(name, m):
-  # A `layout.thread_major` weight: each warpgroup reads its chunks' codes from global memory
+  # A `code_order.thread_major` weight: each warpgroup reads its chunks' codes from global memory
   # as 16-byte vectors (two or four a thread a 64 x 128 block, `registers.registers_from_words`),
   # so the pipeline copies x and the scales only (two TMA copies traced a spec); gated until a
   # GPU checks it (`decode_plan.PLAIN_LOADS_VERIFIED`: all of these but INT4 g64, H100,
   # sessions 27-28)
   pw = _weight_shape(name, 8192, 28672)
-  tm = jax.eval_shape(wm.layout.thread_major, pw)
+  tm = jax.eval_shape(wm.code_order.thread_major, pw)
   fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, allow_unverified=True,
                                                      prefetch_codes=False)
   assert "mosaic_gpu" in _compat.lower_for("cuda", fn, _x(m, 8192), tm).as_text()
-  eight = wm.layout.code_bits(pw) == 8
-  base = pw if eight else jax.eval_shape(wm.layout.order_for_wgmma, pw)
+  eight = wm.code_order.code_bits(pw) == 8
+  base = pw if eight else jax.eval_shape(wm.code_order.order_for_wgmma, pw)
   counts = [primitive_counts(jax.make_jaxpr(fn)(_x(m, 8192), w).jaxpr) for w in (base, tm)]
   assert counts[0]["copy_gmem_to_smem"] - counts[1]["copy_gmem_to_smem"] == 2
   plan = decode_plan.plan_decode(m, 8192, tm, allow_unverified=True)
@@ -1073,8 +1073,8 @@ def test_decode_prefetch_steps_ahead(name):
   # `prefetch_codes=d`: the first d steps' codes loaded before the pipeline, each step's loads
   # d steps ahead of their decode (one set a step, as with d = 1); more than two steps ahead is
   # gated until a GPU checks it, and a carry past `PREFETCH_MAX_REGISTERS` is refused
-  tm = jax.eval_shape(wm.layout.thread_major, _weight_shape(name, 8192, 28672))
-  bits = wm.layout.code_bits(tm)
+  tm = jax.eval_shape(wm.code_order.thread_major, _weight_shape(name, 8192, 28672))
+  bits = wm.code_order.code_bits(tm)
   loads = {}
   for d in (0, 1, 2):
     fn = lambda x, p, d=d: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, prefetch_codes=d, gps=2,

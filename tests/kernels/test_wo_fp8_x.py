@@ -150,13 +150,13 @@ def test_twin_matches_the_reference(m, store):
   tol = 2e-4 if store == "int8" else 1e-5
   pw = _weight(k=1024, n=256, preset=preset, **overrides)
   if store == "uint4_zero_points":
-    pw = wm.layout.uint4_zero_points(pw)
+    pw = wm.scales.uint4_zero_points(pw)
   if store == "mxfp4_multipliers":
-    pw = wm.layout.fp4_scales_bf16(pw)
+    pw = wm.scales.fp4_scales_bf16(pw)
   if store in ("wgmma_order", "tiled"):
-    pw = wm.layout.order_for_wgmma(pw)
+    pw = wm.code_order.order_for_wgmma(pw)
   if store == "tiled":
-    pw = wm.layout.tile_weight(pw, 128, 512)
+    pw = wm.code_order.tile_weight(pw, 128, 512)
   x = (jax.random.normal(jax.random.key(m), (m, 1024)) * 7).astype(jnp.bfloat16)
   ref = np.asarray(wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32), np.float64)
   y = np.asarray(F8.wo_matmul_fp8_x_twin(x, pw), np.float64)

@@ -1,6 +1,6 @@
-"""The weight layouts the GPU kernels read (`layout.py`): register order, plain-load blocks
-(`thread_major`), block-contiguous tiles, FP4 scale multipliers and NF4 slot codes, each
-checked against Mosaic GPU's own register layouts or against `mxjax.dequantize`.
+"""The weight layouts the GPU kernels read (`layout.py`, `code_order.py`, `scales.py`): register
+order, plain-load blocks (`thread_major`), block-contiguous tiles, FP4 scale multipliers and NF4
+slot codes, each checked against Mosaic GPU's own register layouts or against `mxjax.dequantize`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_wgmma_order_matches_the_register_layouts():
   up2 = _owners(fa.WGMMA_LAYOUT_UPCAST_2X, (64, 128))
   row0 = {c: t for (t, _, _), (r, c) in up2.items() if r == 0 and c < 16}
   assert [row0[c] for c in range(16)] == [0] * 4 + [2] * 4 + [1] * 4 + [3] * 4
-  order = wm.layout.WGMMA_ORDER
+  order = wm.code_order.WGMMA_ORDER
   np.testing.assert_array_equal(order[order], np.arange(32))  # a permutation, its own inverse
   for rows in (64, 128):
     wgmma = _owners(fa.WGMMA_LAYOUT, (rows, 128))
@@ -67,7 +67,7 @@ def test_wgmma_order_matches_the_register_layouts():
 def test_thread_major_words_match_the_register_layouts(bits):
   # What `registers.registers_from_words` relies on: a WG_STRIDED load of a block's words with
   # vectors of 4 hands thread t storage positions 512 i + 4 t + l (Mosaic's
-  # `WGStridedFragLayout.linear_thread_idxs`), and `layout.THREAD_WORDS` stores there the word
+  # `WGStridedFragLayout.linear_thread_idxs`), and `code_order.THREAD_WORDS` stores there the word
   # that register (c, h) of thread t holds in the layout a shared-memory load gives (4-bit:
   # WGMMA_UPCAST_4X, 8-bit: WGMMA_UPCAST_2X), 2 c + h = 4 i + l, each word 32 / bits codes
   # along K of one row
@@ -77,7 +77,7 @@ def test_thread_major_words_match_the_register_layouts(bits):
   shape = layout.registers_shape((64, 128))
   assert shape[1:5] == (row_words // 4, 1, 1, 2) and set(shape[5:]) == {1} and shape[0] == 1
   assert layout.registers_shape((128, 128))[0] == 2  # a row block of 64 a register tile
-  order = wm.layout.THREAD_WORDS[bits]
+  order = wm.code_order.THREAD_WORDS[bits]
   np.testing.assert_array_equal(np.sort(order), np.arange(64 * row_words))
   seen = 0
   for (thread, reg, e), (row, k) in _owners(layout, (64, 128)).items():
@@ -97,13 +97,13 @@ def test_thread_major_weight(name):
   # call is a no-op
   preset, overrides = FORMATS[IDS.index(name)]
   _, pw = weight(preset, overrides, k=512, n=256)
-  bits = wm.layout.code_bits(pw)
-  tm = wm.layout.thread_major(pw)
+  bits = wm.code_order.code_bits(pw)
+  tm = wm.code_order.thread_major(pw)
   assert tm.w_threads and tm.wgmma_order == (bits == 4)
-  assert tm.w_tile == wm.layout.THREAD_BLOCK
-  assert wm.layout.thread_major(tm) is tm and tm.w.shape == (256 * 512 // 128, 128)
-  ordered = wm.layout.order_for_wgmma(pw) if bits == 4 else pw
-  back = wm.layout.untile_weight(tm)
+  assert tm.w_tile == wm.code_order.THREAD_BLOCK
+  assert wm.code_order.thread_major(tm) is tm and tm.w.shape == (256 * 512 // 128, 128)
+  ordered = wm.code_order.order_for_wgmma(pw) if bits == 4 else pw
+  back = wm.code_order.untile_weight(tm)
   assert not back.w_threads and back.w_tile is None
   as_int = lambda p: np.asarray(jax.lax.bitcast_convert_type(p.w, jnp.int8) if bits == 8
                                 else p.w.astype(jnp.int8))
@@ -115,13 +115,13 @@ def test_thread_major_weight(name):
   size = 64 * row_words
   blk = words(tm)[(1 * 4 + 2) * size:(1 * 4 + 3) * size]
   rows = words(ordered).reshape(256, 4 * row_words)[64:128, 2 * row_words:3 * row_words]
-  np.testing.assert_array_equal(blk, rows.reshape(-1)[wm.layout.THREAD_WORDS[bits]])
+  np.testing.assert_array_equal(blk, rows.reshape(-1)[wm.code_order.THREAD_WORDS[bits]])
   np.testing.assert_array_equal(np.asarray(wm.dequantize(tm)), np.asarray(wm.dequantize(pw)))
   x = jax.random.normal(jax.random.key(6), (3, 512), jnp.float32).astype(jnp.bfloat16)
   y = wm.wo_matmul(x, tm, implementation="portable", interpret=True, out_dtype=jnp.float32)
   assert rel(y, wm.wo_matmul_reference(x, pw, out_dtype=jnp.float32)) < 1e-5
   with pytest.raises(ValueError, match="nf4_slots"):
-    wm.layout.thread_major(weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1])
+    wm.code_order.thread_major(weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1])
 
 
 @pytest.mark.parametrize("name,m,opts", [
@@ -139,7 +139,7 @@ def test_plain_loads_read_each_block_once(name, m, opts):
   from pallas_kernels.wo_matmul import decode_plan
   k, n = 2048, 4096
   preset, overrides = FORMATS[IDS.index(name)]
-  pw = jax.eval_shape(lambda w: wm.layout.thread_major(wm.repack_qarray(mxjax.quantize(
+  pw = jax.eval_shape(lambda w: wm.code_order.thread_major(wm.repack_qarray(mxjax.quantize(
       w, mxjax.schemes.get(preset, **overrides), axis=0))), jax.ShapeDtypeStruct((k, n),
                                                                           jnp.float32))
   plan = decode_plan.plan_decode(m, k, pw, allow_unverified=True, num_sms=12, **opts)
@@ -166,14 +166,14 @@ def test_wgmma_ordered_weight(name):
   # reads W^T in K order undoes it, with or without block tiles, and the round trip is exact.
   preset, overrides = FORMATS[IDS.index(name)]
   _, pw = weight(preset, overrides, k=512, n=256)
-  ow = wm.layout.order_for_wgmma(pw)
-  assert ow.wgmma_order and wm.layout.order_for_wgmma(ow) is ow
+  ow = wm.code_order.order_for_wgmma(pw)
+  assert ow.wgmma_order and wm.code_order.order_for_wgmma(ow) is ow
   nib = lambda p: np.asarray(p.w.astype(jnp.int8)).reshape(256, 16, 32)
-  np.testing.assert_array_equal(nib(ow), nib(pw)[:, :, wm.layout.WGMMA_ORDER])
-  back = wm.layout.logical_order(ow)
+  np.testing.assert_array_equal(nib(ow), nib(pw)[:, :, wm.code_order.WGMMA_ORDER])
+  back = wm.code_order.logical_order(ow)
   assert not back.wgmma_order
   np.testing.assert_array_equal(nib(back), nib(pw))
-  tiled = wm.layout.tile_weight(ow, 128, 256)
+  tiled = wm.code_order.tile_weight(ow, 128, 256)
   assert tiled.wgmma_order and tiled.w_tile == (128, 256)
   for p in (ow, tiled):
     np.testing.assert_array_equal(np.asarray(wm.dequantize(p)), np.asarray(wm.dequantize(pw)))
@@ -185,12 +185,12 @@ def test_wgmma_ordered_weight(name):
   stored = wm.layout.dequantize_nk(tiled, stored_order=True)
   in_k_order = wm.layout.dequantize_nk(pw)
   np.testing.assert_array_equal(np.asarray(stored),
-                                np.asarray(wm.layout.storage_order(in_k_order, ow)))
+                                np.asarray(wm.code_order.storage_order(in_k_order, ow)))
   y = wm.wo_matmul(x, ow, implementation="dequant_gemm", out_dtype=jnp.float32)
   assert rel(y, wm.wo_matmul(x, pw, implementation="dequant_gemm", out_dtype=jnp.float32)) < 1e-6
   nf4 = weight(*FORMATS[IDS.index("nf4_g64")], k=512, n=256)[1]
   with pytest.raises(ValueError, match="int4-stored"):
-    wm.layout.order_for_wgmma(nf4)
+    wm.code_order.order_for_wgmma(nf4)
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
@@ -221,24 +221,24 @@ def test_halves_ordered_weight(name):
   # other formats and for the FP8 tensor-core decode (which reads the byte-pair order).
   from pallas_kernels.wo_matmul import decode_plan
   _, pw = weight(name, {}, k=512, n=256)
-  pw = wm.layout.logical_order(pw)
-  order = wm.layout.HALVES_ORDER
+  pw = wm.code_order.logical_order(pw)
+  order = wm.code_order.HALVES_ORDER
   assert sorted(order) == list(range(32))
-  hw = wm.layout.order_for_wgmma(pw, halves=True)
-  assert hw.wgmma_order and hw.halves_order and wm.layout.order_for_wgmma(hw) is hw
+  hw = wm.code_order.order_for_wgmma(pw, halves=True)
+  assert hw.wgmma_order and hw.halves_order and wm.code_order.order_for_wgmma(hw) is hw
   nib = lambda p: np.asarray(p.w.astype(jnp.int8)).reshape(256, 16, 32)
   np.testing.assert_array_equal(nib(hw), nib(pw)[:, :, order])
-  for other in (wm.layout.order_for_wgmma(hw, halves=False),
-                wm.layout.order_for_wgmma(wm.layout.order_for_wgmma(pw), halves=True)):
-    want = nib(pw)[:, :, order if other.halves_order else wm.layout.WGMMA_ORDER]
+  for other in (wm.code_order.order_for_wgmma(hw, halves=False),
+                wm.code_order.order_for_wgmma(wm.code_order.order_for_wgmma(pw), halves=True)):
+    want = nib(pw)[:, :, order if other.halves_order else wm.code_order.WGMMA_ORDER]
     np.testing.assert_array_equal(nib(other), want)
-  back = wm.layout.logical_order(hw)
+  back = wm.code_order.logical_order(hw)
   assert not back.wgmma_order and not back.halves_order
   np.testing.assert_array_equal(nib(back), nib(pw))
   x = jax.random.normal(jax.random.key(6), (3, 512), jnp.float32).astype(jnp.bfloat16)
-  threads = wm.layout.thread_major(hw)
+  threads = wm.code_order.thread_major(hw)
   assert threads.halves_order and threads.w_threads
-  for p in (hw, wm.layout.tile_weight(hw, 128, 256), threads):
+  for p in (hw, wm.code_order.tile_weight(hw, 128, 256), threads):
     np.testing.assert_array_equal(np.asarray(wm.dequantize(p)), np.asarray(wm.dequantize(pw)))
     for impl in ("portable", "dequant_gemm"):
       run = lambda q: np.asarray(wm.wo_matmul(x, q, implementation=impl, out_dtype=jnp.float32,
@@ -246,10 +246,10 @@ def test_halves_ordered_weight(name):
       assert rel(run(p), run(pw)) < 1e-6
   np.testing.assert_array_equal(
       np.asarray(wm.layout.dequantize_nk(hw, stored_order=True)),
-      np.asarray(wm.layout.storage_order(wm.layout.dequantize_nk(pw), hw)))
+      np.asarray(wm.code_order.storage_order(wm.layout.dequantize_nk(pw), hw)))
   int4 = weight("int4_g128", {}, k=512, n=256)[1]
   with pytest.raises(ValueError, match="E2M1"):
-    wm.layout.order_for_wgmma(int4, halves=True)
+    wm.code_order.order_for_wgmma(int4, halves=True)
   with pytest.raises(ValueError, match="halves=False"):
     decode_plan.plan_decode(1, 512, hw, fp8_x=True, allow_unverified=True)
 
@@ -265,7 +265,7 @@ def test_repack_stores_register_order_on_a_gpu(monkeypatch):
   ow = wm.repack_qarray(q)
   assert ow.wgmma_order
   np.testing.assert_array_equal(np.asarray(ow.w.astype(jnp.int8)),
-                                np.asarray(wm.layout.order_for_wgmma(pw).w.astype(jnp.int8)))
+                                np.asarray(wm.code_order.order_for_wgmma(pw).w.astype(jnp.int8)))
   assert not wm.repack_qarray(q, wgmma_order=False).wgmma_order
   for name in ("int8", "fp8_e4m3_rowwise"):
     assert not wm.repack_qarray(weight(*FORMATS[IDS.index(name)], k=512, n=256)[0]).wgmma_order
@@ -283,11 +283,11 @@ def test_block_contiguous_weight(preset, overrides):
   # tile_weight stores each (tile_n, tile_k) block of W^T as one run of memory; every path
   # that reads W^T row-major untiles it, and the round trip is exact.
   _, pw = weight(preset, overrides, k=512, n=256)
-  tw = wm.layout.tile_weight(pw, 128, 256)
+  tw = wm.code_order.tile_weight(pw, 128, 256)
   assert tw.w_tile == (128, 256) and tw.w.shape == (256 * 512 // 256, 256 * pw.w.shape[1] // 512)
   first = np.asarray(tw.w[:128].astype(jnp.float32))  # block (0, 0) comes first, whole
   np.testing.assert_array_equal(first, np.asarray(pw.w[:128, :tw.w.shape[1]].astype(jnp.float32)))
-  back = wm.layout.untile_weight(tw)
+  back = wm.code_order.untile_weight(tw)
   np.testing.assert_array_equal(np.asarray(back.w.astype(jnp.float32)),
                                 np.asarray(pw.w.astype(jnp.float32)))
   np.testing.assert_array_equal(np.asarray(wm.dequantize(tw)), np.asarray(wm.dequantize(pw)))
@@ -296,7 +296,7 @@ def test_block_contiguous_weight(preset, overrides):
   y = wm.wo_matmul(x, tw, implementation="portable", interpret=True, out_dtype=jnp.float32)
   assert rel(y, ref) < 1e-5
   with pytest.raises(ValueError, match="does not tile"):
-    wm.layout.tile_weight(pw, 96, 256)
+    wm.code_order.tile_weight(pw, 96, 256)
 
 
 def test_nvfp4_multipliers_decode_every_byte():
@@ -305,9 +305,9 @@ def test_nvfp4_multipliers_decode_every_byte():
   b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8)
   _, pw = weight("nvfp4", {}, k=512, n=256)
   stored = jax.lax.bitcast_convert_type(b, jnp.float8_e4m3fn)[None]
-  mult = wm.layout.fp4_scales_bf16(dataclasses.replace(pw, scale=stored)).scale
-  got = np.asarray(wm.layout.nvfp4_multiplier_f32(mult), np.float32)[0]
-  want = np.asarray(wm.layout.scale_bytes_f32(b, wm.WeightFormat.NVFP4), np.float32)
+  mult = wm.scales.fp4_scales_bf16(dataclasses.replace(pw, scale=stored)).scale
+  got = np.asarray(wm.scales.nvfp4_multiplier_f32(mult), np.float32)[0]
+  want = np.asarray(wm.scales.scale_bytes_f32(b, wm.WeightFormat.NVFP4), np.float32)
   nan = np.isnan(want)
   assert np.array_equal(np.isnan(got), nan) and nan.sum() == 2
   np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
@@ -350,22 +350,22 @@ def test_mxfp4_folded_multipliers(monkeypatch):
   # 2^(e - 1) for every code e <= MX_FOLD_MAX_CODE (column c holds code c, 2^-127 included),
   # the stored codes back from them, every reader's weight and product unchanged; refused for
   # larger codes (2^(e - 1) is no bf16 past 2^127; 255 is NaN) and for traced scales.
-  top = wm.layout.MX_FOLD_MAX_CODE
+  top = wm.scales.MX_FOLD_MAX_CODE
   _, pw = weight("mxfp4", {}, k=512, n=256)  # every code in the first 129 columns
   codes = jnp.broadcast_to(jnp.arange(pw.n, dtype=jnp.int32) % (top + 1), pw.scale.shape)
   pw = dataclasses.replace(pw, scale=codes.astype(jnp.uint8))
-  f = wm.layout.fp4_scales_bf16(pw, mx_fold=True)
+  f = wm.scales.fp4_scales_bf16(pw, mx_fold=True)
   assert f.mx_fold and f.scale_bf16 and f.scale.dtype == jnp.bfloat16
   from pallas_kernels.wo_matmul.decode_plan import case
   assert case(f) == (wm.WeightFormat.MXFP4, 32, "mx_fold")
   np.testing.assert_array_equal(np.asarray(f.scale).view(np.uint16),
                                 (np.asarray(codes) + 126) << 7)
-  for back in (wm.layout.fp4_scales_stored(f),
-               wm.layout.fp4_scales_stored(wm.layout.fp4_scales_bf16(f, mx_fold=False))):
+  for back in (wm.scales.fp4_scales_stored(f),
+               wm.scales.fp4_scales_stored(wm.scales.fp4_scales_bf16(f, mx_fold=False))):
     assert not back.mx_fold and not back.scale_bf16
     np.testing.assert_array_equal(np.asarray(back.scale), np.asarray(pw.scale))
-  plain = wm.layout.fp4_scales_bf16(f, mx_fold=False)  # refolding goes through the codes
-  assert not plain.mx_fold and wm.layout.fp4_scales_bf16(plain, mx_fold=True).mx_fold
+  plain = wm.scales.fp4_scales_bf16(f, mx_fold=False)  # refolding goes through the codes
+  assert not plain.mx_fold and wm.scales.fp4_scales_bf16(plain, mx_fold=True).mx_fold
   np.testing.assert_array_equal(np.asarray(wm.dequantize(f)), np.asarray(wm.dequantize(pw)))
   x = jax.random.normal(jax.random.key(3), (3, 512), jnp.float32).astype(jnp.bfloat16)
   for impl in ("portable", "dequant_gemm"):
@@ -375,46 +375,46 @@ def test_mxfp4_folded_multipliers(monkeypatch):
   for code in (top + 1, 254, 255):
     big = dataclasses.replace(pw, scale=pw.scale.at[0, 0].set(code))
     with pytest.raises(ValueError, match=f"<= {top}.*the largest is {code}"):
-      wm.layout.fp4_scales_bf16(big, mx_fold=True)
-    assert not wm.layout.fp4_scales_bf16(big).mx_fold
+      wm.scales.fp4_scales_bf16(big, mx_fold=True)
+    assert not wm.scales.fp4_scales_bf16(big).mx_fold
   with pytest.raises(ValueError, match="traced"):
-    jax.jit(lambda p: wm.layout.fp4_scales_bf16(p, mx_fold=True))(pw)
+    jax.jit(lambda p: wm.scales.fp4_scales_bf16(p, mx_fold=True))(pw)
   _, nv = weight("nvfp4", {}, k=512, n=256)
   with pytest.raises(ValueError, match="always"):
-    wm.layout.fp4_scales_bf16(nv, mx_fold=True)
+    wm.scales.fp4_scales_bf16(nv, mx_fold=True)
   # The default folds concrete scales that fit (checked on an H100, session 37), not others.
-  assert wm.layout.fp4_scales_bf16(pw).mx_fold
-  assert not jax.eval_shape(wm.layout.fp4_scales_bf16, pw).mx_fold
-  monkeypatch.setattr(wm.layout, "MX_FOLD_BY_DEFAULT", False)
-  assert not wm.layout.fp4_scales_bf16(pw).mx_fold
+  assert wm.scales.fp4_scales_bf16(pw).mx_fold
+  assert not jax.eval_shape(wm.scales.fp4_scales_bf16, pw).mx_fold
+  monkeypatch.setattr(wm.scales, "MX_FOLD_BY_DEFAULT", False)
+  assert not wm.scales.fp4_scales_bf16(pw).mx_fold
 
 
 def test_byte_multiplier_bits_every_code():
-  # `layout.BYTE_MULTIPLIERS`: one integer multiply-add turns a stored scale byte into its bf16
+  # `scales.BYTE_MULTIPLIERS`: one integer multiply-add turns a stored scale byte into its bf16
   # multiplier's bits, `fp4_scales_bf16`'s own (MXFP4's folded 2^(e - 1)), for every code in
   # range: E8M0 0 .. 128, E4M3's normals 0x08 .. 0x7E (s_b 2^118 exactly, in float64); and
   # the pair word of a byte, b * (mul * 0x10001) + add * 0x10001, is those bits in both halves
   # for every byte (no carry between them).
   import ml_dtypes
-  e = jnp.arange(wm.layout.MX_FOLD_MAX_CODE + 1, dtype=jnp.uint8)[:, None]
+  e = jnp.arange(wm.scales.MX_FOLD_MAX_CODE + 1, dtype=jnp.uint8)[:, None]
   pw = wm.PackedWeight(w=jnp.zeros((1, 32), jnp.int4), scale=e, offset=None, tensor_scale=None,
                        fmt=wm.WeightFormat.MXFP4, group=32, k=32, n=1)
-  mult = wm.layout.fp4_scales_bf16(pw, mx_fold=True).scale
+  mult = wm.scales.fp4_scales_bf16(pw, mx_fold=True).scale
   np.testing.assert_array_equal(
-      np.asarray(wm.layout.byte_multiplier_bits(e, pw.fmt)), np.asarray(mult).view(np.uint16))
+      np.asarray(wm.scales.byte_multiplier_bits(e, pw.fmt)), np.asarray(mult).view(np.uint16))
   b = np.arange(0x08, 0x7F, dtype=np.uint8)
   sb = b.view(ml_dtypes.float8_e4m3fn).astype(np.float64)
-  bits = np.asarray(wm.layout.byte_multiplier_bits(jnp.asarray(b), wm.WeightFormat.NVFP4))
+  bits = np.asarray(wm.scales.byte_multiplier_bits(jnp.asarray(b), wm.WeightFormat.NVFP4))
   np.testing.assert_array_equal(bits.view(ml_dtypes.bfloat16).astype(np.float64), sb * 2.0**118)
   nv = dataclasses.replace(pw, scale=jnp.asarray(b.view(ml_dtypes.float8_e4m3fn))[:, None],
                            tensor_scale=jnp.float32(1.0), fmt=wm.WeightFormat.NVFP4, group=16,
                            k=16, w=jnp.zeros((1, 16), jnp.int4))
-  np.testing.assert_array_equal(np.asarray(wm.layout.fp4_scales_bf16(nv).scale).view(np.uint16)
+  np.testing.assert_array_equal(np.asarray(wm.scales.fp4_scales_bf16(nv).scale).view(np.uint16)
                                 [:, 0], bits)
   every = np.arange(256, dtype=np.uint32)
-  for fmt, (mul, add) in wm.layout.BYTE_MULTIPLIERS.items():
+  for fmt, (mul, add) in wm.scales.BYTE_MULTIPLIERS.items():
     word = every * (mul * 0x10001) + add * 0x10001
-    low = np.asarray(wm.layout.byte_multiplier_bits(jnp.asarray(every.astype(np.uint8)), fmt))
+    low = np.asarray(wm.scales.byte_multiplier_bits(jnp.asarray(every.astype(np.uint8)), fmt))
     np.testing.assert_array_equal(word, low.astype(np.uint32) * 0x10001, err_msg=fmt.value)
 
 
@@ -427,8 +427,8 @@ def test_fp4_byte_multipliers(name):
   # (in the halves order, so the check reads K order) and traced scales are refused.
   w = jax.random.normal(jax.random.key(5), (512, 256), jnp.float32).at[:32, :3].set(0.0)
   pw = wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get(name), axis=0), scale_bf16=False)
-  pw = wm.layout.order_for_wgmma(pw, halves=True)
-  b = wm.layout.fp4_byte_multipliers(pw)
+  pw = wm.code_order.order_for_wgmma(pw, halves=True)
+  b = wm.scales.fp4_byte_multipliers(pw)
   assert b.byte_multipliers and not b.scale_bf16 and b.scale.dtype == pw.scale.dtype
   from pallas_kernels.wo_matmul.decode_plan import base_case, case
   assert case(b)[-1] == "byte_multipliers" and base_case(b) == base_case(pw)
@@ -438,26 +438,26 @@ def test_fp4_byte_multipliers(name):
     run = lambda p: np.asarray(wm.wo_matmul(x, p, implementation=impl, out_dtype=jnp.float32,
                                             interpret=impl == "portable"))
     np.testing.assert_array_equal(run(b), run(pw))
-  assert not wm.layout.fp4_scales_bf16(b).byte_multipliers
-  assert wm.layout.fp4_scales_stored(b).byte_multipliers  # still the stored bytes
-  assert wm.layout.fp4_byte_multipliers(wm.layout.fp4_scales_bf16(pw)).byte_multipliers
+  assert not wm.scales.fp4_scales_bf16(b).byte_multipliers
+  assert wm.scales.fp4_scales_stored(b).byte_multipliers  # still the stored bytes
+  assert wm.scales.fp4_byte_multipliers(wm.scales.fp4_scales_bf16(pw)).byte_multipliers
   bad = ((129, 255) if name == "mxfp4" else (0x05, 0x7F, 0x88))
   for code in bad:
     scale = jax.lax.bitcast_convert_type(pw.scale, jnp.uint8).at[3, 7].set(code)
     off = dataclasses.replace(pw, scale=jax.lax.bitcast_convert_type(scale, pw.scale.dtype))
     with pytest.raises(ValueError, match="in range: an E8M0 code above 128|subnormal, NaN"):
-      wm.layout.fp4_byte_multipliers(off)
+      wm.scales.fp4_byte_multipliers(off)
   if name == "nvfp4":  # a nonzero code where the scale is 0: K 16 of column 1, block 1
     assert float(pw.scale.astype(jnp.float32)[1, 1]) == 0.0
-    codes = wm.layout.logical_order(pw).w.astype(jnp.int8).at[1, 16].set(2).astype(jnp.int4)
-    live = wm.layout.order_for_wgmma(dataclasses.replace(wm.layout.logical_order(pw),
+    codes = wm.code_order.logical_order(pw).w.astype(jnp.int8).at[1, 16].set(2).astype(jnp.int4)
+    live = wm.code_order.order_for_wgmma(dataclasses.replace(wm.code_order.logical_order(pw),
                                                          w=codes), halves=True)
     with pytest.raises(ValueError, match="1 zero scales have nonzero codes"):
-      wm.layout.fp4_byte_multipliers(live)
+      wm.scales.fp4_byte_multipliers(live)
     neg0 = codes.astype(jnp.int8).at[1, 16].set(-8).astype(jnp.int4)  # -0: fits
-    wm.layout.fp4_byte_multipliers(dataclasses.replace(wm.layout.logical_order(pw), w=neg0))
+    wm.scales.fp4_byte_multipliers(dataclasses.replace(wm.code_order.logical_order(pw), w=neg0))
   with pytest.raises(ValueError, match="traced"):
-    jax.jit(wm.layout.fp4_byte_multipliers)(pw)
+    jax.jit(wm.scales.fp4_byte_multipliers)(pw)
 
 
 def test_amax_scale_f32_every_bf16():
@@ -465,21 +465,21 @@ def test_amax_scale_f32_every_bf16():
   # (float64 division rounded once to float32: exact, 53 >= 2 * 24 + 2) for every finite bf16
   # a with |a| >= AMAX_MIN and for +-0; NaN for NaN; and AMAX_MIN is tight (a smaller a fails).
   from fractions import Fraction
-  r = wm.layout.INV_INT4_MAX
+  r = wm.scales.INV_INT4_MAX
   near = [r, *np.nextafter(r, np.array([0, 1], np.float32))]
   assert min(near, key=lambda v: abs(Fraction(float(v)) - Fraction(1, 7))) == r
   bits = np.arange(0, 0x10000, dtype=np.uint32)
   a = (bits << 16).view(np.float32)
-  got = np.asarray(wm.layout.amax_scale_f32(jnp.asarray(a).astype(jnp.bfloat16), fma_f32))
+  got = np.asarray(wm.scales.amax_scale_f32(jnp.asarray(a).astype(jnp.bfloat16), fma_f32))
   with np.errstate(invalid="ignore"):
     want = (a.astype(np.float64) / 7.0).astype(np.float32)
-  fits = np.isfinite(a) & ((np.abs(a) >= wm.layout.AMAX_MIN) | (a == 0))
+  fits = np.isfinite(a) & ((np.abs(a) >= wm.scales.AMAX_MIN) | (a == 0))
   np.testing.assert_array_equal(got[fits].view(np.uint32) & 0x7FFFFFFF,
                                 want[fits].view(np.uint32) & 0x7FFFFFFF)
   assert np.isnan(got[np.isnan(a)]).all()
   off = got.view(np.uint32) != want.view(np.uint32)
   assert off[~fits & np.isfinite(a)].any()
-  assert np.abs(a[off & np.isfinite(a)]).max() >= wm.layout.AMAX_MIN / 2
+  assert np.abs(a[off & np.isfinite(a)]).max() >= wm.scales.AMAX_MIN / 2
 
 
 def _int4_bf16_weight(group, k=512, n=256):
@@ -498,11 +498,11 @@ def test_int4_amax_scales(group):
   # the group's max |w| in bf16 (numpy), the float32 scales come back bit for bit, 2 bytes a
   # group go, and every reader sees the same weight, in K order or register order.
   w, pw = _int4_bf16_weight(group)
-  a = wm.layout.int4_amax_scales(pw)
+  a = wm.scales.int4_amax_scales(pw)
   assert a.amax_scales and a.scale.dtype == jnp.bfloat16
   amax = np.abs(np.asarray(w, np.float32)).reshape(-1, group, w.shape[1]).max(axis=1)
   np.testing.assert_array_equal(np.asarray(a.scale, np.float32), amax)
-  np.testing.assert_array_equal(np.asarray(wm.layout.int4_scales_f32(a).scale).view(np.uint32),
+  np.testing.assert_array_equal(np.asarray(wm.scales.int4_scales_f32(a).scale).view(np.uint32),
                                 np.asarray(pw.scale).view(np.uint32))
   assert pw.nbytes - a.nbytes == 2 * pw.scale.size
   from pallas_kernels.wo_matmul.decode_plan import base_case, case
@@ -510,13 +510,13 @@ def test_int4_amax_scales(group):
   assert "bf16_scales" not in case(a)
   np.testing.assert_array_equal(np.asarray(wm.dequantize(a)), np.asarray(wm.dequantize(pw)))
   x = jax.random.normal(jax.random.key(3), (3, w.shape[0]), jnp.float32).astype(jnp.bfloat16)
-  for p0 in (pw, wm.layout.order_for_wgmma(pw)):
-    p1 = wm.layout.int4_amax_scales(p0)
+  for p0 in (pw, wm.code_order.order_for_wgmma(pw)):
+    p1 = wm.scales.int4_amax_scales(p0)
     for impl in ("portable", "dequant_gemm", "xla"):
       run = lambda p: np.asarray(wm.wo_matmul(x, p, implementation=impl, out_dtype=jnp.float32,
                                               interpret=impl == "portable"))
       np.testing.assert_array_equal(run(p1), run(p0))
-  assert wm.layout.int4_amax_scales(a) is a
+  assert wm.scales.int4_amax_scales(a) is a
 
 
 def test_int4_amax_scales_refused():
@@ -524,30 +524,30 @@ def test_int4_amax_scales_refused():
   # an Inf block, amaxes below AMAX_MIN, a scheme's bf16 scales, other formats, traced scales.
   w, pw = _int4_bf16_weight(32)
   def refused(p, match):
-    assert wm.layout.amax_scales_fit(p) is not None
+    assert wm.scales.amax_scales_fit(p) is not None
     with pytest.raises(ValueError, match=match):
-      wm.layout.int4_amax_scales(p)
+      wm.scales.int4_amax_scales(p)
   f32 = jax.random.normal(jax.random.key(1), (256, 128), jnp.float32)
   int4 = lambda v, **o: wm.repack_qarray(mxjax.quantize(
       v, mxjax.schemes.get("int4_g128", block_size=32, **o), axis=0))
   refused(int4(f32), "no RN.a / 7. of a bf16 amax")
   zero = f32.astype(jnp.bfloat16).at[:32, 0].set(0.0)
   refused(int4(zero, amax_floor=1e-4), "1 scales are no RN")
-  assert wm.layout.amax_scales_fit(int4(zero)) is None
+  assert wm.scales.amax_scales_fit(int4(zero)) is None
   refused(int4(zero.at[5, 5].set(jnp.inf)), "infinite scale")
   sub = np.asarray(int4(zero).scale).copy()
   sub[0, 6] = np.float32(2.0**-126 / 7)  # a subnormal RN(a / 7), as a GPU's division keeps it
   refused(dataclasses.replace(pw, scale=jnp.asarray(sub)), "1 subnormal scales")
   # the smallest amax that fits (its scale 2^-126); a scale flushed to 0 is a = 0's
-  assert wm.layout.amax_scales_fit(int4(zero.at[:32, 6].set(7 * 2.0**-126))) is None
-  assert wm.layout.amax_scales_fit(int4(zero.at[:32, 6].set(2.0**-126))) is None
+  assert wm.scales.amax_scales_fit(int4(zero.at[:32, 6].set(7 * 2.0**-126))) is None
+  assert wm.scales.amax_scales_fit(int4(zero.at[:32, 6].set(2.0**-126))) is None
   nan = int4(zero.at[3, 4].set(jnp.nan))
-  np.testing.assert_array_equal(np.asarray(wm.dequantize(wm.layout.int4_amax_scales(nan))),
+  np.testing.assert_array_equal(np.asarray(wm.dequantize(wm.scales.int4_amax_scales(nan))),
                                 np.asarray(wm.dequantize(nan)))
   refused(int4(zero, scale="bf16"), "the scales are bfloat16")
   refused(weight("mxfp4", {})[1], "INT4's")
   with pytest.raises(ValueError, match="traced"):
-    jax.jit(wm.layout.int4_amax_scales)(pw)
+    jax.jit(wm.scales.int4_amax_scales)(pw)
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
@@ -562,9 +562,9 @@ def test_fp4_scales_bf16(name, monkeypatch):
   codes = jnp.broadcast_to(jnp.arange(256, dtype=jnp.uint8), pw.scale.shape)
   pw = dataclasses.replace(pw, scale=codes if name == "mxfp4" else jax.lax.bitcast_convert_type(
       codes, jnp.float8_e4m3fn))
-  b = wm.layout.fp4_scales_bf16(pw)
+  b = wm.scales.fp4_scales_bf16(pw)
   assert b.scale_bf16 and b.scale.dtype == jnp.bfloat16 and b.nbytes > pw.nbytes
-  want = np.asarray(wm.layout.group_scales(pw, tensor_scale=False), np.float64)
+  want = np.asarray(wm.scales.group_scales(pw, tensor_scale=False), np.float64)
   if name == "nvfp4":
     want = want * 2.0**mosaic_gpu.NVFP4_PRESCALE_LOG2
   got = np.asarray(b.scale.astype(jnp.float32), np.float64)
@@ -572,20 +572,20 @@ def test_fp4_scales_bf16(name, monkeypatch):
     assert (np.asarray(b.scale).view(np.uint16)[:, 0] == 0x0040).all()
     want[:, 0] = got[:, 0]
   np.testing.assert_array_equal(got, want)
-  back = wm.layout.fp4_scales_stored(b)
+  back = wm.scales.fp4_scales_stored(b)
   np.testing.assert_array_equal(np.asarray(back.scale).view(np.uint8),
                                 np.asarray(pw.scale).view(np.uint8))
   np.testing.assert_array_equal(np.asarray(wm.dequantize(b)), np.asarray(wm.dequantize(pw)))
   x = jax.random.normal(jax.random.key(2), (3, 512), jnp.float32).astype(jnp.bfloat16)
   for impl in ("portable", "dequant_gemm"):
-    y = wm.wo_matmul(x, wm.layout.tile_weight(b, 128, 256), implementation=impl,
+    y = wm.wo_matmul(x, wm.code_order.tile_weight(b, 128, 256), implementation=impl,
                      interpret=impl == "portable", out_dtype=jnp.float32)
     ref = wm.wo_matmul(x, pw, implementation=impl, interpret=impl == "portable",
                        out_dtype=jnp.float32)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(ref))
   _, int4 = weight("int4_g128", {}, k=512, n=256)
   with pytest.raises(ValueError, match="MXFP4 / NVFP4"):
-    wm.layout.fp4_scales_bf16(int4)
+    wm.scales.fp4_scales_bf16(int4)
   # The GPU's default storage, which the GPU kernels read there: where the decode runs on bf16
   # tensor cores, the scale bytes as byte multipliers in the halves order (H100, session 40;
   # test_repack_stores_fp4_for_its_decode), both kernels' paths open; bf16 multipliers where
@@ -612,7 +612,7 @@ def test_fp4_scales_bf16(name, monkeypatch):
   with pytest.raises(ValueError, match="pass one of them"):
     wm.repack_qarray(q, scale_bf16=True, byte_multipliers=True)
   bad = pw.scale.at[0, 0].set(200 if name == "mxfp4" else jnp.float8_e4m3fn(2.0**-9))
-  assert wm.layout.byte_multipliers_fit(dataclasses.replace(pw, scale=bad)) is not None
+  assert wm.scales.byte_multipliers_fit(dataclasses.replace(pw, scale=bad)) is not None
   assert not wm.layout.default_byte_multipliers(dataclasses.replace(pw, scale=bad))
   assert not wm.layout.default_scale_bf16(int4.fmt)
   assert wm.api.default_implementation(x, b) == "mosaic_gpu"
@@ -648,25 +648,25 @@ def test_nf4_slot_words_are_the_bf16_table():
 
 
 def test_nf4_slots(monkeypatch):
-  # NF4 as slot codes with bf16 absmax (`layout.nf4_slots`): the weight is bf16(table) *
+  # NF4 as slot codes with bf16 absmax (`scales.nf4_slots`): the weight is bf16(table) *
   # bf16(absmax) (float64 check from the codes), rounded once to bf16 by the kernels that round
   # (bitsandbytes' GEMV weight); register order, tiling and every CPU kernel read it.
   import ml_dtypes
   q, pw = weight("nf4_g64", {}, k=512, n=256)
-  sl = wm.layout.nf4_slots(pw)
+  sl = wm.scales.nf4_slots(pw)
   assert sl.scale_bf16 and sl.w.dtype == jnp.int4 and sl.w.shape == (256, 512)
   assert sl.nbytes == pw.nbytes - pw.scale.size * 2
-  codes = np.asarray(wm.layout.unpack_k(q.codes))  # (K, N) NF4 codes
+  codes = np.asarray(wm.packed_weight.unpack_k(q.codes))  # (K, N) NF4 codes
   table = wm.decode.NF4_TABLE.astype(ml_dtypes.bfloat16).astype(np.float64)
   absmax = np.asarray(q.scale, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
   want = table[codes] * np.repeat(absmax, 64, axis=0)
   np.testing.assert_array_equal(np.asarray(wm.dequantize(sl), np.float64), want)
-  ordered = wm.layout.order_for_wgmma(sl)
+  ordered = wm.code_order.order_for_wgmma(sl)
   np.testing.assert_array_equal(np.asarray(wm.dequantize(ordered), np.float64), want)
   x = jax.random.normal(jax.random.key(3), (3, 512), jnp.float32).astype(jnp.bfloat16)
   ref = wm.wo_matmul_reference(x, sl, out_dtype=jnp.float32)
   assert rel(ref, x.astype(jnp.float32) @ mxjax.dequantize(q)) < 1e-2  # bf16 rounding only
-  for p in (sl, ordered, wm.layout.tile_weight(ordered, 128, 256)):
+  for p in (sl, ordered, wm.code_order.tile_weight(ordered, 128, 256)):
     y = wm.wo_matmul(x, p, implementation="portable", interpret=True, out_dtype=jnp.float32)
     assert rel(y, ref) < 1e-5
   y = wm.wo_matmul(x, ordered, implementation="mosaic_tpu", interpret=True, out_dtype=jnp.float32)
@@ -678,10 +678,10 @@ def test_nf4_slots(monkeypatch):
                                    **kw))
     np.testing.assert_array_equal(rows, want[:8].astype(ml_dtypes.bfloat16).astype(np.float32))
   with pytest.raises(ValueError, match="slot codes are for NF4"):
-    wm.layout.nf4_slots(weight("int4_g128", {}, k=512, n=256)[1])
+    wm.scales.nf4_slots(weight("int4_g128", {}, k=512, n=256)[1])
   with pytest.raises(ValueError, match="slot codes"):
-    wm.layout.order_for_wgmma(pw)
-  assert wm.layout.fp4_scales_stored(sl) is sl
+    wm.code_order.order_for_wgmma(pw)
+  assert wm.scales.fp4_scales_stored(sl) is sl
   # The GPU's default storage; the kernels take it only where checked on a GPU.
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   g = wm.repack_qarray(q)

@@ -179,7 +179,7 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   with pytest.raises(NotImplementedError, match="warp specialization takes tile_n a multiple"):
     wm.wo_matmul(x, pw8, implementation="mosaic_gpu", compute_wgs=2, tile_n=64)
   with pytest.raises(ValueError, match="do not match"):
-    wm.wo_matmul(x, wm.layout.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
+    wm.wo_matmul(x, wm.code_order.tile_weight(pw4, 128, 256), implementation="mosaic_gpu",
                  tile_n=64)
   # fused_sum: gated until a GPU checks the case (UINT4 g32 not yet); stream-K (or one slot a
   # tile) only
@@ -282,7 +282,7 @@ def _offsets_bits(off):
 
 
 def test_uint4_zero_points_round_trip():
-  # `layout.uint4_zero_points` stores zp (uint8) for the f32 offsets s (zp - 8); readers make
+  # `scales.uint4_zero_points` stores zp (uint8) for the f32 offsets s (zp - 8); readers make
   # the offsets again with `uint4_offsets`: bit for bit, over scales of every binade (random
   # positive bit patterns), subnormals, +-0, +-inf, NaN, scales whose offsets overflow, and every
   # zero point; the zero points themselves come back wherever the 16 offsets differ (not where
@@ -298,20 +298,20 @@ def test_uint4_zero_points_round_trip():
   zp[:len(special), :16] = np.arange(16, dtype=np.uint8)[None, :]  # every zp with every special
   pw = wm.repack(jnp.zeros((g * 64 // 2, n), jnp.uint8), jnp.asarray(s), fmt="uint4", group=64,
                  zero_point=jnp.asarray(zp), wgmma_order=False)
-  z = wm.layout.uint4_zero_points(pw)
+  z = wm.scales.uint4_zero_points(pw)
   assert z.zero_points and z.offset.dtype == jnp.uint8 and z.nbytes < pw.nbytes
-  back = wm.layout.uint4_offsets(z)
+  back = wm.scales.uint4_offsets(z)
   assert not back.zero_points and back.offset.dtype == jnp.float32
   np.testing.assert_array_equal(_offsets_bits(back.offset), _offsets_bits(pw.offset))
   ok = (np.abs(s) > 2.0**-100) & (np.abs(s) < 2.0**100)
   np.testing.assert_array_equal(np.asarray(z.offset)[ok], zp[ok])
-  assert wm.layout.uint4_zero_points(z) is z and wm.layout.uint4_offsets(pw) is pw
+  assert wm.scales.uint4_zero_points(z) is z and wm.scales.uint4_offsets(pw) is pw
   np.testing.assert_array_equal(np.asarray(wm.dequantize(z)), np.asarray(wm.dequantize(pw)))
   with pytest.raises(ValueError, match="1 UINT4 offsets are not f32"):
-    wm.layout.uint4_zero_points(dataclasses.replace(pw, offset=pw.offset.at[20, 20].add(
+    wm.scales.uint4_zero_points(dataclasses.replace(pw, offset=pw.offset.at[20, 20].add(
         pw.scale[20, 20] * 0.25)))
   with pytest.raises(ValueError, match="zero points are UINT4's, not int4's"):
-    wm.layout.uint4_zero_points(weight("int4_g128", {})[1])
+    wm.scales.uint4_zero_points(weight("int4_g128", {})[1])
 
 
 @pytest.mark.parametrize("group", [32, 128])
@@ -320,7 +320,7 @@ def test_uint4_zero_points_in_the_kernels(group):
   # the decode plan reads a quarter of the offsets' bytes.
   from pallas_kernels.wo_matmul import decode_plan
   _, pw = weight("int4_g128_asym", {"block_size": group}, k=512, n=256)
-  z = wm.layout.uint4_zero_points(pw)
+  z = wm.scales.uint4_zero_points(pw)
   x = jax.random.normal(jax.random.key(1), (4, 512), jnp.bfloat16)
   for impl in ("xla", "portable"):
     f = lambda w: wm.wo_matmul(x, w, implementation=impl, interpret=impl == "portable")
@@ -336,7 +336,7 @@ def test_scale_bytes_decode_every_byte(fmt):
   # The decode kernel's in-register scale decode (fp4_scale_bytes) against the stored dtype's
   # own value, for all 256 bytes: E8M0 2^(b - 127) (b = 0: 2^-127, a subnormal; 255: NaN), E4M3.
   b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8)
-  got = np.asarray(wm.layout.scale_bytes_f32(b, fmt), np.float32)
+  got = np.asarray(wm.scales.scale_bytes_f32(b, fmt), np.float32)
   if fmt is wm.WeightFormat.MXFP4:
     want = np.append(np.ldexp(np.float32(1), np.arange(255) - 127), np.nan).astype(np.float32)
   else:
@@ -408,8 +408,8 @@ def test_e2m1_register_words_hold_their_k_offsets(halves):
   # (`registers.wgmma_from_upcast_4x`). Checked against the K-order weight's E2M1 values.
   import ml_dtypes
   _, pw = weight("mxfp4", {}, k=128, n=8)
-  pw = wm.layout.fp4_scales_stored(wm.layout.logical_order(pw))
-  stored = wm.layout.order_for_wgmma(pw, halves=halves)
+  pw = wm.scales.fp4_scales_stored(wm.code_order.logical_order(pw))
+  stored = wm.code_order.order_for_wgmma(pw, halves=halves)
   assert stored.halves_order == halves and stored.wgmma_order
   codes = np.asarray(stored.w.astype(jnp.int8)).astype(np.uint32) & 15  # (N, K) storage order
   words = sum(codes.reshape(8, -1, 8)[..., i] << (4 * i) for i in range(8))  # (N, K / 8)
@@ -438,11 +438,11 @@ def test_e2m1_pair_bits_times_folded_multiplier_is_value_times_scale():
   bits = np.asarray(wm.decode.e2m1_pair_bits(jnp.asarray(codes | (codes << 4)), 0,
                                              wm.decode.JNP_WORD_OPS))
   val = (bits & 0xFFFF).astype(np.uint16).view(ml_dtypes.bfloat16).astype(np.float64)
-  e = np.arange(wm.layout.MX_FOLD_MAX_CODE + 1)
+  e = np.arange(wm.scales.MX_FOLD_MAX_CODE + 1)
   _, pw = weight("mxfp4", {}, k=64, n=e.size)
   scale = jnp.broadcast_to(jnp.asarray(e, jnp.uint8), pw.scale.shape)
-  pw = wm.layout.fp4_scales_stored(dataclasses.replace(pw, scale=scale))
-  mult = np.asarray(wm.layout.fp4_scales_bf16(pw, mx_fold=True).scale)[0]
+  pw = wm.scales.fp4_scales_stored(dataclasses.replace(pw, scale=scale))
+  mult = np.asarray(wm.scales.fp4_scales_bf16(pw, mx_fold=True).scale)[0]
   assert mult.dtype == ml_dtypes.bfloat16
   np.testing.assert_array_equal(mult.astype(np.float64), np.ldexp(1.0, e - 1))
   prod = val[:, None] * mult.astype(np.float64)[None, :]

@@ -164,7 +164,7 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert not one_slot(1, u128) and not one_slot(1, shape("mxfp4"))
   # ... and UINT4 g128 at M <= 8 when stored for plain loads (session 30), at M = 9-16 either
   # way (session 33), NVFP4 there too
-  u128_plain = jax.eval_shape(wm.layout.thread_major, u128)
+  u128_plain = jax.eval_shape(wm.code_order.thread_major, u128)
   assert [one_slot(m, u128_plain) for m in (1, 8, 9, 17)] == [True, True, True, False]
   assert [one_slot(m, u128) for m in (8, 9, 16, 17)] == [False, True, True, False]
   assert [one_slot(m, nvfp4) for m in (8, 16, 17)] == [False, True, False]

@@ -130,7 +130,7 @@ def _int8(k=8192, n=28672):
 
 
 def _mxfp4(k=8192, n=28672):  # in the GPU's register order, as `repack` stores it there
-  return jax.eval_shape(wm.layout.order_for_wgmma, _weight("mxfp4", k, n))
+  return jax.eval_shape(wm.code_order.order_for_wgmma, _weight("mxfp4", k, n))
 
 
 def test_plan_gates_split_kernel(monkeypatch):
@@ -215,7 +215,7 @@ def test_mxfp4_split_matches_split_x(order):
   w = jax.random.normal(jax.random.key(0), (1024, 128), jnp.float32)
   pw = wm.repack_qarray(mxjax.quantize(w, mxjax.schemes.get("mxfp4"), axis=0))
   if order:
-    pw = wm.layout.order_for_wgmma(pw)
+    pw = wm.code_order.order_for_wgmma(pw)
   x = jnp.asarray(_edge_rows(3, 1024))
   x = jnp.where(jnp.isfinite(x), x, 1.0)  # finite rows: bit for bit
   x8, sx, none = XS.split(x, pw, 32, interpret=True)
