@@ -110,6 +110,26 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
     assert cfg(fmt, 1, group, n=28672, scale_bf16=True, **dev) == cfg(
         fmt, 1, group, n=28672, scale_bf16=True)
     assert cfg(fmt, 1, group, scale_bf16=True, device="NVIDIA H200")["tile_n"] == 128
+  # 4096 x 14336 above M = 16 (session 41): INT4, UINT4 and NF4's wide config in 128-row tiles
+  # on an H100; 256 rows at N >= 16384, on other devices and for FP4
+  for m in (17, 32, 64):
+    for fmt, group, sb in ((wm.WeightFormat.INT4, 32, False), (wm.WeightFormat.INT4, 128, False),
+                           (wm.WeightFormat.UINT4, 32, False), (wm.WeightFormat.UINT4, 128, False),
+                           (wm.WeightFormat.NF4, 64, True)):
+      h = cfg(fmt, m, group, scale_bf16=sb, **dev)
+      assert (h["tile_n"], h["compute_wgs"], h["stream_k"]) == (128, 2, 1), (fmt, group, m)
+      assert h == cfg(fmt, m, group, scale_bf16=sb) | dict(tile_n=128)
+      assert cfg(fmt, m, group, n=28672, scale_bf16=sb, **dev)["tile_n"] == 256
+    assert h100(14336, m, 64)["tile_n"] == 128 and int4(m, 64)["tile_n"] == (128 if m > 32 else 256)
+    assert cfg(wm.WeightFormat.MXFP4, m, 32, scale_bf16=True, **dev)["tile_n"] == 256
+  with monkeypatch.context() as patch:  # the plan: three steps of 128 rows, two warpgroups
+    patch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
+    for preset in ("int4_g128", "int4_g128_asym", "nf4_g64"):
+      q = mxjax.quantize(jnp.ones((4096, 14336)), preset, axis=0)
+      w = wm.repack_qarray(q, scale_bf16=True if preset == "nf4_g64" else None)
+      p64 = decode_plan.plan_decode(64, 4096, w)
+      assert (p64.tile_n, p64.compute_wgs, p64.steps, p64.schedule.grid) == (
+          128, 2, 3, (128,)), (preset, p64)
   with monkeypatch.context() as patch:  # the plan: one CTA a 64-row tile, fused, one warpgroup
     patch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
     for preset in ("nvfp4", "mxfp4"):
