@@ -721,8 +721,34 @@ def h100_s40_section() -> list[str]:
       "g64 gate opened).", device="H100")
 
 
+def h100_s41_section() -> list[str]:
+  """Session 41: four H100 calls and a SASS profile (two starts refused first): the rows at M =
+  32 / 64 last timed with older kernels, FP4's new default at 4096 x 14336, and the M = 32 / 64
+  launch sweep, which moved INT4 / UINT4 / NF4 there to 128-row tiles."""
+  return wo_section(41, (
+      "h100_fp4_default_m32_4096x14336", "h100_nvfp4_default_m64_4096x14336",
+      "h100_sweep_m32_64_4096x14336", "h100_sweep_m64_4096x14336_b", "h100_m32_4096x14336",
+      "h100_8bit_m32_64_4096x14336", "h100_4096x4096", "h100_m32_8192x28672",
+      "h100_sweep_m64_8192x28672"),
+      "Every config checked against the f32 reference in the same run, rel. err as the "
+      "default's in every row. us a call. FP4's default since session 40 (scale bytes each "
+      "their multiplier, halves order) against the storages before at 4096 x 14336: MXFP4 M = "
+      "32 24.2 (bf16 multipliers, byte-pair order) / 23.8 (halves order) -> 23.0; NVFP4 M = 64 "
+      "30.8 / 29.7 -> 29.3 (M = 32 cut off after the default's 24.1). The wide config (M > 16) "
+      "in 128-row tiles, `{\"tile_n\": 128, \"gps\": 2, \"steps\": 3, ...}`, against the "
+      "default's 256 at 4096 x 14336: INT4 g128 M = 32 22.9 -> 21.0, M = 64 28.8 -> 24.2; g64 "
+      "M = 32 23.1 -> 21.3; UINT4 g128 M = 64 32.6 -> 28.4, g32 39.7 -> 37.7; NF4 g64 M = 64 "
+      "29.4 -> 26.8 (the H100's default there since, `configs.WIDE_128_DEVICES`); at 8192 x "
+      "28672 M = 64 it loses (NVFP4 71.5 -> 77.7, UINT4 85.5 -> 88.1). Rows last timed in "
+      "sessions 3-25: 8192 x 28672 M = 32 NF4 g64 67.3 (457.6 in session 3), UINT4 65.9, INT4 "
+      "g32 72.9, g64 64.5; 4096 x 14336 FP8 M = 32 / 64 24.3 / 30.3 (37.2 at M = 64 before), "
+      "INT8 24.2 / 30.0. 4096 x 4096 M = 64: INT4 and MXFP4 23.7 us, 0.87x XLA bf16 (M = 1 "
+      "7.4 / 7.6, 2.16x / 2.11x): the wide config's 16 tiles of 256 rows, unswept there.",
+      device="H100")
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
             h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
             h100_s34_section, h100_s35_section, h100_s36_section, h100_s37_section,
-            h100_s39_section, h100_s40_section)
+            h100_s39_section, h100_s40_section, h100_s41_section)

@@ -6,18 +6,20 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-40 (none in 38):
-# `h100` first where one is lent (FP4's GPU default since session 40, scale bytes each their
-# multiplier in the halves order, at 4096 x 14336 M = 32 and 64, against the storages before),
-# then `h100c` (the 4096 x 14336 rows at M = 32 / 64 last timed with older kernels, and 4096 x
-# 4096) and `h100d` (the same at 8192 x 28672: NF4 g64 M = 32 last timed in session 3). On an
-# H200: 7
+# The issue's targets are the H100's, and only H100s came in sessions 27-41 (none in 38):
+# `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where the decode lost to XLA's
+# bf16 GEMV in session 41: the wide config's 16 tiles of 256 rows, against 128-row tiles and
+# the stream-K launches of M <= 16), then `h100b` (at 4096 x 14336: the 128-row wide config
+# for MXFP4 / NVFP4, and the cases session 41 made take it unmeasured, INT4 g32, UINT4 and NF4
+# at M = 32, each against the 256 rows before). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
-# block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone, `cast_nan`, the block
+# block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
+# codes by the cast alone, `cast_nan`, the block
 # amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the
 # defaults since sessions 32-35 from the H100's checks, re-checked there), then 2: the decode with
-# its codes read by plain loads (a `code_order.thread_major` weight, `{"w_threads": true}`, a step ahead
-# by default), correct on the H100 for seven formats (sessions 27-28) and level there with the TMA
+# its codes read by plain loads (a `code_order.thread_major` weight, `{"w_threads": true}`, a
+# step ahead by default), correct on the H100 for seven formats (sessions 27-28) and level there
+# with the TMA
 # decode (INT4 g128 M = 1 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the
 # gap (34.0 us at best against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the
 # column-wise INT4 quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is
@@ -25,9 +27,9 @@
 # is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
-# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 39's
-# `h100` and `h100b` parts ran in session 40 (and its own `h100`, once more), 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q`
-# (on an H100) in session 34;
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 40's
+# `h100`, `h100c` and `h100d` parts ran in session 41, 39's `h100` and `h100b` in 40, 36's `h100`
+# in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100) in session 34;
 # 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
@@ -53,16 +55,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100, h100c or h100d}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
-
-# The decode launch configs swept with groups of 32 / 64 at M = 32 / 64 (docs/kernels.md; four
-# compute warpgroups are refused since session 25: `decode_plan.register_split`)
-sweep='[{}, {"tile_n": 256, "gps": 1, "steps": 4, "compute_wgs": 2, "stream_k": 1},
-        {"tile_n": 128, "gps": 1, "steps": 6, "compute_wgs": 2, "stream_k": 1},
-        {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1}]'
 
 gpu_free() {  # up to 30 s until no process holds the GPU (none: at once)
   for _ in $(seq 30); do
@@ -181,32 +177,27 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~3 minutes: FP4's GPU default since
-      # session 40 (scale bytes each their multiplier by one IMAD in the halves order,
-      # `layout.default_byte_multipliers`) where session 40 did not time it against the storages
-      # before (MXFP4's: bf16 multipliers, folded, halves order, {"byte_multipliers": false};
-      # NVFP4's: bf16 multipliers in the byte-pair order): 4096 x 14336 M = 32 and NVFP4's M =
-      # 64 (cut off). At 8192 x 28672 it won at every M (NVFP4 M = 32 64.7 -> 58.9 us, 2.70x);
-      # at 4096 x 14336 M = 8 MXFP4 lost 2% (15.0 -> 15.3)
-    old='[{}, {"byte_multipliers": false}, {"byte_multipliers": false, "halves": false}]'
-    run 100 a $B --what wo --formats mxfp4,nvfp4 --m 32 --shapes 4096x14336 --configs "$old"
-    run 80 b $B --what wo --formats nvfp4 --m 64 --shapes 4096x14336 --configs "$old"
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~5 minutes: 4096 x 4096 at M = 32 /
+      # 64, where the decode took 23.7 us for INT4 g128 and MXFP4 at M = 64 (0.87x XLA bf16;
+      # M = 1 7.4 / 7.6 us, 2.16x / 2.11x; session 41): the wide config's 256-row tiles (16 of
+      # them) against 128-row ones and the M <= 16 launches' stream-K over 64 / 128-row tiles
+    small='[{}, {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+            {"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2},
+            {"tile_n": 128, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2}]'
+    run 290 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x4096 \
+      --configs "$small"
     ;;
-  h100c)  # On an H100, ~8 minutes: the 4096 x 14336 rows at M = 32 / 64 last timed in sessions
-      # 3-25 (INT4 g64 M = 64 48.8 us, UINT4 g32 88.6, NF4 g64 153.0, FP8 37.2: kernels of
-      # then), with today's defaults and the M = 32 / 64 launch sweep (`$sweep`); 2.2x at M = 64
-      # asks ~22 us there, the weight's stream 10-15 us: where does the rest go?
-    run 300 a $B --what wo --formats int4,int4_g64,uint4,uint4_g32,nf4_g64 --m 32,64 \
-      --shapes 4096x14336 --configs "$sweep"
-    run 110 b $B --what wo --formats fp8_e4m3,int8 --m 32,64 --shapes 4096x14336
-    run 110 c $B --what wo --formats int4,mxfp4,nvfp4 --m 1,16,64 --shapes 4096x4096
-    ;;
-  h100d)  # On an H100, ~7 minutes: the 8192 x 28672 rows at M = 32 last timed in session 3 or
-      # never on an H100 (NF4 g64 M = 32 457.6 us there, 0.35x: the kernel of then; UINT4 68.8;
-      # INT4 g32 / g64 untimed), with today's defaults; and the launch sweep where M = 64 is
-      # near 2.2x (NVFP4 70.7 us, 98%; UINT4 84.3, 83%)
-    run 220 a $B --what wo --formats nf4_g64,uint4,int4_g32,int4_g64 --m 32 --shapes $S
-    run 240 b $B --what wo --formats nvfp4,uint4 --m 64 --shapes $S --configs "$sweep"
+  h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
+      # default for INT4 / UINT4 / NF4 at M > 16 since session 41 (INT4 g128 M = 64 28.8 ->
+      # 24.2 us, UINT4 g128 32.6 -> 28.4, NF4 g64 29.4 -> 26.8), for MXFP4 / NVFP4 (256 rows
+      # still: unswept), and against the 256 rows before where it was taken unmeasured (INT4
+      # g32, UINT4 and NF4 at M = 32); INT4 g64 M = 64's row (128 rows before; cut off in 41)
+    run 170 a $B --what wo --formats mxfp4,nvfp4 --m 32,64 --shapes 4096x14336 \
+      --configs '[{}, {"tile_n": 128}]'
+    run 240 b $B --what wo --formats int4_g32,uint4,uint4_g32,nf4_g64 --m 32 \
+      --shapes 4096x14336 --configs '[{}, {"tile_n": 256}]'
+    run 100 c $B --what wo --formats int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
+      --configs '[{}, {"tile_n": 256}]'
     ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
@@ -225,6 +216,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100, h100c or h100d" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

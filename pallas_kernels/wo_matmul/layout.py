@@ -163,8 +163,9 @@ def default_byte_multipliers(pw: PackedWeight) -> bool:
   only, so under jit the bf16 multipliers stay). H100, session 40, 8192 x 28672, against the
   defaults before (MXFP4's folded multipliers in the halves order, NVFP4's bf16 multipliers in
   the byte-pair order): MXFP4 M = 1 54.8 -> 54.1 us, M = 16 57.7 -> 56.6; NVFP4 61.4 -> 56.6,
-  59.2 -> 53.8; 2-6% at M = 64 .. 256 and 2-3% in the prefill GEMM (`verified.py`); the weight
-  5% / 10% smaller."""
+  59.2 -> 53.8; 2-6% at M = 64 .. 256 and 2-3% in the prefill GEMM (`verified.py`); 4096 x
+  14336 (session 41) MXFP4 M = 32 24.2 -> 23.0, NVFP4 M = 64 30.8 -> 29.3; the weight 5% / 10%
+  smaller."""
   return (jax.default_backend() in ("gpu", "cuda") and pw.fmt in FP4
           and e2m1_decode_on_bf16() and byte_multipliers_fit(pw) is None)
 
