@@ -91,10 +91,10 @@ def case(pw: PackedWeight) -> tuple:
 
 # `case` variants that change only how the decode turns a chunk's codes into bf16 registers, or
 # its stored scales into float32 ones, bit for bit the same registers and scales as their base
-# case's (tests/kernels/test_wo_matmul.py and test_wo_layout.py check both on the CPU over every
-# code and scale): the gates of what follows the decode (the fused sum, plain loads, the
-# schedule) take their base case's (`base_case`); the decode path itself is gated on the full
-# key (`VERIFIED`).
+# case's (tests/kernels/test_wo_matmul.py, test_wo_layout.py and test_wo_scales.py check both on
+# the CPU over every code and scale): the gates of what follows the decode (the fused sum, plain
+# loads, the schedule) take their base case's (`base_case`); the decode path itself is gated on
+# the full key (`VERIFIED`).
 DECODE_VARIANTS = ("mx_fold", "halves", "byte_multipliers", "amax_scales")
 
 

@@ -19,7 +19,7 @@ register array's raw registers through `plgpu.inline_mgpu`:
 - `pair_sums`: adjacent column pairs of a float32 accumulator added in place (`fp8_x`'s hi and
   lo columns of a token).
 
-They lower only inside a Mosaic GPU kernel; the CPU tests lower them (`test_lowering.py`) and
+They lower only inside a Mosaic GPU kernel; the CPU tests lower them (`test_lowering_*.py`) and
 the GPU benchmark checks the kernels that use them.
 """
 

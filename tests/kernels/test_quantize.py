@@ -529,7 +529,7 @@ def test_pair_signs_selectors():
   assert _prmt(np.uint32(0x80008000), np.uint32(0), 0x31) & 0x8080 == 0x8080
   np.testing.assert_array_equal(_prmt(w, v, 0x73) & 0x8080,
                                 ((w >> 24) & 0x80) | ((v >> 16) & 0x8000))
-  # `_ptx.bf16_pair_word`'s (bytes 2, 3 of each float32 word; test_lowering checks the kernel
+  # `_ptx.bf16_pair_word`'s (bytes 2, 3 of each float32 word; test_lowering_quantize checks the kernel
   # holds that selector): the two bf16 values' pair word
   np.testing.assert_array_equal(_prmt(w, v, 0x7632), (w >> 16) | (v & 0xFFFF0000))
 

@@ -1,7 +1,7 @@
 """The lane-dense Mosaic TPU quantize kernel (`pallas_kernels/quantize/tpu.py`) in TPU interpret
 mode: bit-identical to mxjax.quantize for every scheme, row- and column-wise, on random data,
 special values, rounding ties and NaN / Inf; its tiling rules; the TPU default. Its Mosaic TPU
-lowering is in test_lowering.py.
+lowering is in test_lowering_quantize.py.
 
 Each scheme and shape compiles once (`_kernel`) and every input of that shape reuses it:
 interpret mode spends its time compiling.

@@ -1,6 +1,6 @@
 """The row kernel's tile orders (`quantize/tile_order.py`): every tile read once, bands in
 address order, the default order (the kernel indexing x, codes and scales with one order:
-`test_lowering.test_quantize_ctas_write_the_rows_they_read`)."""
+`test_lowering_quantize.test_quantize_ctas_write_the_rows_they_read`)."""
 
 import itertools
 

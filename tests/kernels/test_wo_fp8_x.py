@@ -2,7 +2,7 @@
 the weights' E4M3 bytes over every code, their column order against Mosaic's own register
 layouts, the split of x (exact where it claims to be, bounded elsewhere), and the kernel's
 arithmetic end to end (`wo_matmul_fp8_x_twin`) against the float32 reference. The kernel itself
-lowers in test_lowering.py; the GPU benchmark checks it (experiments/next_gpu_session.sh)."""
+lowers in test_lowering_decode.py; the GPU benchmark checks it (experiments/next_gpu_session.sh)."""
 
 from __future__ import annotations
 

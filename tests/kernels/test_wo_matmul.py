@@ -3,7 +3,7 @@
 The Mosaic GPU kernel runs only on a GPU (TMA, wgmma); its portable twin runs here in
 interpret mode, and experiments/bench_kernels.py checks the GPU kernel on the GPU. The decode
 kernel's launch (configs, plan, schedule) is tested in test_wo_plan.py, the weight's stored
-layouts in test_wo_layout.py.
+layouts in test_wo_layout.py and test_wo_scales.py.
 """
 
 from __future__ import annotations

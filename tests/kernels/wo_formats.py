@@ -1,6 +1,6 @@
 """The weight formats the wo_matmul kernel tests run, as (mxjax preset, overrides), with test ids,
-and the helpers that make their weights: shared by test_wo_matmul.py, test_wo_layout.py (real
-weights), test_wo_plan.py and test_lowering.py (shapes only)."""
+and the helpers that make their weights: shared by test_wo_matmul.py, test_wo_layout.py,
+test_wo_scales.py (real weights), test_wo_plan.py and the lowering tests (shapes only)."""
 
 import jax
 import jax.numpy as jnp
