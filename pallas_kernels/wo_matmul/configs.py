@@ -29,29 +29,29 @@ INT8_FUSED_SUM_M32_DEVICES = ("NVIDIA H100",)
 # Devices where the decode runs one CTA a 128-row tile (224 on 132 SMs at N = 28672) that writes its
 # tile of y itself (`splits=1` with `fused_sum`: no float32 slots, no XLA kernel after the decode),
 # where N's tiles fill the SMs (N >= `ONE_SLOT_MIN_N`): INT4 at M <= 16 (at N >= 16384 groups of
-# 128, and of 32 at M <= 8; at 14336 <= N < 16384 every group), INT8 and FP8 at M <= 32 (two
-# compute warpgroups above M = 16), UINT4 g128 at M <= 8 when stored for plain loads
-# (`code_order.thread_major`; below). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous default (INT4 stream-K over
-# 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <= 4 one CTA a tile, all with
-# XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1 50.3 -> 48.1 / 48.3 / 47.7
-# (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 -> 48.3, M = 16 53.0 -> 50.2;
-# g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 -> 56.5; INT8 M = 1 84.8 -> 82.6,
-# M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 -> 84.8, M = 16 87.5 -> 84.3 / 89.7
-# -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 -> 80.5 / 85.4 -> 83.1, M = 16 (one
-# compute warpgroup) 86.2 -> 84.5 against the wide config with its fused stream-K sum (session 27:
-# 88.1 -> 86.2 over XLA's sum). At M = 32 on two compute warpgroups against the wide config
-# (stream-K, fused sum), three runs (sessions 29-30, kernels_wo_s30_h100_8bit_m32*.json): INT8 87.3
-# -> 85.8 / 89.5 -> 87.5 / 87.3 -> 85.6, FP8 86.8 -> 83.7 / 88.9 -> 85.8 / 87.1 -> 83.8; at M = 64
-# not (INT8 90.9 -> 94.5, FP8 90.9 -> 90.7). At 4096 x 14336 (112 tiles; session 30,
-# kernels_wo_s30_h100_small_shapes*.json): INT8 M = 1 25.7 -> 22.3, M = 16 26.7 -> 23.0, FP8 26.5 ->
-# 22.3 / 26.3 -> 22.9 against stream-K; INT4 g128 M = 1 17.2 -> 16.7 / 17.3 -> 16.8, M = 16 (64-row
-# tiles) 17.3 -> 15.7 / 17.1 -> 15.7; g32 M = 1 / 16 19.9 -> 18.0 / 20.0 -> 18.4, g64 (64-row tiles)
-# 16.9 -> 16.0 / 17.9 -> 15.9 (one run). At 4096 x 4096 (32 tiles) it halves the speed: INT8 M = 1
-# 9.5 -> 19.2, FP8 9.7 -> 17.9, INT4 g128 7.5 -> 15.8. Not taken (TMA decode): UINT4 g128 / NVFP4 /
-# INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4 / 61.6 -> 61.0, 52.3 -> 52.0),
-# MXFP4 (56.5 -> 58.1). INT8's 128-row tiles alone at M <= 4 (session 25): 88.7 -> 86.6 us. The H200
-# unmeasured (its INT4 M = 1 took stream-K over 224 tiles, 48.1 -> 47.2 us, with XLA's sum:
-# kernels_wo_s7_int4_stream_k.json).
+# 128, and of 32 at M <= 8; at 14336 <= N < 16384 every group), INT8 and FP8 at M <= 32 (two compute
+# warpgroups above M = 16), UINT4 g128 at M <= 8 when stored for plain loads
+# (`code_order.thread_major`; below). H100, 2026-12-06, jax 0.11.2, 8192 x 28672, us the previous
+# default (INT4 stream-K over 256 CTAs, INT8 at M > 4 stream-K in 64-row tiles, FP8 and INT8 at M <=
+# 4 one CTA a tile, all with XLA's sum after) -> this (kernels_wo_s29_h100_*.json): INT4 g128 M = 1
+# 50.3 -> 48.1 / 48.3 / 47.7 (three runs), 50.6 -> 47.5 (a fourth, the new default), M = 8 50.7 ->
+# 48.3, M = 16 53.0 -> 50.2; g32 M = 1 59.2 -> 57.1 / 58.6 -> 56.8 / 59.0 -> 56.7, M = 8 57.7 ->
+# 56.5; INT8 M = 1 84.8 -> 82.6, M = 4 85.4 -> 83.2 / 85.0 -> 82.9, M = 8 85.7 -> 82.9 / 87.7 ->
+# 84.8, M = 16 87.5 -> 84.3 / 89.7 -> 86.2; FP8 M = 1 82.3 -> 79.7 / 85.0 -> 82.5, M = 8 82.8 ->
+# 80.5 / 85.4 -> 83.1, M = 16 (one compute warpgroup) 86.2 -> 84.5 against the wide config with its
+# fused stream-K sum (session 27: 88.1 -> 86.2 over XLA's sum). At M = 32 on two compute warpgroups
+# against the wide config (stream-K, fused sum), three runs (sessions 29-30,
+# kernels_wo_s30_h100_8bit_m32*.json): INT8 87.3 -> 85.8 / 89.5 -> 87.5 / 87.3 -> 85.6, FP8 86.8 ->
+# 83.7 / 88.9 -> 85.8 / 87.1 -> 83.8; at M = 64 not (INT8 90.9 -> 94.5, FP8 90.9 -> 90.7). At 4096 x
+# 14336 (112 tiles; session 30, kernels_wo_s30_h100_small_shapes*.json): INT8 M = 1 25.7 -> 22.3, M
+# = 16 26.7 -> 23.0, FP8 26.5 -> 22.3 / 26.3 -> 22.9 against stream-K; INT4 g128 M = 1 17.2 -> 16.7
+# / 17.3 -> 16.8, M = 16 (64-row tiles) 17.3 -> 15.7 / 17.1 -> 15.7; g32 M = 1 / 16 19.9 -> 18.0 /
+# 20.0 -> 18.4, g64 (64-row tiles) 16.9 -> 16.0 / 17.9 -> 15.9 (one run). At 4096 x 4096 (32 tiles)
+# it halves the speed: INT8 M = 1 9.5 -> 19.2, FP8 9.7 -> 17.9, INT4 g128 7.5 -> 15.8. Not taken
+# (TMA decode): UINT4 g128 / NVFP4 / INT4 g64 M = 1 (ties: 54.5 -> 53.6 / 54.6 -> 54.5, 62.9 -> 61.4
+# / 61.6 -> 61.0, 52.3 -> 52.0), MXFP4 (56.5 -> 58.1). INT8's 128-row tiles alone at M <= 4 (session
+# 25): 88.7 -> 86.6 us. The H200 unmeasured (its INT4 M = 1 took stream-K over 224 tiles, 48.1 ->
+# 47.2 us, with XLA's sum: kernels_wo_s7_int4_stream_k.json).
 ONE_SLOT_DEVICES = ("NVIDIA H100",)
 ONE_SLOT = dict(splits=1, fused_sum=True)
 ONE_SLOT_MIN_N = 14336  # the smallest N measured to gain; 4096 < N < 14336 unmeasured
@@ -115,7 +115,8 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt is WeightFormat.INT4:
     if m > 32 and group == 64 or m > 16 and _wide_128(device, n):
       # 128 rows a CTA: three pipeline steps fit where 256 rows take two (H200, M = 64
-      # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json); `_wide_128`
+      # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json), and every group
+      # above M = 16 where `_wide_128`
       wide = wide | dict(tile_n=128)
     if m > 16:
       # INT4 g128: the kernel adds the stream-K partial sums (`fused_sum`): H100 M = 32 60.4 ->
