@@ -177,14 +177,18 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~5 minutes: 4096 x 4096 at M = 32 /
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~6 minutes: 4096 x 4096 at M = 32 /
       # 64, where the decode took 23.7 us for INT4 g128 and MXFP4 at M = 64 (0.87x XLA bf16;
       # M = 1 7.4 / 7.6 us, 2.16x / 2.11x; session 41): the wide config's 256-row tiles (16 of
       # them) against 128-row ones and the M <= 16 launches' stream-K over 64 / 128-row tiles
-    small='[{}, {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+    # (and without the fused sum: with 16 tiles on 128 CTAs each slot 0 waits on and adds seven)
+    small='[{}, {"fused_sum": false},
+            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
+            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
+             "fused_sum": false},
             {"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2},
             {"tile_n": 128, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2}]'
-    run 290 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x4096 \
+    run 380 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x4096 \
       --configs "$small"
     ;;
   h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
