@@ -27,23 +27,42 @@ def _budgets(items) -> dict[str, str]:
   return out
 
 
-def _corpora(names, max_tokens):
+DEFAULT_CORPORA = ("ptb", "wikipedia")
+
+
+def _corpora(names, max_tokens, required: bool = True):
+  """({corpus: (text, how it was joined)}, notes) for the named corpora. A corpus whose source
+  cannot be fetched (`registry.FetchError`) ends the run when `required` (the user named it);
+  otherwise (the defaults) it is left out, and a note says so and why (it goes into the report);
+  with none left the run ends."""
   from experiments.data import corpora
+  from experiments.data.registry import FetchError
 
   # Enough text for max_tokens (about 4 characters a token in English, doubled for safety).
   cut = None if max_tokens is None else max_tokens * 8
-  out = {}
+  out, notes = {}, []
   for n in names:
-    if n == "ptb":
-      out["ptb/test"] = (corpora.ptb_text("test")[:cut],
-                         "' ' (GPTQ protocol: stripped lines joined by single spaces)")
-    elif n == "wikipedia":
-      paras = None if cut is None else max(4, cut // 400)
-      out["wikipedia"] = (corpora.wikipedia_text(paras)[:cut],
-                          "'\\n\\n' (SQuAD v1.1 dev paragraphs of 48 Wikipedia articles)")
-    else:
-      raise SystemExit(f"unknown corpus {n!r}: choose ptb, wikipedia")
-  return out
+    if n not in DEFAULT_CORPORA:
+      raise SystemExit(f"unknown corpus {n!r}: choose {', '.join(DEFAULT_CORPORA)}")
+    try:
+      if n == "ptb":
+        out["ptb/test"] = (corpora.ptb_text("test")[:cut],
+                           "' ' (GPTQ protocol: stripped lines joined by single spaces)")
+      else:
+        paras = None if cut is None else max(4, cut // 400)
+        out["wikipedia"] = (corpora.wikipedia_text(paras)[:cut],
+                            "'\\n\\n' (SQuAD v1.1 dev paragraphs of 48 Wikipedia articles)")
+    except FetchError as e:
+      if required:
+        raise
+      lines = str(e).splitlines()  # pip's own last error line says why, where there is one
+      why = next((ln for ln in reversed(lines) if ln.startswith("ERROR:")), lines[0])
+      notes.append(f"corpus {n} left out: its source could not be fetched ({why}); name it "
+                   "with --corpora to make that an error")
+      print(f"mxjax gate: {notes[-1]}", file=sys.stderr, flush=True)
+  if not out:
+    raise SystemExit("mxjax gate: no corpus could be fetched:\n" + "\n".join(notes))
+  return out, notes
 
 
 def cmd_gate(args) -> int:
@@ -76,9 +95,10 @@ def cmd_gate(args) -> int:
   filler = None
   if "passkey" in cfg.metrics:
     filler = "\n\n".join(data.paul_graham_essays().values())
-  res = gate_lib.run_gate(model, tok, _corpora(args.corpora, cfg.max_tokens), cfg,
-                          model_name=args.model, mc_tasks=mc, passkey_filler=filler,
-                          notes=notes)
+  texts, left_out = _corpora(args.corpora or DEFAULT_CORPORA, cfg.max_tokens,
+                             required=args.corpora is not None)
+  res = gate_lib.run_gate(model, tok, texts, cfg, model_name=args.model, mc_tasks=mc,
+                          passkey_filler=filler, notes=notes + left_out)
   if args.out:
     files = report.write_reports(res, args.out, plots=not args.no_plots)
     print(f"wrote {sum(len(v) for v in files.values())} files to {args.out}", file=sys.stderr)
@@ -106,7 +126,9 @@ def add_gate_parser(subparsers) -> argparse.ArgumentParser:
                  help="stated budgets on the degradation d, e.g. ppl=0.02 kl=0.05 top1=0.05")
   p.add_argument("--k", type=float, default=3.0, help="budget = k x noise floor (default 3)")
   p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-  p.add_argument("--corpora", nargs="+", default=["ptb", "wikipedia"])
+  p.add_argument("--corpora", nargs="+", choices=DEFAULT_CORPORA,
+                 help="default: both, leaving out (with a note) one whose source cannot be "
+                 "fetched")
   p.add_argument("--window", type=int)
   p.add_argument("--stride", type=int)
   p.add_argument("--max-tokens", type=int, help="tokens per corpus")
