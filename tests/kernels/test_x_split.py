@@ -67,6 +67,7 @@ def _bf16_rows(vals, rows: int, shift: int) -> np.ndarray:
   return x.astype(ml_dtypes.bfloat16)
 
 
+@pytest.mark.slow  # ~15-30 s on 2 cores: CI's slow step (the edge cases run by default)
 @settings(max_examples=25, deadline=None)
 @given(st.lists(_BF16, min_size=2 * 512, max_size=2 * 512), st.integers(0, 40))
 def test_matches_int8_split_on_any_bf16_rows(vals, shift):
@@ -105,6 +106,7 @@ def test_e4m3_split_matches_split_x_on_the_edges():
   _assert_e4m3_same(x.astype(ml_dtypes.bfloat16))
 
 
+@pytest.mark.slow  # ~15-30 s on 2 cores: CI's slow step (the edge cases run by default)
 @settings(max_examples=25, deadline=None)
 @given(st.lists(_BF16, min_size=3 * 256, max_size=3 * 256), st.integers(0, 40))
 def test_e4m3_split_matches_split_x_on_any_bf16_rows(vals, shift):
