@@ -11,7 +11,8 @@
 # bf16 GEMV in session 41: the wide config's 16 tiles of 256 rows, against 128-row tiles and
 # the stream-K launches of M <= 16), then `h100b` (at 4096 x 14336: the 128-row wide config
 # for MXFP4 / NVFP4, and the cases session 41 made take it unmeasured, INT4 g32, UINT4 and NF4
-# at M = 32, each against the 256 rows before). On an H200: 7
+# at M = 32, each against the 256 rows before), then `h100c` (4096 x 4096 at M = 1 / 16: the
+# kernel adding its own slots, and one CTA a tile writing y itself). On an H200: 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
 # codes by the cast alone, `cast_nan`, the block
@@ -55,7 +56,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -203,6 +204,19 @@ case "$part" in
     run 100 c $B --what wo --formats int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 256}]'
     ;;
+  h100c)  # On an H100, ~4 minutes: 4096 x 4096 at M = 1 / 16 (INT4 g128 7.4 / 7.7 us, 2.16x /
+      # 2.01x; session 41), where XLA's slot sum and slice after the kernel took 1.3-2.3 us of
+      # it: the kernel adding its own slots (`fused_sum`) by stream-K, and one CTA a tile
+      # writing y itself in 64- and 128-row tiles (64 / 32 CTAs: the one-slot launch the H100
+      # takes from N = 14336, unmeasured below)
+    tiny='[{}, {"fused_sum": true},
+           {"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "splits": 1, "stream_k": null,
+            "fused_sum": true},
+           {"tile_n": 128, "gps": 2, "steps": 4, "compute_wgs": 1, "splits": 1, "stream_k": null,
+            "fused_sum": true}]'
+    run 220 a $B --what wo --formats int4,mxfp4,nvfp4 --m 1,16 --shapes 4096x4096 \
+      --configs "$tiny"
+    ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
       # its column kernel's state once a block (`state_once`; H100 165.3 -> 158.4), the E4M3 row
@@ -220,6 +234,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100 or h100b" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
