@@ -78,12 +78,14 @@ FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
 # and NF4 g128 take it unmeasured (the same launch for the same reason); MXFP4 / NVFP4 and
 # 4096 <= N < 14336 unmeasured, 256 rows still (4096 x 4096 M = 64: INT4 23.7 us, 0.87x XLA).
 WIDE_128_DEVICES = ("NVIDIA H100",)
+WIDE_128_FORMATS = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.NF4)
 
 
-def _wide_128(device: str, n: int) -> bool:
-  """Whether the 4-bit integer and NF4 wide config runs in 128-row tiles (`WIDE_128_DEVICES`,
-  ONE_SLOT_MIN_N <= N < 16384)."""
-  return device.startswith(WIDE_128_DEVICES) and ONE_SLOT_MIN_N <= n < 16384
+def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
+  """Whether the wide config runs in 128-row tiles: `WIDE_128_FORMATS` on `WIDE_128_DEVICES`
+  where ONE_SLOT_MIN_N <= N < 16384."""
+  return (fmt in WIDE_128_FORMATS and device.startswith(WIDE_128_DEVICES)
+          and ONE_SLOT_MIN_N <= n < 16384)
 
 
 def _one_slot_64(device: str, n: int) -> bool:
@@ -112,12 +114,13 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
+  if m > 16 and _wide_128(device, fmt, n):
+    wide = wide | dict(tile_n=128)
   if fmt is WeightFormat.INT4:
-    if m > 32 and group == 64 or m > 16 and _wide_128(device, n):
+    if m > 32 and group == 64:
       # 128 rows a CTA: three pipeline steps fit where 256 rows take two (H200, M = 64
-      # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json), and every group
-      # above M = 16 where `_wide_128`
-      wide = wide | dict(tile_n=128)
+      # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json).
+      return wide | dict(tile_n=128)
     if m > 16:
       # INT4 g128: the kernel adds the stream-K partial sums (`fused_sum`): H100 M = 32 60.4 ->
       # 58.5 us, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json); H200 M = 64 68.6
@@ -187,9 +190,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       # one slot a tile: H100, 8192 x 28672, M = 16, 59.2 -> 56.8 us and 61.0 -> 58.5, XLA's
       # pass over the slot gone (kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,uint4_m16_ab}.json)
       return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
-    if narrow:
-      return dict(tile_n=128, gps=2, steps=3, step_wait=True)
-    return wide | (dict(tile_n=128) if m > 16 and _wide_128(device, n) else {})
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
   # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
@@ -265,8 +266,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # kernels_wo_s24_fused_sum_fp4.json; H100 NVFP4 M = 64 79.0 -> 76.0,
     # kernels_wo_s25_h100_nvfp4_m64.json)
     cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide | (
-        dict(fused_sum=True) if fmt in FP4 and m > 16 else {}) | (
-        dict(tile_n=128) if fmt is WeightFormat.NF4 and m > 16 and _wide_128(device, n) else {})
+        dict(fused_sum=True) if fmt in FP4 and m > 16 else {})
     # MXFP4 at M <= 4 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
     # no table; `FP8_X_DEVICES`): H200 M = 1 47.9 -> 46.1 us, M = 2 47.9 -> 46.9, M = 4 48.0
     # -> 46.4, M = 8 47.7 -> 49.9 (kernels_wo_s2{3,4}_*fp8_x*.json); M = 5-7 unmeasured.
