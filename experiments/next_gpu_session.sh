@@ -4,15 +4,17 @@
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
-#   OUT=... bash experiments/next_gpu_session.sh 2      # on an H200 (or an H100)
+#   OUT=... bash experiments/next_gpu_session.sh 8      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-41 (none in 38):
-# `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where the decode lost to XLA's
-# bf16 GEMV in session 41: the wide config's 16 tiles of 256 rows, against 128-row tiles and
-# the stream-K launches of M <= 16), then `h100b` (at 4096 x 14336: the 128-row wide config
-# for MXFP4 / NVFP4, and the cases session 41 made take it unmeasured, INT4 g32, UINT4 and NF4
-# at M = 32, each against the 256 rows before), then `h100c` (4096 x 4096 at M = 1 / 16: the
-# kernel adding its own slots, and one CTA a tile writing y itself). On an H200: 7
+# The issue's targets are the H100's, and only H100s came in sessions 27-42 (none in 38):
+# `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where session 42's few-tile
+# config, 128-row tiles with XLA's sum, took INT4 g128 / MXFP4 / NVFP4 from 0.87x to 1.8-2.0x
+# XLA bf16: the formats it left unmeasured, UINT4, NF4 and INT4 g32, and the 8-bit formats
+# without their fused sum), then `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 /
+# NVFP4, and the cases session 41 made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32,
+# each against the 256 rows before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum
+# against the fused one). On an H200: 8 (the few-tile config at 4096 x 4096 against the
+# H200's default), 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
 # codes by the cast alone, `cast_nan`, the block
@@ -28,10 +30,12 @@
 # is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
-# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 40's
-# `h100`, `h100c` and `h100d` parts ran in session 41, 39's `h100` and `h100b` in 40, 36's `h100`
-# in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100) in session 34;
-# 1 ran in session 16 (rerun only to re-check).
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 41's
+# `h100` part ran in session 42 (cut off in its last row, finished in a second call) with part of
+# its `h100c` (INT4's one-slot launch at 4096 x 4096 M = 1 / 16, 46% slower: dropped, as the
+# fused sum there, which lost in session 31); 40's `h100`, `h100c` and `h100d` parts in 41, 39's
+# `h100` and `h100b` in 40, 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100)
+# in session 34; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -56,7 +60,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -178,19 +182,15 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~6 minutes: 4096 x 4096 at M = 32 /
-      # 64, where the decode took 23.7 us for INT4 g128 and MXFP4 at M = 64 (0.87x XLA bf16;
-      # M = 1 7.4 / 7.6 us, 2.16x / 2.11x; session 41): the wide config's 256-row tiles (16 of
-      # them) against 128-row ones and the M <= 16 launches' stream-K over 64 / 128-row tiles
-    # (and without the fused sum: with 16 tiles on 128 CTAs each slot 0 waits on and adds seven)
-    small='[{}, {"fused_sum": false},
-            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1},
-            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
-             "fused_sum": false},
-            {"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2},
-            {"tile_n": 128, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2}]'
-    run 380 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x4096 \
-      --configs "$small"
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: 4096 x 4096 at M = 32 / 64,
+      # where session 42 moved INT4 g128, MXFP4 and NVFP4 to 128-row tiles with XLA's sum
+      # (`configs.FEW_TILES_DEVICES`: INT4 M = 64 23.8 -> 11.3 us, 0.87x -> 1.96x XLA bf16): the
+      # formats it left unmeasured, UINT4, NF4 g64 and INT4 g32 (256 rows, XLA's sum) against
+      # 128-row tiles, and the 8-bit formats (128-row tiles, the fused sum) against XLA's sum
+    run 290 a $B --what wo --formats uint4,nf4_g64,int4_g32 --m 32,64 --shapes 4096x4096 \
+      --configs '[{}, {"tile_n": 128}]'
+    run 200 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes 4096x4096 \
+      --configs '[{}, {"fused_sum": false}]'
     ;;
   h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
       # default for INT4 / UINT4 / NF4 at M > 16 since session 41 (INT4 g128 M = 64 28.8 ->
@@ -204,18 +204,19 @@ case "$part" in
     run 100 c $B --what wo --formats int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 256}]'
     ;;
-  h100c)  # On an H100, ~4 minutes: 4096 x 4096 at M = 1 / 16 (INT4 g128 7.4 / 7.7 us, 2.16x /
-      # 2.01x; session 41), where XLA's slot sum and slice after the kernel took 1.3-2.3 us of
-      # it: the kernel adding its own slots (`fused_sum`) by stream-K, and one CTA a tile
-      # writing y itself in 64- and 128-row tiles (64 / 32 CTAs: the one-slot launch the H100
-      # takes from N = 14336, unmeasured below)
-    tiny='[{}, {"fused_sum": true},
-           {"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "splits": 1, "stream_k": null,
-            "fused_sum": true},
-           {"tile_n": 128, "gps": 2, "steps": 4, "compute_wgs": 1, "splits": 1, "stream_k": null,
-            "fused_sum": true}]'
-    run 220 a $B --what wo --formats int4,mxfp4,nvfp4 --m 1,16 --shapes 4096x4096 \
-      --configs "$tiny"
+  h100c)  # On an H100, ~5 minutes: at 4096 x 14336 (112 tiles of 128 rows) XLA's sum against the
+      # fused one for INT4 g128 / MXFP4 / NVFP4 at M = 32 / 64 (session 42, INT4: M = 32 21.0
+      # -> 20.4 us, M = 64 24.2 -> 25.8; one run each), the fused sum the default there
+    run 270 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x14336 \
+      --configs '[{}, {"fused_sum": false}]'
+    ;;
+  8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
+      # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
+      # 11.3 us there) against the H200's default (256-row tiles, the fused sum)
+    few='[{}, {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
+           "fused_sum": false}]'
+    run 270 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x4096 \
+      --configs "$few"
     ;;
   7)  # On the H200, ~6 minutes: sessions 36-37's H100 defaults re-checked there: NVFP4's row block
       # pass sweeping x from its end after the amax pass (`tile_order`; H100 130.3 -> 128.4 us),
@@ -234,6 +235,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, h100, h100b or h100c" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

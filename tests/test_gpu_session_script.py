@@ -22,7 +22,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["q", "1", "2", "3", "4", "5", "6", "7", "h100", "h100b", "h100c"]
+PARTS = ["q", "1", "2", "3", "4", "5", "6", "7", "8", "h100", "h100b", "h100c"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 
@@ -127,7 +127,7 @@ def test_part_fits_a_call_and_names_real_options(part, tmp_path, kernel_options)
 
 def test_unknown_part_is_refused(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path))
-  proc = subprocess.run(["bash", SCRIPT, "8"], env=env, capture_output=True, text=True,
+  proc = subprocess.run(["bash", SCRIPT, "9"], env=env, capture_output=True, text=True,
                         check=False)
   assert proc.returncode == 2 and "part must be" in proc.stderr
 

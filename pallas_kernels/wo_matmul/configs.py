@@ -75,8 +75,8 @@ FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
 # INT4 g64 M = 32 23.1 -> 21.3 (M = 64 took 128 rows already); UINT4 g128 M = 64 32.6 -> 28.4,
 # g32 39.7 -> 37.7; NF4 g64 M = 64 29.4 -> 26.8. At 8192 x 28672 (224 tiles of 128 rows) 256
 # rows stay: UINT4 M = 64 85.5 -> 88.1, NVFP4 71.5 -> 77.7. INT4 g32, UINT4 and NF4 at M = 32
-# and NF4 g128 take it unmeasured (the same launch for the same reason); MXFP4 / NVFP4 and
-# 4096 <= N < 14336 unmeasured, 256 rows still (4096 x 4096 M = 64: INT4 23.7 us, 0.87x XLA).
+# and NF4 g128 take it unmeasured (the same launch for the same reason); MXFP4 / NVFP4 there
+# unmeasured, 256 rows still (N = 4096: `FEW_TILES_DEVICES`).
 WIDE_128_DEVICES = ("NVIDIA H100",)
 WIDE_128_FORMATS = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.NF4)
 
@@ -86,6 +86,29 @@ def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
   where ONE_SLOT_MIN_N <= N < 16384."""
   return (fmt in WIDE_128_FORMATS and device.startswith(WIDE_128_DEVICES)
           and ONE_SLOT_MIN_N <= n < 16384)
+
+
+# Devices where, with few tiles (N <= `FEW_TILES_MAX_N`), INT4 g128's and FP4's wide config runs
+# in 128-row tiles and leaves its stream-K partial sums to XLA (`fused_sum` off): at N = 4096 its
+# 16 tiles of 256 rows spread over 128 CTAs, eight a tile, and the fused sum's slot-0 CTA waits on
+# and adds the other seven in turn. H100, session 42, 4096 x 4096, us from the old default (256
+# rows, fused) to 256 rows unfused, 128 rows fused and 128 rows unfused
+# (kernels_wo_s42_h100_{sweep_m32_64,fp4_m64,nvfp4_m32}_4096x4096.json): INT4 g128 M = 32 16.5 ->
+# 10.2 / 11.5 / 9.1, M = 64 23.8 -> 13.2 / 13.8 / 11.3; MXFP4 M = 32 16.6 -> 10.4 / 11.4 / 8.8,
+# M = 64 23.8 -> 13.6 / - / 11.1; NVFP4 M = 32 17.0 -> 10.7 / - / 9.3, M = 64 23.9 -> 13.6 / - /
+# 11.2 (0.87x -> 1.82-1.96x XLA bf16). At 4096 x 14336 (112 tiles of 128 rows, about a CTA a
+# tile) the fused sum stays: INT4 g128 M = 32 21.0 -> 20.4 unfused, M = 64 24.2 -> 25.8
+# (kernels_wo_s42_h100_int4_fused_sum_4096x14336.json). 4096 < N < 14336, INT4 g32 / g64,
+# UINT4, NF4, the 8-bit formats and other devices unmeasured.
+FEW_TILES_DEVICES = ("NVIDIA H100",)
+FEW_TILES_MAX_N = 4096
+
+
+def _few_tiles(device: str, fmt: WeightFormat, n: int, group: int | None) -> bool:
+  """Whether the wide config runs as at few tiles: 128-row tiles, XLA adding the partial sums
+  (INT4 g128, MXFP4 and NVFP4 on `FEW_TILES_DEVICES` where N <= FEW_TILES_MAX_N)."""
+  return (device.startswith(FEW_TILES_DEVICES) and n <= FEW_TILES_MAX_N
+          and (fmt in FP4 or (fmt is WeightFormat.INT4 and group in (None, 128))))
 
 
 def _one_slot_64(device: str, n: int) -> bool:
@@ -114,7 +137,8 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
-  if m > 16 and _wide_128(device, fmt, n):
+  few_tiles = _few_tiles(device, fmt, n, group)
+  if m > 16 and (_wide_128(device, fmt, n) or few_tiles):
     wide = wide | dict(tile_n=128)
   if fmt is WeightFormat.INT4:
     if m > 32 and group == 64:
@@ -125,7 +149,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       # INT4 g128: the kernel adds the stream-K partial sums (`fused_sum`): H100 M = 32 60.4 ->
       # 58.5 us, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json); H200 M = 64 68.6
       # -> 67.1 (kernels_wo_s21_int4_m64.json). At M = 1 it lost (H200 38.5 -> 39.4).
-      return wide | (dict(fused_sum=True) if group in (None, 128) else {})
+      return wide | (dict(fused_sum=True) if group in (None, 128) and not few_tiles else {})
     if n >= 16384:
       if group == 32 and m > 8:
         # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
@@ -266,7 +290,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     # kernels_wo_s24_fused_sum_fp4.json; H100 NVFP4 M = 64 79.0 -> 76.0,
     # kernels_wo_s25_h100_nvfp4_m64.json)
     cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide | (
-        dict(fused_sum=True) if fmt in FP4 and m > 16 else {})
+        dict(fused_sum=True) if fmt in FP4 and m > 16 and not few_tiles else {})
     # MXFP4 at M <= 4 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
     # no table; `FP8_X_DEVICES`): H200 M = 1 47.9 -> 46.1 us, M = 2 47.9 -> 46.9, M = 4 48.0
     # -> 46.4, M = 8 47.7 -> 49.9 (kernels_wo_s2{3,4}_*fp8_x*.json); M = 5-7 unmeasured.

@@ -122,6 +122,19 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
       assert cfg(fmt, m, group, n=28672, scale_bf16=sb, **dev)["tile_n"] == 256
     assert h100(14336, m, 64)["tile_n"] == 128 and int4(m, 64)["tile_n"] == (128 if m > 32 else 256)
     assert cfg(wm.WeightFormat.MXFP4, m, 32, scale_bf16=True, **dev)["tile_n"] == 256
+  # 4096 x 4096 above M = 16 (session 42): INT4 g128, MXFP4 and NVFP4 in 128-row tiles with
+  # XLA's sum on an H100; the fused sum at N = 14336 and on other devices, groups of 32 as before
+  for m in (17, 32, 64):
+    for fmt, group in ((wm.WeightFormat.INT4, 128), (wm.WeightFormat.MXFP4, 32),
+                       (wm.WeightFormat.NVFP4, 16)):
+      h = cfg(fmt, m, group, n=4096, scale_bf16=True, **dev)
+      assert (h["tile_n"], h["compute_wgs"], h["stream_k"]) == (128, 2, 1), (fmt, m)
+      assert "fused_sum" not in h
+      assert cfg(fmt, m, group, n=4096, scale_bf16=True) == h | dict(tile_n=256, fused_sum=True)
+      assert cfg(fmt, m, group, n=8192, scale_bf16=True, **dev)["fused_sum"]
+      assert cfg(fmt, m, group, scale_bf16=True, **dev)["fused_sum"]
+    h = cfg(wm.WeightFormat.INT4, m, 32, n=4096, **dev)
+    assert h == cfg(wm.WeightFormat.INT4, m, 32, n=4096) and h["tile_n"] == 256
   with monkeypatch.context() as patch:  # the plan: three steps of 128 rows, two warpgroups
     patch.setattr(configs, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
     for preset in ("int4_g128", "int4_g128_asym", "nf4_g64"):
