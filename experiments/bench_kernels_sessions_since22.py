@@ -747,8 +747,30 @@ def h100_s41_section() -> list[str]:
       device="H100")
 
 
+def h100_s42_section() -> list[str]:
+  """Session 42: four H100 calls (after some dozen refused starts): 4096 x 4096 at M = 32 / 64,
+  which moved INT4 g128 / MXFP4 / NVFP4 there to 128-row tiles with XLA's sum, and two checks
+  of the fused sum elsewhere."""
+  return wo_section(42, (
+      "h100_sweep_m32_64_4096x4096", "h100_fp4_m64_4096x4096", "h100_nvfp4_m32_4096x4096",
+      "h100_int4_one_slot_4096x4096", "h100_int4_fused_sum_4096x14336"),
+      "Every config checked against the f32 reference in the same run, rel. err as the "
+      "default's in every row. us a call. At 4096 x 4096 above M = 16 the wide config's 16 "
+      "tiles of 256 rows spread over 128 stream-K CTAs, eight a tile, whose partial sums the "
+      "slot-0 CTA waited on and added in turn (`fused_sum`): XLA's sum instead, in 256- or "
+      "128-row tiles, INT4 g128 M = 32 16.5 -> 10.2 / 9.1, M = 64 23.8 -> 13.2 / 11.3; MXFP4 "
+      "16.6 -> 10.4 / 8.8 and 23.8 -> 13.6 / 11.1; NVFP4 17.0 -> 10.7 / 9.3 and 23.9 -> 13.6 / "
+      "11.2 (0.87x -> 1.82-1.96x XLA bf16; 128 rows with the fused sum 11.5 / 13.8 for INT4): "
+      "the H100's default there since (`configs.FEW_TILES_DEVICES`). At 4096 x 14336 (about a "
+      "CTA a tile) the fused sum stays: INT4 g128 M = 32 21.0 -> 20.4 without it, M = 64 24.2 "
+      "-> 25.8. INT4 g128 at 4096 x 4096 M = 1 / 16, one CTA a 64-row tile writing y itself: "
+      "7.5 -> 11.0, 7.6 -> 11.2 (dropped). The first call was cut off in MXFP4 M = 64's row "
+      "after its default (23.6); the second timed that row with three configs.",
+      device="H100")
+
+
 SECTIONS = (h100_s22_section, h200_s23_section, h200_s24_section, h100_s25_section,
             h200_s26_section, h100_s27_section, h100_s28_section, h100_s29_section,
             h100_s30_section, h100_s31_section, h100_s32_section, h100_s33_section,
             h100_s34_section, h100_s35_section, h100_s36_section, h100_s37_section,
-            h100_s39_section, h100_s40_section, h100_s41_section)
+            h100_s39_section, h100_s40_section, h100_s41_section, h100_s42_section)
