@@ -13,8 +13,9 @@
 # without their fused sum), then `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 /
 # NVFP4, and the cases session 41 made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32,
 # each against the 256 rows before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum
-# against the fused one; 4096 x 11008, between the few-tile and 128-row configs' shapes). On
-# an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
+# against the fused one; 4096 x 11008, between the few-tile and 128-row configs' shapes), then
+# `h100d` (the fused sum's slots by plain loads, `slot_loads`, written in session 42). On an
+# H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
 # codes by the cast alone, `cast_nan`, the block
@@ -60,7 +61,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -216,6 +217,17 @@ case "$part" in
     run 200 b $B --what wo --formats int4,mxfp4 --m 64 --shapes 4096x11008 \
       --configs '[{}, {"tile_n": 128}, {"tile_n": 128, "fused_sum": false}]'
     ;;
+  h100d)  # On an H100, ~7 minutes: the fused sum reading the other slots by plain loads, a batch
+      # in flight (`slot_loads`, session 42, written without a GPU: correctness first), against
+      # its TMA copies one after another and against XLA's sum (the default at 4096 x 4096:
+      # 128-row tiles, `fused_sum` off; session 42 INT4 M = 64 13.8 us fused, 11.3 with XLA's
+      # sum), and at 8192 x 28672 M = 64 where the fused sum is the default (INT4 68.7 us)
+    fused='{"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1, "fused_sum": true'
+    run 240 a $B --what wo --formats int4,mxfp4 --m 32,64 --shapes 4096x4096 \
+      --configs "[{}, $fused}, $fused, \"slot_loads\": true}]"
+    run 150 b $B --what wo --formats int4 --m 64 --shapes $S \
+      --configs '[{}, {"slot_loads": true}]'
+    ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
       # 11.3 us there) against the H200's default (256-row tiles, the fused sum)
@@ -241,6 +253,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

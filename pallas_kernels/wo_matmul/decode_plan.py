@@ -26,6 +26,7 @@ from pallas_kernels.wo_matmul.verified import FP8_X_VERIFIED
 from pallas_kernels.wo_matmul.verified import FUSED_SUM_VERIFIED
 from pallas_kernels.wo_matmul.verified import PLAIN_LOADS_VERIFIED
 from pallas_kernels.wo_matmul.verified import PREFETCH_VERIFIED_STEPS
+from pallas_kernels.wo_matmul.verified import SLOT_LOADS_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_KERNEL_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_WGS_VERIFIED
 from pallas_kernels.wo_matmul.verified import VERIFIED
@@ -41,6 +42,9 @@ REGISTER_FILE = 65_536  # 32-bit registers an SM (and the most one CTA launches 
 # Codes carried a thread beyond which the decode, the accumulator and x would spill: half of
 # the 255 a thread may hold (INT4, 128-row tiles of four chunks, one step ahead: 64).
 PREFETCH_MAX_REGISTERS = 128
+# Registers a thread that `slot_loads` keeps in flight for the other slots' partial sums (the
+# accumulator and the running total beside them): a batch of slots is loaded before any is added.
+SLOT_LOAD_REGISTERS = 128
 
 
 def prefetch_registers(steps_ahead: int, gps: int, wg_rows: int, bits: int) -> int:
@@ -168,6 +172,8 @@ class DecodePlan:
   plain_loads: bool  # the codes by plain loads from a `code_order.thread_major` weight, no TMA
   prefetch_codes: int  # plain loads this many steps ahead, those steps' codes in the carry
   split_kernel: bool  # fp8_x INT8 / FP8 / MXFP4: x split by one kernel (x_split.py), not XLA
+  slot_loads: bool  # fused_sum: the other slots by plain loads, a batch in flight
+  slot_batch: int  # slots a batch of those loads
 
   @property
   def chain(self) -> bool:
@@ -210,7 +216,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
                 prefetch_codes: bool | int | None = None, split_kernel: bool | None = None,
-                num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                slot_loads: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -351,6 +357,14 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       instead of XLA's several. Default (None): on where
       `SPLIT_KERNEL_VERIFIED` holds the case (INT8 and FP8, H100, session 27: 1.6 / 0.8 us
       faster at M = 1) and the kernel takes the shape; asking for it unverified needs
+      `allow_unverified`.
+    slot_loads: with `fused_sum` and several slots a tile, the CTA holding slot 0 reads the
+      others' partial sums by plain loads from global memory straight into registers, as many
+      in flight at once as `SLOT_LOAD_REGISTERS` allows (`slot_batch`), and adds them in slot
+      order as before (the same numerics). Without it each slot is a TMA copy into shared
+      memory, a barrier wait and a load, one after another: at 4096 x 4096 M = 64 (H100,
+      session 42) the fused sum of up to eight slots a tile cost ~10 us where XLA's sum after
+      the kernel took 2.6. Off by default; a case not in `SLOT_LOADS_VERIFIED` needs
       `allow_unverified`.
     num_sms: used to pick the default split.
 
@@ -581,6 +595,17 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     if not chainable:
       raise ValueError(f"fused_sum needs a stream-K schedule (stream_k=...) or one slot a tile; "
                        f"{schedule.slots} K splits could deadlock (schedule.py)")
+  if slot_loads:
+    if not (fused_sum and schedule.slots > 1):
+      raise ValueError(f"slot_loads reads the other slots of a fused sum: it needs fused_sum=True "
+                       f"and a schedule of several slots a tile (this one: fused_sum={fused_sum}, "
+                       f"{schedule.slots} slot(s)); leave slot_loads off")
+    require_checked(f"slot_loads for {fmt.value} group {g}{variant}",
+                    base_case(pw) in SLOT_LOADS_VERIFIED, allow_unverified,
+                    reference="the reference",
+                    instead="leave slot_loads off (TMA copies of the slots)")
+  # a slot's (wg_rows, mp) float32 partial sum over a warpgroup's 128 threads
+  slot_batch = max(1, SLOT_LOAD_REGISTERS // (wg_rows * mp // 128))
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
                     sub=sub, per_chunk=per_chunk, xsub=xsub, mp=mp, prescale=prescale,
                     fp4_scale_bytes=fp4_scale_bytes, nf4_lut=nf4_lut, step_wait=step_wait,
@@ -591,4 +616,4 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
                     load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x,
                     plain_loads=plain_loads, prefetch_codes=prefetch_codes,
-                    split_kernel=split_kernel)
+                    split_kernel=split_kernel, slot_loads=slot_loads, slot_batch=slot_batch)

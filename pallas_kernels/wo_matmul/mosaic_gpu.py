@@ -483,7 +483,14 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
           _ptx.fence_proxy_async_global()  # the acquire before the TMA loads
         total = part
-        for sl in range(1, p.schedule.slots):
+        if p.slot_loads:  # a batch of slots loaded from global memory before any is added
+          for first in range(1, p.schedule.slots, p.slot_batch):
+            batch = range(first, min(first + p.slot_batch, p.schedule.slots))
+            others = [plgpu.load(o_gmem.at[sl, rows], (), layout=plgpu.Layout.WGMMA,
+                                 optimized=False) for sl in batch]
+            for sl, other in zip(batch, others):  # past the tile's writers: stale, selected out
+              total = total + jnp.where(sl < writers, other, 0.0)
+        for sl in range(1, 1 if p.slot_loads else p.schedule.slots):
           plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it
 
           @pl.when(sl < writers)  # a slot past the tile's writers is neither loaded nor added

@@ -99,6 +99,10 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightForm
                                            (WeightFormat.FP8, "channel"),
                                            (WeightFormat.MXFP4, 32), (WeightFormat.NVFP4, 16),
                                            (WeightFormat.NF4, 128, "slots")})
+# `decode_plan.base_case` keys whose fused sum has read the other slots' partial sums by plain
+# loads (`slot_loads`, written in session 42 without a GPU) and matched the reference on a GPU:
+# none yet (queued `h100d`).
+SLOT_LOADS_VERIFIED: frozenset = frozenset()
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3

@@ -110,6 +110,20 @@ def test_decode_fused_sum_lowers(name, m, cfg):
                                          "stablehlo.multiply", "stablehlo.convert"))
 
 
+@pytest.mark.parametrize("tile_n", [128, 256])
+def test_decode_fused_sum_slot_loads_lowers(tile_n):
+  # `slot_loads`: slot 0 reads the other slots' partial sums by plain loads from global memory
+  # (one batch at 128 rows, four at 256), in place of a TMA copy and barrier wait each.
+  pw = weight_shape("int4_g128", 4096, 4096)
+  cfg = dict(tile_n=tile_n, gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True,
+             allow_unverified=True)
+  lower = lambda **kw: _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+      x, p, **cfg, **kw), x_shape(64, 4096), pw).as_text()
+  plain, tma = lower(slot_loads=True), lower()
+  assert "semaphore_wait" in plain and "tensor<64x4096xbf16>" in plain  # y, as the kernel writes
+  assert plain != tma and len(plain) < len(tma)  # no copies, barriers or shared-memory reads
+
+
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise"])
 def test_decode_per_channel_wgs_on_splits_lowers(name):
   # Two compute warpgroups with one N tile a CTA on a per-channel weight: the channel scales'

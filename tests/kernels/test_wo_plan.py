@@ -394,3 +394,29 @@ def test_split_schedule_and_errors():
     S.stream_k_schedule(224, 128, 32, 7169)
   with pytest.raises(ValueError, match="splits"):
     S.split_schedule(6, 2, 8, 3)
+
+
+def test_slot_loads_plan_and_errors():
+  # `slot_loads` (session 42, unchecked on a GPU): slot 0 reads the other slots by plain loads,
+  # as many in flight as SLOT_LOAD_REGISTERS allows; only for a fused sum of several slots
+  from pallas_kernels.wo_matmul import decode_plan
+  pw = jax.eval_shape(lambda: wm.repack_qarray(mxjax.quantize(jnp.ones((4096, 4096)), "int4_g128",
+                                                                axis=0)))
+  wide = dict(gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True, allow_unverified=True)
+  p128 = decode_plan.plan_decode(64, 4096, pw, tile_n=128, slot_loads=True, **wide)
+  p256 = decode_plan.plan_decode(64, 4096, pw, tile_n=256, slot_loads=True, **wide)
+  assert p128.slot_loads and p256.slot_loads
+  # a slot's partial sum takes wg_rows * mp / 128 registers a thread: 32 at 64 rows, 64 at 128
+  assert (p128.slot_batch, p256.slot_batch) == (4, 2)
+  # 4096 x 4096 on 128 CTAs: four slots a 128-row tile (one batch), eight a 256-row one (four)
+  assert (p128.schedule.slots, p256.schedule.slots) == (4, 8)
+  assert not decode_plan.plan_decode(64, 4096, pw, tile_n=128, **wide).slot_loads
+  with pytest.raises(NotImplementedError, match="slot_loads .* allow_unverified"):
+    decode_plan.plan_decode(64, 4096, pw, tile_n=128, slot_loads=True,
+                            **(wide | dict(allow_unverified=False)))
+  with pytest.raises(ValueError, match="needs fused_sum=True"):
+    decode_plan.plan_decode(64, 4096, pw, tile_n=128, slot_loads=True,
+                            **(wide | dict(fused_sum=False)))
+  with pytest.raises(ValueError, match="1 slot"):  # one slot a tile: nothing to load
+    decode_plan.plan_decode(1, 4096, pw, tile_n=128, gps=2, steps=4, splits=1, fused_sum=True,
+                            slot_loads=True, allow_unverified=True)
