@@ -490,16 +490,17 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
                                  optimized=False) for sl in batch]
             for sl, other in zip(batch, others):  # past the tile's writers: stale, selected out
               total = total + jnp.where(sl < writers, other, 0.0)
-        for sl in range(1, 1 if p.slot_loads else p.schedule.slots):
-          plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it
+        else:  # each slot by a TMA copy into shared memory, one after another
+          for sl in range(1, p.schedule.slots):
+            plgpu.commit_smem()  # the last slot's reads done before the copy overwrites it
 
-          @pl.when(sl < writers)  # a slot past the tile's writers is neither loaded nor added
-          def _load(sl=sl):
-            plgpu.copy_gmem_to_smem(o_gmem.at[sl, rows], o_smem.at[wg], bars.at[wg])
-            plgpu.barrier_wait(bars.at[wg])
+            @pl.when(sl < writers)  # a slot past the tile's writers is neither loaded nor added
+            def _load(sl=sl):
+              plgpu.copy_gmem_to_smem(o_gmem.at[sl, rows], o_smem.at[wg], bars.at[wg])
+              plgpu.barrier_wait(bars.at[wg])
 
-          other = plgpu.load(o_smem.at[wg], (), layout=plgpu.Layout.WGMMA, optimized=False)
-          total = total + jnp.where(sl < writers, other, 0.0)  # a select: stale data never leaks
+            other = plgpu.load(o_smem.at[wg], (), layout=plgpu.Layout.WGMMA, optimized=False)
+            total = total + jnp.where(sl < writers, other, 0.0)  # a select: stale data never leaks
         if nvfp4_out:  # as the unfused path's XLA multiplies: 2^8 back (exact), then s_t
           total = total * 2.0**(126 - NVFP4_PRESCALE_LOG2) * ts_gmem[...]
         if p.fp8_x:  # token i's hi + lo in columns 2 i and 2 i + 1, times out_scale s_x
