@@ -222,9 +222,12 @@ case "$part" in
       # its TMA copies one after another and against XLA's sum (the default at 4096 x 4096:
       # 128-row tiles, `fused_sum` off; session 42 INT4 M = 64 13.8 us fused, 11.3 with XLA's
       # sum), and at 8192 x 28672 M = 64 where the fused sum is the default (INT4 68.7 us)
-    fused='{"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1, "fused_sum": true'
+    fused='[{}, {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
+             "fused_sum": true},
+            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
+             "fused_sum": true, "slot_loads": true}]'
     run 240 a $B --what wo --formats int4,mxfp4 --m 32,64 --shapes 4096x4096 \
-      --configs "[{}, $fused}, $fused, \"slot_loads\": true}]"
+      --configs "$fused"
     run 150 b $B --what wo --formats int4 --m 64 --shapes $S \
       --configs '[{}, {"slot_loads": true}]'
     ;;

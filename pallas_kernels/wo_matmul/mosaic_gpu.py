@@ -481,7 +481,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         writers = p.schedule.writers(tile)
         if shared:
           pl.semaphore_wait(sem, writers - 1)  # and takes it back to 0 for the next call
-          _ptx.fence_proxy_async_global()  # the acquire before the TMA loads
+          _ptx.fence_proxy_async_global()  # the acquire before the slots' loads
         total = part
         if p.slot_loads:  # a batch of slots loaded from global memory before any is added
           for first in range(1, p.schedule.slots, p.slot_batch):

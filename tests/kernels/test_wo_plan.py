@@ -16,6 +16,7 @@ import pytest
 
 import mxjax
 from pallas_kernels import wo_matmul as wm
+from tests.kernels.lowering import weight_shape
 from tests.kernels.wo_formats import FORMATS
 from tests.kernels.wo_formats import IDS
 from tests.kernels.wo_formats import PER_CHANNEL
@@ -400,8 +401,7 @@ def test_slot_loads_plan_and_errors():
   # `slot_loads` (session 42, unchecked on a GPU): slot 0 reads the other slots by plain loads,
   # as many in flight as SLOT_LOAD_REGISTERS allows; only for a fused sum of several slots
   from pallas_kernels.wo_matmul import decode_plan
-  pw = jax.eval_shape(lambda: wm.repack_qarray(mxjax.quantize(jnp.ones((4096, 4096)), "int4_g128",
-                                                                axis=0)))
+  pw = weight_shape("int4_g128", 4096, 4096)
   wide = dict(gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True, allow_unverified=True)
   p128 = decode_plan.plan_decode(64, 4096, pw, tile_n=128, slot_loads=True, **wide)
   p256 = decode_plan.plan_decode(64, 4096, pw, tile_n=256, slot_loads=True, **wide)
