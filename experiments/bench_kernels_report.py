@@ -4,8 +4,9 @@ that experiments/bench_kernels.py wrote on the GPU machine. Runs anywhere (no GP
   python experiments/bench_kernels_report.py   # reads/writes experiments/results/kernels_*
 
 Sessions 1-5 (H100) are written here; each later session's section is a function in
-`bench_kernels_sessions.py` (sessions 6-21) or `bench_kernels_sessions_since22.py` (a new
-session adds one there and to its `SECTIONS`), most of them built by `wo_section`.
+`bench_kernels_sessions.py` (sessions 6-21), `bench_kernels_sessions_since22.py` (22-33) or
+`bench_kernels_sessions_since34.py` (a new session adds one there and to its `SECTIONS`), most
+of them built by `wo_section`.
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ def session_sections() -> tuple:
   # pylint: disable=g-import-not-at-top  (they import this module)
   import bench_kernels_sessions
   import bench_kernels_sessions_since22
-  return bench_kernels_sessions.SECTIONS + bench_kernels_sessions_since22.SECTIONS
+  import bench_kernels_sessions_since34
+  return (bench_kernels_sessions.SECTIONS + bench_kernels_sessions_since22.SECTIONS
+          + bench_kernels_sessions_since34.SECTIONS)
 
 
 def main():
