@@ -217,7 +217,7 @@ case "$part" in
     run 200 b $B --what wo --formats int4,mxfp4 --m 64 --shapes 4096x11008 \
       --configs '[{}, {"tile_n": 128}, {"tile_n": 128, "fused_sum": false}]'
     ;;
-  h100d)  # On an H100, ~7 minutes: the fused sum reading the other slots by plain loads, a batch
+  h100d)  # On an H100, ~9 minutes: the fused sum reading the other slots by plain loads, a batch
       # in flight (`slot_loads`, session 42, written without a GPU: correctness first), against
       # its TMA copies one after another and against XLA's sum (the default at 4096 x 4096:
       # 128-row tiles, `fused_sum` off; session 42 INT4 M = 64 13.8 us fused, 11.3 with XLA's
@@ -230,6 +230,10 @@ case "$part" in
       --configs "$fused"
     run 150 b $B --what wo --formats int4 --m 64 --shapes $S \
       --configs '[{}, {"slot_loads": true}]'
+    # and at M = 1 / 16 (stream-K over 128- / 64-row tiles, XLA's sum: 7.5 / 7.6 us), where the
+    # fused sum by TMA copies lost (session 31) and a tile's partial sums are a few KiB
+    run 120 c $B --what wo --formats int4 --m 1,16 --shapes 4096x4096 \
+      --configs '[{}, {"fused_sum": true}, {"fused_sum": true, "slot_loads": true}]'
     ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
