@@ -217,16 +217,20 @@ case "$part" in
     run 200 b $B --what wo --formats int4,mxfp4 --m 64 --shapes 4096x11008 \
       --configs '[{}, {"tile_n": 128}, {"tile_n": 128, "fused_sum": false}]'
     ;;
-  h100d)  # On an H100, ~9 minutes: the fused sum reading the other slots by plain loads, a batch
-      # in flight (`slot_loads`, session 42, written without a GPU: correctness first), against
-      # its TMA copies one after another and against XLA's sum (the default at 4096 x 4096:
-      # 128-row tiles, `fused_sum` off; session 42 INT4 M = 64 13.8 us fused, 11.3 with XLA's
-      # sum), and at 8192 x 28672 M = 64 where the fused sum is the default (INT4 68.7 us)
+  h100d)  # On an H100, ~10 minutes: the fused sum reading the other slots by plain loads, a
+      # batch in flight (`slot_loads`, session 42, written without a GPU: correctness first), and
+      # spread over the tile's writers, each adding its share of the tokens (`spread_sum`,
+      # session 43), against its TMA copies one after another and against XLA's sum (the
+      # default at 4096 x 4096: 128-row tiles, `fused_sum` off; session 42 INT4 M = 64 13.8 us
+      # fused, 11.3 with XLA's sum), and at 8192 x 28672 M = 64 where the fused sum is the
+      # default (INT4 68.7 us)
     fused='[{}, {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
              "fused_sum": true},
             {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
-             "fused_sum": true, "slot_loads": true}]'
-    run 240 a $B --what wo --formats int4,mxfp4 --m 32,64 --shapes 4096x4096 \
+             "fused_sum": true, "slot_loads": true},
+            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
+             "fused_sum": true, "spread_sum": true}]'
+    run 300 a $B --what wo --formats int4,mxfp4 --m 32,64 --shapes 4096x4096 \
       --configs "$fused"
     run 150 b $B --what wo --formats int4 --m 64 --shapes $S \
       --configs '[{}, {"slot_loads": true}]'

@@ -103,6 +103,10 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightForm
 # loads (`slot_loads`, written in session 42 without a GPU) and matched the reference on a GPU:
 # none yet (queued `h100d`).
 SLOT_LOADS_VERIFIED: frozenset = frozenset()
+# `decode_plan.base_case` keys whose fused sum has been spread over the tile's writers, each
+# adding its share of the tokens (`spread_sum`, written in session 43 without a GPU), and
+# matched the reference on a GPU: none yet (queued `h100d`).
+SPREAD_SUM_VERIFIED: frozenset = frozenset()
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3
