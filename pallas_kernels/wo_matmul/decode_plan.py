@@ -626,8 +626,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     if not schedule.one_tile_a_cta():
       raise ValueError(f"spread_sum needs every CTA's share of the K steps within one tile "
                        f"({schedule.n_tiles} tiles of {ksteps_total} K steps over "
-                       f"{math.prod(schedule.grid)} CTAs share them otherwise): pick stream_k so that "
-                       f"the CTAs divide the tiles' steps evenly, or leave spread_sum off")
+                       f"{math.prod(schedule.grid)} CTAs share them otherwise): pick stream_k "
+                       f"so that the CTAs divide the tiles' steps evenly, or leave spread_sum off")
     if mp % (8 * schedule.slots):
       raise ValueError(f"spread_sum gives each of a tile's {schedule.slots} slots whole 8-column "
                        f"WGMMA pieces of its {mp} padded tokens: mp must be a multiple of "
