@@ -88,8 +88,9 @@ def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
           and ONE_SLOT_MIN_N <= n < 16384)
 
 
-# Devices where, with few tiles (N <= `FEW_TILES_MAX_N`), INT4 g128's and FP4's wide config runs
-# in 128-row tiles and leaves its stream-K partial sums to XLA (`fused_sum` off): at N = 4096 its
+# Devices where, with few tiles (N <= `FEW_TILES_MAX_N`), INT4 / UINT4 g128's, FP4's and the 8-bit
+# formats' wide config runs in 128-row tiles and leaves its stream-K partial sums to XLA
+# (`fused_sum` off): at N = 4096 its
 # 16 tiles of 256 rows spread over 128 CTAs, eight a tile, and the fused sum's slot-0 CTA waits on
 # and adds the other seven in turn. H100, session 42, 4096 x 4096, us from the old default (256
 # rows, fused) to 256 rows unfused, 128 rows fused and 128 rows unfused
@@ -98,17 +99,25 @@ def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
 # M = 64 23.8 -> 13.6 / - / 11.1; NVFP4 M = 32 17.0 -> 10.7 / - / 9.3, M = 64 23.9 -> 13.6 / - /
 # 11.2 (0.87x -> 1.82-1.96x XLA bf16). At 4096 x 14336 (112 tiles of 128 rows, about a CTA a
 # tile) the fused sum stays: INT4 g128 M = 32 21.0 -> 20.4 unfused, M = 64 24.2 -> 25.8
-# (kernels_wo_s42_h100_int4_fused_sum_4096x14336.json). 4096 < N < 14336, INT4 g32 / g64,
-# UINT4, NF4, the 8-bit formats and other devices unmeasured.
+# (kernels_wo_s42_h100_int4_fused_sum_4096x14336.json). Session 43 (H100, 4096 x 4096): UINT4
+# g128 (no fused sum) 256 -> 128 rows M = 32 12.1 -> 11.1 us, M = 64 16.1 -> 13.4
+# (kernels_wo_s43_h100_uint4_few_tiles_4096x4096.json); INT8 (128 rows already) M = 64 without
+# its fused sum 15.5 -> 12.9 (kernels_wo_s43_h100_int8_few_tiles_4096x4096.json). The fused sum's
+# cost there is a chain of latencies (store, signal, wait, load, store: the kernel 7.5 -> 10.6
+# us with its slots by plain loads, INT4 g128 M = 32, against XLA's 1.7 us sum;
+# kernels_wo_s43_h100_fused_sum_4096x4096.json), the format's decode apart: INT8 M = 32 and FP8
+# take it unmeasured. 4096 < N < 14336, INT4 g32 / g64, NF4 and other devices unmeasured.
 FEW_TILES_DEVICES = ("NVIDIA H100",)
 FEW_TILES_MAX_N = 4096
 
 
 def _few_tiles(device: str, fmt: WeightFormat, n: int, group: int | None) -> bool:
   """Whether the wide config runs as at few tiles: 128-row tiles, XLA adding the partial sums
-  (INT4 g128, MXFP4 and NVFP4 on `FEW_TILES_DEVICES` where N <= FEW_TILES_MAX_N)."""
+  (INT4 / UINT4 g128, MXFP4, NVFP4, INT8 and FP8 on `FEW_TILES_DEVICES` where N <=
+  FEW_TILES_MAX_N)."""
   return (device.startswith(FEW_TILES_DEVICES) and n <= FEW_TILES_MAX_N
-          and (fmt in FP4 or (fmt is WeightFormat.INT4 and group in (None, 128))))
+          and (fmt in FP4 or fmt in (WeightFormat.INT8, WeightFormat.FP8)
+               or (fmt in (WeightFormat.INT4, WeightFormat.UINT4) and group in (None, 128))))
 
 
 def _one_slot_64(device: str, n: int) -> bool:
@@ -244,7 +253,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       return wide_one_slot
     # the kernel adds its stream-K partial sums at M > 32 (`fused_sum`; H200 M = 64 84.8 ->
     # 83.3 us, kernels_wo_s24_fused_sum_8bit.json), and at M > 16 on `INT8_FUSED_SUM_M32_DEVICES`
-    fuse = m > (16 if device.startswith(INT8_FUSED_SUM_M32_DEVICES) else 32)
+    fuse = m > (16 if device.startswith(INT8_FUSED_SUM_M32_DEVICES) else 32) and not few_tiles
     return per_channel_wide | (dict(fused_sum=True) if fuse else {})
   if fmt is WeightFormat.FP8:
     # above M = 16 with the fused sum: H100 M = 32 92.5 -> 89.4 us
@@ -253,7 +262,7 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
     if 16 < m <= 32 and one_slot:
       return wide_one_slot
     if m > (16 if one_slot else 8):
-      return per_channel_wide | (dict(fused_sum=True) if m > 16 else {})
+      return per_channel_wide | (dict(fused_sum=True) if m > 16 and not few_tiles else {})
     return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) | (
         ONE_SLOT if one_slot else {})
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):

@@ -7,7 +7,6 @@ before the kernel is built, as a frozen `DecodePlan`. What has run correctly on 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax.numpy as jnp
 
@@ -29,7 +28,6 @@ from pallas_kernels.wo_matmul.verified import PLAIN_LOADS_VERIFIED
 from pallas_kernels.wo_matmul.verified import PREFETCH_VERIFIED_STEPS
 from pallas_kernels.wo_matmul.verified import SLOT_LOADS_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_KERNEL_VERIFIED
-from pallas_kernels.wo_matmul.verified import SPREAD_SUM_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_WGS_VERIFIED
 from pallas_kernels.wo_matmul.verified import VERIFIED
 
@@ -176,7 +174,6 @@ class DecodePlan:
   split_kernel: bool  # fp8_x INT8 / FP8 / MXFP4: x split by one kernel (x_split.py), not XLA
   slot_loads: bool  # fused_sum: the other slots by plain loads, a batch in flight
   slot_batch: int  # slots a batch of those loads
-  spread_sum: bool  # fused_sum: every writer of a tile adds its share of the tokens
 
   @property
   def chain(self) -> bool:
@@ -219,8 +216,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
                 prefetch_codes: bool | int | None = None, split_kernel: bool | None = None,
-                slot_loads: bool = False, spread_sum: bool = False,
-                num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                slot_loads: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -368,17 +364,11 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       order as before (the same numerics). Without it each slot is a TMA copy into shared
       memory, a barrier wait and a load, one after another: at 4096 x 4096 M = 64 (H100,
       session 42) the fused sum of up to eight slots a tile took the kernel from 10.5 to 23.6
-      us, where XLA's sum after it took 2.6. Off by default; a case not in
+      us, where XLA's sum after it took 2.6. By plain loads (H100, session 43, INT4 g128,
+      4096 x 4096, four slots a 128-row tile): M = 32 11.3 -> 10.7 us, M = 64 13.7 -> 12.9,
+      M = 1 (eight slots) 10.1 -> 8.2, at 8192 x 28672 M = 64 67.9 -> 68.0; XLA's sum still
+      wins at 4096 x 4096 (9.2 / 11.1 / 7.4). Off by default; a case not in
       `SLOT_LOADS_VERIFIED` needs `allow_unverified`.
-    spread_sum: with `fused_sum` and several slots a tile, every writer of a tile, not only
-      slot 0, waits until all of them have stored their partial sums, then adds one share of
-      the tile's columns (tokens: mp / slots of them, in slot order as before) from every slot
-      by plain loads and writes those tokens' rows of y: each CTA reads a partial sum's worth,
-      where slot 0 alone would read slots - 1 of them. Every CTA must hold one tile's share of
-      the K steps (`Schedule.one_tile_a_cta`: no CTA may wait at one tile before it starts
-      the next) and the share must be whole WGMMA columns (mp a multiple of 8 * slots); not
-      with `fp8_x` (its token pairs and s_x: unwritten). Off by default; a case not in
-      `SPREAD_SUM_VERIFIED` needs `allow_unverified`.
     num_sms: used to pick the default split.
 
   Raises:
@@ -617,28 +607,6 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     base_case(pw) in SLOT_LOADS_VERIFIED, allow_unverified,
                     reference="the reference",
                     instead="leave slot_loads off (TMA copies of the slots)")
-  if spread_sum:
-    if not (fused_sum and schedule.slots > 1) or slot_loads:
-      raise ValueError(f"spread_sum spreads a fused sum over a tile's writers: it needs "
-                       f"fused_sum=True, a schedule of several slots a tile and slot_loads off "
-                       f"(this one: fused_sum={fused_sum}, {schedule.slots} slot(s), "
-                       f"slot_loads={slot_loads}); leave spread_sum off")
-    if not schedule.one_tile_a_cta():
-      raise ValueError(f"spread_sum needs every CTA's share of the K steps within one tile "
-                       f"({schedule.n_tiles} tiles of {ksteps_total} K steps over "
-                       f"{math.prod(schedule.grid)} CTAs share them otherwise): pick stream_k "
-                       f"so that the CTAs divide the tiles' steps evenly, or leave spread_sum off")
-    if mp % (8 * schedule.slots):
-      raise ValueError(f"spread_sum gives each of a tile's {schedule.slots} slots whole 8-column "
-                       f"WGMMA pieces of its {mp} padded tokens: mp must be a multiple of "
-                       f"{8 * schedule.slots}; a larger tile_n (fewer slots) or spread_sum off")
-    if fp8_x:
-      raise NotImplementedError("spread_sum with fp8_x (token pairs and s_x) is not written; "
-                                "leave one of them off")
-    require_checked(f"spread_sum for {fmt.value} group {g}{variant}",
-                    base_case(pw) in SPREAD_SUM_VERIFIED, allow_unverified,
-                    reference="the reference",
-                    instead="leave spread_sum off (slot 0 adds the tile's slots)")
   # a slot's (wg_rows, mp) float32 partial sum over a warpgroup's 128 threads
   slot_batch = max(1, SLOT_LOAD_REGISTERS // (wg_rows * mp // 128))
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
@@ -651,5 +619,4 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
                     load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x,
                     plain_loads=plain_loads, prefetch_codes=prefetch_codes,
-                    split_kernel=split_kernel, slot_loads=slot_loads, slot_batch=slot_batch,
-                    spread_sum=spread_sum)
+                    split_kernel=split_kernel, slot_loads=slot_loads, slot_batch=slot_batch)

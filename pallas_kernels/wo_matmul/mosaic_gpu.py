@@ -525,53 +525,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(0, m)],
                                     y_gmem.at[pl.ds(0, m), cols])
 
-    def spread_flush(part, tile, slot):
-      """`spread_sum`: every writer of the tile stores its partial sum and signals the others;
-      once all have, slot s adds the tile's columns [s cw, (s + 1) cw) of every slot, in slot
-      order, and writes those tokens' rows of y (`plan_decode` checks that each CTA holds one
-      tile's share, so every slot is written and no CTA waits before it starts another tile)."""
-      slots = p.schedule.slots
-      cw = p.mp // slots  # this slot's tokens: whole 8-column WGMMA pieces
-      rows = tile_rows(tile)
-      sem = lambda s: sems.at[(tile * slots + s) * p.compute_wgs + wg]
-      o_smem.at[wg][...] = part
-      plgpu.commit_smem()
-      plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
-      plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
-      _ptx.fence_proxy_async_global()  # the TMA's writes before the release
-      for other in range(slots):
-        @pl.when(slot != other)
-        def _give(other=other):
-          pl.semaphore_signal(sem(other), 1)
-      pl.semaphore_wait(sem(slot), slots - 1)  # and takes it back to 0 for the next call
-      _ptx.fence_proxy_async_global()  # the acquire before the slots' loads
-      cols = pl.ds(slot * cw, cw)
-      shares = [plgpu.load(o_gmem.at[sl, rows, cols], (), layout=plgpu.Layout.WGMMA,
-                           optimized=False) for sl in range(slots)]  # all in flight, then added
-      total = shares[0]
-      for share in shares[1:]:
-        total = total + share
-      if nvfp4_out:  # as the unfused path's XLA multiplies: 2^8 back (exact), then s_t
-        total = total * 2.0**(126 - NVFP4_PRESCALE_LOG2) * ts_gmem[...]
-      y = total.astype(out_dtype)
-      plgpu.commit_smem()  # yt_smem is o_smem's memory
-      for r in range(p.wg_rows // 64):  # 64 rows of the tile (columns of y) at a time
-        piece = plgpu.layout_cast(lax.slice(y, (r * 64, 0), ((r + 1) * 64, cw)),
-                                  plgpu.Layout.WGMMA_TRANSPOSED)
-        _compat.transpose_ref(yt_smem.at[wg, 0, r, pl.ds(0, cw)], (1, 0))[...] = piece
-      plgpu.commit_smem()
-      for s in range(slots):  # y's rows by static counts: slot s writes tokens [s cw, m) at most
-        count = min(cw, m - s * cw)
-        if count <= 0:  # padding tokens only
-          continue
-
-        @pl.when(slot == s)
-        def _write(s=s, count=count):
-          for r in range(p.wg_rows // 64):
-            cols_y = pl.ds(tile * p.tile_n + wg * p.wg_rows + r * 64, 64)
-            plgpu.copy_smem_to_gmem(yt_smem.at[wg, 0, r, pl.ds(0, count)],
-                                    y_gmem.at[pl.ds(s * cw, count), cols_y])
-
     def body_and_flush(indices, *refs_and_carry):
       (i,) = indices
       *refs_and_acc, carry = refs_and_carry
@@ -596,7 +549,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           s = plgpu.load(s_row, (), layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
           part = acc * lax.broadcast_in_dim(s, acc.shape, [0])
         if p.fused_sum:
-          (spread_flush if p.spread_sum else fused_flush)(part, tile, slot)
+          fused_flush(part, tile, slot)
           return
         o_smem.at[wg][...] = part
         plgpu.commit_smem()
@@ -605,10 +558,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       acc = jnp.where(last, 0.0, acc)  # a select: NaN in one tile cannot leak into the next
       return (acc, (*ahead[1:], nxt)) if p.prefetch_codes else acc
 
-    # `fused_sum`'s semaphores, one a (tile, compute warpgroup), with `spread_sum` one a (tile,
-    # slot, compute warpgroup); every call leaves them at 0
-    sems = (pl.get_global(plgpu.SemaphoreType.REGULAR(
-                (p.schedule.n_tiles * p.compute_wgs * (p.schedule.slots if p.spread_sum else 1),)))
+    # `fused_sum`'s semaphores, one a (tile, compute warpgroup); every call leaves them at 0
+    sems = (pl.get_global(plgpu.SemaphoreType.REGULAR((p.schedule.n_tiles * p.compute_wgs,)))
             if p.fused_sum and p.schedule.slots > 1 else None)
 
     def carry0():  # the accumulator, and with `prefetch_codes` = d the first d steps' codes

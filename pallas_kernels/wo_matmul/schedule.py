@@ -76,15 +76,6 @@ class Schedule:
     """In the kernel: how many CTAs write partial sums of `tile` (its slots 0 .. writers - 1)."""
     return self.writers_at(tile)
 
-  def one_tile_a_cta(self) -> bool:
-    """Whether every CTA's share lies within one tile, so that it flushes once and every tile
-    has all `slots` writers (`spread_sum`: a tile's writers wait on one another)."""
-    for ids in np.ndindex(*self.grid):
-      length = self.iters if self.lengths is None else int(self.lengths[ids[0]])
-      if len({int(self.place_at(ids, i)[0]) for i in range(length)}) > 1:
-        return False
-    return True
-
   def reduce(self, parts: jax.Array) -> jax.Array:
     """(slots, N, Mp) float32 partial sums -> (N, Mp): each tile's written slots added."""
     if self.slots == 1:

@@ -124,23 +124,6 @@ def test_decode_fused_sum_slot_loads_lowers(tile_n):
   assert plain != tma and len(plain) < len(tma)  # no copies, barriers or shared-memory reads
 
 
-@pytest.mark.parametrize("name,m", [("int4_g128", 32), ("nvfp4", 64)])
-def test_decode_spread_sum_lowers(name, m):
-  # `spread_sum`: each of a tile's four writers waits for the others and adds its 8 (M = 32) or
-  # 16 (M = 64) tokens of every slot; y written by the kernel, nothing left for XLA to add.
-  pw = weight_shape(name, 4096, 4096)
-  cfg = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True,
-             allow_unverified=True)
-  lower = lambda **kw: _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
-      x, p, **cfg, **kw), x_shape(m, 4096), pw).as_text()
-  spread, slot0 = lower(spread_sum=True), lower()
-  main = spread[spread.index("func.func public @main"):].splitlines()
-  kernel = next(ln for ln in main if "mosaic_gpu" in ln)
-  assert "semaphore_wait" in kernel and f"tensor<{m}x4096xbf16>" in kernel
-  assert "stablehlo.reduce" not in spread
-  assert spread != slot0
-
-
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise"])
 def test_decode_per_channel_wgs_on_splits_lowers(name):
   # Two compute warpgroups with one N tile a CTA on a per-channel weight: the channel scales'
