@@ -290,5 +290,27 @@ def h100_s42_section() -> list[str]:
       device="H100")
 
 
+def h100_s43_section() -> list[str]:
+  """Session 43: three H100 calls on one machine (after some ten refused starts): the fused sum
+  by plain loads (`slot_loads`) and spread over a tile's writers (`spread_sum`) checked and
+  timed, and the few-tile config for UINT4 and INT8 at 4096 x 4096."""
+  return wo_section(43, (
+      "h100_fused_sum_4096x4096", "h100_fused_sum_m1_4096x4096", "h100_slot_loads_8192x28672",
+      "h100_uint4_few_tiles_4096x4096", "h100_int8_few_tiles_4096x4096"),
+      "Every config checked against the f32 reference in the same run, rel. err as the "
+      "default's in every row. us a call. INT4 g128 at 4096 x 4096, the default (128-row tiles, "
+      "XLA's sum) against the fused sum by TMA copies, by plain loads (`slot_loads`) and spread "
+      "over the tile's four writers (`spread_sum`): M = 32 9.2 / 11.3 / 10.7 / 12.7, M = 64 "
+      "11.1 / 13.7 / 12.9 / 14.7; M = 1 7.4 / 10.1 / 8.2. The unfused kernel alone 7.5 us at M = "
+      "32, XLA's sum 1.7; the fused sum costs the kernel 3.1 us even by plain loads, a chain of "
+      "latencies (store, signal, wait, load, store), and spreading it made every writer wait "
+      "(`spread_sum`, commit 0aee41a, removed). At 8192 x 28672 M = 64 slot_loads ties (67.9 -> "
+      "68.0). UINT4 g128 in 128-row tiles M = 32 12.1 -> 11.1, M = 64 16.1 -> 13.4; INT8 M = 64 "
+      "without its fused sum 15.5 -> 12.9: the defaults since. MXFP4's rows and NF4 / INT4 g32 "
+      "were cut off.",
+      device="H100")
+
+
 SECTIONS = (h100_s34_section, h100_s35_section, h100_s36_section, h100_s37_section,
-            h100_s39_section, h100_s40_section, h100_s41_section, h100_s42_section)
+            h100_s39_section, h100_s40_section, h100_s41_section, h100_s42_section,
+            h100_s43_section)

@@ -6,15 +6,15 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 8      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-42 (none in 38):
-# `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where session 42's few-tile
-# config, 128-row tiles with XLA's sum, took INT4 g128 / MXFP4 / NVFP4 from 0.87x to 1.8-2.0x
-# XLA bf16: the formats it left unmeasured, UINT4, NF4 and INT4 g32, and the 8-bit formats
-# without their fused sum), then `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 /
-# NVFP4, and the cases session 41 made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32,
-# each against the 256 rows before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum
-# against the fused one; 4096 x 11008, between the few-tile and 128-row configs' shapes), then
-# `h100d` (the fused sum's slots by plain loads, `slot_loads`, written in session 42). On an
+# The issue's targets are the H100's, and only H100s came in sessions 27-43 (none in 38):
+# `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where the few-tile config,
+# 128-row tiles with XLA's sum, took INT4 g128 / MXFP4 / NVFP4 from 0.87x to 1.8-2.0x XLA bf16
+# in session 42 and UINT4 g128 / INT8 M = 64 13-17% faster in 43: the formats still unmeasured,
+# NF4 and INT4 g32, and the 8-bit cases session 43 took it for unmeasured, INT8 M = 32 and
+# FP8), then `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 / NVFP4, and the cases
+# session 41 made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32, each against the 256
+# rows before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum against the fused one;
+# 4096 x 11008, between the few-tile and 128-row configs' shapes). On an
 # H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
@@ -31,8 +31,9 @@
 # is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and
 # SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
-# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 41's
-# `h100` part ran in session 42 (cut off in its last row, finished in a second call) with part of
+# 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 42's
+# `h100d` part ran in session 43 (cut off in MXFP4's rows) with the start of its `h100` (UINT4,
+# then INT8 M = 64 alone); 41's `h100` part ran in session 42 (cut off in its last row, finished in a second call) with part of
 # its `h100c` (INT4's one-slot launch at 4096 x 4096 M = 1 / 16, 46% slower: dropped, as the
 # fused sum there, which lost in session 31); 40's `h100`, `h100c` and `h100d` parts in 41, 39's
 # `h100` and `h100b` in 40, 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100)
@@ -61,7 +62,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -184,14 +185,17 @@ case "$part" in
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: 4096 x 4096 at M = 32 / 64,
-      # where session 42 moved INT4 g128, MXFP4 and NVFP4 to 128-row tiles with XLA's sum
-      # (`configs.FEW_TILES_DEVICES`: INT4 M = 64 23.8 -> 11.3 us, 0.87x -> 1.96x XLA bf16): the
-      # formats it left unmeasured, UINT4, NF4 g64 and INT4 g32 (256 rows, XLA's sum) against
-      # 128-row tiles, and the 8-bit formats (128-row tiles, the fused sum) against XLA's sum
-    run 290 a $B --what wo --formats uint4,nf4_g64,int4_g32 --m 32,64 --shapes 4096x4096 \
+      # where sessions 42-43 moved INT4 g128, MXFP4, NVFP4 and UINT4 g128 to 128-row tiles with
+      # XLA's sum (`configs.FEW_TILES_DEVICES`: INT4 M = 64 23.8 -> 11.3 us, UINT4 16.1 -> 13.4)
+      # and the 8-bit formats to XLA's sum (INT8 M = 64 15.5 -> 12.9): NF4 g64 and INT4 g32
+      # (256 rows, XLA's sum) against 128-row tiles, and INT8 M = 32 and FP8, whose fused sum
+      # session 43 took away unmeasured, against it
+    run 200 a $B --what wo --formats nf4_g64,int4_g32 --m 32,64 --shapes 4096x4096 \
       --configs '[{}, {"tile_n": 128}]'
-    run 200 b $B --what wo --formats int8,fp8_e4m3 --m 32,64 --shapes 4096x4096 \
-      --configs '[{}, {"fused_sum": false}]'
+    run 140 b $B --what wo --formats fp8_e4m3 --m 32,64 --shapes 4096x4096 \
+      --configs '[{}, {"fused_sum": true}]'
+    run 80 c $B --what wo --formats int8 --m 32 --shapes 4096x4096 \
+      --configs '[{}, {"fused_sum": true}]'
     ;;
   h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
       # default for INT4 / UINT4 / NF4 at M > 16 since session 41 (INT4 g128 M = 64 28.8 ->
@@ -216,28 +220,6 @@ case "$part" in
       --configs '[{}, {"fused_sum": false}]'
     run 200 b $B --what wo --formats int4,mxfp4 --m 64 --shapes 4096x11008 \
       --configs '[{}, {"tile_n": 128}, {"tile_n": 128, "fused_sum": false}]'
-    ;;
-  h100d)  # On an H100, ~10 minutes: the fused sum reading the other slots by plain loads, a
-      # batch in flight (`slot_loads`, session 42, written without a GPU: correctness first), and
-      # spread over the tile's writers, each adding its share of the tokens (`spread_sum`,
-      # session 43), against its TMA copies one after another and against XLA's sum (the
-      # default at 4096 x 4096: 128-row tiles, `fused_sum` off; session 42 INT4 M = 64 13.8 us
-      # fused, 11.3 with XLA's sum), and at 8192 x 28672 M = 64 where the fused sum is the
-      # default (INT4 68.7 us)
-    fused='[{}, {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
-             "fused_sum": true},
-            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
-             "fused_sum": true, "slot_loads": true},
-            {"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1,
-             "fused_sum": true, "spread_sum": true}]'
-    run 300 a $B --what wo --formats int4,mxfp4 --m 32,64 --shapes 4096x4096 \
-      --configs "$fused"
-    run 150 b $B --what wo --formats int4 --m 64 --shapes $S \
-      --configs '[{}, {"slot_loads": true}]'
-    # and at M = 1 / 16 (stream-K over 128- / 64-row tiles, XLA's sum: 7.5 / 7.6 us), where the
-    # fused sum by TMA copies lost (session 31) and a tile's partial sums are a few KiB
-    run 120 c $B --what wo --formats int4 --m 1,16 --shapes 4096x4096 \
-      --configs '[{}, {"fused_sum": true}, {"fused_sum": true, "slot_loads": true}]'
     ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
@@ -264,6 +246,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
