@@ -105,7 +105,7 @@ def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
 # its fused sum 15.5 -> 12.9 (kernels_wo_s43_h100_int8_few_tiles_4096x4096.json). The fused sum's
 # cost there is a chain of latencies (store, signal, wait, load, store: the kernel 7.5 -> 10.6
 # us with its slots by plain loads, INT4 g128 M = 32, against XLA's 1.7 us sum;
-# kernels_wo_s43_h100_fused_sum_4096x4096.json), the format's decode apart: INT8 M = 32 and FP8
+# kernels_wo_s43_h100_fused_sum_4096x4096.json) whatever the format, so INT8 M = 32 and FP8
 # take it unmeasured. 4096 < N < 14336, INT4 g32 / g64, NF4 and other devices unmeasured.
 FEW_TILES_DEVICES = ("NVIDIA H100",)
 FEW_TILES_MAX_N = 4096
