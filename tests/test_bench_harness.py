@@ -88,6 +88,7 @@ def _run(bench, monkeypatch, tmp_path, *args) -> dict:
   return json.loads((tmp_path / f"kernels_{what}.json").read_text())
 
 
+@pytest.mark.slow
 def test_wo_configs_checks_and_storages(bench, monkeypatch, tmp_path):
   res = _run(bench, monkeypatch, tmp_path, "--what", "wo", "--formats", "uint4,int8-bf16",
              "--m", "1,16", "--shapes", "512x1024", "--configs",
@@ -119,6 +120,7 @@ def test_wo_configs_checks_and_storages(bench, monkeypatch, tmp_path):
     assert r["weight_bytes"] == min(best["weight_bytes"], timed["{}"]["weight_bytes"])
 
 
+@pytest.mark.slow
 def test_quant_f32_given_amax(bench, monkeypatch, tmp_path):
   res = _run(bench, monkeypatch, tmp_path, "--what", "quant", "--f32", "--schemes",
              "mxfp4,nvfp4", "--qshapes", "512x256")

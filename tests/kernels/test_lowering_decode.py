@@ -26,7 +26,7 @@ from tests.kernels.lowering import x_shape
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@pytest.mark.parametrize("m", [1, 16, 64])
+@pytest.mark.parametrize("m", [1, pytest.param(16, marks=pytest.mark.slow), 64])
 def test_decode_kernel_lowers_for_cuda(name, m):
   # The defaults the H100 sweeps chose, at the benchmark's K=8192, N=28672.
   pw = weight_shape(name, 8192, 28672)
@@ -35,7 +35,7 @@ def test_decode_kernel_lowers_for_cuda(name, m):
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@pytest.mark.parametrize("m", [1, 64])
+@pytest.mark.parametrize("m", [1, pytest.param(64, marks=pytest.mark.slow)])
 def test_decode_step_wait_lowers(name, m):
   # `step_wait`: prescaled FP4 / NF4 and per-channel weights chain a step's chunks into the
   # carried accumulator (`chain`, a `pl.run_state`) and wait once; group-scaled ones read chunk
@@ -90,7 +90,8 @@ def test_decode_tma_pad_lowers(name, m):
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@pytest.mark.parametrize("m,cfg", [(1, {"stream_k": 2}), (13, {"stream_k": 2}),
+@pytest.mark.parametrize("m,cfg", [(1, {"stream_k": 2}),
+                                   pytest.param(13, {"stream_k": 2}, marks=pytest.mark.slow),
                                    (64, {"stream_k": 1})])
 def test_decode_fused_sum_lowers(name, m, cfg):
   # `fused_sum`: the kernel writes y (M, N) itself, its slot-0 CTAs waiting on semaphores for
@@ -139,7 +140,7 @@ def test_decode_per_channel_wgs_on_splits_lowers(name):
   assert "semaphore_wait" not in kernel and "tensor<32x28672xbf16>" in kernel
 
 
-@pytest.mark.parametrize("m", [1, 3, 64])
+@pytest.mark.parametrize("m", [1, pytest.param(3, marks=pytest.mark.slow), 64])
 @pytest.mark.parametrize("cfg", [{}, {"compute_wgs": 2, "stream_k": 1, "step_wait": True}])
 @pytest.mark.parametrize("name", ["int4_g128", "int4_g128_asym", "int4_g128-block_size32",
                                   "int4_g128_asym-block_size64-scalebf16", "mxfp4",
@@ -222,7 +223,7 @@ def test_decode_uint4_lowers_at_every_m_above_32(m):
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
-@pytest.mark.parametrize("m", [1, 16, 64])
+@pytest.mark.parametrize("m", [1, pytest.param(16, marks=pytest.mark.slow), 64])
 def test_decode_uint4_zero_points_lower(group, m):
   # UINT4 zero points stored as bytes (`scales.uint4_zero_points`): the kernel reads a uint8
   # (G, N) operand in place of the f32 offsets and makes each offset f32(s) * (f32(zp) - 8) in
@@ -429,7 +430,7 @@ def test_fp4_byte_multipliers_lower(name, monkeypatch):
       _compat.lower_for("cuda", fn, x_shape(m, 8192), marked)
 
 
-@pytest.mark.parametrize("group", [32, 64, 128])
+@pytest.mark.parametrize("group", [32, pytest.param(64, marks=pytest.mark.slow), 128])
 def test_int4_amax_scales_lower(group, monkeypatch):
   # INT4 scales stored as bf16 amaxes (`scales.int4_amax_scales`): the decode (M = 1 / 16 / 64,
   # on 8-bit tensor cores, `fp8_x`, and by plain loads) computes each scale from its amax in

@@ -114,7 +114,8 @@ def test_column_twin_every_scheme(scheme):
   assert_same(pq.quantize(x.T, scheme, implementation="xla"), _mx(x.T, scheme))  # NaN: NVFP4
 
 
-@pytest.mark.parametrize("scheme", ["fp8_e4m3_block128", "int4_g128", "mxfp8_e4m3"])
+@pytest.mark.parametrize("scheme", [pytest.param("fp8_e4m3_block128", marks=pytest.mark.slow),
+                                    "int4_g128", "mxfp8_e4m3"])
 def test_column_twin_piece_sizes(scheme):
   # `piece=`, the elements of a block encoded at once (the GPU sweep's knob): every size gives
   # mxjax's codes (the amax merged over the pieces first), on ties and special values; a piece

@@ -131,7 +131,8 @@ def test_split_edges():
   np.testing.assert_array_equal(back[:, inv], want)
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 16])
+@pytest.mark.parametrize("m", [1, pytest.param(3, marks=pytest.mark.slow),
+                               pytest.param(4, marks=pytest.mark.slow), 16])
 @pytest.mark.parametrize("store", ["k_order", "wgmma_order", "tiled", "bf16_scales", "uint4",
                                    "uint4_zero_points", "g32", "uint4_g64", "mxfp4",
                                    "mxfp4_multipliers", "fp8", "int8"])
