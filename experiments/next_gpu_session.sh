@@ -33,9 +33,9 @@
 # bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the
 # 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 42's
 # `h100d` part ran in session 43 (cut off in MXFP4's rows) with the start of its `h100` (UINT4,
-# then INT8 M = 64 alone); 41's `h100` part ran in session 42 (cut off in its last row, finished in a second call) with part of
-# its `h100c` (INT4's one-slot launch at 4096 x 4096 M = 1 / 16, 46% slower: dropped, as the
-# fused sum there, which lost in session 31); 40's `h100`, `h100c` and `h100d` parts in 41, 39's
+# then INT8 M = 64 alone); 41's `h100` part ran in session 42 (cut off in its last row,
+# finished in a second call) with part of its `h100c` (INT4's one-slot launch at 4096 x 4096
+# M = 1 / 16, 46% slower: dropped, as the fused sum there, which lost in session 31); 40's `h100`, `h100c` and `h100d` parts in 41, 39's
 # `h100` and `h100b` in 40, 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100)
 # in session 34; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
