@@ -10,10 +10,11 @@
 # `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where the few-tile config,
 # 128-row tiles with XLA's sum, took INT4 g128 / MXFP4 / NVFP4 from 0.87x to 1.8-2.0x XLA bf16
 # in session 42 and UINT4 g128 / INT8 M = 64 13-17% faster in 43: the formats still unmeasured,
-# NF4 and INT4 g32, and the 8-bit cases session 43 took it for unmeasured, INT8 M = 32 and
-# FP8), then `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 / NVFP4, and the cases
-# session 41 made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32, each against the 256
-# rows before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum against the fused one;
+# NF4 and INT4 g32, the 8-bit cases session 43 took it for unmeasured, INT8 M = 32 and FP8,
+# and the fused sum's writers by plain stores, `slot_stores`, written in session 44), then
+# `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 / NVFP4, and the cases session 41
+# made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32, each against the 256 rows
+# before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum against the fused one;
 # 4096 x 11008, between the few-tile and 128-row configs' shapes). On an
 # H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
@@ -184,7 +185,7 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~8 minutes: 4096 x 4096 at M = 32 / 64,
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9.5 minutes: 4096 x 4096 at M = 32 / 64,
       # where sessions 42-43 moved INT4 g128, MXFP4, NVFP4 and UINT4 g128 to 128-row tiles with
       # XLA's sum (`configs.FEW_TILES_DEVICES`: INT4 M = 64 23.8 -> 11.3 us, UINT4 16.1 -> 13.4)
       # and the 8-bit formats to XLA's sum (INT8 M = 64 15.5 -> 12.9): NF4 g64 and INT4 g32
@@ -196,6 +197,12 @@ case "$part" in
       --configs '[{}, {"fused_sum": true}]'
     run 80 c $B --what wo --formats int8 --m 32 --shapes 4096x4096 \
       --configs '[{}, {"fused_sum": true}]'
+    # the fused sum's writers by plain stores and a release (`slot_stores`, session 44,
+    # unchecked) against the TMA store a slot, with the plain loads (the fused sum's fastest:
+    # M = 1 / 32 / 64 8.2 / 10.7 / 12.9 us against XLA's sum's 7.4 / 9.2 / 11.1, session 43)
+    run 130 d $B --what wo --formats int4 --m 1,32,64 --shapes 4096x4096 --configs '[{},
+      {"fused_sum": true, "slot_loads": true},
+      {"fused_sum": true, "slot_loads": true, "slot_stores": true}]'
     ;;
   h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
       # default for INT4 / UINT4 / NF4 at M > 16 since session 41 (INT4 g128 M = 64 28.8 ->

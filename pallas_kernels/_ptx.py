@@ -1,5 +1,5 @@
 """IEEE float32 division and fused multiply-add for Mosaic GPU register arrays, packed E4M3 and
-E2M1 pair encoders, bf16 pair-word helpers and a proxy fence, as inline PTX.
+E2M1 pair encoders, bf16 pair-word helpers, a proxy fence and a release, as inline PTX.
 
 Mosaic GPU lowers `a / b` on f32 register arrays to an approximate division on this toolchain
 (29% of random quotients an ulp off on an H100, 28.5% on an H200, jax 0.11.2) and marks its adds and
@@ -125,6 +125,26 @@ def fence_proxy_async_global() -> None:
   @plgpu.inline_mgpu(arg_types=(), return_type=None)
   def emit(_):
     llvm.inline_asm(ir.Type.parse("!llvm.void"), [], "fence.proxy.async.global;", "",
+                    has_side_effects=True)
+
+  emit()
+
+
+def release_gpu() -> None:
+  """A warpgroup's global-memory stores published at GPU scope before a semaphore's signal:
+  `bar.sync` over the warpgroup (every thread's stores done as the signalling thread sees them),
+  then `fence.acq_rel.gpu` in each thread, so that the relaxed `red` Pallas's
+  `semaphore_signal` issues from one lane comes after them for whoever acquires it (the release
+  pattern the PTX memory model asks of plain stores; a TMA store's completion wait is not one)."""
+  from jax.experimental.mosaic.gpu import utils as mgpu_utils  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
+  plgpu = _compat.plgpu_module()
+
+  @plgpu.inline_mgpu(arg_types=(), return_type=None)
+  def emit(_):
+    mgpu_utils.warpgroup_barrier()
+    llvm.inline_asm(ir.Type.parse("!llvm.void"), [], "fence.acq_rel.gpu;", "",
                     has_side_effects=True)
 
   emit()

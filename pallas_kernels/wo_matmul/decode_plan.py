@@ -27,6 +27,7 @@ from pallas_kernels.wo_matmul.verified import FUSED_SUM_VERIFIED
 from pallas_kernels.wo_matmul.verified import PLAIN_LOADS_VERIFIED
 from pallas_kernels.wo_matmul.verified import PREFETCH_VERIFIED_STEPS
 from pallas_kernels.wo_matmul.verified import SLOT_LOADS_VERIFIED
+from pallas_kernels.wo_matmul.verified import SLOT_STORES_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_KERNEL_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_WGS_VERIFIED
 from pallas_kernels.wo_matmul.verified import VERIFIED
@@ -174,6 +175,7 @@ class DecodePlan:
   split_kernel: bool  # fp8_x INT8 / FP8 / MXFP4: x split by one kernel (x_split.py), not XLA
   slot_loads: bool  # fused_sum: the other slots by plain loads, a batch in flight
   slot_batch: int  # slots a batch of those loads
+  slot_stores: bool  # fused_sum: slots 1.. by plain stores and a release, no TMA store
 
   @property
   def chain(self) -> bool:
@@ -216,7 +218,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 tma_pad: bool | None = None, fused_sum: bool | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
                 prefetch_codes: bool | int | None = None, split_kernel: bool | None = None,
-                slot_loads: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                slot_loads: bool = False, slot_stores: bool = False,
+                num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -369,6 +372,13 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       M = 1 (eight slots) 10.1 -> 8.2, at 8192 x 28672 M = 64 67.9 -> 68.0; XLA's sum still
       wins at 4096 x 4096 (9.2 / 11.1 / 7.4). Off by default; a case not in
       `SLOT_LOADS_VERIFIED` needs `allow_unverified`.
+    slot_stores: with `fused_sum` and several slots a tile, the CTAs holding slots 1.. store
+      their partial sums from registers straight to global memory and release them
+      (`_ptx.release_gpu`: a warpgroup barrier and `fence.acq_rel.gpu`) before the signal, in
+      place of staging them in shared memory for a TMA store and waiting until it is in memory:
+      a shorter path from a writer's last MMA to slot 0's wait (written in session 44 without
+      a GPU). The same numerics. Off by default; a case not in `SLOT_STORES_VERIFIED` needs
+      `allow_unverified`.
     num_sms: used to pick the default split.
 
   Raises:
@@ -607,6 +617,15 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     base_case(pw) in SLOT_LOADS_VERIFIED, allow_unverified,
                     reference="the reference",
                     instead="leave slot_loads off (TMA copies of the slots)")
+  if slot_stores:
+    if not (fused_sum and schedule.slots > 1):
+      raise ValueError(f"slot_stores writes the other slots of a fused sum: it needs "
+                       f"fused_sum=True and a schedule of several slots a tile (this one: "
+                       f"fused_sum={fused_sum}, {schedule.slots} slot(s)); leave slot_stores off")
+    require_checked(f"slot_stores for {fmt.value} group {g}{variant}",
+                    base_case(pw) in SLOT_STORES_VERIFIED, allow_unverified,
+                    reference="the reference",
+                    instead="leave slot_stores off (a TMA store a slot)")
   # a slot's (wg_rows, mp) float32 partial sum over a warpgroup's 128 threads
   slot_batch = max(1, SLOT_LOAD_REGISTERS // (wg_rows * mp // 128))
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,
@@ -619,4 +638,5 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                     compute_wgs=compute_wgs, wg_rows=wg_rows, schedule=schedule,
                     load_only=load_only, fused_sum=fused_sum, fp8_x=fp8_x,
                     plain_loads=plain_loads, prefetch_codes=prefetch_codes,
-                    split_kernel=split_kernel, slot_loads=slot_loads, slot_batch=slot_batch)
+                    split_kernel=split_kernel, slot_loads=slot_loads, slot_batch=slot_batch,
+                    slot_stores=slot_stores)

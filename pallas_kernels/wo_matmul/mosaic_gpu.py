@@ -70,7 +70,9 @@ K split (`splits`), or stream-K (`stream_k` CTAs an SM, equal shares of the iter
 sums go to float32 slots (slots, N, Mp) that XLA adds (a few hundred KB to a few MB), or, with
 `fused_sum` (stream-K), the CTA holding a tile's first slot waits on a semaphore for the
 others, adds them and writes y itself (`schedule.py` says why this cannot deadlock); with one
-slot a tile (`splits=1`) each CTA writes its tile of y at once, no semaphore in the kernel.
+slot a tile (`splits=1`) each CTA writes its tile of y at once, no semaphore in the kernel. The
+other slots go out by a TMA store each, or with `slot_stores` by plain stores and a release, and
+come back to slot 0 by TMA copies or with `slot_loads` by plain loads.
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU
 interpreter; `portable.py` is its twin with the same numerics, and the GPU benchmark checks
@@ -469,11 +471,15 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
       if shared:  # with one slot a tile every CTA holds slot 0
         @pl.when(slot > 0)
         def _give():
-          o_smem.at[wg][...] = part
-          plgpu.commit_smem()
-          plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
-          plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
-          _ptx.fence_proxy_async_global()  # the TMA's writes before the release
+          if p.slot_stores:  # from registers straight to global memory, then a release
+            o_gmem.at[slot, rows][...] = part
+            _ptx.release_gpu()
+          else:  # staged in shared memory, one TMA store, waited on until it is in memory
+            o_smem.at[wg][...] = part
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[slot, rows])
+            plgpu.wait_smem_to_gmem(0, wait_read_only=False)  # in memory, not only read out
+            _ptx.fence_proxy_async_global()  # the TMA's writes before the release
           pl.semaphore_signal(sem, 1)
 
       @pl.when(slot == 0)

@@ -105,6 +105,10 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightForm
 # (kernels_wo_s43_h100_{fused_sum_4096x4096,fused_sum_m1_4096x4096,slot_loads_8192x28672}.json):
 # INT4 g128 at 4096 x 4096 M = 1 / 32 / 64 and 8192 x 28672 M = 64.
 SLOT_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
+# `decode_plan.base_case` keys whose fused sum has written slots 1.. by plain stores and a
+# release (`slot_stores`, written in session 44 without a GPU) and matched the reference on a
+# GPU: none yet (queued in experiments/next_gpu_session.sh).
+SLOT_STORES_VERIFIED: frozenset = frozenset()
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3

@@ -125,6 +125,23 @@ def test_decode_fused_sum_slot_loads_lowers(tile_n):
   assert plain != tma and len(plain) < len(tma)  # no copies, barriers or shared-memory reads
 
 
+def test_decode_fused_sum_slot_stores_lowers():
+  # `slot_stores`: slots 1.. store their partial sums from registers to global memory and
+  # release them (a warpgroup barrier and `fence.acq_rel.gpu`) before the signal, in place of a
+  # TMA store and its completion wait; slot 0 still reads them by TMA copies or plain loads.
+  pw = weight_shape("int4_g128", 4096, 4096)
+  cfg = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True,
+             allow_unverified=True)
+  lower = lambda **kw: _compat.lower_for("cuda", lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(
+      x, p, **cfg, **kw), x_shape(32, 4096), pw).as_text()
+  tma = lower()
+  for loads in (False, True):
+    stores = lower(slot_stores=True, slot_loads=loads)
+    assert "fence.acq_rel.gpu" in stores and "fence.acq_rel.gpu" not in tma
+    assert "semaphore_signal" in stores and "tensor<32x4096xbf16>" in stores
+    assert "cta.bulk_group" in tma and "cta.bulk_group" not in stores  # no store to wait on
+
+
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise"])
 def test_decode_per_channel_wgs_on_splits_lowers(name):
   # Two compute warpgroups with one N tile a CTA on a per-channel weight: the channel scales'

@@ -434,3 +434,24 @@ def test_slot_loads_plan_and_errors():
   with pytest.raises(ValueError, match="1 slot"):  # one slot a tile: nothing to load
     decode_plan.plan_decode(1, 4096, pw, tile_n=128, gps=2, steps=4, splits=1, fused_sum=True,
                             slot_loads=True, allow_unverified=True)
+
+
+def test_slot_stores_plan_and_errors():
+  # `slot_stores` (session 44, unchecked on a GPU): slots 1.. go out by plain stores and a
+  # release; only for a fused sum of several slots, and gated until a GPU has checked it
+  from pallas_kernels.wo_matmul import decode_plan
+  pw = weight_shape("int4_g128", 4096, 4096)
+  wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True)
+  plan = decode_plan.plan_decode(64, 4096, pw, slot_stores=True, slot_loads=True,
+                                 allow_unverified=True, **wide)
+  assert plan.slot_stores and plan.slot_loads
+  assert not decode_plan.plan_decode(64, 4096, pw, allow_unverified=True, **wide).slot_stores
+  with pytest.raises(NotImplementedError, match="slot_stores for int4 group 128 .*"
+                                                "allow_unverified"):
+    decode_plan.plan_decode(64, 4096, pw, slot_stores=True, **wide)
+  with pytest.raises(ValueError, match="slot_stores writes .* needs fused_sum=True"):
+    decode_plan.plan_decode(64, 4096, pw, slot_stores=True, allow_unverified=True,
+                            **(wide | dict(fused_sum=False)))
+  with pytest.raises(ValueError, match="1 slot"):  # one slot a tile: nothing to store
+    decode_plan.plan_decode(1, 4096, pw, tile_n=128, gps=2, steps=4, splits=1, fused_sum=True,
+                            slot_stores=True, allow_unverified=True)
