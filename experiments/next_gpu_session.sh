@@ -15,8 +15,8 @@
 # `h100b` (at 4096 x 14336: the 128-row wide config for MXFP4 / NVFP4, and the cases session 41
 # made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32, each against the 256 rows
 # before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum against the fused one;
-# 4096 x 11008, between the few-tile and 128-row configs' shapes). On an
-# H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
+# 4096 x 11008, between the few-tile and 128-row configs' shapes; 4096 x 4096's pipeline with
+# an empty body, its floor). On an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
 # codes by the cast alone, `cast_nan`, the block
@@ -216,7 +216,7 @@ case "$part" in
     run 100 c $B --what wo --formats int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 256}]'
     ;;
-  h100c)  # On an H100, ~8 minutes: at 4096 x 14336 (112 tiles of 128 rows) XLA's sum against the
+  h100c)  # On an H100, ~9.5 minutes: at 4096 x 14336 (112 tiles of 128 rows) XLA's sum against the
       # fused one for INT4 g128 / MXFP4 / NVFP4 at M = 32 / 64 (session 42, INT4: M = 32 21.0
       # -> 20.4 us, M = 64 24.2 -> 25.8; one run each), the fused sum the default there; then
       # between the two shapes measured, LLaMA-7B's MLP width (N = 11008: 43 tiles of 256 rows,
@@ -227,6 +227,9 @@ case "$part" in
       --configs '[{}, {"fused_sum": false}]'
     run 200 b $B --what wo --formats int4,mxfp4 --m 64 --shapes 4096x11008 \
       --configs '[{}, {"tile_n": 128}, {"tile_n": 128, "fused_sum": false}]'
+    # 4096 x 4096's floor: the default pipeline with an empty body (`--load-split`), never timed
+    # at this shape; INT4 M = 32's kernel alone takes 7.5 us where 2.5x XLA bf16 asks 6.7
+    run 90 c $B --what wo --formats int4,mxfp4 --m 1,32 --shapes 4096x4096 --load-split
     ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
