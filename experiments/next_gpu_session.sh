@@ -191,18 +191,23 @@ case "$part" in
       # and the 8-bit formats to XLA's sum (INT8 M = 64 15.5 -> 12.9): NF4 g64 and INT4 g32
       # (256 rows, XLA's sum) against 128-row tiles, and INT8 M = 32 and FP8, whose fused sum
       # session 43 took away unmeasured, against it
-    run 200 a $B --what wo --formats nf4_g64,int4_g32 --m 32,64 --shapes 4096x4096 \
+    run 170 a $B --what wo --formats nf4_g64,int4_g32 --m 32,64 --shapes 4096x4096 \
       --configs '[{}, {"tile_n": 128}]'
-    run 140 b $B --what wo --formats fp8_e4m3 --m 32,64 --shapes 4096x4096 \
+    run 130 b $B --what wo --formats fp8_e4m3 --m 32,64 --shapes 4096x4096 \
       --configs '[{}, {"fused_sum": true}]'
     run 80 c $B --what wo --formats int8 --m 32 --shapes 4096x4096 \
       --configs '[{}, {"fused_sum": true}]'
     # the fused sum's writers by plain stores and a release (`slot_stores`, session 44,
     # unchecked) against the TMA store a slot, with the plain loads (the fused sum's fastest:
-    # M = 1 / 32 / 64 8.2 / 10.7 / 12.9 us against XLA's sum's 7.4 / 9.2 / 11.1, session 43)
-    run 130 d $B --what wo --formats int4 --m 1,32,64 --shapes 4096x4096 --configs '[{},
-      {"fused_sum": true, "slot_loads": true},
-      {"fused_sum": true, "slot_loads": true, "slot_stores": true}]'
+    # M = 1 / 32 / 64 8.2 / 10.7 / 12.9 us against XLA's sum's 7.4 / 9.2 / 11.1, session 43);
+    # and 64-row tiles on two stream-K CTAs an SM, which with the fused sum by TMA took M = 32
+    # 10.0 us against 128-row tiles' 11.5 (session 42) but never ran with XLA's sum
+    q64='"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2'
+    run 180 d $B --what wo --formats int4 --m 1,32,64 --shapes 4096x4096 --configs "[{},
+      {\"fused_sum\": true, \"slot_loads\": true},
+      {\"fused_sum\": true, \"slot_loads\": true, \"slot_stores\": true},
+      {$q64, \"fused_sum\": false},
+      {$q64, \"fused_sum\": true, \"slot_loads\": true, \"slot_stores\": true}]"
     ;;
   h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
       # default for INT4 / UINT4 / NF4 at M > 16 since session 41 (INT4 g128 M = 64 28.8 ->
