@@ -132,10 +132,11 @@ def fence_proxy_async_global() -> None:
 
 def release_gpu() -> None:
   """A warpgroup's global-memory stores published at GPU scope before a semaphore's signal:
-  `bar.sync` over the warpgroup (every thread's stores done as the signalling thread sees them),
-  then `fence.acq_rel.gpu` in each thread, so that the `red` Pallas's `semaphore_signal` issues
-  from one lane (relaxed, its release fence after it, as jax 0.10.2 lowers it) comes after them
-  for whoever acquires it: the release pattern the PTX memory model asks of plain stores."""
+  `bar.sync` over the warpgroup, so that the one lane whose `red.release` Pallas's
+  `semaphore_signal` issues has seen every thread's stores (its release then covers them: the
+  pattern CUTLASS's grid barriers use; the signal's own barrier is there only with Mosaic's
+  automatic barriers), then `fence.acq_rel.gpu` in each thread, which keeps them ordered
+  before the signal even where a jax version lowers it relaxed."""
   from jax.experimental.mosaic.gpu import utils as mgpu_utils  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir.dialects import llvm  # pylint: disable=g-import-not-at-top
