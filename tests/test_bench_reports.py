@@ -207,12 +207,12 @@ def test_configs_table_compares_each_config_with_the_first(monkeypatch):
   res = dict(device="NVIDIA H200", wo_matmul=[wo], fused_quantize=[quant], in_progress=cut)
   rows = bench_configs_table.config_rows(res)
   assert rows[1] == ("int4 8192x28672 M=1", '{"fused_sum": true}', "38.0", "0.950x", "0.3",
-                     "rel err 0.0016")
+                     "-", "rel err 0.0016")
   assert rows[0][4] == "-"  # no profile recorded for the first config
-  assert rows[2][5].startswith("error: ValueError") and rows[2][2] == "-"
-  assert rows[3][5].endswith("WRONG")  # NaN never passes
+  assert rows[2][6].startswith("error: ValueError") and rows[2][2] == "-"
+  assert rows[3][6].endswith("WRONG")  # NaN never passes
   assert rows[5] == ("nvfp4 (column-wise) 8192x8192", '{"state_once": true}', "140.0",
-                     "0.933x", "-", "[0, 3, 0, 0] mismatches WRONG")
+                     "0.933x", "-", "-", "[0, 3, 0, 0] mismatches WRONG")
   assert rows[6][0] == "mxfp4 8192x28672 M=1 (cut off)" and rows[6][3] == "1.000x"
   text = bench_configs_table.markdown("kernels_wo_x.json", res)
   assert text.count("\n| ") == 7 + 1  # the header and one line a config
@@ -222,3 +222,11 @@ def test_configs_table_compares_each_config_with_the_first(monkeypatch):
              configs_timed=[dict(config={}, time_s=64e-6, rel_err=1.7e-3),
                             dict(config={"fp8_x": True}, time_s=62e-6, rel_err=1.7e-3)])
   assert [r[4] for r in bench_configs_table.config_rows(dict(wo_matmul=[old]))] == ["-", "1.2"]
+  # `--load-split`: each config's pipeline with an empty body, or a one-config row's own
+  split = dict(old, load_only_s=50e-6, configs_timed=[
+      dict(config={}, time_s=64e-6, rel_err=1.7e-3, load_only_s=51e-6),
+      dict(config={"fp8_x": True}, time_s=62e-6, rel_err=1.7e-3, load_only_s=50e-6)])
+  alone = {k: v for k, v in old.items() if k != "configs_timed"} | dict(load_only_s=5.3e-6,
+                                                                        rel_err=1.7e-3)
+  assert [r[5] for r in bench_configs_table.config_rows(dict(wo_matmul=[split, alone]))] == [
+      "51.0", "50.0", "5.3"]
