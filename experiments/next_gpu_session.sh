@@ -16,7 +16,8 @@
 # made take it unmeasured, INT4 g32, UINT4 and NF4 at M = 32, each against the 256 rows
 # before), then `h100c` (4096 x 14336 at M = 32 / 64: XLA's sum against the fused one;
 # 4096 x 11008, between the few-tile and 128-row configs' shapes; 4096 x 4096's pipeline with
-# an empty body, its floor). On an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
+# an empty body, its floor), then `h100d` (the INT8 / FP8 prefill GEMM with the channel scales on
+# the float32 sum, `channel_scale_out`, written in session 44). On an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7
 # (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a
 # block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3
 # codes by the cast alone, `cast_nan`, the block
@@ -63,7 +64,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -236,6 +237,15 @@ case "$part" in
     # at this shape; INT4 M = 32's kernel alone takes 7.5 us where 2.5x XLA bf16 asks 6.7
     run 90 c $B --what wo --formats int4,mxfp4 --m 1,32 --shapes 4096x4096 --load-split
     ;;
+  h100d)  # On an H100, ~4 minutes: the INT8 / FP8 prefill GEMM with each channel's scale on the
+      # float32 sum (`channel_scale_out`, session 44, unchecked): the codes are the bf16 weights,
+      # no float32 multiply and bf16 rounding a weight (INT8 793.1 us, 0.87x XLA bf16 at 8192 x
+      # 28672 M = 1024, session 32; FP8 0.93x, session 5; INT8 0.80x at 4096 x 14336, 26)
+    run 150 a $B --what wo --formats int8,fp8_e4m3 --m 1024 --shapes $S \
+      --configs '[{}, {"channel_scale_out": true}]'
+    run 90 b $B --what wo --formats int8,fp8_e4m3 --m 1024 --shapes 4096x14336 \
+      --configs '[{}, {"channel_scale_out": true}]'
+    ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
       # 11.3 us there) against the H200's default (256-row tiles, the fused sum)
@@ -261,6 +271,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

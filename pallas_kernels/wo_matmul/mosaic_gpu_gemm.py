@@ -26,7 +26,8 @@ folded multipliers, `scales.fp4_scales_bf16(mx_fold=True)`, that multiply is the
 portable twin with the same numerics is `portable.wo_matmul_portable(..., weights_bf16=True)`. NVFP4
 with `tensor_scale_out` departs from it: its weights are q * s_b, exact in bf16, and s_t multiplies
 the float32 sum (the decode kernel's prescaled numerics: no rounding of the weight, so nearer the
-float32 reference than bf16(q * s_b * s_t)).
+float32 reference than bf16(q * s_b * s_t)). INT8 / FP8 with `channel_scale_out` depart the same
+way: the codes are the bf16 weights, and each channel's scale multiplies the float32 sum.
 
 This kernel uses Mosaic GPU-only primitives (TMA, wgmma) and cannot run in the CPU interpreter;
 the GPU benchmark (`experiments/bench_kernels.py --prefill`) checks it against the reference for
@@ -134,6 +135,10 @@ TENSOR_SCALE_OUT_VERIFIED = True
 # (kernels_wo_s32_h100_int8_bf16_prefill.json): rel. err 2.37e-3 either way, 814.4 -> 793.1 us
 # (0.87x XLA bf16 in that run): the I2F pipe was not the bound, 21 us of it at most.
 INT8_BF16_VERIFIED = True
+# Whether the per-channel formats' `channel_scale_out` (INT8 / FP8 codes as bf16 weights, exact,
+# and the channel scale on the f32 sum, as the decode kernel applies it) has matched the
+# reference on a GPU; it is then the default for them. Written in session 44 without a GPU.
+CHANNEL_SCALE_OUT_VERIFIED = False
 
 
 def chunk_scale_rows(tile_k: int, group: int, chunk: int) -> list[tuple[int, ...]]:
@@ -169,6 +174,7 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
                        nf4_lut: bool | None = None, fp4_scale_bytes: bool | None = None,
                        scale_multipliers: bool | None = None,
                        tensor_scale_out: bool | None = None, int8_bf16: bool | None = None,
+                       channel_scale_out: bool | None = None,
                        amax_in_kernel: bool | None = None, out_dtype=None,
                        allow_unverified: bool = False) -> jax.Array:
   """`x @ dequant(W)` on a Hopper GPU, W dequantized in registers (prefill-shaped M).
@@ -209,6 +215,15 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
     int8_bf16: INT8 codes to float32 through Mosaic's int8 -> bf16 cast (integer ops and a
       bf16x2 subtract) instead of one I2F conversion a code; the same values (every int8 is a
       bf16). Default (None): on for INT8 once `INT8_BF16_VERIFIED`; before, True needs
+      `allow_unverified`.
+    channel_scale_out: INT8 / FP8 per channel: the codes themselves are the bf16 weights (every
+      int8 and every E4M3 value is a bf16) and each channel's scale multiplies the float32 sum
+      before the output is rounded, instead of q * s in float32 rounded to bf16 a weight: per
+      element only the conversion to bf16 is left in the dequantization (INT8 with `int8_bf16`:
+      no float32 at all), and no weight is rounded (the decode kernel's numerics, nearer the
+      float32 reference than dequantize-then-dot's). The pipeline still carries the (1, 128)
+      scale block a step, unread; the epilogue reads its 64 channels from global memory.
+      Default (None): on for INT8 / FP8 once `CHANNEL_SCALE_OUT_VERIFIED`; before, True needs
       `allow_unverified`.
     amax_in_kernel: INT4 scales stored as bf16 amaxes (`scales.int4_amax_scales`): read the 2
       bytes a group and rebuild each scale RN(a / 7) where the kernel spreads the scales
@@ -255,6 +270,15 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
   if int8_bf16:
     require_checked("INT8's int8_bf16", INT8_BF16_VERIFIED, allow_unverified,
                     reference="the reference", instead="leave it to the default")
+  if channel_scale_out is None:
+    channel_scale_out = pw.fmt in BYTE_CODES and CHANNEL_SCALE_OUT_VERIFIED
+  if channel_scale_out and pw.fmt not in BYTE_CODES:
+    raise ValueError(f"channel_scale_out is for INT8 / FP8 per-channel weights, not "
+                     f"{pw.fmt.value}")
+  if channel_scale_out:
+    require_checked(f"{pw.fmt.value}'s channel_scale_out", CHANNEL_SCALE_OUT_VERIFIED,
+                    allow_unverified, reference="the reference",
+                    instead="leave it to the default")
   # Row-major W^T (every step reads a (128, tile_k) box); FP4 scales as stored bytes unless the
   # multipliers are read as they are; UINT4's offsets from XLA (prefill: small).
   pw = untile_weight(pw)
@@ -399,9 +423,12 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
       elif fmt is WeightFormat.FP8:
         vals = [lax.bitcast_convert_type(b, jnp.float8_e4m3fn).astype(jnp.float32)]
       elif int8_bf16:
-        vals = [b.astype(jnp.bfloat16).astype(jnp.float32)]
+        vals = [b.astype(jnp.bfloat16)]
       else:
         vals = [b.astype(jnp.float32)]
+      if channel_scale_out:  # the codes are the weights (exact); the scale goes on the sum
+        return [v.astype(jnp.bfloat16) for v in vals]
+      vals = [v.astype(jnp.float32) for v in vals]
 
     def spread(ref, t_rows, decode=None, byte_pairs=None):  # each group's per-row values,
       vals = []                                               # over the chunk
@@ -466,6 +493,10 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         out = acc_ref[...]  # (64 of N, tile_m of M)
         if s_t_out:  # NVFP4's s_t on the float32 sum, a scalar load
           out = out * ts_gmem[...]
+        if channel_scale_out:  # this warpgroup's 64 channel scales, once on the float32 sum
+          cs = plgpu.load(s_gmem.at[0, pl.ds(ni * TILE_N + wg * WG_ROWS, WG_ROWS)], (),
+                          layout=plgpu.Layout.WGMMA.reduce(1), optimized=False)
+          out = out * lax.broadcast_in_dim(cs, out.shape, [0])
         out = out.astype(out_dtype)
         for e in range(tile_m // EPI):
           piece = lax.slice(out, (0, e * EPI), (WG_ROWS, (e + 1) * EPI))
