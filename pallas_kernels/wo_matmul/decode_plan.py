@@ -608,24 +608,20 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     if not chainable:
       raise ValueError(f"fused_sum needs a stream-K schedule (stream_k=...) or one slot a tile; "
                        f"{schedule.slots} K splits could deadlock (schedule.py)")
-  if slot_loads:
+  # how the other slots' partial sums travel: each option only within a fused sum of several
+  # slots a tile, and gated until a GPU has checked it
+  for name, asked, verified, instead in (
+      ("slot_loads", slot_loads, SLOT_LOADS_VERIFIED, "TMA copies of the slots into slot 0"),
+      ("slot_stores", slot_stores, SLOT_STORES_VERIFIED, "a TMA store from each slot")):
+    if not asked:
+      continue
     if not (fused_sum and schedule.slots > 1):
-      raise ValueError(f"slot_loads reads the other slots of a fused sum: it needs fused_sum=True "
+      raise ValueError(f"{name} moves the other slots of a fused sum: it needs fused_sum=True "
                        f"and a schedule of several slots a tile (this one: fused_sum={fused_sum}, "
-                       f"{schedule.slots} slot(s)); leave slot_loads off")
-    require_checked(f"slot_loads for {fmt.value} group {g}{variant}",
-                    base_case(pw) in SLOT_LOADS_VERIFIED, allow_unverified,
-                    reference="the reference",
-                    instead="leave slot_loads off (TMA copies of the slots)")
-  if slot_stores:
-    if not (fused_sum and schedule.slots > 1):
-      raise ValueError(f"slot_stores writes the other slots of a fused sum: it needs "
-                       f"fused_sum=True and a schedule of several slots a tile (this one: "
-                       f"fused_sum={fused_sum}, {schedule.slots} slot(s)); leave slot_stores off")
-    require_checked(f"slot_stores for {fmt.value} group {g}{variant}",
-                    base_case(pw) in SLOT_STORES_VERIFIED, allow_unverified,
-                    reference="the reference",
-                    instead="leave slot_stores off (a TMA store a slot)")
+                       f"{schedule.slots} slot(s)); leave {name} off")
+    require_checked(f"{name} for {fmt.value} group {g}{variant}",
+                    base_case(pw) in verified, allow_unverified, reference="the reference",
+                    instead=f"leave {name} off ({instead})")
   # a slot's (wg_rows, mp) float32 partial sum over a warpgroup's 128 threads
   slot_batch = max(1, SLOT_LOAD_REGISTERS // (wg_rows * mp // 128))
   return DecodePlan(fmt=fmt, per_channel=per_channel, fp4=fp4, slots=slots, nf4=nf4, asym=asym,

@@ -449,7 +449,7 @@ def test_slot_stores_plan_and_errors():
   with pytest.raises(NotImplementedError, match="slot_stores for int4 group 128 .*"
                                                 "allow_unverified"):
     decode_plan.plan_decode(64, 4096, pw, slot_stores=True, **wide)
-  with pytest.raises(ValueError, match="slot_stores writes .* needs fused_sum=True"):
+  with pytest.raises(ValueError, match="slot_stores moves .* needs fused_sum=True"):
     decode_plan.plan_decode(64, 4096, pw, slot_stores=True, allow_unverified=True,
                             **(wide | dict(fused_sum=False)))
   with pytest.raises(ValueError, match="1 slot"):  # one slot a tile: nothing to store
