@@ -6,7 +6,7 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 8      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's, and only H100s came in sessions 27-43 (none in 38; no GPU in 44):
+# The issue's targets are the H100's; only H100s came in sessions 27-43 (none in 38, 44):
 # `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where the few-tile config, 128-row
 # tiles with XLA's sum, took INT4 g128 / MXFP4 / NVFP4 from 0.87x to 1.8-2.0x XLA bf16 in session 42
 # and UINT4 g128 / INT8 M = 64 13-17% faster in 43: the formats still unmeasured, NF4 and INT4 g32,
