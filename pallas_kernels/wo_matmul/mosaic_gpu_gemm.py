@@ -422,13 +422,13 @@ def wo_gemm_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, tile_m: int | None = N
         vals = [nf4_f32(b & 15), nf4_f32(b >> 4)]
       elif fmt is WeightFormat.FP8:
         vals = [lax.bitcast_convert_type(b, jnp.float8_e4m3fn).astype(jnp.float32)]
-      elif int8_bf16:
-        vals = [b.astype(jnp.bfloat16)]
+      elif int8_bf16:  # with channel_scale_out the bf16 codes are the weights as they are
+        vals = [b.astype(jnp.bfloat16) if channel_scale_out
+                else b.astype(jnp.bfloat16).astype(jnp.float32)]
       else:
         vals = [b.astype(jnp.float32)]
       if channel_scale_out:  # the codes are the weights (exact); the scale goes on the sum
         return [v.astype(jnp.bfloat16) for v in vals]
-      vals = [v.astype(jnp.float32) for v in vals]
 
     def spread(ref, t_rows, decode=None, byte_pairs=None):  # each group's per-row values,
       vals = []                                               # over the chunk
