@@ -90,10 +90,10 @@ def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
 
 # Devices where, with few tiles (N <= `FEW_TILES_MAX_N`), INT4 / UINT4 g128's, FP4's and the 8-bit
 # formats' wide config runs in 128-row tiles and leaves its stream-K partial sums to XLA
-# (`fused_sum` off): at N = 4096 its
-# 16 tiles of 256 rows spread over 128 CTAs, eight a tile, and the fused sum's slot-0 CTA waits on
-# and adds the other seven in turn. H100, session 42, 4096 x 4096, us from the old default (256
-# rows, fused) to 256 rows unfused, 128 rows fused and 128 rows unfused
+# (`fused_sum` off): at N = 4096 its 16 tiles of 256 rows spread over 128 CTAs, eight a tile,
+# and the fused sum's slot-0 CTA waits on and adds the other seven in turn. H100, session 42,
+# 4096 x 4096, us from the old default (256 rows, fused) to 256 rows unfused, 128 rows fused and
+# 128 rows unfused
 # (kernels_wo_s42_h100_{sweep_m32_64,fp4_m64,nvfp4_m32}_4096x4096.json): INT4 g128 M = 32 16.5 ->
 # 10.2 / 11.5 / 9.1, M = 64 23.8 -> 13.2 / 13.8 / 11.3; MXFP4 M = 32 16.6 -> 10.4 / 11.4 / 8.8,
 # M = 64 23.8 -> 13.6 / - / 11.1; NVFP4 M = 32 17.0 -> 10.7 / - / 9.3, M = 64 23.9 -> 13.6 / - /
