@@ -68,56 +68,58 @@ FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
                     WeightFormat.FP8: 4096 * 14336}
 
 
-# Devices where the 4-bit integer formats' and NF4's wide config (M > 16: two compute warpgroups,
-# one stream-K CTA an SM) runs in 128-row tiles where N < 16384 (112 tiles at N = 14336, 56 of
-# 256 rows). H100, session 41, 4096 x 14336, 256 -> 128 rows (kernels_wo_s41_h100_sweep_m*.json):
-# INT4 g128 M = 32 22.9 -> 21.0 us, M = 64 28.8 -> 24.2 (two steps fit 256 rows, three 128);
-# INT4 g64 M = 32 23.1 -> 21.3 (M = 64 took 128 rows already); UINT4 g128 M = 64 32.6 -> 28.4,
-# g32 39.7 -> 37.7; NF4 g64 M = 64 29.4 -> 26.8. At 8192 x 28672 (224 tiles of 128 rows) 256
-# rows stay: UINT4 M = 64 85.5 -> 88.1, NVFP4 71.5 -> 77.7. INT4 g32, UINT4 and NF4 at M = 32
-# and NF4 g128 take it unmeasured (the same launch for the same reason); MXFP4 / NVFP4 there
-# unmeasured, 256 rows still (N = 4096: `FEW_TILES_DEVICES`).
+# Devices where the wide config (M > 16: two compute warpgroups, one stream-K CTA an SM) runs in
+# 128-row tiles where N < 16384 (112 tiles at N = 14336, 56 of 256 rows; 16 of 256 at N = 4096,
+# eight CTAs a tile). H100, 256 -> 128 rows. Session 41, 4096 x 14336
+# (kernels_wo_s41_h100_sweep_m*.json): INT4 g128 M = 32 22.9 -> 21.0 us, M = 64 28.8 -> 24.2
+# (two steps fit 256 rows, three 128); INT4 g64 M = 32 23.1 -> 21.3 (M = 64 took 128 rows
+# already); UINT4 g128 M = 64 32.6 -> 28.4, g32 39.7 -> 37.7; NF4 g64 M = 64 29.4 -> 26.8.
+# Session 42-43, 4096 x 4096, with XLA's sum (`_few_tiles`; kernels_wo_s42_h100_*_4096x4096.json,
+# kernels_wo_s43_h100_uint4_few_tiles_4096x4096.json): INT4 g128 M = 32 10.2 -> 9.1, M = 64
+# 13.2 -> 11.3; MXFP4 10.4 -> 8.8 / 13.6 -> 11.1; NVFP4 10.7 -> 9.3 / 13.6 -> 11.2; UINT4 g128
+# 12.1 -> 11.1 / 16.1 -> 13.4. Session 45 (kernels_wo_s45_h100_*.json): 4096 x 4096 NF4 g64 M =
+# 32 11.4 -> 10.4, M = 64 14.2 -> 12.3, INT4 g32 M = 32 11.2 -> 9.7; 4096 x 14336 MXFP4 M = 32
+# 22.5 -> 20.6, M = 64 28.1 -> 23.2 (fused sum), and 128 rows against 256 where session 41 took
+# them unmeasured: INT4 g32 M = 32 21.9 / 26.4, M = 64 30.2 / 33.9, UINT4 g128 M = 32 23.6 /
+# 24.3, g32 27.7 / 30.1; between them, LLaMA-7B's MLP (4096 x 11008, 43 tiles of 256 rows) M = 64
+# INT4 g128 27.1 -> 22.6, MXFP4 26.8 -> 21.3 (fused sum; XLA's sum in 128 rows 23.1 / 22.7). At
+# 8192 x 28672 (224 tiles of 128 rows) 256 rows stay: UINT4 M = 64 85.5 -> 88.1, NVFP4 71.5 ->
+# 77.7. NVFP4 below N = 16384 outside 4096 x 4096, NF4 g32 / g128 and INT4 g64 at M = 32 on 4096
+# x 4096 take 128 rows unmeasured (the same launch for the same reason; the 8-bit formats' wide
+# config has 128 rows everywhere).
 WIDE_128_DEVICES = ("NVIDIA H100",)
-WIDE_128_FORMATS = (WeightFormat.INT4, WeightFormat.UINT4, WeightFormat.NF4)
 
 
-def _wide_128(device: str, fmt: WeightFormat, n: int) -> bool:
-  """Whether the wide config runs in 128-row tiles: `WIDE_128_FORMATS` on `WIDE_128_DEVICES`
-  where ONE_SLOT_MIN_N <= N < 16384."""
-  return (fmt in WIDE_128_FORMATS and device.startswith(WIDE_128_DEVICES)
-          and ONE_SLOT_MIN_N <= n < 16384)
+def _wide_128(device: str, n: int) -> bool:
+  """Whether the wide config runs in 128-row tiles: on `WIDE_128_DEVICES` where N < 16384."""
+  return device.startswith(WIDE_128_DEVICES) and n < 16384
 
 
-# Devices where, with few tiles (N <= `FEW_TILES_MAX_N`), INT4 / UINT4 g128's, FP4's and the 8-bit
-# formats' wide config runs in 128-row tiles and leaves its stream-K partial sums to XLA
-# (`fused_sum` off): at N = 4096 its 16 tiles of 256 rows spread over 128 CTAs, eight a tile,
-# and the fused sum's slot-0 CTA waits on and adds the other seven in turn. H100, session 42,
-# 4096 x 4096, us from the old default (256 rows, fused) to 256 rows unfused, 128 rows fused and
-# 128 rows unfused
-# (kernels_wo_s42_h100_{sweep_m32_64,fp4_m64,nvfp4_m32}_4096x4096.json): INT4 g128 M = 32 16.5 ->
-# 10.2 / 11.5 / 9.1, M = 64 23.8 -> 13.2 / 13.8 / 11.3; MXFP4 M = 32 16.6 -> 10.4 / 11.4 / 8.8,
-# M = 64 23.8 -> 13.6 / - / 11.1; NVFP4 M = 32 17.0 -> 10.7 / - / 9.3, M = 64 23.9 -> 13.6 / - /
-# 11.2 (0.87x -> 1.82-1.96x XLA bf16). At 4096 x 14336 (112 tiles of 128 rows, about a CTA a
-# tile) the fused sum stays: INT4 g128 M = 32 21.0 -> 20.4 unfused, M = 64 24.2 -> 25.8
-# (kernels_wo_s42_h100_int4_fused_sum_4096x14336.json). Session 43 (H100, 4096 x 4096): UINT4
-# g128 (no fused sum) 256 -> 128 rows M = 32 12.1 -> 11.1 us, M = 64 16.1 -> 13.4
-# (kernels_wo_s43_h100_uint4_few_tiles_4096x4096.json); INT8 (128 rows already) M = 64 without
-# its fused sum 15.5 -> 12.9 (kernels_wo_s43_h100_int8_few_tiles_4096x4096.json). The fused sum's
-# cost there is a chain of latencies (store, signal, wait, load, store: the kernel 7.5 -> 10.6
-# us with its slots by plain loads, INT4 g128 M = 32, against XLA's 1.7 us sum;
-# kernels_wo_s43_h100_fused_sum_4096x4096.json) whatever the format, so INT8 M = 32 and FP8
-# take it unmeasured. 4096 < N < 14336, INT4 g32 / g64, NF4 and other devices unmeasured.
+# Devices where, with few tiles (N <= `FEW_TILES_MAX_N`), the wide config leaves its stream-K
+# partial sums to XLA (`fused_sum` off; INT4 g128, FP4 and the 8-bit formats fuse it elsewhere):
+# at N = 4096 every 128-row tile spreads over four CTAs, and the fused sum's slot-0 CTA waits on
+# and adds the others in turn, a chain of latencies (store, signal, wait, load, store). H100,
+# 4096 x 4096, us fused -> XLA's sum. Session 42 (kernels_wo_s42_h100_{sweep_m32_64,fp4_m64,
+# nvfp4_m32}_4096x4096.json), 128 rows: INT4 g128 M = 32 11.5 -> 9.1, M = 64 13.8 -> 11.3 (256
+# rows, the old default: 16.5 / 23.8); MXFP4 and NVFP4 at 256 rows 16.6 -> 10.4 / 17.0 -> 10.7 (M
+# = 32), 23.8 -> 13.6 / 23.9 -> 13.6 (M = 64). Session 43: INT8 M = 64 15.5 -> 12.9
+# (kernels_wo_s43_h100_int8_few_tiles_4096x4096.json); INT4 g128 M = 32 by plain slot loads
+# 10.7 -> 9.2 (the unfused kernel alone 7.5 us, XLA's sum 1.7;
+# kernels_wo_s43_h100_fused_sum_4096x4096.json). Session 45: FP8 M = 32 13.5 -> 11.0, M = 64
+# 15.7 -> 12.6, INT8 M = 32 13.6 -> 11.1 (kernels_wo_s45_h100_{fp8,int8}_fused_sum_4096x4096.json).
+# At 4096 x 14336 (112 tiles of 128 rows, about a CTA a tile) the fused sum stays: INT4 g128 M =
+# 32 21.0 -> 20.4 / 20.9 -> 20.8, M = 64 24.2 -> 25.8 / 24.1 -> 25.5 (sessions 42 / 45), NVFP4 M
+# = 32 23.1 -> 23.0, MXFP4 at 256 rows 22.4 -> 21.0 / 28.2 -> 28.3 (128 fused: 20.6 / 23.2;
+# kernels_wo_s4{2_h100_int4,5_h100}_fused_sum_4096x14336.json). 4096 < N < 14336 other than
+# 11008, and other devices, unmeasured.
 FEW_TILES_DEVICES = ("NVIDIA H100",)
 FEW_TILES_MAX_N = 4096
 
 
-def _few_tiles(device: str, fmt: WeightFormat, n: int, group: int | None) -> bool:
-  """Whether the wide config runs as at few tiles: 128-row tiles, XLA adding the partial sums
-  (INT4 / UINT4 g128, MXFP4, NVFP4, INT8 and FP8 on `FEW_TILES_DEVICES` where N <=
-  FEW_TILES_MAX_N)."""
-  return (device.startswith(FEW_TILES_DEVICES) and n <= FEW_TILES_MAX_N
-          and (fmt in FP4 or fmt in (WeightFormat.INT8, WeightFormat.FP8)
-               or (fmt in (WeightFormat.INT4, WeightFormat.UINT4) and group in (None, 128))))
+def _few_tiles(device: str, n: int) -> bool:
+  """Whether the wide config leaves its partial sums to XLA: on `FEW_TILES_DEVICES` where N <=
+  FEW_TILES_MAX_N."""
+  return device.startswith(FEW_TILES_DEVICES) and n <= FEW_TILES_MAX_N
 
 
 def _one_slot_64(device: str, n: int) -> bool:
@@ -146,10 +148,18 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   # INT4 / UINT4 at M > 16: two compute warpgroups of 128 rows each and one stream-K CTA an SM
   # (INT4 g128 M = 32: 75 -> 61 us, M = 64: 103 -> 77 us; UINT4 M = 32: 100 -> 69 us).
   wide = dict(tile_n=256, gps=2, steps=3, compute_wgs=2, stream_k=1)
-  few_tiles = _few_tiles(device, fmt, n, group)
-  if m > 16 and (_wide_128(device, fmt, n) or few_tiles):
+  few_tiles = _few_tiles(device, n)
+  if m > 16 and _wide_128(device, n):
     wide = wide | dict(tile_n=128)
   if fmt is WeightFormat.INT4:
+    if few_tiles and group in (None, 128) and m <= 32:
+      # Few tiles, g128, M <= 32: M = 9-16's launch (64-row tiles, stream-K over two chunks a
+      # step four deep, one compute warpgroup) with XLA's sum. H100, session 45, 4096 x 4096:
+      # M = 1 7.4 -> 6.9 us (128-row tiles before), M = 32 9.1 -> 8.2 (the wide config in
+      # 128-row tiles), its kernel below the 128-row pipeline's own load floor (an empty body,
+      # `--load-split`: 5.9 / 7.2 us; kernels_wo_s45_h100_{slot_stores_64_rows,load_split}_
+      # 4096x4096.json). M = 64 and the other formats unmeasured.
+      return dict(tile_n=64, gps=2, steps=4, stream_k=2)
     if m > 32 and group == 64:
       # 128 rows a CTA: three pipeline steps fit where 256 rows take two (H200, M = 64
       # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json).

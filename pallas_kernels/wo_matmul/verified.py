@@ -107,8 +107,10 @@ FUSED_SUM_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128), (WeightForm
 SLOT_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
 # `decode_plan.base_case` keys whose fused sum has written slots 1.. by plain stores and a
 # release (`slot_stores`, written in session 44 without a GPU) and matched the reference on a
-# GPU: none yet (queued in experiments/next_gpu_session.sh).
-SLOT_STORES_VERIFIED: frozenset = frozenset()
+# GPU. H100, 2026-12-07, jax 0.11.2, INT4 g128 at 4096 x 4096 M = 1 / 32, rel. err equal to
+# the default's, in 128- and 64-row tiles; slower than plain loads alone there (M = 1 8.2 ->
+# 8.7 us, M = 32 10.7 -> 10.8; kernels_wo_s45_h100_slot_stores_64_rows_4096x4096.json): off.
+SLOT_STORES_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3

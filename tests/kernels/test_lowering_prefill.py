@@ -75,9 +75,10 @@ def test_gemm_int8_bf16_lowers(monkeypatch):
 
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3_rowwise"])
 def test_gemm_channel_scale_out_lowers(name, monkeypatch):
-  # The per-channel formats' scale on the float32 sum (`channel_scale_out`, session 44, gated
-  # until a GPU matches it): the codes go to bf16 as they are, no scale is spread over the
-  # weights (`spread_groups` never called) and INT8's bf16 codes are never widened to float32.
+  # The per-channel formats' scale on the float32 sum (`channel_scale_out`, session 44, checked
+  # on a GPU and the default since session 45): the codes go to bf16 as they are, no scale is
+  # spread over the weights (`spread_groups` never called) and INT8's bf16 codes are never
+  # widened to float32.
   pw = weight_shape(name, 8192, 28672)
   spread, real = [], mosaic_gpu_gemm.spread_groups
   monkeypatch.setattr(mosaic_gpu_gemm, "spread_groups", lambda *a: spread.append(1) or real(*a))
@@ -89,11 +90,13 @@ def test_gemm_channel_scale_out_lowers(name, monkeypatch):
     return _compat.lower_for("cuda", fn, x_shape(1024, 8192), pw).as_text(), bool(spread)
 
   (out, out_spread), (weights, weights_spread) = (
-      lower(channel_scale_out=True, allow_unverified=True), lower())
+      lower(channel_scale_out=True), lower(channel_scale_out=False))
   assert weights_spread and not out_spread and out != weights
   if name == "int8":  # with `int8_bf16` (the default) no code reaches float32
     assert "arith.extf" in weights and "arith.extf" not in out
-  assert not mosaic_gpu_gemm.CHANNEL_SCALE_OUT_VERIFIED  # unverified: off, and refused
+  # verified (session 45): the default, and off by `channel_scale_out=False`
+  assert mosaic_gpu_gemm.CHANNEL_SCALE_OUT_VERIFIED and lower()[0] == out
+  monkeypatch.setattr(mosaic_gpu_gemm, "CHANNEL_SCALE_OUT_VERIFIED", False)
   with pytest.raises(NotImplementedError, match="channel_scale_out has not matched"):
     lower(channel_scale_out=True)
   with pytest.raises(ValueError, match="channel_scale_out is for INT8 / FP8 per-channel"):

@@ -73,7 +73,12 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
   assert h100(14336, 1, 32) == dict(tile_n=128, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(14336, 16, 128) == dict(tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
   assert h100(14336, 1, 64) == dict(tile_n=64, gps=2, steps=4) | configs.ONE_SLOT
-  assert h100(4096, 1, 128) == int4(1, 128) and h100(4096, 1, 32) == int4(1, 32)
+  assert h100(4096, 1, 32) == int4(1, 32)
+  # ... and at N <= 4096 (session 45) groups of 128 at M <= 32 take M = 16's launch, 64-row
+  # tiles on one compute warpgroup with XLA's sum
+  for m in (1, 8, 16, 17, 32):
+    assert h100(4096, m, 128) == int4(16, 128), m
+  assert h100(4096, 64, 128)["tile_n"] == 128 and h100(4096, 32, 32)["compute_wgs"] == 2
   # ... and the other 4-bit formats at M <= 16 (session 32): one slot in 64-row tiles on one
   # compute warpgroup (NVFP4 / NF4 g128 at M = 16 too, where the wide config had two); NF4 at
   # M <= 8 stream-K over two chunks, four deep; N >= 16384 and other devices unchanged
@@ -111,36 +116,37 @@ def test_decode_plan_resolves_the_defaults(monkeypatch):
     assert cfg(fmt, 1, group, n=28672, scale_bf16=True, **dev) == cfg(
         fmt, 1, group, n=28672, scale_bf16=True)
     assert cfg(fmt, 1, group, scale_bf16=True, device="NVIDIA H200")["tile_n"] == 128
-  # 4096 x 14336 above M = 16 (session 41): INT4, UINT4 and NF4's wide config in 128-row tiles
-  # on an H100; 256 rows at N >= 16384, on other devices and for FP4
+  # Below N = 16384 above M = 16 (sessions 41-45): the wide config in 128-row tiles on an H100,
+  # every 4-bit format, its fused sum (where it has one) left to XLA at N <= 4096; 256 rows at N
+  # >= 16384 and on other devices
+  unfused = lambda c: {k: v for k, v in c.items() if k != "fused_sum"}
+  wides = ((wm.WeightFormat.INT4, 32, False), (wm.WeightFormat.INT4, 64, False),
+           (wm.WeightFormat.UINT4, 32, False), (wm.WeightFormat.UINT4, 128, False),
+           (wm.WeightFormat.NF4, 64, True), (wm.WeightFormat.MXFP4, 32, True),
+           (wm.WeightFormat.NVFP4, 16, True))
   for m in (17, 32, 64):
-    for fmt, group, sb in ((wm.WeightFormat.INT4, 32, False), (wm.WeightFormat.INT4, 128, False),
-                           (wm.WeightFormat.UINT4, 32, False), (wm.WeightFormat.UINT4, 128, False),
-                           (wm.WeightFormat.NF4, 64, True)):
-      h = cfg(fmt, m, group, scale_bf16=sb, **dev)
-      assert (h["tile_n"], h["compute_wgs"], h["stream_k"]) == (128, 2, 1), (fmt, group, m)
-      assert h == cfg(fmt, m, group, scale_bf16=sb) | dict(tile_n=128)
-      assert cfg(fmt, m, group, n=28672, scale_bf16=sb, **dev)["tile_n"] == 256
-    assert h100(14336, m, 64)["tile_n"] == 128 and int4(m, 64)["tile_n"] == (128 if m > 32 else 256)
-    assert cfg(wm.WeightFormat.MXFP4, m, 32, scale_bf16=True, **dev)["tile_n"] == 256
-  # 4096 x 4096 above M = 16 (session 42): INT4 g128, MXFP4 and NVFP4 in 128-row tiles with
-  # XLA's sum on an H100; the fused sum at N = 14336 and on other devices, groups of 32 as before
+    for n in (4096, 11008, 14336):
+      for fmt, group, sb in wides:
+        h = cfg(fmt, m, group, n=n, scale_bf16=sb, **dev)
+        assert (h["tile_n"], h["compute_wgs"], h["stream_k"]) == (128, 2, 1), (fmt, group, m, n)
+        elsewhere = cfg(fmt, m, group, n=n, scale_bf16=sb)
+        assert unfused(h) == unfused(elsewhere) | dict(tile_n=128), (fmt, group, m, n)
+        assert h.get("fused_sum", False) == (n > 4096 and elsewhere.get("fused_sum", False))
+        g64 = fmt is wm.WeightFormat.INT4 and group == 64 and m > 32  # 128 rows everywhere
+        assert cfg(fmt, m, group, n=28672, scale_bf16=sb, **dev)["tile_n"] == (
+            128 if g64 else 256)
+        assert elsewhere["tile_n"] == (128 if g64 else 256)
+  # 4096 x 4096 above M = 16 (sessions 42-45): XLA's sum on an H100 where the wide config fuses
+  # it elsewhere; the fused sum from N = 8192 and on other devices
   for m in (17, 32, 64):
     for fmt, group in ((wm.WeightFormat.INT4, 128), (wm.WeightFormat.MXFP4, 32),
                        (wm.WeightFormat.NVFP4, 16)):
       h = cfg(fmt, m, group, n=4096, scale_bf16=True, **dev)
-      assert (h["tile_n"], h["compute_wgs"], h["stream_k"]) == (128, 2, 1), (fmt, m)
-      assert "fused_sum" not in h
-      assert cfg(fmt, m, group, n=4096, scale_bf16=True) == h | dict(tile_n=256, fused_sum=True)
+      assert "fused_sum" not in h and h.get("compute_wgs", 1) == (
+          1 if m <= 32 and group == 128 else 2)
+      assert cfg(fmt, m, group, n=4096, scale_bf16=True)["fused_sum"]
       assert cfg(fmt, m, group, n=8192, scale_bf16=True, **dev)["fused_sum"]
       assert cfg(fmt, m, group, scale_bf16=True, **dev)["fused_sum"]
-    h = cfg(wm.WeightFormat.INT4, m, 32, n=4096, **dev)
-    assert h == cfg(wm.WeightFormat.INT4, m, 32, n=4096) and h["tile_n"] == 256
-    # session 43: UINT4 g128 in 128-row tiles (no fused sum either way), the 8-bit formats
-    # without their fused sum (128 rows already); UINT4 g32 as before
-    h = cfg(wm.WeightFormat.UINT4, m, 128, n=4096, **dev)
-    assert h == cfg(wm.WeightFormat.UINT4, m, 128, n=4096) | dict(tile_n=128)
-    assert cfg(wm.WeightFormat.UINT4, m, 32, n=4096, **dev)["tile_n"] == 256
     for fmt in (wm.WeightFormat.INT8, wm.WeightFormat.FP8):
       h = cfg(fmt, m, None, n=4096, **dev)
       assert "fused_sum" not in h and h["tile_n"] == 128 and h["compute_wgs"] == 2
@@ -437,18 +443,20 @@ def test_slot_loads_plan_and_errors():
 
 
 def test_slot_stores_plan_and_errors():
-  # `slot_stores` (session 44, unchecked on a GPU): slots 1.. go out by plain stores and a
-  # release; only for a fused sum of several slots, and gated until a GPU has checked it
+  # `slot_stores` (session 44; INT4 g128 checked on a GPU in session 45): slots 1.. go out by
+  # plain stores and a release; only for a fused sum of several slots, off by default, and
+  # gated per case until a GPU has checked it
   from pallas_kernels.wo_matmul import decode_plan
   pw = weight_shape("int4_g128", 4096, 4096)
   wide = dict(tile_n=128, gps=2, steps=3, compute_wgs=2, stream_k=1, fused_sum=True)
-  plan = decode_plan.plan_decode(64, 4096, pw, slot_stores=True, slot_loads=True,
-                                 allow_unverified=True, **wide)
+  plan = decode_plan.plan_decode(64, 4096, pw, slot_stores=True, slot_loads=True, **wide)
   assert plan.slot_stores and plan.slot_loads
-  assert not decode_plan.plan_decode(64, 4096, pw, allow_unverified=True, **wide).slot_stores
-  with pytest.raises(NotImplementedError, match="slot_stores for int4 group 128 .*"
+  assert not decode_plan.plan_decode(64, 4096, pw, **wide).slot_stores
+  unchecked = weight_shape("mxfp4", 4096, 4096)
+  assert (unchecked.fmt, 32) not in decode_plan.SLOT_STORES_VERIFIED
+  with pytest.raises(NotImplementedError, match="slot_stores for mxfp4 group 32 .*"
                                                 "allow_unverified"):
-    decode_plan.plan_decode(64, 4096, pw, slot_stores=True, **wide)
+    decode_plan.plan_decode(64, 4096, unchecked, slot_stores=True, **wide)
   with pytest.raises(ValueError, match="slot_stores moves .* needs fused_sum=True"):
     decode_plan.plan_decode(64, 4096, pw, slot_stores=True, allow_unverified=True,
                             **(wide | dict(fused_sum=False)))
