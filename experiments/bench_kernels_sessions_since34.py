@@ -311,6 +311,43 @@ def h100_s43_section() -> list[str]:
       device="H100")
 
 
+def h100_s45_section() -> list[str]:
+  """Session 45: four H100 calls on one machine (the first start taken): the queue's parts
+  `h100`, `h100d`, `h100b` and `h100c`, which checked `slot_stores` and `channel_scale_out`,
+  made the prefill GEMM's channel scale on the sum the INT8 / FP8 default, and moved the wide
+  config to 128-row tiles below N = 16384 for every 4-bit format."""
+  return wo_section(45, (
+      "h100_few_tiles_nf4_int4_g32_4096x4096", "h100_fp8_fused_sum_4096x4096",
+      "h100_int8_fused_sum_4096x4096", "h100_slot_stores_64_rows_4096x4096",
+      "h100_load_split_4096x4096", "h100_channel_scale_out_8192x28672",
+      "h100_channel_scale_out_4096x14336", "h100_fp4_128_rows_4096x14336",
+      "h100_256_rows_m32_4096x14336", "h100_256_rows_m64_4096x14336",
+      "h100_fused_sum_4096x14336", "h100_4096x11008"),
+      "Every config checked against the f32 reference in the same run, rel. err as the "
+      "default's in every row but the prefill's. us a call. The INT8 / FP8 prefill GEMM with "
+      "each channel's scale on the float32 sum (`channel_scale_out`, session 44) at M = 1024: "
+      "rel. err 1.66e-3 against 2.35-2.37e-3 (no weight rounded to bf16), 8192 x 28672 INT8 "
+      "773.1 -> 709.7 (0.87x -> 0.95x XLA bf16), FP8 720.0 -> 686.2 (0.94x -> 0.98x); 4096 x "
+      "14336 INT8 219.8 -> 200.1 (0.99x), FP8 203.5 -> 193.2 (1.02x): the default since. The "
+      "fused sum's writers by plain stores (`slot_stores`, session 44), INT4 g128 at 4096 x "
+      "4096: correct, slower than plain loads alone (M = 1 8.2 -> 8.7, M = 32 10.7 -> 10.8; XLA's "
+      "sum 7.4 / 9.1): checked, off. 64-row tiles on two stream-K CTAs an SM with XLA's sum "
+      "there: M = 1 7.4 -> 6.9, M = 32 9.1 -> 8.2, the INT4 g128 default at M <= 32 since; the "
+      "128-row pipeline with an empty body (`--load-split`) takes 5.9 / 7.2 us, above the "
+      "64-row kernel's 5.7 / 6.5. 128-row tiles at 4096 x 4096 for NF4 g64 (M = 32 11.4 -> "
+      "10.4, M = 64 14.2 -> 12.3) and INT4 g32 (11.2 -> 9.7); the 8-bit fused sum there loses "
+      "(FP8 M = 32 11.0 -> 13.5, M = 64 12.6 -> 15.7, INT8 M = 32 11.1 -> 13.6). At 4096 x "
+      "14336 MXFP4 in 128-row tiles M = 32 22.5 -> 20.6, M = 64 28.1 -> 23.2; 128 rows against "
+      "256 INT4 g32 21.9 / 26.4 (M = 32), 30.2 / 33.9 (M = 64), UINT4 g128 23.6 / 24.3, g32 27.7 / "
+      "30.1; XLA's sum against the fused INT4 g128 M = 32 20.9 -> 20.8, M = 64 24.1 -> 25.5, "
+      "NVFP4 M = 32 23.1 -> 23.0 (the fused sum stays). 4096 x 11008 M = 64 in 128-row tiles: "
+      "INT4 g128 27.1 -> 22.6, MXFP4 26.8 -> 21.3 (XLA's sum 23.1 / 22.7): the wide config in "
+      "128 rows below N = 16384 for every 4-bit format since. NVFP4 at 4096 x 14336 M = 32 / 64, "
+      "NF4 g64 M = 32 and INT4 g64 M = 64 there were cut off after their defaults (the parts' "
+      "time limits short of the compile times).",
+      device="H100")
+
+
 SECTIONS = (h100_s34_section, h100_s35_section, h100_s36_section, h100_s37_section,
             h100_s39_section, h100_s40_section, h100_s41_section, h100_s42_section,
-            h100_s43_section)
+            h100_s43_section, h100_s45_section)
