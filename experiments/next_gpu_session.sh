@@ -6,20 +6,16 @@
 #   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 8      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's; only H100s came in sessions 27-43 (none in 38, 44):
-# `h100` first where one is lent (4096 x 4096 at M = 32 / 64, where the few-tile config, 128-row
-# tiles with XLA's sum, took INT4 g128 / MXFP4 / NVFP4 from 0.87x to 1.8-2.0x XLA bf16 in session 42
-# and UINT4 g128 / INT8 M = 64 13-17% faster in 43: the formats still unmeasured, NF4 and INT4 g32,
-# the 8-bit cases session 43 took it for unmeasured, INT8 M = 32 and FP8, and the fused sum's
-# writers by plain stores, `slot_stores`, written in session 44), then `h100b` (at 4096 x 14336: the
-# 128-row wide config for MXFP4 / NVFP4, and the cases session 41 made take it unmeasured, INT4 g32,
-# UINT4 and NF4 at M = 32, each against the 256 rows before), then `h100c` (4096 x 14336 at M = 32 /
-# 64: XLA's sum against the fused one; 4096 x 11008, between the few-tile and 128-row configs'
-# shapes; 4096 x 4096's pipeline with an empty body, its floor), then `h100d` (the INT8 / FP8
-# prefill GEMM with the channel scales on the float32 sum, `channel_scale_out`, written in session
-# 44). On an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7 (sessions
-# 36-37's defaults: NVFP4's row pass sweeping x from its end, its column state once a block, the
-# E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the
+# The issue's targets are the H100's; only H100s came in sessions 27-45 (none in 38, 44):
+# `h100` first where one is lent (4096 x 4096, where session 45 moved INT4 g128 at M <= 32 to
+# 64-row tiles with XLA's sum on one run each: MXFP4 / NVFP4 the same, INT4 g128 again, M = 64,
+# the new default's load floor), then `h100b` (14336 x 4096, the down projections' shape, never
+# swept: the few-tile configs at 3.5x the K), then `h100c` (the 4096 x 14336 rows session 45 cut
+# off, INT4 g32's 64-row launch at 4096 x 4096, the prefill rows last timed in sessions 2-5:
+# UINT4 g128 at 0.69x XLA bf16). On an H200: 8 (the few-tile config at 4096 x 4096 against the
+# H200's default), 7 (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its
+# column state once a block, the E4M3 rows in bands, MXFP4's new storage against the H200's
+# fp8_x), then q (the E4M3 codes by the
 # cast alone, `cast_nan`, the block amax from bf16 pair words, `pair_amax`, and the E2M1 codes two
 # an operation, `pair_e2m1`, the defaults since sessions 32-35 from the H100's checks, re-checked
 # there), then 2: the decode with its codes read by plain loads (a `code_order.thread_major` weight,
@@ -32,9 +28,11 @@
 # / 64), 4 (the plain loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split at
 # M = 4, INT8's prefill with and without the bf16 cast) and 6 (one CTA a tile writing y itself, the
 # H100's default for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since
-# sessions 29-30), all on the H200. Session 42's `h100d` part ran in session 43 (cut off in MXFP4's
-# rows) with the start of its `h100` (UINT4, then INT8 M = 64 alone); 41's `h100` part ran in
-# session 42 (cut off in its last row, finished in a second call) with part of its `h100c` (INT4's
+# sessions 29-30), all on the H200. Session 44's `h100`, `h100b`, `h100c` and `h100d` parts ran
+# in session 45 (`h100b`'s three runs and `h100c`'s first two each cut off in their last row: the
+# limits there short of the 15-25 s a config compiles at 4096 x 14336); 42's `h100d` part ran
+# in session 43 (cut off in MXFP4's rows) with the start of its `h100` (UINT4, then INT8 M = 64
+# alone); 41's `h100` part ran in session 42 (cut off in its last row, finished in a second call) with part of its `h100c` (INT4's
 # one-slot launch at 4096 x 4096 M = 1 / 16, 46% slower: dropped, as the fused sum there, which lost
 # in session 31); 40's `h100`, `h100c` and `h100d` parts in 41, 39's `h100` and `h100b` in 40, 36's
 # `h100` in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100) in session 34; 1 ran in session 16
@@ -45,7 +43,9 @@
 # M = 1 and 40-50 s at M >= 16; each further config 3-27 s (INT8 22-27, MXFP4 8-23, FP8 2-4);
 # a prefill row 12-25 s; each run's header (copy bandwidth, GEMM rate) ~10 s; an empty-body
 # launch of bench_tma_stream.py ~6.5 s; three SASS profiles ~100 s (XLA's bf16 GEMV profiled
-# alone did not finish in 110 s on the H100 or 170 s on the H200: dropped).
+# alone did not finish in 110 s on the H100 or 170 s on the H200: dropped). Session 45 (H100):
+# a two-config row at 4096 x 4096 ~45 s, five configs 70-100 s; at 4096 x 14336 two configs
+# 60-70 s, three 65-80; a prefill row ~20 s, ~11 s after the first.
 #
 # Each benchmark writes its JSON and table into its own folder under $OUT (a .. d, two files
 # each: the device tool brings back at most 8) and is cut off by `timeout` so that one slow run
@@ -63,7 +63,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -185,65 +185,44 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9.5 minutes: 4096 x 4096 at M = 32 / 64,
-      # where sessions 42-43 moved INT4 g128, MXFP4, NVFP4 and UINT4 g128 to 128-row tiles with
-      # XLA's sum (`configs.FEW_TILES_DEVICES`: INT4 M = 64 23.8 -> 11.3 us, UINT4 16.1 -> 13.4)
-      # and the 8-bit formats to XLA's sum (INT8 M = 64 15.5 -> 12.9): NF4 g64 and INT4 g32
-      # (256 rows, XLA's sum) against 128-row tiles, and INT8 M = 32 and FP8, whose fused sum
-      # session 43 took away unmeasured, against it
-    run 170 a $B --what wo --formats nf4_g64,int4_g32 --m 32,64 --shapes 4096x4096 \
+  h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9 minutes: 4096 x 4096, where session
+      # 45 moved INT4 g128 at M <= 32 to M = 16's launch (64-row tiles, stream-K over two CTAs
+      # an SM, one compute warpgroup) with XLA's sum (M = 1 7.4 -> 6.9 us, M = 32 9.1 -> 8.2;
+      # one run each): the same launch for MXFP4 / NVFP4 at M = 1 / 32 against their defaults;
+      # INT4 g128 again against the 128-row tiles before; at M = 64 (unmeasured); and the
+      # pipeline with an empty body (`--load-split`) at the new default, and MXFP4's (cut off)
+    q64='"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2, "fused_sum": false'
+    run 200 a $B --what wo --formats mxfp4,nvfp4 --m 1,32 --shapes 4096x4096 \
+      --configs "[{}, {$q64}]"
+    run 110 b $B --what wo --formats int4 --m 1,32 --shapes 4096x4096 \
       --configs '[{}, {"tile_n": 128}]'
-    run 130 b $B --what wo --formats fp8_e4m3 --m 32,64 --shapes 4096x4096 \
-      --configs '[{}, {"fused_sum": true}]'
-    run 80 c $B --what wo --formats int8 --m 32 --shapes 4096x4096 \
-      --configs '[{}, {"fused_sum": true}]'
-    # the fused sum's writers by plain stores and a release (`slot_stores`, session 44,
-    # unchecked) against the TMA store a slot, with the plain loads (the fused sum's fastest:
-    # M = 1 / 32 / 64 8.2 / 10.7 / 12.9 us against XLA's sum's 7.4 / 9.2 / 11.1, session 43);
-    # and 64-row tiles on two stream-K CTAs an SM, which with the fused sum by TMA took M = 32
-    # 10.0 us against 128-row tiles' 11.5 (session 42) but never ran with XLA's sum
-    q64='"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2'
-    run 180 d $B --what wo --formats int4 --m 1,32,64 --shapes 4096x4096 --configs "[{},
-      {\"fused_sum\": true, \"slot_loads\": true},
-      {\"fused_sum\": true, \"slot_loads\": true, \"slot_stores\": true},
-      {$q64, \"fused_sum\": false},
-      {$q64, \"fused_sum\": true, \"slot_loads\": true, \"slot_stores\": true}]"
+    run 70 c $B --what wo --formats int4 --m 64 --shapes 4096x4096 --configs "[{}, {$q64}]"
+    run 150 d $B --what wo --formats int4,mxfp4 --m 1,32 --shapes 4096x4096 --load-split
     ;;
-  h100b)  # On an H100, ~8 minutes: at 4096 x 14336 the wide config in 128-row tiles, the H100's
-      # default for INT4 / UINT4 / NF4 at M > 16 since session 41 (INT4 g128 M = 64 28.8 ->
-      # 24.2 us, UINT4 g128 32.6 -> 28.4, NF4 g64 29.4 -> 26.8), for MXFP4 / NVFP4 (256 rows
-      # still: unswept), and against the 256 rows before where it was taken unmeasured (INT4
-      # g32, UINT4 and NF4 at M = 32); INT4 g64 M = 64's row (128 rows before; cut off in 41)
-    run 170 a $B --what wo --formats mxfp4,nvfp4 --m 32,64 --shapes 4096x14336 \
-      --configs '[{}, {"tile_n": 128}]'
-    run 240 b $B --what wo --formats int4_g32,uint4,uint4_g32,nf4_g64 --m 32 \
-      --shapes 4096x14336 --configs '[{}, {"tile_n": 256}]'
-    run 100 c $B --what wo --formats int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
+  h100b)  # On an H100, ~8.5 minutes: the down projections' shape (K > N: 14336 x 4096, LLaMA-3
+      # 8B's MLP down), never swept, where N = 4096 now takes the few-tile configs (XLA's sum;
+      # INT4 g128 at M <= 32 in 64-row tiles, session 45) with 3.5x the K of 4096 x 4096:
+      # each against the other and the 128-row wide config with XLA's sum
+    q64='"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2, "fused_sum": false'
+    w128='"tile_n": 128, "gps": 2, "steps": 3, "compute_wgs": 2, "stream_k": 1, "fused_sum": false'
+    run 320 a $B --what wo --formats int4,mxfp4 --m 32,64 --shapes 14336x4096 \
+      --configs "[{}, {$q64}, {$w128}]"
+    run 160 b $B --what wo --formats int4,mxfp4 --m 1 --shapes 14336x4096 \
+      --configs '[{}, {"tile_n": 128}, {"tile_n": 64}]'
+    ;;
+  h100c)  # On an H100, ~8 minutes: the 4096 x 14336 rows session 45 cut off, NVFP4 M = 32 / 64
+      # and NF4 g64 M = 32, in 128-row tiles since (unmeasured for NVFP4) against 256; INT4 g32
+      # at 4096 x 4096 M = 1 / 32 in INT4 g128's 64-row launch; and the prefill GEMM's rows last
+      # timed in sessions 2-5, UINT4 g128 (0.69x XLA bf16, the furthest from 0.9x), UINT4 g32
+      # and INT4 g32, at their defaults
+    run 150 a $B --what wo --formats nvfp4 --m 32,64 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 256}]'
-    ;;
-  h100c)  # On an H100, ~9.5 minutes: at 4096 x 14336 (112 tiles of 128 rows) XLA's sum against the
-      # fused one for INT4 g128 / MXFP4 / NVFP4 at M = 32 / 64 (session 42, INT4: M = 32 21.0
-      # -> 20.4 us, M = 64 24.2 -> 25.8; one run each), the fused sum the default there; then
-      # between the two shapes measured, LLaMA-7B's MLP width (N = 11008: 43 tiles of 256 rows,
-      # about three stream-K CTAs a tile, 86 of 128), where the few-tile config's bound
-      # (`configs.FEW_TILES_MAX_N`, 4096 measured) and the 128-row one (14336 <= N) leave the
-      # wide config's 256 rows and fused sum unmeasured
-    run 270 a $B --what wo --formats int4,mxfp4,nvfp4 --m 32,64 --shapes 4096x14336 \
-      --configs '[{}, {"fused_sum": false}]'
-    run 200 b $B --what wo --formats int4,mxfp4 --m 64 --shapes 4096x11008 \
-      --configs '[{}, {"tile_n": 128}, {"tile_n": 128, "fused_sum": false}]'
-    # 4096 x 4096's floor: the default pipeline with an empty body (`--load-split`), never timed
-    # at this shape; INT4 M = 32's kernel alone takes 7.5 us where 2.5x XLA bf16 asks 6.7
-    run 90 c $B --what wo --formats int4,mxfp4 --m 1,32 --shapes 4096x4096 --load-split
-    ;;
-  h100d)  # On an H100, ~4 minutes: the INT8 / FP8 prefill GEMM with each channel's scale on the
-      # float32 sum (`channel_scale_out`, session 44, unchecked): the codes are the bf16 weights,
-      # no float32 multiply and bf16 rounding a weight (INT8 793.1 us, 0.87x XLA bf16 at 8192 x
-      # 28672 M = 1024, session 32; FP8 0.93x, session 5; INT8 0.80x at 4096 x 14336, 26)
-    run 150 a $B --what wo --formats int8,fp8_e4m3 --m 1024 --shapes $S \
-      --configs '[{}, {"channel_scale_out": true}]'
-    run 90 b $B --what wo --formats int8,fp8_e4m3 --m 1024 --shapes 4096x14336 \
-      --configs '[{}, {"channel_scale_out": true}]'
+    run 80 b $B --what wo --formats nf4_g64 --m 32 --shapes 4096x14336 \
+      --configs '[{}, {"tile_n": 256}]'
+    q64='"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2, "fused_sum": false'
+    run 110 c $B --what wo --formats int4_g32 --m 1,32 --shapes 4096x4096 \
+      --configs "[{}, {$q64}]"
+    run 120 d $B --what wo --formats uint4,uint4_g32,int4_g32 --m 1024 --shapes $S
     ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
@@ -270,6 +249,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
