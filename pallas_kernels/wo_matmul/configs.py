@@ -74,7 +74,7 @@ FP8_X_MIN_WEIGHT = {WeightFormat.INT8: 1 << 27, WeightFormat.MXFP4: 1 << 27,
 # (kernels_wo_s41_h100_sweep_m*.json): INT4 g128 M = 32 22.9 -> 21.0 us, M = 64 28.8 -> 24.2
 # (two steps fit 256 rows, three 128); INT4 g64 M = 32 23.1 -> 21.3 (M = 64 took 128 rows
 # already); UINT4 g128 M = 64 32.6 -> 28.4, g32 39.7 -> 37.7; NF4 g64 M = 64 29.4 -> 26.8.
-# Session 42-43, 4096 x 4096, with XLA's sum (`_few_tiles`; kernels_wo_s42_h100_*_4096x4096.json,
+# Sessions 42-43, 4096 x 4096, with XLA's sum (`_few_tiles`; kernels_wo_s42_h100_*_4096x4096.json,
 # kernels_wo_s43_h100_uint4_few_tiles_4096x4096.json): INT4 g128 M = 32 10.2 -> 9.1, M = 64
 # 13.2 -> 11.3; MXFP4 10.4 -> 8.8 / 13.6 -> 11.1; NVFP4 10.7 -> 9.3 / 13.6 -> 11.2; UINT4 g128
 # 12.1 -> 11.1 / 16.1 -> 13.4. Session 45 (kernels_wo_s45_h100_*.json): 4096 x 4096 NF4 g64 M =
