@@ -152,92 +152,120 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if m > 16 and _wide_128(device, n):
     wide = wide | dict(tile_n=128)
   if fmt is WeightFormat.INT4:
-    if few_tiles and group in (None, 128) and m <= 32:
-      # Few tiles, g128, M <= 32: M = 9-16's launch (64-row tiles, stream-K over two chunks a
-      # step four deep, one compute warpgroup) with XLA's sum. H100, session 45, 4096 x 4096:
-      # M = 1 7.4 -> 6.9 us (128-row tiles before), M = 32 9.1 -> 8.2 (the wide config in
-      # 128-row tiles), its kernel below the 128-row pipeline's own load floor (an empty body,
-      # `--load-split`: 5.9 / 7.2 us; kernels_wo_s45_h100_{slot_stores_64_rows,load_split}_
-      # 4096x4096.json). M = 64 and the other formats unmeasured.
-      return dict(tile_n=64, gps=2, steps=4, stream_k=2)
-    if m > 32 and group == 64:
-      # 128 rows a CTA: three pipeline steps fit where 256 rows take two (H200, M = 64
-      # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json).
-      return wide | dict(tile_n=128)
-    if m > 16:
-      # INT4 g128: the kernel adds the stream-K partial sums (`fused_sum`): H100 M = 32 60.4 ->
-      # 58.5 us, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json); H200 M = 64 68.6
-      # -> 67.1 (kernels_wo_s21_int4_m64.json). At M = 1 it lost (H200 38.5 -> 39.4).
-      return wide | (dict(fused_sum=True) if group in (None, 128) and not few_tiles else {})
-    if n >= 16384:
-      if group == 32 and m > 8:
-        # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
-        # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
-        return dict(tile_n=128, gps=2, steps=3, stream_k=2)
-      # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
-      # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json); one slot a tile,
-      # fused, on `ONE_SLOT_DEVICES` (groups of 32 reach here at M <= 8).
-      if group in (None, 32, 128) and device.startswith(ONE_SLOT_DEVICES):
-        return dict(tile_n=128, gps=4, steps=2) | ONE_SLOT
-      return dict(tile_n=128, gps=4, steps=2, stream_k=2)
-    # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group
-    # (one slot a tile on `ONE_SLOT_DEVICES` from `ONE_SLOT_MIN_N`);
-    # g128, H200: at M = 1 in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row
-    # ones 16.1 -> 15.3 (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of
-    # 32 the same (H200, M = 1 17.2 -> 16.0 in 128-row tiles, M = 16 16.9 in 64-row ones, 128-row
-    # 20.9; H100 M = 1 22.1 -> 20.1, 64-row 19.9, M = 16 21.3 -> 20.0); groups of 64 in 64-row
-    # tiles at every M (H200 M = 1 / 16 15.3 -> 14.4 / 17.1 -> 15.6, 128-row 14.5 / 16.1; H100
-    # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
-    cfg = dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4)
-    if _one_slot_64(device, n):
-      # One slot a tile: 128-row tiles are 112 CTAs on 132 SMs, 64-row ones 224 (four an SM).
-      # g128 M = 1 (H100, session 31, kernels_wo_s31_h100_int4_launch_4096x14336.json): 16.5
-      # -> 15.1 us, the 128-row tiles 16.5-16.8 in four runs (sessions 30-31); M <= 8 runs
-      # the same kernel (x padded to 8 rows). Groups of 32 at M <= 8 unmeasured in 64-row
-      # tiles with one slot: 128-row ones still.
-      return cfg | ONE_SLOT | (dict(tile_n=64) if group == 128 else {})
-    return cfg | dict(stream_k=2)
-  if fmt is WeightFormat.UINT4:  # step_wait (chunk j read after chunk j + 1 is issued), H200
-    # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
-    # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a
-    # group, `group_slices`) agree: INT4 g32 M = 1 45.1 -> 63.6 us, M = 16 66.3 -> 79.5, g64
-    # M = 64 85.8 -> 253.9; UINT4 M = 1 g64 51.0 -> 50.8, g32 57.7 -> 57.4
-    # (kernels_wo_s13_group_slices.json).
-    # At M <= 8 (one 8-row x tile), N >= 16384, groups of 64 / 128: INT4's stream-K launch (256
-    # equal CTAs, not 224 unequal tiles on 132 SMs; H200, M = 1, g128 52.0 -> 44.3 us, g64
-    # 50.6 -> 46.3, step_wait off 44.5 / 46.7; kernels_wo_s15_uint4_stream_k.json).
-    # A `code_order.thread_major` weight (groups of 128) takes one slot a tile there on
-    # `ONE_SLOT_DEVICES`: H100, 8192 x 28672, M = 1 / 8, plain loads by stream-K -> one slot
-    # 55.3 -> 52.5 / 55.5 -> 53.1 us (kernels_wo_s30_h100_uint4_plain_one_slot.json; session 29
-    # 52.4 / 52.6 against the TMA decode's 55.8 / 56.3, kernels_wo_s29_h100_plain_one_slot.json).
-    if m <= 8 and n >= 16384 and group in (64, 128):
-      if w_threads and group == 128 and device.startswith(ONE_SLOT_DEVICES):
-        return dict(tile_n=128, gps=4, steps=2, step_wait=True) | ONE_SLOT
-      return dict(tile_n=128, gps=4, steps=2, stream_k=2, step_wait=True)
-    # Groups of 32 there: stream-K two chunks a step, three deep, where four chunks a step fit
-    # one CTA an SM (H200, M = 1, 57.6 -> 53.7 us; with zero points stored as bytes, which fit
-    # gps=4 two an SM, 52.7: a layout choice, `scales.uint4_zero_points`;
-    # kernels_wo_s24_uint4_stream_k.json).
-    if m <= 8 and n >= 16384 and group == 32:
-      return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True)
-    # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
-    # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
-    narrow = m <= (8 if group in (32, 64) else 16)
-    if narrow and group in (None, 64, 128) and _one_slot_64(device, n):
-      # H100, 4096 x 14336, g128 M = 1 / 8 / 16: 18.9 -> 17.3 / 19.3 -> 17.5 / 20.2 -> 18.9 us
-      # (kernels_wo_s32_h100_one_slot64_{m1_m8,m16,mxfp4_uint4}.json); g64 M = 1 19.8 -> 17.6
-      # (kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
-      return dict(tile_n=64, gps=2, steps=3, step_wait=True) | ONE_SLOT
-    if 8 < m <= 16 and group in (None, 128) and device.startswith(ONE_SLOT_DEVICES) and (
-        n >= 16384):
-      # one slot a tile: H100, 8192 x 28672, M = 16, 59.2 -> 56.8 us and 61.0 -> 58.5, XLA's
-      # pass over the slot gone (kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,uint4_m16_ab}.json)
-      return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
-    return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
+    return _int4_config(n, m, group, device, wide, few_tiles)
+  if fmt is WeightFormat.UINT4:
+    return _uint4_config(n, m, group, device, wide, w_threads)
+  if fmt in (WeightFormat.INT8, WeightFormat.FP8):
+    return _per_channel_config(fmt, n, m, device, few_tiles, fp8_x_pays)
+  if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
+    return _scaled_4bit_config(fmt, n, m, scale_bf16, group, device, wide, few_tiles,
+                               fp8_x_pays)
+  if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
+    return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
+                                                                           steps=4)
+  return dict(tile_n=None, gps=1, steps=6)
+
+
+def _int4_config(n: int, m: int, group: int | None, device: str, wide: dict,
+                 few_tiles: bool) -> dict:
+  """INT4's launch config (`decode_config`; `wide`: the wide config at this N)."""
+  if few_tiles and group in (None, 128) and m <= 32:
+    # Few tiles, g128, M <= 32: M = 9-16's launch (64-row tiles, stream-K over two chunks a
+    # step four deep, one compute warpgroup) with XLA's sum. H100, session 45, 4096 x 4096:
+    # M = 1 7.4 -> 6.9 us (128-row tiles before), M = 32 9.1 -> 8.2 (the wide config in
+    # 128-row tiles), its kernel below the 128-row pipeline's own load floor (an empty body,
+    # `--load-split`: 5.9 / 7.2 us; kernels_wo_s45_h100_{slot_stores_64_rows,load_split}_
+    # 4096x4096.json). M = 64 and the other formats unmeasured.
+    return dict(tile_n=64, gps=2, steps=4, stream_k=2)
+  if m > 32 and group == 64:
+    # 128 rows a CTA: three pipeline steps fit where 256 rows take two (H200, M = 64
+    # 83.7 -> 76.9 us; g32 88.7 -> 90.6, kept; kernels_wo_s14_m64.json).
+    return wide | dict(tile_n=128)
+  if m > 16:
+    # INT4 g128: the kernel adds the stream-K partial sums (`fused_sum`): H100 M = 32 60.4 ->
+    # 58.5 us, M = 64 71.9 -> 68.7 (kernels_wo_s22_h100_fused_sum_m*.json); H200 M = 64 68.6
+    # -> 67.1 (kernels_wo_s21_int4_m64.json). At M = 1 it lost (H200 38.5 -> 39.4).
+    return wide | (dict(fused_sum=True) if group in (None, 128) and not few_tiles else {})
+  if n >= 16384:
+    if group == 32 and m > 8:
+      # Groups of 32 at M = 16: two chunks a step, three deep (H200, 65.8 -> 47.3 us with the
+      # default chunk_wait; at M = 1 45.2 against 44.6, kernels_wo_s14_chunk_wait.json).
+      return dict(tile_n=128, gps=2, steps=3, stream_k=2)
+    # stream_k=2 (256 equal CTAs, instead of 224 tiles on 132 SMs, 40 of them holding one):
+    # H200, M = 1, 48.1 -> 47.2 us (kernels_wo_s7_int4_stream_k.json); one slot a tile,
+    # fused, on `ONE_SLOT_DEVICES` (groups of 32 reach here at M <= 8).
+    if group in (None, 32, 128) and device.startswith(ONE_SLOT_DEVICES):
+      return dict(tile_n=128, gps=4, steps=2) | ONE_SLOT
+    return dict(tile_n=128, gps=4, steps=2, stream_k=2)
+  # N < 16384 (4096 x 14336): stream-K over two chunks a step, four deep, for every group
+  # (one slot a tile on `ONE_SLOT_DEVICES` from `ONE_SLOT_MIN_N`);
+  # g128, H200: at M = 1 in 128-row tiles 15.3 -> 14.3 us (64-row 14.5), at M = 16 in 64-row
+  # ones 16.1 -> 15.3 (128-row 15.7; kernels_wo_s24_int4_4096x14336_m{1,16}.json). Groups of
+  # 32 the same (H200, M = 1 17.2 -> 16.0 in 128-row tiles, M = 16 16.9 in 64-row ones, 128-row
+  # 20.9; H100 M = 1 22.1 -> 20.1, 64-row 19.9, M = 16 21.3 -> 20.0); groups of 64 in 64-row
+  # tiles at every M (H200 M = 1 / 16 15.3 -> 14.4 / 17.1 -> 15.6, 128-row 14.5 / 16.1; H100
+  # 17.1 -> 17.2 / 17.9 -> 17.9; kernels_wo_s2{5_h100,6}_groups_4096x14336.json).
+  cfg = dict(tile_n=128 if m <= 8 and group != 64 else 64, gps=2, steps=4)
+  if _one_slot_64(device, n):
+    # One slot a tile: 128-row tiles are 112 CTAs on 132 SMs, 64-row ones 224 (four an SM).
+    # g128 M = 1 (H100, session 31, kernels_wo_s31_h100_int4_launch_4096x14336.json): 16.5
+    # -> 15.1 us, the 128-row tiles 16.5-16.8 in four runs (sessions 30-31); M <= 8 runs
+    # the same kernel (x padded to 8 rows). Groups of 32 at M <= 8 unmeasured in 64-row
+    # tiles with one slot: 128-row ones still.
+    return cfg | ONE_SLOT | (dict(tile_n=64) if group == 128 else {})
+  return cfg | dict(stream_k=2)
+
+
+def _uint4_config(n: int, m: int, group: int | None, device: str, wide: dict,
+                  w_threads: bool) -> dict:
+  """UINT4's launch config (`decode_config`; `wide`: the wide config at this N)."""
+  # step_wait (chunk j read after chunk j + 1 is issued), H200
+  # M = 1: g128 53.7 -> 52.1 us, g64 66.8 -> 63.0 (INT4 g128 39.7 -> 40.1, M = 64 68.0 -> 81.5:
+  # off there; kernels_wo_s12_step_wait_{int4,uint4}.json). Groups of 32 / 64 (one wgmma a
+  # group, `group_slices`) agree: INT4 g32 M = 1 45.1 -> 63.6 us, M = 16 66.3 -> 79.5, g64
+  # M = 64 85.8 -> 253.9; UINT4 M = 1 g64 51.0 -> 50.8, g32 57.7 -> 57.4
+  # (kernels_wo_s13_group_slices.json).
+  # At M <= 8 (one 8-row x tile), N >= 16384, groups of 64 / 128: INT4's stream-K launch (256
+  # equal CTAs, not 224 unequal tiles on 132 SMs; H200, M = 1, g128 52.0 -> 44.3 us, g64
+  # 50.6 -> 46.3, step_wait off 44.5 / 46.7; kernels_wo_s15_uint4_stream_k.json).
+  # A `code_order.thread_major` weight (groups of 128) takes one slot a tile there on
+  # `ONE_SLOT_DEVICES`: H100, 8192 x 28672, M = 1 / 8, plain loads by stream-K -> one slot
+  # 55.3 -> 52.5 / 55.5 -> 53.1 us (kernels_wo_s30_h100_uint4_plain_one_slot.json; session 29
+  # 52.4 / 52.6 against the TMA decode's 55.8 / 56.3, kernels_wo_s29_h100_plain_one_slot.json).
+  if m <= 8 and n >= 16384 and group in (64, 128):
+    if w_threads and group == 128 and device.startswith(ONE_SLOT_DEVICES):
+      return dict(tile_n=128, gps=4, steps=2, step_wait=True) | ONE_SLOT
+    return dict(tile_n=128, gps=4, steps=2, stream_k=2, step_wait=True)
+  # Groups of 32 there: stream-K two chunks a step, three deep, where four chunks a step fit
+  # one CTA an SM (H200, M = 1, 57.6 -> 53.7 us; with zero points stored as bytes, which fit
+  # gps=4 two an SM, 52.7: a layout choice, `scales.uint4_zero_points`;
+  # kernels_wo_s24_uint4_stream_k.json).
+  if m <= 8 and n >= 16384 and group == 32:
+    return dict(tile_n=128, gps=2, steps=3, stream_k=2, step_wait=True)
+  # Groups of 32 / 64 at M = 16 take the wide config too (H200, g32 75.6 -> 65.1 us, gps=2,
+  # steps=3, stream_k=2 68.2; g64 59.1 -> 53.5; kernels_wo_s14_uint4_wide.json).
+  narrow = m <= (8 if group in (32, 64) else 16)
+  if narrow and group in (None, 64, 128) and _one_slot_64(device, n):
+    # H100, 4096 x 14336, g128 M = 1 / 8 / 16: 18.9 -> 17.3 / 19.3 -> 17.5 / 20.2 -> 18.9 us
+    # (kernels_wo_s32_h100_one_slot64_{m1_m8,m16,mxfp4_uint4}.json); g64 M = 1 19.8 -> 17.6
+    # (kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
+    return dict(tile_n=64, gps=2, steps=3, step_wait=True) | ONE_SLOT
+  if 8 < m <= 16 and group in (None, 128) and device.startswith(ONE_SLOT_DEVICES) and (
+      n >= 16384):
+    # one slot a tile: H100, 8192 x 28672, M = 16, 59.2 -> 56.8 us and 61.0 -> 58.5, XLA's
+    # pass over the slot gone (kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,uint4_m16_ab}.json)
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
+  return dict(tile_n=128, gps=2, steps=3, step_wait=True) if narrow else wide
+
+
+def _per_channel_config(fmt: WeightFormat, n: int, m: int, device: str, few_tiles: bool,
+                        fp8_x_pays: bool) -> dict:
+  """INT8's and FP8's launch config (`decode_config`)."""
   # step_wait (one wgmma wait a step, H200, kernels_wo_s12_step_wait_*.json) at M = 1 / 16 / 64:
   # INT8 68.1 -> 66.2 / 69.5 -> 66.9 / 115.7 -> 106.3 us, FP8 77.6 -> 71.0 / - / 108.8 -> 99.4,
   # MXFP4 50.3 -> 49.8 / 53.4 -> 53.9 / 81.3 -> 74.8, NVFP4 52.1 -> 50.8 / 54.2 -> 54.1 /
-  # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1.
+  # 81.2 -> 75.3, NF4 slots 61.2 -> 63.8 (four CTAs an SM: off there) / 61.1 -> 59.3 / 86.1 -> 80.1
+  # (the FP4 / NF4-slot configs take it too: `_scaled_4bit_config`).
   # M > 16 (FP8 M > 8): two compute warpgroups and one stream-K CTA an SM (H200, M = 64 INT8
   # 106.0 -> 84.7 us, FP8 99.5 -> 82.7, kernels_wo_s20_per_channel_wgs.json; M = 32 INT8 90.7
   # -> 68.9, FP8 81.3 -> 67.6; FP8 M = 16 74.4 -> 63.8, kernels_wo_s21_8bit_m16_m32.json; INT8
@@ -275,47 +303,49 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
       return per_channel_wide | (dict(fused_sum=True) if m > 16 and not few_tiles else {})
     return dict(tile_n=128, gps=2, steps=3, step_wait=True, fp8_x=fp8_x_pays) | (
         ONE_SLOT if one_slot else {})
-  if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
-    # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
-    # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
-    # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
-    # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7). NF4 slot codes
-    # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
-    # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
-    narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
-    if fmt is WeightFormat.NF4 and narrow and group in (64, 128) and _one_slot_64(device, n):
-      # NF4 at M <= 8 there: stream-K over two chunks four deep (H100, 4096 x 14336, g128
-      # 21.4 -> 20.1 us, one slot 21.1 -> 20.6 in another run, kernels_wo_s32_h100_nf4_launch;
-      # g64 21.7 -> 20.5, kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
-      return dict(tile_n=128, gps=2, steps=4, stream_k=2)
-    if m <= 16 and _one_slot_64(device, n) and (fmt in FP4 or group == 128):
-      # H100, 4096 x 14336 (kernels_wo_s32_h100_one_slot64_*.json, nvfp4_uint4_launch,
-      # nf4_launch): one slot a tile in 64-row tiles on one compute warpgroup, where the wide
-      # config (M = 16) had two: MXFP4 M = 1 / 8 / 16 18.9 -> 17.5 / 19.1 -> 17.4 / 20.7 ->
-      # 18.1 us, NVFP4 20.0 -> 17.2 / 20.2 -> 17.3 / 21.6 -> 17.8 (128-row tiles: M = 1 / 4
-      # 20.1 -> 18.3 / 21.3 -> 18.4, M = 16 21.7 -> 29.3), NF4 g128 M = 16 21.9 -> 20.7 and
-      # 21.8 -> 20.8 (NF4 at M <= 8 takes the stream-K launch above).
-      return dict(tile_n=64, gps=2, steps=4 if narrow else 3, step_wait=True) | ONE_SLOT
-    if narrow and fmt is WeightFormat.NF4:
-      return dict(tile_n=128, gps=2, steps=2, stream_k=4)
-    if fmt is WeightFormat.NVFP4 and not narrow and m <= 16 and (
-        device.startswith(ONE_SLOT_DEVICES) and n >= 16384):
-      # one slot a tile on one compute warpgroup in place of the wide config: H100, 8192 x
-      # 28672, M = 16, 63.4 -> 60.0 us and 65.5 -> 63.3 (MXFP4, narrow there, 59.7 -> 59.5:
-      # kept; kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,nvfp4_m16_ab}.json)
-      return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
-    # MXFP4 / NVFP4 above M = 16 add their stream-K partial sums in the kernel (`fused_sum`;
-    # H200 MXFP4 M = 64 74.6 -> 73.6 us, M = 32 58.7 -> 58.9; NVFP4 M = 32 59.8 -> 58.8,
-    # kernels_wo_s24_fused_sum_fp4.json; H100 NVFP4 M = 64 79.0 -> 76.0,
-    # kernels_wo_s25_h100_nvfp4_m64.json)
-    cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide | (
-        dict(fused_sum=True) if fmt in FP4 and m > 16 and not few_tiles else {})
-    # MXFP4 at M <= 4 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
-    # no table; `FP8_X_DEVICES`): H200 M = 1 47.9 -> 46.1 us, M = 2 47.9 -> 46.9, M = 4 48.0
-    # -> 46.4, M = 8 47.7 -> 49.9 (kernels_wo_s2{3,4}_*fp8_x*.json); M = 5-7 unmeasured.
-    x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m <= 4 else {}
-    return cfg | dict(step_wait=True) | x8
-  if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
-    return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
-                                                                           steps=4)
-  return dict(tile_n=None, gps=1, steps=6)
+
+
+def _scaled_4bit_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool,
+                        group: int | None, device: str, wide: dict, few_tiles: bool,
+                        fp8_x_pays: bool) -> dict:
+  """MXFP4's, NVFP4's and (with bf16 scales: slot codes) NF4's launch config
+  (`decode_config`; `wide`: the wide config at this N)."""
+  # H200 with the E2M1 bit decode (kernels_wo_s8_fp4_*.json): MXFP4 M = 1
+  # 68.6 us, M = 16 70.0 (the wide config: 66.2, 74.1); M = 64 wide 92.1 against 122.0.
+  # NVFP4 with bf16 scale multipliers at M = 16 (kernels_wo_s10_nvfp4_m16_sweep.json): wide
+  # 55.5 us against 68.0 (at M = 8 the narrow config takes 51.7). NF4 slot codes
+  # (kernels_wo_s11_nf4_*.json, kernels_wo_s11_ctas_*.json): M = 1 four CTAs an SM with
+  # two steps 61.6 us (two with four steps 64.8, three 63.8), M = 16 wide 61.5 against 65.4.
+  narrow = m <= (8 if scale_bf16 and fmt is not WeightFormat.MXFP4 else 16)
+  if fmt is WeightFormat.NF4 and narrow and group in (64, 128) and _one_slot_64(device, n):
+    # NF4 at M <= 8 there: stream-K over two chunks four deep (H100, 4096 x 14336, g128
+    # 21.4 -> 20.1 us, one slot 21.1 -> 20.6 in another run, kernels_wo_s32_h100_nf4_launch;
+    # g64 21.7 -> 20.5, kernels_wo_s33_h100_nf4_uint4_g64_4096x14336.json)
+    return dict(tile_n=128, gps=2, steps=4, stream_k=2)
+  if m <= 16 and _one_slot_64(device, n) and (fmt in FP4 or group == 128):
+    # H100, 4096 x 14336 (kernels_wo_s32_h100_one_slot64_*.json, nvfp4_uint4_launch,
+    # nf4_launch): one slot a tile in 64-row tiles on one compute warpgroup, where the wide
+    # config (M = 16) had two: MXFP4 M = 1 / 8 / 16 18.9 -> 17.5 / 19.1 -> 17.4 / 20.7 ->
+    # 18.1 us, NVFP4 20.0 -> 17.2 / 20.2 -> 17.3 / 21.6 -> 17.8 (128-row tiles: M = 1 / 4
+    # 20.1 -> 18.3 / 21.3 -> 18.4, M = 16 21.7 -> 29.3), NF4 g128 M = 16 21.9 -> 20.7 and
+    # 21.8 -> 20.8 (NF4 at M <= 8 takes the stream-K launch above).
+    return dict(tile_n=64, gps=2, steps=4 if narrow else 3, step_wait=True) | ONE_SLOT
+  if narrow and fmt is WeightFormat.NF4:
+    return dict(tile_n=128, gps=2, steps=2, stream_k=4)
+  if fmt is WeightFormat.NVFP4 and not narrow and m <= 16 and (
+      device.startswith(ONE_SLOT_DEVICES) and n >= 16384):
+    # one slot a tile on one compute warpgroup in place of the wide config: H100, 8192 x
+    # 28672, M = 16, 63.4 -> 60.0 us and 65.5 -> 63.3 (MXFP4, narrow there, 59.7 -> 59.5:
+    # kept; kernels_wo_s33_h100_{fp4_uint4_m16_one_slot,nvfp4_m16_ab}.json)
+    return dict(tile_n=128, gps=2, steps=3, step_wait=True) | ONE_SLOT
+  # MXFP4 / NVFP4 above M = 16 add their stream-K partial sums in the kernel (`fused_sum`;
+  # H200 MXFP4 M = 64 74.6 -> 73.6 us, M = 32 58.7 -> 58.9; NVFP4 M = 32 59.8 -> 58.8,
+  # kernels_wo_s24_fused_sum_fp4.json; H100 NVFP4 M = 64 79.0 -> 76.0,
+  # kernels_wo_s25_h100_nvfp4_m64.json)
+  cfg = dict(tile_n=128, gps=2, steps=4, stream_k=2) if narrow else wide | (
+      dict(fused_sum=True) if fmt in FP4 and m > 16 and not few_tiles else {})
+  # MXFP4 at M <= 4 on FP8 tensor cores where that pays (`fp8_x`: E2M1 bits moved into E4M3,
+  # no table; `FP8_X_DEVICES`): H200 M = 1 47.9 -> 46.1 us, M = 2 47.9 -> 46.9, M = 4 48.0
+  # -> 46.4, M = 8 47.7 -> 49.9 (kernels_wo_s2{3,4}_*fp8_x*.json); M = 5-7 unmeasured.
+  x8 = dict(fp8_x=fp8_x_pays) if fmt is WeightFormat.MXFP4 and m <= 4 else {}
+  return cfg | dict(step_wait=True) | x8
