@@ -11,7 +11,8 @@
 # with XLA's sum on one run each: MXFP4 / NVFP4 the same, INT4 g128 again, M = 64, the new default's
 # load floor), then `h100b` (14336 x 4096, the down projections' shape, never swept: the few-tile
 # configs at 3.5x the K), then `h100c` (the 4096 x 14336 rows session 45 cut off, INT4 g32's 64-row
-# launch at 4096 x 4096, the prefill rows last timed in sessions 2-5: UINT4 g128 at 0.69x XLA bf16).
+# launch at 4096 x 4096, the prefill rows still under 0.9x XLA bf16: UINT4 g128 / NF4 g64 at 4096 x
+# 14336, 0.75x / 0.78x in sessions 1-5, INT8 at 4096 x 4096, 0.89x before its channel scales).
 # On an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7 (sessions 36-37's
 # defaults: NVFP4's row pass sweeping x from its end, its column state once a block, the E4M3 rows
 # in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone,
@@ -211,9 +212,10 @@ case "$part" in
     ;;
   h100c)  # On an H100, ~8 minutes: the 4096 x 14336 rows session 45 cut off, NVFP4 M = 32 / 64
       # and NF4 g64 M = 32, in 128-row tiles since (unmeasured for NVFP4) against 256; INT4 g32
-      # at 4096 x 4096 M = 1 / 32 in INT4 g128's 64-row launch; and the prefill GEMM's rows last
-      # timed in sessions 2-5, UINT4 g128 (0.69x XLA bf16, the furthest from 0.9x), UINT4 g32
-      # and INT4 g32, at their defaults
+      # at 4096 x 4096 M = 1 / 32 in INT4 g128's 64-row launch; and the prefill GEMM's rows
+      # under 0.9x XLA bf16 at their defaults: UINT4 g128 and NF4 g64 at 4096 x 14336 (0.75x /
+      # 0.78x, last timed in sessions 1-5), INT8 at 4096 x 4096 (0.89x, before its channel
+      # scales on the sum, `channel_scale_out`)
     run 150 a $B --what wo --formats nvfp4 --m 32,64 --shapes 4096x14336 \
       --configs '[{}, {"tile_n": 256}]'
     run 80 b $B --what wo --formats nf4_g64 --m 32 --shapes 4096x14336 \
@@ -221,7 +223,7 @@ case "$part" in
     q64='"tile_n": 64, "gps": 2, "steps": 4, "compute_wgs": 1, "stream_k": 2, "fused_sum": false'
     run 110 c $B --what wo --formats int4_g32 --m 1,32 --shapes 4096x4096 \
       --configs "[{}, {$q64}]"
-    run 120 d $B --what wo --formats uint4,uint4_g32,int4_g32 --m 1024 --shapes $S
+    run 130 d $B --what wo --formats uint4,nf4_g64,int8 --m 1024 --shapes 4096x14336,4096x4096
     ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
