@@ -229,7 +229,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       Defaults for these three: `configs.decode_config` (the H100 sweep's best for INT4).
     allow_unverified: run a (format, group) path that has not yet matched the reference on a
       GPU (`VERIFIED`); the benchmark passes it and checks the result.
-    splits: K splits (default: enough CTAs to cover the SMs).
+    splits: K splits (default: the launch config's, else the smallest power of two that
+      divides the K steps and covers the SMs; where none does, stream-K two CTAs an SM).
     stream_k: if given, ignore `splits` and run the stream-K schedule with about this many CTAs
       an SM, each taking an equal, contiguous share of the (N tile, K step) iterations
       (`schedule.stream_k_schedule`): no SM idles at the end.
@@ -547,14 +548,16 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   ksteps_total = k // tile_k
   n_tiles = n // tile_n
   stream_k = dflt.get("stream_k") if stream_k is None and splits is None else stream_k
+  if stream_k is None and splits is None:
+    splits = dflt.get("splits")
+    if splits is None or ksteps_total % splits:
+      splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
+      # no even split fills the SMs: stream-K two CTAs an SM, the narrow configs' count
+      stream_k = 2 if splits is None else None
   if stream_k is not None:
     schedule = S.stream_k_schedule(n_tiles, tile_n, ksteps_total, S.stream_k_ctas(
         n_tiles * ksteps_total, stream_k * num_sms))
   else:
-    if splits is None:
-      splits = dflt.get("splits")
-      if splits is None or ksteps_total % splits:
-        splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
     schedule = S.split_schedule(n_tiles, tile_n, ksteps_total, splits)
   fit = steps_fit()
   if fit < 2:

@@ -103,12 +103,15 @@ def split_schedule(n_tiles: int, tile_n: int, kst: int, splits: int) -> Schedule
                   written=np.ones((splits, n_tiles), bool), writers_at=lambda tile: splits)
 
 
-def pick_splits(n_tiles: int, kst: int, num_sms: int) -> int:
-  """Smallest K split that gives at least one CTA per SM (K steps must divide evenly)."""
+def pick_splits(n_tiles: int, kst: int, num_sms: int) -> int | None:
+  """Smallest power-of-two K split (1-16) that divides the K steps evenly and gives at least
+  one CTA per SM (or leaves fewer than two steps a CTA); None where none does: K steps with no
+  such divisor (4096 x 11008's 43, LLaMA-2-13B's down projection's 54 over 40 tiles) take a
+  stream-K schedule instead of one CTA a tile."""
   for s in (1, 2, 4, 8, 16):
     if kst % s == 0 and (n_tiles * s >= num_sms or s * 2 > kst):
       return s
-  return 1
+  return None
 
 
 def stream_k_ctas(total: int, target: int) -> int:

@@ -295,10 +295,12 @@ def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides, monkeypat
   # defaults (the H200's `fp8_x`, the H100's one slot a tile): a default that raised for some
   # shape would take that shape off the GPU kernel. Each launches at least 112 CTAs (85% of an
   # H100's 132 SMs; 4096 x 14336's 128-row tiles, measured to gain): session 29's one slot a
-  # tile took the 8-bit decode at 4096 x 4096 to 32 CTAs and twice the time (session 30).
+  # tile took the 8-bit decode at 4096 x 4096 to 32 CTAs and twice the time (session 30), and
+  # until session 45 the split configs ran 11008 x 4096 (43 K steps) on 32, one a tile.
   from pallas_kernels.wo_matmul import configs
   from pallas_kernels.wo_matmul import decode_plan
-  for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192)]:
+  for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192),
+               (4096, 11008), (11008, 4096)]:
     for gpu in (False, True):
       gpu_store = dict(wgmma_order=gpu and preset not in PER_CHANNEL,
                        scale_bf16=gpu and preset in ("mxfp4", "nvfp4", "nf4_g64"))
@@ -412,6 +414,12 @@ def test_split_schedule_and_errors():
     S.stream_k_schedule(224, 128, 32, 7169)
   with pytest.raises(ValueError, match="splits"):
     S.split_schedule(6, 2, 8, 3)
+  # the default split: the smallest power of two dividing the K steps that covers the SMs
+  assert S.pick_splits(32, 16, 132) == 8 and S.pick_splits(224, 32, 132) == 1
+  assert S.pick_splits(4, 16, 132) == 16  # fewer than two steps a CTA past it
+  # none where no such divisor reaches the SMs: K = 11008 (43 steps of 256) over 32 tiles,
+  # 13824 (54) over 40; the plan then runs stream-K (test_decode_defaults_plan_...)
+  assert S.pick_splits(32, 43, 132) is None and S.pick_splits(40, 54, 132) is None
 
 
 def test_slot_loads_plan_and_errors():
