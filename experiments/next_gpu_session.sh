@@ -10,33 +10,33 @@
 # first where one is lent (4096 x 4096, where session 45 moved INT4 g128 at M <= 32 to 64-row tiles
 # with XLA's sum on one run each: MXFP4 / NVFP4 the same, INT4 g128 again, M = 64, the new default's
 # load floor), then `h100b` (14336 x 4096, the down projections' shape, never swept: the few-tile
-# configs at 3.5x the K), then `h100c` (the 4096 x 14336 rows session 45 cut off, INT4 g32's 64-row
-# launch at 4096 x 4096, the prefill rows still under 0.9x XLA bf16: UINT4 g128 / NF4 g64 at 4096 x
-# 14336, 0.75x / 0.78x in sessions 1-5, INT8 at 4096 x 4096, 0.89x before its channel scales).
-# On an H200: 8 (the few-tile config at 4096 x 4096 against the H200's default), 7 (sessions 36-37's
-# defaults: NVFP4's row pass sweeping x from its end, its column state once a block, the E4M3 rows
-# in bands, MXFP4's new storage against the H200's fp8_x), then q (the E4M3 codes by the cast alone,
-# `cast_nan`, the block amax from bf16 pair words, `pair_amax`, and the E2M1 codes two an operation,
-# `pair_e2m1`, the defaults since sessions 32-35 from the H100's checks, re-checked there), then 2:
-# the decode with its codes read by plain loads (a `code_order.thread_major` weight, `{"w_threads":
-# true}`, a step ahead by default), correct on the H100 for seven formats (sessions 27-28) and level
-# there with the TMA decode (INT4 g128 M = 1 50.3 -> 50.7 us, session 28): on the H200 the TMA
-# pipeline itself is the gap (34.0 us at best against 27.9 by plain loads; the decode takes 38.3,
-# 3.2x asks 34.3); and the column-wise INT4 quantize with and without its NaN test (`int4_nan_test`;
-# on the H100 the test is worth 11%, session 29). Then 3 (the 8-bit decode's x split by one kernel
-# against XLA's where fp8_x is the default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain
-# loads' launch sweep and SASS on the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's
-# prefill with and without the bf16 cast) and 6 (one CTA a tile writing y itself, the H100's default
-# for INT4 at M <= 16 and the 8-bit formats at M <= 32 where N >= 14336 since sessions 29-30), all
-# on the H200. Session 44's `h100`, `h100b`, `h100c` and `h100d` parts ran in session 45 (`h100b`'s
-# three runs and `h100c`'s first two each cut off in their last row: the limits there short of the
-# 15-25 s a config compiles at 4096 x 14336); 42's `h100d` part ran in session 43 (cut off in
-# MXFP4's rows) with the start of its `h100` (UINT4, then INT8 M = 64 alone); 41's `h100` part ran
-# in session 42 (cut off in its last row, finished in a second call) with part of its `h100c`
-# (INT4's one-slot launch at 4096 x 4096 M = 1 / 16, 46% slower: dropped, as the fused sum there,
-# which lost in session 31); 40's `h100`, `h100c` and `h100d` parts in 41, 39's `h100` and `h100b`
-# in 40, 36's `h100` in 37, 35's in 36, 34's in 35, 33's and `q` (on an H100) in session 34; 1 ran
-# in session 16 (rerun only to re-check).
+# configs at 3.5x the K; 11008 x 4096's split configs on stream-K), then `h100c` (the 4096 x 14336
+# rows session 45 cut off, INT4 g32's 64-row launch at 4096 x 4096, the prefill rows still under
+# 0.9x XLA bf16: UINT4 g128 / NF4 g64 at 4096 x 14336, 0.75x / 0.78x in sessions 1-5, INT8 at 4096 x
+# 4096, 0.89x before its channel scales). On an H200: 8 (the few-tile config at 4096 x 4096 against
+# the H200's default), 7 (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its
+# column state once a block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x),
+# then q (the E4M3 codes by the cast alone, `cast_nan`, the block amax from bf16 pair words,
+# `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the defaults since sessions 32-35
+# from the H100's checks, re-checked there), then 2: the decode with its codes read by plain loads
+# (a `code_order.thread_major` weight, `{"w_threads": true}`, a step ahead by default), correct on
+# the H100 for seven formats (sessions 27-28) and level there with the TMA decode (INT4 g128 M = 1
+# 50.3 -> 50.7 us, session 28): on the H200 the TMA pipeline itself is the gap (34.0 us at best
+# against 27.9 by plain loads; the decode takes 38.3, 3.2x asks 34.3); and the column-wise INT4
+# quantize with and without its NaN test (`int4_nan_test`; on the H100 the test is worth 11%,
+# session 29). Then 3 (the 8-bit decode's x split by one kernel against XLA's where fp8_x is the
+# default, INT8 / INT4 by plain loads at M = 16 / 64), 4 (the plain loads' launch sweep and SASS on
+# the H200), 5 (FP8 by plain loads, the split at M = 4, INT8's prefill with and without the bf16
+# cast) and 6 (one CTA a tile writing y itself, the H100's default for INT4 at M <= 16 and the 8-bit
+# formats at M <= 32 where N >= 14336 since sessions 29-30), all on the H200. Session 44's `h100`,
+# `h100b`, `h100c` and `h100d` parts ran in session 45 (`h100b`'s three runs and `h100c`'s first two
+# each cut off in their last row: the limits there short of the 15-25 s a config compiles at 4096 x
+# 14336); 42's `h100d` part ran in session 43 (cut off in MXFP4's rows) with the start of its `h100`
+# (UINT4, then INT8 M = 64 alone); 41's `h100` part ran in session 42 (cut off in its last row,
+# finished in a second call) with part of its `h100c` (INT4's one-slot launch at 4096 x 4096 M = 1 /
+# 16, 46% slower: dropped, as the fused sum there, which lost in session 31); 40's `h100`, `h100c`
+# and `h100d` parts in 41, 39's `h100` and `h100b` in 40, 36's `h100` in 37, 35's in 36, 34's in 35,
+# 33's and `q` (on an H100) in session 34; 1 ran in session 16 (rerun only to re-check).
 # docs/kernels_sessions.md has each session's runs.
 #
 # Walls, to size the limits (sessions 22-26): a one-config row at 8192 x 28672 takes ~25 s at
@@ -199,7 +199,7 @@ case "$part" in
     run 70 c $B --what wo --formats int4 --m 64 --shapes 4096x4096 --configs "[{}, {$q64}]"
     run 150 d $B --what wo --formats int4,mxfp4 --m 1,32 --shapes 4096x4096 --load-split
     ;;
-  h100b)  # On an H100, ~8.5 minutes: the down projections' shape (K > N: 14336 x 4096, LLaMA-3
+  h100b)  # On an H100, ~9.5 minutes: the down projections' shape (K > N: 14336 x 4096, LLaMA-3
       # 8B's MLP down), never swept, where N = 4096 now takes the few-tile configs (XLA's sum;
       # INT4 g128 at M <= 32 in 64-row tiles, session 45) with 3.5x the K of 4096 x 4096:
       # each against the other and the 128-row wide config with XLA's sum
@@ -209,6 +209,10 @@ case "$part" in
       --configs "[{}, {$q64}, {$w128}]"
     run 160 b $B --what wo --formats int4,mxfp4 --m 1 --shapes 14336x4096 \
       --configs '[{}, {"tile_n": 128}, {"tile_n": 64}]'
+    # LLaMA-7B's down projection (43 K steps of 256, no power-of-two split): UINT4 / FP8's split
+    # configs on stream-K two CTAs an SM since session 45 (unmeasured) against one CTA a tile
+    run 90 c $B --what wo --formats uint4,fp8_e4m3 --m 1 --shapes 11008x4096 \
+      --configs '[{}, {"splits": 1}]'
     ;;
   h100c)  # On an H100, ~8 minutes: the 4096 x 14336 rows session 45 cut off, NVFP4 M = 32 / 64
       # and NF4 g64 M = 32, in 128-row tiles since (unmeasured for NVFP4) against 256; INT4 g32
