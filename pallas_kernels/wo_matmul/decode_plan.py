@@ -520,6 +520,12 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   mp = max(8, -(-x_rows // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
+  # A default tile or step that does not divide the weight (configs are measured on multiples
+  # of 256 rows and 512 K columns) halves until it does: N = 4224, K = 11008 with four chunks.
+  while not tile_n_given and tile_n > 64 and n % tile_n:
+    tile_n //= 2
+  while not gps_given and gps > 1 and k % (CHUNK * gps):
+    gps //= 2
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
   scale_rows = 1 if per_channel else gps * sub

@@ -422,6 +422,24 @@ def test_split_schedule_and_errors():
   assert S.pick_splits(32, 43, 132) is None and S.pick_splits(40, 54, 132) is None
 
 
+def test_default_tile_and_step_halve_to_fit_the_weight():
+  # A default measured on multiples of 256 rows and 512 K columns halves where the weight is
+  # not one (INT4 g128 at N >= 16384 steps four chunks, 512 K columns: K = 11008 takes two);
+  # one the caller names is refused instead
+  from pallas_kernels.wo_matmul import configs
+  from pallas_kernels.wo_matmul import decode_plan
+  pw = weight_shape("int4_g128", 11008, 16384)
+  assert configs.decode_config(pw.fmt, 16384, 1, group=128, device="cpu")["gps"] == 4
+  p = decode_plan.plan_decode(1, 11008, pw, allow_unverified=True)
+  assert p.tile_k == 256 and 11008 % p.tile_k == 0
+  with pytest.raises(ValueError, match="K=11008 must be a multiple of 4 chunks"):
+    decode_plan.plan_decode(1, 11008, pw, gps=4, allow_unverified=True)
+  odd = weight_shape("mxfp4", 4096, 4224)  # 33 tiles of 128 rows, under a 256-row default
+  assert decode_plan.plan_decode(32, 4096, odd, allow_unverified=True).tile_n == 128
+  with pytest.raises(ValueError, match="N=4224 must be a multiple of tile_n=256"):
+    decode_plan.plan_decode(32, 4096, odd, tile_n=256, allow_unverified=True)
+
+
 def test_slot_loads_plan_and_errors():
   # `slot_loads` (session 42, checked on the H100 in 43): slot 0 reads the other slots by plain
   # loads, as many in flight as SLOT_LOAD_REGISTERS allows; only for a fused sum of several slots
