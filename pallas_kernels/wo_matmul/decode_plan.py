@@ -226,7 +226,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     tile_n: rows of W^T (columns of y) per CTA.
     steps: pipeline depth (TMA copies in flight per CTA); lowered to what fits in shared memory.
     gps: chunks of 128 along K per pipeline step.
-      Defaults for these three: `configs.decode_config` (the H100 sweep's best for INT4).
+      Defaults for these three: `configs.decode_config` (the H100 sweep's best for INT4); a
+      default tile_n or gps that does not divide N or K halves until it does, a given one is
+      refused.
     allow_unverified: run a (format, group) path that has not yet matched the reference on a
       GPU (`VERIFIED`); the benchmark passes it and checks the result.
     splits: K splits (default: the launch config's, else the smallest power of two that
