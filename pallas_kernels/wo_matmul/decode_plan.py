@@ -522,12 +522,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   mp = max(8, -(-x_rows // 8) * 8)
   if tile_n is None:
     tile_n = 256 if mp <= 16 else 128
-  # A default tile or step that does not divide the weight (configs are measured on multiples
-  # of 256 rows and 512 K columns) halves until it does: N = 4224, K = 11008 with four chunks.
+  # A default tile that does not divide N (configs are measured on multiples of 256 rows)
+  # halves until it does: N = 4224. (A default step that does not divide K halves below.)
   while not tile_n_given and tile_n > 64 and n % tile_n:
     tile_n //= 2
-  while not gps_given and gps > 1 and k % (CHUNK * gps):
-    gps //= 2
   if n % tile_n:
     raise ValueError(f"N={n} must be a multiple of tile_n={tile_n}")
   scale_rows = 1 if per_channel else gps * sub
@@ -544,8 +542,9 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
         plain_loads)
 
   # Small groups at large M: the x copies grow, so take fewer chunks a step, then (group 32 at
-  # M > 32 under the 256-row default) fewer rows.
-  while not gps_given and gps > 1 and steps_fit() < 2:
+  # M > 32 under the 256-row default) fewer rows; and fewer chunks where a step does not divide
+  # K (configs are measured on multiples of 512 columns: K = 11008 under four chunks).
+  while not gps_given and gps > 1 and (k % (CHUNK * gps) or steps_fit() < 2):
     gps //= 2
     scale_rows = 1 if per_channel else gps * sub
   if not tile_n_given and tile_n > 128 and steps_fit() < 2:
@@ -560,8 +559,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     splits = dflt.get("splits")
     if splits is None or ksteps_total % splits:
       splits = S.pick_splits(n_tiles, ksteps_total, num_sms)
-      # no even split fills the SMs: stream-K two CTAs an SM, the narrow configs' count
-      stream_k = 2 if splits is None else None
+      if splits is None:  # no even split fills the SMs: stream-K two CTAs an SM, the narrow
+        stream_k = 2      # configs' count
   if stream_k is not None:
     schedule = S.stream_k_schedule(n_tiles, tile_n, ksteps_total, S.stream_k_ctas(
         n_tiles * ksteps_total, stream_k * num_sms))
