@@ -63,7 +63,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -229,6 +229,18 @@ case "$part" in
       --configs "[{}, {$q64}]"
     run 130 d $B --what wo --formats uint4,nf4_g64,int8 --m 1024 --shapes 4096x14336,4096x4096
     ;;
+  h100d)  # On an H100, ~7 minutes: the decode's MMA ceiling there (bench_wgmma_rate.py, run on
+      # the H200 only, session 16: the standing table's MMA floor is "-" for every H100 row); the
+      # 4096 x 14336 rows at M = 32 / 64 whose best H100 time predates today's defaults (INT4 g64
+      # M = 64 48.8 us, 0.98x XLA bf16, from session 5's wide config; 128-row tiles since session
+      # 41); and the rule-based defaults between N = 4096 and 14336 at two shapes never timed,
+      # LLaMA-3 8B's fused QKV projection (4096 x 6144: 48 tiles, stream-K) and LLaMA-2 13B's MLP
+      # (5120 x 13824: 108 tiles, one short of ONE_SLOT_MIN_N)
+    run 90 a python3 experiments/bench_wgmma_rate.py
+    run 110 b $B --what wo --formats int4_g64,int4_g32 --m 32,64 --shapes 4096x14336
+    run 170 c $B --what wo --formats int4,mxfp4,int8 --m 1,32 --shapes 4096x6144
+    run 170 d $B --what wo --formats int4,nvfp4 --m 1,64 --shapes 5120x13824
+    ;;
   8)  # On the H200, ~5 minutes: 4096 x 4096 at M = 32 / 64, the H100's few-tile config since
       # session 42 (128-row tiles, XLA adding the stream-K partial sums; INT4 g128 M = 64 23.8 ->
       # 11.3 us there) against the H200's default (256-row tiles, the fused sum)
@@ -254,6 +266,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b or h100c" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d" >&2; exit 2 ;;
 esac
 ls -R "$OUT"
