@@ -300,7 +300,7 @@ def test_decode_defaults_plan_for_every_m_and_shape(preset, overrides, monkeypat
   from pallas_kernels.wo_matmul import configs
   from pallas_kernels.wo_matmul import decode_plan
   for k, n in [(4096, 4096), (4096, 14336), (8192, 28672), (14336, 4096), (2048, 8192),
-               (4096, 11008), (11008, 4096)]:
+               (4096, 11008), (11008, 4096), (4096, 6144), (5120, 13824)]:
     for gpu in (False, True):
       gpu_store = dict(wgmma_order=gpu and preset not in PER_CHANNEL,
                        scale_bf16=gpu and preset in ("mxfp4", "nvfp4", "nf4_g64"))
