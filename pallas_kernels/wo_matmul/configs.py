@@ -160,9 +160,13 @@ def decode_config(fmt: WeightFormat, n: int, m: int, scale_bf16: bool = False,
   if fmt in FP4 or (fmt is WeightFormat.NF4 and scale_bf16):
     return _scaled_4bit_config(fmt, n, m, scale_bf16, group, device, wide, few_tiles,
                                fp8_x_pays)
-  if fmt is WeightFormat.NF4:  # with the byte-permute lookup, M = 1: 144 us against 154 (s5)
-    return dict(tile_n=128, gps=2, steps=4, splits=4) if m <= 16 else dict(tile_n=64, gps=2,
-                                                                           steps=4)
+  if fmt is WeightFormat.NF4:
+    # Byte codes (bitsandbytes' layout), with the byte-permute lookup: four K splits at N =
+    # 28672, M = 1, 144 us against 154 (session 5); where N has fewer than 32 tiles of 128 rows
+    # (four splits of 3072's 24 leave 36 of 132 SMs idle) the plan's split that fills the SMs
+    if m > 16:
+      return dict(tile_n=64, gps=2, steps=4)
+    return dict(tile_n=128, gps=2, steps=4) | (dict(splits=4) if n >= 4096 else {})
   return dict(tile_n=None, gps=1, steps=6)
 
 

@@ -489,3 +489,15 @@ def test_slot_stores_plan_and_errors():
   with pytest.raises(ValueError, match="1 slot"):  # one slot a tile: nothing to store
     decode_plan.plan_decode(1, 4096, pw, tile_n=128, gps=2, steps=4, splits=1, fused_sum=True,
                             slot_stores=True, allow_unverified=True)
+
+
+def test_nf4_byte_codes_split_to_fill_the_sms():
+  # NF4 stored as bitsandbytes' byte codes takes four K splits, measured at N = 28672 (session
+  # 5); where N's 128-row tiles are fewer than 32 four splits would leave SMs idle (N = 3072: 96
+  # CTAs on 132), and the plan's split that fills them runs instead
+  from pallas_kernels.wo_matmul import decode_plan
+  for n, want in [(28672, 4), (4096, 4), (3072, 8), (1024, 16)]:
+    pw = weight_shape("nf4_g64", 4096, n)
+    assert not pw.scale_bf16  # the byte layout, not the slot codes
+    p = decode_plan.plan_decode(1, 4096, pw, allow_unverified=True)
+    assert p.schedule.slots == want and math.prod(p.schedule.grid) >= 112, n
