@@ -63,7 +63,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:experiments PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder the results go to}"
-part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d}"
+part="${1:?which part: q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c, h100d or wb}"
 B="python3 experiments/bench_kernels.py"
 S=8192x28672
 ALL_SCHEMES=mxfp8_e4m3,fp8_e4m3_block128,mxfp4,nvfp4,int4_g128  # the fused quantize schemes
@@ -185,6 +185,19 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
+  wb)  # On an H100, ~9.5 minutes, first where one is lent: INT4 rounded to bf16 before the MMA
+      # (`weights_bf16`, session 46, written without a GPU: RN_bf16(q * s), one wgmma a chunk
+      # chained, the prefill GEMM's numerics), against today's group-scaled decode (a wgmma and
+      # an f32 scale-and-add a group) where the MMA side bounds it, M = 32 / 64 (INT4 g32 M = 64
+      # 1.70x XLA bf16 against 2.2x, g64 1.99x, g128 M = 64 1.95x at 4096 x 14336), and at M = 1
+      # / 16 for what it costs there; rel. err against the exact decode's
+    wb='[{}, {"weights_bf16": true}]'
+    run 160 a $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$wb"
+    run 150 b $B --what wo --formats int4_g32,int4_g64 --m 32 --shapes $S --configs "$wb"
+    run 120 c $B --what wo --formats int4,int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
+      --configs "$wb"
+    run 110 d $B --what wo --formats int4_g32 --m 1,16 --shapes $S --configs "$wb"
+    ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9 minutes: 4096 x 4096, where session
       # 45 moved INT4 g128 at M <= 32 to M = 16's launch (64-row tiles, stream-K over two CTAs
       # an SM, one compute warpgroup) with XLA's sum (M = 1 7.4 -> 6.9 us, M = 32 9.1 -> 8.2;
@@ -266,6 +279,6 @@ case "$part" in
     run 190 d $B --what wo --formats mxfp4 --m 1,4,16 --shapes $S \
       --configs '[{}, {"mx_fold": true, "halves": true}, {"byte_multipliers": true, "halves": true}]'
     ;;
-  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c or h100d" >&2; exit 2 ;;
+  *) echo "part must be q, 1, 2, 3, 4, 5, 6, 7, 8, h100, h100b, h100c, h100d or wb" >&2; exit 2 ;;
 esac
 ls -R "$OUT"

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "next_gpu_session.sh")
-PARTS = ["q", "1", "2", "3", "4", "5", "6", "7", "8", "h100", "h100b", "h100c", "h100d"]
+PARTS = ["q", "1", "2", "3", "4", "5", "6", "7", "8", "h100", "h100b", "h100c", "h100d", "wb"]
 CALL_S = 600  # the device tool's limit on one command
 MARGIN_S = 30  # start-up, the header's ceilings (copy bandwidth, GEMM rate), `ls`
 

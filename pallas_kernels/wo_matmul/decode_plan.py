@@ -31,6 +31,7 @@ from pallas_kernels.wo_matmul.verified import SLOT_STORES_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_KERNEL_VERIFIED
 from pallas_kernels.wo_matmul.verified import SPLIT_WGS_VERIFIED
 from pallas_kernels.wo_matmul.verified import VERIFIED
+from pallas_kernels.wo_matmul.verified import WEIGHTS_BF16_VERIFIED
 
 NUM_SMS_H100 = 132
 PER_CHANNEL = (WeightFormat.INT8, WeightFormat.FP8)
@@ -219,7 +220,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
                 zero_in_weights: bool = False, fp8_x: bool | None = None,
                 prefetch_codes: bool | int | None = None, split_kernel: bool | None = None,
                 slot_loads: bool = False, slot_stores: bool = False,
-                num_sms: int = NUM_SMS_H100) -> DecodePlan:
+                weights_bf16: bool = False, num_sms: int = NUM_SMS_H100) -> DecodePlan:
   """Resolves and checks the decode kernel's options for an (M, K) x and weight `pw`.
 
   Options (each None takes its default):
@@ -243,6 +244,13 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       output. NF4: True rounds `table * absmax` (f32) to bf16 once, as bitsandbytes' bf16
       dequantization does; False keeps the table in two bf16 terms (to 2^-17) and the scale in
       f32 (closer to the f32 reference, slower).
+    weights_bf16: INT4: prescale too, departing from the kernel's exact group-scaled numerics
+      for the prefill GEMM's (and XLA's dequantize-then-dot's): each weight RN_bf16(q * s) in
+      float32, one wgmma a chunk chained into one accumulator (with `step_wait`), in place of
+      a wgmma and an f32 scale-and-add of its partial product a group. At M = 32 / 64 that
+      epilogue is 2 (groups of 32) to 0.5 (of 128) FMAs a weight element, where the prescale
+      costs about 2.5 instructions a weight element wherever M is. Gated until a GPU has
+      checked it (`WEIGHTS_BF16_VERIFIED`); off by default.
     compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2 or 4:
       warp specialization, a memory warpgroup issuing the TMA copies and the compute
       warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`).
@@ -452,7 +460,8 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
     raise ValueError("nf4_lut is the NF4 table lookup of the prescaled path (prescale=True)")
   if step_wait is None:
     # The FP4 / NF4 defaults were measured prescaled; unprescaled, they keep a wait a chunk.
-    step_wait = dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
+    step_wait = (dflt.get("step_wait", False) and (prescale or not (fp4 or nf4 or slots))
+                 or weights_bf16)  # prescaled INT4: one chain a step, as FP4's
   if m > 64:
     raise NotImplementedError(f"mosaic_gpu wo_matmul is the decode kernel (M <= 64), got M={m}")
   if fp8_x and pw.mx_fold:
@@ -465,7 +474,7 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   if fp8_x is None:
     fp8_x = (dflt.get("fp8_x", False) and case(pw) in FP8_X_VERIFIED
              and not (fused_sum and case(pw) not in FP8_X_FUSED_SUM_VERIFIED)
-             and not zero_in_weights and not (plain_loads and per_channel))
+             and not zero_in_weights and not (plain_loads and per_channel) and not weights_bf16)
   if fp8_x and plain_loads and per_channel:
     raise NotImplementedError("fp8_x reads 8-bit weights in the WGMMA_8BIT layout; plain loads "
                               "(`code_order.thread_major`) hand them over in UPCAST_2X: leave "
@@ -500,9 +509,18 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   # Groups smaller than a 128-wide register tile: `sub` groups share one dequantized tile, and
   # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
   sub = 1 if per_channel else CHUNK // g
-  prescale = (fp4 or fmt is WeightFormat.NF4) and prescale and not fp8_x  # fp8_x: group folds
+  if weights_bf16:
+    if fmt is not WeightFormat.INT4 or fp8_x:
+      raise ValueError(f"weights_bf16 rounds INT4's q * s to bf16 before the MMA; this weight "
+                       f"is {fmt.value}{' on fp8_x' if fp8_x else ''}: leave it off")
+    require_checked(f"weights_bf16 for {fmt.value} group {g}{variant}",
+                    base_case(pw) in WEIGHTS_BF16_VERIFIED, allow_unverified,
+                    reference="the reference", instead="leave weights_bf16 off")
+  prescale = ((fp4 or fmt is WeightFormat.NF4) and prescale and not fp8_x  # fp8_x: group folds
+              or weights_bf16)
   compute_wgs = dflt.get("compute_wgs", 1) if compute_wgs is None else compute_wgs
-  slices_fit = (fmt in (WeightFormat.INT4, WeightFormat.UINT4) or fp8_x) and sub > 1
+  slices_fit = (fmt in (WeightFormat.INT4, WeightFormat.UINT4) or fp8_x) and sub > 1 and (
+      not prescale)
   if group_slices and not slices_fit:
     raise ValueError(f"group_slices is for INT4 / UINT4 groups of 32 or 64, not {fmt.value} "
                      f"group {g}")

@@ -257,6 +257,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             continue
           if p.fp4_scale_bytes:
             st = scale_bytes_f32(st, p.fmt)
+          if pw.amax_scales:  # INT4's bf16 amax a (`weights_bf16`): the scale RN(a / 7)
+            st = amax_scale_f32(st, functools.partial(_ptx.fma_rn, layout=_ptx.ROW))
           rows.append((st * times if times != 1.0 else st).astype(dtype))
         return spread_groups(rows, wk, group_cols, byte_pairs)
 
@@ -309,6 +311,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             zs = [uint4_zero_bf16(o, sc.astype(jnp.float32))
                   for o, sc in zip(rows(off_smem), rows(s_smem))]
           return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
+        if not p.fp4 and p.prescale:  # INT4 `weights_bf16`: RN_bf16(q * s), s in float32
+          w = w.astype(jnp.bfloat16).astype(jnp.float32)  # exact
+          return [(w * block_scales(j, g, jnp.float32)).astype(jnp.bfloat16)]
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if p.prescale and (p.fmt is WeightFormat.NVFP4 or pw.mx_fold or byte_pairs):

@@ -111,6 +111,9 @@ SLOT_LOADS_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
 # the default's, in 128- and 64-row tiles; slower than plain loads alone there (M = 1 8.2 ->
 # 8.7 us, M = 32 10.7 -> 10.8; kernels_wo_s45_h100_slot_stores_64_rows_4096x4096.json): off.
 SLOT_STORES_VERIFIED: frozenset = frozenset({(WeightFormat.INT4, 128)})
+# INT4 weights rounded to bf16 before the MMA (`plan_decode(weights_bf16=True)`, session 46):
+# written without a GPU, lowered on the CPU; none checked yet
+WEIGHTS_BF16_VERIFIED: frozenset = frozenset()
 # `case(pw)` keys whose `fp8_x` kernel (FP8 tensor cores, `fp8_x.py`) has matched the reference
 # on a GPU; a case takes it by default where `configs.decode_config` says so. H200, 2026-12-05,
 # 8192 x 28672, rel. err 1.66e-3 against the bf16 path's 1.65-1.67e-3

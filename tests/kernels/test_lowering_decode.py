@@ -503,6 +503,40 @@ def test_int4_amax_scales_lower(group, monkeypatch):
                       marked)
 
 
+@pytest.mark.parametrize("group", [32, 128])
+@pytest.mark.parametrize("m", [1, 64])
+def test_int4_weights_bf16_lowers(group, m, monkeypatch):
+  # `weights_bf16`: INT4 prescaled, RN_bf16(q * s) (float32 scales, or rebuilt from bf16 amaxes)
+  # and one wgmma a chunk chained into the carried sum (no group slices, one x copy, one
+  # accumulator a chunk), a step's wait once; refused for other formats and, until a GPU has
+  # checked it, without allow_unverified.
+  import dataclasses
+  name = f"int4_g128-block_size{group}" if group != 128 else "int4_g128"
+  pw = weight_shape(name, 8192, 28672)
+  marked = dataclasses.replace(pw, scale=jax.ShapeDtypeStruct(pw.scale.shape, jnp.bfloat16),
+                               amax_scales=True)
+  plan = decode_plan.plan_decode(m, 8192, pw, weights_bf16=True, allow_unverified=True)
+  assert plan.prescale and plan.chain and plan.per_chunk == 1 and plan.xsub == 1
+  assert not plan.group_slices and not plan.chunk_wait
+  default = decode_plan.plan_decode(m, 8192, pw, allow_unverified=True)
+  assert not default.prescale and default.per_chunk == 128 // group
+  calls = record_calls(monkeypatch, [(mosaic_gpu, "amax_scale_f32")])
+  for p in (pw, marked):
+    calls.clear()
+    jax.clear_caches()
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, weights_bf16=True,
+                                                      allow_unverified=True)
+    text = _compat.lower_for("cuda", fn, x_shape(m, 8192), p).as_text()
+    assert "body.<locals>.chain" in text and "body.<locals>.chunk" not in text
+    assert bool(calls) == p.amax_scales
+  with pytest.raises(NotImplementedError, match="weights_bf16 for int4 group"):
+    decode_plan.plan_decode(m, 8192, pw, weights_bf16=True)
+  for other in ("int4_g128_asym", "mxfp4", "int8"):
+    with pytest.raises(ValueError, match="weights_bf16 rounds INT4's"):
+      decode_plan.plan_decode(m, 8192, weight_shape(other, 8192, 28672), weights_bf16=True,
+                              allow_unverified=True)
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
 def test_e2m1_halves_order_lowers(name, monkeypatch):
   # E2M1 codes in the halves order (`code_order.HALVES_ORDER`): the decode (M = 1 / 16, by TMA and
