@@ -185,18 +185,19 @@ case "$part" in
     run 90 d $B --what quant --transpose --schemes mxfp4,nvfp4 --qshapes 8192x8192,4096x14336 \
       --configs '[{}, {"pair_e2m1": false}]'
     ;;
-  wb)  # On an H100, ~9.5 minutes, first where one is lent: INT4 rounded to bf16 before the MMA
-      # (`weights_bf16`, session 46, written without a GPU: RN_bf16(q * s), one wgmma a chunk
-      # chained, the prefill GEMM's numerics), against today's group-scaled decode (a wgmma and
-      # an f32 scale-and-add a group) where the MMA side bounds it, M = 32 / 64 (INT4 g32 M = 64
-      # 1.70x XLA bf16 against 2.2x, g64 1.99x, g128 M = 64 1.95x at 4096 x 14336), and at M = 1
-      # / 16 for what it costs there; rel. err against the exact decode's
+  wb)  # On an H100, ~9.5 minutes, first where one is lent: INT4 / UINT4 rounded to bf16 before
+      # the MMA (`weights_bf16`, session 46, written without a GPU: RN_bf16(q * s - offset), one
+      # wgmma a chunk chained, the prefill GEMM's numerics) against today's group-scaled decode
+      # (a wgmma and an f32 scale-and-add a group, UINT4's offset * x-sum term) where the MMA
+      # side bounds it, M = 32 / 64 (INT4 g32 M = 64 1.70x XLA bf16 against 2.2x, UINT4 g64
+      # 1.60x, g128 1.83x; INT4 g128 M = 64 1.95x at 4096 x 14336), and at M = 16 for what it
+      # costs there; rel. err against the exact decode's
     wb='[{}, {"weights_bf16": true}]'
-    run 160 a $B --what wo --formats int4,int4_g32 --m 64 --shapes $S --configs "$wb"
-    run 150 b $B --what wo --formats int4_g32,int4_g64 --m 32 --shapes $S --configs "$wb"
-    run 120 c $B --what wo --formats int4,int4_g32,int4_g64 --m 64 --shapes 4096x14336 \
+    run 160 a $B --what wo --formats int4_g32,uint4_g64 --m 64 --shapes $S --configs "$wb"
+    run 150 b $B --what wo --formats int4,uint4 --m 64 --shapes $S --configs "$wb"
+    run 120 c $B --what wo --formats int4,int4_g32,uint4 --m 64 --shapes 4096x14336 \
       --configs "$wb"
-    run 110 d $B --what wo --formats int4_g32 --m 1,16 --shapes $S --configs "$wb"
+    run 110 d $B --what wo --formats int4_g32,uint4 --m 16 --shapes $S --configs "$wb"
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9 minutes: 4096 x 4096, where session
       # 45 moved INT4 g128 at M <= 32 to M = 16's launch (64-row tiles, stream-K over two CTAs

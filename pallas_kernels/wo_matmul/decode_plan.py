@@ -190,7 +190,8 @@ class DecodePlan:
     """An x operand a group, computed by XLA: UINT4's x group sums (its f32 offset * x-sum),
     `fp8_x`'s S (its weights' odd values owe back half of x's group sum) or INT8's chunk
     multipliers (`fp8_x.x_terms`)."""
-    return (self.asym and not self.zero_in_weights) or (self.fp8_x and F8.x_terms(self.fmt))
+    return ((self.asym and not (self.zero_in_weights or self.prescale))
+            or (self.fp8_x and F8.x_terms(self.fmt)))
 
   @property
   def xs_rows(self) -> int:
@@ -244,13 +245,15 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
       output. NF4: True rounds `table * absmax` (f32) to bf16 once, as bitsandbytes' bf16
       dequantization does; False keeps the table in two bf16 terms (to 2^-17) and the scale in
       f32 (closer to the f32 reference, slower).
-    weights_bf16: INT4: prescale too, departing from the kernel's exact group-scaled numerics
-      for the prefill GEMM's (and XLA's dequantize-then-dot's): each weight RN_bf16(q * s) in
-      float32, one wgmma a chunk chained into one accumulator (with `step_wait`), in place of
-      a wgmma and an f32 scale-and-add of its partial product a group. At M = 32 / 64 that
-      epilogue is 2 (groups of 32) to 0.5 (of 128) FMAs a weight element, where the prescale
-      costs about 2.5 instructions a weight element wherever M is. Gated until a GPU has
-      checked it (`WEIGHTS_BF16_VERIFIED`); off by default.
+    weights_bf16: INT4 / UINT4: prescale too, departing from the kernel's exact group-scaled
+      numerics for the prefill GEMM's (and XLA's dequantize-then-dot's): each weight
+      RN_bf16(q * s) (UINT4: RN_bf16(q * s - offset)) in float32, one wgmma a chunk chained into
+      one accumulator (with `step_wait`), in place of a wgmma and an f32 scale-and-add of its
+      partial product a group (UINT4: and its offset times x's group sum, which XLA no longer
+      computes). At M = 32 / 64 that epilogue is 2 (groups of 32) to 0.5 (of 128) FMAs a
+      weight element, UINT4's twice that, where the prescale costs 2.5-3.5 instructions a
+      weight element whatever M is. Gated until a GPU has checked it (`WEIGHTS_BF16_VERIFIED`);
+      off by default.
     compute_wgs: 1: one warpgroup a CTA runs loads and math (`plgpu.emit_pipeline`); 2 or 4:
       warp specialization, a memory warpgroup issuing the TMA copies and the compute
       warpgroups taking `tile_n / compute_wgs` rows each (`plgpu.emit_pipeline_warp_specialized`).
@@ -510,9 +513,10 @@ def plan_decode(m: int, k: int, pw: PackedWeight, *, tile_n: int | None = None,
   # each group's wgmma reads a copy of x zeroed outside that group (x is tiny at decode).
   sub = 1 if per_channel else CHUNK // g
   if weights_bf16:
-    if fmt is not WeightFormat.INT4 or fp8_x:
-      raise ValueError(f"weights_bf16 rounds INT4's q * s to bf16 before the MMA; this weight "
-                       f"is {fmt.value}{' on fp8_x' if fp8_x else ''}: leave it off")
+    if fmt not in (WeightFormat.INT4, WeightFormat.UINT4) or fp8_x or zero_in_weights:
+      raise ValueError(f"weights_bf16 rounds INT4 / UINT4's q * s (- offset) to bf16 before the "
+                       f"MMA; this weight is {fmt.value}{' on fp8_x' if fp8_x else ''}"
+                       f"{' with zero_in_weights' if zero_in_weights else ''}: leave it off")
     require_checked(f"weights_bf16 for {fmt.value} group {g}{variant}",
                     base_case(pw) in WEIGHTS_BF16_VERIFIED, allow_unverified,
                     reference="the reference", instead="leave weights_bf16 off")

@@ -262,6 +262,17 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           rows.append((st * times if times != 1.0 else st).astype(dtype))
         return spread_groups(rows, wk, group_cols, byte_pairs)
 
+      def offset_rows(j):  # UINT4: chunk j's group offsets, float32, as `repack` rounds them
+        rows = []
+        for t in range(p.sub):
+          load = lambda ref: plgpu.load(ref.at[j * p.sub + t], (),
+                                        layout=plgpu.Layout.WGMMA.reduce(1))
+          off = load(off_smem)
+          if p.zero_points:  # f32(s) * (f32(zp) - 8), from the zero-point bytes
+            off = load(s_smem).astype(jnp.float32) * (_zero_points_f32(off) - 8.0)
+          rows.append(off)
+        return rows
+
       def weights(j):  # chunk j (128 of K) of W^T as bf16 register tiles
         ks = pl.ds(j * wk, wk)
         if p.nf4:  # bytes -> low / high nibbles (even / odd k) -> table values
@@ -302,6 +313,11 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           w = plgpu.layout_cast(w, plgpu.Layout.WGMMA)
         if p.slots:  # bitsandbytes' GEMV weight: RN_bf16(bf16 table * bf16 absmax)
           return [nf4_slots_bf16(w, block_scales(j, g, jnp.bfloat16))]
+        if p.prescale and not p.fp4:  # `weights_bf16`: RN_bf16(q * s - offset) in float32
+          w = w.astype(jnp.bfloat16).astype(jnp.float32) * block_scales(j, g, jnp.float32)
+          if p.asym:
+            w = w - spread_groups(offset_rows(j), wk, g)
+          return [w.astype(jnp.bfloat16)]
         if p.zero_in_weights:  # (q - 8) - (zp - 8), zp - 8 = offset / s rounded to bf16
           rows = lambda ref: [plgpu.load(ref.at[j * p.sub + t], (),
                                          layout=plgpu.Layout.WGMMA.reduce(1)) for t in range(p.sub)]
@@ -311,9 +327,6 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
             zs = [uint4_zero_bf16(o, sc.astype(jnp.float32))
                   for o, sc in zip(rows(off_smem), rows(s_smem))]
           return [w.astype(jnp.bfloat16) - spread_groups(zs, wk, g)]
-        if not p.fp4 and p.prescale:  # INT4 `weights_bf16`: RN_bf16(q * s), s in float32
-          w = w.astype(jnp.bfloat16).astype(jnp.float32)  # exact
-          return [(w * block_scales(j, g, jnp.float32)).astype(jnp.bfloat16)]
         if not p.fp4:
           return [w.astype(jnp.bfloat16)]  # Mosaic's fast i4 -> bf16 cast
         if p.prescale and (p.fmt is WeightFormat.NVFP4 or pw.mx_fold or byte_pairs):

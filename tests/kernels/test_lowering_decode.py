@@ -531,10 +531,38 @@ def test_int4_weights_bf16_lowers(group, m, monkeypatch):
     assert bool(calls) == p.amax_scales
   with pytest.raises(NotImplementedError, match="weights_bf16 for int4 group"):
     decode_plan.plan_decode(m, 8192, pw, weights_bf16=True)
-  for other in ("int4_g128_asym", "mxfp4", "int8"):
-    with pytest.raises(ValueError, match="weights_bf16 rounds INT4's"):
+  for other in ("mxfp4", "int8", "nf4_g64"):
+    with pytest.raises(ValueError, match="weights_bf16 rounds INT4 / UINT4's"):
       decode_plan.plan_decode(m, 8192, weight_shape(other, 8192, 28672), weights_bf16=True,
                               allow_unverified=True)
+
+
+@pytest.mark.parametrize("group", [32, 128])
+@pytest.mark.parametrize("m", [1, 64])
+def test_uint4_weights_bf16_lowers(group, m, monkeypatch):
+  # UINT4's `weights_bf16`: RN_bf16(q * s - offset), the offsets from shared memory as stored
+  # or made from zero-point bytes, chained as INT4's: no x group sums (XLA's reduction before
+  # the launch) and no offset * x-sum term; refused with zero_in_weights.
+  pw = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128_asym", block_size=group), axis=0)),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
+  zp = jax.eval_shape(wm.scales.uint4_zero_points, pw)
+  plan = decode_plan.plan_decode(m, 8192, pw, weights_bf16=True, allow_unverified=True)
+  assert plan.prescale and plan.chain and not plan.xsum_in
+  assert decode_plan.plan_decode(m, 8192, pw, allow_unverified=True).xsum_in
+  groups = f"tensor<{decode_plan.xsum_cols(max(8, m))}x{8192 // group}x{group}xf32>"
+  calls = record_calls(monkeypatch, [(mosaic_gpu, "_zero_points_f32")])
+  for p in (pw, zp):
+    calls.clear()
+    jax.clear_caches()
+    fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, weights_bf16=True,
+                                                      allow_unverified=True)
+    text = _compat.lower_for("cuda", fn, x_shape(m, 8192), p).as_text()
+    assert "body.<locals>.chain" in text and groups not in text
+    assert bool(calls) == p.zero_points
+  with pytest.raises(ValueError, match="with zero_in_weights"):
+    decode_plan.plan_decode(m, 8192, pw, weights_bf16=True, zero_in_weights=True,
+                            allow_unverified=True)
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
