@@ -3,19 +3,23 @@
 # first: the paths written without a GPU and gated until one checks them (docs/kernels.md, "Next
 # steps"), then the sweeps. On the GPU machine, from the repository root, one part a call:
 #
-#   OUT=... bash experiments/next_gpu_session.sh h100   # on an H100 (kind nvidia-h100-x1)
+#   OUT=... bash experiments/next_gpu_session.sh wb     # on an H100 (kind nvidia-h100-x1)
 #   OUT=... bash experiments/next_gpu_session.sh 8      # on an H200 (or an H100)
 #
-# The issue's targets are the H100's; only H100s came in sessions 27-45 (none in 38, 44): `h100`
-# first where one is lent (4096 x 4096, where session 45 moved INT4 g128 at M <= 32 to 64-row tiles
+# The issue's targets are the H100's; only H100s came in sessions 27-45 (none in 38, 44, 46): `wb`
+# first where one is lent (session 46's `weights_bf16`, INT4 / UINT4 rounded to bf16 before the
+# MMA, gated until checked, against today's decode at M = 64 / 16), then `h100`
+# (4096 x 4096, where session 45 moved INT4 g128 at M <= 32 to 64-row tiles
 # with XLA's sum on one run each: MXFP4 / NVFP4 the same, INT4 g128 again, M = 64, the new default's
 # load floor), then `h100b` (14336 x 4096, the down projections' shape, never swept: the few-tile
 # configs at 3.5x the K; 11008 x 4096's split configs on stream-K), then `h100c` (the 4096 x 14336
 # rows session 45 cut off, INT4 g32's 64-row launch at 4096 x 4096, the prefill rows still under
 # 0.9x XLA bf16: UINT4 g128 / NF4 g64 at 4096 x 14336, 0.75x / 0.78x in sessions 1-5, INT8 at 4096 x
-# 4096, 0.89x before its channel scales). On an H200: 8 (the few-tile config at 4096 x 4096 against
-# the H200's default), 7 (sessions 36-37's defaults: NVFP4's row pass sweeping x from its end, its
-# column state once a block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x),
+# 4096, 0.89x before its channel scales), then `h100d` (the H100's wgmma ceiling, which the
+# standing table's MMA floor lacks there; INT4 g32 / g64 M = 32 / 64 at 4096 x 14336; the
+# defaults at 4096 x 6144 and 5120 x 13824, never timed). On an H200: 8 (the few-tile config at
+# 4096 x 4096 against the H200's default), 7 (sessions 36-37's defaults: NVFP4's row pass
+# sweeping x from its end, its column state once a block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x),
 # then q (the E4M3 codes by the cast alone, `cast_nan`, the block amax from bf16 pair words,
 # `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the defaults since sessions 32-35
 # from the H100's checks, re-checked there), then 2: the decode with its codes read by plain loads
