@@ -19,7 +19,8 @@
 # standing table's MMA floor lacks there; INT4 g32 / g64 M = 32 / 64 at 4096 x 14336; the
 # defaults at 4096 x 6144 and 5120 x 13824, never timed). On an H200: 8 (the few-tile config at
 # 4096 x 4096 against the H200's default), 7 (sessions 36-37's defaults: NVFP4's row pass
-# sweeping x from its end, its column state once a block, the E4M3 rows in bands, MXFP4's new storage against the H200's fp8_x),
+# sweeping x from its end, its column state once a block, the E4M3 rows in bands, MXFP4's new
+# storage against the H200's fp8_x),
 # then q (the E4M3 codes by the cast alone, `cast_nan`, the block amax from bf16 pair words,
 # `pair_amax`, and the E2M1 codes two an operation, `pair_e2m1`, the defaults since sessions 32-35
 # from the H100's checks, re-checked there), then 2: the decode with its codes read by plain loads
