@@ -65,7 +65,8 @@ def wo_matmul(x: jax.Array, pw: PackedWeight, *, implementation: str | None = No
     if interpret:
       raise NotImplementedError(
           f"{impl} uses TMA/wgmma, which the CPU interpreter cannot run: test its twin, "
-          "implementation='portable'" + (" with weights_bf16=True" if gemm else ""))
+          "implementation='portable'"
+          + (" with weights_bf16=True" if gemm or tuning.get("weights_bf16") else ""))
     if gemm:
       from pallas_kernels.wo_matmul.mosaic_gpu_gemm import wo_gemm_mosaic_gpu
       return wo_gemm_mosaic_gpu(x, pw, out_dtype=out_dtype, **tuning)

@@ -164,8 +164,11 @@ def test_errors_are_raised_not_swallowed(monkeypatch):
   _, pw4 = weight("int4_g128", {})
   with pytest.raises(NotImplementedError, match="M <= 64"):
     wm.wo_matmul(jnp.ones((65, 256), jnp.bfloat16), pw4, implementation="mosaic_gpu")
-  with pytest.raises(NotImplementedError, match="interpreter"):
+  with pytest.raises(NotImplementedError, match="interpreter.*'portable'$"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True)
+  # the decode's bf16 weights (`weights_bf16`) point at the twin with the same numerics
+  with pytest.raises(NotImplementedError, match="'portable' with weights_bf16=True"):
+    wm.wo_matmul(x, pw4, implementation="mosaic_gpu", interpret=True, weights_bf16=True)
   with pytest.raises(ValueError, match="fp4_scale_bytes"):
     wm.wo_matmul(x, pw4, implementation="mosaic_gpu", fp4_scale_bytes=True)
   with pytest.raises(ValueError, match="fp4_scale_bytes"):
