@@ -8,7 +8,7 @@
 #
 # The issue's targets are the H100's; only H100s came in sessions 27-45 (none in 38, 44, 46): `wb`
 # first where one is lent (session 46's `weights_bf16`, INT4 / UINT4 rounded to bf16 before the
-# MMA, gated until checked, against today's decode at M = 64 / 16), then `h100`
+# MMA, gated until checked, against today's decode at M = 64), then `h100`
 # (4096 x 4096, where session 45 moved INT4 g128 at M <= 32 to 64-row tiles
 # with XLA's sum on one run each: MXFP4 / NVFP4 the same, INT4 g128 again, M = 64, the new default's
 # load floor), then `h100b` (14336 x 4096, the down projections' shape, never swept: the few-tile
@@ -195,14 +195,14 @@ case "$part" in
       # wgmma a chunk chained, the prefill GEMM's numerics) against today's group-scaled decode
       # (a wgmma and an f32 scale-and-add a group, UINT4's offset * x-sum term) where the MMA
       # side bounds it, M = 32 / 64 (INT4 g32 M = 64 1.70x XLA bf16 against 2.2x, UINT4 g64
-      # 1.60x, g128 1.83x; INT4 g128 M = 64 1.95x at 4096 x 14336), and at M = 16 for what it
-      # costs there; rel. err against the exact decode's
+      # 1.60x, g128 1.83x; INT4 g128 M = 64 1.95x at 4096 x 14336; with a scheme's bf16 scales
+      # one bf16 multiply a pair); rel. err against the exact decode's
     wb='[{}, {"weights_bf16": true}]'
     run 160 a $B --what wo --formats int4_g32,uint4_g64 --m 64 --shapes $S --configs "$wb"
     run 150 b $B --what wo --formats int4,uint4 --m 64 --shapes $S --configs "$wb"
     run 120 c $B --what wo --formats int4,int4_g32,uint4 --m 64 --shapes 4096x14336 \
       --configs "$wb"
-    run 110 d $B --what wo --formats int4_g32,uint4 --m 16 --shapes $S --configs "$wb"
+    run 110 d $B --what wo --formats int4_g32-bf16,int4_g64 --m 64 --shapes $S --configs "$wb"
     ;;
   h100)  # On an H100 (`run` with kind nvidia-h100-x1), ~9 minutes: 4096 x 4096, where session
       # 45 moved INT4 g128 at M <= 32 to M = 16's launch (64-row tiles, stream-K over two CTAs

@@ -198,6 +198,8 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   # FP4 scale bytes each their multiplier by one IMAD (`scales.fp4_byte_multipliers`)
   byte_pairs = BYTE_MULTIPLIERS[p.fmt] if p.fp4_scale_bytes and pw.byte_multipliers else None
   nvfp4_out = p.prescale and p.fmt is WeightFormat.NVFP4  # y * 2^(126 - 8) * s_t after the sum
+  # a scheme's bf16 scales, stored as such (not INT4's bf16 amaxes)
+  bf16_scales = pw.scale.dtype == jnp.bfloat16 and not pw.amax_scales and not p.fp4
   if nvfp4_out and p.fused_sum:  # read in the kernel (a scalar load), not by an XLA multiply
     extra = [pw.tensor_scale]
   if p.fp8_x and p.fused_sum:  # each x operand column's out_scale s_x (zero past 2 M): what
@@ -314,6 +316,9 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         if p.slots:  # bitsandbytes' GEMV weight: RN_bf16(bf16 table * bf16 absmax)
           return [nf4_slots_bf16(w, block_scales(j, g, jnp.bfloat16))]
         if p.prescale and not p.fp4:  # `weights_bf16`: RN_bf16(q * s - offset) in float32
+          if bf16_scales and not p.asym:  # q * s has at most 12 significant bits: exact in
+            # f32, so one bf16 multiply rounds it as the float32 path does
+            return [w.astype(jnp.bfloat16) * block_scales(j, g, jnp.bfloat16)]
           w = w.astype(jnp.bfloat16).astype(jnp.float32) * block_scales(j, g, jnp.float32)
           if p.asym:
             w = w - spread_groups(offset_rows(j), wk, g)

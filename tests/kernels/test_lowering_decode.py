@@ -529,6 +529,16 @@ def test_int4_weights_bf16_lowers(group, m, monkeypatch):
     text = _compat.lower_for("cuda", fn, x_shape(m, 8192), p).as_text()
     assert "body.<locals>.chain" in text and "body.<locals>.chunk" not in text
     assert bool(calls) == p.amax_scales
+  # a scheme's bf16 scales: q * s is exact in f32, so one bf16 multiply a pair, no f32 round
+  # trip (two widenings and a narrowing a weight fewer)
+  b16 = jax.eval_shape(lambda w: wm.repack_qarray(mxjax.quantize(
+      w, mxjax.schemes.get("int4_g128", block_size=group, scale="bf16"), axis=0)),
+      jax.ShapeDtypeStruct((8192, 28672), jnp.float32))
+  fn = lambda x, p: mosaic_gpu.wo_matmul_mosaic_gpu(x, p, weights_bf16=True, allow_unverified=True)
+  converts = [primitive_counts(jax.make_jaxpr(fn)(x_shape(m, 8192), w).jaxpr)[
+      "convert_element_type"] for w in (pw, b16)]
+  assert converts[1] < converts[0]
+  assert "mosaic_gpu" in _compat.lower_for("cuda", fn, x_shape(m, 8192), b16).as_text()
   with pytest.raises(NotImplementedError, match="weights_bf16 for int4 group"):
     decode_plan.plan_decode(m, 8192, pw, weights_bf16=True)
   for other in ("mxfp4", "int8", "nf4_g64"):
