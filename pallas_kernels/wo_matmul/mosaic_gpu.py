@@ -200,6 +200,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
   nvfp4_out = p.prescale and p.fmt is WeightFormat.NVFP4  # y * 2^(126 - 8) * s_t after the sum
   # a scheme's bf16 scales, stored as such (not INT4's bf16 amaxes)
   bf16_scales = pw.scale.dtype == jnp.bfloat16 and not pw.amax_scales and not p.fp4
+  row_fma = functools.partial(_ptx.fma_rn, layout=_ptx.ROW)  # on one value a tile row
   if nvfp4_out and p.fused_sum:  # read in the kernel (a scalar load), not by an XLA multiply
     extra = [pw.tensor_scale]
   if p.fp8_x and p.fused_sum:  # each x operand column's out_scale s_x (zero past 2 M): what
@@ -260,7 +261,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
           if p.fp4_scale_bytes:
             st = scale_bytes_f32(st, p.fmt)
           if pw.amax_scales:  # INT4's bf16 amax a (`weights_bf16`): the scale RN(a / 7)
-            st = amax_scale_f32(st, functools.partial(_ptx.fma_rn, layout=_ptx.ROW))
+            st = amax_scale_f32(st, row_fma)
           rows.append((st * times if times != 1.0 else st).astype(dtype))
         return spread_groups(rows, wk, group_cols, byte_pairs)
 
@@ -359,7 +360,7 @@ def wo_matmul_mosaic_gpu(x: jax.Array, pw: PackedWeight, *, out_dtype=None,
         # (scale bytes reach here only with fp8_x: MXFP4 then folds its groups like INT4)
         s = scale_bytes_f32(s, p.fmt) if p.fp4_scale_bytes else s.astype(jnp.float32)  # exact
         if pw.amax_scales:  # INT4's bf16 amax a: the scale RN(a / 7) by a multiply and two FMAs
-          s = amax_scale_f32(s, functools.partial(_ptx.fma_rn, layout=_ptx.ROW))
+          s = amax_scale_f32(s, row_fma)
         row = lambda v: lax.broadcast_in_dim(v, part.shape, [1])  # a value a column
         if p.fp8_x and p.xsum_in:  # the x operand, a value a column
           xs = row(plgpu.load(xs_smem.at[gi, pl.ds(0, p.mp)], (),
